@@ -1,0 +1,59 @@
+//===- TileDialect.td - The flashjit tile-level attention dialect -*- tablegen -*-===//
+#ifndef FLASHJIT_TILE_DIALECT
+#define FLASHJIT_TILE_DIALECT
+
+include "mlir/IR/OpBase.td"
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/IR/SymbolInterfaces.td"
+
+def Tile_Dialect : Dialect {
+  let name = "flashjit";
+  let cppNamespace = "::flashjit::tile";
+  let summary = "Tile-level description of FlashAttention kernels";
+  let description = [{
+    One op per kernel: what it computes (the attention spec) and how it is
+    tiled (the tile config), for one target architecture. The
+    `flashjit-lower-attention-to-gpu` pass expands it into a gpu.module of
+    gpu/nvgpu/scf/vector/memref ops.
+  }];
+  let useDefaultAttributePrinterParser = 1;
+}
+
+class Tile_Attr<string name, string attrMnemonic, list<Trait> traits = []>
+    : AttrDef<Tile_Dialect, name, traits> {
+  let mnemonic = attrMnemonic;
+}
+
+def Tile_SpecAttr : Tile_Attr<"Spec", "spec"> {
+  let summary = "Compile-time facts of an attention forward kernel";
+  let description = [{
+    `#flashjit.spec<dtype = "bf16", head_dim_qk = 80, head_dim_v = 80,
+    mask = "causal", gqa_group = 1, lse = true, align = 8>`: every fact the
+    kernel is specialised on (the cache key's spec half).
+  }];
+  let parameters = (ins
+    StringRefParameter<"fp16 or bf16">:$dtype,
+    "int64_t":$head_dim_qk,
+    "int64_t":$head_dim_v,
+    StringRefParameter<"none or causal">:$mask,
+    "int64_t":$gqa_group,
+    "bool":$lse,
+    "int64_t":$align
+  );
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+}
+
+def Tile_TileConfigAttr : Tile_Attr<"TileConfig", "tile"> {
+  let summary = "Tiling of the forward kernel";
+  let description = [{
+    `#flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>`:
+    query rows per CTA, key rows per K/V tile, warps per CTA and K/V
+    shared-memory buffers of the cp.async pipeline.
+  }];
+  let parameters = (ins "int64_t":$block_m, "int64_t":$block_n,
+                        "int64_t":$warps, "int64_t":$stages);
+  let assemblyFormat = "`<` struct(params) `>`";
+}
+
+#endif // FLASHJIT_TILE_DIALECT

@@ -1,0 +1,61 @@
+//===- Passes.td - flashjit's own passes ----------------------*- tablegen -*-===//
+#ifndef FLASHJIT_TRANSFORMS_PASSES
+#define FLASHJIT_TRANSFORMS_PASSES
+
+include "mlir/Pass/PassBase.td"
+
+def SelectTileConfig : Pass<"flashjit-select-tile-config", "mlir::ModuleOp"> {
+  let summary = "Fill in the arch's default tile config and check that it fits";
+  let description = [{
+    Every flashjit.attention_fwd without a `config` gets the default of the
+    per-arch table (kernels/forward/Forward.cpp). Every config is then
+    checked against the target's shared memory and register budget; a config
+    that cannot fit is an error naming the limit.
+  }];
+  let dependentDialects = ["::flashjit::tile::TileDialect"];
+}
+
+def LowerAttentionToGPU : Pass<"flashjit-lower-attention-to-gpu", "mlir::ModuleOp"> {
+  let summary = "Expand tile-level attention kernels into gpu.module kernels";
+  let description = [{
+    Replaces each flashjit.attention_fwd by a gpu.module holding one
+    gpu.func kernel built by the kernel family for its arch (today the sm_80
+    FlashAttention-2 family: cp.async K/V pipeline, ldmatrix, mma.sync
+    m16n8k16, online softmax in exp2). Marks the module a gpu container.
+  }];
+  let dependentDialects = [
+    "::mlir::gpu::GPUDialect", "::mlir::nvgpu::NVGPUDialect",
+    "::mlir::NVVM::NVVMDialect", "::mlir::scf::SCFDialect",
+    "::mlir::vector::VectorDialect", "::mlir::memref::MemRefDialect",
+    "::mlir::arith::ArithDialect", "::mlir::math::MathDialect"
+  ];
+}
+
+def LowerBf16Mma : Pass<"flashjit-lower-bf16-mma"> {
+  let summary = "Rewrite bf16 nvgpu.mma.sync into nvvm.mma.sync";
+  let description = [{
+    MLIR 22's nvgpu-to-nvvm conversion handles f16 but not bf16 operands of
+    nvgpu.mma.sync ("failed to deduce operand PTX types"). This pass packs
+    each vector<2xbf16> operand register into an i32, as the PTX
+    instruction takes it, and emits nvvm.mma.sync with explicit bf16
+    multiplicand types. f16 mma.sync ops are left to convert-nvgpu-to-nvvm.
+  }];
+  let dependentDialects = ["::mlir::NVVM::NVVMDialect",
+                           "::mlir::LLVM::LLVMDialect",
+                           "::mlir::vector::VectorDialect"];
+}
+
+def LowerMathToNVPTX : Pass<"flashjit-lower-math-to-nvptx"> {
+  let summary = "Lower f32 math.exp2 / log2 / fma to NVPTX instructions";
+  let description = [{
+    convert-gpu-to-nvvm turns math.exp2 and math.log2 into calls of
+    libdevice's __nv_exp2f / __nv_log2f, which would need libdevice linked.
+    The online softmax wants the MUFU instructions: math.exp2 becomes the
+    nvvm ex2.approx.ftz intrinsic and math.log2 lg2.approx (llvm.intr.exp2 is
+    illegal in convert-gpu-to-nvvm, and the backend has no flog2 lowering);
+    math.fma becomes llvm.intr.fma (fma.rn.f32) instead of __nv_fmaf.
+  }];
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
+}
+
+#endif // FLASHJIT_TRANSFORMS_PASSES

@@ -1,0 +1,106 @@
+//===- AttentionSpec.h - What a generated attention kernel is specialised for -===//
+//
+// Plain C++ (no MLIR, no CUDA): shared by the compiler, the runtime, the CLI
+// and the tests. An AttentionSpec holds every fact baked into a kernel at
+// compile time; a TileConfig holds the tiling knobs; an Arch names the target.
+// Everything that is a run-time argument (pointers, strides, batch, heads,
+// sequence lengths, softmax scale) lives in the runtime's launch parameters.
+//
+//===----------------------------------------------------------------------===//
+#ifndef FLASHJIT_COMPILER_ATTENTIONSPEC_H
+#define FLASHJIT_COMPILER_ATTENTIONSPEC_H
+
+#include "flashjit/compiler/Diagnostics.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace flashjit {
+
+enum class DType { F16, BF16 };
+enum class MaskMode { None, Causal };
+enum class Arch { Sm80, Sm86, Sm89, Sm90, Sm90a };
+
+/// Accepted head dimension range (both Q/K and V).
+inline constexpr int kMinHeadDim = 1;
+inline constexpr int kMaxHeadDim = 256;
+
+/// Compile-time facts of one attention forward kernel.
+struct AttentionSpec {
+  DType dtype = DType::BF16;
+  int headDimQK = 128;
+  int headDimV = 128;
+  MaskMode mask = MaskMode::None;
+  /// heads_q / heads_kv (1 = MHA, heads_q = MQA).
+  int gqaGroup = 1;
+  /// Write the float32 log-sum-exp of each query row.
+  bool writeLse = true;
+  /// Elements by which every global row start (pointers and row, head and
+  /// batch strides) is known to be aligned: 1, 2, 4 or 8. Wider lets the
+  /// kernel copy 16 bytes at a time; the runtime picks the widest valid one.
+  int globalAlignElems = 8;
+
+  bool operator==(const AttentionSpec &o) const;
+  bool operator!=(const AttentionSpec &o) const { return !(*this == o); }
+};
+
+/// Tiling knobs of the forward kernel family.
+struct TileConfig {
+  int blockM = 128; ///< query rows per CTA
+  int blockN = 64;  ///< key rows per K/V tile
+  int warps = 4;    ///< warps per CTA (each owns blockM / warps query rows)
+  int stages = 2;   ///< K/V shared-memory buffers in the cp.async pipeline
+
+  bool operator==(const TileConfig &o) const;
+  bool operator!=(const TileConfig &o) const { return !(*this == o); }
+};
+
+// ---- names -----------------------------------------------------------------
+std::string_view toString(DType d);
+std::string_view toString(MaskMode m);
+std::string_view toString(Arch a);
+std::optional<DType> parseDType(std::string_view s);
+std::optional<MaskMode> parseMaskMode(std::string_view s);
+std::optional<Arch> parseArch(std::string_view s);
+/// Accepted spellings, for error messages and --help ("fp16|bf16").
+std::string dtypeChoices();
+std::string maskChoices();
+std::string archChoices();
+
+int elementBytes(DType d);
+/// Compute capability as an integer (80, 86, 89, 90); sm_90a -> 90.
+int computeCapability(Arch a);
+/// Architecture-specific instructions (wgmma, setmaxnreg) are available.
+bool hasArchSpecificFeatures(Arch a);
+/// Largest dynamic shared memory a CTA may opt into on this architecture.
+int maxSharedMemoryPerBlock(Arch a);
+/// The PTX ISA version we emit for this architecture (e.g. 80 for 8.0).
+int ptxIsaVersion(Arch a);
+
+/// The widest alignment (in elements, 8/4/2/1) dividing every given value.
+int alignmentElems(const std::vector<int64_t> &values);
+
+// ---- validation --------------------------------------------------------------
+/// Checks ranges and consistency; the message names the argument and the
+/// accepted range ("head_dim_qk must be in [1, 256], got 300").
+Status validate(const AttentionSpec &spec);
+/// Checks the tile config for the spec on the arch (shapes, warp count,
+/// shared memory that fits, register budget estimates).
+Status validate(const TileConfig &config, const AttentionSpec &spec, Arch arch);
+
+// ---- identity ------------------------------------------------------------------
+/// Canonical, stable text of the spec (one key=value list, fixed order):
+/// the input of the cache key.
+std::string canonicalText(const AttentionSpec &spec);
+std::string canonicalText(const TileConfig &config);
+/// Readable identifier of a specialisation, usable as a kernel symbol and a
+/// directory name: fwd_bf16_hqk80_hv80_causal_g1_lse_a8_bm128_bn64_w4_s2_sm90a.
+std::string kernelName(const AttentionSpec &spec, const TileConfig &config,
+                       Arch arch);
+
+} // namespace flashjit
+
+#endif // FLASHJIT_COMPILER_ATTENTIONSPEC_H

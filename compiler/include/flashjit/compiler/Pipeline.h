@@ -1,0 +1,61 @@
+//===- Pipeline.h - spec -> MLIR -> PTX, the one compile entry point -------===//
+//
+// The runtime knows the compiler through this header alone. It includes no
+// MLIR: the stages are named here and built in compiler/lib/Pipeline.cpp.
+//
+//===----------------------------------------------------------------------===//
+#ifndef FLASHJIT_COMPILER_PIPELINE_H
+#define FLASHJIT_COMPILER_PIPELINE_H
+
+#include "flashjit/compiler/AttentionSpec.h"
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace flashjit {
+
+/// Pipeline stages, in order. Names are shared by the CLI's --emit, the
+/// files of --dump-dir and the lit test folders.
+enum class Stage { Tile, Gpu, Nvvm, Llvm, Ptx };
+inline constexpr Stage kAllStages[] = {Stage::Tile, Stage::Gpu, Stage::Nvvm,
+                                       Stage::Llvm, Stage::Ptx};
+std::string_view toString(Stage s);
+std::optional<Stage> parseStage(std::string_view s);
+std::string stageChoices();
+/// File name of a stage's text in a dump directory (kernel.tile.mlir, ...).
+std::string stageFileName(Stage s);
+
+struct CompileOptions {
+  /// Stop after this stage (its text is in Artifact::stageText).
+  Stage stopAfter = Stage::Ptx;
+  /// Keep the text of every stage up to stopAfter (for --dump-dir).
+  bool keepAllStages = false;
+};
+
+/// What a compile produces: the PTX plus what the launcher needs.
+struct Artifact {
+  std::string kernelName;
+  std::string ptx;           ///< empty when stopped before Stage::Ptx
+  int threadsPerBlock = 0;
+  int sharedMemBytes = 0;    ///< dynamic shared memory to request at launch
+  int blockM = 0;            ///< query rows per CTA (grid.x = ceil(sq/blockM))
+  /// Text of the kept stages, in pipeline order.
+  std::vector<std::pair<Stage, std::string>> stageText;
+  const std::string *text(Stage s) const;
+};
+
+/// Compiles one kernel. Validates spec and config first; every failure,
+/// including one inside MLIR or LLVM, comes back as a Status with the
+/// diagnostics in its message.
+Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
+                           Arch arch, const CompileOptions &options = {});
+
+/// Version strings that identify the code the compiler emits (cache keys).
+std::string flashjitVersion();
+std::string llvmVersion();
+
+} // namespace flashjit
+
+#endif // FLASHJIT_COMPILER_PIPELINE_H

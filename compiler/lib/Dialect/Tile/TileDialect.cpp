@@ -1,0 +1,103 @@
+//===- TileDialect.cpp - flashjit tile dialect: attributes, op, verifiers --===//
+#include "flashjit/Dialect/Tile/TileDialect.h"
+
+#include "mlir/IR/DialectImplementation.h"
+#include "mlir/IR/OpImplementation.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace mlir;
+using namespace flashjit;
+using namespace flashjit::tile;
+
+#include "flashjit/Dialect/Tile/TileDialect.cpp.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "flashjit/Dialect/Tile/TileAttrs.cpp.inc"
+
+#define GET_OP_CLASSES
+#include "flashjit/Dialect/Tile/TileOps.cpp.inc"
+
+void TileDialect::initialize() {
+  addAttributes<
+#define GET_ATTRDEF_LIST
+#include "flashjit/Dialect/Tile/TileAttrs.cpp.inc"
+      >();
+  addOperations<
+#define GET_OP_LIST
+#include "flashjit/Dialect/Tile/TileOps.cpp.inc"
+      >();
+}
+
+namespace {
+/// The spec attribute's fields as the plain struct, or the reason why not.
+Expected<AttentionSpec> toSpec(StringRef dtype, int64_t headDimQK,
+                               int64_t headDimV, StringRef mask,
+                               int64_t gqaGroup, bool lse, int64_t align) {
+  AttentionSpec spec;
+  auto d = parseDType(std::string_view(dtype.data(), dtype.size()));
+  if (!d)
+    return Status::error("dtype must be one of " + dtypeChoices() + ", got '" +
+                         dtype.str() + "'");
+  auto m = parseMaskMode(std::string_view(mask.data(), mask.size()));
+  if (!m)
+    return Status::error("mask must be one of " + maskChoices() + ", got '" +
+                         mask.str() + "'");
+  spec.dtype = *d;
+  spec.mask = *m;
+  spec.headDimQK = static_cast<int>(headDimQK);
+  spec.headDimV = static_cast<int>(headDimV);
+  spec.gqaGroup = static_cast<int>(gqaGroup);
+  spec.writeLse = lse;
+  spec.globalAlignElems = static_cast<int>(align);
+  if (Status s = validate(spec); !s)
+    return s;
+  return spec;
+}
+} // namespace
+
+LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                               StringRef dtype, int64_t headDimQK,
+                               int64_t headDimV, StringRef mask,
+                               int64_t gqaGroup, bool lse, int64_t align) {
+  auto spec = toSpec(dtype, headDimQK, headDimV, mask, gqaGroup, lse, align);
+  if (!spec)
+    return emitError() << spec.message();
+  return success();
+}
+
+AttentionSpec AttentionFwdOp::getAttentionSpec() {
+  SpecAttr a = getSpec();
+  return *toSpec(a.getDtype(), a.getHeadDimQk(), a.getHeadDimV(), a.getMask(),
+                 a.getGqaGroup(), a.getLse(), a.getAlign());
+}
+
+LogicalResult AttentionFwdOp::verify() {
+  auto arch = parseArch(getArch().str());
+  if (!arch)
+    return emitOpError() << "arch must be one of " << archChoices() << ", got '"
+                         << getArch() << "'";
+  if (auto config = getConfig())
+    if (Status s = validate(fromAttr(*config), getAttentionSpec(), *arch); !s)
+      return emitOpError() << s.message();
+  return success();
+}
+
+namespace flashjit::tile {
+SpecAttr toAttr(MLIRContext *ctx, const AttentionSpec &s) {
+  auto str = [](std::string_view v) { return StringRef(v.data(), v.size()); };
+  return SpecAttr::get(ctx, str(toString(s.dtype)), s.headDimQK, s.headDimV,
+                       str(toString(s.mask)), s.gqaGroup, s.writeLse,
+                       s.globalAlignElems);
+}
+TileConfigAttr toAttr(MLIRContext *ctx, const TileConfig &c) {
+  return TileConfigAttr::get(ctx, c.blockM, c.blockN, c.warps, c.stages);
+}
+TileConfig fromAttr(TileConfigAttr a) {
+  TileConfig c;
+  c.blockM = static_cast<int>(a.getBlockM());
+  c.blockN = static_cast<int>(a.getBlockN());
+  c.warps = static_cast<int>(a.getWarps());
+  c.stages = static_cast<int>(a.getStages());
+  return c;
+}
+} // namespace flashjit::tile

@@ -1,0 +1,218 @@
+//===- AttentionSpec.cpp - Names, validation and identity of a spec --------===//
+#include "flashjit/compiler/AttentionSpec.h"
+#include "flashjit/kernels/Forward.h"
+
+#include <algorithm>
+#include <sstream>
+
+namespace flashjit {
+
+bool AttentionSpec::operator==(const AttentionSpec &o) const {
+  return canonicalText(*this) == canonicalText(o);
+}
+bool TileConfig::operator==(const TileConfig &o) const {
+  return blockM == o.blockM && blockN == o.blockN && warps == o.warps &&
+         stages == o.stages;
+}
+
+// ---- names -----------------------------------------------------------------
+namespace {
+template <typename E> struct Named {
+  E value;
+  std::string_view name;
+};
+constexpr Named<DType> kDTypes[] = {{DType::F16, "fp16"}, {DType::BF16, "bf16"}};
+constexpr Named<MaskMode> kMasks[] = {{MaskMode::None, "none"},
+                                      {MaskMode::Causal, "causal"}};
+constexpr Named<Arch> kArchs[] = {{Arch::Sm80, "sm_80"},
+                                  {Arch::Sm86, "sm_86"},
+                                  {Arch::Sm89, "sm_89"},
+                                  {Arch::Sm90, "sm_90"},
+                                  {Arch::Sm90a, "sm_90a"}};
+
+template <typename E, size_t N>
+std::string_view nameOf(const Named<E> (&table)[N], E v) {
+  for (const auto &e : table)
+    if (e.value == v)
+      return e.name;
+  return "?";
+}
+template <typename E, size_t N>
+std::optional<E> parse(const Named<E> (&table)[N], std::string_view s) {
+  for (const auto &e : table)
+    if (e.name == s)
+      return e.value;
+  return std::nullopt;
+}
+template <typename E, size_t N> std::string choices(const Named<E> (&table)[N]) {
+  std::string out;
+  for (const auto &e : table)
+    out += (out.empty() ? "" : "|") + std::string(e.name);
+  return out;
+}
+} // namespace
+
+std::string_view toString(DType d) { return nameOf(kDTypes, d); }
+std::string_view toString(MaskMode m) { return nameOf(kMasks, m); }
+std::string_view toString(Arch a) { return nameOf(kArchs, a); }
+std::optional<DType> parseDType(std::string_view s) {
+  if (s == "f16" || s == "half" || s == "float16")
+    return DType::F16;
+  if (s == "bfloat16")
+    return DType::BF16;
+  return parse(kDTypes, s);
+}
+std::optional<MaskMode> parseMaskMode(std::string_view s) {
+  return parse(kMasks, s);
+}
+std::optional<Arch> parseArch(std::string_view s) {
+  if (s.size() > 3 && s.substr(0, 3) == "sm" && s[2] != '_') // sm80 -> sm_80
+    return parseArch("sm_" + std::string(s.substr(2)));
+  return parse(kArchs, s);
+}
+std::string dtypeChoices() { return choices(kDTypes); }
+std::string maskChoices() { return choices(kMasks); }
+std::string archChoices() { return choices(kArchs); }
+
+int elementBytes(DType) { return 2; }
+
+int computeCapability(Arch a) {
+  switch (a) {
+  case Arch::Sm80: return 80;
+  case Arch::Sm86: return 86;
+  case Arch::Sm89: return 89;
+  case Arch::Sm90:
+  case Arch::Sm90a: return 90;
+  }
+  return 0;
+}
+bool hasArchSpecificFeatures(Arch a) { return a == Arch::Sm90a; }
+
+int maxSharedMemoryPerBlock(Arch a) {
+  switch (a) {
+  case Arch::Sm80: return 163 * 1024;
+  case Arch::Sm86:
+  case Arch::Sm89: return 99 * 1024;
+  case Arch::Sm90:
+  case Arch::Sm90a: return 227 * 1024;
+  }
+  return 48 * 1024;
+}
+
+int ptxIsaVersion(Arch a) {
+  // The oldest ISA that knows the target: older drivers can still JIT it.
+  switch (a) {
+  case Arch::Sm80: return 70;
+  case Arch::Sm86: return 71;
+  case Arch::Sm89:
+  case Arch::Sm90: return 78;
+  case Arch::Sm90a: return 80;
+  }
+  return 80;
+}
+
+int alignmentElems(const std::vector<int64_t> &values) {
+  int align = 8;
+  for (int64_t v : values)
+    while (align > 1 && v % align != 0)
+      align /= 2;
+  return align;
+}
+
+// ---- validation --------------------------------------------------------------
+namespace {
+std::string rangeError(std::string_view name, int lo, int hi, int64_t got) {
+  std::ostringstream os;
+  os << name << " must be in [" << lo << ", " << hi << "], got " << got;
+  return os.str();
+}
+bool isPowerOfTwo(int v) { return v > 0 && (v & (v - 1)) == 0; }
+} // namespace
+
+Status validate(const AttentionSpec &spec) {
+  if (spec.headDimQK < kMinHeadDim || spec.headDimQK > kMaxHeadDim)
+    return Status::error(
+        rangeError("head_dim_qk", kMinHeadDim, kMaxHeadDim, spec.headDimQK));
+  if (spec.headDimV < kMinHeadDim || spec.headDimV > kMaxHeadDim)
+    return Status::error(
+        rangeError("head_dim_v", kMinHeadDim, kMaxHeadDim, spec.headDimV));
+  if (spec.gqaGroup < 1 || spec.gqaGroup > 1024)
+    return Status::error(rangeError("gqa_group (heads_q / heads_kv)", 1, 1024,
+                                    spec.gqaGroup));
+  if (spec.globalAlignElems != 1 && spec.globalAlignElems != 2 &&
+      spec.globalAlignElems != 4 && spec.globalAlignElems != 8)
+    return Status::error("align must be one of 1, 2, 4, 8 (elements), got " +
+                         std::to_string(spec.globalAlignElems));
+  return Status::ok();
+}
+
+Status validate(const TileConfig &c, const AttentionSpec &spec, Arch arch) {
+  if (Status s = validate(spec); !s)
+    return s;
+  if (c.warps < 1 || c.warps > 16 || !isPowerOfTwo(c.warps))
+    return Status::error("warps must be a power of two in [1, 16], got " +
+                         std::to_string(c.warps));
+  if (c.blockM < kMmaM || c.blockM > 256 || c.blockM % (kMmaM * c.warps) != 0)
+    return Status::error(
+        "block_m must be a multiple of 16 * warps (" +
+        std::to_string(kMmaM * c.warps) + ") in [16, 256], got " +
+        std::to_string(c.blockM));
+  if (c.blockN < kMmaK || c.blockN > 256 || c.blockN % kMmaK != 0)
+    return Status::error(
+        "block_n must be a multiple of 16 in [16, 256], got " +
+        std::to_string(c.blockN));
+  if (c.stages < 1 || c.stages > 4)
+    return Status::error(rangeError("stages", 1, 4, c.stages));
+  ForwardLayout layout = forwardLayout(spec, c);
+  if (layout.sharedMemBytes > maxSharedMemoryPerBlock(arch)) {
+    std::ostringstream os;
+    os << "tile config block_m=" << c.blockM << " block_n=" << c.blockN
+       << " stages=" << c.stages << " needs " << layout.sharedMemBytes
+       << " bytes of shared memory; " << toString(arch) << " allows at most "
+       << maxSharedMemoryPerBlock(arch) << " per block";
+    return Status::error(os.str());
+  }
+  constexpr int kMaxRegisters = 255;
+  if (layout.estimatedRegisters > kMaxRegisters) {
+    std::ostringstream os;
+    os << "tile config block_m=" << c.blockM << " block_n=" << c.blockN
+       << " warps=" << c.warps << " needs about " << layout.estimatedRegisters
+       << " registers per thread for head_dim " << spec.headDimQK << "/"
+       << spec.headDimV << "; at most " << kMaxRegisters
+       << " exist (use more warps, a smaller block_m or block_n)";
+    return Status::error(os.str());
+  }
+  return Status::ok();
+}
+
+// ---- identity ------------------------------------------------------------------
+std::string canonicalText(const AttentionSpec &s) {
+  std::ostringstream os;
+  os << "kind=fwd;dtype=" << toString(s.dtype) << ";head_dim_qk=" << s.headDimQK
+     << ";head_dim_v=" << s.headDimV << ";mask=" << toString(s.mask)
+     << ";gqa_group=" << s.gqaGroup << ";lse=" << (s.writeLse ? 1 : 0)
+     << ";align=" << s.globalAlignElems;
+  return os.str();
+}
+
+std::string canonicalText(const TileConfig &c) {
+  std::ostringstream os;
+  os << "block_m=" << c.blockM << ";block_n=" << c.blockN
+     << ";warps=" << c.warps << ";stages=" << c.stages;
+  return os.str();
+}
+
+std::string kernelName(const AttentionSpec &s, const TileConfig &c, Arch arch) {
+  std::ostringstream os;
+  std::string archName(toString(arch));
+  archName.erase(std::remove(archName.begin(), archName.end(), '_'),
+                 archName.end());
+  os << "fwd_" << toString(s.dtype) << "_hqk" << s.headDimQK << "_hv"
+     << s.headDimV << "_" << toString(s.mask) << "_g" << s.gqaGroup
+     << (s.writeLse ? "_lse" : "") << "_a" << s.globalAlignElems << "_bm"
+     << c.blockM << "_bn" << c.blockN << "_w" << c.warps << "_s" << c.stages
+     << "_" << archName;
+  return os.str();
+}
+
+} // namespace flashjit

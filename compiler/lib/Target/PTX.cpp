@@ -1,0 +1,90 @@
+//===- PTX.cpp - gpu.module (NVVM) -> LLVM IR -> PTX ----------------------===//
+#include "Target/PTX.h"
+
+#include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Passes/PassBuilder.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/TargetParser/Triple.h"
+
+#include <mutex>
+
+namespace flashjit {
+namespace {
+constexpr const char *kTriple = "nvptx64-nvidia-cuda";
+
+Expected<std::unique_ptr<llvm::TargetMachine>> createTargetMachine(Arch arch) {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    LLVMInitializeNVPTXTarget();
+    LLVMInitializeNVPTXTargetInfo();
+    LLVMInitializeNVPTXTargetMC();
+    LLVMInitializeNVPTXAsmPrinter();
+  });
+  llvm::Triple triple(kTriple);
+  std::string error;
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target)
+    return Status::error("NVPTX target unavailable: " + error);
+  std::string cpu(toString(arch));
+  std::string features = "+ptx" + std::to_string(ptxIsaVersion(arch));
+  llvm::TargetOptions options;
+  std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
+      triple, cpu, features, options, std::nullopt, std::nullopt,
+      llvm::CodeGenOptLevel::Aggressive));
+  if (!tm)
+    return Status::error("cannot create an NVPTX target machine for " + cpu);
+  return tm;
+}
+} // namespace
+
+Expected<std::unique_ptr<llvm::Module>>
+translateToLLVMIR(mlir::gpu::GPUModuleOp module, llvm::LLVMContext &llvmCtx,
+                  Arch arch) {
+  std::unique_ptr<llvm::Module> llvmModule =
+      mlir::translateModuleToLLVMIR(module, llvmCtx, module.getName());
+  if (!llvmModule)
+    return Status::error("translation of the NVVM module to LLVM IR failed");
+  auto tm = createTargetMachine(arch);
+  if (!tm)
+    return tm.status();
+  llvmModule->setTargetTriple(llvm::Triple(kTriple));
+  llvmModule->setDataLayout((*tm)->createDataLayout());
+
+  llvm::LoopAnalysisManager lam;
+  llvm::FunctionAnalysisManager fam;
+  llvm::CGSCCAnalysisManager cgam;
+  llvm::ModuleAnalysisManager mam;
+  llvm::PassBuilder pb(tm->get());
+  pb.registerModuleAnalyses(mam);
+  pb.registerCGSCCAnalyses(cgam);
+  pb.registerFunctionAnalyses(fam);
+  pb.registerLoopAnalyses(lam);
+  pb.crossRegisterProxies(lam, fam, cgam, mam);
+  llvm::ModulePassManager mpm =
+      pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3);
+  mpm.run(*llvmModule, mam);
+  return llvmModule;
+}
+
+Expected<std::string> emitPTX(llvm::Module &module, Arch arch) {
+  auto tm = createTargetMachine(arch);
+  if (!tm)
+    return tm.status();
+  std::string ptx;
+  {
+    llvm::raw_string_ostream os(ptx);
+    llvm::buffer_ostream bos(os);
+    llvm::legacy::PassManager pm;
+    if ((*tm)->addPassesToEmitFile(pm, bos, nullptr,
+                                   llvm::CodeGenFileType::AssemblyFile))
+      return Status::error("the NVPTX backend cannot emit assembly");
+    pm.run(module);
+  }
+  return ptx;
+}
+
+} // namespace flashjit

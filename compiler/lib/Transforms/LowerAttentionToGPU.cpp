@@ -1,0 +1,53 @@
+//===- LowerAttentionToGPU.cpp - Tile-level kernels to gpu.module ----------===//
+#include "flashjit/Transforms/Passes.h"
+#include "forward/ForwardGenerator.h"
+
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+
+namespace flashjit {
+#define GEN_PASS_DEF_LOWERATTENTIONTOGPU
+#include "flashjit/Transforms/Passes.h.inc"
+} // namespace flashjit
+
+using namespace mlir;
+using namespace flashjit;
+
+namespace {
+std::string targetFeatures(Arch arch) {
+  return "+ptx" + std::to_string(ptxIsaVersion(arch));
+}
+
+struct LowerAttentionToGPUPass
+    : public flashjit::impl::LowerAttentionToGPUBase<LowerAttentionToGPUPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    MLIRContext *ctx = &getContext();
+    SmallVector<tile::AttentionFwdOp> kernels;
+    module.walk([&](tile::AttentionFwdOp op) { kernels.push_back(op); });
+    for (tile::AttentionFwdOp op : kernels) {
+      if (!op.getConfig()) {
+        op.emitOpError("has no tile config; run flashjit-select-tile-config");
+        return signalPassFailure();
+      }
+      Arch arch = *parseArch(op.getArch().str());
+      OpBuilder builder(op);
+      auto target = NVVM::NVVMTargetAttr::get(
+          ctx, /*optLevel=*/3, "nvptx64-nvidia-cuda", op.getArch(),
+          targetFeatures(arch));
+      auto gpuModule = gpu::GPUModuleOp::create(
+          builder, op.getLoc(), op.getSymName(), builder.getArrayAttr(target));
+      // Every family today is the sm_80 one; sm_90 (TMA + wgmma) goes here.
+      if (failed(buildForwardSm80(builder, gpuModule, op.getSymName(),
+                                  op.getAttentionSpec(),
+                                  tile::fromAttr(*op.getConfig())))) {
+        op.emitOpError("kernel generation failed");
+        return signalPassFailure();
+      }
+      op.erase();
+    }
+    if (!kernels.empty())
+      module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                      UnitAttr::get(ctx));
+  }
+};
+} // namespace

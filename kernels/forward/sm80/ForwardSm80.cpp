@@ -1,0 +1,632 @@
+//===- ForwardSm80.cpp - FlashAttention-2 forward for sm_80 and newer ------===//
+//
+// Builds one gpu.func per spec/config, thread-level, with the nvgpu dialect:
+//
+//   load Q tile (cp.async) -> ldmatrix into registers (kept for the kernel)
+//   prefetch stages-1 K/V tiles (cp.async, one commit group per tile)
+//   for each K/V tile, last to first (the masked tiles come first):
+//     wait for its group; barrier; prefetch the tile stages-1 ahead
+//     S  = Q K^T                      (ldmatrix K, mma.sync m16n8k16)
+//     S  = mask(S)                    (only tiles that cross a boundary)
+//     m' = max(m, row_max(S) * scale) ; alpha = exp2(m - m')
+//     P  = exp2(S * scale - m')       ; l = l * alpha + row_sum(P)
+//     O  = O * alpha + P V            (P from registers, ldmatrix.trans V)
+//   O /= l ; LSE = (m + log2 l) / log2(e) ; masked store of exactly head_dim
+//
+// One warp owns 16 * mTiles query rows; fragment layouts are those of PTX's
+// mma.m16n8k16 (lane = 4 * group + thread-in-group).
+//
+//===----------------------------------------------------------------------===//
+#include "forward/ForwardGenerator.h"
+#include "flashjit/kernels/Forward.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/UB/IR/UBOps.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+
+namespace flashjit {
+namespace {
+
+/// Global tensors are passed as bare pointers (one kernel parameter each).
+/// MLIR's bare-pointer convention needs a static shape, so the memrefs carry
+/// this placeholder extent; bounds come from the run-time sequence lengths.
+constexpr int64_t kGlobalExtent = int64_t(1) << 40;
+constexpr int kGlobalSpace = 1;
+constexpr double kLn2 = 0.6931471805599453;
+
+/// Thin arithmetic helpers so that the generator reads like the algorithm.
+struct Emitter {
+  OpBuilder &b;
+  Location loc;
+
+  Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
+  Value i32(int32_t v) {
+    return arith::ConstantIntOp::create(b, loc, v, 32);
+  }
+  Value f32(double v) {
+    return arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
+                                          APFloat(float(v)));
+  }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
+  Value sub(Value x, Value y) { return arith::SubIOp::create(b, loc, x, y); }
+  Value mul(Value x, Value y) { return arith::MulIOp::create(b, loc, x, y); }
+  Value div(Value x, int64_t d) {
+    return arith::DivUIOp::create(b, loc, x, idx(d));
+  }
+  Value rem(Value x, int64_t d) {
+    return arith::RemUIOp::create(b, loc, x, idx(d));
+  }
+  Value minS(Value x, Value y) { return arith::MinSIOp::create(b, loc, x, y); }
+  Value maxS(Value x, Value y) { return arith::MaxSIOp::create(b, loc, x, y); }
+  Value cmp(arith::CmpIPredicate p, Value x, Value y) {
+    return arith::CmpIOp::create(b, loc, p, x, y);
+  }
+  Value lt(Value x, Value y) { return cmp(arith::CmpIPredicate::slt, x, y); }
+  Value le(Value x, Value y) { return cmp(arith::CmpIPredicate::sle, x, y); }
+  Value gt(Value x, Value y) { return cmp(arith::CmpIPredicate::sgt, x, y); }
+  Value andI(Value x, Value y) { return arith::AndIOp::create(b, loc, x, y); }
+  Value orI(Value x, Value y) { return arith::OrIOp::create(b, loc, x, y); }
+  Value select(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, loc, c, x, y);
+  }
+  Value toIndex(Value v) {
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v);
+  }
+  Value fadd(Value x, Value y) { return arith::AddFOp::create(b, loc, x, y); }
+  Value fsub(Value x, Value y) { return arith::SubFOp::create(b, loc, x, y); }
+  Value fmul(Value x, Value y) { return arith::MulFOp::create(b, loc, x, y); }
+  Value fmax(Value x, Value y) {
+    return arith::MaximumFOp::create(b, loc, x, y);
+  }
+  Value fma(Value x, Value y, Value z) {
+    return math::FmaOp::create(b, loc, x, y, z);
+  }
+  Value exp2(Value x) { return math::Exp2Op::create(b, loc, x); }
+  Value log2(Value x) { return math::Log2Op::create(b, loc, x); }
+  Value feq(Value x, Value y) {
+    return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, x, y);
+  }
+  Value extract(Value vec, ArrayRef<int64_t> pos) {
+    return vector::ExtractOp::create(b, loc, vec, pos);
+  }
+  Value insert(Value scalar, Value vec, ArrayRef<int64_t> pos) {
+    return vector::InsertOp::create(b, loc, scalar, vec, pos);
+  }
+  /// XOR-shuffle within the 4 lanes that share an MMA row.
+  Value quadReduce(Value v, bool isMax) {
+    for (int offset : {1, 2}) {
+      Value other = gpu::ShuffleOp::create(b, loc, v, offset, kWarpSize,
+                                           gpu::ShuffleMode::XOR)
+                        .getShuffleResult();
+      v = isMax ? fmax(v, other) : fadd(v, other);
+    }
+    return v;
+  }
+};
+
+/// Per-kernel constants and values shared by the helpers below.
+struct ForwardKernel {
+  const AttentionSpec &spec;
+  const TileConfig &cfg;
+  ForwardLayout layout;
+  Type elemTy;
+  int vecElems;      ///< elements per global->smem copy
+  bool asyncCopies;  ///< cp.async (>= 4 bytes) or synchronous loads
+  int mTiles;        ///< m16 tiles per warp
+  int nTiles;        ///< n8 score tiles per K/V tile
+  int kStepsQK;      ///< k16 steps over the padded head_dim_qk
+  int dTilesV;       ///< n8 output tiles that hold at least one real column
+
+  ForwardKernel(const AttentionSpec &s, const TileConfig &c, Type elem)
+      : spec(s), cfg(c), layout(forwardLayout(s, c)), elemTy(elem) {
+    vecElems = std::min(spec.globalAlignElems, 8);
+    asyncCopies = vecElems * elementBytes(spec.dtype) >= 4;
+    mTiles = layout.mTilesPerWarp;
+    nTiles = cfg.blockN / kMmaN;
+    kStepsQK = layout.paddedHeadDimQK / kMmaK;
+    dTilesV = (spec.headDimV + kMmaN - 1) / kMmaN;
+  }
+};
+
+/// Copies rows [rowStart, rowStart + rows) x [0, paddedDim) of a global
+/// tensor into shared memory `dst[prefix..., row, col]`; rows at or past
+/// `rowLimit` and columns at or past `dim` are filled with zeros. Copies of
+/// 4 bytes or more are cp.async (the caller commits and waits for them).
+void copyTile(Emitter &e, const ForwardKernel &k, Value tid,
+                            Value src, Value srcBase, Value rowStride,
+                            Value rowStart, Value rowLimit, int rows, int dim,
+                            int paddedDim, Value dst, ArrayRef<Value> prefix) {
+  const int vec = k.vecElems;
+  const int chunksPerRow = paddedDim / vec;
+  const int chunks = rows * chunksPerRow;
+  const int threads = k.layout.threads;
+  for (int first = 0; first < chunks; first += threads) {
+    Value chunk = e.add(tid, e.idx(first));
+    auto emitChunk = [&](OpBuilder &b) {
+      Emitter ce{b, e.loc};
+      Value row = ce.div(chunk, chunksPerRow);
+      Value col = ce.mul(ce.rem(chunk, chunksPerRow), ce.idx(vec));
+      Value globalRow = ce.add(rowStart, row);
+      Value valid = ce.andI(ce.lt(globalRow, rowLimit), ce.lt(col, ce.idx(dim)));
+      Value offset = ce.add(srcBase, ce.add(ce.mul(globalRow, rowStride), col));
+      // Out-of-range chunks read nothing; point them at the tensor's start.
+      Value srcIdx = ce.select(valid, offset, srcBase);
+      SmallVector<Value> dstIdx(prefix.begin(), prefix.end());
+      dstIdx.push_back(row);
+      dstIdx.push_back(col);
+      if (k.asyncCopies) {
+        Value srcElems = ce.select(valid, ce.idx(vec), ce.idx(0));
+        bool bypassL1 = vec * elementBytes(k.spec.dtype) == 16;
+        nvgpu::DeviceAsyncCopyOp::create(
+            b, e.loc, nvgpu::DeviceAsyncTokenType::get(b.getContext()), dst,
+            dstIdx, src, ValueRange{srcIdx}, b.getIndexAttr(vec), srcElems,
+            bypassL1 ? b.getUnitAttr() : UnitAttr());
+        return;
+      }
+      // Narrower than 4 bytes: cp.async cannot, so load and store.
+      auto ifOp = scf::IfOp::create(
+          b, e.loc, valid,
+          [&](OpBuilder &tb, Location l) {
+            Value v = memref::LoadOp::create(tb, l, src, ValueRange{srcIdx});
+            scf::YieldOp::create(tb, l, v);
+          },
+          [&](OpBuilder &eb, Location l) {
+            Value zero = arith::ConstantOp::create(
+                eb, l, eb.getZeroAttr(k.elemTy));
+            scf::YieldOp::create(eb, l, zero);
+          });
+      memref::StoreOp::create(b, e.loc, ifOp.getResult(0), dst, dstIdx);
+    };
+    if (first + threads <= chunks) {
+      emitChunk(e.b);
+    } else {
+      // The last round is partial: only threads with a chunk copy.
+      Value has = e.lt(chunk, e.idx(chunks));
+      auto guard = scf::IfOp::create(e.b, e.loc, has, /*withElse=*/false);
+      OpBuilder::InsertionGuard g(e.b);
+      e.b.setInsertionPointToStart(&guard.getThenRegion().front());
+      emitChunk(e.b);
+    }
+  }
+}
+
+/// Closes the current cp.async group (an empty group when nothing was
+/// issued, so that group counting stays uniform across iterations).
+/// nvvm's token-free ops: nvgpu's group op needs at least one token to print
+/// in a form that parses back, and copies under scf.if have none to give.
+void commitGroup(Emitter &e) { NVVM::CpAsyncCommitGroupOp::create(e.b, e.loc); }
+
+/// Waits until at most `pending` of the most recent groups are in flight.
+void waitGroups(Emitter &e, int pending) {
+  NVVM::CpAsyncWaitGroupOp::create(e.b, e.loc, pending);
+}
+
+} // namespace
+
+LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
+                               StringRef name, const AttentionSpec &spec,
+                               const TileConfig &cfg) {
+  MLIRContext *ctx = builder.getContext();
+  Location loc = module.getLoc();
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToEnd(module.getBody());
+
+  Type elemTy = spec.dtype == DType::BF16 ? Type(builder.getBF16Type())
+                                          : Type(builder.getF16Type());
+  ForwardKernel k(spec, cfg, elemTy);
+  const ForwardLayout &L = k.layout;
+  Type f32 = builder.getF32Type();
+  Type i64 = builder.getI64Type();
+  Type i32 = builder.getI32Type();
+  auto globalSpace = builder.getI64IntegerAttr(kGlobalSpace);
+  auto gmem = MemRefType::get({kGlobalExtent}, elemTy, AffineMap(), globalSpace);
+  auto gmemF32 = MemRefType::get({kGlobalExtent}, f32, AffineMap(), globalSpace);
+  auto smemSpace =
+      gpu::AddressSpaceAttr::get(ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
+
+  // ---- signature: ForwardKernelArgs, in order -------------------------------
+  SmallVector<Type> argTypes = {gmem, gmem, gmem, gmem, gmemF32};
+  argTypes.append(14, i64);
+  argTypes.append({i32, i32, f32});
+  auto func = gpu::GPUFuncOp::create(builder, loc, name,
+                                     builder.getFunctionType(argTypes, {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
+  func.setKnownBlockSizeAttr(
+      builder.getDenseI32ArrayAttr({L.threads, 1, 1}));
+  func->setAttr("nvvm.maxntid", builder.getDenseI32ArrayAttr({L.threads, 1, 1}));
+
+  Block &entry = func.getBody().front();
+  builder.setInsertionPointToStart(&entry);
+  Emitter e{builder, loc};
+  auto arg = [&](int i) { return entry.getArgument(i); };
+  Value q = arg(0), kT = arg(1), v = arg(2), o = arg(3), lse = arg(4);
+  auto stride = [&](int i) { return e.toIndex(arg(5 + i)); };
+  Value qBS = stride(0), qHS = stride(1), qRS = stride(2);
+  Value kBS = stride(3), kHS = stride(4), kRS = stride(5);
+  Value vBS = stride(6), vHS = stride(7), vRS = stride(8);
+  Value oBS = stride(9), oHS = stride(10), oRS = stride(11);
+  Value lseBS = stride(12), lseHS = stride(13);
+  Value seqQ = e.toIndex(arg(19)), seqK = e.toIndex(arg(20));
+  Value scaleLog2 = arg(21);
+
+  // ---- thread coordinates ----------------------------------------------------
+  Value tid = gpu::ThreadIdOp::create(builder, loc, gpu::Dimension::x);
+  Value warp = e.div(tid, kWarpSize);
+  Value lane = e.rem(tid, kWarpSize);
+  Value group = e.div(lane, 4);       // MMA row within an 8-row half
+  Value inGroup = e.rem(lane, 4);     // MMA column pair
+  Value mBlock = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::x);
+  Value head = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::y);
+  Value batch = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::z);
+  Value kvHead = e.div(head, spec.gqaGroup);
+
+  Value qBase = e.add(e.mul(batch, qBS), e.mul(head, qHS));
+  Value kBase = e.add(e.mul(batch, kBS), e.mul(kvHead, kHS));
+  Value vBase = e.add(e.mul(batch, vBS), e.mul(kvHead, vHS));
+  Value oBase = e.add(e.mul(batch, oBS), e.mul(head, oHS));
+  Value mStart = e.mul(mBlock, e.idx(cfg.blockM));
+
+  // ---- shared memory ------------------------------------------------------------
+  auto dynSmem = gpu::DynamicSharedMemoryOp::create(
+      builder, loc,
+      MemRefType::get({ShapedType::kDynamic}, builder.getI8Type(), AffineMap(),
+                      smemSpace));
+  auto view = [&](ArrayRef<int64_t> shape, int offsetBytes) -> Value {
+    auto type = MemRefType::get(shape, elemTy, AffineMap(), smemSpace);
+    return memref::ViewOp::create(builder, loc, type, dynSmem,
+                                  e.idx(offsetBytes), ValueRange{});
+  };
+  Value qSmem = view({cfg.blockM, L.pitchQK}, 0);
+  Value kSmem = view({cfg.stages, cfg.blockN, L.pitchQK}, L.kOffsetBytes);
+  Value vSmem = view({cfg.stages, cfg.blockN, L.pitchV}, L.vOffsetBytes);
+
+  // ---- K/V tile range: tiles [0, nBlocks), visited last to first -------------------
+  Value nBlocksAll = e.div(e.add(seqK, e.idx(cfg.blockN - 1)), cfg.blockN);
+  Value nBlocks = nBlocksAll;
+  Value diag = e.sub(seqK, seqQ); // bottom-right aligned causal offset
+  if (spec.mask == MaskMode::Causal) {
+    // Keys past the block's last row + diag are masked for every row.
+    Value lastRow = e.sub(e.minS(e.add(mStart, e.idx(cfg.blockM)), seqQ), e.idx(1));
+    Value keysVisible = e.add(e.add(lastRow, diag), e.idx(1));
+    Value blocks = e.div(e.add(e.maxS(keysVisible, e.idx(0)),
+                               e.idx(cfg.blockN - 1)),
+                         cfg.blockN);
+    nBlocks = e.minS(blocks, nBlocksAll);
+  }
+
+  auto loadKV = [&](Value nBlock, Value slot) {
+    Value rowStart = e.mul(nBlock, e.idx(cfg.blockN));
+    copyTile(e, k, tid, kT, kBase, kRS, rowStart, seqK, cfg.blockN,
+             spec.headDimQK, L.paddedHeadDimQK, kSmem, {slot});
+    copyTile(e, k, tid, v, vBase, vRS, rowStart, seqK, cfg.blockN,
+             spec.headDimV, L.paddedHeadDimV, vSmem, {slot});
+  };
+  auto tileOfIteration = [&](Value it) { // iteration it -> tile nBlocks-1-it
+    return e.sub(e.sub(nBlocks, e.idx(1)), it);
+  };
+
+  // ---- Q: global -> smem -> registers --------------------------------------------
+  copyTile(e, k, tid, q, qBase, qRS, mStart, seqQ, cfg.blockM, spec.headDimQK,
+           L.paddedHeadDimQK, qSmem, {});
+  commitGroup(e);
+  // Prefetch the first stages-1 K/V tiles (each its own group).
+  for (int s = 0; s + 1 < cfg.stages; ++s) {
+    Value has = e.lt(e.idx(s), nBlocks);
+    auto ifOp = scf::IfOp::create(builder, loc, has, /*withElse=*/false);
+    {
+      OpBuilder::InsertionGuard g(builder);
+      builder.setInsertionPointToStart(&ifOp.getThenRegion().front());
+      loadKV(tileOfIteration(e.idx(s)), e.idx(s));
+    }
+    commitGroup(e);
+  }
+  // Wait for Q only (the K/V groups may stay in flight).
+  waitGroups(e, cfg.stages - 1);
+  gpu::BarrierOp::create(builder, loc);
+
+  auto fragType = [&](int rows) {
+    return VectorType::get({rows, 2}, elemTy);
+  };
+  Value warpRow0 = e.mul(warp, e.idx(L.rowsPerWarp));
+  // qFrag[mt][ks]: A operand of m-tile mt, k-step ks.
+  SmallVector<SmallVector<Value>> qFrag(k.mTiles);
+  for (int mt = 0; mt < k.mTiles; ++mt)
+    for (int ks = 0; ks < k.kStepsQK; ++ks) {
+      Value row = e.add(e.add(warpRow0, e.idx(mt * kMmaM)), e.rem(lane, 16));
+      Value col = e.add(e.idx(ks * kMmaK), e.mul(e.div(lane, 16), e.idx(8)));
+      qFrag[mt].push_back(nvgpu::LdMatrixOp::create(
+          builder, loc, fragType(4), qSmem, ValueRange{row, col},
+          /*transpose=*/false, /*numTiles=*/4));
+    }
+
+  // ---- main loop --------------------------------------------------------------
+  auto accType = VectorType::get({2, 2}, f32);
+  const float negInf = -std::numeric_limits<float>::infinity();
+  Value zeroAcc = arith::ConstantOp::create(
+      builder, loc, DenseElementsAttr::get(accType, builder.getF32FloatAttr(0)));
+  Value negInfF = e.f32(negInf);
+  Value zeroF = e.f32(0);
+  // Loop-carried: O[mt][dt], then m[mt][half], then l[mt][half].
+  SmallVector<Value> init;
+  for (int i = 0; i < k.mTiles * k.dTilesV; ++i)
+    init.push_back(zeroAcc);
+  for (int i = 0; i < 2 * k.mTiles; ++i)
+    init.push_back(negInfF);
+  for (int i = 0; i < 2 * k.mTiles; ++i)
+    init.push_back(zeroF);
+  const int oCount = k.mTiles * k.dTilesV, mOffset = oCount,
+            lOffset = oCount + 2 * k.mTiles;
+
+  auto mma = [&](OpBuilder &b, Value a, Value bFrag, Value c) -> Value {
+    return nvgpu::MmaSyncOp::create(b, loc, a, bFrag, c,
+                                    b.getI64ArrayAttr({kMmaM, kMmaN, kMmaK}));
+  };
+  // Rows [first, first + 2) of an ldmatrix.x4 result: one B operand. Built
+  // row by row (2-D vector.extract_strided_slice has no LLVM lowering).
+  auto rowsOf = [&](OpBuilder &b, Value frag4, int first) -> Value {
+    Emitter re{b, loc};
+    Value out = ub::PoisonOp::create(b, loc, fragType(2));
+    for (int r = 0; r < 2; ++r)
+      out = re.insert(re.extract(frag4, {first + r}), out, {r});
+    return out;
+  };
+
+  auto forOp = scf::ForOp::create(
+      builder, loc, e.idx(0), nBlocks, e.idx(1), init,
+      [&](OpBuilder &b, Location l, Value it, ValueRange carried) {
+        Emitter le{b, l};
+        Value nBlock = tileOfIteration(it);
+        Value slot = le.rem(it, cfg.stages);
+        // ---- pipeline: this tile's group done, prefetch stages-1 ahead ----
+        if (cfg.stages == 1) {
+          gpu::BarrierOp::create(b, l); // previous tile fully consumed
+          loadKV(nBlock, le.idx(0));
+          commitGroup(le);
+          waitGroups(le, 0);
+          gpu::BarrierOp::create(b, l);
+        } else {
+          waitGroups(le, cfg.stages - 2);
+          gpu::BarrierOp::create(b, l);
+          Value ahead = le.add(it, le.idx(cfg.stages - 1));
+          auto pre = scf::IfOp::create(b, l, le.lt(ahead, nBlocks), false);
+          {
+            OpBuilder::InsertionGuard g(b);
+            b.setInsertionPointToStart(&pre.getThenRegion().front());
+            // `b` is `builder` (the region builders pass it through), so
+            // the helpers that emit via `e` land here too.
+            loadKV(tileOfIteration(ahead), le.rem(ahead, cfg.stages));
+          }
+          commitGroup(le);
+        }
+
+        // ---- S = Q K^T ----
+        SmallVector<SmallVector<Value>> sAcc(k.mTiles,
+                                             SmallVector<Value>(k.nTiles, zeroAcc));
+        for (int ks = 0; ks < k.kStepsQK; ++ks)
+          for (int np = 0; np < k.nTiles / 2; ++np) {
+            Value row = le.add(
+                le.add(le.idx(np * 16), le.rem(lane, 8)),
+                le.mul(le.div(lane, 16), le.idx(8)));
+            Value col = le.add(le.idx(ks * kMmaK),
+                               le.mul(le.rem(le.div(lane, 8), 2), le.idx(8)));
+            Value bFrag = nvgpu::LdMatrixOp::create(
+                b, l, fragType(4), kSmem, ValueRange{slot, row, col}, false, 4);
+            Value b0 = rowsOf(b, bFrag, 0), b1 = rowsOf(b, bFrag, 2);
+            for (int mt = 0; mt < k.mTiles; ++mt) {
+              sAcc[mt][2 * np] = mma(b, qFrag[mt][ks], b0, sAcc[mt][2 * np]);
+              sAcc[mt][2 * np + 1] =
+                  mma(b, qFrag[mt][ks], b1, sAcc[mt][2 * np + 1]);
+            }
+          }
+
+        // ---- mask the tiles that cross seqlen_k or the causal diagonal ----
+        Value tileEnd = le.mul(le.add(nBlock, le.idx(1)), le.idx(cfg.blockN));
+        Value needsMask = le.gt(tileEnd, seqK);
+        if (spec.mask == MaskMode::Causal) {
+          // The block's first row sees keys up to mStart + diag.
+          Value firstRowLimit = le.add(mStart, diag);
+          needsMask = le.orI(needsMask,
+                             le.gt(le.sub(tileEnd, le.idx(1)), firstRowLimit));
+        }
+        SmallVector<Type> sTypes(k.mTiles * k.nTiles, accType);
+        auto maskIf = scf::IfOp::create(
+            b, l, needsMask,
+            [&](OpBuilder &mb, Location ml) {
+              Emitter me{mb, ml};
+              SmallVector<Value> masked;
+              Value keyBase = me.add(me.mul(nBlock, me.idx(cfg.blockN)),
+                                     me.mul(inGroup, me.idx(2)));
+              for (int mt = 0; mt < k.mTiles; ++mt)
+                for (int nt = 0; nt < k.nTiles; ++nt) {
+                  Value acc = sAcc[mt][nt];
+                  for (int half = 0; half < 2; ++half) {
+                    Value qRow = me.add(
+                        me.add(mStart, warpRow0),
+                        me.add(me.idx(mt * kMmaM + half * 8), group));
+                    for (int el = 0; el < 2; ++el) {
+                      Value key = me.add(keyBase, me.idx(nt * kMmaN + el));
+                      Value ok = me.lt(key, seqK);
+                      if (spec.mask == MaskMode::Causal)
+                        ok = me.andI(ok, me.le(key, me.add(qRow, diag)));
+                      Value s = me.extract(acc, {half, el});
+                      acc = me.insert(me.select(ok, s, negInfF), acc,
+                                      {half, el});
+                    }
+                  }
+                  masked.push_back(acc);
+                }
+              scf::YieldOp::create(mb, ml, masked);
+            },
+            [&](OpBuilder &ub, Location ul) {
+              SmallVector<Value> same;
+              for (auto &row : sAcc)
+                same.append(row.begin(), row.end());
+              scf::YieldOp::create(ub, ul, same);
+            });
+        for (int mt = 0; mt < k.mTiles; ++mt)
+          for (int nt = 0; nt < k.nTiles; ++nt)
+            sAcc[mt][nt] = maskIf.getResult(mt * k.nTiles + nt);
+
+        // ---- online softmax ----
+        SmallVector<Value> next(carried.begin(), carried.end());
+        SmallVector<SmallVector<Value>> pFrag(k.mTiles); // A operands of P V
+        for (int mt = 0; mt < k.mTiles; ++mt) {
+          SmallVector<Value> alpha(2), mUse(2);
+          for (int half = 0; half < 2; ++half) {
+            Value rowMax = negInfF;
+            for (int nt = 0; nt < k.nTiles; ++nt)
+              for (int el = 0; el < 2; ++el)
+                rowMax = le.fmax(rowMax, le.extract(sAcc[mt][nt], {half, el}));
+            rowMax = le.quadReduce(rowMax, /*isMax=*/true);
+            Value mOld = carried[mOffset + 2 * mt + half];
+            Value mNew = le.fmax(mOld, le.fmul(rowMax, scaleLog2));
+            // A row with every key masked so far keeps m = -inf; subtract 0
+            // instead so that exp2 sees -inf, not NaN.
+            mUse[half] = le.select(le.feq(mNew, negInfF), zeroF, mNew);
+            alpha[half] = le.exp2(le.fsub(mOld, mUse[half]));
+            next[mOffset + 2 * mt + half] = mNew;
+          }
+          SmallVector<Value> rowSum = {zeroF, zeroF};
+          SmallVector<Value> pTiles;
+          for (int nt = 0; nt < k.nTiles; ++nt) {
+            Value p = sAcc[mt][nt];
+            for (int half = 0; half < 2; ++half) {
+              Value negM = arith::NegFOp::create(b, l, mUse[half]);
+              for (int el = 0; el < 2; ++el) {
+                Value s = le.extract(p, {half, el});
+                Value pe = le.exp2(le.fma(s, scaleLog2, negM));
+                rowSum[half] = le.fadd(rowSum[half], pe);
+                p = le.insert(pe, p, {half, el});
+              }
+            }
+            pTiles.push_back(arith::TruncFOp::create(
+                b, l, VectorType::get({2, 2}, elemTy), p));
+          }
+          for (int half = 0; half < 2; ++half) {
+            Value lOld = carried[lOffset + 2 * mt + half];
+            next[lOffset + 2 * mt + half] =
+                le.fadd(le.fmul(lOld, alpha[half]), rowSum[half]);
+          }
+          // Rescale O rows by alpha.
+          for (int dt = 0; dt < k.dTilesV; ++dt) {
+            Value acc = carried[mt * k.dTilesV + dt];
+            for (int half = 0; half < 2; ++half)
+              for (int el = 0; el < 2; ++el)
+                acc = le.insert(le.fmul(le.extract(acc, {half, el}), alpha[half]),
+                                acc, {half, el});
+            next[mt * k.dTilesV + dt] = acc;
+          }
+          // P as A fragments: k-step kk joins score tiles 2kk and 2kk+1.
+          // (vector.insert of whole rows: vector.shuffle of 2-D vectors has
+          // no LLVM lowering.)
+          for (int kk = 0; kk < k.nTiles / 2; ++kk) {
+            Value a = ub::PoisonOp::create(b, l, fragType(4));
+            for (int r = 0; r < 4; ++r) {
+              Value row = le.extract(pTiles[2 * kk + r / 2], {r % 2});
+              a = le.insert(row, a, {r});
+            }
+            pFrag[mt].push_back(a);
+          }
+        }
+
+        // ---- O += P V ----
+        for (int kk = 0; kk < k.nTiles / 2; ++kk)
+          for (int dp = 0; dp * 2 < k.dTilesV; ++dp) {
+            bool pair = 2 * dp + 1 < k.dTilesV;
+            Value row = le.add(le.add(le.idx(kk * 16), le.rem(lane, 8)),
+                               le.mul(le.rem(le.div(lane, 8), 2), le.idx(8)));
+            Value col = le.add(le.idx(dp * 16),
+                               pair ? le.mul(le.div(lane, 16), le.idx(8))
+                                    : le.idx(0));
+            Value bFrag = nvgpu::LdMatrixOp::create(
+                b, l, fragType(pair ? 4 : 2), vSmem, ValueRange{slot, row, col},
+                /*transpose=*/true, pair ? 4 : 2);
+            for (int mt = 0; mt < k.mTiles; ++mt) {
+              Value &o0 = next[mt * k.dTilesV + 2 * dp];
+              o0 = mma(b, pFrag[mt][kk], pair ? rowsOf(b, bFrag, 0) : bFrag, o0);
+              if (pair) {
+                Value &o1 = next[mt * k.dTilesV + 2 * dp + 1];
+                o1 = mma(b, pFrag[mt][kk], rowsOf(b, bFrag, 2), o1);
+              }
+            }
+          }
+        scf::YieldOp::create(b, l, next);
+      });
+  ValueRange results = forOp.getResults();
+  // No copy is in flight here: every group issued was for a tile < nBlocks,
+  // and each was waited for before its tile was used.
+
+  // ---- epilogue: normalise, store O and LSE -----------------------------------
+  auto storeAlign = spec.globalAlignElems >= 2;
+  auto pairType = VectorType::get({2}, elemTy);
+  for (int mt = 0; mt < k.mTiles; ++mt)
+    for (int half = 0; half < 2; ++half) {
+      Value lSum = e.quadReduce(results[lOffset + 2 * mt + half], false);
+      Value m = results[mOffset + 2 * mt + half];
+      Value empty = e.feq(lSum, zeroF); // every key masked: O = 0, LSE = -inf
+      Value inv = e.select(
+          empty, zeroF, arith::DivFOp::create(builder, loc, e.f32(1), lSum));
+      Value qRow = e.add(e.add(mStart, warpRow0),
+                         e.add(e.idx(mt * kMmaM + half * 8), group));
+      auto inRange = scf::IfOp::create(builder, loc, e.lt(qRow, seqQ), false);
+      OpBuilder::InsertionGuard g(builder);
+      builder.setInsertionPointToStart(&inRange.getThenRegion().front());
+      Value rowBase = e.add(oBase, e.mul(qRow, oRS));
+      for (int dt = 0; dt < k.dTilesV; ++dt) {
+        Value acc = results[mt * k.dTilesV + dt];
+        Value c0 = e.fmul(e.extract(acc, {half, 0}), inv);
+        Value c1 = e.fmul(e.extract(acc, {half, 1}), inv);
+        Value col = e.add(e.idx(dt * kMmaN), e.mul(inGroup, e.idx(2)));
+        Value idx = e.add(rowBase, col);
+        auto trunc = [&](Value x) {
+          return arith::TruncFOp::create(builder, loc, elemTy, x);
+        };
+        bool fullTile = (dt + 1) * kMmaN <= spec.headDimV;
+        if (fullTile && storeAlign) {
+          Value pair = vector::FromElementsOp::create(
+              builder, loc, pairType, ValueRange{trunc(c0), trunc(c1)});
+          vector::StoreOp::create(builder, loc, pair, o, ValueRange{idx});
+          continue;
+        }
+        for (int el = 0; el < 2; ++el) {
+          Value val = trunc(el == 0 ? c0 : c1);
+          Value elIdx = e.add(idx, e.idx(el));
+          if (fullTile) {
+            memref::StoreOp::create(builder, loc, val, o, ValueRange{elIdx});
+            continue;
+          }
+          Value inCols = e.lt(e.add(col, e.idx(el)), e.idx(spec.headDimV));
+          auto colIf = scf::IfOp::create(builder, loc, inCols, false);
+          OpBuilder::InsertionGuard cg(builder);
+          builder.setInsertionPointToStart(&colIf.getThenRegion().front());
+          memref::StoreOp::create(builder, loc, val, o, ValueRange{elIdx});
+        }
+      }
+      if (spec.writeLse) {
+        Value lseVal = e.select(
+            empty, negInfF,
+            e.fmul(e.fadd(m, e.log2(lSum)), e.f32(kLn2)));
+        Value first = e.cmp(arith::CmpIPredicate::eq, inGroup, e.idx(0));
+        auto lseIf = scf::IfOp::create(builder, loc, first, false);
+        OpBuilder::InsertionGuard lg(builder);
+        builder.setInsertionPointToStart(&lseIf.getThenRegion().front());
+        Value lseIdx = e.add(e.add(e.mul(batch, lseBS), e.mul(head, lseHS)), qRow);
+        memref::StoreOp::create(builder, loc, lseVal, lse, ValueRange{lseIdx});
+      }
+    }
+  gpu::ReturnOp::create(builder, loc);
+  (void)i64;
+  return success();
+}
+
+} // namespace flashjit

@@ -1,0 +1,69 @@
+//===- Forward.h - The forward attention kernel family: layout, ABI, defaults -===//
+//
+// Plain C++ facts about the generated forward kernels that the compiler, the
+// runtime and the autotuner all need: shared-memory layout and size, the
+// kernel's parameter order, and the per-arch default tile table.
+//
+//===----------------------------------------------------------------------===//
+#ifndef FLASHJIT_KERNELS_FORWARD_H
+#define FLASHJIT_KERNELS_FORWARD_H
+
+#include "flashjit/compiler/AttentionSpec.h"
+
+#include <cstdint>
+
+namespace flashjit {
+
+/// MMA granularity: m16n8k16. Head dims are padded to kMmaK inside shared
+/// memory (never in the caller's tensors).
+inline constexpr int kMmaM = 16;
+inline constexpr int kMmaN = 8;
+inline constexpr int kMmaK = 16;
+inline constexpr int kWarpSize = 32;
+
+/// Shared-memory and register layout of one forward kernel.
+struct ForwardLayout {
+  int paddedHeadDimQK = 0; ///< head_dim_qk rounded up to kMmaK
+  int paddedHeadDimV = 0;  ///< head_dim_v rounded up to kMmaK
+  int pitchQK = 0;         ///< smem row pitch (elements) of Q and K tiles
+  int pitchV = 0;          ///< smem row pitch (elements) of V tiles
+  int rowsPerWarp = 0;     ///< blockM / warps
+  int mTilesPerWarp = 0;   ///< rowsPerWarp / kMmaM
+  int threads = 0;
+  int qTileBytes = 0;
+  int kTileBytes = 0;      ///< one stage
+  int vTileBytes = 0;      ///< one stage
+  int sharedMemBytes = 0;  ///< total dynamic shared memory
+  int kOffsetBytes = 0;    ///< start of the K stages
+  int vOffsetBytes = 0;    ///< start of the V stages
+  /// Rough count of 32-bit registers per thread the accumulators, the Q
+  /// fragments and the scores need (the pruning estimate, not ptxas's count).
+  int estimatedRegisters = 0;
+};
+ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &config);
+
+/// The heuristic default per arch: THE one table of default tile sizes.
+TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch);
+
+/// Kernel parameters in order (the ABI between generator and launcher).
+/// Pointers are global device addresses; strides count elements. The LSE
+/// pointer and strides are always passed and ignored unless spec.writeLse.
+struct ForwardKernelArgs {
+  void *q, *k, *v, *o;
+  float *lse;
+  int64_t qBatchStride, qHeadStride, qRowStride;
+  int64_t kBatchStride, kHeadStride, kRowStride;
+  int64_t vBatchStride, vHeadStride, vRowStride;
+  int64_t oBatchStride, oHeadStride, oRowStride;
+  int64_t lseBatchStride, lseHeadStride;
+  int32_t seqlenQ, seqlenK;
+  float scaleLog2; ///< softmax_scale * log2(e)
+};
+inline constexpr int kForwardKernelArgCount = 23;
+
+/// log2(e): scores are scaled into the exp2 domain once.
+inline constexpr double kLog2e = 1.4426950408889634;
+
+} // namespace flashjit
+
+#endif // FLASHJIT_KERNELS_FORWARD_H

@@ -1,0 +1,23 @@
+//===- Commands.h - The flashjit CLI's subcommands --------------------------===//
+//
+// Each subcommand lives in its own file and registers itself on the CLI11
+// app; its action stores the process exit code in `exitCode`.
+//
+//===----------------------------------------------------------------------===//
+#ifndef FLASHJIT_TOOLS_COMMANDS_H
+#define FLASHJIT_TOOLS_COMMANDS_H
+
+namespace CLI {
+class App;
+}
+
+namespace flashjit::cli {
+
+void addCompileCommand(CLI::App &app, int &exitCode);
+void addRunCommand(CLI::App &app, int &exitCode);
+void addCacheCommand(CLI::App &app, int &exitCode);
+void addInfoCommand(CLI::App &app, int &exitCode);
+
+} // namespace flashjit::cli
+
+#endif

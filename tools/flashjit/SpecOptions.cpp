@@ -1,0 +1,99 @@
+//===- SpecOptions.cpp - Kernel options shared by subcommands ---------------===//
+#include "SpecOptions.h"
+#include "flashjit/kernels/Forward.h"
+
+#include <CLI/CLI.hpp>
+
+namespace flashjit::cli {
+
+void SpecOptions::addTo(CLI::App &cmd, bool withArch) {
+  cmd.add_option("--head-dim", headDim,
+                 "Head dimension of Q and K (1..256, any value)")
+      ->capture_default_str();
+  cmd.add_option("--head-dim-v", headDimV,
+                 "Head dimension of V and O (1..256; default: --head-dim)");
+  cmd.add_option("--dtype", dtype, "Element type of Q, K, V, O: " + dtypeChoices())
+      ->capture_default_str();
+  cmd.add_option("--mask", mask,
+                 "Mask: none, or causal (bottom-right aligned when "
+                 "seqlen_q != seqlen_k)")
+      ->capture_default_str();
+  cmd.add_option("--heads-q", headsQ, "Query heads (a multiple of --heads-kv)")
+      ->capture_default_str();
+  cmd.add_option("--heads-kv", headsKV,
+                 "Key/value heads (fewer than --heads-q: GQA/MQA)")
+      ->capture_default_str();
+  cmd.add_flag("--no-lse", noLse,
+               "Do not write the log-sum-exp of each query row");
+  cmd.add_option("--align", align,
+                 "Elements by which pointers and strides are aligned: 8, 4, "
+                 "2 or 1 (16-byte copies need 8)")
+      ->capture_default_str();
+  cmd.add_option("--block-m", blockM,
+                 "Query rows per CTA (multiple of 16 * warps; default: the "
+                 "arch's table)");
+  cmd.add_option("--block-n", blockN,
+                 "Key rows per K/V tile (multiple of 16; default: table)");
+  cmd.add_option("--warps", warps, "Warps per CTA (1..16, power of two)");
+  cmd.add_option("--stages", stages,
+                 "K/V shared-memory buffers of the cp.async pipeline (1..4)");
+  if (withArch)
+    cmd.add_option("--arch", arch, "Target GPU: " + archChoices())
+        ->capture_default_str();
+}
+
+Status SpecOptions::resolve(AttentionSpec &spec, Arch &outArch) const {
+  auto d = parseDType(dtype);
+  if (!d)
+    return Status::error("--dtype must be one of " + dtypeChoices() +
+                         ", got '" + dtype + "'");
+  auto m = parseMaskMode(mask);
+  if (!m)
+    return Status::error("--mask must be one of " + maskChoices() + ", got '" +
+                         mask + "'");
+  auto a = parseArch(arch);
+  if (!a)
+    return Status::error("--arch must be one of " + archChoices() + ", got '" +
+                         arch + "'");
+  if (headDim < kMinHeadDim || headDim > kMaxHeadDim)
+    return Status::error("--head-dim must be in [1, 256], got " +
+                         std::to_string(headDim));
+  int dv = headDimV.value_or(headDim);
+  if (dv < kMinHeadDim || dv > kMaxHeadDim)
+    return Status::error("--head-dim-v must be in [1, 256], got " +
+                         std::to_string(dv));
+  if (headsKV < 1)
+    return Status::error("--heads-kv must be >= 1, got " +
+                         std::to_string(headsKV));
+  if (headsQ < 1 || headsQ % headsKV != 0)
+    return Status::error("--heads-q must be a positive multiple of --heads-kv (" +
+                         std::to_string(headsKV) + "), got " +
+                         std::to_string(headsQ));
+  spec.dtype = *d;
+  spec.mask = *m;
+  spec.headDimQK = headDim;
+  spec.headDimV = dv;
+  spec.gqaGroup = headsQ / headsKV;
+  spec.writeLse = !noLse;
+  spec.globalAlignElems = align;
+  outArch = *a;
+  if (Status s = validate(spec); !s)
+    return Status::error("--" + s.message());
+  return Status::ok();
+}
+
+Status SpecOptions::resolveTile(const AttentionSpec &spec, Arch a,
+                                TileConfig &config) const {
+  config = defaultTileConfig(spec, a);
+  if (blockM)
+    config.blockM = *blockM;
+  if (blockN)
+    config.blockN = *blockN;
+  if (warps)
+    config.warps = *warps;
+  if (stages)
+    config.stages = *stages;
+  return validate(config, spec, a);
+}
+
+} // namespace flashjit::cli

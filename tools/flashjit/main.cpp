@@ -1,0 +1,20 @@
+//===- main.cpp - The flashjit command-line tool ----------------------------===//
+#include "Commands.h"
+#include "flashjit/compiler/Pipeline.h"
+
+#include <CLI/CLI.hpp>
+
+int main(int argc, char **argv) {
+  CLI::App app{"flashjit: JIT-compiled FlashAttention kernels, specialised per "
+               "head size, dtype and mask"};
+  app.set_version_flag("--version", "flashjit " + flashjit::flashjitVersion() +
+                                        " (LLVM " + flashjit::llvmVersion() + ")");
+  app.require_subcommand(1);
+  int exitCode = 0;
+  flashjit::cli::addCompileCommand(app, exitCode);
+  flashjit::cli::addRunCommand(app, exitCode);
+  flashjit::cli::addCacheCommand(app, exitCode);
+  flashjit::cli::addInfoCommand(app, exitCode);
+  CLI11_PARSE(app, argc, argv);
+  return exitCode;
+}
