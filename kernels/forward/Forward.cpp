@@ -35,7 +35,11 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   const int sRegs = l.mTilesPerWarp * (c.blockN / kMmaN) * 4;
   const int qRegs = l.mTilesPerWarp * (l.paddedHeadDimQK / kMmaK) * 4;
   constexpr int kOverheadRegs = 40;
-  l.estimatedRegisters = oRegs + sRegs + qRegs + kOverheadRegs;
+  // Past this, keeping Q in registers makes ptxas spill (seen at d=256).
+  constexpr int kQInRegistersBudget = 200;
+  l.qInRegisters = oRegs + sRegs + qRegs + kOverheadRegs <= kQInRegistersBudget;
+  l.estimatedRegisters =
+      oRegs + sRegs + (l.qInRegisters ? qRegs : 0) + kOverheadRegs;
   return l;
 }
 

@@ -244,6 +244,9 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   func.setKnownBlockSizeAttr(
       builder.getDenseI32ArrayAttr({L.threads, 1, 1}));
   func->setAttr("nvvm.maxntid", builder.getDenseI32ArrayAttr({L.threads, 1, 1}));
+  // One CTA per SM is enough: without this ptxas caps registers to fit two
+  // and spills (seen at d=16/64 with 256 threads).
+  func->setAttr("nvvm.minctasm", builder.getI32IntegerAttr(1));
 
   Block &entry = func.getBody().front();
   builder.setInsertionPointToStart(&entry);
@@ -338,16 +341,20 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
     return VectorType::get({rows, 2}, elemTy);
   };
   Value warpRow0 = e.mul(warp, e.idx(L.rowsPerWarp));
-  // qFrag[mt][ks]: A operand of m-tile mt, k-step ks.
+  // A operand of m-tile mt, k-step ks, read from the Q tile in smem.
+  auto loadQFragment = [&](Emitter &qe, int mt, int ks) -> Value {
+    Value row = qe.add(qe.add(warpRow0, qe.idx(mt * kMmaM)), qe.rem(lane, 16));
+    Value col = qe.add(qe.idx(ks * kMmaK), qe.mul(qe.div(lane, 16), qe.idx(8)));
+    return nvgpu::LdMatrixOp::create(qe.b, qe.loc, fragType(4), qSmem,
+                                     ValueRange{row, col},
+                                     /*transpose=*/false, /*numTiles=*/4);
+  };
+  // qFrag[mt][ks], loaded once when Q stays in registers.
   SmallVector<SmallVector<Value>> qFrag(k.mTiles);
-  for (int mt = 0; mt < k.mTiles; ++mt)
-    for (int ks = 0; ks < k.kStepsQK; ++ks) {
-      Value row = e.add(e.add(warpRow0, e.idx(mt * kMmaM)), e.rem(lane, 16));
-      Value col = e.add(e.idx(ks * kMmaK), e.mul(e.div(lane, 16), e.idx(8)));
-      qFrag[mt].push_back(nvgpu::LdMatrixOp::create(
-          builder, loc, fragType(4), qSmem, ValueRange{row, col},
-          /*transpose=*/false, /*numTiles=*/4));
-    }
+  if (L.qInRegisters)
+    for (int mt = 0; mt < k.mTiles; ++mt)
+      for (int ks = 0; ks < k.kStepsQK; ++ks)
+        qFrag[mt].push_back(loadQFragment(e, mt, ks));
 
   // ---- main loop --------------------------------------------------------------
   auto accType = VectorType::get({2, 2}, f32);
@@ -412,7 +419,11 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         // ---- S = Q K^T ----
         SmallVector<SmallVector<Value>> sAcc(k.mTiles,
                                              SmallVector<Value>(k.nTiles, zeroAcc));
-        for (int ks = 0; ks < k.kStepsQK; ++ks)
+        for (int ks = 0; ks < k.kStepsQK; ++ks) {
+          SmallVector<Value> a;
+          for (int mt = 0; mt < k.mTiles; ++mt)
+            a.push_back(L.qInRegisters ? qFrag[mt][ks]
+                                       : loadQFragment(le, mt, ks));
           for (int np = 0; np < k.nTiles / 2; ++np) {
             Value row = le.add(
                 le.add(le.idx(np * 16), le.rem(lane, 8)),
@@ -423,11 +434,11 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                 b, l, fragType(4), kSmem, ValueRange{slot, row, col}, false, 4);
             Value b0 = rowsOf(b, bFrag, 0), b1 = rowsOf(b, bFrag, 2);
             for (int mt = 0; mt < k.mTiles; ++mt) {
-              sAcc[mt][2 * np] = mma(b, qFrag[mt][ks], b0, sAcc[mt][2 * np]);
-              sAcc[mt][2 * np + 1] =
-                  mma(b, qFrag[mt][ks], b1, sAcc[mt][2 * np + 1]);
+              sAcc[mt][2 * np] = mma(b, a[mt], b0, sAcc[mt][2 * np]);
+              sAcc[mt][2 * np + 1] = mma(b, a[mt], b1, sAcc[mt][2 * np + 1]);
             }
           }
+        }
 
         // ---- mask the tiles that cross seqlen_k or the causal diagonal ----
         Value tileEnd = le.mul(le.add(nBlock, le.idx(1)), le.idx(cfg.blockN));

@@ -36,6 +36,9 @@ struct ForwardLayout {
   int sharedMemBytes = 0;  ///< total dynamic shared memory
   int kOffsetBytes = 0;    ///< start of the K stages
   int vOffsetBytes = 0;    ///< start of the V stages
+  /// Q fragments stay in registers for the whole kernel; otherwise (large
+  /// head dims) they are re-read from shared memory for every K/V tile.
+  bool qInRegisters = true;
   /// Rough count of 32-bit registers per thread the accumulators, the Q
   /// fragments and the scores need (the pruning estimate, not ptxas's count).
   int estimatedRegisters = 0;

@@ -95,15 +95,16 @@ struct CheckResult {
   ErrorStats out, outBaseline;
   ErrorStats lse, lseBaseline;
   bool checkedLse = false;
-  int64_t slices = 0; ///< (batch, head) slices compared
+  int64_t slices = 0; ///< (batch, head) slices compared with the references
   bool pass = false;
   /// One line per quantity with the verdict, for logs and the CLI.
   std::string summary() const;
 };
 
-/// Compares a kernel's output `o` (16-bit patterns, params.o strides) and
+/// Compares a kernel's output `o` (16-bit patterns, params.oStrides) and
 /// optional `lse` (float, params' LSE strides; nullptr skips it) with the
-/// references on the (batch, head) `slices`; an empty list means all.
+/// references on the (batch, head) `slices` (empty: all of them), and scans
+/// every other slice for unwritten and non-finite elements.
 CheckResult checkForward(const AttentionParams &params,
                          const HostInputs &inputs, const uint16_t *o,
                          const float *lse,

@@ -1,0 +1,12 @@
+# Fails when any of BINARIES ('|'-separated) links a shared LLVM or MLIR.
+string(REPLACE "|" ";" _bins "${BINARIES}")
+foreach(bin IN LISTS _bins)
+  execute_process(COMMAND ldd ${bin} OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "ldd ${bin} failed")
+  endif()
+  if(out MATCHES "lib(LLVM|MLIR)")
+    message(FATAL_ERROR "${bin} needs a shared LLVM/MLIR:\n${out}")
+  endif()
+  message(STATUS "${bin}: no LLVM/MLIR shared libraries")
+endforeach()

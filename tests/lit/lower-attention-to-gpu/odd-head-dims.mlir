@@ -1,0 +1,42 @@
+// RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
+
+// head_dim 33 with 2-byte alignment: cp.async cannot copy 2 bytes, so the
+// tiles are loaded with guarded scalar loads (zeros outside the tensor) and
+// the output is stored element by element, only the 33 real columns.
+// CHECK-LABEL: gpu.func @d33
+// CHECK-NOT: nvgpu.device_async_copy
+// CHECK: memref.load
+// CHECK: memref.store {{.*}} : memref<128x56xf16, #gpu.address_space<workgroup>>
+// CHECK: nvgpu.mma.sync
+// CHECK-NOT: vector.store
+// CHECK: gpu.return
+flashjit.attention_fwd @d33 arch = "sm_80" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 33, head_dim_v = 33, mask = "none", gqa_group = 1, lse = false, align = 1>
+
+// -----
+
+// head_dim 100 with 4-element alignment: 8-byte cp.async (no L1 bypass,
+// which needs 16 bytes); smem rows padded to 112 + 8.
+// CHECK-LABEL: gpu.func @d100
+// CHECK: nvgpu.device_async_copy {{.*}}, 4, %{{.*}} :
+// CHECK-NOT: bypassL1
+// CHECK: memref<128x120xbf16
+flashjit.attention_fwd @d100 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 100, head_dim_v = 100, mask = "none", gqa_group = 1, lse = true, align = 4>
+
+// -----
+
+// head_dim 256: Q does not fit in registers next to O; its fragments are
+// re-read from shared memory inside the K/V loop.
+// CHECK-LABEL: gpu.func @d256
+// CHECK: gpu.barrier
+// CHECK-NOT: nvgpu.ldmatrix
+// CHECK: scf.for
+// CHECK: nvgpu.ldmatrix {{.*}} : memref<64x264xbf16, #gpu.address_space<workgroup>> -> vector<4x2xbf16>
+flashjit.attention_fwd @d256 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 256, head_dim_v = 256, mask = "none", gqa_group = 1, lse = true, align = 8>
+
+// -----
+
+// GQA group 4: the K/V head is the query head / 4.
+// CHECK-LABEL: gpu.func @gqa
+// CHECK: %[[HEAD:.*]] = gpu.block_id  y
+// CHECK: arith.divui %[[HEAD]], %c4
+flashjit.attention_fwd @gqa arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 4, lse = true, align = 8>

@@ -1,0 +1,36 @@
+// RUN: flashjit-opt %s --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
+
+// head_dim 72 (padded to 80 in smem, rows of 80 + 8), block 128 x 64, 8 warps.
+// CHECK: module attributes {gpu.container_module}
+// CHECK: gpu.module @k72 [#nvvm.target<O = 3, chip = "sm_90a", features = "+ptx80">]
+// CHECK: gpu.func @k72(%{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xf32, 1>,
+// CHECK-SAME: i64, %{{.*}}: i32, %{{.*}}: i32, %{{.*}}: f32) kernel
+// CHECK-SAME: known_block_size = array<i32: 256, 1, 1>
+// CHECK-SAME: nvvm.maxntid = array<i32: 256, 1, 1>
+// CHECK-SAME: nvvm.minctasm = 1
+// CHECK: gpu.dynamic_shared_memory
+// CHECK: memref.view {{.*}} to memref<128x88xbf16, #gpu.address_space<workgroup>>
+// CHECK: memref.view {{.*}} to memref<2x64x88xbf16, #gpu.address_space<workgroup>>
+// Q tile: 16-byte cp.async with zero-fill of rows/columns out of range.
+// CHECK: nvgpu.device_async_copy {{.*}}, 8, %{{.*}} {bypassL1}
+// CHECK: nvvm.cp.async.commit.group
+// CHECK: nvvm.cp.async.wait.group 1
+// CHECK: gpu.barrier
+// Q fragments kept in registers: 5 k-steps of 16 over the padded head.
+// CHECK-COUNT-5: nvgpu.ldmatrix {{.*}} {numTiles = 4 : i32, transpose = false}
+// CHECK: scf.for
+// CHECK: nvvm.cp.async.wait.group 0
+// S = Q K^T, the causal / seqlen mask only on boundary tiles, exp2 softmax.
+// CHECK: nvgpu.mma.sync({{.*}}) {mmaShape = [16, 8, 16]} : (vector<4x2xbf16>, vector<2x2xbf16>, vector<2x2xf32>) -> vector<2x2xf32>
+// CHECK: scf.if
+// CHECK: gpu.shuffle  xor
+// CHECK: math.exp2
+// V through ldmatrix.trans; 72 = 9 n8-tiles: four x4 loads and one x2.
+// CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 4 : i32, transpose = true}
+// CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 2 : i32, transpose = true}
+// CHECK: scf.yield
+// Epilogue: LSE with log2, masked stores.
+// CHECK: math.log2
+// CHECK: vector.store
+// CHECK: gpu.return
+flashjit.attention_fwd @k72 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 72, head_dim_v = 72, mask = "causal", gqa_group = 1, lse = true, align = 8>

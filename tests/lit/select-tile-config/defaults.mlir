@@ -1,0 +1,18 @@
+// RUN: flashjit-opt %s --flashjit-select-tile-config | FileCheck %s
+
+// The per-arch table fills in missing configs; explicit ones are kept.
+// CHECK-LABEL: @d64
+// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 8, stages = 2>
+flashjit.attention_fwd @d64 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 8>
+
+// CHECK-LABEL: @d160
+// CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 2>
+flashjit.attention_fwd @d160 arch = "sm_80" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 160, head_dim_v = 160, mask = "causal", gqa_group = 1, lse = true, align = 8>
+
+// CHECK-LABEL: @d256
+// CHECK-SAME: config = <block_m = 64, block_n = 32, warps = 4, stages = 2>
+flashjit.attention_fwd @d256 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 256, head_dim_v = 256, mask = "none", gqa_group = 1, lse = true, align = 8>
+
+// CHECK-LABEL: @explicit
+// CHECK-SAME: config = <block_m = 64, block_n = 16, warps = 4, stages = 3>
+flashjit.attention_fwd @explicit arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 72, head_dim_v = 72, mask = "none", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 64, block_n = 16, warps = 4, stages = 3>
