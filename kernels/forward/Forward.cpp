@@ -2,6 +2,7 @@
 #include "flashjit/kernels/Forward.h"
 
 #include <algorithm>
+#include <iterator>
 
 namespace flashjit {
 
@@ -44,23 +45,45 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
 }
 
 TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
-  // THE default table. One warp owns 16 query rows; the K/V tile shrinks as
-  // the head grows so that accumulators and Q fragments stay in registers.
+  // THE default table, from the H100 sweep in bench/results (2026-11-23),
+  // restricted to configs that ptxas assembles without spills for sm_80 and
+  // sm_90a (tests/ptxas): 4 warps of 32 query rows (two m16 tiles each)
+  // halve the shared-memory reads of K/V per MMA against 8 warps of 16
+  // rows, but past d=96 their accumulators no longer fit in registers.
   const int d = std::max(spec.headDimQK, spec.headDimV);
-  TileConfig c;
-  if (d <= 64)
-    c = {/*blockM=*/128, /*blockN=*/64, /*warps=*/8, /*stages=*/2};
+  const bool causal = spec.mask == MaskMode::Causal;
+  // Copies narrower than 4 bytes are scalar loads: their addresses need
+  // registers that a 2-m-tile warp does not have.
+  const bool scalarCopies = spec.globalAlignElems * elementBytes(spec.dtype) < 4;
+  TileConfig preferred;
+  if (scalarCopies)
+    preferred = {/*blockM=*/128, /*blockN=*/32, /*warps=*/8, /*stages=*/2};
+  else if (d <= 64 && !causal)
+    preferred = {128, 64, 4, 2};
+  else if (d <= 96)
+    preferred = {128, 32, 4, 2};
   else if (d <= 128)
-    c = {128, 64, 8, 2};
+    preferred = {128, 64, 8, 2};
   else if (d <= 192)
-    c = {128, 32, 8, 2};
+    preferred = {128, 32, 8, 2};
   else
-    c = {64, 32, 4, 2};
-  // Smaller shared memory on consumer parts: fall back to fewer stages.
-  while (c.stages > 1 &&
-         forwardLayout(spec, c).sharedMemBytes > maxSharedMemoryPerBlock(arch))
-    --c.stages;
-  return c;
+    preferred = {128, 64, 8, 2};
+  // Parts with less shared memory (sm_86/89, sm_80 at d=256) take the first
+  // smaller tile that fits: fewer stages, then a shorter K/V tile, then
+  // fewer query rows.
+  const TileConfig fallbacks[] = {
+      preferred,
+      {preferred.blockM, preferred.blockN, preferred.warps, 1},
+      {preferred.blockM, 32, preferred.warps, 2},
+      {preferred.blockM, 32, preferred.warps, 1},
+      {64, 32, 4, 2},
+      {64, 32, 4, 1},
+      {64, 16, 4, 1},
+  };
+  for (const TileConfig &c : fallbacks)
+    if (validate(c, spec, arch))
+      return c;
+  return fallbacks[std::size(fallbacks) - 1];
 }
 
 } // namespace flashjit

@@ -1,4 +1,4 @@
-//===- Reference.cpp - CPU float64 oracle and float32 yardstick ------------===//
+//===- Reference.cpp - CPU float64 oracle and float32 yardstick -----------===//
 #include "flashjit/kernels/Reference.h"
 
 #include <algorithm>
@@ -12,7 +12,7 @@
 
 namespace flashjit {
 
-// ---- host 16-bit floats ---------------------------------------------------------
+// ---- host 16-bit floats -----------------------------------------------------
 namespace {
 uint32_t bitsOf(float f) {
   uint32_t x;
@@ -71,8 +71,7 @@ uint16_t floatToBf16(float f) {
   const uint32_t x = bitsOf(f);
   if ((x & 0x7fffffff) > 0x7f800000)
     return static_cast<uint16_t>((x >> 16) | 0x40);
-  return static_cast<uint16_t>(
-      roundNearestEven(x >> 16, x & 0xffff, 0x8000));
+  return static_cast<uint16_t>(roundNearestEven(x >> 16, x & 0xffff, 0x8000));
 }
 
 float bf16ToFloat(uint16_t b) { return floatOf(uint32_t(b) << 16); }
@@ -84,14 +83,14 @@ float fromBits(uint16_t bits, DType dtype) {
   return dtype == DType::F16 ? halfToFloat(bits) : bf16ToFloat(bits);
 }
 
-// ---- parallel helpers -----------------------------------------------------------
+// ---- parallel helpers -------------------------------------------------------
 namespace {
 /// Runs f(begin, end) over [0, n) on up to hardware_concurrency threads,
 /// each taking at least `minChunk` items.
 template <typename F> void parallelFor(int64_t n, int64_t minChunk, F &&f) {
   const int64_t hw = std::max(1u, std::thread::hardware_concurrency());
-  const int64_t chunks =
-      std::min<int64_t>(hw, (n + minChunk - 1) / std::max<int64_t>(1, minChunk));
+  const int64_t chunks = std::min<int64_t>(
+      hw, (n + minChunk - 1) / std::max<int64_t>(1, minChunk));
   if (chunks <= 1) {
     f(int64_t(0), n);
     return;
@@ -120,14 +119,14 @@ void fillNormal(uint16_t *bits, int64_t n, DType dtype, uint64_t seed) {
       const uint64_t r = splitMix64(stream ^ static_cast<uint64_t>(i));
       const double u1 = (double(r >> 32) + 1.0) / 4294967296.0;
       const double u2 = double(r & 0xffffffffu) / 4294967296.0;
-      const double z = std::sqrt(-2.0 * std::log(u1)) *
-                       std::cos(6.283185307179586 * u2);
+      const double z =
+          std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
       bits[i] = toBits(static_cast<float>(z), dtype);
     }
   });
 }
 
-// ---- reference forward ----------------------------------------------------------
+// ---- reference forward ------------------------------------------------------
 namespace {
 /// Row-major copy of one [rows, dim] head of a strided 16-bit tensor.
 template <typename T>
@@ -189,14 +188,18 @@ template <typename T>
 SliceOutput forwardSlice(const AttentionParams &p, const HostInputs &in,
                          int64_t b, int64_t h, bool roundLikeGpu) {
   const int64_t hkv = h / p.gqaGroup();
-  const auto q = loadHead<T>(in.q, p.qStrides, b, h, p.seqlenQ, p.headDimQK, p.dtype);
-  const auto k = loadHead<T>(in.k, p.kStrides, b, hkv, p.seqlenK, p.headDimQK, p.dtype);
-  const auto v = loadHead<T>(in.v, p.vStrides, b, hkv, p.seqlenK, p.headDimV, p.dtype);
+  const auto q =
+      loadHead<T>(in.q, p.qStrides, b, h, p.seqlenQ, p.headDimQK, p.dtype);
+  const auto k =
+      loadHead<T>(in.k, p.kStrides, b, hkv, p.seqlenK, p.headDimQK, p.dtype);
+  const auto v =
+      loadHead<T>(in.v, p.vStrides, b, hkv, p.seqlenK, p.headDimV, p.dtype);
   SliceOutput out;
   out.o.resize(p.seqlenQ * p.headDimV);
   out.lse.resize(p.seqlenQ);
   // Rows are independent; a few per thread amortise the thread start.
-  const int64_t work = std::max<int64_t>(1, p.seqlenK * (p.headDimQK + p.headDimV));
+  const int64_t work =
+      std::max<int64_t>(1, p.seqlenK * (p.headDimQK + p.headDimV));
   parallelFor(p.seqlenQ, std::max<int64_t>(1, (1 << 20) / work),
               [&](int64_t lo, int64_t hi) {
                 for (int64_t i = lo; i < hi; ++i)
@@ -215,7 +218,7 @@ SliceOutput referenceForward(const AttentionParams &params,
   return forwardSlice<float>(params, inputs, b, h, /*roundLikeGpu=*/true);
 }
 
-// ---- comparison -----------------------------------------------------------------
+// ---- comparison -------------------------------------------------------------
 double ErrorStats::relative() const {
   if (sumSqRef == 0)
     return sumSqErr == 0 ? 0 : std::numeric_limits<double>::infinity();
@@ -274,10 +277,10 @@ std::string CheckResult::summary() const {
   return os.str();
 }
 
-CheckResult checkForward(
-    const AttentionParams &p, const HostInputs &inputs, const uint16_t *o,
-    const float *lse,
-    const std::vector<std::pair<int64_t, int64_t>> &requested) {
+CheckResult
+checkForward(const AttentionParams &p, const HostInputs &inputs,
+             const uint16_t *o, const float *lse,
+             const std::vector<std::pair<int64_t, int64_t>> &requested) {
   const auto slices = requested.empty()
                           ? sampleSlices(p, std::numeric_limits<int>::max(), 0)
                           : requested;
@@ -295,8 +298,10 @@ CheckResult checkForward(
   r.checkedLse = lse != nullptr;
   r.slices = static_cast<int64_t>(compared.size());
   for (auto [b, h] : compared) {
-    const SliceOutput ref = referenceForward(p, inputs, b, h, RefPrecision::Float64);
-    const SliceOutput f32 = referenceForward(p, inputs, b, h, RefPrecision::Float32);
+    const SliceOutput ref =
+        referenceForward(p, inputs, b, h, RefPrecision::Float64);
+    const SliceOutput f32 =
+        referenceForward(p, inputs, b, h, RefPrecision::Float32);
     for (int64_t i = 0; i < p.seqlenQ; ++i) {
       for (int64_t d = 0; d < p.headDimV; ++d) {
         const uint16_t bits = o[p.oStrides.offset(b, h, i) + d];

@@ -120,8 +120,6 @@ struct ForwardKernel {
   const TileConfig &cfg;
   ForwardLayout layout;
   Type elemTy;
-  int vecElems;      ///< elements per global->smem copy
-  bool asyncCopies;  ///< cp.async (>= 4 bytes) or synchronous loads
   int mTiles;        ///< m16 tiles per warp
   int nTiles;        ///< n8 score tiles per K/V tile
   int kStepsQK;      ///< k16 steps over the padded head_dim_qk
@@ -129,8 +127,6 @@ struct ForwardKernel {
 
   ForwardKernel(const AttentionSpec &s, const TileConfig &c, Type elem)
       : spec(s), cfg(c), layout(forwardLayout(s, c)), elemTy(elem) {
-    vecElems = std::min(spec.globalAlignElems, 8);
-    asyncCopies = vecElems * elementBytes(spec.dtype) >= 4;
     mTiles = layout.mTilesPerWarp;
     nTiles = cfg.blockN / kMmaN;
     kStepsQK = layout.paddedHeadDimQK / kMmaK;
@@ -146,7 +142,12 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid,
                             Value src, Value srcBase, Value rowStride,
                             Value rowStart, Value rowLimit, int rows, int dim,
                             int paddedDim, Value dst, ArrayRef<Value> prefix) {
-  const int vec = k.vecElems;
+  // Widest copy that the caller's alignment allows and that never crosses
+  // `dim` (columns past it must read as zeros, not as the next row's data).
+  int vec = std::min(k.spec.globalAlignElems, 8);
+  while (dim % vec != 0)
+    vec /= 2;
+  const bool asyncCopies = vec * elementBytes(k.spec.dtype) >= 4;
   const int chunksPerRow = paddedDim / vec;
   const int chunks = rows * chunksPerRow;
   const int threads = k.layout.threads;
@@ -164,7 +165,7 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid,
       SmallVector<Value> dstIdx(prefix.begin(), prefix.end());
       dstIdx.push_back(row);
       dstIdx.push_back(col);
-      if (k.asyncCopies) {
+      if (asyncCopies) {
         Value srcElems = ce.select(valid, ce.idx(vec), ce.idx(0));
         bool bypassL1 = vec * elementBytes(k.spec.dtype) == 16;
         nvgpu::DeviceAsyncCopyOp::create(

@@ -30,7 +30,7 @@ flashjit.attention_fwd @d100 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 // CHECK: gpu.barrier
 // CHECK-NOT: nvgpu.ldmatrix
 // CHECK: scf.for
-// CHECK: nvgpu.ldmatrix {{.*}} : memref<64x264xbf16, #gpu.address_space<workgroup>> -> vector<4x2xbf16>
+// CHECK: nvgpu.ldmatrix {{.*}} : memref<128x264xbf16, #gpu.address_space<workgroup>> -> vector<4x2xbf16>
 flashjit.attention_fwd @d256 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 256, head_dim_v = 256, mask = "none", gqa_group = 1, lse = true, align = 8>
 
 // -----

@@ -33,4 +33,4 @@
 // CHECK: math.log2
 // CHECK: vector.store
 // CHECK: gpu.return
-flashjit.attention_fwd @k72 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 72, head_dim_v = 72, mask = "causal", gqa_group = 1, lse = true, align = 8>
+flashjit.attention_fwd @k72 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 72, head_dim_v = 72, mask = "causal", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 8, stages = 2>

@@ -2,7 +2,7 @@
 
 // The per-arch table fills in missing configs; explicit ones are kept.
 // CHECK-LABEL: @d64
-// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 8, stages = 2>
+// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
 flashjit.attention_fwd @d64 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 8>
 
 // CHECK-LABEL: @d160
@@ -10,8 +10,21 @@ flashjit.attention_fwd @d64 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16"
 flashjit.attention_fwd @d160 arch = "sm_80" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 160, head_dim_v = 160, mask = "causal", gqa_group = 1, lse = true, align = 8>
 
 // CHECK-LABEL: @d256
-// CHECK-SAME: config = <block_m = 64, block_n = 32, warps = 4, stages = 2>
+// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 8, stages = 2>
 flashjit.attention_fwd @d256 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 256, head_dim_v = 256, mask = "none", gqa_group = 1, lse = true, align = 8>
+
+// sm_80 has less shared memory: the same head takes a single stage.
+// CHECK-LABEL: @d256sm80
+// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 8, stages = 1>
+flashjit.attention_fwd @d256sm80 arch = "sm_80" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 256, head_dim_v = 256, mask = "none", gqa_group = 1, lse = true, align = 8>
+
+// Causal d<=96 and unaligned (scalar-copy) kernels have their own rows.
+// CHECK-LABEL: @d64causal
+// CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 4, stages = 2>
+flashjit.attention_fwd @d64causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 1, lse = true, align = 8>
+// CHECK-LABEL: @d33align1
+// CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 2>
+flashjit.attention_fwd @d33align1 arch = "sm_90a" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 33, head_dim_v = 33, mask = "none", gqa_group = 1, lse = true, align = 1>
 
 // CHECK-LABEL: @explicit
 // CHECK-SAME: config = <block_m = 64, block_n = 16, warps = 4, stages = 3>

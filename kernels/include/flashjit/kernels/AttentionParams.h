@@ -1,4 +1,4 @@
-//===- AttentionParams.h - The math problem of one attention forward call ---===//
+//===- AttentionParams.h - The math problem of one attention forward call -===//
 //
 // Plain C++ shared by the runtime (which launches it), the CPU reference
 // (which recomputes it) and the tests and CLI (which build it). Sizes,
@@ -76,10 +76,18 @@ struct AttentionParams {
   }
 
   /// Elements spanned by each tensor (largest offset + 1), for allocation.
-  int64_t qElements() const { return span(qStrides, headsQ, seqlenQ, headDimQK); }
-  int64_t kElements() const { return span(kStrides, headsKV, seqlenK, headDimQK); }
-  int64_t vElements() const { return span(vStrides, headsKV, seqlenK, headDimV); }
-  int64_t oElements() const { return span(oStrides, headsQ, seqlenQ, headDimV); }
+  int64_t qElements() const {
+    return span(qStrides, headsQ, seqlenQ, headDimQK);
+  }
+  int64_t kElements() const {
+    return span(kStrides, headsKV, seqlenK, headDimQK);
+  }
+  int64_t vElements() const {
+    return span(vStrides, headsKV, seqlenK, headDimV);
+  }
+  int64_t oElements() const {
+    return span(oStrides, headsQ, seqlenQ, headDimV);
+  }
   int64_t lseElements() const {
     return (batch - 1) * lseBatchStride + (headsQ - 1) * lseHeadStride +
            seqlenQ;

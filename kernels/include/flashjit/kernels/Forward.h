@@ -62,7 +62,7 @@ struct ForwardKernelArgs {
   int32_t seqlenQ, seqlenK;
   float scaleLog2; ///< softmax_scale * log2(e)
 };
-inline constexpr int kForwardKernelArgCount = 23;
+inline constexpr int kForwardKernelArgCount = 22;
 
 /// log2(e): scores are scaled into the exp2 domain once.
 inline constexpr double kLog2e = 1.4426950408889634;

@@ -1,4 +1,4 @@
-//===- Reference.h - CPU oracle for the attention kernels -------------------===//
+//===- Reference.h - CPU oracle for the attention kernels -----------------===//
 //
 // The float64 reference forward pass, a plain float32-accumulate forward pass
 // (the yardstick of the "2x" correctness rule FlashAttention's own tests
@@ -41,7 +41,7 @@ inline constexpr uint32_t kPoison32 = 0xffffffffu;
 /// values depend only on (seed, index): reproducible and thread-count free.
 void fillNormal(uint16_t *bits, int64_t n, DType dtype, uint64_t seed);
 
-// ---- reference forward --------------------------------------------------------
+// ---- reference forward ------------------------------------------------------
 /// Host inputs as 16-bit patterns laid out by the params' strides.
 struct HostInputs {
   const uint16_t *q = nullptr;
@@ -70,7 +70,7 @@ SliceOutput referenceForward(const AttentionParams &params,
                              const HostInputs &inputs, int64_t b, int64_t h,
                              RefPrecision precision);
 
-// ---- comparison ---------------------------------------------------------------
+// ---- comparison -------------------------------------------------------------
 /// Error of one output against the float64 reference.
 struct ErrorStats {
   double maxAbs = 0;   ///< max |got - ref| over finite pairs
@@ -105,11 +105,10 @@ struct CheckResult {
 /// optional `lse` (float, params' LSE strides; nullptr skips it) with the
 /// references on the (batch, head) `slices` (empty: all of them), and scans
 /// every other slice for unwritten and non-finite elements.
-CheckResult checkForward(const AttentionParams &params,
-                         const HostInputs &inputs, const uint16_t *o,
-                         const float *lse,
-                         const std::vector<std::pair<int64_t, int64_t>>
-                             &slices = {});
+CheckResult
+checkForward(const AttentionParams &params, const HostInputs &inputs,
+             const uint16_t *o, const float *lse,
+             const std::vector<std::pair<int64_t, int64_t>> &slices = {});
 
 /// Up to `maxSlices` distinct (batch, head) pairs, always including the
 /// first and the last, the rest drawn with `seed`; all of them when

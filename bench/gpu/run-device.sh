@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs on the lent GPU machine from the repository root. Expects
+# .device/flashjit-bin.tar.xz (static binaries built here with
+# FLASHJIT_STATIC_LLVM=ON, stripped) and .device/peers_bench.py.
+#   bash bench/gpu/run-device.sh tests|bench|peers|sanitize|all
+# Logs go to $OUT (or /tmp/out).
+set -uo pipefail
+out=${OUT:-/tmp/out}
+mkdir -p "$out" /tmp/fj
+tar -xJf .device/flashjit-bin.tar.xz -C /tmp/fj
+bin=/tmp/fj/bin
+export LD_LIBRARY_PATH=/tmp/fj/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export FLASHJIT_CACHE_DIR=/tmp/fj/cache
+what=${1:-all}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
+"$bin/flashjit" info | tee -a "$out/gpu.txt"
+
+if [[ $what == tests || $what == all ]]; then
+  timeout ${TEST_TIMEOUT:-280} "$bin/flashjit-gpu-tests" 2>&1 | tee "$out/gpu-tests.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]|FAIL" | tail -40
+fi
+if [[ $what == sanitize || $what == all ]]; then
+  for tool in memcheck racecheck; do
+    for args in "--head-dim 80 --mask causal --seqlen-q 200 --seqlen-k 333" \
+                "--head-dim 33 --align 1 --dtype fp16 --seqlen 130" \
+                "--head-dim 256 --seqlen 100 --heads-q 4 --heads-kv 2"; do
+      echo "== compute-sanitizer --tool $tool flashjit run $args" | tee -a "$out/sanitizer.log"
+      timeout 60 compute-sanitizer --tool $tool --print-limit 5 \
+        "$bin/flashjit" run --batch 1 $args --repeats 1 --warmup 0 2>&1 | tail -4 | tee -a "$out/sanitizer.log"
+    done
+  done
+fi
+if [[ $what == bench || $what == all ]]; then
+  "$bin/flashjit-bench-gpu" --dims ${DIMS:-64,80,96,100,128,160,256} --seqlens 4096 \
+     --json "$out/flashjit.json" --cache-latency 2>&1 | tee "$out/bench.log" | tail -30
+fi
+if [[ $what == peers || $what == all ]]; then
+  DIMS=${DIMS:-64,80,96,100,128,160,256} SEQS=4096 PEERS_OUT="$out" PYTHONUNBUFFERED=1 \
+    timeout 1200 python3 .device/peers_bench.py 2>&1 | tail -25 | tee "$out/peers.log"
+fi

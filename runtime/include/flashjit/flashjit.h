@@ -1,0 +1,107 @@
+/*===- flashjit.h - flashjit's plain C API ---------------------------------===*
+ *
+ * For foreign function interfaces: Python (ctypes), Julia (ccall), JAX (FFI).
+ * An opaque runtime handle, plain structs of fixed-width fields, status codes
+ * and a per-thread last-error string. No call throws or aborts; every failure
+ * is a status code plus flashjit_last_error().
+ *
+ *   flashjit_runtime *rt;
+ *   if (flashjit_runtime_create(0, &rt) != FLASHJIT_SUCCESS)
+ *     fprintf(stderr, "%s\n", flashjit_last_error());
+ *   flashjit_forward_args a;
+ *   flashjit_forward_args_init(&a);
+ *   a.dtype = FLASHJIT_BF16; a.batch = 4; ...; a.q = q_ptr; ...
+ *   flashjit_attention_forward(rt, &a, stream);
+ *   flashjit_runtime_destroy(rt);
+ *
+ *===----------------------------------------------------------------------===*/
+#ifndef FLASHJIT_FLASHJIT_H
+#define FLASHJIT_FLASHJIT_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum flashjit_status {
+  FLASHJIT_SUCCESS = 0,
+  /** An argument is out of range; the message names it and the range. */
+  FLASHJIT_ERROR_INVALID_ARGUMENT = 1,
+  /** libcuda.so.1 is missing, too old or failed to initialise. */
+  FLASHJIT_ERROR_NO_DRIVER = 2,
+  /** No such device, an unsupported GPU, or its context failed. */
+  FLASHJIT_ERROR_DEVICE = 3,
+  /** Generating, JIT-compiling or loading the kernel failed. */
+  FLASHJIT_ERROR_COMPILE = 4,
+  /** The launch failed (or an earlier asynchronous error surfaced). */
+  FLASHJIT_ERROR_LAUNCH = 5,
+  /** Out of memory or another unexpected failure inside flashjit. */
+  FLASHJIT_ERROR_INTERNAL = 6
+} flashjit_status;
+
+typedef enum flashjit_dtype {
+  FLASHJIT_FP16 = 0,
+  FLASHJIT_BF16 = 1
+} flashjit_dtype;
+typedef enum flashjit_mask {
+  FLASHJIT_MASK_NONE = 0,
+  FLASHJIT_MASK_CAUSAL = 1
+} flashjit_mask;
+
+typedef struct flashjit_runtime flashjit_runtime;
+
+/** One forward call. Sizes and strides count elements; the last dimension of
+ *  q, k, v, o is contiguous and each *_strides array is {batch, head, row}.
+ *  Q is [batch, heads_q, seqlen_q, head_dim_qk], K [.., heads_kv, seqlen_k,
+ *  head_dim_qk], V [.., heads_kv, seqlen_k, head_dim_v], O like Q with
+ *  head_dim_v; LSE (optional, float32, natural log) [batch, heads_q,
+ *  seqlen_q] with lse_strides {batch, head}. Causal masks are aligned to the
+ *  bottom-right corner. Call flashjit_forward_args_init first: zero fields
+ *  mean "default" where noted. */
+typedef struct flashjit_forward_args {
+  const void *q, *k, *v;
+  void *o;
+  float *lse;    /**< NULL: no LSE is written */
+  int32_t dtype; /**< flashjit_dtype */
+  int32_t mask;  /**< flashjit_mask */
+  int64_t batch, heads_q, heads_kv, seqlen_q, seqlen_k;
+  int64_t head_dim_qk;
+  int64_t head_dim_v; /**< 0: head_dim_qk */
+  int64_t q_strides[3], k_strides[3], v_strides[3], o_strides[3];
+  int64_t lse_strides[2];
+  /** 0: 1/sqrt(head_dim_qk). */
+  double softmax_scale;
+  /** Tile override; 0 fields take the per-architecture default. */
+  int32_t block_m, block_n, warps, stages;
+} flashjit_forward_args;
+
+/** Zeroes the struct, then dtype = FLASHJIT_BF16 (mask none, defaults for
+ *  every field documented with one). Sizes, pointers and strides remain to
+ *  be set. */
+void flashjit_forward_args_init(flashjit_forward_args *args);
+
+/** Creates a runtime on CUDA device `device`; *out is NULL on failure. */
+flashjit_status flashjit_runtime_create(int device, flashjit_runtime **out);
+/** Destroys a runtime (NULL is ignored). Kernels it launched must be done. */
+void flashjit_runtime_destroy(flashjit_runtime *rt);
+
+/** Launches attention forward on `stream` (a CUstream / cudaStream_t; NULL:
+ *  the default stream). Compiles on first use of a specialisation. */
+flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
+                                           const flashjit_forward_args *args,
+                                           void *stream);
+
+/** The message of the last failed call on this thread ("" if none). Valid
+ *  until the next flashjit call on this thread. */
+const char *flashjit_last_error(void);
+/** A fixed name for a status code ("FLASHJIT_ERROR_COMPILE"). */
+const char *flashjit_status_string(flashjit_status status);
+/** The flashjit version ("0.1.0"). */
+const char *flashjit_version(void);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* FLASHJIT_FLASHJIT_H */

@@ -1,0 +1,166 @@
+//===- Runtime.h - flashjit's C++ API: compile, cache and launch ----------===//
+//
+// Plain C++ (no cuda.h, no MLIR). A Runtime owns the driver, one device's
+// primary context and the kernel caches; attentionForward() specialises,
+// compiles (once per specialisation), and launches on the caller's stream.
+//
+//   auto rt = flashjit::Runtime::create();
+//   if (!rt) { report(rt.message()); return; }
+//   flashjit::ForwardProblem p;
+//   p.dtype = flashjit::DType::BF16; p.batch = 4; p.headsQ = p.headsKV = 16;
+//   p.seqlenQ = p.seqlenK = 4096; p.headDimQK = p.headDimV = 80;
+//   p.setDenseBSHD();
+//   p.q = q; p.k = k; p.v = v; p.o = o;
+//   if (flashjit::Status s = (*rt)->attentionForward(p, stream); !s) ...
+//
+//===----------------------------------------------------------------------===//
+#ifndef FLASHJIT_RUNTIME_RUNTIME_H
+#define FLASHJIT_RUNTIME_RUNTIME_H
+
+#include "flashjit/kernels/AttentionParams.h"
+#include "flashjit/kernels/Forward.h"
+#include "flashjit/runtime/Device.h"
+#include "flashjit/runtime/ModuleCache.h"
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace flashjit {
+
+/// One forward call: the problem (sizes, strides in elements, dtype, mask,
+/// scale) plus device pointers. The last dimension of every tensor is
+/// contiguous. Batch and sequence lengths are run-time arguments: changing
+/// them never recompiles.
+struct ForwardProblem : AttentionParams {
+  const void *q = nullptr;
+  const void *k = nullptr;
+  const void *v = nullptr;
+  void *o = nullptr;
+  /// Optional float32 log-sum-exp output (natural log); null: not written.
+  float *lse = nullptr;
+  /// Overrides the per-arch default tile (defaultTileConfig).
+  std::optional<TileConfig> tile;
+};
+
+/// Checks every argument; the message names the argument and the accepted
+/// range ("heads_q (12) must be a multiple of heads_kv (5)").
+Status validate(const ForwardProblem &problem);
+
+/// The compile-time facts a problem needs: dtype, head dims, mask, GQA
+/// group, LSE on/off and the widest alignment that its pointers and
+/// strides allow. Assumes validate(problem) passed.
+AttentionSpec specFor(const ForwardProblem &problem);
+
+/// A validated, specialised and compiled forward call, ready to launch.
+struct ForwardPlan {
+  AttentionSpec spec;
+  TileConfig config;
+  ModuleCache::Kernel kernel;
+  unsigned grid[3] = {1, 1, 1};
+  ForwardKernelArgs args{};
+};
+
+/// Where kernels came from, since this Runtime was created.
+struct CacheStats {
+  uint64_t memoryHits = 0; ///< found loaded in memory
+  uint64_t diskHits = 0;   ///< loaded from a valid disk entry
+  uint64_t compiles = 0;   ///< generated, JIT-compiled and loaded
+};
+
+struct RuntimeOptions {
+  /// CUDA device ordinal.
+  int device = 0;
+  /// Keep compiled kernels on disk across processes.
+  bool diskCache = true;
+  /// Disk cache location; empty: DiskCache::defaultDirectory().
+  std::string cacheDirectory;
+};
+
+class Runtime;
+
+/// Device memory owned by a Runtime; freed on destruction.
+class DeviceBuffer {
+public:
+  DeviceBuffer() = default;
+  DeviceBuffer(DeviceBuffer &&other) noexcept { *this = std::move(other); }
+  DeviceBuffer &operator=(DeviceBuffer &&other) noexcept;
+  DeviceBuffer(const DeviceBuffer &) = delete;
+  DeviceBuffer &operator=(const DeviceBuffer &) = delete;
+  ~DeviceBuffer() { reset(); }
+
+  void *data() const { return ptr_; }
+  size_t size() const { return bytes_; }
+  void reset();
+
+private:
+  friend class Runtime;
+  Runtime *owner_ = nullptr;
+  void *ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+class Runtime {
+public:
+  /// Loads the driver, picks the device, retains its primary context and
+  /// opens the caches. Fails with the reason on machines without a driver,
+  /// without that device or with an unsupported GPU.
+  static Expected<std::unique_ptr<Runtime>>
+  create(const RuntimeOptions &options = {});
+  ~Runtime();
+  Runtime(const Runtime &) = delete;
+  Runtime &operator=(const Runtime &) = delete;
+
+  const DeviceInfo &device() const;
+  Arch arch() const;
+  int driverVersion() const;
+  /// The disk cache directory, or empty when the disk cache is off.
+  const std::string &cacheDirectory() const;
+
+  /// softmax(scale * Q K^T, mask) V into problem.o (and LSE into
+  /// problem.lse), launched on `stream` (a CUstream; null: the legacy default
+  /// stream). Compiles on the first call for a specialisation.
+  Status attentionForward(const ForwardProblem &problem,
+                          void *stream = nullptr);
+
+  /// The steps of attentionForward, for callers that launch one plan many
+  /// times (benchmarks) or want compile errors apart from launch errors.
+  Expected<ForwardPlan> planForward(const ForwardProblem &problem);
+  Status launch(const ForwardPlan &plan, void *stream = nullptr);
+
+  CacheStats cacheStats() const;
+  /// Forgets the loaded kernels (the disk cache stays): the next call for a
+  /// specialisation goes to disk, as a new process would.
+  void clearMemoryCache();
+
+  // ---- memory and timing helpers (tests, CLI, benchmarks) ------------------
+  Expected<DeviceBuffer> allocate(size_t bytes);
+  Status copyToDevice(void *dst, const void *src, size_t bytes);
+  Status copyToHost(void *dst, const void *src, size_t bytes);
+  /// Sets `count` 16-bit (32-bit) words at `dst` to `value`, on `stream`.
+  Status fill16(void *dst, uint16_t value, size_t count,
+                void *stream = nullptr);
+  Status fill32(void *dst, uint32_t value, size_t count,
+                void *stream = nullptr);
+  Status synchronize(void *stream = nullptr);
+  /// GPU time in milliseconds of the work `enqueue` puts on `stream`,
+  /// measured with CUDA events (waits for it to finish).
+  Expected<float> timeMs(const std::function<Status()> &enqueue,
+                         void *stream = nullptr);
+
+private:
+  struct Impl;
+  explicit Runtime(std::unique_ptr<Impl> impl);
+  friend class DeviceBuffer;
+  Status free(void *ptr);
+  Expected<ModuleCache::Kernel> kernelFor(const AttentionSpec &spec,
+                                          const TileConfig &config);
+
+  std::unique_ptr<Impl> impl_;
+};
+
+} // namespace flashjit
+
+#endif // FLASHJIT_RUNTIME_RUNTIME_H

@@ -1,0 +1,178 @@
+//===- CApi.cpp - flashjit.h over the C++ Runtime -------------------------===//
+//
+// Each entry point turns the C++ API's Status into a code by the step that
+// failed (argument checks, driver, device, compile, launch) and keeps the
+// message for flashjit_last_error(). Nothing may throw across extern "C".
+//
+//===----------------------------------------------------------------------===//
+#include "flashjit/flashjit.h"
+
+#include "flashjit/compiler/Pipeline.h"
+#include "flashjit/runtime/Runtime.h"
+
+#include <cstring>
+#include <memory>
+#include <string>
+
+struct flashjit_runtime {
+  std::unique_ptr<flashjit::Runtime> runtime;
+};
+
+namespace {
+thread_local std::string tLastError;
+
+flashjit_status fail(flashjit_status code, std::string message) {
+  tLastError = std::move(message);
+  return code;
+}
+
+/// Runs `body`, turning any exception (bad_alloc) into a status code.
+template <typename F> flashjit_status guarded(F &&body) {
+  try {
+    return body();
+  } catch (const std::exception &e) {
+    return fail(FLASHJIT_ERROR_INTERNAL, std::string("flashjit: ") + e.what());
+  } catch (...) {
+    return fail(FLASHJIT_ERROR_INTERNAL, "flashjit: unknown internal error");
+  }
+}
+
+void copyStrides(flashjit::Strides &to, const int64_t from[3]) {
+  to = {from[0], from[1], from[2]};
+}
+
+/// The C++ problem for `a`; fails on values the C types allow but the C++
+/// enums do not.
+flashjit_status toProblem(const flashjit_forward_args &a,
+                          flashjit::ForwardProblem &p) {
+  if (a.dtype != FLASHJIT_FP16 && a.dtype != FLASHJIT_BF16)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+                "dtype must be FLASHJIT_FP16 (0) or FLASHJIT_BF16 (1), got " +
+                    std::to_string(a.dtype));
+  if (a.mask != FLASHJIT_MASK_NONE && a.mask != FLASHJIT_MASK_CAUSAL)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+                "mask must be FLASHJIT_MASK_NONE (0) or FLASHJIT_MASK_CAUSAL "
+                "(1), got " +
+                    std::to_string(a.mask));
+  p.dtype =
+      a.dtype == FLASHJIT_FP16 ? flashjit::DType::F16 : flashjit::DType::BF16;
+  p.mask = a.mask == FLASHJIT_MASK_CAUSAL ? flashjit::MaskMode::Causal
+                                          : flashjit::MaskMode::None;
+  p.batch = a.batch;
+  p.headsQ = a.heads_q;
+  p.headsKV = a.heads_kv;
+  p.seqlenQ = a.seqlen_q;
+  p.seqlenK = a.seqlen_k;
+  p.headDimQK = a.head_dim_qk;
+  p.headDimV = a.head_dim_v ? a.head_dim_v : a.head_dim_qk;
+  copyStrides(p.qStrides, a.q_strides);
+  copyStrides(p.kStrides, a.k_strides);
+  copyStrides(p.vStrides, a.v_strides);
+  copyStrides(p.oStrides, a.o_strides);
+  p.lseBatchStride = a.lse_strides[0];
+  p.lseHeadStride = a.lse_strides[1];
+  if (a.softmax_scale != 0)
+    p.softmaxScale = a.softmax_scale;
+  p.q = a.q;
+  p.k = a.k;
+  p.v = a.v;
+  p.o = a.o;
+  p.lse = a.lse;
+  return FLASHJIT_SUCCESS;
+}
+} // namespace
+
+extern "C" {
+
+void flashjit_forward_args_init(flashjit_forward_args *args) {
+  if (!args)
+    return;
+  std::memset(args, 0, sizeof *args);
+  args->dtype = FLASHJIT_BF16;
+}
+
+flashjit_status flashjit_runtime_create(int device, flashjit_runtime **out) {
+  return guarded([&] {
+    if (!out)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "out must not be NULL");
+    *out = nullptr;
+    if (flashjit::Status s = flashjit::driverStatus(); !s)
+      return fail(FLASHJIT_ERROR_NO_DRIVER, s.message());
+    flashjit::RuntimeOptions options;
+    options.device = device;
+    auto runtime = flashjit::Runtime::create(options);
+    if (!runtime)
+      return fail(FLASHJIT_ERROR_DEVICE, runtime.message());
+    *out = new flashjit_runtime{std::move(*runtime)};
+    return FLASHJIT_SUCCESS;
+  });
+}
+
+void flashjit_runtime_destroy(flashjit_runtime *rt) { delete rt; }
+
+flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
+                                           const flashjit_forward_args *args,
+                                           void *stream) {
+  return guarded([&] {
+    if (!rt)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "rt must not be NULL");
+    if (!args)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "args must not be NULL");
+    flashjit::ForwardProblem problem;
+    if (flashjit_status s = toProblem(*args, problem); s != FLASHJIT_SUCCESS)
+      return s;
+    if (flashjit::Status s = flashjit::validate(problem); !s)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());
+    flashjit::Runtime &runtime = *rt->runtime;
+    if (args->block_m || args->block_n || args->warps || args->stages) {
+      const flashjit::AttentionSpec spec = flashjit::specFor(problem);
+      flashjit::TileConfig tile =
+          flashjit::defaultTileConfig(spec, runtime.arch());
+      for (auto [field, value] : {std::pair{&tile.blockM, args->block_m},
+                                  std::pair{&tile.blockN, args->block_n},
+                                  std::pair{&tile.warps, args->warps},
+                                  std::pair{&tile.stages, args->stages}})
+        if (value)
+          *field = value;
+      if (flashjit::Status s = flashjit::validate(tile, spec, runtime.arch());
+          !s)
+        return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());
+      problem.tile = tile;
+    }
+    auto plan = runtime.planForward(problem);
+    if (!plan)
+      return fail(FLASHJIT_ERROR_COMPILE, plan.message());
+    if (flashjit::Status s = runtime.launch(*plan, stream); !s)
+      return fail(FLASHJIT_ERROR_LAUNCH, s.message());
+    return FLASHJIT_SUCCESS;
+  });
+}
+
+const char *flashjit_last_error(void) { return tLastError.c_str(); }
+
+const char *flashjit_status_string(flashjit_status status) {
+  switch (status) {
+  case FLASHJIT_SUCCESS:
+    return "FLASHJIT_SUCCESS";
+  case FLASHJIT_ERROR_INVALID_ARGUMENT:
+    return "FLASHJIT_ERROR_INVALID_ARGUMENT";
+  case FLASHJIT_ERROR_NO_DRIVER:
+    return "FLASHJIT_ERROR_NO_DRIVER";
+  case FLASHJIT_ERROR_DEVICE:
+    return "FLASHJIT_ERROR_DEVICE";
+  case FLASHJIT_ERROR_COMPILE:
+    return "FLASHJIT_ERROR_COMPILE";
+  case FLASHJIT_ERROR_LAUNCH:
+    return "FLASHJIT_ERROR_LAUNCH";
+  case FLASHJIT_ERROR_INTERNAL:
+    return "FLASHJIT_ERROR_INTERNAL";
+  }
+  return "FLASHJIT_ERROR_UNKNOWN";
+}
+
+const char *flashjit_version(void) {
+  static const std::string version = flashjit::flashjitVersion();
+  return version.c_str();
+}
+
+} // extern "C"

@@ -1,0 +1,109 @@
+//===- Device.cpp - Driver status and device queries ----------------------===//
+#include "flashjit/runtime/Device.h"
+
+#include "Driver.h"
+
+namespace flashjit {
+
+Status driverStatus() {
+  auto api = driver::api();
+  return api ? Status::ok() : api.status();
+}
+
+Expected<int> driverVersion() {
+  auto api = driver::library();
+  if (!api)
+    return api.status();
+  int version = 0;
+  if (Status s = driver::check((*api)->cuDriverGetVersion(&version),
+                               "cuDriverGetVersion");
+      !s)
+    return s;
+  return version;
+}
+
+std::string formatCudaVersion(int version) {
+  return std::to_string(version / 1000) + "." +
+         std::to_string(version % 1000 / 10);
+}
+
+Expected<int> deviceCount() {
+  auto api = driver::api();
+  if (!api)
+    return api.status();
+  int count = 0;
+  if (Status s =
+          driver::check((*api)->cuDeviceGetCount(&count), "cuDeviceGetCount");
+      !s)
+    return s;
+  return count;
+}
+
+Expected<DeviceInfo> queryDevice(int ordinal) {
+  auto count = deviceCount();
+  if (!count)
+    return count.status();
+  if (ordinal < 0 || ordinal >= *count)
+    return Status::error("device must be in [0, " + std::to_string(*count - 1) +
+                         "] (" + std::to_string(*count) +
+                         " CUDA devices found), got " +
+                         std::to_string(ordinal));
+  const driver::Api &cu = **driver::api();
+  CUdevice dev;
+  if (Status s = driver::check(cu.cuDeviceGet(&dev, ordinal), "cuDeviceGet");
+      !s)
+    return s;
+  DeviceInfo info;
+  info.ordinal = ordinal;
+  char name[256] = {};
+  if (Status s = driver::check(cu.cuDeviceGetName(name, sizeof name - 1, dev),
+                               "cuDeviceGetName");
+      !s)
+    return s;
+  info.name = name;
+  struct {
+    CUdevice_attribute attribute;
+    int *into;
+  } attributes[] = {
+      {CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, &info.ccMajor},
+      {CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, &info.ccMinor},
+      {CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, &info.smCount},
+      {CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+       &info.maxSharedMemPerBlockOptin},
+  };
+  for (auto &a : attributes)
+    if (Status s =
+            driver::check(cu.cuDeviceGetAttribute(a.into, a.attribute, dev),
+                          "cuDeviceGetAttribute");
+        !s)
+      return s;
+  size_t bytes = 0;
+  if (Status s = driver::check(cu.cuDeviceTotalMem_v2(&bytes, dev),
+                               "cuDeviceTotalMem");
+      !s)
+    return s;
+  info.totalMemBytes = static_cast<int64_t>(bytes);
+  return info;
+}
+
+Expected<Arch> archForComputeCapability(int major, int minor) {
+  // sm_90a rather than sm_90: wgmma and setmaxnreg exist only in the
+  // arch-specific target, and a 9.0 device runs it.
+  switch (major * 10 + minor) {
+  case 80:
+    return Arch::Sm80;
+  case 86:
+    return Arch::Sm86;
+  case 89:
+    return Arch::Sm89;
+  case 90:
+    return Arch::Sm90a;
+  default:
+    break;
+  }
+  return Status::error("compute capability " + std::to_string(major) + "." +
+                       std::to_string(minor) +
+                       " is not supported (supported: 8.0, 8.6, 8.9, 9.0)");
+}
+
+} // namespace flashjit

@@ -1,0 +1,543 @@
+//===- Runtime.cpp - Validate, specialise, fetch from cache, launch -------===//
+#include "flashjit/runtime/Runtime.h"
+
+#include "Driver.h"
+#include "Module.h"
+
+#include "flashjit/compiler/Pipeline.h"
+#include "flashjit/runtime/DiskCache.h"
+
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <sstream>
+
+namespace flashjit {
+
+// ---- problem -> spec --------------------------------------------------------
+namespace {
+/// CUDA's limit on gridDim.y and gridDim.z (heads and batch).
+constexpr int64_t kMaxGridYZ = 65535;
+constexpr int64_t kMaxSeqlen = std::numeric_limits<int32_t>::max();
+
+Status outOfRange(const char *name, int64_t lo, int64_t hi, int64_t got) {
+  return Status::error(std::string(name) + " must be in [" +
+                       std::to_string(lo) + ", " + std::to_string(hi) +
+                       "], got " + std::to_string(got));
+}
+
+std::string hexAddress(const void *p) {
+  std::ostringstream os;
+  os << p;
+  return os.str();
+}
+
+/// Strides of a tensor with its name, for messages and alignment.
+struct NamedStrides {
+  const char *name;
+  const Strides &strides;
+  int64_t heads, rows;
+};
+} // namespace
+
+Status validate(const ForwardProblem &p) {
+  if (p.dtype != DType::F16 && p.dtype != DType::BF16)
+    return Status::error("dtype must be one of " + dtypeChoices());
+  if (p.mask != MaskMode::None && p.mask != MaskMode::Causal)
+    return Status::error("mask must be one of " + maskChoices());
+  struct {
+    const char *name;
+    int64_t value, lo, hi;
+  } ranges[] = {
+      {"batch", p.batch, 1, kMaxGridYZ},
+      {"heads_q", p.headsQ, 1, kMaxGridYZ},
+      {"heads_kv", p.headsKV, 1, std::max<int64_t>(1, p.headsQ)},
+      {"seqlen_q", p.seqlenQ, 1, kMaxSeqlen},
+      {"seqlen_k", p.seqlenK, 1, kMaxSeqlen},
+      {"head_dim_qk", p.headDimQK, kMinHeadDim, kMaxHeadDim},
+      {"head_dim_v", p.headDimV, kMinHeadDim, kMaxHeadDim},
+  };
+  for (const auto &r : ranges)
+    if (r.value < r.lo || r.value > r.hi)
+      return outOfRange(r.name, r.lo, r.hi, r.value);
+  if (p.headsQ % p.headsKV != 0)
+    return Status::error("heads_q (" + std::to_string(p.headsQ) +
+                         ") must be a multiple of heads_kv (" +
+                         std::to_string(p.headsKV) + ")");
+
+  const int64_t eb = elementBytes(p.dtype);
+  struct {
+    const char *name;
+    const void *ptr;
+    int64_t align;
+    bool required;
+  } pointers[] = {{"q", p.q, eb, true},
+                  {"k", p.k, eb, true},
+                  {"v", p.v, eb, true},
+                  {"o", p.o, eb, true},
+                  {"lse", p.lse, 4, false}};
+  for (const auto &ptr : pointers) {
+    if (!ptr.ptr && ptr.required)
+      return Status::error(std::string(ptr.name) +
+                           " must be a device pointer, got null");
+    if (reinterpret_cast<uintptr_t>(ptr.ptr) % ptr.align != 0)
+      return Status::error(std::string(ptr.name) + " (" + hexAddress(ptr.ptr) +
+                           ") must be aligned to " + std::to_string(ptr.align) +
+                           " bytes");
+  }
+
+  const NamedStrides tensors[] = {{"q", p.qStrides, p.headsQ, p.seqlenQ},
+                                  {"k", p.kStrides, p.headsKV, p.seqlenK},
+                                  {"v", p.vStrides, p.headsKV, p.seqlenK},
+                                  {"o", p.oStrides, p.headsQ, p.seqlenQ}};
+  for (const auto &t : tensors) {
+    const std::pair<const char *, int64_t> strides[] = {
+        {"batch", t.strides.batch},
+        {"head", t.strides.head},
+        {"row", t.strides.row}};
+    for (auto [dim, value] : strides)
+      if (value < 0)
+        return Status::error(std::string(t.name) + "_" + dim +
+                             "_stride must be >= 0, got " +
+                             std::to_string(value));
+  }
+  // The output must not overlap itself: two rows writing one element race.
+  if (p.seqlenQ > 1 && p.oStrides.row < p.headDimV)
+    return Status::error(
+        "o_row_stride must be >= head_dim_v (" + std::to_string(p.headDimV) +
+        ") so rows do not overlap, got " + std::to_string(p.oStrides.row));
+  if (p.lse) {
+    if (p.lseBatchStride < 0 || p.lseHeadStride < 0)
+      return Status::error("lse_batch_stride and lse_head_stride must be >= 0");
+    if (p.headsQ > 1 && p.lseHeadStride < p.seqlenQ)
+      return Status::error("lse_head_stride must be >= seqlen_q (" +
+                           std::to_string(p.seqlenQ) + "), got " +
+                           std::to_string(p.lseHeadStride));
+  }
+  if (!std::isfinite(p.scale()))
+    return Status::error("softmax_scale must be finite, got " +
+                         std::to_string(p.scale()));
+  return Status::ok();
+}
+
+AttentionSpec specFor(const ForwardProblem &p) {
+  AttentionSpec spec;
+  spec.dtype = p.dtype;
+  spec.headDimQK = static_cast<int>(p.headDimQK);
+  spec.headDimV = static_cast<int>(p.headDimV);
+  spec.mask = p.mask;
+  spec.gqaGroup = static_cast<int>(p.gqaGroup());
+  spec.writeLse = p.lse != nullptr;
+  // Row starts are aligned to the widest power of two dividing every
+  // pointer (in elements) and every stride the kernel multiplies by a
+  // nonzero index: a stride of a size-1 dimension never moves a row.
+  const int64_t eb = elementBytes(p.dtype);
+  std::vector<int64_t> values;
+  for (const void *ptr : {p.q, p.k, p.v, static_cast<const void *>(p.o)})
+    values.push_back(
+        static_cast<int64_t>(reinterpret_cast<uintptr_t>(ptr) / eb));
+  const NamedStrides tensors[] = {{"q", p.qStrides, p.headsQ, p.seqlenQ},
+                                  {"k", p.kStrides, p.headsKV, p.seqlenK},
+                                  {"v", p.vStrides, p.headsKV, p.seqlenK},
+                                  {"o", p.oStrides, p.headsQ, p.seqlenQ}};
+  for (const auto &t : tensors) {
+    if (p.batch > 1)
+      values.push_back(t.strides.batch);
+    if (t.heads > 1)
+      values.push_back(t.strides.head);
+    if (t.rows > 1)
+      values.push_back(t.strides.row);
+  }
+  spec.globalAlignElems = alignmentElems(values);
+  return spec;
+}
+
+// ---- the runtime ------------------------------------------------------------
+struct Runtime::Impl {
+  const driver::Api *cu = nullptr;
+  CUdevice device = 0;
+  CUcontext context = nullptr;
+  DeviceInfo info;
+  Arch arch = Arch::Sm80;
+  int driverVersion = 0;
+  std::string flashjitVersion, llvmVersion;
+  std::optional<DiskCache> disk;
+  std::string cacheDirectory;
+  ModuleCache modules;
+  std::atomic<uint64_t> diskHits{0};
+  std::atomic<uint64_t> compiles{0};
+
+  ~Impl() {
+    if (!context)
+      return;
+    driver::ScopedContext scope(*cu, context);
+    modules.clear(); // unloads the modules while the context still lives
+    cu->cuDevicePrimaryCtxRelease_v2(device);
+  }
+};
+
+Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Runtime::~Runtime() = default;
+
+Expected<std::unique_ptr<Runtime>>
+Runtime::create(const RuntimeOptions &options) {
+  auto api = driver::api();
+  if (!api)
+    return api.status();
+  auto impl = std::make_unique<Impl>();
+  impl->cu = *api;
+  const driver::Api &cu = *impl->cu;
+  auto info = queryDevice(options.device);
+  if (!info)
+    return info.status();
+  impl->info = *info;
+  auto arch = archForComputeCapability(info->ccMajor, info->ccMinor);
+  if (!arch)
+    return Status::error("device " + std::to_string(options.device) + " (" +
+                         info->name + "): " + arch.message());
+  impl->arch = *arch;
+  auto version = flashjit::driverVersion();
+  if (!version)
+    return version.status();
+  impl->driverVersion = *version;
+  impl->flashjitVersion = flashjitVersion();
+  impl->llvmVersion = llvmVersion();
+  if (Status s = driver::check(cu.cuDeviceGet(&impl->device, options.device),
+                               "cuDeviceGet");
+      !s)
+    return s;
+  if (Status s = driver::check(
+          cu.cuDevicePrimaryCtxRetain(&impl->context, impl->device),
+          "cuDevicePrimaryCtxRetain");
+      !s)
+    return s;
+  if (options.diskCache) {
+    auto dir = options.cacheDirectory.empty()
+                   ? DiskCache::defaultDirectory()
+                   : Expected<std::string>(options.cacheDirectory);
+    if (dir) {
+      impl->disk.emplace(*dir);
+      impl->cacheDirectory = *dir;
+    } else {
+      std::fprintf(stderr,
+                   "flashjit: warning: %s; kernels are not cached on disk\n",
+                   dir.message().c_str());
+    }
+  }
+  return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
+}
+
+const DeviceInfo &Runtime::device() const { return impl_->info; }
+Arch Runtime::arch() const { return impl_->arch; }
+int Runtime::driverVersion() const { return impl_->driverVersion; }
+const std::string &Runtime::cacheDirectory() const {
+  return impl_->cacheDirectory;
+}
+
+CacheStats Runtime::cacheStats() const {
+  return {impl_->modules.hits(), impl_->diskHits, impl_->compiles};
+}
+
+void Runtime::clearMemoryCache() {
+  driver::ScopedContext scope(*impl_->cu, impl_->context);
+  impl_->modules.clear();
+}
+
+namespace {
+/// The in-memory key: every field of the spec and the tile, packed. Arch and
+/// versions are fixed per Runtime, so they need no place here (the disk key,
+/// CacheKey::hash, has them all). Cheaper than canonicalText, which would
+/// cost most of a memory hit. The structured bindings stop compiling when
+/// either struct gains a field, so a new one cannot be forgotten here.
+std::string memoryKey(const AttentionSpec &spec, const TileConfig &config) {
+  const auto &[dtype, headDimQK, headDimV, mask, gqaGroup, writeLse, align] =
+      spec;
+  const auto &[blockM, blockN, warps, stages] = config;
+  const int32_t fields[] = {static_cast<int32_t>(dtype),
+                            headDimQK,
+                            headDimV,
+                            static_cast<int32_t>(mask),
+                            gqaGroup,
+                            writeLse,
+                            align,
+                            blockM,
+                            blockN,
+                            warps,
+                            stages};
+  return std::string(reinterpret_cast<const char *>(fields), sizeof fields);
+}
+} // namespace
+
+Expected<ModuleCache::Kernel> Runtime::kernelFor(const AttentionSpec &spec,
+                                                 const TileConfig &config) {
+  return impl_->modules.getOrBuild(
+      memoryKey(spec, config), [&]() -> Expected<ModuleCache::Kernel> {
+        Impl &rt = *impl_;
+        const driver::Api &cu = *rt.cu;
+        driver::ScopedContext scope(cu, rt.context);
+        const CacheKey key{spec,           config,
+                           rt.arch,        rt.flashjitVersion,
+                           rt.llvmVersion, rt.driverVersion};
+        auto compileEntry = [&]() -> Expected<CacheEntry> {
+          auto artifact = compile(spec, config, rt.arch);
+          if (!artifact)
+            return artifact.status();
+          auto cubin = driver::linkPtx(cu, artifact->ptx, artifact->kernelName);
+          if (!cubin)
+            return cubin.status();
+          return CacheEntry{
+              artifact->ptx, std::move(*cubin),
+              KernelMeta{artifact->kernelName, artifact->threadsPerBlock,
+                         artifact->sharedMemBytes, artifact->blockM}};
+        };
+        auto fetch = [&](bool &fromDisk) {
+          return rt.disk ? rt.disk->getOrBuild(key, compileEntry, &fromDisk)
+                         : compileEntry();
+        };
+        auto load = [&](const CacheEntry &entry,
+                        bool fromDisk) -> Expected<ModuleCache::Kernel> {
+          if (entry.meta.sharedMemBytes > rt.info.maxSharedMemPerBlockOptin)
+            return Status::error(
+                entry.meta.kernelName + " needs " +
+                std::to_string(entry.meta.sharedMemBytes) +
+                " bytes of shared memory; " + rt.info.name +
+                " allows at most " +
+                std::to_string(rt.info.maxSharedMemPerBlockOptin) +
+                " per block (use a smaller tile or fewer stages)");
+          return driver::loadKernel(cu, rt.context, entry.cubin, entry.meta,
+                                    fromDisk ? LoadedKernel::Source::Disk
+                                             : LoadedKernel::Source::Compiled);
+        };
+
+        bool fromDisk = false;
+        Expected<CacheEntry> entry = fetch(fromDisk);
+        if (!entry)
+          return entry.status();
+        Expected<ModuleCache::Kernel> kernel = load(*entry, fromDisk);
+        if (!kernel && fromDisk) {
+          // Intact on disk yet refused by the driver: never trust it again.
+          std::fprintf(
+              stderr,
+              "flashjit: warning: cached kernel %s does not load (%s); "
+              "rebuilding it\n",
+              rt.disk->entryPath(key).c_str(), kernel.message().c_str());
+          (void)rt.disk->remove(key);
+          entry = fetch(fromDisk);
+          if (!entry)
+            return entry.status();
+          kernel = load(*entry, fromDisk);
+        }
+        if (kernel)
+          ++(fromDisk ? rt.diskHits : rt.compiles);
+        return kernel;
+      });
+}
+
+Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p) {
+  if (Status s = validate(p); !s)
+    return s;
+  ForwardPlan plan;
+  plan.spec = specFor(p);
+  if (Status s = flashjit::validate(plan.spec); !s)
+    return s;
+  plan.config = p.tile ? *p.tile : defaultTileConfig(plan.spec, impl_->arch);
+  if (Status s = flashjit::validate(plan.config, plan.spec, impl_->arch); !s)
+    return s;
+  auto kernel = kernelFor(plan.spec, plan.config);
+  if (!kernel)
+    return kernel.status();
+  plan.kernel = std::move(*kernel);
+  const int64_t blockM = plan.kernel->blockM;
+  plan.grid[0] = static_cast<unsigned>((p.seqlenQ + blockM - 1) / blockM);
+  plan.grid[1] = static_cast<unsigned>(p.headsQ);
+  plan.grid[2] = static_cast<unsigned>(p.batch);
+
+  ForwardKernelArgs &a = plan.args;
+  a.q = const_cast<void *>(p.q);
+  a.k = const_cast<void *>(p.k);
+  a.v = const_cast<void *>(p.v);
+  a.o = p.o;
+  a.lse = p.lse;
+  a.qBatchStride = p.qStrides.batch, a.qHeadStride = p.qStrides.head,
+  a.qRowStride = p.qStrides.row;
+  a.kBatchStride = p.kStrides.batch, a.kHeadStride = p.kStrides.head,
+  a.kRowStride = p.kStrides.row;
+  a.vBatchStride = p.vStrides.batch, a.vHeadStride = p.vStrides.head,
+  a.vRowStride = p.vStrides.row;
+  a.oBatchStride = p.oStrides.batch, a.oHeadStride = p.oStrides.head,
+  a.oRowStride = p.oStrides.row;
+  a.lseBatchStride = p.lse ? p.lseBatchStride : 0;
+  a.lseHeadStride = p.lse ? p.lseHeadStride : 0;
+  a.seqlenQ = static_cast<int32_t>(p.seqlenQ);
+  a.seqlenK = static_cast<int32_t>(p.seqlenK);
+  a.scaleLog2 = static_cast<float>(p.scale() * kLog2e);
+  return plan;
+}
+
+Status Runtime::launch(const ForwardPlan &plan, void *stream) {
+  const driver::Api &cu = *impl_->cu;
+  driver::ScopedContext scope(cu, impl_->context);
+  // The kernel reads its parameters through these addresses at launch.
+  auto &a = const_cast<ForwardKernelArgs &>(plan.args);
+  void *params[] = {&a.q,
+                    &a.k,
+                    &a.v,
+                    &a.o,
+                    &a.lse,
+                    &a.qBatchStride,
+                    &a.qHeadStride,
+                    &a.qRowStride,
+                    &a.kBatchStride,
+                    &a.kHeadStride,
+                    &a.kRowStride,
+                    &a.vBatchStride,
+                    &a.vHeadStride,
+                    &a.vRowStride,
+                    &a.oBatchStride,
+                    &a.oHeadStride,
+                    &a.oRowStride,
+                    &a.lseBatchStride,
+                    &a.lseHeadStride,
+                    &a.seqlenQ,
+                    &a.seqlenK,
+                    &a.scaleLog2};
+  // One address per ForwardKernelArgs field, in order: 5 pointers, 14
+  // strides, 2 sequence lengths and the scale (the last field ends the list).
+  static_assert(sizeof params / sizeof params[0] == 5 + 14 + 2 + 1 &&
+                    offsetof(ForwardKernelArgs, scaleLog2) ==
+                        5 * sizeof(void *) + 14 * sizeof(int64_t) +
+                            2 * sizeof(int32_t),
+                "launch parameters out of step with ForwardKernelArgs");
+  const LoadedKernel &k = *plan.kernel;
+  return driver::check(
+      cu.cuLaunchKernel(static_cast<CUfunction>(k.function), plan.grid[0],
+                        plan.grid[1], plan.grid[2], k.threadsPerBlock, 1, 1,
+                        k.sharedMemBytes, static_cast<CUstream>(stream), params,
+                        nullptr),
+      ("cuLaunchKernel(" + k.name + ")").c_str());
+}
+
+Status Runtime::attentionForward(const ForwardProblem &problem, void *stream) {
+  auto plan = planForward(problem);
+  if (!plan)
+    return plan.status();
+  return launch(*plan, stream);
+}
+
+// ---- memory and timing ------------------------------------------------------
+DeviceBuffer &DeviceBuffer::operator=(DeviceBuffer &&other) noexcept {
+  if (this != &other) {
+    reset();
+    std::swap(owner_, other.owner_);
+    std::swap(ptr_, other.ptr_);
+    std::swap(bytes_, other.bytes_);
+  }
+  return *this;
+}
+
+void DeviceBuffer::reset() {
+  if (owner_ && ptr_)
+    (void)owner_->free(ptr_);
+  owner_ = nullptr;
+  ptr_ = nullptr;
+  bytes_ = 0;
+}
+
+Expected<DeviceBuffer> Runtime::allocate(size_t bytes) {
+  DeviceBuffer buffer;
+  if (bytes == 0)
+    return buffer;
+  driver::ScopedContext scope(*impl_->cu, impl_->context);
+  CUdeviceptr ptr = 0;
+  if (Status s = driver::check(
+          impl_->cu->cuMemAlloc_v2(&ptr, bytes),
+          ("cuMemAlloc(" + std::to_string(bytes) + " bytes)").c_str());
+      !s)
+    return s;
+  buffer.owner_ = this;
+  buffer.ptr_ = reinterpret_cast<void *>(ptr);
+  buffer.bytes_ = bytes;
+  return buffer;
+}
+
+Status Runtime::free(void *ptr) {
+  driver::ScopedContext scope(*impl_->cu, impl_->context);
+  return driver::check(
+      impl_->cu->cuMemFree_v2(reinterpret_cast<CUdeviceptr>(ptr)), "cuMemFree");
+}
+
+Status Runtime::copyToDevice(void *dst, const void *src, size_t bytes) {
+  driver::ScopedContext scope(*impl_->cu, impl_->context);
+  return driver::check(impl_->cu->cuMemcpyHtoD_v2(
+                           reinterpret_cast<CUdeviceptr>(dst), src, bytes),
+                       "cuMemcpyHtoD");
+}
+
+Status Runtime::copyToHost(void *dst, const void *src, size_t bytes) {
+  driver::ScopedContext scope(*impl_->cu, impl_->context);
+  return driver::check(impl_->cu->cuMemcpyDtoH_v2(
+                           dst, reinterpret_cast<CUdeviceptr>(src), bytes),
+                       "cuMemcpyDtoH");
+}
+
+Status Runtime::fill16(void *dst, uint16_t value, size_t count, void *stream) {
+  driver::ScopedContext scope(*impl_->cu, impl_->context);
+  return driver::check(
+      impl_->cu->cuMemsetD16Async(reinterpret_cast<CUdeviceptr>(dst), value,
+                                  count, static_cast<CUstream>(stream)),
+      "cuMemsetD16Async");
+}
+
+Status Runtime::fill32(void *dst, uint32_t value, size_t count, void *stream) {
+  driver::ScopedContext scope(*impl_->cu, impl_->context);
+  return driver::check(
+      impl_->cu->cuMemsetD32Async(reinterpret_cast<CUdeviceptr>(dst), value,
+                                  count, static_cast<CUstream>(stream)),
+      "cuMemsetD32Async");
+}
+
+Status Runtime::synchronize(void *stream) {
+  driver::ScopedContext scope(*impl_->cu, impl_->context);
+  return driver::check(
+      impl_->cu->cuStreamSynchronize(static_cast<CUstream>(stream)),
+      "cuStreamSynchronize");
+}
+
+Expected<float> Runtime::timeMs(const std::function<Status()> &enqueue,
+                                void *stream) {
+  const driver::Api &cu = *impl_->cu;
+  driver::ScopedContext scope(cu, impl_->context);
+  CUevent events[2] = {nullptr, nullptr};
+  auto finish = [&](Status s) {
+    for (CUevent e : events)
+      if (e)
+        cu.cuEventDestroy_v2(e);
+    return s;
+  };
+  for (CUevent &e : events)
+    if (Status s = driver::check(cu.cuEventCreate(&e, CU_EVENT_DEFAULT),
+                                 "cuEventCreate");
+        !s)
+      return finish(s);
+  const auto cuStream = static_cast<CUstream>(stream);
+  Status s =
+      driver::check(cu.cuEventRecord(events[0], cuStream), "cuEventRecord");
+  if (s)
+    s = enqueue();
+  if (s)
+    s = driver::check(cu.cuEventRecord(events[1], cuStream), "cuEventRecord");
+  if (s)
+    s = driver::check(cu.cuEventSynchronize(events[1]), "cuEventSynchronize");
+  float ms = 0;
+  if (s)
+    s = driver::check(cu.eventElapsedTime(&ms, events[0], events[1]),
+                      "cuEventElapsedTime");
+  if (Status done = finish(s); !done)
+    return done;
+  return ms;
+}
+
+} // namespace flashjit

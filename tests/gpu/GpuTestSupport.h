@@ -1,0 +1,186 @@
+//===- GpuTestSupport.h - Shared runtime, skip rule and forward runs ------===//
+//
+// Every GPU test starts with FLASHJIT_REQUIRE_GPU(): without a usable GPU it
+// skips with "no CUDA GPU: <reason>", which the gtest summary counts as
+// skipped and ctest's SKIP_REGULAR_EXPRESSION recognises.
+//
+// Kernels are cached in $FLASHJIT_TEST_CACHE_DIR when set (reused across
+// runs), else in a fresh temporary directory removed at exit.
+//
+//===----------------------------------------------------------------------===//
+#ifndef FLASHJIT_TESTS_GPU_GPUTESTSUPPORT_H
+#define FLASHJIT_TESTS_GPU_GPUTESTSUPPORT_H
+
+#include "flashjit/kernels/Reference.h"
+#include "flashjit/runtime/Runtime.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace flashjit::test {
+
+/// The process-wide runtime, or why there is none.
+struct GpuEnv {
+  Runtime *runtime = nullptr;
+  std::string whyNot;
+  std::string cacheDir;
+};
+
+inline const GpuEnv &gpuEnv() {
+  static const GpuEnv env = [] {
+    GpuEnv e;
+    if (const char *dir = std::getenv("FLASHJIT_TEST_CACHE_DIR"); dir && *dir) {
+      e.cacheDir = dir;
+    } else {
+      std::string tmpl =
+          (std::filesystem::temp_directory_path() / "flashjit-gpu-test-XXXXXX")
+              .string();
+      if (::mkdtemp(tmpl.data())) {
+        e.cacheDir = tmpl;
+        static struct Remover {
+          std::string dir;
+          ~Remover() {
+            std::error_code ec;
+            std::filesystem::remove_all(dir, ec);
+          }
+        } remover{tmpl};
+      }
+    }
+    RuntimeOptions options;
+    options.cacheDirectory = e.cacheDir;
+    auto rt = Runtime::create(options);
+    if (rt)
+      e.runtime = rt->release(); // lives until exit; the driver cleans up then
+    else
+      e.whyNot = rt.message();
+    return e;
+  }();
+  return env;
+}
+
+#define FLASHJIT_REQUIRE_GPU()                                                 \
+  do {                                                                         \
+    if (!::flashjit::test::gpuEnv().runtime)                                   \
+      GTEST_SKIP() << "no CUDA GPU: " << ::flashjit::test::gpuEnv().whyNot;    \
+  } while (0)
+
+inline Runtime &runtime() { return *gpuEnv().runtime; }
+
+/// Host inputs and outputs of one forward run on the GPU.
+struct ForwardRun {
+  ForwardProblem problem; ///< device pointers filled in by runForward
+  std::vector<uint16_t> q, k, v, o;
+  std::vector<float> lse;
+  DeviceBuffer dq, dk, dv, dout, dlse;
+
+  HostInputs inputs() const { return {q.data(), k.data(), v.data()}; }
+};
+
+/// Fills q, k, v with fresh normal values from `seed`, uploads them at
+/// `shiftElems` past an aligned address, poisons O and LSE, launches, and
+/// copies the outputs back. `problem` carries sizes and strides; its LSE is
+/// written when `withLse`.
+inline Status runForward(const ForwardProblem &problem, uint64_t seed,
+                         bool withLse, ForwardRun &run,
+                         int64_t shiftElems = 0) {
+  Runtime &rt = runtime();
+  run.problem = problem;
+  ForwardProblem &p = run.problem;
+  const size_t eb = elementBytes(p.dtype);
+  const size_t shift = shiftElems * eb;
+  run.q.resize(p.qElements());
+  run.k.resize(p.kElements());
+  run.v.resize(p.vElements());
+  fillNormal(run.q.data(), run.q.size(), p.dtype, seed * 3 + 0);
+  fillNormal(run.k.data(), run.k.size(), p.dtype, seed * 3 + 1);
+  fillNormal(run.v.data(), run.v.size(), p.dtype, seed * 3 + 2);
+  run.o.assign(p.oElements(), 0);
+  run.lse.assign(withLse ? p.lseElements() : 0, 0.f);
+
+  struct Upload {
+    DeviceBuffer *buffer;
+    size_t bytes;
+    const void *host;
+  } uploads[] = {{&run.dq, run.q.size() * eb, run.q.data()},
+                 {&run.dk, run.k.size() * eb, run.k.data()},
+                 {&run.dv, run.v.size() * eb, run.v.data()},
+                 {&run.dout, run.o.size() * eb, nullptr}};
+  for (Upload &u : uploads) {
+    auto b = rt.allocate(u.bytes + shift);
+    if (!b)
+      return b.status();
+    *u.buffer = std::move(*b);
+    if (u.host)
+      if (Status s = rt.copyToDevice(
+              static_cast<char *>(u.buffer->data()) + shift, u.host, u.bytes);
+          !s)
+        return s;
+  }
+  auto at = [&](DeviceBuffer &b) {
+    return static_cast<char *>(b.data()) + shift;
+  };
+  p.q = at(run.dq);
+  p.k = at(run.dk);
+  p.v = at(run.dv);
+  p.o = at(run.dout);
+  p.lse = nullptr;
+  if (withLse) {
+    auto b = rt.allocate(run.lse.size() * sizeof(float));
+    if (!b)
+      return b.status();
+    run.dlse = std::move(*b);
+    p.lse = static_cast<float *>(run.dlse.data());
+    if (Status s = rt.fill32(p.lse, kPoison32, run.lse.size()); !s)
+      return s;
+  }
+  if (Status s = rt.fill16(p.o, kPoison16, run.o.size()); !s)
+    return s;
+  if (Status s = rt.attentionForward(p); !s)
+    return s;
+  if (Status s = rt.synchronize(); !s)
+    return s;
+  if (Status s = rt.copyToHost(run.o.data(), p.o, run.o.size() * eb); !s)
+    return s;
+  if (withLse)
+    if (Status s = rt.copyToHost(run.lse.data(), p.lse,
+                                 run.lse.size() * sizeof(float));
+        !s)
+      return s;
+  return Status::ok();
+}
+
+/// Checks a run by the 2x rule: all slices, or `maxSlices` sampled ones
+/// (every slice is still scanned for unwritten elements).
+inline CheckResult check(const ForwardRun &run, int maxSlices = 1 << 20,
+                         uint64_t seed = 0) {
+  return checkForward(run.problem, run.inputs(), run.o.data(),
+                      run.lse.empty() ? nullptr : run.lse.data(),
+                      sampleSlices(run.problem, maxSlices, seed));
+}
+
+/// A dense BSHD problem.
+inline ForwardProblem denseProblem(DType dtype, MaskMode mask, int64_t batch,
+                                   int64_t headsQ, int64_t headsKV,
+                                   int64_t seqlenQ, int64_t seqlenK,
+                                   int64_t headDimQK, int64_t headDimV) {
+  ForwardProblem p;
+  p.dtype = dtype;
+  p.mask = mask;
+  p.batch = batch;
+  p.headsQ = headsQ;
+  p.headsKV = headsKV;
+  p.seqlenQ = seqlenQ;
+  p.seqlenK = seqlenK;
+  p.headDimQK = headDimQK;
+  p.headDimV = headDimV;
+  p.setDenseBSHD();
+  return p;
+}
+
+} // namespace flashjit::test
+
+#endif // FLASHJIT_TESTS_GPU_GPUTESTSUPPORT_H

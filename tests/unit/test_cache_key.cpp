@@ -1,0 +1,126 @@
+//===- test_cache_key.cpp - What the cache key does and does not depend on
+#include "flashjit/runtime/DiskCache.h"
+#include "flashjit/runtime/Runtime.h"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <set>
+
+using namespace flashjit;
+
+namespace {
+CacheKey baseKey() {
+  CacheKey key;
+  key.spec.dtype = DType::BF16;
+  key.spec.headDimQK = key.spec.headDimV = 128;
+  key.config = {128, 64, 4, 2};
+  key.arch = Arch::Sm90a;
+  key.flashjitVersion = "0.1.0";
+  key.llvmVersion = "22.1.8";
+  key.driverVersion = 12080;
+  return key;
+}
+
+/// A device-pointer-looking address, 256-byte aligned like cuMemAlloc's.
+const void *fakePtr(uintptr_t n) {
+  return reinterpret_cast<const void *>(n << 20);
+}
+
+ForwardProblem problem(int64_t batch, int64_t seqlenQ, int64_t seqlenK) {
+  ForwardProblem p;
+  p.batch = batch;
+  p.headsQ = 8;
+  p.headsKV = 2;
+  p.seqlenQ = seqlenQ;
+  p.seqlenK = seqlenK;
+  p.headDimQK = p.headDimV = 64;
+  p.mask = MaskMode::Causal;
+  p.setDenseBSHD();
+  p.q = fakePtr(1);
+  p.k = fakePtr(2);
+  p.v = fakePtr(3);
+  p.o = const_cast<void *>(fakePtr(4));
+  p.lse = static_cast<float *>(const_cast<void *>(fakePtr(5)));
+  return p;
+}
+} // namespace
+
+TEST(CacheKey, IsStableForEqualInputs) {
+  EXPECT_EQ(baseKey().hash(), baseKey().hash());
+  EXPECT_EQ(baseKey().entryName(), baseKey().entryName());
+}
+
+TEST(CacheKey, ChangesWithEveryInput) {
+  const std::vector<std::pair<const char *, std::function<void(CacheKey &)>>>
+      changes = {
+          {"dtype", [](CacheKey &k) { k.spec.dtype = DType::F16; }},
+          {"head_dim_qk", [](CacheKey &k) { k.spec.headDimQK = 96; }},
+          {"head_dim_v", [](CacheKey &k) { k.spec.headDimV = 64; }},
+          {"mask", [](CacheKey &k) { k.spec.mask = MaskMode::Causal; }},
+          {"gqa", [](CacheKey &k) { k.spec.gqaGroup = 4; }},
+          {"lse", [](CacheKey &k) { k.spec.writeLse = !k.spec.writeLse; }},
+          {"align", [](CacheKey &k) { k.spec.globalAlignElems = 2; }},
+          {"block_m", [](CacheKey &k) { k.config.blockM = 64; }},
+          {"block_n", [](CacheKey &k) { k.config.blockN = 32; }},
+          {"warps", [](CacheKey &k) { k.config.warps = 8; }},
+          {"stages", [](CacheKey &k) { k.config.stages = 3; }},
+          {"arch", [](CacheKey &k) { k.arch = Arch::Sm80; }},
+          {"flashjit version",
+           [](CacheKey &k) { k.flashjitVersion = "0.1.1"; }},
+          {"llvm version", [](CacheKey &k) { k.llvmVersion = "22.1.9"; }},
+          {"driver version", [](CacheKey &k) { k.driverVersion = 13000; }},
+      };
+  std::set<std::string> hashes = {baseKey().hash()};
+  for (const auto &[what, change] : changes) {
+    CacheKey key = baseKey();
+    change(key);
+    EXPECT_NE(key.hash(), baseKey().hash()) << what;
+    EXPECT_TRUE(hashes.insert(key.hash()).second) << what << " collides";
+  }
+}
+
+TEST(CacheKey, DoesNotDependOnBatchOrSequenceLengths) {
+  // The key is built from specFor(problem): run-time sizes must not reach it.
+  const AttentionSpec a = specFor(problem(1, 128, 128));
+  for (auto p :
+       {problem(7, 128, 128), problem(1, 1000, 17), problem(3, 1, 4096)}) {
+    ASSERT_TRUE(validate(p).isOk()) << validate(p).message();
+    EXPECT_EQ(canonicalText(specFor(p)), canonicalText(a));
+  }
+  CacheKey k1 = baseKey(), k2 = baseKey();
+  k1.spec = a;
+  k2.spec = specFor(problem(16, 4096, 333));
+  EXPECT_EQ(k1.hash(), k2.hash());
+}
+
+TEST(CacheKey, SpecForReadsTheProblem) {
+  ForwardProblem p = problem(2, 100, 200);
+  AttentionSpec s = specFor(p);
+  EXPECT_EQ(s.gqaGroup, 4);
+  EXPECT_TRUE(s.writeLse);
+  EXPECT_EQ(s.mask, MaskMode::Causal);
+  EXPECT_EQ(s.globalAlignElems, 8);
+
+  p.lse = nullptr;
+  EXPECT_FALSE(specFor(p).writeLse);
+
+  // An odd head count makes the BSHD row stride (heads * dim) only as
+  // aligned as dim: 3 * 36 = 108 elements -> 4.
+  ForwardProblem odd = problem(2, 100, 200);
+  odd.headsQ = odd.headsKV = 3;
+  odd.headDimQK = odd.headDimV = 36;
+  odd.setDenseBSHD();
+  EXPECT_EQ(specFor(odd).globalAlignElems, 4);
+
+  // A pointer one element past an aligned one allows scalar access only.
+  ForwardProblem shifted = problem(2, 100, 200);
+  shifted.k = static_cast<const char *>(shifted.k) + 2;
+  EXPECT_EQ(specFor(shifted).globalAlignElems, 1);
+
+  // Strides of size-1 dimensions never move a row: they do not count.
+  ForwardProblem single = problem(1, 1, 1);
+  single.qStrides.batch = 3;
+  single.qStrides.row = 5;
+  EXPECT_EQ(specFor(single).globalAlignElems, 8);
+}

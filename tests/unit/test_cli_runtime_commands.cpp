@@ -1,0 +1,146 @@
+//===- test_cli_runtime_commands.cpp - flashjit run|cache|info, no GPU ----===//
+//
+// Runs the built CLI (FLASHJIT_CLI_PATH) as a subprocess: the cache
+// subcommands work on plain files, and the GPU ones fail cleanly (non-zero,
+// a readable reason) where no driver is present.
+//
+//===----------------------------------------------------------------------===//
+#include "flashjit/runtime/Device.h"
+#include "flashjit/runtime/DiskCache.h"
+
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+namespace fs = std::filesystem;
+using namespace flashjit;
+
+namespace {
+struct Result {
+  int exitCode = -1;
+  std::string output; ///< stdout and stderr together
+};
+
+/// Runs `flashjit <args>` with FLASHJIT_CACHE_DIR=`cacheDir`.
+Result runCli(const std::string &args, const std::string &cacheDir) {
+#ifdef FLASHJIT_CLI_PATH
+  const std::string cmd = "FLASHJIT_CACHE_DIR='" + cacheDir + "' '" +
+                          FLASHJIT_CLI_PATH + "' " + args + " 2>&1";
+  Result r;
+  FILE *pipe = ::popen(cmd.c_str(), "r");
+  if (!pipe)
+    return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0)
+    r.output.append(buf, n);
+  const int status = ::pclose(pipe);
+  r.exitCode = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+#else
+  return {};
+#endif
+}
+
+class Cli : public ::testing::Test {
+protected:
+  void SetUp() override {
+#ifndef FLASHJIT_CLI_PATH
+    GTEST_SKIP() << "FLASHJIT_CLI_PATH is not defined by this build";
+#endif
+    std::string tmpl =
+        (fs::temp_directory_path() / "flashjit-cli-XXXXXX").string();
+    dir_ = ::mkdtemp(tmpl.data());
+  }
+  void TearDown() override {
+    std::error_code ec;
+    if (!dir_.empty())
+      fs::remove_all(dir_, ec);
+  }
+  std::string dir_;
+};
+
+bool contains(const std::string &s, const std::string &part) {
+  return s.find(part) != std::string::npos;
+}
+} // namespace
+
+TEST_F(Cli, CacheInfoListClear) {
+  DiskCache cache(dir_);
+  CacheKey key;
+  key.flashjitVersion = "t";
+  CacheEntry entry{"ptx", std::string(2048, 'c'), {"k", 128, 1024, 64}};
+  ASSERT_TRUE(cache.store(key, entry).isOk());
+
+  Result info = runCli("cache info", dir_);
+  EXPECT_EQ(info.exitCode, 0) << info.output;
+  EXPECT_TRUE(contains(info.output, dir_)) << info.output;
+  EXPECT_TRUE(contains(info.output, "entries:   1")) << info.output;
+
+  Result list = runCli("cache list", dir_);
+  EXPECT_EQ(list.exitCode, 0) << list.output;
+  EXPECT_TRUE(contains(list.output, key.entryName())) << list.output;
+  EXPECT_TRUE(contains(list.output, "KiB")) << list.output;
+
+  Result clear = runCli("cache clear", dir_);
+  EXPECT_EQ(clear.exitCode, 0) << clear.output;
+  EXPECT_TRUE(contains(clear.output, "removed 1 entry")) << clear.output;
+  EXPECT_FALSE(cache.load(key));
+
+  Result empty = runCli("cache list", dir_);
+  EXPECT_EQ(empty.exitCode, 0);
+  EXPECT_TRUE(contains(empty.output, "no entries")) << empty.output;
+}
+
+TEST_F(Cli, CacheNeedsASubcommand) {
+  Result r = runCli("cache", dir_);
+  EXPECT_NE(r.exitCode, 0);
+}
+
+TEST_F(Cli, InfoPrintsVersionsAndCacheEvenWithoutADriver) {
+  Result r = runCli("info", dir_);
+  EXPECT_TRUE(contains(r.output, "flashjit:")) << r.output;
+  EXPECT_TRUE(contains(r.output, "LLVM:")) << r.output;
+  EXPECT_TRUE(contains(r.output, dir_)) << r.output;
+  if (driverStatus().isOk()) {
+    EXPECT_TRUE(contains(r.output, "driver:")) << r.output;
+  } else {
+    EXPECT_NE(r.exitCode, 0);
+    EXPECT_TRUE(contains(r.output, "no CUDA driver found")) << r.output;
+  }
+}
+
+TEST_F(Cli, RunWithoutADriverFailsWithTheReason) {
+  if (driverStatus().isOk())
+    GTEST_SKIP() << "a CUDA driver is present";
+  Result r = runCli("run --head-dim 80 --check", dir_);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_TRUE(contains(r.output, "no CUDA driver found")) << r.output;
+}
+
+TEST_F(Cli, RunRejectsBadArgumentsBeforeTouchingTheGpu) {
+  Result r = runCli("run --batch 0", dir_);
+  EXPECT_NE(r.exitCode, 0);
+  EXPECT_TRUE(contains(r.output, "--batch")) << r.output;
+  r = runCli("run --dtype fp8", dir_);
+  EXPECT_NE(r.exitCode, 0);
+  EXPECT_TRUE(contains(r.output, "--dtype")) << r.output;
+}
+
+TEST_F(Cli, EverySubcommandDocumentsItsOptions) {
+  Result run = runCli("run --help", dir_);
+  EXPECT_EQ(run.exitCode, 0);
+  for (const char *opt :
+       {"--batch", "--seqlen", "--seqlen-q", "--seqlen-k", "--scale", "--seed",
+        "--check", "--warmup", "--repeats", "--head-dim", "--dtype", "--mask"})
+    EXPECT_TRUE(contains(run.output, opt)) << opt;
+  for (const char *cmd : {"cache --help", "cache list --help", "info --help"}) {
+    Result r = runCli(cmd, dir_);
+    EXPECT_EQ(r.exitCode, 0) << cmd;
+    EXPECT_TRUE(contains(r.output, "Usage")) << cmd;
+  }
+}

@@ -1,0 +1,269 @@
+//===- RunCommand.cpp - flashjit run: one kernel on random inputs ---------===//
+//
+// Compiles (or fetches) the kernel for the given problem, runs it on fresh
+// normal inputs with a poisoned output, reports the median CUDA-event time
+// and TFLOP/s, and with --check compares against the CPU float64 reference
+// by the 2x rule.
+//
+//===----------------------------------------------------------------------===//
+#include "Commands.h"
+#include "SpecOptions.h"
+
+#include "flashjit/kernels/Reference.h"
+#include "flashjit/runtime/Runtime.h"
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+namespace flashjit::cli {
+
+namespace {
+struct RunOptions {
+  SpecOptions spec;
+  int64_t batch = 1;
+  int64_t seqlen = 1024;
+  std::optional<int64_t> seqlenQ, seqlenK;
+  std::optional<double> scale;
+  uint64_t seed = 0;
+  bool check = false;
+  int checkSlices = 0;
+  int warmup = 3;
+  int repeats = 10;
+};
+
+/// Multiply-adds in a CPU reference slice beyond which --check samples
+/// (batch, head) slices instead of checking all: a few seconds per check.
+constexpr double kCheckBudget = 4e10;
+
+int failWith(const std::string &message) {
+  std::fflush(stdout); // keep the report in order when both go to one pipe
+  std::fprintf(stderr, "flashjit run: %s\n", message.c_str());
+  return 1;
+}
+
+int run(const RunOptions &o) {
+  AttentionSpec spec;
+  Arch unusedArch; // run compiles for the GPU it finds
+  if (Status s = o.spec.resolve(spec, unusedArch); !s)
+    return failWith(s.message());
+
+  auto created = Runtime::create();
+  if (!created)
+    return failWith(created.message());
+  Runtime &rt = **created;
+  const DeviceInfo &dev = rt.device();
+  std::printf("device:  %s (%s, %d SMs), CUDA driver %s\n", dev.name.c_str(),
+              std::string(toString(rt.arch())).c_str(), dev.smCount,
+              formatCudaVersion(rt.driverVersion()).c_str());
+
+  ForwardProblem p;
+  p.dtype = spec.dtype;
+  p.mask = spec.mask;
+  p.batch = o.batch;
+  p.headsQ = o.spec.headsQ;
+  p.headsKV = o.spec.headsKV;
+  p.seqlenQ = o.seqlenQ.value_or(o.seqlen);
+  p.seqlenK = o.seqlenK.value_or(o.seqlen);
+  p.headDimQK = spec.headDimQK;
+  p.headDimV = spec.headDimV;
+  p.softmaxScale = o.scale;
+  p.setDenseBSHD();
+  std::printf("problem: batch=%lld heads_q=%lld heads_kv=%lld seqlen_q=%lld "
+              "seqlen_k=%lld head_dim=%lld/%lld %s mask=%s scale=%.6g lse=%s\n",
+              (long long)p.batch, (long long)p.headsQ, (long long)p.headsKV,
+              (long long)p.seqlenQ, (long long)p.seqlenK,
+              (long long)p.headDimQK, (long long)p.headDimV,
+              std::string(toString(p.dtype)).c_str(),
+              std::string(toString(p.mask)).c_str(), p.scale(),
+              spec.writeLse ? "yes" : "no");
+
+  // ---- inputs ---------------------------------------------------------------
+  const size_t eb = elementBytes(p.dtype);
+  std::vector<uint16_t> hq(p.qElements()), hk(p.kElements()), hv(p.vElements());
+  fillNormal(hq.data(), hq.size(), p.dtype, o.seed * 3 + 0);
+  fillNormal(hk.data(), hk.size(), p.dtype, o.seed * 3 + 1);
+  fillNormal(hv.data(), hv.size(), p.dtype, o.seed * 3 + 2);
+  // --align N < 8 starts every tensor N elements past an aligned address, so
+  // that the runtime picks (and this run exercises) the narrower kernel.
+  const size_t shift =
+      spec.globalAlignElems < 8 ? spec.globalAlignElems * eb : 0;
+  DeviceBuffer dq, dk, dv, dout, dlse;
+  for (auto [buffer, bytes] :
+       {std::pair{&dq, hq.size() * eb + shift},
+        std::pair{&dk, hk.size() * eb + shift},
+        std::pair{&dv, hv.size() * eb + shift},
+        std::pair{&dout, size_t(p.oElements()) * eb + shift},
+        std::pair{&dlse,
+                  spec.writeLse ? p.lseElements() * sizeof(float) : 0}}) {
+    auto b = rt.allocate(bytes);
+    if (!b)
+      return failWith(b.message());
+    *buffer = std::move(*b);
+  }
+  auto shifted = [&](DeviceBuffer &b) {
+    return static_cast<char *>(b.data()) + shift;
+  };
+  p.q = shifted(dq);
+  p.k = shifted(dk);
+  p.v = shifted(dv);
+  p.o = shifted(dout);
+  p.lse = static_cast<float *>(dlse.data());
+  for (auto [dst, src] :
+       {std::pair{p.q, &hq}, std::pair{p.k, &hk}, std::pair{p.v, &hv}})
+    if (Status s = rt.copyToDevice(const_cast<void *>(dst), src->data(),
+                                   src->size() * eb);
+        !s)
+      return failWith(s.message());
+
+  if (o.spec.blockM || o.spec.blockN || o.spec.warps || o.spec.stages) {
+    if (Status s = validate(p); !s)
+      return failWith(s.message());
+    TileConfig tile;
+    if (Status s = o.spec.resolveTile(specFor(p), rt.arch(), tile); !s)
+      return failWith(s.message());
+    p.tile = tile;
+  }
+
+  // ---- compile or fetch -----------------------------------------------------
+  const auto start = std::chrono::steady_clock::now();
+  auto plan = rt.planForward(p);
+  if (!plan)
+    return failWith(plan.message());
+  const double prepareMs = std::chrono::duration<double, std::milli>(
+                               std::chrono::steady_clock::now() - start)
+                               .count();
+  const LoadedKernel &k = *plan->kernel;
+  std::printf("kernel:  %s (%s in %.1f ms)\n", k.name.c_str(),
+              k.source == LoadedKernel::Source::Disk
+                  ? "loaded from the disk cache"
+                  : "compiled",
+              prepareMs);
+  const std::string spills =
+      k.localBytes ? " local=" + std::to_string(k.localBytes) + " B (spills)"
+                   : "";
+  std::printf("config:  block_m=%d block_n=%d warps=%d stages=%d threads=%d "
+              "smem=%d B grid=(%u,%u,%u) registers=%d%s\n",
+              plan->config.blockM, plan->config.blockN, plan->config.warps,
+              plan->config.stages, k.threadsPerBlock, k.sharedMemBytes,
+              plan->grid[0], plan->grid[1], plan->grid[2], k.registers,
+              spills.c_str());
+
+  // ---- time
+  // ------------------------------------------------------------------- Poison
+  // before every run so that --check sees only what the last run wrote.
+  auto poison = [&]() -> Status {
+    Status s = rt.fill16(p.o, kPoison16, p.oElements());
+    if (s && p.lse)
+      s = rt.fill32(p.lse, kPoison32, p.lseElements());
+    return s;
+  };
+  for (int i = 0; i < o.warmup; ++i) {
+    Status s = poison();
+    if (s)
+      s = rt.launch(*plan);
+    if (!s)
+      return failWith(s.message());
+  }
+  std::vector<float> times;
+  for (int i = 0; i < o.repeats; ++i) {
+    if (Status s = poison(); !s)
+      return failWith(s.message());
+    auto ms = rt.timeMs([&] { return rt.launch(*plan); });
+    if (!ms)
+      return failWith(ms.message());
+    times.push_back(*ms);
+  }
+  if (Status s = rt.synchronize(); !s)
+    return failWith(s.message());
+  std::sort(times.begin(), times.end());
+  const double median = times[times.size() / 2];
+  const double flops = 2.0 * p.batch * p.headsQ *
+                       double(visiblePairs(p.mask, p.seqlenQ, p.seqlenK)) *
+                       double(p.headDimQK + p.headDimV);
+  std::printf("time:    %.4f ms median of %d (min %.4f ms), %.1f TFLOP/s\n",
+              median, o.repeats, times.front(), flops / (median * 1e-3) / 1e12);
+
+  if (!o.check)
+    return 0;
+  // ---- check ----------------------------------------------------------------
+  std::vector<uint16_t> ho(p.oElements());
+  std::vector<float> hlse(p.lse ? p.lseElements() : 0);
+  if (Status s = rt.copyToHost(ho.data(), p.o, ho.size() * eb); !s)
+    return failWith(s.message());
+  if (p.lse)
+    if (Status s =
+            rt.copyToHost(hlse.data(), p.lse, hlse.size() * sizeof(float));
+        !s)
+      return failWith(s.message());
+  const double perSlice =
+      double(p.seqlenQ) * p.seqlenK * double(p.headDimQK + p.headDimV);
+  const int slices =
+      o.checkSlices > 0
+          ? o.checkSlices
+          : int(std::clamp(kCheckBudget / perSlice, 2.0, double(1 << 20)));
+  auto chosen = sampleSlices(p, slices, o.seed);
+  const CheckResult result =
+      checkForward(p, {hq.data(), hk.data(), hv.data()}, ho.data(),
+                   p.lse ? hlse.data() : nullptr, chosen);
+  std::printf("check:   %lld of %lld (batch, head) slices\n%s\n",
+              (long long)chosen.size(), (long long)(p.batch * p.headsQ),
+              result.summary().c_str());
+  return result.pass ? 0 : 1;
+}
+} // namespace
+
+void addRunCommand(CLI::App &app, int &exitCode) {
+  auto o = std::make_shared<RunOptions>();
+  CLI::App *cmd = app.add_subcommand(
+      "run", "Run one forward kernel on random inputs: compile it (or fetch it "
+             "from the cache), time it and, with --check, compare it with the "
+             "CPU float64 reference");
+  o->spec.addTo(*cmd, /*withArch=*/false);
+  const int64_t maxGrid = 65535, maxSeqlen = 2147483647;
+  cmd->add_option("--batch", o->batch, "Batch size")
+      ->check(CLI::Range(int64_t(1), maxGrid))
+      ->capture_default_str();
+  cmd->footer(
+      "--align N (N < 8) places every tensor N elements past an aligned "
+      "address, so that the runtime selects the N-element-aligned kernel.\n");
+  cmd->add_option("--seqlen", o->seqlen,
+                  "Sequence length of both queries and keys")
+      ->check(CLI::Range(int64_t(1), maxSeqlen))
+      ->capture_default_str();
+  cmd->add_option("--seqlen-q", o->seqlenQ,
+                  "Query sequence length (default: --seqlen)")
+      ->check(CLI::Range(int64_t(1), maxSeqlen));
+  cmd->add_option("--seqlen-k", o->seqlenK,
+                  "Key/value sequence length (default: --seqlen); causal masks "
+                  "align to the bottom-right corner when it differs")
+      ->check(CLI::Range(int64_t(1), maxSeqlen));
+  cmd->add_option("--scale", o->scale,
+                  "Softmax scale (default: 1/sqrt(head_dim))");
+  cmd->add_option("--seed", o->seed,
+                  "Seed of the random normal inputs (same seed, same inputs)")
+      ->capture_default_str();
+  cmd->add_flag(
+      "--check", o->check,
+      "Compare with the CPU float64 reference: pass when the max error "
+      "is at most 2x that of a plain fp32 implementation and every "
+      "output element was written; exit 1 on FAIL");
+  cmd->add_option("--check-slices", o->checkSlices,
+                  "(batch, head) slices to check (default: all that fit a few "
+                  "seconds of CPU time, at least 2)")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--warmup", o->warmup, "Untimed runs before timing")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+  cmd->add_option("--repeats", o->repeats,
+                  "Timed runs (CUDA events); the median is reported")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  cmd->callback([o, &exitCode] { exitCode = run(*o); });
+}
+
+} // namespace flashjit::cli

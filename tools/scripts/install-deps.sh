@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what flashjit needs to build on Debian 12 (run as root): LLVM/MLIR 22,
+# lit + FileCheck, nlohmann/json, CLI11, xxhash, GoogleTest, ninja, ccache, and
+# cuda.h + ptxas (the CUDA toolkit under /usr/local/cuda if present, else
+# Debian's non-free CUDA packages).
+set -euo pipefail
+need=()
+for p in llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools nlohmann-json3-dev \
+         libcli11-dev libxxhash-dev libgtest-dev cmake ninja-build ccache g++ \
+         zlib1g-dev libzstd-dev python3; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+cuda_h=$(ls /usr/local/cuda/include/cuda.h /usr/include/cuda.h 2>/dev/null | head -1 || true)
+if [ ${#need[@]} -gt 0 ] || [ -z "$cuda_h" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  if [ -z "$cuda_h" ]; then
+    # cuda.h and ptxas come from the CUDA toolkit: Debian ships it in non-free.
+    if ! apt-cache show nvidia-cuda-dev >/dev/null 2>&1; then
+      echo "deb http://deb.debian.org/debian bookworm main contrib non-free non-free-firmware" \
+        > /etc/apt/sources.list.d/flashjit-cuda.list
+      apt-get update -qq
+    fi
+    need+=(nvidia-cuda-dev nvidia-cuda-toolkit)
+  fi
+  [ ${#need[@]} -gt 0 ] && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+echo "dependencies ok"

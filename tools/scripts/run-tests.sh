@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install, build self-contained (static LLVM) binaries, run every test:
+# unit (GoogleTest), ptxas (PTX assembles, no spills), lit (FileCheck),
+# static-no-llvm (ldd) and gpu (skipped, with the count, where no GPU is).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${BUILD_DIR:-$root/build}
+start=$(date +%s)
+bash "$root/tools/scripts/install-deps.sh"
+BUILD_DIR=$build bash "$root/tools/scripts/build.sh" -DFLASHJIT_STATIC_LLVM=ON
+echo "build done in $(( $(date +%s) - start )) s"
+cd "$build"
+status=0
+ctest --output-on-failure -j "$(nproc)" || status=$?
+# GoogleTest's own summary of the GPU tests (how many ran, how many skipped).
+if [ -x bin/flashjit-gpu-tests ]; then
+  echo "---- GPU tests (bin/flashjit-gpu-tests) ----"
+  bin/flashjit-gpu-tests 2>&1 | grep -E "^\[  (PASSED|SKIPPED|FAILED) \]|no CUDA" | sort | uniq -c | head -5 || true
+fi
+echo "tests done in $(( $(date +%s) - start )) s (exit $status)"
+exit $status
