@@ -32,10 +32,8 @@
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Conversion/ReconcileUnrealizedCasts/ReconcileUnrealizedCasts.h"
 #include "mlir/Conversion/SCFToControlFlow/SCFToControlFlow.h"
-#include "mlir/Conversion/VectorToSCF/VectorToSCF.h"
 #include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
@@ -46,6 +44,9 @@
 #include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
 #include "mlir/Transforms/Passes.h"
 #include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+#include <functional>
 
 #ifndef FLASHJIT_VERSION_STRING
 #define FLASHJIT_VERSION_STRING "0.0.0"
@@ -124,7 +125,6 @@ void registerDialects(mlir::DialectRegistry &registry) {
 void buildTileToGpuPipeline(mlir::OpPassManager &pm) {
   pm.addPass(createSelectTileConfig());
   pm.addPass(createLowerAttentionToGPU());
-  pm.addPass(mlir::createCanonicalizerPass());
   pm.addPass(mlir::createCSEPass());
 }
 
@@ -132,22 +132,23 @@ void buildGpuToNvvmPipeline(mlir::OpPassManager &pm) {
   pm.addPass(createLowerBf16Mma());
   pm.addPass(createLowerMathToNVPTX());
   pm.addPass(mlir::createConvertNVGPUToNVVMPass());
-  pm.addPass(mlir::createConvertVectorToSCFPass());
   pm.addPass(mlir::createSCFToControlFlowPass());
-  pm.addPass(mlir::createConvertNVVMToLLVMPass());
-  pm.addPass(mlir::memref::createExpandStridedMetadataPass());
-  pm.addPass(mlir::createArithToLLVMConversionPass());
-  pm.addPass(mlir::createCanonicalizerPass());
-  pm.addPass(mlir::createCSEPass());
+  // Everything else (arith, memref, vector, math, cf, nvvm) goes to LLVM in
+  // one conversion, through the ConvertToLLVM interfaces registered in
+  // registerDialects(). (mlir's gpu-lower-to-nvvm-pipeline runs several
+  // more passes; for our IR they only cost time: the nvvm stage is most of
+  // a compile.)
   mlir::OpPassManager &gpuPm = pm.nest<mlir::gpu::GPUModuleOp>();
   mlir::ConvertGpuOpsToNVVMOpsOptions toNvvm;
   toNvvm.indexBitwidth = 64;
   // One kernel parameter per tensor (ForwardKernelArgs), not a descriptor.
   toNvvm.useBarePtrCallConv = true;
+  // No pattern here needs rollback; without it the conversion is one pass.
+  toNvvm.allowPatternRollback = false;
   gpuPm.addPass(mlir::createConvertGpuOpsToNVVMOps(toNvvm));
-  gpuPm.addPass(mlir::createCanonicalizerPass());
-  gpuPm.addPass(mlir::createCSEPass());
   gpuPm.addPass(mlir::createReconcileUnrealizedCastsPass());
+  // CSE only: LLVM's O3 in the next stage folds what canonicalize would.
+  gpuPm.addPass(mlir::createCSEPass());
 }
 
 namespace {
@@ -191,9 +192,16 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
   art.threadsPerBlock = layout.threads;
   art.sharedMemBytes = layout.sharedMemBytes;
   art.blockM = config.blockM;
-  auto keep = [&](Stage s, std::string text) {
+  // Records the stage's time and, only when asked for, its text (printing a
+  // large module costs as much as a pass). True when compile() stops here.
+  auto stageStart = std::chrono::steady_clock::now();
+  auto keep = [&](Stage s, const std::function<std::string()> &text) {
+    auto now = std::chrono::steady_clock::now();
+    art.stageMillis.emplace_back(
+        s, std::chrono::duration<double, std::milli>(now - stageStart).count());
     if (options.keepAllStages || s == options.stopAfter)
-      art.stageText.emplace_back(s, std::move(text));
+      art.stageText.emplace_back(s, text());
+    stageStart = std::chrono::steady_clock::now();
     return s == options.stopAfter;
   };
 
@@ -214,7 +222,7 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
                                tile::toAttr(&ctx, config));
   if (mlir::failed(mlir::verify(*module)))
     return diagnostics.error("invalid tile-level kernel");
-  if (keep(Stage::Tile, print(*module)))
+  if (keep(Stage::Tile, [&] { return print(*module); }))
     return art;
 
   // gpu
@@ -222,7 +230,7 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
   buildTileToGpuPipeline(toGpu);
   if (mlir::failed(toGpu.run(*module)))
     return diagnostics.error("lowering to the gpu stage failed");
-  if (keep(Stage::Gpu, print(*module)))
+  if (keep(Stage::Gpu, [&] { return print(*module); }))
     return art;
 
   // nvvm
@@ -230,7 +238,7 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
   buildGpuToNvvmPipeline(toNvvm);
   if (mlir::failed(toNvvm.run(*module)))
     return diagnostics.error("lowering to the nvvm stage failed");
-  if (keep(Stage::Nvvm, print(*module)))
+  if (keep(Stage::Nvvm, [&] { return print(*module); }))
     return art;
 
   // llvm
@@ -242,20 +250,20 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
   auto llvmModule = translateToLLVMIR(gpuModule, llvmCtx, arch);
   if (!llvmModule)
     return diagnostics.error(llvmModule.message());
-  {
-    std::string text;
-    llvm::raw_string_ostream os(text);
-    (*llvmModule)->print(os, nullptr);
-    if (keep(Stage::Llvm, std::move(text)))
-      return art;
-  }
+  if (keep(Stage::Llvm, [&] {
+        std::string text;
+        llvm::raw_string_ostream os(text);
+        (*llvmModule)->print(os, nullptr);
+        return text;
+      }))
+    return art;
 
   // ptx
   auto ptx = emitPTX(**llvmModule, arch);
   if (!ptx)
     return ptx.status();
   art.ptx = *ptx;
-  keep(Stage::Ptx, *ptx);
+  keep(Stage::Ptx, [&] { return *ptx; });
   return art;
 }
 

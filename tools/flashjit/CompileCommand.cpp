@@ -16,6 +16,7 @@ struct CompileOptions {
   SpecOptions spec;
   std::string emit = "ptx";
   std::string dumpDir;
+  bool time = false;
 };
 
 int runCompile(const CompileOptions &o) {
@@ -39,6 +40,14 @@ int runCompile(const CompileOptions &o) {
   if (!art) {
     std::cerr << "flashjit compile: error: " << art.message() << "\n";
     return 1;
+  }
+  if (o.time) {
+    double total = 0;
+    for (const auto &[st, ms] : art->stageMillis) {
+      std::cerr << "  " << toString(st) << ": " << ms << " ms\n";
+      total += ms;
+    }
+    std::cerr << "  total: " << total << " ms\n";
   }
   if (!o.dumpDir.empty()) {
     namespace fs = std::filesystem;
@@ -77,6 +86,8 @@ void addCompileCommand(CLI::App &app, int &exitCode) {
   cmd->add_option("--dump-dir", opts->dumpDir,
                   "Write every stage (kernel.tile.mlir ... kernel.ptx) into "
                   "this directory instead of printing one");
+  cmd->add_flag("--time", opts->time,
+               "Print the time each pipeline stage took to stderr");
   cmd->callback([opts, &exitCode] { exitCode = runCompile(*opts); });
 }
 

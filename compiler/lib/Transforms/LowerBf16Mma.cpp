@@ -2,7 +2,7 @@
 #include "flashjit/Transforms/Passes.h"
 
 #include "mlir/IR/PatternMatch.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "mlir/Transforms/WalkPatternRewriteDriver.h"
 
 namespace flashjit {
 #define GEN_PASS_DEF_LOWERBF16MMA
@@ -68,8 +68,8 @@ struct LowerBf16MmaPass
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<Bf16MmaToNVVM>(&getContext());
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
-      signalPassFailure();
+    // One walk, no folding to a fixpoint: each op is rewritten at most once.
+    walkAndApplyPatterns(getOperation(), std::move(patterns));
   }
 };
 } // namespace

@@ -2,7 +2,7 @@
 #include "flashjit/Transforms/Passes.h"
 
 #include "mlir/IR/PatternMatch.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "mlir/Transforms/WalkPatternRewriteDriver.h"
 
 namespace flashjit {
 #define GEN_PASS_DEF_LOWERMATHTONVPTX
@@ -58,8 +58,8 @@ struct LowerMathToNVPTXPass
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<Exp2ToIntrinsic, Log2ToIntrinsic, FmaToIntrinsic>(&getContext());
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
-      signalPassFailure();
+    // One walk, no folding to a fixpoint: each op is rewritten at most once.
+    walkAndApplyPatterns(getOperation(), std::move(patterns));
   }
 };
 } // namespace

@@ -43,6 +43,8 @@ struct Artifact {
   int blockM = 0;            ///< query rows per CTA (grid.x = ceil(sq/blockM))
   /// Text of the kept stages, in pipeline order.
   std::vector<std::pair<Stage, std::string>> stageText;
+  /// Wall time of each stage that ran, in milliseconds, in pipeline order.
+  std::vector<std::pair<Stage, double>> stageMillis;
   const std::string *text(Stage s) const;
 };
 
