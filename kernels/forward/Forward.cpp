@@ -52,19 +52,26 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
   // rows, but past d=96 their accumulators no longer fit in registers.
   const int d = std::max(spec.headDimQK, spec.headDimV);
   const bool causal = spec.mask == MaskMode::Causal;
-  // Copies narrower than 4 bytes are scalar loads: their addresses need
-  // registers that a 2-m-tile warp does not have.
+  // 16-byte copies of head dims that are multiples of 8: the measured rows.
+  // Narrower copies need more address registers per tile, so the other
+  // head dims take 8 warps of 16 rows and a shorter K/V tile.
+  const bool wideCopies =
+      spec.globalAlignElems == 8 && spec.headDimQK % 8 == 0 &&
+      spec.headDimV % 8 == 0;
+  // Copies narrower than 4 bytes are synchronous loads: a second stage
+  // overlaps nothing and costs registers.
   const bool scalarCopies = spec.globalAlignElems * elementBytes(spec.dtype) < 4;
   TileConfig preferred;
-  if (scalarCopies)
-    preferred = {/*blockM=*/128, /*blockN=*/32, /*warps=*/8, /*stages=*/2};
+  if (!wideCopies)
+    preferred = {/*blockM=*/128, /*blockN=*/d <= 64 ? 32 : 16, /*warps=*/8,
+                 /*stages=*/scalarCopies ? 1 : 2};
   else if (d <= 64 && !causal)
     preferred = {128, 64, 4, 2};
   else if (d <= 96)
     preferred = {128, 32, 4, 2};
   else if (d <= 128)
     preferred = {128, 64, 8, 2};
-  else if (d <= 192)
+  else if (d <= 240)
     preferred = {128, 32, 8, 2};
   else
     preferred = {128, 64, 8, 2};

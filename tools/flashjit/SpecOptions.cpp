@@ -4,6 +4,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstring>
+#include <utility>
+
 namespace flashjit::cli {
 
 void SpecOptions::addTo(CLI::App &cmd, bool withArch) {
@@ -69,6 +72,9 @@ Status SpecOptions::resolve(AttentionSpec &spec, Arch &outArch) const {
     return Status::error("--heads-q must be a positive multiple of --heads-kv (" +
                          std::to_string(headsKV) + "), got " +
                          std::to_string(headsQ));
+  if (headsQ / headsKV > 1024)
+    return Status::error("--heads-q / --heads-kv (the GQA group) must be in "
+                         "[1, 1024], got " + std::to_string(headsQ / headsKV));
   spec.dtype = *d;
   spec.mask = *m;
   spec.headDimQK = headDim;
@@ -93,7 +99,20 @@ Status SpecOptions::resolveTile(const AttentionSpec &spec, Arch a,
     config.warps = *warps;
   if (stages)
     config.stages = *stages;
-  return validate(config, spec, a);
+  Status s = validate(config, spec, a);
+  if (s)
+    return s;
+  // Name the options the user typed, not the config's fields.
+  std::string message = s.message();
+  for (auto [field, option] : {std::pair{"block_m", "--block-m"},
+                               {"block_n", "--block-n"},
+                               {"warps", "--warps"},
+                               {"stages", "--stages"}}) {
+    for (size_t at = message.find(field); at != std::string::npos;
+         at = message.find(field, at + std::strlen(option)))
+      message.replace(at, std::strlen(field), option);
+  }
+  return Status::error(message);
 }
 
 } // namespace flashjit::cli

@@ -66,7 +66,7 @@ std::optional<MaskMode> parseMaskMode(std::string_view s) {
   return parse(kMasks, s);
 }
 std::optional<Arch> parseArch(std::string_view s) {
-  if (s.size() > 3 && s.substr(0, 3) == "sm" && s[2] != '_') // sm80 -> sm_80
+  if (s.size() > 2 && s.substr(0, 2) == "sm" && s[2] != '_') // sm80 -> sm_80
     return parseArch("sm_" + std::string(s.substr(2)));
   return parse(kArchs, s);
 }

@@ -23,7 +23,7 @@ flashjit.attention_fwd @d256sm80 arch = "sm_80" spec = #flashjit.spec<dtype = "b
 // CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 4, stages = 2>
 flashjit.attention_fwd @d64causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 1, lse = true, align = 8>
 // CHECK-LABEL: @d33align1
-// CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 2>
+// CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 1>
 flashjit.attention_fwd @d33align1 arch = "sm_90a" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 33, head_dim_v = 33, mask = "none", gqa_group = 1, lse = true, align = 1>
 
 // CHECK-LABEL: @explicit

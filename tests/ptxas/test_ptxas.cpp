@@ -1,0 +1,481 @@
+//===- test_ptxas.cpp - Generated PTX assembles with ptxas, without spills -===//
+//
+// For a grid of head sizes x dtypes x masks x architectures, compiles the
+// forward kernel with the arch's default tile config (the alignment the
+// runtime would pick for contiguous tensors), runs `ptxas -arch=<arch> -v`
+// on the PTX and requires: exit 0, the .target line of the arch, and
+// "0 bytes spill stores, 0 bytes spill loads". No GPU needed; without ptxas
+// every test skips with the reason.
+//
+//===----------------------------------------------------------------------===//
+#include "flashjit/compiler/AttentionSpec.h"
+#include "flashjit/compiler/Pipeline.h"
+#include "flashjit/kernels/Forward.h"
+
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+extern char **environ;
+
+namespace fs = std::filesystem;
+using namespace flashjit;
+
+namespace {
+
+// ---- finding and running ptxas ----------------------------------------------------
+
+bool isExecutable(const std::string &path) {
+  return !path.empty() && ::access(path.c_str(), X_OK) == 0 &&
+         !fs::is_directory(path);
+}
+
+/// ptxas from the configure-time path, else from $PATH; empty and `why`
+/// filled in when there is none.
+std::string findPtxas(std::string &why) {
+  std::string configured;
+#ifdef FLASHJIT_PTXAS_PATH
+  configured = FLASHJIT_PTXAS_PATH;
+#endif
+  const bool configuredUsable =
+      !configured.empty() &&
+      configured.find("NOTFOUND") == std::string::npos;
+  if (configuredUsable && isExecutable(configured))
+    return configured;
+  if (const char *path = std::getenv("PATH")) {
+    std::istringstream dirs(path);
+    std::string dir;
+    while (std::getline(dirs, dir, ':')) {
+      if (dir.empty())
+        continue;
+      const std::string candidate = (fs::path(dir) / "ptxas").string();
+      if (isExecutable(candidate))
+        return candidate;
+    }
+  }
+  why = "configured path '" + configured +
+        "' is not usable and there is no ptxas on $PATH (install the CUDA "
+        "toolkit or set CUDA_HOME and re-run cmake)";
+  return {};
+}
+
+const std::string &ptxasPath(std::string &why) {
+  static std::string whyNot;
+  static const std::string path = findPtxas(whyNot);
+  why = whyNot;
+  return path;
+}
+
+/// A scratch directory, removed with everything in it.
+class TempDir {
+public:
+  TempDir() {
+    std::string tmpl =
+        (fs::temp_directory_path() / "flashjit-ptxas-test-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()))
+      path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty())
+      fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir &) = delete;
+  TempDir &operator=(const TempDir &) = delete;
+  const fs::path &path() const { return path_; }
+
+private:
+  fs::path path_;
+};
+
+struct ProcessResult {
+  int exitCode = -1; ///< WEXITSTATUS, or 128 + signal; -1 if not started
+  std::string output; ///< stdout and stderr together
+};
+
+std::string readFile(const fs::path &p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream os;
+  os << in.rdbuf();
+  return os.str();
+}
+
+/// Runs argv[0] (no shell) with stdout and stderr into `logPath`.
+ProcessResult runProcess(std::vector<std::string> args,
+                         const std::string &logPath) {
+  ProcessResult r;
+  std::vector<char *> argv;
+  for (std::string &a : args)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null",
+                                   O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, logPath.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid = 0;
+  const int rc =
+      ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    r.output = std::string("posix_spawn failed: ") + std::strerror(rc);
+    return r;
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFSIGNALED(status))
+    r.exitCode = 128 + WTERMSIG(status);
+  else if (WIFEXITED(status))
+    r.exitCode = WEXITSTATUS(status);
+  r.output = readFile(logPath);
+  return r;
+}
+
+// ---- checks -------------------------------------------------------------------------
+
+/// The architecture named by the PTX's .target line ("sm_90a"), or "".
+std::string ptxTarget(const std::string &ptx) {
+  std::istringstream in(ptx);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream words(line);
+    std::string first, arch;
+    words >> first;
+    if (first != ".target")
+      continue;
+    words >> arch;
+    if (!arch.empty() && arch.back() == ',')
+      arch.pop_back();
+    return arch;
+  }
+  return {};
+}
+
+/// What assembling one kernel gave.
+struct Assembled {
+  std::string failure;   ///< empty when compile and ptxas both succeeded
+  int spillStores = -1;  ///< summed over every function ptxas reports
+  int spillLoads = -1;
+  int spillReports = 0;  ///< "N bytes spill stores, M bytes spill loads" lines
+  std::string ptxasLog;
+  bool clean() const {
+    return failure.empty() && spillReports > 0 && spillStores == 0 &&
+           spillLoads == 0;
+  }
+};
+
+/// Compiles `spec` with `config` for `arch` and assembles the PTX with
+/// `ptxas -arch=<arch> -v`. `art` receives the artifact when non-null.
+Assembled assemble(const std::string &ptxas, const AttentionSpec &spec,
+                   const TileConfig &config, Arch arch,
+                   Artifact *artOut = nullptr) {
+  Assembled a;
+  const std::string name = kernelName(spec, config, arch);
+  Expected<Artifact> art = compile(spec, config, arch);
+  if (!art.isOk()) {
+    a.failure = "compile failed: " + art.message();
+    return a;
+  }
+  if (art->ptx.empty()) {
+    a.failure = "compile returned no PTX";
+    return a;
+  }
+  if (artOut)
+    *artOut = *art;
+  TempDir tmp;
+  if (tmp.path().empty()) {
+    a.failure = "mkdtemp failed";
+    return a;
+  }
+  const fs::path ptxFile = tmp.path() / (name + ".ptx");
+  const fs::path cubin = tmp.path() / (name + ".cubin");
+  {
+    std::ofstream out(ptxFile, std::ios::binary);
+    out << art->ptx;
+    if (!out.good()) {
+      a.failure = "cannot write " + ptxFile.string();
+      return a;
+    }
+  }
+  ProcessResult r = runProcess(
+      {ptxas, "-arch=" + std::string(toString(arch)), "-v", ptxFile.string(),
+       "-o", cubin.string()},
+      (tmp.path() / "ptxas.log").string());
+  a.ptxasLog = r.output;
+  if (r.exitCode != 0) {
+    a.failure = "ptxas exited with " + std::to_string(r.exitCode);
+    return a;
+  }
+  if (!fs::exists(cubin) || fs::file_size(cubin) == 0) {
+    a.failure = "ptxas wrote no cubin";
+    return a;
+  }
+  static const std::regex spills(
+      R"((\d+) bytes spill stores, (\d+) bytes spill loads)");
+  a.spillStores = a.spillLoads = 0;
+  for (auto it = std::sregex_iterator(r.output.begin(), r.output.end(), spills);
+       it != std::sregex_iterator(); ++it) {
+    ++a.spillReports;
+    a.spillStores += std::stoi((*it)[1].str());
+    a.spillLoads += std::stoi((*it)[2].str());
+  }
+  return a;
+}
+
+/// Compiles `spec` with `config` for `arch`, checks what the artifact says
+/// about itself, and assembles it with ptxas: exit 0 and no spills.
+void compileAndAssemble(const AttentionSpec &spec, const TileConfig &config,
+                        Arch arch) {
+  std::string why;
+  const std::string &ptxas = ptxasPath(why);
+  if (ptxas.empty())
+    GTEST_SKIP() << "ptxas not found: " << why;
+
+  const std::string name = kernelName(spec, config, arch);
+  SCOPED_TRACE(name);
+  Status valid = validate(config, spec, arch);
+  ASSERT_TRUE(valid.isOk()) << valid.message();
+
+  Artifact art;
+  Assembled a = assemble(ptxas, spec, config, arch, &art);
+  ASSERT_TRUE(a.failure.empty()) << a.failure << "\n" << a.ptxasLog;
+
+  EXPECT_EQ(art.kernelName, name);
+  const ForwardLayout layout = forwardLayout(spec, config);
+  EXPECT_EQ(art.threadsPerBlock, config.warps * kWarpSize);
+  EXPECT_EQ(art.sharedMemBytes, layout.sharedMemBytes);
+  EXPECT_EQ(art.blockM, config.blockM);
+  EXPECT_NE(art.ptx.find(".entry " + name), std::string::npos)
+      << "no .entry " << name << " in the PTX";
+  EXPECT_EQ(ptxTarget(art.ptx), std::string(toString(arch)));
+
+  EXPECT_GE(a.spillReports, 1) << "ptxas -v printed no spill report:\n"
+                               << a.ptxasLog;
+  EXPECT_EQ(a.spillStores, 0) << "spill stores:\n" << a.ptxasLog;
+  EXPECT_EQ(a.spillLoads, 0) << "spill loads:\n" << a.ptxasLog;
+  EXPECT_NE(a.ptxasLog.find("0 bytes spill stores, 0 bytes spill loads"),
+            std::string::npos)
+      << a.ptxasLog;
+}
+
+// ---- the default-config grid ----------------------------------------------------------
+
+struct GridCase {
+  int headDim;
+  DType dtype;
+  MaskMode mask;
+  Arch arch;
+};
+
+std::string gridName(const ::testing::TestParamInfo<GridCase> &info) {
+  const GridCase &c = info.param;
+  return "d" + std::to_string(c.headDim) + "_" + std::string(toString(c.dtype)) +
+         "_" + std::string(toString(c.mask)) + "_" +
+         std::string(toString(c.arch));
+}
+
+std::vector<GridCase> gridCases() {
+  std::vector<GridCase> out;
+  for (int d : {1, 16, 32, 33, 64, 72, 80, 96, 100, 128, 160, 192, 256})
+    for (DType dtype : {DType::F16, DType::BF16})
+      for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
+        for (Arch arch : {Arch::Sm80, Arch::Sm90a})
+          out.push_back({d, dtype, mask, arch});
+  return out;
+}
+
+void PrintTo(const GridCase &c, std::ostream *os) {
+  *os << "head_dim=" << c.headDim << " " << toString(c.dtype) << " "
+      << toString(c.mask) << " " << toString(c.arch);
+}
+
+class PtxasDefaultConfig : public ::testing::TestWithParam<GridCase> {};
+
+TEST_P(PtxasDefaultConfig, AssemblesWithoutSpills) {
+  const GridCase &c = GetParam();
+  AttentionSpec spec;
+  spec.dtype = c.dtype;
+  spec.headDimQK = c.headDim;
+  spec.headDimV = c.headDim;
+  spec.mask = c.mask;
+  spec.gqaGroup = 1;
+  spec.writeLse = true;
+  // Contiguous [b, s, h, d] tensors: the head stride is d, so this is what
+  // the runtime picks (8 for every d that is a multiple of 8).
+  spec.globalAlignElems = alignmentElems({c.headDim});
+  compileAndAssemble(spec, defaultTileConfig(spec, c.arch), c.arch);
+}
+
+INSTANTIATE_TEST_SUITE_P(Forward, PtxasDefaultConfig,
+                         ::testing::ValuesIn(gridCases()), gridName);
+
+// ---- other specs and configs ------------------------------------------------------------
+
+struct ExtraCase {
+  std::string name;
+  AttentionSpec spec;
+  std::optional<TileConfig> config; ///< default table when empty
+  Arch arch;
+};
+
+AttentionSpec makeSpec(int dqk, int dv, DType dtype, MaskMode mask, int align,
+                       int group = 1, bool lse = true) {
+  AttentionSpec s;
+  s.headDimQK = dqk;
+  s.headDimV = dv;
+  s.dtype = dtype;
+  s.mask = mask;
+  s.globalAlignElems = align;
+  s.gqaGroup = group;
+  s.writeLse = lse;
+  return s;
+}
+
+std::vector<ExtraCase> extraCases() {
+  std::vector<ExtraCase> out;
+  for (Arch arch : {Arch::Sm80, Arch::Sm90a}) {
+    const std::string a(toString(arch));
+    // The non-default config: one stage, short K/V tiles, 4 warps of 16 rows.
+    const TileConfig small{/*blockM=*/64, /*blockN=*/32, /*warps=*/4,
+                           /*stages=*/1};
+    out.push_back({"small_config_d128_bf16_causal_" + a,
+                   makeSpec(128, 128, DType::BF16, MaskMode::Causal, 8), small,
+                   arch});
+    out.push_back({"small_config_d80_fp16_none_" + a,
+                   makeSpec(80, 80, DType::F16, MaskMode::None, 8), small, arch});
+    out.push_back({"small_config_d33_bf16_causal_a1_" + a,
+                   makeSpec(33, 33, DType::BF16, MaskMode::Causal, 1), small,
+                   arch});
+    // Head dims that are not multiples of 8 with padded (8-aligned) strides.
+    out.push_back({"d100_bf16_none_a8_" + a,
+                   makeSpec(100, 100, DType::BF16, MaskMode::None, 8),
+                   std::nullopt, arch});
+    out.push_back({"d33_fp16_causal_a8_" + a,
+                   makeSpec(33, 33, DType::F16, MaskMode::Causal, 8),
+                   std::nullopt, arch});
+    // Different Q/K and V head dims; GQA without LSE.
+    out.push_back({"dqk192_dv128_bf16_causal_" + a,
+                   makeSpec(192, 128, DType::BF16, MaskMode::Causal, 8),
+                   std::nullopt, arch});
+    out.push_back({"d64_bf16_gqa4_nolse_" + a,
+                   makeSpec(64, 64, DType::BF16, MaskMode::None, 8, 4, false),
+                   std::nullopt, arch});
+    // Head dims off the tuned grid, at the alignment the runtime picks for
+    // contiguous tensors (alignmentElems({d})): 50 -> 2, 129 -> 1, 216 -> 8.
+    for (int d : {50, 129, 216})
+      out.push_back({"d" + std::to_string(d) + "_bf16_none_" + a,
+                     makeSpec(d, d, DType::BF16, MaskMode::None,
+                              alignmentElems({d})),
+                     std::nullopt, arch});
+  }
+  return out;
+}
+
+void PrintTo(const ExtraCase &c, std::ostream *os) { *os << c.name; }
+
+class PtxasOtherConfig : public ::testing::TestWithParam<ExtraCase> {};
+
+TEST_P(PtxasOtherConfig, AssemblesWithoutSpills) {
+  const ExtraCase &c = GetParam();
+  const TileConfig config = c.config ? *c.config : defaultTileConfig(c.spec, c.arch);
+  compileAndAssemble(c.spec, config, c.arch);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Forward, PtxasOtherConfig, ::testing::ValuesIn(extraCases()),
+    [](const ::testing::TestParamInfo<ExtraCase> &info) {
+      return info.param.name;
+    });
+
+// ---- opt-in: every head dim ------------------------------------------------------------
+
+/// "all" or "1" -> 1..256; otherwise a list like "33,50,120-135".
+std::vector<int> parseHeadDims(const std::string &text) {
+  std::vector<int> dims;
+  if (text == "all" || text == "1") {
+    for (int d = kMinHeadDim; d <= kMaxHeadDim; ++d)
+      dims.push_back(d);
+    return dims;
+  }
+  std::istringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (item.empty())
+      continue;
+    const size_t dash = item.find('-');
+    const int lo = std::atoi(item.substr(0, dash).c_str());
+    const int hi =
+        dash == std::string::npos ? lo : std::atoi(item.substr(dash + 1).c_str());
+    for (int d = std::max(lo, kMinHeadDim); d <= std::min(hi, kMaxHeadDim); ++d)
+      dims.push_back(d);
+  }
+  return dims;
+}
+
+// Every head dim (bf16 and fp16, none and causal, sm_80 and sm_90a, the
+// runtime's alignment, the default config): about 0.6 s a kernel, so only
+// when asked for, e.g.
+//   FLASHJIT_PTXAS_HEAD_DIMS=all  flashjit-ptxas-tests --gtest_filter='PtxasSweep.*'
+//   FLASHJIT_PTXAS_HEAD_DIMS=33,120-135 ...
+// One failure lists every kernel that spills or does not assemble.
+TEST(PtxasSweep, DefaultConfigOfEveryHeadDim) {
+  const char *env = std::getenv("FLASHJIT_PTXAS_HEAD_DIMS");
+  if (!env || !*env)
+    GTEST_SKIP() << "set FLASHJIT_PTXAS_HEAD_DIMS=all (or a list such as "
+                    "33,120-135) to sweep head dims";
+  std::string why;
+  const std::string &ptxas = ptxasPath(why);
+  if (ptxas.empty())
+    GTEST_SKIP() << "ptxas not found: " << why;
+  const std::vector<int> dims = parseHeadDims(env);
+  ASSERT_FALSE(dims.empty()) << "no head dims in '" << env << "'";
+  std::ostringstream bad;
+  int kernels = 0, failures = 0;
+  for (int d : dims)
+    for (DType dtype : {DType::BF16, DType::F16})
+      for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
+        for (Arch arch : {Arch::Sm80, Arch::Sm90a}) {
+          AttentionSpec spec =
+              makeSpec(d, d, dtype, mask, alignmentElems({d}));
+          const TileConfig config = defaultTileConfig(spec, arch);
+          Assembled a = assemble(ptxas, spec, config, arch);
+          ++kernels;
+          if (a.clean())
+            continue;
+          ++failures;
+          bad << "  " << kernelName(spec, config, arch) << ": ";
+          if (!a.failure.empty())
+            bad << a.failure;
+          else
+            bad << a.spillStores << " bytes spill stores, " << a.spillLoads
+                << " bytes spill loads";
+          bad << "\n";
+        }
+  EXPECT_EQ(failures, 0) << failures << " of " << kernels
+                         << " kernels spill or fail:\n"
+                         << bad.str();
+}
+
+TEST(PtxasGrid, CoversTheRequestedMatrix) {
+  EXPECT_EQ(gridCases().size(), 13u * 2 * 2 * 2);
+}
+
+} // namespace

@@ -1,0 +1,411 @@
+//===- test_cli.cpp - flashjit compile: help, error messages, every stage ---===//
+//
+// Runs the built CLI (FLASHJIT_CLI_PATH) as a subprocess with posix_spawn,
+// stdout and stderr captured separately, and checks the exit status
+// precisely (a crash is never a "non-zero exit"). Each bad input must give
+// one message naming the option and what it accepts. Compiles cost about
+// 0.3 s each, so the positive cases are few.
+//
+//===----------------------------------------------------------------------===//
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <sstream>
+#include <string>
+#include <vector>
+
+extern char **environ;
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct CliResult {
+  bool started = false;   ///< posix_spawn succeeded
+  bool signaled = false;  ///< killed by a signal (a crash)
+  int signal = 0;
+  int exitCode = -1;      ///< WEXITSTATUS, or 128 + signal
+  std::string out;        ///< stdout
+  std::string err;        ///< stderr
+  std::string all() const { return out + err; }
+  std::string describe() const {
+    std::ostringstream os;
+    os << "exit=" << exitCode << (signaled ? " (signal " : "")
+       << (signaled ? std::to_string(signal) + ")" : "") << "\n--- stdout ("
+       << out.size() << " bytes) ---\n"
+       << out.substr(0, 2000) << "\n--- stderr ---\n"
+       << err.substr(0, 4000);
+    return os.str();
+  }
+};
+
+std::string readFile(const fs::path &p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream os;
+  os << in.rdbuf();
+  return os.str();
+}
+
+bool contains(const std::string &s, const std::string &part) {
+  return s.find(part) != std::string::npos;
+}
+
+/// A scratch directory, removed with everything in it.
+class TempDir {
+public:
+  TempDir() {
+    std::string tmpl =
+        (fs::temp_directory_path() / "flashjit-cli-test-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()))
+      path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty())
+      fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir &) = delete;
+  TempDir &operator=(const TempDir &) = delete;
+  const fs::path &path() const { return path_; }
+
+private:
+  fs::path path_;
+};
+
+/// Runs `flashjit <args...>` (no shell), stdout and stderr redirected to
+/// files in a scratch directory, and waits for it.
+CliResult runFlashjit(const std::vector<std::string> &args) {
+  CliResult r;
+#ifdef FLASHJIT_CLI_PATH
+  TempDir tmp;
+  if (tmp.path().empty())
+    return r;
+  const std::string outPath = (tmp.path() / "stdout").string();
+  const std::string errPath = (tmp.path() / "stderr").string();
+
+  std::vector<std::string> argvStore;
+  argvStore.push_back(FLASHJIT_CLI_PATH);
+  argvStore.insert(argvStore.end(), args.begin(), args.end());
+  std::vector<char *> argv;
+  for (std::string &a : argvStore)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null",
+                                   O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, outPath.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, errPath.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  pid_t pid = 0;
+  const int rc =
+      ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    r.err = std::string("posix_spawn failed: ") + std::strerror(rc);
+    return r;
+  }
+  r.started = true;
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFSIGNALED(status)) {
+    r.signaled = true;
+    r.signal = WTERMSIG(status);
+    r.exitCode = 128 + r.signal;
+  } else if (WIFEXITED(status)) {
+    r.exitCode = WEXITSTATUS(status);
+  }
+  r.out = readFile(outPath);
+  r.err = readFile(errPath);
+#else
+  (void)args;
+#endif
+  return r;
+}
+
+/// No sign of a crash or of an internal failure in the output.
+void expectNoCrash(const CliResult &r) {
+  EXPECT_TRUE(r.started) << r.err;
+  EXPECT_FALSE(r.signaled) << r.describe();
+  EXPECT_LT(r.exitCode, 128) << r.describe();
+  for (const char *bad :
+       {"Assertion", "Stack dump", "terminate called", "Segmentation fault",
+        "core dumped", "UNREACHABLE", "LLVM ERROR", "PLEASE submit"})
+    EXPECT_FALSE(contains(r.all(), bad)) << "'" << bad << "' in\n"
+                                         << r.describe();
+}
+
+size_t countLinesContaining(const std::string &text, const std::string &what) {
+  size_t n = 0;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line))
+    if (contains(line, what))
+      ++n;
+  return n;
+}
+
+class CliCompile : public ::testing::Test {
+protected:
+  void SetUp() override {
+#ifndef FLASHJIT_CLI_PATH
+    GTEST_SKIP() << "FLASHJIT_CLI_PATH is not defined by this build";
+#else
+    if (!fs::exists(FLASHJIT_CLI_PATH))
+      GTEST_SKIP() << "flashjit binary not built: " << FLASHJIT_CLI_PATH;
+#endif
+  }
+
+  /// `flashjit compile <args>` for an input that must be refused: non-zero
+  /// exit, no crash, nothing on stdout, one error line on stderr that
+  /// contains every string in `mustName`.
+  void expectRefused(const std::vector<std::string> &args,
+                     std::initializer_list<std::string> mustName) {
+    std::vector<std::string> full{"compile"};
+    full.insert(full.end(), args.begin(), args.end());
+    std::string cmd = "flashjit";
+    for (const auto &a : full)
+      cmd += " " + a;
+    SCOPED_TRACE(cmd);
+    CliResult r = runFlashjit(full);
+    ASSERT_TRUE(r.started) << r.err;
+    expectNoCrash(r);
+    EXPECT_NE(r.exitCode, 0) << r.describe();
+    EXPECT_TRUE(r.out.empty()) << r.describe();
+    EXPECT_EQ(countLinesContaining(r.err, "error"), 1u) << r.describe();
+    for (const std::string &s : mustName)
+      EXPECT_TRUE(contains(r.err, s))
+          << "message does not contain '" << s << "'\n"
+          << r.describe();
+  }
+
+  /// `flashjit compile --head-dim 80 --arch sm_80 --emit <stage>`.
+  static CliResult emit(const std::string &stage) {
+    return runFlashjit({"compile", "--head-dim", "80", "--arch", "sm_80",
+                        "--emit", stage});
+  }
+};
+
+} // namespace
+
+// ---- help ----------------------------------------------------------------------
+
+TEST_F(CliCompile, TopLevelHelpListsSubcommands) {
+  CliResult r = runFlashjit({"--help"});
+  expectNoCrash(r);
+  EXPECT_EQ(r.exitCode, 0) << r.describe();
+  for (const char *sub : {"compile", "run", "cache", "info"})
+    EXPECT_TRUE(contains(r.all(), sub)) << sub << "\n" << r.describe();
+}
+
+TEST_F(CliCompile, NoSubcommandIsAnErrorNotACrash) {
+  CliResult r = runFlashjit({});
+  expectNoCrash(r);
+  EXPECT_NE(r.exitCode, 0) << r.describe();
+  EXPECT_TRUE(contains(r.all(), "subcommand")) << r.describe();
+}
+
+TEST_F(CliCompile, VersionFlag) {
+  CliResult r = runFlashjit({"--version"});
+  expectNoCrash(r);
+  EXPECT_EQ(r.exitCode, 0) << r.describe();
+  EXPECT_TRUE(contains(r.all(), "flashjit")) << r.describe();
+  EXPECT_TRUE(contains(r.all(), "LLVM")) << r.describe();
+}
+
+TEST_F(CliCompile, CompileHelpListsOptions) {
+  CliResult r = runFlashjit({"compile", "--help"});
+  expectNoCrash(r);
+  EXPECT_EQ(r.exitCode, 0) << r.describe();
+  for (const char *opt :
+       {"--head-dim", "--head-dim-v", "--dtype", "--mask", "--emit",
+        "--dump-dir", "--arch", "--block-m", "--block-n", "--warps",
+        "--stages", "--align"})
+    EXPECT_TRUE(contains(r.all(), opt)) << opt << "\n" << r.describe();
+  // The accepted values are spelled out.
+  EXPECT_TRUE(contains(r.all(), "tile|gpu|nvvm|llvm|ptx")) << r.describe();
+  EXPECT_TRUE(contains(r.all(), "sm_80")) << r.describe();
+  EXPECT_TRUE(contains(r.all(), "fp16|bf16")) << r.describe();
+}
+
+// ---- bad inputs: one clear message each ------------------------------------------
+
+TEST_F(CliCompile, HeadDimZero) {
+  expectRefused({"--head-dim", "0"}, {"--head-dim", "[1, 256]", "got 0"});
+}
+
+TEST_F(CliCompile, HeadDimTooLarge) {
+  expectRefused({"--head-dim", "300"}, {"--head-dim", "[1, 256]", "300"});
+}
+
+TEST_F(CliCompile, HeadDimVZero) {
+  expectRefused({"--head-dim-v", "0"}, {"--head-dim-v", "[1, 256]", "got 0"});
+}
+
+TEST_F(CliCompile, HeadDimNotANumber) {
+  CliResult r = runFlashjit({"compile", "--head-dim", "abc"});
+  expectNoCrash(r);
+  EXPECT_NE(r.exitCode, 0) << r.describe();
+  EXPECT_TRUE(r.out.empty()) << r.describe();
+  EXPECT_TRUE(contains(r.err, "--head-dim")) << r.describe();
+  EXPECT_TRUE(contains(r.err, "abc")) << r.describe();
+}
+
+TEST_F(CliCompile, UnknownDtype) {
+  expectRefused({"--dtype", "fp8"}, {"--dtype", "fp16", "bf16", "fp8"});
+}
+
+TEST_F(CliCompile, UnknownMask) {
+  expectRefused({"--mask", "sliding"}, {"--mask", "none", "causal", "sliding"});
+}
+
+TEST_F(CliCompile, HeadsQNotAMultipleOfHeadsKV) {
+  expectRefused({"--heads-q", "6", "--heads-kv", "4"},
+                {"--heads-q", "--heads-kv", "multiple", "6"});
+}
+
+TEST_F(CliCompile, UnsupportedArch) {
+  expectRefused({"--arch", "sm_75"},
+                {"--arch", "sm_80", "sm_86", "sm_89", "sm_90", "sm_90a",
+                 "sm_75"});
+}
+
+TEST_F(CliCompile, UnknownEmitStage) {
+  expectRefused({"--emit", "sass"},
+                {"--emit", "tile", "gpu", "nvvm", "llvm", "ptx", "sass"});
+}
+
+TEST_F(CliCompile, BadAlign) {
+  expectRefused({"--align", "3"}, {"align", "1, 2, 4, 8", "3"});
+}
+
+TEST_F(CliCompile, SharedMemoryOverTheLimit) {
+  // 227 KiB is sm_90a's opt-in limit.
+  expectRefused({"--block-m", "256", "--block-n", "256", "--stages", "4",
+                 "--head-dim", "256", "--arch", "sm_90a"},
+                {"shared memory", std::to_string(227 * 1024), "sm_90a"});
+}
+
+TEST_F(CliCompile, SharedMemoryLimitIsPerArch) {
+  // Fits an H100 (227 KiB), not an RTX 30xx (99 KiB): sm_86 is refused with
+  // its own limit.
+  expectRefused({"--head-dim", "128", "--block-m", "128", "--block-n", "64",
+                 "--warps", "8", "--stages", "4", "--arch", "sm_86",
+                 "--emit", "tile"},
+                {"shared memory", std::to_string(99 * 1024), "sm_86"});
+}
+
+// Tile options: the message names the knob (as block_n / warps, the names
+// of the spec and the docs, or as the flag) and what it accepts.
+TEST_F(CliCompile, WarpsNotAPowerOfTwo) {
+  expectRefused({"--warps", "3"}, {"warps", "power of two", "3"});
+}
+
+TEST_F(CliCompile, BlockNNotAMultipleOf16) {
+  expectRefused({"--block-n", "24"}, {"multiple of 16", "24"});
+  CliResult r = runFlashjit({"compile", "--block-n", "24"});
+  EXPECT_TRUE(contains(r.err, "block_n") || contains(r.err, "--block-n"))
+      << r.describe();
+}
+
+TEST_F(CliCompile, BlockMNotAMultipleOfWarps) {
+  expectRefused({"--block-m", "48", "--warps", "4"}, {"multiple", "64", "48"});
+  CliResult r = runFlashjit({"compile", "--block-m", "48", "--warps", "4"});
+  EXPECT_TRUE(contains(r.err, "block_m") || contains(r.err, "--block-m"))
+      << r.describe();
+}
+
+TEST_F(CliCompile, StagesOutOfRange) {
+  expectRefused({"--stages", "5"}, {"stages", "[1, 4]", "5"});
+  expectRefused({"--stages", "0"}, {"stages", "[1, 4]", "0"});
+}
+
+// ---- every stage -------------------------------------------------------------------
+
+TEST_F(CliCompile, EmitPtx) {
+  CliResult r = emit("ptx");
+  expectNoCrash(r);
+  ASSERT_EQ(r.exitCode, 0) << r.describe();
+  for (const char *s : {".target sm_80", ".visible .entry fwd_bf16_hqk80_hv80",
+                        "mma.sync.aligned.m16n8k16", "ldmatrix", "cp.async"})
+    EXPECT_TRUE(contains(r.out, s)) << "no '" << s << "' in the PTX\n"
+                                    << r.describe();
+  // The bf16 kernel multiplies bf16, not fp16.
+  EXPECT_TRUE(contains(r.out, ".bf16")) << r.describe();
+  EXPECT_TRUE(r.err.empty()) << r.describe();
+}
+
+TEST_F(CliCompile, EmitTile) {
+  CliResult r = emit("tile");
+  expectNoCrash(r);
+  ASSERT_EQ(r.exitCode, 0) << r.describe();
+  EXPECT_TRUE(contains(r.out, "flashjit.attention_fwd")) << r.describe();
+}
+
+TEST_F(CliCompile, EmitGpu) {
+  CliResult r = emit("gpu");
+  expectNoCrash(r);
+  ASSERT_EQ(r.exitCode, 0) << r.describe();
+  EXPECT_TRUE(contains(r.out, "nvgpu.mma.sync")) << r.describe();
+  EXPECT_TRUE(contains(r.out, "gpu.func")) << r.describe();
+}
+
+TEST_F(CliCompile, EmitNvvm) {
+  CliResult r = emit("nvvm");
+  expectNoCrash(r);
+  ASSERT_EQ(r.exitCode, 0) << r.describe();
+  EXPECT_TRUE(contains(r.out, "llvm.func") || contains(r.out, "nvvm"))
+      << r.describe();
+  // Past the gpu stage: no nvgpu ops are left.
+  EXPECT_FALSE(contains(r.out, "nvgpu.mma.sync")) << r.describe();
+}
+
+TEST_F(CliCompile, EmitLlvm) {
+  CliResult r = emit("llvm");
+  expectNoCrash(r);
+  ASSERT_EQ(r.exitCode, 0) << r.describe();
+  EXPECT_TRUE(contains(r.out, "target triple")) << r.describe();
+  EXPECT_TRUE(contains(r.out, "nvptx64")) << r.describe();
+}
+
+TEST_F(CliCompile, DumpDirWritesEveryStage) {
+  TempDir tmp;
+  ASSERT_FALSE(tmp.path().empty());
+  // A directory that does not exist yet (two levels) is created.
+  const fs::path dir = tmp.path() / "dump" / "d100";
+  CliResult r = runFlashjit({"compile", "--head-dim", "100", "--dtype", "fp16",
+                             "--mask", "causal", "--align", "4", "--arch",
+                             "sm_80", "--dump-dir", dir.string()});
+  expectNoCrash(r);
+  ASSERT_EQ(r.exitCode, 0) << r.describe();
+  for (const char *file : {"kernel.tile.mlir", "kernel.gpu.mlir",
+                           "kernel.nvvm.mlir", "kernel.ll", "kernel.ptx"}) {
+    const fs::path p = dir / file;
+    ASSERT_TRUE(fs::exists(p)) << p;
+    EXPECT_GT(fs::file_size(p), 0u) << p;
+  }
+  EXPECT_TRUE(contains(readFile(dir / "kernel.tile.mlir"),
+                       "flashjit.attention_fwd"));
+  EXPECT_TRUE(contains(readFile(dir / "kernel.gpu.mlir"), "gpu.func"));
+  EXPECT_TRUE(contains(readFile(dir / "kernel.ll"), "target triple"));
+  const std::string ptx = readFile(dir / "kernel.ptx");
+  EXPECT_TRUE(contains(ptx, ".target sm_80"));
+  EXPECT_TRUE(contains(ptx, "fwd_fp16_hqk100_hv100_causal_g1_lse_a4"));
+  EXPECT_TRUE(contains(ptx, "mma.sync.aligned.m16n8k16"));
+  EXPECT_TRUE(contains(ptx, ".f16"));
+  // Nothing but the dump: stdout stays empty.
+  EXPECT_TRUE(r.out.empty()) << r.describe();
+}
