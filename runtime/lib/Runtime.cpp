@@ -117,8 +117,10 @@ Status validate(const ForwardProblem &p) {
                            std::to_string(p.seqlenQ) + "), got " +
                            std::to_string(p.lseHeadStride));
   }
-  if (!std::isfinite(p.scale()))
-    return Status::error("softmax_scale must be finite, got " +
+  // The kernel keeps the running row max of scale * S as scale * max(S),
+  // which holds only for a positive scale.
+  if (!std::isfinite(p.scale()) || p.scale() <= 0)
+    return Status::error("softmax_scale must be finite and > 0, got " +
                          std::to_string(p.scale()));
   return Status::ok();
 }

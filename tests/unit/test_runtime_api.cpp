@@ -87,7 +87,9 @@ TEST(Validate, NamesTheArgumentAndTheRange) {
   expectInvalid(with([](auto &p) { p.oStrides.row = 40; }),
                 {"o_row_stride", "head_dim_v (80)"});
   expectInvalid(with([](auto &p) { p.softmaxScale = std::nan(""); }),
-                {"softmax_scale must be finite"});
+                {"softmax_scale must be finite and > 0"});
+  expectInvalid(with([](auto &p) { p.softmaxScale = -0.125; }),
+                {"softmax_scale must be finite and > 0", "-0.125"});
 }
 
 TEST(Device, ComputeCapabilityToArch) {
