@@ -14,8 +14,10 @@ status=0
 ctest --output-on-failure -j "$(nproc)" || status=$?
 # GoogleTest's own summary of the GPU tests (how many ran, how many skipped).
 if [ -x bin/flashjit-gpu-tests ]; then
-  echo "---- GPU tests (bin/flashjit-gpu-tests) ----"
-  bin/flashjit-gpu-tests 2>&1 | grep -E "^\[  (PASSED|SKIPPED|FAILED) \]|no CUDA" | sort | uniq -c | head -5 || true
+  gpu_log=$(bin/flashjit-gpu-tests 2>&1 || true)
+  summary=$(grep -E "^\[  (PASSED|SKIPPED|FAILED) *\] [0-9]+ test" <<< "$gpu_log" | tr '\n' ' ')
+  reason=$(grep -m1 -o "no CUDA GPU: .*" <<< "$gpu_log" || true)
+  echo "GPU tests (bin/flashjit-gpu-tests): ${summary:-no summary} ${reason:+($reason)}"
 fi
 echo "tests done in $(( $(date +%s) - start )) s (exit $status)"
 exit $status
