@@ -37,8 +37,11 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   const int qRegs = l.mTilesPerWarp * (l.paddedHeadDimQK / kMmaK) * 4;
   constexpr int kOverheadRegs = 40;
   // Past this, keeping Q in registers makes ptxas spill (seen at d=256).
-  constexpr int kQInRegistersBudget = 200;
-  l.qInRegisters = oRegs + sRegs + qRegs + kOverheadRegs <= kQInRegistersBudget;
+  // Narrow copies keep more addresses live (one per 2- or 4-byte chunk), so
+  // they leave less room for Q (budgets from the ptxas sweep of d=1..256).
+  const int copyBytes = spec.globalAlignElems * eb;
+  const int qInRegistersBudget = copyBytes >= 8 ? 200 : copyBytes == 4 ? 170 : 140;
+  l.qInRegisters = oRegs + sRegs + qRegs + kOverheadRegs <= qInRegistersBudget;
   l.estimatedRegisters =
       oRegs + sRegs + (l.qInRegisters ? qRegs : 0) + kOverheadRegs;
   return l;
@@ -62,9 +65,17 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
   // overlaps nothing and costs registers.
   const bool scalarCopies = spec.globalAlignElems * elementBytes(spec.dtype) < 4;
   TileConfig preferred;
-  if (!wideCopies)
+  if (scalarCopies)
     preferred = {/*blockM=*/128, /*blockN=*/d <= 64 ? 32 : 16, /*warps=*/8,
-                 /*stages=*/scalarCopies ? 1 : 2};
+                 /*stages=*/1};
+  else if (!wideCopies)
+    // 8-byte copies keep the 64-row K/V tile up to d=128; 4-byte copies
+    // need twice the address registers and take a 16-row one.
+    preferred = {128,
+                 d <= 64 ? 32
+                 : (d <= 128 && spec.globalAlignElems >= 4) ? 64
+                                                             : 16,
+                 8, 2};
   else if (d <= 64 && !causal)
     preferred = {128, 64, 4, 2};
   else if (d <= 96)
