@@ -12,11 +12,10 @@
 #include "flashjit/compiler/Pipeline.h"
 #include "flashjit/kernels/Forward.h"
 
+#include "Subprocess.h"
+
 #include <gtest/gtest.h>
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,8 +29,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-extern char **environ;
 
 namespace fs = std::filesystem;
 using namespace flashjit;
@@ -79,74 +76,6 @@ const std::string &ptxasPath(std::string &why) {
   static const std::string path = findPtxas(whyNot);
   why = whyNot;
   return path;
-}
-
-/// A scratch directory, removed with everything in it.
-class TempDir {
-public:
-  TempDir() {
-    std::string tmpl =
-        (fs::temp_directory_path() / "flashjit-ptxas-test-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()))
-      path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty())
-      fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir &) = delete;
-  TempDir &operator=(const TempDir &) = delete;
-  const fs::path &path() const { return path_; }
-
-private:
-  fs::path path_;
-};
-
-struct ProcessResult {
-  int exitCode = -1; ///< WEXITSTATUS, or 128 + signal; -1 if not started
-  std::string output; ///< stdout and stderr together
-};
-
-std::string readFile(const fs::path &p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
-/// Runs argv[0] (no shell) with stdout and stderr into `logPath`.
-ProcessResult runProcess(std::vector<std::string> args,
-                         const std::string &logPath) {
-  ProcessResult r;
-  std::vector<char *> argv;
-  for (std::string &a : args)
-    argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null",
-                                   O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, logPath.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  pid_t pid = 0;
-  const int rc =
-      ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    r.output = std::string("posix_spawn failed: ") + std::strerror(rc);
-    return r;
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (WIFSIGNALED(status))
-    r.exitCode = 128 + WTERMSIG(status);
-  else if (WIFEXITED(status))
-    r.exitCode = WEXITSTATUS(status);
-  r.output = readFile(logPath);
-  return r;
 }
 
 // ---- checks -------------------------------------------------------------------------
@@ -200,7 +129,7 @@ Assembled assemble(const std::string &ptxas, const AttentionSpec &spec,
   }
   if (artOut)
     *artOut = *art;
-  TempDir tmp;
+  flashjit::test_support::TempDir tmp("flashjit-ptxas-test");
   if (tmp.path().empty()) {
     a.failure = "mkdtemp failed";
     return a;
@@ -215,11 +144,11 @@ Assembled assemble(const std::string &ptxas, const AttentionSpec &spec,
       return a;
     }
   }
-  ProcessResult r = runProcess(
+  flashjit::test_support::ProcessResult r = flashjit::test_support::runProcess(
       {ptxas, "-arch=" + std::string(toString(arch)), "-v", ptxFile.string(),
-       "-o", cubin.string()},
-      (tmp.path() / "ptxas.log").string());
-  a.ptxasLog = r.output;
+       "-o", cubin.string()});
+  const std::string log = r.all();
+  a.ptxasLog = log;
   if (r.exitCode != 0) {
     a.failure = "ptxas exited with " + std::to_string(r.exitCode);
     return a;
@@ -231,7 +160,7 @@ Assembled assemble(const std::string &ptxas, const AttentionSpec &spec,
   static const std::regex spills(
       R"((\d+) bytes spill stores, (\d+) bytes spill loads)");
   a.spillStores = a.spillLoads = 0;
-  for (auto it = std::sregex_iterator(r.output.begin(), r.output.end(), spills);
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), spills);
        it != std::sregex_iterator(); ++it) {
     ++a.spillReports;
     a.spillStores += std::stoi((*it)[1].str());

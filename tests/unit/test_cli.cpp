@@ -7,12 +7,9 @@
 // 0.3 s each, so the positive cases are few.
 //
 //===----------------------------------------------------------------------===//
-#include <gtest/gtest.h>
+#include "Subprocess.h"
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <gtest/gtest.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -24,20 +21,12 @@
 #include <string>
 #include <vector>
 
-extern char **environ;
-
 namespace fs = std::filesystem;
 
 namespace {
 
-struct CliResult {
-  bool started = false;   ///< posix_spawn succeeded
-  bool signaled = false;  ///< killed by a signal (a crash)
-  int signal = 0;
-  int exitCode = -1;      ///< WEXITSTATUS, or 128 + signal
-  std::string out;        ///< stdout
-  std::string err;        ///< stderr
-  std::string all() const { return out + err; }
+/// One run of the CLI, with a readable account for failure messages.
+struct CliResult : flashjit::test_support::ProcessResult {
   std::string describe() const {
     std::ostringstream os;
     os << "exit=" << exitCode << (signaled ? " (signal " : "")
@@ -49,87 +38,20 @@ struct CliResult {
   }
 };
 
-std::string readFile(const fs::path &p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
 bool contains(const std::string &s, const std::string &part) {
   return s.find(part) != std::string::npos;
 }
 
-/// A scratch directory, removed with everything in it.
-class TempDir {
-public:
-  TempDir() {
-    std::string tmpl =
-        (fs::temp_directory_path() / "flashjit-cli-test-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()))
-      path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty())
-      fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir &) = delete;
-  TempDir &operator=(const TempDir &) = delete;
-  const fs::path &path() const { return path_; }
+using flashjit::test_support::readFile;
+using flashjit::test_support::TempDir;
 
-private:
-  fs::path path_;
-};
-
-/// Runs `flashjit <args...>` (no shell), stdout and stderr redirected to
-/// files in a scratch directory, and waits for it.
+/// Runs `flashjit <args...>` (no shell) and waits for it.
 CliResult runFlashjit(const std::vector<std::string> &args) {
   CliResult r;
 #ifdef FLASHJIT_CLI_PATH
-  TempDir tmp;
-  if (tmp.path().empty())
-    return r;
-  const std::string outPath = (tmp.path() / "stdout").string();
-  const std::string errPath = (tmp.path() / "stderr").string();
-
-  std::vector<std::string> argvStore;
-  argvStore.push_back(FLASHJIT_CLI_PATH);
-  argvStore.insert(argvStore.end(), args.begin(), args.end());
-  std::vector<char *> argv;
-  for (std::string &a : argvStore)
-    argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null",
-                                   O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, outPath.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, errPath.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  pid_t pid = 0;
-  const int rc =
-      ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    r.err = std::string("posix_spawn failed: ") + std::strerror(rc);
-    return r;
-  }
-  r.started = true;
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (WIFSIGNALED(status)) {
-    r.signaled = true;
-    r.signal = WTERMSIG(status);
-    r.exitCode = 128 + r.signal;
-  } else if (WIFEXITED(status)) {
-    r.exitCode = WEXITSTATUS(status);
-  }
-  r.out = readFile(outPath);
-  r.err = readFile(errPath);
+  std::vector<std::string> argv{FLASHJIT_CLI_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  static_cast<flashjit::test_support::ProcessResult &>(r) = flashjit::test_support::runProcess(argv);
 #else
   (void)args;
 #endif
