@@ -637,7 +637,6 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
       }
     }
   gpu::ReturnOp::create(builder, loc);
-  (void)i64;
   return success();
 }
 
