@@ -180,7 +180,7 @@ TEST_F(CliCompile, HeadDimVZero) {
 TEST_F(CliCompile, HeadDimNotANumber) {
   CliResult r = runFlashjit({"compile", "--head-dim", "abc"});
   expectNoCrash(r);
-  EXPECT_NE(r.exitCode, 0) << r.describe();
+  EXPECT_EQ(r.exitCode, 2) << r.describe();
   EXPECT_TRUE(r.out.empty()) << r.describe();
   EXPECT_TRUE(contains(r.err, "--head-dim")) << r.describe();
   EXPECT_TRUE(contains(r.err, "abc")) << r.describe();

@@ -15,6 +15,12 @@ int main(int argc, char **argv) {
   flashjit::cli::addRunCommand(app, exitCode);
   flashjit::cli::addCacheCommand(app, exitCode);
   flashjit::cli::addInfoCommand(app, exitCode);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError &e) {
+    // --help / --version exit 0; every usage error exits 2, like the
+    // errors our own option checks report.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   return exitCode;
 }
