@@ -343,9 +343,8 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p) {
     return s;
   ForwardPlan plan;
   plan.spec = specFor(p);
-  if (Status s = flashjit::validate(plan.spec); !s)
-    return s;
   plan.config = p.tile ? *p.tile : defaultTileConfig(plan.spec, impl_->arch);
+  // Checks the spec too.
   if (Status s = flashjit::validate(plan.config, plan.spec, impl_->arch); !s)
     return s;
   auto kernel = kernelFor(plan.spec, plan.config);

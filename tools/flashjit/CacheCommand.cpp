@@ -48,15 +48,29 @@ std::optional<DiskCache> openCache() {
   return DiskCache(*dir);
 }
 
-int list() {
+/// The cache and its entries, or prints why not and returns nullopt.
+struct Listing {
+  DiskCache cache;
+  std::vector<CacheEntryInfo> entries;
+};
+std::optional<Listing> openAndList() {
   auto cache = openCache();
   if (!cache)
-    return 1;
+    return std::nullopt;
   auto entries = cache->list();
   if (!entries) {
     std::fprintf(stderr, "flashjit cache: %s\n", entries.message().c_str());
-    return 1;
+    return std::nullopt;
   }
+  return Listing{std::move(*cache), std::move(*entries)};
+}
+
+int list() {
+  auto listing = openAndList();
+  if (!listing)
+    return 1;
+  const DiskCache *cache = &listing->cache;
+  const auto *entries = &listing->entries;
   if (entries->empty()) {
     std::printf("no entries in %s\n", cache->directory().c_str());
     return 0;
@@ -87,14 +101,11 @@ int clear() {
 }
 
 int info() {
-  auto cache = openCache();
-  if (!cache)
+  auto listing = openAndList();
+  if (!listing)
     return 1;
-  auto entries = cache->list();
-  if (!entries) {
-    std::fprintf(stderr, "flashjit cache: %s\n", entries.message().c_str());
-    return 1;
-  }
+  const DiskCache *cache = &listing->cache;
+  const auto *entries = &listing->entries;
   uint64_t total = 0;
   for (const auto &e : *entries)
     total += e.bytes;

@@ -8,7 +8,9 @@
 namespace flashjit {
 
 bool AttentionSpec::operator==(const AttentionSpec &o) const {
-  return canonicalText(*this) == canonicalText(o);
+  return dtype == o.dtype && headDimQK == o.headDimQK &&
+         headDimV == o.headDimV && mask == o.mask && gqaGroup == o.gqaGroup &&
+         writeLse == o.writeLse && globalAlignElems == o.globalAlignElems;
 }
 bool TileConfig::operator==(const TileConfig &o) const {
   return blockM == o.blockM && blockN == o.blockN && warps == o.warps &&
@@ -109,6 +111,10 @@ int ptxIsaVersion(Arch a) {
   case Arch::Sm90a: return 80;
   }
   return 80;
+}
+
+std::string ptxFeature(Arch a) {
+  return "+ptx" + std::to_string(ptxIsaVersion(a));
 }
 
 int alignmentElems(const std::vector<int64_t> &values) {

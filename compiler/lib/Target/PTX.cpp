@@ -30,7 +30,7 @@ Expected<std::unique_ptr<llvm::TargetMachine>> createTargetMachine(Arch arch) {
   if (!target)
     return Status::error("NVPTX target unavailable: " + error);
   std::string cpu(toString(arch));
-  std::string features = "+ptx" + std::to_string(ptxIsaVersion(arch));
+  std::string features = ptxFeature(arch);
   llvm::TargetOptions options;
   std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
       triple, cpu, features, options, std::nullopt, std::nullopt,

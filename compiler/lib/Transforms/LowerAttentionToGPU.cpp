@@ -13,10 +13,6 @@ using namespace mlir;
 using namespace flashjit;
 
 namespace {
-std::string targetFeatures(Arch arch) {
-  return "+ptx" + std::to_string(ptxIsaVersion(arch));
-}
-
 struct LowerAttentionToGPUPass
     : public flashjit::impl::LowerAttentionToGPUBase<LowerAttentionToGPUPass> {
   void runOnOperation() override {
@@ -33,7 +29,7 @@ struct LowerAttentionToGPUPass
       OpBuilder builder(op);
       auto target = NVVM::NVVMTargetAttr::get(
           ctx, /*optLevel=*/3, "nvptx64-nvidia-cuda", op.getArch(),
-          targetFeatures(arch));
+          ptxFeature(arch));
       auto gpuModule = gpu::GPUModuleOp::create(
           builder, op.getLoc(), op.getSymName(), builder.getArrayAttr(target));
       // Every family today is the sm_80 one; sm_90 (TMA + wgmma) goes here.

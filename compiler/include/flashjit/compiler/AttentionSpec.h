@@ -79,6 +79,8 @@ bool hasArchSpecificFeatures(Arch a);
 int maxSharedMemoryPerBlock(Arch a);
 /// The PTX ISA version we emit for this architecture (e.g. 80 for 8.0).
 int ptxIsaVersion(Arch a);
+/// That version as an LLVM NVPTX target feature ("+ptx80").
+std::string ptxFeature(Arch a);
 
 /// The widest alignment (in elements, 8/4/2/1) dividing every given value.
 int alignmentElems(const std::vector<int64_t> &values);
