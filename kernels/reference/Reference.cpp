@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <random>
 #include <set>
 #include <sstream>
@@ -128,83 +129,106 @@ void fillNormal(uint16_t *bits, int64_t n, DType dtype, uint64_t seed) {
 
 // ---- reference forward ------------------------------------------------------
 namespace {
-/// Row-major copy of one [rows, dim] head of a strided 16-bit tensor.
-template <typename T>
-std::vector<T> loadHead(const uint16_t *src, const Strides &s, int64_t b,
-                        int64_t h, int64_t rows, int64_t dim, DType dtype) {
+/// Row-major copy of rows [0, rows) of one head of a strided 16-bit tensor;
+/// `offset(r)` is the element offset of row r.
+template <typename T, typename Offset>
+std::vector<T> loadRows(const uint16_t *src, int64_t rows, int64_t dim,
+                        DType dtype, Offset offset) {
   std::vector<T> out(rows * dim);
-  for (int64_t r = 0; r < rows; ++r)
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint16_t *row = src + offset(r);
     for (int64_t d = 0; d < dim; ++d)
-      out[r * dim + d] = fromBits(src[s.offset(b, h, r) + d], dtype);
+      out[r * dim + d] = fromBits(row[d], dtype);
+  }
   return out;
 }
 
-/// softmax(scale * q K^T) V for one query row in precision T. In float,
-/// P is rounded to the input dtype before P@V and the output at the end.
-template <typename T>
-void forwardRow(const AttentionParams &p, const std::vector<T> &q, int64_t i,
-                const std::vector<T> &k, const std::vector<T> &v,
-                bool roundLikeGpu, double *oRow, double *lse) {
-  const int64_t dqk = p.headDimQK, dv = p.headDimV;
-  const T scale = static_cast<T>(p.scale());
-  std::vector<T> s(p.seqlenK);
-  T rowMax = -std::numeric_limits<T>::infinity();
-  int64_t visible = 0;
-  for (int64_t j = 0; j < p.seqlenK; ++j) {
-    if (!isVisible(p.mask, i, j, p.seqlenQ, p.seqlenK))
-      continue;
-    T dot = 0;
-    for (int64_t d = 0; d < dqk; ++d)
-      dot += q[i * dqk + d] * k[j * dqk + d];
-    s[j] = dot * scale;
-    rowMax = std::max(rowMax, s[j]);
-    ++visible;
+/// One (batch, query head) slice in precision T: the inputs in row-major
+/// copies and the per-sequence sizes.
+template <typename T> struct Slice {
+  const AttentionParams &p;
+  const HostInputs &in;
+  int64_t b, h, sq, sk;
+  std::vector<T> q, k, v;
+  T slope = 0; ///< ALiBi slope of (b, h)
+  bool roundLikeGpu;
+
+  /// softmax(x) V for query row i, where x are the scaled, capped, biased
+  /// and masked scores. In float, P is rounded to the input dtype before
+  /// P@V and the output at the end, as the GPU kernels do. `s` is scratch.
+  void row(int64_t i, std::vector<T> &s, double *oRow, double *lse) const {
+    const int64_t dqk = p.headDimQK, dv = p.headDimV;
+    const KeyRange r =
+        visibleKeys(p.mask, p.windowLeft, p.windowRight, i, sq, sk);
+    const T scale = static_cast<T>(p.scale());
+    const T cap = static_cast<T>(p.softcap);
+    const T *qRow = &q[i * dqk];
+    T rowMax = -std::numeric_limits<T>::infinity();
+    for (int64_t j = r.first; j <= r.last; ++j) {
+      const T *kRow = &k[j * dqk];
+      T dot = 0;
+      for (int64_t d = 0; d < dqk; ++d)
+        dot += qRow[d] * kRow[d];
+      T x = dot * scale;
+      if (p.softcap > 0)
+        x = cap * std::tanh(x / cap);
+      if (p.bias == BiasMode::Tensor)
+        x += static_cast<T>(
+            fromBits(in.bias[p.biasOffset(b, h, i, j)], p.dtype));
+      else if (p.bias == BiasMode::Alibi)
+        x -= slope * static_cast<T>(std::abs(i + sk - sq - j));
+      s[j - r.first] = x;
+      rowMax = std::max(rowMax, x);
+    }
+    // No visible key, or a bias of -inf on every one: nothing to average.
+    if (r.first > r.last || rowMax == -std::numeric_limits<T>::infinity()) {
+      std::fill(oRow, oRow + dv, 0.0);
+      *lse = -std::numeric_limits<double>::infinity();
+      return;
+    }
+    std::vector<T> acc(dv, T(0));
+    T sum = 0;
+    for (int64_t j = r.first; j <= r.last; ++j) {
+      T e = std::exp(s[j - r.first] - rowMax);
+      sum += e;
+      if (roundLikeGpu)
+        e = roundTo(static_cast<float>(e), p.dtype);
+      const T *vRow = &v[j * dv];
+      for (int64_t d = 0; d < dv; ++d)
+        acc[d] += e * vRow[d];
+    }
+    for (int64_t d = 0; d < dv; ++d) {
+      T out = acc[d] / sum;
+      oRow[d] = roundLikeGpu ? roundTo(static_cast<float>(out), p.dtype) : out;
+    }
+    *lse = static_cast<double>(rowMax + std::log(sum));
   }
-  if (visible == 0) {
-    std::fill(oRow, oRow + dv, 0.0);
-    *lse = -std::numeric_limits<double>::infinity();
-    return;
-  }
-  std::vector<T> acc(dv, T(0));
-  T sum = 0;
-  for (int64_t j = 0; j < p.seqlenK; ++j) {
-    if (!isVisible(p.mask, i, j, p.seqlenQ, p.seqlenK))
-      continue;
-    T e = std::exp(s[j] - rowMax);
-    sum += e;
-    if (roundLikeGpu)
-      e = roundTo(static_cast<float>(e), p.dtype);
-    for (int64_t d = 0; d < dv; ++d)
-      acc[d] += e * v[j * dv + d];
-  }
-  for (int64_t d = 0; d < dv; ++d) {
-    T out = acc[d] / sum;
-    oRow[d] = roundLikeGpu ? roundTo(static_cast<float>(out), p.dtype) : out;
-  }
-  *lse = static_cast<double>(rowMax + std::log(sum));
-}
+};
 
 template <typename T>
 SliceOutput forwardSlice(const AttentionParams &p, const HostInputs &in,
                          int64_t b, int64_t h, bool roundLikeGpu) {
   const int64_t hkv = h / p.gqaGroup();
-  const auto q =
-      loadHead<T>(in.q, p.qStrides, b, h, p.seqlenQ, p.headDimQK, p.dtype);
-  const auto k =
-      loadHead<T>(in.k, p.kStrides, b, hkv, p.seqlenK, p.headDimQK, p.dtype);
-  const auto v =
-      loadHead<T>(in.v, p.vStrides, b, hkv, p.seqlenK, p.headDimV, p.dtype);
+  const int64_t sq = p.seqlenQOf(b), sk = p.seqlenKOf(b);
+  Slice<T> sl{p, in, b, h, sq, sk, {}, {}, {}, 0, roundLikeGpu};
+  sl.q = loadRows<T>(in.q, sq, p.headDimQK, p.dtype,
+                     [&](int64_t r) { return p.qOffset(b, h, r); });
+  sl.k = loadRows<T>(in.k, sk, p.headDimQK, p.dtype,
+                     [&](int64_t r) { return p.kOffset(b, hkv, r); });
+  sl.v = loadRows<T>(in.v, sk, p.headDimV, p.dtype,
+                     [&](int64_t r) { return p.vOffset(b, hkv, r); });
+  if (p.bias == BiasMode::Alibi)
+    sl.slope = static_cast<T>(in.alibiSlopes[b * p.alibiBatchStride + h]);
   SliceOutput out;
-  out.o.resize(p.seqlenQ * p.headDimV);
-  out.lse.resize(p.seqlenQ);
+  out.o.resize(sq * p.headDimV);
+  out.lse.resize(sq);
   // Rows are independent; a few per thread amortise the thread start.
-  const int64_t work =
-      std::max<int64_t>(1, p.seqlenK * (p.headDimQK + p.headDimV));
-  parallelFor(p.seqlenQ, std::max<int64_t>(1, (1 << 20) / work),
+  const int64_t work = std::max<int64_t>(1, sk * (p.headDimQK + p.headDimV));
+  parallelFor(sq, std::max<int64_t>(1, (1 << 20) / work),
               [&](int64_t lo, int64_t hi) {
+                std::vector<T> scratch(std::max<int64_t>(1, sk));
                 for (int64_t i = lo; i < hi; ++i)
-                  forwardRow<T>(p, q, i, k, v, roundLikeGpu,
-                                &out.o[i * p.headDimV], &out.lse[i]);
+                  sl.row(i, scratch, &out.o[i * p.headDimV], &out.lse[i]);
               });
   return out;
 }
@@ -216,6 +240,23 @@ SliceOutput referenceForward(const AttentionParams &params,
   if (precision == RefPrecision::Float64)
     return forwardSlice<double>(params, inputs, b, h, /*roundLikeGpu=*/false);
   return forwardSlice<float>(params, inputs, b, h, /*roundLikeGpu=*/true);
+}
+
+bool isFullyMaskedRow(const AttentionParams &p, const HostInputs &inputs,
+                      int64_t b, int64_t h, int64_t i) {
+  const int64_t sq = p.seqlenQOf(b), sk = p.seqlenKOf(b);
+  const KeyRange r =
+      visibleKeys(p.mask, p.windowLeft, p.windowRight, i, sq, sk);
+  if (r.first > r.last)
+    return true;
+  if (p.bias != BiasMode::Tensor)
+    return false; // finite inputs give finite scores
+  // Usually the first visible key settles it.
+  for (int64_t j = r.first; j <= r.last; ++j)
+    if (fromBits(inputs.bias[p.biasOffset(b, h, i, j)], p.dtype) !=
+        -std::numeric_limits<float>::infinity())
+      return false;
+  return true;
 }
 
 // ---- comparison -------------------------------------------------------------
@@ -286,12 +327,9 @@ checkForward(const AttentionParams &p, const HostInputs &inputs,
                           : requested;
   const std::set<std::pair<int64_t, int64_t>> compared(slices.begin(),
                                                        slices.end());
-  auto lseAt = [&](int64_t b, int64_t h, int64_t i) {
-    return lse + b * p.lseBatchStride + h * p.lseHeadStride + i;
-  };
-  auto isPoison = [](const float *x) {
+  auto isPoison = [](float x) {
     uint32_t bits;
-    std::memcpy(&bits, x, sizeof bits);
+    std::memcpy(&bits, &x, sizeof bits);
     return bits == kPoison32;
   };
   CheckResult r;
@@ -302,45 +340,60 @@ checkForward(const AttentionParams &p, const HostInputs &inputs,
         referenceForward(p, inputs, b, h, RefPrecision::Float64);
     const SliceOutput f32 =
         referenceForward(p, inputs, b, h, RefPrecision::Float32);
-    for (int64_t i = 0; i < p.seqlenQ; ++i) {
+    for (int64_t i = 0; i < p.seqlenQOf(b); ++i) {
+      const uint16_t *oRow = o + p.oOffset(b, h, i);
       for (int64_t d = 0; d < p.headDimV; ++d) {
-        const uint16_t bits = o[p.oStrides.offset(b, h, i) + d];
         const size_t at = i * p.headDimV + d;
-        r.out.add(fromBits(bits, p.dtype), ref.o[at], bits == kPoison16);
+        r.out.add(fromBits(oRow[d], p.dtype), ref.o[at], oRow[d] == kPoison16);
         r.outBaseline.add(f32.o[at], ref.o[at], false);
       }
       if (lse) {
-        r.lse.add(*lseAt(b, h, i), ref.lse[i], isPoison(lseAt(b, h, i)));
+        const float got = lse[p.lseOffset(b, h, i)];
+        r.lse.add(got, ref.lse[i], isPoison(got));
         r.lseBaseline.add(f32.lse[i], ref.lse[i], false);
       }
     }
   }
   // Every other slice is too costly to recompute but cheap to scan: each
   // element must be written and finite, and an LSE is -inf exactly on the
-  // rows that see no key.
+  // fully masked rows.
+  std::vector<std::pair<int64_t, int64_t>> rest;
   for (int64_t b = 0; b < p.batch; ++b)
-    for (int64_t h = 0; h < p.headsQ; ++h) {
-      if (compared.count({b, h}))
-        continue;
-      for (int64_t i = 0; i < p.seqlenQ; ++i) {
-        for (int64_t d = 0; d < p.headDimV; ++d) {
-          const uint16_t bits = o[p.oStrides.offset(b, h, i) + d];
-          if (bits == kPoison16)
-            ++r.out.unwritten;
-          else if (!std::isfinite(fromBits(bits, p.dtype)))
-            ++r.out.nonFinite;
-        }
-        if (!lse)
-          continue;
-        const bool masked = !isVisible(p.mask, i, 0, p.seqlenQ, p.seqlenK);
-        const float got = *lseAt(b, h, i);
-        if (isPoison(lseAt(b, h, i)))
-          ++r.lse.unwritten;
-        else if (masked ? got != -std::numeric_limits<float>::infinity()
-                        : !std::isfinite(got))
-          ++r.lse.nonFinite;
-      }
-    }
+    for (int64_t h = 0; h < p.headsQ; ++h)
+      if (!compared.count({b, h}))
+        rest.push_back({b, h});
+  std::mutex merge;
+  parallelFor(static_cast<int64_t>(rest.size()), 1,
+              [&](int64_t lo, int64_t hi) {
+                ErrorStats out, lseStats;
+                for (int64_t s = lo; s < hi; ++s) {
+                  const auto [b, h] = rest[s];
+                  for (int64_t i = 0; i < p.seqlenQOf(b); ++i) {
+                    const uint16_t *oRow = o + p.oOffset(b, h, i);
+                    for (int64_t d = 0; d < p.headDimV; ++d) {
+                      if (oRow[d] == kPoison16)
+                        ++out.unwritten;
+                      else if (!std::isfinite(fromBits(oRow[d], p.dtype)))
+                        ++out.nonFinite;
+                    }
+                    if (!lse)
+                      continue;
+                    const float got = lse[p.lseOffset(b, h, i)];
+                    if (isPoison(got))
+                      ++lseStats.unwritten;
+                    else if (got == -std::numeric_limits<float>::infinity()
+                                 ? !isFullyMaskedRow(p, inputs, b, h, i)
+                                 : !std::isfinite(got) ||
+                                       isFullyMaskedRow(p, inputs, b, h, i))
+                      ++lseStats.nonFinite;
+                  }
+                }
+                std::lock_guard<std::mutex> lock(merge);
+                r.out.unwritten += out.unwritten;
+                r.out.nonFinite += out.nonFinite;
+                r.lse.unwritten += lseStats.unwritten;
+                r.lse.nonFinite += lseStats.nonFinite;
+              });
   r.pass = within(r.out, r.outBaseline) &&
            (!r.checkedLse || within(r.lse, r.lseBaseline));
   return r;
@@ -348,23 +401,23 @@ checkForward(const AttentionParams &p, const HostInputs &inputs,
 
 std::vector<std::pair<int64_t, int64_t>>
 sampleSlices(const AttentionParams &p, int maxSlices, uint64_t seed) {
-  const int64_t total = p.batch * p.headsQ;
-  std::vector<std::pair<int64_t, int64_t>> out;
-  auto slice = [&](int64_t idx) {
-    return std::make_pair(idx / p.headsQ, idx % p.headsQ);
-  };
-  if (total <= maxSlices) {
-    for (int64_t idx = 0; idx < total; ++idx)
-      out.push_back(slice(idx));
-    return out;
-  }
+  // Slices of empty sequences (varlen) have nothing to compare.
+  std::vector<std::pair<int64_t, int64_t>> candidates;
+  for (int64_t b = 0; b < p.batch; ++b)
+    if (p.seqlenQOf(b) > 0)
+      for (int64_t h = 0; h < p.headsQ; ++h)
+        candidates.push_back({b, h});
+  const int64_t total = static_cast<int64_t>(candidates.size());
+  if (total <= maxSlices)
+    return candidates;
   // First and last catch edge-of-tensor addressing bugs; the rest at random.
   std::set<int64_t> picked = {0, total - 1};
   std::mt19937_64 rng(seed);
   while (static_cast<int64_t>(picked.size()) < std::max(2, maxSlices))
     picked.insert(static_cast<int64_t>(rng() % static_cast<uint64_t>(total)));
+  std::vector<std::pair<int64_t, int64_t>> out;
   for (int64_t idx : picked)
-    out.push_back(slice(idx));
+    out.push_back(candidates[idx]);
   return out;
 }
 

@@ -47,6 +47,11 @@ struct HostInputs {
   const uint16_t *q = nullptr;
   const uint16_t *k = nullptr;
   const uint16_t *v = nullptr;
+  /// BiasMode::Tensor: 16-bit patterns of the params' dtype, element (b, h,
+  /// i, j) at params.biasOffset(b, h, i, j).
+  const uint16_t *bias = nullptr;
+  /// BiasMode::Alibi: slope of (b, h) at b * params.alibiBatchStride + h.
+  const float *alibiSlopes = nullptr;
 };
 
 enum class RefPrecision {
@@ -59,16 +64,24 @@ enum class RefPrecision {
 
 /// One (batch, query head) slice of the forward output.
 struct SliceOutput {
-  std::vector<double> o;   ///< [seqlenQ][headDimV]
-  std::vector<double> lse; ///< [seqlenQ], natural log; -inf for masked rows
+  std::vector<double> o;   ///< [seqlenQOf(b)][headDimV]
+  std::vector<double> lse; ///< [seqlenQOf(b)], natural log; -inf if masked
 };
 
-/// Computes the slice (b, h) of softmax(scale * Q K^T, mask) V. A fully
-/// masked row gives 0 and an LSE of -inf. Query head h reads K/V head
-/// h / params.gqaGroup().
+/// Computes the slice (b, h) of the forward pass with the semantics of
+/// AttentionParams: scores scale * q.k, capped, biased (tensor or ALiBi) and
+/// masked (window/causal on the sequence's own lengths, keys j <
+/// seqlenKOf(b) only), softmax, times V. A row with no finite score gives 0
+/// and an LSE of -inf. Query head h reads K/V head h / params.gqaGroup().
 SliceOutput referenceForward(const AttentionParams &params,
                              const HostInputs &inputs, int64_t b, int64_t h,
                              RefPrecision precision);
+
+/// Whether query row i of slice (b, h) has no finite score: it sees no key,
+/// or the bias tensor is -inf on every key it sees (its output is then 0 and
+/// its LSE -inf). Cheap: usually settled by the first visible key.
+bool isFullyMaskedRow(const AttentionParams &params, const HostInputs &inputs,
+                      int64_t b, int64_t h, int64_t i);
 
 // ---- comparison -------------------------------------------------------------
 /// Error of one output against the float64 reference.
@@ -101,18 +114,20 @@ struct CheckResult {
   std::string summary() const;
 };
 
-/// Compares a kernel's output `o` (16-bit patterns, params.oStrides) and
-/// optional `lse` (float, params' LSE strides; nullptr skips it) with the
+/// Compares a kernel's output `o` (16-bit patterns at params.oOffset) and
+/// optional `lse` (float at params.lseOffset; nullptr skips it) with the
 /// references on the (batch, head) `slices` (empty: all of them), and scans
-/// every other slice for unwritten and non-finite elements.
+/// every other slice for unwritten and non-finite elements. Only the rows
+/// of each sequence are read (seqlenQOf(b) under varlen).
 CheckResult
 checkForward(const AttentionParams &params, const HostInputs &inputs,
              const uint16_t *o, const float *lse,
              const std::vector<std::pair<int64_t, int64_t>> &slices = {});
 
 /// Up to `maxSlices` distinct (batch, head) pairs, always including the
-/// first and the last, the rest drawn with `seed`; all of them when
-/// batch * headsQ <= maxSlices.
+/// first and the last, the rest drawn with `seed`; all of them when there
+/// are no more than maxSlices. Slices of empty (varlen) sequences are left
+/// out.
 std::vector<std::pair<int64_t, int64_t>>
 sampleSlices(const AttentionParams &params, int maxSlices, uint64_t seed);
 

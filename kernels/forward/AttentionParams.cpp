@@ -1,0 +1,227 @@
+//===- AttentionParams.cpp - Checks on the math problem of a call ---------===//
+#include "flashjit/kernels/AttentionParams.h"
+
+#include <cmath>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <type_traits>
+
+namespace flashjit {
+
+namespace {
+/// CUDA's limit on gridDim.y and gridDim.z (heads and batch).
+constexpr int64_t kMaxGridYZ = 65535;
+/// Sequence lengths and row indices are int32 in the kernel and in cu_seqlens.
+constexpr int64_t kMaxSeqlen = std::numeric_limits<int32_t>::max();
+
+template <typename Int> std::string str(Int v) {
+  static_assert(std::is_integral_v<Int>);
+  return std::to_string(v);
+}
+std::string real(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+Status outOfRange(const std::string &name, int64_t lo, int64_t hi,
+                  int64_t got) {
+  return Status::error(name + " must be in [" + str(lo) + ", " + str(hi) +
+                       "], got " + str(got));
+}
+
+Status checkSizes(const AttentionParams &p) {
+  if (p.dtype != DType::F16 && p.dtype != DType::BF16)
+    return Status::error("dtype must be one of " + dtypeChoices());
+  if (p.mask != MaskMode::None && p.mask != MaskMode::Causal &&
+      p.mask != MaskMode::Window)
+    return Status::error("mask must be one of " + maskChoices());
+  if (p.bias != BiasMode::None && p.bias != BiasMode::Tensor &&
+      p.bias != BiasMode::Alibi)
+    return Status::error("bias must be one of " + biasChoices());
+  struct {
+    const char *name;
+    int64_t value, lo, hi;
+  } ranges[] = {
+      {"batch", p.batch, 1, kMaxGridYZ},
+      {"heads_q", p.headsQ, 1, kMaxGridYZ},
+      {"heads_kv", p.headsKV, 1, std::max<int64_t>(1, p.headsQ)},
+      {"seqlen_q", p.seqlenQ, 1, kMaxSeqlen},
+      {"seqlen_k", p.seqlenK, 1, kMaxSeqlen},
+      {"head_dim_qk", p.headDimQK, kMinHeadDim, kMaxHeadDim},
+      {"head_dim_v", p.headDimV, kMinHeadDim, kMaxHeadDim},
+  };
+  for (const auto &r : ranges)
+    if (r.value < r.lo || r.value > r.hi)
+      return outOfRange(r.name, r.lo, r.hi, r.value);
+  if (p.headsQ % p.headsKV != 0)
+    return Status::error("heads_q (" + str(p.headsQ) +
+                         ") must be a multiple of heads_kv (" + str(p.headsKV) +
+                         ")");
+  return Status::ok();
+}
+
+Status checkStrides(const AttentionParams &p, bool writesLse) {
+  const int64_t rowsQ = p.varlen ? p.varlen->totalQ : p.seqlenQ;
+  const struct {
+    const char *name;
+    const Strides &strides;
+  } tensors[] = {{"q", p.qStrides},
+                 {"k", p.kStrides},
+                 {"v", p.vStrides},
+                 {"o", p.oStrides}};
+  for (const auto &t : tensors) {
+    const std::pair<const char *, int64_t> strides[] = {
+        {"batch", p.varlen ? 0 : t.strides.batch}, // ignored under varlen
+        {"head", t.strides.head},
+        {"row", t.strides.row}};
+    for (auto [dim, value] : strides)
+      if (value < 0)
+        return Status::error(std::string(t.name) + "_" + dim +
+                             "_stride must be >= 0, got " + str(value));
+  }
+  // The output must not overlap itself: two rows writing one element race.
+  if (rowsQ > 1 && p.oStrides.row < p.headDimV)
+    return Status::error("o_row_stride must be >= head_dim_v (" +
+                         str(p.headDimV) + ") so rows do not overlap, got " +
+                         str(p.oStrides.row));
+  if (writesLse) {
+    const int64_t batchStride = p.varlen ? 0 : p.lseBatchStride;
+    if (batchStride < 0 || p.lseHeadStride < 0)
+      return Status::error("lse_batch_stride and lse_head_stride must be >= "
+                           "0, got " +
+                           str(batchStride) + " and " + str(p.lseHeadStride));
+    if (p.headsQ > 1 && p.lseHeadStride < rowsQ)
+      return Status::error(std::string("lse_head_stride must be >= ") +
+                           (p.varlen ? "total_q" : "seqlen_q") + " (" +
+                           str(rowsQ) + "), got " + str(p.lseHeadStride));
+  }
+  return Status::ok();
+}
+
+Status checkScores(const AttentionParams &p) {
+  // The kernel keeps the running row max of scale * S as scale * max(S),
+  // which holds only for a positive scale.
+  if (!std::isfinite(p.scale()) || p.scale() <= 0)
+    return Status::error("softmax_scale must be finite and > 0, got " +
+                         real(p.scale()));
+  for (auto [name, value] : {std::pair{"window_left", p.windowLeft},
+                             std::pair{"window_right", p.windowRight}}) {
+    if (value < kUnboundedWindow)
+      return Status::error(std::string(name) +
+                           " must be >= 0, or -1 for unbounded, got " +
+                           str(value));
+    if (value != kUnboundedWindow && p.mask != MaskMode::Window)
+      return Status::error(std::string(name) + " (" + str(value) +
+                           ") applies only to a sliding window: use "
+                           "mask=window (mask is " +
+                           std::string(toString(p.mask)) + ")");
+  }
+  if (!std::isfinite(p.softcap) || p.softcap < 0)
+    return Status::error("softcap must be finite and >= 0 (0: off), got " +
+                         real(p.softcap));
+  if (p.bias == BiasMode::Tensor) {
+    const BiasShape &s = p.biasShape;
+    if ((s.batch != 1 && s.batch != p.batch) ||
+        (s.heads != 1 && s.heads != p.headsQ))
+      return Status::error(
+          "bias shape [" + str(s.batch) + ", " + str(s.heads) +
+          ", seqlen_q, seqlen_k] does not broadcast to [batch=" + str(p.batch) +
+          ", heads_q=" + str(p.headsQ) +
+          ", seqlen_q, seqlen_k]: bias_batch must be 1 or " + str(p.batch) +
+          " and bias_heads 1 or " + str(p.headsQ));
+    // A size-1 (broadcast) dimension never moves, whatever its stride.
+    const std::pair<const char *, int64_t> strides[] = {
+        {"bias_batch_stride", s.batch == 1 ? 0 : s.strides.batch},
+        {"bias_head_stride", s.heads == 1 ? 0 : s.strides.head},
+        {"bias_row_stride", s.strides.row}};
+    for (auto [name, value] : strides)
+      if (value < 0)
+        return Status::error(std::string(name) + " must be >= 0, got " +
+                             str(value));
+  }
+  if (p.bias == BiasMode::Alibi && p.alibiBatchStride < 0)
+    return Status::error("alibi_batch_stride must be >= 0 (0: slopes shared "
+                         "by every batch), got " +
+                         str(p.alibiBatchStride));
+  return Status::ok();
+}
+
+/// One prefix-sum array: batch + 1 entries from >= 0, non-decreasing, ending
+/// within the packed buffer, each sequence no longer than `maxLen`.
+Status checkCuSeqlens(const std::vector<int32_t> &cu, const char *name,
+                      int64_t batch, int64_t total, const char *totalName,
+                      int64_t maxLen, const char *maxName) {
+  if (static_cast<int64_t>(cu.size()) != batch + 1)
+    return Status::error(std::string(name) + " must have batch + 1 = " +
+                         str(batch + 1) + " entries, got " + str(cu.size()));
+  if (cu[0] < 0)
+    return Status::error(std::string(name) + "[0] must be >= 0, got " +
+                         str(cu[0]));
+  for (int64_t b = 1; b <= batch; ++b) {
+    if (cu[b] < cu[b - 1])
+      return Status::error(std::string(name) + " decreases at index " + str(b) +
+                           ": " + str(cu[b - 1]) + " -> " + str(cu[b]));
+    const int64_t len = int64_t(cu[b]) - cu[b - 1];
+    if (len > maxLen)
+      return Status::error(
+          "sequence " + str(b - 1) + " has length " + str(len) + " (" + name +
+          "[" + str(b) + "] - " + name + "[" + str(b - 1) + "]), more than " +
+          maxName + " = " + str(maxLen) + " (the longest sequence)");
+  }
+  if (cu[batch] > total)
+    return Status::error(std::string(name) + "[" + str(batch) +
+                         "] = " + str(cu[batch]) + " exceeds " + totalName +
+                         " = " + str(total));
+  return Status::ok();
+}
+
+Status checkSequences(const AttentionParams &p) {
+  if (p.varlen) {
+    const VarlenSeqs &v = *p.varlen;
+    if (v.totalQ < 1 || v.totalQ > kMaxSeqlen)
+      return outOfRange("total_q", 1, kMaxSeqlen, v.totalQ);
+    if (v.totalK < 1 || v.totalK > kMaxSeqlen)
+      return outOfRange("total_k", 1, kMaxSeqlen, v.totalK);
+    if (Status s = checkCuSeqlens(v.cuSeqlensQ, "cu_seqlens_q", p.batch,
+                                  v.totalQ, "total_q", p.seqlenQ, "seqlen_q");
+        !s)
+      return s;
+    if (Status s = checkCuSeqlens(v.cuSeqlensK, "cu_seqlens_k", p.batch,
+                                  v.totalK, "total_k", p.seqlenK, "seqlen_k");
+        !s)
+      return s;
+  }
+  if (!p.keyLengths.empty()) {
+    if (static_cast<int64_t>(p.keyLengths.size()) != p.batch)
+      return Status::error("key_lengths must have batch = " + str(p.batch) +
+                           " entries, got " + str(p.keyLengths.size()));
+    for (int64_t b = 0; b < p.batch; ++b) {
+      const int64_t keys =
+          p.varlen ? p.varlen->cuSeqlensK[b + 1] - p.varlen->cuSeqlensK[b]
+                   : p.seqlenK;
+      if (p.keyLengths[b] < 0 || p.keyLengths[b] > keys)
+        return Status::error(
+            "key_lengths[" + str(b) + "] must be in [0, " + str(keys) +
+            "] (the keys of " +
+            (p.varlen ? "sequence " + str(b) : std::string("seqlen_k")) +
+            "), got " + str(p.keyLengths[b]));
+    }
+  }
+  return Status::ok();
+}
+} // namespace
+
+Status validateParams(const AttentionParams &params, bool writesLse) {
+  // Sizes first: the later checks index by batch and divide by heads.
+  if (Status s = checkSizes(params); !s)
+    return s;
+  if (Status s = checkStrides(params, writesLse); !s)
+    return s;
+  if (Status s = checkScores(params); !s)
+    return s;
+  return checkSequences(params);
+}
+
+} // namespace flashjit
