@@ -86,6 +86,19 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
     preferred = {128, 32, 8, 2};
   else
     preferred = {128, 64, 8, 2};
+  // Per-score work (bias, softcap), per-sequence bounds (windows, varlen,
+  // key lengths) and packed GQA rows keep more values live next to the
+  // scores: a 32-row K/V tile leaves them room (ptxas spills at 64, tests/
+  // ptxas). So does causal at d > 240, whose Q is re-read from smem.
+  const bool extraLiveValues =
+      spec.bias != BiasMode::None || spec.softcap ||
+      spec.mask == MaskMode::Window || spec.varlen || spec.keyLengths ||
+      spec.gqaGroup > 1 || (causal && d > 240);
+  if (extraLiveValues) {
+    preferred.blockN = std::min(preferred.blockN, 32);
+    if (d > 64) // two m16 tiles per warp no longer fit: one each
+      preferred.warps = std::max(preferred.warps, 8);
+  }
   // Parts with less shared memory (sm_86/89, sm_80 at d=256) take the first
   // smaller tile that fits: fewer stages, then a shorter K/V tile, then
   // fewer query rows.
@@ -98,10 +111,15 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
       {64, 32, 4, 1},
       {64, 16, 4, 1},
   };
-  for (const TileConfig &c : fallbacks)
+  for (TileConfig c : fallbacks) {
+    // GQA reads each K/V tile once for the whole group of query heads.
+    c.packGqa = spec.gqaGroup > 1;
     if (validate(c, spec, arch))
       return c;
-  return fallbacks[std::size(fallbacks) - 1];
+  }
+  TileConfig last = fallbacks[std::size(fallbacks) - 1];
+  last.packGqa = spec.gqaGroup > 1;
+  return last;
 }
 
 } // namespace flashjit

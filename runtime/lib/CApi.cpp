@@ -10,9 +10,12 @@
 #include "flashjit/compiler/Pipeline.h"
 #include "flashjit/runtime/Runtime.h"
 
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <tuple>
+#include <vector>
 
 struct flashjit_runtime {
   std::unique_ptr<flashjit::Runtime> runtime;
@@ -49,15 +52,39 @@ flashjit_status toProblem(const flashjit_forward_args &a,
     return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
                 "dtype must be FLASHJIT_FP16 (0) or FLASHJIT_BF16 (1), got " +
                     std::to_string(a.dtype));
-  if (a.mask != FLASHJIT_MASK_NONE && a.mask != FLASHJIT_MASK_CAUSAL)
+  if (a.mask < FLASHJIT_MASK_NONE || a.mask > FLASHJIT_MASK_WINDOW)
     return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
-                "mask must be FLASHJIT_MASK_NONE (0) or FLASHJIT_MASK_CAUSAL "
-                "(1), got " +
+                "mask must be FLASHJIT_MASK_NONE (0), FLASHJIT_MASK_CAUSAL (1) "
+                "or FLASHJIT_MASK_WINDOW (2), got " +
                     std::to_string(a.mask));
+  if (a.bias_mode < FLASHJIT_BIAS_NONE || a.bias_mode > FLASHJIT_BIAS_ALIBI)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+                "bias_mode must be FLASHJIT_BIAS_NONE (0), FLASHJIT_BIAS_TENSOR "
+                "(1) or FLASHJIT_BIAS_ALIBI (2), got " +
+                    std::to_string(a.bias_mode));
+  if ((a.cu_seqlens_q == nullptr) != (a.cu_seqlens_k == nullptr))
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+                "cu_seqlens_q and cu_seqlens_k must both be set (varlen) or "
+                "both be NULL");
   p.dtype =
       a.dtype == FLASHJIT_FP16 ? flashjit::DType::F16 : flashjit::DType::BF16;
-  p.mask = a.mask == FLASHJIT_MASK_CAUSAL ? flashjit::MaskMode::Causal
-                                          : flashjit::MaskMode::None;
+  p.mask = static_cast<flashjit::MaskMode>(a.mask);
+  p.bias = static_cast<flashjit::BiasMode>(a.bias_mode);
+  static_assert(int(flashjit::MaskMode::Window) == FLASHJIT_MASK_WINDOW &&
+                    int(flashjit::BiasMode::Alibi) == FLASHJIT_BIAS_ALIBI,
+                "C and C++ enums out of step");
+  p.windowLeft = a.window_left;
+  p.windowRight = a.window_right;
+  p.softcap = a.softcap;
+  p.biasShape.batch = a.bias_batch;
+  p.biasShape.heads = a.bias_heads;
+  copyStrides(p.biasShape.strides, a.bias_strides);
+  p.biasData = a.bias;
+  p.alibiSlopes = a.alibi_slopes;
+  p.alibiBatchStride = a.alibi_batch_stride;
+  p.deviceCuSeqlensQ = a.cu_seqlens_q;
+  p.deviceCuSeqlensK = a.cu_seqlens_k;
+  p.deviceKeyLengths = a.key_lengths;
   p.batch = a.batch;
   p.headsQ = a.heads_q;
   p.headsKV = a.heads_kv;
@@ -80,6 +107,58 @@ flashjit_status toProblem(const flashjit_forward_args &a,
   p.lse = a.lse;
   return FLASHJIT_SUCCESS;
 }
+
+/// Host copies of `count` int32 values: `host` when given, else read from
+/// `device` after `stream` has finished (so that its producer is done).
+flashjit_status hostInts(flashjit::Runtime &rt, const int32_t *host,
+                         const int32_t *device, int64_t count, void *stream,
+                         const char *name, std::vector<int32_t> &out) {
+  if (count < 0)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+                std::string(name) + ": batch must be >= 1");
+  out.assign(static_cast<size_t>(count), 0);
+  if (host) {
+    std::memcpy(out.data(), host, out.size() * sizeof(int32_t));
+    return FLASHJIT_SUCCESS;
+  }
+  if (reinterpret_cast<uintptr_t>(device) % alignof(int32_t) != 0)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+                std::string(name) + " must be aligned to 4 bytes");
+  flashjit::Status s = rt.synchronize(stream);
+  if (s)
+    s = rt.copyToHost(out.data(), device, out.size() * sizeof(int32_t));
+  if (!s)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+                std::string("reading ") + name + " from the device: " +
+                    s.message());
+  return FLASHJIT_SUCCESS;
+}
+
+/// The host copies of the varlen prefix sums and key lengths.
+flashjit_status hostSequenceInfo(flashjit::Runtime &rt,
+                                 const flashjit_forward_args &a,
+                                 flashjit::ForwardProblem &p, void *stream) {
+  const int64_t batch = a.batch < 1 ? 0 : a.batch;
+  if (a.cu_seqlens_q) {
+    flashjit::VarlenSeqs seqs;
+    seqs.totalQ = a.total_q;
+    seqs.totalK = a.total_k;
+    for (auto [host, device, name, out] :
+         {std::tuple{a.cu_seqlens_q_host, a.cu_seqlens_q, "cu_seqlens_q",
+                     &seqs.cuSeqlensQ},
+          std::tuple{a.cu_seqlens_k_host, a.cu_seqlens_k, "cu_seqlens_k",
+                     &seqs.cuSeqlensK}})
+      if (flashjit_status s =
+              hostInts(rt, host, device, batch + 1, stream, name, *out);
+          s != FLASHJIT_SUCCESS)
+        return s;
+    p.varlen = std::move(seqs);
+  }
+  if (a.key_lengths)
+    return hostInts(rt, a.key_lengths_host, a.key_lengths, batch, stream,
+                    "key_lengths", p.keyLengths);
+  return FLASHJIT_SUCCESS;
+}
 } // namespace
 
 extern "C" {
@@ -89,6 +168,7 @@ void flashjit_forward_args_init(flashjit_forward_args *args) {
     return;
   std::memset(args, 0, sizeof *args);
   args->dtype = FLASHJIT_BF16;
+  args->window_left = args->window_right = -1;
 }
 
 flashjit_status flashjit_runtime_create(int device, flashjit_runtime **out) {
@@ -121,10 +201,14 @@ flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
     flashjit::ForwardProblem problem;
     if (flashjit_status s = toProblem(*args, problem); s != FLASHJIT_SUCCESS)
       return s;
+    flashjit::Runtime &runtime = *rt->runtime;
+    if (flashjit_status s = hostSequenceInfo(runtime, *args, problem, stream);
+        s != FLASHJIT_SUCCESS)
+      return s;
     if (flashjit::Status s = flashjit::validate(problem); !s)
       return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());
-    flashjit::Runtime &runtime = *rt->runtime;
-    if (args->block_m || args->block_n || args->warps || args->stages) {
+    if (args->block_m || args->block_n || args->warps || args->stages ||
+        args->pack_gqa) {
       const flashjit::AttentionSpec spec = flashjit::specFor(problem);
       flashjit::TileConfig tile =
           flashjit::defaultTileConfig(spec, runtime.arch());
@@ -134,6 +218,8 @@ flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
                                   std::pair{&tile.stages, args->stages}})
         if (value)
           *field = value;
+      if (args->pack_gqa)
+        tile.packGqa = args->pack_gqa > 0;
       if (flashjit::Status s = flashjit::validate(tile, spec, runtime.arch());
           !s)
         return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());

@@ -19,15 +19,7 @@ namespace flashjit {
 
 // ---- problem -> spec --------------------------------------------------------
 namespace {
-/// CUDA's limit on gridDim.y and gridDim.z (heads and batch).
-constexpr int64_t kMaxGridYZ = 65535;
 constexpr int64_t kMaxSeqlen = std::numeric_limits<int32_t>::max();
-
-Status outOfRange(const char *name, int64_t lo, int64_t hi, int64_t got) {
-  return Status::error(std::string(name) + " must be in [" +
-                       std::to_string(lo) + ", " + std::to_string(hi) +
-                       "], got " + std::to_string(got));
-}
 
 std::string hexAddress(const void *p) {
   std::ostringstream os;
@@ -44,41 +36,26 @@ struct NamedStrides {
 } // namespace
 
 Status validate(const ForwardProblem &p) {
-  if (p.dtype != DType::F16 && p.dtype != DType::BF16)
-    return Status::error("dtype must be one of " + dtypeChoices());
-  if (p.mask != MaskMode::None && p.mask != MaskMode::Causal)
-    return Status::error("mask must be one of " + maskChoices());
-  struct {
-    const char *name;
-    int64_t value, lo, hi;
-  } ranges[] = {
-      {"batch", p.batch, 1, kMaxGridYZ},
-      {"heads_q", p.headsQ, 1, kMaxGridYZ},
-      {"heads_kv", p.headsKV, 1, std::max<int64_t>(1, p.headsQ)},
-      {"seqlen_q", p.seqlenQ, 1, kMaxSeqlen},
-      {"seqlen_k", p.seqlenK, 1, kMaxSeqlen},
-      {"head_dim_qk", p.headDimQK, kMinHeadDim, kMaxHeadDim},
-      {"head_dim_v", p.headDimV, kMinHeadDim, kMaxHeadDim},
-  };
-  for (const auto &r : ranges)
-    if (r.value < r.lo || r.value > r.hi)
-      return outOfRange(r.name, r.lo, r.hi, r.value);
-  if (p.headsQ % p.headsKV != 0)
-    return Status::error("heads_q (" + std::to_string(p.headsQ) +
-                         ") must be a multiple of heads_kv (" +
-                         std::to_string(p.headsKV) + ")");
-
+  if (Status s = validateParams(p, /*writesLse=*/p.lse != nullptr); !s)
+    return s;
   const int64_t eb = elementBytes(p.dtype);
   struct {
     const char *name;
     const void *ptr;
     int64_t align;
     bool required;
-  } pointers[] = {{"q", p.q, eb, true},
-                  {"k", p.k, eb, true},
-                  {"v", p.v, eb, true},
-                  {"o", p.o, eb, true},
-                  {"lse", p.lse, 4, false}};
+  } pointers[] = {
+      {"q", p.q, eb, true},
+      {"k", p.k, eb, true},
+      {"v", p.v, eb, true},
+      {"o", p.o, eb, true},
+      {"lse", p.lse, 4, false},
+      {"bias", p.biasData, eb, p.bias == BiasMode::Tensor},
+      {"alibi_slopes", p.alibiSlopes, 4, p.bias == BiasMode::Alibi},
+      {"cu_seqlens_q", p.deviceCuSeqlensQ, 4, p.varlen.has_value()},
+      {"cu_seqlens_k", p.deviceCuSeqlensK, 4, p.varlen.has_value()},
+      {"key_lengths", p.deviceKeyLengths, 4, !p.keyLengths.empty()},
+  };
   for (const auto &ptr : pointers) {
     if (!ptr.ptr && ptr.required)
       return Status::error(std::string(ptr.name) +
@@ -88,40 +65,6 @@ Status validate(const ForwardProblem &p) {
                            ") must be aligned to " + std::to_string(ptr.align) +
                            " bytes");
   }
-
-  const NamedStrides tensors[] = {{"q", p.qStrides, p.headsQ, p.seqlenQ},
-                                  {"k", p.kStrides, p.headsKV, p.seqlenK},
-                                  {"v", p.vStrides, p.headsKV, p.seqlenK},
-                                  {"o", p.oStrides, p.headsQ, p.seqlenQ}};
-  for (const auto &t : tensors) {
-    const std::pair<const char *, int64_t> strides[] = {
-        {"batch", t.strides.batch},
-        {"head", t.strides.head},
-        {"row", t.strides.row}};
-    for (auto [dim, value] : strides)
-      if (value < 0)
-        return Status::error(std::string(t.name) + "_" + dim +
-                             "_stride must be >= 0, got " +
-                             std::to_string(value));
-  }
-  // The output must not overlap itself: two rows writing one element race.
-  if (p.seqlenQ > 1 && p.oStrides.row < p.headDimV)
-    return Status::error(
-        "o_row_stride must be >= head_dim_v (" + std::to_string(p.headDimV) +
-        ") so rows do not overlap, got " + std::to_string(p.oStrides.row));
-  if (p.lse) {
-    if (p.lseBatchStride < 0 || p.lseHeadStride < 0)
-      return Status::error("lse_batch_stride and lse_head_stride must be >= 0");
-    if (p.headsQ > 1 && p.lseHeadStride < p.seqlenQ)
-      return Status::error("lse_head_stride must be >= seqlen_q (" +
-                           std::to_string(p.seqlenQ) + "), got " +
-                           std::to_string(p.lseHeadStride));
-  }
-  // The kernel keeps the running row max of scale * S as scale * max(S),
-  // which holds only for a positive scale.
-  if (!std::isfinite(p.scale()) || p.scale() <= 0)
-    return Status::error("softmax_scale must be finite and > 0, got " +
-                         std::to_string(p.scale()));
   return Status::ok();
 }
 
@@ -133,20 +76,27 @@ AttentionSpec specFor(const ForwardProblem &p) {
   spec.mask = p.mask;
   spec.gqaGroup = static_cast<int>(p.gqaGroup());
   spec.writeLse = p.lse != nullptr;
+  spec.bias = p.bias;
+  spec.softcap = p.softcap > 0;
+  spec.varlen = p.varlen.has_value();
+  spec.keyLengths = !p.keyLengths.empty();
   // Row starts are aligned to the widest power of two dividing every
   // pointer (in elements) and every stride the kernel multiplies by a
-  // nonzero index: a stride of a size-1 dimension never moves a row.
+  // nonzero index: a stride of a size-1 dimension never moves a row, and
+  // varlen ignores batch strides.
   const int64_t eb = elementBytes(p.dtype);
   std::vector<int64_t> values;
   for (const void *ptr : {p.q, p.k, p.v, static_cast<const void *>(p.o)})
     values.push_back(
         static_cast<int64_t>(reinterpret_cast<uintptr_t>(ptr) / eb));
-  const NamedStrides tensors[] = {{"q", p.qStrides, p.headsQ, p.seqlenQ},
-                                  {"k", p.kStrides, p.headsKV, p.seqlenK},
-                                  {"v", p.vStrides, p.headsKV, p.seqlenK},
-                                  {"o", p.oStrides, p.headsQ, p.seqlenQ}};
+  const int64_t rowsQ = p.varlen ? p.varlen->totalQ : p.seqlenQ;
+  const int64_t rowsK = p.varlen ? p.varlen->totalK : p.seqlenK;
+  const NamedStrides tensors[] = {{"q", p.qStrides, p.headsQ, rowsQ},
+                                  {"k", p.kStrides, p.headsKV, rowsK},
+                                  {"v", p.vStrides, p.headsKV, rowsK},
+                                  {"o", p.oStrides, p.headsQ, rowsQ}};
   for (const auto &t : tensors) {
-    if (p.batch > 1)
+    if (p.batch > 1 && !p.varlen)
       values.push_back(t.strides.batch);
     if (t.heads > 1)
       values.push_back(t.strides.head);
@@ -255,9 +205,9 @@ namespace {
 /// cost most of a memory hit. The structured bindings stop compiling when
 /// either struct gains a field, so a new one cannot be forgotten here.
 std::string memoryKey(const AttentionSpec &spec, const TileConfig &config) {
-  const auto &[dtype, headDimQK, headDimV, mask, gqaGroup, writeLse, align] =
-      spec;
-  const auto &[blockM, blockN, warps, stages] = config;
+  const auto &[dtype, headDimQK, headDimV, mask, gqaGroup, writeLse, align,
+               bias, softcap, varlen, keyLengths] = spec;
+  const auto &[blockM, blockN, warps, stages, packGqa] = config;
   const int32_t fields[] = {static_cast<int32_t>(dtype),
                             headDimQK,
                             headDimV,
@@ -265,10 +215,15 @@ std::string memoryKey(const AttentionSpec &spec, const TileConfig &config) {
                             gqaGroup,
                             writeLse,
                             align,
+                            static_cast<int32_t>(bias),
+                            softcap,
+                            varlen,
+                            keyLengths,
                             blockM,
                             blockN,
                             warps,
-                            stages};
+                            stages,
+                            packGqa};
   return std::string(reinterpret_cast<const char *>(fields), sizeof fields);
 }
 } // namespace
@@ -352,8 +307,11 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p) {
     return kernel.status();
   plan.kernel = std::move(*kernel);
   const int64_t blockM = plan.kernel->blockM;
-  plan.grid[0] = static_cast<unsigned>((p.seqlenQ + blockM - 1) / blockM);
-  plan.grid[1] = static_cast<unsigned>(p.headsQ);
+  // Tile rows: query rows, times the GQA group when its heads are packed.
+  const int64_t rows = p.seqlenQ * (plan.config.packGqa ? p.gqaGroup() : 1);
+  plan.grid[0] = static_cast<unsigned>((rows + blockM - 1) / blockM);
+  plan.grid[1] =
+      static_cast<unsigned>(plan.config.packGqa ? p.headsKV : p.headsQ);
   plan.grid[2] = static_cast<unsigned>(p.batch);
 
   ForwardKernelArgs &a = plan.args;
@@ -362,19 +320,43 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p) {
   a.v = const_cast<void *>(p.v);
   a.o = p.o;
   a.lse = p.lse;
-  a.qBatchStride = p.qStrides.batch, a.qHeadStride = p.qStrides.head,
+  a.bias = p.bias == BiasMode::Tensor ? p.biasData : nullptr;
+  a.alibiSlopes = p.bias == BiasMode::Alibi ? p.alibiSlopes : nullptr;
+  a.cuSeqlensQ = p.varlen ? p.deviceCuSeqlensQ : nullptr;
+  a.cuSeqlensK = p.varlen ? p.deviceCuSeqlensK : nullptr;
+  a.keyLengths = p.keyLengths.empty() ? nullptr : p.deviceKeyLengths;
+  // Varlen addresses rows through cu_seqlens; batch strides do not apply.
+  auto batchStride = [&](int64_t s) { return p.varlen ? 0 : s; };
+  a.qBatchStride = batchStride(p.qStrides.batch), a.qHeadStride = p.qStrides.head,
   a.qRowStride = p.qStrides.row;
-  a.kBatchStride = p.kStrides.batch, a.kHeadStride = p.kStrides.head,
+  a.kBatchStride = batchStride(p.kStrides.batch), a.kHeadStride = p.kStrides.head,
   a.kRowStride = p.kStrides.row;
-  a.vBatchStride = p.vStrides.batch, a.vHeadStride = p.vStrides.head,
+  a.vBatchStride = batchStride(p.vStrides.batch), a.vHeadStride = p.vStrides.head,
   a.vRowStride = p.vStrides.row;
-  a.oBatchStride = p.oStrides.batch, a.oHeadStride = p.oStrides.head,
+  a.oBatchStride = batchStride(p.oStrides.batch), a.oHeadStride = p.oStrides.head,
   a.oRowStride = p.oStrides.row;
-  a.lseBatchStride = p.lse ? p.lseBatchStride : 0;
+  a.lseBatchStride = p.lse ? batchStride(p.lseBatchStride) : 0;
   a.lseHeadStride = p.lse ? p.lseHeadStride : 0;
+  if (p.bias == BiasMode::Tensor) {
+    // Broadcast dimensions (extent 1) do not move.
+    a.biasBatchStride = p.biasShape.batch == 1 ? 0 : p.biasShape.strides.batch;
+    a.biasHeadStride = p.biasShape.heads == 1 ? 0 : p.biasShape.strides.head;
+    a.biasRowStride = p.biasShape.strides.row;
+  }
+  a.alibiBatchStride = p.bias == BiasMode::Alibi ? p.alibiBatchStride : 0;
   a.seqlenQ = static_cast<int32_t>(p.seqlenQ);
   a.seqlenK = static_cast<int32_t>(p.seqlenK);
+  // An unbounded side reaches past every key of every row.
+  const int64_t unbounded =
+      std::min<int64_t>(p.seqlenQ + p.seqlenK, kMaxSeqlen);
+  auto extent = [&](int64_t w) {
+    return static_cast<int32_t>(w == kUnboundedWindow ? unbounded
+                                                      : std::min(w, unbounded));
+  };
+  a.windowLeft = p.mask == MaskMode::Window ? extent(p.windowLeft) : 0;
+  a.windowRight = p.mask == MaskMode::Window ? extent(p.windowRight) : 0;
   a.scaleLog2 = static_cast<float>(p.scale() * kLog2e);
+  a.softcap = static_cast<float>(p.softcap);
   return plan;
 }
 
@@ -383,34 +365,25 @@ Status Runtime::launch(const ForwardPlan &plan, void *stream) {
   driver::ScopedContext scope(cu, impl_->context);
   // The kernel reads its parameters through these addresses at launch.
   auto &a = const_cast<ForwardKernelArgs &>(plan.args);
-  void *params[] = {&a.q,
-                    &a.k,
-                    &a.v,
-                    &a.o,
-                    &a.lse,
-                    &a.qBatchStride,
-                    &a.qHeadStride,
-                    &a.qRowStride,
-                    &a.kBatchStride,
-                    &a.kHeadStride,
-                    &a.kRowStride,
-                    &a.vBatchStride,
-                    &a.vHeadStride,
-                    &a.vRowStride,
-                    &a.oBatchStride,
-                    &a.oHeadStride,
-                    &a.oRowStride,
-                    &a.lseBatchStride,
-                    &a.lseHeadStride,
-                    &a.seqlenQ,
-                    &a.seqlenK,
-                    &a.scaleLog2};
-  // One address per ForwardKernelArgs field, in order: 5 pointers, 14
-  // strides, 2 sequence lengths and the scale (the last field ends the list).
-  static_assert(sizeof params / sizeof params[0] == 5 + 14 + 2 + 1 &&
-                    offsetof(ForwardKernelArgs, scaleLog2) ==
-                        5 * sizeof(void *) + 14 * sizeof(int64_t) +
-                            2 * sizeof(int32_t),
+  void *params[] = {
+      &a.q, &a.k, &a.v, &a.o, &a.lse, &a.bias, &a.alibiSlopes, &a.cuSeqlensQ,
+      &a.cuSeqlensK, &a.keyLengths,
+      &a.qBatchStride, &a.qHeadStride, &a.qRowStride,
+      &a.kBatchStride, &a.kHeadStride, &a.kRowStride,
+      &a.vBatchStride, &a.vHeadStride, &a.vRowStride,
+      &a.oBatchStride, &a.oHeadStride, &a.oRowStride,
+      &a.lseBatchStride, &a.lseHeadStride,
+      &a.biasBatchStride, &a.biasHeadStride, &a.biasRowStride,
+      &a.alibiBatchStride,
+      &a.seqlenQ, &a.seqlenK, &a.windowLeft, &a.windowRight,
+      &a.scaleLog2, &a.softcap};
+  // One address per ForwardKernelArgs field, in order (the last field ends
+  // the list).
+  static_assert(sizeof params / sizeof params[0] == kForwardKernelArgCount &&
+                    offsetof(ForwardKernelArgs, softcap) ==
+                        kForwardKernelPointerArgs * sizeof(void *) +
+                            kForwardKernelStrideArgs * sizeof(int64_t) +
+                            4 * sizeof(int32_t) + sizeof(float),
                 "launch parameters out of step with ForwardKernelArgs");
   const LoadedKernel &k = *plan.kernel;
   return driver::check(

@@ -16,8 +16,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -73,20 +75,39 @@ inline Runtime &runtime() { return *gpuEnv().runtime; }
 /// Host inputs and outputs of one forward run on the GPU.
 struct ForwardRun {
   ForwardProblem problem; ///< device pointers filled in by runForward
-  std::vector<uint16_t> q, k, v, o;
-  std::vector<float> lse;
-  DeviceBuffer dq, dk, dv, dout, dlse;
+  std::vector<uint16_t> q, k, v, o, bias;
+  std::vector<float> lse, alibiSlopes;
+  DeviceBuffer dq, dk, dv, dout, dlse, dbias, dslopes, dcuq, dcuk, dklen;
 
-  HostInputs inputs() const { return {q.data(), k.data(), v.data()}; }
+  HostInputs inputs() const {
+    return {q.data(), k.data(), v.data(), bias.empty() ? nullptr : bias.data(),
+            alibiSlopes.empty() ? nullptr : alibiSlopes.data()};
+  }
 };
 
-/// Fills q, k, v with fresh normal values from `seed`, uploads them at
-/// `shiftElems` past an aligned address, poisons O and LSE, launches, and
-/// copies the outputs back. `problem` carries sizes and strides; its LSE is
-/// written when `withLse`.
-inline Status runForward(const ForwardProblem &problem, uint64_t seed,
-                         bool withLse, ForwardRun &run,
-                         int64_t shiftElems = 0) {
+/// Allocates `bytes` (+ `shift`) and copies `host` there (when given).
+inline Status upload(DeviceBuffer &buffer, const void *host, size_t bytes,
+                     size_t shift = 0) {
+  auto b = runtime().allocate(bytes + shift);
+  if (!b)
+    return b.status();
+  buffer = std::move(*b);
+  if (!host || bytes == 0)
+    return Status::ok();
+  return runtime().copyToDevice(static_cast<char *>(buffer.data()) + shift,
+                                host, bytes);
+}
+
+/// Fills q, k, v (and a bias tensor or ALiBi slopes) with fresh values from
+/// `seed`, lets `prepare` adjust the host data, uploads it (q, k, v, o at
+/// `shiftElems` past an aligned address; varlen prefix sums and key lengths
+/// from the problem's host copies), poisons O and LSE, launches, and copies
+/// the outputs back. `problem` carries sizes and strides; its LSE is written
+/// when `withLse`.
+inline Status
+runForward(const ForwardProblem &problem, uint64_t seed, bool withLse,
+           ForwardRun &run, int64_t shiftElems = 0,
+           const std::function<void(ForwardRun &)> &prepare = nullptr) {
   Runtime &rt = runtime();
   run.problem = problem;
   ForwardProblem &p = run.problem;
@@ -101,25 +122,44 @@ inline Status runForward(const ForwardProblem &problem, uint64_t seed,
   run.o.assign(p.oElements(), 0);
   run.lse.assign(withLse ? p.lseElements() : 0, 0.f);
 
+  // Bias values and ALiBi slopes are fresh too; tests that need special
+  // values (-inf rows) set problem-independent ones through `prepare`.
+  if (p.bias == BiasMode::Tensor) {
+    run.bias.resize(p.biasElements());
+    fillNormal(run.bias.data(), run.bias.size(), p.dtype, seed * 3 + 7);
+  }
+  if (p.bias == BiasMode::Alibi) {
+    run.alibiSlopes.resize((p.alibiBatchStride ? p.batch : 1) * p.headsQ);
+    for (size_t h = 0; h < run.alibiSlopes.size(); ++h)
+      run.alibiSlopes[h] = float(std::exp2(-8.0 * double(h % p.headsQ + 1) /
+                                           double(p.headsQ)) *
+                                 (1.0 + 0.1 * double(h / p.headsQ)));
+  }
+  if (prepare)
+    prepare(run);
+
   struct Upload {
     DeviceBuffer *buffer;
     size_t bytes;
     const void *host;
-  } uploads[] = {{&run.dq, run.q.size() * eb, run.q.data()},
-                 {&run.dk, run.k.size() * eb, run.k.data()},
-                 {&run.dv, run.v.size() * eb, run.v.data()},
-                 {&run.dout, run.o.size() * eb, nullptr}};
-  for (Upload &u : uploads) {
-    auto b = rt.allocate(u.bytes + shift);
-    if (!b)
-      return b.status();
-    *u.buffer = std::move(*b);
-    if (u.host)
-      if (Status s = rt.copyToDevice(
-              static_cast<char *>(u.buffer->data()) + shift, u.host, u.bytes);
-          !s)
+    size_t shift;
+  } uploads[] = {
+      {&run.dq, run.q.size() * eb, run.q.data(), shift},
+      {&run.dk, run.k.size() * eb, run.k.data(), shift},
+      {&run.dv, run.v.size() * eb, run.v.data(), shift},
+      {&run.dout, run.o.size() * eb, nullptr, shift},
+      {&run.dbias, run.bias.size() * eb, run.bias.data(), 0},
+      {&run.dslopes, run.alibiSlopes.size() * sizeof(float),
+       run.alibiSlopes.data(), 0},
+      {&run.dcuq, p.varlen ? p.varlen->cuSeqlensQ.size() * 4 : 0,
+       p.varlen ? p.varlen->cuSeqlensQ.data() : nullptr, 0},
+      {&run.dcuk, p.varlen ? p.varlen->cuSeqlensK.size() * 4 : 0,
+       p.varlen ? p.varlen->cuSeqlensK.data() : nullptr, 0},
+      {&run.dklen, p.keyLengths.size() * 4, p.keyLengths.data(), 0}};
+  for (Upload &u : uploads)
+    if (u.bytes)
+      if (Status s = upload(*u.buffer, u.host, u.bytes, u.shift); !s)
         return s;
-  }
   auto at = [&](DeviceBuffer &b) {
     return static_cast<char *>(b.data()) + shift;
   };
@@ -127,12 +167,16 @@ inline Status runForward(const ForwardProblem &problem, uint64_t seed,
   p.k = at(run.dk);
   p.v = at(run.dv);
   p.o = at(run.dout);
+  p.biasData = run.dbias.data();
+  p.alibiSlopes = static_cast<const float *>(run.dslopes.data());
+  p.deviceCuSeqlensQ = static_cast<const int32_t *>(run.dcuq.data());
+  p.deviceCuSeqlensK = static_cast<const int32_t *>(run.dcuk.data());
+  p.deviceKeyLengths = static_cast<const int32_t *>(run.dklen.data());
   p.lse = nullptr;
   if (withLse) {
-    auto b = rt.allocate(run.lse.size() * sizeof(float));
-    if (!b)
-      return b.status();
-    run.dlse = std::move(*b);
+    if (Status s = upload(run.dlse, nullptr, run.lse.size() * sizeof(float));
+        !s)
+      return s;
     p.lse = static_cast<float *>(run.dlse.data());
     if (Status s = rt.fill32(p.lse, kPoison32, run.lse.size()); !s)
       return s;

@@ -334,6 +334,84 @@ INSTANTIATE_TEST_SUITE_P(
       return info.param.name;
     });
 
+// ---- the forward features at the default config -------------------------------------------
+
+struct FeatureSpec {
+  const char *name;
+  void (*apply)(AttentionSpec &);
+};
+
+/// Each feature on its own, and all together: window masks, bias tensors,
+/// ALiBi, softcap, varlen with key lengths, packed GQA (via the default
+/// config of a group of 4) and head_dim_v != head_dim_qk.
+constexpr FeatureSpec kFeatures[] = {
+    {"window", [](AttentionSpec &s) { s.mask = MaskMode::Window; }},
+    {"bias", [](AttentionSpec &s) { s.bias = BiasMode::Tensor; }},
+    {"alibi_causal",
+     [](AttentionSpec &s) {
+       s.bias = BiasMode::Alibi;
+       s.mask = MaskMode::Causal;
+     }},
+    {"softcap", [](AttentionSpec &s) { s.softcap = true; }},
+    {"varlen_klen",
+     [](AttentionSpec &s) {
+       s.varlen = true;
+       s.keyLengths = true;
+       s.mask = MaskMode::Causal;
+     }},
+    {"gqa4", [](AttentionSpec &s) { s.gqaGroup = 4; }},
+    {"everything",
+     [](AttentionSpec &s) {
+       s.mask = MaskMode::Window;
+       s.bias = BiasMode::Tensor;
+       s.softcap = true;
+       s.varlen = true;
+       s.keyLengths = true;
+       s.gqaGroup = 8;
+     }},
+};
+
+struct FeatureGridCase {
+  int headDim;
+  int feature; ///< index into kFeatures
+  Arch arch;
+  DType dtype;
+};
+
+std::vector<FeatureGridCase> featureGridCases() {
+  std::vector<FeatureGridCase> out;
+  int i = 0;
+  for (int d : {1, 33, 64, 80, 100, 128, 192, 256})
+    for (int f = 0; f < int(std::size(kFeatures)); ++f)
+      for (Arch arch : {Arch::Sm80, Arch::Sm90a})
+        out.push_back({d, f, arch, i++ % 2 ? DType::F16 : DType::BF16});
+  return out;
+}
+
+void PrintTo(const FeatureGridCase &c, std::ostream *os) {
+  *os << kFeatures[c.feature].name << " head_dim=" << c.headDim << " "
+      << toString(c.dtype) << " " << toString(c.arch);
+}
+
+class PtxasFeature : public ::testing::TestWithParam<FeatureGridCase> {};
+
+TEST_P(PtxasFeature, AssemblesWithoutSpills) {
+  const FeatureGridCase &c = GetParam();
+  AttentionSpec spec = makeSpec(c.headDim, c.headDim, c.dtype, MaskMode::None,
+                                alignmentElems({c.headDim}));
+  kFeatures[c.feature].apply(spec);
+  compileAndAssemble(spec, defaultTileConfig(spec, c.arch), c.arch);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Forward, PtxasFeature, ::testing::ValuesIn(featureGridCases()),
+    [](const ::testing::TestParamInfo<FeatureGridCase> &info) {
+      const FeatureGridCase &c = info.param;
+      return std::string(kFeatures[c.feature].name) + "_d" +
+             std::to_string(c.headDim) + "_" + std::string(toString(c.dtype)) +
+             "_" + std::string(toString(c.arch));
+    });
+
 // ---- opt-in: every head dim ------------------------------------------------------------
 
 /// "all" or "1" -> 1..256; otherwise a list like "33,50,120-135".

@@ -155,7 +155,8 @@ TEST_F(CliCompile, CompileHelpListsOptions) {
   for (const char *opt :
        {"--head-dim", "--head-dim-v", "--dtype", "--mask", "--emit",
         "--dump-dir", "--arch", "--block-m", "--block-n", "--warps",
-        "--stages", "--align"})
+        "--stages", "--align", "--bias", "--softcap", "--varlen",
+        "--key-lengths", "--pack-gqa", "window", "alibi"})
     EXPECT_TRUE(contains(r.all(), opt)) << opt << "\n" << r.describe();
   // The accepted values are spelled out.
   EXPECT_TRUE(contains(r.all(), "tile|gpu|nvvm|llvm|ptx")) << r.describe();
@@ -255,6 +256,21 @@ TEST_F(CliCompile, StagesOutOfRange) {
   expectRefused({"--stages", "0"}, {"stages", "[1, 4]", "0"});
 }
 
+TEST_F(CliCompile, UnknownBias) {
+  expectRefused({"--bias", "relative"},
+                {"--bias", "none", "tensor", "alibi", "relative"});
+}
+
+TEST_F(CliCompile, NegativeSoftcap) {
+  expectRefused({"--softcap", "-1"}, {"--softcap", ">= 0", "-1"});
+}
+
+TEST_F(CliCompile, PackGqaNeedsAGroup) {
+  expectRefused({"--pack-gqa", "on"}, {"--pack-gqa", "GQA group > 1"});
+  expectRefused({"--heads-q", "4", "--pack-gqa", "maybe"},
+                {"--pack-gqa", "on or off", "maybe"});
+}
+
 // ---- every stage -------------------------------------------------------------------
 
 TEST_F(CliCompile, EmitPtx) {
@@ -330,4 +346,38 @@ TEST_F(CliCompile, DumpDirWritesEveryStage) {
   EXPECT_TRUE(contains(ptx, ".f16"));
   // Nothing but the dump: stdout stays empty.
   EXPECT_TRUE(r.out.empty()) << r.describe();
+}
+
+// ---- forward features -------------------------------------------------------------
+
+TEST_F(CliCompile, EveryFeatureReachesTheSpecAndThePtx) {
+  CliResult tile = runFlashjit(
+      {"compile", "--head-dim", "128", "--head-dim-v", "64", "--mask",
+       "window", "--bias", "alibi", "--softcap", "30", "--varlen",
+       "--key-lengths", "--heads-q", "8", "--heads-kv", "2", "--emit", "tile"});
+  expectNoCrash(tile);
+  ASSERT_EQ(tile.exitCode, 0) << tile.describe();
+  for (const char *s :
+       {"mask = \"window\"", "gqa_group = 4", "bias = \"alibi\"",
+        "softcap = true", "varlen = true", "key_lengths = true",
+        "pack_gqa = true", "head_dim_v = 64"})
+    EXPECT_TRUE(contains(tile.out, s)) << s << "\n" << tile.describe();
+
+  CliResult ptx = runFlashjit({"compile", "--head-dim", "64", "--bias",
+                               "tensor", "--arch", "sm_80"});
+  expectNoCrash(ptx);
+  ASSERT_EQ(ptx.exitCode, 0) << ptx.describe();
+  EXPECT_TRUE(contains(ptx.out, ".visible .entry fwd_bf16_hqk64_hv64_none_g1_lse_a8_tensor_"))
+      << ptx.describe();
+  // The bias is read from global memory, one element per score.
+  EXPECT_TRUE(contains(ptx.out, "ld.global")) << ptx.describe();
+}
+
+TEST_F(CliCompile, PackGqaOffKeepsOneHeadPerCta) {
+  CliResult r = runFlashjit({"compile", "--heads-q", "8", "--heads-kv", "2",
+                             "--pack-gqa", "off", "--emit", "tile"});
+  expectNoCrash(r);
+  ASSERT_EQ(r.exitCode, 0) << r.describe();
+  EXPECT_FALSE(contains(r.out, "pack_gqa")) << r.describe();
+  EXPECT_TRUE(contains(r.out, "gqa_group = 4")) << r.describe();
 }

@@ -131,12 +131,42 @@ TEST_F(Cli, RunRejectsBadArgumentsBeforeTouchingTheGpu) {
   EXPECT_TRUE(contains(r.output, "--dtype")) << r.output;
 }
 
+/// Feature arguments that cannot work are usage errors (exit 2) naming the
+/// option, found before any GPU is looked for.
+TEST_F(Cli, RunRejectsBadFeatureArgumentsWithoutAGpu) {
+  const std::pair<const char *, std::vector<const char *>> cases[] = {
+      {"run --mask window", {"--window-left"}},
+      {"run --mask causal --window-left 4", {"window"}},
+      {"run --mask window --window-left -2", {"--window-left"}},
+      {"run --bias tensor --batch 2 --bias-shape 3,1",
+       {"bias", "broadcast"}},
+      {"run --bias-shape 1,1", {"--bias tensor"}},
+      {"run --seqlens-q 5,3 --seqlens-k 5", {"--seqlens-q", "--seqlens-k"}},
+      {"run --key-lengths 5 --batch 2", {"--key-lengths"}},
+      {"run --key-lengths 500 --seqlen 100", {"key_lengths"}},
+      {"run --layout bsdh", {"--layout", "bshd", "bhsd"}},
+      {"run --softcap -3", {"--softcap"}},
+      {"run --heads-q 6 --heads-kv 4", {"--heads-q"}},
+  };
+  for (const auto &[args, names] : cases) {
+    Result r = runCli(args, dir_);
+    EXPECT_NE(r.exitCode, 0) << args << "\n" << r.output;
+    EXPECT_FALSE(contains(r.output, "no CUDA driver found")) << args;
+    for (const char *name : names)
+      EXPECT_TRUE(contains(r.output, name))
+          << args << ": no '" << name << "' in\n" << r.output;
+  }
+}
+
 TEST_F(Cli, EverySubcommandDocumentsItsOptions) {
   Result run = runCli("run --help", dir_);
   EXPECT_EQ(run.exitCode, 0);
   for (const char *opt :
        {"--batch", "--seqlen", "--seqlen-q", "--seqlen-k", "--scale", "--seed",
-        "--check", "--warmup", "--repeats", "--head-dim", "--dtype", "--mask"})
+        "--check", "--warmup", "--repeats", "--head-dim", "--dtype", "--mask",
+        "--window-left", "--window-right", "--bias", "--bias-shape",
+        "--softcap", "--seqlens-q", "--seqlens-k", "--key-lengths",
+        "--layout", "--pack-gqa"})
     EXPECT_TRUE(contains(run.output, opt)) << opt;
   for (const char *cmd : {"cache --help", "cache list --help", "info --help"}) {
     Result r = runCli(cmd, dir_);

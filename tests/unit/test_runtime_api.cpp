@@ -92,6 +92,63 @@ TEST(Validate, NamesTheArgumentAndTheRange) {
                 {"softmax_scale must be finite and > 0", "-0.125"});
 }
 
+TEST(Validate, FeaturesNeedTheirDevicePointers) {
+  auto with = [](auto change) {
+    ForwardProblem p = goodProblem();
+    change(p);
+    return p;
+  };
+  expectInvalid(with([](auto &p) {
+                  p.bias = BiasMode::Tensor;
+                  p.biasShape = {1, 1, {}};
+                  p.setDenseBias();
+                }),
+                {"bias must be a device pointer"});
+  expectInvalid(with([](auto &p) { p.bias = BiasMode::Alibi; }),
+                {"alibi_slopes must be a device pointer"});
+  expectInvalid(with([](auto &p) {
+                  p.bias = BiasMode::Alibi;
+                  p.alibiSlopes = reinterpret_cast<const float *>(0x1002);
+                }),
+                {"alibi_slopes", "aligned to 4 bytes"});
+  expectInvalid(with([](auto &p) {
+                  p.varlen = VarlenSeqs{{0, 50, 100}, {0, 100, 300}, 100, 300};
+                  p.setDenseBSHD();
+                }),
+                {"cu_seqlens_q must be a device pointer"});
+  expectInvalid(with([](auto &p) { p.keyLengths = {10, 300}; }),
+                {"key_lengths must be a device pointer"});
+  // With the pointers, the same problems are valid.
+  ForwardProblem ok = with([](auto &p) {
+    p.keyLengths = {10, 300};
+    p.deviceKeyLengths = static_cast<const int32_t *>(fakePtr(9));
+    p.bias = BiasMode::Alibi;
+    p.alibiSlopes = static_cast<const float *>(fakePtr(10));
+  });
+  EXPECT_TRUE(validate(ok).isOk()) << validate(ok).message();
+}
+
+TEST(SpecFor, CarriesEveryFeatureIntoTheSpec) {
+  ForwardProblem p = goodProblem();
+  EXPECT_EQ(specFor(p).gqaGroup, 4);
+  EXPECT_FALSE(specFor(p).softcap);
+  p.softcap = 30;
+  p.mask = MaskMode::Window;
+  p.bias = BiasMode::Alibi;
+  p.keyLengths = {1, 2};
+  p.varlen = VarlenSeqs{{0, 50, 100}, {0, 100, 300}, 101, 300};
+  p.setDenseBSHD();
+  const AttentionSpec spec = specFor(p);
+  EXPECT_TRUE(spec.softcap);
+  EXPECT_EQ(spec.mask, MaskMode::Window);
+  EXPECT_EQ(spec.bias, BiasMode::Alibi);
+  EXPECT_TRUE(spec.keyLengths);
+  EXPECT_TRUE(spec.varlen);
+  // Varlen ignores batch strides: an odd one does not narrow the copies.
+  p.qStrides.batch = 3;
+  EXPECT_EQ(specFor(p).globalAlignElems, 8);
+}
+
 TEST(Device, ComputeCapabilityToArch) {
   EXPECT_EQ(*archForComputeCapability(9, 0), Arch::Sm90a);
   EXPECT_EQ(*archForComputeCapability(8, 0), Arch::Sm80);

@@ -23,7 +23,10 @@ using namespace flashjit;
 namespace {
 
 constexpr DType kAllDTypes[] = {DType::F16, DType::BF16};
-constexpr MaskMode kAllMasks[] = {MaskMode::None, MaskMode::Causal};
+constexpr MaskMode kAllMasks[] = {MaskMode::None, MaskMode::Causal,
+                                  MaskMode::Window};
+constexpr BiasMode kAllBiases[] = {BiasMode::None, BiasMode::Tensor,
+                                   BiasMode::Alibi};
 constexpr Arch kAllArchs[] = {Arch::Sm80, Arch::Sm86, Arch::Sm89, Arch::Sm90,
                               Arch::Sm90a};
 
@@ -324,6 +327,12 @@ std::vector<std::pair<std::string, AttentionSpec>> specVariants() {
     s.headDimQK = 12;
     s.headDimV = 8;
   });
+  add("window", [](AttentionSpec &s) { s.mask = MaskMode::Window; });
+  add("bias tensor", [](AttentionSpec &s) { s.bias = BiasMode::Tensor; });
+  add("alibi", [](AttentionSpec &s) { s.bias = BiasMode::Alibi; });
+  add("softcap", [](AttentionSpec &s) { s.softcap = true; });
+  add("varlen", [](AttentionSpec &s) { s.varlen = true; });
+  add("key lengths", [](AttentionSpec &s) { s.keyLengths = true; });
   return out;
 }
 
@@ -333,7 +342,8 @@ std::vector<std::pair<std::string, TileConfig>> configVariants() {
           {"block_n", TileConfig{128, 32, 4, 2}},
           {"warps", TileConfig{128, 64, 8, 2}},
           {"stages", TileConfig{128, 64, 4, 3}},
-          {"block_m/n swapped", TileConfig{64, 128, 4, 2}}};
+          {"block_m/n swapped", TileConfig{64, 128, 4, 2}},
+          {"pack_gqa", TileConfig{128, 64, 4, 2, true}}};
 }
 } // namespace
 
@@ -345,9 +355,10 @@ TEST(SpecIdentity, CanonicalTextIsStable) {
   // every user's disk cache, so the format is pinned here.
   EXPECT_EQ(canonicalText(AttentionSpec{}),
             "kind=fwd;dtype=bf16;head_dim_qk=128;head_dim_v=128;mask=none;"
-            "gqa_group=1;lse=1;align=8");
+            "gqa_group=1;lse=1;align=8;bias=none;softcap=0;varlen=0;"
+            "key_lengths=0");
   EXPECT_EQ(canonicalText(TileConfig{}),
-            "block_m=128;block_n=64;warps=4;stages=2");
+            "block_m=128;block_n=64;warps=4;stages=2;pack_gqa=0");
   // A copy, and a spec built field by field, give the same text.
   AttentionSpec c;
   c.dtype = DType::F16;
@@ -399,6 +410,13 @@ TEST(SpecIdentity, KernelNameIsReadable) {
   spec.headDimV = 64;
   EXPECT_EQ(kernelName(spec, TileConfig{64, 32, 4, 1}, Arch::Sm80),
             "fwd_fp16_hqk80_hv64_causal_g4_a2_bm64_bn32_w4_s1_sm80");
+  // Features appear only when on.
+  spec.mask = MaskMode::Window;
+  spec.bias = BiasMode::Alibi;
+  spec.softcap = spec.varlen = spec.keyLengths = true;
+  EXPECT_EQ(kernelName(spec, TileConfig{64, 32, 4, 1, true}, Arch::Sm80),
+            "fwd_fp16_hqk80_hv64_window_g4_a2_alibi_softcap_varlen_klen_bm64_"
+            "bn32_w4_s1_pg_sm80");
 }
 
 TEST(SpecIdentity, KernelNameIsAnIdentifierAndDistinct) {
@@ -450,9 +468,35 @@ TEST(SpecNames, MaskRoundTrip) {
   }
   EXPECT_EQ(toString(MaskMode::None), "none");
   EXPECT_EQ(toString(MaskMode::Causal), "causal");
-  EXPECT_EQ(maskChoices(), "none|causal");
+  EXPECT_EQ(toString(MaskMode::Window), "window");
+  EXPECT_EQ(maskChoices(), "none|causal|window");
   for (const char *bad : {"", "sliding", "bias", "causal ", "casual", "full"})
     EXPECT_FALSE(parseMaskMode(bad).has_value()) << "'" << bad << "'";
+}
+
+TEST(SpecNames, BiasRoundTrip) {
+  for (BiasMode b : kAllBiases) {
+    auto parsed = parseBiasMode(toString(b));
+    ASSERT_TRUE(parsed.has_value()) << toString(b);
+    EXPECT_EQ(*parsed, b);
+  }
+  EXPECT_EQ(biasChoices(), "none|tensor|alibi");
+  for (const char *bad : {"", "relative", "Alibi", "tensor "})
+    EXPECT_FALSE(parseBiasMode(bad).has_value()) << "'" << bad << "'";
+}
+
+TEST(SpecValidate, PackGqaNeedsAGroup) {
+  AttentionSpec spec;
+  TileConfig packed{128, 64, 4, 2, true};
+  Status s = validate(packed, spec, Arch::Sm90a);
+  ASSERT_FALSE(s.isOk());
+  EXPECT_TRUE(contains(s.message(), "pack_gqa")) << s.message();
+  spec.gqaGroup = 4;
+  EXPECT_TRUE(validate(packed, spec, Arch::Sm90a).isOk());
+  // The default packs a group and never a single head.
+  EXPECT_TRUE(defaultTileConfig(spec, Arch::Sm90a).packGqa);
+  spec.gqaGroup = 1;
+  EXPECT_FALSE(defaultTileConfig(spec, Arch::Sm90a).packGqa);
 }
 
 TEST(SpecNames, ArchRoundTrip) {
@@ -597,7 +641,7 @@ TEST(DefaultTileConfig, ValidForEveryHeadDimDtypeMaskArchAndAlign) {
             ASSERT_LE(l.threads, 1024) << where;
             ++checked;
           }
-  EXPECT_EQ(checked, 256 * 2 * 2 * 5 * 3);
+  EXPECT_EQ(checked, 256 * 2 * int(std::size(kAllMasks)) * 5 * 3);
 }
 
 TEST(DefaultTileConfig, LayoutIsConsistent) {

@@ -77,7 +77,7 @@ void addCompileCommand(CLI::App &app, int &exitCode) {
   CLI::App *cmd = app.add_subcommand(
       "compile", "Generate one attention kernel and print a pipeline stage "
                  "(no GPU needed)");
-  opts->spec.addTo(*cmd, /*withArch=*/true);
+  opts->spec.addTo(*cmd, /*forCompile=*/true);
   cmd->add_option("--emit", opts->emit,
                   "Stage to print: " + stageChoices() +
                       " (tile: our dialect; gpu: gpu/nvgpu/scf; nvvm: "

@@ -4,12 +4,13 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <cstring>
 #include <utility>
 
 namespace flashjit::cli {
 
-void SpecOptions::addTo(CLI::App &cmd, bool withArch) {
+void SpecOptions::addTo(CLI::App &cmd, bool forCompile) {
   cmd.add_option("--head-dim", headDim,
                  "Head dimension of Q and K (1..256, any value)")
       ->capture_default_str();
@@ -18,8 +19,18 @@ void SpecOptions::addTo(CLI::App &cmd, bool withArch) {
   cmd.add_option("--dtype", dtype, "Element type of Q, K, V, O: " + dtypeChoices())
       ->capture_default_str();
   cmd.add_option("--mask", mask,
-                 "Mask: none, or causal (bottom-right aligned when "
-                 "seqlen_q != seqlen_k)")
+                 "Mask: none; causal; or window (a sliding window, see "
+                 "--window-left/--window-right). Causal and window align to "
+                 "the bottom-right corner when seqlen_q != seqlen_k")
+      ->capture_default_str();
+  cmd.add_option("--bias", bias,
+                 "Added to the scores: none; tensor (a [batch or 1, heads_q or "
+                 "1, seqlen_q, seqlen_k] tensor in --dtype); or alibi "
+                 "(-slope[h] * |i + seqlen_k - seqlen_q - j|, float32 slopes)")
+      ->capture_default_str();
+  cmd.add_option("--softcap", softcap,
+                 "Cap the scores: softcap * tanh(scores / softcap) (Gemma 2); "
+                 "0: off")
       ->capture_default_str();
   cmd.add_option("--heads-q", headsQ, "Query heads (a multiple of --heads-kv)")
       ->capture_default_str();
@@ -40,9 +51,20 @@ void SpecOptions::addTo(CLI::App &cmd, bool withArch) {
   cmd.add_option("--warps", warps, "Warps per CTA (1..16, power of two)");
   cmd.add_option("--stages", stages,
                  "K/V shared-memory buffers of the cp.async pipeline (1..4)");
-  if (withArch)
-    cmd.add_option("--arch", arch, "Target GPU: " + archChoices())
-        ->capture_default_str();
+  cmd.add_option("--pack-gqa", packGqa,
+                 "on: one CTA takes the query rows of every head of a K/V "
+                 "group, so each K/V tile is read once per group (GQA only; "
+                 "default: on when heads_q > heads_kv)");
+  if (!forCompile)
+    return;
+  cmd.add_option("--arch", arch, "Target GPU: " + archChoices())
+      ->capture_default_str();
+  cmd.add_flag("--varlen", varlen,
+               "Packed variable-length sequences: the kernel reads "
+               "cu_seqlens_q/cu_seqlens_k (int32 prefix sums) at run time");
+  cmd.add_flag("--key-lengths", keyLengths,
+               "Padded batches: the kernel reads per-batch key lengths "
+               "(int32) at run time and masks the keys past them");
 }
 
 Status SpecOptions::resolve(AttentionSpec &spec, Arch &outArch) const {
@@ -54,6 +76,13 @@ Status SpecOptions::resolve(AttentionSpec &spec, Arch &outArch) const {
   if (!m)
     return Status::error("--mask must be one of " + maskChoices() + ", got '" +
                          mask + "'");
+  auto b = parseBiasMode(bias);
+  if (!b)
+    return Status::error("--bias must be one of " + biasChoices() + ", got '" +
+                         bias + "'");
+  if (!(softcap >= 0) || !std::isfinite(softcap))
+    return Status::error("--softcap must be finite and >= 0 (0: off), got " +
+                         std::to_string(softcap));
   auto a = parseArch(arch);
   if (!a)
     return Status::error("--arch must be one of " + archChoices() + ", got '" +
@@ -82,6 +111,10 @@ Status SpecOptions::resolve(AttentionSpec &spec, Arch &outArch) const {
   spec.gqaGroup = headsQ / headsKV;
   spec.writeLse = !noLse;
   spec.globalAlignElems = align;
+  spec.bias = *b;
+  spec.softcap = softcap > 0;
+  spec.varlen = varlen;
+  spec.keyLengths = keyLengths;
   outArch = *a;
   if (Status s = validate(spec); !s)
     return Status::error("--" + s.message());
@@ -99,6 +132,12 @@ Status SpecOptions::resolveTile(const AttentionSpec &spec, Arch a,
     config.warps = *warps;
   if (stages)
     config.stages = *stages;
+  if (packGqa) {
+    if (*packGqa != "on" && *packGqa != "off")
+      return Status::error("--pack-gqa must be on or off, got '" + *packGqa +
+                           "'");
+    config.packGqa = *packGqa == "on";
+  }
   Status s = validate(config, spec, a);
   if (s)
     return s;
@@ -107,7 +146,8 @@ Status SpecOptions::resolveTile(const AttentionSpec &spec, Arch a,
   for (auto [field, option] : {std::pair{"block_m", "--block-m"},
                                {"block_n", "--block-n"},
                                {"warps", "--warps"},
-                               {"stages", "--stages"}}) {
+                               {"stages", "--stages"},
+                               {"pack_gqa", "--pack-gqa"}}) {
     for (size_t at = message.find(field); at != std::string::npos;
          at = message.find(field, at + std::strlen(option)))
       message.replace(at, std::strlen(field), option);

@@ -14,27 +14,38 @@ class App;
 namespace flashjit::cli {
 
 /// The options that describe a kernel: --head-dim, --head-dim-v, --dtype,
-/// --mask, --heads-q, --heads-kv, --no-lse, --align, --block-m, --block-n,
-/// --warps, --stages, --arch. Strings are parsed by resolve() so that every
+/// --mask, --bias, --softcap, --heads-q, --heads-kv, --no-lse, --align,
+/// --block-m, --block-n, --warps, --stages, --pack-gqa; for compile also
+/// --arch, --varlen and --key-lengths (run derives those from its data). Strings are parsed by resolve() so that every
 /// bad value gets one message naming the option and the accepted values.
 struct SpecOptions {
   int headDim = 128;
   std::optional<int> headDimV;
   std::string dtype = "bf16";
   std::string mask = "none";
+  std::string bias = "none";
+  /// > 0: softcap the scores (compile: any positive value turns it on).
+  double softcap = 0;
+  bool varlen = false;     ///< compile only
+  bool keyLengths = false; ///< compile only
   int headsQ = 1;
   int headsKV = 1;
   bool noLse = false;
   int align = 8;
   std::optional<int> blockM, blockN, warps, stages;
+  std::optional<std::string> packGqa; ///< "on" or "off"
   std::string arch = "sm_90a";
 
-  /// Registers the options on `cmd`. `withArch` adds --arch (compile only;
-  /// run uses the GPU's own).
-  void addTo(CLI::App &cmd, bool withArch);
+  /// Registers the options on `cmd`. `forCompile` adds --arch, --varlen and
+  /// --key-lengths (run uses the GPU's own arch and has data for the rest).
+  void addTo(CLI::App &cmd, bool forCompile);
 
   /// Parses and validates; on failure returns the message for the user.
   Status resolve(AttentionSpec &spec, Arch &arch) const;
+  /// True when any tile option was given.
+  bool hasTileOptions() const {
+    return blockM || blockN || warps || stages || packGqa;
+  }
   /// The explicit tile options over `defaults` (the arch's default), then
   /// validated for the spec and arch.
   Status resolveTile(const AttentionSpec &spec, Arch arch,

@@ -10,11 +10,13 @@ namespace flashjit {
 bool AttentionSpec::operator==(const AttentionSpec &o) const {
   return dtype == o.dtype && headDimQK == o.headDimQK &&
          headDimV == o.headDimV && mask == o.mask && gqaGroup == o.gqaGroup &&
-         writeLse == o.writeLse && globalAlignElems == o.globalAlignElems;
+         writeLse == o.writeLse && globalAlignElems == o.globalAlignElems &&
+         bias == o.bias && softcap == o.softcap && varlen == o.varlen &&
+         keyLengths == o.keyLengths;
 }
 bool TileConfig::operator==(const TileConfig &o) const {
   return blockM == o.blockM && blockN == o.blockN && warps == o.warps &&
-         stages == o.stages;
+         stages == o.stages && packGqa == o.packGqa;
 }
 
 // ---- names -----------------------------------------------------------------
@@ -25,7 +27,11 @@ template <typename E> struct Named {
 };
 constexpr Named<DType> kDTypes[] = {{DType::F16, "fp16"}, {DType::BF16, "bf16"}};
 constexpr Named<MaskMode> kMasks[] = {{MaskMode::None, "none"},
-                                      {MaskMode::Causal, "causal"}};
+                                      {MaskMode::Causal, "causal"},
+                                      {MaskMode::Window, "window"}};
+constexpr Named<BiasMode> kBiases[] = {{BiasMode::None, "none"},
+                                       {BiasMode::Tensor, "tensor"},
+                                       {BiasMode::Alibi, "alibi"}};
 constexpr Named<Arch> kArchs[] = {{Arch::Sm80, "sm_80"},
                                   {Arch::Sm86, "sm_86"},
                                   {Arch::Sm89, "sm_89"},
@@ -56,6 +62,7 @@ template <typename E, size_t N> std::string choices(const Named<E> (&table)[N]) 
 
 std::string_view toString(DType d) { return nameOf(kDTypes, d); }
 std::string_view toString(MaskMode m) { return nameOf(kMasks, m); }
+std::string_view toString(BiasMode b) { return nameOf(kBiases, b); }
 std::string_view toString(Arch a) { return nameOf(kArchs, a); }
 std::optional<DType> parseDType(std::string_view s) {
   if (s == "f16" || s == "half" || s == "float16")
@@ -67,6 +74,9 @@ std::optional<DType> parseDType(std::string_view s) {
 std::optional<MaskMode> parseMaskMode(std::string_view s) {
   return parse(kMasks, s);
 }
+std::optional<BiasMode> parseBiasMode(std::string_view s) {
+  return parse(kBiases, s);
+}
 std::optional<Arch> parseArch(std::string_view s) {
   if (s.size() > 2 && s.substr(0, 2) == "sm" && s[2] != '_') // sm80 -> sm_80
     return parseArch("sm_" + std::string(s.substr(2)));
@@ -74,6 +84,7 @@ std::optional<Arch> parseArch(std::string_view s) {
 }
 std::string dtypeChoices() { return choices(kDTypes); }
 std::string maskChoices() { return choices(kMasks); }
+std::string biasChoices() { return choices(kBiases); }
 std::string archChoices() { return choices(kArchs); }
 
 int elementBytes(DType) { return 2; }
@@ -169,6 +180,9 @@ Status validate(const TileConfig &c, const AttentionSpec &spec, Arch arch) {
         std::to_string(c.blockN));
   if (c.stages < 1 || c.stages > 4)
     return Status::error(rangeError("stages", 1, 4, c.stages));
+  if (c.packGqa && spec.gqaGroup == 1)
+    return Status::error("pack_gqa needs a GQA group > 1 (heads_q / heads_kv), "
+                         "got 1");
   ForwardLayout layout = forwardLayout(spec, c);
   if (layout.sharedMemBytes > maxSharedMemoryPerBlock(arch)) {
     std::ostringstream os;
@@ -197,14 +211,17 @@ std::string canonicalText(const AttentionSpec &s) {
   os << "kind=fwd;dtype=" << toString(s.dtype) << ";head_dim_qk=" << s.headDimQK
      << ";head_dim_v=" << s.headDimV << ";mask=" << toString(s.mask)
      << ";gqa_group=" << s.gqaGroup << ";lse=" << (s.writeLse ? 1 : 0)
-     << ";align=" << s.globalAlignElems;
+     << ";align=" << s.globalAlignElems << ";bias=" << toString(s.bias)
+     << ";softcap=" << (s.softcap ? 1 : 0) << ";varlen=" << (s.varlen ? 1 : 0)
+     << ";key_lengths=" << (s.keyLengths ? 1 : 0);
   return os.str();
 }
 
 std::string canonicalText(const TileConfig &c) {
   std::ostringstream os;
   os << "block_m=" << c.blockM << ";block_n=" << c.blockN
-     << ";warps=" << c.warps << ";stages=" << c.stages;
+     << ";warps=" << c.warps << ";stages=" << c.stages
+     << ";pack_gqa=" << (c.packGqa ? 1 : 0);
   return os.str();
 }
 
@@ -215,9 +232,13 @@ std::string kernelName(const AttentionSpec &s, const TileConfig &c, Arch arch) {
                  archName.end());
   os << "fwd_" << toString(s.dtype) << "_hqk" << s.headDimQK << "_hv"
      << s.headDimV << "_" << toString(s.mask) << "_g" << s.gqaGroup
-     << (s.writeLse ? "_lse" : "") << "_a" << s.globalAlignElems << "_bm"
-     << c.blockM << "_bn" << c.blockN << "_w" << c.warps << "_s" << c.stages
-     << "_" << archName;
+     << (s.writeLse ? "_lse" : "") << "_a" << s.globalAlignElems;
+  if (s.bias != BiasMode::None)
+    os << "_" << toString(s.bias);
+  os << (s.softcap ? "_softcap" : "") << (s.varlen ? "_varlen" : "")
+     << (s.keyLengths ? "_klen" : "") << "_bm" << c.blockM << "_bn" << c.blockN
+     << "_w" << c.warps << "_s" << c.stages << (c.packGqa ? "_pg" : "") << "_"
+     << archName;
   return os.str();
 }
 

@@ -73,6 +73,7 @@ struct Emitter {
   }
   Value lt(Value x, Value y) { return cmp(arith::CmpIPredicate::slt, x, y); }
   Value le(Value x, Value y) { return cmp(arith::CmpIPredicate::sle, x, y); }
+  Value ge(Value x, Value y) { return cmp(arith::CmpIPredicate::sge, x, y); }
   Value gt(Value x, Value y) { return cmp(arith::CmpIPredicate::sgt, x, y); }
   Value andI(Value x, Value y) { return arith::AndIOp::create(b, loc, x, y); }
   Value orI(Value x, Value y) { return arith::OrIOp::create(b, loc, x, y); }
@@ -134,14 +135,20 @@ struct ForwardKernel {
   }
 };
 
+/// Element offset of the start of tile row `row` (an index into the rows of
+/// the tensor being copied) from the copy's base offset.
+using RowOffsetFn = function_ref<Value(Emitter &, Value row)>;
+
 /// Copies rows [rowStart, rowStart + rows) x [0, paddedDim) of a global
-/// tensor into shared memory `dst[prefix..., row, col]`; rows at or past
-/// `rowLimit` and columns at or past `dim` are filled with zeros. Copies of
-/// 4 bytes or more are cp.async (the caller commits and waits for them).
-void copyTile(Emitter &e, const ForwardKernel &k, Value tid,
-                            Value src, Value srcBase, Value rowStride,
-                            Value rowStart, Value rowLimit, int rows, int dim,
-                            int paddedDim, Value dst, ArrayRef<Value> prefix) {
+/// tensor into shared memory `dst[prefix..., row, col]`, row r starting at
+/// element `base + rowOffset(r)`; rows at or past `rowLimit` and columns at
+/// or past `dim` are filled with zeros (and read nothing: their source is
+/// `base`, an in-bounds element). Copies of 4 bytes or more are cp.async
+/// (the caller commits and waits for them).
+void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
+              Value base, RowOffsetFn rowOffset, Value rowStart,
+              Value rowLimit, int rows, int dim, int paddedDim, Value dst,
+              ArrayRef<Value> prefix) {
   // Widest copy that the caller's alignment allows and that never crosses
   // `dim` (columns past it must read as zeros, not as the next row's data).
   int vec = std::min(k.spec.globalAlignElems, 8);
@@ -159,9 +166,11 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid,
       Value col = ce.mul(ce.rem(chunk, chunksPerRow), ce.idx(vec));
       Value globalRow = ce.add(rowStart, row);
       Value valid = ce.andI(ce.lt(globalRow, rowLimit), ce.lt(col, ce.idx(dim)));
-      Value offset = ce.add(srcBase, ce.add(ce.mul(globalRow, rowStride), col));
-      // Out-of-range chunks read nothing; point them at the tensor's start.
-      Value srcIdx = ce.select(valid, offset, srcBase);
+      // base + select(...), not select(base + ..., base): LLVM keeps the
+      // first form's base out of the per-chunk registers.
+      Value srcIdx = ce.add(
+          base, ce.select(valid, ce.add(rowOffset(ce, globalRow), col),
+                          ce.idx(0)));
       SmallVector<Value> dstIdx(prefix.begin(), prefix.end());
       dstIdx.push_back(row);
       dstIdx.push_back(col);
@@ -235,10 +244,14 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   auto smemSpace =
       gpu::AddressSpaceAttr::get(ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
 
+  auto gmemI32 = MemRefType::get({kGlobalExtent}, i32, AffineMap(), globalSpace);
+
   // ---- signature: ForwardKernelArgs, in order -------------------------------
-  SmallVector<Type> argTypes = {gmem, gmem, gmem, gmem, gmemF32};
-  argTypes.append(14, i64);
-  argTypes.append({i32, i32, f32});
+  SmallVector<Type> argTypes = {gmem,    gmem,    gmem,    gmem,   gmemF32,
+                                gmem,    gmemF32, gmemI32, gmemI32, gmemI32};
+  argTypes.append(kForwardKernelStrideArgs, i64);
+  argTypes.append({i32, i32, i32, i32, f32, f32});
+  assert(argTypes.size() == kForwardKernelArgCount);
   auto func = gpu::GPUFuncOp::create(builder, loc, name,
                                      builder.getFunctionType(argTypes, {}));
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
@@ -254,14 +267,23 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   Emitter e{builder, loc};
   auto arg = [&](int i) { return entry.getArgument(i); };
   Value q = arg(0), kT = arg(1), v = arg(2), o = arg(3), lse = arg(4);
-  auto stride = [&](int i) { return e.toIndex(arg(5 + i)); };
+  Value bias = arg(5), alibiSlopes = arg(6);
+  Value cuSeqlensQ = arg(7), cuSeqlensK = arg(8), keyLengths = arg(9);
+  auto stride = [&](int i) {
+    return e.toIndex(arg(kForwardKernelPointerArgs + i));
+  };
   Value qBS = stride(0), qHS = stride(1), qRS = stride(2);
   Value kBS = stride(3), kHS = stride(4), kRS = stride(5);
   Value vBS = stride(6), vHS = stride(7), vRS = stride(8);
   Value oBS = stride(9), oHS = stride(10), oRS = stride(11);
   Value lseBS = stride(12), lseHS = stride(13);
-  Value seqQ = e.toIndex(arg(19)), seqK = e.toIndex(arg(20));
-  Value scaleLog2 = arg(21);
+  Value biasBS = stride(14), biasHS = stride(15), biasRS = stride(16);
+  Value alibiBS = stride(17);
+  constexpr int kScalars = kForwardKernelPointerArgs + kForwardKernelStrideArgs;
+  Value seqQ = e.toIndex(arg(kScalars)), seqK = e.toIndex(arg(kScalars + 1));
+  Value windowLeft = e.toIndex(arg(kScalars + 2));
+  Value windowRight = e.toIndex(arg(kScalars + 3));
+  Value scaleLog2 = arg(kScalars + 4), softcap = arg(kScalars + 5);
 
   // ---- thread coordinates ----------------------------------------------------
   Value tid = gpu::ThreadIdOp::create(builder, loc, gpu::Dimension::x);
@@ -270,14 +292,48 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   Value group = e.div(lane, 4);       // MMA row within an 8-row half
   Value inGroup = e.rem(lane, 4);     // MMA column pair
   Value mBlock = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::x);
-  Value head = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::y);
+  // The query head, or with packed GQA the K/V head whose group of query
+  // heads shares this CTA's rows.
+  Value yBlock = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::y);
   Value batch = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::z);
-  Value kvHead = e.div(head, spec.gqaGroup);
+  const int gqa = spec.gqaGroup;
+  const bool packed = cfg.packGqa;
+  Value kvHead = packed ? yBlock : e.div(yBlock, gqa);
 
-  Value qBase = e.add(e.mul(batch, qBS), e.mul(head, qHS));
-  Value kBase = e.add(e.mul(batch, kBS), e.mul(kvHead, kHS));
-  Value vBase = e.add(e.mul(batch, vBS), e.mul(kvHead, vHS));
-  Value oBase = e.add(e.mul(batch, oBS), e.mul(head, oHS));
+  // ---- this sequence: where its rows start and how many there are --------------
+  Value startQ = e.idx(0), startK = e.idx(0);
+  auto loadIndex = [&](Value mem, Value i) {
+    return e.toIndex(memref::LoadOp::create(builder, loc, mem, ValueRange{i}));
+  };
+  if (spec.varlen) {
+    Value next = e.add(batch, e.idx(1));
+    startQ = loadIndex(cuSeqlensQ, batch);
+    seqQ = e.sub(loadIndex(cuSeqlensQ, next), startQ);
+    startK = loadIndex(cuSeqlensK, batch);
+    seqK = e.sub(loadIndex(cuSeqlensK, next), startK);
+  }
+  if (spec.keyLengths)
+    seqK = loadIndex(keyLengths, batch);
+
+  // Tile rows: query rows, or with packed GQA (query, head) pairs with the
+  // head fastest, so that row r is query r / group of head r % group.
+  auto queryOf = [&](Emitter &x, Value row) {
+    return packed ? x.div(row, gqa) : row;
+  };
+  auto headOf = [&](Emitter &x, Value row) {
+    return packed ? x.add(x.mul(kvHead, x.idx(gqa)), x.rem(row, gqa))
+                  : yBlock;
+  };
+  Value rowLimit = packed ? e.mul(seqQ, e.idx(gqa)) : seqQ;
+  Value qSeqBase = e.add(e.mul(batch, qBS), e.mul(startQ, qRS));
+  Value oSeqBase = e.add(e.mul(batch, oBS), e.mul(startQ, oRS));
+  auto qRowOffset = [&](Emitter &x, Value row) {
+    return x.add(x.mul(queryOf(x, row), qRS), x.mul(headOf(x, row), qHS));
+  };
+  Value kBase = e.add(e.add(e.mul(batch, kBS), e.mul(startK, kRS)),
+                      e.mul(kvHead, kHS));
+  Value vBase = e.add(e.add(e.mul(batch, vBS), e.mul(startK, vRS)),
+                      e.mul(kvHead, vHS));
   Value mStart = e.mul(mBlock, e.idx(cfg.blockM));
 
   // ---- shared memory ------------------------------------------------------------
@@ -294,34 +350,52 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   Value kSmem = view({cfg.stages, cfg.blockN, L.pitchQK}, L.kOffsetBytes);
   Value vSmem = view({cfg.stages, cfg.blockN, L.pitchV}, L.vOffsetBytes);
 
-  // ---- K/V tile range: tiles [0, nBlocks), visited last to first -------------------
-  Value nBlocksAll = e.div(e.add(seqK, e.idx(cfg.blockN - 1)), cfg.blockN);
-  Value nBlocks = nBlocksAll;
-  Value diag = e.sub(seqK, seqQ); // bottom-right aligned causal offset
-  if (spec.mask == MaskMode::Causal) {
-    // Keys past the block's last row + diag are masked for every row.
-    Value lastRow = e.sub(e.minS(e.add(mStart, e.idx(cfg.blockM)), seqQ), e.idx(1));
-    Value keysVisible = e.add(e.add(lastRow, diag), e.idx(1));
-    Value blocks = e.div(e.add(e.maxS(keysVisible, e.idx(0)),
-                               e.idx(cfg.blockN - 1)),
-                         cfg.blockN);
-    nBlocks = e.minS(blocks, nBlocksAll);
+  // ---- K/V tile range: tiles [loBlock, hiBlock), visited last to first -------
+  // Masks are bottom-right aligned: query i sees keys up to i + diag
+  // (causal), or [i + diag - window_left, i + diag + window_right].
+  Value diag = e.sub(seqK, seqQ);
+  const bool causal = spec.mask == MaskMode::Causal;
+  const bool window = spec.mask == MaskMode::Window;
+  Value active = e.lt(mStart, rowLimit); // false past this sequence's rows
+  // The block's first and last query (rebuilt where used, see rowIndex).
+  auto firstQueryOf = [&](Emitter &x) { return queryOf(x, mStart); };
+  auto lastQueryOf = [&](Emitter &x) {
+    return queryOf(
+        x, x.maxS(x.sub(x.minS(x.add(mStart, x.idx(cfg.blockM)), rowLimit),
+                        x.idx(1)),
+                  mStart));
+  };
+  Value firstQuery = firstQueryOf(e), lastQuery = lastQueryOf(e);
+  Value keyLo = e.idx(0), keyHi = seqK; // keys any row of the block sees
+  if (causal || window) {
+    Value reach = e.add(e.add(lastQuery, diag), e.idx(1));
+    if (window)
+      reach = e.add(reach, windowRight);
+    keyHi = e.maxS(e.minS(keyHi, reach), e.idx(0));
   }
+  if (window)
+    keyLo = e.maxS(e.sub(e.add(firstQuery, diag), windowLeft), e.idx(0));
+  Value hiBlock = e.div(e.add(keyHi, e.idx(cfg.blockN - 1)), cfg.blockN);
+  Value loBlock = e.div(keyLo, cfg.blockN);
+  Value nBlocks = e.select(active, e.maxS(e.sub(hiBlock, loBlock), e.idx(0)),
+                           e.idx(0));
 
   auto loadKV = [&](Value nBlock, Value slot) {
     Value rowStart = e.mul(nBlock, e.idx(cfg.blockN));
-    copyTile(e, k, tid, kT, kBase, kRS, rowStart, seqK, cfg.blockN,
+    auto kRow = [&](Emitter &x, Value r) { return x.mul(r, kRS); };
+    auto vRow = [&](Emitter &x, Value r) { return x.mul(r, vRS); };
+    copyTile(e, k, tid, kT, kBase, kRow, rowStart, seqK, cfg.blockN,
              spec.headDimQK, L.paddedHeadDimQK, kSmem, {slot});
-    copyTile(e, k, tid, v, vBase, vRS, rowStart, seqK, cfg.blockN,
+    copyTile(e, k, tid, v, vBase, vRow, rowStart, seqK, cfg.blockN,
              spec.headDimV, L.paddedHeadDimV, vSmem, {slot});
   };
-  auto tileOfIteration = [&](Value it) { // iteration it -> tile nBlocks-1-it
-    return e.sub(e.sub(nBlocks, e.idx(1)), it);
+  auto tileOfIteration = [&](Value it) { // iteration it -> tile hiBlock-1-it
+    return e.sub(e.sub(hiBlock, e.idx(1)), it);
   };
 
   // ---- Q: global -> smem -> registers --------------------------------------------
-  copyTile(e, k, tid, q, qBase, qRS, mStart, seqQ, cfg.blockM, spec.headDimQK,
-           L.paddedHeadDimQK, qSmem, {});
+  copyTile(e, k, tid, q, qSeqBase, qRowOffset, mStart, rowLimit, cfg.blockM,
+           spec.headDimQK, L.paddedHeadDimQK, qSmem, {});
   commitGroup(e);
   // Prefetch the first stages-1 K/V tiles (each its own group).
   for (int s = 0; s + 1 < cfg.stages; ++s) {
@@ -356,6 +430,79 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
     for (int mt = 0; mt < k.mTiles; ++mt)
       for (int ks = 0; ks < k.kStepsQK; ++ks)
         qFrag[mt].push_back(loadQFragment(e, mt, ks));
+
+  // ---- this thread's rows: row (mt, half) is tile row
+  //      warpRow0 + 16 mt + 8 half + group. Rebuilt where used: values kept
+  //      across the main loop cost registers the accumulators need.
+  auto rowIndex = [&](Emitter &x, int mt, int half) {
+    return x.add(x.add(mStart, warpRow0),
+                 x.add(x.idx(mt * kMmaM + half * 8), group));
+  };
+  auto rowQuery = [&](Emitter &x, int mt, int half) {
+    return queryOf(x, rowIndex(x, mt, half));
+  };
+  auto rowHead = [&](Emitter &x, int mt, int half) {
+    return headOf(x, rowIndex(x, mt, half));
+  };
+
+  // ---- score transforms (softcap, bias) ---------------------------------------
+  // Plain kernels keep raw scores and fold the scale into the softmax; with
+  // a transform, scores are moved into the log2 domain first.
+  const bool transformScores = spec.softcap || spec.bias != BiasMode::None;
+  Value softmaxScale = transformScores ? e.f32(1.0) : scaleLog2;
+  Value capLog2, capInner; // softcap * log2(e); scale / softcap
+  if (spec.softcap) {
+    capLog2 = e.fmul(softcap, e.f32(kLog2e));
+    capInner = arith::DivFOp::create(builder, loc, scaleLog2, capLog2);
+  }
+  auto scoreToLog2 = [&](Emitter &x, Value s) -> Value {
+    if (!spec.softcap)
+      return x.fmul(s, scaleLog2);
+    // tanh(y) = 1 - 2 / (exp(2y) + 1): exact at both ends (exp2 -> 0, inf),
+    // absolute error ~1e-7 near 0.
+    Value t = x.exp2(x.fmul(s, x.fmul(capInner, x.f32(2 * kLog2e))));
+    Value ratio = arith::DivFOp::create(
+        x.b, x.loc, x.f32(2), x.fadd(t, x.f32(1)),
+        arith::FastMathFlags::afn);
+    return x.fmul(x.fsub(x.f32(1), ratio), capLog2);
+  };
+  // ALiBi slope * log2(e) per row (the row's head picks the slope).
+  SmallVector<SmallVector<Value>> alibiLog2(k.mTiles);
+  if (spec.bias == BiasMode::Alibi)
+    for (int mt = 0; mt < k.mTiles; ++mt)
+      for (int half = 0; half < 2; ++half) {
+        Value slope = memref::LoadOp::create(
+            builder, loc, alibiSlopes,
+            ValueRange{e.add(e.mul(batch, alibiBS), rowHead(e, mt, half))});
+        alibiLog2[mt].push_back(e.fmul(slope, e.f32(kLog2e)));
+      }
+  // Bias rows and keys are clamped into the sequence so that rows and keys
+  // past its end read a real element (the mask discards them).
+  auto biasRow = [&](Emitter &x, int mt, int half) {
+    Value query = x.minS(rowQuery(x, mt, half), x.sub(seqQ, x.idx(1)));
+    return x.add(x.add(x.mul(batch, biasBS), x.mul(rowHead(x, mt, half), biasHS)),
+                 x.mul(query, biasRS));
+  };
+  auto addBias = [&](Emitter &x, Value score, int mt, int half,
+                     Value key) -> Value {
+    if (spec.bias == BiasMode::Tensor) {
+      Value lastKey = x.sub(seqK, x.idx(1));
+      Value idx = x.add(biasRow(x, mt, half), x.minS(key, lastKey));
+      Value b = memref::LoadOp::create(x.b, x.loc, bias, ValueRange{idx});
+      Value bf = arith::ExtFOp::create(x.b, x.loc, x.b.getF32Type(), b);
+      return x.fma(bf, x.f32(kLog2e), score);
+    }
+    if (spec.bias == BiasMode::Alibi) {
+      // -slope * |key - (query + diag)|
+      Value dist = x.sub(key, x.add(rowQuery(x, mt, half), diag));
+      dist = x.maxS(dist, x.sub(x.idx(0), dist));
+      Value distF = arith::SIToFPOp::create(
+          x.b, x.loc, x.b.getF32Type(),
+          arith::IndexCastOp::create(x.b, x.loc, x.b.getI32Type(), dist));
+      return x.fsub(score, x.fmul(alibiLog2[mt][half], distF));
+    }
+    return score;
+  };
 
   // ---- main loop --------------------------------------------------------------
   auto accType = VectorType::get({2, 2}, f32);
@@ -441,35 +588,57 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
           }
         }
 
-        // ---- mask the tiles that cross seqlen_k or the causal diagonal ----
-        Value tileEnd = le.mul(le.add(nBlock, le.idx(1)), le.idx(cfg.blockN));
-        Value needsMask = le.gt(tileEnd, seqK);
-        if (spec.mask == MaskMode::Causal) {
-          // The block's first row sees keys up to mStart + diag.
-          Value firstRowLimit = le.add(mStart, diag);
-          needsMask = le.orI(needsMask,
-                             le.gt(le.sub(tileEnd, le.idx(1)), firstRowLimit));
+        // ---- scores into the log2 domain: scale, softcap, bias ----
+        auto keyOf = [&](Emitter &x, int nt, int el) {
+          Value keyBase = x.add(x.mul(nBlock, x.idx(cfg.blockN)),
+                                x.mul(inGroup, x.idx(2)));
+          return x.add(keyBase, x.idx(nt * kMmaN + el));
+        };
+        if (transformScores)
+          for (int mt = 0; mt < k.mTiles; ++mt)
+            for (int nt = 0; nt < k.nTiles; ++nt)
+              for (int half = 0; half < 2; ++half)
+                for (int el = 0; el < 2; ++el) {
+                  Value x = scoreToLog2(le, le.extract(sAcc[mt][nt], {half, el}));
+                  x = addBias(le, x, mt, half, keyOf(le, nt, el));
+                  sAcc[mt][nt] = le.insert(x, sAcc[mt][nt], {half, el});
+                }
+
+        // ---- mask the tiles that cross seqlen_k or a mask boundary ----
+        Value tileStart = le.mul(nBlock, le.idx(cfg.blockN));
+        Value tileLast = le.sub(le.add(tileStart, le.idx(cfg.blockN)), le.idx(1));
+        Value needsMask = le.ge(tileLast, seqK);
+        if (causal || window) {
+          // The block's first query sees keys up to firstQuery + diag (+ right).
+          Value reach = le.add(firstQueryOf(le), diag);
+          if (window)
+            reach = le.add(reach, windowRight);
+          needsMask = le.orI(needsMask, le.gt(tileLast, reach));
         }
+        if (window) // its last query sees keys from lastQuery + diag - left
+          needsMask = le.orI(
+              needsMask,
+              le.lt(tileStart, le.sub(le.add(lastQueryOf(le), diag), windowLeft)));
         SmallVector<Type> sTypes(k.mTiles * k.nTiles, accType);
         auto maskIf = scf::IfOp::create(
             b, l, needsMask,
             [&](OpBuilder &mb, Location ml) {
               Emitter me{mb, ml};
               SmallVector<Value> masked;
-              Value keyBase = me.add(me.mul(nBlock, me.idx(cfg.blockN)),
-                                     me.mul(inGroup, me.idx(2)));
               for (int mt = 0; mt < k.mTiles; ++mt)
                 for (int nt = 0; nt < k.nTiles; ++nt) {
                   Value acc = sAcc[mt][nt];
                   for (int half = 0; half < 2; ++half) {
-                    Value qRow = me.add(
-                        me.add(mStart, warpRow0),
-                        me.add(me.idx(mt * kMmaM + half * 8), group));
+                    Value qDiag = me.add(rowQuery(me, mt, half), diag);
                     for (int el = 0; el < 2; ++el) {
-                      Value key = me.add(keyBase, me.idx(nt * kMmaN + el));
+                      Value key = keyOf(me, nt, el);
                       Value ok = me.lt(key, seqK);
-                      if (spec.mask == MaskMode::Causal)
-                        ok = me.andI(ok, me.le(key, me.add(qRow, diag)));
+                      if (causal)
+                        ok = me.andI(ok, me.le(key, qDiag));
+                      if (window)
+                        ok = me.andI(
+                            ok, me.andI(me.le(key, me.add(qDiag, windowRight)),
+                                        me.ge(key, me.sub(qDiag, windowLeft))));
                       Value s = me.extract(acc, {half, el});
                       acc = me.insert(me.select(ok, s, negInfF), acc,
                                       {half, el});
@@ -501,7 +670,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                 rowMax = le.fmax(rowMax, le.extract(sAcc[mt][nt], {half, el}));
             rowMax = le.quadReduce(rowMax, /*isMax=*/true);
             Value mOld = carried[mOffset + 2 * mt + half];
-            Value mNew = le.fmax(mOld, le.fmul(rowMax, scaleLog2));
+            Value mNew = le.fmax(mOld, le.fmul(rowMax, softmaxScale));
             // A row with every key masked so far keeps m = -inf; subtract 0
             // instead so that exp2 sees -inf, not NaN.
             mUse[half] = le.select(le.feq(mNew, negInfF), zeroF, mNew);
@@ -516,7 +685,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
               Value negM = arith::NegFOp::create(b, l, mUse[half]);
               for (int el = 0; el < 2; ++el) {
                 Value s = le.extract(p, {half, el});
-                Value pe = le.exp2(le.fma(s, scaleLog2, negM));
+                Value pe = le.exp2(le.fma(s, softmaxScale, negM));
                 rowSum[half] = le.fadd(rowSum[half], pe);
                 p = le.insert(pe, p, {half, el});
               }
@@ -588,12 +757,13 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
       Value empty = e.feq(lSum, zeroF); // every key masked: O = 0, LSE = -inf
       Value inv = e.select(
           empty, zeroF, arith::DivFOp::create(builder, loc, e.f32(1), lSum));
-      Value qRow = e.add(e.add(mStart, warpRow0),
-                         e.add(e.idx(mt * kMmaM + half * 8), group));
-      auto inRange = scf::IfOp::create(builder, loc, e.lt(qRow, seqQ), false);
+      Value query = rowQuery(e, mt, half), head = rowHead(e, mt, half);
+      auto inRange = scf::IfOp::create(
+          builder, loc, e.lt(rowIndex(e, mt, half), rowLimit), false);
       OpBuilder::InsertionGuard g(builder);
       builder.setInsertionPointToStart(&inRange.getThenRegion().front());
-      Value rowBase = e.add(oBase, e.mul(qRow, oRS));
+      Value rowBase =
+          e.add(oSeqBase, e.add(e.mul(query, oRS), e.mul(head, oHS)));
       for (int dt = 0; dt < k.dTilesV; ++dt) {
         Value acc = results[mt * k.dTilesV + dt];
         Value c0 = e.fmul(e.extract(acc, {half, 0}), inv);
@@ -632,7 +802,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         auto lseIf = scf::IfOp::create(builder, loc, first, false);
         OpBuilder::InsertionGuard lg(builder);
         builder.setInsertionPointToStart(&lseIf.getThenRegion().front());
-        Value lseIdx = e.add(e.add(e.mul(batch, lseBS), e.mul(head, lseHS)), qRow);
+        Value lseIdx = e.add(e.add(e.mul(batch, lseBS), e.mul(head, lseHS)),
+                             e.add(startQ, query));
         memref::StoreOp::create(builder, loc, lseVal, lse, ValueRange{lseIdx});
       }
     }

@@ -46,8 +46,17 @@ typedef enum flashjit_dtype {
 } flashjit_dtype;
 typedef enum flashjit_mask {
   FLASHJIT_MASK_NONE = 0,
-  FLASHJIT_MASK_CAUSAL = 1
+  FLASHJIT_MASK_CAUSAL = 1,
+  /** Sliding window: window_left / window_right (bottom-right aligned). */
+  FLASHJIT_MASK_WINDOW = 2
 } flashjit_mask;
+typedef enum flashjit_bias {
+  FLASHJIT_BIAS_NONE = 0,
+  /** An additive tensor: `bias`, `bias_batch`, `bias_heads`, `bias_strides`. */
+  FLASHJIT_BIAS_TENSOR = 1,
+  /** ALiBi from float32 `alibi_slopes` (-slope * |i + sk - sq - j|). */
+  FLASHJIT_BIAS_ALIBI = 2
+} flashjit_bias;
 
 typedef struct flashjit_runtime flashjit_runtime;
 
@@ -74,11 +83,44 @@ typedef struct flashjit_forward_args {
   double softmax_scale;
   /** Tile override; 0 fields take the per-architecture default. */
   int32_t block_m, block_n, warps, stages;
+  /** Tile override for GQA: 1 packs a K/V group's query heads into one
+   *  CTA, -1 does not, 0 takes the default. */
+  int32_t pack_gqa;
+
+  /* ---- features; flashjit_forward_args_init leaves them off ---- */
+  /** FLASHJIT_MASK_WINDOW: query i sees keys j with i + sk - sq - left <= j
+   *  <= i + sk - sq + right; -1 (the init value) is unbounded. */
+  int64_t window_left, window_right;
+  /** > 0: scores become softcap * tanh(scores / softcap). */
+  double softcap;
+  int32_t bias_mode; /**< flashjit_bias */
+  /** FLASHJIT_BIAS_TENSOR: dtype of q, [bias_batch, bias_heads, seqlen_q,
+   *  seqlen_k] with bias_batch in {1, batch} and bias_heads in {1, heads_q}
+   *  (1 broadcasts), bias_strides {batch, head, row}, columns contiguous. */
+  const void *bias;
+  int64_t bias_batch, bias_heads;
+  int64_t bias_strides[3];
+  /** FLASHJIT_BIAS_ALIBI: float32 slopes[b * alibi_batch_stride + h]. */
+  const float *alibi_slopes;
+  int64_t alibi_batch_stride;
+  /** Varlen (cu_seqlens_q non-NULL): q/k/v/o are packed [total, heads, dim]
+   *  (batch strides ignored), seqlen_q/k are the largest lengths, LSE is
+   *  [heads_q, total_q] (lse_strides[0] ignored). Device int32 prefix sums
+   *  of batch + 1 entries; the *_host copies (NULL: read from the device,
+   *  which synchronises `stream`) are what is validated before the launch. */
+  const int32_t *cu_seqlens_q, *cu_seqlens_k;
+  const int32_t *cu_seqlens_q_host, *cu_seqlens_k_host;
+  int64_t total_q, total_k; /**< rows of the packed q/o and k/v buffers */
+  /** Padded batches (non-NULL): only the first key_lengths[b] keys of batch
+   *  b are real. Device int32 [batch]; host copy as for cu_seqlens. */
+  const int32_t *key_lengths;
+  const int32_t *key_lengths_host;
 } flashjit_forward_args;
 
-/** Zeroes the struct, then dtype = FLASHJIT_BF16 (mask none, defaults for
- *  every field documented with one). Sizes, pointers and strides remain to
- *  be set. */
+/** Zeroes the struct, then dtype = FLASHJIT_BF16 and window_left =
+ *  window_right = -1 (mask none, no bias, no softcap, no varlen, defaults
+ *  for every field documented with one). Sizes, pointers and strides remain
+ *  to be set. */
 void flashjit_forward_args_init(flashjit_forward_args *args);
 
 /** Creates a runtime on CUDA device `device`; *out is NULL on failure. */

@@ -15,7 +15,7 @@ flashjit.attention_fwd @k arch = "sm_90a" spec = #flashjit.spec<dtype = "fp8", h
 
 // -----
 
-// expected-error @+1 {{mask must be one of none|causal, got 'sliding'}}
+// expected-error @+1 {{mask must be one of none|causal|window, got 'sliding'}}
 flashjit.attention_fwd @k arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "sliding", gqa_group = 1, lse = true, align = 8>
 
 // -----
@@ -37,3 +37,13 @@ flashjit.attention_fwd @k arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", 
 
 // expected-error @+1 {{sm_86 allows at most 101376 per block}}
 flashjit.attention_fwd @k arch = "sm_86" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 256, head_dim_v = 256, mask = "none", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 128, warps = 8, stages = 2>
+
+// -----
+
+// expected-error @+1 {{bias must be one of none|tensor|alibi, got 'relative'}}
+flashjit.attention_fwd @k arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 8, bias = "relative">
+
+// -----
+
+// expected-error @+1 {{pack_gqa needs a GQA group > 1 (heads_q / heads_kv), got 1}}
+flashjit.attention_fwd @k arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 8, stages = 2, pack_gqa = true>

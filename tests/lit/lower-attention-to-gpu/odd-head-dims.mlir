@@ -35,8 +35,8 @@ flashjit.attention_fwd @d256 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 
 // -----
 
-// GQA group 4: the K/V head is the query head / 4.
+// GQA group 4 without packing: the K/V head is the query head / 4.
 // CHECK-LABEL: gpu.func @gqa
 // CHECK: %[[HEAD:.*]] = gpu.block_id  y
 // CHECK: arith.divui %[[HEAD]], %c4
-flashjit.attention_fwd @gqa arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 4, lse = true, align = 8>
+flashjit.attention_fwd @gqa arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 4, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 32, warps = 4, stages = 2>

@@ -4,7 +4,7 @@
 // CHECK: module attributes {gpu.container_module}
 // CHECK: gpu.module @k72 [#nvvm.target<O = 3, chip = "sm_90a", features = "+ptx80">]
 // CHECK: gpu.func @k72(%{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xf32, 1>,
-// CHECK-SAME: i64, %{{.*}}: i32, %{{.*}}: i32, %{{.*}}: f32) kernel
+// CHECK-SAME: i64, %{{.*}}: i32, %{{.*}}: i32, %{{.*}}: i32, %{{.*}}: i32, %{{.*}}: f32, %{{.*}}: f32) kernel
 // CHECK-SAME: known_block_size = array<i32: 256, 1, 1>
 // CHECK-SAME: nvvm.maxntid = array<i32: 256, 1, 1>
 // CHECK-SAME: nvvm.minctasm = 1

@@ -26,6 +26,16 @@ flashjit.attention_fwd @d64causal arch = "sm_90a" spec = #flashjit.spec<dtype = 
 // CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 1>
 flashjit.attention_fwd @d33align1 arch = "sm_90a" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 33, head_dim_v = 33, mask = "none", gqa_group = 1, lse = true, align = 1>
 
+// GQA packs the group's query heads into one CTA by default; feature
+// kernels (bias, softcap, windows, varlen, packed GQA) take 32-row K/V tiles
+// and, past d=64, one m16 tile per warp.
+// CHECK-LABEL: @gqa4
+// CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 4, stages = 2, pack_gqa = true>
+flashjit.attention_fwd @gqa4 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 4, lse = true, align = 8>
+// CHECK-LABEL: @bias80
+// CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 2>
+flashjit.attention_fwd @bias80 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 80, head_dim_v = 80, mask = "none", gqa_group = 1, lse = true, align = 8, bias = "tensor">
+
 // CHECK-LABEL: @explicit
 // CHECK-SAME: config = <block_m = 64, block_n = 16, warps = 4, stages = 3>
 flashjit.attention_fwd @explicit arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 72, head_dim_v = 72, mask = "none", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 64, block_n = 16, warps = 4, stages = 3>

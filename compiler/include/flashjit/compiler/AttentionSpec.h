@@ -21,7 +21,16 @@
 namespace flashjit {
 
 enum class DType { F16, BF16 };
-enum class MaskMode { None, Causal };
+/// Which (query, key) pairs a row may see. Causal and Window are aligned to
+/// the bottom-right corner (FlashAttention 2.1+); Window takes its left and
+/// right extents as run-time arguments (either may be unbounded), so causal
+/// is also Window with (unbounded, 0), kept apart for its simpler kernel.
+enum class MaskMode { None, Causal, Window };
+/// What is added to the scaled (and capped) scores before the softmax: a
+/// tensor broadcastable to [batch, heads_q, seqlen_q, seqlen_k] in the input
+/// dtype, or ALiBi (-slope[h] * |i + seqlen_k - seqlen_q - j|, slopes float32
+/// per head, computed in the kernel).
+enum class BiasMode { None, Tensor, Alibi };
 enum class Arch { Sm80, Sm86, Sm89, Sm90, Sm90a };
 
 /// Accepted head dimension range (both Q/K and V).
@@ -42,6 +51,16 @@ struct AttentionSpec {
   /// batch strides) is known to be aligned: 1, 2, 4 or 8. Wider lets the
   /// kernel copy 16 bytes at a time; the runtime picks the widest valid one.
   int globalAlignElems = 8;
+  BiasMode bias = BiasMode::None;
+  /// Scores become softcap * tanh(scores / softcap) (Gemma 2); the cap is a
+  /// run-time argument.
+  bool softcap = false;
+  /// Packed variable-length batches: Q/K/V/O rows of sequence b start at
+  /// cu_seqlens_q[b] / cu_seqlens_k[b] (int32 prefix sums, run-time).
+  bool varlen = false;
+  /// Padded batches: only the first key_lengths[b] keys of sequence b are
+  /// real (int32 per batch, run-time; FlashAttention's seqused_k).
+  bool keyLengths = false;
 
   bool operator==(const AttentionSpec &o) const;
   bool operator!=(const AttentionSpec &o) const { return !(*this == o); }
@@ -53,6 +72,10 @@ struct TileConfig {
   int blockN = 64;  ///< key rows per K/V tile
   int warps = 4;    ///< warps per CTA (each owns blockM / warps query rows)
   int stages = 2;   ///< K/V shared-memory buffers in the cp.async pipeline
+  /// GQA: one CTA takes the query rows of every head of a K/V group
+  /// (row r is query r / group of head r % group), so each K/V tile is read
+  /// once per group instead of once per query head.
+  bool packGqa = false;
 
   bool operator==(const TileConfig &o) const;
   bool operator!=(const TileConfig &o) const { return !(*this == o); }
@@ -61,13 +84,16 @@ struct TileConfig {
 // ---- names -----------------------------------------------------------------
 std::string_view toString(DType d);
 std::string_view toString(MaskMode m);
+std::string_view toString(BiasMode b);
 std::string_view toString(Arch a);
 std::optional<DType> parseDType(std::string_view s);
 std::optional<MaskMode> parseMaskMode(std::string_view s);
+std::optional<BiasMode> parseBiasMode(std::string_view s);
 std::optional<Arch> parseArch(std::string_view s);
 /// Accepted spellings, for error messages and --help ("fp16|bf16").
 std::string dtypeChoices();
 std::string maskChoices();
+std::string biasChoices();
 std::string archChoices();
 
 int elementBytes(DType d);
@@ -99,7 +125,8 @@ Status validate(const TileConfig &config, const AttentionSpec &spec, Arch arch);
 std::string canonicalText(const AttentionSpec &spec);
 std::string canonicalText(const TileConfig &config);
 /// Readable identifier of a specialisation, usable as a kernel symbol and a
-/// directory name: fwd_bf16_hqk80_hv80_causal_g1_lse_a8_bm128_bn64_w4_s2_sm90a.
+/// directory name: fwd_bf16_hqk80_hv80_causal_g1_lse_a8_bm128_bn64_w4_s2_sm90a
+/// (features off by default appear only when on: _alibi, _softcap, ...).
 std::string kernelName(const AttentionSpec &spec, const TileConfig &config,
                        Arch arch);
 

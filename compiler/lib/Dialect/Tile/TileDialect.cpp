@@ -29,26 +29,46 @@ void TileDialect::initialize() {
 }
 
 namespace {
+/// The spec attribute's fields (as SpecAttr::verify receives them).
+struct SpecFields {
+  StringRef dtype;
+  int64_t headDimQK, headDimV;
+  StringRef mask;
+  int64_t gqaGroup;
+  bool lse;
+  int64_t align;
+  StringRef bias;
+  bool softcap, varlen, keyLengths;
+};
+
+std::string_view view(StringRef s) { return {s.data(), s.size()}; }
+
 /// The spec attribute's fields as the plain struct, or the reason why not.
-Expected<AttentionSpec> toSpec(StringRef dtype, int64_t headDimQK,
-                               int64_t headDimV, StringRef mask,
-                               int64_t gqaGroup, bool lse, int64_t align) {
+Expected<AttentionSpec> toSpec(const SpecFields &f) {
   AttentionSpec spec;
-  auto d = parseDType(std::string_view(dtype.data(), dtype.size()));
+  auto d = parseDType(view(f.dtype));
   if (!d)
     return Status::error("dtype must be one of " + dtypeChoices() + ", got '" +
-                         dtype.str() + "'");
-  auto m = parseMaskMode(std::string_view(mask.data(), mask.size()));
+                         f.dtype.str() + "'");
+  auto m = parseMaskMode(view(f.mask));
   if (!m)
     return Status::error("mask must be one of " + maskChoices() + ", got '" +
-                         mask.str() + "'");
+                         f.mask.str() + "'");
+  auto b = parseBiasMode(view(f.bias));
+  if (!b)
+    return Status::error("bias must be one of " + biasChoices() + ", got '" +
+                         f.bias.str() + "'");
   spec.dtype = *d;
   spec.mask = *m;
-  spec.headDimQK = static_cast<int>(headDimQK);
-  spec.headDimV = static_cast<int>(headDimV);
-  spec.gqaGroup = static_cast<int>(gqaGroup);
-  spec.writeLse = lse;
-  spec.globalAlignElems = static_cast<int>(align);
+  spec.bias = *b;
+  spec.headDimQK = static_cast<int>(f.headDimQK);
+  spec.headDimV = static_cast<int>(f.headDimV);
+  spec.gqaGroup = static_cast<int>(f.gqaGroup);
+  spec.writeLse = f.lse;
+  spec.globalAlignElems = static_cast<int>(f.align);
+  spec.softcap = f.softcap;
+  spec.varlen = f.varlen;
+  spec.keyLengths = f.keyLengths;
   if (Status s = validate(spec); !s)
     return s;
   return spec;
@@ -58,8 +78,11 @@ Expected<AttentionSpec> toSpec(StringRef dtype, int64_t headDimQK,
 LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                StringRef dtype, int64_t headDimQK,
                                int64_t headDimV, StringRef mask,
-                               int64_t gqaGroup, bool lse, int64_t align) {
-  auto spec = toSpec(dtype, headDimQK, headDimV, mask, gqaGroup, lse, align);
+                               int64_t gqaGroup, bool lse, int64_t align,
+                               StringRef bias, bool softcap, bool varlen,
+                               bool keyLengths) {
+  auto spec = toSpec({dtype, headDimQK, headDimV, mask, gqaGroup, lse, align,
+                      bias, softcap, varlen, keyLengths});
   if (!spec)
     return emitError() << spec.message();
   return success();
@@ -67,8 +90,9 @@ LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 
 AttentionSpec AttentionFwdOp::getAttentionSpec() {
   SpecAttr a = getSpec();
-  return *toSpec(a.getDtype(), a.getHeadDimQk(), a.getHeadDimV(), a.getMask(),
-                 a.getGqaGroup(), a.getLse(), a.getAlign());
+  return *toSpec({a.getDtype(), a.getHeadDimQk(), a.getHeadDimV(), a.getMask(),
+                  a.getGqaGroup(), a.getLse(), a.getAlign(), a.getBias(),
+                  a.getSoftcap(), a.getVarlen(), a.getKeyLengths()});
 }
 
 LogicalResult AttentionFwdOp::verify() {
@@ -87,10 +111,12 @@ SpecAttr toAttr(MLIRContext *ctx, const AttentionSpec &s) {
   auto str = [](std::string_view v) { return StringRef(v.data(), v.size()); };
   return SpecAttr::get(ctx, str(toString(s.dtype)), s.headDimQK, s.headDimV,
                        str(toString(s.mask)), s.gqaGroup, s.writeLse,
-                       s.globalAlignElems);
+                       s.globalAlignElems, str(toString(s.bias)), s.softcap,
+                       s.varlen, s.keyLengths);
 }
 TileConfigAttr toAttr(MLIRContext *ctx, const TileConfig &c) {
-  return TileConfigAttr::get(ctx, c.blockM, c.blockN, c.warps, c.stages);
+  return TileConfigAttr::get(ctx, c.blockM, c.blockN, c.warps, c.stages,
+                             c.packGqa);
 }
 TileConfig fromAttr(TileConfigAttr a) {
   TileConfig c;
@@ -98,6 +124,7 @@ TileConfig fromAttr(TileConfigAttr a) {
   c.blockN = static_cast<int>(a.getBlockN());
   c.warps = static_cast<int>(a.getWarps());
   c.stages = static_cast<int>(a.getStages());
+  c.packGqa = a.getPackGqa();
   return c;
 }
 } // namespace flashjit::tile

@@ -10,9 +10,11 @@
 
 #include "flashjit/compiler/AttentionSpec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 namespace flashjit {
 
@@ -38,10 +40,44 @@ inline Strides bhsdStrides(int64_t heads, int64_t seqlen, int64_t dim) {
   return {heads * seqlen * dim, seqlen * dim, dim};
 }
 
+/// Sentinel for an unbounded side of a sliding window.
+inline constexpr int64_t kUnboundedWindow = -1;
+
+/// An additive bias tensor broadcastable to [batch, headsQ, seqlenQ,
+/// seqlenK]: its batch and heads extents are either 1 or the full size
+/// (size-1 dimensions are broadcast whatever their stride), its rows and
+/// columns are seqlenQ and seqlenK (the maxima under varlen, indexed by the
+/// positions within each sequence), columns contiguous, dtype of Q.
+struct BiasShape {
+  int64_t batch = 1;
+  int64_t heads = 1;
+  Strides strides; ///< batch, head and row strides in elements
+};
+
+/// Packed variable-length batches (FlashAttention's varlen API): sequence b
+/// owns rows [cuSeqlensQ[b], cuSeqlensQ[b+1]) of Q/O and rows
+/// [cuSeqlensK[b], cuSeqlensK[b+1]) of K/V. These are the host copies; the
+/// runtime passes device copies to the kernel.
+struct VarlenSeqs {
+  std::vector<int32_t> cuSeqlensQ; ///< batch + 1 non-decreasing prefix sums
+  std::vector<int32_t> cuSeqlensK; ///< batch + 1 non-decreasing prefix sums
+  int64_t totalQ = 0;              ///< rows in the packed Q and O buffers
+  int64_t totalK = 0;              ///< rows in the packed K and V buffers
+};
+
 /// Sizes, layout and numerics of one forward call. Q is [batch, headsQ,
 /// seqlenQ, headDimQK], K [batch, headsKV, seqlenK, headDimQK], V [batch,
 /// headsKV, seqlenK, headDimV], O like Q with headDimV, LSE float32 [batch,
 /// headsQ, seqlenQ] with contiguous rows.
+///
+/// Under varlen, seqlenQ/seqlenK are the largest sequence lengths, the
+/// tensors are packed [total, heads, dim] (batch strides are ignored: row r
+/// of sequence b is row cuSeqlens[b] + r) and LSE is [headsQ, totalQ]
+/// (lseBatchStride ignored).
+///
+/// Scores: x = scale * q.k; with softcap x = softcap * tanh(x / softcap);
+/// then x += bias (tensor or ALiBi); then masked pairs are -inf. A row whose
+/// every score is -inf writes O = 0 and LSE = -inf.
 struct AttentionParams {
   DType dtype = DType::BF16;
   MaskMode mask = MaskMode::None;
@@ -57,6 +93,24 @@ struct AttentionParams {
   int64_t lseHeadStride = 0;
   /// Multiplies Q.K^T before the softmax; unset means 1/sqrt(headDimQK).
   std::optional<double> softmaxScale;
+  /// MaskMode::Window: query i (of a sequence with sq queries and sk keys)
+  /// sees keys j with i + sk - sq - windowLeft <= j <= i + sk - sq +
+  /// windowRight; kUnboundedWindow drops that side.
+  int64_t windowLeft = kUnboundedWindow;
+  int64_t windowRight = kUnboundedWindow;
+  /// > 0: cap the scores with softcap * tanh(x / softcap); 0: off.
+  double softcap = 0;
+  BiasMode bias = BiasMode::None;
+  /// BiasMode::Tensor: the bias tensor's extents and strides.
+  BiasShape biasShape;
+  /// BiasMode::Alibi: slopes are float32 [headsQ], or [batch, headsQ] with
+  /// this batch stride (0: shared by every batch).
+  int64_t alibiBatchStride = 0;
+  /// Set: packed variable-length sequences.
+  std::optional<VarlenSeqs> varlen;
+  /// Non-empty: [batch] key counts; keys at or past keyLengths[b] are
+  /// padding (masked). The causal/window diagonal uses this length.
+  std::vector<int32_t> keyLengths;
 
   double scale() const {
     return softmaxScale ? *softmaxScale
@@ -65,58 +119,146 @@ struct AttentionParams {
   /// Query heads sharing one K/V head (query head h reads K/V head h / group).
   int64_t gqaGroup() const { return headsKV > 0 ? headsQ / headsKV : 0; }
 
-  /// Sets every stride for dense BSHD q, k, v, o and a dense LSE.
+  // ---- per-sequence view (varlen and key lengths applied) ------------------
+  /// Queries of sequence b.
+  int64_t seqlenQOf(int64_t b) const {
+    return varlen ? varlen->cuSeqlensQ[b + 1] - varlen->cuSeqlensQ[b]
+                  : seqlenQ;
+  }
+  /// Real keys of sequence b (key padding removed).
+  int64_t seqlenKOf(int64_t b) const {
+    if (!keyLengths.empty())
+      return keyLengths[b];
+    return varlen ? varlen->cuSeqlensK[b + 1] - varlen->cuSeqlensK[b]
+                  : seqlenK;
+  }
+  /// Element offsets of row `r` of sequence b, head h.
+  int64_t qOffset(int64_t b, int64_t h, int64_t r) const {
+    return rowOffset(qStrides, b, h, r, /*isQuery=*/true);
+  }
+  int64_t kOffset(int64_t b, int64_t h, int64_t r) const {
+    return rowOffset(kStrides, b, h, r, /*isQuery=*/false);
+  }
+  int64_t vOffset(int64_t b, int64_t h, int64_t r) const {
+    return rowOffset(vStrides, b, h, r, /*isQuery=*/false);
+  }
+  int64_t oOffset(int64_t b, int64_t h, int64_t r) const {
+    return rowOffset(oStrides, b, h, r, /*isQuery=*/true);
+  }
+  int64_t lseOffset(int64_t b, int64_t h, int64_t r) const {
+    return varlen ? h * lseHeadStride + varlen->cuSeqlensQ[b] + r
+                  : b * lseBatchStride + h * lseHeadStride + r;
+  }
+  /// Offset of bias element (query i, key j) of sequence b, query head h.
+  int64_t biasOffset(int64_t b, int64_t h, int64_t i, int64_t j) const {
+    const Strides &s = biasShape.strides;
+    return (biasShape.batch == 1 ? 0 : b * s.batch) +
+           (biasShape.heads == 1 ? 0 : h * s.head) + i * s.row + j;
+  }
+
+  /// Sets every stride for dense BSHD q, k, v, o and a dense LSE (packed
+  /// [total, heads, dim] and LSE [heads, totalQ] under varlen).
   void setDenseBSHD() {
-    qStrides = bshdStrides(headsQ, seqlenQ, headDimQK);
-    kStrides = bshdStrides(headsKV, seqlenK, headDimQK);
-    vStrides = bshdStrides(headsKV, seqlenK, headDimV);
-    oStrides = bshdStrides(headsQ, seqlenQ, headDimV);
-    lseBatchStride = headsQ * seqlenQ;
-    lseHeadStride = seqlenQ;
+    const int64_t rowsQ = varlen ? varlen->totalQ : seqlenQ;
+    const int64_t rowsK = varlen ? varlen->totalK : seqlenK;
+    qStrides = bshdStrides(headsQ, rowsQ, headDimQK);
+    kStrides = bshdStrides(headsKV, rowsK, headDimQK);
+    vStrides = bshdStrides(headsKV, rowsK, headDimV);
+    oStrides = bshdStrides(headsQ, rowsQ, headDimV);
+    lseBatchStride = varlen ? 0 : headsQ * seqlenQ;
+    lseHeadStride = rowsQ;
+  }
+  /// Dense bias strides for the current biasShape extents.
+  void setDenseBias() {
+    biasShape.strides = {biasShape.heads * seqlenQ * seqlenK, seqlenQ * seqlenK,
+                         seqlenK};
   }
 
   /// Elements spanned by each tensor (largest offset + 1), for allocation.
   int64_t qElements() const {
-    return span(qStrides, headsQ, seqlenQ, headDimQK);
+    return span(qStrides, headsQ, rowsQ(), headDimQK);
   }
   int64_t kElements() const {
-    return span(kStrides, headsKV, seqlenK, headDimQK);
+    return span(kStrides, headsKV, rowsK(), headDimQK);
   }
   int64_t vElements() const {
-    return span(vStrides, headsKV, seqlenK, headDimV);
+    return span(vStrides, headsKV, rowsK(), headDimV);
   }
   int64_t oElements() const {
-    return span(oStrides, headsQ, seqlenQ, headDimV);
+    return span(oStrides, headsQ, rowsQ(), headDimV);
   }
   int64_t lseElements() const {
-    return (batch - 1) * lseBatchStride + (headsQ - 1) * lseHeadStride +
-           seqlenQ;
+    return (varlen ? 0 : (batch - 1) * lseBatchStride) +
+           (headsQ - 1) * lseHeadStride + rowsQ();
+  }
+  int64_t biasElements() const {
+    return biasOffset(batch - 1, headsQ - 1, seqlenQ - 1, seqlenK - 1) + 1;
   }
 
 private:
+  int64_t rowsQ() const { return varlen ? varlen->totalQ : seqlenQ; }
+  int64_t rowsK() const { return varlen ? varlen->totalK : seqlenK; }
+  int64_t rowOffset(const Strides &s, int64_t b, int64_t h, int64_t r,
+                    bool isQuery) const {
+    if (!varlen)
+      return s.offset(b, h, r);
+    const auto &cu = isQuery ? varlen->cuSeqlensQ : varlen->cuSeqlensK;
+    return h * s.head + (cu[b] + r) * s.row;
+  }
   int64_t span(const Strides &s, int64_t heads, int64_t rows,
                int64_t dim) const {
-    return s.offset(batch - 1, heads - 1, rows - 1) + dim;
+    const int64_t lastBatch = varlen ? 0 : batch - 1;
+    return s.offset(lastBatch, heads - 1, rows - 1) + dim;
   }
 };
 
-/// Whether query row i may attend to key j under `mask`. Causal masks are
-/// aligned to the bottom-right corner (FlashAttention 2.1+): the last query
-/// sees every key, so i sees j iff j <= i + seqlenK - seqlenQ.
-inline bool isVisible(MaskMode mask, int64_t i, int64_t j, int64_t seqlenQ,
-                      int64_t seqlenK) {
-  return mask == MaskMode::None || j <= i + seqlenK - seqlenQ;
+/// Checks the math problem: sizes, head dims, GQA divisibility, the scale,
+/// the window, softcap, bias extents, varlen prefix sums and key lengths
+/// (pointer-free; the runtime adds pointer checks). The message names the
+/// argument and the accepted range. The LSE strides are checked only when
+/// `writesLse` (a call without an LSE output may leave them 0).
+Status validateParams(const AttentionParams &params, bool writesLse = true);
+
+/// The key range [first, last] query i of a sequence with sq queries and sk
+/// keys may see; empty when first > last.
+struct KeyRange {
+  int64_t first, last;
+};
+inline KeyRange visibleKeys(MaskMode mask, int64_t windowLeft,
+                            int64_t windowRight, int64_t i, int64_t sq,
+                            int64_t sk) {
+  const int64_t diag = i + sk - sq; // bottom-right aligned
+  KeyRange r{0, sk - 1};
+  if (mask == MaskMode::Causal)
+    r.last = std::min(r.last, diag);
+  if (mask == MaskMode::Window) {
+    if (windowLeft != kUnboundedWindow)
+      r.first = std::max<int64_t>(0, diag - windowLeft);
+    if (windowRight != kUnboundedWindow)
+      r.last = std::min(r.last, diag + windowRight);
+  }
+  return r;
 }
 
-/// (query, key) pairs that survive the mask in one (batch, head) slice: the
-/// work a kernel must do, for FLOP counts.
-inline int64_t visiblePairs(MaskMode mask, int64_t seqlenQ, int64_t seqlenK) {
-  if (mask == MaskMode::None)
-    return seqlenQ * seqlenK;
+/// Whether query row i may attend to key j (bottom-right aligned masks).
+inline bool isVisible(const AttentionParams &p, int64_t i, int64_t j,
+                      int64_t sq, int64_t sk) {
+  const KeyRange r =
+      visibleKeys(p.mask, p.windowLeft, p.windowRight, i, sq, sk);
+  return j >= r.first && j <= r.last;
+}
+
+/// (query, key) pairs that survive the mask (not the bias) summed over the
+/// batch, per head: the work a kernel must do, for FLOP counts.
+inline int64_t visiblePairs(const AttentionParams &p) {
   int64_t pairs = 0;
-  for (int64_t i = 0; i < seqlenQ; ++i) {
-    const int64_t visible = i + seqlenK - seqlenQ + 1; // keys 0..i+Sk-Sq
-    pairs += visible < 0 ? 0 : visible;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t sq = p.seqlenQOf(b), sk = p.seqlenKOf(b);
+    for (int64_t i = 0; i < sq; ++i) {
+      const KeyRange r =
+          visibleKeys(p.mask, p.windowLeft, p.windowRight, i, sq, sk);
+      pairs += std::max<int64_t>(0, r.last - r.first + 1);
+    }
   }
   return pairs;
 }

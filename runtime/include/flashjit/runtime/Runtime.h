@@ -41,6 +41,16 @@ struct ForwardProblem : AttentionParams {
   void *o = nullptr;
   /// Optional float32 log-sum-exp output (natural log); null: not written.
   float *lse = nullptr;
+  /// BiasMode::Tensor: the bias (dtype of Q, laid out by biasShape).
+  const void *biasData = nullptr;
+  /// BiasMode::Alibi: float32 slopes (see alibiBatchStride).
+  const float *alibiSlopes = nullptr;
+  /// Device copies of varlen->cuSeqlensQ/K and of keyLengths (int32). The
+  /// host copies in AttentionParams are what validation checks before the
+  /// launch; they must hold the same values.
+  const int32_t *deviceCuSeqlensQ = nullptr;
+  const int32_t *deviceCuSeqlensK = nullptr;
+  const int32_t *deviceKeyLengths = nullptr;
   /// Overrides the per-arch default tile (defaultTileConfig).
   std::optional<TileConfig> tile;
 };
@@ -50,8 +60,9 @@ struct ForwardProblem : AttentionParams {
 Status validate(const ForwardProblem &problem);
 
 /// The compile-time facts a problem needs: dtype, head dims, mask, GQA
-/// group, LSE on/off and the widest alignment that its pointers and
-/// strides allow. Assumes validate(problem) passed.
+/// group, LSE on/off, bias kind, softcap, varlen, key lengths and the widest
+/// alignment that its pointers and strides allow. Assumes validate(problem)
+/// passed.
 AttentionSpec specFor(const ForwardProblem &problem);
 
 /// A validated, specialised and compiled forward call, ready to launch.

@@ -29,16 +29,22 @@ def Tile_SpecAttr : Tile_Attr<"Spec", "spec"> {
   let description = [{
     `#flashjit.spec<dtype = "bf16", head_dim_qk = 80, head_dim_v = 80,
     mask = "causal", gqa_group = 1, lse = true, align = 8>`: every fact the
-    kernel is specialised on (the cache key's spec half).
+    kernel is specialised on (the cache key's spec half). The feature fields
+    (`bias = "alibi"`, `softcap = true`, `varlen = true`,
+    `key_lengths = true`) are optional and printed only when on.
   }];
   let parameters = (ins
     StringRefParameter<"fp16 or bf16">:$dtype,
     "int64_t":$head_dim_qk,
     "int64_t":$head_dim_v,
-    StringRefParameter<"none or causal">:$mask,
+    StringRefParameter<"none, causal or window">:$mask,
     "int64_t":$gqa_group,
     "bool":$lse,
-    "int64_t":$align
+    "int64_t":$align,
+    StringRefParameter<"none, tensor or alibi", "\"none\"">:$bias,
+    DefaultValuedParameter<"bool", "false">:$softcap,
+    DefaultValuedParameter<"bool", "false">:$varlen,
+    DefaultValuedParameter<"bool", "false">:$key_lengths
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
@@ -49,10 +55,12 @@ def Tile_TileConfigAttr : Tile_Attr<"TileConfig", "tile"> {
   let description = [{
     `#flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>`:
     query rows per CTA, key rows per K/V tile, warps per CTA and K/V
-    shared-memory buffers of the cp.async pipeline.
+    shared-memory buffers of the cp.async pipeline; `pack_gqa = true` (GQA
+    only) packs the query heads of a K/V group into one CTA's rows.
   }];
   let parameters = (ins "int64_t":$block_m, "int64_t":$block_n,
-                        "int64_t":$warps, "int64_t":$stages);
+                        "int64_t":$warps, "int64_t":$stages,
+                        DefaultValuedParameter<"bool", "false">:$pack_gqa);
   let assemblyFormat = "`<` struct(params) `>`";
 }
 

@@ -1,0 +1,68 @@
+// RUN: flashjit-opt %s --flashjit-lower-attention-to-gpu --canonicalize --cse -split-input-file | FileCheck %s
+
+// Sliding window: the tile range starts at firstQuery + diag - window_left
+// and boundary tiles compare each key with both window edges.
+// CHECK-LABEL: gpu.func @window
+// CHECK-SAME: %[[WL:[a-z0-9_]+]]: i32, %[[WR:[a-z0-9_]+]]: i32, %{{.*}}: f32, %{{.*}}: f32) kernel
+// CHECK-DAG: arith.index_cast %[[WL]]
+// CHECK-DAG: arith.index_cast %[[WR]]
+// CHECK: scf.for
+// CHECK: scf.if
+// CHECK: arith.cmpi sge
+// CHECK-NOT: memref.load
+// CHECK: gpu.return
+flashjit.attention_fwd @window arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "window", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>
+
+// -----
+
+// Bias tensor: one dtype element per score, widened to f32 and added in the
+// log2 domain (fma with log2(e)) before the row max.
+// CHECK-LABEL: gpu.func @bias
+// CHECK: scf.for
+// CHECK: nvgpu.mma.sync
+// CHECK: memref.load %{{.*}}[%{{.*}}] : memref<1099511627776xf16, 1>
+// CHECK: arith.extf %{{.*}} : f16 to f32
+// CHECK: math.fma
+// CHECK: gpu.shuffle  xor
+flashjit.attention_fwd @bias arch = "sm_80" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 8, bias = "tensor"> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>
+
+// -----
+
+// ALiBi: slopes loaded once before the loop; |key - query - diag| as f32.
+// CHECK-LABEL: gpu.func @alibi
+// CHECK: memref.load %{{.*}} : memref<1099511627776xf32, 1>
+// CHECK: scf.for
+// CHECK: arith.sitofp
+// CHECK-NOT: memref.load %{{.*}} : memref<1099511627776xf32, 1>
+// CHECK: gpu.return
+flashjit.attention_fwd @alibi arch = "sm_80" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 80, head_dim_v = 80, mask = "causal", gqa_group = 1, lse = true, align = 8, bias = "alibi"> config = #flashjit.tile<block_m = 128, block_n = 32, warps = 4, stages = 2>
+
+// -----
+
+// Softcap: tanh through exp2 and a fast division, per score.
+// CHECK-LABEL: gpu.func @softcap
+// CHECK: scf.for
+// CHECK: nvgpu.mma.sync
+// CHECK: math.exp2
+// CHECK: arith.divf {{.*}} fastmath<afn>
+flashjit.attention_fwd @softcap arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 128, head_dim_v = 128, mask = "none", gqa_group = 1, lse = true, align = 8, softcap = true> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 8, stages = 2>
+
+// -----
+
+// Varlen + key lengths: sequence starts and lengths come from int32 arrays
+// indexed by the batch (block z) before any copy.
+// CHECK-LABEL: gpu.func @varlen
+// CHECK: %[[B:.*]] = gpu.block_id  z
+// CHECK: memref.load %{{.*}}[%[[B]]] : memref<1099511627776xi32, 1>
+// CHECK: memref.load %{{.*}} : memref<1099511627776xi32, 1>
+// CHECK: nvgpu.device_async_copy
+flashjit.attention_fwd @varlen arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 1, lse = true, align = 8, varlen = true, key_lengths = true> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>
+
+// -----
+
+// Packed GQA (group 4): tile row r is query r / 4 of head 4 * kvHead + r % 4.
+// CHECK-LABEL: gpu.func @packed
+// CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
+// CHECK: arith.divui %{{.*}}, %[[C4]]
+// CHECK: arith.remui %{{.*}}, %[[C4]]
+flashjit.attention_fwd @packed arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 4, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2, pack_gqa = true>
