@@ -2,7 +2,9 @@
 # Runs on the lent GPU machine from the repository root. Expects
 # .device/flashjit-bin.tar.xz (static binaries built here with
 # FLASHJIT_STATIC_LLVM=ON, stripped) and .device/peers_bench.py.
-#   bash bench/gpu/run-device.sh tests|bench|peers|sanitize|all
+#   bash bench/gpu/run-device.sh tests|bench|peers|sanitize|features|all
+# (features = features-sanitize: compute-sanitizer on feature kernels, plus
+#  features-bench: bench/gpu/features_peers.py)
 # Logs go to $OUT (or /tmp/out).
 set -uo pipefail
 out=${OUT:-/tmp/out}
@@ -28,6 +30,22 @@ if [[ $what == sanitize || $what == all ]]; then
         "$bin/flashjit" run --batch 1 $args --repeats 1 --warmup 0 2>&1 | tail -4 | tee -a "$out/sanitizer.log"
     done
   done
+fi
+if [[ $what == features || $what == features-sanitize || $what == all ]]; then
+  for tool in memcheck racecheck; do
+    for args in "--head-dim 80 --mask window --window-left 40 --window-right 3 --seqlen-q 200 --seqlen-k 333 --bias alibi --softcap 20" \
+                "--head-dim 33 --dtype fp16 --bias tensor --bias-shape 1,4 --heads-q 4 --heads-kv 1 --seqlen 130" \
+                "--head-dim 128 --seqlens-q 100,0,37 --seqlens-k 90,5,300 --mask causal --heads-q 8 --heads-kv 2" \
+                "--head-dim 256 --batch 2 --seqlen 150 --key-lengths 150,7 --layout bhsd --no-lse"; do
+      echo "== compute-sanitizer --tool $tool flashjit run $args" | tee -a "$out/sanitizer-features.log"
+      timeout 90 compute-sanitizer --tool $tool --print-limit 5 \
+        "$bin/flashjit" run $args --repeats 1 --warmup 0 2>&1 | tail -4 | tee -a "$out/sanitizer-features.log"
+    done
+  done
+fi
+if [[ $what == features || $what == features-bench || $what == all ]]; then
+  FLASHJIT="$bin/flashjit" OUT="$out" DIMS=${DIMS:-128,80} PYTHONUNBUFFERED=1 \
+    timeout ${FEATURES_TIMEOUT:-400} python3 bench/gpu/features_peers.py 2>&1 | tee "$out/features.log" | tail -22
 fi
 if [[ $what == bench || $what == all ]]; then
   "$bin/flashjit-bench-gpu" --dims ${DIMS:-64,80,96,100,128,160,256} --seqlens 4096 \
