@@ -147,8 +147,11 @@ def main():
     dims = [int(x) for x in os.environ.get("DIMS", "128,80").split(",")]
     rows = []
     for D in dims:
-        H = 2048 // D
         for mode in ("none", "causal", "window", "bias", "gqa", "varlen"):
+            if mode == "gqa":  # 4:1 needs heads_q divisible by 4
+                H = 2048 // D // 4 * 4
+            else:
+                H = 2048 // D
             ms, tf, cfg = flashjit_run(D, H, mode)
             row = dict(D=D, H=H, mode=mode, flashjit=tf, flashjit_ms=ms, config=cfg)
             row.update(peers(D, H, mode))

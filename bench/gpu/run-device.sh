@@ -2,7 +2,7 @@
 # Runs on the lent GPU machine from the repository root. Expects
 # .device/flashjit-bin.tar.xz (static binaries built here with
 # FLASHJIT_STATIC_LLVM=ON, stripped) and .device/peers_bench.py.
-#   bash bench/gpu/run-device.sh tests|bench|peers|sanitize|features|all
+#   bash bench/gpu/run-device.sh tests|bench|peers|sanitize|features|autotune|all
 # (features = features-sanitize: compute-sanitizer on feature kernels, plus
 #  features-bench: bench/gpu/features_peers.py)
 # Logs go to $OUT (or /tmp/out).
@@ -46,6 +46,29 @@ fi
 if [[ $what == features || $what == features-bench || $what == all ]]; then
   FLASHJIT="$bin/flashjit" OUT="$out" DIMS=${DIMS:-128,80} PYTHONUNBUFFERED=1 \
     timeout ${FEATURES_TIMEOUT:-400} python3 bench/gpu/features_peers.py 2>&1 | tee "$out/features.log" | tail -22
+fi
+if [[ $what == autotune || $what == all ]]; then
+  # Issue 5's evidence: tune each shape (wall time per shape), then bench
+  # the same shapes, which now run with the tuned configs.
+  for d in ${TUNE_DIMS:-64 80 100 128}; do
+    for mask in none causal; do
+      h=$((2048 / d))
+      echo "== flashjit autotune --head-dim $d --mask $mask --batch 4 --heads-q $h --heads-kv $h --seqlen 4096" | tee -a "$out/autotune.log"
+      start=$(date +%s.%N)
+      "$bin/flashjit" autotune --head-dim $d --mask $mask --batch 4 --heads-q $h --heads-kv $h \
+        --seqlen 4096 --dtype bf16 --top 5 2>&1 | tee -a "$out/autotune.log" | tail -12
+      echo "wall_s=$(echo "$(date +%s.%N) - $start" | bc)" | tee -a "$out/autotune.log"
+    done
+  done
+  for mask in none causal; do
+    for d in ${TUNE_DIMS:-64 80 100 128}; do
+      h=$((2048 / d))
+      "$bin/flashjit" bench --head-dim $d --mask $mask --batch 4 --heads-q $h --heads-kv $h \
+        --seqlen 4096 --dtype bf16 --json > "$out/bench-tuned-$d-$mask.json" 2>&1
+      tail -n +1 "$out/bench-tuned-$d-$mask.json" | grep -E '"(config|config_source|tflops)"' | tr -d '\n' | tee -a "$out/bench-tuned.log"
+      echo | tee -a "$out/bench-tuned.log"
+    done
+  done
 fi
 if [[ $what == bench || $what == all ]]; then
   "$bin/flashjit-bench-gpu" --dims ${DIMS:-64,80,96,100,128,160,256} --seqlens 4096 \

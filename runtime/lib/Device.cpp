@@ -70,6 +70,7 @@ Expected<DeviceInfo> queryDevice(int ordinal) {
       {CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, &info.smCount},
       {CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
        &info.maxSharedMemPerBlockOptin},
+      {CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, &info.l2CacheBytes},
   };
   for (auto &a : attributes)
     if (Status s =

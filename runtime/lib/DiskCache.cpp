@@ -1,6 +1,8 @@
 //===- DiskCache.cpp - Entries on disk: key, write, verify, lock, list ----===//
 #include "flashjit/runtime/DiskCache.h"
 
+#include "Files.h"
+
 #include <nlohmann/json.hpp>
 #include <xxhash.h>
 
@@ -23,6 +25,13 @@ using json = nlohmann::json;
 
 namespace flashjit {
 
+using files::FileLock;
+using files::readFile;
+using files::uniqueSuffix;
+using files::utcTime;
+using files::warn;
+using files::writeFile;
+
 namespace {
 constexpr const char *kPtxFile = "kernel.ptx";
 constexpr const char *kCubinFile = "kernel.cubin";
@@ -42,67 +51,6 @@ std::string checksum(const std::string &data) {
   return hex16(XXH64(data.data(), data.size(), 0));
 }
 
-void warn(const std::string &message) {
-  std::fprintf(stderr, "flashjit: warning: %s\n", message.c_str());
-}
-
-std::optional<std::string> readFile(const std::string &path) {
-  FILE *f = std::fopen(path.c_str(), "rb");
-  if (!f)
-    return std::nullopt;
-  std::string data;
-  char buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
-    data.append(buf, n);
-  const bool failed = std::ferror(f);
-  std::fclose(f);
-  if (failed)
-    return std::nullopt;
-  return data;
-}
-
-Status writeFile(const std::string &path, const std::string &data) {
-  FILE *f = std::fopen(path.c_str(), "wb");
-  if (!f)
-    return Status::error("cannot create " + path + ": " + std::strerror(errno));
-  const bool ok = std::fwrite(data.data(), 1, data.size(), f) == data.size();
-  if (std::fclose(f) != 0 || !ok)
-    return Status::error("cannot write " + path + ": " + std::strerror(errno));
-  return Status::ok();
-}
-
-/// An exclusive flock on a lock file, held until destruction. The kernel
-/// drops it when the process dies, so a killed build never blocks the next.
-class FileLock {
-public:
-  explicit FileLock(const std::string &path) {
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    while (fd_ >= 0 && ::flock(fd_, LOCK_EX) != 0) {
-      if (errno != EINTR) {
-        ::close(fd_);
-        fd_ = -1;
-      }
-    }
-  }
-  ~FileLock() {
-    if (fd_ >= 0)
-      ::close(fd_);
-  }
-  FileLock(const FileLock &) = delete;
-  FileLock &operator=(const FileLock &) = delete;
-  bool held() const { return fd_ >= 0; }
-
-private:
-  int fd_ = -1;
-};
-
-/// A name no other thread or process will pick: pid plus a counter.
-std::string uniqueSuffix() {
-  static std::atomic<unsigned> counter{0};
-  return std::to_string(::getpid()) + "-" + std::to_string(counter++);
-}
-
 json keyJson(const CacheKey &key) {
   return {{"hash", key.hash()},
           {"spec", canonicalText(key.spec)},
@@ -115,14 +63,6 @@ json keyJson(const CacheKey &key) {
 
 json fileJson(const std::string &data) {
   return {{"bytes", data.size()}, {"xxh64", checksum(data)}};
-}
-
-std::string utcTime(std::time_t t) {
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 bool startsWith(const std::string &s, const char *prefix) {

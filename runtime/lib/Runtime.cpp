@@ -13,7 +13,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <limits>
+#include <mutex>
 #include <sstream>
+#include <unordered_map>
 
 namespace flashjit {
 
@@ -119,6 +121,11 @@ struct Runtime::Impl {
   std::optional<DiskCache> disk;
   std::string cacheDirectory;
   ModuleCache modules;
+  std::unique_ptr<TuneDatabase> tuneDb; ///< null: tuned configs off
+  /// Tile config per (spec, shape bucket), as resolved from the tune
+  /// database or the default table: a plan's lookup stays a map hit.
+  std::mutex configsMutex;
+  std::unordered_map<std::string, std::pair<TileConfig, ConfigSource>> configs;
   std::atomic<uint64_t> diskHits{0};
   std::atomic<uint64_t> compiles{0};
 
@@ -179,7 +186,58 @@ Runtime::create(const RuntimeOptions &options) {
                    dir.message().c_str());
     }
   }
+  if (options.useTuned) {
+    auto dir = options.cacheDirectory.empty()
+                   ? DiskCache::defaultDirectory()
+                   : Expected<std::string>(options.cacheDirectory);
+    if (dir)
+      impl->tuneDb = std::make_unique<TuneDatabase>(TuneDatabase::pathIn(*dir));
+  }
   return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
+}
+
+std::string_view toString(ConfigSource source) {
+  switch (source) {
+  case ConfigSource::Explicit:
+    return "explicit";
+  case ConfigSource::Tuned:
+    return "tuned";
+  case ConfigSource::Default:
+    return "default";
+  }
+  return "?";
+}
+
+TuneKey Runtime::tuneKey(const ForwardProblem &p) const {
+  return {specFor(p), shapeBucket(p), impl_->info.name, impl_->flashjitVersion,
+          impl_->driverVersion};
+}
+
+std::optional<TuneEntry> Runtime::tunedEntry(const ForwardProblem &p) {
+  if (!impl_->tuneDb)
+    return std::nullopt;
+  const TuneKey key = tuneKey(p);
+  auto entry = impl_->tuneDb->lookup(key);
+  // Nothing read from disk is trusted unchecked.
+  if (entry && !flashjit::validate(entry->config, key.spec, impl_->arch))
+    return std::nullopt;
+  return entry;
+}
+
+Expected<std::string> Runtime::storeTuned(const TuneKey &key,
+                                          const TuneEntry &entry) {
+  if (!impl_->tuneDb)
+    return Status::error("tuned configs are off in this runtime "
+                         "(RuntimeOptions::useTuned)");
+  if (Status s = impl_->tuneDb->store(key, entry); !s)
+    return s;
+  std::lock_guard<std::mutex> guard(impl_->configsMutex);
+  impl_->configs.clear();
+  return impl_->tuneDb->path();
+}
+
+std::string Runtime::tuneDatabasePath() const {
+  return impl_->tuneDb ? impl_->tuneDb->path() : std::string();
 }
 
 const DeviceInfo &Runtime::device() const { return impl_->info; }
@@ -298,7 +356,30 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p) {
     return s;
   ForwardPlan plan;
   plan.spec = specFor(p);
-  plan.config = p.tile ? *p.tile : defaultTileConfig(plan.spec, impl_->arch);
+  if (p.tile) {
+    plan.config = *p.tile;
+    plan.source = ConfigSource::Explicit;
+  } else {
+    const ShapeBucket bucket = shapeBucket(p);
+    const int64_t extents[] = {bucket.seqlenQ, bucket.seqlenK,
+                               bucket.batchHeads};
+    const std::string key =
+        memoryKey(plan.spec, TileConfig{}) +
+        std::string(reinterpret_cast<const char *>(extents), sizeof extents);
+    std::unique_lock<std::mutex> lock(impl_->configsMutex);
+    auto it = impl_->configs.find(key);
+    if (it == impl_->configs.end()) {
+      lock.unlock(); // the first lookup reads the database file
+      auto tuned = tunedEntry(p);
+      const std::pair<TileConfig, ConfigSource> resolved =
+          tuned ? std::pair{tuned->config, ConfigSource::Tuned}
+                : std::pair{defaultTileConfig(plan.spec, impl_->arch),
+                            ConfigSource::Default};
+      lock.lock();
+      it = impl_->configs.emplace(key, resolved).first;
+    }
+    std::tie(plan.config, plan.source) = it->second;
+  }
   // Checks the spec too.
   if (Status s = flashjit::validate(plan.config, plan.spec, impl_->arch); !s)
     return s;

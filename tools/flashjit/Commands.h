@@ -17,6 +17,8 @@ void addCompileCommand(CLI::App &app, int &exitCode);
 void addRunCommand(CLI::App &app, int &exitCode);
 void addCacheCommand(CLI::App &app, int &exitCode);
 void addInfoCommand(CLI::App &app, int &exitCode);
+void addAutotuneCommand(CLI::App &app, int &exitCode);
+void addBenchCommand(CLI::App &app, int &exitCode);
 
 } // namespace flashjit::cli
 

@@ -7,7 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
-#include "SpecOptions.h"
+#include "Problem.h"
 
 #include "flashjit/kernels/Reference.h"
 #include "flashjit/runtime/Runtime.h"
@@ -25,16 +25,7 @@ namespace flashjit::cli {
 
 namespace {
 struct RunOptions {
-  SpecOptions spec;
-  int64_t batch = 1;
-  int64_t seqlen = 1024;
-  std::optional<int64_t> seqlenQ, seqlenK;
-  std::optional<double> scale;
-  int64_t windowLeft = kUnboundedWindow, windowRight = kUnboundedWindow;
-  std::vector<int64_t> seqlensQ, seqlensK; ///< varlen
-  std::vector<int64_t> keyLengths;         ///< padded batches
-  std::vector<int64_t> biasShape;          ///< bias extents {batch, heads}
-  std::string layout = "bshd";
+  ProblemOptions problem;
   uint64_t seed = 0;
   bool check = false;
   int checkSlices = 0;
@@ -52,120 +43,16 @@ int failWith(const std::string &message) {
   return 1;
 }
 
-/// Comma-separated list option values as int32 (already range-checked).
-std::vector<int32_t> toInt32(const std::vector<int64_t> &v) {
-  return std::vector<int32_t>(v.begin(), v.end());
-}
-
-/// The problem of the options: sizes, layout, mask window, bias, softcap,
-/// varlen sequences and key lengths (strides set, pointers not).
-Status describeProblem(const RunOptions &o, const AttentionSpec &spec,
-                       ForwardProblem &p) {
-  p.dtype = spec.dtype;
-  p.mask = spec.mask;
-  p.bias = spec.bias;
-  p.softcap = o.spec.softcap;
-  p.batch = o.batch;
-  p.headsQ = o.spec.headsQ;
-  p.headsKV = o.spec.headsKV;
-  p.seqlenQ = o.seqlenQ.value_or(o.seqlen);
-  p.seqlenK = o.seqlenK.value_or(o.seqlen);
-  p.headDimQK = spec.headDimQK;
-  p.headDimV = spec.headDimV;
-  p.softmaxScale = o.scale;
-  p.windowLeft = o.windowLeft;
-  p.windowRight = o.windowRight;
-  if (spec.mask == MaskMode::Window && o.windowLeft == kUnboundedWindow &&
-      o.windowRight == kUnboundedWindow)
-    return Status::error("--mask window needs --window-left and/or "
-                         "--window-right (>= 0)");
-  if (!o.seqlensQ.empty() || !o.seqlensK.empty()) {
-    const auto &lq = o.seqlensQ.empty() ? o.seqlensK : o.seqlensQ;
-    const auto &lk = o.seqlensK.empty() ? o.seqlensQ : o.seqlensK;
-    if (lq.size() != lk.size())
-      return Status::error("--seqlens-q and --seqlens-k must list as many "
-                           "sequences, got " + std::to_string(lq.size()) +
-                           " and " + std::to_string(lk.size()));
-    VarlenSeqs seqs;
-    seqs.cuSeqlensQ = {0};
-    seqs.cuSeqlensK = {0};
-    for (size_t b = 0; b < lq.size(); ++b) {
-      seqs.cuSeqlensQ.push_back(int32_t(seqs.cuSeqlensQ.back() + lq[b]));
-      seqs.cuSeqlensK.push_back(int32_t(seqs.cuSeqlensK.back() + lk[b]));
-    }
-    seqs.totalQ = std::max<int64_t>(1, seqs.cuSeqlensQ.back());
-    seqs.totalK = std::max<int64_t>(1, seqs.cuSeqlensK.back());
-    p.batch = int64_t(lq.size());
-    p.seqlenQ = std::max<int64_t>(1, *std::max_element(lq.begin(), lq.end()));
-    p.seqlenK = std::max<int64_t>(1, *std::max_element(lk.begin(), lk.end()));
-    p.varlen = std::move(seqs);
-  }
-  if (!o.keyLengths.empty()) {
-    if (int64_t(o.keyLengths.size()) != p.batch)
-      return Status::error("--key-lengths must list one length per batch "
-                           "entry (" + std::to_string(p.batch) + "), got " +
-                           std::to_string(o.keyLengths.size()));
-    p.keyLengths = toInt32(o.keyLengths);
-  }
-  if (o.layout == "bshd") {
-    p.setDenseBSHD();
-  } else if (o.layout == "bhsd") {
-    const int64_t rowsQ = p.varlen ? p.varlen->totalQ : p.seqlenQ;
-    const int64_t rowsK = p.varlen ? p.varlen->totalK : p.seqlenK;
-    p.setDenseBSHD(); // the LSE strides
-    p.qStrides = bhsdStrides(p.headsQ, rowsQ, p.headDimQK);
-    p.kStrides = bhsdStrides(p.headsKV, rowsK, p.headDimQK);
-    p.vStrides = bhsdStrides(p.headsKV, rowsK, p.headDimV);
-    p.oStrides = bhsdStrides(p.headsQ, rowsQ, p.headDimV);
-  } else {
-    return Status::error("--layout must be bshd or bhsd, got '" + o.layout +
-                         "'");
-  }
-  if (spec.bias == BiasMode::Tensor) {
-    p.biasShape.batch = o.biasShape.empty() ? p.batch : o.biasShape[0];
-    p.biasShape.heads = o.biasShape.size() < 2 ? p.headsQ : o.biasShape[1];
-    p.setDenseBias();
-  } else if (!o.biasShape.empty()) {
-    return Status::error("--bias-shape needs --bias tensor");
-  }
-  if (spec.bias == BiasMode::Alibi)
-    p.alibiBatchStride = 0;
-  return validateParams(p);
-}
-
-/// " window=(L,R) softcap=C bias=..." for the problem line.
-std::string featureText(const ForwardProblem &p) {
-  std::string out;
-  auto side = [](int64_t w) {
-    return w == kUnboundedWindow ? std::string("inf") : std::to_string(w);
-  };
-  if (p.mask == MaskMode::Window)
-    out += " window=(" + side(p.windowLeft) + "," + side(p.windowRight) + ")";
-  if (p.bias == BiasMode::Tensor)
-    out += " bias=[" + std::to_string(p.biasShape.batch) + "," +
-           std::to_string(p.biasShape.heads) + ",sq,sk]";
-  if (p.bias == BiasMode::Alibi)
-    out += " bias=alibi";
-  if (p.softcap > 0)
-    out += " softcap=" + std::to_string(p.softcap);
-  if (p.varlen)
-    out += " varlen(total_q=" + std::to_string(p.varlen->totalQ) +
-           ",total_k=" + std::to_string(p.varlen->totalK) + ")";
-  if (!p.keyLengths.empty())
-    out += " key_lengths";
-  return out;
-}
-
 int run(const RunOptions &o) {
   AttentionSpec spec;
   Arch unusedArch; // run compiles for the GPU it finds
-  if (Status s = o.spec.resolve(spec, unusedArch); !s)
+  if (Status s = o.problem.spec.resolve(spec, unusedArch); !s)
     return failWith(s.message());
 
   // Bad sizes, windows, bias shapes or sequence lists are usage errors,
   // found before looking for a GPU.
   ForwardProblem p;
-  if (Status s = describeProblem(o, spec, p); !s) {
+  if (Status s = describeProblem(o.problem, spec, p); !s) {
     failWith(s.message());
     return 2;
   }
@@ -177,82 +64,20 @@ int run(const RunOptions &o) {
   std::printf("device:  %s (%s, %d SMs), CUDA driver %s\n", dev.name.c_str(),
               std::string(toString(rt.arch())).c_str(), dev.smCount,
               formatCudaVersion(rt.driverVersion()).c_str());
-  std::printf("problem: batch=%lld heads_q=%lld heads_kv=%lld seqlen_q=%lld "
-              "seqlen_k=%lld head_dim=%lld/%lld %s %s mask=%s scale=%.6g "
-              "lse=%s%s\n",
-              (long long)p.batch, (long long)p.headsQ, (long long)p.headsKV,
-              (long long)p.seqlenQ, (long long)p.seqlenK,
-              (long long)p.headDimQK, (long long)p.headDimV,
-              std::string(toString(p.dtype)).c_str(), o.layout.c_str(),
-              std::string(toString(p.mask)).c_str(), p.scale(),
-              spec.writeLse ? "yes" : "no", featureText(p).c_str());
+  std::printf("problem: %s\n",
+              problemText(p, o.problem.layout, spec.writeLse).c_str());
 
   // ---- inputs ---------------------------------------------------------------
-  const size_t eb = elementBytes(p.dtype);
-  std::vector<uint16_t> hq(p.qElements()), hk(p.kElements()), hv(p.vElements());
-  fillNormal(hq.data(), hq.size(), p.dtype, o.seed * 5 + 0);
-  fillNormal(hk.data(), hk.size(), p.dtype, o.seed * 5 + 1);
-  fillNormal(hv.data(), hv.size(), p.dtype, o.seed * 5 + 2);
-  std::vector<uint16_t> hbias(p.bias == BiasMode::Tensor ? p.biasElements() : 0);
-  fillNormal(hbias.data(), hbias.size(), p.dtype, o.seed * 5 + 3);
-  std::vector<float> hslopes(p.bias == BiasMode::Alibi ? p.headsQ : 0);
-  for (size_t h = 0; h < hslopes.size(); ++h) // the ALiBi paper's geometric slopes
-    hslopes[h] = std::exp2(-8.0 * double(h + 1) / double(hslopes.size()));
-  // --align N < 8 starts every tensor N elements past an aligned address, so
-  // that the runtime picks (and this run exercises) the narrower kernel.
-  const size_t shift =
-      spec.globalAlignElems < 8 ? spec.globalAlignElems * eb : 0;
-  std::vector<DeviceBuffer> buffers;
-  auto upload = [&](const void *data, size_t bytes, size_t offset,
-                    void *&device) -> Status {
-    auto b = rt.allocate(bytes + offset);
-    if (!b)
-      return b.status();
-    device = static_cast<char *>(b->data()) + offset;
-    buffers.push_back(std::move(*b));
-    return data ? rt.copyToDevice(device, data, bytes) : Status::ok();
-  };
-  void *dq = nullptr, *dk = nullptr, *dv = nullptr, *dout = nullptr,
-       *dlse = nullptr, *dbias = nullptr, *dslopes = nullptr, *dcuq = nullptr,
-       *dcuk = nullptr, *dklen = nullptr;
-  Status up = upload(hq.data(), hq.size() * eb, shift, dq);
-  if (up) up = upload(hk.data(), hk.size() * eb, shift, dk);
-  if (up) up = upload(hv.data(), hv.size() * eb, shift, dv);
-  if (up) up = upload(nullptr, p.oElements() * eb, shift, dout);
-  if (up && spec.writeLse)
-    up = upload(nullptr, p.lseElements() * sizeof(float), 0, dlse);
-  if (up && !hbias.empty())
-    up = upload(hbias.data(), hbias.size() * eb, 0, dbias);
-  if (up && !hslopes.empty())
-    up = upload(hslopes.data(), hslopes.size() * sizeof(float), 0, dslopes);
-  if (up && p.varlen) {
-    up = upload(p.varlen->cuSeqlensQ.data(),
-                p.varlen->cuSeqlensQ.size() * sizeof(int32_t), 0, dcuq);
-    if (up)
-      up = upload(p.varlen->cuSeqlensK.data(),
-                  p.varlen->cuSeqlensK.size() * sizeof(int32_t), 0, dcuk);
-  }
-  if (up && !p.keyLengths.empty())
-    up = upload(p.keyLengths.data(), p.keyLengths.size() * sizeof(int32_t), 0,
-                dklen);
-  if (!up)
-    return failWith(up.message());
-  p.q = dq;
-  p.k = dk;
-  p.v = dv;
-  p.o = dout;
-  p.lse = static_cast<float *>(dlse);
-  p.biasData = dbias;
-  p.alibiSlopes = static_cast<const float *>(dslopes);
-  p.deviceCuSeqlensQ = static_cast<const int32_t *>(dcuq);
-  p.deviceCuSeqlensK = static_cast<const int32_t *>(dcuk);
-  p.deviceKeyLengths = static_cast<const int32_t *>(dklen);
+  auto inputs = uploadProblem(rt, p, spec, o.seed);
+  if (!inputs)
+    return failWith(inputs.message());
+  p = inputs->problem;
 
-  if (o.spec.hasTileOptions()) {
+  if (o.problem.spec.hasTileOptions()) {
     if (Status s = validate(p); !s)
       return failWith(s.message());
     TileConfig tile;
-    if (Status s = o.spec.resolveTile(specFor(p), rt.arch(), tile); !s)
+    if (Status s = o.problem.spec.resolveTile(specFor(p), rt.arch(), tile); !s)
       return failWith(s.message());
     p.tile = tile;
   }
@@ -274,17 +99,16 @@ int run(const RunOptions &o) {
   const std::string spills =
       k.localBytes ? " local=" + std::to_string(k.localBytes) + " B (spills)"
                    : "";
-  std::printf("config:  block_m=%d block_n=%d warps=%d stages=%d%s threads=%d "
-              "smem=%d B grid=(%u,%u,%u) registers=%d%s\n",
-              plan->config.blockM, plan->config.blockN, plan->config.warps,
-              plan->config.stages, plan->config.packGqa ? " pack_gqa" : "",
-              k.threadsPerBlock, k.sharedMemBytes,
-              plan->grid[0], plan->grid[1], plan->grid[2], k.registers,
-              spills.c_str());
+  std::printf("config:  %s (%s) threads=%d smem=%d B grid=(%u,%u,%u) "
+              "registers=%d%s\n",
+              configText(plan->config).c_str(),
+              std::string(toString(plan->source)).c_str(), k.threadsPerBlock,
+              k.sharedMemBytes, plan->grid[0], plan->grid[1], plan->grid[2],
+              k.registers, spills.c_str());
 
-  // ---- time
-  // ------------------------------------------------------------------- Poison
-  // before every run so that --check sees only what the last run wrote.
+  // ---- time -----------------------------------------------------------------
+  // Poison before every run so that --check sees only what the last run
+  // wrote.
   auto poison = [&]() -> Status {
     Status s = rt.fill16(p.o, kPoison16, p.oElements());
     if (s && p.lse)
@@ -311,9 +135,7 @@ int run(const RunOptions &o) {
     return failWith(s.message());
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2];
-  // Only the work the mask keeps counts (causal: about half).
-  const double flops = 2.0 * p.headsQ * double(visiblePairs(p)) *
-                       double(p.headDimQK + p.headDimV);
+  const double flops = forwardFlops(p);
   std::printf("time:    %.4f ms median of %d (min %.4f ms), %.1f TFLOP/s\n",
               median, o.repeats, times.front(), flops / (median * 1e-3) / 1e12);
 
@@ -322,7 +144,7 @@ int run(const RunOptions &o) {
   // ---- check ----------------------------------------------------------------
   std::vector<uint16_t> ho(p.oElements());
   std::vector<float> hlse(p.lse ? p.lseElements() : 0);
-  if (Status s = rt.copyToHost(ho.data(), p.o, ho.size() * eb); !s)
+  if (Status s = rt.copyToHost(ho.data(), p.o, ho.size() * elementBytes(p.dtype)); !s)
     return failWith(s.message());
   if (p.lse)
     if (Status s =
@@ -338,9 +160,10 @@ int run(const RunOptions &o) {
   auto chosen = sampleSlices(p, slices, o.seed);
   const CheckResult result =
       checkForward(p,
-                   {hq.data(), hk.data(), hv.data(),
-                    hbias.empty() ? nullptr : hbias.data(),
-                    hslopes.empty() ? nullptr : hslopes.data()},
+                   {inputs->q.data(), inputs->k.data(), inputs->v.data(),
+                    inputs->bias.empty() ? nullptr : inputs->bias.data(),
+                    inputs->alibiSlopes.empty() ? nullptr
+                                                : inputs->alibiSlopes.data()},
                    ho.data(), p.lse ? hlse.data() : nullptr, chosen);
   std::printf("check:   %lld of %lld (batch, head) slices\n%s\n",
               (long long)chosen.size(), (long long)(p.batch * p.headsQ),
@@ -355,59 +178,7 @@ void addRunCommand(CLI::App &app, int &exitCode) {
       "run", "Run one forward kernel on random inputs: compile it (or fetch it "
              "from the cache), time it and, with --check, compare it with the "
              "CPU float64 reference");
-  o->spec.addTo(*cmd, /*forCompile=*/false);
-  const int64_t maxGrid = 65535, maxSeqlen = 2147483647;
-  cmd->add_option("--batch", o->batch, "Batch size")
-      ->check(CLI::Range(int64_t(1), maxGrid))
-      ->capture_default_str();
-  cmd->footer(
-      "--align N (N < 8) places every tensor N elements past an aligned "
-      "address, so that the runtime selects the N-element-aligned kernel.\n");
-  cmd->add_option("--seqlen", o->seqlen,
-                  "Sequence length of both queries and keys")
-      ->check(CLI::Range(int64_t(1), maxSeqlen))
-      ->capture_default_str();
-  cmd->add_option("--seqlen-q", o->seqlenQ,
-                  "Query sequence length (default: --seqlen)")
-      ->check(CLI::Range(int64_t(1), maxSeqlen));
-  cmd->add_option("--seqlen-k", o->seqlenK,
-                  "Key/value sequence length (default: --seqlen); causal masks "
-                  "align to the bottom-right corner when it differs")
-      ->check(CLI::Range(int64_t(1), maxSeqlen));
-  cmd->add_option("--scale", o->scale,
-                  "Softmax scale (default: 1/sqrt(head_dim))");
-  cmd->add_option("--window-left", o->windowLeft,
-                  "--mask window: keys up to this many before the diagonal "
-                  "(-1: unbounded)")
-      ->check(CLI::Range(int64_t(-1), maxSeqlen));
-  cmd->add_option("--window-right", o->windowRight,
-                  "--mask window: keys up to this many after the diagonal "
-                  "(-1: unbounded; 0 with a left window: causal sliding window)")
-      ->check(CLI::Range(int64_t(-1), maxSeqlen));
-  cmd->add_option("--bias-shape", o->biasShape,
-                  "--bias tensor: its batch and heads extents, each 1 "
-                  "(broadcast) or the full size (default: batch,heads_q)")
-      ->delimiter(',')
-      ->expected(1, 2);
-  cmd->add_option("--seqlens-q", o->seqlensQ,
-                  "Varlen: comma-separated query lengths, one per sequence "
-                  "(packed, sets --batch; default: --seqlens-k)")
-      ->delimiter(',')
-      ->check(CLI::Range(int64_t(0), maxSeqlen));
-  cmd->add_option("--seqlens-k", o->seqlensK,
-                  "Varlen: comma-separated key lengths, one per sequence "
-                  "(default: --seqlens-q)")
-      ->delimiter(',')
-      ->check(CLI::Range(int64_t(0), maxSeqlen));
-  cmd->add_option("--key-lengths", o->keyLengths,
-                  "Padded batches: comma-separated real key counts, one per "
-                  "batch entry; the keys past them are masked")
-      ->delimiter(',')
-      ->check(CLI::Range(int64_t(0), maxSeqlen));
-  cmd->add_option("--layout", o->layout,
-                  "Memory layout of q, k, v, o: bshd or bhsd (varlen: packed "
-                  "[total, heads, dim] or [heads, total, dim])")
-      ->capture_default_str();
+  o->problem.addTo(*cmd);
   cmd->add_option("--seed", o->seed,
                   "Seed of the random normal inputs (same seed, same inputs)")
       ->capture_default_str();

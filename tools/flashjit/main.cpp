@@ -15,6 +15,8 @@ int main(int argc, char **argv) {
   flashjit::cli::addRunCommand(app, exitCode);
   flashjit::cli::addCacheCommand(app, exitCode);
   flashjit::cli::addInfoCommand(app, exitCode);
+  flashjit::cli::addAutotuneCommand(app, exitCode);
+  flashjit::cli::addBenchCommand(app, exitCode);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &e) {

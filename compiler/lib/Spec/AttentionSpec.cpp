@@ -192,14 +192,21 @@ Status validate(const TileConfig &c, const AttentionSpec &spec, Arch arch) {
        << maxSharedMemoryPerBlock(arch) << " per block";
     return Status::error(os.str());
   }
-  constexpr int kMaxRegisters = 255;
-  if (layout.estimatedRegisters > kMaxRegisters) {
+  if (layout.estimatedRegisters > kMaxRegistersPerThread) {
     std::ostringstream os;
     os << "tile config block_m=" << c.blockM << " block_n=" << c.blockN
        << " warps=" << c.warps << " needs about " << layout.estimatedRegisters
        << " registers per thread for head_dim " << spec.headDimQK << "/"
-       << spec.headDimV << "; at most " << kMaxRegisters
+       << spec.headDimV << "; at most " << kMaxRegistersPerThread
        << " exist (use more warps, a smaller block_m or block_n)";
+    return Status::error(os.str());
+  }
+  if (layout.estimatedRegisters * layout.threads > kRegisterFileSize) {
+    std::ostringstream os;
+    os << "tile config warps=" << c.warps << " needs about "
+       << layout.estimatedRegisters << " registers for each of its "
+       << layout.threads << " threads; an SM's register file holds "
+       << kRegisterFileSize << " (use fewer warps)";
     return Status::error(os.str());
   }
   return Status::ok();

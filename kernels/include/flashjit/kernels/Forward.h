@@ -20,6 +20,11 @@ inline constexpr int kMmaM = 16;
 inline constexpr int kMmaN = 8;
 inline constexpr int kMmaK = 16;
 inline constexpr int kWarpSize = 32;
+/// Registers a thread may hold (all NVIDIA archs since sm_35).
+inline constexpr int kMaxRegistersPerThread = 255;
+/// 32-bit registers of one SM, shared by the threads of resident CTAs
+/// (sm_80 .. sm_90).
+inline constexpr int kRegisterFileSize = 65536;
 
 /// Shared-memory and register layout of one forward kernel.
 struct ForwardLayout {

@@ -34,6 +34,7 @@ struct DeviceInfo {
   int smCount = 0;
   /// Dynamic shared memory a block may opt into (cuFuncSetAttribute).
   int maxSharedMemPerBlockOptin = 0;
+  int l2CacheBytes = 0;
   int64_t totalMemBytes = 0;
 };
 

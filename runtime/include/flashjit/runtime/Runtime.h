@@ -21,12 +21,14 @@
 #include "flashjit/kernels/Forward.h"
 #include "flashjit/runtime/Device.h"
 #include "flashjit/runtime/ModuleCache.h"
+#include "flashjit/runtime/TuneDatabase.h"
 
 #include <cstddef>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace flashjit {
 
@@ -51,7 +53,7 @@ struct ForwardProblem : AttentionParams {
   const int32_t *deviceCuSeqlensQ = nullptr;
   const int32_t *deviceCuSeqlensK = nullptr;
   const int32_t *deviceKeyLengths = nullptr;
-  /// Overrides the per-arch default tile (defaultTileConfig).
+  /// Overrides the tuned or per-arch default tile config.
   std::optional<TileConfig> tile;
 };
 
@@ -65,10 +67,19 @@ Status validate(const ForwardProblem &problem);
 /// passed.
 AttentionSpec specFor(const ForwardProblem &problem);
 
+/// Where a plan's tile config came from.
+enum class ConfigSource {
+  Explicit, ///< ForwardProblem::tile
+  Tuned,    ///< the tune database's entry for the problem's bucket
+  Default,  ///< defaultTileConfig, the per-arch heuristic
+};
+std::string_view toString(ConfigSource source);
+
 /// A validated, specialised and compiled forward call, ready to launch.
 struct ForwardPlan {
   AttentionSpec spec;
   TileConfig config;
+  ConfigSource source = ConfigSource::Default;
   ModuleCache::Kernel kernel;
   unsigned grid[3] = {1, 1, 1};
   ForwardKernelArgs args{};
@@ -88,6 +99,9 @@ struct RuntimeOptions {
   bool diskCache = true;
   /// Disk cache location; empty: DiskCache::defaultDirectory().
   std::string cacheDirectory;
+  /// Take tile configs from the tune database (tune.json in the cache
+  /// directory) where it has one for the problem's bucket.
+  bool useTuned = true;
 };
 
 class Runtime;
@@ -140,6 +154,18 @@ public:
   /// times (benchmarks) or want compile errors apart from launch errors.
   Expected<ForwardPlan> planForward(const ForwardProblem &problem);
   Status launch(const ForwardPlan &plan, void *stream = nullptr);
+
+  // ---- tuning -----------------------------------------------------------------
+  /// The tune database key of a problem on this GPU, driver and version.
+  TuneKey tuneKey(const ForwardProblem &problem) const;
+  /// The tuned config the runtime would use for `problem`, if any (checked
+  /// against the spec and arch: an entry that does not validate is ignored).
+  std::optional<TuneEntry> tunedEntry(const ForwardProblem &problem);
+  /// Stores an entry in the tune database; later plans in this Runtime use
+  /// it. Returns the database's path.
+  Expected<std::string> storeTuned(const TuneKey &key, const TuneEntry &entry);
+  /// The database path, or empty when tuned configs are off.
+  std::string tuneDatabasePath() const;
 
   CacheStats cacheStats() const;
   /// Forgets the loaded kernels (the disk cache stays): the next call for a

@@ -1,0 +1,54 @@
+//===- SearchSpace.h - The tile configs an autotuner may try --------------===//
+//
+// Plain C++: the knobs of the forward kernel family, their values, and the
+// pruning that drops configs before anything is compiled (shape rules,
+// shared memory, registers), counting why.
+//
+//===----------------------------------------------------------------------===//
+#ifndef FLASHJIT_KERNELS_SEARCHSPACE_H
+#define FLASHJIT_KERNELS_SEARCHSPACE_H
+
+#include "flashjit/compiler/AttentionSpec.h"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace flashjit {
+
+/// Values each knob of the forward family takes in a search (THE table).
+struct ForwardKnobs {
+  std::vector<int> blockM{64, 128};
+  std::vector<int> blockN{16, 32, 64, 128};
+  std::vector<int> warps{4, 8};
+  std::vector<int> stages{1, 2, 3};
+  /// pack_gqa is searched both ways when the spec has a GQA group > 1.
+};
+
+/// Why a config was dropped before compiling.
+enum class PruneReason {
+  Shape,          ///< block_m not a multiple of 16 rows per warp, ...
+  SharedMemory,   ///< more than the arch's per-block opt-in maximum
+  Registers,      ///< estimated registers per thread above 255
+  RegisterFile,   ///< estimated registers x threads above one SM's file
+};
+std::string_view toString(PruneReason r);
+
+struct SearchSpace {
+  /// Configs worth compiling; the per-arch default comes first (the
+  /// baseline every other candidate is checked and compared against).
+  std::vector<TileConfig> candidates;
+  /// Every combination of knob values considered.
+  int enumerated = 0;
+  /// Dropped configs per reason (reasons with a zero count are left out).
+  std::vector<std::pair<PruneReason, int>> pruned;
+  int prunedCount() const;
+};
+
+/// The search space of the forward family for a spec on an arch.
+SearchSpace forwardSearchSpace(const AttentionSpec &spec, Arch arch,
+                               const ForwardKnobs &knobs = {});
+
+} // namespace flashjit
+
+#endif // FLASHJIT_KERNELS_SEARCHSPACE_H

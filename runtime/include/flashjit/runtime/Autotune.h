@@ -1,0 +1,82 @@
+//===- Autotune.h - Measure the tile configs of a problem, keep the best --===//
+//
+// Plain C++ over the public Runtime API. For one problem: enumerate and
+// prune the search space, compile the candidates on every CPU thread, time
+// each on the GPU (CUDA events, warm-up, median of repeats, inputs rotated
+// among workspaces that together exceed L2), check each one's output
+// against the first valid candidate (the per-arch default, which the GPU
+// tests check against the float64 reference), rank them and store the
+// winner in the tune database. A candidate that fails to compile, launch or
+// match scores as infinitely slow; it never stops the run.
+//
+//===----------------------------------------------------------------------===//
+#ifndef FLASHJIT_RUNTIME_AUTOTUNE_H
+#define FLASHJIT_RUNTIME_AUTOTUNE_H
+
+#include "flashjit/kernels/SearchSpace.h"
+#include "flashjit/runtime/Runtime.h"
+#include "flashjit/runtime/TuneDatabase.h"
+
+#include <functional>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace flashjit {
+
+struct AutotuneOptions {
+  int warmup = 3;
+  int repeats = 15;
+  /// Compile threads; 0: one per CPU thread.
+  int compileThreads = 0;
+  /// Store the winner in the runtime's tune database.
+  bool store = true;
+  ForwardKnobs knobs;
+  /// Called after each step, one call at a time: phase ("compile" or
+  /// "measure"), steps done and total in that phase.
+  std::function<void(std::string_view phase, int done, int total)> progress;
+};
+
+struct CandidateResult {
+  TileConfig config;
+  /// Median and fastest time of the timed runs; infinity when it failed.
+  double ms = std::numeric_limits<double>::infinity();
+  double minMs = std::numeric_limits<double>::infinity();
+  /// Why it failed (compile, launch or output check); empty when it ran.
+  std::string failure;
+  int registers = 0;
+  int localBytes = 0; ///< spills
+  bool ok() const { return failure.empty(); }
+};
+
+struct AutotuneResult {
+  AttentionSpec spec;
+  TuneKey key;
+  int enumerated = 0;
+  std::vector<std::pair<PruneReason, int>> pruned;
+  /// Fastest first; failed candidates last.
+  std::vector<CandidateResult> ranked;
+  /// The per-arch default's result (also in `ranked`).
+  CandidateResult baseline;
+  int workspaces = 0;
+  double compileSeconds = 0;
+  double measureSeconds = 0;
+  /// Where the winner was stored; empty when it was not.
+  std::string storedIn;
+};
+
+/// How many workspaces of `bytesPerWorkspace` (inputs and outputs of one
+/// call) the timing rotates among so that no run finds its inputs in an L2
+/// of `l2Bytes`: together at least twice L2, between 1 and 8.
+int workspacesToRotate(size_t bytesPerWorkspace, int64_t l2Bytes);
+
+/// Tunes the problem of `workspaces` (the same sizes, strides and features
+/// over different buffers, all inputs filled; `tile` is ignored).
+Expected<AutotuneResult> autotune(Runtime &runtime,
+                                  const std::vector<ForwardProblem> &workspaces,
+                                  const AutotuneOptions &options = {});
+
+} // namespace flashjit
+
+#endif // FLASHJIT_RUNTIME_AUTOTUNE_H

@@ -1,0 +1,190 @@
+//===- TuneDatabase.cpp - tune.json: read, look up, upsert atomically -----===//
+#include "flashjit/runtime/TuneDatabase.h"
+
+#include "Files.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+
+using json = nlohmann::json;
+
+namespace flashjit {
+
+namespace {
+constexpr int kFormat = 1;
+constexpr const char *kFileName = "tune.json";
+
+int64_t roundUpToPowerOfTwo(int64_t v, int64_t atLeast) {
+  int64_t p = atLeast;
+  while (p < v)
+    p *= 2;
+  return p;
+}
+
+json configJson(const TileConfig &c) {
+  return {{"block_m", c.blockM},
+          {"block_n", c.blockN},
+          {"warps", c.warps},
+          {"stages", c.stages},
+          {"pack_gqa", c.packGqa}};
+}
+
+TileConfig configFrom(const json &j) {
+  TileConfig c;
+  c.blockM = j.at("block_m").get<int>();
+  c.blockN = j.at("block_n").get<int>();
+  c.warps = j.at("warps").get<int>();
+  c.stages = j.at("stages").get<int>();
+  c.packGqa = j.at("pack_gqa").get<bool>();
+  return c;
+}
+
+json entryJson(const TuneKey &key, const TuneEntry &e) {
+  json j = {{"spec", canonicalText(key.spec)},
+            {"bucket", toString(key.bucket)},
+            {"gpu", key.gpu},
+            {"flashjit_version", key.flashjitVersion},
+            {"cuda_driver_version", key.driverVersion},
+            {"config", configJson(e.config)},
+            {"ms", e.ms},
+            {"candidates", e.candidates},
+            {"tuned_at", e.tunedAtUtc}};
+  if (e.runnerUp) {
+    j["runner_up"] = configJson(*e.runnerUp);
+    j["runner_up_ms"] = e.runnerUpMs;
+  }
+  if (e.defaultConfig) {
+    j["default"] = configJson(*e.defaultConfig);
+    j["default_ms"] = e.defaultMs;
+  }
+  return j;
+}
+
+TuneEntry entryFrom(const json &j) {
+  TuneEntry e;
+  e.config = configFrom(j.at("config"));
+  e.ms = j.at("ms").get<double>();
+  e.candidates = j.value("candidates", 0);
+  e.tunedAtUtc = j.value("tuned_at", std::string());
+  if (j.contains("runner_up")) {
+    e.runnerUp = configFrom(j.at("runner_up"));
+    e.runnerUpMs = j.at("runner_up_ms").get<double>();
+  }
+  if (j.contains("default")) {
+    e.defaultConfig = configFrom(j.at("default"));
+    e.defaultMs = j.at("default_ms").get<double>();
+  }
+  return e;
+}
+} // namespace
+
+ShapeBucket shapeBucket(const AttentionParams &p) {
+  return {roundUpToPowerOfTwo(p.seqlenQ, 64), roundUpToPowerOfTwo(p.seqlenK, 64),
+          roundUpToPowerOfTwo(p.batch * p.headsQ, 1)};
+}
+
+std::string toString(const ShapeBucket &b) {
+  return "sq" + std::to_string(b.seqlenQ) + "_sk" + std::to_string(b.seqlenK) +
+         "_bh" + std::to_string(b.batchHeads);
+}
+
+std::string TuneKey::text() const {
+  return canonicalText(spec) + ";bucket=" + toString(bucket) + ";gpu=" + gpu +
+         ";flashjit=" + flashjitVersion +
+         ";driver=" + std::to_string(driverVersion);
+}
+
+std::string TuneDatabase::pathIn(const std::string &cacheDirectory) {
+  return cacheDirectory + "/" + kFileName;
+}
+
+TuneDatabase::TuneDatabase(std::string path) : path_(std::move(path)) {}
+
+namespace {
+/// The "entries" object of a database file: empty when there is no file,
+/// an error when it is unreadable, not JSON, another format or malformed.
+Expected<json> readEntries(const std::string &path) {
+  auto text = files::readFile(path);
+  if (!text)
+    return json::object(); // no file yet: nothing tuned
+  json doc = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object())
+    return Status::error("tune database " + path + " is not valid JSON");
+  if (doc.value("format", 0) != kFormat)
+    return Status::error("tune database " + path + " has format " +
+                         doc.value("format", json(0)).dump() + ", expected " +
+                         std::to_string(kFormat));
+  if (!doc.contains("entries") || !doc["entries"].is_object())
+    return Status::error("tune database " + path + " has no entries object");
+  return std::move(doc["entries"]);
+}
+} // namespace
+
+Expected<TuneDatabase::Map> TuneDatabase::read() const {
+  auto entries = readEntries(path_);
+  if (!entries)
+    return entries.status();
+  Map map;
+  try {
+    for (const auto &[key, value] : entries->items())
+      map.emplace(key, entryFrom(value));
+  } catch (const json::exception &e) {
+    return Status::error("tune database " + path_ +
+                         " has a malformed entry: " + e.what());
+  }
+  return map;
+}
+
+std::optional<TuneEntry> TuneDatabase::lookup(const TuneKey &key) const {
+  std::lock_guard<std::mutex> guard(mutex_);
+  if (!loaded_) {
+    auto map = read();
+    if (!map && !warned_) {
+      files::warn(map.message() + "; using default tile configs");
+      warned_ = true;
+    }
+    loaded_ = std::make_shared<const Map>(map ? std::move(*map) : Map{});
+  }
+  auto it = loaded_->find(key.text());
+  if (it == loaded_->end())
+    return std::nullopt;
+  return it->second;
+}
+
+Expected<std::map<std::string, TuneEntry>> TuneDatabase::entries() const {
+  return read();
+}
+
+Status TuneDatabase::store(const TuneKey &key, const TuneEntry &entry) {
+  std::lock_guard<std::mutex> guard(mutex_);
+  std::error_code ec;
+  const auto parent = std::filesystem::path(path_).parent_path();
+  if (!parent.empty())
+    std::filesystem::create_directories(parent, ec);
+  files::FileLock lock(path_ + ".lock");
+  if (!lock.held())
+    return Status::error("cannot lock " + path_ + ".lock");
+  auto map = read();
+  if (!map) {
+    // Keep the unreadable file for inspection; start a fresh one.
+    const std::string aside = path_ + ".corrupt";
+    files::warn(map.message() + "; moved aside to " + aside);
+    std::rename(path_.c_str(), aside.c_str());
+    map = Map{};
+  }
+  // Other entries keep their JSON as it is on disk.
+  auto entries = readEntries(path_);
+  json all = entries ? std::move(*entries) : json::object();
+  all[key.text()] = entryJson(key, entry);
+  (*map)[key.text()] = entry;
+  const json doc = {{"format", kFormat}, {"entries", std::move(all)}};
+  if (Status s = files::replaceFile(path_, doc.dump(2) + "\n"); !s)
+    return s;
+  loaded_ = std::make_shared<const Map>(std::move(*map));
+  return Status::ok();
+}
+
+} // namespace flashjit

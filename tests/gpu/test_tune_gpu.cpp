@@ -1,0 +1,161 @@
+//===- test_tune_gpu.cpp - Autotune a small problem, then use the result --===//
+#include "GpuTestSupport.h"
+
+#include "flashjit/runtime/Autotune.h"
+
+#include <fstream>
+
+using namespace flashjit;
+using namespace flashjit::test;
+
+namespace {
+/// A runtime over its own cache directory (so its own tune database).
+struct TunedRuntime {
+  std::string dir;
+  std::unique_ptr<Runtime> rt;
+  explicit TunedRuntime(const std::string &directory, bool useTuned = true)
+      : dir(directory) {
+    RuntimeOptions options;
+    options.cacheDirectory = dir;
+    options.useTuned = useTuned;
+    auto created = Runtime::create(options);
+    if (created)
+      rt = std::move(*created);
+  }
+};
+
+std::string freshDirectory() {
+  std::string tmpl =
+      (std::filesystem::temp_directory_path() / "flashjit-tune-gpu-XXXXXX")
+          .string();
+  return ::mkdtemp(tmpl.data()) ? tmpl : std::string();
+}
+} // namespace
+
+TEST(Autotune, SmallProblemIsTunedStoredAndUsed) {
+  FLASHJIT_REQUIRE_GPU();
+  const std::string dir = freshDirectory();
+  ASSERT_FALSE(dir.empty());
+  TunedRuntime tuner(dir);
+  ASSERT_TRUE(tuner.rt);
+
+  // Two workspaces of fresh inputs (the rotation), causal, d = 80.
+  const ForwardProblem shape =
+      denseProblem(DType::BF16, MaskMode::Causal, 2, 4, 2, 300, 300, 80, 80);
+  ForwardRun a, b;
+  ASSERT_TRUE(runForward(shape, 11, true, a).isOk());
+  ASSERT_TRUE(runForward(shape, 12, true, b).isOk());
+
+  AutotuneOptions options;
+  options.warmup = 1;
+  options.repeats = 3;
+  options.knobs.blockN = {32, 64};
+  options.knobs.stages = {1, 2};
+  int compiled = 0, measured = 0;
+  options.progress = [&](std::string_view phase, int done, int total) {
+    EXPECT_LE(done, total);
+    ++(phase == "compile" ? compiled : measured);
+  };
+  auto tuned = autotune(*tuner.rt, {a.problem, b.problem}, options);
+  ASSERT_TRUE(tuned) << tuned.message();
+  const AutotuneResult &r = *tuned;
+  const int n = int(r.ranked.size());
+  EXPECT_GT(n, 4);
+  EXPECT_EQ(compiled, n);
+  EXPECT_EQ(measured, n);
+  EXPECT_EQ(r.workspaces, 2);
+  // The baseline is the per-arch default and it ran.
+  const AttentionSpec spec = specFor(a.problem);
+  EXPECT_EQ(r.baseline.config, defaultTileConfig(spec, tuner.rt->arch()));
+  ASSERT_TRUE(r.baseline.ok()) << r.baseline.failure;
+  // Every candidate ran and matched the baseline; ranked fastest first.
+  for (int i = 0; i < n; ++i) {
+    EXPECT_TRUE(r.ranked[i].ok())
+        << canonicalText(r.ranked[i].config) << ": " << r.ranked[i].failure;
+    EXPECT_GT(r.ranked[i].ms, 0);
+    EXPECT_LE(r.ranked[i].minMs, r.ranked[i].ms);
+    if (i > 0)
+      EXPECT_LE(r.ranked[i - 1].ms, r.ranked[i].ms);
+  }
+  EXPECT_EQ(r.storedIn, TuneDatabase::pathIn(dir));
+  const TileConfig best = r.ranked.front().config;
+
+  // The tuning runtime, and a new one over the same directory (a new
+  // process), now plan this problem -- and any of its bucket -- with it.
+  TunedRuntime later(dir);
+  ASSERT_TRUE(later.rt);
+  for (Runtime *rt : {tuner.rt.get(), later.rt.get()}) {
+    auto plan = rt->planForward(a.problem);
+    ASSERT_TRUE(plan) << plan.message();
+    EXPECT_EQ(plan->source, ConfigSource::Tuned);
+    EXPECT_EQ(plan->config, best);
+  }
+  ForwardProblem sameBucket = a.problem;
+  sameBucket.seqlenQ = sameBucket.seqlenK = 290; // rounds to 512 too
+  auto plan = later.rt->planForward(sameBucket);
+  ASSERT_TRUE(plan);
+  EXPECT_EQ(plan->source, ConfigSource::Tuned);
+  // The tuned kernel is correct against the float64 reference.
+  ASSERT_TRUE(later.rt->fill16(a.problem.o, kPoison16, a.o.size()).isOk());
+  ASSERT_TRUE(later.rt->attentionForward(a.problem).isOk());
+  ASSERT_TRUE(later.rt->synchronize().isOk());
+  ASSERT_TRUE(later.rt
+                  ->copyToHost(a.o.data(), a.problem.o,
+                               a.o.size() * sizeof(uint16_t))
+                  .isOk());
+  ASSERT_TRUE(later.rt
+                  ->copyToHost(a.lse.data(), a.problem.lse,
+                               a.lse.size() * sizeof(float))
+                  .isOk());
+  const CheckResult checked = check(a);
+  EXPECT_TRUE(checked.pass) << checked.summary();
+
+  // Another bucket, or tuned configs off: the default.
+  ForwardProblem otherBucket = a.problem;
+  otherBucket.seqlenQ = otherBucket.seqlenK = 100;
+  plan = later.rt->planForward(otherBucket);
+  ASSERT_TRUE(plan);
+  EXPECT_EQ(plan->source, ConfigSource::Default);
+  TunedRuntime off(dir, /*useTuned=*/false);
+  plan = off.rt->planForward(a.problem);
+  ASSERT_TRUE(plan);
+  EXPECT_EQ(plan->source, ConfigSource::Default);
+
+  // A corrupt database warns and falls back to the default.
+  { std::ofstream(TuneDatabase::pathIn(dir)) << "{ truncated"; }
+  TunedRuntime corrupt(dir);
+  ::testing::internal::CaptureStderr();
+  plan = corrupt.rt->planForward(a.problem);
+  const std::string warning = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(plan);
+  EXPECT_EQ(plan->source, ConfigSource::Default);
+  EXPECT_NE(warning.find("tune database"), std::string::npos) << warning;
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
+TEST(Autotune, WorkspacesMustBeOneProblem) {
+  FLASHJIT_REQUIRE_GPU();
+  const ForwardProblem shape =
+      denseProblem(DType::F16, MaskMode::None, 1, 2, 2, 64, 64, 64, 64);
+  ForwardRun a;
+  ASSERT_TRUE(runForward(shape, 21, false, a).isOk());
+  AutotuneOptions options;
+  options.store = false;
+  options.repeats = 2;
+  options.knobs.blockM = {64};
+  options.knobs.blockN = {32};
+  options.knobs.stages = {1};
+  auto tuned = autotune(runtime(), {a.problem}, options);
+  ASSERT_TRUE(tuned) << tuned.message();
+  EXPECT_TRUE(tuned->storedIn.empty());
+  EXPECT_TRUE(tuned->ranked.front().ok()) << tuned->ranked.front().failure;
+  EXPECT_FALSE(autotune(runtime(), {}, options));
+  // Workspaces whose sizes differ are not one problem: refused up front.
+  ForwardProblem longer = a.problem;
+  longer.seqlenK = 32;
+  auto mixed = autotune(runtime(), {a.problem, longer}, options);
+  ASSERT_FALSE(mixed);
+  EXPECT_NE(mixed.message().find("workspace 1"), std::string::npos)
+      << mixed.message();
+}

@@ -1,0 +1,405 @@
+//===- test_tune.cpp - Search space, tune database, CLI of autotune/bench --===//
+//
+// No GPU: pruning counts and reasons, the tune database's round trip,
+// corruption, key mismatches and concurrent writers, parallel compiles of
+// candidates, and the autotune/bench commands' usage errors.
+//
+//===----------------------------------------------------------------------===//
+#include "flashjit/compiler/Pipeline.h"
+#include "flashjit/kernels/Forward.h"
+#include "flashjit/kernels/SearchSpace.h"
+#include "flashjit/runtime/Device.h"
+#include "flashjit/runtime/TuneDatabase.h"
+
+#include "Subprocess.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+namespace fs = std::filesystem;
+using namespace flashjit;
+using flashjit::test_support::ProcessResult;
+using flashjit::test_support::readFile;
+using flashjit::test_support::runProcess;
+
+namespace {
+AttentionSpec specWith(int d, MaskMode mask = MaskMode::None, int group = 1) {
+  AttentionSpec s;
+  s.headDimQK = s.headDimV = d;
+  s.mask = mask;
+  s.gqaGroup = group;
+  return s;
+}
+
+int prunedFor(const SearchSpace &space, PruneReason reason) {
+  for (const auto &[r, n] : space.pruned)
+    if (r == reason)
+      return n;
+  return 0;
+}
+
+class TuneFiles : public ::testing::Test {
+protected:
+  void SetUp() override {
+    std::string tmpl =
+        (fs::temp_directory_path() / "flashjit-tune-XXXXXX").string();
+    dir_ = ::mkdtemp(tmpl.data());
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::string path() const { return dir_ + "/tune.json"; }
+  std::string dir_;
+};
+
+TuneKey keyFor(int d, const std::string &gpu = "NVIDIA H100 80GB HBM3") {
+  TuneKey key;
+  key.spec = specWith(d);
+  AttentionParams p;
+  p.batch = 4;
+  p.headsQ = p.headsKV = 16;
+  p.seqlenQ = p.seqlenK = 4096;
+  key.bucket = shapeBucket(p);
+  key.gpu = gpu;
+  key.flashjitVersion = "0.1.0";
+  key.driverVersion = 13000;
+  return key;
+}
+
+TuneEntry entryWith(int blockN, double ms) {
+  TuneEntry e;
+  e.config = {128, blockN, 8, 2, false};
+  e.ms = ms;
+  e.runnerUp = TileConfig{128, 32, 8, 3, false};
+  e.runnerUpMs = ms * 1.1;
+  e.defaultConfig = TileConfig{128, 64, 8, 2, false};
+  e.defaultMs = ms * 1.3;
+  e.candidates = 30;
+  e.tunedAtUtc = "2026-12-02T00:00:00Z";
+  return e;
+}
+} // namespace
+
+// ---- search space ------------------------------------------------------------
+
+TEST(SearchSpace, EveryConfigIsCountedOnceAndCandidatesValidate) {
+  for (Arch arch : {Arch::Sm80, Arch::Sm86, Arch::Sm90a})
+    for (int d : {1, 33, 64, 80, 128, 192, 256})
+      for (int group : {1, 4}) {
+        const AttentionSpec spec = specWith(d, MaskMode::Causal, group);
+        const SearchSpace space = forwardSearchSpace(spec, arch);
+        const TileConfig baseline = defaultTileConfig(spec, arch);
+        ASSERT_FALSE(space.candidates.empty());
+        EXPECT_EQ(space.candidates.front(), baseline);
+        const ForwardKnobs knobs;
+        const int grid = int(knobs.blockM.size() * knobs.blockN.size() *
+                             knobs.warps.size() * knobs.stages.size()) *
+                         (group > 1 ? 2 : 1);
+        EXPECT_EQ(space.enumerated, grid);
+        std::set<std::string> seen;
+        bool baselineInGrid = false;
+        for (const TileConfig &c : space.candidates) {
+          EXPECT_TRUE(validate(c, spec, arch).isOk()) << canonicalText(c);
+          EXPECT_TRUE(seen.insert(canonicalText(c)).second)
+              << "duplicate " << canonicalText(c);
+        }
+        for (int m : knobs.blockM)
+          for (int n : knobs.blockN)
+            for (int w : knobs.warps)
+              for (int s : knobs.stages)
+                baselineInGrid |= baseline == TileConfig{m, n, w, s,
+                                                         baseline.packGqa};
+        EXPECT_EQ(int(space.candidates.size()) - (baselineInGrid ? 0 : 1) +
+                      space.prunedCount(),
+                  space.enumerated)
+            << "d=" << d << " " << toString(arch);
+      }
+}
+
+TEST(SearchSpace, PrunesWhatCannotFitWithTheReason) {
+  // d=256 on sm_86 (99 KB): Q alone is 67 KB at block_m 128, so most
+  // multi-stage configs cannot fit; sm_90a (227 KB) keeps more of them.
+  const SearchSpace small = forwardSearchSpace(specWith(256), Arch::Sm86);
+  const SearchSpace large = forwardSearchSpace(specWith(256), Arch::Sm90a);
+  EXPECT_GT(prunedFor(small, PruneReason::SharedMemory),
+            prunedFor(large, PruneReason::SharedMemory));
+  EXPECT_GT(prunedFor(large, PruneReason::SharedMemory), 0);
+  // 4 warps of 32 rows at d=256 need more than 255 registers.
+  EXPECT_GT(prunedFor(large, PruneReason::Registers), 0);
+  // block_m 64 with 8 warps leaves 8 rows per warp: never a valid shape.
+  EXPECT_EQ(prunedFor(large, PruneReason::Shape),
+            int(ForwardKnobs{}.blockN.size() * ForwardKnobs{}.stages.size()));
+  // d=64 fits everything but the shape rule.
+  const SearchSpace d64 = forwardSearchSpace(specWith(64), Arch::Sm90a);
+  EXPECT_EQ(prunedFor(d64, PruneReason::SharedMemory), 0);
+  EXPECT_EQ(prunedFor(d64, PruneReason::Registers), 0);
+  for (const TileConfig &c : small.candidates)
+    EXPECT_LE(forwardLayout(specWith(256), c).sharedMemBytes,
+              maxSharedMemoryPerBlock(Arch::Sm86));
+}
+
+TEST(SearchSpace, SearchesGqaPackingBothWays) {
+  const SearchSpace space =
+      forwardSearchSpace(specWith(64, MaskMode::None, 4), Arch::Sm90a);
+  int packed = 0, unpacked = 0;
+  for (const TileConfig &c : space.candidates)
+    ++(c.packGqa ? packed : unpacked);
+  EXPECT_GT(packed, 0);
+  EXPECT_GT(unpacked, 0);
+  for (const TileConfig &c :
+       forwardSearchSpace(specWith(64), Arch::Sm90a).candidates)
+    EXPECT_FALSE(c.packGqa);
+}
+
+TEST(SearchSpace, ARegisterFileThatCannotHoldTheThreadsIsPruned) {
+  // 16 warps of 16 rows at d=256: ~200 registers x 512 threads > 65536.
+  ForwardKnobs knobs;
+  knobs.blockM = {256};
+  knobs.warps = {16};
+  knobs.blockN = {16};
+  knobs.stages = {1};
+  const SearchSpace space =
+      forwardSearchSpace(specWith(256), Arch::Sm90a, knobs);
+  EXPECT_EQ(prunedFor(space, PruneReason::RegisterFile) +
+                prunedFor(space, PruneReason::SharedMemory),
+            1);
+  const TileConfig c{256, 16, 16, 1, false};
+  Status s = validate(c, specWith(256), Arch::Sm90a);
+  EXPECT_FALSE(s.isOk());
+}
+
+/// Autotune compiles candidates on many threads at once: the pipeline must
+/// give each the same PTX it gives alone.
+TEST(SearchSpace, CandidatesCompileConcurrentlyToTheSamePtx) {
+  const AttentionSpec spec = specWith(80, MaskMode::Causal);
+  SearchSpace space = forwardSearchSpace(spec, Arch::Sm90a);
+  space.candidates.resize(4);
+  std::vector<std::string> alone, together(4);
+  for (const TileConfig &c : space.candidates) {
+    auto a = compile(spec, c, Arch::Sm90a);
+    ASSERT_TRUE(a) << a.message();
+    alone.push_back(a->ptx);
+  }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&, i] {
+      auto a = compile(spec, space.candidates[i], Arch::Sm90a);
+      together[i] = a ? a->ptx : "failed: " + a.message();
+    });
+  for (auto &t : threads)
+    t.join();
+  for (int i = 0; i < 4; ++i)
+    EXPECT_EQ(together[i], alone[i]) << canonicalText(space.candidates[i]);
+}
+
+// ---- tune database ---------------------------------------------------------
+
+TEST(ShapeBucket, RoundsEachExtentUpToAPowerOfTwo) {
+  AttentionParams p;
+  p.batch = 3;
+  p.headsQ = 5;
+  p.seqlenQ = 1000;
+  p.seqlenK = 17;
+  const ShapeBucket b = shapeBucket(p);
+  EXPECT_EQ(b.seqlenQ, 1024);
+  EXPECT_EQ(b.seqlenK, 64);
+  EXPECT_EQ(b.batchHeads, 16);
+  EXPECT_EQ(toString(b), "sq1024_sk64_bh16");
+  p.seqlenQ = 1024;
+  p.batch = 2;
+  p.headsQ = 8;
+  EXPECT_EQ(shapeBucket(p), b);
+}
+
+TEST_F(TuneFiles, TuneDatabaseRoundTrip) {
+  {
+    TuneDatabase db(path());
+    EXPECT_FALSE(db.lookup(keyFor(128)));
+    ASSERT_TRUE(db.store(keyFor(128), entryWith(64, 1.5)).isOk());
+    ASSERT_TRUE(db.store(keyFor(80), entryWith(32, 0.9)).isOk());
+    // The writer sees its own store.
+    ASSERT_TRUE(db.lookup(keyFor(80)));
+  }
+  TuneDatabase reopened(path()); // a new process
+  auto e = reopened.lookup(keyFor(128));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->config, (TileConfig{128, 64, 8, 2, false}));
+  EXPECT_DOUBLE_EQ(e->ms, 1.5);
+  ASSERT_TRUE(e->runnerUp);
+  EXPECT_EQ(*e->runnerUp, (TileConfig{128, 32, 8, 3, false}));
+  EXPECT_DOUBLE_EQ(e->runnerUpMs, 1.65);
+  ASSERT_TRUE(e->defaultConfig);
+  EXPECT_EQ(e->candidates, 30);
+  EXPECT_EQ(e->tunedAtUtc, "2026-12-02T00:00:00Z");
+  auto other = reopened.lookup(keyFor(80));
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->config.blockN, 32);
+  auto all = reopened.entries();
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->size(), 2u);
+  // The file says what each entry is for.
+  const std::string text = readFile(path());
+  EXPECT_NE(text.find("\"gpu\": \"NVIDIA H100 80GB HBM3\""), std::string::npos);
+  EXPECT_NE(text.find("\"bucket\": \"sq4096_sk4096_bh64\""), std::string::npos);
+}
+
+TEST_F(TuneFiles, AnotherGpuVersionDriverOrBucketDoesNotMatch) {
+  TuneDatabase db(path());
+  ASSERT_TRUE(db.store(keyFor(128), entryWith(64, 1.5)).isOk());
+  TuneKey gpu = keyFor(128, "NVIDIA A100-SXM4-80GB");
+  TuneKey version = keyFor(128);
+  version.flashjitVersion = "0.2.0";
+  TuneKey driver = keyFor(128);
+  driver.driverVersion = 12080;
+  TuneKey bucket = keyFor(128);
+  bucket.bucket.seqlenK = 8192;
+  TuneKey spec = keyFor(128);
+  spec.spec.mask = MaskMode::Causal;
+  for (const TuneKey &k : {gpu, version, driver, bucket, spec})
+    EXPECT_FALSE(db.lookup(k)) << k.text();
+  EXPECT_TRUE(db.lookup(keyFor(128)));
+}
+
+TEST_F(TuneFiles, StoringOneKeyKeepsEveryOther) {
+  TuneDatabase db(path());
+  ASSERT_TRUE(db.store(keyFor(64), entryWith(64, 1.0)).isOk());
+  ASSERT_TRUE(db.store(keyFor(80), entryWith(32, 2.0)).isOk());
+  ASSERT_TRUE(db.store(keyFor(64), entryWith(128, 0.5)).isOk()); // re-tune
+  TuneDatabase fresh(path());
+  EXPECT_EQ(fresh.lookup(keyFor(64))->config.blockN, 128);
+  EXPECT_EQ(fresh.lookup(keyFor(80))->config.blockN, 32);
+}
+
+TEST_F(TuneFiles, ConcurrentWritersLoseNothing) {
+  std::vector<std::thread> writers;
+  const int dims[] = {16, 32, 48, 64, 80, 96, 112, 128};
+  for (int d : dims)
+    writers.emplace_back([&, d] {
+      TuneDatabase db(path()); // each its own instance, as processes would
+      EXPECT_TRUE(db.store(keyFor(d), entryWith(64, d)).isOk());
+    });
+  for (auto &t : writers)
+    t.join();
+  TuneDatabase db(path());
+  for (int d : dims) {
+    auto e = db.lookup(keyFor(d));
+    ASSERT_TRUE(e) << d;
+    EXPECT_DOUBLE_EQ(e->ms, d);
+  }
+  for (const auto &f : fs::directory_iterator(dir_))
+    EXPECT_EQ(f.path().filename().string().find(".tmp-"), std::string::npos)
+        << "left behind: " << f.path();
+}
+
+TEST_F(TuneFiles, CorruptDatabaseWarnsOnceAndFallsBack) {
+  for (const char *garbage :
+       {"{\"format\": 1, \"entries\": {\"k\": {\"config\": 7}}}",
+        "{\"format\": 99, \"entries\": {}}", "not json at all {",
+        "[1, 2, 3]"}) {
+    { std::ofstream(path()) << garbage; }
+    TuneDatabase db(path());
+    ::testing::internal::CaptureStderr();
+    EXPECT_FALSE(db.lookup(keyFor(128)));
+    EXPECT_FALSE(db.lookup(keyFor(80)));
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("tune database"), std::string::npos) << garbage;
+    EXPECT_EQ(err.find("warning"), err.rfind("warning"))
+        << "warned more than once: " << err;
+    // Storing moves the bad file aside and starts a good one.
+    ::testing::internal::CaptureStderr();
+    ASSERT_TRUE(db.store(keyFor(128), entryWith(64, 1.0)).isOk());
+    ::testing::internal::GetCapturedStderr();
+    EXPECT_TRUE(fs::exists(path() + ".corrupt"));
+    EXPECT_TRUE(TuneDatabase(path()).lookup(keyFor(128)));
+    fs::remove(path() + ".corrupt");
+  }
+}
+
+TEST_F(TuneFiles, UnreadableDatabaseFallsBack) {
+  fs::create_directory(path()); // a directory where the file should be
+  TuneDatabase db(path());
+  ::testing::internal::CaptureStderr();
+  EXPECT_FALSE(db.lookup(keyFor(128)));
+  ::testing::internal::GetCapturedStderr();
+}
+
+// ---- CLI -----------------------------------------------------------------------
+
+namespace {
+ProcessResult cli(std::vector<std::string> args, const std::string &cacheDir) {
+  args.insert(args.begin(), FLASHJIT_CLI_PATH);
+  ::setenv("FLASHJIT_CACHE_DIR", cacheDir.c_str(), 1);
+  return runProcess(args);
+}
+bool has(const std::string &s, const std::string &part) {
+  return s.find(part) != std::string::npos;
+}
+} // namespace
+
+TEST_F(TuneFiles, AutotuneListsItsSearchSpaceWithoutAGpu) {
+  ProcessResult r = cli({"autotune", "--list-space", "--head-dim", "256",
+                         "--arch", "sm_86"},
+                        dir_);
+  ASSERT_EQ(r.exitCode, 0) << r.all();
+  const SearchSpace space = forwardSearchSpace(specWith(256), Arch::Sm86);
+  EXPECT_TRUE(has(r.all(), std::to_string(space.enumerated) +
+                                " configs enumerated, " +
+                                std::to_string(space.prunedCount()) +
+                                " pruned"))
+      << r.all();
+  EXPECT_TRUE(has(r.all(), "shared memory")) << r.all();
+  EXPECT_TRUE(has(r.all(), "candidates (" +
+                                std::to_string(space.candidates.size())))
+      << r.all();
+}
+
+TEST_F(TuneFiles, AutotuneAndBenchRejectBadInputBeforeTheGpu) {
+  const std::pair<std::vector<std::string>, std::string> cases[] = {
+      {{"autotune", "--block-m", "64"}, "chooses the tile config"},
+      {{"autotune", "--head-dim", "300"}, "--head-dim"},
+      {{"autotune", "--heads-q", "6", "--heads-kv", "4"}, "--heads-q"},
+      {{"autotune", "--list-space", "--arch", "sm_70"}, "--arch"},
+      {{"bench", "--head-dims", "64,0"}, "--head-dims"},
+      {{"bench", "--seqlens", "1024,-5"}, "--seqlens"},
+      {{"bench", "--mask", "window"}, "--window-left"},
+  };
+  for (const auto &[args, expect] : cases) {
+    ProcessResult r = cli(args, dir_);
+    EXPECT_EQ(r.exitCode, 2) << args[1] << " " << args[2] << "\n" << r.all();
+    EXPECT_TRUE(has(r.all(), expect)) << r.all();
+    EXPECT_FALSE(has(r.all(), "no CUDA driver found")) << r.all();
+  }
+}
+
+TEST_F(TuneFiles, AutotuneAndBenchWithoutADriverSayWhy) {
+  if (driverStatus().isOk())
+    GTEST_SKIP() << "a CUDA driver is present";
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"autotune", "--head-dim", "64"},
+        std::vector<std::string>{"bench", "--head-dims", "64,80"}}) {
+    ProcessResult r = cli(args, dir_);
+    EXPECT_EQ(r.exitCode, 1) << r.all();
+    EXPECT_TRUE(has(r.all(), "no CUDA driver found")) << r.all();
+  }
+}
+
+TEST_F(TuneFiles, AutotuneAndBenchDocumentTheirOptions) {
+  ProcessResult a = cli({"autotune", "--help"}, dir_);
+  EXPECT_EQ(a.exitCode, 0);
+  const std::string help = a.all();
+  for (const char *opt : {"--warmup", "--repeats", "--threads", "--top",
+                          "--json", "--no-store", "--list-space", "--seqlen",
+                          "--head-dim", "--mask", "tune database"})
+    EXPECT_TRUE(has(help, opt)) << opt;
+  ProcessResult b = cli({"bench", "--help"}, dir_);
+  EXPECT_EQ(b.exitCode, 0);
+  const std::string benchHelp = b.all();
+  for (const char *opt : {"--head-dims", "--seqlens", "--json", "--repeats",
+                          "--block-m", "tuned"})
+    EXPECT_TRUE(has(benchHelp, opt)) << opt;
+}

@@ -1,0 +1,261 @@
+//===- AutotuneCommand.cpp - flashjit autotune: measure configs, keep best -===//
+//
+// Compiles every tile config the search space keeps for the problem (in
+// parallel), times each on the GPU, checks each against the default
+// config's output, prints the ranking and stores the winner in the tune
+// database, where run, bench and the APIs find it.
+//
+//===----------------------------------------------------------------------===//
+#include "Commands.h"
+#include "Problem.h"
+#include "Progress.h"
+
+#include "flashjit/runtime/Autotune.h"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+namespace flashjit::cli {
+
+namespace {
+struct AutotuneCliOptions {
+  ProblemOptions problem;
+  uint64_t seed = 0;
+  int warmup = 3;
+  int repeats = 15;
+  int threads = 0;
+  int top = 10;
+  bool json = false;
+  bool noStore = false;
+  bool listSpace = false;
+  std::string arch = "sm_90a"; ///< --list-space only
+};
+
+int failWith(const std::string &message, int code = 1) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "flashjit autotune: %s\n", message.c_str());
+  return code;
+}
+
+void printSpace(const std::vector<std::pair<PruneReason, int>> &pruned,
+                int enumerated) {
+  int total = 0;
+  for (const auto &entry : pruned)
+    total += entry.second;
+  std::printf("search:  %d configs enumerated, %d pruned before compiling",
+              enumerated, total);
+  for (const auto &[reason, count] : pruned)
+    std::printf("; %d %s", count, std::string(toString(reason)).c_str());
+  std::printf("\n");
+}
+
+nlohmann::json configJson(const TileConfig &c) {
+  return {{"block_m", c.blockM}, {"block_n", c.blockN}, {"warps", c.warps},
+          {"stages", c.stages},  {"pack_gqa", c.packGqa}};
+}
+
+int autotuneCommand(const AutotuneCliOptions &o) {
+  AttentionSpec spec;
+  Arch unusedArch;
+  if (Status s = o.problem.spec.resolve(spec, unusedArch); !s)
+    return failWith(s.message(), 2);
+  if (o.problem.spec.hasTileOptions())
+    return failWith("autotune chooses the tile config itself; drop "
+                    "--block-m, --block-n, --warps, --stages and --pack-gqa",
+                    2);
+  ForwardProblem shape;
+  if (Status s = describeProblem(o.problem, spec, shape); !s)
+    return failWith(s.message(), 2);
+
+  if (o.listSpace) {
+    auto arch = parseArch(o.arch);
+    if (!arch)
+      return failWith("--arch must be one of " + archChoices() + ", got '" +
+                          o.arch + "'",
+                      2);
+    const SearchSpace space = forwardSearchSpace(spec, *arch);
+    printSpace(space.pruned, space.enumerated);
+    std::printf("candidates (%zu, the %s default first):\n",
+                space.candidates.size(), o.arch.c_str());
+    for (const TileConfig &c : space.candidates)
+      std::printf("  %s\n", configText(c).c_str());
+    return 0;
+  }
+
+  auto created = Runtime::create();
+  if (!created)
+    return failWith(created.message());
+  Runtime &rt = **created;
+  const DeviceInfo &dev = rt.device();
+  const auto start = std::chrono::steady_clock::now();
+  if (!o.json) {
+    std::printf("device:  %s (%s, %d SMs, %d MB L2), CUDA driver %s\n",
+                dev.name.c_str(), std::string(toString(rt.arch())).c_str(),
+                dev.smCount, dev.l2CacheBytes >> 20,
+                formatCudaVersion(rt.driverVersion()).c_str());
+    std::printf("problem: %s\n",
+                problemText(shape, o.problem.layout, spec.writeLse).c_str());
+  }
+
+  // Workspaces: fresh inputs each, together at least twice the L2.
+  std::vector<DeviceProblem> inputs;
+  auto first = uploadProblem(rt, shape, spec, o.seed);
+  if (!first)
+    return failWith(first.message());
+  inputs.push_back(std::move(*first));
+  const int count =
+      workspacesToRotate(inputs.front().deviceBytes, dev.l2CacheBytes);
+  for (int i = 1; i < count; ++i) {
+    auto more = uploadProblem(rt, shape, spec, o.seed + i);
+    if (!more)
+      return failWith(more.message());
+    inputs.push_back(std::move(*more));
+  }
+  std::vector<ForwardProblem> workspaces;
+  for (const DeviceProblem &d : inputs)
+    workspaces.push_back(d.problem);
+
+  AutotuneOptions options;
+  options.warmup = o.warmup;
+  options.repeats = o.repeats;
+  options.compileThreads = o.threads;
+  options.store = !o.noStore;
+  Progress progress(stderr);
+  options.progress = [&](std::string_view phase, int done, int total) {
+    progress.update(phase, done, total);
+  };
+  auto tuned = autotune(rt, workspaces, options);
+  progress.finish();
+  if (!tuned)
+    return failWith(tuned.message());
+  const AutotuneResult &r = *tuned;
+  const double wall = std::chrono::duration<double>(
+                          std::chrono::steady_clock::now() - start)
+                          .count();
+  const double flops = forwardFlops(shape);
+  auto tflops = [&](double ms) {
+    return std::isfinite(ms) ? flops / (ms * 1e-3) / 1e12 : 0.0;
+  };
+  const CandidateResult &best = r.ranked.front();
+  const int failed = int(std::count_if(r.ranked.begin(), r.ranked.end(),
+                                       [](auto &c) { return !c.ok(); }));
+
+  if (o.json) {
+    nlohmann::json j;
+    j["device"] = dev.name;
+    j["problem"] = problemText(shape, o.problem.layout, spec.writeLse);
+    j["key"] = r.key.text();
+    j["enumerated"] = r.enumerated;
+    for (const auto &[reason, n] : r.pruned)
+      j["pruned"][std::string(toString(reason))] = n;
+    j["workspaces"] = r.workspaces;
+    j["compile_s"] = r.compileSeconds;
+    j["measure_s"] = r.measureSeconds;
+    j["wall_s"] = wall;
+    j["stored_in"] = r.storedIn;
+    for (const CandidateResult &c : r.ranked) {
+      nlohmann::json e = {{"config", configJson(c.config)},
+                          {"default", c.config == r.baseline.config},
+                          {"registers", c.registers},
+                          {"local_bytes", c.localBytes}};
+      if (c.ok())
+        e.update({{"ms", c.ms}, {"min_ms", c.minMs}, {"tflops", tflops(c.ms)}});
+      else
+        e["failure"] = c.failure;
+      j["candidates"].push_back(std::move(e));
+    }
+    std::printf("%s\n", j.dump(2).c_str());
+    return best.ok() ? 0 : 1;
+  }
+
+  printSpace(r.pruned, r.enumerated);
+  std::printf("timing:  %d candidates, %d warm-up + median of %d runs each, "
+              "inputs rotated among %d workspaces\n\n",
+              int(r.ranked.size()), o.warmup, o.repeats, r.workspaces);
+  std::printf("%4s  %-40s %10s %10s %8s %9s %5s %s\n", "rank", "config",
+              "median ms", "min ms", "TFLOP/s", "vs default", "regs", "");
+  int shown = 0;
+  for (const CandidateResult &c : r.ranked) {
+    if (!c.ok() || shown >= o.top)
+      continue;
+    ++shown;
+    const std::string note =
+        std::string(c.config == r.baseline.config ? "default" : "") +
+        (c.localBytes ? (c.config == r.baseline.config ? ", spills" : "spills")
+                      : "");
+    std::printf("%4d  %-40s %10.4f %10.4f %8.1f %8.2fx %5d %s\n", shown,
+                configText(c.config).c_str(), c.ms, c.minMs, tflops(c.ms),
+                r.baseline.ok() ? r.baseline.ms / c.ms : 0.0, c.registers,
+                note.c_str());
+  }
+  if (failed) {
+    std::printf("\n%d candidates failed (scored as infinitely slow):\n",
+                failed);
+    for (const CandidateResult &c : r.ranked)
+      if (!c.ok())
+        std::printf("  %-40s %s\n", configText(c.config).c_str(),
+                    c.failure.substr(0, 160).c_str());
+  }
+  std::printf("\ntuned in %.1f s (compile %.1f s, measure %.1f s)\n", wall,
+              r.compileSeconds, r.measureSeconds);
+  if (!best.ok())
+    return failWith("every candidate failed; nothing stored");
+  std::printf("best:    %s  %.4f ms  %.1f TFLOP/s", configText(best.config).c_str(),
+              best.ms, tflops(best.ms));
+  if (r.baseline.ok())
+    std::printf("  (default %s: %.4f ms, %.1f TFLOP/s; %.2fx)",
+                configText(r.baseline.config).c_str(), r.baseline.ms,
+                tflops(r.baseline.ms), r.baseline.ms / best.ms);
+  std::printf("\n");
+  if (!r.storedIn.empty())
+    std::printf("stored:  %s (bucket %s)\n", r.storedIn.c_str(),
+                toString(r.key.bucket).c_str());
+  return 0;
+}
+} // namespace
+
+void addAutotuneCommand(CLI::App &app, int &exitCode) {
+  auto o = std::make_shared<AutotuneCliOptions>();
+  CLI::App *cmd = app.add_subcommand(
+      "autotune",
+      "Find the fastest tile config for a problem on this GPU: compile every "
+      "candidate in parallel, time each (CUDA events, median), check each "
+      "against the default config's output, and store the winner in the "
+      "tune database (tune.json in the cache directory), which run, bench "
+      "and the APIs then use for problems of the same shape bucket");
+  o->problem.addTo(*cmd);
+  cmd->add_option("--seed", o->seed, "Seed of the random normal inputs")
+      ->capture_default_str();
+  cmd->add_option("--warmup", o->warmup, "Untimed runs of each candidate")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  cmd->add_option("--repeats", o->repeats,
+                  "Timed runs of each candidate; the median ranks it")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  cmd->add_option("--threads", o->threads,
+                  "Compile threads (default: one per CPU thread)")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--top", o->top, "Configs shown in the table")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  cmd->add_flag("--json", o->json,
+                "Print every candidate's result as JSON instead of the table");
+  cmd->add_flag("--no-store", o->noStore,
+                "Do not write the winner to the tune database");
+  cmd->add_flag("--list-space", o->listSpace,
+                "Only print the search space for --arch (candidates and "
+                "pruning counts); needs no GPU");
+  cmd->add_option("--arch", o->arch,
+                  "--list-space: target GPU, " + archChoices())
+      ->capture_default_str();
+  cmd->callback([o, &exitCode] { exitCode = autotuneCommand(*o); });
+}
+
+} // namespace flashjit::cli

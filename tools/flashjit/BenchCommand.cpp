@@ -1,0 +1,239 @@
+//===- BenchCommand.cpp - flashjit bench: TFLOP/s of shapes or a sweep -----===//
+//
+// Times the forward kernel on given shapes, or on a sweep over head dims
+// and sequence lengths, with the config the runtime picks (tuned where the
+// tune database has the bucket, else the per-arch default) or the one
+// given, and prints a table or JSON.
+//
+//===----------------------------------------------------------------------===//
+#include "Commands.h"
+#include "Problem.h"
+
+#include "flashjit/runtime/Autotune.h"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+
+namespace flashjit::cli {
+
+namespace {
+struct BenchOptions {
+  ProblemOptions problem;
+  std::vector<int> headDims;
+  std::vector<int64_t> seqlens;
+  uint64_t seed = 0;
+  int warmup = 5;
+  int repeats = 20;
+  bool json = false;
+};
+
+int failWith(const std::string &message, int code = 1) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "flashjit bench: %s\n", message.c_str());
+  return code;
+}
+
+struct Row {
+  ForwardProblem shape;
+  AttentionSpec spec;
+  std::string failure;
+  TileConfig config;
+  ConfigSource source = ConfigSource::Default;
+  std::string kernel;
+  double ms = 0, minMs = 0, tflops = 0;
+};
+
+/// Times one shape with the runtime's choice of config.
+Status benchOne(Runtime &rt, const BenchOptions &o, Row &row) {
+  std::vector<DeviceProblem> inputs;
+  auto first = uploadProblem(rt, row.shape, row.spec, o.seed);
+  if (!first)
+    return first.status();
+  inputs.push_back(std::move(*first));
+  const int count = workspacesToRotate(inputs.front().deviceBytes,
+                                       rt.device().l2CacheBytes);
+  for (int i = 1; i < count; ++i) {
+    auto more = uploadProblem(rt, row.shape, row.spec, o.seed + i);
+    if (!more)
+      return more.status();
+    inputs.push_back(std::move(*more));
+  }
+  std::optional<TileConfig> tile;
+  if (o.problem.spec.hasTileOptions()) {
+    TileConfig t;
+    if (Status s = validate(inputs.front().problem); !s)
+      return s;
+    if (Status s = o.problem.spec.resolveTile(specFor(inputs.front().problem),
+                                              rt.arch(), t);
+        !s)
+      return s;
+    tile = t;
+  }
+  std::vector<ForwardPlan> plans;
+  for (DeviceProblem &d : inputs) {
+    d.problem.tile = tile;
+    auto plan = rt.planForward(d.problem);
+    if (!plan)
+      return plan.status();
+    plans.push_back(std::move(*plan));
+  }
+  row.config = plans.front().config;
+  row.source = plans.front().source;
+  row.kernel = plans.front().kernel->name;
+  for (int i = 0; i < o.warmup; ++i)
+    if (Status s = rt.launch(plans[i % plans.size()]); !s)
+      return s;
+  std::vector<float> times;
+  for (int i = 0; i < o.repeats; ++i) {
+    const ForwardPlan &plan = plans[i % plans.size()];
+    auto ms = rt.timeMs([&] { return rt.launch(plan); });
+    if (!ms)
+      return ms.status();
+    times.push_back(*ms);
+  }
+  std::sort(times.begin(), times.end());
+  row.ms = times[times.size() / 2];
+  row.minMs = times.front();
+  row.tflops = forwardFlops(row.shape) / (row.ms * 1e-3) / 1e12;
+  return Status::ok();
+}
+
+int bench(const BenchOptions &o) {
+  // Every shape of the sweep is described (and its usage errors found)
+  // before looking for a GPU.
+  std::vector<Row> rows;
+  const std::vector<int> dims =
+      o.headDims.empty() ? std::vector<int>{o.problem.spec.headDim} : o.headDims;
+  std::vector<std::optional<int64_t>> lengths;
+  for (int64_t s : o.seqlens)
+    lengths.push_back(s);
+  if (lengths.empty())
+    lengths.push_back(std::nullopt);
+  for (int d : dims) {
+    for (const auto &len : lengths) {
+      ProblemOptions po = o.problem;
+      po.spec.headDim = d;
+      if (len) {
+        po.seqlen = *len;
+        po.seqlenQ.reset();
+        po.seqlenK.reset();
+      }
+      Row row;
+      Arch unusedArch;
+      if (Status s = po.spec.resolve(row.spec, unusedArch); !s)
+        return failWith(s.message(), 2);
+      if (Status s = describeProblem(po, row.spec, row.shape); !s)
+        return failWith(s.message(), 2);
+      rows.push_back(std::move(row));
+    }
+  }
+  auto created = Runtime::create();
+  if (!created)
+    return failWith(created.message());
+  Runtime &rt = **created;
+  const DeviceInfo &dev = rt.device();
+  int failures = 0;
+  for (Row &row : rows)
+    if (Status s = benchOne(rt, o, row); !s) {
+      row.failure = s.message();
+      ++failures;
+    }
+
+  if (o.json) {
+    nlohmann::json j;
+    j["device"] = dev.name;
+    j["cuda_driver"] = formatCudaVersion(rt.driverVersion());
+    j["rows"] = nlohmann::json::array();
+    for (const Row &r : rows) {
+      nlohmann::json e = {
+          {"problem", problemText(r.shape, o.problem.layout, r.spec.writeLse)},
+          {"head_dim_qk", r.shape.headDimQK}, {"head_dim_v", r.shape.headDimV},
+          {"seqlen_q", r.shape.seqlenQ},      {"seqlen_k", r.shape.seqlenK},
+          {"batch", r.shape.batch},           {"heads_q", r.shape.headsQ},
+          {"mask", std::string(toString(r.shape.mask))},
+          {"dtype", std::string(toString(r.shape.dtype))}};
+      if (r.failure.empty())
+        e.update({{"config", configText(r.config)},
+                  {"config_source", std::string(toString(r.source))},
+                  {"kernel", r.kernel},
+                  {"ms", r.ms},
+                  {"min_ms", r.minMs},
+                  {"tflops", r.tflops}});
+      else
+        e["failure"] = r.failure;
+      j["rows"].push_back(std::move(e));
+    }
+    std::printf("%s\n", j.dump(2).c_str());
+    return failures ? 1 : 0;
+  }
+  std::printf("device: %s (%s, %d SMs), CUDA driver %s\n", dev.name.c_str(),
+              std::string(toString(rt.arch())).c_str(), dev.smCount,
+              formatCudaVersion(rt.driverVersion()).c_str());
+  std::printf("median of %d runs after %d warm-up; TFLOP/s count only the "
+              "work the mask keeps\n\n",
+              o.repeats, o.warmup);
+  std::printf("%8s %8s %8s %-7s %-5s %-40s %-8s %10s %8s\n", "head_dim",
+              "seqlen_q", "seqlen_k", "mask", "dtype", "config", "source",
+              "median ms", "TFLOP/s");
+  for (const Row &r : rows) {
+    const std::string dim =
+        r.shape.headDimQK == r.shape.headDimV
+            ? std::to_string(r.shape.headDimQK)
+            : std::to_string(r.shape.headDimQK) + "/" +
+                  std::to_string(r.shape.headDimV);
+    if (!r.failure.empty()) {
+      std::printf("%8s %8lld %8lld %-7s %-5s FAILED: %s\n", dim.c_str(),
+                  (long long)r.shape.seqlenQ, (long long)r.shape.seqlenK,
+                  std::string(toString(r.shape.mask)).c_str(),
+                  std::string(toString(r.shape.dtype)).c_str(),
+                  r.failure.c_str());
+      continue;
+    }
+    std::printf("%8s %8lld %8lld %-7s %-5s %-40s %-8s %10.4f %8.1f\n",
+                dim.c_str(), (long long)r.shape.seqlenQ,
+                (long long)r.shape.seqlenK,
+                std::string(toString(r.shape.mask)).c_str(),
+                std::string(toString(r.shape.dtype)).c_str(),
+                configText(r.config).c_str(),
+                std::string(toString(r.source)).c_str(), r.ms, r.tflops);
+  }
+  return failures ? 1 : 0;
+}
+} // namespace
+
+void addBenchCommand(CLI::App &app, int &exitCode) {
+  auto o = std::make_shared<BenchOptions>();
+  CLI::App *cmd = app.add_subcommand(
+      "bench",
+      "Time the forward kernel (TFLOP/s) on one shape or a sweep over head "
+      "dims and sequence lengths, with the config the runtime picks: tuned "
+      "(from `flashjit autotune`) where the tune database has the shape's "
+      "bucket, else the per-arch default; or the tile options given");
+  o->problem.addTo(*cmd);
+  cmd->add_option("--head-dims", o->headDims,
+                  "Sweep: comma-separated head dims (replaces --head-dim)")
+      ->delimiter(',')
+      ->check(CLI::Range(kMinHeadDim, kMaxHeadDim));
+  cmd->add_option("--seqlens", o->seqlens,
+                  "Sweep: comma-separated sequence lengths, used for both "
+                  "queries and keys (replaces --seqlen)")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t(1), int64_t(2147483647)));
+  cmd->add_option("--seed", o->seed, "Seed of the random normal inputs")
+      ->capture_default_str();
+  cmd->add_option("--warmup", o->warmup, "Untimed runs per shape")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+  cmd->add_option("--repeats", o->repeats,
+                  "Timed runs per shape (CUDA events); the median is reported")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  cmd->add_flag("--json", o->json, "Print the results as JSON");
+  cmd->callback([o, &exitCode] { exitCode = bench(*o); });
+}
+
+} // namespace flashjit::cli

@@ -1,0 +1,272 @@
+//===- Problem.cpp - Problem options and device inputs --------------------===//
+#include "Problem.h"
+
+#include "flashjit/kernels/Reference.h"
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cmath>
+
+namespace flashjit::cli {
+
+namespace {
+/// Comma-separated list option values as int32 (already range-checked).
+std::vector<int32_t> toInt32(const std::vector<int64_t> &v) {
+  return std::vector<int32_t>(v.begin(), v.end());
+}
+
+std::string featureText(const ForwardProblem &p) {
+  std::string out;
+  auto side = [](int64_t w) {
+    return w == kUnboundedWindow ? std::string("inf") : std::to_string(w);
+  };
+  if (p.mask == MaskMode::Window)
+    out += " window=(" + side(p.windowLeft) + "," + side(p.windowRight) + ")";
+  if (p.bias == BiasMode::Tensor)
+    out += " bias=[" + std::to_string(p.biasShape.batch) + "," +
+           std::to_string(p.biasShape.heads) + ",sq,sk]";
+  if (p.bias == BiasMode::Alibi)
+    out += " bias=alibi";
+  if (p.softcap > 0)
+    out += " softcap=" + std::to_string(p.softcap);
+  if (p.varlen)
+    out += " varlen(total_q=" + std::to_string(p.varlen->totalQ) +
+           ",total_k=" + std::to_string(p.varlen->totalK) + ")";
+  if (!p.keyLengths.empty())
+    out += " key_lengths";
+  return out;
+}
+
+} // namespace
+
+void ProblemOptions::addTo(CLI::App &cmd) {
+  spec.addTo(cmd, /*forCompile=*/false);
+  const int64_t maxGrid = 65535, maxSeqlen = 2147483647;
+  cmd.add_option("--batch", batch, "Batch size")
+      ->check(CLI::Range(int64_t(1), maxGrid))
+      ->capture_default_str();
+  cmd.footer(
+      "--align N (N < 8) places every tensor N elements past an aligned "
+      "address, so that the runtime selects the N-element-aligned kernel.\n");
+  cmd.add_option("--seqlen", seqlen,
+                  "Sequence length of both queries and keys")
+      ->check(CLI::Range(int64_t(1), maxSeqlen))
+      ->capture_default_str();
+  cmd.add_option("--seqlen-q", seqlenQ,
+                  "Query sequence length (default: --seqlen)")
+      ->check(CLI::Range(int64_t(1), maxSeqlen));
+  cmd.add_option("--seqlen-k", seqlenK,
+                  "Key/value sequence length (default: --seqlen); causal masks "
+                  "align to the bottom-right corner when it differs")
+      ->check(CLI::Range(int64_t(1), maxSeqlen));
+  cmd.add_option("--scale", scale,
+                  "Softmax scale (default: 1/sqrt(head_dim))");
+  cmd.add_option("--window-left", windowLeft,
+                  "--mask window: keys up to this many before the diagonal "
+                  "(-1: unbounded)")
+      ->check(CLI::Range(int64_t(-1), maxSeqlen));
+  cmd.add_option("--window-right", windowRight,
+                  "--mask window: keys up to this many after the diagonal "
+                  "(-1: unbounded; 0 with a left window: causal sliding window)")
+      ->check(CLI::Range(int64_t(-1), maxSeqlen));
+  cmd.add_option("--bias-shape", biasShape,
+                  "--bias tensor: its batch and heads extents, each 1 "
+                  "(broadcast) or the full size (default: batch,heads_q)")
+      ->delimiter(',')
+      ->expected(1, 2);
+  cmd.add_option("--seqlens-q", seqlensQ,
+                  "Varlen: comma-separated query lengths, one per sequence "
+                  "(packed, sets --batch; default: --seqlens-k)")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t(0), maxSeqlen));
+  cmd.add_option("--seqlens-k", seqlensK,
+                  "Varlen: comma-separated key lengths, one per sequence "
+                  "(default: --seqlens-q)")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t(0), maxSeqlen));
+  cmd.add_option("--key-lengths", keyLengths,
+                  "Padded batches: comma-separated real key counts, one per "
+                  "batch entry; the keys past them are masked")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t(0), maxSeqlen));
+  cmd.add_option("--layout", layout,
+                  "Memory layout of q, k, v, o: bshd or bhsd (varlen: packed "
+                  "[total, heads, dim] or [heads, total, dim])")
+      ->capture_default_str();
+}
+
+Status describeProblem(const ProblemOptions &o, const AttentionSpec &spec,
+                       ForwardProblem &p) {
+  p.dtype = spec.dtype;
+  p.mask = spec.mask;
+  p.bias = spec.bias;
+  p.softcap = o.spec.softcap;
+  p.batch = o.batch;
+  p.headsQ = o.spec.headsQ;
+  p.headsKV = o.spec.headsKV;
+  p.seqlenQ = o.seqlenQ.value_or(o.seqlen);
+  p.seqlenK = o.seqlenK.value_or(o.seqlen);
+  p.headDimQK = spec.headDimQK;
+  p.headDimV = spec.headDimV;
+  p.softmaxScale = o.scale;
+  p.windowLeft = o.windowLeft;
+  p.windowRight = o.windowRight;
+  if (spec.mask == MaskMode::Window && o.windowLeft == kUnboundedWindow &&
+      o.windowRight == kUnboundedWindow)
+    return Status::error("--mask window needs --window-left and/or "
+                         "--window-right (>= 0)");
+  if (!o.seqlensQ.empty() || !o.seqlensK.empty()) {
+    const auto &lq = o.seqlensQ.empty() ? o.seqlensK : o.seqlensQ;
+    const auto &lk = o.seqlensK.empty() ? o.seqlensQ : o.seqlensK;
+    if (lq.size() != lk.size())
+      return Status::error("--seqlens-q and --seqlens-k must list as many "
+                           "sequences, got " + std::to_string(lq.size()) +
+                           " and " + std::to_string(lk.size()));
+    VarlenSeqs seqs;
+    seqs.cuSeqlensQ = {0};
+    seqs.cuSeqlensK = {0};
+    for (size_t b = 0; b < lq.size(); ++b) {
+      seqs.cuSeqlensQ.push_back(int32_t(seqs.cuSeqlensQ.back() + lq[b]));
+      seqs.cuSeqlensK.push_back(int32_t(seqs.cuSeqlensK.back() + lk[b]));
+    }
+    seqs.totalQ = std::max<int64_t>(1, seqs.cuSeqlensQ.back());
+    seqs.totalK = std::max<int64_t>(1, seqs.cuSeqlensK.back());
+    p.batch = int64_t(lq.size());
+    p.seqlenQ = std::max<int64_t>(1, *std::max_element(lq.begin(), lq.end()));
+    p.seqlenK = std::max<int64_t>(1, *std::max_element(lk.begin(), lk.end()));
+    p.varlen = std::move(seqs);
+  }
+  if (!o.keyLengths.empty()) {
+    if (int64_t(o.keyLengths.size()) != p.batch)
+      return Status::error("--key-lengths must list one length per batch "
+                           "entry (" + std::to_string(p.batch) + "), got " +
+                           std::to_string(o.keyLengths.size()));
+    p.keyLengths = toInt32(o.keyLengths);
+  }
+  if (o.layout == "bshd") {
+    p.setDenseBSHD();
+  } else if (o.layout == "bhsd") {
+    const int64_t rowsQ = p.varlen ? p.varlen->totalQ : p.seqlenQ;
+    const int64_t rowsK = p.varlen ? p.varlen->totalK : p.seqlenK;
+    p.setDenseBSHD(); // the LSE strides
+    p.qStrides = bhsdStrides(p.headsQ, rowsQ, p.headDimQK);
+    p.kStrides = bhsdStrides(p.headsKV, rowsK, p.headDimQK);
+    p.vStrides = bhsdStrides(p.headsKV, rowsK, p.headDimV);
+    p.oStrides = bhsdStrides(p.headsQ, rowsQ, p.headDimV);
+  } else {
+    return Status::error("--layout must be bshd or bhsd, got '" + o.layout +
+                         "'");
+  }
+  if (spec.bias == BiasMode::Tensor) {
+    p.biasShape.batch = o.biasShape.empty() ? p.batch : o.biasShape[0];
+    p.biasShape.heads = o.biasShape.size() < 2 ? p.headsQ : o.biasShape[1];
+    p.setDenseBias();
+  } else if (!o.biasShape.empty()) {
+    return Status::error("--bias-shape needs --bias tensor");
+  }
+  if (spec.bias == BiasMode::Alibi)
+    p.alibiBatchStride = 0;
+  return validateParams(p);
+}
+
+std::string problemText(const ForwardProblem &p, const std::string &layout,
+                        bool writeLse) {
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "batch=%lld heads_q=%lld heads_kv=%lld seqlen_q=%lld "
+                "seqlen_k=%lld head_dim=%lld/%lld %s %s mask=%s scale=%.6g "
+                "lse=%s",
+                (long long)p.batch, (long long)p.headsQ, (long long)p.headsKV,
+                (long long)p.seqlenQ, (long long)p.seqlenK,
+                (long long)p.headDimQK, (long long)p.headDimV,
+                std::string(toString(p.dtype)).c_str(), layout.c_str(),
+                std::string(toString(p.mask)).c_str(), p.scale(),
+                writeLse ? "yes" : "no");
+  return line + featureText(p);
+}
+
+double forwardFlops(const ForwardProblem &p) {
+  // Only the work the mask keeps counts (causal: about half).
+  return 2.0 * p.headsQ * double(visiblePairs(p)) *
+         double(p.headDimQK + p.headDimV);
+}
+
+std::string configText(const TileConfig &c) {
+  return "block_m=" + std::to_string(c.blockM) +
+         " block_n=" + std::to_string(c.blockN) +
+         " warps=" + std::to_string(c.warps) +
+         " stages=" + std::to_string(c.stages) + (c.packGqa ? " pack_gqa" : "");
+}
+
+Expected<DeviceProblem> uploadProblem(Runtime &rt, const ForwardProblem &shape,
+                                      const AttentionSpec &spec,
+                                      uint64_t seed) {
+  DeviceProblem d;
+  ForwardProblem &p = d.problem;
+  p = shape;
+  const size_t eb = elementBytes(p.dtype);
+  d.q.resize(p.qElements());
+  d.k.resize(p.kElements());
+  d.v.resize(p.vElements());
+  fillNormal(d.q.data(), d.q.size(), p.dtype, seed * 5 + 0);
+  fillNormal(d.k.data(), d.k.size(), p.dtype, seed * 5 + 1);
+  fillNormal(d.v.data(), d.v.size(), p.dtype, seed * 5 + 2);
+  d.bias.resize(p.bias == BiasMode::Tensor ? p.biasElements() : 0);
+  fillNormal(d.bias.data(), d.bias.size(), p.dtype, seed * 5 + 3);
+  d.alibiSlopes.resize(p.bias == BiasMode::Alibi ? p.headsQ : 0);
+  for (size_t h = 0; h < d.alibiSlopes.size(); ++h) // the ALiBi paper's slopes
+    d.alibiSlopes[h] =
+        std::exp2(-8.0 * double(h + 1) / double(d.alibiSlopes.size()));
+  const size_t shift =
+      spec.globalAlignElems < 8 ? spec.globalAlignElems * eb : 0;
+  auto upload = [&](const void *data, size_t bytes, size_t offset,
+                    void *&device) -> Status {
+    auto b = rt.allocate(bytes + offset);
+    if (!b)
+      return b.status();
+    device = static_cast<char *>(b->data()) + offset;
+    d.buffers.push_back(std::move(*b));
+    d.deviceBytes += bytes + offset;
+    return data ? rt.copyToDevice(device, data, bytes) : Status::ok();
+  };
+  void *dq = nullptr, *dk = nullptr, *dv = nullptr, *dout = nullptr,
+       *dlse = nullptr, *dbias = nullptr, *dslopes = nullptr, *dcuq = nullptr,
+       *dcuk = nullptr, *dklen = nullptr;
+  Status up = upload(d.q.data(), d.q.size() * eb, shift, dq);
+  if (up) up = upload(d.k.data(), d.k.size() * eb, shift, dk);
+  if (up) up = upload(d.v.data(), d.v.size() * eb, shift, dv);
+  if (up) up = upload(nullptr, p.oElements() * eb, shift, dout);
+  if (up && spec.writeLse)
+    up = upload(nullptr, p.lseElements() * sizeof(float), 0, dlse);
+  if (up && !d.bias.empty())
+    up = upload(d.bias.data(), d.bias.size() * eb, 0, dbias);
+  if (up && !d.alibiSlopes.empty())
+    up = upload(d.alibiSlopes.data(), d.alibiSlopes.size() * sizeof(float), 0,
+                dslopes);
+  if (up && p.varlen) {
+    up = upload(p.varlen->cuSeqlensQ.data(),
+                p.varlen->cuSeqlensQ.size() * sizeof(int32_t), 0, dcuq);
+    if (up)
+      up = upload(p.varlen->cuSeqlensK.data(),
+                  p.varlen->cuSeqlensK.size() * sizeof(int32_t), 0, dcuk);
+  }
+  if (up && !p.keyLengths.empty())
+    up = upload(p.keyLengths.data(), p.keyLengths.size() * sizeof(int32_t), 0,
+                dklen);
+  if (!up)
+    return up;
+  p.q = dq;
+  p.k = dk;
+  p.v = dv;
+  p.o = dout;
+  p.lse = static_cast<float *>(dlse);
+  p.biasData = dbias;
+  p.alibiSlopes = static_cast<const float *>(dslopes);
+  p.deviceCuSeqlensQ = static_cast<const int32_t *>(dcuq);
+  p.deviceCuSeqlensK = static_cast<const int32_t *>(dcuk);
+  p.deviceKeyLengths = static_cast<const int32_t *>(dklen);
+  return d;
+}
+
+} // namespace flashjit::cli

@@ -1,0 +1,76 @@
+//===- Problem.h - Problem options and device inputs for run/bench/autotune -===//
+//
+// The options that size a forward call (batch, sequence lengths, window,
+// varlen lists, key lengths, bias shape, layout) on top of SpecOptions, the
+// ForwardProblem they describe, and its random inputs on the GPU.
+//
+//===----------------------------------------------------------------------===//
+#ifndef FLASHJIT_TOOLS_PROBLEM_H
+#define FLASHJIT_TOOLS_PROBLEM_H
+
+#include "SpecOptions.h"
+
+#include "flashjit/runtime/Runtime.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace flashjit::cli {
+
+struct ProblemOptions {
+  SpecOptions spec;
+  int64_t batch = 1;
+  int64_t seqlen = 1024;
+  std::optional<int64_t> seqlenQ, seqlenK;
+  std::optional<double> scale;
+  int64_t windowLeft = kUnboundedWindow, windowRight = kUnboundedWindow;
+  std::vector<int64_t> seqlensQ, seqlensK; ///< varlen
+  std::vector<int64_t> keyLengths;         ///< padded batches
+  std::vector<int64_t> biasShape;          ///< bias extents {batch, heads}
+  std::string layout = "bshd";
+
+  /// Registers the spec options (run flavour) and the size options.
+  void addTo(CLI::App &cmd);
+};
+
+/// The problem of the options for `spec`: sizes, layout, mask window,
+/// bias, softcap, varlen sequences and key lengths (strides set, pointers
+/// not). Errors are usage errors naming the option.
+Status describeProblem(const ProblemOptions &o, const AttentionSpec &spec,
+                       ForwardProblem &p);
+
+/// "batch=4 heads_q=16 ... mask=causal scale=0.0884 lse=yes window=..."
+std::string problemText(const ForwardProblem &p, const std::string &layout,
+                        bool writeLse);
+
+/// Multiply-adds the mask keeps, times two: the FLOP count of TFLOP/s.
+double forwardFlops(const ForwardProblem &p);
+
+/// A problem's random inputs in device memory (and on the host, for the
+/// reference), with its pointers set. Owns the buffers.
+struct DeviceProblem {
+  ForwardProblem problem;
+  std::vector<uint16_t> q, k, v, bias; ///< host copies, dtype bits
+  std::vector<float> alibiSlopes;
+  std::vector<DeviceBuffer> buffers;
+  size_t deviceBytes = 0;
+};
+
+/// Fresh normal inputs from `seed` (same seed, same inputs). With
+/// spec.globalAlignElems < 8 each tensor starts that many elements past an
+/// aligned address, so that the runtime picks the narrower kernel.
+Expected<DeviceProblem> uploadProblem(Runtime &rt, const ForwardProblem &shape,
+                                      const AttentionSpec &spec, uint64_t seed);
+
+/// "block_m=128 block_n=64 warps=4 stages=2[ pack_gqa]".
+std::string configText(const TileConfig &c);
+
+} // namespace flashjit::cli
+
+#endif
