@@ -54,10 +54,10 @@ if [[ $what == autotune || $what == all ]]; then
     for mask in none causal; do
       h=$((2048 / d))
       echo "== flashjit autotune --head-dim $d --mask $mask --batch 4 --heads-q $h --heads-kv $h --seqlen 4096" | tee -a "$out/autotune.log"
-      start=$(date +%s.%N)
+      start=$(date +%s%N)
       "$bin/flashjit" autotune --head-dim $d --mask $mask --batch 4 --heads-q $h --heads-kv $h \
         --seqlen 4096 --dtype bf16 --top 5 2>&1 | tee -a "$out/autotune.log" | tail -12
-      echo "wall_s=$(echo "$(date +%s.%N) - $start" | bc)" | tee -a "$out/autotune.log"
+      echo "wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))" | tee -a "$out/autotune.log"
     done
   done
   for mask in none causal; do
