@@ -80,6 +80,7 @@ TEST_F(Cli, CacheInfoListClear) {
   EXPECT_EQ(info.exitCode, 0) << info.output;
   EXPECT_TRUE(contains(info.output, dir_)) << info.output;
   EXPECT_TRUE(contains(info.output, "entries:   1")) << info.output;
+  EXPECT_TRUE(contains(info.output, "tuned:     0 configs")) << info.output;
 
   Result list = runCli("cache list", dir_);
   EXPECT_EQ(list.exitCode, 0) << list.output;

@@ -6,6 +6,7 @@
 #include "Commands.h"
 
 #include "flashjit/runtime/DiskCache.h"
+#include "flashjit/runtime/TuneDatabase.h"
 
 #include <CLI/CLI.hpp>
 
@@ -112,6 +113,13 @@ int info() {
   std::printf("directory: %s\nentries:   %zu\nsize:      %s\n",
               cache->directory().c_str(), entries->size(),
               formatBytes(total).c_str());
+  const TuneDatabase tuned(TuneDatabase::pathIn(cache->directory()));
+  auto tunedEntries = tuned.entries();
+  if (tunedEntries)
+    std::printf("tuned:     %zu configs in %s\n", tunedEntries->size(),
+                tuned.path().c_str());
+  else
+    std::printf("tuned:     unreadable (%s)\n", tunedEntries.message().c_str());
   return 0;
 }
 } // namespace
@@ -125,10 +133,12 @@ void addCacheCommand(CLI::App &app, int &exitCode) {
   cmd->add_subcommand("list",
                       "List cached kernels: name, size and creation time")
       ->callback([&exitCode] { exitCode = list(); });
-  cmd->add_subcommand("clear", "Remove every cached kernel")
+  cmd->add_subcommand("clear", "Remove every cached kernel (tuned configs "
+                               "in tune.json are kept)")
       ->callback([&exitCode] { exitCode = clear(); });
   cmd->add_subcommand("info",
-                      "Show the cache directory, entry count and total size")
+                      "Show the cache directory, entry count and total size, "
+                      "and how many tuned configs the tune database holds")
       ->callback([&exitCode] { exitCode = info(); });
 }
 
