@@ -50,23 +50,29 @@ fi
 if [[ $what == autotune || $what == all ]]; then
   # Issue 5's evidence: tune each shape (wall time per shape), then bench
   # the same shapes, which now run with the tuned configs.
+  tune() { # head_dim, then extra options
+    local d=$1 h=$((2048 / $1)); shift
+    local args="--head-dim $d --batch 4 --heads-q $h --heads-kv $h --seqlen 4096 --dtype bf16 $*"
+    echo "== flashjit autotune $args" | tee -a "$out/autotune.log"
+    local start=$(date +%s%N)
+    "$bin/flashjit" autotune $args --top 5 2>&1 | tee -a "$out/autotune.log" | tail -8
+    echo "wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))" | tee -a "$out/autotune.log"
+  }
   for d in ${TUNE_DIMS:-64 80 100 128}; do
-    for mask in none causal; do
-      h=$((2048 / d))
-      echo "== flashjit autotune --head-dim $d --mask $mask --batch 4 --heads-q $h --heads-kv $h --seqlen 4096" | tee -a "$out/autotune.log"
-      start=$(date +%s%N)
-      "$bin/flashjit" autotune --head-dim $d --mask $mask --batch 4 --heads-q $h --heads-kv $h \
-        --seqlen 4096 --dtype bf16 --top 5 2>&1 | tee -a "$out/autotune.log" | tail -12
-      echo "wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))" | tee -a "$out/autotune.log"
-    done
+    tune $d --mask none
+    tune $d --mask causal
+  done
+  # Window 512 (issue 4's shape): does tuning recover the band's cost?
+  for d in ${WINDOW_DIMS:-80 128}; do
+    tune $d --mask window --window-left 512 --window-right 0
   done
   for mask in none causal; do
     for d in ${TUNE_DIMS:-64 80 100 128}; do
       h=$((2048 / d))
       "$bin/flashjit" bench --head-dim $d --mask $mask --batch 4 --heads-q $h --heads-kv $h \
-        --seqlen 4096 --dtype bf16 --json > "$out/bench-tuned-$d-$mask.json" 2>&1
-      tail -n +1 "$out/bench-tuned-$d-$mask.json" | grep -E '"(config|config_source|tflops)"' | tr -d '\n' | tee -a "$out/bench-tuned.log"
-      echo | tee -a "$out/bench-tuned.log"
+        --seqlen 4096 --dtype bf16 --json 2>&1 | tee -a "$out/bench-tuned.log" \
+        | grep -E '"(config|config_source|tflops)"' | tr -d '\n'
+      echo
     done
   done
 fi

@@ -104,8 +104,10 @@ struct Compiled {
 int workspacesToRotate(size_t bytesPerWorkspace, int64_t l2Bytes) {
   if (bytesPerWorkspace == 0)
     return 1;
+  // At least two, so that no run starts with what the previous one left
+  // in L2 of its own inputs.
   const double n = std::ceil(2.0 * double(l2Bytes) / double(bytesPerWorkspace));
-  return int(std::clamp(n, 1.0, 8.0));
+  return int(std::clamp(n, 2.0, 8.0));
 }
 
 Expected<AutotuneResult> autotune(Runtime &rt,

@@ -8,6 +8,7 @@
 #include "flashjit/compiler/Pipeline.h"
 #include "flashjit/kernels/Forward.h"
 #include "flashjit/kernels/SearchSpace.h"
+#include "flashjit/runtime/Autotune.h"
 #include "flashjit/runtime/Device.h"
 #include "flashjit/runtime/TuneDatabase.h"
 
@@ -195,6 +196,15 @@ TEST(SearchSpace, CandidatesCompileConcurrentlyToTheSamePtx) {
     t.join();
   for (int i = 0; i < 4; ++i)
     EXPECT_EQ(together[i], alone[i]) << canonicalText(space.candidates[i]);
+}
+
+TEST(Autotune, RotatesEnoughWorkspacesToDefeatL2) {
+  constexpr size_t MB = 1 << 20;
+  const int64_t l2 = 50 * MB;
+  EXPECT_EQ(workspacesToRotate(300 * MB, l2), 2); // never fewer than two
+  EXPECT_EQ(workspacesToRotate(30 * MB, l2), 4);  // 2 x L2 = 100 MB
+  EXPECT_EQ(workspacesToRotate(1 * MB, l2), 8);   // capped
+  EXPECT_EQ(workspacesToRotate(0, l2), 1);
 }
 
 // ---- tune database ---------------------------------------------------------

@@ -68,7 +68,7 @@ struct AutotuneResult {
 
 /// How many workspaces of `bytesPerWorkspace` (inputs and outputs of one
 /// call) the timing rotates among so that no run finds its inputs in an L2
-/// of `l2Bytes`: together at least twice L2, between 1 and 8.
+/// of `l2Bytes`: together at least twice L2, between 2 and 8.
 int workspacesToRotate(size_t bytesPerWorkspace, int64_t l2Bytes);
 
 /// Tunes the problem of `workspaces` (the same sizes, strides and features
