@@ -74,8 +74,9 @@ TEST(Autotune, SmallProblemIsTunedStoredAndUsed) {
         << canonicalText(r.ranked[i].config) << ": " << r.ranked[i].failure;
     EXPECT_GT(r.ranked[i].ms, 0);
     EXPECT_LE(r.ranked[i].minMs, r.ranked[i].ms);
-    if (i > 0)
+    if (i > 0) {
       EXPECT_LE(r.ranked[i - 1].ms, r.ranked[i].ms);
+    }
   }
   EXPECT_EQ(r.storedIn, TuneDatabase::pathIn(dir));
   const TileConfig best = r.ranked.front().config;

@@ -95,30 +95,16 @@ int autotuneCommand(const AutotuneCliOptions &o) {
   const DeviceInfo &dev = rt.device();
   const auto start = std::chrono::steady_clock::now();
   if (!o.json) {
-    std::printf("device:  %s (%s, %d SMs, %d MB L2), CUDA driver %s\n",
-                dev.name.c_str(), std::string(toString(rt.arch())).c_str(),
-                dev.smCount, dev.l2CacheBytes >> 20,
-                formatCudaVersion(rt.driverVersion()).c_str());
+    std::printf("device:  %s\n", deviceText(rt).c_str());
     std::printf("problem: %s\n",
                 problemText(shape, o.problem.layout, spec.writeLse).c_str());
   }
 
-  // Workspaces: fresh inputs each, together at least twice the L2.
-  std::vector<DeviceProblem> inputs;
-  auto first = uploadProblem(rt, shape, spec, o.seed);
-  if (!first)
-    return failWith(first.message());
-  inputs.push_back(std::move(*first));
-  const int count =
-      workspacesToRotate(inputs.front().deviceBytes, dev.l2CacheBytes);
-  for (int i = 1; i < count; ++i) {
-    auto more = uploadProblem(rt, shape, spec, o.seed + i);
-    if (!more)
-      return failWith(more.message());
-    inputs.push_back(std::move(*more));
-  }
+  auto inputs = uploadWorkspaces(rt, shape, spec, o.seed);
+  if (!inputs)
+    return failWith(inputs.message());
   std::vector<ForwardProblem> workspaces;
-  for (const DeviceProblem &d : inputs)
+  for (const DeviceProblem &d : *inputs)
     workspaces.push_back(d.problem);
 
   AutotuneOptions options;

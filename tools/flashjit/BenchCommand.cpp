@@ -49,19 +49,10 @@ struct Row {
 
 /// Times one shape with the runtime's choice of config.
 Status benchOne(Runtime &rt, const BenchOptions &o, Row &row) {
-  std::vector<DeviceProblem> inputs;
-  auto first = uploadProblem(rt, row.shape, row.spec, o.seed);
-  if (!first)
-    return first.status();
-  inputs.push_back(std::move(*first));
-  const int count = workspacesToRotate(inputs.front().deviceBytes,
-                                       rt.device().l2CacheBytes);
-  for (int i = 1; i < count; ++i) {
-    auto more = uploadProblem(rt, row.shape, row.spec, o.seed + i);
-    if (!more)
-      return more.status();
-    inputs.push_back(std::move(*more));
-  }
+  auto uploaded = uploadWorkspaces(rt, row.shape, row.spec, o.seed);
+  if (!uploaded)
+    return uploaded.status();
+  std::vector<DeviceProblem> &inputs = *uploaded;
   std::optional<TileConfig> tile;
   if (o.problem.spec.hasTileOptions()) {
     TileConfig t;
@@ -170,9 +161,7 @@ int bench(const BenchOptions &o) {
     std::printf("%s\n", j.dump(2).c_str());
     return failures ? 1 : 0;
   }
-  std::printf("device: %s (%s, %d SMs), CUDA driver %s\n", dev.name.c_str(),
-              std::string(toString(rt.arch())).c_str(), dev.smCount,
-              formatCudaVersion(rt.driverVersion()).c_str());
+  std::printf("device: %s\n", deviceText(rt).c_str());
   std::printf("median of %d runs after %d warm-up; TFLOP/s count only the "
               "work the mask keeps\n\n",
               o.repeats, o.warmup);

@@ -2,6 +2,7 @@
 #include "Problem.h"
 
 #include "flashjit/kernels/Reference.h"
+#include "flashjit/runtime/Autotune.h"
 
 #include <CLI/CLI.hpp>
 
@@ -267,6 +268,33 @@ Expected<DeviceProblem> uploadProblem(Runtime &rt, const ForwardProblem &shape,
   p.deviceCuSeqlensK = static_cast<const int32_t *>(dcuk);
   p.deviceKeyLengths = static_cast<const int32_t *>(dklen);
   return d;
+}
+
+Expected<std::vector<DeviceProblem>>
+uploadWorkspaces(Runtime &rt, const ForwardProblem &shape,
+                 const AttentionSpec &spec, uint64_t seed) {
+  std::vector<DeviceProblem> workspaces;
+  auto first = uploadProblem(rt, shape, spec, seed);
+  if (!first)
+    return first.status();
+  workspaces.push_back(std::move(*first));
+  const int count = workspacesToRotate(workspaces.front().deviceBytes,
+                                       rt.device().l2CacheBytes);
+  for (int i = 1; i < count; ++i) {
+    auto more = uploadProblem(rt, shape, spec, seed + i);
+    if (!more)
+      return more.status();
+    workspaces.push_back(std::move(*more));
+  }
+  return workspaces;
+}
+
+std::string deviceText(const Runtime &rt) {
+  const DeviceInfo &dev = rt.device();
+  return dev.name + " (" + std::string(toString(rt.arch())) + ", " +
+         std::to_string(dev.smCount) + " SMs, " +
+         std::to_string(dev.l2CacheBytes >> 20) + " MB L2), CUDA driver " +
+         formatCudaVersion(rt.driverVersion());
 }
 
 } // namespace flashjit::cli

@@ -68,6 +68,15 @@ struct DeviceProblem {
 Expected<DeviceProblem> uploadProblem(Runtime &rt, const ForwardProblem &shape,
                                       const AttentionSpec &spec, uint64_t seed);
 
+/// Fresh inputs in as many workspaces as timing must rotate among so that
+/// no run finds its inputs in L2 (workspacesToRotate), seeds seed, seed+1...
+Expected<std::vector<DeviceProblem>>
+uploadWorkspaces(Runtime &rt, const ForwardProblem &shape,
+                 const AttentionSpec &spec, uint64_t seed);
+
+/// "NVIDIA H100 80GB HBM3 (sm_90a, 132 SMs, 50 MB L2), CUDA driver 13.0".
+std::string deviceText(const Runtime &rt);
+
 /// "block_m=128 block_n=64 warps=4 stages=2[ pack_gqa]".
 std::string configText(const TileConfig &c);
 

@@ -60,10 +60,7 @@ int run(const RunOptions &o) {
   if (!created)
     return failWith(created.message());
   Runtime &rt = **created;
-  const DeviceInfo &dev = rt.device();
-  std::printf("device:  %s (%s, %d SMs), CUDA driver %s\n", dev.name.c_str(),
-              std::string(toString(rt.arch())).c_str(), dev.smCount,
-              formatCudaVersion(rt.driverVersion()).c_str());
+  std::printf("device:  %s\n", deviceText(rt).c_str());
   std::printf("problem: %s\n",
               problemText(p, o.problem.layout, spec.writeLse).c_str());
 
