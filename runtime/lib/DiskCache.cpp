@@ -324,7 +324,14 @@ Expected<int> DiskCache::clear() const {
   int removed = 0;
   for (const fs::path &p : paths) {
     const std::string name = p.filename().string();
-    if (endsWith(name, kLockSuffix) || startsWith(name, kTempPrefix) ||
+    // A lock file beside a plain file (tune.json.lock) belongs to that
+    // file's writers, not to a kernel entry.
+    const bool entryLock =
+        endsWith(name, kLockSuffix) &&
+        !fs::is_regular_file(
+            p.parent_path() / name.substr(0, name.size() - std::strlen(kLockSuffix)),
+            ec);
+    if (entryLock || startsWith(name, kTempPrefix) ||
         startsWith(name, kTrashPrefix)) {
       fs::remove_all(p, ec);
     } else if (fs::is_directory(p, ec)) {

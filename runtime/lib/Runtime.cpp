@@ -126,6 +126,8 @@ struct Runtime::Impl {
   /// database or the default table: a plan's lookup stays a map hit.
   std::mutex configsMutex;
   std::unordered_map<std::string, std::pair<TileConfig, ConfigSource>> configs;
+  /// Bumped by each store: a lookup that raced one is not kept.
+  uint64_t configsGeneration = 0;
   std::atomic<uint64_t> diskHits{0};
   std::atomic<uint64_t> compiles{0};
 
@@ -227,12 +229,14 @@ std::optional<TuneEntry> Runtime::tunedEntry(const ForwardProblem &p) {
 Expected<std::string> Runtime::storeTuned(const TuneKey &key,
                                           const TuneEntry &entry) {
   if (!impl_->tuneDb)
-    return Status::error("tuned configs are off in this runtime "
-                         "(RuntimeOptions::useTuned)");
+    return Status::error(
+        "this runtime has no tune database (RuntimeOptions::useTuned is off, "
+        "or no cache directory could be found: set FLASHJIT_CACHE_DIR)");
   if (Status s = impl_->tuneDb->store(key, entry); !s)
     return s;
   std::lock_guard<std::mutex> guard(impl_->configsMutex);
   impl_->configs.clear();
+  ++impl_->configsGeneration;
   return impl_->tuneDb->path();
 }
 
@@ -368,17 +372,20 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p) {
         std::string(reinterpret_cast<const char *>(extents), sizeof extents);
     std::unique_lock<std::mutex> lock(impl_->configsMutex);
     auto it = impl_->configs.find(key);
-    if (it == impl_->configs.end()) {
+    if (it != impl_->configs.end()) {
+      std::tie(plan.config, plan.source) = it->second;
+    } else {
+      const uint64_t generation = impl_->configsGeneration;
       lock.unlock(); // the first lookup reads the database file
       auto tuned = tunedEntry(p);
-      const std::pair<TileConfig, ConfigSource> resolved =
+      std::tie(plan.config, plan.source) =
           tuned ? std::pair{tuned->config, ConfigSource::Tuned}
                 : std::pair{defaultTileConfig(plan.spec, impl_->arch),
                             ConfigSource::Default};
       lock.lock();
-      it = impl_->configs.emplace(key, resolved).first;
+      if (generation == impl_->configsGeneration)
+        impl_->configs.emplace(key, std::pair{plan.config, plan.source});
     }
-    std::tie(plan.config, plan.source) = it->second;
   }
   // Checks the spec too.
   if (Status s = flashjit::validate(plan.config, plan.spec, impl_->arch); !s)

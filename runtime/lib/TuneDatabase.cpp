@@ -104,46 +104,77 @@ std::string TuneDatabase::pathIn(const std::string &cacheDirectory) {
 TuneDatabase::TuneDatabase(std::string path) : path_(std::move(path)) {}
 
 namespace {
-/// The "entries" object of a database file: empty when there is no file,
-/// an error when it is unreadable, not JSON, another format or malformed.
-Expected<json> readEntries(const std::string &path) {
-  auto text = files::readFile(path);
-  if (!text)
+/// What is wrong with a database file, if anything.
+enum class FileProblem { None, Unreadable, Corrupt, OtherFormat };
+
+/// The raw "entries" object of a database file (empty when there is no
+/// file), or what is wrong with it in `problem` and the message.
+Expected<json> readEntries(const std::string &path, FileProblem &problem) {
+  problem = FileProblem::None;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec) && !ec)
     return json::object(); // no file yet: nothing tuned
+  auto text = std::filesystem::is_regular_file(path, ec)
+                  ? files::readFile(path)
+                  : std::nullopt;
+  if (!text) {
+    problem = FileProblem::Unreadable;
+    return Status::error("tune database " + path + " cannot be read");
+  }
   json doc = json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded() || !doc.is_object())
+  if (doc.is_discarded() || !doc.is_object()) {
+    problem = FileProblem::Corrupt;
     return Status::error("tune database " + path + " is not valid JSON");
-  if (doc.value("format", 0) != kFormat)
+  }
+  const json format = doc.contains("format") ? doc["format"] : json();
+  if (!format.is_number_integer() || format.get<int64_t>() != kFormat) {
+    problem = FileProblem::OtherFormat;
     return Status::error("tune database " + path + " has format " +
-                         doc.value("format", json(0)).dump() + ", expected " +
+                         format.dump() + ", this flashjit reads " +
                          std::to_string(kFormat));
-  if (!doc.contains("entries") || !doc["entries"].is_object())
+  }
+  if (!doc.contains("entries") || !doc["entries"].is_object()) {
+    problem = FileProblem::Corrupt;
     return Status::error("tune database " + path + " has no entries object");
+  }
   return std::move(doc["entries"]);
+}
+
+/// The well-formed entries of a raw "entries" object; the others are
+/// counted in `malformed` (and kept on disk, untouched).
+std::map<std::string, TuneEntry> parseEntries(const json &entries,
+                                              int &malformed) {
+  std::map<std::string, TuneEntry> map;
+  malformed = 0;
+  for (const auto &[key, value] : entries.items()) {
+    try {
+      map.emplace(key, entryFrom(value));
+    } catch (const json::exception &) {
+      ++malformed;
+    }
+  }
+  return map;
 }
 } // namespace
 
-Expected<TuneDatabase::Map> TuneDatabase::read() const {
-  auto entries = readEntries(path_);
+Expected<TuneDatabase::Map> TuneDatabase::read(int &malformed) const {
+  FileProblem problem;
+  auto entries = readEntries(path_, problem);
   if (!entries)
     return entries.status();
-  Map map;
-  try {
-    for (const auto &[key, value] : entries->items())
-      map.emplace(key, entryFrom(value));
-  } catch (const json::exception &e) {
-    return Status::error("tune database " + path_ +
-                         " has a malformed entry: " + e.what());
-  }
-  return map;
+  return parseEntries(*entries, malformed);
 }
 
 std::optional<TuneEntry> TuneDatabase::lookup(const TuneKey &key) const {
   std::lock_guard<std::mutex> guard(mutex_);
   if (!loaded_) {
-    auto map = read();
-    if (!map && !warned_) {
-      files::warn(map.message() + "; using default tile configs");
+    int malformed = 0;
+    auto map = read(malformed);
+    if (!warned_ && (!map || malformed)) {
+      files::warn(map ? "tune database " + path_ + " has " +
+                            std::to_string(malformed) +
+                            " malformed entries; they are ignored"
+                      : map.message() + "; using default tile configs");
       warned_ = true;
     }
     loaded_ = std::make_shared<const Map>(map ? std::move(*map) : Map{});
@@ -155,7 +186,8 @@ std::optional<TuneEntry> TuneDatabase::lookup(const TuneKey &key) const {
 }
 
 Expected<std::map<std::string, TuneEntry>> TuneDatabase::entries() const {
-  return read();
+  int malformed = 0;
+  return read(malformed);
 }
 
 Status TuneDatabase::store(const TuneKey &key, const TuneEntry &entry) {
@@ -167,23 +199,26 @@ Status TuneDatabase::store(const TuneKey &key, const TuneEntry &entry) {
   files::FileLock lock(path_ + ".lock");
   if (!lock.held())
     return Status::error("cannot lock " + path_ + ".lock");
-  auto map = read();
-  if (!map) {
-    // Keep the unreadable file for inspection; start a fresh one.
+  FileProblem problem;
+  auto entries = readEntries(path_, problem);
+  if (problem == FileProblem::Unreadable || problem == FileProblem::OtherFormat)
+    // Never replace what we cannot read or what another version wrote.
+    return Status::error(entries.message() + "; not replacing it");
+  if (problem == FileProblem::Corrupt) {
+    // Keep the broken file for inspection; start a fresh one.
     const std::string aside = path_ + ".corrupt";
-    files::warn(map.message() + "; moved aside to " + aside);
+    files::warn(entries.message() + "; moved aside to " + aside);
     std::rename(path_.c_str(), aside.c_str());
-    map = Map{};
+    entries = json::object();
   }
-  // Other entries keep their JSON as it is on disk.
-  auto entries = readEntries(path_);
-  json all = entries ? std::move(*entries) : json::object();
+  // Every other entry keeps its JSON as it is on disk.
+  json all = std::move(*entries);
   all[key.text()] = entryJson(key, entry);
-  (*map)[key.text()] = entry;
-  const json doc = {{"format", kFormat}, {"entries", std::move(all)}};
+  const json doc = {{"format", kFormat}, {"entries", all}};
   if (Status s = files::replaceFile(path_, doc.dump(2) + "\n"); !s)
     return s;
-  loaded_ = std::make_shared<const Map>(std::move(*map));
+  int malformed = 0;
+  loaded_ = std::make_shared<const Map>(parseEntries(all, malformed));
   return Status::ok();
 }
 

@@ -51,10 +51,12 @@ TEST(Autotune, SmallProblemIsTunedStoredAndUsed) {
   options.repeats = 3;
   options.knobs.blockN = {32, 64};
   options.knobs.stages = {1, 2};
-  int compiled = 0, measured = 0;
+  int compiled = 0, measured = 0; // the last count each phase reported
   options.progress = [&](std::string_view phase, int done, int total) {
     EXPECT_LE(done, total);
-    ++(phase == "compile" ? compiled : measured);
+    int &last = phase == "compile" ? compiled : measured;
+    EXPECT_EQ(done, last == 0 && done == 0 ? 0 : last + 1) << phase;
+    last = done;
   };
   auto tuned = autotune(*tuner.rt, {a.problem, b.problem}, options);
   ASSERT_TRUE(tuned) << tuned.message();

@@ -35,14 +35,17 @@ TEST(Progress, PlainLinesWhenNotATerminal) {
   ASSERT_TRUE(f);
   {
     Progress p(f);
+    p.update("compile", 0, 3);
     p.update("compile", 1, 3);
     p.update("compile", 3, 3);
     p.update("measure", 2, 4);
   }
   const std::string out = readAll(f);
   std::fclose(f);
-  EXPECT_EQ(count(out, "\n"), 3u) << out;
+  EXPECT_EQ(count(out, "\n"), 4u) << out;
   EXPECT_EQ(count(out, "\r"), 0u) << out;
+  EXPECT_NE(out.find("compile 0/3 (0.0 s, about ? left)"), std::string::npos)
+      << out;
   EXPECT_NE(out.find("compile 1/3"), std::string::npos) << out;
   EXPECT_NE(out.find("compile 3/3"), std::string::npos) << out;
   EXPECT_NE(out.find("measure 2/4"), std::string::npos) << out;

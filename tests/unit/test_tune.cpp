@@ -15,6 +15,7 @@
 #include "Subprocess.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -203,7 +204,8 @@ TEST(Autotune, RotatesEnoughWorkspacesToDefeatL2) {
   const int64_t l2 = 50 * MB;
   EXPECT_EQ(workspacesToRotate(300 * MB, l2), 2); // never fewer than two
   EXPECT_EQ(workspacesToRotate(30 * MB, l2), 4);  // 2 x L2 = 100 MB
-  EXPECT_EQ(workspacesToRotate(1 * MB, l2), 8);   // capped
+  EXPECT_EQ(workspacesToRotate(1 * MB, l2), 100); // small problems: many
+  EXPECT_EQ(workspacesToRotate(16, l2), kMaxWorkspaces);
   EXPECT_EQ(workspacesToRotate(0, l2), 1);
 }
 
@@ -306,36 +308,84 @@ TEST_F(TuneFiles, ConcurrentWritersLoseNothing) {
         << "left behind: " << f.path();
 }
 
-TEST_F(TuneFiles, CorruptDatabaseWarnsOnceAndFallsBack) {
-  for (const char *garbage :
-       {"{\"format\": 1, \"entries\": {\"k\": {\"config\": 7}}}",
-        "{\"format\": 99, \"entries\": {}}", "not json at all {",
-        "[1, 2, 3]"}) {
+namespace {
+/// Looks up two keys in a fresh instance over `path`: nothing found, and
+/// exactly one warning naming the database.
+void expectOneWarningAndNothing(const std::string &path, const char *what) {
+  TuneDatabase db(path);
+  ::testing::internal::CaptureStderr();
+  EXPECT_FALSE(db.lookup(keyFor(128))) << what;
+  EXPECT_FALSE(db.lookup(keyFor(80))) << what;
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("tune database"), std::string::npos) << what;
+  EXPECT_EQ(err.find("warning"), err.rfind("warning"))
+      << what << ": warned more than once: " << err;
+}
+} // namespace
+
+TEST_F(TuneFiles, CorruptDatabaseWarnsOnceFallsBackAndIsMovedAside) {
+  for (const char *garbage : {"not json at all {", "[1, 2, 3]",
+                              "{\"format\": 1, \"entries\": [1]}"}) {
     { std::ofstream(path()) << garbage; }
+    expectOneWarningAndNothing(path(), garbage);
+    // Storing moves the broken file aside and starts a good one.
     TuneDatabase db(path());
     ::testing::internal::CaptureStderr();
-    EXPECT_FALSE(db.lookup(keyFor(128)));
-    EXPECT_FALSE(db.lookup(keyFor(80)));
-    const std::string err = ::testing::internal::GetCapturedStderr();
-    EXPECT_NE(err.find("tune database"), std::string::npos) << garbage;
-    EXPECT_EQ(err.find("warning"), err.rfind("warning"))
-        << "warned more than once: " << err;
-    // Storing moves the bad file aside and starts a good one.
-    ::testing::internal::CaptureStderr();
-    ASSERT_TRUE(db.store(keyFor(128), entryWith(64, 1.0)).isOk());
+    ASSERT_TRUE(db.store(keyFor(128), entryWith(64, 1.0)).isOk()) << garbage;
     ::testing::internal::GetCapturedStderr();
-    EXPECT_TRUE(fs::exists(path() + ".corrupt"));
+    EXPECT_EQ(readFile(path() + ".corrupt"), garbage);
     EXPECT_TRUE(TuneDatabase(path()).lookup(keyFor(128)));
     fs::remove(path() + ".corrupt");
   }
 }
 
-TEST_F(TuneFiles, UnreadableDatabaseFallsBack) {
-  fs::create_directory(path()); // a directory where the file should be
+TEST_F(TuneFiles, AnotherFormatIsIgnoredAndNeverReplaced) {
+  for (const char *other : {"{\"format\": 99, \"entries\": {}}",
+                            "{\"format\": \"1\", \"entries\": {}}",
+                            "{\"format\": null, \"entries\": {}}",
+                            "{\"entries\": {}}"}) {
+    { std::ofstream(path()) << other; }
+    expectOneWarningAndNothing(path(), other);
+    TuneDatabase db(path());
+    ::testing::internal::CaptureStderr();
+    Status s = db.store(keyFor(128), entryWith(64, 1.0));
+    ::testing::internal::GetCapturedStderr();
+    EXPECT_FALSE(s.isOk()) << other;
+    EXPECT_NE(s.message().find("format"), std::string::npos) << s.message();
+    EXPECT_EQ(readFile(path()), other) << "replaced a file it cannot read";
+  }
+}
+
+TEST_F(TuneFiles, AMalformedEntryIsSkippedAndKept) {
   TuneDatabase db(path());
+  ASSERT_TRUE(db.store(keyFor(80), entryWith(32, 2.0)).isOk());
+  // Break the file by hand: one more entry with a config of the wrong type.
+  std::string text = readFile(path());
+  const std::string marker = "\"entries\": {";
+  text.insert(text.find(marker) + marker.size(),
+              "\"broken\": {\"config\": 7, \"ms\": \"fast\"},");
+  { std::ofstream(path()) << text; }
+  TuneDatabase reader(path());
   ::testing::internal::CaptureStderr();
-  EXPECT_FALSE(db.lookup(keyFor(128)));
-  ::testing::internal::GetCapturedStderr();
+  auto good = reader.lookup(keyFor(80));
+  EXPECT_FALSE(reader.lookup(keyFor(128)));
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(good) << "one bad entry hid the good ones";
+  EXPECT_EQ(good->config.blockN, 32);
+  EXPECT_NE(err.find("1 malformed"), std::string::npos) << err;
+  // A store keeps the bad entry as it was (it may be a newer writer's).
+  ASSERT_TRUE(reader.store(keyFor(64), entryWith(64, 1.0)).isOk());
+  EXPECT_NE(readFile(path()).find("\"broken\""), std::string::npos);
+  EXPECT_TRUE(TuneDatabase(path()).lookup(keyFor(80)));
+  EXPECT_TRUE(TuneDatabase(path()).lookup(keyFor(64)));
+}
+
+TEST_F(TuneFiles, UnreadableDatabaseFallsBackAndIsNotReplaced) {
+  fs::create_directory(path()); // a directory where the file should be
+  expectOneWarningAndNothing(path(), "a directory");
+  TuneDatabase db(path());
+  EXPECT_FALSE(db.store(keyFor(128), entryWith(64, 1.0)).isOk());
+  EXPECT_TRUE(fs::is_directory(path()));
 }
 
 // ---- CLI -----------------------------------------------------------------------
@@ -368,6 +418,32 @@ TEST_F(TuneFiles, AutotuneListsItsSearchSpaceWithoutAGpu) {
       << r.all();
 }
 
+TEST_F(TuneFiles, AutotuneListsItsSearchSpaceAsJson) {
+  ProcessResult r = cli({"autotune", "--list-space", "--json", "--head-dim",
+                         "64", "--heads-q", "8", "--heads-kv", "2"},
+                        dir_);
+  ASSERT_EQ(r.exitCode, 0) << r.all();
+  const auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  AttentionSpec spec = specWith(64, MaskMode::None, 4);
+  const SearchSpace space = forwardSearchSpace(spec, Arch::Sm90a);
+  EXPECT_EQ(j["enumerated"], space.enumerated);
+  EXPECT_EQ(j["candidates"].size(), space.candidates.size());
+  EXPECT_EQ(j["candidates"][0]["pack_gqa"], true); // the default packs GQA
+}
+
+TEST_F(TuneFiles, CacheClearKeepsTheTuneDatabase) {
+  ASSERT_TRUE(TuneDatabase(path()).store(keyFor(64), entryWith(64, 1.0)).isOk());
+  ASSERT_TRUE(fs::exists(path() + ".lock"));
+  ProcessResult r = cli({"cache", "clear"}, dir_);
+  EXPECT_EQ(r.exitCode, 0) << r.all();
+  EXPECT_TRUE(fs::exists(path()));
+  EXPECT_TRUE(fs::exists(path() + ".lock"));
+  ProcessResult info = cli({"cache", "info"}, dir_);
+  EXPECT_NE(info.out.find("tuned:     1 configs"), std::string::npos)
+      << info.all();
+}
+
 TEST_F(TuneFiles, AutotuneAndBenchRejectBadInputBeforeTheGpu) {
   const std::pair<std::vector<std::string>, std::string> cases[] = {
       {{"autotune", "--block-m", "64"}, "chooses the tile config"},
@@ -377,6 +453,8 @@ TEST_F(TuneFiles, AutotuneAndBenchRejectBadInputBeforeTheGpu) {
       {{"bench", "--head-dims", "64,0"}, "--head-dims"},
       {{"bench", "--seqlens", "1024,-5"}, "--seqlens"},
       {{"bench", "--mask", "window"}, "--window-left"},
+      {{"bench", "--seqlens", "64", "--seqlens-q", "5,6"}, "--seqlens-q"},
+      {{"bench", "--head-dims", "64,80", "--head-dim-v", "32"}, "--head-dim-v"},
   };
   for (const auto &[args, expect] : cases) {
     ProcessResult r = cli(args, dir_);

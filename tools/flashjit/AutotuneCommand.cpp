@@ -80,6 +80,18 @@ int autotuneCommand(const AutotuneCliOptions &o) {
                           o.arch + "'",
                       2);
     const SearchSpace space = forwardSearchSpace(spec, *arch);
+    if (o.json) {
+      nlohmann::json j = {{"arch", o.arch},
+                          {"enumerated", space.enumerated},
+                          {"pruned", nlohmann::json::object()},
+                          {"candidates", nlohmann::json::array()}};
+      for (const auto &[reason, n] : space.pruned)
+        j["pruned"][std::string(toString(reason))] = n;
+      for (const TileConfig &c : space.candidates)
+        j["candidates"].push_back(configJson(c));
+      std::printf("%s\n", j.dump(2).c_str());
+      return 0;
+    }
     printSpace(space.pruned, space.enumerated);
     std::printf("candidates (%zu, the %s default first):\n",
                 space.candidates.size(), o.arch.c_str());
@@ -145,6 +157,8 @@ int autotuneCommand(const AutotuneCliOptions &o) {
     j["measure_s"] = r.measureSeconds;
     j["wall_s"] = wall;
     j["stored_in"] = r.storedIn;
+    if (!r.storeError.empty())
+      j["store_error"] = r.storeError;
     for (const CandidateResult &c : r.ranked) {
       nlohmann::json e = {{"config", configJson(c.config)},
                           {"default", c.config == r.baseline.config},
@@ -157,7 +171,7 @@ int autotuneCommand(const AutotuneCliOptions &o) {
       j["candidates"].push_back(std::move(e));
     }
     std::printf("%s\n", j.dump(2).c_str());
-    return best.ok() ? 0 : 1;
+    return best.ok() && r.storeError.empty() ? 0 : 1;
   }
 
   printSpace(r.pruned, r.enumerated);
@@ -202,6 +216,8 @@ int autotuneCommand(const AutotuneCliOptions &o) {
   if (!r.storedIn.empty())
     std::printf("stored:  %s (bucket %s)\n", r.storedIn.c_str(),
                 toString(r.key.bucket).c_str());
+  if (!r.storeError.empty())
+    return failWith("the ranking above was not stored: " + r.storeError);
   return 0;
 }
 } // namespace

@@ -96,6 +96,15 @@ Status benchOne(Runtime &rt, const BenchOptions &o, Row &row) {
 int bench(const BenchOptions &o) {
   // Every shape of the sweep is described (and its usage errors found)
   // before looking for a GPU.
+  if (!o.seqlens.empty() &&
+      (!o.problem.seqlensQ.empty() || !o.problem.seqlensK.empty()))
+    return failWith("--seqlens sweeps dense sequence lengths; it cannot be "
+                    "combined with --seqlens-q/--seqlens-k (varlen)",
+                    2);
+  if (!o.headDims.empty() && o.problem.spec.headDimV)
+    return failWith("--head-dims sweeps head_dim_qk = head_dim_v; it cannot "
+                    "be combined with --head-dim-v",
+                    2);
   std::vector<Row> rows;
   const std::vector<int> dims =
       o.headDims.empty() ? std::vector<int>{o.problem.spec.headDim} : o.headDims;

@@ -3,6 +3,8 @@
 
 #include <unistd.h>
 
+#include <cmath>
+
 namespace flashjit::cli {
 
 Progress::Progress(std::FILE *stream)
@@ -17,10 +19,14 @@ void Progress::update(std::string_view phase, int done, int total) {
   }
   const double elapsed =
       std::chrono::duration<double>(now - phaseStart_).count();
-  const double eta = done > 0 ? elapsed * (total - done) / done : 0;
+  // The time left, from the rate so far (unknown before the first step).
+  const std::string eta =
+      done > 0 ? std::to_string(int(std::lround(elapsed * (total - done) /
+                                                 done))) + " s"
+               : std::string("?");
   if (!terminal_) {
-    std::fprintf(stream_, "%s %d/%d (%.1f s, about %.0f s left)\n",
-                 phase_.c_str(), done, total, elapsed, eta);
+    std::fprintf(stream_, "%s %d/%d (%.1f s, about %s left)\n",
+                 phase_.c_str(), done, total, elapsed, eta.c_str());
     std::fflush(stream_);
     return;
   }
@@ -28,8 +34,8 @@ void Progress::update(std::string_view phase, int done, int total) {
   const int filled = total > 0 ? kWidth * done / total : kWidth;
   std::string bar(filled, '#');
   bar.resize(kWidth, '.');
-  std::fprintf(stream_, "\r%-8s [%s] %d/%d  %.1f s, ETA %.0f s  ",
-               phase_.c_str(), bar.c_str(), done, total, elapsed, eta);
+  std::fprintf(stream_, "\r%-8s [%s] %d/%d  %.1f s, ETA %s  ",
+               phase_.c_str(), bar.c_str(), done, total, elapsed, eta.c_str());
   std::fflush(stream_);
   barOpen_ = true;
 }

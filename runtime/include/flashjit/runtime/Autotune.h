@@ -62,14 +62,19 @@ struct AutotuneResult {
   int workspaces = 0;
   double compileSeconds = 0;
   double measureSeconds = 0;
-  /// Where the winner was stored; empty when it was not.
+  /// Where the winner was stored; empty when it was not (see storeError).
   std::string storedIn;
+  /// Why the winner was not stored, when storing was asked for and failed
+  /// (the ranking is still valid).
+  std::string storeError;
 };
 
 /// How many workspaces of `bytesPerWorkspace` (inputs and outputs of one
 /// call) the timing rotates among so that no run finds its inputs in an L2
-/// of `l2Bytes`: together at least twice L2, between 2 and 8.
+/// of `l2Bytes`: together at least twice L2, and at least two.
 int workspacesToRotate(size_t bytesPerWorkspace, int64_t l2Bytes);
+/// A bound on workspacesToRotate for problems of a few bytes.
+inline constexpr int kMaxWorkspaces = 4096;
 
 /// Tunes the problem of `workspaces` (the same sizes, strides and features
 /// over different buffers, all inputs filled; `tile` is ignored).

@@ -75,15 +75,18 @@ public:
   /// (and again after store()).
   std::optional<TuneEntry> lookup(const TuneKey &key) const;
   /// Inserts or replaces the entry for `key`, keeping every other entry
-  /// (a corrupt file is moved aside to <path>.corrupt first).
+  /// as it is on disk (a file that is not JSON is moved aside to
+  /// <path>.corrupt first; an unreadable or other-format file is an error).
   Status store(const TuneKey &key, const TuneEntry &entry);
   /// Every entry, by key text (for listings).
   Expected<std::map<std::string, TuneEntry>> entries() const;
 
 private:
   using Map = std::map<std::string, TuneEntry>;
-  /// Parses the file; a missing file is empty, a corrupt one an error.
-  Expected<Map> read() const;
+  /// Parses the file: a missing file is empty; an unreadable or corrupt
+  /// one, or one of another format, an error. Malformed entries are
+  /// skipped and counted.
+  Expected<Map> read(int &malformed) const;
 
   std::string path_;
   mutable std::mutex mutex_;
