@@ -125,6 +125,25 @@ int workspacesToRotate(size_t bytesPerWorkspace, int64_t l2Bytes) {
   return int(std::clamp(n, 2.0, double(kMaxWorkspaces)));
 }
 
+Expected<Timing> timePlans(Runtime &rt, const std::vector<ForwardPlan> &plans,
+                           int warmup, int repeats) {
+  if (plans.empty() || repeats < 1)
+    return Status::error("timePlans needs a plan and at least one repeat");
+  for (int r = 0; r < warmup; ++r)
+    if (Status s = rt.launch(plans[r % plans.size()]); !s)
+      return s;
+  std::vector<float> times;
+  for (int r = 0; r < repeats; ++r) {
+    const ForwardPlan &plan = plans[(warmup + r) % plans.size()];
+    auto ms = rt.timeMs([&] { return rt.launch(plan); });
+    if (!ms)
+      return ms.status();
+    times.push_back(*ms);
+  }
+  std::sort(times.begin(), times.end());
+  return Timing{times[times.size() / 2], times.front()};
+}
+
 Expected<AutotuneResult> autotune(Runtime &rt,
                                   const std::vector<ForwardProblem> &workspaces,
                                   const AutotuneOptions &options) {
@@ -150,10 +169,8 @@ Expected<AutotuneResult> autotune(Runtime &rt,
   result.spec = specFor(first);
   result.key = rt.tuneKey(first);
   result.workspaces = int(workspaces.size());
-  const SearchSpace space =
-      forwardSearchSpace(result.spec, rt.arch(), options.knobs);
-  result.enumerated = space.enumerated;
-  result.pruned = space.pruned;
+  result.space = forwardSearchSpace(result.spec, rt.arch(), options.knobs);
+  const SearchSpace &space = result.space;
   const int n = int(space.candidates.size());
   std::vector<CandidateResult> candidates(n);
   std::vector<Compiled> compiled(n);
@@ -239,25 +256,15 @@ Expected<AutotuneResult> autotune(Runtime &rt,
         c.failure = "check: " + diff;
       }
     }
-    std::vector<float> times;
-    for (int r = 0; c.ok() && r < options.warmup + options.repeats; ++r) {
-      const ForwardPlan &plan = plans[r % plans.size()];
-      if (r < options.warmup) {
-        if (Status s = rt.launch(plan); !s)
-          c.failure = "launch: " + s.message();
-        continue;
-      }
-      auto ms = rt.timeMs([&] { return rt.launch(plan); });
-      if (!ms)
-        c.failure = "launch: " + ms.message();
-      else
-        times.push_back(*ms);
-    }
     if (c.ok()) {
-      std::sort(times.begin(), times.end());
-      c.ms = times[times.size() / 2];
-      c.minMs = times.front();
-    } else if (contextLost.empty() && c.failure.rfind("launch: ", 0) == 0) {
+      if (auto t = timePlans(rt, plans, options.warmup, options.repeats)) {
+        c.ms = t->ms;
+        c.minMs = t->minMs;
+      } else {
+        c.failure = "launch: " + t.message();
+      }
+    }
+    if (!c.ok() && contextLost.empty() && c.failure.rfind("launch: ", 0) == 0) {
       if (Status s = rt.synchronize(); !s)
         contextLost = "the CUDA context was lost after " +
                       canonicalText(c.config) + " (" + s.message() + ")";

@@ -175,25 +175,25 @@ Runtime::create(const RuntimeOptions &options) {
           "cuDevicePrimaryCtxRetain");
       !s)
     return s;
-  if (options.diskCache) {
+  // One directory holds the kernels and the tune database.
+  if (options.diskCache || options.useTuned) {
     auto dir = options.cacheDirectory.empty()
                    ? DiskCache::defaultDirectory()
                    : Expected<std::string>(options.cacheDirectory);
-    if (dir) {
-      impl->disk.emplace(*dir);
-      impl->cacheDirectory = *dir;
+    if (!dir) {
+      if (options.diskCache)
+        std::fprintf(stderr,
+                     "flashjit: warning: %s; kernels are not cached on disk\n",
+                     dir.message().c_str());
     } else {
-      std::fprintf(stderr,
-                   "flashjit: warning: %s; kernels are not cached on disk\n",
-                   dir.message().c_str());
+      if (options.diskCache) {
+        impl->disk.emplace(*dir);
+        impl->cacheDirectory = *dir;
+      }
+      if (options.useTuned)
+        impl->tuneDb =
+            std::make_unique<TuneDatabase>(TuneDatabase::pathIn(*dir));
     }
-  }
-  if (options.useTuned) {
-    auto dir = options.cacheDirectory.empty()
-                   ? DiskCache::defaultDirectory()
-                   : Expected<std::string>(options.cacheDirectory);
-    if (dir)
-      impl->tuneDb = std::make_unique<TuneDatabase>(TuneDatabase::pathIn(*dir));
   }
   return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
 }
@@ -240,10 +240,6 @@ Expected<std::string> Runtime::storeTuned(const TuneKey &key,
   return impl_->tuneDb->path();
 }
 
-std::string Runtime::tuneDatabasePath() const {
-  return impl_->tuneDb ? impl_->tuneDb->path() : std::string();
-}
-
 const DeviceInfo &Runtime::device() const { return impl_->info; }
 Arch Runtime::arch() const { return impl_->arch; }
 int Runtime::driverVersion() const { return impl_->driverVersion; }
@@ -261,15 +257,19 @@ void Runtime::clearMemoryCache() {
 }
 
 namespace {
-/// The in-memory key: every field of the spec and the tile, packed. Arch and
-/// versions are fixed per Runtime, so they need no place here (the disk key,
-/// CacheKey::hash, has them all). Cheaper than canonicalText, which would
-/// cost most of a memory hit. The structured bindings stop compiling when
-/// either struct gains a field, so a new one cannot be forgotten here.
-std::string memoryKey(const AttentionSpec &spec, const TileConfig &config) {
+/// In-memory keys: the fields of the spec (and of the tile, or of the
+/// shape bucket), packed. Arch and versions are fixed per Runtime, so they
+/// need no place here (the disk key, CacheKey::hash, has them all). Cheaper
+/// than canonicalText, which would cost most of a memory hit. The
+/// structured bindings stop compiling when a struct gains a field, so a new
+/// one cannot be forgotten here.
+template <typename T, size_t N> std::string packed(const T (&fields)[N]) {
+  return std::string(reinterpret_cast<const char *>(fields), sizeof fields);
+}
+
+std::string specKey(const AttentionSpec &spec) {
   const auto &[dtype, headDimQK, headDimV, mask, gqaGroup, writeLse, align,
                bias, softcap, varlen, keyLengths] = spec;
-  const auto &[blockM, blockN, warps, stages, packGqa] = config;
   const int32_t fields[] = {static_cast<int32_t>(dtype),
                             headDimQK,
                             headDimV,
@@ -280,13 +280,22 @@ std::string memoryKey(const AttentionSpec &spec, const TileConfig &config) {
                             static_cast<int32_t>(bias),
                             softcap,
                             varlen,
-                            keyLengths,
-                            blockM,
-                            blockN,
-                            warps,
-                            stages,
-                            packGqa};
-  return std::string(reinterpret_cast<const char *>(fields), sizeof fields);
+                            keyLengths};
+  return packed(fields);
+}
+
+/// The key of a compiled kernel.
+std::string memoryKey(const AttentionSpec &spec, const TileConfig &config) {
+  const auto &[blockM, blockN, warps, stages, packGqa] = config;
+  const int32_t fields[] = {blockM, blockN, warps, stages, packGqa};
+  return specKey(spec) + packed(fields);
+}
+
+/// The key of the tile config chosen for a spec and shape bucket.
+std::string configKey(const AttentionSpec &spec, const ShapeBucket &bucket) {
+  const auto &[seqlenQ, seqlenK, batchHeads] = bucket;
+  const int64_t fields[] = {seqlenQ, seqlenK, batchHeads};
+  return specKey(spec) + packed(fields);
 }
 } // namespace
 
@@ -364,12 +373,7 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p) {
     plan.config = *p.tile;
     plan.source = ConfigSource::Explicit;
   } else {
-    const ShapeBucket bucket = shapeBucket(p);
-    const int64_t extents[] = {bucket.seqlenQ, bucket.seqlenK,
-                               bucket.batchHeads};
-    const std::string key =
-        memoryKey(plan.spec, TileConfig{}) +
-        std::string(reinterpret_cast<const char *>(extents), sizeof extents);
+    const std::string key = configKey(plan.spec, shapeBucket(p));
     std::unique_lock<std::mutex> lock(impl_->configsMutex);
     auto it = impl_->configs.find(key);
     if (it != impl_->configs.end()) {

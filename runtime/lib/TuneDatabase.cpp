@@ -177,7 +177,7 @@ std::optional<TuneEntry> TuneDatabase::lookup(const TuneKey &key) const {
                       : map.message() + "; using default tile configs");
       warned_ = true;
     }
-    loaded_ = std::make_shared<const Map>(map ? std::move(*map) : Map{});
+    loaded_ = map ? std::move(*map) : Map{};
   }
   auto it = loaded_->find(key.text());
   if (it == loaded_->end())
@@ -218,7 +218,7 @@ Status TuneDatabase::store(const TuneKey &key, const TuneEntry &entry) {
   if (Status s = files::replaceFile(path_, doc.dump(2) + "\n"); !s)
     return s;
   int malformed = 0;
-  loaded_ = std::make_shared<const Map>(parseEntries(all, malformed));
+  loaded_ = parseEntries(all, malformed);
   return Status::ok();
 }
 

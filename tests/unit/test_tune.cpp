@@ -167,12 +167,14 @@ TEST(SearchSpace, ARegisterFileThatCannotHoldTheThreadsIsPruned) {
   knobs.stages = {1};
   const SearchSpace space =
       forwardSearchSpace(specWith(256), Arch::Sm90a, knobs);
-  EXPECT_EQ(prunedFor(space, PruneReason::RegisterFile) +
-                prunedFor(space, PruneReason::SharedMemory),
-            1);
+  // Shared memory fits (152 KB); about 176 registers each fit a thread.
+  EXPECT_EQ(prunedFor(space, PruneReason::RegisterFile), 1);
+  EXPECT_EQ(space.prunedCount(), 1);
   const TileConfig c{256, 16, 16, 1, false};
   Status s = validate(c, specWith(256), Arch::Sm90a);
   EXPECT_FALSE(s.isOk());
+  EXPECT_NE(s.message().find("register file"), std::string::npos)
+      << s.message();
 }
 
 /// Autotune compiles candidates on many threads at once: the pipeline must

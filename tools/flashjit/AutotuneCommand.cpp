@@ -43,14 +43,10 @@ int failWith(const std::string &message, int code = 1) {
   return code;
 }
 
-void printSpace(const std::vector<std::pair<PruneReason, int>> &pruned,
-                int enumerated) {
-  int total = 0;
-  for (const auto &entry : pruned)
-    total += entry.second;
+void printSpace(const SearchSpace &space) {
   std::printf("search:  %d configs enumerated, %d pruned before compiling",
-              enumerated, total);
-  for (const auto &[reason, count] : pruned)
+              space.enumerated, space.prunedCount());
+  for (const auto &[reason, count] : space.pruned)
     std::printf("; %d %s", count, std::string(toString(reason)).c_str());
   std::printf("\n");
 }
@@ -58,6 +54,15 @@ void printSpace(const std::vector<std::pair<PruneReason, int>> &pruned,
 nlohmann::json configJson(const TileConfig &c) {
   return {{"block_m", c.blockM}, {"block_n", c.blockN}, {"warps", c.warps},
           {"stages", c.stages},  {"pack_gqa", c.packGqa}};
+}
+
+/// "enumerated" and "pruned" (count per reason) of a search space.
+nlohmann::json spaceJson(const SearchSpace &space) {
+  nlohmann::json j = {{"enumerated", space.enumerated},
+                      {"pruned", nlohmann::json::object()}};
+  for (const auto &[reason, n] : space.pruned)
+    j["pruned"][std::string(toString(reason))] = n;
+  return j;
 }
 
 int autotuneCommand(const AutotuneCliOptions &o) {
@@ -81,18 +86,15 @@ int autotuneCommand(const AutotuneCliOptions &o) {
                       2);
     const SearchSpace space = forwardSearchSpace(spec, *arch);
     if (o.json) {
-      nlohmann::json j = {{"arch", o.arch},
-                          {"enumerated", space.enumerated},
-                          {"pruned", nlohmann::json::object()},
-                          {"candidates", nlohmann::json::array()}};
-      for (const auto &[reason, n] : space.pruned)
-        j["pruned"][std::string(toString(reason))] = n;
+      nlohmann::json j = spaceJson(space);
+      j["arch"] = o.arch;
+      j["candidates"] = nlohmann::json::array();
       for (const TileConfig &c : space.candidates)
         j["candidates"].push_back(configJson(c));
       std::printf("%s\n", j.dump(2).c_str());
       return 0;
     }
-    printSpace(space.pruned, space.enumerated);
+    printSpace(space);
     std::printf("candidates (%zu, the %s default first):\n",
                 space.candidates.size(), o.arch.c_str());
     for (const TileConfig &c : space.candidates)
@@ -104,7 +106,6 @@ int autotuneCommand(const AutotuneCliOptions &o) {
   if (!created)
     return failWith(created.message());
   Runtime &rt = **created;
-  const DeviceInfo &dev = rt.device();
   const auto start = std::chrono::steady_clock::now();
   if (!o.json) {
     std::printf("device:  %s\n", deviceText(rt).c_str());
@@ -145,13 +146,10 @@ int autotuneCommand(const AutotuneCliOptions &o) {
                                        [](auto &c) { return !c.ok(); }));
 
   if (o.json) {
-    nlohmann::json j;
-    j["device"] = dev.name;
+    nlohmann::json j = spaceJson(r.space);
+    j["device"] = rt.device().name;
     j["problem"] = problemText(shape, o.problem.layout, spec.writeLse);
     j["key"] = r.key.text();
-    j["enumerated"] = r.enumerated;
-    for (const auto &[reason, n] : r.pruned)
-      j["pruned"][std::string(toString(reason))] = n;
     j["workspaces"] = r.workspaces;
     j["compile_s"] = r.compileSeconds;
     j["measure_s"] = r.measureSeconds;
@@ -174,7 +172,7 @@ int autotuneCommand(const AutotuneCliOptions &o) {
     return best.ok() && r.storeError.empty() ? 0 : 1;
   }
 
-  printSpace(r.pruned, r.enumerated);
+  printSpace(r.space);
   std::printf("timing:  %d candidates, %d warm-up + median of %d runs each, "
               "inputs rotated among %d workspaces\n\n",
               int(r.ranked.size()), o.warmup, o.repeats, r.workspaces);

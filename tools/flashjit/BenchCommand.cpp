@@ -53,20 +53,12 @@ Status benchOne(Runtime &rt, const BenchOptions &o, Row &row) {
   if (!uploaded)
     return uploaded.status();
   std::vector<DeviceProblem> &inputs = *uploaded;
-  std::optional<TileConfig> tile;
-  if (o.problem.spec.hasTileOptions()) {
-    TileConfig t;
-    if (Status s = validate(inputs.front().problem); !s)
-      return s;
-    if (Status s = o.problem.spec.resolveTile(specFor(inputs.front().problem),
-                                              rt.arch(), t);
-        !s)
-      return s;
-    tile = t;
-  }
+  auto tile = explicitTile(o.problem, inputs.front().problem, rt.arch());
+  if (!tile)
+    return tile.status();
   std::vector<ForwardPlan> plans;
   for (DeviceProblem &d : inputs) {
-    d.problem.tile = tile;
+    d.problem.tile = *tile;
     auto plan = rt.planForward(d.problem);
     if (!plan)
       return plan.status();
@@ -75,20 +67,11 @@ Status benchOne(Runtime &rt, const BenchOptions &o, Row &row) {
   row.config = plans.front().config;
   row.source = plans.front().source;
   row.kernel = plans.front().kernel->name;
-  for (int i = 0; i < o.warmup; ++i)
-    if (Status s = rt.launch(plans[i % plans.size()]); !s)
-      return s;
-  std::vector<float> times;
-  for (int i = 0; i < o.repeats; ++i) {
-    const ForwardPlan &plan = plans[i % plans.size()];
-    auto ms = rt.timeMs([&] { return rt.launch(plan); });
-    if (!ms)
-      return ms.status();
-    times.push_back(*ms);
-  }
-  std::sort(times.begin(), times.end());
-  row.ms = times[times.size() / 2];
-  row.minMs = times.front();
+  auto timing = timePlans(rt, plans, o.warmup, o.repeats);
+  if (!timing)
+    return timing.status();
+  row.ms = timing->ms;
+  row.minMs = timing->minMs;
   row.tflops = forwardFlops(row.shape) / (row.ms * 1e-3) / 1e12;
   return Status::ok();
 }

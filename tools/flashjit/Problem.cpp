@@ -171,6 +171,19 @@ Status describeProblem(const ProblemOptions &o, const AttentionSpec &spec,
   return validateParams(p);
 }
 
+Expected<std::optional<TileConfig>>
+explicitTile(const ProblemOptions &o, const ForwardProblem &problem,
+             Arch arch) {
+  if (!o.spec.hasTileOptions())
+    return std::optional<TileConfig>();
+  if (Status s = validate(problem); !s) // specFor needs a valid problem
+    return s;
+  TileConfig tile;
+  if (Status s = o.spec.resolveTile(specFor(problem), arch, tile); !s)
+    return s;
+  return std::optional<TileConfig>(tile);
+}
+
 std::string problemText(const ForwardProblem &p, const std::string &layout,
                         bool writeLse) {
   char line[512];
@@ -284,6 +297,9 @@ uploadWorkspaces(Runtime &rt, const ForwardProblem &shape,
     auto more = uploadProblem(rt, shape, spec, seed + i);
     if (!more)
       return more.status();
+    // Only the first workspace's host copies are ever checked against.
+    more->q = more->k = more->v = more->bias = {};
+    more->alibiSlopes = {};
     workspaces.push_back(std::move(*more));
   }
   return workspaces;

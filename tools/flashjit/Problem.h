@@ -45,6 +45,11 @@ struct ProblemOptions {
 Status describeProblem(const ProblemOptions &o, const AttentionSpec &spec,
                        ForwardProblem &p);
 
+/// The tile config the tile options (--block-m ...) ask for on top of the
+/// arch's default, checked for `problem`; nullopt when none was given.
+Expected<std::optional<TileConfig>>
+explicitTile(const ProblemOptions &o, const ForwardProblem &problem, Arch arch);
+
 /// "batch=4 heads_q=16 ... mask=causal scale=0.0884 lse=yes window=..."
 std::string problemText(const ForwardProblem &p, const std::string &layout,
                         bool writeLse);
@@ -70,6 +75,7 @@ Expected<DeviceProblem> uploadProblem(Runtime &rt, const ForwardProblem &shape,
 
 /// Fresh inputs in as many workspaces as timing must rotate among so that
 /// no run finds its inputs in L2 (workspacesToRotate), seeds seed, seed+1...
+/// Only the first keeps its host copies.
 Expected<std::vector<DeviceProblem>>
 uploadWorkspaces(Runtime &rt, const ForwardProblem &shape,
                  const AttentionSpec &spec, uint64_t seed);

@@ -70,14 +70,10 @@ int run(const RunOptions &o) {
     return failWith(inputs.message());
   p = inputs->problem;
 
-  if (o.problem.spec.hasTileOptions()) {
-    if (Status s = validate(p); !s)
-      return failWith(s.message());
-    TileConfig tile;
-    if (Status s = o.problem.spec.resolveTile(specFor(p), rt.arch(), tile); !s)
-      return failWith(s.message());
-    p.tile = tile;
-  }
+  auto tile = explicitTile(o.problem, p, rt.arch());
+  if (!tile)
+    return failWith(tile.message());
+  p.tile = *tile;
 
   // ---- compile or fetch -----------------------------------------------------
   const auto start = std::chrono::steady_clock::now();

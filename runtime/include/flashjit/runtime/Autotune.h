@@ -53,8 +53,8 @@ struct CandidateResult {
 struct AutotuneResult {
   AttentionSpec spec;
   TuneKey key;
-  int enumerated = 0;
-  std::vector<std::pair<PruneReason, int>> pruned;
+  /// What was enumerated, pruned (with reasons) and compiled.
+  SearchSpace space;
   /// Fastest first; failed candidates last.
   std::vector<CandidateResult> ranked;
   /// The per-arch default's result (also in `ranked`).
@@ -75,6 +75,17 @@ struct AutotuneResult {
 int workspacesToRotate(size_t bytesPerWorkspace, int64_t l2Bytes);
 /// A bound on workspacesToRotate for problems of a few bytes.
 inline constexpr int kMaxWorkspaces = 4096;
+
+/// Median and fastest CUDA-event time of one plan.
+struct Timing {
+  double ms = 0;
+  double minMs = 0;
+};
+/// Launches `warmup` untimed runs, then times `repeats` runs one by one
+/// (CUDA events), rotating among `plans` (one per workspace). repeats >= 1.
+Expected<Timing> timePlans(Runtime &runtime,
+                           const std::vector<ForwardPlan> &plans, int warmup,
+                           int repeats);
 
 /// Tunes the problem of `workspaces` (the same sizes, strides and features
 /// over different buffers, all inputs filled; `tile` is ignored).

@@ -164,8 +164,6 @@ public:
   /// Stores an entry in the tune database; later plans in this Runtime use
   /// it. Returns the database's path.
   Expected<std::string> storeTuned(const TuneKey &key, const TuneEntry &entry);
-  /// The database path, or empty when tuned configs are off.
-  std::string tuneDatabasePath() const;
 
   CacheStats cacheStats() const;
   /// Forgets the loaded kernels (the disk cache stays): the next call for a

@@ -17,7 +17,6 @@
 
 #include <cstdint>
 #include <map>
-#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -90,7 +89,7 @@ private:
 
   std::string path_;
   mutable std::mutex mutex_;
-  mutable std::shared_ptr<const Map> loaded_; ///< null: not read yet
+  mutable std::optional<Map> loaded_; ///< nullopt: not read yet
   mutable bool warned_ = false;
 };
 
