@@ -17,10 +17,11 @@
 // mma.m16n8k16 (lane = 4 * group + thread-in-group).
 //
 //===----------------------------------------------------------------------===//
-#include "forward/ForwardGenerator.h"
 #include "flashjit/kernels/Forward.h"
+#include "forward/ForwardGenerator.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -50,9 +51,7 @@ struct Emitter {
   Location loc;
 
   Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
-  Value i32(int32_t v) {
-    return arith::ConstantIntOp::create(b, loc, v, 32);
-  }
+  Value i32(int32_t v) { return arith::ConstantIntOp::create(b, loc, v, 32); }
   Value f32(double v) {
     return arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
                                           APFloat(float(v)));
@@ -103,6 +102,21 @@ struct Emitter {
   Value insert(Value scalar, Value vec, ArrayRef<int64_t> pos) {
     return vector::InsertOp::create(b, loc, scalar, vec, pos);
   }
+  /// The same index, hidden from LLVM's loop optimisations by an asm move.
+  /// Shared-memory addresses built on it inside the main loop stay "one
+  /// register + immediate offset" instead of LICM hoisting one register per
+  /// fragment out of the loop (24 of them at d=128, enough to spill).
+  Value opaque(Value index) {
+    Value v = arith::IndexCastOp::create(b, loc, b.getI32Type(), index);
+    v = LLVM::InlineAsmOp::create(
+            b, loc, b.getI32Type(), ValueRange{v}, "mov.b32 $0, $1;", "=r,r",
+            /*has_side_effects=*/true,
+            /*is_align_stack=*/false, LLVM::tailcallkind::TailCallKind::None,
+            /*asm_dialect=*/nullptr,
+            /*operand_attrs=*/nullptr)
+            .getResult(0);
+    return toIndex(v);
+  }
   /// XOR-shuffle within the 4 lanes that share an MMA row.
   Value quadReduce(Value v, bool isMax) {
     for (int offset : {1, 2}) {
@@ -121,10 +135,10 @@ struct ForwardKernel {
   const TileConfig &cfg;
   ForwardLayout layout;
   Type elemTy;
-  int mTiles;        ///< m16 tiles per warp
-  int nTiles;        ///< n8 score tiles per K/V tile
-  int kStepsQK;      ///< k16 steps over the padded head_dim_qk
-  int dTilesV;       ///< n8 output tiles that hold at least one real column
+  int mTiles;   ///< m16 tiles per warp
+  int nTiles;   ///< n8 score tiles per K/V tile
+  int kStepsQK; ///< k16 steps over the padded head_dim_qk
+  int dTilesV;  ///< n8 output tiles that hold at least one real column
 
   ForwardKernel(const AttentionSpec &s, const TileConfig &c, Type elem)
       : spec(s), cfg(c), layout(forwardLayout(s, c)), elemTy(elem) {
@@ -146,9 +160,9 @@ using RowOffsetFn = function_ref<Value(Emitter &, Value row)>;
 /// `base`, an in-bounds element). Copies of 4 bytes or more are cp.async
 /// (the caller commits and waits for them).
 void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
-              Value base, RowOffsetFn rowOffset, Value rowStart,
-              Value rowLimit, int rows, int dim, int paddedDim, Value dst,
-              ArrayRef<Value> prefix) {
+              Value base, RowOffsetFn rowOffset, Value rowStart, Value rowLimit,
+              int rows, int dim, int paddedDim, Value dst,
+              ArrayRef<Value> prefix, bool inLoop) {
   // Widest copy that the caller's alignment allows and that never crosses
   // `dim` (columns past it must read as zeros, not as the next row's data).
   int vec = std::min(k.spec.globalAlignElems, 8);
@@ -158,55 +172,89 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
   const int chunksPerRow = paddedDim / vec;
   const int chunks = rows * chunksPerRow;
   const int threads = k.layout.threads;
+  // Thread t copies chunk t % chunksPerRow of rows t / chunksPerRow + i *
+  // rowsPerRound: one lane row and column, then constants (threads past
+  // rowsPerRound * chunksPerRow idle). In the main loop the lane row is
+  // opaque, or LLVM hoists one 64-bit row per chunk out of the loop (16
+  // registers at d=128). When that would idle more than an eighth of the
+  // threads (scalar copies of wide heads), threads take consecutive chunks.
+  const int rowsPerRound = threads / chunksPerRow;
+  const bool laneRows = 8 * rowsPerRound * chunksPerRow >= 7 * threads;
+  Value laneRow, laneCol;
+  if (laneRows) {
+    laneRow = e.div(tid, chunksPerRow);
+    if (inLoop)
+      laneRow = e.opaque(laneRow);
+    laneCol = e.mul(e.rem(tid, chunksPerRow), e.idx(vec));
+  }
+  auto copyChunk = [&](OpBuilder &b, Value row, Value col) {
+    Emitter ce{b, e.loc};
+    Value globalRow = ce.add(rowStart, row);
+    Value valid = ce.andI(ce.lt(globalRow, rowLimit), ce.lt(col, ce.idx(dim)));
+    // base + select(...), not select(base + ..., base): LLVM keeps the
+    // first form's base out of the per-chunk registers.
+    Value srcIdx =
+        ce.add(base, ce.select(valid, ce.add(rowOffset(ce, globalRow), col),
+                               ce.idx(0)));
+    SmallVector<Value> dstIdx(prefix.begin(), prefix.end());
+    dstIdx.push_back(row);
+    dstIdx.push_back(col);
+    if (asyncCopies) {
+      Value srcElems = ce.select(valid, ce.idx(vec), ce.idx(0));
+      bool bypassL1 = vec * elementBytes(k.spec.dtype) == 16;
+      nvgpu::DeviceAsyncCopyOp::create(
+          b, e.loc, nvgpu::DeviceAsyncTokenType::get(b.getContext()), dst,
+          dstIdx, src, ValueRange{srcIdx}, b.getIndexAttr(vec), srcElems,
+          bypassL1 ? b.getUnitAttr() : UnitAttr());
+      return;
+    }
+    // Narrower than 4 bytes: cp.async cannot, so load and store.
+    auto ifOp = scf::IfOp::create(
+        b, e.loc, valid,
+        [&](OpBuilder &tb, Location l) {
+          Value v = memref::LoadOp::create(tb, l, src, ValueRange{srcIdx});
+          scf::YieldOp::create(tb, l, v);
+        },
+        [&](OpBuilder &eb, Location l) {
+          Value zero =
+              arith::ConstantOp::create(eb, l, eb.getZeroAttr(k.elemTy));
+          scf::YieldOp::create(eb, l, zero);
+        });
+    memref::StoreOp::create(b, e.loc, ifOp.getResult(0), dst, dstIdx);
+  };
+  // Copies under `cond` (or unconditionally when it is null).
+  auto guarded = [&](Value cond, function_ref<void(OpBuilder &)> body) {
+    if (!cond)
+      return body(e.b);
+    auto guard = scf::IfOp::create(e.b, e.loc, cond, /*withElse=*/false);
+    OpBuilder::InsertionGuard g(e.b);
+    e.b.setInsertionPointToStart(&guard.getThenRegion().front());
+    body(e.b);
+  };
+  if (laneRows) {
+    for (int first = 0; first < rows; first += rowsPerRound) {
+      // Threads whose lane row is past this round's rows (the last round,
+      // or idle threads) copy nothing.
+      const int roundRows = std::min(rowsPerRound, rows - first);
+      Value cond = roundRows * chunksPerRow == threads
+                       ? Value()
+                       : e.lt(laneRow, e.idx(roundRows));
+      guarded(cond, [&](OpBuilder &b) {
+        Emitter ce{b, e.loc};
+        copyChunk(b, ce.add(laneRow, ce.idx(first)), laneCol);
+      });
+    }
+    return;
+  }
   for (int first = 0; first < chunks; first += threads) {
     Value chunk = e.add(tid, e.idx(first));
-    auto emitChunk = [&](OpBuilder &b) {
+    Value cond =
+        first + threads <= chunks ? Value() : e.lt(chunk, e.idx(chunks));
+    guarded(cond, [&](OpBuilder &b) {
       Emitter ce{b, e.loc};
-      Value row = ce.div(chunk, chunksPerRow);
-      Value col = ce.mul(ce.rem(chunk, chunksPerRow), ce.idx(vec));
-      Value globalRow = ce.add(rowStart, row);
-      Value valid = ce.andI(ce.lt(globalRow, rowLimit), ce.lt(col, ce.idx(dim)));
-      // base + select(...), not select(base + ..., base): LLVM keeps the
-      // first form's base out of the per-chunk registers.
-      Value srcIdx = ce.add(
-          base, ce.select(valid, ce.add(rowOffset(ce, globalRow), col),
-                          ce.idx(0)));
-      SmallVector<Value> dstIdx(prefix.begin(), prefix.end());
-      dstIdx.push_back(row);
-      dstIdx.push_back(col);
-      if (asyncCopies) {
-        Value srcElems = ce.select(valid, ce.idx(vec), ce.idx(0));
-        bool bypassL1 = vec * elementBytes(k.spec.dtype) == 16;
-        nvgpu::DeviceAsyncCopyOp::create(
-            b, e.loc, nvgpu::DeviceAsyncTokenType::get(b.getContext()), dst,
-            dstIdx, src, ValueRange{srcIdx}, b.getIndexAttr(vec), srcElems,
-            bypassL1 ? b.getUnitAttr() : UnitAttr());
-        return;
-      }
-      // Narrower than 4 bytes: cp.async cannot, so load and store.
-      auto ifOp = scf::IfOp::create(
-          b, e.loc, valid,
-          [&](OpBuilder &tb, Location l) {
-            Value v = memref::LoadOp::create(tb, l, src, ValueRange{srcIdx});
-            scf::YieldOp::create(tb, l, v);
-          },
-          [&](OpBuilder &eb, Location l) {
-            Value zero = arith::ConstantOp::create(
-                eb, l, eb.getZeroAttr(k.elemTy));
-            scf::YieldOp::create(eb, l, zero);
-          });
-      memref::StoreOp::create(b, e.loc, ifOp.getResult(0), dst, dstIdx);
-    };
-    if (first + threads <= chunks) {
-      emitChunk(e.b);
-    } else {
-      // The last round is partial: only threads with a chunk copy.
-      Value has = e.lt(chunk, e.idx(chunks));
-      auto guard = scf::IfOp::create(e.b, e.loc, has, /*withElse=*/false);
-      OpBuilder::InsertionGuard g(e.b);
-      e.b.setInsertionPointToStart(&guard.getThenRegion().front());
-      emitChunk(e.b);
-    }
+      copyChunk(b, ce.div(chunk, chunksPerRow),
+                ce.mul(ce.rem(chunk, chunksPerRow), ce.idx(vec)));
+    });
   }
 }
 
@@ -239,25 +287,29 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   Type i64 = builder.getI64Type();
   Type i32 = builder.getI32Type();
   auto globalSpace = builder.getI64IntegerAttr(kGlobalSpace);
-  auto gmem = MemRefType::get({kGlobalExtent}, elemTy, AffineMap(), globalSpace);
-  auto gmemF32 = MemRefType::get({kGlobalExtent}, f32, AffineMap(), globalSpace);
-  auto smemSpace =
-      gpu::AddressSpaceAttr::get(ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
+  auto gmem =
+      MemRefType::get({kGlobalExtent}, elemTy, AffineMap(), globalSpace);
+  auto gmemF32 =
+      MemRefType::get({kGlobalExtent}, f32, AffineMap(), globalSpace);
+  auto smemSpace = gpu::AddressSpaceAttr::get(
+      ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
 
-  auto gmemI32 = MemRefType::get({kGlobalExtent}, i32, AffineMap(), globalSpace);
+  auto gmemI32 =
+      MemRefType::get({kGlobalExtent}, i32, AffineMap(), globalSpace);
 
   // ---- signature: ForwardKernelArgs, in order -------------------------------
-  SmallVector<Type> argTypes = {gmem,    gmem,    gmem,    gmem,   gmemF32,
-                                gmem,    gmemF32, gmemI32, gmemI32, gmemI32};
+  SmallVector<Type> argTypes = {gmem, gmem,    gmem,    gmem,    gmemF32,
+                                gmem, gmemF32, gmemI32, gmemI32, gmemI32};
   argTypes.append(kForwardKernelStrideArgs, i64);
   argTypes.append({i32, i32, i32, i32, f32, f32});
   assert(argTypes.size() == kForwardKernelArgCount);
   auto func = gpu::GPUFuncOp::create(builder, loc, name,
                                      builder.getFunctionType(argTypes, {}));
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
-  func.setKnownBlockSizeAttr(
-      builder.getDenseI32ArrayAttr({L.threads, 1, 1}));
-  func->setAttr("nvvm.maxntid", builder.getDenseI32ArrayAttr({L.threads, 1, 1}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
+                builder.getUnitAttr());
+  func.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr({L.threads, 1, 1}));
+  func->setAttr("nvvm.maxntid",
+                builder.getDenseI32ArrayAttr({L.threads, 1, 1}));
   // One CTA per SM is enough: without this ptxas caps registers to fit two
   // and spills (seen at d=16/64 with 256 threads).
   func->setAttr("nvvm.minctasm", builder.getI32IntegerAttr(1));
@@ -285,12 +337,13 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   Value windowRight = e.toIndex(arg(kScalars + 3));
   Value scaleLog2 = arg(kScalars + 4), softcap = arg(kScalars + 5);
 
-  // ---- thread coordinates ----------------------------------------------------
+  // ---- thread coordinates
+  // ----------------------------------------------------
   Value tid = gpu::ThreadIdOp::create(builder, loc, gpu::Dimension::x);
   Value warp = e.div(tid, kWarpSize);
   Value lane = e.rem(tid, kWarpSize);
-  Value group = e.div(lane, 4);       // MMA row within an 8-row half
-  Value inGroup = e.rem(lane, 4);     // MMA column pair
+  Value group = e.div(lane, 4);   // MMA row within an 8-row half
+  Value inGroup = e.rem(lane, 4); // MMA column pair
   Value mBlock = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::x);
   // The query head, or with packed GQA the K/V head whose group of query
   // heads shares this CTA's rows.
@@ -300,7 +353,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   const bool packed = cfg.packGqa;
   Value kvHead = packed ? yBlock : e.div(yBlock, gqa);
 
-  // ---- this sequence: where its rows start and how many there are --------------
+  // ---- this sequence: where its rows start and how many there are
+  // --------------
   Value startQ = e.idx(0), startK = e.idx(0);
   auto loadIndex = [&](Value mem, Value i) {
     return e.toIndex(memref::LoadOp::create(builder, loc, mem, ValueRange{i}));
@@ -321,8 +375,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
     return packed ? x.div(row, gqa) : row;
   };
   auto headOf = [&](Emitter &x, Value row) {
-    return packed ? x.add(x.mul(kvHead, x.idx(gqa)), x.rem(row, gqa))
-                  : yBlock;
+    return packed ? x.add(x.mul(kvHead, x.idx(gqa)), x.rem(row, gqa)) : yBlock;
   };
   Value rowLimit = packed ? e.mul(seqQ, e.idx(gqa)) : seqQ;
   Value qSeqBase = e.add(e.mul(batch, qBS), e.mul(startQ, qRS));
@@ -330,13 +383,14 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   auto qRowOffset = [&](Emitter &x, Value row) {
     return x.add(x.mul(queryOf(x, row), qRS), x.mul(headOf(x, row), qHS));
   };
-  Value kBase = e.add(e.add(e.mul(batch, kBS), e.mul(startK, kRS)),
-                      e.mul(kvHead, kHS));
-  Value vBase = e.add(e.add(e.mul(batch, vBS), e.mul(startK, vRS)),
-                      e.mul(kvHead, vHS));
+  Value kBase =
+      e.add(e.add(e.mul(batch, kBS), e.mul(startK, kRS)), e.mul(kvHead, kHS));
+  Value vBase =
+      e.add(e.add(e.mul(batch, vBS), e.mul(startK, vRS)), e.mul(kvHead, vHS));
   Value mStart = e.mul(mBlock, e.idx(cfg.blockM));
 
-  // ---- shared memory ------------------------------------------------------------
+  // ---- shared memory
+  // ------------------------------------------------------------
   auto dynSmem = gpu::DynamicSharedMemoryOp::create(
       builder, loc,
       MemRefType::get({ShapedType::kDynamic}, builder.getI8Type(), AffineMap(),
@@ -350,8 +404,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   Value kSmem = view({cfg.stages, cfg.blockN, L.pitchQK}, L.kOffsetBytes);
   Value vSmem = view({cfg.stages, cfg.blockN, L.pitchV}, L.vOffsetBytes);
 
-  // ---- K/V tile range: tiles [loBlock, hiBlock), visited last to first -------
-  // Masks are bottom-right aligned: query i sees keys up to i + diag
+  // ---- K/V tile range: tiles [loBlock, hiBlock), visited last to first
+  // ------- Masks are bottom-right aligned: query i sees keys up to i + diag
   // (causal), or [i + diag - window_left, i + diag + window_right].
   Value diag = e.sub(seqK, seqQ);
   const bool causal = spec.mask == MaskMode::Causal;
@@ -377,25 +431,26 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
     keyLo = e.maxS(e.sub(e.add(firstQuery, diag), windowLeft), e.idx(0));
   Value hiBlock = e.div(e.add(keyHi, e.idx(cfg.blockN - 1)), cfg.blockN);
   Value loBlock = e.div(keyLo, cfg.blockN);
-  Value nBlocks = e.select(active, e.maxS(e.sub(hiBlock, loBlock), e.idx(0)),
-                           e.idx(0));
+  Value nBlocks =
+      e.select(active, e.maxS(e.sub(hiBlock, loBlock), e.idx(0)), e.idx(0));
 
-  auto loadKV = [&](Value nBlock, Value slot) {
+  auto loadKV = [&](Value nBlock, Value slot, bool inLoop) {
     Value rowStart = e.mul(nBlock, e.idx(cfg.blockN));
     auto kRow = [&](Emitter &x, Value r) { return x.mul(r, kRS); };
     auto vRow = [&](Emitter &x, Value r) { return x.mul(r, vRS); };
     copyTile(e, k, tid, kT, kBase, kRow, rowStart, seqK, cfg.blockN,
-             spec.headDimQK, L.paddedHeadDimQK, kSmem, {slot});
+             spec.headDimQK, L.paddedHeadDimQK, kSmem, {slot}, inLoop);
     copyTile(e, k, tid, v, vBase, vRow, rowStart, seqK, cfg.blockN,
-             spec.headDimV, L.paddedHeadDimV, vSmem, {slot});
+             spec.headDimV, L.paddedHeadDimV, vSmem, {slot}, inLoop);
   };
   auto tileOfIteration = [&](Value it) { // iteration it -> tile hiBlock-1-it
     return e.sub(e.sub(hiBlock, e.idx(1)), it);
   };
 
-  // ---- Q: global -> smem -> registers --------------------------------------------
+  // ---- Q: global -> smem -> registers
+  // --------------------------------------------
   copyTile(e, k, tid, q, qSeqBase, qRowOffset, mStart, rowLimit, cfg.blockM,
-           spec.headDimQK, L.paddedHeadDimQK, qSmem, {});
+           spec.headDimQK, L.paddedHeadDimQK, qSmem, {}, /*inLoop=*/false);
   commitGroup(e);
   // Prefetch the first stages-1 K/V tiles (each its own group).
   for (int s = 0; s + 1 < cfg.stages; ++s) {
@@ -404,7 +459,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
     {
       OpBuilder::InsertionGuard g(builder);
       builder.setInsertionPointToStart(&ifOp.getThenRegion().front());
-      loadKV(tileOfIteration(e.idx(s)), e.idx(s));
+      loadKV(tileOfIteration(e.idx(s)), e.idx(s), /*inLoop=*/false);
     }
     commitGroup(e);
   }
@@ -412,24 +467,60 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   waitGroups(e, cfg.stages - 1);
   gpu::BarrierOp::create(builder, loc);
 
-  auto fragType = [&](int rows) {
-    return VectorType::get({rows, 2}, elemTy);
-  };
+  auto fragType = [&](int rows) { return VectorType::get({rows, 2}, elemTy); };
   Value warpRow0 = e.mul(warp, e.idx(L.rowsPerWarp));
-  // A operand of m-tile mt, k-step ks, read from the Q tile in smem.
-  auto loadQFragment = [&](Emitter &qe, int mt, int ks) -> Value {
-    Value row = qe.add(qe.add(warpRow0, qe.idx(mt * kMmaM)), qe.rem(lane, 16));
-    Value col = qe.add(qe.idx(ks * kMmaK), qe.mul(qe.div(lane, 16), qe.idx(8)));
-    return nvgpu::LdMatrixOp::create(qe.b, qe.loc, fragType(4), qSmem,
-                                     ValueRange{row, col},
-                                     /*transpose=*/false, /*numTiles=*/4);
+  // ldmatrix: lane i gives the address of row i % 8 of matrix i / 8. Each
+  // fragment's address is a lane offset (elements, below) plus a constant,
+  // so the fragments of one tile are read through a view that starts at
+  // this lane's offset, indexed by constants only.
+  auto laneRowCol = [&](Value row, Value col, int pitch) {
+    return e.add(e.mul(row, e.idx(pitch)), e.mul(col, e.idx(8)));
+  };
+  // Q (A operand): matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows
+  // 0-7, k 8-15), (rows 8-15, k 8-15).
+  Value qLane =
+      laneRowCol(e.add(warpRow0, e.rem(lane, 16)), e.div(lane, 16), L.pitchQK);
+  // K (B operands of two n8 tiles): (keys 0-7, k 0-7), (keys 0-7, k 8-15),
+  // (keys 8-15, k 0-7), (keys 8-15, k 8-15).
+  Value kLane =
+      laneRowCol(e.add(e.rem(lane, 8), e.mul(e.div(lane, 16), e.idx(8))),
+                 e.rem(e.div(lane, 8), 2), L.pitchQK);
+  // V, transposed (B operands of two n8 column tiles): (keys 0-7, d 0-7),
+  // (keys 8-15, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 8-15). A .x2 read
+  // takes lanes 0-15 only, whose column offset is 0.
+  Value vLane = laneRowCol(
+      e.add(e.rem(lane, 8), e.mul(e.rem(e.div(lane, 8), 2), e.idx(8))),
+      e.div(lane, 16), L.pitchV);
+  // A view of shared memory that starts at `offsetBytes` + this lane's
+  // offset. Inside the main loop the start is opaque (Emitter::opaque).
+  auto laneView = [&](Emitter &x, ArrayRef<int64_t> shape, int offsetBytes,
+                      Value laneElems, bool inLoop) -> Value {
+    Value start = x.add(x.idx(offsetBytes),
+                        x.mul(laneElems, x.idx(elementBytes(spec.dtype))));
+    if (inLoop)
+      start = x.opaque(start);
+    auto type = MemRefType::get(shape, elemTy, AffineMap(), smemSpace);
+    return memref::ViewOp::create(x.b, x.loc, type, dynSmem, start,
+                                  ValueRange{});
+  };
+  auto qFragments = [&](Emitter &x, bool inLoop) {
+    return laneView(x, {cfg.blockM, L.pitchQK}, 0, qLane, inLoop);
+  };
+  // A operand of m-tile mt, k-step ks, from a qFragments view.
+  auto loadQFragment = [&](Emitter &qe, Value qView, int mt, int ks) -> Value {
+    return nvgpu::LdMatrixOp::create(
+        qe.b, qe.loc, fragType(4), qView,
+        ValueRange{qe.idx(mt * kMmaM), qe.idx(ks * kMmaK)},
+        /*transpose=*/false, /*numTiles=*/4);
   };
   // qFrag[mt][ks], loaded once when Q stays in registers.
   SmallVector<SmallVector<Value>> qFrag(k.mTiles);
-  if (L.qInRegisters)
+  if (L.qInRegisters) {
+    Value qView = qFragments(e, /*inLoop=*/false);
     for (int mt = 0; mt < k.mTiles; ++mt)
       for (int ks = 0; ks < k.kStepsQK; ++ks)
-        qFrag[mt].push_back(loadQFragment(e, mt, ks));
+        qFrag[mt].push_back(loadQFragment(e, qView, mt, ks));
+  }
 
   // ---- this thread's rows: row (mt, half) is tile row
   //      warpRow0 + 16 mt + 8 half + group. Rebuilt where used: values kept
@@ -445,9 +536,10 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
     return headOf(x, rowIndex(x, mt, half));
   };
 
-  // ---- score transforms (softcap, bias) ---------------------------------------
-  // Plain kernels keep raw scores and fold the scale into the softmax; with
-  // a transform, scores are moved into the log2 domain first.
+  // ---- score transforms (softcap, bias)
+  // --------------------------------------- Plain kernels keep raw scores and
+  // fold the scale into the softmax; with a transform, scores are moved into
+  // the log2 domain first.
   const bool transformScores = spec.softcap || spec.bias != BiasMode::None;
   Value softmaxScale = transformScores ? e.f32(1.0) : scaleLog2;
   Value capLog2, capInner; // softcap * log2(e); scale / softcap
@@ -462,8 +554,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
     // absolute error ~1e-7 near 0.
     Value t = x.exp2(x.fmul(s, x.fmul(capInner, x.f32(2 * kLog2e))));
     Value ratio = arith::DivFOp::create(
-        x.b, x.loc, x.f32(2), x.fadd(t, x.f32(1)),
-        arith::FastMathFlags::afn);
+        x.b, x.loc, x.f32(2), x.fadd(t, x.f32(1)), arith::FastMathFlags::afn);
     return x.fmul(x.fsub(x.f32(1), ratio), capLog2);
   };
   // ALiBi slope * log2(e) per row (the row's head picks the slope).
@@ -480,8 +571,9 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   // past its end read a real element (the mask discards them).
   auto biasRow = [&](Emitter &x, int mt, int half) {
     Value query = x.minS(rowQuery(x, mt, half), x.sub(seqQ, x.idx(1)));
-    return x.add(x.add(x.mul(batch, biasBS), x.mul(rowHead(x, mt, half), biasHS)),
-                 x.mul(query, biasRS));
+    return x.add(
+        x.add(x.mul(batch, biasBS), x.mul(rowHead(x, mt, half), biasHS)),
+        x.mul(query, biasRS));
   };
   auto addBias = [&](Emitter &x, Value score, int mt, int half,
                      Value key) -> Value {
@@ -504,11 +596,13 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
     return score;
   };
 
-  // ---- main loop --------------------------------------------------------------
+  // ---- main loop
+  // --------------------------------------------------------------
   auto accType = VectorType::get({2, 2}, f32);
   const float negInf = -std::numeric_limits<float>::infinity();
   Value zeroAcc = arith::ConstantOp::create(
-      builder, loc, DenseElementsAttr::get(accType, builder.getF32FloatAttr(0)));
+      builder, loc,
+      DenseElementsAttr::get(accType, builder.getF32FloatAttr(0)));
   Value negInfF = e.f32(negInf);
   Value zeroF = e.f32(0);
   // Loop-carried: O[mt][dt], then m[mt][half], then l[mt][half].
@@ -545,7 +639,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         // ---- pipeline: this tile's group done, prefetch stages-1 ahead ----
         if (cfg.stages == 1) {
           gpu::BarrierOp::create(b, l); // previous tile fully consumed
-          loadKV(nBlock, le.idx(0));
+          loadKV(nBlock, le.idx(0), /*inLoop=*/true);
           commitGroup(le);
           waitGroups(le, 0);
           gpu::BarrierOp::create(b, l);
@@ -559,27 +653,29 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             b.setInsertionPointToStart(&pre.getThenRegion().front());
             // `b` is `builder` (the region builders pass it through), so
             // the helpers that emit via `e` land here too.
-            loadKV(tileOfIteration(ahead), le.rem(ahead, cfg.stages));
+            loadKV(tileOfIteration(ahead), le.rem(ahead, cfg.stages),
+                   /*inLoop=*/true);
           }
           commitGroup(le);
         }
 
         // ---- S = Q K^T ----
-        SmallVector<SmallVector<Value>> sAcc(k.mTiles,
-                                             SmallVector<Value>(k.nTiles, zeroAcc));
+        Value qView =
+            L.qInRegisters ? Value() : qFragments(le, /*inLoop=*/true);
+        Value kView = laneView(le, {cfg.stages, cfg.blockN, L.pitchQK},
+                               L.kOffsetBytes, kLane, /*inLoop=*/true);
+        SmallVector<SmallVector<Value>> sAcc(
+            k.mTiles, SmallVector<Value>(k.nTiles, zeroAcc));
         for (int ks = 0; ks < k.kStepsQK; ++ks) {
           SmallVector<Value> a;
           for (int mt = 0; mt < k.mTiles; ++mt)
             a.push_back(L.qInRegisters ? qFrag[mt][ks]
-                                       : loadQFragment(le, mt, ks));
+                                       : loadQFragment(le, qView, mt, ks));
           for (int np = 0; np < k.nTiles / 2; ++np) {
-            Value row = le.add(
-                le.add(le.idx(np * 16), le.rem(lane, 8)),
-                le.mul(le.div(lane, 16), le.idx(8)));
-            Value col = le.add(le.idx(ks * kMmaK),
-                               le.mul(le.rem(le.div(lane, 8), 2), le.idx(8)));
             Value bFrag = nvgpu::LdMatrixOp::create(
-                b, l, fragType(4), kSmem, ValueRange{slot, row, col}, false, 4);
+                b, l, fragType(4), kView,
+                ValueRange{slot, le.idx(np * 16), le.idx(ks * kMmaK)}, false,
+                4);
             Value b0 = rowsOf(b, bFrag, 0), b1 = rowsOf(b, bFrag, 2);
             for (int mt = 0; mt < k.mTiles; ++mt) {
               sAcc[mt][2 * np] = mma(b, a[mt], b0, sAcc[mt][2 * np]);
@@ -590,8 +686,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
 
         // ---- scores into the log2 domain: scale, softcap, bias ----
         auto keyOf = [&](Emitter &x, int nt, int el) {
-          Value keyBase = x.add(x.mul(nBlock, x.idx(cfg.blockN)),
-                                x.mul(inGroup, x.idx(2)));
+          Value keyBase =
+              x.add(x.mul(nBlock, x.idx(cfg.blockN)), x.mul(inGroup, x.idx(2)));
           return x.add(keyBase, x.idx(nt * kMmaN + el));
         };
         if (transformScores)
@@ -599,26 +695,30 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             for (int nt = 0; nt < k.nTiles; ++nt)
               for (int half = 0; half < 2; ++half)
                 for (int el = 0; el < 2; ++el) {
-                  Value x = scoreToLog2(le, le.extract(sAcc[mt][nt], {half, el}));
+                  Value x =
+                      scoreToLog2(le, le.extract(sAcc[mt][nt], {half, el}));
                   x = addBias(le, x, mt, half, keyOf(le, nt, el));
                   sAcc[mt][nt] = le.insert(x, sAcc[mt][nt], {half, el});
                 }
 
         // ---- mask the tiles that cross seqlen_k or a mask boundary ----
         Value tileStart = le.mul(nBlock, le.idx(cfg.blockN));
-        Value tileLast = le.sub(le.add(tileStart, le.idx(cfg.blockN)), le.idx(1));
+        Value tileLast =
+            le.sub(le.add(tileStart, le.idx(cfg.blockN)), le.idx(1));
         Value needsMask = le.ge(tileLast, seqK);
         if (causal || window) {
-          // The block's first query sees keys up to firstQuery + diag (+ right).
+          // The block's first query sees keys up to firstQuery + diag (+
+          // right).
           Value reach = le.add(firstQueryOf(le), diag);
           if (window)
             reach = le.add(reach, windowRight);
           needsMask = le.orI(needsMask, le.gt(tileLast, reach));
         }
         if (window) // its last query sees keys from lastQuery + diag - left
-          needsMask = le.orI(
-              needsMask,
-              le.lt(tileStart, le.sub(le.add(lastQueryOf(le), diag), windowLeft)));
+          needsMask =
+              le.orI(needsMask,
+                     le.lt(tileStart,
+                           le.sub(le.add(lastQueryOf(le), diag), windowLeft)));
         SmallVector<Type> sTypes(k.mTiles * k.nTiles, accType);
         auto maskIf = scf::IfOp::create(
             b, l, needsMask,
@@ -640,8 +740,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                             ok, me.andI(me.le(key, me.add(qDiag, windowRight)),
                                         me.ge(key, me.sub(qDiag, windowLeft))));
                       Value s = me.extract(acc, {half, el});
-                      acc = me.insert(me.select(ok, s, negInfF), acc,
-                                      {half, el});
+                      acc =
+                          me.insert(me.select(ok, s, negInfF), acc, {half, el});
                     }
                   }
                   masked.push_back(acc);
@@ -703,8 +803,9 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             Value acc = carried[mt * k.dTilesV + dt];
             for (int half = 0; half < 2; ++half)
               for (int el = 0; el < 2; ++el)
-                acc = le.insert(le.fmul(le.extract(acc, {half, el}), alpha[half]),
-                                acc, {half, el});
+                acc =
+                    le.insert(le.fmul(le.extract(acc, {half, el}), alpha[half]),
+                              acc, {half, el});
             next[mt * k.dTilesV + dt] = acc;
           }
           // P as A fragments: k-step kk joins score tiles 2kk and 2kk+1.
@@ -721,20 +822,19 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         }
 
         // ---- O += P V ----
+        Value vView = laneView(le, {cfg.stages, cfg.blockN, L.pitchV},
+                               L.vOffsetBytes, vLane, /*inLoop=*/true);
         for (int kk = 0; kk < k.nTiles / 2; ++kk)
           for (int dp = 0; dp * 2 < k.dTilesV; ++dp) {
             bool pair = 2 * dp + 1 < k.dTilesV;
-            Value row = le.add(le.add(le.idx(kk * 16), le.rem(lane, 8)),
-                               le.mul(le.rem(le.div(lane, 8), 2), le.idx(8)));
-            Value col = le.add(le.idx(dp * 16),
-                               pair ? le.mul(le.div(lane, 16), le.idx(8))
-                                    : le.idx(0));
             Value bFrag = nvgpu::LdMatrixOp::create(
-                b, l, fragType(pair ? 4 : 2), vSmem, ValueRange{slot, row, col},
+                b, l, fragType(pair ? 4 : 2), vView,
+                ValueRange{slot, le.idx(kk * 16), le.idx(dp * 16)},
                 /*transpose=*/true, pair ? 4 : 2);
             for (int mt = 0; mt < k.mTiles; ++mt) {
               Value &o0 = next[mt * k.dTilesV + 2 * dp];
-              o0 = mma(b, pFrag[mt][kk], pair ? rowsOf(b, bFrag, 0) : bFrag, o0);
+              o0 =
+                  mma(b, pFrag[mt][kk], pair ? rowsOf(b, bFrag, 0) : bFrag, o0);
               if (pair) {
                 Value &o1 = next[mt * k.dTilesV + 2 * dp + 1];
                 o1 = mma(b, pFrag[mt][kk], rowsOf(b, bFrag, 2), o1);
@@ -747,7 +847,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   // No copy is in flight here: every group issued was for a tile < nBlocks,
   // and each was waited for before its tile was used.
 
-  // ---- epilogue: normalise, store O and LSE -----------------------------------
+  // ---- epilogue: normalise, store O and LSE
+  // -----------------------------------
   auto storeAlign = spec.globalAlignElems >= 2;
   auto pairType = VectorType::get({2}, elemTy);
   for (int mt = 0; mt < k.mTiles; ++mt)
@@ -755,8 +856,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
       Value lSum = e.quadReduce(results[lOffset + 2 * mt + half], false);
       Value m = results[mOffset + 2 * mt + half];
       Value empty = e.feq(lSum, zeroF); // every key masked: O = 0, LSE = -inf
-      Value inv = e.select(
-          empty, zeroF, arith::DivFOp::create(builder, loc, e.f32(1), lSum));
+      Value inv = e.select(empty, zeroF,
+                           arith::DivFOp::create(builder, loc, e.f32(1), lSum));
       Value query = rowQuery(e, mt, half), head = rowHead(e, mt, half);
       auto inRange = scf::IfOp::create(
           builder, loc, e.lt(rowIndex(e, mt, half), rowLimit), false);
@@ -795,9 +896,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         }
       }
       if (spec.writeLse) {
-        Value lseVal = e.select(
-            empty, negInfF,
-            e.fmul(e.fadd(m, e.log2(lSum)), e.f32(kLn2)));
+        Value lseVal = e.select(empty, negInfF,
+                                e.fmul(e.fadd(m, e.log2(lSum)), e.f32(kLn2)));
         Value first = e.cmp(arith::CmpIPredicate::eq, inGroup, e.idx(0));
         auto lseIf = scf::IfOp::create(builder, loc, first, false);
         OpBuilder::InsertionGuard lg(builder);
