@@ -58,16 +58,16 @@ if [[ $what == autotune || $what == all ]]; then
     "$bin/flashjit" autotune $args --top 5 2>&1 | tee -a "$out/autotune.log" | tail -8
     echo "wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))" | tee -a "$out/autotune.log"
   }
-  for d in ${TUNE_DIMS:-64 80 100 128}; do
+  for d in ${TUNE_DIMS-64 80 100 128}; do
     tune $d --mask none
     tune $d --mask causal
   done
   # Window 512 (issue 4's shape): does tuning recover the band's cost?
-  for d in ${WINDOW_DIMS:-80 128}; do
+  for d in ${WINDOW_DIMS-80 128}; do
     tune $d --mask window --window-left 512 --window-right 0
   done
   for mask in none causal; do
-    for d in ${TUNE_DIMS:-64 80 100 128}; do
+    for d in ${TUNE_DIMS-64 80 100 128}; do
       h=$((2048 / d))
       "$bin/flashjit" bench --head-dim $d --mask $mask --batch 4 --heads-q $h --heads-kv $h \
         --seqlen 4096 --dtype bf16 --json 2>&1 | tee -a "$out/bench-tuned.log" \
