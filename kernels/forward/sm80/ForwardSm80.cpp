@@ -106,16 +106,33 @@ struct Emitter {
   /// Shared-memory addresses built on it inside the main loop stay "one
   /// register + immediate offset" instead of LICM hoisting one register per
   /// fragment out of the loop (24 of them at d=128, enough to spill).
-  Value opaque(Value index) {
-    Value v = arith::IndexCastOp::create(b, loc, b.getI32Type(), index);
+  Value opaque(Value index, int bits = 32) {
+    Type type = b.getIntegerType(bits);
+    Value v = arith::IndexCastOp::create(b, loc, type, index);
     v = LLVM::InlineAsmOp::create(
-            b, loc, b.getI32Type(), ValueRange{v}, "mov.b32 $0, $1;", "=r,r",
+            b, loc, type, ValueRange{v},
+            bits == 64 ? "mov.b64 $0, $1;" : "mov.b32 $0, $1;",
+            bits == 64 ? "=l,l" : "=r,r",
             /*has_side_effects=*/true,
             /*is_align_stack=*/false, LLVM::tailcallkind::TailCallKind::None,
             /*asm_dialect=*/nullptr,
             /*operand_attrs=*/nullptr)
             .getResult(0);
     return toIndex(v);
+  }
+  /// max or sum of `vals` as a balanced tree: depth log2(n) instead of a
+  /// chain of n dependent instructions (the softmax's critical path).
+  Value treeReduce(SmallVector<Value> vals, bool isMax) {
+    while (vals.size() > 1) {
+      SmallVector<Value> next;
+      for (size_t i = 0; i + 1 < vals.size(); i += 2)
+        next.push_back(isMax ? fmax(vals[i], vals[i + 1])
+                             : fadd(vals[i], vals[i + 1]));
+      if (vals.size() % 2)
+        next.push_back(vals.back());
+      vals = std::move(next);
+    }
+    return vals.front();
   }
   /// XOR-shuffle within the 4 lanes that share an MMA row.
   Value quadReduce(Value v, bool isMax) {
@@ -155,14 +172,14 @@ using RowOffsetFn = function_ref<Value(Emitter &, Value row)>;
 
 /// Copies rows [rowStart, rowStart + rows) x [0, paddedDim) of a global
 /// tensor into shared memory `dst[prefix..., row, col]`, row r starting at
-/// element `base + rowOffset(r)`; rows at or past `rowLimit` and columns at
-/// or past `dim` are filled with zeros (and read nothing: their source is
-/// `base`, an in-bounds element). Copies of 4 bytes or more are cp.async
-/// (the caller commits and waits for them).
+/// element `base + rowOffset(r)`; rows at or past `rowLimit` (none when it is
+/// null) and columns at or past `dim` are filled with zeros (and read nothing:
+/// their source is `base`, an in-bounds element). Copies of 4 bytes or more are
+/// cp.async (the caller commits and waits for them).
 void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
               Value base, RowOffsetFn rowOffset, Value rowStart, Value rowLimit,
               int rows, int dim, int paddedDim, Value dst,
-              ArrayRef<Value> prefix, bool inLoop) {
+              ArrayRef<Value> prefix, bool inLoop, Value rowStride = Value()) {
   // Widest copy that the caller's alignment allows and that never crosses
   // `dim` (columns past it must read as zeros, not as the next row's data).
   int vec = std::min(k.spec.globalAlignElems, 8);
@@ -187,15 +204,20 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
       laneRow = e.opaque(laneRow);
     laneCol = e.mul(e.rem(tid, chunksPerRow), e.idx(vec));
   }
-  auto copyChunk = [&](OpBuilder &b, Value row, Value col) {
+  // `srcIdx`, when given, is the chunk's source element (valid rows).
+  auto copyChunk = [&](OpBuilder &b, Value row, Value col,
+                       Value srcIdx = Value()) {
     Emitter ce{b, e.loc};
     Value globalRow = ce.add(rowStart, row);
-    Value valid = ce.andI(ce.lt(globalRow, rowLimit), ce.lt(col, ce.idx(dim)));
+    Value valid = ce.lt(col, ce.idx(dim));
+    if (rowLimit)
+      valid = ce.andI(ce.lt(globalRow, rowLimit), valid);
     // base + select(...), not select(base + ..., base): LLVM keeps the
     // first form's base out of the per-chunk registers.
-    Value srcIdx =
-        ce.add(base, ce.select(valid, ce.add(rowOffset(ce, globalRow), col),
-                               ce.idx(0)));
+    if (!srcIdx)
+      srcIdx =
+          ce.add(base, ce.select(valid, ce.add(rowOffset(ce, globalRow), col),
+                                 ce.idx(0)));
     SmallVector<Value> dstIdx(prefix.begin(), prefix.end());
     dstIdx.push_back(row);
     dstIdx.push_back(col);
@@ -231,8 +253,26 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
     e.b.setInsertionPointToStart(&guard.getThenRegion().front());
     body(e.b);
   };
+  // Rows known to be in range with a constant stride: each round's source
+  // is the previous one's plus rowsPerRound rows (one 64-bit add a chunk),
+  // opaque so that LLVM does not hoist every multiple of the stride. A
+  // padding column reads nothing (0 bytes) from its row's first element.
+  Value chainIdx, chainStep;
+  if (laneRows && !rowLimit && rowStride && asyncCopies) {
+    Value colValid = e.lt(laneCol, e.idx(dim));
+    chainIdx = e.add(e.add(base, e.mul(e.add(rowStart, laneRow), rowStride)),
+                     dim == paddedDim ? laneCol
+                                      : e.select(colValid, laneCol, e.idx(0)));
+    chainStep = e.mul(rowStride, e.idx(rowsPerRound));
+  }
   if (laneRows) {
     for (int first = 0; first < rows; first += rowsPerRound) {
+      Value srcIdx;
+      if (chainIdx) {
+        if (first > 0)
+          chainIdx = e.opaque(e.add(chainIdx, chainStep), 64);
+        srcIdx = chainIdx;
+      }
       // Threads whose lane row is past this round's rows (the last round,
       // or idle threads) copy nothing.
       const int roundRows = std::min(rowsPerRound, rows - first);
@@ -241,7 +281,7 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
                        : e.lt(laneRow, e.idx(roundRows));
       guarded(cond, [&](OpBuilder &b) {
         Emitter ce{b, e.loc};
-        copyChunk(b, ce.add(laneRow, ce.idx(first)), laneCol);
+        copyChunk(b, ce.add(laneRow, ce.idx(first)), laneCol, srcIdx);
       });
     }
     return;
@@ -436,12 +476,15 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
 
   auto loadKV = [&](Value nBlock, Value slot, bool inLoop) {
     Value rowStart = e.mul(nBlock, e.idx(cfg.blockN));
+    // Only the first tile visited (hiBlock - 1) can reach past seqlen_k;
+    // the loop prefetches tiles below it, whose rows need no bounds check.
+    Value rowLimit = inLoop && cfg.stages > 1 ? Value() : seqK;
     auto kRow = [&](Emitter &x, Value r) { return x.mul(r, kRS); };
     auto vRow = [&](Emitter &x, Value r) { return x.mul(r, vRS); };
-    copyTile(e, k, tid, kT, kBase, kRow, rowStart, seqK, cfg.blockN,
-             spec.headDimQK, L.paddedHeadDimQK, kSmem, {slot}, inLoop);
-    copyTile(e, k, tid, v, vBase, vRow, rowStart, seqK, cfg.blockN,
-             spec.headDimV, L.paddedHeadDimV, vSmem, {slot}, inLoop);
+    copyTile(e, k, tid, kT, kBase, kRow, rowStart, rowLimit, cfg.blockN,
+             spec.headDimQK, L.paddedHeadDimQK, kSmem, {slot}, inLoop, kRS);
+    copyTile(e, k, tid, v, vBase, vRow, rowStart, rowLimit, cfg.blockN,
+             spec.headDimV, L.paddedHeadDimV, vSmem, {slot}, inLoop, vRS);
   };
   auto tileOfIteration = [&](Value it) { // iteration it -> tile hiBlock-1-it
     return e.sub(e.sub(hiBlock, e.idx(1)), it);
@@ -724,27 +767,44 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             b, l, needsMask,
             [&](OpBuilder &mb, Location ml) {
               Emitter me{mb, ml};
-              SmallVector<Value> masked;
+              // Per row, the keys it sees as [lo, hi) relative to this
+              // thread's first key column in the tile, clamped to [0, seqK]
+              // so that they fit 32 bits: one compare with a constant per
+              // score.
+              Value firstKey = me.add(tileStart, me.mul(inGroup, me.idx(2)));
+              auto relative = [&](Value key) {
+                return arith::IndexCastOp::create(mb, ml, mb.getI32Type(),
+                                                  me.sub(key, firstKey));
+              };
+              SmallVector<Value> masked(k.mTiles * k.nTiles);
               for (int mt = 0; mt < k.mTiles; ++mt)
-                for (int nt = 0; nt < k.nTiles; ++nt) {
-                  Value acc = sAcc[mt][nt];
-                  for (int half = 0; half < 2; ++half) {
-                    Value qDiag = me.add(rowQuery(me, mt, half), diag);
+                for (int half = 0; half < 2; ++half) {
+                  Value qDiag = me.add(rowQuery(me, mt, half), diag);
+                  Value hi = seqK;
+                  if (causal)
+                    hi = me.minS(hi, me.add(qDiag, me.idx(1)));
+                  if (window)
+                    hi = me.minS(hi,
+                                 me.add(me.add(qDiag, windowRight), me.idx(1)));
+                  Value hiRel = relative(me.maxS(hi, me.idx(0)));
+                  Value loRel;
+                  if (window)
+                    loRel =
+                        relative(me.maxS(me.sub(qDiag, windowLeft), me.idx(0)));
+                  for (int nt = 0; nt < k.nTiles; ++nt) {
+                    Value &acc = masked[mt * k.nTiles + nt];
+                    if (!acc)
+                      acc = sAcc[mt][nt];
                     for (int el = 0; el < 2; ++el) {
-                      Value key = keyOf(me, nt, el);
-                      Value ok = me.lt(key, seqK);
-                      if (causal)
-                        ok = me.andI(ok, me.le(key, qDiag));
+                      Value col = me.i32(nt * kMmaN + el);
+                      Value ok = me.lt(col, hiRel);
                       if (window)
-                        ok = me.andI(
-                            ok, me.andI(me.le(key, me.add(qDiag, windowRight)),
-                                        me.ge(key, me.sub(qDiag, windowLeft))));
+                        ok = me.andI(ok, me.ge(col, loRel));
                       Value s = me.extract(acc, {half, el});
                       acc =
                           me.insert(me.select(ok, s, negInfF), acc, {half, el});
                     }
                   }
-                  masked.push_back(acc);
                 }
               scf::YieldOp::create(mb, ml, masked);
             },
@@ -764,11 +824,12 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         for (int mt = 0; mt < k.mTiles; ++mt) {
           SmallVector<Value> alpha(2), mUse(2);
           for (int half = 0; half < 2; ++half) {
-            Value rowMax = negInfF;
+            SmallVector<Value> scores;
             for (int nt = 0; nt < k.nTiles; ++nt)
               for (int el = 0; el < 2; ++el)
-                rowMax = le.fmax(rowMax, le.extract(sAcc[mt][nt], {half, el}));
-            rowMax = le.quadReduce(rowMax, /*isMax=*/true);
+                scores.push_back(le.extract(sAcc[mt][nt], {half, el}));
+            Value rowMax =
+                le.quadReduce(le.treeReduce(scores, /*isMax=*/true), true);
             Value mOld = carried[mOffset + 2 * mt + half];
             Value mNew = le.fmax(mOld, le.fmul(rowMax, softmaxScale));
             // A row with every key masked so far keeps m = -inf; subtract 0
@@ -777,7 +838,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             alpha[half] = le.exp2(le.fsub(mOld, mUse[half]));
             next[mOffset + 2 * mt + half] = mNew;
           }
-          SmallVector<Value> rowSum = {zeroF, zeroF};
+          SmallVector<SmallVector<Value>> rowTerms(2);
           SmallVector<Value> pTiles;
           for (int nt = 0; nt < k.nTiles; ++nt) {
             Value p = sAcc[mt][nt];
@@ -786,7 +847,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
               for (int el = 0; el < 2; ++el) {
                 Value s = le.extract(p, {half, el});
                 Value pe = le.exp2(le.fma(s, softmaxScale, negM));
-                rowSum[half] = le.fadd(rowSum[half], pe);
+                rowTerms[half].push_back(pe);
                 p = le.insert(pe, p, {half, el});
               }
             }
@@ -796,7 +857,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
           for (int half = 0; half < 2; ++half) {
             Value lOld = carried[lOffset + 2 * mt + half];
             next[lOffset + 2 * mt + half] =
-                le.fadd(le.fmul(lOld, alpha[half]), rowSum[half]);
+                le.fma(lOld, alpha[half],
+                       le.treeReduce(rowTerms[half], /*isMax=*/false));
           }
           // Rescale O rows by alpha.
           for (int dt = 0; dt < k.dTilesV; ++dt) {
