@@ -48,40 +48,31 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
 }
 
 TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
-  // THE default table, from the H100 sweep in bench/results (2026-11-23),
-  // restricted to configs that ptxas assembles without spills for sm_80 and
-  // sm_90a (tests/ptxas): 4 warps of 32 query rows (two m16 tiles each)
-  // halve the shared-memory reads of K/V per MMA against 8 warps of 16
-  // rows, but past d=96 their accumulators no longer fit in registers.
+  // THE default table, from the H200 autotune runs in bench/results
+  // (2026-12-02), restricted to configs that ptxas assembles without spills
+  // for sm_80 and sm_90a (tests/ptxas): 4 warps of 32 query rows (two m16
+  // tiles each) halve the shared-memory reads of K/V per MMA against 8
+  // warps of 16 rows; past d=128 their accumulators no longer fit in
+  // registers.
   const int d = std::max(spec.headDimQK, spec.headDimV);
-  const bool causal = spec.mask == MaskMode::Causal;
-  // 16-byte copies of head dims that are multiples of 8: the measured rows.
-  // Narrower copies need more address registers per tile, so the other
-  // head dims take 8 warps of 16 rows and a shorter K/V tile.
-  const bool wideCopies =
-      spec.globalAlignElems == 8 && spec.headDimQK % 8 == 0 &&
-      spec.headDimV % 8 == 0;
-  // Copies narrower than 4 bytes are synchronous loads: a second stage
-  // overlaps nothing and costs registers.
-  const bool scalarCopies = spec.globalAlignElems * elementBytes(spec.dtype) < 4;
+  // Bytes per copy: 16 or 8 need one address a row chunk (lane-row copies);
+  // 4 need twice as many and take 8 warps and a shorter K/V tile; narrower
+  // copies are synchronous loads, for which a second stage overlaps nothing
+  // and costs registers.
+  int vecElems = std::min(spec.globalAlignElems, 8);
+  while (spec.headDimQK % vecElems != 0 || spec.headDimV % vecElems != 0)
+    vecElems /= 2;
+  const int copyBytes = vecElems * elementBytes(spec.dtype);
   TileConfig preferred;
-  if (scalarCopies)
+  if (copyBytes < 4)
     preferred = {/*blockM=*/128, /*blockN=*/d <= 64 ? 32 : 16, /*warps=*/8,
                  /*stages=*/1};
-  else if (!wideCopies)
-    // 8-byte copies keep the 64-row K/V tile up to d=128; 4-byte copies
-    // need twice the address registers and take a 16-row one.
-    preferred = {128,
-                 d <= 64 ? 32
-                 : (d <= 128 && spec.globalAlignElems >= 4) ? 64
-                                                             : 16,
-                 8, 2};
-  else if (d <= 64 && !causal)
+  else if (copyBytes == 4)
+    preferred = {128, d <= 64 ? 32 : 16, 8, 2};
+  else if (d <= (copyBytes == 16 ? 96 : 88))
     preferred = {128, 64, 4, 2};
-  else if (d <= 96)
-    preferred = {128, 32, 4, 2};
   else if (d <= 128)
-    preferred = {128, 64, 8, 2};
+    preferred = {128, 32, 4, 2};
   else if (d <= 240)
     preferred = {128, 32, 8, 2};
   else
@@ -89,11 +80,11 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
   // Per-score work (bias, softcap), per-sequence bounds (windows, varlen,
   // key lengths) and packed GQA rows keep more values live next to the
   // scores: a 32-row K/V tile leaves them room (ptxas spills at 64, tests/
-  // ptxas). So does causal at d > 240, whose Q is re-read from smem.
+  // ptxas).
   const bool extraLiveValues =
       spec.bias != BiasMode::None || spec.softcap ||
       spec.mask == MaskMode::Window || spec.varlen || spec.keyLengths ||
-      spec.gqaGroup > 1 || (causal && d > 240);
+      spec.gqaGroup > 1;
   if (extraLiveValues) {
     preferred.blockN = std::min(preferred.blockN, 32);
     if (d > 64) // two m16 tiles per warp no longer fit: one each

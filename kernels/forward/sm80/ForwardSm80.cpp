@@ -940,7 +940,10 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         if (fullTile && storeAlign) {
           Value pair = vector::FromElementsOp::create(
               builder, loc, pairType, ValueRange{trunc(c0), trunc(c1)});
-          vector::StoreOp::create(builder, loc, pair, o, ValueRange{idx});
+          // Both halves in one 4-byte store: the column is even and the
+          // row starts on an even element (storeAlign).
+          vector::StoreOp::create(builder, loc, pair, o, ValueRange{idx},
+                                  /*nontemporal=*/false, llvm::MaybeAlign(4));
           continue;
         }
         for (int el = 0; el < 2; ++el) {
