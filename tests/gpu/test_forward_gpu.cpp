@@ -11,6 +11,8 @@
 //===----------------------------------------------------------------------===//
 #include "GpuTestSupport.h"
 
+#include "flashjit/kernels/SearchSpace.h"
+
 #include <sstream>
 
 using namespace flashjit;
@@ -150,6 +152,50 @@ INSTANTIATE_TEST_SUITE_P(
                       LayoutCase{"shift1", 1, false, 0, 1},
                       LayoutCase{"odd_row_pad", 0, true, 3, 1}),
     [](const auto &info) { return std::string(info.param.name); });
+
+/// Every tile config the autotuner may pick (the search space, not just the
+/// defaults) on a shape whose lengths are no tile multiple: bottom-right
+/// causal with seqlen_q < seqlen_k, head dims with and without padding.
+struct ConfigCase {
+  DType dtype;
+  MaskMode mask;
+  int headDim;
+  std::string name() const {
+    std::ostringstream os;
+    os << toString(dtype) << "_" << toString(mask) << "_d" << headDim;
+    return os.str();
+  }
+};
+
+class EveryCandidate : public ::testing::TestWithParam<ConfigCase> {};
+
+TEST_P(EveryCandidate, MatchesReference) {
+  FLASHJIT_REQUIRE_GPU();
+  const ConfigCase &c = GetParam();
+  ForwardProblem p = denseProblem(c.dtype, c.mask, 1, 2, 2, 333, 777,
+                                  c.headDim, c.headDim);
+  const SearchSpace space = forwardSearchSpace(specFor(p), runtime().arch());
+  ASSERT_GT(space.candidates.size(), 20u);
+  for (const TileConfig &tile : space.candidates) {
+    p.tile = tile;
+    const std::string what = c.name() + " " + canonicalText(tile);
+    const uint64_t seed = std::hash<std::string>()(what);
+    ForwardRun run;
+    Status s = runForward(p, seed, /*withLse=*/true, run);
+    ASSERT_TRUE(s.isOk()) << what << ": " << s.message();
+    CheckResult r = check(run, 1 << 20, seed);
+    EXPECT_TRUE(r.pass) << what << "\n" << r.summary();
+    EXPECT_EQ(r.out.unwritten, 0) << what;
+    EXPECT_EQ(r.lse.unwritten, 0) << what;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Search, EveryCandidate,
+    ::testing::Values(ConfigCase{DType::BF16, MaskMode::Causal, 64},
+                      ConfigCase{DType::F16, MaskMode::Causal, 100},
+                      ConfigCase{DType::BF16, MaskMode::None, 128}),
+    [](const auto &info) { return info.param.name(); });
 
 TEST(ForwardErrors, BadTileIsRejectedWithItsName) {
   FLASHJIT_REQUIRE_GPU();

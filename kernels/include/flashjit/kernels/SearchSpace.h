@@ -19,7 +19,7 @@ namespace flashjit {
 /// Values each knob of the forward family takes in a search (THE table).
 struct ForwardKnobs {
   std::vector<int> blockM{64, 128};
-  std::vector<int> blockN{16, 32, 64, 128};
+  std::vector<int> blockN{16, 32, 48, 64, 128};
   std::vector<int> warps{4, 8};
   std::vector<int> stages{1, 2, 3};
   /// pack_gqa is searched both ways when the spec has a GQA group > 1.
