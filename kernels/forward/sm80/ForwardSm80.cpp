@@ -385,13 +385,6 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   Value group = e.div(lane, 4);   // MMA row within an 8-row half
   Value inGroup = e.rem(lane, 4); // MMA column pair
   Value mBlock = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::x);
-  // Causal: the last query blocks see the most keys. CTAs start in blockIdx
-  // order, so the longest ones go first and the short ones fill the tail.
-  if (spec.mask == MaskMode::Causal)
-    mBlock =
-        e.sub(e.sub(gpu::GridDimOp::create(builder, loc, gpu::Dimension::x),
-                    e.idx(1)),
-              mBlock);
   // The query head, or with packed GQA the K/V head whose group of query
   // heads shares this CTA's rows.
   Value yBlock = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::y);
