@@ -93,7 +93,10 @@ const std::string *Artifact::text(Stage s) const {
   return nullptr;
 }
 
-std::string flashjitVersion() { return FLASHJIT_VERSION_STRING; }
+std::string flashjitVersion() {
+  return std::string(FLASHJIT_VERSION_STRING) + "+cg" +
+         std::to_string(kCodegenRevision);
+}
 std::string llvmVersion() { return LLVM_VERSION_STRING; }
 
 // ---- the pipeline -------------------------------------------------------------

@@ -1,4 +1,5 @@
 //===- test_cache_key.cpp - What the cache key does and does not depend on
+#include "flashjit/compiler/Pipeline.h"
 #include "flashjit/runtime/DiskCache.h"
 #include "flashjit/runtime/Runtime.h"
 
@@ -78,6 +79,19 @@ TEST(CacheKey, ChangesWithEveryInput) {
     EXPECT_NE(key.hash(), baseKey().hash()) << what;
     EXPECT_TRUE(hashes.insert(key.hash()).second) << what << " collides";
   }
+}
+
+// Kernels cached by an older generator of the same release must not be
+// reused: the version in every key carries the codegen revision.
+TEST(CacheKey, VersionCarriesTheCodegenRevision) {
+  const std::string v = flashjitVersion();
+  const std::string suffix = "+cg" + std::to_string(kCodegenRevision);
+  ASSERT_GE(v.size(), suffix.size());
+  EXPECT_EQ(v.substr(v.size() - suffix.size()), suffix) << v;
+  CacheKey older = baseKey(), newer = baseKey();
+  older.flashjitVersion = "0.1.0+cg1";
+  newer.flashjitVersion = "0.1.0+cg2";
+  EXPECT_NE(older.hash(), newer.hash());
 }
 
 TEST(CacheKey, DoesNotDependOnBatchOrSequenceLengths) {

@@ -54,7 +54,13 @@ struct Artifact {
 Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
                            Arch arch, const CompileOptions &options = {});
 
-/// Version strings that identify the code the compiler emits (cache keys).
+/// Bumped whenever the generated code or the kernel ABI changes. It is part
+/// of flashjitVersion(), so kernels and tuned configs cached by an older
+/// build of the same release are not reused (2: session-4 register fixes).
+inline constexpr int kCodegenRevision = 2;
+
+/// Version strings that identify the code the compiler emits (cache keys):
+/// flashjit's is the release plus "+cg<kCodegenRevision>".
 std::string flashjitVersion();
 std::string llvmVersion();
 
