@@ -102,10 +102,12 @@ struct Emitter {
   Value insert(Value scalar, Value vec, ArrayRef<int64_t> pos) {
     return vector::InsertOp::create(b, loc, scalar, vec, pos);
   }
-  /// The same index, hidden from LLVM's loop optimisations by an asm move.
-  /// Shared-memory addresses built on it inside the main loop stay "one
-  /// register + immediate offset" instead of LICM hoisting one register per
-  /// fragment out of the loop (24 of them at d=128, enough to spill).
+  /// The same index, hidden from LLVM's loop optimisations by an asm move
+  /// with side effects (as a `bits`-wide integer: 32 for shared-memory
+  /// offsets and rows, 64 for global element offsets). Addresses built on
+  /// it inside the main loop stay "one register + immediate offset" instead
+  /// of LICM hoisting one register per fragment out of the loop (24 of them
+  /// at d=128, enough to spill).
   Value opaque(Value index, int bits = 32) {
     Type type = b.getIntegerType(bits);
     Value v = arith::IndexCastOp::create(b, loc, type, index);
@@ -175,7 +177,9 @@ using RowOffsetFn = function_ref<Value(Emitter &, Value row)>;
 /// element `base + rowOffset(r)`; rows at or past `rowLimit` (none when it is
 /// null) and columns at or past `dim` are filled with zeros (and read nothing:
 /// their source is `base`, an in-bounds element). Copies of 4 bytes or more are
-/// cp.async (the caller commits and waits for them).
+/// cp.async (the caller commits and waits for them). `inLoop`: emitted in the
+/// main loop (lane rows made opaque); `rowStride`: rowOffset(r) is r times it
+/// (K and V), which lets in-range rows walk a pointer chain.
 void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
               Value base, RowOffsetFn rowOffset, Value rowStart, Value rowLimit,
               int rows, int dim, int paddedDim, Value dst,
