@@ -59,7 +59,7 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
   // 4 need twice as many and take 8 warps and a shorter K/V tile; narrower
   // copies are synchronous loads, for which a second stage overlaps nothing
   // and costs registers.
-  int vecElems = std::min(spec.globalAlignElems, 8);
+  int vecElems = std::clamp(spec.globalAlignElems, 1, 8);
   while (spec.headDimQK % vecElems != 0 || spec.headDimV % vecElems != 0)
     vecElems /= 2;
   const int copyBytes = vecElems * elementBytes(spec.dtype);
@@ -93,8 +93,8 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
       spec.gqaGroup > 1;
   if (extraLiveValues) {
     preferred.blockN = std::min(preferred.blockN, 32);
-    if (d > 64) // two m16 tiles per warp no longer fit: one each
-      preferred.warps = std::max(preferred.warps, 8);
+    if (d > 64) // two m16 tiles per warp no longer fit: 8 warps of one each
+      preferred = {128, preferred.blockN, 8, preferred.stages};
   }
   // Parts with less shared memory (sm_86/89, sm_80 at d=256) take the first
   // smaller tile that fits: fewer stages, then a shorter K/V tile, then

@@ -772,9 +772,10 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             [&](OpBuilder &mb, Location ml) {
               Emitter me{mb, ml};
               // Per row, the keys it sees as [lo, hi) relative to this
-              // thread's first key column in the tile, clamped to [0, seqK]
-              // so that they fit 32 bits: one compare with a constant per
-              // score.
+              // thread's first key column in the tile: one compare with a
+              // constant per score. They fit 32 bits: hi is clamped to
+              // [0, seqK], lo to >= 0, and a visited tile starts at most a
+              // block's rows past any of its rows' lo.
               Value firstKey = me.add(tileStart, me.mul(inGroup, me.idx(2)));
               auto relative = [&](Value key) {
                 return arith::IndexCastOp::create(mb, ml, mb.getI32Type(),
