@@ -14,6 +14,13 @@ int roundUp(int v, int m) { return (v + m - 1) / m * m; }
 constexpr int kRowPadElems = 8;
 } // namespace
 
+int copyElems(const AttentionSpec &spec, int dim) {
+  int vec = std::clamp(spec.globalAlignElems, 1, 8);
+  while (dim % vec != 0)
+    vec /= 2;
+  return vec;
+}
+
 ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   ForwardLayout l;
   const int eb = elementBytes(spec.dtype);
@@ -59,10 +66,9 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
   // 4 need twice as many and take 8 warps and a shorter K/V tile; narrower
   // copies are synchronous loads, for which a second stage overlaps nothing
   // and costs registers.
-  int vecElems = std::clamp(spec.globalAlignElems, 1, 8);
-  while (spec.headDimQK % vecElems != 0 || spec.headDimV % vecElems != 0)
-    vecElems /= 2;
-  const int copyBytes = vecElems * elementBytes(spec.dtype);
+  const int copyBytes =
+      std::min(copyElems(spec, spec.headDimQK), copyElems(spec, spec.headDimV)) *
+      elementBytes(spec.dtype);
   TileConfig preferred;
   if (copyBytes < 4)
     preferred = {/*blockM=*/128, /*blockN=*/d <= 64 ? 32 : 16, /*warps=*/8,

@@ -184,11 +184,8 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
               Value base, RowOffsetFn rowOffset, Value rowStart, Value rowLimit,
               int rows, int dim, int paddedDim, Value dst,
               ArrayRef<Value> prefix, bool inLoop, Value rowStride = Value()) {
-  // Widest copy that the caller's alignment allows and that never crosses
-  // `dim` (columns past it must read as zeros, not as the next row's data).
-  int vec = std::min(k.spec.globalAlignElems, 8);
-  while (dim % vec != 0)
-    vec /= 2;
+  // Columns past `dim` must read as zeros, not as the next row's data.
+  const int vec = copyElems(k.spec, dim);
   const bool asyncCopies = vec * elementBytes(k.spec.dtype) >= 4;
   const int chunksPerRow = paddedDim / vec;
   const int chunks = rows * chunksPerRow;

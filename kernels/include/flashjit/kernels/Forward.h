@@ -50,6 +50,11 @@ struct ForwardLayout {
 };
 ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &config);
 
+/// Elements per global -> shared copy of a row of `dim` elements: the widest
+/// power of two up to 8 (16 bytes) that the alignment allows and that
+/// divides `dim` (a copy never crosses the end of a row).
+int copyElems(const AttentionSpec &spec, int dim);
+
 /// The heuristic default per arch: THE one table of default tile sizes.
 TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch);
 
