@@ -24,14 +24,6 @@ int64_t roundUpToPowerOfTwo(int64_t v, int64_t atLeast) {
   return p;
 }
 
-json configJson(const TileConfig &c) {
-  return {{"block_m", c.blockM},
-          {"block_n", c.blockN},
-          {"warps", c.warps},
-          {"stages", c.stages},
-          {"pack_gqa", c.packGqa}};
-}
-
 TileConfig configFrom(const json &j) {
   TileConfig c;
   c.blockM = j.at("block_m").get<int>();
@@ -48,16 +40,16 @@ json entryJson(const TuneKey &key, const TuneEntry &e) {
             {"gpu", key.gpu},
             {"flashjit_version", key.flashjitVersion},
             {"cuda_driver_version", key.driverVersion},
-            {"config", configJson(e.config)},
+            {"config", toJson(e.config)},
             {"ms", e.ms},
             {"candidates", e.candidates},
             {"tuned_at", e.tunedAtUtc}};
   if (e.runnerUp) {
-    j["runner_up"] = configJson(*e.runnerUp);
+    j["runner_up"] = toJson(*e.runnerUp);
     j["runner_up_ms"] = e.runnerUpMs;
   }
   if (e.defaultConfig) {
-    j["default"] = configJson(*e.defaultConfig);
+    j["default"] = toJson(*e.defaultConfig);
     j["default_ms"] = e.defaultMs;
   }
   return j;
@@ -80,6 +72,14 @@ TuneEntry entryFrom(const json &j) {
   return e;
 }
 } // namespace
+
+json toJson(const TileConfig &c) {
+  return {{"block_m", c.blockM},
+          {"block_n", c.blockN},
+          {"warps", c.warps},
+          {"stages", c.stages},
+          {"pack_gqa", c.packGqa}};
+}
 
 ShapeBucket shapeBucket(const AttentionParams &p) {
   return {roundUpToPowerOfTwo(p.seqlenQ, 64), roundUpToPowerOfTwo(p.seqlenK, 64),

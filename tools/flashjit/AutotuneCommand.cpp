@@ -51,11 +51,6 @@ void printSpace(const SearchSpace &space) {
   std::printf("\n");
 }
 
-nlohmann::json configJson(const TileConfig &c) {
-  return {{"block_m", c.blockM}, {"block_n", c.blockN}, {"warps", c.warps},
-          {"stages", c.stages},  {"pack_gqa", c.packGqa}};
-}
-
 /// "enumerated" and "pruned" (count per reason) of a search space.
 nlohmann::json spaceJson(const SearchSpace &space) {
   nlohmann::json j = {{"enumerated", space.enumerated},
@@ -90,7 +85,7 @@ int autotuneCommand(const AutotuneCliOptions &o) {
       j["arch"] = o.arch;
       j["candidates"] = nlohmann::json::array();
       for (const TileConfig &c : space.candidates)
-        j["candidates"].push_back(configJson(c));
+        j["candidates"].push_back(toJson(c));
       std::printf("%s\n", j.dump(2).c_str());
       return 0;
     }
@@ -158,7 +153,7 @@ int autotuneCommand(const AutotuneCliOptions &o) {
     if (!r.storeError.empty())
       j["store_error"] = r.storeError;
     for (const CandidateResult &c : r.ranked) {
-      nlohmann::json e = {{"config", configJson(c.config)},
+      nlohmann::json e = {{"config", toJson(c.config)},
                           {"default", c.config == r.baseline.config},
                           {"registers", c.registers},
                           {"local_bytes", c.localBytes}};

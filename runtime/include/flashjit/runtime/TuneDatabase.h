@@ -15,6 +15,8 @@
 #include "flashjit/compiler/AttentionSpec.h"
 #include "flashjit/kernels/AttentionParams.h"
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -48,6 +50,11 @@ struct TuneKey {
   /// The key's text in the file: every field, fixed order.
   std::string text() const;
 };
+
+/// A tile config as JSON ({"block_m": .., "block_n": .., "warps": ..,
+/// "stages": .., "pack_gqa": ..}), as the database and `flashjit autotune
+/// --json` write it.
+nlohmann::json toJson(const TileConfig &config);
 
 struct TuneEntry {
   TileConfig config;
