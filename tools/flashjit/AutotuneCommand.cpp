@@ -37,11 +37,7 @@ struct AutotuneCliOptions {
   std::string arch = "sm_90a"; ///< --list-space only
 };
 
-int failWith(const std::string &message, int code = 1) {
-  std::fflush(stdout);
-  std::fprintf(stderr, "flashjit autotune: %s\n", message.c_str());
-  return code;
-}
+constexpr const char *kCommand = "autotune";
 
 void printSpace(const SearchSpace &space) {
   std::printf("search:  %d configs enumerated, %d pruned before compiling",
@@ -64,19 +60,20 @@ int autotuneCommand(const AutotuneCliOptions &o) {
   AttentionSpec spec;
   Arch unusedArch;
   if (Status s = o.problem.spec.resolve(spec, unusedArch); !s)
-    return failWith(s.message(), 2);
+    return failWith(kCommand, s.message(), 2);
   if (o.problem.spec.hasTileOptions())
-    return failWith("autotune chooses the tile config itself; drop "
+    return failWith(kCommand, "autotune chooses the tile config itself; drop "
                     "--block-m, --block-n, --warps, --stages and --pack-gqa",
                     2);
   ForwardProblem shape;
   if (Status s = describeProblem(o.problem, spec, shape); !s)
-    return failWith(s.message(), 2);
+    return failWith(kCommand, s.message(), 2);
 
   if (o.listSpace) {
     auto arch = parseArch(o.arch);
     if (!arch)
-      return failWith("--arch must be one of " + archChoices() + ", got '" +
+      return failWith(kCommand,
+                      "--arch must be one of " + archChoices() + ", got '" +
                           o.arch + "'",
                       2);
     const SearchSpace space = forwardSearchSpace(spec, *arch);
@@ -99,7 +96,7 @@ int autotuneCommand(const AutotuneCliOptions &o) {
 
   auto created = Runtime::create();
   if (!created)
-    return failWith(created.message());
+    return failWith(kCommand, created.message());
   Runtime &rt = **created;
   const auto start = std::chrono::steady_clock::now();
   if (!o.json) {
@@ -110,7 +107,7 @@ int autotuneCommand(const AutotuneCliOptions &o) {
 
   auto inputs = uploadWorkspaces(rt, shape, spec, o.seed);
   if (!inputs)
-    return failWith(inputs.message());
+    return failWith(kCommand, inputs.message());
   std::vector<ForwardProblem> workspaces;
   for (const DeviceProblem &d : *inputs)
     workspaces.push_back(d.problem);
@@ -127,7 +124,7 @@ int autotuneCommand(const AutotuneCliOptions &o) {
   auto tuned = autotune(rt, workspaces, options);
   progress.finish();
   if (!tuned)
-    return failWith(tuned.message());
+    return failWith(kCommand, tuned.message());
   const AutotuneResult &r = *tuned;
   const double wall = std::chrono::duration<double>(
                           std::chrono::steady_clock::now() - start)
@@ -198,7 +195,7 @@ int autotuneCommand(const AutotuneCliOptions &o) {
   std::printf("\ntuned in %.1f s (compile %.1f s, measure %.1f s)\n", wall,
               r.compileSeconds, r.measureSeconds);
   if (!best.ok())
-    return failWith("every candidate failed; nothing stored");
+    return failWith(kCommand, "every candidate failed; nothing stored");
   std::printf("best:    %s  %.4f ms  %.1f TFLOP/s", configText(best.config).c_str(),
               best.ms, tflops(best.ms));
   if (r.baseline.ok())
@@ -210,7 +207,8 @@ int autotuneCommand(const AutotuneCliOptions &o) {
     std::printf("stored:  %s (bucket %s)\n", r.storedIn.c_str(),
                 toString(r.key.bucket).c_str());
   if (!r.storeError.empty())
-    return failWith("the ranking above was not stored: " + r.storeError);
+    return failWith(kCommand,
+                    "the ranking above was not stored: " + r.storeError);
   return 0;
 }
 } // namespace

@@ -31,11 +31,7 @@ struct BenchOptions {
   bool json = false;
 };
 
-int failWith(const std::string &message, int code = 1) {
-  std::fflush(stdout);
-  std::fprintf(stderr, "flashjit bench: %s\n", message.c_str());
-  return code;
-}
+constexpr const char *kCommand = "bench";
 
 struct Row {
   ForwardProblem shape;
@@ -81,11 +77,13 @@ int bench(const BenchOptions &o) {
   // before looking for a GPU.
   if (!o.seqlens.empty() &&
       (!o.problem.seqlensQ.empty() || !o.problem.seqlensK.empty()))
-    return failWith("--seqlens sweeps dense sequence lengths; it cannot be "
+    return failWith(kCommand,
+                    "--seqlens sweeps dense sequence lengths; it cannot be "
                     "combined with --seqlens-q/--seqlens-k (varlen)",
                     2);
   if (!o.headDims.empty() && o.problem.spec.headDimV)
-    return failWith("--head-dims sweeps head_dim_qk = head_dim_v; it cannot "
+    return failWith(kCommand,
+                    "--head-dims sweeps head_dim_qk = head_dim_v; it cannot "
                     "be combined with --head-dim-v",
                     2);
   std::vector<Row> rows;
@@ -108,15 +106,15 @@ int bench(const BenchOptions &o) {
       Row row;
       Arch unusedArch;
       if (Status s = po.spec.resolve(row.spec, unusedArch); !s)
-        return failWith(s.message(), 2);
+        return failWith(kCommand, s.message(), 2);
       if (Status s = describeProblem(po, row.spec, row.shape); !s)
-        return failWith(s.message(), 2);
+        return failWith(kCommand, s.message(), 2);
       rows.push_back(std::move(row));
     }
   }
   auto created = Runtime::create();
   if (!created)
-    return failWith(created.message());
+    return failWith(kCommand, created.message());
   Runtime &rt = **created;
   const DeviceInfo &dev = rt.device();
   int failures = 0;

@@ -7,6 +7,8 @@
 #ifndef FLASHJIT_TOOLS_COMMANDS_H
 #define FLASHJIT_TOOLS_COMMANDS_H
 
+#include <string>
+
 namespace CLI {
 class App;
 }
@@ -19,6 +21,11 @@ void addCacheCommand(CLI::App &app, int &exitCode);
 void addInfoCommand(CLI::App &app, int &exitCode);
 void addAutotuneCommand(CLI::App &app, int &exitCode);
 void addBenchCommand(CLI::App &app, int &exitCode);
+
+/// Prints "flashjit <command>: <message>" on stderr, after flushing stdout
+/// so that a report and its error stay in order in one pipe, and returns
+/// `exitCode` (1: failed; 2: usage error).
+int failWith(const char *command, const std::string &message, int exitCode = 1);
 
 } // namespace flashjit::cli
 

@@ -37,28 +37,22 @@ struct RunOptions {
 /// (batch, head) slices instead of checking all: a few seconds per check.
 constexpr double kCheckBudget = 4e10;
 
-int failWith(const std::string &message) {
-  std::fflush(stdout); // keep the report in order when both go to one pipe
-  std::fprintf(stderr, "flashjit run: %s\n", message.c_str());
-  return 1;
-}
+constexpr const char *kCommand = "run";
 
 int run(const RunOptions &o) {
   AttentionSpec spec;
   Arch unusedArch; // run compiles for the GPU it finds
   if (Status s = o.problem.spec.resolve(spec, unusedArch); !s)
-    return failWith(s.message());
+    return failWith(kCommand, s.message());
 
   // Bad sizes, windows, bias shapes or sequence lists are usage errors,
   // found before looking for a GPU.
   ForwardProblem p;
-  if (Status s = describeProblem(o.problem, spec, p); !s) {
-    failWith(s.message());
-    return 2;
-  }
+  if (Status s = describeProblem(o.problem, spec, p); !s)
+    return failWith(kCommand, s.message(), 2);
   auto created = Runtime::create();
   if (!created)
-    return failWith(created.message());
+    return failWith(kCommand, created.message());
   Runtime &rt = **created;
   std::printf("device:  %s\n", deviceText(rt).c_str());
   std::printf("problem: %s\n",
@@ -67,19 +61,19 @@ int run(const RunOptions &o) {
   // ---- inputs ---------------------------------------------------------------
   auto inputs = uploadProblem(rt, p, spec, o.seed);
   if (!inputs)
-    return failWith(inputs.message());
+    return failWith(kCommand, inputs.message());
   p = inputs->problem;
 
   auto tile = explicitTile(o.problem, p, rt.arch());
   if (!tile)
-    return failWith(tile.message());
+    return failWith(kCommand, tile.message());
   p.tile = *tile;
 
   // ---- compile or fetch -----------------------------------------------------
   const auto start = std::chrono::steady_clock::now();
   auto plan = rt.planForward(p);
   if (!plan)
-    return failWith(plan.message());
+    return failWith(kCommand, plan.message());
   const double prepareMs = std::chrono::duration<double, std::milli>(
                                std::chrono::steady_clock::now() - start)
                                .count();
@@ -113,19 +107,19 @@ int run(const RunOptions &o) {
     if (s)
       s = rt.launch(*plan);
     if (!s)
-      return failWith(s.message());
+      return failWith(kCommand, s.message());
   }
   std::vector<float> times;
   for (int i = 0; i < o.repeats; ++i) {
     if (Status s = poison(); !s)
-      return failWith(s.message());
+      return failWith(kCommand, s.message());
     auto ms = rt.timeMs([&] { return rt.launch(*plan); });
     if (!ms)
-      return failWith(ms.message());
+      return failWith(kCommand, ms.message());
     times.push_back(*ms);
   }
   if (Status s = rt.synchronize(); !s)
-    return failWith(s.message());
+    return failWith(kCommand, s.message());
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2];
   const double flops = forwardFlops(p);
@@ -138,12 +132,12 @@ int run(const RunOptions &o) {
   std::vector<uint16_t> ho(p.oElements());
   std::vector<float> hlse(p.lse ? p.lseElements() : 0);
   if (Status s = rt.copyToHost(ho.data(), p.o, ho.size() * elementBytes(p.dtype)); !s)
-    return failWith(s.message());
+    return failWith(kCommand, s.message());
   if (p.lse)
     if (Status s =
             rt.copyToHost(hlse.data(), p.lse, hlse.size() * sizeof(float));
         !s)
-      return failWith(s.message());
+      return failWith(kCommand, s.message());
   const double perSlice =
       double(p.seqlenQ) * p.seqlenK * double(p.headDimQK + p.headDimV);
   const int slices =

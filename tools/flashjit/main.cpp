@@ -4,6 +4,15 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
+
+int flashjit::cli::failWith(const char *command, const std::string &message,
+                            int exitCode) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "flashjit %s: %s\n", command, message.c_str());
+  return exitCode;
+}
+
 int main(int argc, char **argv) {
   CLI::App app{"flashjit: JIT-compiled FlashAttention kernels, specialised per "
                "head size, dtype and mask"};
