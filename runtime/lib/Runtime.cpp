@@ -284,25 +284,26 @@ std::string specKey(const AttentionSpec &spec) {
   return packed(fields);
 }
 
-/// The key of a compiled kernel.
-std::string memoryKey(const AttentionSpec &spec, const TileConfig &config) {
+/// The key of a compiled kernel, from its spec's key.
+std::string memoryKey(const std::string &specKey, const TileConfig &config) {
   const auto &[blockM, blockN, warps, stages, packGqa] = config;
   const int32_t fields[] = {blockM, blockN, warps, stages, packGqa};
-  return specKey(spec) + packed(fields);
+  return specKey + packed(fields);
 }
 
-/// The key of the tile config chosen for a spec and shape bucket.
-std::string configKey(const AttentionSpec &spec, const ShapeBucket &bucket) {
+/// The key of the tile config chosen for a spec (its key) and shape bucket.
+std::string configKey(const std::string &specKey, const ShapeBucket &bucket) {
   const auto &[seqlenQ, seqlenK, batchHeads] = bucket;
   const int64_t fields[] = {seqlenQ, seqlenK, batchHeads};
-  return specKey(spec) + packed(fields);
+  return specKey + packed(fields);
 }
 } // namespace
 
 Expected<ModuleCache::Kernel> Runtime::kernelFor(const AttentionSpec &spec,
-                                                 const TileConfig &config) {
+                                                 const TileConfig &config,
+                                                 const std::string &specKey) {
   return impl_->modules.getOrBuild(
-      memoryKey(spec, config), [&]() -> Expected<ModuleCache::Kernel> {
+      memoryKey(specKey, config), [&]() -> Expected<ModuleCache::Kernel> {
         Impl &rt = *impl_;
         const driver::Api &cu = *rt.cu;
         driver::ScopedContext scope(cu, rt.context);
@@ -369,11 +370,13 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p) {
     return s;
   ForwardPlan plan;
   plan.spec = specFor(p);
+  // Both in-memory keys below (tile config, kernel) start with the spec's.
+  const std::string packedSpec = specKey(plan.spec);
   if (p.tile) {
     plan.config = *p.tile;
     plan.source = ConfigSource::Explicit;
   } else {
-    const std::string key = configKey(plan.spec, shapeBucket(p));
+    const std::string key = configKey(packedSpec, shapeBucket(p));
     std::unique_lock<std::mutex> lock(impl_->configsMutex);
     auto it = impl_->configs.find(key);
     if (it != impl_->configs.end()) {
@@ -394,7 +397,7 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p) {
   // Checks the spec too.
   if (Status s = flashjit::validate(plan.config, plan.spec, impl_->arch); !s)
     return s;
-  auto kernel = kernelFor(plan.spec, plan.config);
+  auto kernel = kernelFor(plan.spec, plan.config, packedSpec);
   if (!kernel)
     return kernel.status();
   plan.kernel = std::move(*kernel);

@@ -190,8 +190,10 @@ private:
   explicit Runtime(std::unique_ptr<Impl> impl);
   friend class DeviceBuffer;
   Status free(void *ptr);
+  /// `specKey`: the spec's packed in-memory key (Runtime.cpp).
   Expected<ModuleCache::Kernel> kernelFor(const AttentionSpec &spec,
-                                          const TileConfig &config);
+                                          const TileConfig &config,
+                                          const std::string &specKey);
 
   std::unique_ptr<Impl> impl_;
 };
