@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -71,6 +72,18 @@ bool startsWith(const std::string &s, const char *prefix) {
 bool endsWith(const std::string &s, const std::string &suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+/// Whether `name` has the shape of CacheKey::entryName(): a kernel name,
+/// "-", and 16 hex digits of the key's hash.
+bool isEntryName(const std::string &name) {
+  constexpr size_t kHashDigits = 16; // hex16
+  if (name.size() <= kHashDigits + 1 ||
+      name[name.size() - kHashDigits - 1] != '-')
+    return false;
+  return std::all_of(name.end() - kHashDigits, name.end(), [](char c) {
+    return std::isxdigit(static_cast<unsigned char>(c)) != 0;
+  });
 }
 } // namespace
 
@@ -324,13 +337,11 @@ Expected<int> DiskCache::clear() const {
   int removed = 0;
   for (const fs::path &p : paths) {
     const std::string name = p.filename().string();
-    // A lock file beside a plain file (tune.json.lock) belongs to that
-    // file's writers, not to a kernel entry.
+    // Only an entry's own lock goes (other files' locks, such as
+    // tune.json.lock, belong to their writers).
     const bool entryLock =
         endsWith(name, kLockSuffix) &&
-        !fs::is_regular_file(
-            p.parent_path() / name.substr(0, name.size() - std::strlen(kLockSuffix)),
-            ec);
+        isEntryName(name.substr(0, name.size() - std::strlen(kLockSuffix)));
     if (entryLock || startsWith(name, kTempPrefix) ||
         startsWith(name, kTrashPrefix)) {
       fs::remove_all(p, ec);
