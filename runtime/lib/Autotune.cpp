@@ -108,12 +108,6 @@ std::string compareOutputs(const Outputs &got, const Outputs &want,
   }
   return {};
 }
-
-/// Plans of every candidate for every workspace (the kernel compiles for
-/// the first; the others are memory hits). Runs on many threads.
-struct Compiled {
-  std::vector<ForwardPlan> plans; ///< one per workspace; empty: failed
-};
 } // namespace
 
 int workspacesToRotate(size_t bytesPerWorkspace, int64_t l2Bytes) {
@@ -173,7 +167,9 @@ Expected<AutotuneResult> autotune(Runtime &rt,
   const SearchSpace &space = result.space;
   const int n = int(space.candidates.size());
   std::vector<CandidateResult> candidates(n);
-  std::vector<Compiled> compiled(n);
+  // Per candidate, one plan per workspace (the kernel compiles for the
+  // first; the others are memory hits); empty when it failed.
+  std::vector<std::vector<ForwardPlan>> compiled(n);
   for (int i = 0; i < n; ++i)
     candidates[i].config = space.candidates[i];
 
@@ -196,10 +192,10 @@ Expected<AutotuneResult> autotune(Runtime &rt,
         auto plan = rt.planForward(p);
         if (!plan) {
           candidates[i].failure = "compile: " + plan.message();
-          compiled[i].plans.clear();
+          compiled[i].clear();
           return;
         }
-        compiled[i].plans.push_back(std::move(*plan));
+        compiled[i].push_back(std::move(*plan));
       }
     };
     auto worker = [&] {
@@ -208,7 +204,7 @@ Expected<AutotuneResult> autotune(Runtime &rt,
           compileOne(i);
         } catch (const std::exception &e) { // bad_alloc: this one fails
           candidates[i].failure = std::string("compile: ") + e.what();
-          compiled[i].plans.clear();
+          compiled[i].clear();
         }
         std::lock_guard<std::mutex> guard(progressMutex);
         if (options.progress)
@@ -239,7 +235,7 @@ Expected<AutotuneResult> autotune(Runtime &rt,
     options.progress("measure", 0, n);
   for (int i = 0; i < n; ++i) {
     CandidateResult &c = candidates[i];
-    const auto &plans = compiled[i].plans;
+    const auto &plans = compiled[i];
     if (c.ok() && !contextLost.empty())
       c.failure = "not measured: " + contextLost;
     if (c.ok()) {

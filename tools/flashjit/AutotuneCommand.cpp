@@ -175,10 +175,12 @@ int autotuneCommand(const AutotuneCliOptions &o) {
     if (!c.ok() || shown >= o.top)
       continue;
     ++shown;
+    const bool isDefault = c.config == r.baseline.config;
     const std::string note =
-        std::string(c.config == r.baseline.config ? "default" : "") +
-        (c.localBytes ? (c.config == r.baseline.config ? ", spills" : "spills")
-                      : "");
+        isDefault && c.localBytes ? "default, spills"
+        : isDefault               ? "default"
+        : c.localBytes            ? "spills"
+                                  : "";
     std::printf("%4d  %-40s %10.4f %10.4f %8.1f %8.2fx %5d %s\n", shown,
                 configText(c.config).c_str(), c.ms, c.minMs, tflops(c.ms),
                 r.baseline.ok() ? r.baseline.ms / c.ms : 0.0, c.registers,
