@@ -51,6 +51,11 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   l.qInRegisters = oRegs + sRegs + qRegs + kOverheadRegs <= qInRegistersBudget;
   l.estimatedRegisters =
       oRegs + sRegs + (l.qInRegisters ? qRegs : 0) + kOverheadRegs;
+  // Past this estimate the interleaved rescale spills (ptxas 13 at d=100,
+  // 128x64 w4: 216); at or below it the branch only costs (d=96, 128x64 w4
+  // and d=256, 128x64 w8: 200, 6-13% slower with it).
+  constexpr int kInterleavedRescaleRegs = 200;
+  l.rescaleOnNewMax = l.estimatedRegisters > kInterleavedRescaleRegs;
   return l;
 }
 
@@ -75,12 +80,10 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
                  /*stages=*/1};
   else if (copyBytes == 4)
     preferred = {128, d <= 64 ? 32 : 16, 8, 2};
-  else if (d <= (copyBytes == 16 ? 96 : 88))
+  else if (d <= 112)
     preferred = {128, 64, 4, 2};
-  else if (d <= 104)
-    preferred = {128, 48, 4, 2};
   else if (d <= 128)
-    preferred = {128, 32, 4, 2};
+    preferred = {128, 48, 4, 2};
   else if (d > 176 && d <= 192 && copyBytes == 16)
     // 4 warps of 16 rows, Q re-read from smem (up to d=176 the layout keeps
     // Q in registers, and 8-byte copies need more addresses: both spill).

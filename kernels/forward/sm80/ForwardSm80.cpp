@@ -30,6 +30,7 @@
 #include "mlir/Dialect/UB/IR/UBOps.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -120,6 +121,19 @@ struct Emitter {
             /*asm_dialect=*/nullptr,
             /*operand_attrs=*/nullptr)
             .getResult(0);
+    return toIndex(v);
+  }
+  /// A special register (%tid.x, %ctaid.y, ...) read by an asm move with
+  /// side effects: a fresh read that LLVM does not merge with earlier ones,
+  /// so that values derived from it are not kept live from before a loop.
+  Value freshSreg(StringRef name) {
+    Value v = LLVM::InlineAsmOp::create(
+                  b, loc, b.getI32Type(), ValueRange{},
+                  ("mov.u32 $0, " + name + ";").str(), "=r",
+                  /*has_side_effects=*/true, /*is_align_stack=*/false,
+                  LLVM::tailcallkind::TailCallKind::None,
+                  /*asm_dialect=*/nullptr, /*operand_attrs=*/nullptr)
+                  .getResult(0);
     return toIndex(v);
   }
   /// max or sum of `vals` as a balanced tree: depth log2(n) instead of a
@@ -674,6 +688,15 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
     return out;
   };
 
+  // An accumulator tile with row half h multiplied by factor[h].
+  auto scaleRows = [&](Emitter &x, Value acc, ArrayRef<Value> factor) {
+    for (int half = 0; half < 2; ++half)
+      for (int el = 0; el < 2; ++el)
+        acc = x.insert(x.fmul(x.extract(acc, {half, el}), factor[half]), acc,
+                       {half, el});
+    return acc;
+  };
+
   auto forOp = scf::ForOp::create(
       builder, loc, e.idx(0), nBlocks, e.idx(1), init,
       [&](OpBuilder &b, Location l, Value it, ValueRange carried) {
@@ -823,8 +846,12 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         // ---- online softmax ----
         SmallVector<Value> next(carried.begin(), carried.end());
         SmallVector<SmallVector<Value>> pFrag(k.mTiles); // A operands of P V
+        SmallVector<SmallVector<Value>> alphas(k.mTiles);
+        Value maxMoved; // some row of this thread has a new maximum
         for (int mt = 0; mt < k.mTiles; ++mt) {
-          SmallVector<Value> alpha(2), mUse(2);
+          SmallVector<Value> &alpha = alphas[mt];
+          alpha.resize(2);
+          SmallVector<Value> mUse(2);
           for (int half = 0; half < 2; ++half) {
             SmallVector<Value> scores;
             for (int nt = 0; nt < k.nTiles; ++nt)
@@ -839,6 +866,11 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             mUse[half] = le.select(le.feq(mNew, negInfF), zeroF, mNew);
             alpha[half] = le.exp2(le.fsub(mOld, mUse[half]));
             next[mOffset + 2 * mt + half] = mNew;
+            if (L.rescaleOnNewMax) {
+              Value moved = arith::CmpFOp::create(
+                  b, l, arith::CmpFPredicate::OGT, mNew, mOld);
+              maxMoved = maxMoved ? le.orI(maxMoved, moved) : moved;
+            }
           }
           SmallVector<SmallVector<Value>> rowTerms(2);
           SmallVector<Value> pTiles;
@@ -862,16 +894,10 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                 le.fma(lOld, alpha[half],
                        le.treeReduce(rowTerms[half], /*isMax=*/false));
           }
-          // Rescale O rows by alpha.
-          for (int dt = 0; dt < k.dTilesV; ++dt) {
-            Value acc = carried[mt * k.dTilesV + dt];
-            for (int half = 0; half < 2; ++half)
-              for (int el = 0; el < 2; ++el)
-                acc =
-                    le.insert(le.fmul(le.extract(acc, {half, el}), alpha[half]),
-                              acc, {half, el});
-            next[mt * k.dTilesV + dt] = acc;
-          }
+          if (!L.rescaleOnNewMax)
+            for (int dt = 0; dt < k.dTilesV; ++dt)
+              next[mt * k.dTilesV + dt] =
+                  scaleRows(le, carried[mt * k.dTilesV + dt], alpha);
           // P as A fragments: k-step kk joins score tiles 2kk and 2kk+1.
           // (vector.insert of whole rows: vector.shuffle of 2-D vectors has
           // no LLVM lowering.)
@@ -883,6 +909,33 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             }
             pFrag[mt].push_back(a);
           }
+        }
+
+        // ---- with rescaleOnNewMax, O *= alpha only when some row of the
+        // warp has a new maximum (alpha = 1 everywhere otherwise: most
+        // iterations after the first tiles). The vote keeps the branch
+        // warp-uniform.
+        if (L.rescaleOnNewMax) {
+          Value anyMoved =
+              NVVM::VoteSyncOp::create(b, l, b.getI1Type(), le.i32(-1),
+                                       maxMoved, NVVM::VoteSyncKind::any)
+                  .getResult();
+          auto branch = scf::IfOp::create(
+              b, l, anyMoved,
+              [&](OpBuilder &rb, Location rl) {
+                Emitter re{rb, rl};
+                SmallVector<Value> scaled;
+                for (int mt = 0; mt < k.mTiles; ++mt)
+                  for (int dt = 0; dt < k.dTilesV; ++dt)
+                    scaled.push_back(
+                        scaleRows(re, carried[mt * k.dTilesV + dt], alphas[mt]));
+                scf::YieldOp::create(rb, rl, scaled);
+              },
+              [&](OpBuilder &sb, Location sl) {
+                scf::YieldOp::create(sb, sl, carried.take_front(oCount));
+              });
+          for (int i = 0; i < oCount; ++i)
+            next[i] = branch.getResult(i);
         }
 
         // ---- O += P V ----
@@ -908,6 +961,23 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         scf::YieldOp::create(b, l, next);
       });
   ValueRange results = forOp.getResults();
+  // The epilogue rebuilds this thread's coordinates from opaque copies of
+  // tid and the block's first row: otherwise LLVM keeps every derived value
+  // (warp row, group, column pair, ...) live across the main loop, where
+  // the accumulators need the registers.
+  {
+    Value tidE = e.freshSreg("%tid.x");
+    warp = e.div(tidE, kWarpSize);
+    lane = e.rem(tidE, kWarpSize);
+    group = e.div(lane, 4);
+    inGroup = e.rem(lane, 4);
+    warpRow0 = e.mul(warp, e.idx(L.rowsPerWarp));
+    mStart = e.mul(e.freshSreg("%ctaid.x"), e.idx(cfg.blockM));
+    yBlock = e.freshSreg("%ctaid.y");
+    batch = e.freshSreg("%ctaid.z");
+    kvHead = packed ? yBlock : e.div(yBlock, gqa);
+    oSeqBase = e.add(e.mul(batch, oBS), e.mul(startQ, oRS));
+  }
   // No copy is in flight here: every group issued was for a tile < nBlocks,
   // and each was waited for before its tile was used.
 
@@ -915,6 +985,18 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   // -----------------------------------
   auto storeAlign = spec.globalAlignElems >= 2;
   auto pairType = VectorType::get({2}, elemTy);
+  // With 8- or 16-byte rows chunks, O goes through this warp's own rows of
+  // the Q tile in shared memory (no other warp reads them, so a warp
+  // barrier suffices) and leaves as whole chunks: a warp writes full rows
+  // instead of 4-byte pieces of 8 rows.
+  const int oVec = copyElems(spec, spec.headDimV);
+  const bool stageO = oVec * elementBytes(spec.dtype) >= 8 &&
+                      L.paddedHeadDimV <= L.paddedHeadDimQK;
+  Value oStage;
+  if (stageO) {
+    NVVM::SyncWarpOp::create(builder, loc, e.i32(-1)); // last Q reads done
+    oStage = qSmem;
+  }
   for (int mt = 0; mt < k.mTiles; ++mt)
     for (int half = 0; half < 2; ++half) {
       Value lSum = e.quadReduce(results[lOffset + 2 * mt + half], false);
@@ -923,13 +1005,30 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
       Value inv = e.select(empty, zeroF,
                            arith::DivFOp::create(builder, loc, e.f32(1), lSum));
       Value query = rowQuery(e, mt, half), head = rowHead(e, mt, half);
+      if (stageO) {
+        Value stageRow =
+            e.add(warpRow0, e.add(e.idx(mt * kMmaM + half * 8), group));
+        for (int dt = 0; dt < k.dTilesV; ++dt) {
+          Value acc = results[mt * k.dTilesV + dt];
+          Value pair = arith::TruncFOp::create(
+              builder, loc, pairType,
+              vector::FromElementsOp::create(
+                  builder, loc, VectorType::get({2}, f32),
+                  ValueRange{e.fmul(e.extract(acc, {half, 0}), inv),
+                             e.fmul(e.extract(acc, {half, 1}), inv)}));
+          Value col = e.add(e.idx(dt * kMmaN), e.mul(inGroup, e.idx(2)));
+          vector::StoreOp::create(builder, loc, pair, oStage,
+                                  ValueRange{stageRow, col},
+                                  /*nontemporal=*/false, llvm::MaybeAlign(4));
+        }
+      }
       auto inRange = scf::IfOp::create(
           builder, loc, e.lt(rowIndex(e, mt, half), rowLimit), false);
       OpBuilder::InsertionGuard g(builder);
       builder.setInsertionPointToStart(&inRange.getThenRegion().front());
       Value rowBase =
           e.add(oSeqBase, e.add(e.mul(query, oRS), e.mul(head, oHS)));
-      for (int dt = 0; dt < k.dTilesV; ++dt) {
+      for (int dt = 0; dt < (stageO ? 0 : k.dTilesV); ++dt) {
         Value acc = results[mt * k.dTilesV + dt];
         Value c0 = e.fmul(e.extract(acc, {half, 0}), inv);
         Value c1 = e.fmul(e.extract(acc, {half, 1}), inv);
@@ -974,6 +1073,38 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         memref::StoreOp::create(builder, loc, lseVal, lse, ValueRange{lseIdx});
       }
     }
+  if (stageO) {
+    // This warp's rows of O, chunk c of row r at lane (r * chunksPerRow + c)
+    // % 32: consecutive lanes write consecutive chunks of a row.
+    NVVM::SyncWarpOp::create(builder, loc, e.i32(-1));
+    const int chunksPerRow = spec.headDimV / oVec;
+    const int chunks = L.rowsPerWarp * chunksPerRow;
+    auto chunkType = VectorType::get({oVec}, elemTy);
+    for (int first = 0; first < chunks; first += kWarpSize) {
+      Value chunk = e.add(lane, e.idx(first));
+      Value row = e.div(chunk, chunksPerRow);
+      Value col = e.mul(e.rem(chunk, chunksPerRow), e.idx(oVec));
+      Value tileRow = e.add(warpRow0, row);
+      Value globalRow = e.add(mStart, tileRow);
+      Value cond = e.lt(globalRow, rowLimit);
+      if (first + kWarpSize > chunks)
+        cond = e.andI(cond, e.lt(chunk, e.idx(chunks)));
+      auto store = scf::IfOp::create(builder, loc, cond, false);
+      OpBuilder::InsertionGuard g(builder);
+      builder.setInsertionPointToStart(&store.getThenRegion().front());
+      const int chunkBytes = oVec * elementBytes(spec.dtype);
+      Value val = vector::LoadOp::create(builder, loc, chunkType, oStage,
+                                         ValueRange{tileRow, col},
+                                         /*nontemporal=*/false,
+                                         llvm::MaybeAlign(chunkBytes));
+      Value idx = e.add(oSeqBase, e.add(e.add(e.mul(queryOf(e, globalRow), oRS),
+                                              e.mul(headOf(e, globalRow), oHS)),
+                                        col));
+      vector::StoreOp::create(builder, loc, val, o, ValueRange{idx},
+                              /*nontemporal=*/false,
+                              llvm::MaybeAlign(chunkBytes));
+    }
+  }
   gpu::ReturnOp::create(builder, loc);
   return success();
 }

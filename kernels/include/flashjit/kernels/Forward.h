@@ -47,6 +47,11 @@ struct ForwardLayout {
   /// Rough count of 32-bit registers per thread the accumulators, the Q
   /// fragments and the scores need (the pruning estimate, not ptxas's count).
   int estimatedRegisters = 0;
+  /// O is rescaled only when some row of the warp has a new maximum, in a
+  /// branch of its own. The branch keeps ptxas from interleaving the
+  /// rescale with the softmax, which frees registers where they are short
+  /// and costs speed where they are not (H200 A/B in bench/results).
+  bool rescaleOnNewMax = false;
 };
 ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &config);
 

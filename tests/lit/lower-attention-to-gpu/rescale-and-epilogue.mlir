@@ -1,0 +1,44 @@
+// RUN: flashjit-opt %s --split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
+
+// 128x64, 4 warps at head_dim 100: about 216 registers by the estimate, so O
+// is rescaled in a branch of its own, taken when some row of the warp has a
+// new maximum (a warp vote). O leaves through the warp's rows of the Q tile
+// in 8-byte chunks (alignment 4 elements).
+// CHECK-LABEL: gpu.func @rescale_on_new_max
+// CHECK: scf.for
+// CHECK: arith.cmpf ogt
+// CHECK: %[[MOVED:.*]] = nvvm.vote.sync{{ +}}any %{{.*}}, %{{.*}} -> i1
+// CHECK: scf.if %[[MOVED]] -> (vector<2x2xf32>
+// CHECK: arith.mulf
+// CHECK: } else {
+// CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 4 : i32, transpose = true}
+// CHECK: scf.yield
+// CHECK: nvvm.bar.warp.sync
+// CHECK: vector.store {{.*}} : memref<128x120xbf16, #gpu.address_space<workgroup>>, vector<2xbf16>
+// CHECK: nvvm.bar.warp.sync
+// CHECK: vector.load {{.*}} : memref<128x120xbf16, #gpu.address_space<workgroup>>, vector<4xbf16>
+// CHECK: vector.store {{.*}} : memref<1099511627776xbf16, 1>, vector<4xbf16>
+// CHECK: gpu.return
+flashjit.attention_fwd @rescale_on_new_max arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 100, head_dim_v = 100, mask = "causal", gqa_group = 1, lse = true, align = 4> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>
+
+// -----
+
+// 128x64, 4 warps at head_dim 96: 200 registers by the estimate; the
+// rescale stays next to the softmax, unconditional. 16-byte chunks out.
+// CHECK-LABEL: gpu.func @rescale_always
+// CHECK: scf.for
+// CHECK-NOT: nvvm.vote.sync
+// CHECK: scf.yield
+// CHECK: vector.load {{.*}} vector<8xbf16>
+// CHECK: gpu.return
+flashjit.attention_fwd @rescale_always arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 96, head_dim_v = 96, mask = "none", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>
+
+// -----
+
+// 4-byte copies (alignment 2): O is stored from the fragments, no staging.
+// CHECK-LABEL: gpu.func @direct_store
+// CHECK: scf.yield
+// CHECK-NOT: nvvm.bar.warp.sync
+// CHECK: vector.store {{.*}} : memref<1099511627776xbf16, 1>, vector<2xbf16>
+// CHECK: gpu.return
+flashjit.attention_fwd @direct_store arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 2> config = #flashjit.tile<block_m = 128, block_n = 32, warps = 8, stages = 2>
