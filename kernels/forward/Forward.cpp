@@ -83,7 +83,7 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
   else if (d <= 112)
     preferred = {128, 64, 4, 2};
   else if (d <= 128)
-    preferred = {128, 48, 4, 2};
+    preferred = {128, 32, 4, 2};
   else if (d > 176 && d <= 192 && copyBytes == 16)
     // 4 warps of 16 rows, Q re-read from smem (up to d=176 the layout keeps
     // Q in registers, and 8-byte copies need more addresses: both spill).

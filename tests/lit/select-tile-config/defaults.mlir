@@ -18,7 +18,7 @@ flashjit.attention_fwd @d256 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 8, stages = 1>
 flashjit.attention_fwd @d256sm80 arch = "sm_80" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 256, head_dim_v = 256, mask = "none", gqa_group = 1, lse = true, align = 8>
 
-// Causal takes the same rows; 64-row K/V tiles up to d=112, 48-row ones
+// Causal takes the same rows; 64-row K/V tiles up to d=112, 32-row ones
 // at 113 <= d <= 128; unaligned (scalar-copy) kernels have their own rows.
 // CHECK-LABEL: @d64causal
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
@@ -27,7 +27,7 @@ flashjit.attention_fwd @d64causal arch = "sm_90a" spec = #flashjit.spec<dtype = 
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
 flashjit.attention_fwd @d100align4 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 100, head_dim_v = 100, mask = "causal", gqa_group = 1, lse = true, align = 4>
 // CHECK-LABEL: @d128causal
-// CHECK-SAME: config = <block_m = 128, block_n = 48, warps = 4, stages = 2>
+// CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 4, stages = 2>
 flashjit.attention_fwd @d128causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 128, head_dim_v = 128, mask = "causal", gqa_group = 1, lse = true, align = 8>
 // CHECK-LABEL: @d33align1
 // CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 1>
