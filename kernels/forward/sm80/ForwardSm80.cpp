@@ -961,23 +961,6 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         scf::YieldOp::create(b, l, next);
       });
   ValueRange results = forOp.getResults();
-  // The epilogue rebuilds this thread's coordinates from opaque copies of
-  // tid and the block's first row: otherwise LLVM keeps every derived value
-  // (warp row, group, column pair, ...) live across the main loop, where
-  // the accumulators need the registers.
-  {
-    Value tidE = e.freshSreg("%tid.x");
-    warp = e.div(tidE, kWarpSize);
-    lane = e.rem(tidE, kWarpSize);
-    group = e.div(lane, 4);
-    inGroup = e.rem(lane, 4);
-    warpRow0 = e.mul(warp, e.idx(L.rowsPerWarp));
-    mStart = e.mul(e.freshSreg("%ctaid.x"), e.idx(cfg.blockM));
-    yBlock = e.freshSreg("%ctaid.y");
-    batch = e.freshSreg("%ctaid.z");
-    kvHead = packed ? yBlock : e.div(yBlock, gqa);
-    oSeqBase = e.add(e.mul(batch, oBS), e.mul(startQ, oRS));
-  }
   // No copy is in flight here: every group issued was for a tile < nBlocks,
   // and each was waited for before its tile was used.
 
@@ -992,11 +975,26 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   const int oVec = copyElems(spec, spec.headDimV);
   const bool stageO = oVec * elementBytes(spec.dtype) >= 8 &&
                       L.paddedHeadDimV <= L.paddedHeadDimQK;
-  Value oStage;
+  // The staged epilogue rebuilds this thread's coordinates from fresh
+  // reads of %tid and %ctaid: otherwise LLVM keeps every derived value (warp
+  // row, group, column pair, O base) live across the main loop, where the
+  // accumulators need the registers (the direct stores of narrow-copy
+  // kernels need fewer, and there ptxas did better without).
   if (stageO) {
+    Value tidE = e.freshSreg("%tid.x");
+    warp = e.div(tidE, kWarpSize);
+    lane = e.rem(tidE, kWarpSize);
+    group = e.div(lane, 4);
+    inGroup = e.rem(lane, 4);
+    warpRow0 = e.mul(warp, e.idx(L.rowsPerWarp));
+    mStart = e.mul(e.freshSreg("%ctaid.x"), e.idx(cfg.blockM));
+    yBlock = e.freshSreg("%ctaid.y");
+    batch = e.freshSreg("%ctaid.z");
+    kvHead = packed ? yBlock : e.div(yBlock, gqa);
+    oSeqBase = e.add(e.mul(batch, oBS), e.mul(startQ, oRS));
     NVVM::SyncWarpOp::create(builder, loc, e.i32(-1)); // last Q reads done
-    oStage = qSmem;
   }
+  Value oStage = stageO ? qSmem : Value();
   for (int mt = 0; mt < k.mTiles; ++mt)
     for (int half = 0; half < 2; ++half) {
       Value lSum = e.quadReduce(results[lOffset + 2 * mt + half], false);
