@@ -3,9 +3,10 @@
 // Builds one gpu.func per spec/config, thread-level, with the nvgpu dialect:
 //
 //   load Q tile (cp.async) -> ldmatrix into registers (kept for the kernel)
-//   prefetch stages-1 K/V tiles (cp.async, one commit group per tile)
+//   prefetch max(stages-1, 1) K/V tiles (cp.async, one commit group per tile)
 //   for each K/V tile, last to first (the masked tiles come first):
 //     wait for its group; barrier; prefetch the tile stages-1 ahead
+//     (one stage: load V now and the next K after Q K^T, as FA2 does)
 //     S  = Q K^T                      (ldmatrix K, mma.sync m16n8k16)
 //     S  = mask(S)                    (only tiles that cross a boundary)
 //     m' = max(m, row_max(S) * scale) ; alpha = exp2(m - m')
@@ -489,17 +490,20 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   Value nBlocks =
       e.select(active, e.maxS(e.sub(hiBlock, loBlock), e.idx(0)), e.idx(0));
 
-  auto loadKV = [&](Value nBlock, Value slot, bool inLoop) {
-    Value rowStart = e.mul(nBlock, e.idx(cfg.blockN));
-    // Only the first tile visited (hiBlock - 1) can reach past seqlen_k;
-    // the loop prefetches tiles below it, whose rows need no bounds check.
-    Value rowLimit = inLoop && cfg.stages > 1 ? Value() : seqK;
+  // Only the first tile visited (hiBlock - 1) can reach past seqlen_k: the
+  // prologue loads it; the loop loads tiles below it, whose rows need no
+  // bounds check.
+  auto loadK = [&](Value nBlock, Value slot, bool inLoop) {
     auto kRow = [&](Emitter &x, Value r) { return x.mul(r, kRS); };
+    copyTile(e, k, tid, kT, kBase, kRow, e.mul(nBlock, e.idx(cfg.blockN)),
+             inLoop ? Value() : seqK, cfg.blockN, spec.headDimQK,
+             L.paddedHeadDimQK, kSmem, {slot}, inLoop, kRS);
+  };
+  auto loadV = [&](Value nBlock, Value slot, bool inLoop) {
     auto vRow = [&](Emitter &x, Value r) { return x.mul(r, vRS); };
-    copyTile(e, k, tid, kT, kBase, kRow, rowStart, rowLimit, cfg.blockN,
-             spec.headDimQK, L.paddedHeadDimQK, kSmem, {slot}, inLoop, kRS);
-    copyTile(e, k, tid, v, vBase, vRow, rowStart, rowLimit, cfg.blockN,
-             spec.headDimV, L.paddedHeadDimV, vSmem, {slot}, inLoop, vRS);
+    copyTile(e, k, tid, v, vBase, vRow, e.mul(nBlock, e.idx(cfg.blockN)),
+             inLoop ? Value() : seqK, cfg.blockN, spec.headDimV,
+             L.paddedHeadDimV, vSmem, {slot}, inLoop, vRS);
   };
   auto tileOfIteration = [&](Value it) { // iteration it -> tile hiBlock-1-it
     return e.sub(e.sub(hiBlock, e.idx(1)), it);
@@ -510,19 +514,22 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   copyTile(e, k, tid, q, qSeqBase, qRowOffset, mStart, rowLimit, cfg.blockM,
            spec.headDimQK, L.paddedHeadDimQK, qSmem, {}, /*inLoop=*/false);
   commitGroup(e);
-  // Prefetch the first stages-1 K/V tiles (each its own group).
-  for (int s = 0; s + 1 < cfg.stages; ++s) {
+  // Prefetch the first stages-1 K/V tiles (each its own group); one stage
+  // prefetches the first tile into its only slot.
+  const int prologueTiles = std::max(cfg.stages - 1, 1);
+  for (int s = 0; s < prologueTiles; ++s) {
     Value has = e.lt(e.idx(s), nBlocks);
     auto ifOp = scf::IfOp::create(builder, loc, has, /*withElse=*/false);
     {
       OpBuilder::InsertionGuard g(builder);
       builder.setInsertionPointToStart(&ifOp.getThenRegion().front());
-      loadKV(tileOfIteration(e.idx(s)), e.idx(s), /*inLoop=*/false);
+      loadK(tileOfIteration(e.idx(s)), e.idx(s), /*inLoop=*/false);
+      loadV(tileOfIteration(e.idx(s)), e.idx(s), /*inLoop=*/false);
     }
     commitGroup(e);
   }
   // Wait for Q only (the K/V groups may stay in flight).
-  waitGroups(e, cfg.stages - 1);
+  waitGroups(e, prologueTiles);
   gpu::BarrierOp::create(builder, loc);
 
   auto fragType = [&](int rows) { return VectorType::get({rows, 2}, elemTy); };
@@ -704,12 +711,19 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         Value nBlock = tileOfIteration(it);
         Value slot = le.rem(it, cfg.stages);
         // ---- pipeline: this tile's group done, prefetch stages-1 ahead ----
+        // One stage (FlashAttention-2's order): K of this tile has landed
+        // (and V, for the first tile); V loads behind Q K^T, and the next
+        // K behind the softmax and P V (after the barrier below).
         if (cfg.stages == 1) {
-          gpu::BarrierOp::create(b, l); // previous tile fully consumed
-          loadKV(nBlock, le.idx(0), /*inLoop=*/true);
-          commitGroup(le);
           waitGroups(le, 0);
-          gpu::BarrierOp::create(b, l);
+          gpu::BarrierOp::create(b, l); // and every warp is done with V
+          auto vIf = scf::IfOp::create(b, l, le.gt(it, le.idx(0)), false);
+          {
+            OpBuilder::InsertionGuard g(b);
+            b.setInsertionPointToStart(&vIf.getThenRegion().front());
+            loadV(nBlock, le.idx(0), /*inLoop=*/true);
+          }
+          commitGroup(le);
         } else {
           waitGroups(le, cfg.stages - 2);
           gpu::BarrierOp::create(b, l);
@@ -720,8 +734,10 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             b.setInsertionPointToStart(&pre.getThenRegion().front());
             // `b` is `builder` (the region builders pass it through), so
             // the helpers that emit via `e` land here too.
-            loadKV(tileOfIteration(ahead), le.rem(ahead, cfg.stages),
-                   /*inLoop=*/true);
+            loadK(tileOfIteration(ahead), le.rem(ahead, cfg.stages),
+                  /*inLoop=*/true);
+            loadV(tileOfIteration(ahead), le.rem(ahead, cfg.stages),
+                  /*inLoop=*/true);
           }
           commitGroup(le);
         }
@@ -842,6 +858,19 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         for (int mt = 0; mt < k.mTiles; ++mt)
           for (int nt = 0; nt < k.nTiles; ++nt)
             sAcc[mt][nt] = maskIf.getResult(mt * k.nTiles + nt);
+
+        if (cfg.stages == 1) {
+          waitGroups(le, 0); // V of this tile
+          gpu::BarrierOp::create(b, l); // and every warp is done with K
+          Value next = le.add(it, le.idx(1));
+          auto kIf = scf::IfOp::create(b, l, le.lt(next, nBlocks), false);
+          {
+            OpBuilder::InsertionGuard g(b);
+            b.setInsertionPointToStart(&kIf.getThenRegion().front());
+            loadK(tileOfIteration(next), le.idx(0), /*inLoop=*/true);
+          }
+          commitGroup(le);
+        }
 
         // ---- online softmax ----
         SmallVector<Value> next(carried.begin(), carried.end());
