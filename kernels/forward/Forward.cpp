@@ -83,11 +83,15 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
   else if (d <= 112)
     preferred = {128, 64, 4, 2};
   else if (d <= 128)
-    preferred = {128, 32, 4, 2};
-  else if (d > 176 && d <= 192 && copyBytes == 16)
-    // 4 warps of 16 rows, Q re-read from smem (up to d=176 the layout keeps
-    // Q in registers, and 8-byte copies need more addresses: both spill).
-    preferred = {64, 48, 4, 2};
+    // One stage: half the K/V shared memory of two and, with V loaded
+    // behind Q K^T and K behind the softmax, no less overlap.
+    preferred = {128, 64, 4, 1};
+  else if (copyBytes == 16 && ((d > 176 && d <= 192) || d > 240))
+    // 4 warps of 16 rows, Q re-read from smem, one stage: two CTAs per SM
+    // (FlashAttention-2's choice at d=256 on the H100). Up to d=176 the
+    // layout keeps Q in registers, and 8-byte copies need more addresses:
+    // both spill.
+    preferred = {64, 64, 4, 1};
   else if (d <= 240)
     preferred = {128, 32, 8, 2};
   else

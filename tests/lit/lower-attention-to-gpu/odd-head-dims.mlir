@@ -25,12 +25,32 @@ flashjit.attention_fwd @d100 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 // -----
 
 // head_dim 256: Q does not fit in registers next to O; its fragments are
-// re-read from shared memory inside the K/V loop.
+// re-read from shared memory inside the K/V loop. The default 64x64 tile
+// has one stage, pipelined as FlashAttention-2's: the prologue loads the
+// first K/V tile; each iteration waits for K, loads V behind Q K^T, waits
+// for V, then loads the next K behind the softmax and P V.
 // CHECK-LABEL: gpu.func @d256
-// CHECK: gpu.barrier
+// CHECK: nvvm.cp.async.commit.group
+// CHECK: scf.if
+// CHECK: nvgpu.device_async_copy
+// CHECK: nvvm.cp.async.commit.group
+// CHECK-NEXT: nvvm.cp.async.wait.group 1
+// CHECK-NEXT: gpu.barrier
 // CHECK-NOT: nvgpu.ldmatrix
 // CHECK: scf.for
-// CHECK: nvgpu.ldmatrix {{.*}} : memref<128x264xbf16, #gpu.address_space<workgroup>> -> vector<4x2xbf16>
+// CHECK: nvvm.cp.async.wait.group 0
+// CHECK-NEXT: gpu.barrier
+// CHECK: scf.if
+// CHECK: nvgpu.device_async_copy %arg2
+// CHECK: nvvm.cp.async.commit.group
+// CHECK: nvgpu.ldmatrix {{.*}} : memref<64x264xbf16, #gpu.address_space<workgroup>> -> vector<4x2xbf16>
+// CHECK: nvgpu.mma.sync
+// CHECK: nvvm.cp.async.wait.group 0
+// CHECK-NEXT: gpu.barrier
+// CHECK: scf.if
+// CHECK: nvgpu.device_async_copy %arg1
+// CHECK: nvvm.cp.async.commit.group
+// CHECK: math.exp2
 flashjit.attention_fwd @d256 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 256, head_dim_v = 256, mask = "none", gqa_group = 1, lse = true, align = 8>
 
 // -----

@@ -10,16 +10,17 @@ flashjit.attention_fwd @d64 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16"
 flashjit.attention_fwd @d160 arch = "sm_80" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 160, head_dim_v = 160, mask = "causal", gqa_group = 1, lse = true, align = 8>
 
 // CHECK-LABEL: @d256
-// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 8, stages = 2>
+// CHECK-SAME: config = <block_m = 64, block_n = 64, warps = 4, stages = 1>
 flashjit.attention_fwd @d256 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 256, head_dim_v = 256, mask = "none", gqa_group = 1, lse = true, align = 8>
 
-// sm_80 has less shared memory: the same head takes a single stage.
-// CHECK-LABEL: @d256sm80
-// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 8, stages = 1>
-flashjit.attention_fwd @d256sm80 arch = "sm_80" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 256, head_dim_v = 256, mask = "none", gqa_group = 1, lse = true, align = 8>
+// sm_86 has less shared memory (99 KiB a block): the first smaller tile
+// that fits (here one stage instead of two).
+// CHECK-LABEL: @d240sm86
+// CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 1>
+flashjit.attention_fwd @d240sm86 arch = "sm_86" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 240, head_dim_v = 240, mask = "none", gqa_group = 1, lse = true, align = 8>
 
-// Causal takes the same rows; 64-row K/V tiles up to d=112, 32-row ones
-// at 113 <= d <= 128; unaligned (scalar-copy) kernels have their own rows.
+// Causal takes the same rows; 64-row K/V tiles, two stages up to d=112 and
+// one at 113 <= d <= 128; unaligned (scalar-copy) kernels have their own rows.
 // CHECK-LABEL: @d64causal
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
 flashjit.attention_fwd @d64causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 1, lse = true, align = 8>
@@ -27,7 +28,7 @@ flashjit.attention_fwd @d64causal arch = "sm_90a" spec = #flashjit.spec<dtype = 
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
 flashjit.attention_fwd @d100align4 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 100, head_dim_v = 100, mask = "causal", gqa_group = 1, lse = true, align = 4>
 // CHECK-LABEL: @d128causal
-// CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 4, stages = 2>
+// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 1>
 flashjit.attention_fwd @d128causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 128, head_dim_v = 128, mask = "causal", gqa_group = 1, lse = true, align = 8>
 // CHECK-LABEL: @d33align1
 // CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 1>
