@@ -106,8 +106,10 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
       spec.gqaGroup > 1;
   if (extraLiveValues) {
     preferred.blockN = std::min(preferred.blockN, 32);
-    if (d > 64) // two m16 tiles per warp no longer fit: 8 warps of one each
-      preferred = {128, preferred.blockN, 8, preferred.stages};
+    if (d > 64) // two m16 tiles per warp no longer fit: 8 warps of one
+      // each, two stages for asynchronous copies (the one-stage rows above
+      // were tuned without these values)
+      preferred = {128, preferred.blockN, 8, copyBytes < 4 ? 1 : 2};
   }
   // Parts with less shared memory (sm_86/89, sm_80 at d=256) take the first
   // smaller tile that fits: fewer stages, then a shorter K/V tile, then

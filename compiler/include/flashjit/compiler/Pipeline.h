@@ -57,8 +57,9 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
 /// Bumped whenever the generated code or the kernel ABI changes. It is part
 /// of flashjitVersion(), so kernels and tuned configs cached by an older
 /// build of the same release are not reused (2: session-4 register fixes;
-/// 3: rescale on a new maximum, O staged through shared memory).
-inline constexpr int kCodegenRevision = 3;
+/// 3: rescale on a new maximum, O staged through shared memory; 4: the
+/// FlashAttention-2 order for one stage).
+inline constexpr int kCodegenRevision = 4;
 
 /// Version strings that identify the code the compiler emits (cache keys):
 /// flashjit's is the release plus "+cg<kCodegenRevision>".
