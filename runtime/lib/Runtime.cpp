@@ -8,6 +8,7 @@
 #include "flashjit/runtime/DiskCache.h"
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -130,6 +131,7 @@ struct Runtime::Impl {
   uint64_t configsGeneration = 0;
   std::atomic<uint64_t> diskHits{0};
   std::atomic<uint64_t> compiles{0};
+  std::atomic<uint64_t> generateUs{0}, jitUs{0};
 
   ~Impl() {
     if (!context)
@@ -248,7 +250,8 @@ const std::string &Runtime::cacheDirectory() const {
 }
 
 CacheStats Runtime::cacheStats() const {
-  return {impl_->modules.hits(), impl_->diskHits, impl_->compiles};
+  return {impl_->modules.hits(), impl_->diskHits, impl_->compiles,
+          impl_->generateUs / 1e3, impl_->jitUs / 1e3};
 }
 
 void Runtime::clearMemoryCache() {
@@ -311,10 +314,20 @@ Expected<ModuleCache::Kernel> Runtime::kernelFor(const AttentionSpec &spec,
                            rt.arch,        rt.flashjitVersion,
                            rt.llvmVersion, rt.driverVersion};
         auto compileEntry = [&]() -> Expected<CacheEntry> {
+          using Clock = std::chrono::steady_clock;
+          auto micros = [](Clock::time_point from) {
+            return uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(
+                                Clock::now() - from)
+                                .count());
+          };
+          const auto t0 = Clock::now();
           auto artifact = compile(spec, config, rt.arch);
+          rt.generateUs += micros(t0);
           if (!artifact)
             return artifact.status();
+          const auto t1 = Clock::now();
           auto cubin = driver::linkPtx(cu, artifact->ptx, artifact->kernelName);
+          rt.jitUs += micros(t1);
           if (!cubin)
             return cubin.status();
           return CacheEntry{

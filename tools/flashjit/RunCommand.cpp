@@ -78,11 +78,15 @@ int run(const RunOptions &o) {
                                std::chrono::steady_clock::now() - start)
                                .count();
   const LoadedKernel &k = *plan->kernel;
-  std::printf("kernel:  %s (%s in %.1f ms)\n", k.name.c_str(),
-              k.source == LoadedKernel::Source::Disk
-                  ? "loaded from the disk cache"
-                  : "compiled",
-              prepareMs);
+  if (k.source == LoadedKernel::Source::Disk) {
+    std::printf("kernel:  %s (loaded from the disk cache in %.1f ms)\n",
+                k.name.c_str(), prepareMs);
+  } else {
+    const CacheStats st = rt.cacheStats();
+    std::printf("kernel:  %s (compiled in %.1f ms: generate %.1f ms, "
+                "driver JIT %.1f ms)\n",
+                k.name.c_str(), prepareMs, st.generateMs, st.jitMs);
+  }
   const std::string spills =
       k.localBytes ? " local=" + std::to_string(k.localBytes) + " B (spills)"
                    : "";

@@ -90,6 +90,10 @@ struct CacheStats {
   uint64_t memoryHits = 0; ///< found loaded in memory
   uint64_t diskHits = 0;   ///< loaded from a valid disk entry
   uint64_t compiles = 0;   ///< generated, JIT-compiled and loaded
+  /// Where the compiles' time went (wall clock, summed over threads):
+  /// spec -> PTX in flashjit's pipeline, PTX -> cubin in the driver's JIT.
+  double generateMs = 0;
+  double jitMs = 0;
 };
 
 struct RuntimeOptions {
