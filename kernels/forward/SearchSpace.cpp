@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <map>
-#include <optional>
 
 namespace flashjit {
 
@@ -30,23 +29,6 @@ int SearchSpace::prunedCount() const {
   return n;
 }
 
-namespace {
-/// Why `c` cannot run, or nullopt. Mirrors validate(TileConfig), which says
-/// the same in words for one config.
-std::optional<PruneReason> pruneReason(const TileConfig &c,
-                                       const AttentionSpec &spec, Arch arch) {
-  if (c.blockM % (kMmaM * c.warps) != 0)
-    return PruneReason::Shape;
-  const ForwardLayout layout = forwardLayout(spec, c);
-  if (layout.sharedMemBytes > maxSharedMemoryPerBlock(arch))
-    return PruneReason::SharedMemory;
-  if (layout.estimatedRegisters > kMaxRegistersPerThread)
-    return PruneReason::Registers;
-  if (layout.estimatedRegisters * layout.threads > kRegisterFileSize)
-    return PruneReason::RegisterFile;
-  return std::nullopt;
-}
-} // namespace
 
 SearchSpace forwardSearchSpace(const AttentionSpec &spec, Arch arch,
                                const ForwardKnobs &knobs) {
@@ -64,7 +46,7 @@ SearchSpace forwardSearchSpace(const AttentionSpec &spec, Arch arch,
           for (bool packGqa : packings) {
             const TileConfig c{blockM, blockN, warps, stages, packGqa};
             ++space.enumerated;
-            if (auto reason = pruneReason(c, spec, arch)) {
+            if (auto reason = exceededLimit(c, spec, arch)) {
               ++pruned[*reason];
               continue;
             }

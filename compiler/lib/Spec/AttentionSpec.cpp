@@ -183,33 +183,51 @@ Status validate(const TileConfig &c, const AttentionSpec &spec, Arch arch) {
   if (c.packGqa && spec.gqaGroup == 1)
     return Status::error("pack_gqa needs a GQA group > 1 (heads_q / heads_kv), "
                          "got 1");
-  ForwardLayout layout = forwardLayout(spec, c);
-  if (layout.sharedMemBytes > maxSharedMemoryPerBlock(arch)) {
-    std::ostringstream os;
+  const std::optional<TileLimit> limit = exceededLimit(c, spec, arch);
+  if (!limit)
+    return Status::ok();
+  const ForwardLayout layout = forwardLayout(spec, c);
+  std::ostringstream os;
+  switch (*limit) {
+  case TileLimit::Shape: // the block_m check above says it first
+    os << "block_m=" << c.blockM << " is not a multiple of 16 * warps ("
+       << kMmaM * c.warps << ")";
+    break;
+  case TileLimit::SharedMemory:
     os << "tile config block_m=" << c.blockM << " block_n=" << c.blockN
        << " stages=" << c.stages << " needs " << layout.sharedMemBytes
        << " bytes of shared memory; " << toString(arch) << " allows at most "
        << maxSharedMemoryPerBlock(arch) << " per block";
-    return Status::error(os.str());
-  }
-  if (layout.estimatedRegisters > kMaxRegistersPerThread) {
-    std::ostringstream os;
+    break;
+  case TileLimit::Registers:
     os << "tile config block_m=" << c.blockM << " block_n=" << c.blockN
        << " warps=" << c.warps << " needs about " << layout.estimatedRegisters
        << " registers per thread for head_dim " << spec.headDimQK << "/"
        << spec.headDimV << "; at most " << kMaxRegistersPerThread
        << " exist (use more warps, a smaller block_m or block_n)";
-    return Status::error(os.str());
-  }
-  if (layout.estimatedRegisters * layout.threads > kRegisterFileSize) {
-    std::ostringstream os;
+    break;
+  case TileLimit::RegisterFile:
     os << "tile config warps=" << c.warps << " needs about "
        << layout.estimatedRegisters << " registers for each of its "
        << layout.threads << " threads; an SM's register file holds "
        << kRegisterFileSize << " (use fewer warps)";
-    return Status::error(os.str());
+    break;
   }
-  return Status::ok();
+  return Status::error(os.str());
+}
+
+std::optional<TileLimit> exceededLimit(const TileConfig &c,
+                                       const AttentionSpec &spec, Arch arch) {
+  if (c.warps < 1 || c.blockM % (kMmaM * c.warps) != 0)
+    return TileLimit::Shape;
+  const ForwardLayout layout = forwardLayout(spec, c);
+  if (layout.sharedMemBytes > maxSharedMemoryPerBlock(arch))
+    return TileLimit::SharedMemory;
+  if (layout.estimatedRegisters > kMaxRegistersPerThread)
+    return TileLimit::Registers;
+  if (layout.estimatedRegisters * layout.threads > kRegisterFileSize)
+    return TileLimit::RegisterFile;
+  return std::nullopt;
 }
 
 // ---- identity ------------------------------------------------------------------

@@ -119,6 +119,18 @@ Status validate(const AttentionSpec &spec);
 /// shared memory that fits, register budget estimates).
 Status validate(const TileConfig &config, const AttentionSpec &spec, Arch arch);
 
+/// The limits a tile config in range can still exceed for a spec on an arch.
+enum class TileLimit {
+  Shape,        ///< block_m not a multiple of 16 rows per warp
+  SharedMemory, ///< more than the arch's per-block opt-in maximum
+  Registers,    ///< estimated registers per thread above 255
+  RegisterFile, ///< estimated registers x threads above one SM's file
+};
+/// The first limit `config` exceeds, or nullopt: the resource checks of
+/// validate(TileConfig), which says the same in words.
+std::optional<TileLimit> exceededLimit(const TileConfig &config,
+                                       const AttentionSpec &spec, Arch arch);
+
 // ---- identity ------------------------------------------------------------------
 /// Canonical, stable text of the spec (one key=value list, fixed order):
 /// the input of the cache key.

@@ -25,13 +25,8 @@ struct ForwardKnobs {
   /// pack_gqa is searched both ways when the spec has a GQA group > 1.
 };
 
-/// Why a config was dropped before compiling.
-enum class PruneReason {
-  Shape,          ///< block_m not a multiple of 16 rows per warp, ...
-  SharedMemory,   ///< more than the arch's per-block opt-in maximum
-  Registers,      ///< estimated registers per thread above 255
-  RegisterFile,   ///< estimated registers x threads above one SM's file
-};
+/// Why a config was dropped before compiling: the limit it exceeds.
+using PruneReason = TileLimit;
 std::string_view toString(PruneReason r);
 
 struct SearchSpace {
