@@ -997,7 +997,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   // -----------------------------------
   auto storeAlign = spec.globalAlignElems >= 2;
   auto pairType = VectorType::get({2}, elemTy);
-  // With 8- or 16-byte rows chunks, O goes through this warp's own rows of
+  // With 8- or 16-byte row chunks, O goes through this warp's own rows of
   // the Q tile in shared memory (no other warp reads them, so a warp
   // barrier suffices) and leaves as whole chunks: a warp writes full rows
   // instead of 4-byte pieces of 8 rows.
@@ -1055,7 +1055,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
       builder.setInsertionPointToStart(&inRange.getThenRegion().front());
       Value rowBase =
           e.add(oSeqBase, e.add(e.mul(query, oRS), e.mul(head, oHS)));
-      for (int dt = 0; dt < (stageO ? 0 : k.dTilesV); ++dt) {
+      const int directTiles = stageO ? 0 : k.dTilesV; // staged: written above
+      for (int dt = 0; dt < directTiles; ++dt) {
         Value acc = results[mt * k.dTilesV + dt];
         Value c0 = e.fmul(e.extract(acc, {half, 0}), inv);
         Value c1 = e.fmul(e.extract(acc, {half, 1}), inv);
