@@ -113,29 +113,36 @@ struct Emitter {
   Value opaque(Value index, int bits = 32) {
     Type type = b.getIntegerType(bits);
     Value v = arith::IndexCastOp::create(b, loc, type, index);
-    v = LLVM::InlineAsmOp::create(
-            b, loc, type, ValueRange{v},
-            bits == 64 ? "mov.b64 $0, $1;" : "mov.b32 $0, $1;",
-            bits == 64 ? "=l,l" : "=r,r",
-            /*has_side_effects=*/true,
-            /*is_align_stack=*/false, LLVM::tailcallkind::TailCallKind::None,
-            /*asm_dialect=*/nullptr,
-            /*operand_attrs=*/nullptr)
-            .getResult(0);
-    return toIndex(v);
+    return toIndex(asmMov(type, bits == 64 ? "mov.b64 $0, $1;" : "mov.b32 $0, $1;",
+                          bits == 64 ? "=l,l" : "=r,r", v));
   }
   /// A special register (%tid.x, %ctaid.y, ...) read by an asm move with
   /// side effects: a fresh read that LLVM does not merge with earlier ones,
   /// so that values derived from it are not kept live from before a loop.
   Value freshSreg(StringRef name) {
-    Value v = LLVM::InlineAsmOp::create(
-                  b, loc, b.getI32Type(), ValueRange{},
-                  ("mov.u32 $0, " + name + ";").str(), "=r",
-                  /*has_side_effects=*/true, /*is_align_stack=*/false,
-                  LLVM::tailcallkind::TailCallKind::None,
-                  /*asm_dialect=*/nullptr, /*operand_attrs=*/nullptr)
-                  .getResult(0);
-    return toIndex(v);
+    return toIndex(
+        asmMov(b.getI32Type(), ("mov.u32 $0, " + name + ";").str(), "=r"));
+  }
+  /// A one-result inline-asm move with side effects (LLVM neither hoists,
+  /// merges nor drops it).
+  Value asmMov(Type type, StringRef text, StringRef constraints,
+               ValueRange operands = {}) {
+    return LLVM::InlineAsmOp::create(
+               b, loc, type, operands, text, constraints,
+               /*has_side_effects=*/true, /*is_align_stack=*/false,
+               LLVM::tailcallkind::TailCallKind::None,
+               /*asm_dialect=*/nullptr, /*operand_attrs=*/nullptr)
+        .getResult(0);
+  }
+  /// Emits `body` under `cond` (unconditionally when `cond` is null), at
+  /// this emitter's builder.
+  void ifThen(Value cond, function_ref<void()> body) {
+    if (!cond)
+      return body();
+    auto ifOp = scf::IfOp::create(b, loc, cond, /*withElse=*/false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+    body();
   }
   /// max or sum of `vals` as a balanced tree: depth log2(n) instead of a
   /// chain of n dependent instructions (the softmax's critical path).
@@ -260,15 +267,6 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
         });
     memref::StoreOp::create(b, e.loc, ifOp.getResult(0), dst, dstIdx);
   };
-  // Copies under `cond` (or unconditionally when it is null).
-  auto guarded = [&](Value cond, function_ref<void(OpBuilder &)> body) {
-    if (!cond)
-      return body(e.b);
-    auto guard = scf::IfOp::create(e.b, e.loc, cond, /*withElse=*/false);
-    OpBuilder::InsertionGuard g(e.b);
-    e.b.setInsertionPointToStart(&guard.getThenRegion().front());
-    body(e.b);
-  };
   // Rows known to be in range with a constant stride: each round's source
   // is the previous one's plus rowsPerRound rows (one 64-bit add a chunk),
   // opaque so that LLVM does not hoist every multiple of the stride. A
@@ -295,9 +293,8 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
       Value cond = roundRows * chunksPerRow == threads
                        ? Value()
                        : e.lt(laneRow, e.idx(roundRows));
-      guarded(cond, [&](OpBuilder &b) {
-        Emitter ce{b, e.loc};
-        copyChunk(b, ce.add(laneRow, ce.idx(first)), laneCol, srcIdx);
+      e.ifThen(cond, [&] {
+        copyChunk(e.b, e.add(laneRow, e.idx(first)), laneCol, srcIdx);
       });
     }
     return;
@@ -306,10 +303,9 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
     Value chunk = e.add(tid, e.idx(first));
     Value cond =
         first + threads <= chunks ? Value() : e.lt(chunk, e.idx(chunks));
-    guarded(cond, [&](OpBuilder &b) {
-      Emitter ce{b, e.loc};
-      copyChunk(b, ce.div(chunk, chunksPerRow),
-                ce.mul(ce.rem(chunk, chunksPerRow), ce.idx(vec)));
+    e.ifThen(cond, [&] {
+      copyChunk(e.b, e.div(chunk, chunksPerRow),
+                e.mul(e.rem(chunk, chunksPerRow), e.idx(vec)));
     });
   }
 }
@@ -493,17 +489,22 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   // Only the first tile visited (hiBlock - 1) can reach past seqlen_k: the
   // prologue loads it; the loop loads tiles below it, whose rows need no
   // bounds check.
-  auto loadK = [&](Value nBlock, Value slot, bool inLoop) {
-    auto kRow = [&](Emitter &x, Value r) { return x.mul(r, kRS); };
-    copyTile(e, k, tid, kT, kBase, kRow, e.mul(nBlock, e.idx(cfg.blockN)),
-             inLoop ? Value() : seqK, cfg.blockN, spec.headDimQK,
-             L.paddedHeadDimQK, kSmem, {slot}, inLoop, kRS);
+  // K or V: where its rows come from and go to.
+  struct KVOperand {
+    Value src, base, rowStride, smem;
+    int dim, paddedDim;
   };
-  auto loadV = [&](Value nBlock, Value slot, bool inLoop) {
-    auto vRow = [&](Emitter &x, Value r) { return x.mul(r, vRS); };
-    copyTile(e, k, tid, v, vBase, vRow, e.mul(nBlock, e.idx(cfg.blockN)),
-             inLoop ? Value() : seqK, cfg.blockN, spec.headDimV,
-             L.paddedHeadDimV, vSmem, {slot}, inLoop, vRS);
+  const KVOperand kOperand{kT, kBase, kRS, kSmem, spec.headDimQK,
+                           L.paddedHeadDimQK};
+  const KVOperand vOperand{v, vBase, vRS, vSmem, spec.headDimV,
+                           L.paddedHeadDimV};
+  auto loadKV = [&](const KVOperand &t, Value nBlock, Value slot,
+                    bool inLoop) {
+    auto rowOffset = [&](Emitter &x, Value r) { return x.mul(r, t.rowStride); };
+    copyTile(e, k, tid, t.src, t.base, rowOffset,
+             e.mul(nBlock, e.idx(cfg.blockN)), inLoop ? Value() : seqK,
+             cfg.blockN, t.dim, t.paddedDim, t.smem, {slot}, inLoop,
+             t.rowStride);
   };
   auto tileOfIteration = [&](Value it) { // iteration it -> tile hiBlock-1-it
     return e.sub(e.sub(hiBlock, e.idx(1)), it);
@@ -518,14 +519,10 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   // prefetches the first tile into its only slot.
   const int prologueTiles = std::max(cfg.stages - 1, 1);
   for (int s = 0; s < prologueTiles; ++s) {
-    Value has = e.lt(e.idx(s), nBlocks);
-    auto ifOp = scf::IfOp::create(builder, loc, has, /*withElse=*/false);
-    {
-      OpBuilder::InsertionGuard g(builder);
-      builder.setInsertionPointToStart(&ifOp.getThenRegion().front());
-      loadK(tileOfIteration(e.idx(s)), e.idx(s), /*inLoop=*/false);
-      loadV(tileOfIteration(e.idx(s)), e.idx(s), /*inLoop=*/false);
-    }
+    e.ifThen(e.lt(e.idx(s), nBlocks), [&] {
+      loadKV(kOperand, tileOfIteration(e.idx(s)), e.idx(s), /*inLoop=*/false);
+      loadKV(vOperand, tileOfIteration(e.idx(s)), e.idx(s), /*inLoop=*/false);
+    });
     commitGroup(e);
   }
   // Wait for Q only (the K/V groups may stay in flight).
@@ -717,28 +714,21 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         if (cfg.stages == 1) {
           waitGroups(le, 0);
           gpu::BarrierOp::create(b, l); // and every warp is done with V
-          auto vIf = scf::IfOp::create(b, l, le.gt(it, le.idx(0)), false);
-          {
-            OpBuilder::InsertionGuard g(b);
-            b.setInsertionPointToStart(&vIf.getThenRegion().front());
-            loadV(nBlock, le.idx(0), /*inLoop=*/true);
-          }
+          le.ifThen(le.gt(it, le.idx(0)), [&] {
+            loadKV(vOperand, nBlock, le.idx(0), /*inLoop=*/true);
+          });
           commitGroup(le);
         } else {
           waitGroups(le, cfg.stages - 2);
           gpu::BarrierOp::create(b, l);
           Value ahead = le.add(it, le.idx(cfg.stages - 1));
-          auto pre = scf::IfOp::create(b, l, le.lt(ahead, nBlocks), false);
-          {
-            OpBuilder::InsertionGuard g(b);
-            b.setInsertionPointToStart(&pre.getThenRegion().front());
-            // `b` is `builder` (the region builders pass it through), so
-            // the helpers that emit via `e` land here too.
-            loadK(tileOfIteration(ahead), le.rem(ahead, cfg.stages),
-                  /*inLoop=*/true);
-            loadV(tileOfIteration(ahead), le.rem(ahead, cfg.stages),
-                  /*inLoop=*/true);
-          }
+          // `b` is `builder` (the region builders pass it through), so the
+          // helpers that emit via `e` land in the branch too.
+          le.ifThen(le.lt(ahead, nBlocks), [&] {
+            Value slotAhead = le.rem(ahead, cfg.stages);
+            loadKV(kOperand, tileOfIteration(ahead), slotAhead, /*inLoop=*/true);
+            loadKV(vOperand, tileOfIteration(ahead), slotAhead, /*inLoop=*/true);
+          });
           commitGroup(le);
         }
 
@@ -863,23 +853,20 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
           waitGroups(le, 0); // V of this tile
           gpu::BarrierOp::create(b, l); // and every warp is done with K
           Value next = le.add(it, le.idx(1));
-          auto kIf = scf::IfOp::create(b, l, le.lt(next, nBlocks), false);
-          {
-            OpBuilder::InsertionGuard g(b);
-            b.setInsertionPointToStart(&kIf.getThenRegion().front());
-            loadK(tileOfIteration(next), le.idx(0), /*inLoop=*/true);
-          }
+          le.ifThen(le.lt(next, nBlocks), [&] {
+            loadKV(kOperand, tileOfIteration(next), le.idx(0), /*inLoop=*/true);
+          });
           commitGroup(le);
         }
 
         // ---- online softmax ----
         SmallVector<Value> next(carried.begin(), carried.end());
         SmallVector<SmallVector<Value>> pFrag(k.mTiles); // A operands of P V
-        SmallVector<SmallVector<Value>> alphas(k.mTiles);
+        // exp2(m_old - m_new) per m-tile and row half.
+        SmallVector<SmallVector<Value>> alphas(k.mTiles, SmallVector<Value>(2));
         Value maxMoved; // some row of this thread has a new maximum
         for (int mt = 0; mt < k.mTiles; ++mt) {
           SmallVector<Value> &alpha = alphas[mt];
-          alpha.resize(2);
           SmallVector<Value> mUse(2);
           for (int half = 0; half < 2; ++half) {
             SmallVector<Value> scores;
@@ -1023,7 +1010,14 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
     oSeqBase = e.add(e.mul(batch, oBS), e.mul(startQ, oRS));
     NVVM::SyncWarpOp::create(builder, loc, e.i32(-1)); // last Q reads done
   }
-  Value oStage = stageO ? qSmem : Value();
+  // This thread's two columns of O tile dt, and the start of O's row for
+  // (query, head).
+  auto fragmentCol = [&](int dt) {
+    return e.add(e.idx(dt * kMmaN), e.mul(inGroup, e.idx(2)));
+  };
+  auto oRowBase = [&](Value query, Value head) {
+    return e.add(oSeqBase, e.add(e.mul(query, oRS), e.mul(head, oHS)));
+  };
   for (int mt = 0; mt < k.mTiles; ++mt)
     for (int half = 0; half < 2; ++half) {
       Value lSum = e.quadReduce(results[lOffset + 2 * mt + half], false);
@@ -1043,9 +1037,9 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                   builder, loc, VectorType::get({2}, f32),
                   ValueRange{e.fmul(e.extract(acc, {half, 0}), inv),
                              e.fmul(e.extract(acc, {half, 1}), inv)}));
-          Value col = e.add(e.idx(dt * kMmaN), e.mul(inGroup, e.idx(2)));
-          vector::StoreOp::create(builder, loc, pair, oStage,
-                                  ValueRange{stageRow, col},
+          // Staged in the Q tile.
+          vector::StoreOp::create(builder, loc, pair, qSmem,
+                                  ValueRange{stageRow, fragmentCol(dt)},
                                   /*nontemporal=*/false, llvm::MaybeAlign(4));
         }
       }
@@ -1053,14 +1047,13 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
           builder, loc, e.lt(rowIndex(e, mt, half), rowLimit), false);
       OpBuilder::InsertionGuard g(builder);
       builder.setInsertionPointToStart(&inRange.getThenRegion().front());
-      Value rowBase =
-          e.add(oSeqBase, e.add(e.mul(query, oRS), e.mul(head, oHS)));
+      Value rowBase = oRowBase(query, head);
       const int directTiles = stageO ? 0 : k.dTilesV; // staged: written above
       for (int dt = 0; dt < directTiles; ++dt) {
         Value acc = results[mt * k.dTilesV + dt];
         Value c0 = e.fmul(e.extract(acc, {half, 0}), inv);
         Value c1 = e.fmul(e.extract(acc, {half, 1}), inv);
-        Value col = e.add(e.idx(dt * kMmaN), e.mul(inGroup, e.idx(2)));
+        Value col = fragmentCol(dt);
         Value idx = e.add(rowBase, col);
         auto trunc = [&](Value x) {
           return arith::TruncFOp::create(builder, loc, elemTy, x);
@@ -1121,13 +1114,12 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
       OpBuilder::InsertionGuard g(builder);
       builder.setInsertionPointToStart(&store.getThenRegion().front());
       const int chunkBytes = oVec * elementBytes(spec.dtype);
-      Value val = vector::LoadOp::create(builder, loc, chunkType, oStage,
+      Value val = vector::LoadOp::create(builder, loc, chunkType, qSmem,
                                          ValueRange{tileRow, col},
                                          /*nontemporal=*/false,
                                          llvm::MaybeAlign(chunkBytes));
-      Value idx = e.add(oSeqBase, e.add(e.add(e.mul(queryOf(e, globalRow), oRS),
-                                              e.mul(headOf(e, globalRow), oHS)),
-                                        col));
+      Value idx =
+          e.add(oRowBase(queryOf(e, globalRow), headOf(e, globalRow)), col);
       vector::StoreOp::create(builder, loc, val, o, ValueRange{idx},
                               /*nontemporal=*/false,
                               llvm::MaybeAlign(chunkBytes));
