@@ -74,12 +74,12 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
   const int copyBytes =
       std::min(copyElems(spec, spec.headDimQK), copyElems(spec, spec.headDimV)) *
       elementBytes(spec.dtype);
+  // Two stages where cp.async overlaps them with compute, one for loads.
+  const int pipelinedStages = copyBytes < 4 ? 1 : 2;
   TileConfig preferred;
-  if (copyBytes < 4)
+  if (copyBytes <= 4)
     preferred = {/*blockM=*/128, /*blockN=*/d <= 64 ? 32 : 16, /*warps=*/8,
-                 /*stages=*/1};
-  else if (copyBytes == 4)
-    preferred = {128, d <= 64 ? 32 : 16, 8, 2};
+                 pipelinedStages};
   else if (d <= 112)
     preferred = {128, 64, 4, 2};
   else if (d <= 128)
@@ -109,7 +109,7 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
     if (d > 64) // two m16 tiles per warp no longer fit: 8 warps of one
       // each, two stages for asynchronous copies (the one-stage rows above
       // were tuned without these values)
-      preferred = {128, preferred.blockN, 8, copyBytes < 4 ? 1 : 2};
+      preferred = {128, preferred.blockN, 8, pipelinedStages};
   }
   // Parts with less shared memory (sm_86/89, sm_80 at d=256) take the first
   // smaller tile that fits: fewer stages, then a shorter K/V tile, then

@@ -169,11 +169,13 @@ Status validate(const TileConfig &c, const AttentionSpec &spec, Arch arch) {
   if (c.warps < 1 || c.warps > 16 || !isPowerOfTwo(c.warps))
     return Status::error("warps must be a power of two in [1, 16], got " +
                          std::to_string(c.warps));
+  auto blockMError = [&] {
+    return Status::error("block_m must be a multiple of 16 * warps (" +
+                         std::to_string(kMmaM * c.warps) +
+                         ") in [16, 256], got " + std::to_string(c.blockM));
+  };
   if (c.blockM < kMmaM || c.blockM > 256 || c.blockM % (kMmaM * c.warps) != 0)
-    return Status::error(
-        "block_m must be a multiple of 16 * warps (" +
-        std::to_string(kMmaM * c.warps) + ") in [16, 256], got " +
-        std::to_string(c.blockM));
+    return blockMError();
   if (c.blockN < kMmaK || c.blockN > 256 || c.blockN % kMmaK != 0)
     return Status::error(
         "block_n must be a multiple of 16 in [16, 256], got " +
@@ -189,10 +191,8 @@ Status validate(const TileConfig &c, const AttentionSpec &spec, Arch arch) {
   const ForwardLayout layout = forwardLayout(spec, c);
   std::ostringstream os;
   switch (*limit) {
-  case TileLimit::Shape: // the block_m check above says it first
-    os << "block_m=" << c.blockM << " is not a multiple of 16 * warps ("
-       << kMmaM * c.warps << ")";
-    break;
+  case TileLimit::Shape: // the block_m check above reports it first
+    return blockMError();
   case TileLimit::SharedMemory:
     os << "tile config block_m=" << c.blockM << " block_n=" << c.blockN
        << " stages=" << c.stages << " needs " << layout.sharedMemBytes
