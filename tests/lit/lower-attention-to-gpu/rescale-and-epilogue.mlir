@@ -28,7 +28,6 @@ flashjit.attention_fwd @rescale_on_new_max arch = "sm_90a" spec = #flashjit.spec
 // CHECK-LABEL: gpu.func @rescale_always
 // CHECK: scf.for
 // CHECK-NOT: nvvm.vote.sync
-// CHECK: scf.yield
 // CHECK: vector.load {{.*}} vector<8xbf16>
 // CHECK: gpu.return
 flashjit.attention_fwd @rescale_always arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 96, head_dim_v = 96, mask = "none", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>
