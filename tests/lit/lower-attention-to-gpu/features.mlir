@@ -50,13 +50,15 @@ flashjit.attention_fwd @softcap arch = "sm_90a" spec = #flashjit.spec<dtype = "b
 // -----
 
 // Varlen + key lengths: sequence starts and lengths come from int32 arrays
-// indexed by the batch (block z) before any copy.
+// indexed by the batch (block z) before any copy. Without a causal mask the
+// CTA's coordinates are its block ids.
 // CHECK-LABEL: gpu.func @varlen
+// CHECK-NOT: nctaid
 // CHECK: %[[B:.*]] = gpu.block_id  z
 // CHECK: memref.load %{{.*}}[%[[B]]] : memref<1099511627776xi32, 1>
 // CHECK: memref.load %{{.*}} : memref<1099511627776xi32, 1>
 // CHECK: nvgpu.device_async_copy
-flashjit.attention_fwd @varlen arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 1, lse = true, align = 8, varlen = true, key_lengths = true> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>
+flashjit.attention_fwd @varlen arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 8, varlen = true, key_lengths = true> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>
 
 // -----
 
@@ -66,3 +68,21 @@ flashjit.attention_fwd @varlen arch = "sm_90a" spec = #flashjit.spec<dtype = "bf
 // CHECK: arith.divui %{{.*}}, %[[C4]]
 // CHECK: arith.remui %{{.*}}, %[[C4]]
 flashjit.attention_fwd @packed arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 4, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2, pack_gqa = true>
+
+// -----
+
+// Causal CTAs run longest first: the linear CTA index walks row blocks from
+// the last down, and for each the (batch, head) groups of one chunk, sized
+// so that a chunk's K and V fit 16 MiB (32768 keys of 2 x 128 bf16 here).
+// CHECK-LABEL: gpu.func @causal_order
+// CHECK-DAG: %[[BUDGET:.*]] = arith.constant 32768 : index
+// CHECK: llvm.inline_asm has_side_effects "mov.u32 $0, %ctaid.x;"
+// CHECK: %[[NX:.*]] = llvm.inline_asm has_side_effects "mov.u32 $0, %nctaid.x;"
+// CHECK-NEXT: %[[ROWBLOCKS:.*]] = arith.index_cast %[[NX]] : i32 to index
+// CHECK: arith.divui %[[BUDGET]], %{{.*}} : index
+// CHECK: %[[CHUNKCTAS:.*]] = arith.muli %[[ROWBLOCKS]], %{{.*}} : index
+// CHECK-NEXT: arith.divui %{{.*}}, %[[CHUNKCTAS]] : index
+// CHECK: %[[FROMLAST:.*]] = arith.divui
+// CHECK: %[[LASTROW:.*]] = arith.subi %[[ROWBLOCKS]], %c1
+// CHECK-NEXT: arith.subi %[[LASTROW]], %[[FROMLAST]] : index
+flashjit.attention_fwd @causal_order arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 128, head_dim_v = 128, mask = "causal", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 1>
