@@ -81,7 +81,10 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
     preferred = {/*blockM=*/128, /*blockN=*/d <= 64 ? 32 : 16, /*warps=*/8,
                  pipelinedStages};
   else if (d <= 112)
-    preferred = {128, 64, 4, 2};
+    // A third stage pays where 16-byte copies leave it the registers: at
+    // d=96, 1.02-1.03x of two without a mask, even with causal (H200
+    // autotune, 2026-12-02 sessions 5 and 6); below d=96 ptxas spills.
+    preferred = {128, 64, 4, copyBytes == 16 && d > 88 && d <= 96 ? 3 : 2};
   else if (d <= 128)
     // One stage: half the K/V shared memory of two and, with V loaded
     // behind Q K^T and K behind the softmax, no less overlap.
@@ -116,6 +119,8 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
   // fewer query rows.
   const TileConfig fallbacks[] = {
       preferred,
+      {preferred.blockM, preferred.blockN, preferred.warps,
+       std::min(preferred.stages, 2)},
       {preferred.blockM, preferred.blockN, preferred.warps, 1},
       {preferred.blockM, 32, preferred.warps, 2},
       {preferred.blockM, 32, preferred.warps, 1},

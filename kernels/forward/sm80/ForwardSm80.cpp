@@ -30,6 +30,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/UB/IR/UBOps.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "llvm/Support/MathExtras.h"
 
 #include <algorithm>
 #include <array>
@@ -47,7 +48,7 @@ namespace {
 constexpr int64_t kGlobalExtent = int64_t(1) << 40;
 constexpr int kGlobalSpace = 1;
 constexpr double kLn2 = 0.6931471805599453;
-/// K and V bytes of the (batch, head) groups whose causal CTAs run together
+/// K and V bytes of the heads whose causal CTAs run together
 /// (ctaCoordinates): a third of an H100's 50 MB L2.
 constexpr int64_t kLptChunkBytes = int64_t(16) << 20;
 
@@ -405,48 +406,59 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   // group of query heads shares the rows) and its batch. A causal block's
   // work grows with its row block, and the hardware starts CTAs in the
   // order of their linear index: with blockIdx.x as the row block, every
-  // (batch, head)'s heaviest blocks start last and the final wave runs them
-  // alone (a list-scheduling model gives 8-16% longer at S = 4096). Causal
-  // CTAs are therefore handed out longest first: row blocks from the last
-  // down, and for each, the (batch, head) groups of one chunk. A chunk's
-  // K and V (kLptChunkBytes) stay in L2 while its CTAs stream them. `fresh`:
-  // read the special registers again (see the staged epilogue).
+  // head's heaviest blocks start last and the final wave runs them alone.
+  // Causal CTAs are therefore handed out longest first: within a chunk of
+  // heads of one batch, row blocks from the last down, the chunk's heads
+  // fastest. A chunk is a power of two heads whose K and V fit
+  // kLptChunkBytes (they stay in L2 while its CTAs stream them); the last
+  // chunk of a batch also takes the remainder. This costs one division
+  // (each CTA runs it once, cheap next to even one K/V tile).
+  // `fresh`: read the special registers again (see the staged epilogue).
   auto ctaCoordinates = [&](bool fresh) -> std::array<Value, 3> {
-    auto sreg = [&](const char *name, gpu::Dimension dim, bool grid) {
+    auto sreg = [&](const char *name, gpu::Dimension dim) {
       if (fresh || causal)
         return e.freshSreg(name);
-      return grid ? Value(gpu::GridDimOp::create(builder, loc, dim))
-                  : Value(gpu::BlockIdOp::create(builder, loc, dim));
+      return Value(gpu::BlockIdOp::create(builder, loc, dim));
     };
-    Value x = sreg("%ctaid.x", gpu::Dimension::x, false);
-    Value y = sreg("%ctaid.y", gpu::Dimension::y, false);
-    Value z = sreg("%ctaid.z", gpu::Dimension::z, false);
+    Value x = sreg("%ctaid.x", gpu::Dimension::x);
+    Value y = sreg("%ctaid.y", gpu::Dimension::y);
+    Value z = sreg("%ctaid.z", gpu::Dimension::z);
     if (!causal)
       return {x, y, z};
-    Value rowBlocks = sreg("%nctaid.x", gpu::Dimension::x, true);
-    Value heads = sreg("%nctaid.y", gpu::Dimension::y, true);
-    Value groups = e.mul(heads, sreg("%nctaid.z", gpu::Dimension::z, true));
-    Value linear = e.add(x, e.mul(rowBlocks, e.add(y, e.mul(heads, z))));
+    Value rowBlocks = e.freshSreg("%nctaid.x");
+    Value heads = e.freshSreg("%nctaid.y");
+    auto shl = [&](Value v, Value n) {
+      return Value(arith::ShLIOp::create(builder, loc, v, n));
+    };
+    auto shr = [&](Value v, Value n) {
+      return Value(arith::ShRUIOp::create(builder, loc, v, n));
+    };
+    // log2(heads a chunk) = floor(log2(budget keys)) - ceil(log2(seqlen_k)),
+    // at least 0; ceil(log2(n)) = 32 - clz(n - 1).
     const int64_t kvBytesPerKey =
         int64_t(spec.headDimQK + spec.headDimV) * elementBytes(spec.dtype);
-    Value keys = e.maxS(e.toIndex(arg(kForwardKernelPointerArgs +
-                                      kForwardKernelStrideArgs + 1)),
-                        e.idx(1));
-    Value chunkGroups = e.minS(
-        e.maxS(arith::DivUIOp::create(
-                   builder, loc, e.idx(kLptChunkBytes / kvBytesPerKey), keys),
-               e.idx(1)),
-        groups);
-    Value chunkCtas = e.mul(rowBlocks, chunkGroups);
-    Value chunk = arith::DivUIOp::create(builder, loc, linear, chunkCtas);
-    Value within = e.sub(linear, e.mul(chunk, chunkCtas));
-    Value firstGroup = e.mul(chunk, chunkGroups);
-    Value groupsHere = e.minS(chunkGroups, e.sub(groups, firstGroup));
-    Value fromLast = arith::DivUIOp::create(builder, loc, within, groupsHere);
-    Value g = e.add(firstGroup, e.sub(within, e.mul(fromLast, groupsHere)));
-    Value b = arith::DivUIOp::create(builder, loc, g, heads);
-    return {e.sub(e.sub(rowBlocks, e.idx(1)), fromLast),
-            e.sub(g, e.mul(b, heads)), b};
+    const int64_t budgetLog2 = llvm::Log2_64(kLptChunkBytes / kvBytesPerKey);
+    Value keysM1 = arith::SubIOp::create(
+        builder, loc,
+        arith::MaxSIOp::create(
+            builder, loc,
+            arg(kForwardKernelPointerArgs + kForwardKernelStrideArgs + 1),
+            e.i32(1)),
+        e.i32(1));
+    Value keysLog2 = e.sub(e.idx(32), e.toIndex(LLVM::CountLeadingZerosOp::create(
+                                          builder, loc, keysM1,
+                                          /*is_zero_poison=*/false)));
+    Value chunkLog2 = e.maxS(e.sub(e.idx(budgetLog2), keysLog2), e.idx(0));
+    Value chunks = e.maxS(shr(heads, chunkLog2), e.idx(1));
+    Value chunk = e.minS(shr(y, chunkLog2), e.sub(chunks, e.idx(1)));
+    Value firstHead = shl(chunk, chunkLog2);
+    Value chunkHeads =
+        e.select(e.cmp(arith::CmpIPredicate::eq, chunk, e.sub(chunks, e.idx(1))),
+                 e.sub(heads, firstHead), shl(e.idx(1), chunkLog2));
+    Value within = e.add(e.mul(e.sub(y, firstHead), rowBlocks), x);
+    Value fromLast = arith::DivUIOp::create(builder, loc, within, chunkHeads);
+    Value head = e.add(firstHead, e.sub(within, e.mul(fromLast, chunkHeads)));
+    return {e.sub(e.sub(rowBlocks, e.idx(1)), fromLast), head, z};
   };
   auto [mBlock, yBlock, batch] = ctaCoordinates(/*fresh=*/false);
   const int gqa = spec.gqaGroup;

@@ -71,18 +71,27 @@ flashjit.attention_fwd @packed arch = "sm_90a" spec = #flashjit.spec<dtype = "bf
 
 // -----
 
-// Causal CTAs run longest first: the linear CTA index walks row blocks from
-// the last down, and for each the (batch, head) groups of one chunk, sized
-// so that a chunk's K and V fit 16 MiB (32768 keys of 2 x 128 bf16 here).
+// Causal CTAs run longest first: within a chunk of heads, row blocks from the
+// last down, the chunk's heads fastest. A chunk is 2^(15 - ceil(log2
+// seqlen_k)) heads here (32768 keys of 2 x 128 bf16 fill 16 MiB), the last
+// chunk of a batch takes the remainder, and one division splits the index.
 // CHECK-LABEL: gpu.func @causal_order
-// CHECK-DAG: %[[BUDGET:.*]] = arith.constant 32768 : index
-// CHECK: llvm.inline_asm has_side_effects "mov.u32 $0, %ctaid.x;"
+// CHECK: %[[X:.*]] = llvm.inline_asm has_side_effects "mov.u32 $0, %ctaid.x;"
+// CHECK-NEXT: %[[XI:.*]] = arith.index_cast %[[X]] : i32 to index
+// CHECK-NEXT: %[[Y:.*]] = llvm.inline_asm has_side_effects "mov.u32 $0, %ctaid.y;"
+// CHECK-NEXT: %[[YI:.*]] = arith.index_cast %[[Y]] : i32 to index
 // CHECK: %[[NX:.*]] = llvm.inline_asm has_side_effects "mov.u32 $0, %nctaid.x;"
 // CHECK-NEXT: %[[ROWBLOCKS:.*]] = arith.index_cast %[[NX]] : i32 to index
-// CHECK: arith.divui %[[BUDGET]], %{{.*}} : index
-// CHECK: %[[CHUNKCTAS:.*]] = arith.muli %[[ROWBLOCKS]], %{{.*}} : index
-// CHECK-NEXT: arith.divui %{{.*}}, %[[CHUNKCTAS]] : index
-// CHECK: %[[FROMLAST:.*]] = arith.divui
+// CHECK: %[[CLZ:.*]] = "llvm.intr.ctlz"
+// CHECK-NEXT: %[[CLZI:.*]] = arith.index_cast %[[CLZ]] : i32 to index
+// CHECK-NEXT: %[[SHIFT:.*]] = arith.addi %[[CLZI]], %c-17 : index
+// CHECK: %[[FIRST:.*]] = arith.shli %{{.*}}, %{{.*}} : index
+// CHECK: %[[CHUNKHEADS:.*]] = arith.select
+// CHECK-NEXT: %[[HEADOFF:.*]] = arith.subi %[[YI]], %[[FIRST]] : index
+// CHECK-NEXT: %[[ROWS:.*]] = arith.muli %[[HEADOFF]], %[[ROWBLOCKS]] : index
+// CHECK-NEXT: %[[WITHIN:.*]] = arith.addi %[[ROWS]], %[[XI]] : index
+// CHECK-NEXT: %[[FROMLAST:.*]] = arith.divui %[[WITHIN]], %[[CHUNKHEADS]] : index
+// CHECK-NOT: arith.divui
 // CHECK: %[[LASTROW:.*]] = arith.subi %[[ROWBLOCKS]], %c1
 // CHECK-NEXT: arith.subi %[[LASTROW]], %[[FROMLAST]] : index
 flashjit.attention_fwd @causal_order arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 128, head_dim_v = 128, mask = "causal", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 1>

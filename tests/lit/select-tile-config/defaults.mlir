@@ -19,11 +19,22 @@ flashjit.attention_fwd @d256 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 // CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 1>
 flashjit.attention_fwd @d240sm86 arch = "sm_86" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 240, head_dim_v = 240, mask = "none", gqa_group = 1, lse = true, align = 8>
 
-// Causal takes the same rows; 64-row K/V tiles, two stages up to d=112 and
-// one at 113 <= d <= 128; unaligned (scalar-copy) kernels have their own rows.
+// Causal takes the same rows; 64-row K/V tiles, two stages up to d=112
+// (three at d=96) and one at 113 <= d <= 128; unaligned (scalar-copy) kernels have their own rows.
 // CHECK-LABEL: @d64causal
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
 flashjit.attention_fwd @d64causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 1, lse = true, align = 8>
+// d=96 with 16-byte copies takes three stages; sm_86 falls back to two
+// before one.
+// CHECK-LABEL: @d96causal
+// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 3>
+flashjit.attention_fwd @d96causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 96, head_dim_v = 96, mask = "causal", gqa_group = 1, lse = true, align = 8>
+// CHECK-LABEL: @d96sm86
+// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
+flashjit.attention_fwd @d96sm86 arch = "sm_86" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 96, head_dim_v = 96, mask = "none", gqa_group = 1, lse = true, align = 8>
+// CHECK-LABEL: @d96align4
+// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
+flashjit.attention_fwd @d96align4 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 96, head_dim_v = 96, mask = "none", gqa_group = 1, lse = true, align = 4>
 // CHECK-LABEL: @d100align4
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
 flashjit.attention_fwd @d100align4 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 100, head_dim_v = 100, mask = "causal", gqa_group = 1, lse = true, align = 4>
