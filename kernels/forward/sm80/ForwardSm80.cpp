@@ -14,8 +14,10 @@
 //     O  = O * alpha + P V            (P from registers, ldmatrix.trans V)
 //   O /= l ; LSE = (m + log2 l) / log2(e) ; masked store of exactly head_dim
 //
-// One warp owns 16 * mTiles query rows; fragment layouts are those of PTX's
-// mma.m16n8k16 (lane = 4 * group + thread-in-group).
+// Causal CTAs map their index so that the longest (last) row blocks start
+// first (ctaCoordinates). One warp owns 16 * mTiles query rows; fragment
+// layouts are those of PTX's mma.m16n8k16 (lane = 4 * group +
+// thread-in-group).
 //
 //===----------------------------------------------------------------------===//
 #include "flashjit/kernels/Forward.h"
