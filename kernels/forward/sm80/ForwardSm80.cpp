@@ -414,17 +414,17 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   // fastest. A chunk is a power of two heads whose K and V fit
   // kLptChunkBytes (they stay in L2 while its CTAs stream them); the last
   // chunk of a batch also takes the remainder. This costs one division
-  // (each CTA runs it once, cheap next to even one K/V tile).
-  // `fresh`: read the special registers again (see the staged epilogue).
+  // (at the start, and again before a staged epilogue: cheap next to even
+  // one K/V tile). `fresh`: read the special registers again (see the
+  // staged epilogue); the causal map always reads them so.
   auto ctaCoordinates = [&](bool fresh) -> std::array<Value, 3> {
-    auto sreg = [&](const char *name, gpu::Dimension dim) {
-      if (fresh || causal)
-        return e.freshSreg(name);
-      return Value(gpu::BlockIdOp::create(builder, loc, dim));
-    };
-    Value x = sreg("%ctaid.x", gpu::Dimension::x);
-    Value y = sreg("%ctaid.y", gpu::Dimension::y);
-    Value z = sreg("%ctaid.z", gpu::Dimension::z);
+    if (!fresh && !causal)
+      return {gpu::BlockIdOp::create(builder, loc, gpu::Dimension::x),
+              gpu::BlockIdOp::create(builder, loc, gpu::Dimension::y),
+              gpu::BlockIdOp::create(builder, loc, gpu::Dimension::z)};
+    Value x = e.freshSreg("%ctaid.x");
+    Value y = e.freshSreg("%ctaid.y");
+    Value z = e.freshSreg("%ctaid.z");
     if (!causal)
       return {x, y, z};
     Value rowBlocks = e.freshSreg("%nctaid.x");

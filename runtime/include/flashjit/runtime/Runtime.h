@@ -92,6 +92,8 @@ struct CacheStats {
   uint64_t compiles = 0;   ///< generated, JIT-compiled and loaded
   /// Where the compiles' time went (wall clock, summed over threads):
   /// spec -> PTX in flashjit's pipeline, PTX -> cubin in the driver's JIT.
+  /// Every attempt counts, including ones that failed or did not load, so
+  /// the time per compile is an upper bound when errors occurred.
   double generateMs = 0;
   double jitMs = 0;
 };
