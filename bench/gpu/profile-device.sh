@@ -3,6 +3,8 @@
 # Nsight Compute on one flashjit forward kernel and on PyTorch's
 # FlashAttention-2 kernel at the same shape, plus the SASS of flashjit's.
 #   PROFILE_D=128 PROFILE_MASK=none PROFILE_TILE="128 64 4 2" bash bench/gpu/profile-device.sh
+# PROFILE_NCU_ARGS adds ncu options to both runs (e.g. "--print-details all
+# --section SourceCounters --metrics lts__t_sectors_srcunit_tex_op_read.sum").
 # Reports (text) go to $OUT: ncu-flashjit.txt, ncu-fa2.txt, sass.txt.gz.
 set -uo pipefail
 out=${OUT:-/tmp/out}
@@ -18,7 +20,7 @@ shape="--head-dim $d --batch 4 --heads-q $h --heads-kv $h --seqlen 4096 --dtype 
 tile="--block-m $bm --block-n $bn --warps $warps --stages $stages"
 sections="--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables \
   --section SchedulerStats --section WarpStateStats --section InstructionStats --section Occupancy --section LaunchStats"
-timeout 200 ncu --clock-control none $sections -k regex:fwd_ --launch-count 1 \
+timeout 200 ncu --clock-control none $sections ${PROFILE_NCU_ARGS:-} -k regex:fwd_ --launch-count 1 \
   "$bin/flashjit" run $shape $tile --warmup 0 --repeats 1 > "$out/ncu-flashjit.txt" 2>&1
 tail -3 "$out/ncu-flashjit.txt"
 cubin=$(find "$FLASHJIT_CACHE_DIR" -name '*.cubin' | head -1)
@@ -33,6 +35,6 @@ with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         F.scaled_dot_product_attention(q, k, v, is_causal=$causal)
 torch.cuda.synchronize()
 PY
-timeout 200 ncu --clock-control none $sections -k regex:flash_fwd --launch-skip 1 --launch-count 1 \
+timeout 200 ncu --clock-control none $sections ${PROFILE_NCU_ARGS:-} -k regex:flash_fwd --launch-skip 1 --launch-count 1 \
   python3 /tmp/fa2.py > "$out/ncu-fa2.txt" 2>&1
 tail -3 "$out/ncu-fa2.txt"

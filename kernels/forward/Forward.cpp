@@ -8,10 +8,20 @@ namespace flashjit {
 
 namespace {
 int roundUp(int v, int m) { return (v + m - 1) / m * m; }
-/// Each smem row gets one extra 16-byte chunk so that the 8 rows an ldmatrix
-/// reads fall into 8 different bank groups (the padded pitch is an odd
-/// number of 16-byte chunks).
-constexpr int kRowPadElems = 8;
+/// Swizzled shared-memory rows start on 32-byte boundaries, so that a
+/// 32-byte global sector lands in one shared-memory sector and cp.async
+/// copies coalesce. The pitch is 2 mod 4 sixteen-byte chunks; with the
+/// swizzle of kSwizzleRowBit the 8 rows an ldmatrix reads fall into 8
+/// different bank groups.
+int swizzledPitch(int paddedDim) {
+  const int chunks = paddedDim / kSmemChunkElems;
+  return (chunks % 4 == 2 ? chunks : roundUp(chunks, 4) + 2) * kSmemChunkElems;
+}
+/// Unswizzled rows get one extra 16-byte chunk (an odd pitch in chunks) for
+/// the same bank-group spread; every other row then starts 16 bytes off a
+/// 32-byte boundary (Nsight Compute at d=192: 1.4-1.6x the L2 sectors and
+/// 2.7x the shared-memory wavefronts per cp.async).
+int paddedPitch(int paddedDim) { return paddedDim + kSmemChunkElems; }
 } // namespace
 
 int copyElems(const AttentionSpec &spec, int dim) {
@@ -26,11 +36,17 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   const int eb = elementBytes(spec.dtype);
   l.paddedHeadDimQK = roundUp(spec.headDimQK, kMmaK);
   l.paddedHeadDimV = roundUp(spec.headDimV, kMmaK);
-  l.pitchQK = l.paddedHeadDimQK + kRowPadElems;
-  l.pitchV = l.paddedHeadDimV + kRowPadElems;
   l.threads = c.warps * kWarpSize;
   l.rowsPerWarp = c.warps > 0 ? c.blockM / c.warps : 0;
   l.mTilesPerWarp = l.rowsPerWarp / kMmaM;
+  // Swizzled rows: 1.02-1.08x (H200, 2026-12-02 session 6: d=64, 160, 192,
+  // 256). Their few extra registers spill the 4-warp 32-row tiles from d=96
+  // (ptxas 13.0, tests/ptxas), which keep the padded rows.
+  l.swizzledRows = !(l.mTilesPerWarp >= 2 &&
+                     std::max(l.paddedHeadDimQK, l.paddedHeadDimV) >= 96);
+  auto pitch = l.swizzledRows ? swizzledPitch : paddedPitch;
+  l.pitchQK = pitch(l.paddedHeadDimQK);
+  l.pitchV = pitch(l.paddedHeadDimV);
   l.qTileBytes = c.blockM * l.pitchQK * eb;
   l.kTileBytes = c.blockN * l.pitchQK * eb;
   l.vTileBytes = c.blockN * l.pitchV * eb;

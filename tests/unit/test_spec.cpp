@@ -644,6 +644,24 @@ TEST(DefaultTileConfig, ValidForEveryHeadDimDtypeMaskArchAndAlign) {
   EXPECT_EQ(checked, 256 * 2 * int(std::size(kAllMasks)) * 5 * 3);
 }
 
+// Rows are swizzled except in 4-warp 32-row tiles from d=96, where the
+// swizzle's registers make ptxas spill.
+TEST(ForwardLayout, SwizzlesRowsWhereRegistersAllow) {
+  auto layoutOf = [](int d, TileConfig c) {
+    return forwardLayout(specWithHeadDim(d), c);
+  };
+  EXPECT_TRUE(layoutOf(256, {64, 64, 4, 1}).swizzledRows);
+  EXPECT_TRUE(layoutOf(192, {128, 64, 8, 1}).swizzledRows);
+  EXPECT_TRUE(layoutOf(64, {128, 64, 4, 2}).swizzledRows);
+  EXPECT_TRUE(layoutOf(80, {128, 64, 4, 2}).swizzledRows);
+  EXPECT_FALSE(layoutOf(96, {128, 64, 4, 3}).swizzledRows);
+  EXPECT_FALSE(layoutOf(128, {128, 64, 4, 1}).swizzledRows);
+  // d=192: 24 chunks a row, so two more; d=80: 10 chunks, none more.
+  EXPECT_EQ(layoutOf(192, {64, 64, 4, 1}).pitchQK, 208);
+  EXPECT_EQ(layoutOf(80, {128, 64, 4, 2}).pitchQK, 80);
+  EXPECT_EQ(layoutOf(128, {128, 64, 4, 1}).pitchQK, 136);
+}
+
 TEST(DefaultTileConfig, LayoutIsConsistent) {
   for (int d : {1, 16, 33, 64, 80, 100, 128, 160, 256})
     for (DType dtype : kAllDTypes)
@@ -671,10 +689,16 @@ TEST(DefaultTileConfig, LayoutIsConsistent) {
         EXPECT_EQ(l.vOffsetBytes % 16, 0) << where;
         EXPECT_EQ(l.pitchQK * eb % 16, 0) << where;
         EXPECT_EQ(l.pitchV * eb % 16, 0) << where;
-        // Padded pitch: an odd number of 16-byte chunks (no ldmatrix bank
-        // conflicts), per the layout's design.
-        EXPECT_EQ(l.pitchQK * eb / 16 % 2, 1) << where;
-        EXPECT_EQ(l.pitchV * eb / 16 % 2, 1) << where;
+        // Swizzled rows start on 32-byte boundaries (2 mod 4 sixteen-byte
+        // chunks); padded rows are an odd number of chunks. Either way an
+        // ldmatrix's 8 rows fall into 8 bank groups.
+        for (int pitch : {l.pitchQK, l.pitchV}) {
+          const int chunks = pitch * eb / 16;
+          if (l.swizzledRows)
+            EXPECT_EQ(chunks % 4, 2) << where;
+          else
+            EXPECT_EQ(chunks % 2, 1) << where;
+        }
       }
 }
 

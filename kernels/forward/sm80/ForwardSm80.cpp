@@ -197,6 +197,27 @@ struct ForwardKernel {
   }
 };
 
+/// Bit kSwizzleRowBit of tile row `row`: a swizzled layout keeps the row's
+/// 16-byte chunk c at chunk c ^ bit of its shared-memory row.
+Value swizzleBit(Emitter &e, Value row) {
+  return e.andI(arith::ShRUIOp::create(e.b, e.loc, row, e.idx(kSwizzleRowBit)),
+                e.idx(1));
+}
+/// Where 16-byte chunk `chunk` of tile row `row` sits in shared memory.
+Value swizzledChunk(Emitter &e, const ForwardLayout &l, Value row,
+                    Value chunk) {
+  if (!l.swizzledRows)
+    return chunk;
+  return arith::XOrIOp::create(e.b, e.loc, chunk, swizzleBit(e, row));
+}
+/// Where element column `col` of tile row `row` sits in shared memory.
+Value swizzledCol(Emitter &e, const ForwardLayout &l, Value row, Value col) {
+  if (!l.swizzledRows)
+    return col;
+  return arith::XOrIOp::create(
+      e.b, e.loc, col, e.mul(swizzleBit(e, row), e.idx(kSmemChunkElems)));
+}
+
 /// Element offset of the start of tile row `row` (an index into the rows of
 /// the tensor being copied) from the copy's base offset.
 using RowOffsetFn = function_ref<Value(Emitter &, Value row)>;
@@ -234,9 +255,41 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
       laneRow = e.opaque(laneRow);
     laneCol = e.mul(e.rem(tid, chunksPerRow), e.idx(vec));
   }
-  // `srcIdx`, when given, is the chunk's source element (valid rows).
+  // The lane's column in shared memory, swizzled by bit 2 of its row
+  // laneRow + first. For rounds whose first row is a multiple of 4 that is
+  // bit 2 of laneRow, flipped by first's: one of two lane constants. Other
+  // rounds read it from a lane mask whose bit j is bit 2 of laneRow % 8 + j
+  // (0xF0F0 >> laneRow % 8): two 32-bit ops and a select.
+  Value laneSmemCol, laneSmemColFlipped, laneColFlipped, rowBitMask;
+  const bool swizzled = k.layout.swizzledRows;
+  if (laneRows && swizzled) {
+    laneSmemCol = swizzledCol(e, k.layout, laneRow, laneCol);
+    laneSmemColFlipped = arith::XOrIOp::create(e.b, e.loc, laneSmemCol,
+                                               e.idx(kSmemChunkElems));
+    if (rowsPerRound % 4 != 0) {
+      laneColFlipped = arith::XOrIOp::create(e.b, e.loc, laneCol,
+                                             e.idx(kSmemChunkElems));
+      Value lr = arith::IndexCastOp::create(e.b, e.loc, e.b.getI32Type(),
+                                            laneRow);
+      rowBitMask = arith::ShRUIOp::create(e.b, e.loc, e.i32(0xF0F0),
+                                          e.andI(lr, e.i32(7)));
+    }
+  }
+  auto roundSmemCol = [&](int first) -> Value {
+    if (!swizzled)
+      return laneCol;
+    if (first % 4 == 0)
+      return (first >> kSwizzleRowBit) & 1 ? laneSmemColFlipped : laneSmemCol;
+    Value bit = e.andI(arith::ShRUIOp::create(e.b, e.loc, rowBitMask,
+                                              e.i32(first % 8)),
+                       e.i32(1));
+    return e.select(arith::TruncIOp::create(e.b, e.loc, e.b.getI1Type(), bit),
+                    laneColFlipped, laneCol);
+  };
+  // `smemCol`, when given, is the chunk's swizzled column in shared memory;
+  // `srcIdx` its source element (valid rows).
   auto copyChunk = [&](OpBuilder &b, Value row, Value col,
-                       Value srcIdx = Value()) {
+                       Value smemCol = Value(), Value srcIdx = Value()) {
     Emitter ce{b, e.loc};
     Value globalRow = ce.add(rowStart, row);
     Value valid = ce.lt(col, ce.idx(dim));
@@ -250,7 +303,7 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
                                  ce.idx(0)));
     SmallVector<Value> dstIdx(prefix.begin(), prefix.end());
     dstIdx.push_back(row);
-    dstIdx.push_back(col);
+    dstIdx.push_back(smemCol ? smemCol : swizzledCol(ce, k.layout, row, col));
     if (asyncCopies) {
       Value srcElems = ce.select(valid, ce.idx(vec), ce.idx(0));
       bool bypassL1 = vec * elementBytes(k.spec.dtype) == 16;
@@ -300,8 +353,9 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
       Value cond = roundRows * chunksPerRow == threads
                        ? Value()
                        : e.lt(laneRow, e.idx(roundRows));
+      Value smemCol = roundSmemCol(first);
       e.ifThen(cond, [&] {
-        copyChunk(e.b, e.add(laneRow, e.idx(first)), laneCol, srcIdx);
+        copyChunk(e.b, e.add(laneRow, e.idx(first)), laneCol, smemCol, srcIdx);
       });
     }
     return;
@@ -596,8 +650,12 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   // fragment's address is a lane offset (elements, below) plus a constant,
   // so the fragments of one tile are read through a view that starts at
   // this lane's offset, indexed by constants only.
+  // `col` is the lane's 16-byte chunk (0 or 1); the fragments' constant
+  // offsets are whole 32-byte pairs of chunks and 8-row blocks, so the lane
+  // offset carries the swizzle.
   auto laneRowCol = [&](Value row, Value col, int pitch) {
-    return e.add(e.mul(row, e.idx(pitch)), e.mul(col, e.idx(8)));
+    Value chunk = swizzledChunk(e, L, row, col);
+    return e.add(e.mul(row, e.idx(pitch)), e.mul(chunk, e.idx(kSmemChunkElems)));
   };
   // Q (A operand): matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows
   // 0-7, k 8-15), (rows 8-15, k 8-15).
@@ -1101,7 +1159,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                              e.fmul(e.extract(acc, {half, 1}), inv)}));
           // Staged in the Q tile.
           vector::StoreOp::create(builder, loc, pair, qSmem,
-                                  ValueRange{stageRow, fragmentCol(dt)},
+                                  ValueRange{stageRow, swizzledCol(e, L, stageRow,
+                                                                   fragmentCol(dt))},
                                   /*nontemporal=*/false, llvm::MaybeAlign(4));
         }
       }
@@ -1177,7 +1236,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
       builder.setInsertionPointToStart(&store.getThenRegion().front());
       const int chunkBytes = oVec * elementBytes(spec.dtype);
       Value val = vector::LoadOp::create(builder, loc, chunkType, qSmem,
-                                         ValueRange{tileRow, col},
+                                         ValueRange{tileRow,
+                                                    swizzledCol(e, L, tileRow, col)},
                                          /*nontemporal=*/false,
                                          llvm::MaybeAlign(chunkBytes));
       Value idx =

@@ -6,7 +6,7 @@
 // CHECK-LABEL: gpu.func @d33
 // CHECK-NOT: nvgpu.device_async_copy
 // CHECK: memref.load
-// CHECK: memref.store {{.*}} : memref<128x56xf16, #gpu.address_space<workgroup>>
+// CHECK: memref.store {{.*}} : memref<128x48xf16, #gpu.address_space<workgroup>>
 // CHECK: nvgpu.mma.sync
 // CHECK-NOT: vector.store
 // CHECK: gpu.return
@@ -43,7 +43,7 @@ flashjit.attention_fwd @d100 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 // CHECK: scf.if
 // CHECK: nvgpu.device_async_copy %arg2
 // CHECK: nvvm.cp.async.commit.group
-// CHECK: nvgpu.ldmatrix {{.*}} : memref<64x264xbf16, #gpu.address_space<workgroup>> -> vector<4x2xbf16>
+// CHECK: nvgpu.ldmatrix {{.*}} : memref<64x272xbf16, #gpu.address_space<workgroup>> -> vector<4x2xbf16>
 // CHECK: nvgpu.mma.sync
 // CHECK: nvvm.cp.async.wait.group 0
 // CHECK-NEXT: gpu.barrier

@@ -26,12 +26,24 @@ inline constexpr int kMaxRegistersPerThread = 255;
 /// (sm_80 .. sm_90).
 inline constexpr int kRegisterFileSize = 65536;
 
+/// Elements of one 16-byte shared-memory chunk (an ldmatrix row).
+inline constexpr int kSmemChunkElems = 8;
+/// Tile row r keeps its 16-byte chunk c at chunk c ^ ((r >> kSwizzleRowBit)
+/// & 1) of its shared-memory row: rows 4-7 of every 8 swap the two chunks of
+/// each 32-byte pair (see ForwardLayout::pitchQK).
+inline constexpr int kSwizzleRowBit = 2;
+
 /// Shared-memory and register layout of one forward kernel.
 struct ForwardLayout {
   int paddedHeadDimQK = 0; ///< head_dim_qk rounded up to kMmaK
   int paddedHeadDimV = 0;  ///< head_dim_v rounded up to kMmaK
-  int pitchQK = 0;         ///< smem row pitch (elements) of Q and K tiles
-  int pitchV = 0;          ///< smem row pitch (elements) of V tiles
+  /// Rows start on 32-byte boundaries and swap chunk pairs by
+  /// kSwizzleRowBit; otherwise each row is padded by one 16-byte chunk.
+  bool swizzledRows = false;
+  /// smem row pitch (elements) of Q and K tiles, and of V tiles: 2 mod 4
+  /// sixteen-byte chunks when swizzled, an odd number otherwise
+  int pitchQK = 0;
+  int pitchV = 0;
   int rowsPerWarp = 0;     ///< blockM / warps
   int mTilesPerWarp = 0;   ///< rowsPerWarp / kMmaM
   int threads = 0;
