@@ -43,9 +43,12 @@ constexpr const char *kTempPrefix = ".tmp-";
 constexpr const char *kTrashPrefix = ".trash-";
 constexpr const char *kLockSuffix = ".lock";
 
+/// Hex digits of a 64-bit hash in entry names and checksums.
+constexpr size_t kHashHexDigits = 16;
 std::string hex16(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  char buf[kHashHexDigits + 1];
+  std::snprintf(buf, sizeof buf, "%0*llx", int(kHashHexDigits),
+                static_cast<unsigned long long>(v));
   return buf;
 }
 std::string checksum(const std::string &data) {
@@ -77,11 +80,10 @@ bool endsWith(const std::string &s, const std::string &suffix) {
 /// Whether `name` has the shape of CacheKey::entryName(): a kernel name,
 /// "-", and 16 hex digits of the key's hash.
 bool isEntryName(const std::string &name) {
-  constexpr size_t kHashDigits = 16; // hex16
-  if (name.size() <= kHashDigits + 1 ||
-      name[name.size() - kHashDigits - 1] != '-')
+  if (name.size() <= kHashHexDigits + 1 ||
+      name[name.size() - kHashHexDigits - 1] != '-')
     return false;
-  return std::all_of(name.end() - kHashDigits, name.end(), [](char c) {
+  return std::all_of(name.end() - kHashHexDigits, name.end(), [](char c) {
     return std::isxdigit(static_cast<unsigned char>(c)) != 0;
   });
 }

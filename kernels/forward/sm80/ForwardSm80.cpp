@@ -84,6 +84,9 @@ struct Emitter {
   Value ge(Value x, Value y) { return cmp(arith::CmpIPredicate::sge, x, y); }
   Value gt(Value x, Value y) { return cmp(arith::CmpIPredicate::sgt, x, y); }
   Value andI(Value x, Value y) { return arith::AndIOp::create(b, loc, x, y); }
+  Value xorI(Value x, Value y) { return arith::XOrIOp::create(b, loc, x, y); }
+  Value shl(Value x, Value n) { return arith::ShLIOp::create(b, loc, x, n); }
+  Value shrU(Value x, Value n) { return arith::ShRUIOp::create(b, loc, x, n); }
   Value orI(Value x, Value y) { return arith::OrIOp::create(b, loc, x, y); }
   Value select(Value c, Value x, Value y) {
     return arith::SelectOp::create(b, loc, c, x, y);
@@ -200,22 +203,20 @@ struct ForwardKernel {
 /// Bit kSwizzleRowBit of tile row `row`: a swizzled layout keeps the row's
 /// 16-byte chunk c at chunk c ^ bit of its shared-memory row.
 Value swizzleBit(Emitter &e, Value row) {
-  return e.andI(arith::ShRUIOp::create(e.b, e.loc, row, e.idx(kSwizzleRowBit)),
-                e.idx(1));
+  return e.andI(e.shrU(row, e.idx(kSwizzleRowBit)), e.idx(1));
 }
 /// Where 16-byte chunk `chunk` of tile row `row` sits in shared memory.
 Value swizzledChunk(Emitter &e, const ForwardLayout &l, Value row,
                     Value chunk) {
   if (!l.swizzledRows)
     return chunk;
-  return arith::XOrIOp::create(e.b, e.loc, chunk, swizzleBit(e, row));
+  return e.xorI(chunk, swizzleBit(e, row));
 }
 /// Where element column `col` of tile row `row` sits in shared memory.
 Value swizzledCol(Emitter &e, const ForwardLayout &l, Value row, Value col) {
   if (!l.swizzledRows)
     return col;
-  return arith::XOrIOp::create(
-      e.b, e.loc, col, e.mul(swizzleBit(e, row), e.idx(kSmemChunkElems)));
+  return e.xorI(col, e.mul(swizzleBit(e, row), e.idx(kSmemChunkElems)));
 }
 
 /// Element offset of the start of tile row `row` (an index into the rows of
@@ -264,15 +265,12 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
   const bool swizzled = k.layout.swizzledRows;
   if (laneRows && swizzled) {
     laneSmemCol = swizzledCol(e, k.layout, laneRow, laneCol);
-    laneSmemColFlipped = arith::XOrIOp::create(e.b, e.loc, laneSmemCol,
-                                               e.idx(kSmemChunkElems));
+    laneSmemColFlipped = e.xorI(laneSmemCol, e.idx(kSmemChunkElems));
     if (rowsPerRound % 4 != 0) {
-      laneColFlipped = arith::XOrIOp::create(e.b, e.loc, laneCol,
-                                             e.idx(kSmemChunkElems));
+      laneColFlipped = e.xorI(laneCol, e.idx(kSmemChunkElems));
       Value lr = arith::IndexCastOp::create(e.b, e.loc, e.b.getI32Type(),
                                             laneRow);
-      rowBitMask = arith::ShRUIOp::create(e.b, e.loc, e.i32(0xF0F0),
-                                          e.andI(lr, e.i32(7)));
+      rowBitMask = e.shrU(e.i32(0xF0F0), e.andI(lr, e.i32(7)));
     }
   }
   auto roundSmemCol = [&](int first) -> Value {
@@ -280,9 +278,7 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
       return laneCol;
     if (first % 4 == 0)
       return (first >> kSwizzleRowBit) & 1 ? laneSmemColFlipped : laneSmemCol;
-    Value bit = e.andI(arith::ShRUIOp::create(e.b, e.loc, rowBitMask,
-                                              e.i32(first % 8)),
-                       e.i32(1));
+    Value bit = e.andI(e.shrU(rowBitMask, e.i32(first % 8)), e.i32(1));
     return e.select(arith::TruncIOp::create(e.b, e.loc, e.b.getI1Type(), bit),
                     laneColFlipped, laneCol);
   };
@@ -445,7 +441,10 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   Value biasBS = stride(14), biasHS = stride(15), biasRS = stride(16);
   Value alibiBS = stride(17);
   constexpr int kScalars = kForwardKernelPointerArgs + kForwardKernelStrideArgs;
-  Value seqQ = e.toIndex(arg(kScalars)), seqK = e.toIndex(arg(kScalars + 1));
+  // seqK becomes the sequence's own length below (varlen, key lengths);
+  // seqKArg stays the argument (the causal CTA order sizes chunks by it).
+  Value seqKArg = arg(kScalars + 1);
+  Value seqQ = e.toIndex(arg(kScalars)), seqK = e.toIndex(seqKArg);
   Value windowLeft = e.toIndex(arg(kScalars + 2));
   Value windowRight = e.toIndex(arg(kScalars + 3));
   Value scaleLog2 = arg(kScalars + 4), softcap = arg(kScalars + 5);
@@ -483,34 +482,22 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
       return {x, y, z};
     Value rowBlocks = e.freshSreg("%nctaid.x");
     Value heads = e.freshSreg("%nctaid.y");
-    auto shl = [&](Value v, Value n) {
-      return Value(arith::ShLIOp::create(builder, loc, v, n));
-    };
-    auto shr = [&](Value v, Value n) {
-      return Value(arith::ShRUIOp::create(builder, loc, v, n));
-    };
     // log2(heads a chunk) = floor(log2(budget keys)) - ceil(log2(seqlen_k)),
     // at least 0; ceil(log2(n)) = 32 - clz(n - 1).
     const int64_t kvBytesPerKey =
         int64_t(spec.headDimQK + spec.headDimV) * elementBytes(spec.dtype);
     const int64_t budgetLog2 = llvm::Log2_64(kLptChunkBytes / kvBytesPerKey);
-    Value keysM1 = arith::SubIOp::create(
-        builder, loc,
-        arith::MaxSIOp::create(
-            builder, loc,
-            arg(kForwardKernelPointerArgs + kForwardKernelStrideArgs + 1),
-            e.i32(1)),
-        e.i32(1));
+    Value keysM1 = e.sub(e.maxS(seqKArg, e.i32(1)), e.i32(1));
     Value keysLog2 = e.sub(e.idx(32), e.toIndex(LLVM::CountLeadingZerosOp::create(
                                           builder, loc, keysM1,
                                           /*is_zero_poison=*/false)));
     Value chunkLog2 = e.maxS(e.sub(e.idx(budgetLog2), keysLog2), e.idx(0));
-    Value chunks = e.maxS(shr(heads, chunkLog2), e.idx(1));
-    Value chunk = e.minS(shr(y, chunkLog2), e.sub(chunks, e.idx(1)));
-    Value firstHead = shl(chunk, chunkLog2);
+    Value lastChunk = e.sub(e.maxS(e.shrU(heads, chunkLog2), e.idx(1)), e.idx(1));
+    Value chunk = e.minS(e.shrU(y, chunkLog2), lastChunk);
+    Value firstHead = e.shl(chunk, chunkLog2);
     Value chunkHeads =
-        e.select(e.cmp(arith::CmpIPredicate::eq, chunk, e.sub(chunks, e.idx(1))),
-                 e.sub(heads, firstHead), shl(e.idx(1), chunkLog2));
+        e.select(e.cmp(arith::CmpIPredicate::eq, chunk, lastChunk),
+                 e.sub(heads, firstHead), e.shl(e.idx(1), chunkLog2));
     Value within = e.add(e.mul(e.sub(y, firstHead), rowBlocks), x);
     Value fromLast = arith::DivUIOp::create(builder, loc, within, chunkHeads);
     Value head = e.add(firstHead, e.sub(within, e.mul(fromLast, chunkHeads)));
@@ -1197,22 +1184,20 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             continue;
           }
           Value inCols = e.lt(e.add(col, e.idx(el)), e.idx(spec.headDimV));
-          auto colIf = scf::IfOp::create(builder, loc, inCols, false);
-          OpBuilder::InsertionGuard cg(builder);
-          builder.setInsertionPointToStart(&colIf.getThenRegion().front());
-          memref::StoreOp::create(builder, loc, val, o, ValueRange{elIdx});
+          e.ifThen(inCols, [&] {
+            memref::StoreOp::create(builder, loc, val, o, ValueRange{elIdx});
+          });
         }
       }
       if (spec.writeLse) {
         Value lseVal = e.select(empty, negInfF,
                                 e.fmul(e.fadd(m, e.log2(lSum)), e.f32(kLn2)));
         Value first = e.cmp(arith::CmpIPredicate::eq, inGroup, e.idx(0));
-        auto lseIf = scf::IfOp::create(builder, loc, first, false);
-        OpBuilder::InsertionGuard lg(builder);
-        builder.setInsertionPointToStart(&lseIf.getThenRegion().front());
-        Value lseIdx = e.add(e.add(e.mul(batch, lseBS), e.mul(head, lseHS)),
-                             e.add(startQ, query));
-        memref::StoreOp::create(builder, loc, lseVal, lse, ValueRange{lseIdx});
+        e.ifThen(first, [&] {
+          Value lseIdx = e.add(e.add(e.mul(batch, lseBS), e.mul(head, lseHS)),
+                               e.add(startQ, query));
+          memref::StoreOp::create(builder, loc, lseVal, lse, ValueRange{lseIdx});
+        });
       }
     }
   if (stageO) {
@@ -1231,20 +1216,18 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
       Value cond = e.lt(globalRow, rowLimit);
       if (first + kWarpSize > chunks)
         cond = e.andI(cond, e.lt(chunk, e.idx(chunks)));
-      auto store = scf::IfOp::create(builder, loc, cond, false);
-      OpBuilder::InsertionGuard g(builder);
-      builder.setInsertionPointToStart(&store.getThenRegion().front());
-      const int chunkBytes = oVec * elementBytes(spec.dtype);
-      Value val = vector::LoadOp::create(builder, loc, chunkType, qSmem,
-                                         ValueRange{tileRow,
-                                                    swizzledCol(e, L, tileRow, col)},
-                                         /*nontemporal=*/false,
-                                         llvm::MaybeAlign(chunkBytes));
-      Value idx =
-          e.add(oRowBase(queryOf(e, globalRow), headOf(e, globalRow)), col);
-      vector::StoreOp::create(builder, loc, val, o, ValueRange{idx},
-                              /*nontemporal=*/false,
-                              llvm::MaybeAlign(chunkBytes));
+      e.ifThen(cond, [&] {
+        const int chunkBytes = oVec * elementBytes(spec.dtype);
+        Value val = vector::LoadOp::create(
+            builder, loc, chunkType, qSmem,
+            ValueRange{tileRow, swizzledCol(e, L, tileRow, col)},
+            /*nontemporal=*/false, llvm::MaybeAlign(chunkBytes));
+        Value idx =
+            e.add(oRowBase(queryOf(e, globalRow), headOf(e, globalRow)), col);
+        vector::StoreOp::create(builder, loc, val, o, ValueRange{idx},
+                                /*nontemporal=*/false,
+                                llvm::MaybeAlign(chunkBytes));
+      });
     }
   }
   gpu::ReturnOp::create(builder, loc);
