@@ -8,19 +8,11 @@ namespace flashjit {
 
 namespace {
 int roundUp(int v, int m) { return (v + m - 1) / m * m; }
-/// Swizzled shared-memory rows start on 32-byte boundaries, so that a
-/// 32-byte global sector lands in one shared-memory sector and cp.async
-/// copies coalesce. The pitch is 2 mod 4 sixteen-byte chunks; with the
-/// swizzle of kSwizzleRowBit the 8 rows an ldmatrix reads fall into 8
-/// different bank groups.
-int swizzledPitch(int paddedDim) {
-  const int chunks = paddedDim / kSmemChunkElems;
-  return (chunks % 4 == 2 ? chunks : roundUp(chunks, 4) + 2) * kSmemChunkElems;
-}
-/// Unswizzled rows get one extra 16-byte chunk (an odd pitch in chunks) for
-/// the same bank-group spread; every other row then starts 16 bytes off a
-/// 32-byte boundary (Nsight Compute at d=192: 1.4-1.6x the L2 sectors and
-/// 2.7x the shared-memory wavefronts per cp.async).
+/// Unswizzled rows get one extra 16-byte chunk (an odd pitch in chunks), so
+/// that an ldmatrix's 8 rows fall into 8 bank groups; but then a quarter
+/// warp's 8 copied chunks straddle two 128-byte lines (Nsight Compute at
+/// d=192 with 32-byte aligned rows: 2.1x FA2's shared-memory wavefronts
+/// per cp.async; 1-byte padding is worse).
 int paddedPitch(int paddedDim) { return paddedDim + kSmemChunkElems; }
 } // namespace
 
@@ -39,14 +31,22 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   l.threads = c.warps * kWarpSize;
   l.rowsPerWarp = c.warps > 0 ? c.blockM / c.warps : 0;
   l.mTilesPerWarp = l.rowsPerWarp / kMmaM;
-  // Swizzled rows: 1.02-1.08x (H200, 2026-12-02 session 6: d=64, 160, 192,
-  // 256). Their few extra registers spill the 4-warp 32-row tiles from d=96
-  // (ptxas 13.0, tests/ptxas), which keep the padded rows.
+  // Swizzled rows: 1.02-1.04x over padded ones at d = 96-256 without a mask
+  // (H200, 2026-12-02 session 7). With a mask, the 4-warp 32-row tiles from
+  // d=96 keep padded rows: there the swizzle's registers make ptxas spill
+  // (d = 96, 100) or cost 5% (d=128 causal).
   l.swizzledRows = !(l.mTilesPerWarp >= 2 &&
-                     std::max(l.paddedHeadDimQK, l.paddedHeadDimV) >= 96);
-  auto pitch = l.swizzledRows ? swizzledPitch : paddedPitch;
-  l.pitchQK = pitch(l.paddedHeadDimQK);
-  l.pitchV = pitch(l.paddedHeadDimV);
+                     std::max(l.paddedHeadDimQK, l.paddedHeadDimV) >= 96 &&
+                     spec.mask != MaskMode::None);
+  if (l.swizzledRows) {
+    l.pitchQK = l.paddedHeadDimQK;
+    l.pitchV = l.paddedHeadDimV;
+    l.swizzleBitsQK = swizzleBitsOfRow(l.pitchQK / kSmemChunkElems);
+    l.swizzleBitsV = swizzleBitsOfRow(l.pitchV / kSmemChunkElems);
+  } else {
+    l.pitchQK = paddedPitch(l.paddedHeadDimQK);
+    l.pitchV = paddedPitch(l.paddedHeadDimV);
+  }
   l.qTileBytes = c.blockM * l.pitchQK * eb;
   l.kTileBytes = c.blockN * l.pitchQK * eb;
   l.vTileBytes = c.blockN * l.pitchV * eb;

@@ -88,11 +88,12 @@ Expected<ModuleCache::Kernel> loadKernel(const Api &cu, CUcontext ctx,
                   "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
         !s)
       return failed(s);
-  int maxThreads = 0, registers = 0, localBytes = 0;
+  int maxThreads = 0, registers = 0, localBytes = 0, staticSharedBytes = 0;
   for (auto [attribute, into] :
        {std::pair{CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, &maxThreads},
         std::pair{CU_FUNC_ATTRIBUTE_NUM_REGS, &registers},
-        std::pair{CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, &localBytes}})
+        std::pair{CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, &localBytes},
+        std::pair{CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, &staticSharedBytes}})
     if (Status s = check(cu.cuFuncGetAttribute(into, attribute, function),
                          "cuFuncGetAttribute");
         !s)
@@ -103,6 +104,14 @@ Expected<ModuleCache::Kernel> loadKernel(const Api &cu, CUcontext ctx,
         " threads per block, but at " + std::to_string(registers) +
         " registers per thread the device runs at most " +
         std::to_string(maxThreads) + " (use fewer warps or a smaller tile)"));
+
+  // The opt-in above covers dynamic shared memory only; static bytes on
+  // top would make a 48 KiB kernel fail at every launch.
+  if (staticSharedBytes != 0)
+    return failed(Status::error(
+        "it declares " + std::to_string(staticSharedBytes) +
+        " bytes of static shared memory; flashjit kernels use dynamic shared "
+        "memory only (a stale or foreign cache entry?)"));
 
   auto *kernel = new LoadedKernel;
   kernel->name = meta.kernelName;

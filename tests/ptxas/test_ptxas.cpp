@@ -203,6 +203,11 @@ void compileAndAssemble(const AttentionSpec &spec, const TileConfig &config,
   EXPECT_NE(a.ptxasLog.find("0 bytes spill stores, 0 bytes spill loads"),
             std::string::npos)
       << a.ptxasLog;
+  // All shared memory is dynamic (layout.sharedMemBytes): a static byte
+  // would push a 48 KiB kernel past the launch limit without the opt-in.
+  EXPECT_EQ(a.ptxasLog.find("bytes smem"), std::string::npos)
+      << "static shared memory:\n"
+      << a.ptxasLog;
 }
 
 // ---- the default-config grid ----------------------------------------------------------

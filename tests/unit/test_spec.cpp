@@ -16,6 +16,7 @@
 #include <iterator>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 using namespace flashjit;
@@ -644,22 +645,61 @@ TEST(DefaultTileConfig, ValidForEveryHeadDimDtypeMaskArchAndAlign) {
   EXPECT_EQ(checked, 256 * 2 * int(std::size(kAllMasks)) * 5 * 3);
 }
 
-// Rows are swizzled except in 4-warp 32-row tiles from d=96, where the
-// swizzle's registers make ptxas spill.
+// Rows are swizzled except in masked 4-warp 32-row tiles from d=96, where
+// the swizzle's registers make ptxas spill.
 TEST(ForwardLayout, SwizzlesRowsWhereRegistersAllow) {
-  auto layoutOf = [](int d, TileConfig c) {
-    return forwardLayout(specWithHeadDim(d), c);
+  auto layoutOf = [](int d, TileConfig c, MaskMode mask = MaskMode::None) {
+    AttentionSpec spec = specWithHeadDim(d);
+    spec.mask = mask;
+    return forwardLayout(spec, c);
   };
   EXPECT_TRUE(layoutOf(256, {64, 64, 4, 1}).swizzledRows);
-  EXPECT_TRUE(layoutOf(192, {128, 64, 8, 1}).swizzledRows);
-  EXPECT_TRUE(layoutOf(64, {128, 64, 4, 2}).swizzledRows);
-  EXPECT_TRUE(layoutOf(80, {128, 64, 4, 2}).swizzledRows);
-  EXPECT_FALSE(layoutOf(96, {128, 64, 4, 3}).swizzledRows);
-  EXPECT_FALSE(layoutOf(128, {128, 64, 4, 1}).swizzledRows);
-  // d=192: 24 chunks a row, so two more; d=80: 10 chunks, none more.
-  EXPECT_EQ(layoutOf(192, {64, 64, 4, 1}).pitchQK, 208);
+  EXPECT_TRUE(layoutOf(192, {128, 64, 8, 1}, MaskMode::Causal).swizzledRows);
+  EXPECT_TRUE(layoutOf(64, {128, 64, 4, 2}, MaskMode::Causal).swizzledRows);
+  EXPECT_TRUE(layoutOf(80, {128, 64, 4, 2}, MaskMode::Window).swizzledRows);
+  EXPECT_TRUE(layoutOf(96, {128, 64, 4, 3}).swizzledRows);
+  EXPECT_TRUE(layoutOf(128, {128, 64, 4, 1}).swizzledRows);
+  EXPECT_FALSE(layoutOf(96, {128, 64, 4, 3}, MaskMode::Causal).swizzledRows);
+  EXPECT_FALSE(layoutOf(128, {128, 64, 4, 1}, MaskMode::Window).swizzledRows);
+  // Swizzled rows are the padded head dim; padded rows one chunk more.
+  EXPECT_EQ(layoutOf(192, {64, 64, 4, 1}).pitchQK, 192);
+  EXPECT_EQ(layoutOf(192, {64, 64, 4, 1}).swizzleBitsQK, 3);
   EXPECT_EQ(layoutOf(80, {128, 64, 4, 2}).pitchQK, 80);
-  EXPECT_EQ(layoutOf(128, {128, 64, 4, 1}).pitchQK, 136);
+  EXPECT_EQ(layoutOf(80, {128, 64, 4, 2}).swizzleBitsQK, 1);
+  EXPECT_EQ(layoutOf(160, {64, 64, 4, 2}).swizzleBitsV, 2);
+  EXPECT_EQ(layoutOf(128, {128, 64, 4, 1}, MaskMode::Causal).pitchQK, 136);
+  EXPECT_EQ(layoutOf(128, {128, 64, 4, 1}, MaskMode::Causal).swizzleBitsQK, 0);
+}
+
+// The swizzle's two promises, on a model of shared memory (32 banks of 4
+// bytes, 16-byte chunks): the 8 rows one ldmatrix matrix reads, at the same
+// logical chunk, sit in 8 different bank groups; and the 8 consecutive
+// chunks a quarter warp copies (rows laid end to end) fill exactly one
+// 128-byte line.
+TEST(ForwardLayout, SwizzleSpreadsLdmatrixRowsAndKeepsCopyLines) {
+  for (int chunks = 2; chunks <= 40; chunks += 2) {
+    const int bits = swizzleBitsOfRow(chunks);
+    ASSERT_GE(bits, 1) << chunks;
+    ASSERT_LE(bits, 3) << chunks;
+    auto smemChunk = [&](int row, int chunk) {
+      return row * chunks + (chunk ^ rowSwizzle(row, bits));
+    };
+    for (int row0 = 0; row0 < 16; row0 += 8)
+      for (int c = 0; c < chunks; ++c) {
+        std::set<int> groups;
+        for (int r = row0; r < row0 + 8; ++r) {
+          ASSERT_LT(c ^ rowSwizzle(r, bits), chunks) << chunks;
+          groups.insert(smemChunk(r, c) % kSmemLineChunks);
+        }
+        EXPECT_EQ(groups.size(), 8u) << "chunks=" << chunks << " c=" << c;
+      }
+    for (int first = 0; first < 4 * chunks; first += kSmemLineChunks) {
+      std::set<int> lines;
+      for (int i = first; i < first + kSmemLineChunks; ++i)
+        lines.insert(smemChunk(i / chunks, i % chunks) / kSmemLineChunks);
+      EXPECT_EQ(lines.size(), 1u) << "chunks=" << chunks << " at " << first;
+    }
+  }
 }
 
 TEST(DefaultTileConfig, LayoutIsConsistent) {
@@ -689,15 +729,20 @@ TEST(DefaultTileConfig, LayoutIsConsistent) {
         EXPECT_EQ(l.vOffsetBytes % 16, 0) << where;
         EXPECT_EQ(l.pitchQK * eb % 16, 0) << where;
         EXPECT_EQ(l.pitchV * eb % 16, 0) << where;
-        // Swizzled rows start on 32-byte boundaries (2 mod 4 sixteen-byte
-        // chunks); padded rows are an odd number of chunks. Either way an
-        // ldmatrix's 8 rows fall into 8 bank groups.
-        for (int pitch : {l.pitchQK, l.pitchV}) {
+        // Swizzled rows are exactly the padded head dim, with the swizzle
+        // bits of their width; padded rows are an odd number of chunks.
+        // Either way an ldmatrix's 8 rows fall into 8 bank groups.
+        for (auto [pitch, padded, bits] :
+             {std::tuple{l.pitchQK, l.paddedHeadDimQK, l.swizzleBitsQK},
+              std::tuple{l.pitchV, l.paddedHeadDimV, l.swizzleBitsV}}) {
           const int chunks = pitch * eb / 16;
-          if (l.swizzledRows)
-            EXPECT_EQ(chunks % 4, 2) << where;
-          else
+          if (l.swizzledRows) {
+            EXPECT_EQ(pitch, padded) << where;
+            EXPECT_EQ(bits, swizzleBitsOfRow(chunks)) << where;
+          } else {
             EXPECT_EQ(chunks % 2, 1) << where;
+            EXPECT_EQ(bits, 0) << where;
+          }
         }
       }
 }

@@ -2,6 +2,7 @@
 #include "Target/PTX.h"
 
 #include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/IR/GlobalVariable.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Passes/PassBuilder.h"
@@ -15,6 +16,8 @@
 namespace flashjit {
 namespace {
 constexpr const char *kTriple = "nvptx64-nvidia-cuda";
+/// NVPTX address space of shared memory.
+constexpr unsigned kSharedAddressSpace = 3;
 
 Expected<std::unique_ptr<llvm::TargetMachine>> createTargetMachine(Arch arch) {
   static std::once_flag once;
@@ -48,6 +51,18 @@ translateToLLVMIR(mlir::gpu::GPUModuleOp module, llvm::LLVMContext &llvmCtx,
       mlir::translateModuleToLLVMIR(module, llvmCtx, module.getName());
   if (!llvmModule)
     return Status::error("translation of the NVVM module to LLVM IR failed");
+  // gpu.dynamic_shared_memory becomes an internal zero-length shared
+  // global, which NVPTX emits as a one-byte *static* variable: then a
+  // kernel with exactly 48 KiB of dynamic shared memory needs 48 KiB + 1
+  // and fails to launch without the opt-in. External, it is the
+  // `.extern .shared .b8 name[]` of dynamic shared memory.
+  for (llvm::GlobalVariable &g : llvmModule->globals())
+    if (g.getAddressSpace() == kSharedAddressSpace &&
+        g.getValueType()->isArrayTy() &&
+        g.getValueType()->getArrayNumElements() == 0) {
+      g.setInitializer(nullptr);
+      g.setLinkage(llvm::GlobalValue::ExternalLinkage);
+    }
   auto tm = createTargetMachine(arch);
   if (!tm)
     return tm.status();

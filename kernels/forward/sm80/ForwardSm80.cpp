@@ -32,6 +32,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/UB/IR/UBOps.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/Support/MathExtras.h"
 
 #include <algorithm>
@@ -200,23 +201,17 @@ struct ForwardKernel {
   }
 };
 
-/// Bit kSwizzleRowBit of tile row `row`: a swizzled layout keeps the row's
-/// 16-byte chunk c at chunk c ^ bit of its shared-memory row.
-Value swizzleBit(Emitter &e, Value row) {
-  return e.andI(e.shrU(row, e.idx(kSwizzleRowBit)), e.idx(1));
+/// rowSwizzle (Forward.h) of tile row `row` in a layout of `bits` swizzle
+/// bits, in 16-byte chunks.
+Value rowSwizzleOf(Emitter &e, Value row, int bits) {
+  return e.andI(e.shrU(row, e.idx(3 - bits)), e.idx((1 << bits) - 1));
 }
-/// Where 16-byte chunk `chunk` of tile row `row` sits in shared memory.
-Value swizzledChunk(Emitter &e, const ForwardLayout &l, Value row,
-                    Value chunk) {
-  if (!l.swizzledRows)
-    return chunk;
-  return e.xorI(chunk, swizzleBit(e, row));
-}
-/// Where element column `col` of tile row `row` sits in shared memory.
-Value swizzledCol(Emitter &e, const ForwardLayout &l, Value row, Value col) {
-  if (!l.swizzledRows)
+/// Where element column `col` of tile row `row` sits in a shared-memory row
+/// swizzled by `bits` (0: not swizzled).
+Value swizzledCol(Emitter &e, int bits, Value row, Value col) {
+  if (bits == 0)
     return col;
-  return e.xorI(col, e.mul(swizzleBit(e, row), e.idx(kSmemChunkElems)));
+  return e.xorI(col, e.mul(rowSwizzleOf(e, row, bits), e.idx(kSmemChunkElems)));
 }
 
 /// Element offset of the start of tile row `row` (an index into the rows of
@@ -230,10 +225,11 @@ using RowOffsetFn = function_ref<Value(Emitter &, Value row)>;
 /// their source is `base`, an in-bounds element). Copies of 4 bytes or more are
 /// cp.async (the caller commits and waits for them). `inLoop`: emitted in the
 /// main loop (lane rows made opaque); `rowStride`: rowOffset(r) is r times it
-/// (K and V), which lets in-range rows walk a pointer chain.
+/// (K and V), which lets in-range rows walk a pointer chain; `swizzleBits`:
+/// the destination's (rowSwizzle).
 void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
               Value base, RowOffsetFn rowOffset, Value rowStart, Value rowLimit,
-              int rows, int dim, int paddedDim, Value dst,
+              int rows, int dim, int paddedDim, int swizzleBits, Value dst,
               ArrayRef<Value> prefix, bool inLoop, Value rowStride = Value()) {
   // Columns past `dim` must read as zeros, not as the next row's data.
   const int vec = copyElems(k.spec, dim);
@@ -256,31 +252,19 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
       laneRow = e.opaque(laneRow);
     laneCol = e.mul(e.rem(tid, chunksPerRow), e.idx(vec));
   }
-  // The lane's column in shared memory, swizzled by bit 2 of its row
-  // laneRow + first. For rounds whose first row is a multiple of 4 that is
-  // bit 2 of laneRow, flipped by first's: one of two lane constants. Other
-  // rounds read it from a lane mask whose bit j is bit 2 of laneRow % 8 + j
-  // (0xF0F0 >> laneRow % 8): two 32-bit ops and a select.
-  Value laneSmemCol, laneSmemColFlipped, laneColFlipped, rowBitMask;
-  const bool swizzled = k.layout.swizzledRows;
-  if (laneRows && swizzled) {
-    laneSmemCol = swizzledCol(e, k.layout, laneRow, laneCol);
-    laneSmemColFlipped = e.xorI(laneSmemCol, e.idx(kSmemChunkElems));
-    if (rowsPerRound % 4 != 0) {
-      laneColFlipped = e.xorI(laneCol, e.idx(kSmemChunkElems));
-      Value lr = arith::IndexCastOp::create(e.b, e.loc, e.b.getI32Type(),
-                                            laneRow);
-      rowBitMask = e.shrU(e.i32(0xF0F0), e.andI(lr, e.i32(7)));
-    }
-  }
+  // The lane's column in shared memory in a round whose first row is
+  // `first`: the swizzle of row laneRow + first, which depends on first % 8
+  // only (one value per residue, built where first needed).
+  llvm::SmallDenseMap<int, Value> laneSmemCols;
   auto roundSmemCol = [&](int first) -> Value {
-    if (!swizzled)
+    if (swizzleBits == 0)
       return laneCol;
-    if (first % 4 == 0)
-      return (first >> kSwizzleRowBit) & 1 ? laneSmemColFlipped : laneSmemCol;
-    Value bit = e.andI(e.shrU(rowBitMask, e.i32(first % 8)), e.i32(1));
-    return e.select(arith::TruncIOp::create(e.b, e.loc, e.b.getI1Type(), bit),
-                    laneColFlipped, laneCol);
+    constexpr int kPeriod = 8; // rows after which rowSwizzle repeats
+    Value &col = laneSmemCols[first % kPeriod];
+    if (!col)
+      col = swizzledCol(e, swizzleBits, e.add(laneRow, e.idx(first % kPeriod)),
+                        laneCol);
+    return col;
   };
   // `smemCol`, when given, is the chunk's swizzled column in shared memory;
   // `srcIdx` its source element (valid rows).
@@ -299,7 +283,8 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
                                  ce.idx(0)));
     SmallVector<Value> dstIdx(prefix.begin(), prefix.end());
     dstIdx.push_back(row);
-    dstIdx.push_back(smemCol ? smemCol : swizzledCol(ce, k.layout, row, col));
+    dstIdx.push_back(smemCol ? smemCol
+                             : swizzledCol(ce, swizzleBits, row, col));
     if (asyncCopies) {
       Value srcElems = ce.select(valid, ce.idx(vec), ce.idx(0));
       bool bypassL1 = vec * elementBytes(k.spec.dtype) == 16;
@@ -594,19 +579,24 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   // K or V: where its rows come from and go to.
   struct KVOperand {
     Value src, base, rowStride, smem;
-    int dim, paddedDim;
+    int dim, paddedDim, swizzleBits;
   };
-  const KVOperand kOperand{kT, kBase, kRS, kSmem, spec.headDimQK,
-                           L.paddedHeadDimQK};
-  const KVOperand vOperand{v, vBase, vRS, vSmem, spec.headDimV,
-                           L.paddedHeadDimV};
+  const KVOperand kOperand{kT,
+                           kBase,
+                           kRS,
+                           kSmem,
+                           spec.headDimQK,
+                           L.paddedHeadDimQK,
+                           L.swizzleBitsQK};
+  const KVOperand vOperand{
+      v, vBase, vRS, vSmem, spec.headDimV, L.paddedHeadDimV, L.swizzleBitsV};
   auto loadKV = [&](const KVOperand &t, Value nBlock, Value slot,
                     bool inLoop) {
     auto rowOffset = [&](Emitter &x, Value r) { return x.mul(r, t.rowStride); };
     copyTile(e, k, tid, t.src, t.base, rowOffset,
              e.mul(nBlock, e.idx(cfg.blockN)), inLoop ? Value() : seqK,
-             cfg.blockN, t.dim, t.paddedDim, t.smem, {slot}, inLoop,
-             t.rowStride);
+             cfg.blockN, t.dim, t.paddedDim, t.swizzleBits, t.smem, {slot},
+             inLoop, t.rowStride);
   };
   auto tileOfIteration = [&](Value it) { // iteration it -> tile hiBlock-1-it
     return e.sub(e.sub(hiBlock, e.idx(1)), it);
@@ -615,7 +605,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   // ---- Q: global -> smem -> registers
   // --------------------------------------------
   copyTile(e, k, tid, q, qSeqBase, qRowOffset, mStart, rowLimit, cfg.blockM,
-           spec.headDimQK, L.paddedHeadDimQK, qSmem, {}, /*inLoop=*/false);
+           spec.headDimQK, L.paddedHeadDimQK, L.swizzleBitsQK, qSmem, {},
+           /*inLoop=*/false);
   commitGroup(e);
   // Prefetch the first stages-1 K/V tiles (each its own group); one stage
   // prefetches the first tile into its only slot.
@@ -633,61 +624,101 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
 
   auto fragType = [&](int rows) { return VectorType::get({rows, 2}, elemTy); };
   Value warpRow0 = e.mul(warp, e.idx(L.rowsPerWarp));
-  // ldmatrix: lane i gives the address of row i % 8 of matrix i / 8. Each
-  // fragment's address is a lane offset (elements, below) plus a constant,
-  // so the fragments of one tile are read through a view that starts at
-  // this lane's offset, indexed by constants only.
-  // `col` is the lane's 16-byte chunk (0 or 1); the fragments' constant
-  // offsets are whole 32-byte pairs of chunks and 8-row blocks, so the lane
-  // offset carries the swizzle.
-  auto laneRowCol = [&](Value row, Value col, int pitch) {
-    Value chunk = swizzledChunk(e, L, row, col);
-    return e.add(e.mul(row, e.idx(pitch)), e.mul(chunk, e.idx(kSmemChunkElems)));
+  // ldmatrix: lane i gives the address of row i % 8 of matrix i / 8, at
+  // chunk c (0 or 1) of its fragment's 32-byte pair of 16-byte chunks. A
+  // fragment starting at chunk 2p has this lane's chunk (2p + c) ^ s, s =
+  // rowSwizzle(row) < 2^bits, which is 2p - lo + ((lo ^ (s & ~1)) + (c ^
+  // (s & 1))) for lo = 2p mod 2^bits. So an operand's fragments are read
+  // through one view per lo (at most 4), each starting at this lane's offset
+  // for that lo and indexed by constants only; row offsets are multiples of
+  // 8 rows, which keep s.
+  struct FragmentLanes {
+    Value base;    // elements: row * pitch + (c ^ (s & 1)) * 8
+    Value pairSwz; // elements: (s & ~1) * 8; null below 2 swizzle bits
+    int bits;
+  };
+  auto fragmentLanes = [&](Value row, Value chunk, int pitch, int bits) {
+    FragmentLanes f{Value(), Value(), bits};
+    if (bits > 0) {
+      // Every operand's lane row is lane % 8 plus a multiple of 8.
+      Value swz = rowSwizzleOf(e, e.rem(lane, 8), bits);
+      chunk = e.xorI(chunk, e.andI(swz, e.idx(1)));
+      if (bits > 1)
+        f.pairSwz =
+            e.mul(e.andI(swz, e.idx((1 << bits) - 2)), e.idx(kSmemChunkElems));
+    }
+    f.base =
+        e.add(e.mul(row, e.idx(pitch)), e.mul(chunk, e.idx(kSmemChunkElems)));
+    return f;
   };
   // Q (A operand): matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows
   // 0-7, k 8-15), (rows 8-15, k 8-15).
-  Value qLane =
-      laneRowCol(e.add(warpRow0, e.rem(lane, 16)), e.div(lane, 16), L.pitchQK);
+  const FragmentLanes qLanes =
+      fragmentLanes(e.add(warpRow0, e.rem(lane, 16)), e.div(lane, 16),
+                    L.pitchQK, L.swizzleBitsQK);
   // K (B operands of two n8 tiles): (keys 0-7, k 0-7), (keys 0-7, k 8-15),
   // (keys 8-15, k 0-7), (keys 8-15, k 8-15).
-  Value kLane =
-      laneRowCol(e.add(e.rem(lane, 8), e.mul(e.div(lane, 16), e.idx(8))),
-                 e.rem(e.div(lane, 8), 2), L.pitchQK);
+  const FragmentLanes kLanes =
+      fragmentLanes(e.add(e.rem(lane, 8), e.mul(e.div(lane, 16), e.idx(8))),
+                    e.rem(e.div(lane, 8), 2), L.pitchQK, L.swizzleBitsQK);
   // V, transposed (B operands of two n8 column tiles): (keys 0-7, d 0-7),
   // (keys 8-15, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 8-15). A .x2 read
-  // takes lanes 0-15 only, whose column offset is 0.
-  Value vLane = laneRowCol(
+  // takes lanes 0-15 only, whose chunk is 0.
+  const FragmentLanes vLanes = fragmentLanes(
       e.add(e.rem(lane, 8), e.mul(e.rem(e.div(lane, 8), 2), e.idx(8))),
-      e.div(lane, 16), L.pitchV);
-  // A view of shared memory that starts at `offsetBytes` + this lane's
-  // offset. Inside the main loop the start is opaque (Emitter::opaque).
-  auto laneView = [&](Emitter &x, ArrayRef<int64_t> shape, int offsetBytes,
-                      Value laneElems, bool inLoop) -> Value {
-    Value start = x.add(x.idx(offsetBytes),
-                        x.mul(laneElems, x.idx(elementBytes(spec.dtype))));
-    if (inLoop)
-      start = x.opaque(start);
+      e.div(lane, 16), L.pitchV, L.swizzleBitsV);
+  // The views of one operand whose fragments start at element columns
+  // below `cols`, in shared memory from `offsetBytes`. Inside the main loop
+  // the starts are opaque (Emitter::opaque).
+  struct FragmentViews {
+    SmallVector<Value> views; // view j: fragments with lo = 2j
+    int groupElems;           // elements of a swizzle group (at least a pair)
+    /// The view and the constant column of a fragment starting at `col`.
+    std::pair<Value, int64_t> at(int col) const {
+      const int lo = col % groupElems;
+      return {views[lo / kMmaK], col - lo};
+    }
+  };
+  auto fragmentViews = [&](Emitter &x, ArrayRef<int64_t> shape, int offsetBytes,
+                           const FragmentLanes &f, int cols, bool inLoop) {
+    FragmentViews fv;
+    fv.groupElems = std::max(1 << f.bits, 2) * kSmemChunkElems;
+    const int count = (std::min(fv.groupElems, cols) + kMmaK - 1) / kMmaK;
+    Value pairSwz = f.pairSwz && inLoop ? x.opaque(f.pairSwz) : f.pairSwz;
     auto type = MemRefType::get(shape, elemTy, AffineMap(), smemSpace);
-    return memref::ViewOp::create(x.b, x.loc, type, dynSmem, start,
-                                  ValueRange{});
+    for (int j = 0; j < count; ++j) {
+      Value laneElems = f.base;
+      if (pairSwz) // (lo ^ (s & ~1)) * 8, lo = 2j
+        laneElems = x.add(laneElems, x.xorI(pairSwz, x.idx(j * kMmaK)));
+      Value start = x.add(x.idx(offsetBytes),
+                          x.mul(laneElems, x.idx(elementBytes(spec.dtype))));
+      if (inLoop)
+        start = x.opaque(start);
+      fv.views.push_back(memref::ViewOp::create(x.b, x.loc, type, dynSmem,
+                                                start, ValueRange{}));
+    }
+    return fv;
   };
   auto qFragments = [&](Emitter &x, bool inLoop) {
-    return laneView(x, {cfg.blockM, L.pitchQK}, 0, qLane, inLoop);
+    return fragmentViews(x, {cfg.blockM, L.pitchQK}, 0, qLanes,
+                         L.paddedHeadDimQK, inLoop);
   };
-  // A operand of m-tile mt, k-step ks, from a qFragments view.
-  auto loadQFragment = [&](Emitter &qe, Value qView, int mt, int ks) -> Value {
+  // A operand of m-tile mt, k-step ks, from qFragments views.
+  auto loadQFragment = [&](Emitter &qe, const FragmentViews &qViews, int mt,
+                           int ks) -> Value {
+    auto [view, col] = qViews.at(ks * kMmaK);
     return nvgpu::LdMatrixOp::create(
-        qe.b, qe.loc, fragType(4), qView,
-        ValueRange{qe.idx(mt * kMmaM), qe.idx(ks * kMmaK)},
+        qe.b, qe.loc, fragType(4), view,
+        ValueRange{qe.idx(mt * kMmaM), qe.idx(col)},
         /*transpose=*/false, /*numTiles=*/4);
   };
   // qFrag[mt][ks], loaded once when Q stays in registers.
   SmallVector<SmallVector<Value>> qFrag(k.mTiles);
   if (L.qInRegisters) {
-    Value qView = qFragments(e, /*inLoop=*/false);
+    const FragmentViews qViews = qFragments(e, /*inLoop=*/false);
     for (int mt = 0; mt < k.mTiles; ++mt)
       for (int ks = 0; ks < k.kStepsQK; ++ks)
-        qFrag[mt].push_back(loadQFragment(e, qView, mt, ks));
+        qFrag[mt].push_back(loadQFragment(e, qViews, mt, ks));
   }
 
   // ---- this thread's rows: row (mt, half) is tile row
@@ -839,22 +870,23 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         }
 
         // ---- S = Q K^T ----
-        Value qView =
-            L.qInRegisters ? Value() : qFragments(le, /*inLoop=*/true);
-        Value kView = laneView(le, {cfg.stages, cfg.blockN, L.pitchQK},
-                               L.kOffsetBytes, kLane, /*inLoop=*/true);
+        const FragmentViews qViews =
+            L.qInRegisters ? FragmentViews() : qFragments(le, /*inLoop=*/true);
+        const FragmentViews kViews = fragmentViews(
+            le, {cfg.stages, cfg.blockN, L.pitchQK}, L.kOffsetBytes, kLanes,
+            L.paddedHeadDimQK, /*inLoop=*/true);
         SmallVector<SmallVector<Value>> sAcc(
             k.mTiles, SmallVector<Value>(k.nTiles, zeroAcc));
         for (int ks = 0; ks < k.kStepsQK; ++ks) {
           SmallVector<Value> a;
           for (int mt = 0; mt < k.mTiles; ++mt)
             a.push_back(L.qInRegisters ? qFrag[mt][ks]
-                                       : loadQFragment(le, qView, mt, ks));
+                                       : loadQFragment(le, qViews, mt, ks));
+          auto [kView, kCol] = kViews.at(ks * kMmaK);
           for (int np = 0; np < k.nTiles / 2; ++np) {
             Value bFrag = nvgpu::LdMatrixOp::create(
                 b, l, fragType(4), kView,
-                ValueRange{slot, le.idx(np * 16), le.idx(ks * kMmaK)}, false,
-                4);
+                ValueRange{slot, le.idx(np * 16), le.idx(kCol)}, false, 4);
             Value b0 = rowsOf(b, bFrag, 0), b1 = rowsOf(b, bFrag, 2);
             for (int mt = 0; mt < k.mTiles; ++mt) {
               sAcc[mt][2 * np] = mma(b, a[mt], b0, sAcc[mt][2 * np]);
@@ -1061,14 +1093,16 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         }
 
         // ---- O += P V ----
-        Value vView = laneView(le, {cfg.stages, cfg.blockN, L.pitchV},
-                               L.vOffsetBytes, vLane, /*inLoop=*/true);
+        const FragmentViews vViews = fragmentViews(
+            le, {cfg.stages, cfg.blockN, L.pitchV}, L.vOffsetBytes, vLanes,
+            (k.dTilesV + 1) / 2 * 16, /*inLoop=*/true);
         for (int kk = 0; kk < k.nTiles / 2; ++kk)
           for (int dp = 0; dp * 2 < k.dTilesV; ++dp) {
             bool pair = 2 * dp + 1 < k.dTilesV;
+            auto [vView, vCol] = vViews.at(dp * 16);
             Value bFrag = nvgpu::LdMatrixOp::create(
                 b, l, fragType(pair ? 4 : 2), vView,
-                ValueRange{slot, le.idx(kk * 16), le.idx(dp * 16)},
+                ValueRange{slot, le.idx(kk * 16), le.idx(vCol)},
                 /*transpose=*/true, pair ? 4 : 2);
             for (int mt = 0; mt < k.mTiles; ++mt) {
               Value &o0 = next[mt * k.dTilesV + 2 * dp];
@@ -1145,10 +1179,11 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                   ValueRange{e.fmul(e.extract(acc, {half, 0}), inv),
                              e.fmul(e.extract(acc, {half, 1}), inv)}));
           // Staged in the Q tile.
-          vector::StoreOp::create(builder, loc, pair, qSmem,
-                                  ValueRange{stageRow, swizzledCol(e, L, stageRow,
-                                                                   fragmentCol(dt))},
-                                  /*nontemporal=*/false, llvm::MaybeAlign(4));
+          vector::StoreOp::create(
+              builder, loc, pair, qSmem,
+              ValueRange{stageRow, swizzledCol(e, L.swizzleBitsQK, stageRow,
+                                               fragmentCol(dt))},
+              /*nontemporal=*/false, llvm::MaybeAlign(4));
         }
       }
       auto inRange = scf::IfOp::create(
@@ -1220,7 +1255,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         const int chunkBytes = oVec * elementBytes(spec.dtype);
         Value val = vector::LoadOp::create(
             builder, loc, chunkType, qSmem,
-            ValueRange{tileRow, swizzledCol(e, L, tileRow, col)},
+            ValueRange{tileRow, swizzledCol(e, L.swizzleBitsQK, tileRow, col)},
             /*nontemporal=*/false, llvm::MaybeAlign(chunkBytes));
         Value idx =
             e.add(oRowBase(queryOf(e, globalRow), headOf(e, globalRow)), col);

@@ -15,11 +15,11 @@ flashjit.attention_fwd @d33 arch = "sm_80" spec = #flashjit.spec<dtype = "fp16",
 // -----
 
 // head_dim 100 with 4-element alignment: 8-byte cp.async (no L1 bypass,
-// which needs 16 bytes); smem rows padded to 112 + 8.
+// which needs 16 bytes); smem rows of 112, swizzled.
 // CHECK-LABEL: gpu.func @d100
 // CHECK: nvgpu.device_async_copy {{.*}}, 4, %{{.*}} :
 // CHECK-NOT: bypassL1
-// CHECK: memref<128x120xbf16
+// CHECK: memref<128x112xbf16
 flashjit.attention_fwd @d100 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 100, head_dim_v = 100, mask = "none", gqa_group = 1, lse = true, align = 4>
 
 // -----
@@ -43,7 +43,7 @@ flashjit.attention_fwd @d100 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 // CHECK: scf.if
 // CHECK: nvgpu.device_async_copy %arg2
 // CHECK: nvvm.cp.async.commit.group
-// CHECK: nvgpu.ldmatrix {{.*}} : memref<64x272xbf16, #gpu.address_space<workgroup>> -> vector<4x2xbf16>
+// CHECK: nvgpu.ldmatrix {{.*}} : memref<64x256xbf16, #gpu.address_space<workgroup>> -> vector<4x2xbf16>
 // CHECK: nvgpu.mma.sync
 // CHECK: nvvm.cp.async.wait.group 0
 // CHECK-NEXT: gpu.barrier

@@ -1,8 +1,8 @@
 // RUN: flashjit-opt %s --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
 
 // head_dim 72 (padded to 80 in smem), block 128 x 64, 8 warps: one m16 tile
-// per warp, so swizzled rows of 80 (10 sixteen-byte chunks, 2 mod 4: rows
-// start on 32-byte boundaries, rows 4-7 of every 8 swap chunk pairs).
+// per warp, so swizzled rows of 80 (10 sixteen-byte chunks, 2 mod 4: one
+// swizzle bit, rows 4-7 of every 8 swap chunk pairs).
 // CHECK: module attributes {gpu.container_module}
 // CHECK: gpu.module @k72 [#nvvm.target<O = 3, chip = "sm_90a", features = "+ptx80">]
 // CHECK: gpu.func @k72(%{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xf32, 1>,
@@ -13,17 +13,18 @@
 // CHECK: gpu.dynamic_shared_memory
 // CHECK: memref.view {{.*}} to memref<128x80xbf16, #gpu.address_space<workgroup>>
 // CHECK: memref.view {{.*}} to memref<2x64x80xbf16, #gpu.address_space<workgroup>>
-// A copy lane's shared-memory column is its column XOR 8 x bit 2 of its row;
-// 25 rows a round (not a multiple of 4), so rounds read that bit from the
-// lane mask 0xF0F0 >> (row % 8).
+// A copy lane's shared-memory column is its column XOR 8 x bit 2 of its
+// row; 25 rows a round, so the second round swizzles by bit 2 of row + 1.
 // CHECK: %[[LANEROW:.*]] = arith.divui %thread_id_x, %c10 : index
 // CHECK-NEXT: %[[LANECHUNK:.*]] = arith.remui %thread_id_x, %c10 : index
 // CHECK-NEXT: %[[LANECOL:.*]] = arith.muli %[[LANECHUNK]], %c8 : index
+// CHECK-NEXT: arith.cmpi slt, %[[LANEROW]], %c25 : index
 // CHECK-NEXT: %[[ROWBIT:.*]] = arith.shrui %[[LANEROW]], %c2 : index
 // CHECK-NEXT: %[[BIT:.*]] = arith.andi %[[ROWBIT]], %c1 : index
 // CHECK-NEXT: %[[FLIP:.*]] = arith.muli %[[BIT]], %c8 : index
 // CHECK-NEXT: arith.xori %[[LANECOL]], %[[FLIP]] : index
-// CHECK: arith.shrui %c61680_i32
+// CHECK: %[[ROUND2:.*]] = arith.addi %[[LANEROW]], %c1 : index
+// CHECK-NEXT: arith.shrui %[[ROUND2]], %c2 : index
 // Q tile: 16-byte cp.async with zero-fill of rows/columns out of range.
 // CHECK: nvgpu.device_async_copy {{.*}}, 8, %{{.*}} {bypassL1}
 // CHECK: nvvm.cp.async.commit.group

@@ -59,8 +59,9 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
 /// build of the same release are not reused (2: session-4 register fixes;
 /// 3: rescale on a new maximum, O staged through shared memory; 4: the
 /// FlashAttention-2 order for one stage; 5: causal CTAs longest first; 6:
-/// swizzled shared-memory rows).
-inline constexpr int kCodegenRevision = 6;
+/// swizzled shared-memory rows; 7: unpadded rows with an XOR swizzle of up
+/// to 3 bits, no static shared memory).
+inline constexpr int kCodegenRevision = 7;
 
 /// Version strings that identify the code the compiler emits (cache keys):
 /// flashjit's is the release plus "+cg<kCodegenRevision>".

@@ -28,20 +28,38 @@ inline constexpr int kRegisterFileSize = 65536;
 
 /// Elements of one 16-byte shared-memory chunk (an ldmatrix row).
 inline constexpr int kSmemChunkElems = 8;
-/// Tile row r keeps its 16-byte chunk c at chunk c ^ ((r >> kSwizzleRowBit)
-/// & 1) of its shared-memory row: rows 4-7 of every 8 swap the two chunks of
-/// each 32-byte pair (see ForwardLayout::pitchQK).
-inline constexpr int kSwizzleRowBit = 2;
+/// 16-byte chunks of one 128-byte shared-memory line: the 32 banks, and the
+/// chunks a quarter warp stores in one wavefront.
+inline constexpr int kSmemLineChunks = 8;
+/// Swizzle bits of rows of `chunks` 16-byte chunks (an even number, with no
+/// padding between rows): as many as put 8 consecutive rows into 8
+/// different bank groups, min(ctz(chunks), 3).
+constexpr int swizzleBitsOfRow(int chunks) {
+  int bits = 0;
+  while (bits < 3 && chunks % (2 << bits) == 0)
+    ++bits;
+  return bits;
+}
+/// Row r of a swizzled tile keeps its chunk c at chunk c ^ rowSwizzle(r,
+/// bits): rows whose starts share a bank group (every 2^(3-bits) rows)
+/// permute the chunks of each aligned 2^bits group differently, so an
+/// ldmatrix's 8 rows hit 8 bank groups, while a quarter warp copying 8
+/// consecutive chunks still stores one whole 128-byte line.
+constexpr int rowSwizzle(int row, int bits) {
+  return (row >> (3 - bits)) & ((1 << bits) - 1);
+}
 
 /// Shared-memory and register layout of one forward kernel.
 struct ForwardLayout {
   int paddedHeadDimQK = 0; ///< head_dim_qk rounded up to kMmaK
   int paddedHeadDimV = 0;  ///< head_dim_v rounded up to kMmaK
-  /// Rows start on 32-byte boundaries and swap chunk pairs by
-  /// kSwizzleRowBit; otherwise each row is padded by one 16-byte chunk.
+  /// Rows are exactly the padded head dim and swizzled (rowSwizzle with
+  /// swizzleBitsQK / swizzleBitsV); otherwise each row is padded by one
+  /// 16-byte chunk and nothing is swizzled (bits 0).
   bool swizzledRows = false;
-  /// smem row pitch (elements) of Q and K tiles, and of V tiles: 2 mod 4
-  /// sixteen-byte chunks when swizzled, an odd number otherwise
+  int swizzleBitsQK = 0;
+  int swizzleBitsV = 0;
+  /// smem row pitch (elements) of Q and K tiles, and of V tiles
   int pitchQK = 0;
   int pitchV = 0;
   int rowsPerWarp = 0;     ///< blockM / warps
