@@ -96,16 +96,33 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
   if (copyBytes <= 4)
     preferred = {/*blockM=*/128, /*blockN=*/d <= 64 ? 32 : 16, /*warps=*/8,
                  pipelinedStages};
-  else if (d <= 112)
+  else if (d <= 96)
     // A third stage pays where 16-byte copies leave it the registers: at
     // d=96, 1.02-1.03x of two without a mask, even with causal (H200
     // autotune, 2026-12-02 sessions 5 and 6); at d=89 ptxas spills.
     preferred = {128, 64, 4, copyBytes == 16 && d == 96 ? 3 : 2};
+  else if (d <= 112)
+    // 48-key tiles leave the registers that 8-byte copies need: d=100,
+    // 1.01x of 128x64 with two stages, either mask (session 7 autotune).
+    preferred = {128, 48, 4, 1};
   else if (d <= 128)
     // One stage: half the K/V shared memory of two and, with V loaded
-    // behind Q K^T and K behind the softmax, no less overlap.
-    preferred = {128, 64, 4, 1};
-  else if (copyBytes == 16 && ((d > 176 && d <= 192) || d > 240))
+    // behind Q K^T and K behind the softmax, no less overlap. Without a
+    // mask and with whole 16-byte rows (no zero-filled columns, whose
+    // addresses spill at d=120) two stages are 1.04x (session 7).
+    preferred = {128, 64, 4,
+                 copyBytes == 16 && d == 128 && spec.mask == MaskMode::None
+                     ? 2
+                     : 1};
+  else if (copyBytes == 16 && d <= 160)
+    // One m16 tile per warp and 128-key tiles: 1.20-1.23x of 128x32 with 8
+    // warps at d = 144 / 160, either mask (session 7, unpadded swizzled
+    // rows); 8-byte copies spill (d=132).
+    preferred = {64, 128, 4, 1};
+  else if (copyBytes == 16 && d > 176 && d <= 192)
+    // 1.04-1.05x of 64x64 with 4 warps, either mask (session 7).
+    preferred = {128, 128, 8, 1};
+  else if (copyBytes == 16 && d > 240)
     // 4 warps of 16 rows, Q re-read from smem, one stage: two CTAs per SM
     // (FlashAttention-2's choice at d=256 on the H100). Up to d=176 the
     // layout keeps Q in registers, and 8-byte copies need more addresses:

@@ -1,9 +1,9 @@
 // RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
 
-// head_dim 192 (24 sixteen-byte chunks a row): rows are not padded and
-// chunk c of row r sits at chunk c ^ (r & 7) (3 swizzle bits). A copy lane
-// (4 warps, 5 rows a round) XORs its column with 8 x (row & 7); the round
-// starting at row 5 swizzles by row + 5.
+// head_dim 192 (24 sixteen-byte chunks a row), 64x64 tiles of 4 warps:
+// rows are not padded and chunk c of row r sits at chunk c ^ (r & 7) (3
+// swizzle bits). A copy lane (5 rows a round) XORs its column with 8 x
+// (row & 7); the round starting at row 5 swizzles by row + 5.
 // CHECK-LABEL: gpu.func @d192
 // CHECK: memref.view {{.*}} to memref<64x192xbf16, #gpu.address_space<workgroup>>
 // CHECK: memref.view {{.*}} to memref<1x64x192xbf16, #gpu.address_space<workgroup>>
@@ -30,7 +30,7 @@
 // CHECK-NOT: memref.view {{.*}} to memref<64x192xbf16
 // CHECK: nvgpu.ldmatrix
 // CHECK: gpu.return
-flashjit.attention_fwd @d192 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 192, head_dim_v = 192, mask = "none", gqa_group = 1, lse = true, align = 8>
+flashjit.attention_fwd @d192 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 192, head_dim_v = 192, mask = "none", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 64, block_n = 64, warps = 4, stages = 1>
 
 // -----
 

@@ -6,7 +6,7 @@
 flashjit.attention_fwd @d64 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 8>
 
 // CHECK-LABEL: @d160
-// CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 2>
+// CHECK-SAME: config = <block_m = 64, block_n = 128, warps = 4, stages = 1>
 flashjit.attention_fwd @d160 arch = "sm_80" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 160, head_dim_v = 160, mask = "causal", gqa_group = 1, lse = true, align = 8>
 
 // CHECK-LABEL: @d256
@@ -19,8 +19,10 @@ flashjit.attention_fwd @d256 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 // CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 1>
 flashjit.attention_fwd @d240sm86 arch = "sm_86" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 240, head_dim_v = 240, mask = "none", gqa_group = 1, lse = true, align = 8>
 
-// Causal takes the same rows; 64-row K/V tiles, two stages up to d=112
-// (three at d=96) and one at 113 <= d <= 128; unaligned (scalar-copy) kernels have their own rows.
+// Causal takes the same rows; 64-row K/V tiles, two stages up to d=96
+// (three at d=96), 48-row tiles of one stage up to d=112, 64-row tiles of
+// one stage up to d=128 (two at d=128 without a mask); unaligned
+// (scalar-copy) kernels have their own rows.
 // CHECK-LABEL: @d64causal
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
 flashjit.attention_fwd @d64causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 1, lse = true, align = 8>
@@ -36,11 +38,24 @@ flashjit.attention_fwd @d96sm86 arch = "sm_86" spec = #flashjit.spec<dtype = "fp
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
 flashjit.attention_fwd @d96align4 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 96, head_dim_v = 96, mask = "none", gqa_group = 1, lse = true, align = 4>
 // CHECK-LABEL: @d100align4
-// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
+// CHECK-SAME: config = <block_m = 128, block_n = 48, warps = 4, stages = 1>
 flashjit.attention_fwd @d100align4 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 100, head_dim_v = 100, mask = "causal", gqa_group = 1, lse = true, align = 4>
 // CHECK-LABEL: @d128causal
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 1>
 flashjit.attention_fwd @d128causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 128, head_dim_v = 128, mask = "causal", gqa_group = 1, lse = true, align = 8>
+// CHECK-LABEL: @d128
+// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
+flashjit.attention_fwd @d128 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 128, head_dim_v = 128, mask = "none", gqa_group = 1, lse = true, align = 8>
+// CHECK-LABEL: @d120
+// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 1>
+flashjit.attention_fwd @d120 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 120, head_dim_v = 120, mask = "none", gqa_group = 1, lse = true, align = 8>
+// CHECK-LABEL: @d192causal
+// CHECK-SAME: config = <block_m = 128, block_n = 128, warps = 8, stages = 1>
+flashjit.attention_fwd @d192causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 192, head_dim_v = 192, mask = "causal", gqa_group = 1, lse = true, align = 8>
+// 8-byte copies keep 128x32 tiles with 8 warps from d=129.
+// CHECK-LABEL: @d148align4
+// CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 2>
+flashjit.attention_fwd @d148align4 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 148, head_dim_v = 148, mask = "none", gqa_group = 1, lse = true, align = 4>
 // CHECK-LABEL: @d33align1
 // CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 1>
 flashjit.attention_fwd @d33align1 arch = "sm_90a" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 33, head_dim_v = 33, mask = "none", gqa_group = 1, lse = true, align = 1>
