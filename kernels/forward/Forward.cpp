@@ -96,15 +96,16 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
   if (copyBytes <= 4)
     preferred = {/*blockM=*/128, /*blockN=*/d <= 64 ? 32 : 16, /*warps=*/8,
                  pipelinedStages};
-  else if (d <= 96)
+  else if (d > 96 && d <= 112 && copyBytes == 8)
+    // 48-key tiles leave the registers that 8-byte copies need: d=100,
+    // 1.01x of 128x64 with two stages, either mask (session 7 autotune);
+    // with 16-byte copies (d=112) 0.98-0.99x.
+    preferred = {128, 48, 4, 1};
+  else if (d <= 112)
     // A third stage pays where 16-byte copies leave it the registers: at
     // d=96, 1.02-1.03x of two without a mask, even with causal (H200
     // autotune, 2026-12-02 sessions 5 and 6); at d=89 ptxas spills.
     preferred = {128, 64, 4, copyBytes == 16 && d == 96 ? 3 : 2};
-  else if (d <= 112)
-    // 48-key tiles leave the registers that 8-byte copies need: d=100,
-    // 1.01x of 128x64 with two stages, either mask (session 7 autotune).
-    preferred = {128, 48, 4, 1};
   else if (d <= 128)
     // One stage: half the K/V shared memory of two and, with V loaded
     // behind Q K^T and K behind the softmax, no less overlap. Without a

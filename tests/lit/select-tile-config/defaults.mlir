@@ -19,9 +19,9 @@ flashjit.attention_fwd @d256 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 // CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 1>
 flashjit.attention_fwd @d240sm86 arch = "sm_86" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 240, head_dim_v = 240, mask = "none", gqa_group = 1, lse = true, align = 8>
 
-// Causal takes the same rows; 64-row K/V tiles, two stages up to d=96
-// (three at d=96), 48-row tiles of one stage up to d=112, 64-row tiles of
-// one stage up to d=128 (two at d=128 without a mask); unaligned
+// Causal takes the same rows; 64-row K/V tiles, two stages up to d=112
+// (three at d=96; 8-byte copies from d=97 take 48-row tiles of one stage)
+// and one at 113 <= d <= 128 (two at d=128 without a mask); unaligned
 // (scalar-copy) kernels have their own rows.
 // CHECK-LABEL: @d64causal
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
@@ -49,6 +49,9 @@ flashjit.attention_fwd @d128 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 // CHECK-LABEL: @d120
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 1>
 flashjit.attention_fwd @d120 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 120, head_dim_v = 120, mask = "none", gqa_group = 1, lse = true, align = 8>
+// CHECK-LABEL: @d112
+// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
+flashjit.attention_fwd @d112 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 112, head_dim_v = 112, mask = "causal", gqa_group = 1, lse = true, align = 8>
 // CHECK-LABEL: @d192causal
 // CHECK-SAME: config = <block_m = 128, block_n = 128, warps = 8, stages = 1>
 flashjit.attention_fwd @d192causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 192, head_dim_v = 192, mask = "causal", gqa_group = 1, lse = true, align = 8>
