@@ -31,10 +31,11 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   l.threads = c.warps * kWarpSize;
   l.rowsPerWarp = c.warps > 0 ? c.blockM / c.warps : 0;
   l.mTilesPerWarp = l.rowsPerWarp / kMmaM;
-  // Swizzled rows: 1.02-1.04x over padded ones at d = 96-256 without a mask
-  // (H200, 2026-12-02 session 7). With a mask, the 4-warp 32-row tiles from
-  // d=96 keep padded rows: there the swizzle's registers make ptxas spill
-  // (d = 96, 100) or cost 5% (d=128 causal).
+  // Unpadded swizzled rows: 1.02-1.04x at d = 96-256 (H200, 2026-12-02
+  // session 7, against padded rows at d = 96 / 128 and session 6's one-bit
+  // swizzle of 32-byte aligned rows elsewhere; 0.99x at d=64). With a mask,
+  // the 4-warp 32-row tiles from d=96 keep padded rows: there the swizzle's
+  // registers make ptxas spill (d = 96, 100) or cost 5% (d=128 causal).
   l.swizzledRows = !(l.mTilesPerWarp >= 2 &&
                      std::max(l.paddedHeadDimQK, l.paddedHeadDimV) >= 96 &&
                      spec.mask != MaskMode::None);
