@@ -259,11 +259,12 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
   auto roundSmemCol = [&](int first) -> Value {
     if (swizzleBits == 0)
       return laneCol;
-    constexpr int kPeriod = 8; // rows after which rowSwizzle repeats
-    Value &col = laneSmemCols[first % kPeriod];
+    // rowSwizzle repeats every 8 rows (one per bank group of a line).
+    const int residue = first % kSmemLineChunks;
+    Value &col = laneSmemCols[residue];
     if (!col)
-      col = swizzledCol(e, swizzleBits, e.add(laneRow, e.idx(first % kPeriod)),
-                        laneCol);
+      col =
+          swizzledCol(e, swizzleBits, e.add(laneRow, e.idx(residue)), laneCol);
     return col;
   };
   // `smemCol`, when given, is the chunk's swizzled column in shared memory;
@@ -670,26 +671,28 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   // The views of one operand whose fragments start at element columns
   // below `cols`, in shared memory from `offsetBytes`. Inside the main loop
   // the starts are opaque (Emitter::opaque).
+  constexpr int kPairElems = 2 * kSmemChunkElems; // a fragment's chunk pair
   struct FragmentViews {
     SmallVector<Value> views; // view j: fragments with lo = 2j
     int groupElems;           // elements of a swizzle group (at least a pair)
     /// The view and the constant column of a fragment starting at `col`.
     std::pair<Value, int64_t> at(int col) const {
-      const int lo = col % groupElems;
-      return {views[lo / kMmaK], col - lo};
+      const int loElems = col % groupElems;
+      return {views[loElems / kPairElems], col - loElems};
     }
   };
   auto fragmentViews = [&](Emitter &x, ArrayRef<int64_t> shape, int offsetBytes,
                            const FragmentLanes &f, int cols, bool inLoop) {
     FragmentViews fv;
-    fv.groupElems = std::max(1 << f.bits, 2) * kSmemChunkElems;
-    const int count = (std::min(fv.groupElems, cols) + kMmaK - 1) / kMmaK;
+    fv.groupElems = std::max((1 << f.bits) * kSmemChunkElems, kPairElems);
+    const int count =
+        (std::min(fv.groupElems, cols) + kPairElems - 1) / kPairElems;
     Value pairSwz = f.pairSwz && inLoop ? x.opaque(f.pairSwz) : f.pairSwz;
     auto type = MemRefType::get(shape, elemTy, AffineMap(), smemSpace);
     for (int j = 0; j < count; ++j) {
       Value laneElems = f.base;
       if (pairSwz) // (lo ^ (s & ~1)) * 8, lo = 2j
-        laneElems = x.add(laneElems, x.xorI(pairSwz, x.idx(j * kMmaK)));
+        laneElems = x.add(laneElems, x.xorI(pairSwz, x.idx(j * kPairElems)));
       Value start = x.add(x.idx(offsetBytes),
                           x.mul(laneElems, x.idx(elementBytes(spec.dtype))));
       if (inLoop)
