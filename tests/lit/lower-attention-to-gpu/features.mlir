@@ -62,6 +62,23 @@ flashjit.attention_fwd @varlen arch = "sm_90a" spec = #flashjit.spec<dtype = "bf
 
 // -----
 
+// Varlen with a causal mask: the CTA order remaps row blocks and heads only;
+// the batch (ctaid.z, read fresh) indexes cu_seqlens_q (%arg7) and
+// cu_seqlens_k (%arg8).
+// CHECK-LABEL: gpu.func @varlen_causal
+// CHECK: %[[Z:.*]] = llvm.inline_asm has_side_effects "mov.u32 $0, %ctaid.z;"
+// CHECK-NEXT: %[[B:.*]] = arith.index_cast %[[Z]] : i32 to index
+// CHECK: "llvm.intr.ctlz"
+// CHECK: arith.divui
+// CHECK: %[[NEXT:.*]] = arith.addi %[[B]], %c1 : index
+// CHECK-NEXT: memref.load %arg7[%[[B]]] : memref<1099511627776xi32, 1>
+// CHECK: memref.load %arg7[%[[NEXT]]] : memref<1099511627776xi32, 1>
+// CHECK: memref.load %arg8[%[[B]]] : memref<1099511627776xi32, 1>
+// CHECK: memref.load %arg8[%[[NEXT]]] : memref<1099511627776xi32, 1>
+flashjit.attention_fwd @varlen_causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 1, lse = true, align = 8, varlen = true> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>
+
+// -----
+
 // Packed GQA (group 4): tile row r is query r / 4 of head 4 * kvHead + r % 4.
 // CHECK-LABEL: gpu.func @packed
 // CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
