@@ -31,29 +31,6 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   l.threads = c.warps * kWarpSize;
   l.rowsPerWarp = c.warps > 0 ? c.blockM / c.warps : 0;
   l.mTilesPerWarp = l.rowsPerWarp / kMmaM;
-  // Unpadded swizzled rows: 1.02-1.04x at d = 96-256 (H200, 2026-12-02
-  // session 7, against padded rows at d = 96 / 128 and session 6's one-bit
-  // swizzle of 32-byte aligned rows elsewhere; 0.99x at d=64). With a mask,
-  // the 4-warp 32-row tiles from d=96 keep padded rows: there the swizzle's
-  // registers make ptxas spill (d = 96, 100) or cost 5% (d=128 causal).
-  l.swizzledRows = !(l.mTilesPerWarp >= 2 &&
-                     std::max(l.paddedHeadDimQK, l.paddedHeadDimV) >= 96 &&
-                     spec.mask != MaskMode::None);
-  if (l.swizzledRows) {
-    l.pitchQK = l.paddedHeadDimQK;
-    l.pitchV = l.paddedHeadDimV;
-    l.swizzleBitsQK = swizzleBitsOfRow(l.pitchQK / kSmemChunkElems);
-    l.swizzleBitsV = swizzleBitsOfRow(l.pitchV / kSmemChunkElems);
-  } else {
-    l.pitchQK = paddedPitch(l.paddedHeadDimQK);
-    l.pitchV = paddedPitch(l.paddedHeadDimV);
-  }
-  l.qTileBytes = c.blockM * l.pitchQK * eb;
-  l.kTileBytes = c.blockN * l.pitchQK * eb;
-  l.vTileBytes = c.blockN * l.pitchV * eb;
-  l.kOffsetBytes = l.qTileBytes;
-  l.vOffsetBytes = l.kOffsetBytes + c.stages * l.kTileBytes;
-  l.sharedMemBytes = l.vOffsetBytes + c.stages * l.vTileBytes;
   // 32-bit registers: O accumulators (4 per m16n8 tile), scores, Q fragments
   // (4 per m16k16 tile), plus the softmax state and addressing.
   const int oRegs = l.mTilesPerWarp * (l.paddedHeadDimV / kMmaN) * 4;
@@ -73,6 +50,37 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   // and d=256, 128x64 w8: 200, 6-13% slower with it).
   constexpr int kInterleavedRescaleRegs = 200;
   l.rescaleOnNewMax = l.estimatedRegisters > kInterleavedRescaleRegs;
+  // Unpadded swizzled rows: 1.02-1.04x at d = 96-256 (H200, 2026-12-02
+  // session 7, against padded rows at d = 96 / 128 and session 6's one-bit
+  // swizzle of 32-byte aligned rows elsewhere; 0.99x at d=64). Their
+  // fragment views cost registers, so the 4-warp 32-row tiles from d=96
+  // keep padded rows where registers are short: with a mask (ptxas spills
+  // at d = 96 and 100, d=128 ran 0.95x) or past kInterleavedRescaleRegs
+  // (spills at d = 112-124), except whole rows of 128 without a mask
+  // (d=128: 1.03x, spill-free).
+  const bool twoTileWarpsFrom96 =
+      l.mTilesPerWarp >= 2 &&
+      std::max(l.paddedHeadDimQK, l.paddedHeadDimV) >= 96;
+  const bool wholeRowsOf128 = spec.headDimQK == 128 && spec.headDimV == 128;
+  l.swizzledRows =
+      !twoTileWarpsFrom96 ||
+      (spec.mask == MaskMode::None &&
+       (l.estimatedRegisters <= kInterleavedRescaleRegs || wholeRowsOf128));
+  if (l.swizzledRows) {
+    l.pitchQK = l.paddedHeadDimQK;
+    l.pitchV = l.paddedHeadDimV;
+    l.swizzleBitsQK = swizzleBitsOfRow(l.pitchQK / kSmemChunkElems);
+    l.swizzleBitsV = swizzleBitsOfRow(l.pitchV / kSmemChunkElems);
+  } else {
+    l.pitchQK = paddedPitch(l.paddedHeadDimQK);
+    l.pitchV = paddedPitch(l.paddedHeadDimV);
+  }
+  l.qTileBytes = c.blockM * l.pitchQK * eb;
+  l.kTileBytes = c.blockN * l.pitchQK * eb;
+  l.vTileBytes = c.blockN * l.pitchV * eb;
+  l.kOffsetBytes = l.qTileBytes;
+  l.vOffsetBytes = l.kOffsetBytes + c.stages * l.kTileBytes;
+  l.sharedMemBytes = l.vOffsetBytes + c.stages * l.vTileBytes;
   return l;
 }
 
