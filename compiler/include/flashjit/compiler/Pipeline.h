@@ -60,8 +60,9 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
 /// 3: rescale on a new maximum, O staged through shared memory; 4: the
 /// FlashAttention-2 order for one stage; 5: causal CTAs longest first; 6:
 /// swizzled shared-memory rows; 7: unpadded rows with an XOR swizzle of up
-/// to 3 bits, no static shared memory).
-inline constexpr int kCodegenRevision = 7;
+/// to 3 bits, no static shared memory; 8: padded rows again for 4-warp tiles
+/// short of registers).
+inline constexpr int kCodegenRevision = 8;
 
 /// Version strings that identify the code the compiler emits (cache keys):
 /// flashjit's is the release plus "+cg<kCodegenRevision>".
