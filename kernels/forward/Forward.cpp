@@ -62,11 +62,11 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
       l.mTilesPerWarp >= 2 &&
       std::max(l.paddedHeadDimQK, l.paddedHeadDimV) >= 96;
   const bool wholeRowsOf128 = spec.headDimQK == 128 && spec.headDimV == 128;
-  l.swizzledRows =
+  const bool swizzle =
       !twoTileWarpsFrom96 ||
       (spec.mask == MaskMode::None &&
        (l.estimatedRegisters <= kInterleavedRescaleRegs || wholeRowsOf128));
-  if (l.swizzledRows) {
+  if (swizzle) {
     l.pitchQK = l.paddedHeadDimQK;
     l.pitchV = l.paddedHeadDimV;
     l.swizzleBitsQK = swizzleBitsOfRow(l.pitchQK / kSmemChunkElems);

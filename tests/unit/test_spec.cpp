@@ -654,17 +654,17 @@ TEST(ForwardLayout, SwizzlesRowsWhereRegistersAllow) {
     spec.mask = mask;
     return forwardLayout(spec, c);
   };
-  EXPECT_TRUE(layoutOf(256, {64, 64, 4, 1}).swizzledRows);
-  EXPECT_TRUE(layoutOf(192, {128, 64, 8, 1}, MaskMode::Causal).swizzledRows);
-  EXPECT_TRUE(layoutOf(64, {128, 64, 4, 2}, MaskMode::Causal).swizzledRows);
-  EXPECT_TRUE(layoutOf(80, {128, 64, 4, 2}, MaskMode::Window).swizzledRows);
-  EXPECT_TRUE(layoutOf(96, {128, 64, 4, 3}).swizzledRows);
-  EXPECT_TRUE(layoutOf(128, {128, 64, 4, 1}).swizzledRows);
-  EXPECT_TRUE(layoutOf(100, {128, 48, 4, 1}).swizzledRows);
-  EXPECT_FALSE(layoutOf(112, {128, 64, 4, 2}).swizzledRows);
-  EXPECT_FALSE(layoutOf(120, {128, 64, 4, 1}).swizzledRows);
-  EXPECT_FALSE(layoutOf(96, {128, 64, 4, 3}, MaskMode::Causal).swizzledRows);
-  EXPECT_FALSE(layoutOf(128, {128, 64, 4, 1}, MaskMode::Window).swizzledRows);
+  EXPECT_TRUE(layoutOf(256, {64, 64, 4, 1}).swizzledRows());
+  EXPECT_TRUE(layoutOf(192, {128, 64, 8, 1}, MaskMode::Causal).swizzledRows());
+  EXPECT_TRUE(layoutOf(64, {128, 64, 4, 2}, MaskMode::Causal).swizzledRows());
+  EXPECT_TRUE(layoutOf(80, {128, 64, 4, 2}, MaskMode::Window).swizzledRows());
+  EXPECT_TRUE(layoutOf(96, {128, 64, 4, 3}).swizzledRows());
+  EXPECT_TRUE(layoutOf(128, {128, 64, 4, 1}).swizzledRows());
+  EXPECT_TRUE(layoutOf(100, {128, 48, 4, 1}).swizzledRows());
+  EXPECT_FALSE(layoutOf(112, {128, 64, 4, 2}).swizzledRows());
+  EXPECT_FALSE(layoutOf(120, {128, 64, 4, 1}).swizzledRows());
+  EXPECT_FALSE(layoutOf(96, {128, 64, 4, 3}, MaskMode::Causal).swizzledRows());
+  EXPECT_FALSE(layoutOf(128, {128, 64, 4, 1}, MaskMode::Window).swizzledRows());
   // Swizzled rows are the padded head dim; padded rows one chunk more.
   EXPECT_EQ(layoutOf(192, {64, 64, 4, 1}).pitchQK, 192);
   EXPECT_EQ(layoutOf(192, {64, 64, 4, 1}).swizzleBitsQK, 3);
@@ -740,7 +740,7 @@ TEST(DefaultTileConfig, LayoutIsConsistent) {
              {std::tuple{l.pitchQK, l.paddedHeadDimQK, l.swizzleBitsQK},
               std::tuple{l.pitchV, l.paddedHeadDimV, l.swizzleBitsV}}) {
           const int chunks = pitch * eb / 16;
-          if (l.swizzledRows) {
+          if (l.swizzledRows()) {
             EXPECT_EQ(pitch, padded) << where;
             EXPECT_EQ(bits, swizzleBitsOfRow(chunks)) << where;
           } else {

@@ -204,7 +204,8 @@ struct ForwardKernel {
 /// rowSwizzle (Forward.h) of tile row `row` in a layout of `bits` swizzle
 /// bits, in 16-byte chunks.
 Value rowSwizzleOf(Emitter &e, Value row, int bits) {
-  return e.andI(e.shrU(row, e.idx(3 - bits)), e.idx((1 << bits) - 1));
+  return e.andI(e.shrU(row, e.idx(kMaxSwizzleBits - bits)),
+                e.idx((1 << bits) - 1));
 }
 /// Where element column `col` of tile row `row` sits in a shared-memory row
 /// swizzled by `bits` (0: not swizzled).
@@ -1098,7 +1099,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         // ---- O += P V ----
         const FragmentViews vViews = fragmentViews(
             le, {cfg.stages, cfg.blockN, L.pitchV}, L.vOffsetBytes, vLanes,
-            (k.dTilesV + 1) / 2 * 16, /*inLoop=*/true);
+            L.paddedHeadDimV, /*inLoop=*/true);
         for (int kk = 0; kk < k.nTiles / 2; ++kk)
           for (int dp = 0; dp * 2 < k.dTilesV; ++dp) {
             bool pair = 2 * dp + 1 < k.dTilesV;

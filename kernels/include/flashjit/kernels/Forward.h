@@ -31,12 +31,15 @@ inline constexpr int kSmemChunkElems = 8;
 /// 16-byte chunks of one 128-byte shared-memory line: the 32 banks, and the
 /// chunks a quarter warp stores in one wavefront.
 inline constexpr int kSmemLineChunks = 8;
+/// At most log2(kSmemLineChunks) swizzle bits: one bank group per row of 8.
+inline constexpr int kMaxSwizzleBits = 3;
+static_assert(1 << kMaxSwizzleBits == kSmemLineChunks);
 /// Swizzle bits of rows of `chunks` 16-byte chunks (an even number, with no
 /// padding between rows): as many as put 8 consecutive rows into 8
 /// different bank groups, min(ctz(chunks), 3).
 constexpr int swizzleBitsOfRow(int chunks) {
   int bits = 0;
-  while (bits < 3 && chunks % (2 << bits) == 0)
+  while (bits < kMaxSwizzleBits && chunks % (2 << bits) == 0)
     ++bits;
   return bits;
 }
@@ -46,19 +49,19 @@ constexpr int swizzleBitsOfRow(int chunks) {
 /// ldmatrix's 8 rows hit 8 bank groups, while a quarter warp copying 8
 /// consecutive chunks still stores one whole 128-byte line.
 constexpr int rowSwizzle(int row, int bits) {
-  return (row >> (3 - bits)) & ((1 << bits) - 1);
+  return (row >> (kMaxSwizzleBits - bits)) & ((1 << bits) - 1);
 }
 
 /// Shared-memory and register layout of one forward kernel.
 struct ForwardLayout {
   int paddedHeadDimQK = 0; ///< head_dim_qk rounded up to kMmaK
   int paddedHeadDimV = 0;  ///< head_dim_v rounded up to kMmaK
-  /// Rows are exactly the padded head dim and swizzled (rowSwizzle with
-  /// swizzleBitsQK / swizzleBitsV); otherwise each row is padded by one
-  /// 16-byte chunk and nothing is swizzled (bits 0).
-  bool swizzledRows = false;
+  /// rowSwizzle bits of Q/K and of V rows. Swizzled rows are exactly the
+  /// padded head dim (an even number of chunks, so at least one bit);
+  /// otherwise each row is padded by one 16-byte chunk and the bits are 0.
   int swizzleBitsQK = 0;
   int swizzleBitsV = 0;
+  bool swizzledRows() const { return swizzleBitsQK > 0; }
   /// smem row pitch (elements) of Q and K tiles, and of V tiles
   int pitchQK = 0;
   int pitchV = 0;
