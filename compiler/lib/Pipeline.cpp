@@ -23,16 +23,15 @@
 #include "mlir/Conversion/FuncToLLVM/ConvertFuncToLLVM.h"
 #include "mlir/Conversion/MathToLLVM/MathToLLVM.h"
 #include "mlir/Conversion/MemRefToLLVM/MemRefToLLVM.h"
-#include "mlir/Conversion/UBToLLVM/UBToLLVM.h"
-#include "mlir/Conversion/VectorToLLVM/ConvertVectorToLLVM.h"
-#include "mlir/Dialect/UB/IR/UBOps.h"
-#include "mlir/Conversion/GPUToNVVM/GPUToNVVMPass.h"
 #include "mlir/Conversion/NVGPUToNVVM/NVGPUToNVVM.h"
 #include "mlir/Conversion/NVVMToLLVM/NVVMToLLVM.h"
 #include "mlir/Conversion/ReconcileUnrealizedCasts/ReconcileUnrealizedCasts.h"
 #include "mlir/Conversion/SCFToControlFlow/SCFToControlFlow.h"
+#include "mlir/Conversion/UBToLLVM/UBToLLVM.h"
+#include "mlir/Conversion/VectorToLLVM/ConvertVectorToLLVM.h"
 #include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/UB/IR/UBOps.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
@@ -135,19 +134,13 @@ void buildGpuToNvvmPipeline(mlir::OpPassManager &pm) {
   pm.addPass(createLowerMathToNVPTX());
   pm.addPass(mlir::createConvertNVGPUToNVVMPass());
   pm.addPass(mlir::createSCFToControlFlowPass());
-  // Everything else (arith, memref, vector, math, cf, nvvm) goes to LLVM in
-  // one conversion, through the ConvertToLLVM interfaces registered in
-  // registerDialects(). (mlir's gpu-lower-to-nvvm-pipeline runs several
-  // more passes; for our IR they only cost time: the nvvm stage is most of
-  // a compile.)
+  // Everything else (arith, memref, vector, cf, nvvm, gpu) goes to LLVM in
+  // one conversion (flashjit-convert-to-nvvm), through the ConvertToLLVM
+  // interfaces registered in registerDialects(). (mlir's
+  // gpu-lower-to-nvvm-pipeline runs several more passes; for our IR they
+  // only cost time.)
   mlir::OpPassManager &gpuPm = pm.nest<mlir::gpu::GPUModuleOp>();
-  mlir::ConvertGpuOpsToNVVMOpsOptions toNvvm;
-  toNvvm.indexBitwidth = 64;
-  // One kernel parameter per tensor (ForwardKernelArgs), not a descriptor.
-  toNvvm.useBarePtrCallConv = true;
-  // No pattern here needs rollback; without it the conversion is one pass.
-  toNvvm.allowPatternRollback = false;
-  gpuPm.addPass(mlir::createConvertGpuOpsToNVVMOps(toNvvm));
+  gpuPm.addPass(createConvertToNVVM());
   gpuPm.addPass(mlir::createReconcileUnrealizedCastsPass());
   // CSE only: LLVM's O3 in the next stage folds what canonicalize would.
   gpuPm.addPass(mlir::createCSEPass());
@@ -228,9 +221,14 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
     return art;
 
   // gpu
+  // Each stage's module is verified once, after its pipeline, not after
+  // every pass: each verification walks the whole unrolled kernel. The gpu
+  // stage is what the kernel generator built; the nvvm stage is MLIR's
+  // conversions of it, and its LLVM IR is verified after translation.
   mlir::PassManager toGpu(&ctx);
   buildTileToGpuPipeline(toGpu);
-  if (mlir::failed(toGpu.run(*module)))
+  toGpu.enableVerifier(false);
+  if (mlir::failed(toGpu.run(*module)) || mlir::failed(mlir::verify(*module)))
     return diagnostics.error("lowering to the gpu stage failed");
   if (keep(Stage::Gpu, [&] { return print(*module); }))
     return art;
@@ -238,10 +236,8 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
   // nvvm
   mlir::PassManager toNvvm(&ctx);
   buildGpuToNvvmPipeline(toNvvm);
-  // The module is verified once after the pipeline, not after every pass
-  // (each verification walks the whole unrolled kernel).
   toNvvm.enableVerifier(false);
-  if (mlir::failed(toNvvm.run(*module)) || mlir::failed(mlir::verify(*module)))
+  if (mlir::failed(toNvvm.run(*module)))
     return diagnostics.error("lowering to the nvvm stage failed");
   if (keep(Stage::Nvvm, [&] { return print(*module); }))
     return art;

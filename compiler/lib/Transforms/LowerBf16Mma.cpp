@@ -55,10 +55,18 @@ struct Bf16MmaToNVVM : OpRewritePattern<nvgpu::MmaSyncOp> {
                                       NVVM::MMATypes::bf16},
         std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
                                        NVVM::MMALayout::col});
-    SmallVector<Value> d;
-    for (int64_t i = 0; i < static_cast<int64_t>(c.size()); ++i)
-      d.push_back(LLVM::ExtractValueOp::create(rw, loc, mma, i));
-    rw.replaceOpWithNewOp<vector::FromElementsOp>(op, cType, d);
+    // Row by row: vector-to-llvm lowers only 1-D vector.from_elements.
+    const int64_t rows = cType.getDimSize(0), cols = cType.getDimSize(1);
+    auto rowType = VectorType::get({cols}, f32);
+    Value d = ub::PoisonOp::create(rw, loc, cType);
+    for (int64_t i = 0; i < rows; ++i) {
+      SmallVector<Value> row;
+      for (int64_t j = 0; j < cols; ++j)
+        row.push_back(LLVM::ExtractValueOp::create(rw, loc, mma, i * cols + j));
+      Value rowVec = vector::FromElementsOp::create(rw, loc, rowType, row);
+      d = vector::InsertOp::create(rw, loc, rowVec, d, ArrayRef<int64_t>{i});
+    }
+    rw.replaceOp(op, d);
     return success();
   }
 };

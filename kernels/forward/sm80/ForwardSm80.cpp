@@ -155,6 +155,32 @@ struct Emitter {
     b.setInsertionPointToStart(&ifOp.getThenRegion().front());
     body();
   }
+  /// for (iv = lb; iv < ub; iv += step) body(iv), kept a loop: LLVM may not
+  /// unroll it (PTX size, and so compile time, would grow with it). For
+  /// loops over shared memory, which needs no static register indices.
+  void runtimeLoop(Value lb, Value ub, int64_t step,
+                   function_ref<void(Emitter &, Value)> body) {
+    auto loop = scf::ForOp::create(
+        b, loc, lb, ub, idx(step), ValueRange{},
+        [&](OpBuilder &bodyBuilder, Location l, Value iv, ValueRange) {
+          Emitter inner{bodyBuilder, l};
+          body(inner, iv);
+          scf::YieldOp::create(bodyBuilder, l);
+        });
+    // scf-to-cf copies LLVM-dialect attributes to the latch branch, and
+    // cf-to-llvm makes this one llvm.br's loop_annotation.
+    MLIRContext *ctx = b.getContext();
+    auto noUnroll = LLVM::LoopUnrollAttr::get(
+        ctx, /*disable=*/b.getBoolAttr(true), /*count=*/{},
+        /*runtimeDisable=*/{}, /*full=*/{}, {}, {}, {});
+    auto annotation = LLVM::LoopAnnotationAttr::get(
+        ctx, /*disableNonforced=*/{}, /*vectorize=*/{}, /*interleave=*/{},
+        noUnroll, /*unrollAndJam=*/{}, /*licm=*/{}, /*distribute=*/{},
+        /*pipeline=*/{}, /*peeled=*/{}, /*unswitch=*/{}, /*mustProgress=*/{},
+        /*isVectorized=*/{}, /*startLoc=*/{}, /*endLoc=*/{},
+        /*parallelAccesses=*/{});
+    loop->setAttr("loop_annotation", annotation);
+  }
   /// max or sum of `vals` as a balanced tree: depth log2(n) instead of a
   /// chain of n dependent instructions (the softmax's critical path).
   Value treeReduce(SmallVector<Value> vals, bool isMax) {
@@ -310,6 +336,32 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
         });
     memref::StoreOp::create(b, e.loc, ifOp.getResult(0), dst, dstIdx);
   };
+  // Outside the main loop the rounds are a run-time loop: shared memory
+  // needs no static indices, and unrolled they made the prologue a fifth of
+  // the kernel's PTX (compile time scales with it).
+  if (!inLoop && laneRows) {
+    const bool idleThreads = rowsPerRound * chunksPerRow != threads;
+    e.runtimeLoop(e.idx(0), e.idx(rows), rowsPerRound,
+                  [&](Emitter &x, Value first) {
+                    Value row = x.add(laneRow, first);
+                    Value cond;
+                    if (rows % rowsPerRound != 0)
+                      cond = x.lt(row, x.idx(rows));
+                    if (idleThreads) {
+                      Value active = x.lt(laneRow, x.idx(rowsPerRound));
+                      cond = cond ? x.andI(cond, active) : active;
+                    }
+                    x.ifThen(cond, [&] { copyChunk(x.b, row, laneCol); });
+                  });
+    return;
+  }
+  if (!inLoop) {
+    e.runtimeLoop(tid, e.idx(chunks), threads, [&](Emitter &x, Value chunk) {
+      copyChunk(x.b, x.div(chunk, chunksPerRow),
+                x.mul(x.rem(chunk, chunksPerRow), x.idx(vec)));
+    });
+    return;
+  }
   // Rows known to be in range with a constant stride: each round's source
   // is the previous one's plus rowsPerRound rows (one 64-bit add a chunk),
   // opaque so that LLVM does not hoist every multiple of the stride. A
@@ -1160,8 +1212,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   auto fragmentCol = [&](int dt) {
     return e.add(e.idx(dt * kMmaN), e.mul(inGroup, e.idx(2)));
   };
-  auto oRowBase = [&](Value query, Value head) {
-    return e.add(oSeqBase, e.add(e.mul(query, oRS), e.mul(head, oHS)));
+  auto oRowBase = [&](Emitter &x, Value query, Value head) {
+    return x.add(oSeqBase, x.add(x.mul(query, oRS), x.mul(head, oHS)));
   };
   for (int mt = 0; mt < k.mTiles; ++mt)
     for (int half = 0; half < 2; ++half) {
@@ -1194,7 +1246,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
           builder, loc, e.lt(rowIndex(e, mt, half), rowLimit), false);
       OpBuilder::InsertionGuard g(builder);
       builder.setInsertionPointToStart(&inRange.getThenRegion().front());
-      Value rowBase = oRowBase(query, head);
+      Value rowBase = oRowBase(e, query, head);
       const int directTiles = stageO ? 0 : k.dTilesV; // staged: written above
       for (int dt = 0; dt < directTiles; ++dt) {
         Value acc = results[mt * k.dTilesV + dt];
@@ -1246,28 +1298,29 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
     const int chunksPerRow = spec.headDimV / oVec;
     const int chunks = L.rowsPerWarp * chunksPerRow;
     auto chunkType = VectorType::get({oVec}, elemTy);
-    for (int first = 0; first < chunks; first += kWarpSize) {
-      Value chunk = e.add(lane, e.idx(first));
-      Value row = e.div(chunk, chunksPerRow);
-      Value col = e.mul(e.rem(chunk, chunksPerRow), e.idx(oVec));
-      Value tileRow = e.add(warpRow0, row);
-      Value globalRow = e.add(mStart, tileRow);
-      Value cond = e.lt(globalRow, rowLimit);
-      if (first + kWarpSize > chunks)
-        cond = e.andI(cond, e.lt(chunk, e.idx(chunks)));
-      e.ifThen(cond, [&] {
+    // A run-time loop, not unrolled: the data comes from shared memory, so
+    // nothing needs static register indices, and unrolled rounds made this
+    // store a quarter of the kernel's PTX (compile time scales with it).
+    e.runtimeLoop(lane, e.idx(chunks), kWarpSize, [&](Emitter &x, Value chunk) {
+      OpBuilder &b = x.b;
+      Location l = x.loc;
+      Value row = x.div(chunk, chunksPerRow);
+      Value col = x.mul(x.rem(chunk, chunksPerRow), x.idx(oVec));
+      Value tileRow = x.add(warpRow0, row);
+      Value globalRow = x.add(mStart, tileRow);
+      x.ifThen(x.lt(globalRow, rowLimit), [&] {
         const int chunkBytes = oVec * elementBytes(spec.dtype);
         Value val = vector::LoadOp::create(
-            builder, loc, chunkType, qSmem,
-            ValueRange{tileRow, swizzledCol(e, L.swizzleBitsQK, tileRow, col)},
+            b, l, chunkType, qSmem,
+            ValueRange{tileRow, swizzledCol(x, L.swizzleBitsQK, tileRow, col)},
             /*nontemporal=*/false, llvm::MaybeAlign(chunkBytes));
-        Value idx =
-            e.add(oRowBase(queryOf(e, globalRow), headOf(e, globalRow)), col);
-        vector::StoreOp::create(builder, loc, val, o, ValueRange{idx},
+        Value idx = x.add(
+            oRowBase(x, queryOf(x, globalRow), headOf(x, globalRow)), col);
+        vector::StoreOp::create(b, l, val, o, ValueRange{idx},
                                 /*nontemporal=*/false,
                                 llvm::MaybeAlign(chunkBytes));
       });
-    }
+    });
   }
   gpu::ReturnOp::create(builder, loc);
   return success();

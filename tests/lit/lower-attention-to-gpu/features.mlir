@@ -6,7 +6,7 @@
 // CHECK-SAME: %[[WL:[a-z0-9_]+]]: i32, %[[WR:[a-z0-9_]+]]: i32, %{{.*}}: f32, %{{.*}}: f32) kernel
 // CHECK-DAG: arith.index_cast %[[WL]]
 // CHECK-DAG: arith.index_cast %[[WR]]
-// CHECK: scf.for
+// CHECK: scf.for {{.*}} iter_args
 // CHECK: scf.if
 // CHECK: arith.cmpi sge
 // CHECK-NOT: memref.load
@@ -18,7 +18,7 @@ flashjit.attention_fwd @window arch = "sm_90a" spec = #flashjit.spec<dtype = "bf
 // Bias tensor: one dtype element per score, widened to f32 and added in the
 // log2 domain (fma with log2(e)) before the row max.
 // CHECK-LABEL: gpu.func @bias
-// CHECK: scf.for
+// CHECK: scf.for {{.*}} iter_args
 // CHECK: nvgpu.mma.sync
 // CHECK: memref.load %{{.*}}[%{{.*}}] : memref<1099511627776xf16, 1>
 // CHECK: arith.extf %{{.*}} : f16 to f32
@@ -31,7 +31,7 @@ flashjit.attention_fwd @bias arch = "sm_80" spec = #flashjit.spec<dtype = "fp16"
 // ALiBi: slopes loaded once before the loop; |key - query - diag| as f32.
 // CHECK-LABEL: gpu.func @alibi
 // CHECK: memref.load %{{.*}} : memref<1099511627776xf32, 1>
-// CHECK: scf.for
+// CHECK: scf.for {{.*}} iter_args
 // CHECK: arith.sitofp
 // CHECK-NOT: memref.load %{{.*}} : memref<1099511627776xf32, 1>
 // CHECK: gpu.return
@@ -41,7 +41,7 @@ flashjit.attention_fwd @alibi arch = "sm_80" spec = #flashjit.spec<dtype = "bf16
 
 // Softcap: tanh through exp2 and a fast division, per score.
 // CHECK-LABEL: gpu.func @softcap
-// CHECK: scf.for
+// CHECK: scf.for {{.*}} iter_args
 // CHECK: nvgpu.mma.sync
 // CHECK: math.exp2
 // CHECK: arith.divf {{.*}} fastmath<afn>

@@ -37,7 +37,7 @@ flashjit.attention_fwd @d100 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 // CHECK-NEXT: nvvm.cp.async.wait.group 1
 // CHECK-NEXT: gpu.barrier
 // CHECK-NOT: nvgpu.ldmatrix
-// CHECK: scf.for
+// CHECK: scf.for {{.*}} iter_args
 // CHECK: nvvm.cp.async.wait.group 0
 // CHECK-NEXT: gpu.barrier
 // CHECK: scf.if

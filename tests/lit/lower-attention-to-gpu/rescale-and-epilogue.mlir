@@ -5,7 +5,7 @@
 // new maximum (a warp vote). O leaves through the warp's rows of the Q tile
 // in 8-byte chunks (alignment 4 elements).
 // CHECK-LABEL: gpu.func @rescale_on_new_max
-// CHECK: scf.for
+// CHECK: scf.for {{.*}} iter_args
 // CHECK: arith.cmpf ogt
 // CHECK: %[[MOVED:.*]] = nvvm.vote.sync{{ +}}any %{{.*}}, %{{.*}} -> i1
 // CHECK: scf.if %[[MOVED]] -> (vector<2x2xf32>
@@ -26,7 +26,7 @@ flashjit.attention_fwd @rescale_on_new_max arch = "sm_90a" spec = #flashjit.spec
 // 128x64, 4 warps at head_dim 96: 200 registers by the estimate; the
 // rescale stays next to the softmax, unconditional. 16-byte chunks out.
 // CHECK-LABEL: gpu.func @rescale_always
-// CHECK: scf.for
+// CHECK: scf.for {{.*}} iter_args
 // CHECK-NOT: nvvm.vote.sync
 // CHECK: vector.load {{.*}} vector<8xbf16>
 // CHECK: gpu.return

@@ -3,6 +3,9 @@
 // head_dim 72 (padded to 80 in smem), block 128 x 64, 8 warps: one m16 tile
 // per warp, so swizzled rows of 80 (10 sixteen-byte chunks, 2 mod 4: one
 // swizzle bit, rows 4-7 of every 8 swap chunk pairs).
+// Copies outside the main loop are run-time loops that LLVM may not unroll.
+// CHECK: #[[NOUNROLL:.*]] = #llvm.loop_unroll<disable = true>
+// CHECK: #[[ANNOTATION:.*]] = #llvm.loop_annotation<unroll = #[[NOUNROLL]]>
 // CHECK: module attributes {gpu.container_module}
 // CHECK: gpu.module @k72 [#nvvm.target<O = 3, chip = "sm_90a", features = "+ptx80">]
 // CHECK: gpu.func @k72(%{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xf32, 1>,
@@ -13,26 +16,28 @@
 // CHECK: gpu.dynamic_shared_memory
 // CHECK: memref.view {{.*}} to memref<128x80xbf16, #gpu.address_space<workgroup>>
 // CHECK: memref.view {{.*}} to memref<2x64x80xbf16, #gpu.address_space<workgroup>>
-// A copy lane's shared-memory column is its column XOR 8 x bit 2 of its
-// row; 25 rows a round, so the second round swizzles by bit 2 of row + 1.
+// The Q tile in rounds of 25 rows (10 chunks a row, 256 threads: 6 idle); a
+// copy lane's shared-memory column is its column XOR 8 x bit 2 of its row.
 // CHECK: %[[LANEROW:.*]] = arith.divui %thread_id_x, %c10 : index
 // CHECK-NEXT: %[[LANECHUNK:.*]] = arith.remui %thread_id_x, %c10 : index
 // CHECK-NEXT: %[[LANECOL:.*]] = arith.muli %[[LANECHUNK]], %c8 : index
+// CHECK-NEXT: scf.for %[[FIRST:.*]] = %c0 to %c128 step %c25 {
+// CHECK-NEXT: %[[ROW:.*]] = arith.addi %[[LANEROW]], %[[FIRST]] : index
+// CHECK-NEXT: arith.cmpi slt, %[[ROW]], %c128 : index
 // CHECK-NEXT: arith.cmpi slt, %[[LANEROW]], %c25 : index
-// CHECK-NEXT: %[[ROWBIT:.*]] = arith.shrui %[[LANEROW]], %c2 : index
+// CHECK: %[[ROWBIT:.*]] = arith.shrui %[[ROW]], %c2 : index
 // CHECK-NEXT: %[[BIT:.*]] = arith.andi %[[ROWBIT]], %c1 : index
 // CHECK-NEXT: %[[FLIP:.*]] = arith.muli %[[BIT]], %c8 : index
-// CHECK-NEXT: arith.xori %[[LANECOL]], %[[FLIP]] : index
-// CHECK: %[[ROUND2:.*]] = arith.addi %[[LANEROW]], %c1 : index
-// CHECK-NEXT: arith.shrui %[[ROUND2]], %c2 : index
+// CHECK-NEXT: %[[SCOL:.*]] = arith.xori %[[LANECOL]], %[[FLIP]] : index
 // Q tile: 16-byte cp.async with zero-fill of rows/columns out of range.
-// CHECK: nvgpu.device_async_copy {{.*}}, 8, %{{.*}} {bypassL1}
+// CHECK: nvgpu.device_async_copy {{.*}}[%[[ROW]], %[[SCOL]]], 8, %{{.*}} {bypassL1}
+// CHECK: } {loop_annotation = #[[ANNOTATION]]}
 // CHECK: nvvm.cp.async.commit.group
 // CHECK: nvvm.cp.async.wait.group 1
 // CHECK: gpu.barrier
 // Q fragments kept in registers: 5 k-steps of 16 over the padded head.
 // CHECK-COUNT-5: nvgpu.ldmatrix {{.*}} {numTiles = 4 : i32, transpose = false}
-// CHECK: scf.for
+// CHECK: scf.for {{.*}} iter_args
 // CHECK: nvvm.cp.async.wait.group 0
 // S = Q K^T, the causal / seqlen mask only on boundary tiles, exp2 softmax.
 // CHECK: nvgpu.mma.sync({{.*}}) {mmaShape = [16, 8, 16]} : (vector<4x2xbf16>, vector<2x2xbf16>, vector<2x2xf32>) -> vector<2x2xf32>

@@ -3,23 +3,28 @@
 // head_dim 192 (24 sixteen-byte chunks a row), 64x64 tiles of 4 warps:
 // rows are not padded and chunk c of row r sits at chunk c ^ (r & 7) (3
 // swizzle bits). A copy lane (5 rows a round) XORs its column with 8 x
-// (row & 7); the round starting at row 5 swizzles by row + 5.
+// (row & 7): in the Q copy's run-time loop the row is lane row + first; in
+// the main loop's unrolled K copy the round starting at row 5 swizzles by
+// the (opaque) lane row + 5.
 // CHECK-LABEL: gpu.func @d192
 // CHECK: memref.view {{.*}} to memref<64x192xbf16, #gpu.address_space<workgroup>>
 // CHECK: memref.view {{.*}} to memref<1x64x192xbf16, #gpu.address_space<workgroup>>
-// CHECK: %[[ROW:.*]] = arith.divui %thread_id_x, %c24 : index
+// CHECK: %[[LANEROW:.*]] = arith.divui %thread_id_x, %c24 : index
 // CHECK-NEXT: %[[CHUNK:.*]] = arith.remui %thread_id_x, %c24 : index
 // CHECK-NEXT: %[[COL:.*]] = arith.muli %[[CHUNK]], %c8 : index
-// CHECK-NEXT: arith.cmpi slt, %[[ROW]], %c5 : index
-// CHECK-NEXT: %[[SWZ:.*]] = arith.andi %[[ROW]], %c7 : index
+// CHECK-NEXT: scf.for %[[FIRST:.*]] = %c0 to %c64 step %c5 {
+// CHECK-NEXT: %[[ROW:.*]] = arith.addi %[[LANEROW]], %[[FIRST]] : index
+// CHECK: %[[SWZ:.*]] = arith.andi %[[ROW]], %c7 : index
 // CHECK-NEXT: %[[SHIFT:.*]] = arith.muli %[[SWZ]], %c8 : index
 // CHECK-NEXT: arith.xori %[[COL]], %[[SHIFT]] : index
-// CHECK: %[[ROW2:.*]] = arith.addi %[[ROW]], %c5 : index
-// CHECK-NEXT: arith.andi %[[ROW2]], %c7 : index
+// CHECK: llvm.inline_asm has_side_effects "mov.b32 $0, $1;", "=r,r"
+// CHECK-NEXT: %[[KROW:.*]] = arith.index_cast
+// CHECK: arith.andi %[[KROW]], %c7 : index
+// CHECK: %[[KROW5:.*]] = arith.addi %[[KROW]], %c5 : index
+// CHECK-NEXT: arith.andi %[[KROW5]], %c7 : index
 // Q is re-read inside the loop through four views, one per 32-byte pair
 // of each 128-byte group: the lane's pair swizzle ((r & 6) x 8, opaque)
 // XORed with 0, 16, 32 and 48 elements.
-// CHECK: scf.for
 // CHECK: memref.view {{.*}} to memref<64x192xbf16
 // CHECK-NEXT: arith.xori %[[P:.*]], %c16 : index
 // CHECK: memref.view {{.*}} to memref<64x192xbf16
@@ -39,11 +44,12 @@ flashjit.attention_fwd @d192 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 // c ^ ((r >> 1) & 3).
 // CHECK-LABEL: gpu.func @d96
 // CHECK: memref.view {{.*}} to memref<128x96xbf16, #gpu.address_space<workgroup>>
-// CHECK: %[[ROW:.*]] = arith.divui %thread_id_x, %c12 : index
+// CHECK: %[[LANEROW:.*]] = arith.divui %thread_id_x, %c12 : index
 // CHECK-NEXT: %[[CHUNK:.*]] = arith.remui %thread_id_x, %c12 : index
 // CHECK-NEXT: %[[COL:.*]] = arith.muli %[[CHUNK]], %c8 : index
-// CHECK-NEXT: arith.cmpi slt, %[[ROW]], %c10 : index
-// CHECK-NEXT: %[[HALF:.*]] = arith.shrui %[[ROW]], %c1 : index
+// CHECK-NEXT: scf.for %[[FIRST:.*]] = %c0 to %c128 step %c10 {
+// CHECK-NEXT: %[[ROW:.*]] = arith.addi %[[LANEROW]], %[[FIRST]] : index
+// CHECK: %[[HALF:.*]] = arith.shrui %[[ROW]], %c1 : index
 // CHECK-NEXT: %[[SWZ:.*]] = arith.andi %[[HALF]], %c3 : index
 // CHECK-NEXT: %[[SHIFT:.*]] = arith.muli %[[SWZ]], %c8 : index
 // CHECK-NEXT: arith.xori %[[COL]], %[[SHIFT]] : index
@@ -57,7 +63,7 @@ flashjit.attention_fwd @d96 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16"
 // CHECK-LABEL: gpu.func @d96causal
 // CHECK: memref.view {{.*}} to memref<128x104xbf16, #gpu.address_space<workgroup>>
 // CHECK-NOT: arith.xori
-// CHECK: scf.for
+// CHECK: scf.for {{.*}} iter_args
 // CHECK-NOT: arith.xori
 // CHECK: gpu.return
 flashjit.attention_fwd @d96causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 96, head_dim_v = 96, mask = "causal", gqa_group = 1, lse = true, align = 8>

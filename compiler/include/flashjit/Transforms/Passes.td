@@ -42,6 +42,7 @@ def LowerBf16Mma : Pass<"flashjit-lower-bf16-mma"> {
   }];
   let dependentDialects = ["::mlir::NVVM::NVVMDialect",
                            "::mlir::LLVM::LLVMDialect",
+                           "::mlir::ub::UBDialect",
                            "::mlir::vector::VectorDialect"];
 }
 
@@ -56,6 +57,21 @@ def LowerMathToNVPTX : Pass<"flashjit-lower-math-to-nvptx"> {
     math.fma becomes llvm.intr.fma (fma.rn.f32) instead of __nv_fmaf.
   }];
   let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
+}
+
+def ConvertToNVVM : Pass<"flashjit-convert-to-nvvm", "::mlir::gpu::GPUModuleOp"> {
+  let summary = "Lower a gpu.module to the LLVM and NVVM dialects in one conversion";
+  let description = [{
+    What MLIR's convert-gpu-to-nvvm does for our kernels (64-bit indices, one
+    bare pointer per memref argument, every dialect through its
+    ConvertToLLVM interface, math left to flashjit-lower-math-to-nvptx),
+    without its first step: a greedy rewrite of the whole module with the
+    GPU rewrite patterns (all-reduce, global id, 64-bit shuffles: none occur
+    in generated kernels) that folded every op to a fixpoint and took a
+    third of the conversion's time.
+  }];
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect",
+                           "::mlir::NVVM::NVVMDialect"];
 }
 
 #endif // FLASHJIT_TRANSFORMS_PASSES

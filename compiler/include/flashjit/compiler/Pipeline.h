@@ -61,8 +61,9 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
 /// FlashAttention-2 order for one stage; 5: causal CTAs longest first; 6:
 /// swizzled shared-memory rows; 7: unpadded rows with an XOR swizzle of up
 /// to 3 bits, no static shared memory; 8: padded rows again for 4-warp tiles
-/// short of registers).
-inline constexpr int kCodegenRevision = 8;
+/// short of registers; 9: run-time loops for the prologue's copies and the
+/// epilogue's stores, a lean LLVM middle end instead of O3).
+inline constexpr int kCodegenRevision = 9;
 
 /// Version strings that identify the code the compiler emits (cache keys):
 /// flashjit's is the release plus "+cg<kCodegenRevision>".
