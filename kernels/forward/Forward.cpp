@@ -113,13 +113,13 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
   else if (d <= 112)
     // A third stage pays where 16-byte copies leave it the registers: at
     // d=96, 1.02-1.03x of two without a mask, even with causal (H200
-    // autotune, 2026-12-02 sessions 5 and 6); at d=89 ptxas spills, and
-    // with causal for sm_80 (8 bytes, codegen revision 9).
-    preferred = {128, 64, 4,
-                 copyBytes == 16 && d == 96 &&
-                         (spec.mask == MaskMode::None || arch >= Arch::Sm90)
-                     ? 3
-                     : 2};
+    // autotune, 2026-12-02 sessions 5 and 6); at d=89 ptxas spills.
+    preferred = {128, 64, 4, copyBytes == 16 && d == 96 ? 3 : 2};
+  else if (d > 120 && d <= 128 && spec.mask != MaskMode::None &&
+           arch < Arch::Sm90)
+    // For sm_80 ptxas spills 8 bytes of the 64-key tile below with a mask
+    // (codegen revision 9); 32-key tiles take 244 registers.
+    preferred = {128, 32, 4, 2};
   else if (d <= 128)
     // One stage: half the K/V shared memory of two and, with V loaded
     // behind Q K^T and K behind the softmax, no less overlap. Without a

@@ -3,7 +3,10 @@
 // 128x64, 4 warps at head_dim 100: about 216 registers by the estimate, so O
 // is rescaled in a branch of its own, taken when some row of the warp has a
 // new maximum (a warp vote). O leaves through the warp's rows of the Q tile
-// in 8-byte chunks (alignment 4 elements).
+// in 8-byte chunks (alignment 4 elements), in a run-time loop over the
+// warp's 32 rows x 25 chunks, a chunk a lane, not unrolled.
+// CHECK: #[[NOUNROLL:.*]] = #llvm.loop_unroll<disable = true>
+// CHECK: #[[ANNOTATION:.*]] = #llvm.loop_annotation<unroll = #[[NOUNROLL]]>
 // CHECK-LABEL: gpu.func @rescale_on_new_max
 // CHECK: scf.for {{.*}} iter_args
 // CHECK: arith.cmpf ogt
@@ -16,9 +19,11 @@
 // CHECK: nvvm.bar.warp.sync
 // CHECK: vector.store {{.*}} : memref<128x120xbf16, #gpu.address_space<workgroup>>, vector<2xbf16>
 // CHECK: nvvm.bar.warp.sync
+// CHECK: scf.for %{{.*}} = %{{.*}} to %c800 step %c32 {
 // CHECK: vector.load {{.*}} : memref<128x120xbf16, #gpu.address_space<workgroup>>, vector<4xbf16>
 // CHECK: vector.store {{.*}} : memref<1099511627776xbf16, 1>, vector<4xbf16>
-// CHECK: gpu.return
+// CHECK: } {loop_annotation = #[[ANNOTATION]]}
+// CHECK-NEXT: gpu.return
 flashjit.attention_fwd @rescale_on_new_max arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 100, head_dim_v = 100, mask = "causal", gqa_group = 1, lse = true, align = 4> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>
 
 // -----
