@@ -112,9 +112,13 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
     preferred = {128, 48, 4, 1};
   else if (d <= 112)
     // A third stage pays where 16-byte copies leave it the registers: at
-    // d=96, 1.02-1.03x of two without a mask, even with causal (H200
-    // autotune, 2026-12-02 sessions 5 and 6); at d=89 ptxas spills.
-    preferred = {128, 64, 4, copyBytes == 16 && d == 96 ? 3 : 2};
+    // d=96 without a mask, 1.02-1.03x of two (H200 autotune, 2026-12-02
+    // sessions 5 and 6); at d=89 ptxas spills. With causal, two stages are
+    // 1.06x of three since codegen revision 9 (session 8 autotune).
+    preferred = {128, 64, 4,
+                 copyBytes == 16 && d == 96 && spec.mask == MaskMode::None
+                     ? 3
+                     : 2};
   else if (d > 120 && d <= 128 && spec.mask != MaskMode::None &&
            arch < Arch::Sm90)
     // For sm_80 ptxas spills 8 bytes of the 64-key tile below with a mask

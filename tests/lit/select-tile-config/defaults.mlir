@@ -26,14 +26,17 @@ flashjit.attention_fwd @d240sm86 arch = "sm_86" spec = #flashjit.spec<dtype = "b
 // CHECK-LABEL: @d64causal
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
 flashjit.attention_fwd @d64causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 1, lse = true, align = 8>
-// d=96 with 16-byte copies takes three stages; sm_86 falls back to two
-// before one.
-// CHECK-LABEL: @d96causal
+// d=96 with 16-byte copies takes three stages without a mask (sm_86's
+// 100 KB hold them too), two with causal.
+// CHECK-LABEL: @d96none
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 3>
+flashjit.attention_fwd @d96none arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 96, head_dim_v = 96, mask = "none", gqa_group = 1, lse = true, align = 8>
+// CHECK-LABEL: @d96causal
+// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
 flashjit.attention_fwd @d96causal arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 96, head_dim_v = 96, mask = "causal", gqa_group = 1, lse = true, align = 8>
 // CHECK-LABEL: @d96sm86
-// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
-flashjit.attention_fwd @d96sm86 arch = "sm_86" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 96, head_dim_v = 96, mask = "causal", gqa_group = 1, lse = true, align = 8>
+// CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 3>
+flashjit.attention_fwd @d96sm86 arch = "sm_86" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 96, head_dim_v = 96, mask = "none", gqa_group = 1, lse = true, align = 8>
 // CHECK-LABEL: @d96align4
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
 flashjit.attention_fwd @d96align4 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 96, head_dim_v = 96, mask = "none", gqa_group = 1, lse = true, align = 4>
