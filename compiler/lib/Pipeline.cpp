@@ -142,7 +142,8 @@ void buildGpuToNvvmPipeline(mlir::OpPassManager &pm) {
   mlir::OpPassManager &gpuPm = pm.nest<mlir::gpu::GPUModuleOp>();
   gpuPm.addPass(createConvertToNVVM());
   gpuPm.addPass(mlir::createReconcileUnrealizedCastsPass());
-  // CSE only: LLVM's O3 in the next stage folds what canonicalize would.
+  // CSE only: LLVM's instcombine in the next stage folds what canonicalize
+  // would (and without this CSE translation and LLVM take as long again).
   gpuPm.addPass(mlir::createCSEPass());
 }
 

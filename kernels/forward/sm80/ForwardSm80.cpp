@@ -251,9 +251,10 @@ using RowOffsetFn = function_ref<Value(Emitter &, Value row)>;
 /// null) and columns at or past `dim` are filled with zeros (and read nothing:
 /// their source is `base`, an in-bounds element). Copies of 4 bytes or more are
 /// cp.async (the caller commits and waits for them). `inLoop`: emitted in the
-/// main loop (lane rows made opaque); `rowStride`: rowOffset(r) is r times it
-/// (K and V), which lets in-range rows walk a pointer chain; `swizzleBits`:
-/// the destination's (rowSwizzle).
+/// main loop, where the rounds are unrolled (lane rows made opaque); outside
+/// it they are a run-time loop (Emitter::runtimeLoop). `rowStride`:
+/// rowOffset(r) is r times it (K and V), which lets in-range rows walk a
+/// pointer chain; `swizzleBits`: the destination's (rowSwizzle).
 void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
               Value base, RowOffsetFn rowOffset, Value rowStart, Value rowLimit,
               int rows, int dim, int paddedDim, int swizzleBits, Value dst,

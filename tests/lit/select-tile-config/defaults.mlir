@@ -37,6 +37,11 @@ flashjit.attention_fwd @d96causal arch = "sm_90a" spec = #flashjit.spec<dtype = 
 // CHECK-LABEL: @d96sm86
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 3>
 flashjit.attention_fwd @d96sm86 arch = "sm_86" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 96, head_dim_v = 96, mask = "none", gqa_group = 1, lse = true, align = 8>
+// Where the preferred tile does not fit (d=160's 64x128: 100 KiB, sm_86 has
+// 99), the first smaller one that does: fewer stages, then 32-key tiles.
+// CHECK-LABEL: @d160sm86
+// CHECK-SAME: config = <block_m = 64, block_n = 32, warps = 4, stages = 2>
+flashjit.attention_fwd @d160sm86 arch = "sm_86" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 160, head_dim_v = 160, mask = "none", gqa_group = 1, lse = true, align = 8>
 // CHECK-LABEL: @d96align4
 // CHECK-SAME: config = <block_m = 128, block_n = 64, warps = 4, stages = 2>
 flashjit.attention_fwd @d96align4 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 96, head_dim_v = 96, mask = "none", gqa_group = 1, lse = true, align = 4>
