@@ -421,6 +421,14 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p) {
   plan.grid[1] =
       static_cast<unsigned>(plan.config.packGqa ? p.headsKV : p.headsQ);
   plan.grid[2] = static_cast<unsigned>(p.batch);
+  // The kernels number a CTA's (row block, head) in 32 bits.
+  const uint64_t rowBlocksTimesHeads = uint64_t(plan.grid[0]) * plan.grid[1];
+  if (rowBlocksTimesHeads > std::numeric_limits<uint32_t>::max())
+    return Status::error(
+        "seqlen_q x heads_q too large: " + std::to_string(plan.grid[0]) +
+        " row blocks of " + std::to_string(blockM) + " rows times " +
+        std::to_string(plan.grid[1]) + " heads is " +
+        std::to_string(rowBlocksTimesHeads) + " CTAs; at most 2^32 - 1");
 
   ForwardKernelArgs &a = plan.args;
   a.q = const_cast<void *>(p.q);

@@ -107,7 +107,11 @@ flashjit.attention_fwd @packed arch = "sm_90a" spec = #flashjit.spec<dtype = "bf
 // CHECK-NEXT: %[[HEADOFF:.*]] = arith.subi %[[YI]], %[[FIRST]] : index
 // CHECK-NEXT: %[[ROWS:.*]] = arith.muli %[[HEADOFF]], %[[ROWBLOCKS]] : index
 // CHECK-NEXT: %[[WITHIN:.*]] = arith.addi %[[ROWS]], %[[XI]] : index
-// CHECK-NEXT: %[[FROMLAST:.*]] = arith.divui %[[WITHIN]], %[[CHUNKHEADS]] : index
+// The division is 32-bit (ptxas expands a 64-bit one into a long subroutine).
+// CHECK-DAG: %[[CHUNKHEADS32:.*]] = arith.index_castui %[[CHUNKHEADS]] : index to i32
+// CHECK-DAG: %[[WITHIN32:.*]] = arith.index_castui %[[WITHIN]] : index to i32
+// CHECK: %[[QUOT:.*]] = arith.divui %[[WITHIN32]], %[[CHUNKHEADS32]] : i32
+// CHECK-NEXT: %[[FROMLAST:.*]] = arith.index_castui %[[QUOT]] : i32 to index
 // CHECK-NOT: arith.divui
 // CHECK: %[[LASTROW:.*]] = arith.subi %[[ROWBLOCKS]], %c1
 // CHECK-NEXT: arith.subi %[[LASTROW]], %[[FROMLAST]] : index

@@ -17,6 +17,9 @@
 // CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 4 : i32, transpose = true}
 // CHECK: scf.yield
 // CHECK: nvvm.bar.warp.sync
+// 1 / l by the approximate reciprocal (the IEEE one is a slow path in ptxas).
+// CHECK-NOT: arith.divf
+// CHECK: nvvm.rcp.approx.ftz.f
 // CHECK: vector.store {{.*}} : memref<128x120xbf16, #gpu.address_space<workgroup>>, vector<2xbf16>
 // CHECK: nvvm.bar.warp.sync
 // CHECK: scf.for %{{.*}} = %{{.*}} to %c800 step %c32 {
