@@ -2,11 +2,11 @@
 //
 //   tile  flashjit.attention_fwd (spec + tile config + arch)
 //    |    flashjit-select-tile-config, flashjit-lower-attention-to-gpu
-//   gpu   gpu.module with gpu/nvgpu/scf/vector/memref/arith/math
-//    |    flashjit-lower-bf16-mma, flashjit-lower-math-to-nvptx, MLIR's
-//    |    nvgpu/vector/scf/nvvm/arith -> LLVM and gpu -> NVVM conversions
+//   gpu   gpu.module with gpu/nvgpu/nvvm/scf/vector/memref/arith/math
+//    |    flashjit-lower-math-to-nvptx, MLIR's nvgpu/vector/scf/nvvm/arith
+//    |    -> LLVM and gpu -> NVVM conversions
 //   nvvm  gpu.module in the LLVM + NVVM dialects
-//    |    translateModuleToLLVMIR, LLVM O3
+//    |    translateModuleToLLVMIR, a lean LLVM middle end
 //   llvm  LLVM IR for nvptx64-nvidia-cuda
 //    |    NVPTX backend
 //   ptx   PTX text (ptxas or the driver's JIT makes the cubin)
@@ -130,7 +130,6 @@ void buildTileToGpuPipeline(mlir::OpPassManager &pm) {
 }
 
 void buildGpuToNvvmPipeline(mlir::OpPassManager &pm) {
-  pm.addPass(createLowerBf16Mma());
   pm.addPass(createLowerMathToNVPTX());
   pm.addPass(mlir::createConvertNVGPUToNVVMPass());
   pm.addPass(mlir::createSCFToControlFlowPass());

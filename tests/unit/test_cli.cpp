@@ -297,7 +297,8 @@ TEST_F(CliCompile, EmitGpu) {
   CliResult r = emit("gpu");
   expectNoCrash(r);
   ASSERT_EQ(r.exitCode, 0) << r.describe();
-  EXPECT_TRUE(contains(r.out, "nvgpu.mma.sync")) << r.describe();
+  EXPECT_TRUE(contains(r.out, "nvvm.mma.sync")) << r.describe();
+  EXPECT_TRUE(contains(r.out, "nvgpu.ldmatrix")) << r.describe();
   EXPECT_TRUE(contains(r.out, "gpu.func")) << r.describe();
 }
 

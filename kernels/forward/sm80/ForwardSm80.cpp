@@ -30,7 +30,6 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
-#include "mlir/Dialect/UB/IR/UBOps.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/Support/MathExtras.h"
@@ -112,9 +111,6 @@ struct Emitter {
   Value extract(Value vec, ArrayRef<int64_t> pos) {
     return vector::ExtractOp::create(b, loc, vec, pos);
   }
-  Value insert(Value scalar, Value vec, ArrayRef<int64_t> pos) {
-    return vector::InsertOp::create(b, loc, scalar, vec, pos);
-  }
   /// The same index, hidden from LLVM's loop optimisations by an asm move
   /// with side effects (as a `bits`-wide integer: 32 for shared-memory
   /// offsets and rows, 64 for global element offsets). Addresses built on
@@ -160,15 +156,26 @@ struct Emitter {
   /// loops over shared memory, which needs no static register indices.
   void runtimeLoop(Value lb, Value ub, int64_t step,
                    function_ref<void(Emitter &, Value)> body) {
+    runtimeLoop(lb, ub, step, ValueRange{},
+                [&](Emitter &inner, Value iv, ValueRange) {
+                  body(inner, iv);
+                  return SmallVector<Value>{};
+                });
+  }
+  /// The same with loop-carried values: body(iv, carried) returns the next
+  /// ones; returns the last.
+  SmallVector<Value> runtimeLoop(
+      Value lb, Value ub, int64_t step, ValueRange init,
+      function_ref<SmallVector<Value>(Emitter &, Value, ValueRange)> body) {
     auto loop = scf::ForOp::create(
-        b, loc, lb, ub, idx(step), ValueRange{},
-        [&](OpBuilder &bodyBuilder, Location l, Value iv, ValueRange) {
+        b, loc, lb, ub, idx(step), init,
+        [&](OpBuilder &bodyBuilder, Location l, Value iv, ValueRange carried) {
           Emitter inner{bodyBuilder, l};
-          body(inner, iv);
-          scf::YieldOp::create(bodyBuilder, l);
+          scf::YieldOp::create(bodyBuilder, l, body(inner, iv, carried));
         });
     // scf-to-cf copies LLVM-dialect attributes to the latch branch, and
-    // cf-to-llvm makes this one llvm.br's loop_annotation.
+    // cf-to-llvm makes this one llvm.br's loop_annotation (NVPTX then marks
+    // the loop .pragma "nounroll" for ptxas too).
     MLIRContext *ctx = b.getContext();
     auto noUnroll = LLVM::LoopUnrollAttr::get(
         ctx, /*disable=*/b.getBoolAttr(true), /*count=*/{},
@@ -180,6 +187,7 @@ struct Emitter {
         /*isVectorized=*/{}, /*startLoc=*/{}, /*endLoc=*/{},
         /*parallelAccesses=*/{});
     loop->setAttr("loop_annotation", annotation);
+    return SmallVector<Value>(loop.getResults());
   }
   /// max or sum of `vals` as a balanced tree: depth log2(n) instead of a
   /// chain of n dependent instructions (the softmax's critical path).
@@ -206,6 +214,19 @@ struct Emitter {
     return v;
   }
 };
+
+/// mma.sync operand registers, two elements each.
+using Registers = SmallVector<Value, 4>;
+/// This thread's 4 values of an m16n8 f32 accumulator tile: row half h,
+/// column el at 2 * h + el.
+using AccTile = std::array<Value, 4>;
+/// Tile t of accumulator tiles kept 4 values each in `vals`.
+AccTile tileAt(ValueRange vals, int t) {
+  return {vals[4 * t], vals[4 * t + 1], vals[4 * t + 2], vals[4 * t + 3]};
+}
+void setTile(MutableArrayRef<Value> vals, int t, const AccTile &tile) {
+  std::copy(tile.begin(), tile.end(), vals.begin() + 4 * t);
+}
 
 /// Per-kernel constants and values shared by the helpers below.
 struct ForwardKernel {
@@ -685,7 +706,36 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   waitGroups(e, prologueTiles);
   gpu::BarrierOp::create(builder, loc);
 
-  auto fragType = [&](int rows) { return VectorType::get({rows, 2}, elemTy); };
+  // Operands stay as mma.sync's 32-bit registers of two elements (i32 for
+  // bf16, vector<2xf16> for f16) and accumulators as 4 scalars: exactly what
+  // nvvm.mma.sync takes, so no vector glue surrounds each MMA (that glue was
+  // most of the ops the conversions, CSE and LLVM worked through).
+  const bool bf16 = spec.dtype == DType::BF16;
+  auto toRegister = [&](OpBuilder &b, Value pair) -> Value {
+    if (!bf16)
+      return pair;
+    Value packed = vector::BitCastOp::create(
+        b, loc, VectorType::get({1}, b.getI32Type()), pair);
+    return vector::ExtractOp::create(b, loc, packed, ArrayRef<int64_t>{0});
+  };
+  // An ldmatrix of `tiles` 8x8 matrices, one register each.
+  auto ldmatrix = [&](Emitter &x, Value view, ValueRange indices,
+                      bool transpose, int tiles) -> Registers {
+    Value frag = nvgpu::LdMatrixOp::create(
+        x.b, x.loc, VectorType::get({tiles, 2}, elemTy), view, indices,
+        transpose, tiles);
+    Registers regs;
+    for (int i = 0; i < tiles; ++i)
+      regs.push_back(toRegister(x.b, x.extract(frag, {i})));
+    return regs;
+  };
+  // Two f32 values rounded into one register.
+  auto packPair = [&](Emitter &x, Value lo, Value hi) -> Value {
+    Value pair = vector::FromElementsOp::create(
+        x.b, x.loc, VectorType::get({2}, f32), ValueRange{lo, hi});
+    return toRegister(x.b, arith::TruncFOp::create(
+                               x.b, x.loc, VectorType::get({2}, elemTy), pair));
+  };
   Value warpRow0 = e.mul(warp, e.idx(L.rowsPerWarp));
   // ldmatrix: lane i gives the address of row i % 8 of matrix i / 8, at
   // chunk c (0 or 1) of its fragment's 32-byte pair of 16-byte chunks. A
@@ -768,17 +818,17 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
     return fragmentViews(x, {cfg.blockM, L.pitchQK}, 0, qLanes,
                          L.paddedHeadDimQK, inLoop);
   };
-  // A operand of m-tile mt, k-step ks, from qFragments views.
+  // A operand of m-tile mt, k-step ks, from qFragments views, `colOffset`
+  // (null: none) columns further right.
   auto loadQFragment = [&](Emitter &qe, const FragmentViews &qViews, int mt,
-                           int ks) -> Value {
+                           int ks, Value colOffset = {}) -> Registers {
     auto [view, col] = qViews.at(ks * kMmaK);
-    return nvgpu::LdMatrixOp::create(
-        qe.b, qe.loc, fragType(4), view,
-        ValueRange{qe.idx(mt * kMmaM), qe.idx(col)},
-        /*transpose=*/false, /*numTiles=*/4);
+    Value colIdx = colOffset ? qe.add(colOffset, qe.idx(col)) : qe.idx(col);
+    return ldmatrix(qe, view, ValueRange{qe.idx(mt * kMmaM), colIdx},
+                    /*transpose=*/false, /*tiles=*/4);
   };
   // qFrag[mt][ks], loaded once when Q stays in registers.
-  SmallVector<SmallVector<Value>> qFrag(k.mTiles);
+  SmallVector<SmallVector<Registers>> qFrag(k.mTiles);
   if (L.qInRegisters) {
     const FragmentViews qViews = qFragments(e, /*inLoop=*/false);
     for (int mt = 0; mt < k.mTiles; ++mt)
@@ -862,44 +912,38 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
 
   // ---- main loop
   // --------------------------------------------------------------
-  auto accType = VectorType::get({2, 2}, f32);
   const float negInf = -std::numeric_limits<float>::infinity();
-  Value zeroAcc = arith::ConstantOp::create(
-      builder, loc,
-      DenseElementsAttr::get(accType, builder.getF32FloatAttr(0)));
   Value negInfF = e.f32(negInf);
   Value zeroF = e.f32(0);
-  // Loop-carried: O[mt][dt], then m[mt][half], then l[mt][half].
-  SmallVector<Value> init;
-  for (int i = 0; i < k.mTiles * k.dTilesV; ++i)
-    init.push_back(zeroAcc);
-  for (int i = 0; i < 2 * k.mTiles; ++i)
-    init.push_back(negInfF);
-  for (int i = 0; i < 2 * k.mTiles; ++i)
-    init.push_back(zeroF);
-  const int oCount = k.mTiles * k.dTilesV, mOffset = oCount,
-            lOffset = oCount + 2 * k.mTiles;
+  const AccTile zeroAcc{zeroF, zeroF, zeroF, zeroF};
+  // Loop-carried: the 4 values of each O[mt][dt], then m[mt][half], then
+  // l[mt][half].
+  const int oCount = k.mTiles * k.dTilesV, mOffset = 4 * oCount,
+            lOffset = mOffset + 2 * k.mTiles;
+  SmallVector<Value> init(mOffset, zeroF);
+  init.append(2 * k.mTiles, negInfF);
+  init.append(2 * k.mTiles, zeroF);
 
-  auto mma = [&](OpBuilder &b, Value a, Value bFrag, Value c) -> Value {
-    return nvgpu::MmaSyncOp::create(b, loc, a, bFrag, c,
-                                    b.getI64ArrayAttr({kMmaM, kMmaN, kMmaK}));
+  auto mma = [&](OpBuilder &b, ArrayRef<Value> a, ArrayRef<Value> bRegs,
+                 const AccTile &c) -> AccTile {
+    auto resultType = LLVM::LLVMStructType::getLiteral(
+        b.getContext(), SmallVector<Type>(4, f32));
+    const NVVM::MMATypes type = bf16 ? NVVM::MMATypes::bf16 : NVVM::MMATypes::f16;
+    auto op = NVVM::MmaOp::create(
+        b, loc, resultType, a, bRegs, ValueRange(c),
+        SmallVector<int64_t>{kMmaM, kMmaN, kMmaK}, std::nullopt, std::nullopt,
+        std::array<NVVM::MMATypes, 2>{type, type},
+        std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                       NVVM::MMALayout::col});
+    AccTile d;
+    for (int i = 0; i < 4; ++i)
+      d[i] = LLVM::ExtractValueOp::create(b, loc, op, i);
+    return d;
   };
-  // Rows [first, first + 2) of an ldmatrix.x4 result: one B operand. Built
-  // row by row (2-D vector.extract_strided_slice has no LLVM lowering).
-  auto rowsOf = [&](OpBuilder &b, Value frag4, int first) -> Value {
-    Emitter re{b, loc};
-    Value out = ub::PoisonOp::create(b, loc, fragType(2));
-    for (int r = 0; r < 2; ++r)
-      out = re.insert(re.extract(frag4, {first + r}), out, {r});
-    return out;
-  };
-
   // An accumulator tile with row half h multiplied by factor[h].
-  auto scaleRows = [&](Emitter &x, Value acc, ArrayRef<Value> factor) {
-    for (int half = 0; half < 2; ++half)
-      for (int el = 0; el < 2; ++el)
-        acc = x.insert(x.fmul(x.extract(acc, {half, el}), factor[half]), acc,
-                       {half, el});
+  auto scaleRows = [&](Emitter &x, AccTile acc, ArrayRef<Value> factor) {
+    for (int i = 0; i < 4; ++i)
+      acc[i] = x.fmul(acc[i], factor[i / 2]);
     return acc;
   };
 
@@ -940,25 +984,69 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         const FragmentViews kViews = fragmentViews(
             le, {cfg.stages, cfg.blockN, L.pitchQK}, L.kOffsetBytes, kLanes,
             L.paddedHeadDimQK, /*inLoop=*/true);
-        SmallVector<SmallVector<Value>> sAcc(
-            k.mTiles, SmallVector<Value>(k.nTiles, zeroAcc));
-        for (int ks = 0; ks < k.kStepsQK; ++ks) {
-          SmallVector<Value> a;
+        // sAcc[mt][nt]: scores of m-tile mt, key tile nt.
+        SmallVector<SmallVector<AccTile>> sAcc(
+            k.mTiles, SmallVector<AccTile>(k.nTiles, zeroAcc));
+        // sAcc as 4 values per tile (loop-carried and branch results), and
+        // back.
+        auto flatten = [&](const SmallVector<SmallVector<AccTile>> &tiles) {
+          SmallVector<Value> flat;
+          for (const auto &row : tiles)
+            for (const AccTile &t : row)
+              flat.append(t.begin(), t.end());
+          return flat;
+        };
+        auto unflatten = [&](ValueRange flat) {
+          SmallVector<SmallVector<AccTile>> tiles(k.mTiles);
           for (int mt = 0; mt < k.mTiles; ++mt)
-            a.push_back(L.qInRegisters ? qFrag[mt][ks]
-                                       : loadQFragment(le, qViews, mt, ks));
+            for (int nt = 0; nt < k.nTiles; ++nt)
+              tiles[mt].push_back(tileAt(flat, mt * k.nTiles + nt));
+          return tiles;
+        };
+        // k-step ks of Q K^T into acc; `colOffset` (null: 0) moves both
+        // operands right by whole swizzle groups, which keeps the views.
+        auto qkStep = [&](Emitter &x, int ks, Value colOffset,
+                          SmallVector<SmallVector<AccTile>> &acc) {
+          auto col = [&](int64_t c) {
+            return colOffset ? x.add(colOffset, x.idx(c)) : x.idx(c);
+          };
+          SmallVector<Registers> a;
+          for (int mt = 0; mt < k.mTiles; ++mt)
+            a.push_back(L.qInRegisters
+                            ? qFrag[mt][ks]
+                            : loadQFragment(x, qViews, mt, ks, colOffset));
           auto [kView, kCol] = kViews.at(ks * kMmaK);
           for (int np = 0; np < k.nTiles / 2; ++np) {
-            Value bFrag = nvgpu::LdMatrixOp::create(
-                b, l, fragType(4), kView,
-                ValueRange{slot, le.idx(np * 16), le.idx(kCol)}, false, 4);
-            Value b0 = rowsOf(b, bFrag, 0), b1 = rowsOf(b, bFrag, 2);
+            // B operands of key tiles 2np (registers 0-1) and 2np+1 (2-3).
+            Registers bRegs =
+                ldmatrix(x, kView, ValueRange{slot, x.idx(np * 16), col(kCol)},
+                         /*transpose=*/false, /*tiles=*/4);
+            ArrayRef<Value> b0 = ArrayRef<Value>(bRegs).take_front(2),
+                            b1 = ArrayRef<Value>(bRegs).drop_front(2);
             for (int mt = 0; mt < k.mTiles; ++mt) {
-              sAcc[mt][2 * np] = mma(b, a[mt], b0, sAcc[mt][2 * np]);
-              sAcc[mt][2 * np + 1] = mma(b, a[mt], b1, sAcc[mt][2 * np + 1]);
+              acc[mt][2 * np] = mma(x.b, a[mt], b0, acc[mt][2 * np]);
+              acc[mt][2 * np + 1] = mma(x.b, a[mt], b1, acc[mt][2 * np + 1]);
             }
           }
+        };
+        // The first rolledIterations * qkStepsPerIteration k-steps as a
+        // run-time loop (Q comes from shared memory there, so nothing
+        // needs static register indices), the rest unrolled.
+        const int rolledSteps = L.qkRolledIterations * L.qkStepsPerIteration;
+        if (rolledSteps > 0) {
+          const int64_t stepCols = int64_t(L.qkStepsPerIteration) * kMmaK;
+          SmallVector<Value> last = le.runtimeLoop(
+              le.idx(0), le.idx(rolledSteps * kMmaK), stepCols,
+              flatten(sAcc), [&](Emitter &x, Value colOffset, ValueRange carried) {
+                auto acc = unflatten(carried);
+                for (int ks = 0; ks < L.qkStepsPerIteration; ++ks)
+                  qkStep(x, ks, colOffset, acc);
+                return flatten(acc);
+              });
+          sAcc = unflatten(last);
         }
+        for (int ks = rolledSteps; ks < k.kStepsQK; ++ks)
+          qkStep(le, ks, Value(), sAcc);
 
         // ---- scores into the log2 domain: scale, softcap, bias ----
         auto keyOf = [&](Emitter &x, int nt, int el) {
@@ -971,10 +1059,9 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             for (int nt = 0; nt < k.nTiles; ++nt)
               for (int half = 0; half < 2; ++half)
                 for (int el = 0; el < 2; ++el) {
-                  Value x =
-                      scoreToLog2(le, le.extract(sAcc[mt][nt], {half, el}));
-                  x = addBias(le, x, mt, half, keyOf(le, nt, el));
-                  sAcc[mt][nt] = le.insert(x, sAcc[mt][nt], {half, el});
+                  Value &score = sAcc[mt][nt][2 * half + el];
+                  score = addBias(le, scoreToLog2(le, score), mt, half,
+                                  keyOf(le, nt, el));
                 }
 
         // ---- mask the tiles that cross seqlen_k or a mask boundary ----
@@ -995,7 +1082,6 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
               le.orI(needsMask,
                      le.lt(tileStart,
                            le.sub(le.add(lastQueryOf(le), diag), windowLeft)));
-        SmallVector<Type> sTypes(k.mTiles * k.nTiles, accType);
         auto maskIf = scf::IfOp::create(
             b, l, needsMask,
             [&](OpBuilder &mb, Location ml) {
@@ -1010,7 +1096,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                 return arith::IndexCastOp::create(mb, ml, mb.getI32Type(),
                                                   me.sub(key, firstKey));
               };
-              SmallVector<Value> masked(k.mTiles * k.nTiles);
+              auto masked = sAcc;
               for (int mt = 0; mt < k.mTiles; ++mt)
                 for (int half = 0; half < 2; ++half) {
                   Value qDiag = me.add(rowQuery(me, mt, half), diag);
@@ -1025,32 +1111,22 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                   if (window)
                     loRel =
                         relative(me.maxS(me.sub(qDiag, windowLeft), me.idx(0)));
-                  for (int nt = 0; nt < k.nTiles; ++nt) {
-                    Value &acc = masked[mt * k.nTiles + nt];
-                    if (!acc)
-                      acc = sAcc[mt][nt];
+                  for (int nt = 0; nt < k.nTiles; ++nt)
                     for (int el = 0; el < 2; ++el) {
                       Value col = me.i32(nt * kMmaN + el);
                       Value ok = me.lt(col, hiRel);
                       if (window)
                         ok = me.andI(ok, me.ge(col, loRel));
-                      Value s = me.extract(acc, {half, el});
-                      acc =
-                          me.insert(me.select(ok, s, negInfF), acc, {half, el});
+                      Value &score = masked[mt][nt][2 * half + el];
+                      score = me.select(ok, score, negInfF);
                     }
-                  }
                 }
-              scf::YieldOp::create(mb, ml, masked);
+              scf::YieldOp::create(mb, ml, flatten(masked));
             },
             [&](OpBuilder &ub, Location ul) {
-              SmallVector<Value> same;
-              for (auto &row : sAcc)
-                same.append(row.begin(), row.end());
-              scf::YieldOp::create(ub, ul, same);
+              scf::YieldOp::create(ub, ul, flatten(sAcc));
             });
-        for (int mt = 0; mt < k.mTiles; ++mt)
-          for (int nt = 0; nt < k.nTiles; ++nt)
-            sAcc[mt][nt] = maskIf.getResult(mt * k.nTiles + nt);
+        sAcc = unflatten(maskIf.getResults());
 
         if (cfg.stages == 1) {
           waitGroups(le, 0); // V of this tile
@@ -1064,7 +1140,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
 
         // ---- online softmax ----
         SmallVector<Value> next(carried.begin(), carried.end());
-        SmallVector<SmallVector<Value>> pFrag(k.mTiles); // A operands of P V
+        SmallVector<SmallVector<Registers>> pFrag(k.mTiles); // A operands of P V
         // exp2(m_old - m_new) per m-tile and row half.
         SmallVector<SmallVector<Value>> alphas(k.mTiles, SmallVector<Value>(2));
         Value maxMoved; // some row of this thread has a new maximum
@@ -1075,7 +1151,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             SmallVector<Value> scores;
             for (int nt = 0; nt < k.nTiles; ++nt)
               for (int el = 0; el < 2; ++el)
-                scores.push_back(le.extract(sAcc[mt][nt], {half, el}));
+                scores.push_back(sAcc[mt][nt][2 * half + el]);
             Value rowMax =
                 le.quadReduce(le.treeReduce(scores, /*isMax=*/true), true);
             Value mOld = carried[mOffset + 2 * mt + half];
@@ -1092,20 +1168,21 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             }
           }
           SmallVector<SmallVector<Value>> rowTerms(2);
-          SmallVector<Value> pTiles;
+          // pRows[nt][half]: row half `half` of P's tile nt, rounded into
+          // one register right after its exps (ptxas allocated d=96 causal
+          // without spills in this order, not with the rounding deferred).
+          SmallVector<std::array<Value, 2>> pRows;
           for (int nt = 0; nt < k.nTiles; ++nt) {
-            Value p = sAcc[mt][nt];
+            AccTile p = sAcc[mt][nt];
             for (int half = 0; half < 2; ++half) {
               Value negM = arith::NegFOp::create(b, l, mUse[half]);
               for (int el = 0; el < 2; ++el) {
-                Value s = le.extract(p, {half, el});
-                Value pe = le.exp2(le.fma(s, softmaxScale, negM));
+                Value &pe = p[2 * half + el];
+                pe = le.exp2(le.fma(pe, softmaxScale, negM));
                 rowTerms[half].push_back(pe);
-                p = le.insert(pe, p, {half, el});
               }
             }
-            pTiles.push_back(arith::TruncFOp::create(
-                b, l, VectorType::get({2, 2}, elemTy), p));
+            pRows.push_back({packPair(le, p[0], p[1]), packPair(le, p[2], p[3])});
           }
           for (int half = 0; half < 2; ++half) {
             Value lOld = carried[lOffset + 2 * mt + half];
@@ -1115,17 +1192,14 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
           }
           if (!L.rescaleOnNewMax)
             for (int dt = 0; dt < k.dTilesV; ++dt)
-              next[mt * k.dTilesV + dt] =
-                  scaleRows(le, carried[mt * k.dTilesV + dt], alpha);
-          // P as A fragments: k-step kk joins score tiles 2kk and 2kk+1.
-          // (vector.insert of whole rows: vector.shuffle of 2-D vectors has
-          // no LLVM lowering.)
+              setTile(next, mt * k.dTilesV + dt,
+                      scaleRows(le, tileAt(carried, mt * k.dTilesV + dt), alpha));
+          // P as A fragments: k-step kk joins score tiles 2kk and 2kk+1;
+          // register r is row half r % 2 of tile 2kk + r / 2.
           for (int kk = 0; kk < k.nTiles / 2; ++kk) {
-            Value a = ub::PoisonOp::create(b, l, fragType(4));
-            for (int r = 0; r < 4; ++r) {
-              Value row = le.extract(pTiles[2 * kk + r / 2], {r % 2});
-              a = le.insert(row, a, {r});
-            }
+            Registers a;
+            for (int r = 0; r < 4; ++r)
+              a.push_back(pRows[2 * kk + r / 2][r % 2]);
             pFrag[mt].push_back(a);
           }
         }
@@ -1143,17 +1217,18 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
               b, l, anyMoved,
               [&](OpBuilder &rb, Location rl) {
                 Emitter re{rb, rl};
-                SmallVector<Value> scaled;
+                SmallVector<Value> scaled(mOffset);
                 for (int mt = 0; mt < k.mTiles; ++mt)
                   for (int dt = 0; dt < k.dTilesV; ++dt)
-                    scaled.push_back(
-                        scaleRows(re, carried[mt * k.dTilesV + dt], alphas[mt]));
+                    setTile(scaled, mt * k.dTilesV + dt,
+                            scaleRows(re, tileAt(carried, mt * k.dTilesV + dt),
+                                      alphas[mt]));
                 scf::YieldOp::create(rb, rl, scaled);
               },
               [&](OpBuilder &sb, Location sl) {
-                scf::YieldOp::create(sb, sl, carried.take_front(oCount));
+                scf::YieldOp::create(sb, sl, carried.take_front(mOffset));
               });
-          for (int i = 0; i < oCount; ++i)
+          for (int i = 0; i < mOffset; ++i)
             next[i] = branch.getResult(i);
         }
 
@@ -1165,19 +1240,18 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
           for (int dp = 0; dp * 2 < k.dTilesV; ++dp) {
             bool pair = 2 * dp + 1 < k.dTilesV;
             auto [vView, vCol] = vViews.at(dp * 16);
-            Value bFrag = nvgpu::LdMatrixOp::create(
-                b, l, fragType(pair ? 4 : 2), vView,
-                ValueRange{slot, le.idx(kk * 16), le.idx(vCol)},
+            // B operands of column tiles 2dp (registers 0-1) and 2dp+1 (2-3).
+            Registers bRegs = ldmatrix(
+                le, vView, ValueRange{slot, le.idx(kk * 16), le.idx(vCol)},
                 /*transpose=*/true, pair ? 4 : 2);
-            for (int mt = 0; mt < k.mTiles; ++mt) {
-              Value &o0 = next[mt * k.dTilesV + 2 * dp];
-              o0 =
-                  mma(b, pFrag[mt][kk], pair ? rowsOf(b, bFrag, 0) : bFrag, o0);
-              if (pair) {
-                Value &o1 = next[mt * k.dTilesV + 2 * dp + 1];
-                o1 = mma(b, pFrag[mt][kk], rowsOf(b, bFrag, 2), o1);
+            for (int mt = 0; mt < k.mTiles; ++mt)
+              for (int half = 0; half < (pair ? 2 : 1); ++half) {
+                const int tile = mt * k.dTilesV + 2 * dp + half;
+                setTile(next, tile,
+                        mma(b, pFrag[mt][kk],
+                            ArrayRef<Value>(bRegs).slice(2 * half, 2),
+                            tileAt(next, tile)));
               }
-            }
           }
         scf::YieldOp::create(b, l, next);
       });
@@ -1239,13 +1313,13 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         Value stageRow =
             e.add(warpRow0, e.add(e.idx(mt * kMmaM + half * 8), group));
         for (int dt = 0; dt < k.dTilesV; ++dt) {
-          Value acc = results[mt * k.dTilesV + dt];
+          const AccTile acc = tileAt(results, mt * k.dTilesV + dt);
           Value pair = arith::TruncFOp::create(
               builder, loc, pairType,
               vector::FromElementsOp::create(
                   builder, loc, VectorType::get({2}, f32),
-                  ValueRange{e.fmul(e.extract(acc, {half, 0}), inv),
-                             e.fmul(e.extract(acc, {half, 1}), inv)}));
+                  ValueRange{e.fmul(acc[2 * half], inv),
+                             e.fmul(acc[2 * half + 1], inv)}));
           // Staged in the Q tile.
           vector::StoreOp::create(
               builder, loc, pair, qSmem,
@@ -1261,9 +1335,9 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
       Value rowBase = oRowBase(e, query, head);
       const int directTiles = stageO ? 0 : k.dTilesV; // staged: written above
       for (int dt = 0; dt < directTiles; ++dt) {
-        Value acc = results[mt * k.dTilesV + dt];
-        Value c0 = e.fmul(e.extract(acc, {half, 0}), inv);
-        Value c1 = e.fmul(e.extract(acc, {half, 1}), inv);
+        const AccTile acc = tileAt(results, mt * k.dTilesV + dt);
+        Value c0 = e.fmul(acc[2 * half], inv);
+        Value c1 = e.fmul(acc[2 * half + 1], inv);
         Value col = fragmentCol(dt);
         Value idx = e.add(rowBase, col);
         auto trunc = [&](Value x) {

@@ -19,7 +19,7 @@ flashjit.attention_fwd @window arch = "sm_90a" spec = #flashjit.spec<dtype = "bf
 // log2 domain (fma with log2(e)) before the row max.
 // CHECK-LABEL: gpu.func @bias
 // CHECK: scf.for {{.*}} iter_args
-// CHECK: nvgpu.mma.sync
+// CHECK: nvvm.mma.sync
 // CHECK: memref.load %{{.*}}[%{{.*}}] : memref<1099511627776xf16, 1>
 // CHECK: arith.extf %{{.*}} : f16 to f32
 // CHECK: math.fma
@@ -42,7 +42,7 @@ flashjit.attention_fwd @alibi arch = "sm_80" spec = #flashjit.spec<dtype = "bf16
 // Softcap: tanh through exp2 and a fast division, per score.
 // CHECK-LABEL: gpu.func @softcap
 // CHECK: scf.for {{.*}} iter_args
-// CHECK: nvgpu.mma.sync
+// CHECK: nvvm.mma.sync
 // CHECK: math.exp2
 // CHECK: arith.divf {{.*}} fastmath<afn>
 flashjit.attention_fwd @softcap arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 128, head_dim_v = 128, mask = "none", gqa_group = 1, lse = true, align = 8, softcap = true> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 8, stages = 2>

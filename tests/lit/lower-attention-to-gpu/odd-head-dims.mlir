@@ -7,7 +7,7 @@
 // CHECK-NOT: nvgpu.device_async_copy
 // CHECK: memref.load
 // CHECK: memref.store {{.*}} : memref<128x48xf16, #gpu.address_space<workgroup>>
-// CHECK: nvgpu.mma.sync
+// CHECK: nvvm.mma.sync
 // CHECK-NOT: vector.store
 // CHECK: gpu.return
 flashjit.attention_fwd @d33 arch = "sm_80" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 33, head_dim_v = 33, mask = "none", gqa_group = 1, lse = false, align = 1>
@@ -44,7 +44,7 @@ flashjit.attention_fwd @d100 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 // CHECK: nvgpu.device_async_copy %arg2
 // CHECK: nvvm.cp.async.commit.group
 // CHECK: nvgpu.ldmatrix {{.*}} : memref<64x256xbf16, #gpu.address_space<workgroup>> -> vector<4x2xbf16>
-// CHECK: nvgpu.mma.sync
+// CHECK: nvvm.mma.sync
 // CHECK: nvvm.cp.async.wait.group 0
 // CHECK-NEXT: gpu.barrier
 // CHECK: scf.if

@@ -11,7 +11,7 @@
 // CHECK: scf.for {{.*}} iter_args
 // CHECK: arith.cmpf ogt
 // CHECK: %[[MOVED:.*]] = nvvm.vote.sync{{ +}}any %{{.*}}, %{{.*}} -> i1
-// CHECK: scf.if %[[MOVED]] -> (vector<2x2xf32>
+// CHECK: scf.if %[[MOVED]] -> (f32, f32, f32, f32
 // CHECK: arith.mulf
 // CHECK: } else {
 // CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 4 : i32, transpose = true}

@@ -40,7 +40,9 @@
 // CHECK: scf.for {{.*}} iter_args
 // CHECK: nvvm.cp.async.wait.group 0
 // S = Q K^T, the causal / seqlen mask only on boundary tiles, exp2 softmax.
-// CHECK: nvgpu.mma.sync({{.*}}) {mmaShape = [16, 8, 16]} : (vector<4x2xbf16>, vector<2x2xbf16>, vector<2x2xf32>) -> vector<2x2xf32>
+// The MMA takes bf16 pairs as i32 registers and the accumulators as scalars.
+// CHECK: nvvm.mma.sync A[{{.*}}, {{.*}}, {{.*}}, {{.*}}]  B[{{.*}}, {{.*}}]  C[{{.*}}, {{.*}}, {{.*}}, {{.*}}]  {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<bf16>, multiplicandBPtxType = #nvvm.mma_type<bf16>, shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (i32, i32, f32) -> !llvm.struct<(f32, f32, f32, f32)>
+// CHECK-NOT: vector<2x2xf32>
 // CHECK: scf.if
 // CHECK: gpu.shuffle  xor
 // CHECK: math.exp2

@@ -31,21 +31,6 @@ def LowerAttentionToGPU : Pass<"flashjit-lower-attention-to-gpu", "mlir::ModuleO
   ];
 }
 
-def LowerBf16Mma : Pass<"flashjit-lower-bf16-mma"> {
-  let summary = "Rewrite bf16 nvgpu.mma.sync into nvvm.mma.sync";
-  let description = [{
-    MLIR 22's nvgpu-to-nvvm conversion handles f16 but not bf16 operands of
-    nvgpu.mma.sync ("failed to deduce operand PTX types"). This pass packs
-    each vector<2xbf16> operand register into an i32, as the PTX
-    instruction takes it, and emits nvvm.mma.sync with explicit bf16
-    multiplicand types. f16 mma.sync ops are left to convert-nvgpu-to-nvvm.
-  }];
-  let dependentDialects = ["::mlir::NVVM::NVVMDialect",
-                           "::mlir::LLVM::LLVMDialect",
-                           "::mlir::ub::UBDialect",
-                           "::mlir::vector::VectorDialect"];
-}
-
 def LowerMathToNVPTX : Pass<"flashjit-lower-math-to-nvptx"> {
   let summary = "Lower f32 math.exp2 / log2 / fma to NVPTX instructions";
   let description = [{

@@ -62,8 +62,10 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
 /// swizzled shared-memory rows; 7: unpadded rows with an XOR swizzle of up
 /// to 3 bits, no static shared memory; 8: padded rows again for 4-warp tiles
 /// short of registers; 9: run-time loops for the prologue's copies and the
-/// epilogue's stores, a lean LLVM middle end instead of O3).
-inline constexpr int kCodegenRevision = 9;
+/// epilogue's stores, a lean LLVM middle end instead of O3; 10: nvvm.mma.sync
+/// on scalar accumulators, a 32-bit division in the causal CTA order,
+/// rcp.approx for 1 / l).
+inline constexpr int kCodegenRevision = 10;
 
 /// Version strings that identify the code the compiler emits (cache keys):
 /// flashjit's is the release plus "+cg<kCodegenRevision>".

@@ -77,6 +77,12 @@ struct ForwardLayout {
   /// Q fragments stay in registers for the whole kernel; otherwise (large
   /// head dims) they are re-read from shared memory for every K/V tile.
   bool qInRegisters = true;
+  /// Q K^T's first qkRolledIterations * qkStepsPerIteration k-steps run as a
+  /// run-time loop of qkStepsPerIteration unrolled k-steps (the rest
+  /// unrolled after it); 0 iterations: all unrolled. Only with Q in shared
+  /// memory; an iteration spans whole swizzle groups.
+  int qkStepsPerIteration = 0;
+  int qkRolledIterations = 0;
   /// Rough count of 32-bit registers per thread the accumulators, the Q
   /// fragments and the scores need (the pruning estimate, not ptxas's count).
   int estimatedRegisters = 0;
