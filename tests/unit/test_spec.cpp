@@ -675,6 +675,26 @@ TEST(ForwardLayout, SwizzlesRowsWhereRegistersAllow) {
   EXPECT_EQ(layoutOf(128, {128, 64, 4, 1}, MaskMode::Causal).swizzleBitsQK, 0);
 }
 
+// Q K^T runs as a loop of 4 k-steps only where a warp has two m16 tiles, Q
+// comes from shared memory, rows are padded and the loop turns at least
+// twice; the rest of the k-steps stay unrolled after it.
+TEST(ForwardLayout, RollsQKWhereTwoTileWarpsReadQFromPaddedRows) {
+  auto layoutOf = [](int d, TileConfig c, MaskMode mask) {
+    AttentionSpec spec = specWithHeadDim(d);
+    spec.mask = mask;
+    return forwardLayout(spec, c);
+  };
+  const ForwardLayout causal128 = layoutOf(128, {128, 64, 4, 1}, MaskMode::Causal);
+  EXPECT_EQ(causal128.qkStepsPerIteration, 4);
+  EXPECT_EQ(causal128.qkRolledIterations, 2);
+  EXPECT_EQ(layoutOf(128, {128, 32, 4, 2}, MaskMode::Window).qkRolledIterations, 2);
+  // Swizzled rows, one m16 tile per warp, or too few k-steps: unrolled.
+  EXPECT_EQ(layoutOf(128, {128, 64, 4, 2}, MaskMode::None).qkRolledIterations, 0);
+  EXPECT_EQ(layoutOf(256, {64, 64, 4, 1}, MaskMode::Causal).qkRolledIterations, 0);
+  EXPECT_EQ(layoutOf(112, {128, 64, 4, 2}, MaskMode::Causal).qkRolledIterations, 0);
+  EXPECT_EQ(layoutOf(96, {128, 64, 4, 2}, MaskMode::Causal).qkRolledIterations, 0);
+}
+
 // The swizzle's two promises, on a model of shared memory (32 banks of 4
 // bytes, 16-byte chunks): the 8 rows one ldmatrix matrix reads, at the same
 // logical chunk, sit in 8 different bank groups; and the 8 consecutive
