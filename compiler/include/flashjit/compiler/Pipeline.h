@@ -64,8 +64,9 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
 /// short of registers; 9: run-time loops for the prologue's copies and the
 /// epilogue's stores, a lean LLVM middle end instead of O3; 10: nvvm.mma.sync
 /// on scalar accumulators, a 32-bit division in the causal CTA order,
-/// rcp.approx for 1 / l).
-inline constexpr int kCodegenRevision = 10;
+/// rcp.approx for 1 / l; 11: Q K^T as a run-time loop at d = 121-128 with a
+/// mask).
+inline constexpr int kCodegenRevision = 11;
 
 /// Version strings that identify the code the compiler emits (cache keys):
 /// flashjit's is the release plus "+cg<kCodegenRevision>".
