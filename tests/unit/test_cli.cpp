@@ -308,8 +308,9 @@ TEST_F(CliCompile, EmitNvvm) {
   ASSERT_EQ(r.exitCode, 0) << r.describe();
   EXPECT_TRUE(contains(r.out, "llvm.func") || contains(r.out, "nvvm"))
       << r.describe();
-  // Past the gpu stage: no nvgpu ops are left.
-  EXPECT_FALSE(contains(r.out, "nvgpu.mma.sync")) << r.describe();
+  // Past the gpu stage: no nvgpu ops (ldmatrix, cp.async) are left.
+  EXPECT_TRUE(contains(r.out, "nvvm.ldmatrix")) << r.describe();
+  EXPECT_FALSE(contains(r.out, "nvgpu.")) << r.describe();
 }
 
 TEST_F(CliCompile, EmitLlvm) {
