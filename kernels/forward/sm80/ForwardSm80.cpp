@@ -1,8 +1,11 @@
 //===- ForwardSm80.cpp - FlashAttention-2 forward for sm_80 and newer ------===//
 //
-// Builds one gpu.func per spec/config, thread-level, with the nvgpu dialect:
+// Builds one gpu.func per spec/config, thread-level: nvgpu for cp.async and
+// ldmatrix, nvvm.mma.sync on 32-bit registers and scalar accumulators:
 //
-//   load Q tile (cp.async) -> ldmatrix into registers (kept for the kernel)
+//   load Q tile (cp.async) -> ldmatrix into registers (kept for the kernel
+//   where they fit; else re-read per K/V tile, at d = 121-128 with a mask in
+//   a run-time loop of 4 k-steps)
 //   prefetch max(stages-1, 1) K/V tiles (cp.async, one commit group per tile)
 //   for each K/V tile, last to first (the masked tiles come first):
 //     wait for its group; barrier; prefetch the tile stages-1 ahead
