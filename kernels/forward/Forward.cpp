@@ -80,13 +80,10 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   // causal ran 1.05x faster so (H200, session 9 call 1: 350-352 against
   // 334-335 TFLOP/s) and its PTX is 8% cheaper for ptxas. With one m16 tile
   // the loop cost 2-6% (d = 160-256); swizzled d=128 rows spill in it.
-  constexpr int kQkStepsPerIteration = 4;
   const int kStepsQK = l.paddedHeadDimQK / kMmaK;
   if (l.mTilesPerWarp >= 2 && !l.qInRegisters && !l.swizzledRows() &&
-      kStepsQK >= 2 * kQkStepsPerIteration) {
-    l.qkStepsPerIteration = kQkStepsPerIteration;
-    l.qkRolledIterations = kStepsQK / kQkStepsPerIteration;
-  }
+      kStepsQK >= 2 * kQkStepsPerRolledIteration)
+    l.qkRolledIterations = kStepsQK / kQkStepsPerRolledIteration;
   l.qTileBytes = c.blockM * l.pitchQK * eb;
   l.kTileBytes = c.blockN * l.pitchQK * eb;
   l.vTileBytes = c.blockN * l.pitchV * eb;

@@ -410,18 +410,15 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p) {
   // Checks the spec too.
   if (Status s = flashjit::validate(plan.config, plan.spec, impl_->arch); !s)
     return s;
-  auto kernel = kernelFor(plan.spec, plan.config, packedSpec);
-  if (!kernel)
-    return kernel.status();
-  plan.kernel = std::move(*kernel);
-  const int64_t blockM = plan.kernel->blockM;
   // Tile rows: query rows, times the GQA group when its heads are packed.
+  const int64_t blockM = plan.config.blockM;
   const int64_t rows = p.seqlenQ * (plan.config.packGqa ? p.gqaGroup() : 1);
   plan.grid[0] = static_cast<unsigned>((rows + blockM - 1) / blockM);
   plan.grid[1] =
       static_cast<unsigned>(plan.config.packGqa ? p.headsKV : p.headsQ);
   plan.grid[2] = static_cast<unsigned>(p.batch);
-  // The kernels number a CTA's (row block, head) in 32 bits.
+  // The kernels number a CTA's (row block, head) in 32 bits. Checked before
+  // the compile, which such a problem would only waste.
   const uint64_t rowBlocksTimesHeads = uint64_t(plan.grid[0]) * plan.grid[1];
   if (rowBlocksTimesHeads > std::numeric_limits<uint32_t>::max())
     return Status::error(
@@ -429,6 +426,10 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p) {
         " row blocks of " + std::to_string(blockM) + " rows times " +
         std::to_string(plan.grid[1]) + " heads is " +
         std::to_string(rowBlocksTimesHeads) + " CTAs; at most 2^32 - 1");
+  auto kernel = kernelFor(plan.spec, plan.config, packedSpec);
+  if (!kernel)
+    return kernel.status();
+  plan.kernel = std::move(*kernel);
 
   ForwardKernelArgs &a = plan.args;
   a.q = const_cast<void *>(p.q);

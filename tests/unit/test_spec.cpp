@@ -685,8 +685,10 @@ TEST(ForwardLayout, RollsQKWhereTwoTileWarpsReadQFromPaddedRows) {
     return forwardLayout(spec, c);
   };
   const ForwardLayout causal128 = layoutOf(128, {128, 64, 4, 1}, MaskMode::Causal);
-  EXPECT_EQ(causal128.qkStepsPerIteration, 4);
+  // All 8 k-steps in the loop: 2 iterations of 4.
   EXPECT_EQ(causal128.qkRolledIterations, 2);
+  EXPECT_EQ(causal128.qkRolledIterations * kQkStepsPerRolledIteration,
+            causal128.paddedHeadDimQK / kMmaK);
   EXPECT_EQ(layoutOf(128, {128, 32, 4, 2}, MaskMode::Window).qkRolledIterations, 2);
   // Swizzled rows, one m16 tile per warp, or too few k-steps: unrolled.
   EXPECT_EQ(layoutOf(128, {128, 64, 4, 2}, MaskMode::None).qkRolledIterations, 0);

@@ -361,6 +361,11 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
         });
     memref::StoreOp::create(b, e.loc, ifOp.getResult(0), dst, dstIdx);
   };
+  // Threads taking consecutive chunks: chunk c's row and column.
+  auto copyChunkAt = [&](Emitter &x, Value chunk) {
+    copyChunk(x.b, x.div(chunk, chunksPerRow),
+              x.mul(x.rem(chunk, chunksPerRow), x.idx(vec)));
+  };
   // Outside the main loop the rounds are a run-time loop: shared memory
   // needs no static indices, and unrolled they made the prologue a fifth of
   // the kernel's PTX (compile time scales with it).
@@ -381,10 +386,7 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
     return;
   }
   if (!inLoop) {
-    e.runtimeLoop(tid, e.idx(chunks), threads, [&](Emitter &x, Value chunk) {
-      copyChunk(x.b, x.div(chunk, chunksPerRow),
-                x.mul(x.rem(chunk, chunksPerRow), x.idx(vec)));
-    });
+    e.runtimeLoop(tid, e.idx(chunks), threads, copyChunkAt);
     return;
   }
   // Rows known to be in range with a constant stride: each round's source
@@ -424,10 +426,7 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
     Value chunk = e.add(tid, e.idx(first));
     Value cond =
         first + threads <= chunks ? Value() : e.lt(chunk, e.idx(chunks));
-    e.ifThen(cond, [&] {
-      copyChunk(e.b, e.div(chunk, chunksPerRow),
-                e.mul(e.rem(chunk, chunksPerRow), e.idx(vec)));
-    });
+    e.ifThen(cond, [&] { copyChunkAt(e, chunk); });
   }
 }
 
@@ -1032,17 +1031,18 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             }
           }
         };
-        // The first rolledIterations * qkStepsPerIteration k-steps as a
-        // run-time loop (Q comes from shared memory there, so nothing
+        // The first qkRolledIterations * kQkStepsPerRolledIteration k-steps
+        // as a run-time loop (Q comes from shared memory there, so nothing
         // needs static register indices), the rest unrolled.
-        const int rolledSteps = L.qkRolledIterations * L.qkStepsPerIteration;
+        const int rolledSteps =
+            L.qkRolledIterations * kQkStepsPerRolledIteration;
         if (rolledSteps > 0) {
-          const int64_t stepCols = int64_t(L.qkStepsPerIteration) * kMmaK;
+          const int64_t stepCols = int64_t{kQkStepsPerRolledIteration} * kMmaK;
           SmallVector<Value> last = le.runtimeLoop(
               le.idx(0), le.idx(rolledSteps * kMmaK), stepCols,
               flatten(sAcc), [&](Emitter &x, Value colOffset, ValueRange carried) {
                 auto acc = unflatten(carried);
-                for (int ks = 0; ks < L.qkStepsPerIteration; ++ks)
+                for (int ks = 0; ks < kQkStepsPerRolledIteration; ++ks)
                   qkStep(x, ks, colOffset, acc);
                 return flatten(acc);
               });

@@ -52,6 +52,10 @@ constexpr int rowSwizzle(int row, int bits) {
   return (row >> (kMaxSwizzleBits - bits)) & ((1 << bits) - 1);
 }
 
+/// k-steps (of kMmaK columns) per iteration of a rolled Q K^T
+/// (ForwardLayout::qkRolledIterations).
+inline constexpr int kQkStepsPerRolledIteration = 4;
+
 /// Shared-memory and register layout of one forward kernel.
 struct ForwardLayout {
   int paddedHeadDimQK = 0; ///< head_dim_qk rounded up to kMmaK
@@ -77,11 +81,9 @@ struct ForwardLayout {
   /// Q fragments stay in registers for the whole kernel; otherwise (large
   /// head dims) they are re-read from shared memory for every K/V tile.
   bool qInRegisters = true;
-  /// Q K^T's first qkRolledIterations * qkStepsPerIteration k-steps run as a
-  /// run-time loop of qkStepsPerIteration unrolled k-steps (the rest
-  /// unrolled after it); 0 iterations: all unrolled. Only with Q in shared
-  /// memory; an iteration spans whole swizzle groups.
-  int qkStepsPerIteration = 0;
+  /// Q K^T's first qkRolledIterations * kQkStepsPerRolledIteration k-steps
+  /// run as a run-time loop of that many unrolled k-steps an iteration (the
+  /// rest unrolled after it); 0: all unrolled. forwardLayout says where.
   int qkRolledIterations = 0;
   /// Rough count of 32-bit registers per thread the accumulators, the Q
   /// fragments and the scores need (the pruning estimate, not ptxas's count).
