@@ -479,9 +479,10 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                                      builder.getFunctionType(argTypes, {}));
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
                 builder.getUnitAttr());
+  // The GPU-to-NVVM conversion turns this into .maxntid (setting
+  // nvvm.maxntid here as well duplicated the attribute in the nvvm stage,
+  // which then did not parse).
   func.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr({L.threads, 1, 1}));
-  func->setAttr("nvvm.maxntid",
-                builder.getDenseI32ArrayAttr({L.threads, 1, 1}));
   // One CTA per SM is enough: without this ptxas caps registers to fit two
   // and spills (seen at d=16/64 with 256 threads).
   func->setAttr("nvvm.minctasm", builder.getI32IntegerAttr(1));

@@ -11,7 +11,6 @@
 // CHECK: gpu.func @k72(%{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xbf16, 1>, %{{.*}}: memref<1099511627776xf32, 1>,
 // CHECK-SAME: i64, %{{.*}}: i32, %{{.*}}: i32, %{{.*}}: i32, %{{.*}}: i32, %{{.*}}: f32, %{{.*}}: f32) kernel
 // CHECK-SAME: known_block_size = array<i32: 256, 1, 1>
-// CHECK-SAME: nvvm.maxntid = array<i32: 256, 1, 1>
 // CHECK-SAME: nvvm.minctasm = 1
 // CHECK: gpu.dynamic_shared_memory
 // CHECK: memref.view {{.*}} to memref<128x80xbf16, #gpu.address_space<workgroup>>

@@ -1,4 +1,7 @@
 // RUN: flashjit-opt %s --flashjit-tile-to-gpu --flashjit-gpu-to-nvvm | FileCheck %s
+// The printed stage parses again (a duplicated attribute once made the
+// parser refuse it).
+// RUN: flashjit-opt %s --flashjit-tile-to-gpu --flashjit-gpu-to-nvvm | flashjit-opt | FileCheck %s
 
 // The nvvm stage: only LLVM and NVVM ops remain inside the gpu.module;
 // tensors are bare pointers (one parameter each).
@@ -7,6 +10,7 @@
 // CHECK-SAME: gpu.kernel
 // CHECK-SAME: nvvm.kernel
 // CHECK-SAME: nvvm.maxntid = array<i32: 256, 1, 1>
+// CHECK-NOT: nvvm.maxntid
 // CHECK: nvvm.read.ptx.sreg.tid.x
 // CHECK: nvvm.cp.async.shared.global %{{.*}}, %{{.*}}, 16, cache = cg
 // CHECK: nvvm.ldmatrix
