@@ -6,7 +6,13 @@
 // the kernel cache: memory hit, disk hit in a fresh process, cold compile.
 //
 //   flashjit-bench-gpu [--dims 64,80,...] [--seqlens 4096] [--causal both|0|1]
-//                      [--repeats 30] [--json FILE] [--cache-latency]
+//                      [--repeats 30] [--json FILE]
+//                      [--cache-latency] [--latency-dims 64,80,...]
+//
+// The cache latencies are taken after the throughput rows (at least one
+// kernel compiled): the process has its MLIR, LLVM and the driver's JIT
+// loaded, as when an application meets a new head size. The first compile
+// of the process, which loads them, is printed on its own line.
 //
 //===----------------------------------------------------------------------===//
 #include "flashjit/kernels/Reference.h"
@@ -82,9 +88,9 @@ struct SmallProblem {
   ForwardProblem p;
   std::vector<DeviceBuffer> buffers;
 };
-SmallProblem smallProblem(Runtime &rt, int d) {
+SmallProblem smallProblem(Runtime &rt, int d, bool causal) {
   SmallProblem sp;
-  sp.p = makeProblem(d, 128, false, 128, 2048);
+  sp.p = makeProblem(d, 128, causal, 128, 2048);
   const int64_t maxSeq = 256; // room for the varied sequence lengths below
   ForwardProblem big = makeProblem(d, maxSeq, false, maxSeq, 2048);
   for (int64_t n : {big.qElements(), big.kElements(), big.vElements(),
@@ -98,9 +104,9 @@ SmallProblem smallProblem(Runtime &rt, int d) {
 }
 
 /// Probe run in a fresh process: the kernel is on disk, not in memory.
-int diskHitProbe(int d) {
+int diskHitProbe(int d, bool causal) {
   auto rt = check(Runtime::create(), "runtime");
-  SmallProblem sp = smallProblem(*rt, d);
+  SmallProblem sp = smallProblem(*rt, d, causal);
   ForwardProblem &p = sp.p;
   auto t0 = std::chrono::steady_clock::now();
   auto plan = check(rt->planForward(p), "plan");
@@ -111,47 +117,58 @@ int diskHitProbe(int d) {
   return 0;
 }
 
-void cacheLatency(const char *self) {
+/// One row of the latency table: cold compile, memory hit, disk hit.
+void latencyRow(const char *self, int d, bool causal) {
+  auto rt = check(Runtime::create(), "runtime");
+  SmallProblem sp = smallProblem(*rt, d, causal);
+  ForwardProblem &p = sp.p;
+  auto t0 = std::chrono::steady_clock::now();
+  check(rt->planForward(p), "cold plan");
+  auto t1 = std::chrono::steady_clock::now();
+  double coldMs = std::chrono::duration<double, std::milli>(t1 - t0).count();
+  const CacheStats cold = rt->cacheStats();
+  // Memory hit: the whole lookup path of a call (validate, specialise,
+  // key, map lookup), averaged.
+  const int n = 20000;
+  auto t2 = std::chrono::steady_clock::now();
+  for (int i = 0; i < n; ++i) {
+    p.seqlenQ = p.seqlenK = 128 + (i & 7); // new shapes: still no compile
+    check(rt->planForward(p), "hot plan");
+  }
+  auto t3 = std::chrono::steady_clock::now();
+  double hitUs = std::chrono::duration<double, std::micro>(t3 - t2).count() / n;
+  if (rt->cacheStats().compiles != 1)
+    die("a new sequence length recompiled");
+  std::string cmd = std::string(self) + " --disk-hit-probe " +
+                    std::to_string(d) + (causal ? " 1" : " 0");
+  FILE *pipe = popen(cmd.c_str(), "r");
+  double diskMs = -1;
+  unsigned long long diskHits = 0;
+  if (pipe) {
+    if (std::fscanf(pipe, "%lf %llu", &diskMs, &diskHits) != 2)
+      diskMs = -1;
+    pclose(pipe);
+  }
+  if (diskHits != 1)
+    die("the probe process did not hit the disk cache");
+  std::printf("| %d | %s | %.1f | %.1f | %.1f | %.2f | %.2f |\n", d,
+              causal ? "causal" : "none", coldMs, cold.generateMs, cold.jitMs,
+              diskMs, hitUs);
+  std::fflush(stdout);
+}
+
+void cacheLatency(const char *self, const std::vector<int> &dims,
+                  const std::vector<bool> &causals) {
   namespace fs = std::filesystem;
   std::string dir = (fs::temp_directory_path() / "flashjit-bench-cache").string();
   fs::remove_all(dir);
   setenv("FLASHJIT_CACHE_DIR", dir.c_str(), 1);
-  std::printf("\n| D | cold compile (ms) | of which generate | of which driver JIT | disk hit, new process (ms) | memory hit (us) |\n|---|---|---|---|---|---|\n");
-  for (int d : {64, 80, 128}) {
-    auto rt = check(Runtime::create(), "runtime");
-    SmallProblem sp = smallProblem(*rt, d);
-    ForwardProblem &p = sp.p;
-    auto t0 = std::chrono::steady_clock::now();
-    check(rt->planForward(p), "cold plan");
-    auto t1 = std::chrono::steady_clock::now();
-    double coldMs = std::chrono::duration<double, std::milli>(t1 - t0).count();
-    const CacheStats cold = rt->cacheStats();
-    // Memory hit: the whole lookup path of a call (validate, specialise,
-    // key, map lookup), averaged.
-    const int n = 20000;
-    auto t2 = std::chrono::steady_clock::now();
-    for (int i = 0; i < n; ++i) {
-      p.seqlenQ = p.seqlenK = 128 + (i & 7); // new shapes: still no compile
-      check(rt->planForward(p), "hot plan");
-    }
-    auto t3 = std::chrono::steady_clock::now();
-    double hitUs = std::chrono::duration<double, std::micro>(t3 - t2).count() / n;
-    if (rt->cacheStats().compiles != 1)
-      die("a new sequence length recompiled");
-    std::string cmd = std::string(self) + " --disk-hit-probe " + std::to_string(d);
-    FILE *pipe = popen(cmd.c_str(), "r");
-    double diskMs = -1;
-    unsigned long long diskHits = 0;
-    if (pipe) {
-      if (std::fscanf(pipe, "%lf %llu", &diskMs, &diskHits) != 2)
-        diskMs = -1;
-      pclose(pipe);
-    }
-    if (diskHits != 1)
-      die("the probe process did not hit the disk cache");
-    std::printf("| %d | %.1f | %.1f | %.1f | %.2f | %.2f |\n", d, coldMs,
-                cold.generateMs, cold.jitMs, diskMs, hitUs);
-  }
+  std::printf("\n| D | mask | cold compile (ms) | of which generate | of which "
+              "driver JIT | disk hit, new process (ms) | memory hit (us) |\n"
+              "|---|---|---|---|---|---|---|\n");
+  for (int d : dims)
+    for (bool causal : causals)
+      latencyRow(self, d, causal);
   fs::remove_all(dir);
 }
 } // namespace
@@ -165,6 +182,7 @@ int main(int argc, char **argv) {
   int hd = 2048;
   const char *jsonPath = nullptr;
   bool cacheBench = false;
+  std::vector<int> latencyDims = {64, 80, 96, 100, 128, 160, 192, 256};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> const char * {
@@ -172,8 +190,10 @@ int main(int argc, char **argv) {
         die("missing value after " + a);
       return argv[++i];
     };
-    if (a == "--disk-hit-probe")
-      return diskHitProbe(std::atoi(next()));
+    if (a == "--disk-hit-probe") {
+      const int d = std::atoi(next());
+      return diskHitProbe(d, std::string(next()) == "1");
+    }
     if (a == "--dims")
       dims = parseList(next());
     else if (a == "--seqlens")
@@ -188,6 +208,8 @@ int main(int argc, char **argv) {
       jsonPath = next();
     else if (a == "--cache-latency")
       cacheBench = true;
+    else if (a == "--latency-dims")
+      latencyDims = parseList(next());
     else
       die("unknown argument " + a);
   }
@@ -220,7 +242,17 @@ int main(int argc, char **argv) {
         p.v = dv.data();
         p.o = dO.data();
         p.lse = static_cast<float *>(dl.data());
+        const auto planStart = std::chrono::steady_clock::now();
         auto plan = check(rt->planForward(p), "plan");
+        if (rows.empty()) {
+          const CacheStats st = rt->cacheStats();
+          std::printf("first compile of this process: %.1f ms (generate %.1f "
+                      "ms, driver JIT %.1f ms)\n",
+                      std::chrono::duration<double, std::milli>(
+                          std::chrono::steady_clock::now() - planStart)
+                          .count(),
+                      st.generateMs, st.jitMs);
+        }
         // Numerics first: poisoned output, a few slices vs float64.
         check(rt->fill16(dO.data(), kPoison16, on), "poison");
         check(rt->launch(plan), "launch");
@@ -273,7 +305,7 @@ int main(int argc, char **argv) {
     }
   }
   if (cacheBench)
-    cacheLatency(argv[0]);
+    cacheLatency(argv[0], latencyDims, causals);
   bool allPass = std::all_of(rows.begin(), rows.end(), [](const Row &r) { return r.pass; });
   return allPass ? 0 : 1;
 }

@@ -24,11 +24,13 @@ constexpr const char *kTriple = "nvptx64-nvidia-cuda";
 /// the d=128 causal kernel ran 6% slower on the H200). O3 does the same for
 /// these kernels in a third more time: its inliner, vectorisers and GVN find
 /// nothing to do, and its full unroll would undo the run-time loops of the
-/// prologue and the epilogue.
+/// prologue and the epilogue. One instcombine iteration (no fixpoint check)
+/// and no early-cse before it give the same PTX in 17% less time (MLIR's
+/// CSE already ran).
 constexpr const char *kMiddleEnd =
-    "function(early-cse<memssa>,instcombine,simplifycfg,reassociate,"
-    "loop(loop-rotate),loop-mssa(licm),early-cse<memssa>,instcombine,adce,"
-    "simplifycfg)";
+    "function(instcombine<no-verify-fixpoint;max-iterations=1>,simplifycfg,"
+    "reassociate,loop(loop-rotate),loop-mssa(licm),early-cse<memssa>,"
+    "instcombine<no-verify-fixpoint;max-iterations=1>,adce,simplifycfg)";
 /// NVPTX address space of shared memory.
 constexpr unsigned kSharedAddressSpace = 3;
 
