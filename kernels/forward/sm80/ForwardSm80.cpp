@@ -732,12 +732,16 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
       regs.push_back(toRegister(x.b, x.extract(frag, {i})));
     return regs;
   };
-  // Two f32 values rounded into one register.
-  auto packPair = [&](Emitter &x, Value lo, Value hi) -> Value {
+  // Two f32 values rounded to a pair of elements (one 4-byte store) ...
+  auto roundPair = [&](Emitter &x, Value lo, Value hi) -> Value {
     Value pair = vector::FromElementsOp::create(
         x.b, x.loc, VectorType::get({2}, f32), ValueRange{lo, hi});
-    return toRegister(x.b, arith::TruncFOp::create(
-                               x.b, x.loc, VectorType::get({2}, elemTy), pair));
+    return arith::TruncFOp::create(x.b, x.loc, VectorType::get({2}, elemTy),
+                                   pair);
+  };
+  // ... and into one register (an mma.sync operand).
+  auto packPair = [&](Emitter &x, Value lo, Value hi) -> Value {
+    return toRegister(x.b, roundPair(x, lo, hi));
   };
   Value warpRow0 = e.mul(warp, e.idx(L.rowsPerWarp));
   // ldmatrix: lane i gives the address of row i % 8 of matrix i / 8, at
@@ -1318,12 +1322,9 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             e.add(warpRow0, e.add(e.idx(mt * kMmaM + half * 8), group));
         for (int dt = 0; dt < k.dTilesV; ++dt) {
           const AccTile acc = tileAt(results, mt * k.dTilesV + dt);
-          Value pair = arith::TruncFOp::create(
-              builder, loc, pairType,
-              vector::FromElementsOp::create(
-                  builder, loc, VectorType::get({2}, f32),
-                  ValueRange{e.fmul(acc[2 * half], inv),
-                             e.fmul(acc[2 * half + 1], inv)}));
+          Value lo = e.fmul(acc[2 * half], inv);
+          Value hi = e.fmul(acc[2 * half + 1], inv);
+          Value pair = roundPair(e, lo, hi);
           // Staged in the Q tile.
           vector::StoreOp::create(
               builder, loc, pair, qSmem,
