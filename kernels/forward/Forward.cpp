@@ -84,6 +84,16 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   if (l.mTilesPerWarp >= 2 && !l.qInRegisters && !l.swizzledRows() &&
       kStepsQK >= 2 * kQkStepsPerRolledIteration)
     l.qkRolledIterations = kStepsQK / kQkStepsPerRolledIteration;
+  if (c.quick) {
+    // The quick form keeps the full kernel's shared memory, swizzle and
+    // rescale branch (the same operations), but holds scores of one 16-key
+    // slice and reads Q from shared memory in a run-time loop: the least
+    // code for ptxas.
+    l.qInRegisters = false;
+    l.qkRolledIterations = kStepsQK / kQkStepsPerRolledIteration;
+    l.estimatedRegisters =
+        oRegs + l.mTilesPerWarp * (kQuickSliceKeys / kMmaN) * 4 + kOverheadRegs;
+  }
   l.qTileBytes = c.blockM * l.pitchQK * eb;
   l.kTileBytes = c.blockN * l.pitchQK * eb;
   l.vTileBytes = c.blockN * l.pitchV * eb;

@@ -289,8 +289,8 @@ std::string specKey(const AttentionSpec &spec) {
 
 /// The key of a compiled kernel, from its spec's key.
 std::string memoryKey(const std::string &specKey, const TileConfig &config) {
-  const auto &[blockM, blockN, warps, stages, packGqa] = config;
-  const int32_t fields[] = {blockM, blockN, warps, stages, packGqa};
+  const auto &[blockM, blockN, warps, stages, packGqa, quick] = config;
+  const int32_t fields[] = {blockM, blockN, warps, stages, packGqa, quick};
   return specKey + packed(fields);
 }
 

@@ -31,6 +31,7 @@ TileConfig configFrom(const json &j) {
   c.warps = j.at("warps").get<int>();
   c.stages = j.at("stages").get<int>();
   c.packGqa = j.at("pack_gqa").get<bool>();
+  c.quick = j.value("quick", false);
   return c;
 }
 
@@ -78,7 +79,8 @@ json toJson(const TileConfig &c) {
           {"block_n", c.blockN},
           {"warps", c.warps},
           {"stages", c.stages},
-          {"pack_gqa", c.packGqa}};
+          {"pack_gqa", c.packGqa},
+          {"quick", c.quick}};
 }
 
 ShapeBucket shapeBucket(const AttentionParams &p) {

@@ -217,13 +217,14 @@ struct GridCase {
   DType dtype;
   MaskMode mask;
   Arch arch;
+  bool quick; ///< the quick form of the default config (TileConfig::quick)
 };
 
 std::string gridName(const ::testing::TestParamInfo<GridCase> &info) {
   const GridCase &c = info.param;
   return "d" + std::to_string(c.headDim) + "_" + std::string(toString(c.dtype)) +
          "_" + std::string(toString(c.mask)) + "_" +
-         std::string(toString(c.arch));
+         std::string(toString(c.arch)) + (c.quick ? "_quick" : "");
 }
 
 std::vector<GridCase> gridCases() {
@@ -232,13 +233,15 @@ std::vector<GridCase> gridCases() {
     for (DType dtype : {DType::F16, DType::BF16})
       for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
         for (Arch arch : {Arch::Sm80, Arch::Sm90a})
-          out.push_back({d, dtype, mask, arch});
+          for (bool quick : {false, true})
+            out.push_back({d, dtype, mask, arch, quick});
   return out;
 }
 
 void PrintTo(const GridCase &c, std::ostream *os) {
   *os << "head_dim=" << c.headDim << " " << toString(c.dtype) << " "
-      << toString(c.mask) << " " << toString(c.arch);
+      << toString(c.mask) << " " << toString(c.arch)
+      << (c.quick ? " quick" : "");
 }
 
 class PtxasDefaultConfig : public ::testing::TestWithParam<GridCase> {};
@@ -255,7 +258,9 @@ TEST_P(PtxasDefaultConfig, AssemblesWithoutSpills) {
   // Contiguous [b, s, h, d] tensors: the head stride is d, so this is what
   // the runtime picks (8 for every d that is a multiple of 8).
   spec.globalAlignElems = alignmentElems({c.headDim});
-  compileAndAssemble(spec, defaultTileConfig(spec, c.arch), c.arch);
+  TileConfig config = defaultTileConfig(spec, c.arch);
+  config.quick = c.quick;
+  compileAndAssemble(spec, config, c.arch);
 }
 
 INSTANTIATE_TEST_SUITE_P(Forward, PtxasDefaultConfig,
@@ -487,7 +492,7 @@ TEST(PtxasSweep, DefaultConfigOfEveryHeadDim) {
 }
 
 TEST(PtxasGrid, CoversTheRequestedMatrix) {
-  EXPECT_EQ(gridCases().size(), 13u * 2 * 2 * 2);
+  EXPECT_EQ(gridCases().size(), 13u * 2 * 2 * 2 * 2);
 }
 
 } // namespace

@@ -66,6 +66,7 @@ TEST(CacheKey, ChangesWithEveryInput) {
           {"block_n", [](CacheKey &k) { k.config.blockN = 32; }},
           {"warps", [](CacheKey &k) { k.config.warps = 8; }},
           {"stages", [](CacheKey &k) { k.config.stages = 3; }},
+          {"quick", [](CacheKey &k) { k.config.quick = true; }},
           {"arch", [](CacheKey &k) { k.arch = Arch::Sm80; }},
           {"flashjit version",
            [](CacheKey &k) { k.flashjitVersion = "0.1.1"; }},

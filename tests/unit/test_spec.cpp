@@ -344,7 +344,8 @@ std::vector<std::pair<std::string, TileConfig>> configVariants() {
           {"warps", TileConfig{128, 64, 8, 2}},
           {"stages", TileConfig{128, 64, 4, 3}},
           {"block_m/n swapped", TileConfig{64, 128, 4, 2}},
-          {"pack_gqa", TileConfig{128, 64, 4, 2, true}}};
+          {"pack_gqa", TileConfig{128, 64, 4, 2, true}},
+          {"quick", TileConfig{128, 64, 4, 2, false, true}}};
 }
 } // namespace
 
@@ -359,7 +360,7 @@ TEST(SpecIdentity, CanonicalTextIsStable) {
             "gqa_group=1;lse=1;align=8;bias=none;softcap=0;varlen=0;"
             "key_lengths=0");
   EXPECT_EQ(canonicalText(TileConfig{}),
-            "block_m=128;block_n=64;warps=4;stages=2;pack_gqa=0");
+            "block_m=128;block_n=64;warps=4;stages=2;pack_gqa=0;quick=0");
   // A copy, and a spec built field by field, give the same text.
   AttentionSpec c;
   c.dtype = DType::F16;
@@ -418,6 +419,9 @@ TEST(SpecIdentity, KernelNameIsReadable) {
   EXPECT_EQ(kernelName(spec, TileConfig{64, 32, 4, 1, true}, Arch::Sm80),
             "fwd_fp16_hqk80_hv64_window_g4_a2_alibi_softcap_varlen_klen_bm64_"
             "bn32_w4_s1_pg_sm80");
+  EXPECT_EQ(kernelName(spec, TileConfig{64, 32, 4, 1, true, true}, Arch::Sm80),
+            "fwd_fp16_hqk80_hv64_window_g4_a2_alibi_softcap_varlen_klen_bm64_"
+            "bn32_w4_s1_pg_quick_sm80");
 }
 
 TEST(SpecIdentity, KernelNameIsAnIdentifierAndDistinct) {

@@ -210,7 +210,8 @@ std::string configText(const TileConfig &c) {
   return "block_m=" + std::to_string(c.blockM) +
          " block_n=" + std::to_string(c.blockN) +
          " warps=" + std::to_string(c.warps) +
-         " stages=" + std::to_string(c.stages) + (c.packGqa ? " pack_gqa" : "");
+          " stages=" + std::to_string(c.stages) + (c.packGqa ? " pack_gqa" : "") +
+         (c.quick ? " quick" : "");
 }
 
 Expected<DeviceProblem> uploadProblem(Runtime &rt, const ForwardProblem &shape,

@@ -55,6 +55,10 @@ void SpecOptions::addTo(CLI::App &cmd, bool forCompile) {
                  "on: one CTA takes the query rows of every head of a K/V "
                  "group, so each K/V tile is read once per group (GQA only; "
                  "default: on when heads_q > heads_kv)");
+  cmd.add_flag("--quick", quick,
+               "The quick-to-compile form of the kernel (the runtime's first "
+               "tier on a cold compile): 16-key slices in run-time loops, "
+               "results bitwise those of the full kernel");
   if (!forCompile)
     return;
   cmd.add_option("--arch", arch, "Target GPU: " + archChoices())
@@ -138,6 +142,7 @@ Status SpecOptions::resolveTile(const AttentionSpec &spec, Arch a,
                            "'");
     config.packGqa = *packGqa == "on";
   }
+  config.quick = quick;
   Status s = validate(config, spec, a);
   if (s)
     return s;

@@ -34,6 +34,7 @@ struct SpecOptions {
   int align = 8;
   std::optional<int> blockM, blockN, warps, stages;
   std::optional<std::string> packGqa; ///< "on" or "off"
+  bool quick = false;
   std::string arch = "sm_90a";
 
   /// Registers the options on `cmd`. `forCompile` adds --arch, --varlen and
@@ -44,7 +45,7 @@ struct SpecOptions {
   Status resolve(AttentionSpec &spec, Arch &arch) const;
   /// True when any tile option was given.
   bool hasTileOptions() const {
-    return blockM || blockN || warps || stages || packGqa;
+    return blockM || blockN || warps || stages || packGqa || quick;
   }
   /// The explicit tile options over `defaults` (the arch's default), then
   /// validated for the spec and arch.

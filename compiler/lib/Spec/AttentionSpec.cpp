@@ -16,7 +16,7 @@ bool AttentionSpec::operator==(const AttentionSpec &o) const {
 }
 bool TileConfig::operator==(const TileConfig &o) const {
   return blockM == o.blockM && blockN == o.blockN && warps == o.warps &&
-         stages == o.stages && packGqa == o.packGqa;
+         stages == o.stages && packGqa == o.packGqa && quick == o.quick;
 }
 
 // ---- names -----------------------------------------------------------------
@@ -246,7 +246,7 @@ std::string canonicalText(const TileConfig &c) {
   std::ostringstream os;
   os << "block_m=" << c.blockM << ";block_n=" << c.blockN
      << ";warps=" << c.warps << ";stages=" << c.stages
-     << ";pack_gqa=" << (c.packGqa ? 1 : 0);
+     << ";pack_gqa=" << (c.packGqa ? 1 : 0) << ";quick=" << (c.quick ? 1 : 0);
   return os.str();
 }
 
@@ -262,8 +262,8 @@ std::string kernelName(const AttentionSpec &s, const TileConfig &c, Arch arch) {
     os << "_" << toString(s.bias);
   os << (s.softcap ? "_softcap" : "") << (s.varlen ? "_varlen" : "")
      << (s.keyLengths ? "_klen" : "") << "_bm" << c.blockM << "_bn" << c.blockN
-     << "_w" << c.warps << "_s" << c.stages << (c.packGqa ? "_pg" : "") << "_"
-     << archName;
+     << "_w" << c.warps << "_s" << c.stages << (c.packGqa ? "_pg" : "")
+     << (c.quick ? "_quick" : "") << "_" << archName;
   return os.str();
 }
 

@@ -56,6 +56,8 @@ constexpr double kLn2 = 0.6931471805599453;
 /// K and V bytes of the heads whose causal CTAs run together
 /// (ctaCoordinates): a third of an H100's 50 MB L2.
 constexpr int64_t kLptChunkBytes = int64_t(16) << 20;
+/// Score tiles of one quick-form slice.
+constexpr int kSliceTiles = kQuickSliceKeys / kMmaN;
 
 /// Thin arithmetic helpers so that the generator reads like the algorithm.
 struct Emitter {
@@ -954,6 +956,14 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
     return acc;
   };
 
+  // One K/V tile's work is built from the pieces below. The full kernel
+  // runs them once on the whole tile; its quick form (cfg.quick) in
+  // run-time loops over 16-key slices: a first pass for the row maxima, a
+  // second that recomputes each slice's scores for P, its row sums and
+  // P V. Every score, maximum, exponential, rounding and MMA is the same
+  // operation on the same values in the same order (row sums add 16-key
+  // slices in order in both), so both give the same results bit for bit.
+  using Scores = SmallVector<SmallVector<AccTile>>; // [mt][key tile]
   auto forOp = scf::ForOp::create(
       builder, loc, e.idx(0), nBlocks, e.idx(1), init,
       [&](OpBuilder &b, Location l, Value it, ValueRange carried) {
@@ -963,14 +973,19 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         // ---- pipeline: this tile's group done, prefetch stages-1 ahead ----
         // One stage (FlashAttention-2's order): K of this tile has landed
         // (and V, for the first tile); V loads behind Q K^T, and the next
-        // K behind the softmax and P V (after the barrier below).
+        // K behind the softmax and P V (after the barrier below). The quick
+        // form reads K in both passes, so with one stage it loads the next
+        // K and V together once the tile is done.
+        const bool splitKV = cfg.stages == 1 && !cfg.quick;
         if (cfg.stages == 1) {
           waitGroups(le, 0);
           gpu::BarrierOp::create(b, l); // and every warp is done with V
-          le.ifThen(le.gt(it, le.idx(0)), [&] {
-            loadKV(vOperand, nBlock, le.idx(0), /*inLoop=*/true);
-          });
-          commitGroup(le);
+          if (splitKV) {
+            le.ifThen(le.gt(it, le.idx(0)), [&] {
+              loadKV(vOperand, nBlock, le.idx(0), /*inLoop=*/true);
+            });
+            commitGroup(le);
+          }
         } else {
           waitGroups(le, cfg.stages - 2);
           gpu::BarrierOp::create(b, l);
@@ -991,29 +1006,27 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
         const FragmentViews kViews = fragmentViews(
             le, {cfg.stages, cfg.blockN, L.pitchQK}, L.kOffsetBytes, kLanes,
             L.paddedHeadDimQK, /*inLoop=*/true);
-        // sAcc[mt][nt]: scores of m-tile mt, key tile nt.
-        SmallVector<SmallVector<AccTile>> sAcc(
-            k.mTiles, SmallVector<AccTile>(k.nTiles, zeroAcc));
-        // sAcc as 4 values per tile (loop-carried and branch results), and
+        // Scores as 4 values per tile (loop-carried and branch results), and
         // back.
-        auto flatten = [&](const SmallVector<SmallVector<AccTile>> &tiles) {
+        auto flatten = [&](const Scores &tiles) {
           SmallVector<Value> flat;
           for (const auto &row : tiles)
             for (const AccTile &t : row)
               flat.append(t.begin(), t.end());
           return flat;
         };
-        auto unflatten = [&](ValueRange flat) {
-          SmallVector<SmallVector<AccTile>> tiles(k.mTiles);
+        auto unflatten = [&](ValueRange flat, int nTiles) {
+          Scores tiles(k.mTiles);
           for (int mt = 0; mt < k.mTiles; ++mt)
-            for (int nt = 0; nt < k.nTiles; ++nt)
-              tiles[mt].push_back(tileAt(flat, mt * k.nTiles + nt));
+            for (int nt = 0; nt < nTiles; ++nt)
+              tiles[mt].push_back(tileAt(flat, mt * nTiles + nt));
           return tiles;
         };
-        // k-step ks of Q K^T into acc; `colOffset` (null: 0) moves both
-        // operands right by whole swizzle groups, which keeps the views.
-        auto qkStep = [&](Emitter &x, int ks, Value colOffset,
-                          SmallVector<SmallVector<AccTile>> &acc) {
+        // k-step ks of Q K^T into acc, whose key tiles start at tile row
+        // `keyRow0` (null: 0); `colOffset` (null: 0) moves both operands
+        // right by whole swizzle groups, which keeps the views.
+        auto qkStep = [&](Emitter &x, int ks, Value colOffset, Value keyRow0,
+                          Scores &acc) {
           auto col = [&](int64_t c) {
             return colOffset ? x.add(colOffset, x.idx(c)) : x.idx(c);
           };
@@ -1023,10 +1036,14 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                             ? qFrag[mt][ks]
                             : loadQFragment(x, qViews, mt, ks, colOffset));
           auto [kView, kCol] = kViews.at(ks * kMmaK);
-          for (int np = 0; np < k.nTiles / 2; ++np) {
+          const int nTiles = acc.front().size();
+          for (int np = 0; np < nTiles / 2; ++np) {
             // B operands of key tiles 2np (registers 0-1) and 2np+1 (2-3).
+            Value row = x.idx(np * 16);
+            if (keyRow0)
+              row = x.add(keyRow0, row);
             Registers bRegs =
-                ldmatrix(x, kView, ValueRange{slot, x.idx(np * 16), col(kCol)},
+                ldmatrix(x, kView, ValueRange{slot, row, col(kCol)},
                          /*transpose=*/false, /*tiles=*/4);
             ArrayRef<Value> b0 = ArrayRef<Value>(bRegs).take_front(2),
                             b1 = ArrayRef<Value>(bRegs).drop_front(2);
@@ -1036,187 +1053,203 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             }
           }
         };
-        // The first qkRolledIterations * kQkStepsPerRolledIteration k-steps
-        // as a run-time loop (Q comes from shared memory there, so nothing
-        // needs static register indices), the rest unrolled.
-        const int rolledSteps =
-            L.qkRolledIterations * kQkStepsPerRolledIteration;
-        if (rolledSteps > 0) {
-          const int64_t stepCols = int64_t{kQkStepsPerRolledIteration} * kMmaK;
-          SmallVector<Value> last = le.runtimeLoop(
-              le.idx(0), le.idx(rolledSteps * kMmaK), stepCols,
-              flatten(sAcc), [&](Emitter &x, Value colOffset, ValueRange carried) {
-                auto acc = unflatten(carried);
-                for (int ks = 0; ks < kQkStepsPerRolledIteration; ++ks)
-                  qkStep(x, ks, colOffset, acc);
-                return flatten(acc);
-              });
-          sAcc = unflatten(last);
-        }
-        for (int ks = rolledSteps; ks < k.kStepsQK; ++ks)
-          qkStep(le, ks, Value(), sAcc);
+        // Scores of `nTiles` key tiles from tile row `keyRow0`. The first
+        // qkRolledIterations * kQkStepsPerRolledIteration k-steps run as a
+        // run-time loop (Q comes from shared memory there, so nothing needs
+        // static register indices), the rest unrolled.
+        auto scoresOf = [&](Emitter &x, Value keyRow0, int nTiles) {
+          Scores acc(k.mTiles, SmallVector<AccTile>(nTiles, zeroAcc));
+          const int rolledSteps =
+              L.qkRolledIterations * kQkStepsPerRolledIteration;
+          if (rolledSteps > 0) {
+            const int64_t stepCols =
+                int64_t{kQkStepsPerRolledIteration} * kMmaK;
+            SmallVector<Value> last = x.runtimeLoop(
+                x.idx(0), x.idx(rolledSteps * kMmaK), stepCols, flatten(acc),
+                [&](Emitter &y, Value colOffset, ValueRange carriedAcc) {
+                  auto rolled = unflatten(carriedAcc, nTiles);
+                  for (int ks = 0; ks < kQkStepsPerRolledIteration; ++ks)
+                    qkStep(y, ks, colOffset, keyRow0, rolled);
+                  return flatten(rolled);
+                });
+            acc = unflatten(last, nTiles);
+          }
+          for (int ks = rolledSteps; ks < k.kStepsQK; ++ks)
+            qkStep(x, ks, Value(), keyRow0, acc);
+          return acc;
+        };
 
         // ---- scores into the log2 domain: scale, softcap, bias ----
-        auto keyOf = [&](Emitter &x, int nt, int el) {
+        auto keyOf = [&](Emitter &x, Value keyRow0, int nt, int el) {
           Value keyBase =
               x.add(x.mul(nBlock, x.idx(cfg.blockN)), x.mul(inGroup, x.idx(2)));
+          if (keyRow0)
+            keyBase = x.add(keyBase, keyRow0);
           return x.add(keyBase, x.idx(nt * kMmaN + el));
         };
-        if (transformScores)
+        auto transform = [&](Emitter &x, Value keyRow0, Scores &acc) {
+          if (!transformScores)
+            return;
           for (int mt = 0; mt < k.mTiles; ++mt)
-            for (int nt = 0; nt < k.nTiles; ++nt)
+            for (int nt = 0; nt < int(acc[mt].size()); ++nt)
               for (int half = 0; half < 2; ++half)
                 for (int el = 0; el < 2; ++el) {
-                  Value &score = sAcc[mt][nt][2 * half + el];
-                  score = addBias(le, scoreToLog2(le, score), mt, half,
-                                  keyOf(le, nt, el));
+                  Value &score = acc[mt][nt][2 * half + el];
+                  score = addBias(x, scoreToLog2(x, score), mt, half,
+                                  keyOf(x, keyRow0, nt, el));
                 }
+        };
 
         // ---- mask the tiles that cross seqlen_k or a mask boundary ----
-        Value tileStart = le.mul(nBlock, le.idx(cfg.blockN));
-        Value tileLast =
-            le.sub(le.add(tileStart, le.idx(cfg.blockN)), le.idx(1));
-        Value needsMask = le.ge(tileLast, seqK);
-        if (causal || window) {
-          // The block's first query sees keys up to firstQuery + diag (+
-          // right).
-          Value reach = le.add(firstQueryOf(le), diag);
-          if (window)
-            reach = le.add(reach, windowRight);
-          needsMask = le.orI(needsMask, le.gt(tileLast, reach));
-        }
-        if (window) // its last query sees keys from lastQuery + diag - left
-          needsMask =
-              le.orI(needsMask,
-                     le.lt(tileStart,
-                           le.sub(le.add(lastQueryOf(le), diag), windowLeft)));
-        auto maskIf = scf::IfOp::create(
-            b, l, needsMask,
-            [&](OpBuilder &mb, Location ml) {
-              Emitter me{mb, ml};
-              // Per row, the keys it sees as [lo, hi) relative to this
-              // thread's first key column in the tile: one compare with a
-              // constant per score. They fit 32 bits: hi is clamped to
-              // [0, seqK], lo to >= 0, and a visited tile starts at most a
-              // block's rows past any of its rows' lo.
-              Value firstKey = me.add(tileStart, me.mul(inGroup, me.idx(2)));
-              auto relative = [&](Value key) {
-                return arith::IndexCastOp::create(mb, ml, mb.getI32Type(),
-                                                  me.sub(key, firstKey));
-              };
-              auto masked = sAcc;
-              for (int mt = 0; mt < k.mTiles; ++mt)
-                for (int half = 0; half < 2; ++half) {
-                  Value qDiag = me.add(rowQuery(me, mt, half), diag);
-                  Value hi = seqK;
-                  if (causal)
-                    hi = me.minS(hi, me.add(qDiag, me.idx(1)));
-                  if (window)
-                    hi = me.minS(hi,
-                                 me.add(me.add(qDiag, windowRight), me.idx(1)));
-                  Value hiRel = relative(me.maxS(hi, me.idx(0)));
-                  Value loRel;
-                  if (window)
-                    loRel =
-                        relative(me.maxS(me.sub(qDiag, windowLeft), me.idx(0)));
-                  for (int nt = 0; nt < k.nTiles; ++nt)
-                    for (int el = 0; el < 2; ++el) {
-                      Value col = me.i32(nt * kMmaN + el);
-                      Value ok = me.lt(col, hiRel);
-                      if (window)
-                        ok = me.andI(ok, me.ge(col, loRel));
-                      Value &score = masked[mt][nt][2 * half + el];
-                      score = me.select(ok, score, negInfF);
-                    }
-                }
-              scf::YieldOp::create(mb, ml, flatten(masked));
-            },
-            [&](OpBuilder &ub, Location ul) {
-              scf::YieldOp::create(ub, ul, flatten(sAcc));
-            });
-        sAcc = unflatten(maskIf.getResults());
-
-        if (cfg.stages == 1) {
-          waitGroups(le, 0); // V of this tile
-          gpu::BarrierOp::create(b, l); // and every warp is done with K
-          Value next = le.add(it, le.idx(1));
-          le.ifThen(le.lt(next, nBlocks), [&] {
-            loadKV(kOperand, tileOfIteration(next), le.idx(0), /*inLoop=*/true);
-          });
-          commitGroup(le);
-        }
+        Value tileStart, needsMask; // set by maskCondition
+        auto maskCondition = [&] {
+          tileStart = le.mul(nBlock, le.idx(cfg.blockN));
+          Value tileLast =
+              le.sub(le.add(tileStart, le.idx(cfg.blockN)), le.idx(1));
+          needsMask = le.ge(tileLast, seqK);
+          if (causal || window) {
+            // The block's first query sees keys up to firstQuery + diag (+
+            // right).
+            Value reach = le.add(firstQueryOf(le), diag);
+            if (window)
+              reach = le.add(reach, windowRight);
+            needsMask = le.orI(needsMask, le.gt(tileLast, reach));
+          }
+          if (window) // its last query sees keys from lastQuery + diag - left
+            needsMask = le.orI(
+                needsMask,
+                le.lt(tileStart,
+                      le.sub(le.add(lastQueryOf(le), diag), windowLeft)));
+        };
+        auto applyMask = [&](Emitter &x, Value keyRow0, const Scores &acc) {
+          const int nTiles = acc.front().size();
+          auto maskIf = scf::IfOp::create(
+              x.b, x.loc, needsMask,
+              [&](OpBuilder &mb, Location ml) {
+                Emitter me{mb, ml};
+                // Per row, the keys it sees as [lo, hi) relative to this
+                // thread's first key column in the slice: one compare with
+                // a constant per score. They fit 32 bits: hi is clamped to
+                // [0, seqK], lo to >= 0, and a visited tile starts at most
+                // a block's rows past any of its rows' lo.
+                Value firstKey = me.add(tileStart, me.mul(inGroup, me.idx(2)));
+                if (keyRow0)
+                  firstKey = me.add(firstKey, keyRow0);
+                auto relative = [&](Value key) {
+                  return arith::IndexCastOp::create(mb, ml, mb.getI32Type(),
+                                                    me.sub(key, firstKey));
+                };
+                auto masked = acc;
+                for (int mt = 0; mt < k.mTiles; ++mt)
+                  for (int half = 0; half < 2; ++half) {
+                    Value qDiag = me.add(rowQuery(me, mt, half), diag);
+                    Value hi = seqK;
+                    if (causal)
+                      hi = me.minS(hi, me.add(qDiag, me.idx(1)));
+                    if (window)
+                      hi = me.minS(
+                          hi, me.add(me.add(qDiag, windowRight), me.idx(1)));
+                    Value hiRel = relative(me.maxS(hi, me.idx(0)));
+                    Value loRel;
+                    if (window)
+                      loRel = relative(
+                          me.maxS(me.sub(qDiag, windowLeft), me.idx(0)));
+                    for (int nt = 0; nt < nTiles; ++nt)
+                      for (int el = 0; el < 2; ++el) {
+                        Value col = me.i32(nt * kMmaN + el);
+                        Value ok = me.lt(col, hiRel);
+                        if (window)
+                          ok = me.andI(ok, me.ge(col, loRel));
+                        Value &score = masked[mt][nt][2 * half + el];
+                        score = me.select(ok, score, negInfF);
+                      }
+                  }
+                scf::YieldOp::create(mb, ml, flatten(masked));
+              },
+              [&](OpBuilder &ub, Location ul) {
+                scf::YieldOp::create(ub, ul, flatten(acc));
+              });
+          return unflatten(maskIf.getResults(), nTiles);
+        };
+        // The scores of `nTiles` key tiles from tile row `keyRow0`, ready
+        // for the softmax.
+        auto maskedScores = [&](Emitter &x, Value keyRow0, int nTiles) {
+          Scores acc = scoresOf(x, keyRow0, nTiles);
+          transform(x, keyRow0, acc);
+          return applyMask(x, keyRow0, acc);
+        };
+        // Row half `half` of m-tile row `tiles`: this thread's scores.
+        auto rowScores = [](ArrayRef<AccTile> tiles, int half) {
+          SmallVector<Value> scores;
+          for (const AccTile &t : tiles)
+            for (int el = 0; el < 2; ++el)
+              scores.push_back(t[2 * half + el]);
+          return scores;
+        };
 
         // ---- online softmax ----
         SmallVector<Value> next(carried.begin(), carried.end());
-        SmallVector<SmallVector<Registers>> pFrag(k.mTiles); // A operands of P V
-        // exp2(m_old - m_new) per m-tile and row half.
+        // exp2(m_old - m_new), and the m that exp2 subtracts, per m-tile
+        // and row half.
         SmallVector<SmallVector<Value>> alphas(k.mTiles, SmallVector<Value>(2));
+        SmallVector<SmallVector<Value>> mUses(k.mTiles, SmallVector<Value>(2));
         Value maxMoved; // some row of this thread has a new maximum
-        for (int mt = 0; mt < k.mTiles; ++mt) {
-          SmallVector<Value> &alpha = alphas[mt];
-          SmallVector<Value> mUse(2);
-          for (int half = 0; half < 2; ++half) {
-            SmallVector<Value> scores;
-            for (int nt = 0; nt < k.nTiles; ++nt)
-              for (int el = 0; el < 2; ++el)
-                scores.push_back(sAcc[mt][nt][2 * half + el]);
-            Value rowMax =
-                le.quadReduce(le.treeReduce(scores, /*isMax=*/true), true);
-            Value mOld = carried[mOffset + 2 * mt + half];
-            Value mNew = le.fmax(mOld, le.fmul(rowMax, softmaxScale));
-            // A row with every key masked so far keeps m = -inf; subtract 0
-            // instead so that exp2 sees -inf, not NaN.
-            mUse[half] = le.select(le.feq(mNew, negInfF), zeroF, mNew);
-            alpha[half] = le.exp2(le.fsub(mOld, mUse[half]));
-            next[mOffset + 2 * mt + half] = mNew;
-            if (L.rescaleOnNewMax) {
-              Value moved = arith::CmpFOp::create(
-                  b, l, arith::CmpFPredicate::OGT, mNew, mOld);
-              maxMoved = maxMoved ? le.orI(maxMoved, moved) : moved;
-            }
+        // The row's new maximum from this thread's part of it.
+        auto updateMax = [&](int mt, int half, Value threadMax) {
+          Value rowMax = le.quadReduce(threadMax, true);
+          Value mOld = carried[mOffset + 2 * mt + half];
+          Value mNew = le.fmax(mOld, le.fmul(rowMax, softmaxScale));
+          // A row with every key masked so far keeps m = -inf; subtract 0
+          // instead so that exp2 sees -inf, not NaN.
+          Value mUse = le.select(le.feq(mNew, negInfF), zeroF, mNew);
+          mUses[mt][half] = mUse;
+          alphas[mt][half] = le.exp2(le.fsub(mOld, mUse));
+          next[mOffset + 2 * mt + half] = mNew;
+          if (L.rescaleOnNewMax) {
+            Value moved = arith::CmpFOp::create(
+                b, l, arith::CmpFPredicate::OGT, mNew, mOld);
+            maxMoved = maxMoved ? le.orI(maxMoved, moved) : moved;
           }
-          SmallVector<SmallVector<Value>> rowTerms(2);
-          // pRows[nt][half]: row half `half` of P's tile nt, rounded into
-          // one register right after its exps (ptxas allocated d=96 causal
-          // without spills in this order, not with the rounding deferred).
-          SmallVector<std::array<Value, 2>> pRows;
-          for (int nt = 0; nt < k.nTiles; ++nt) {
-            AccTile p = sAcc[mt][nt];
+        };
+        // P = exp2(S * scale - m') of m-tile mt's score tiles, into
+        // rowTerms (per row half) and pRows[tile][half]: row half `half` of
+        // P's tile, rounded into one register right after its exps (ptxas
+        // allocated d=96 causal without spills in this order, not with the
+        // rounding deferred).
+        auto exponentials = [&](Emitter &x, int mt, ArrayRef<AccTile> tiles,
+                                SmallVector<SmallVector<Value>> &rowTerms,
+                                SmallVector<std::array<Value, 2>> &pRows) {
+          for (AccTile p : tiles) {
             for (int half = 0; half < 2; ++half) {
-              Value negM = arith::NegFOp::create(b, l, mUse[half]);
+              Value negM = arith::NegFOp::create(x.b, x.loc, mUses[mt][half]);
               for (int el = 0; el < 2; ++el) {
                 Value &pe = p[2 * half + el];
-                pe = le.exp2(le.fma(pe, softmaxScale, negM));
+                pe = x.exp2(x.fma(pe, softmaxScale, negM));
                 rowTerms[half].push_back(pe);
               }
             }
-            pRows.push_back({packPair(le, p[0], p[1]), packPair(le, p[2], p[3])});
+            pRows.push_back({packPair(x, p[0], p[1]), packPair(x, p[2], p[3])});
           }
-          for (int half = 0; half < 2; ++half) {
-            Value lOld = carried[lOffset + 2 * mt + half];
-            next[lOffset + 2 * mt + half] =
-                le.fma(lOld, alpha[half],
-                       le.treeReduce(rowTerms[half], /*isMax=*/false));
-          }
-          if (!L.rescaleOnNewMax)
-            for (int dt = 0; dt < k.dTilesV; ++dt)
-              setTile(next, mt * k.dTilesV + dt,
-                      scaleRows(le, tileAt(carried, mt * k.dTilesV + dt), alpha));
-          // P as A fragments: k-step kk joins score tiles 2kk and 2kk+1;
-          // register r is row half r % 2 of tile 2kk + r / 2.
-          for (int kk = 0; kk < k.nTiles / 2; ++kk) {
-            Registers a;
-            for (int r = 0; r < 4; ++r)
-              a.push_back(pRows[2 * kk + r / 2][r % 2]);
-            pFrag[mt].push_back(a);
-          }
-        }
-
-        // ---- with rescaleOnNewMax, O *= alpha only when some row of the
-        // warp has a new maximum (alpha = 1 everywhere otherwise: most
+        };
+        // This thread's part of a row sum of P over one 16-key slice (its
+        // 4 terms, as a tree).
+        constexpr int kSliceTerms = 2 * kSliceTiles;
+        auto sliceSum = [](Emitter &x, ArrayRef<Value> terms) {
+          return x.treeReduce(SmallVector<Value>(terms), /*isMax=*/false);
+        };
+        // O tiles (mt, dt) with row half h times alpha[mt][h], from `from`
+        // into `to`.
+        auto rescaleO = [&](Emitter &x, int mt, ValueRange from,
+                            MutableArrayRef<Value> to) {
+          for (int dt = 0; dt < k.dTilesV; ++dt)
+            setTile(to, mt * k.dTilesV + dt,
+                    scaleRows(x, tileAt(from, mt * k.dTilesV + dt), alphas[mt]));
+        };
+        // With rescaleOnNewMax, O *= alpha only when some row of the warp
+        // has a new maximum (alpha = 1 everywhere otherwise: most
         // iterations after the first tiles). The vote keeps the branch
         // warp-uniform.
-        if (L.rescaleOnNewMax) {
+        auto rescaleOnNewMax = [&] {
           Value anyMoved =
               NVVM::VoteSyncOp::create(b, l, b.getI1Type(), le.i32(-1),
                                        maxMoved, NVVM::VoteSyncKind::any)
@@ -1227,10 +1260,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                 Emitter re{rb, rl};
                 SmallVector<Value> scaled(mOffset);
                 for (int mt = 0; mt < k.mTiles; ++mt)
-                  for (int dt = 0; dt < k.dTilesV; ++dt)
-                    setTile(scaled, mt * k.dTilesV + dt,
-                            scaleRows(re, tileAt(carried, mt * k.dTilesV + dt),
-                                      alphas[mt]));
+                  rescaleO(re, mt, carried, scaled);
                 scf::YieldOp::create(rb, rl, scaled);
               },
               [&](OpBuilder &sb, Location sl) {
@@ -1238,29 +1268,158 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
               });
           for (int i = 0; i < mOffset; ++i)
             next[i] = branch.getResult(i);
-        }
-
-        // ---- O += P V ----
-        const FragmentViews vViews = fragmentViews(
-            le, {cfg.stages, cfg.blockN, L.pitchV}, L.vOffsetBytes, vLanes,
-            L.paddedHeadDimV, /*inLoop=*/true);
-        for (int kk = 0; kk < k.nTiles / 2; ++kk)
+        };
+        // ---- O += P V for the 16 keys from tile row `keyRow` (A operands
+        // pOfTile[mt]) ----
+        auto vFragments = [&] {
+          return fragmentViews(le, {cfg.stages, cfg.blockN, L.pitchV},
+                               L.vOffsetBytes, vLanes, L.paddedHeadDimV,
+                               /*inLoop=*/true);
+        };
+        auto pvStep = [&](Emitter &x, const FragmentViews &vViews, Value keyRow,
+                          ArrayRef<Registers> pOfTile,
+                          MutableArrayRef<Value> o) {
           for (int dp = 0; dp * 2 < k.dTilesV; ++dp) {
             bool pair = 2 * dp + 1 < k.dTilesV;
             auto [vView, vCol] = vViews.at(dp * 16);
             // B operands of column tiles 2dp (registers 0-1) and 2dp+1 (2-3).
-            Registers bRegs = ldmatrix(
-                le, vView, ValueRange{slot, le.idx(kk * 16), le.idx(vCol)},
-                /*transpose=*/true, pair ? 4 : 2);
+            Registers bRegs =
+                ldmatrix(x, vView, ValueRange{slot, keyRow, x.idx(vCol)},
+                         /*transpose=*/true, pair ? 4 : 2);
             for (int mt = 0; mt < k.mTiles; ++mt)
               for (int half = 0; half < (pair ? 2 : 1); ++half) {
                 const int tile = mt * k.dTilesV + 2 * dp + half;
-                setTile(next, tile,
-                        mma(b, pFrag[mt][kk],
+                setTile(o, tile,
+                        mma(x.b, pOfTile[mt],
                             ArrayRef<Value>(bRegs).slice(2 * half, 2),
-                            tileAt(next, tile)));
+                            tileAt(o, tile)));
               }
           }
+        };
+        // P's A operand of one 16-key slice: register r is row half r % 2
+        // of its score tile r / 2.
+        auto sliceOperand = [](ArrayRef<std::array<Value, 2>> pRows) {
+          Registers a;
+          for (int r = 0; r < 4; ++r)
+            a.push_back(pRows[r / 2][r % 2]);
+          return a;
+        };
+
+        if (cfg.quick) {
+          maskCondition();
+          // Pass 1: this thread's part of each row maximum, a slice a step.
+          SmallVector<Value> threadMax = le.runtimeLoop(
+              le.idx(0), le.idx(cfg.blockN), kQuickSliceKeys,
+              SmallVector<Value>(2 * k.mTiles, negInfF),
+              [&](Emitter &x, Value keyRow0, ValueRange runningMax) {
+                Scores s = maskedScores(x, keyRow0, kSliceTiles);
+                SmallVector<Value> maxima;
+                for (int mt = 0; mt < k.mTiles; ++mt)
+                  for (int half = 0; half < 2; ++half)
+                    maxima.push_back(x.fmax(
+                        runningMax[2 * mt + half],
+                        x.treeReduce(rowScores(s[mt], half), /*isMax=*/true)));
+                return maxima;
+              });
+          for (int mt = 0; mt < k.mTiles; ++mt) {
+            for (int half = 0; half < 2; ++half)
+              updateMax(mt, half, threadMax[2 * mt + half]);
+            if (!L.rescaleOnNewMax)
+              rescaleO(le, mt, carried, next);
+          }
+          if (L.rescaleOnNewMax)
+            rescaleOnNewMax();
+          // Pass 2: P, its row sums (from -0, which adds exactly) and
+          // O += P V, a slice a step.
+          SmallVector<Value> passInit(next.begin(), next.begin() + mOffset);
+          passInit.append(2 * k.mTiles, le.f32(-0.0));
+          const FragmentViews vViews = vFragments();
+          SmallVector<Value> passOut = le.runtimeLoop(
+              le.idx(0), le.idx(cfg.blockN), kQuickSliceKeys, passInit,
+              [&](Emitter &x, Value keyRow0, ValueRange c) {
+                Scores s = maskedScores(x, keyRow0, kSliceTiles);
+                SmallVector<Value> out(c.begin(), c.begin() + mOffset);
+                SmallVector<Registers> pOfTile;
+                SmallVector<Value> sums;
+                for (int mt = 0; mt < k.mTiles; ++mt) {
+                  SmallVector<SmallVector<Value>> rowTerms(2);
+                  SmallVector<std::array<Value, 2>> pRows;
+                  exponentials(x, mt, s[mt], rowTerms, pRows);
+                  for (int half = 0; half < 2; ++half)
+                    sums.push_back(x.fadd(c[mOffset + 2 * mt + half],
+                                          sliceSum(x, rowTerms[half])));
+                  pOfTile.push_back(sliceOperand(pRows));
+                }
+                pvStep(x, vViews, keyRow0, pOfTile, out);
+                out.append(sums);
+                return out;
+              });
+          std::copy(passOut.begin(), passOut.begin() + mOffset, next.begin());
+          for (int i = 0; i < 2 * k.mTiles; ++i)
+            next[lOffset + i] = le.fma(carried[lOffset + i],
+                                       alphas[i / 2][i % 2], passOut[mOffset + i]);
+          if (cfg.stages == 1) {
+            // Every warp is done with this tile's K and V.
+            gpu::BarrierOp::create(b, l);
+            Value following = le.add(it, le.idx(1));
+            le.ifThen(le.lt(following, nBlocks), [&] {
+              loadKV(kOperand, tileOfIteration(following), le.idx(0),
+                     /*inLoop=*/true);
+              loadKV(vOperand, tileOfIteration(following), le.idx(0),
+                     /*inLoop=*/true);
+            });
+            commitGroup(le);
+          }
+          scf::YieldOp::create(b, l, next);
+          return;
+        }
+
+        Scores sAcc = scoresOf(le, Value(), k.nTiles);
+        transform(le, Value(), sAcc);
+        maskCondition();
+        sAcc = applyMask(le, Value(), sAcc);
+        if (splitKV) {
+          waitGroups(le, 0); // V of this tile
+          gpu::BarrierOp::create(b, l); // and every warp is done with K
+          Value following = le.add(it, le.idx(1));
+          le.ifThen(le.lt(following, nBlocks), [&] {
+            loadKV(kOperand, tileOfIteration(following), le.idx(0),
+                   /*inLoop=*/true);
+          });
+          commitGroup(le);
+        }
+        SmallVector<SmallVector<Registers>> pFrag(k.mTiles); // A operands of P V
+        for (int mt = 0; mt < k.mTiles; ++mt) {
+          for (int half = 0; half < 2; ++half)
+            updateMax(mt, half,
+                      le.treeReduce(rowScores(sAcc[mt], half), /*isMax=*/true));
+          SmallVector<SmallVector<Value>> rowTerms(2);
+          SmallVector<std::array<Value, 2>> pRows;
+          exponentials(le, mt, sAcc[mt], rowTerms, pRows);
+          for (int half = 0; half < 2; ++half) {
+            ArrayRef<Value> terms = rowTerms[half];
+            Value sum = sliceSum(le, terms.take_front(kSliceTerms));
+            for (size_t at = kSliceTerms; at < terms.size(); at += kSliceTerms)
+              sum = le.fadd(sum, sliceSum(le, terms.slice(at, kSliceTerms)));
+            next[lOffset + 2 * mt + half] =
+                le.fma(carried[lOffset + 2 * mt + half], alphas[mt][half], sum);
+          }
+          if (!L.rescaleOnNewMax)
+            rescaleO(le, mt, carried, next);
+          // P as A fragments: k-step kk joins score tiles 2kk and 2kk+1.
+          for (int kk = 0; kk < k.nTiles / 2; ++kk)
+            pFrag[mt].push_back(
+                sliceOperand(ArrayRef(pRows).slice(2 * kk, kSliceTiles)));
+        }
+        if (L.rescaleOnNewMax)
+          rescaleOnNewMax();
+        const FragmentViews vViews = vFragments();
+        for (int kk = 0; kk < k.nTiles / 2; ++kk) {
+          SmallVector<Registers> pOfTile;
+          for (int mt = 0; mt < k.mTiles; ++mt)
+            pOfTile.push_back(pFrag[mt][kk]);
+          pvStep(le, vViews, le.idx(kk * 16), pOfTile, next);
+        }
         scf::YieldOp::create(b, l, next);
       });
   ValueRange results = forOp.getResults();

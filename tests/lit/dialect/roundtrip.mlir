@@ -19,7 +19,7 @@ flashjit.attention_fwd @noconfig arch = "sm_80"
 // tile that packs the GQA group.
 // CHECK-LABEL: flashjit.attention_fwd @features arch = "sm_80"
 // CHECK-SAME: spec = <dtype = "bf16", head_dim_qk = 128, head_dim_v = 64, mask = "window", gqa_group = 4, lse = true, align = 8, bias = "alibi", softcap = true, varlen = true, key_lengths = true>
-// CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 2, pack_gqa = true>
+// CHECK-SAME: config = <block_m = 128, block_n = 32, warps = 8, stages = 2, pack_gqa = true, quick = true>
 flashjit.attention_fwd @features arch = "sm_80"
     spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 128, head_dim_v = 64, mask = "window", gqa_group = 4, lse = true, align = 8, bias = "alibi", softcap = true, varlen = true, key_lengths = true>
-    config = #flashjit.tile<block_m = 128, block_n = 32, warps = 8, stages = 2, pack_gqa = true>
+    config = #flashjit.tile<block_m = 128, block_n = 32, warps = 8, stages = 2, pack_gqa = true, quick = true>

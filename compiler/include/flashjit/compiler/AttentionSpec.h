@@ -76,6 +76,12 @@ struct TileConfig {
   /// (row r is query r / group of head r % group), so each K/V tile is read
   /// once per group instead of once per query head.
   bool packGqa = false;
+  /// The quick-to-compile form of the same kernel, the runtime's first tier
+  /// on a cold compile: each K/V tile is visited in 16-key slices in
+  /// run-time loops, Q K^T twice (once for the row maximum, once for the
+  /// softmax and P V). Its results are bitwise those of the full kernel
+  /// (same operations in the same order), its PTX a fraction of the size.
+  bool quick = false;
 
   bool operator==(const TileConfig &o) const;
   bool operator!=(const TileConfig &o) const { return !(*this == o); }

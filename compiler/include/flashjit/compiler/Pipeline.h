@@ -65,8 +65,8 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
 /// epilogue's stores, a lean LLVM middle end instead of O3; 10: nvvm.mma.sync
 /// on scalar accumulators, a 32-bit division in the causal CTA order,
 /// rcp.approx for 1 / l; 11: Q K^T as a run-time loop at d = 121-128 with a
-/// mask).
-inline constexpr int kCodegenRevision = 11;
+/// mask; 12: row sums add 16-key slices in order, as the quick form does).
+inline constexpr int kCodegenRevision = 12;
 
 /// Version strings that identify the code the compiler emits (cache keys):
 /// flashjit's is the release plus "+cg<kCodegenRevision>".

@@ -116,7 +116,7 @@ SpecAttr toAttr(MLIRContext *ctx, const AttentionSpec &s) {
 }
 TileConfigAttr toAttr(MLIRContext *ctx, const TileConfig &c) {
   return TileConfigAttr::get(ctx, c.blockM, c.blockN, c.warps, c.stages,
-                             c.packGqa);
+                             c.packGqa, c.quick);
 }
 TileConfig fromAttr(TileConfigAttr a) {
   TileConfig c;
@@ -125,6 +125,7 @@ TileConfig fromAttr(TileConfigAttr a) {
   c.warps = static_cast<int>(a.getWarps());
   c.stages = static_cast<int>(a.getStages());
   c.packGqa = a.getPackGqa();
+  c.quick = a.getQuick();
   return c;
 }
 } // namespace flashjit::tile

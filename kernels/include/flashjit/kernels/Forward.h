@@ -56,6 +56,10 @@ constexpr int rowSwizzle(int row, int bits) {
 /// (ForwardLayout::qkRolledIterations).
 inline constexpr int kQkStepsPerRolledIteration = 4;
 
+/// Keys per step of the quick form (TileConfig::quick) through a K/V tile:
+/// one k-step of P V, two n8 score tiles.
+inline constexpr int kQuickSliceKeys = kMmaK;
+
 /// Shared-memory and register layout of one forward kernel.
 struct ForwardLayout {
   int paddedHeadDimQK = 0; ///< head_dim_qk rounded up to kMmaK

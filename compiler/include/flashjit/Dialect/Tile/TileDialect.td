@@ -56,11 +56,13 @@ def Tile_TileConfigAttr : Tile_Attr<"TileConfig", "tile"> {
     `#flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>`:
     query rows per CTA, key rows per K/V tile, warps per CTA and K/V
     shared-memory buffers of the cp.async pipeline; `pack_gqa = true` (GQA
-    only) packs the query heads of a K/V group into one CTA's rows.
+    only) packs the query heads of a K/V group into one CTA's rows;
+    `quick = true` builds the quick-to-compile form (TileConfig::quick).
   }];
   let parameters = (ins "int64_t":$block_m, "int64_t":$block_n,
                         "int64_t":$warps, "int64_t":$stages,
-                        DefaultValuedParameter<"bool", "false">:$pack_gqa);
+                        DefaultValuedParameter<"bool", "false">:$pack_gqa,
+                        DefaultValuedParameter<"bool", "false">:$quick);
   let assemblyFormat = "`<` struct(params) `>`";
 }
 

@@ -1,0 +1,45 @@
+// RUN: flashjit-opt %s --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
+
+// The quick form of d=192 causal (128x128, 8 warps of one m16 tile, one
+// stage): each K/V tile is visited in 16-key slices by two run-time loops.
+// Pass 1 computes a slice's scores (Q K^T as a run-time loop of 3 x 4
+// k-steps over two key tiles: 8 MMAs) and folds its row maxima into the
+// running ones; pass 2 computes the scores again, their exponentials, the
+// row sums (one slice's tree, added to the running sum) and P V (24 column
+// tiles: 24 MMAs). Then l = l * alpha + sum, and the next K and V load once
+// both passes are done with this tile's.
+// CHECK: #[[NOUNROLL:.*]] = #llvm.loop_unroll<disable = true>
+// CHECK: #[[ANNOTATION:.*]] = #llvm.loop_annotation<unroll = #[[NOUNROLL]]>
+// CHECK-LABEL: gpu.func @quick
+// CHECK: scf.for {{.*}} step %c1 iter_args
+// CHECK: gpu.barrier
+// Pass 1.
+// CHECK: %{{.*}}:2 = scf.for %{{.*}} = %c0 to %c128 step %c16 iter_args
+// CHECK: %{{.*}}:8 = scf.for %{{.*}} = %c0 to %c192 step %c64 iter_args
+// CHECK-COUNT-8: nvvm.mma.sync
+// CHECK: } {loop_annotation = #[[ANNOTATION]]}
+// CHECK: scf.if
+// CHECK-NOT: nvvm.mma.sync
+// CHECK: arith.maximumf
+// CHECK: } {loop_annotation = #[[ANNOTATION]]}
+// The row maxima across the quad, alpha.
+// CHECK: gpu.shuffle xor
+// CHECK: math.exp2
+// Pass 2: O (96 values) and the two row sums.
+// CHECK: %[[PASS2:.*]]:98 = scf.for %{{.*}} = %c0 to %c128 step %c16 iter_args
+// CHECK: %{{.*}}:8 = scf.for %{{.*}} = %c0 to %c192 step %c64 iter_args
+// CHECK-COUNT-8: nvvm.mma.sync
+// CHECK: scf.if
+// CHECK: math.exp2
+// CHECK: arith.addf
+// CHECK: arith.addf
+// CHECK: arith.addf
+// CHECK: arith.addf %{{.*}}, %{{.*}} : f32
+// CHECK-COUNT-24: nvvm.mma.sync
+// CHECK-NOT: nvvm.mma.sync
+// CHECK: } {loop_annotation = #[[ANNOTATION]]}
+// CHECK: math.fma %{{.*}}, %{{.*}}, %[[PASS2]]#96
+// CHECK: math.fma %{{.*}}, %{{.*}}, %[[PASS2]]#97
+// CHECK: gpu.barrier
+// CHECK: nvgpu.device_async_copy
+flashjit.attention_fwd @quick arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 192, head_dim_v = 192, mask = "causal", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 128, warps = 8, stages = 1, quick = true>
