@@ -42,6 +42,13 @@ Expected<ModuleCache::Kernel> ModuleCache::getOrBuild(const std::string &key,
   return result;
 }
 
+void ModuleCache::put(const std::string &key, Kernel kernel) {
+  std::promise<Expected<Kernel>> ready;
+  ready.set_value(std::move(kernel));
+  std::lock_guard<std::mutex> guard(mutex_);
+  map_[key] = {ready.get_future().share(), ++nextId_};
+}
+
 size_t ModuleCache::size() const {
   std::lock_guard<std::mutex> guard(mutex_);
   return map_.size();

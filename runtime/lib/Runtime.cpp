@@ -13,10 +13,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <future>
 #include <limits>
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
+#include <vector>
 
 namespace flashjit {
 
@@ -131,9 +133,36 @@ struct Runtime::Impl {
   uint64_t configsGeneration = 0;
   std::atomic<uint64_t> diskHits{0};
   std::atomic<uint64_t> compiles{0};
+  std::atomic<uint64_t> quickCompiles{0};
   std::atomic<uint64_t> generateUs{0}, jitUs{0};
+  bool quickFirst = true;
+  /// Full kernels compiling in the background behind their quick forms.
+  std::mutex upgradesMutex;
+  std::vector<std::future<void>> upgrades;
+
+  CacheKey cacheKey(const AttentionSpec &spec, const TileConfig &config) const {
+    return {spec, config, arch, flashjitVersion, llvmVersion, driverVersion};
+  }
+  Expected<CacheEntry> compileEntry(const AttentionSpec &spec,
+                                    const TileConfig &config);
+  Expected<ModuleCache::Kernel> loadEntry(const CacheEntry &entry,
+                                          LoadedKernel::Source source);
+  Expected<ModuleCache::Kernel> fullKernel(const AttentionSpec &spec,
+                                           const TileConfig &config);
+  void upgradeLater(std::string memoryKey, AttentionSpec spec,
+                    TileConfig config);
+  void finishUpgrades() {
+    std::vector<std::future<void>> pending;
+    {
+      std::lock_guard<std::mutex> guard(upgradesMutex);
+      pending.swap(upgrades);
+    }
+    for (auto &f : pending)
+      f.wait();
+  }
 
   ~Impl() {
+    finishUpgrades(); // they use the context and put into `modules`
     if (!context)
       return;
     driver::ScopedContext scope(*cu, context);
@@ -166,6 +195,7 @@ Runtime::create(const RuntimeOptions &options) {
   if (!version)
     return version.status();
   impl->driverVersion = *version;
+  impl->quickFirst = options.quickFirst;
   impl->flashjitVersion = flashjitVersion();
   impl->llvmVersion = llvmVersion();
   if (Status s = driver::check(cu.cuDeviceGet(&impl->device, options.device),
@@ -250,11 +280,20 @@ const std::string &Runtime::cacheDirectory() const {
 }
 
 CacheStats Runtime::cacheStats() const {
-  return {impl_->modules.hits(), impl_->diskHits, impl_->compiles,
-          impl_->generateUs / 1e3, impl_->jitUs / 1e3};
+  CacheStats st;
+  st.memoryHits = impl_->modules.hits();
+  st.diskHits = impl_->diskHits;
+  st.compiles = impl_->compiles;
+  st.quickCompiles = impl_->quickCompiles;
+  st.generateMs = impl_->generateUs / 1e3;
+  st.jitMs = impl_->jitUs / 1e3;
+  return st;
 }
 
+void Runtime::finishCompiles() { impl_->finishUpgrades(); }
+
 void Runtime::clearMemoryCache() {
+  impl_->finishUpgrades(); // or a full kernel would land after the clear
   driver::ScopedContext scope(*impl_->cu, impl_->context);
   impl_->modules.clear();
 }
@@ -302,83 +341,139 @@ std::string configKey(const std::string &specKey, const ShapeBucket &bucket) {
 }
 } // namespace
 
-Expected<ModuleCache::Kernel> Runtime::kernelFor(const AttentionSpec &spec,
-                                                 const TileConfig &config,
-                                                 const std::string &specKey) {
-  return impl_->modules.getOrBuild(
-      memoryKey(specKey, config), [&]() -> Expected<ModuleCache::Kernel> {
-        Impl &rt = *impl_;
-        const driver::Api &cu = *rt.cu;
-        driver::ScopedContext scope(cu, rt.context);
-        const CacheKey key{spec,           config,
-                           rt.arch,        rt.flashjitVersion,
-                           rt.llvmVersion, rt.driverVersion};
-        auto compileEntry = [&]() -> Expected<CacheEntry> {
-          using Clock = std::chrono::steady_clock;
-          auto micros = [](Clock::time_point from) {
-            return uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(
-                                Clock::now() - from)
-                                .count());
-          };
-          const auto t0 = Clock::now();
-          auto artifact = compile(spec, config, rt.arch);
-          rt.generateUs += micros(t0);
-          if (!artifact)
-            return artifact.status();
-          const auto t1 = Clock::now();
-          auto cubin = driver::linkPtx(cu, artifact->ptx, artifact->kernelName);
-          rt.jitUs += micros(t1);
-          if (!cubin)
-            return cubin.status();
-          return CacheEntry{
-              artifact->ptx, std::move(*cubin),
-              KernelMeta{artifact->kernelName, artifact->threadsPerBlock,
-                         artifact->sharedMemBytes, artifact->blockM}};
-        };
-        auto fetch = [&](bool &fromDisk) {
-          return rt.disk ? rt.disk->getOrBuild(key, compileEntry, &fromDisk)
-                         : compileEntry();
-        };
-        auto load = [&](const CacheEntry &entry,
-                        bool fromDisk) -> Expected<ModuleCache::Kernel> {
-          if (entry.meta.sharedMemBytes > rt.info.maxSharedMemPerBlockOptin)
-            return Status::error(
-                entry.meta.kernelName + " needs " +
-                std::to_string(entry.meta.sharedMemBytes) +
-                " bytes of shared memory; " + rt.info.name +
-                " allows at most " +
-                std::to_string(rt.info.maxSharedMemPerBlockOptin) +
-                " per block (use a smaller tile or fewer stages)");
-          return driver::loadKernel(cu, rt.context, entry.cubin, entry.meta,
-                                    fromDisk ? LoadedKernel::Source::Disk
-                                             : LoadedKernel::Source::Compiled);
-        };
-
-        bool fromDisk = false;
-        Expected<CacheEntry> entry = fetch(fromDisk);
-        if (!entry)
-          return entry.status();
-        Expected<ModuleCache::Kernel> kernel = load(*entry, fromDisk);
-        if (!kernel && fromDisk) {
-          // Intact on disk yet refused by the driver: never trust it again.
-          std::fprintf(
-              stderr,
-              "flashjit: warning: cached kernel %s does not load (%s); "
-              "rebuilding it\n",
-              rt.disk->entryPath(key).c_str(), kernel.message().c_str());
-          (void)rt.disk->remove(key);
-          entry = fetch(fromDisk);
-          if (!entry)
-            return entry.status();
-          kernel = load(*entry, fromDisk);
-        }
-        if (kernel)
-          ++(fromDisk ? rt.diskHits : rt.compiles);
-        return kernel;
-      });
+Expected<CacheEntry> Runtime::Impl::compileEntry(const AttentionSpec &spec,
+                                                 const TileConfig &config) {
+  using Clock = std::chrono::steady_clock;
+  auto micros = [](Clock::time_point from) {
+    return uint64_t(
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - from)
+            .count());
+  };
+  const auto t0 = Clock::now();
+  auto artifact = compile(spec, config, arch);
+  generateUs += micros(t0);
+  if (!artifact)
+    return artifact.status();
+  const auto t1 = Clock::now();
+  auto cubin = driver::linkPtx(*cu, artifact->ptx, artifact->kernelName);
+  jitUs += micros(t1);
+  if (!cubin)
+    return cubin.status();
+  return CacheEntry{artifact->ptx, std::move(*cubin),
+                    KernelMeta{artifact->kernelName, artifact->threadsPerBlock,
+                               artifact->sharedMemBytes, artifact->blockM}};
 }
 
-Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p) {
+Expected<ModuleCache::Kernel>
+Runtime::Impl::loadEntry(const CacheEntry &entry, LoadedKernel::Source source) {
+  if (entry.meta.sharedMemBytes > info.maxSharedMemPerBlockOptin)
+    return Status::error(entry.meta.kernelName + " needs " +
+                         std::to_string(entry.meta.sharedMemBytes) +
+                         " bytes of shared memory; " + info.name +
+                         " allows at most " +
+                         std::to_string(info.maxSharedMemPerBlockOptin) +
+                         " per block (use a smaller tile or fewer stages)");
+  return driver::loadKernel(*cu, context, entry.cubin, entry.meta, source);
+}
+
+/// The full kernel, from disk or compiled (and stored). The caller holds
+/// the context.
+Expected<ModuleCache::Kernel>
+Runtime::Impl::fullKernel(const AttentionSpec &spec, const TileConfig &config) {
+  const CacheKey key = cacheKey(spec, config);
+  auto build = [&] { return compileEntry(spec, config); };
+  auto fetch = [&](bool &fromDisk) {
+    return disk ? disk->getOrBuild(key, build, &fromDisk) : build();
+  };
+  auto load = [&](const CacheEntry &entry, bool fromDisk) {
+    return loadEntry(entry, fromDisk ? LoadedKernel::Source::Disk
+                                     : LoadedKernel::Source::Compiled);
+  };
+  bool fromDisk = false;
+  Expected<CacheEntry> entry = fetch(fromDisk);
+  if (!entry)
+    return entry.status();
+  Expected<ModuleCache::Kernel> kernel = load(*entry, fromDisk);
+  if (!kernel && fromDisk) {
+    // Intact on disk yet refused by the driver: never trust it again.
+    std::fprintf(stderr,
+                 "flashjit: warning: cached kernel %s does not load (%s); "
+                 "rebuilding it\n",
+                 disk->entryPath(key).c_str(), kernel.message().c_str());
+    (void)disk->remove(key);
+    entry = fetch(fromDisk);
+    if (!entry)
+      return entry.status();
+    kernel = load(*entry, fromDisk);
+  }
+  if (kernel)
+    ++(fromDisk ? diskHits : compiles);
+  return kernel;
+}
+
+void Runtime::Impl::upgradeLater(std::string memoryKey, AttentionSpec spec,
+                                 TileConfig config) {
+  auto task = [this, memoryKey = std::move(memoryKey), spec, config] {
+    driver::ScopedContext scope(*cu, context);
+    Expected<ModuleCache::Kernel> kernel = Status::error("not built");
+    try {
+      kernel = fullKernel(spec, config);
+    } catch (const std::exception &e) {
+      kernel = Status::error(e.what());
+    }
+    if (kernel)
+      modules.put(memoryKey, std::move(*kernel));
+    else // the quick form gives the same results; it stays
+      std::fprintf(stderr,
+                   "flashjit: warning: %s did not build (%s); its quick form "
+                   "stays in use\n",
+                   kernelName(spec, config, arch).c_str(),
+                   kernel.message().c_str());
+  };
+  std::lock_guard<std::mutex> guard(upgradesMutex);
+  upgrades.push_back(std::async(std::launch::async, std::move(task)));
+}
+
+Expected<ModuleCache::Kernel> Runtime::kernelFor(const AttentionSpec &spec,
+                                                 const TileConfig &config,
+                                                 const std::string &specKey,
+                                                 bool allowQuick) {
+  std::string key = memoryKey(specKey, config);
+  return impl_->modules.getOrBuild(key, [&]() -> Expected<ModuleCache::Kernel> {
+    Impl &rt = *impl_;
+    driver::ScopedContext scope(*rt.cu, rt.context);
+    if (!allowQuick || !rt.quickFirst || config.quick)
+      return rt.fullKernel(spec, config);
+    // A valid disk entry is a disk hit, not a cold miss (an invalid one is
+    // rebuilt, with its warning, by the full compile below).
+    if (rt.disk)
+      if (std::optional<CacheEntry> entry = rt.disk->load(rt.cacheKey(spec, config))) {
+        auto kernel = rt.loadEntry(*entry, LoadedKernel::Source::Disk);
+        if (kernel) {
+          ++rt.diskHits;
+          return kernel;
+        }
+        return rt.fullKernel(spec, config); // refused: rebuilt with a warning
+      }
+    TileConfig quick = config;
+    quick.quick = true;
+    Expected<ModuleCache::Kernel> kernel =
+        [&]() -> Expected<ModuleCache::Kernel> {
+      auto entry = rt.compileEntry(spec, quick);
+      if (!entry)
+        return entry.status();
+      return rt.loadEntry(*entry, LoadedKernel::Source::Quick);
+    }();
+    if (!kernel) // the full kernel may still build; its error is the one to see
+      return rt.fullKernel(spec, config);
+    ++rt.quickCompiles;
+    rt.upgradeLater(key, spec, config);
+    return kernel;
+  });
+}
+
+Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
+                                           bool fullKernel) {
   if (Status s = validate(p); !s)
     return s;
   ForwardPlan plan;
@@ -426,7 +521,12 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p) {
         " row blocks of " + std::to_string(blockM) + " rows times " +
         std::to_string(plan.grid[1]) + " heads is " +
         std::to_string(rowBlocksTimesHeads) + " CTAs; at most 2^32 - 1");
-  auto kernel = kernelFor(plan.spec, plan.config, packedSpec);
+  const bool allowQuick = plan.source != ConfigSource::Explicit && !fullKernel;
+  auto kernel = kernelFor(plan.spec, plan.config, packedSpec, allowQuick);
+  if (kernel && fullKernel && (*kernel)->source == LoadedKernel::Source::Quick) {
+    impl_->finishUpgrades();
+    kernel = kernelFor(plan.spec, plan.config, packedSpec, /*allowQuick=*/false);
+  }
   if (!kernel)
     return kernel.status();
   plan.kernel = std::move(*kernel);

@@ -54,6 +54,9 @@ inline const GpuEnv &gpuEnv() {
     }
     RuntimeOptions options;
     options.cacheDirectory = e.cacheDir;
+    // The suite checks the full kernels; the quick forms have tests of
+    // their own (explicit TileConfig::quick, and a runtime with it on).
+    options.quickFirst = false;
     auto rt = Runtime::create(options);
     if (rt)
       e.runtime = rt->release(); // lives until exit; the driver cleans up then

@@ -12,6 +12,8 @@
 //===----------------------------------------------------------------------===//
 #include "GpuTestSupport.h"
 
+#include <cstring>
+#include <functional>
 #include <limits>
 #include <sstream>
 
@@ -234,6 +236,21 @@ ForwardProblem problemFor(const FeatureCase &c, bool &withLse) {
   return p;
 }
 
+/// Rows 0, 3, 6, ... of every bias batch of a NegInfBiasRows case see only
+/// -inf (O = 0, LSE = -inf); other modes keep their random bias.
+std::function<void(ForwardRun &)> prepareFor(const FeatureCase &c) {
+  return [mode = c.mode](ForwardRun &run) {
+    if (mode != Mode::NegInfBiasRows)
+      return;
+    const uint16_t negInf = toBits(-std::numeric_limits<float>::infinity(),
+                                   run.problem.dtype);
+    for (int64_t b = 0; b < run.problem.biasShape.batch; ++b)
+      for (int64_t i = 0; i < run.problem.seqlenQ; i += 3)
+        for (int64_t j = 0; j < run.problem.seqlenK; ++j)
+          run.bias[run.problem.biasOffset(b, 0, i, j)] = negInf;
+  };
+}
+
 class Features : public ::testing::TestWithParam<FeatureCase> {};
 
 TEST_P(Features, MatchReferenceByTheTwoXRule) {
@@ -249,21 +266,9 @@ TEST_P(Features, MatchReferenceByTheTwoXRule) {
     tile.packGqa = false;
     p.tile = tile;
   }
-  // Rows 0, 3, 6, ... of every bias batch see only -inf: O = 0, LSE = -inf.
-  std::vector<int64_t> negInfRows;
-  auto prepare = [&](ForwardRun &run) {
-    if (c.mode != Mode::NegInfBiasRows)
-      return;
-    const uint16_t negInf = toBits(-std::numeric_limits<float>::infinity(),
-                                   run.problem.dtype);
-    for (int64_t b = 0; b < run.problem.biasShape.batch; ++b)
-      for (int64_t i = 0; i < run.problem.seqlenQ; i += 3)
-        for (int64_t j = 0; j < run.problem.seqlenK; ++j)
-          run.bias[run.problem.biasOffset(b, 0, i, j)] = negInf;
-  };
   const uint64_t seed = std::hash<std::string>()(c.name());
   ForwardRun run;
-  Status s = runForward(p, seed, withLse, run, 0, prepare);
+  Status s = runForward(p, seed, withLse, run, 0, prepareFor(c));
   ASSERT_TRUE(s.isOk()) << c.name() << ": " << s.message();
   CheckResult r = check(run, /*maxSlices=*/12, seed);
   EXPECT_TRUE(r.pass) << c.name() << "\n" << r.summary();
@@ -290,6 +295,83 @@ TEST_P(Features, MatchReferenceByTheTwoXRule) {
 
 INSTANTIATE_TEST_SUITE_P(Matrix, Features, ::testing::ValuesIn(featureMatrix()),
                          [](const auto &info) { return info.param.name(); });
+
+// ---- the quick form ------------------------------------------------------
+
+/// Elements where two outputs differ bit for bit (NaN payloads included),
+/// and the first of them.
+template <typename T>
+std::string bitwiseDifference(const std::vector<T> &a, const std::vector<T> &b) {
+  if (a.size() != b.size())
+    return "sizes " + std::to_string(a.size()) + " and " +
+           std::to_string(b.size());
+  size_t count = 0, first = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0 && count++ == 0)
+      first = i;
+  return count ? std::to_string(count) + " of " + std::to_string(a.size()) +
+                     " elements differ, the first at " + std::to_string(first)
+               : "";
+}
+
+/// Runs `p` with the full kernel of `tile` and with its quick form on the
+/// same inputs; expects bitwise equal O and LSE (and correct ones).
+void expectQuickFormBitwiseEqual(ForwardProblem p, TileConfig tile,
+                                 bool withLse, uint64_t seed,
+                                 const std::function<void(ForwardRun &)> &prepare,
+                                 const std::string &what) {
+  ForwardRun runs[2];
+  for (bool quick : {false, true}) {
+    tile.quick = quick;
+    p.tile = tile;
+    Status s = runForward(p, seed, withLse, runs[quick], 0, prepare);
+    ASSERT_TRUE(s.isOk()) << what << (quick ? " quick: " : ": ") << s.message();
+  }
+  EXPECT_EQ(bitwiseDifference(runs[0].o, runs[1].o), "") << what << ": O";
+  EXPECT_EQ(bitwiseDifference(runs[0].lse, runs[1].lse), "") << what << ": LSE";
+  // Equal, and not equally wrong (nor equally unwritten).
+  CheckResult r = check(runs[1], /*maxSlices=*/4, seed);
+  EXPECT_TRUE(r.pass) << what << " quick\n" << r.summary();
+  EXPECT_EQ(r.out.unwritten, 0) << what;
+}
+
+class QuickForm : public ::testing::TestWithParam<FeatureCase> {};
+
+TEST_P(QuickForm, BitwiseEqualsTheFullKernel) {
+  FLASHJIT_REQUIRE_GPU();
+  const FeatureCase &c = GetParam();
+  bool withLse = true;
+  ForwardProblem p = problemFor(c, withLse);
+  TileConfig tile = defaultTileConfig(specFor(p), runtime().arch());
+  if (c.mode == Mode::MqaUnpacked)
+    tile.packGqa = false;
+  expectQuickFormBitwiseEqual(p, tile, withLse,
+                              std::hash<std::string>()(c.name()) ^ 0x9e37,
+                              prepareFor(c), c.name());
+}
+
+INSTANTIATE_TEST_SUITE_P(Matrix, QuickForm, ::testing::ValuesIn(featureMatrix()),
+                         [](const auto &info) { return info.param.name(); });
+
+/// Long sequences (many K/V tiles, rescales across them) at every head dim
+/// of the throughput table, both dtypes, both masks.
+TEST(QuickFormLong, BitwiseEqualsTheFullKernelAtLongSequences) {
+  FLASHJIT_REQUIRE_GPU();
+  int i = 0;
+  for (int d : {64, 80, 96, 100, 128, 160, 192, 256})
+    for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
+      for (auto [sq, sk] : {std::pair<int64_t, int64_t>{1000, 1000},
+                            {4096, 4096}, {1000, 4096}}) {
+        const DType dtype = i++ % 2 ? DType::F16 : DType::BF16;
+        ForwardProblem p = denseProblem(dtype, mask, 1, 2, 2, sq, sk, d, d);
+        std::ostringstream what;
+        what << "d" << d << "_" << toString(mask) << "_" << toString(dtype)
+             << "_" << sq << "x" << sk;
+        expectQuickFormBitwiseEqual(
+            p, defaultTileConfig(specFor(p), runtime().arch()), true,
+            std::hash<std::string>()(what.str()), nullptr, what.str());
+      }
+}
 
 /// A new batch size or sequence length reuses the kernel; a new window
 /// extent or softcap value too (run-time arguments).

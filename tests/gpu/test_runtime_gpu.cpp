@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <thread>
 
 using namespace flashjit;
@@ -167,6 +169,85 @@ TEST(Runtime, CorruptDiskEntryIsRebuiltNotUsed) {
   ForwardRun again;
   ASSERT_TRUE(runForward(p, 14, false, again).isOk());
   EXPECT_TRUE(check(again).pass);
+}
+
+/// A cold miss launches the quick form at once and the full kernel once it
+/// is loaded: bitwise the same results, and the full kernel on disk for the
+/// next process. Explicit tiles, and quickFirst off, get the full kernel.
+TEST(Runtime, ColdMissRunsTheQuickFormUntilTheFullKernelLoads) {
+  FLASHJIT_REQUIRE_GPU();
+  std::string dir =
+      (std::filesystem::temp_directory_path() / "flashjit-quick-XXXXXX").string();
+  ASSERT_TRUE(::mkdtemp(dir.data()));
+  struct Remove {
+    std::string dir;
+    ~Remove() { std::filesystem::remove_all(dir); }
+  } remove{dir};
+  // Inputs, buffers and the full kernel's output, through the suite's
+  // runtime (the same primary context).
+  ForwardProblem p =
+      denseProblem(DType::BF16, MaskMode::Causal, 2, 3, 3, 333, 300, 88, 88);
+  ForwardRun full;
+  ASSERT_TRUE(runForward(p, 21, true, full).isOk());
+  auto launchOn = [&](Runtime &rt, LoadedKernel::Source expected) {
+    ForwardRun out = {};
+    out.o.assign(full.o.size(), 0);
+    out.lse.assign(full.lse.size(), 0.f);
+    EXPECT_TRUE(rt.fill16(full.problem.o, kPoison16, out.o.size()).isOk());
+    auto plan = rt.planForward(full.problem);
+    EXPECT_TRUE(plan) << plan.message();
+    if (!plan)
+      return out;
+    EXPECT_EQ(plan->kernel->source, expected) << plan->kernel->name;
+    EXPECT_TRUE(rt.launch(*plan).isOk());
+    EXPECT_TRUE(rt.synchronize().isOk());
+    EXPECT_TRUE(
+        rt.copyToHost(out.o.data(), full.problem.o, out.o.size() * 2).isOk());
+    EXPECT_TRUE(rt.copyToHost(out.lse.data(), full.problem.lse,
+                              out.lse.size() * sizeof(float))
+                    .isOk());
+    return out;
+  };
+  RuntimeOptions options;
+  options.cacheDirectory = dir;
+  {
+    auto rt = Runtime::create(options);
+    ASSERT_TRUE(rt) << rt.message();
+    ForwardRun quick = launchOn(**rt, LoadedKernel::Source::Quick);
+    (*rt)->finishCompiles();
+    ForwardRun upgraded = launchOn(**rt, LoadedKernel::Source::Compiled);
+    const CacheStats st = (*rt)->cacheStats();
+    EXPECT_EQ(st.quickCompiles, 1u);
+    EXPECT_EQ(st.compiles, 1u);
+    EXPECT_EQ(quick.o, full.o);
+    EXPECT_EQ(upgraded.o, full.o);
+    EXPECT_EQ(std::memcmp(quick.lse.data(), full.lse.data(),
+                          full.lse.size() * sizeof(float)),
+              0);
+    // An explicit tile is exactly the kernel it names.
+    ForwardProblem explicitTile = full.problem;
+    explicitTile.tile = TileConfig{64, 32, 4, 2};
+    auto plan = (*rt)->planForward(explicitTile);
+    ASSERT_TRUE(plan) << plan.message();
+    EXPECT_EQ(plan->kernel->source, LoadedKernel::Source::Compiled);
+    EXPECT_EQ((*rt)->cacheStats().quickCompiles, 1u);
+  }
+  { // The next process finds the full kernel on disk.
+    auto rt = Runtime::create(options);
+    ASSERT_TRUE(rt) << rt.message();
+    ForwardRun fromDisk = launchOn(**rt, LoadedKernel::Source::Disk);
+    EXPECT_EQ(fromDisk.o, full.o);
+    EXPECT_EQ((*rt)->cacheStats().quickCompiles, 0u);
+  }
+  { // Off: a cold miss waits for the full kernel.
+    std::filesystem::remove_all(dir);
+    options.quickFirst = false;
+    auto rt = Runtime::create(options);
+    ASSERT_TRUE(rt) << rt.message();
+    ForwardRun direct = launchOn(**rt, LoadedKernel::Source::Compiled);
+    EXPECT_EQ(direct.o, full.o);
+    EXPECT_EQ((*rt)->cacheStats().quickCompiles, 0u);
+  }
 }
 
 TEST(Runtime, TimingWithEvents) {

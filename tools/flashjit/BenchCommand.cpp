@@ -55,7 +55,7 @@ Status benchOne(Runtime &rt, const BenchOptions &o, Row &row) {
   std::vector<ForwardPlan> plans;
   for (DeviceProblem &d : inputs) {
     d.problem.tile = *tile;
-    auto plan = rt.planForward(d.problem);
+    auto plan = rt.planForward(d.problem, /*fullKernel=*/true);
     if (!plan)
       return plan.status();
     plans.push_back(std::move(*plan));

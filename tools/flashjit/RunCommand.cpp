@@ -71,7 +71,7 @@ int run(const RunOptions &o) {
 
   // ---- compile or fetch -----------------------------------------------------
   const auto start = std::chrono::steady_clock::now();
-  auto plan = rt.planForward(p);
+  auto plan = rt.planForward(p, /*fullKernel=*/true); // the kernel it times
   if (!plan)
     return failWith(kCommand, plan.message());
   const double prepareMs = std::chrono::duration<double, std::milli>(

@@ -24,7 +24,10 @@ namespace flashjit {
 /// A kernel loaded into a context, ready to launch. Whoever builds it
 /// decides, through the shared_ptr's deleter, how its module is unloaded.
 struct LoadedKernel {
-  enum class Source { Compiled, Disk };
+  /// Quick: the kernel's quick form (TileConfig::quick), compiled on a cold
+  /// miss to stand in, with bitwise the same results, until the full kernel
+  /// is loaded.
+  enum class Source { Compiled, Disk, Quick };
 
   std::string name;
   void *module = nullptr;   ///< CUmodule
@@ -46,6 +49,10 @@ public:
   /// asking for the same key meanwhile wait for its result. A failure is
   /// handed to every waiter and then forgotten, so a later call retries.
   Expected<Kernel> getOrBuild(const std::string &key, const Builder &build);
+
+  /// Makes `kernel` the one for `key` from now on (a full kernel replacing
+  /// its quick form); launches holding the old one keep it alive.
+  void put(const std::string &key, Kernel kernel);
 
   /// Number of keys present (built or being built).
   size_t size() const;

@@ -90,6 +90,9 @@ struct CacheStats {
   uint64_t memoryHits = 0; ///< found loaded in memory
   uint64_t diskHits = 0;   ///< loaded from a valid disk entry
   uint64_t compiles = 0;   ///< generated, JIT-compiled and loaded
+  /// Quick forms compiled to stand in on cold misses (RuntimeOptions::
+  /// quickFirst); the full kernels that replace them count above.
+  uint64_t quickCompiles = 0;
   /// Where the compiles' time went (wall clock, summed over threads):
   /// spec -> PTX in flashjit's pipeline, PTX -> cubin in the driver's JIT.
   /// Every attempt counts, including ones that failed or did not load, so
@@ -108,6 +111,14 @@ struct RuntimeOptions {
   /// Take tile configs from the tune database (tune.json in the cache
   /// directory) where it has one for the problem's bucket.
   bool useTuned = true;
+  /// On a cold miss (the kernel neither in memory nor on disk) of a default
+  /// or tuned config, compile the kernel's quick form first (TileConfig::
+  /// quick: bitwise the same results, about half the compile time), launch
+  /// that, and compile the full kernel in the background; later plans get
+  /// the full kernel once it is loaded. Explicit tile configs (autotune)
+  /// always get exactly the kernel they name. Off: a cold miss waits for
+  /// the full kernel.
+  bool quickFirst = true;
 };
 
 class Runtime;
@@ -158,7 +169,11 @@ public:
 
   /// The steps of attentionForward, for callers that launch one plan many
   /// times (benchmarks) or want compile errors apart from launch errors.
-  Expected<ForwardPlan> planForward(const ForwardProblem &problem);
+  /// After a cold miss the plan may hold the quick form (kernel->source is
+  /// Quick); `fullKernel` waits for the full kernel instead (benchmarks,
+  /// which launch one plan many times).
+  Expected<ForwardPlan> planForward(const ForwardProblem &problem,
+                                    bool fullKernel = false);
   Status launch(const ForwardPlan &plan, void *stream = nullptr);
 
   // ---- tuning -----------------------------------------------------------------
@@ -172,6 +187,9 @@ public:
   Expected<std::string> storeTuned(const TuneKey &key, const TuneEntry &entry);
 
   CacheStats cacheStats() const;
+  /// Waits until the full kernels being compiled in the background (behind
+  /// their quick forms) are loaded, or have failed with a warning.
+  void finishCompiles();
   /// Forgets the loaded kernels (the disk cache stays): the next call for a
   /// specialisation goes to disk, as a new process would.
   void clearMemoryCache();
@@ -196,10 +214,12 @@ private:
   explicit Runtime(std::unique_ptr<Impl> impl);
   friend class DeviceBuffer;
   Status free(void *ptr);
-  /// `specKey`: the spec's packed in-memory key (Runtime.cpp).
+  /// `specKey`: the spec's packed in-memory key (Runtime.cpp). `allowQuick`:
+  /// a cold miss may return the quick form (RuntimeOptions::quickFirst).
   Expected<ModuleCache::Kernel> kernelFor(const AttentionSpec &spec,
                                           const TileConfig &config,
-                                          const std::string &specKey);
+                                          const std::string &specKey,
+                                          bool allowQuick);
 
   std::unique_ptr<Impl> impl_;
 };
