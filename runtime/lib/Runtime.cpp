@@ -455,6 +455,9 @@ Expected<ModuleCache::Kernel> Runtime::kernelFor(const AttentionSpec &spec,
         }
         return rt.fullKernel(spec, config); // refused: rebuilt with a warning
       }
+    // The full kernel compiles on another thread meanwhile, and replaces
+    // the quick form once loaded.
+    rt.upgradeLater(key, spec, config);
     TileConfig quick = config;
     quick.quick = true;
     Expected<ModuleCache::Kernel> kernel =
@@ -464,10 +467,11 @@ Expected<ModuleCache::Kernel> Runtime::kernelFor(const AttentionSpec &spec,
         return entry.status();
       return rt.loadEntry(*entry, LoadedKernel::Source::Quick);
     }();
-    if (!kernel) // the full kernel may still build; its error is the one to see
+    if (!kernel) { // the full kernel's own result (or error) is the one to see
+      rt.finishUpgrades();
       return rt.fullKernel(spec, config);
+    }
     ++rt.quickCompiles;
-    rt.upgradeLater(key, spec, config);
     return kernel;
   });
 }

@@ -701,6 +701,29 @@ TEST(ForwardLayout, RollsQKWhereTwoTileWarpsReadQFromPaddedRows) {
   EXPECT_EQ(layoutOf(96, {128, 64, 4, 2}, MaskMode::Causal).qkRolledIterations, 0);
 }
 
+// The quick form keeps what decides its operations (shared memory, swizzle,
+// the rescale branch) and rolls Q K^T a k-step an iteration.
+TEST(ForwardLayout, QuickFormKeepsTheFullKernelsMemoryAndRescale) {
+  for (int d : {1, 33, 64, 100, 128, 192, 256})
+    for (MaskMode mask : {MaskMode::None, MaskMode::Causal}) {
+      AttentionSpec spec = specWithHeadDim(d);
+      spec.mask = mask;
+      TileConfig config = defaultTileConfig(spec, Arch::Sm90a);
+      const ForwardLayout full = forwardLayout(spec, config);
+      config.quick = true;
+      const ForwardLayout quick = forwardLayout(spec, config);
+      SCOPED_TRACE("d=" + std::to_string(d));
+      EXPECT_EQ(quick.sharedMemBytes, full.sharedMemBytes);
+      EXPECT_EQ(quick.pitchQK, full.pitchQK);
+      EXPECT_EQ(quick.swizzleBitsV, full.swizzleBitsV);
+      EXPECT_EQ(quick.rescaleOnNewMax, full.rescaleOnNewMax);
+      EXPECT_FALSE(quick.qInRegisters);
+      EXPECT_EQ(quick.qkStepsPerRolledIteration, 1);
+      EXPECT_EQ(quick.qkRolledIterations, quick.paddedHeadDimQK / kMmaK);
+      EXPECT_LE(quick.estimatedRegisters, full.estimatedRegisters);
+    }
+}
+
 // The swizzle's two promises, on a model of shared memory (32 banks of 4
 // bytes, 16-byte chunks): the 8 rows one ldmatrix matrix reads, at the same
 // logical chunk, sit in 8 different bank groups; and the 8 consecutive

@@ -368,10 +368,12 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
     copyChunk(x.b, x.div(chunk, chunksPerRow),
               x.mul(x.rem(chunk, chunksPerRow), x.idx(vec)));
   };
-  // Outside the main loop the rounds are a run-time loop: shared memory
-  // needs no static indices, and unrolled they made the prologue a fifth of
-  // the kernel's PTX (compile time scales with it).
-  if (!inLoop && laneRows) {
+  // Outside the main loop (and in the quick form's) the rounds are a
+  // run-time loop: shared memory needs no static indices, and unrolled they
+  // made the prologue a fifth of the kernel's PTX (compile time scales with
+  // it).
+  const bool rolled = !inLoop || k.cfg.quick;
+  if (rolled && laneRows) {
     const bool idleThreads = rowsPerRound * chunksPerRow != threads;
     e.runtimeLoop(e.idx(0), e.idx(rows), rowsPerRound,
                   [&](Emitter &x, Value first) {
@@ -387,7 +389,7 @@ void copyTile(Emitter &e, const ForwardKernel &k, Value tid, Value src,
                   });
     return;
   }
-  if (!inLoop) {
+  if (rolled) {
     e.runtimeLoop(tid, e.idx(chunks), threads, copyChunkAt);
     return;
   }
@@ -1054,21 +1056,21 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
           }
         };
         // Scores of `nTiles` key tiles from tile row `keyRow0`. The first
-        // qkRolledIterations * kQkStepsPerRolledIteration k-steps run as a
+        // qkRolledIterations * qkStepsPerRolledIteration k-steps run as a
         // run-time loop (Q comes from shared memory there, so nothing needs
         // static register indices), the rest unrolled.
         auto scoresOf = [&](Emitter &x, Value keyRow0, int nTiles) {
           Scores acc(k.mTiles, SmallVector<AccTile>(nTiles, zeroAcc));
-          const int rolledSteps =
-              L.qkRolledIterations * kQkStepsPerRolledIteration;
+          const int stepsPer = L.qkStepsPerRolledIteration;
+          const int rolledSteps = L.qkRolledIterations * stepsPer;
           if (rolledSteps > 0) {
             const int64_t stepCols =
-                int64_t{kQkStepsPerRolledIteration} * kMmaK;
+                int64_t{stepsPer} * kMmaK;
             SmallVector<Value> last = x.runtimeLoop(
                 x.idx(0), x.idx(rolledSteps * kMmaK), stepCols, flatten(acc),
                 [&](Emitter &y, Value colOffset, ValueRange carriedAcc) {
                   auto rolled = unflatten(carriedAcc, nTiles);
-                  for (int ks = 0; ks < kQkStepsPerRolledIteration; ++ks)
+                  for (int ks = 0; ks < stepsPer; ++ks)
                     qkStep(y, ks, colOffset, keyRow0, rolled);
                   return flatten(rolled);
                 });

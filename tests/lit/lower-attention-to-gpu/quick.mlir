@@ -2,12 +2,12 @@
 
 // The quick form of d=192 causal (128x128, 8 warps of one m16 tile, one
 // stage): each K/V tile is visited in 16-key slices by two run-time loops.
-// Pass 1 computes a slice's scores (Q K^T as a run-time loop of 3 x 4
-// k-steps over two key tiles: 8 MMAs) and folds its row maxima into the
-// running ones; pass 2 computes the scores again, their exponentials, the
-// row sums (one slice's tree, added to the running sum) and P V (24 column
-// tiles: 24 MMAs). Then l = l * alpha + sum, and the next K and V load once
-// both passes are done with this tile's.
+// Pass 1 computes a slice's scores (Q K^T as a run-time loop of 12 k-steps
+// over two key tiles: 2 MMAs an iteration) and folds its row maxima into
+// the running ones; pass 2 computes the scores again, their exponentials,
+// the row sums (one slice's tree, added to the running sum) and P V (24
+// column tiles: 24 MMAs). Then l = l * alpha + sum, and the next K and V
+// load, in run-time loops, once both passes are done with this tile's.
 // CHECK: #[[NOUNROLL:.*]] = #llvm.loop_unroll<disable = true>
 // CHECK: #[[ANNOTATION:.*]] = #llvm.loop_annotation<unroll = #[[NOUNROLL]]>
 // CHECK-LABEL: gpu.func @quick
@@ -15,8 +15,9 @@
 // CHECK: gpu.barrier
 // Pass 1.
 // CHECK: %{{.*}}:2 = scf.for %{{.*}} = %c0 to %c128 step %c16 iter_args
-// CHECK: %{{.*}}:8 = scf.for %{{.*}} = %c0 to %c192 step %c64 iter_args
-// CHECK-COUNT-8: nvvm.mma.sync
+// CHECK: %{{.*}}:8 = scf.for %{{.*}} = %c0 to %c192 step %c16 iter_args
+// CHECK-COUNT-2: nvvm.mma.sync
+// CHECK-NOT: nvvm.mma.sync
 // CHECK: } {loop_annotation = #[[ANNOTATION]]}
 // CHECK: scf.if
 // CHECK-NOT: nvvm.mma.sync
@@ -27,8 +28,10 @@
 // CHECK: math.exp2
 // Pass 2: O (96 values) and the two row sums.
 // CHECK: %[[PASS2:.*]]:98 = scf.for %{{.*}} = %c0 to %c128 step %c16 iter_args
-// CHECK: %{{.*}}:8 = scf.for %{{.*}} = %c0 to %c192 step %c64 iter_args
-// CHECK-COUNT-8: nvvm.mma.sync
+// CHECK: %{{.*}}:8 = scf.for %{{.*}} = %c0 to %c192 step %c16 iter_args
+// CHECK-COUNT-2: nvvm.mma.sync
+// CHECK-NOT: nvvm.mma.sync
+// CHECK: } {loop_annotation = #[[ANNOTATION]]}
 // CHECK: scf.if
 // CHECK: math.exp2
 // CHECK: arith.addf
@@ -41,5 +44,10 @@
 // CHECK: math.fma %{{.*}}, %{{.*}}, %[[PASS2]]#96
 // CHECK: math.fma %{{.*}}, %{{.*}}, %[[PASS2]]#97
 // CHECK: gpu.barrier
+// CHECK: scf.for %{{.*}} = %c0 to %c128 step %c10 {
 // CHECK: nvgpu.device_async_copy
+// CHECK: } {loop_annotation = #[[ANNOTATION]]}
+// CHECK: scf.for %{{.*}} = %c0 to %c128 step %c10 {
+// CHECK: nvgpu.device_async_copy
+// CHECK: } {loop_annotation = #[[ANNOTATION]]}
 flashjit.attention_fwd @quick arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 192, head_dim_v = 192, mask = "causal", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 128, warps = 8, stages = 1, quick = true>

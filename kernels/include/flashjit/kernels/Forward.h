@@ -52,8 +52,8 @@ constexpr int rowSwizzle(int row, int bits) {
   return (row >> (kMaxSwizzleBits - bits)) & ((1 << bits) - 1);
 }
 
-/// k-steps (of kMmaK columns) per iteration of a rolled Q K^T
-/// (ForwardLayout::qkRolledIterations).
+/// k-steps (of kMmaK columns) per iteration of the full kernel's rolled
+/// Q K^T (ForwardLayout::qkStepsPerRolledIteration).
 inline constexpr int kQkStepsPerRolledIteration = 4;
 
 /// Keys per step of the quick form (TileConfig::quick) through a K/V tile:
@@ -85,10 +85,12 @@ struct ForwardLayout {
   /// Q fragments stay in registers for the whole kernel; otherwise (large
   /// head dims) they are re-read from shared memory for every K/V tile.
   bool qInRegisters = true;
-  /// Q K^T's first qkRolledIterations * kQkStepsPerRolledIteration k-steps
+  /// Q K^T's first qkRolledIterations * qkStepsPerRolledIteration k-steps
   /// run as a run-time loop of that many unrolled k-steps an iteration (the
   /// rest unrolled after it); 0: all unrolled. forwardLayout says where.
   int qkRolledIterations = 0;
+  /// kQkStepsPerRolledIteration in the full kernel, 1 in the quick form.
+  int qkStepsPerRolledIteration = kQkStepsPerRolledIteration;
   /// Rough count of 32-bit registers per thread the accumulators, the Q
   /// fragments and the scores need (the pruning estimate, not ptxas's count).
   int estimatedRegisters = 0;
