@@ -87,12 +87,14 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   if (c.quick) {
     // The quick form keeps the full kernel's shared memory, swizzle and
     // rescale branch (the same operations), but holds scores of one 16-key
-    // slice and reads Q from shared memory, a k-step per iteration of a
-    // run-time loop: the least code for ptxas (d=192 causal: 17% less
-    // ptxas time than 4 k-steps, with the K/V copies rolled too).
+    // slice and reads Q from shared memory in a run-time loop: the least
+    // code for ptxas. An iteration advances by whole swizzle groups (the
+    // fragment views stay; only their column moves): one k-step at up to
+    // one swizzle bit, 4 at three.
     l.qInRegisters = false;
-    l.qkStepsPerRolledIteration = 1;
-    l.qkRolledIterations = kStepsQK;
+    l.qkStepsPerRolledIteration = std::max(
+        1, (1 << l.swizzleBitsQK) * kSmemChunkElems / kMmaK);
+    l.qkRolledIterations = kStepsQK / l.qkStepsPerRolledIteration;
     l.estimatedRegisters =
         oRegs + l.mTilesPerWarp * (kQuickSliceKeys / kMmaN) * 4 + kOverheadRegs;
   }

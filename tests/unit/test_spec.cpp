@@ -718,8 +718,14 @@ TEST(ForwardLayout, QuickFormKeepsTheFullKernelsMemoryAndRescale) {
       EXPECT_EQ(quick.swizzleBitsV, full.swizzleBitsV);
       EXPECT_EQ(quick.rescaleOnNewMax, full.rescaleOnNewMax);
       EXPECT_FALSE(quick.qInRegisters);
-      EXPECT_EQ(quick.qkStepsPerRolledIteration, 1);
-      EXPECT_EQ(quick.qkRolledIterations, quick.paddedHeadDimQK / kMmaK);
+      // A rolled iteration moves the fragment views by whole swizzle groups
+      // (2^bits chunks), and the loop covers all k-steps it can.
+      const int groupElems = (1 << quick.swizzleBitsQK) * kSmemChunkElems;
+      EXPECT_EQ(quick.qkStepsPerRolledIteration * kMmaK % groupElems, 0);
+      EXPECT_EQ(quick.qkStepsPerRolledIteration,
+                std::max(1, groupElems / kMmaK));
+      EXPECT_EQ(quick.qkRolledIterations,
+                quick.paddedHeadDimQK / kMmaK / quick.qkStepsPerRolledIteration);
       EXPECT_LE(quick.estimatedRegisters, full.estimatedRegisters);
     }
 }

@@ -38,6 +38,7 @@
 #include "llvm/Support/MathExtras.h"
 
 #include <algorithm>
+#include <cassert>
 #include <array>
 #include <cmath>
 #include <limits>
@@ -1066,6 +1067,9 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
           if (rolledSteps > 0) {
             const int64_t stepCols =
                 int64_t{stepsPer} * kMmaK;
+            // The views hold for column offsets of whole swizzle groups.
+            assert(stepCols % kViews.groupElems == 0 &&
+                   (L.qInRegisters || stepCols % qViews.groupElems == 0));
             SmallVector<Value> last = x.runtimeLoop(
                 x.idx(0), x.idx(rolledSteps * kMmaK), stepCols, flatten(acc),
                 [&](Emitter &y, Value colOffset, ValueRange carriedAcc) {

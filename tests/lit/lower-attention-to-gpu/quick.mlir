@@ -1,9 +1,10 @@
-// RUN: flashjit-opt %s --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
+// RUN: flashjit-opt %s --split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
 
 // The quick form of d=192 causal (128x128, 8 warps of one m16 tile, one
 // stage): each K/V tile is visited in 16-key slices by two run-time loops.
-// Pass 1 computes a slice's scores (Q K^T as a run-time loop of 12 k-steps
-// over two key tiles: 2 MMAs an iteration) and folds its row maxima into
+// Pass 1 computes a slice's scores (Q K^T as a run-time loop of 3 x 4
+// k-steps, one swizzle group of 3 bits an iteration, over two key tiles: 8
+// MMAs an iteration) and folds its row maxima into
 // the running ones; pass 2 computes the scores again, their exponentials,
 // the row sums (one slice's tree, added to the running sum) and P V (24
 // column tiles: 24 MMAs). Then l = l * alpha + sum, and the next K and V
@@ -15,8 +16,8 @@
 // CHECK: gpu.barrier
 // Pass 1.
 // CHECK: %{{.*}}:2 = scf.for %{{.*}} = %c0 to %c128 step %c16 iter_args
-// CHECK: %{{.*}}:8 = scf.for %{{.*}} = %c0 to %c192 step %c16 iter_args
-// CHECK-COUNT-2: nvvm.mma.sync
+// CHECK: %{{.*}}:8 = scf.for %{{.*}} = %c0 to %c192 step %c64 iter_args
+// CHECK-COUNT-8: nvvm.mma.sync
 // CHECK-NOT: nvvm.mma.sync
 // CHECK: } {loop_annotation = #[[ANNOTATION]]}
 // CHECK: scf.if
@@ -28,8 +29,8 @@
 // CHECK: math.exp2
 // Pass 2: O (96 values) and the two row sums.
 // CHECK: %[[PASS2:.*]]:98 = scf.for %{{.*}} = %c0 to %c128 step %c16 iter_args
-// CHECK: %{{.*}}:8 = scf.for %{{.*}} = %c0 to %c192 step %c16 iter_args
-// CHECK-COUNT-2: nvvm.mma.sync
+// CHECK: %{{.*}}:8 = scf.for %{{.*}} = %c0 to %c192 step %c64 iter_args
+// CHECK-COUNT-8: nvvm.mma.sync
 // CHECK-NOT: nvvm.mma.sync
 // CHECK: } {loop_annotation = #[[ANNOTATION]]}
 // CHECK: scf.if
@@ -51,3 +52,15 @@
 // CHECK: nvgpu.device_async_copy
 // CHECK: } {loop_annotation = #[[ANNOTATION]]}
 flashjit.attention_fwd @quick arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 192, head_dim_v = 192, mask = "causal", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 128, warps = 8, stages = 1, quick = true>
+
+// -----
+
+// d=80 rows have one swizzle bit (groups of two 16-byte chunks, one k-step):
+// Q K^T's loop takes a k-step an iteration, 2 m16 tiles x 2 key tiles.
+// CHECK-LABEL: gpu.func @quick_one_bit
+// CHECK: scf.for %{{.*}} = %c0 to %c{{[0-9]+}} step %c16 iter_args
+// CHECK: %{{.*}}:16 = scf.for %{{.*}} = %c0 to %c80 step %c16 iter_args
+// CHECK-COUNT-4: nvvm.mma.sync
+// CHECK-NOT: nvvm.mma.sync
+// CHECK: } {loop_annotation
+flashjit.attention_fwd @quick_one_bit arch = "sm_90a" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 80, head_dim_v = 80, mask = "none", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2, quick = true>

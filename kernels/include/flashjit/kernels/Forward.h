@@ -89,7 +89,8 @@ struct ForwardLayout {
   /// run as a run-time loop of that many unrolled k-steps an iteration (the
   /// rest unrolled after it); 0: all unrolled. forwardLayout says where.
   int qkRolledIterations = 0;
-  /// kQkStepsPerRolledIteration in the full kernel, 1 in the quick form.
+  /// kQkStepsPerRolledIteration in the full kernel; in the quick form the
+  /// k-steps of one swizzle group (1 to 4).
   int qkStepsPerRolledIteration = kQkStepsPerRolledIteration;
   /// Rough count of 32-bit registers per thread the accumulators, the Q
   /// fragments and the scores need (the pruning estimate, not ptxas's count).
