@@ -7,6 +7,7 @@
 #include "flashjit/compiler/Pipeline.h"
 #include "flashjit/runtime/DiskCache.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -431,6 +432,14 @@ void Runtime::Impl::upgradeLater(std::string memoryKey, AttentionSpec spec,
                    kernel.message().c_str());
   };
   std::lock_guard<std::mutex> guard(upgradesMutex);
+  // Finished ones go (a long-lived process meets many specialisations).
+  upgrades.erase(
+      std::remove_if(upgrades.begin(), upgrades.end(),
+                     [](const std::future<void> &f) {
+                       return f.wait_for(std::chrono::seconds(0)) ==
+                              std::future_status::ready;
+                     }),
+      upgrades.end());
   upgrades.push_back(std::async(std::launch::async, std::move(task)));
 }
 
