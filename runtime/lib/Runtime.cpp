@@ -148,8 +148,8 @@ struct Runtime::Impl {
                                     const TileConfig &config);
   Expected<ModuleCache::Kernel> loadEntry(const CacheEntry &entry,
                                           LoadedKernel::Source source);
-  Expected<ModuleCache::Kernel> fullKernel(const AttentionSpec &spec,
-                                           const TileConfig &config);
+  Expected<ModuleCache::Kernel> cachedOrCompiled(const AttentionSpec &spec,
+                                                 const TileConfig &config);
   void upgradeLater(std::string memoryKey, AttentionSpec spec,
                     TileConfig config);
   void finishUpgrades() {
@@ -377,10 +377,11 @@ Runtime::Impl::loadEntry(const CacheEntry &entry, LoadedKernel::Source source) {
   return driver::loadKernel(*cu, context, entry.cubin, entry.meta, source);
 }
 
-/// The full kernel, from disk or compiled (and stored). The caller holds
-/// the context.
+/// The kernel of exactly `config`, from disk or compiled (and stored). The
+/// caller holds the context.
 Expected<ModuleCache::Kernel>
-Runtime::Impl::fullKernel(const AttentionSpec &spec, const TileConfig &config) {
+Runtime::Impl::cachedOrCompiled(const AttentionSpec &spec,
+                                const TileConfig &config) {
   const CacheKey key = cacheKey(spec, config);
   auto build = [&] { return compileEntry(spec, config); };
   auto fetch = [&](bool &fromDisk) {
@@ -418,7 +419,7 @@ void Runtime::Impl::upgradeLater(std::string memoryKey, AttentionSpec spec,
     driver::ScopedContext scope(*cu, context);
     Expected<ModuleCache::Kernel> kernel = Status::error("not built");
     try {
-      kernel = fullKernel(spec, config);
+      kernel = cachedOrCompiled(spec, config);
     } catch (const std::exception &e) {
       kernel = Status::error(e.what());
     }
@@ -433,13 +434,12 @@ void Runtime::Impl::upgradeLater(std::string memoryKey, AttentionSpec spec,
   };
   std::lock_guard<std::mutex> guard(upgradesMutex);
   // Finished ones go (a long-lived process meets many specialisations).
-  upgrades.erase(
-      std::remove_if(upgrades.begin(), upgrades.end(),
-                     [](const std::future<void> &f) {
-                       return f.wait_for(std::chrono::seconds(0)) ==
-                              std::future_status::ready;
-                     }),
-      upgrades.end());
+  upgrades.erase(std::remove_if(upgrades.begin(), upgrades.end(),
+                                [](const std::future<void> &f) {
+                                  return f.wait_for(std::chrono::seconds(0)) ==
+                                         std::future_status::ready;
+                                }),
+                 upgrades.end());
   upgrades.push_back(std::async(std::launch::async, std::move(task)));
 }
 
@@ -452,17 +452,19 @@ Expected<ModuleCache::Kernel> Runtime::kernelFor(const AttentionSpec &spec,
     Impl &rt = *impl_;
     driver::ScopedContext scope(*rt.cu, rt.context);
     if (!allowQuick || !rt.quickFirst || config.quick)
-      return rt.fullKernel(spec, config);
+      return rt.cachedOrCompiled(spec, config);
     // A valid disk entry is a disk hit, not a cold miss (an invalid one is
     // rebuilt, with its warning, by the full compile below).
     if (rt.disk)
-      if (std::optional<CacheEntry> entry = rt.disk->load(rt.cacheKey(spec, config))) {
+      if (std::optional<CacheEntry> entry =
+              rt.disk->load(rt.cacheKey(spec, config))) {
         auto kernel = rt.loadEntry(*entry, LoadedKernel::Source::Disk);
         if (kernel) {
           ++rt.diskHits;
           return kernel;
         }
-        return rt.fullKernel(spec, config); // refused: rebuilt with a warning
+        return rt.cachedOrCompiled(spec,
+                                   config); // refused: rebuilt with a warning
       }
     // The full kernel compiles on another thread meanwhile, and replaces
     // the quick form once loaded.
@@ -478,7 +480,7 @@ Expected<ModuleCache::Kernel> Runtime::kernelFor(const AttentionSpec &spec,
     }();
     if (!kernel) { // the full kernel's own result (or error) is the one to see
       rt.finishUpgrades();
-      return rt.fullKernel(spec, config);
+      return rt.cachedOrCompiled(spec, config);
     }
     ++rt.quickCompiles;
     return kernel;

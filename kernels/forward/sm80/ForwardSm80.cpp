@@ -17,6 +17,10 @@
 //     O  = O * alpha + P V            (P from registers, ldmatrix.trans V)
 //   O /= l ; LSE = (m + log2 l) / log2(e) ; masked store of exactly head_dim
 //
+// The quick form (TileConfig::quick) does the same per K/V tile in 16-key
+// slices, in run-time loops: row maxima first, then the scores again for P,
+// row sums and P V; bitwise the same results from about half the PTX.
+//
 // Causal CTAs map their index so that the longest (last) row blocks start
 // first (ctaCoordinates). One warp owns 16 * mTiles query rows; fragment
 // layouts are those of PTX's mma.m16n8k16 (lane = 4 * group +
