@@ -87,6 +87,29 @@ TEST(ModuleCache, AThrowingBuilderBecomesAnError) {
   EXPECT_NE(r.message().find("boom"), std::string::npos);
 }
 
+// A full kernel replaces its quick form: later lookups get it without a
+// build, while a caller still holding the quick form keeps it alive.
+TEST(ModuleCache, PutReplacesTheKernelOfAKey) {
+  ModuleCache cache;
+  auto quick = cache.getOrBuild(
+      "key", []() -> Expected<ModuleCache::Kernel> { return fakeKernel("quick"); });
+  ASSERT_TRUE(quick);
+  cache.put("key", fakeKernel("full"));
+  int builds = 0;
+  auto later = cache.getOrBuild("key", [&]() -> Expected<ModuleCache::Kernel> {
+    ++builds;
+    return fakeKernel("rebuilt");
+  });
+  ASSERT_TRUE(later);
+  EXPECT_EQ((*later)->name, "full");
+  EXPECT_EQ(builds, 0);
+  EXPECT_EQ((*quick)->name, "quick");
+  EXPECT_EQ(cache.size(), 1u);
+  // A key nobody built yet can be put too.
+  cache.put("other", fakeKernel("other"));
+  EXPECT_EQ(cache.size(), 2u);
+}
+
 TEST(ModuleCache, ClearRunsTheDeleters) {
   ModuleCache cache;
   int unloaded = 0;
