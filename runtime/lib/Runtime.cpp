@@ -541,6 +541,11 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
   if (kernel && fullKernel && (*kernel)->source == LoadedKernel::Source::Quick) {
     impl_->finishUpgrades();
     kernel = kernelFor(plan.spec, plan.config, packedSpec, /*allowQuick=*/false);
+    if (kernel && (*kernel)->source == LoadedKernel::Source::Quick) {
+      // The background compile failed (and warned): its error, here.
+      driver::ScopedContext scope(*impl_->cu, impl_->context);
+      kernel = impl_->cachedOrCompiled(plan.spec, plan.config);
+    }
   }
   if (!kernel)
     return kernel.status();
