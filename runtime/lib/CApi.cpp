@@ -171,16 +171,50 @@ void flashjit_forward_args_init(flashjit_forward_args *args) {
   args->window_left = args->window_right = -1;
 }
 
+void flashjit_runtime_options_init(flashjit_runtime_options *options) {
+  if (!options)
+    return;
+  std::memset(options, 0, sizeof *options);
+  const flashjit::RuntimeOptions defaults;
+  options->device = defaults.device;
+  options->disk_cache = defaults.diskCache;
+  options->use_tuned = defaults.useTuned;
+  options->quick_first = defaults.quickFirst;
+}
+
 flashjit_status flashjit_runtime_create(int device, flashjit_runtime **out) {
+  flashjit_runtime_options options;
+  flashjit_runtime_options_init(&options);
+  options.device = device;
+  return flashjit_runtime_create_with_options(&options, out);
+}
+
+flashjit_status
+flashjit_runtime_create_with_options(const flashjit_runtime_options *options,
+                                     flashjit_runtime **out) {
   return guarded([&] {
     if (!out)
       return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "out must not be NULL");
     *out = nullptr;
+    if (!options)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "options must not be NULL");
+    flashjit::RuntimeOptions o;
+    for (auto [name, value, to] :
+         {std::tuple{"disk_cache", options->disk_cache, &o.diskCache},
+          std::tuple{"use_tuned", options->use_tuned, &o.useTuned},
+          std::tuple{"quick_first", options->quick_first, &o.quickFirst}}) {
+      if (value != 0 && value != 1)
+        return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+                    std::string(name) + " must be 0 or 1, got " +
+                        std::to_string(value));
+      *to = value == 1;
+    }
+    o.device = options->device;
+    if (options->cache_dir)
+      o.cacheDirectory = options->cache_dir;
     if (flashjit::Status s = flashjit::driverStatus(); !s)
       return fail(FLASHJIT_ERROR_NO_DRIVER, s.message());
-    flashjit::RuntimeOptions options;
-    options.device = device;
-    auto runtime = flashjit::Runtime::create(options);
+    auto runtime = flashjit::Runtime::create(o);
     if (!runtime)
       return fail(FLASHJIT_ERROR_DEVICE, runtime.message());
     *out = new flashjit_runtime{std::move(*runtime)};
@@ -230,6 +264,15 @@ flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
       return fail(FLASHJIT_ERROR_COMPILE, plan.message());
     if (flashjit::Status s = runtime.launch(*plan, stream); !s)
       return fail(FLASHJIT_ERROR_LAUNCH, s.message());
+    return FLASHJIT_SUCCESS;
+  });
+}
+
+flashjit_status flashjit_finish_compiles(flashjit_runtime *rt) {
+  return guarded([&] {
+    if (!rt)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "rt must not be NULL");
+    rt->runtime->finishCompiles();
     return FLASHJIT_SUCCESS;
   });
 }

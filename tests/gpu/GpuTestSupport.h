@@ -25,6 +25,30 @@
 
 namespace flashjit::test {
 
+/// A fresh temporary directory, removed with everything in it at scope exit
+/// (empty path() if it could not be made).
+class TempDir {
+public:
+  explicit TempDir(const char *prefix) {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / (std::string(prefix) + "-XXXXXX"))
+            .string();
+    if (::mkdtemp(tmpl.data()))
+      path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty())
+      std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir &) = delete;
+  TempDir &operator=(const TempDir &) = delete;
+  const std::string &path() const { return path_; }
+
+private:
+  std::string path_;
+};
+
 /// The process-wide runtime, or why there is none.
 struct GpuEnv {
   Runtime *runtime = nullptr;
@@ -38,19 +62,8 @@ inline const GpuEnv &gpuEnv() {
     if (const char *dir = std::getenv("FLASHJIT_TEST_CACHE_DIR"); dir && *dir) {
       e.cacheDir = dir;
     } else {
-      std::string tmpl =
-          (std::filesystem::temp_directory_path() / "flashjit-gpu-test-XXXXXX")
-              .string();
-      if (::mkdtemp(tmpl.data())) {
-        e.cacheDir = tmpl;
-        static struct Remover {
-          std::string dir;
-          ~Remover() {
-            std::error_code ec;
-            std::filesystem::remove_all(dir, ec);
-          }
-        } remover{tmpl};
-      }
+      static const TempDir tmp("flashjit-gpu-test");
+      e.cacheDir = tmp.path();
     }
     RuntimeOptions options;
     options.cacheDirectory = e.cacheDir;

@@ -176,13 +176,9 @@ TEST(Runtime, CorruptDiskEntryIsRebuiltNotUsed) {
 /// next process. Explicit tiles, and quickFirst off, get the full kernel.
 TEST(Runtime, ColdMissRunsTheQuickFormUntilTheFullKernelLoads) {
   FLASHJIT_REQUIRE_GPU();
-  std::string dir =
-      (std::filesystem::temp_directory_path() / "flashjit-quick-XXXXXX").string();
-  ASSERT_TRUE(::mkdtemp(dir.data()));
-  struct Remove {
-    std::string dir;
-    ~Remove() { std::filesystem::remove_all(dir); }
-  } remove{dir};
+  const TempDir tmp("flashjit-quick");
+  const std::string &dir = tmp.path();
+  ASSERT_FALSE(dir.empty());
   // Inputs, buffers and the full kernel's output, through the suite's
   // runtime (the same primary context).
   ForwardProblem p =
@@ -265,6 +261,38 @@ TEST(Runtime, TimingWithEvents) {
   EXPECT_LT(*ms, 1000.0f);
 }
 
+namespace {
+/// The C API's arguments for a dense problem with device buffers.
+flashjit_forward_args cArgsOf(const ForwardProblem &d) {
+  flashjit_forward_args a;
+  flashjit_forward_args_init(&a);
+  a.q = d.q;
+  a.k = d.k;
+  a.v = d.v;
+  a.o = d.o;
+  a.lse = d.lse;
+  a.dtype = d.dtype == DType::F16 ? FLASHJIT_FP16 : FLASHJIT_BF16;
+  a.mask = static_cast<int32_t>(d.mask);
+  a.batch = d.batch;
+  a.heads_q = d.headsQ;
+  a.heads_kv = d.headsKV;
+  a.seqlen_q = d.seqlenQ;
+  a.seqlen_k = d.seqlenK;
+  a.head_dim_qk = d.headDimQK;
+  a.head_dim_v = d.headDimV;
+  const Strides *from[] = {&d.qStrides, &d.kStrides, &d.vStrides, &d.oStrides};
+  int64_t *to[] = {a.q_strides, a.k_strides, a.v_strides, a.o_strides};
+  for (int t = 0; t < 4; ++t) {
+    to[t][0] = from[t]->batch;
+    to[t][1] = from[t]->head;
+    to[t][2] = from[t]->row;
+  }
+  a.lse_strides[0] = d.lseBatchStride;
+  a.lse_strides[1] = d.lseHeadStride;
+  return a;
+}
+} // namespace
+
 TEST(CApi, ForwardThroughTheCInterface) {
   FLASHJIT_REQUIRE_GPU();
   // The C runtime uses the default cache directory: point it at the tests'.
@@ -283,30 +311,7 @@ TEST(CApi, ForwardThroughTheCInterface) {
   ASSERT_TRUE(runtime().fill16(d.o, kPoison16, run.o.size()).isOk());
   ASSERT_TRUE(runtime().fill32(d.lse, kPoison32, run.lse.size()).isOk());
 
-  flashjit_forward_args a;
-  flashjit_forward_args_init(&a);
-  a.q = d.q;
-  a.k = d.k;
-  a.v = d.v;
-  a.o = d.o;
-  a.lse = d.lse;
-  a.dtype = FLASHJIT_FP16;
-  a.mask = FLASHJIT_MASK_CAUSAL;
-  a.batch = d.batch;
-  a.heads_q = d.headsQ;
-  a.heads_kv = d.headsKV;
-  a.seqlen_q = d.seqlenQ;
-  a.seqlen_k = d.seqlenK;
-  a.head_dim_qk = d.headDimQK;
-  const Strides *from[] = {&d.qStrides, &d.kStrides, &d.vStrides, &d.oStrides};
-  int64_t *to[] = {a.q_strides, a.k_strides, a.v_strides, a.o_strides};
-  for (int t = 0; t < 4; ++t) {
-    to[t][0] = from[t]->batch;
-    to[t][1] = from[t]->head;
-    to[t][2] = from[t]->row;
-  }
-  a.lse_strides[0] = d.lseBatchStride;
-  a.lse_strides[1] = d.lseHeadStride;
+  flashjit_forward_args a = cArgsOf(d);
   ASSERT_EQ(flashjit_attention_forward(crt, &a, nullptr), FLASHJIT_SUCCESS)
       << flashjit_last_error();
   ASSERT_TRUE(runtime().synchronize().isOk());
@@ -329,4 +334,45 @@ TEST(CApi, ForwardThroughTheCInterface) {
   EXPECT_NE(std::string(flashjit_last_error()).find("block_m"),
             std::string::npos);
   flashjit_runtime_destroy(crt);
+}
+
+/// Options through the C API: a cold miss with quick_first launches the quick
+/// form, flashjit_finish_compiles swaps in the full kernel; both give the
+/// suite's full kernel's output bit for bit, as does quick_first = 0.
+TEST(CApi, QuickFirstAndFinishCompiles) {
+  FLASHJIT_REQUIRE_GPU();
+  ForwardProblem p =
+      denseProblem(DType::BF16, MaskMode::None, 1, 4, 2, 200, 257, 80, 80);
+  ForwardRun full;
+  ASSERT_TRUE(runForward(p, 22, true, full).isOk());
+  const ForwardProblem &d = full.problem;
+  const flashjit_forward_args a = cArgsOf(d);
+  auto outputOf = [&](flashjit_runtime *crt) {
+    std::vector<uint16_t> o(full.o.size(), 0);
+    EXPECT_TRUE(runtime().fill16(d.o, kPoison16, o.size()).isOk());
+    EXPECT_EQ(flashjit_attention_forward(crt, &a, nullptr), FLASHJIT_SUCCESS)
+        << flashjit_last_error();
+    EXPECT_TRUE(runtime().synchronize().isOk());
+    EXPECT_TRUE(runtime().copyToHost(o.data(), d.o, o.size() * 2).isOk());
+    return o;
+  };
+  for (int32_t quickFirst : {1, 0}) {
+    SCOPED_TRACE("quick_first = " + std::to_string(quickFirst));
+    const TempDir dir("flashjit-capi");
+    ASSERT_FALSE(dir.path().empty());
+    flashjit_runtime_options options;
+    flashjit_runtime_options_init(&options);
+    options.cache_dir = dir.path().c_str();
+    options.quick_first = quickFirst;
+    flashjit_runtime *crt = nullptr;
+    ASSERT_EQ(flashjit_runtime_create_with_options(&options, &crt),
+              FLASHJIT_SUCCESS)
+        << flashjit_last_error();
+    EXPECT_EQ(outputOf(crt), full.o); // cold: the quick form when quick_first
+    ASSERT_EQ(flashjit_finish_compiles(crt), FLASHJIT_SUCCESS);
+    EXPECT_EQ(outputOf(crt), full.o); // the full kernel
+    flashjit_runtime_destroy(crt);
+    // Both runtimes stored the full kernel in their own directory.
+    EXPECT_FALSE(std::filesystem::is_empty(dir.path()));
+  }
 }

@@ -208,6 +208,46 @@ TEST(CApi, NullArgumentsAreInvalidNotFatal) {
   EXPECT_NE(std::strstr(flashjit_last_error(), "rt must not be NULL"), nullptr);
 }
 
+TEST(CApi, RuntimeOptionsDefaultToTheCxxOnesAndAreChecked) {
+  flashjit_runtime_options options;
+  std::memset(&options, 0x7f, sizeof options);
+  flashjit_runtime_options_init(&options);
+  const RuntimeOptions cxx;
+  EXPECT_EQ(options.device, cxx.device);
+  EXPECT_EQ(options.disk_cache, 1);
+  EXPECT_EQ(options.use_tuned, 1);
+  EXPECT_EQ(options.quick_first, 1);
+  EXPECT_EQ(options.cache_dir, nullptr);
+
+  flashjit_runtime *rt = reinterpret_cast<flashjit_runtime *>(0x1);
+  EXPECT_EQ(flashjit_runtime_create_with_options(nullptr, &rt),
+            FLASHJIT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(rt, nullptr);
+  EXPECT_NE(std::strstr(flashjit_last_error(), "options must not be NULL"),
+            nullptr);
+  // Flags are checked before the driver is looked for.
+  for (auto [flag, name] :
+       {std::pair{&flashjit_runtime_options::disk_cache, "disk_cache"},
+        std::pair{&flashjit_runtime_options::use_tuned, "use_tuned"},
+        std::pair{&flashjit_runtime_options::quick_first, "quick_first"}}) {
+    flashjit_runtime_options bad = options;
+    bad.*flag = 2;
+    EXPECT_EQ(flashjit_runtime_create_with_options(&bad, &rt),
+              FLASHJIT_ERROR_INVALID_ARGUMENT);
+    EXPECT_EQ(std::string(flashjit_last_error()),
+              std::string(name) + " must be 0 or 1, got 2");
+  }
+  EXPECT_EQ(flashjit_finish_compiles(nullptr),
+            FLASHJIT_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::strstr(flashjit_last_error(), "rt must not be NULL"), nullptr);
+  if (!haveDriver()) {
+    options.quick_first = 0;
+    options.cache_dir = "/nonexistent";
+    EXPECT_EQ(flashjit_runtime_create_with_options(&options, &rt),
+              FLASHJIT_ERROR_NO_DRIVER);
+  }
+}
+
 TEST(CApi, LastErrorIsPerThread) {
   EXPECT_EQ(flashjit_runtime_create(0, nullptr),
             FLASHJIT_ERROR_INVALID_ARGUMENT);

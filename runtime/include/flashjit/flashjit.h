@@ -123,8 +123,35 @@ typedef struct flashjit_forward_args {
  *  to be set. */
 void flashjit_forward_args_init(flashjit_forward_args *args);
 
-/** Creates a runtime on CUDA device `device`; *out is NULL on failure. */
+/** How a runtime compiles and caches; flashjit_runtime_options_init sets
+ *  the defaults that flashjit_runtime_create uses. Flags are 0 or 1. */
+typedef struct flashjit_runtime_options {
+  int32_t device; /**< CUDA device ordinal (init: 0) */
+  /** 1 (init): keep compiled kernels on disk across processes. */
+  int32_t disk_cache;
+  /** The disk cache directory; NULL (init): $FLASHJIT_CACHE_DIR, else
+   *  $XDG_CACHE_HOME/flashjit, else ~/.cache/flashjit. Copied at create. */
+  const char *cache_dir;
+  /** 1 (init): take tile configs from the tune database (tune.json in the
+   *  cache directory, written by `flashjit tune`). */
+  int32_t use_tuned;
+  /** 1 (init): on a cold miss, launch the kernel's quick form (bitwise the
+   *  same results, about half the compile time, about half the speed) while
+   *  the full kernel compiles on another thread; later calls get the full
+   *  kernel once it is loaded. 0: a cold miss waits for the full kernel. */
+  int32_t quick_first;
+} flashjit_runtime_options;
+
+/** Sets the defaults documented on each field. */
+void flashjit_runtime_options_init(flashjit_runtime_options *options);
+
+/** Creates a runtime on CUDA device `device` with the default options;
+ *  *out is NULL on failure. */
 flashjit_status flashjit_runtime_create(int device, flashjit_runtime **out);
+/** Creates a runtime with `options`; *out is NULL on failure. */
+flashjit_status
+flashjit_runtime_create_with_options(const flashjit_runtime_options *options,
+                                     flashjit_runtime **out);
 /** Destroys a runtime (NULL is ignored). Kernels it launched must be done. */
 void flashjit_runtime_destroy(flashjit_runtime *rt);
 
@@ -133,6 +160,12 @@ void flashjit_runtime_destroy(flashjit_runtime *rt);
 flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
                                            const flashjit_forward_args *args,
                                            void *stream);
+
+/** Waits until the full kernels compiling behind quick forms (quick_first)
+ *  are loaded, so that the next calls launch them: before timing kernels. A
+ *  background compile that failed is reported by the next forward call of
+ *  its specialisation, which compiles it once more. */
+flashjit_status flashjit_finish_compiles(flashjit_runtime *rt);
 
 /** The message of the last failed call on this thread ("" if none). Valid
  *  until the next flashjit call on this thread. */
