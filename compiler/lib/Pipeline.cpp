@@ -187,6 +187,7 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
   art.threadsPerBlock = layout.threads;
   art.sharedMemBytes = layout.sharedMemBytes;
   art.blockM = config.blockM;
+  art.ptxasOptLevel = config.quick ? kQuickPtxasOptLevel : kPtxasOptLevel;
   // Records the stage's time and, only when asked for, its text (printing a
   // large module costs as much as a pass). True when compile() stops here.
   auto stageStart = std::chrono::steady_clock::now();

@@ -1,7 +1,10 @@
 //===- Module.cpp - cuLink, cuModuleLoadData and function attributes ------===//
 #include "Module.h"
 
+#include "flashjit/kernels/Forward.h"
+
 #include <cstdint>
+#include <iterator>
 #include <vector>
 
 namespace flashjit::driver {
@@ -20,17 +23,22 @@ std::string trimmed(const std::vector<char> &log) {
 } // namespace
 
 Expected<std::string> linkPtx(const Api &cu, const std::string &ptx,
-                              const std::string &name) {
+                              const std::string &name, int optLevel) {
   std::vector<char> infoLog(kJitLogBytes, '\0'), errorLog(kJitLogBytes, '\0');
   CUjit_option options[] = {
       CU_JIT_INFO_LOG_BUFFER, CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
-      CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+      CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+      CU_JIT_OPTIMIZATION_LEVEL};
+  // Below ptxas's default only: the JIT's own default is its highest level.
+  const unsigned numOptions = optLevel < kPtxasOptLevel
+                                  ? std::size(options)
+                                  : std::size(options) - 1;
   void *values[] = {
       infoLog.data(), reinterpret_cast<void *>(uintptr_t(kJitLogBytes - 1)),
-      errorLog.data(), reinterpret_cast<void *>(uintptr_t(kJitLogBytes - 1))};
+      errorLog.data(), reinterpret_cast<void *>(uintptr_t(kJitLogBytes - 1)),
+      reinterpret_cast<void *>(uintptr_t(optLevel))};
   CUlinkState state = nullptr;
-  if (Status s = check(cu.cuLinkCreate_v2(sizeof options / sizeof options[0],
-                                          options, values, &state),
+  if (Status s = check(cu.cuLinkCreate_v2(numOptions, options, values, &state),
                        "cuLinkCreate");
       !s)
     return s;

@@ -17,9 +17,10 @@
 namespace flashjit::driver {
 
 /// Compiles PTX to a cubin for the current context's device with the
-/// driver's cuLink API. On failure the message holds the JIT error log.
+/// driver's cuLink API at ptxas level `optLevel` (0-3, as `ptxas -O<n>`).
+/// On failure the message holds the JIT error log.
 Expected<std::string> linkPtx(const Api &cu, const std::string &ptx,
-                              const std::string &name);
+                              const std::string &name, int optLevel);
 
 /// Loads a cubin into `ctx`, finds meta.kernelName, opts it into
 /// meta.sharedMemBytes of dynamic shared memory and checks that its register

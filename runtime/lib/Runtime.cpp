@@ -356,7 +356,8 @@ Expected<CacheEntry> Runtime::Impl::compileEntry(const AttentionSpec &spec,
   if (!artifact)
     return artifact.status();
   const auto t1 = Clock::now();
-  auto cubin = driver::linkPtx(*cu, artifact->ptx, artifact->kernelName);
+  auto cubin = driver::linkPtx(*cu, artifact->ptx, artifact->kernelName,
+                               artifact->ptxasOptLevel);
   jitUs += micros(t1);
   if (!cubin)
     return cubin.status();

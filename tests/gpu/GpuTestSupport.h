@@ -14,6 +14,8 @@
 #include "flashjit/kernels/Reference.h"
 #include "flashjit/runtime/Runtime.h"
 
+#include "Subprocess.h" // test_support::TempDir
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -24,30 +26,6 @@
 #include <vector>
 
 namespace flashjit::test {
-
-/// A fresh temporary directory, removed with everything in it at scope exit
-/// (empty path() if it could not be made).
-class TempDir {
-public:
-  explicit TempDir(const char *prefix) {
-    std::string tmpl =
-        (std::filesystem::temp_directory_path() / (std::string(prefix) + "-XXXXXX"))
-            .string();
-    if (::mkdtemp(tmpl.data()))
-      path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty())
-      std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir &) = delete;
-  TempDir &operator=(const TempDir &) = delete;
-  const std::string &path() const { return path_; }
-
-private:
-  std::string path_;
-};
 
 /// The process-wide runtime, or why there is none.
 struct GpuEnv {
@@ -62,8 +40,8 @@ inline const GpuEnv &gpuEnv() {
     if (const char *dir = std::getenv("FLASHJIT_TEST_CACHE_DIR"); dir && *dir) {
       e.cacheDir = dir;
     } else {
-      static const TempDir tmp("flashjit-gpu-test");
-      e.cacheDir = tmp.path();
+      static const test_support::TempDir tmp("flashjit-gpu-test");
+      e.cacheDir = tmp.path().string();
     }
     RuntimeOptions options;
     options.cacheDirectory = e.cacheDir;

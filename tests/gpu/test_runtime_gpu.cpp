@@ -176,8 +176,8 @@ TEST(Runtime, CorruptDiskEntryIsRebuiltNotUsed) {
 /// next process. Explicit tiles, and quickFirst off, get the full kernel.
 TEST(Runtime, ColdMissRunsTheQuickFormUntilTheFullKernelLoads) {
   FLASHJIT_REQUIRE_GPU();
-  const TempDir tmp("flashjit-quick");
-  const std::string &dir = tmp.path();
+  const test_support::TempDir tmp("flashjit-quick");
+  const std::string dir = tmp.path().string();
   ASSERT_FALSE(dir.empty());
   // Inputs, buffers and the full kernel's output, through the suite's
   // runtime (the same primary context).
@@ -358,11 +358,12 @@ TEST(CApi, QuickFirstAndFinishCompiles) {
   };
   for (int32_t quickFirst : {1, 0}) {
     SCOPED_TRACE("quick_first = " + std::to_string(quickFirst));
-    const TempDir dir("flashjit-capi");
+    const test_support::TempDir dir("flashjit-capi");
     ASSERT_FALSE(dir.path().empty());
+    const std::string dirName = dir.path().string();
     flashjit_runtime_options options;
     flashjit_runtime_options_init(&options);
-    options.cache_dir = dir.path().c_str();
+    options.cache_dir = dirName.c_str();
     options.quick_first = quickFirst;
     flashjit_runtime *crt = nullptr;
     ASSERT_EQ(flashjit_runtime_create_with_options(&options, &crt),

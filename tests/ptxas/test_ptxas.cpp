@@ -112,7 +112,7 @@ struct Assembled {
 };
 
 /// Compiles `spec` with `config` for `arch` and assembles the PTX with
-/// `ptxas -arch=<arch> -v`. `art` receives the artifact when non-null.
+/// `ptxas -arch=<arch> -O<level> -v`, at the level the runtime's JIT uses. `art` receives the artifact when non-null.
 Assembled assemble(const std::string &ptxas, const AttentionSpec &spec,
                    const TileConfig &config, Arch arch,
                    Artifact *artOut = nullptr) {
@@ -145,8 +145,9 @@ Assembled assemble(const std::string &ptxas, const AttentionSpec &spec,
     }
   }
   flashjit::test_support::ProcessResult r = flashjit::test_support::runProcess(
-      {ptxas, "-arch=" + std::string(toString(arch)), "-v", ptxFile.string(),
-       "-o", cubin.string()});
+      {ptxas, "-arch=" + std::string(toString(arch)),
+       "-O" + std::to_string(art->ptxasOptLevel), "-v", ptxFile.string(), "-o",
+       cubin.string()});
   const std::string log = r.all();
   a.ptxasLog = log;
   if (r.exitCode != 0) {

@@ -730,6 +730,21 @@ TEST(ForwardLayout, QuickFormKeepsTheFullKernelsMemoryAndRescale) {
     }
 }
 
+// The quick form is assembled at a lower ptxas level (it is there to be
+// ready soon); the full kernel at ptxas's default.
+TEST(Compile, QuickFormTakesTheLowerPtxasLevel) {
+  AttentionSpec spec = specWithHeadDim(64);
+  TileConfig config = defaultTileConfig(spec, Arch::Sm90a);
+  auto full = compile(spec, config, Arch::Sm90a);
+  ASSERT_TRUE(full) << full.message();
+  EXPECT_EQ(full->ptxasOptLevel, 3);
+  config.quick = true;
+  auto quick = compile(spec, config, Arch::Sm90a);
+  ASSERT_TRUE(quick) << quick.message();
+  EXPECT_EQ(quick->ptxasOptLevel, kQuickPtxasOptLevel);
+  EXPECT_LT(kQuickPtxasOptLevel, kPtxasOptLevel);
+}
+
 // The swizzle's two promises, on a model of shared memory (32 banks of 4
 // bytes, 16-byte chunks): the 8 rows one ldmatrix matrix reads, at the same
 // logical chunk, sit in 8 different bank groups; and the 8 consecutive

@@ -41,6 +41,9 @@ struct Artifact {
   int threadsPerBlock = 0;
   int sharedMemBytes = 0;    ///< dynamic shared memory to request at launch
   int blockM = 0;            ///< query rows per CTA (grid.x = ceil(sq/blockM))
+  /// What to assemble the PTX with: `ptxas -O<n>`, the driver JIT's
+  /// CU_JIT_OPTIMIZATION_LEVEL (3: the default of both).
+  int ptxasOptLevel = 3;
   /// Text of the kept stages, in pipeline order.
   std::vector<std::pair<Stage, std::string>> stageText;
   /// Wall time of each stage that ran, in milliseconds, in pipeline order.

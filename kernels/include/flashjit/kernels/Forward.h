@@ -60,6 +60,15 @@ inline constexpr int kQkStepsPerRolledIteration = 4;
 /// one k-step of P V, two n8 score tiles.
 inline constexpr int kQuickSliceKeys = kMmaK;
 
+/// ptxas optimisation level (as `ptxas -O<n>`, the driver JIT's
+/// CU_JIT_OPTIMIZATION_LEVEL) of the full kernels (ptxas's default, the
+/// JIT's highest level) and of the quick form. The
+/// quick form is there to be ready soon, and every floating-point operation
+/// of the PTX carries a rounding mode (.rn, or ex2.approx), which ptxas may
+/// neither fuse nor reorder at any level: the same results at 1.
+inline constexpr int kPtxasOptLevel = 3;
+inline constexpr int kQuickPtxasOptLevel = 1;
+
 /// Shared-memory and register layout of one forward kernel.
 struct ForwardLayout {
   int paddedHeadDimQK = 0; ///< head_dim_qk rounded up to kMmaK
