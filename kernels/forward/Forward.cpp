@@ -28,15 +28,25 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   const int eb = elementBytes(spec.dtype);
   l.paddedHeadDimQK = roundUp(spec.headDimQK, kMmaK);
   l.paddedHeadDimV = roundUp(spec.headDimV, kMmaK);
-  l.threads = c.warps * kWarpSize;
-  l.rowsPerWarp = c.warps > 0 ? c.blockM / c.warps : 0;
-  l.mTilesPerWarp = l.rowsPerWarp / kMmaM;
   // 32-bit registers: O accumulators (4 per m16n8 tile), scores, Q fragments
   // (4 per m16k16 tile), plus the softmax state and addressing.
+  constexpr int kOverheadRegs = 40;
+  // The quick form gives each warp one m16 tile of the CTA's rows, as long
+  // as every thread can still have all 255 registers: half the
+  // accumulators per thread at 2 tiles, which ptxas allocates in less time.
+  // A row's operations do not depend on which warp computes it.
+  const int oneTileWarps = c.blockM / kMmaM;
+  const int warps = c.quick && oneTileWarps * kWarpSize *
+                                       kMaxRegistersPerThread <=
+                                   kRegisterFileSize
+                        ? oneTileWarps
+                        : c.warps;
+  l.threads = warps * kWarpSize;
+  l.rowsPerWarp = warps > 0 ? c.blockM / warps : 0;
+  l.mTilesPerWarp = l.rowsPerWarp / kMmaM;
   const int oRegs = l.mTilesPerWarp * (l.paddedHeadDimV / kMmaN) * 4;
   const int sRegs = l.mTilesPerWarp * (c.blockN / kMmaN) * 4;
   const int qRegs = l.mTilesPerWarp * (l.paddedHeadDimQK / kMmaK) * 4;
-  constexpr int kOverheadRegs = 40;
   // Past this, keeping Q in registers makes ptxas spill (seen at d=256).
   // Narrow copies keep more addresses live (one per 2- or 4-byte chunk), so
   // they leave less room for Q (budgets from the ptxas sweep of d=1..256).
@@ -85,12 +95,11 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
       kStepsQK >= 2 * kQkStepsPerRolledIteration)
     l.qkRolledIterations = kStepsQK / kQkStepsPerRolledIteration;
   if (c.quick) {
-    // The quick form keeps the full kernel's shared memory, swizzle and
-    // rescale branch (the same operations), but holds scores of one 16-key
-    // slice and reads Q from shared memory in a run-time loop: the least
-    // code for ptxas. An iteration advances by whole swizzle groups (the
-    // fragment views stay; only their column moves): one k-step at up to
-    // one swizzle bit, 4 at three.
+    // The quick form holds scores of one 16-key slice and reads Q from
+    // shared memory in a run-time loop: the least code for ptxas. An
+    // iteration advances by whole swizzle groups (the fragment views stay;
+    // only their column moves): one k-step at up to one swizzle bit, 4 at
+    // three.
     l.qInRegisters = false;
     l.qkStepsPerRolledIteration = std::max(
         1, (1 << l.swizzleBitsQK) * kSmemChunkElems / kMmaK);

@@ -701,9 +701,10 @@ TEST(ForwardLayout, RollsQKWhereTwoTileWarpsReadQFromPaddedRows) {
   EXPECT_EQ(layoutOf(96, {128, 64, 4, 2}, MaskMode::Causal).qkRolledIterations, 0);
 }
 
-// The quick form keeps what decides its operations (shared memory, swizzle,
-// the rescale branch) and rolls Q K^T a k-step an iteration.
-TEST(ForwardLayout, QuickFormKeepsTheFullKernelsMemoryAndRescale) {
+// The quick form gives each warp one m16 tile of the same CTA rows (a row's
+// operations do not depend on its warp) while every thread may still use
+// 255 registers, and rolls Q K^T by whole swizzle groups.
+TEST(ForwardLayout, QuickFormTakesOneRowTilePerWarp) {
   for (int d : {1, 33, 64, 100, 128, 192, 256})
     for (MaskMode mask : {MaskMode::None, MaskMode::Causal}) {
       AttentionSpec spec = specWithHeadDim(d);
@@ -713,10 +714,10 @@ TEST(ForwardLayout, QuickFormKeepsTheFullKernelsMemoryAndRescale) {
       config.quick = true;
       const ForwardLayout quick = forwardLayout(spec, config);
       SCOPED_TRACE("d=" + std::to_string(d));
-      EXPECT_EQ(quick.sharedMemBytes, full.sharedMemBytes);
-      EXPECT_EQ(quick.pitchQK, full.pitchQK);
-      EXPECT_EQ(quick.swizzleBitsV, full.swizzleBitsV);
-      EXPECT_EQ(quick.rescaleOnNewMax, full.rescaleOnNewMax);
+      EXPECT_EQ(quick.mTilesPerWarp, 1);
+      EXPECT_EQ(quick.threads, config.blockM / kMmaM * kWarpSize);
+      EXPECT_LE(quick.threads * kMaxRegistersPerThread, kRegisterFileSize);
+      EXPECT_LE(quick.sharedMemBytes, full.sharedMemBytes);
       EXPECT_FALSE(quick.qInRegisters);
       // A rolled iteration moves the fragment views by whole swizzle groups
       // (2^bits chunks), and the loop covers all k-steps it can.
@@ -726,8 +727,14 @@ TEST(ForwardLayout, QuickFormKeepsTheFullKernelsMemoryAndRescale) {
                 std::max(1, groupElems / kMmaK));
       EXPECT_EQ(quick.qkRolledIterations,
                 quick.paddedHeadDimQK / kMmaK / quick.qkStepsPerRolledIteration);
-      EXPECT_LE(quick.estimatedRegisters, full.estimatedRegisters);
+      EXPECT_LT(quick.estimatedRegisters, full.estimatedRegisters);
     }
+  // 256 rows in 16 warps would leave 128 registers a thread: the config's
+  // warps stay.
+  AttentionSpec spec = specWithHeadDim(64);
+  TileConfig wide{256, 32, 8, 2};
+  wide.quick = true;
+  EXPECT_EQ(forwardLayout(spec, wide).threads, 8 * kWarpSize);
 }
 
 // The quick form is assembled at a lower ptxas level (it is there to be

@@ -19,7 +19,8 @@
 //
 // The quick form (TileConfig::quick) does the same per K/V tile in 16-key
 // slices, in run-time loops: row maxima first, then the scores again for P,
-// row sums and P V; bitwise the same results from about half the PTX.
+// row sums and P V; with one m16 tile per warp (ForwardLayout); bitwise the
+// same results from about half the PTX.
 //
 // Causal CTAs map their index so that the longest (last) row blocks start
 // first (ctaCoordinates). One warp owns 16 * mTiles query rows; fragment

@@ -56,11 +56,13 @@ flashjit.attention_fwd @quick arch = "sm_90a" spec = #flashjit.spec<dtype = "bf1
 // -----
 
 // d=80 rows have one swizzle bit (groups of two 16-byte chunks, one k-step):
-// Q K^T's loop takes a k-step an iteration, 2 m16 tiles x 2 key tiles.
+// Q K^T's loop takes a k-step an iteration. The config's 4 warps of two m16
+// tiles become 8 warps of one (256 threads): 1 m16 tile x 2 key tiles.
 // CHECK-LABEL: gpu.func @quick_one_bit
+// CHECK-SAME: known_block_size = array<i32: 256, 1, 1>
 // CHECK: scf.for %{{.*}} = %c0 to %c{{[0-9]+}} step %c16 iter_args
-// CHECK: %{{.*}}:16 = scf.for %{{.*}} = %c0 to %c80 step %c16 iter_args
-// CHECK-COUNT-4: nvvm.mma.sync
+// CHECK: %{{.*}}:8 = scf.for %{{.*}} = %c0 to %c80 step %c16 iter_args
+// CHECK-COUNT-2: nvvm.mma.sync
 // CHECK-NOT: nvvm.mma.sync
 // CHECK: } {loop_annotation
 flashjit.attention_fwd @quick_one_bit arch = "sm_90a" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 80, head_dim_v = 80, mask = "none", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2, quick = true>

@@ -79,8 +79,10 @@ struct TileConfig {
   /// The quick-to-compile form of the same kernel, the runtime's first tier
   /// on a cold compile: each K/V tile is visited in 16-key slices in
   /// run-time loops, Q K^T twice (once for the row maximum, once for the
-  /// softmax and P V). Its results are bitwise those of the full kernel
-  /// (same operations in the same order), its PTX a fraction of the size.
+  /// softmax and P V), by warps of 16 query rows each (more warps than
+  /// `warps` where the config's have more rows, up to 256 threads). Its
+  /// results are bitwise those of the full kernel (each row's operations in
+  /// the same order), its PTX a fraction of the size.
   bool quick = false;
 
   bool operator==(const TileConfig &o) const;
