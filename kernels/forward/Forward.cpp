@@ -212,7 +212,10 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
       {64, 32, 4, 1},
       {64, 16, 4, 1},
   };
-  for (TileConfig c : fallbacks) {
+  for (size_t i = 0; i < std::size(fallbacks); ++i) {
+    TileConfig c = fallbacks[i];
+    if (i > 0 && c == fallbacks[i - 1])
+      continue; // already refused
     // GQA reads each K/V tile once for the whole group of query heads.
     c.packGqa = spec.gqaGroup > 1;
     if (validate(c, spec, arch))
