@@ -500,9 +500,9 @@ TEST(SpecValidate, PackGqaNeedsAGroup) {
   spec.gqaGroup = 4;
   EXPECT_TRUE(validate(packed, spec, Arch::Sm90a).isOk());
   // The default packs a group and never a single head.
-  EXPECT_TRUE(defaultTileConfig(spec, Arch::Sm90a).packGqa);
+  EXPECT_TRUE(defaultTileConfig(spec, Arch::Sm90a, Family::Sm80).packGqa);
   spec.gqaGroup = 1;
-  EXPECT_FALSE(defaultTileConfig(spec, Arch::Sm90a).packGqa);
+  EXPECT_FALSE(defaultTileConfig(spec, Arch::Sm90a, Family::Sm80).packGqa);
 }
 
 TEST(SpecNames, ArchRoundTrip) {
@@ -742,7 +742,7 @@ TEST(ForwardLayout, QuickFormTakesOneRowTilePerWarp) {
 // ready soon); the full kernel at ptxas's default.
 TEST(Compile, QuickFormTakesTheLowerPtxasLevel) {
   AttentionSpec spec = specWithHeadDim(64);
-  TileConfig config = defaultTileConfig(spec, Arch::Sm90a);
+  TileConfig config = defaultTileConfig(spec, Arch::Sm90a, Family::Sm80);
   auto full = compile(spec, config, Arch::Sm90a);
   ASSERT_TRUE(full) << full.message();
   EXPECT_EQ(full->launch.ptxasOptLevel, 3);

@@ -188,7 +188,8 @@ std::optional<TileLimit> exceededLimit(const TileConfig &c,
   return TileLimit::Shape;
 }
 
-// ---- identity ------------------------------------------------------------------
+// ---- identity
+// ------------------------------------------------------------------
 std::string canonicalText(const AttentionSpec &s) {
   std::ostringstream os;
   os << "kind=fwd;dtype=" << toString(s.dtype) << ";head_dim_qk=" << s.headDimQK

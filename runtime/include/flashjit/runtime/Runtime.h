@@ -83,6 +83,15 @@ struct ForwardPlan {
   ModuleCache::Kernel kernel;
   unsigned grid[3] = {1, 1, 1};
   ForwardKernelArgs args{};
+  /// Threads, shared memory and tensor maps of the kernel (its family's
+  /// LaunchFacts for spec and config).
+  LaunchFacts launch;
+  /// The TMA tensor maps (CUtensorMap) passed after args, by value.
+  struct alignas(64) TensorMap {
+    unsigned char bytes[128];
+  };
+  TensorMap tensorMaps[3];
+  int tensorMapCount = 0;
 };
 
 /// Where kernels came from, since this Runtime was created.
@@ -119,6 +128,9 @@ struct RuntimeOptions {
   /// always get exactly the kernel they name. Off: a cold miss waits for
   /// the full kernel.
   bool quickFirst = true;
+  /// The kernel family of every plan without an explicit tile config;
+  /// empty: the best family per arch and problem (preferredFamily).
+  std::optional<Family> family;
 };
 
 class Runtime;
