@@ -7,7 +7,9 @@
 //===----------------------------------------------------------------------===//
 #include "flashjit/flashjit.h"
 
+#include "flashjit/compiler/KernelFamily.h"
 #include "flashjit/compiler/Pipeline.h"
+#include "flashjit/kernels/Families.h"
 #include "flashjit/runtime/Runtime.h"
 
 #include <cstdint>
@@ -400,6 +402,7 @@ flashjit_status flashjit_generate_ptx(const flashjit_forward_args *args,
                   std::string("arch must be one of ") +
                       flashjit::archChoices() + ", got " +
                       (arch ? "'" + std::string(arch) + "'" : "NULL"));
+    flashjit::registerKernelFamilies(); // as Runtime::create does
     flashjit::ForwardProblem problem;
     if (flashjit_status s = checkedProblem(
             args, LengthSource{nullptr, nullptr, true}, *target, problem);
