@@ -3,8 +3,13 @@ and FlashAttention's accuracy rule. Tests that need a missing framework or
 a GPU skip with the reason (run pytest with -rs to list them)."""
 
 import importlib.util
+import os
 
 import pytest
+
+# torch and JAX share the GPU in one pytest process: JAX must not take 75%
+# of its memory up front.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 def installed(module: str) -> bool:
