@@ -44,21 +44,27 @@ template <typename F> flashjit_status guarded(F &&body) {
   }
 }
 
-/// A struct filled by a caller built against another flashjit.h (or not
-/// initialised) is refused before any other field is read.
+/// A struct of `given` bytes where this library's has `expected`: the
+/// caller was built against another flashjit.h (or never initialised it).
+flashjit_status wrongStructSize(const std::string &what, uint64_t given,
+                                size_t expected, const std::string &hint) {
+  return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+              what + " is " + std::to_string(given) + ", this libflashjit (" +
+                  flashjit::flashjitVersion() + ", API " +
+                  std::to_string(FLASHJIT_API_VERSION) + ") has " +
+                  std::to_string(expected) +
+                  ": the caller was built against another flashjit.h" + hint);
+}
+
+/// Refuses a struct of a size this library does not know before any other
+/// field is read.
 template <typename Struct>
 flashjit_status checkStructSize(const Struct &given, const char *name) {
   if (given.struct_size == sizeof(Struct))
     return FLASHJIT_SUCCESS;
-  return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
-              std::string(name) + ".struct_size is " +
-                  std::to_string(given.struct_size) + ", this libflashjit (" +
-                  flashjit::flashjitVersion() + ", API " +
-                  std::to_string(FLASHJIT_API_VERSION) + ") has " +
-                  std::to_string(sizeof(Struct)) +
-                  ": the caller was built against another flashjit.h, or "
-                  "did not call " +
-                  name + "_init");
+  return wrongStructSize(std::string(name) + ".struct_size", given.struct_size,
+                         sizeof(Struct),
+                         std::string(", or did not call ") + name + "_init");
 }
 
 /// Init functions write only a struct of this library's size.
@@ -68,13 +74,8 @@ flashjit_status initStruct(Struct *s, uint64_t size, const char *name) {
     return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
                 std::string(name) + " must not be NULL");
   if (size != sizeof(Struct))
-    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
-                std::string(name) + "_init: struct_size is " +
-                    std::to_string(size) + ", this libflashjit (" +
-                    flashjit::flashjitVersion() + ", API " +
-                    std::to_string(FLASHJIT_API_VERSION) + ") has " +
-                    std::to_string(sizeof(Struct)) +
-                    ": the caller was built against another flashjit.h");
+    return wrongStructSize(std::string(name) + "_init: struct_size", size,
+                           sizeof(Struct), "");
   std::memset(s, 0, sizeof *s);
   s->struct_size = sizeof(Struct);
   return FLASHJIT_SUCCESS;

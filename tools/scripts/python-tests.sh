@@ -12,9 +12,16 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-${BUILD_DIR:-$root/build}}
 start=$(date +%s)
 
-# The GPU machine runs Python 3.12: prefer it, else python3.
-python=$(command -v python3.12 || ls "$HOME"/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -1 || true)
-python=${python:-$(command -v python3)}
+# The GPU machine runs Python 3.12: prefer it, else python3. (A pyenv shim
+# may name a version it will not run: each candidate must run.)
+python=
+for candidate in python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12 python3; do
+  if "$candidate" -c "import venv" >/dev/null 2>&1; then
+    python=$candidate
+    break
+  fi
+done
+[ -n "$python" ] || { echo "python tests: no Python 3 with venv found"; exit 1; }
 venv=$build-python-venv
 rm -rf "$venv"
 "$python" -m venv "$venv"
