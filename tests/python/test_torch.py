@@ -219,7 +219,8 @@ def test_gpu_compile_fullgraph_inductor():
     f = lambda q, k, v: flash_attn_func(q * 2, k, v, causal=True) + 1
     compiled = torch.compile(f, fullgraph=True)
     q, k, v = qkv(b=2, sq=256, sk=256, h=8, hkv=8, d=80, device="cuda")
-    torch.testing.assert_close(compiled(q, k, v), f(q, k, v), atol=0, rtol=0)
+    # The kernel is the same; inductor may fuse the elementwise ops around it.
+    torch.testing.assert_close(compiled(q, k, v), f(q, k, v))
 
 
 @requires_cuda
