@@ -43,7 +43,9 @@ struct NamedStrides {
 } // namespace
 
 Status validate(const ForwardProblem &p) {
-  if (Status s = validateParams(p, /*writesLse=*/p.lse != nullptr); !s)
+  if (Status s = validateParams(p, /*writesLse=*/p.lse != nullptr,
+                                p.trustDeviceLengths);
+      !s)
     return s;
   const int64_t eb = elementBytes(p.dtype);
   struct {
@@ -61,7 +63,7 @@ Status validate(const ForwardProblem &p) {
       {"alibi_slopes", p.alibiSlopes, 4, p.bias == BiasMode::Alibi},
       {"cu_seqlens_q", p.deviceCuSeqlensQ, 4, p.varlen.has_value()},
       {"cu_seqlens_k", p.deviceCuSeqlensK, 4, p.varlen.has_value()},
-      {"key_lengths", p.deviceKeyLengths, 4, !p.keyLengths.empty()},
+      {"key_lengths", p.deviceKeyLengths, 4, p.hasKeyLengths()},
   };
   for (const auto &ptr : pointers) {
     if (!ptr.ptr && ptr.required)
@@ -86,7 +88,7 @@ AttentionSpec specFor(const ForwardProblem &p) {
   spec.bias = p.bias;
   spec.softcap = p.softcap > 0;
   spec.varlen = p.varlen.has_value();
-  spec.keyLengths = !p.keyLengths.empty();
+  spec.keyLengths = p.hasKeyLengths();
   // Row starts are aligned to the widest power of two dividing every
   // pointer (in elements) and every stride the kernel multiplies by a
   // nonzero index: a stride of a size-1 dimension never moves a row, and
@@ -580,7 +582,7 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
   a.alibiSlopes = p.bias == BiasMode::Alibi ? p.alibiSlopes : nullptr;
   a.cuSeqlensQ = p.varlen ? p.deviceCuSeqlensQ : nullptr;
   a.cuSeqlensK = p.varlen ? p.deviceCuSeqlensK : nullptr;
-  a.keyLengths = p.keyLengths.empty() ? nullptr : p.deviceKeyLengths;
+  a.keyLengths = p.hasKeyLengths() ? p.deviceKeyLengths : nullptr;
   // Varlen addresses rows through cu_seqlens; batch strides do not apply.
   auto batchStride = [&](int64_t s) { return p.varlen ? 0 : s; };
   a.qBatchStride = batchStride(p.qStrides.batch), a.qHeadStride = p.qStrides.head,

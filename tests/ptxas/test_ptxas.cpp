@@ -368,6 +368,44 @@ INSTANTIATE_TEST_SUITE_P(
       return info.param.name;
     });
 
+// ---- the other targets of the sm_80 family
+// ------------------------------------------------
+
+/// The GPUs that run the sm_80 family from their own PTX target (Device.cpp's
+/// table): each target's default config assembles without spills, full and
+/// quick, for head dims at both ends and the middle of the range; sm_86,
+/// sm_89 and sm_120 with their 99 KiB of shared memory per block.
+std::vector<ExtraCase> familyTargetCases() {
+  std::vector<ExtraCase> out;
+  for (Arch arch :
+       {Arch::Sm86, Arch::Sm87, Arch::Sm89, Arch::Sm100, Arch::Sm120}) {
+    const std::string a(toString(arch));
+    for (int d : {64, 128, 256})
+      for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
+        out.push_back({"d" + std::to_string(d) + "_bf16_" +
+                           std::string(toString(mask)) + "_" + a,
+                       makeSpec(d, d, DType::BF16, mask, 8), std::nullopt,
+                       arch});
+  }
+  return out;
+}
+
+class PtxasFamilyTarget : public ::testing::TestWithParam<ExtraCase> {};
+
+TEST_P(PtxasFamilyTarget, AssemblesWithoutSpills) {
+  const ExtraCase &c = GetParam();
+  TileConfig config = defaultTileConfig(c.spec, c.arch);
+  compileAndAssemble(c.spec, config, c.arch);
+  config.quick = true;
+  compileAndAssemble(c.spec, config, c.arch);
+}
+
+INSTANTIATE_TEST_SUITE_P(Forward, PtxasFamilyTarget,
+                         ::testing::ValuesIn(familyTargetCases()),
+                         [](const ::testing::TestParamInfo<ExtraCase> &info) {
+                           return info.param.name;
+                         });
+
 // ---- the forward features at the default config -------------------------------------------
 
 struct FeatureSpec {

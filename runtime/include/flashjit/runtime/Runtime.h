@@ -53,8 +53,19 @@ struct ForwardProblem : AttentionParams {
   const int32_t *deviceCuSeqlensQ = nullptr;
   const int32_t *deviceCuSeqlensK = nullptr;
   const int32_t *deviceKeyLengths = nullptr;
+  /// The device copies are trusted where the host copies are empty: such
+  /// values are neither read nor checked (nothing synchronises), seqlenQ /
+  /// seqlenK must bound every sequence and totalQ / totalK the packed rows,
+  /// as FlashAttention trusts max_seqlen (CUDA graphs, frameworks). Key
+  /// lengths are then on when deviceKeyLengths is set.
+  bool trustDeviceLengths = false;
   /// Overrides the tuned or per-arch default tile config.
   std::optional<TileConfig> tile;
+
+  /// Key lengths are given (host copies, or trusted device values).
+  bool hasKeyLengths() const {
+    return !keyLengths.empty() || (trustDeviceLengths && deviceKeyLengths);
+  }
 };
 
 /// Checks every argument; the message names the argument and the accepted
