@@ -502,7 +502,7 @@ void ForwardKernel::SoftmaxStep::rescaleWhereMaxMoved(OpBuilder &b,
 }
 
 SmallVector<SmallVector<Registers>>
-ForwardKernel::SoftmaxStep::softmaxTile(const Scores &s) {
+ForwardKernel::SoftmaxStep::softmaxTile(const Scores &s, bool rescale) {
   constexpr int kSliceTerms = 2 * kSliceTilesOf16;
   const int nTiles = s.front().size();
   SmallVector<SmallVector<Registers>> pFrag(mTiles);
@@ -521,14 +521,14 @@ ForwardKernel::SoftmaxStep::softmaxTile(const Scores &s) {
       next[lOffset() + 2 * mt + half] =
           le.fma(carried[lOffset() + 2 * mt + half], alphas[mt][half], sum);
     }
-    if (!rescaleOnNewMax)
+    if (!rescaleOnNewMax && rescale)
       rescaleO(le, mt, carried, next);
     // P as A fragments: k-step kk joins score tiles 2kk and 2kk+1.
     for (int kk = 0; kk < nTiles / 2; ++kk)
       pFrag[mt].push_back(
           sliceOperand(ArrayRef(pRows).slice(2 * kk, kSliceTilesOf16)));
   }
-  if (rescaleOnNewMax)
+  if (rescaleOnNewMax && rescale)
     rescaleWhereMaxMoved(le.b, le.loc);
   return pFrag;
 }

@@ -186,8 +186,11 @@ public:
     void rescaleWhereMaxMoved(OpBuilder &b, Location l);
     /// The whole update for one K/V tile's scores `s` (all key tiles): new
     /// maxima, P, l (row sums of 16-key slices in order), O rescaled into
-    /// `next`. Returns P as MMA A operands: [m-tile][16-key k-step].
-    SmallVector<SmallVector<Registers>> softmaxTile(const Scores &s);
+    /// `next` (unless `rescale` is false: the caller rescales O itself, once
+    /// an MMA still accumulating into it has retired). Returns P as MMA A
+    /// operands: [m-tile][16-key k-step].
+    SmallVector<SmallVector<Registers>> softmaxTile(const Scores &s,
+                                                    bool rescale = true);
   };
   /// The loop's initial state: O = 0, m = -inf, l = 0.
   SmallVector<Value> softmaxInit(int mTiles, int dTiles);

@@ -6,6 +6,9 @@
 //
 // Kernels are cached in $FLASHJIT_TEST_CACHE_DIR when set (reused across
 // runs), else in a fresh temporary directory removed at exit.
+// $FLASHJIT_TEST_FAMILY (sm80|sm90) makes every plan without an explicit
+// tile config use that kernel family (RuntimeOptions::family): on an H100 or
+// H200 the suite runs once per family.
 //
 //===----------------------------------------------------------------------===//
 #ifndef FLASHJIT_TESTS_GPU_GPUTESTSUPPORT_H
@@ -19,6 +22,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -48,6 +52,15 @@ inline const GpuEnv &gpuEnv() {
     // The suite checks the full kernels; the quick forms have tests of
     // their own (explicit TileConfig::quick, and a runtime with it on).
     options.quickFirst = false;
+    if (const char *f = std::getenv("FLASHJIT_TEST_FAMILY"); f && *f) {
+      options.family = parseFamily(f);
+      if (!options.family) {
+        e.whyNot = std::string("FLASHJIT_TEST_FAMILY must be one of ") +
+                   familyChoices() + ", got '" + f + "'";
+        std::fprintf(stderr, "%s\n", e.whyNot.c_str());
+        std::abort(); // a misspelt family must not turn into skips
+      }
+    }
     auto rt = Runtime::create(options);
     if (rt)
       e.runtime = rt->release(); // lives until exit; the driver cleans up then
@@ -65,6 +78,15 @@ inline const GpuEnv &gpuEnv() {
   } while (0)
 
 inline Runtime &runtime() { return *gpuEnv().runtime; }
+
+/// The default config the suite's runtime gives `p` (its family, forced
+/// by $FLASHJIT_TEST_FAMILY or the preferred one), for tests that edit it.
+inline TileConfig suiteDefault(const ForwardProblem &p) {
+  const char *f = std::getenv("FLASHJIT_TEST_FAMILY");
+  if (auto family = f ? parseFamily(f) : std::nullopt)
+    return defaultTileConfig(specFor(p), runtime().arch(), *family);
+  return defaultTileConfig(specFor(p), runtime().arch());
+}
 
 /// Host inputs and outputs of one forward run on the GPU.
 struct ForwardRun {

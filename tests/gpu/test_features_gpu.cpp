@@ -262,7 +262,7 @@ TEST_P(Features, MatchReferenceByTheTwoXRule) {
   const Status valid = validateParams(p, withLse);
   ASSERT_TRUE(valid.isOk()) << valid.message();
   if (c.mode == Mode::MqaUnpacked) {
-    TileConfig tile = defaultTileConfig(specFor(p), runtime().arch());
+    TileConfig tile = suiteDefault(p);
     tile.packGqa = false;
     p.tile = tile;
   }
@@ -342,7 +342,9 @@ TEST_P(QuickForm, BitwiseEqualsTheFullKernel) {
   const FeatureCase &c = GetParam();
   bool withLse = true;
   ForwardProblem p = problemFor(c, withLse);
-  TileConfig tile = defaultTileConfig(specFor(p), runtime().arch());
+  // The quick form is the sm80 family's.
+  TileConfig tile =
+      defaultTileConfig(specFor(p), runtime().arch(), Family::Sm80);
   if (c.mode == Mode::MqaUnpacked)
     tile.packGqa = false;
   expectQuickFormBitwiseEqual(p, tile, withLse,
@@ -368,7 +370,9 @@ TEST(QuickFormLong, BitwiseEqualsTheFullKernelAtLongSequences) {
         what << "d" << d << "_" << toString(mask) << "_" << toString(dtype)
              << "_" << sq << "x" << sk;
         expectQuickFormBitwiseEqual(
-            p, defaultTileConfig(specFor(p), runtime().arch()), true,
+            p,
+            defaultTileConfig(specFor(p), runtime().arch(), Family::Sm80),
+            true,
             std::hash<std::string>()(what.str()), nullptr, what.str());
       }
 }
@@ -403,7 +407,9 @@ TEST(FeaturesRuntime, PackedAndUnpackedGqaBothMatch) {
   ForwardProblem p =
       denseProblem(DType::F16, MaskMode::Causal, 2, 12, 3, 300, 300, 80, 80);
   for (bool packed : {true, false}) {
-    TileConfig tile = defaultTileConfig(specFor(p), runtime().arch());
+    // pack_gqa is an sm80 knob.
+    TileConfig tile =
+        defaultTileConfig(specFor(p), runtime().arch(), Family::Sm80);
     tile.packGqa = packed;
     p.tile = tile;
     ForwardRun run;

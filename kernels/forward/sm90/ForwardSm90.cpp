@@ -151,12 +151,17 @@ struct Sm90Builder {
     return vector::ExtractOp::create(x.b, x.loc, packed, ArrayRef<int64_t>{0});
   }
 
-  /// S = Q K^T of one K/V tile: qkSteps wgmma m64nBNk16 from shared memory.
-  /// Q's k16 step ks is in box ks / 4, 32 bytes further per step in it.
-  SmallVector<Value> scores(Emitter &x, Value qDesc, Value kDesc) {
-    const int n = fk.cfg.blockN / 2;
-    Type structTy = LLVM::LLVMStructType::getLiteral(
-        ctx, SmallVector<Type>(n, x.b.getF32Type()));
+  Type accType(int n) {
+    return LLVM::LLVMStructType::getLiteral(
+        ctx, SmallVector<Type>(n, Float32Type::get(ctx)));
+  }
+
+  /// Issues S = Q K^T of one K/V tile (one commit group): qkSteps wgmma
+  /// m64nBNk16 from shared memory, Q's and K's k16 step ks in box ks / 4,
+  /// 32 bytes further per step in it. The result is not ready before a
+  /// wait (retire()).
+  Value issueScores(Emitter &x, Value qDesc, Value kDesc) {
+    Type structTy = accType(fk.cfg.blockN / 2);
     const auto type = fk.spec.dtype == DType::BF16 ? NVVM::WGMMATypes::bf16
                                                    : NVVM::WGMMATypes::f16;
     NVVM::WgmmaFenceAlignedOp::create(x.b, x.loc);
@@ -175,18 +180,17 @@ struct Sm90Builder {
           /*satfinite=*/nullptr);
     }
     NVVM::WgmmaGroupSyncAlignedOp::create(x.b, x.loc);
-    NVVM::WgmmaWaitGroupSyncOp::create(x.b, x.loc, 0);
-    return fence(x, extractAll(x, acc, n));
+    return acc;
   }
 
-  /// O += P V: blockN / 16 wgmma m64nNk16 with A (P) from registers and V
-  /// MN-major (trans-b 1) in shared memory, a k16 step 16 rows (2048
-  /// bytes) further, 64-column boxes kBoxBytes apart (LBO). One asm block:
-  /// nvvm.wgmma.mma_async takes A only as a descriptor.
-  SmallVector<Value> accumulate(Emitter &x, ValueRange o,
-                                ArrayRef<Registers> p, Value vDesc) {
+  /// Issues O += P V (one commit group): blockN / 16 wgmma m64nNk16 with A
+  /// (P) from registers and V MN-major (trans-b 1) in shared memory, a k16
+  /// step 16 rows (2048 bytes) further, 64-column boxes kBoxBytes apart
+  /// (LBO). One asm block: nvvm.wgmma.mma_async takes A only as a
+  /// descriptor.
+  Value issuePv(Emitter &x, ValueRange o, ArrayRef<Value> p, Value vDesc) {
     const int n = o.size();
-    const int steps = p.size();
+    const int steps = p.size() / 4;
     const char *type = fk.spec.dtype == DType::BF16 ? "bf16" : "f16";
     std::string regs;
     for (int i = 0; i < n; ++i)
@@ -204,29 +208,44 @@ struct Sm90Builder {
               "k16.f32." + type + "." + type + " {" + regs + "}, {";
       for (int r = 0; r < 4; ++r) {
         text += "$" + std::to_string(aBase + 4 * kk + r) + (r < 3 ? ", " : "");
-        operands.push_back(asI32(x, p[kk][r]));
+        operands.push_back(p[4 * kk + r]);
         constraints += "r,";
       }
       text += "}, $" + std::to_string(dBase + kk) + ", p, 1, 1, 1; ";
     }
     for (int kk = 0; kk < steps; ++kk) {
-      operands.push_back(addI64(x, vDesc, (kk * kWgmmaK * kTmaBoxRowBytes) >> 4));
+      operands.push_back(
+          addI64(x, vDesc, (kk * kWgmmaK * kTmaBoxRowBytes) >> 4));
       constraints += kk + 1 < steps ? "l," : "l";
     }
     text += "}";
-    Type structTy = LLVM::LLVMStructType::getLiteral(
-        ctx, SmallVector<Type>(n, x.b.getF32Type()));
     NVVM::WgmmaFenceAlignedOp::create(x.b, x.loc);
     Value out = LLVM::InlineAsmOp::create(
-                    x.b, x.loc, structTy, operands, text, constraints,
+                    x.b, x.loc, accType(n), operands, text, constraints,
                     /*has_side_effects=*/true, /*is_align_stack=*/false,
                     LLVM::tailcallkind::TailCallKind::None,
                     LLVM::AsmDialectAttr::get(ctx, LLVM::AsmDialect::AD_ATT),
                     /*operand_attrs=*/nullptr)
                     .getResult(0);
     NVVM::WgmmaGroupSyncAlignedOp::create(x.b, x.loc);
-    NVVM::WgmmaWaitGroupSyncOp::create(x.b, x.loc, 0);
-    return fence(x, extractAll(x, out, n));
+    return out;
+  }
+
+  /// Waits until at most `pending` commit groups are in flight, then reads
+  /// the accumulator `acc` of a retired one.
+  SmallVector<Value> retire(Emitter &x, int pending, Value acc) {
+    NVVM::WgmmaWaitGroupSyncOp::create(x.b, x.loc, pending);
+    auto type = cast<LLVM::LLVMStructType>(acc.getType());
+    return fence(x, extractAll(x, acc, type.getBody().size()));
+  }
+
+  /// P as the i32 registers of issuePv: k-step kk in 4 kk .. 4 kk + 3.
+  SmallVector<Value> pRegisters(Emitter &x, ArrayRef<Registers> pFrag) {
+    SmallVector<Value> regs;
+    for (const Registers &step : pFrag)
+      for (Value r : step)
+        regs.push_back(asI32(x, r));
+    return regs;
   }
 
   /// TMA loads of one K or V tile into stage `slot`: its 64-column boxes.
@@ -431,83 +450,229 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
       L.qBoxBytes);
   const bool zeroVTail = spec.varlen || spec.keyLengths;
 
-  auto loop = scf::ForOp::create(
-      builder, loc, e.idx(0), nBlocks, e.idx(1), init,
-      [&](OpBuilder &b, Location l, Value it, ValueRange carried) {
-        Emitter le{b, l};
-        Value slot = le.rem(it, cfg.stages);
-        Value parity = parityOf(le, it);
-        Value nBlock = fk.tileOfIteration(le, it);
-        // ---- S = Q K^T ----
-        sb.waitParity(le, sb.kFull(le, slot), parity);
-        Value kDesc = sb.descriptor(
-            le,
-            le.add(le.idx(L.kOffset),
-                   le.mul(slot, le.idx(L.boxesQK * L.kBoxBytes))),
-            L.kBoxBytes);
-        SmallVector<Value> s = sb.scores(le, qDesc, kDesc);
-        sb.arrive(le, sb.kEmpty(le, slot));
-        Scores sAcc = unflatten(s, 1, cfg.blockN / 8);
-        // ---- mods, mask, online softmax ----
-        fk.transform(le, nBlock, Value(), sAcc);
-        Value tileStart;
-        Value needsMask = fk.tileNeedsMask(le, nBlock, tileStart);
-        sAcc = fk.applyMask(le, needsMask, tileStart, Value(), sAcc);
-        SmallVector<Value> next(carried.begin(), carried.end());
-        ForwardKernel::SoftmaxStep sm(fk, le, carried, next, 1, L.dTilesV,
-                                      /*rescaleOnNewMax=*/false);
-        SmallVector<SmallVector<Registers>> pFrag = sm.softmaxTile(sAcc);
-        // ---- O += P V ----
-        sb.waitParity(le, sb.vFull(le, slot), parity);
-        Value vAt = le.add(le.idx(L.vOffset),
-                           le.mul(slot, le.idx(L.boxesV * L.kBoxBytes)));
-        if (zeroVTail) {
-          // Rows past this sequence's keys hold the next sequence's (or
-          // padding) values: P is 0 there, but 0 * inf is NaN. Zero them,
-          // once per CTA (only the first tile visited crosses seqlen_k).
-          Value tail = le.maxS(le.sub(fk.seqK, tileStart), le.idx(0));
-          Value crosses = le.lt(tail, le.idx(cfg.blockN));
-          le.ifThen(crosses, [&] {
-            // 16-byte chunks of the tail rows of every V box.
-            constexpr int kChunks = kTmaBoxRowBytes / 16;
-            Value rows = le.sub(le.idx(cfg.blockN), tail);
-            Value count = le.mul(rows, le.idx(kChunks * L.boxesV));
-            Value consumerThread = le.sub(tid, le.idx(kWarpgroupThreads));
-            Type chunkType = VectorType::get({16}, b.getI8Type());
-            Value zeros = arith::ConstantOp::create(
-                b, l, DenseElementsAttr::get(cast<ShapedType>(chunkType),
-                                             b.getI8IntegerAttr(0)));
-            le.runtimeLoop(consumerThread, count, consumerThreads,
-                           [&](Emitter &x, Value chunk) {
-                             Value row = x.add(
-                                 tail, x.div(chunk, kChunks * L.boxesV));
-                             Value rest = x.rem(chunk, kChunks * L.boxesV);
-                             Value at = x.add(
-                                 x.add(vAt, x.mul(x.div(rest, kChunks),
-                                                  x.idx(L.kBoxBytes))),
-                                 x.add(x.mul(row, x.idx(kTmaBoxRowBytes)),
-                                       x.mul(x.rem(rest, kChunks),
-                                             x.idx(16))));
-                             vector::StoreOp::create(
-                                 x.b, x.loc, zeros, window, ValueRange{at},
-                                 /*nontemporal=*/false, llvm::MaybeAlign(16));
-                           });
-            NVVM::FenceProxyOp::create(
-                b, l, NVVM::ProxyKind::async_shared,
-                NVVM::SharedSpaceAttr::get(ctx, NVVM::SharedSpace::shared_cta));
-            NVVM::BarrierOp::create(b, l, Type(), le.i32(kConsumersBarrier),
-                                    le.i32(consumerThreads),
-                                    NVVM::BarrierReductionAttr(), Value());
-          });
-        }
-        Value vDesc = sb.descriptor(le, vAt, L.kBoxBytes);
-        SmallVector<Value> o = sb.accumulate(
-            le, ValueRange(next).take_front(mOffset), pFrag[0], vDesc);
-        sb.arrive(le, sb.vEmpty(le, slot));
-        std::copy(o.begin(), o.end(), next.begin());
-        scf::YieldOp::create(b, l, next);
+  // ---- pingpong: the two consumer warpgroups take turns issuing their
+  // GEMMs (named barriers 2 and 3, 256 threads: a warpgroup waits on its own,
+  // the other arrives on it after its issue), so that one's softmax runs
+  // under the other's GEMMs. The second starts by arriving on the first's.
+  Value myTurn, otherTurn, turnThreads, isSecond;
+  if (cfg.pingpong) {
+    Value c32 =
+        arith::IndexCastOp::create(builder, loc, builder.getI32Type(), consumer);
+    myTurn = arith::AddIOp::create(builder, loc, c32, e.i32(2));
+    otherTurn = arith::SubIOp::create(builder, loc, e.i32(3), c32);
+    turnThreads = e.i32(2 * kWarpgroupThreads);
+    isSecond = e.cmp(arith::CmpIPredicate::eq, consumer, e.idx(1));
+    e.ifThen(e.andI(isSecond, e.gt(nBlocks, e.idx(0))), [&] {
+      NVVM::BarrierArriveOp::create(builder, loc, otherTurn, turnThreads);
+    });
+  }
+  auto takeTurn = [&](Emitter &x) {
+    if (cfg.pingpong)
+      NVVM::BarrierOp::create(x.b, x.loc, Type(), myTurn, turnThreads,
+                              NVVM::BarrierReductionAttr(), Value());
+  };
+  // `last` (null: no): this warpgroup's last turn. The first warpgroup
+  // waits as often as the second, which arrived once before its first turn:
+  // the second's last turn hands nothing on.
+  auto passTurn = [&](Emitter &x, Value last) {
+    if (!cfg.pingpong)
+      return;
+    Value skip = last ? x.andI(last, isSecond) : Value();
+    Value pass = skip ? x.xorI(skip, arith::ConstantIntOp::create(
+                                         x.b, x.loc, 1, 1))
+                      : Value();
+    x.ifThen(pass, [&] {
+      NVVM::BarrierArriveOp::create(x.b, x.loc, otherTurn, turnThreads);
+    });
+  };
+
+  // ---- the steps of one K/V tile ----
+  auto slotOf = [&](Emitter &x, Value it) { return x.rem(it, cfg.stages); };
+  /// Waits for K of iteration `it`; its descriptor.
+  auto readyK = [&](Emitter &x, Value it) {
+    Value slot = slotOf(x, it);
+    sb.waitParity(x, sb.kFull(x, slot), parityOf(x, it));
+    return sb.descriptor(
+        x, x.add(x.idx(L.kOffset), x.mul(slot, x.idx(L.boxesQK * L.kBoxBytes))),
+        L.kBoxBytes);
+  };
+  /// Waits for V of iteration `it`; its descriptor. Rows past this
+  /// sequence's keys hold the next sequence's (or padding) values: P is 0
+  /// there, but 0 * inf is NaN. They are zeroed, once per CTA (only the
+  /// first tile visited crosses seqlen_k), by every consumer thread, before
+  /// any warpgroup's turn (a barrier inside one would deadlock pingpong).
+  auto readyV = [&](Emitter &x, Value it) {
+    Value slot = slotOf(x, it);
+    sb.waitParity(x, sb.vFull(x, slot), parityOf(x, it));
+    Value vAt = x.add(x.idx(L.vOffset),
+                      x.mul(slot, x.idx(L.boxesV * L.kBoxBytes)));
+    if (zeroVTail) {
+      Value tileStart = x.mul(fk.tileOfIteration(x, it), x.idx(cfg.blockN));
+      Value tail = x.maxS(x.sub(fk.seqK, tileStart), x.idx(0));
+      x.ifThen(x.lt(tail, x.idx(cfg.blockN)), [&] {
+        // 16-byte chunks of the tail rows of every V box.
+        constexpr int kChunks = kTmaBoxRowBytes / 16;
+        Value rows = x.sub(x.idx(cfg.blockN), tail);
+        Value count = x.mul(rows, x.idx(kChunks * L.boxesV));
+        Value consumerThread = x.sub(tid, x.idx(kWarpgroupThreads));
+        auto chunkType = VectorType::get({16}, x.b.getI8Type());
+        Value zeros = arith::ConstantOp::create(
+            x.b, x.loc,
+            DenseElementsAttr::get(chunkType, x.b.getI8IntegerAttr(0)));
+        x.runtimeLoop(consumerThread, count, consumerThreads,
+                      [&](Emitter &y, Value chunk) {
+                        Value row = y.add(tail, y.div(chunk, kChunks * L.boxesV));
+                        Value rest = y.rem(chunk, kChunks * L.boxesV);
+                        Value at = y.add(
+                            y.add(vAt, y.mul(y.div(rest, kChunks),
+                                             y.idx(L.kBoxBytes))),
+                            y.add(y.mul(row, y.idx(kTmaBoxRowBytes)),
+                                  y.mul(y.rem(rest, kChunks), y.idx(16))));
+                        vector::StoreOp::create(
+                            y.b, y.loc, zeros, window, ValueRange{at},
+                            /*nontemporal=*/false, llvm::MaybeAlign(16));
+                      });
+        NVVM::FenceProxyOp::create(
+            x.b, x.loc, NVVM::ProxyKind::async_shared,
+            NVVM::SharedSpaceAttr::get(ctx, NVVM::SharedSpace::shared_cta));
+        NVVM::BarrierOp::create(x.b, x.loc, Type(), x.i32(kConsumersBarrier),
+                                x.i32(consumerThreads),
+                                NVVM::BarrierReductionAttr(), Value());
       });
-  ValueRange results = loop.getResults();
+    }
+    return sb.descriptor(x, vAt, L.kBoxBytes);
+  };
+  /// Mods, mask and the online softmax of iteration it's scores `s` against
+  /// the state `carried` (O, m, l): m and l into `next`, and O rescaled
+  /// there too when `rescale`. Returns P's registers; `alphas` gets the
+  /// rescale factors.
+  auto softmax = [&](Emitter &x, Value it, ArrayRef<Value> s,
+                     ValueRange carried, MutableArrayRef<Value> next,
+                     bool rescale, SmallVector<Value> &alphas) {
+    Value nBlock = fk.tileOfIteration(x, it);
+    Scores sAcc = unflatten(s, 1, cfg.blockN / 8);
+    fk.transform(x, nBlock, Value(), sAcc);
+    Value tileStart;
+    Value needsMask = fk.tileNeedsMask(x, nBlock, tileStart);
+    sAcc = fk.applyMask(x, needsMask, tileStart, Value(), sAcc);
+    ForwardKernel::SoftmaxStep sm(fk, x, carried, next, 1, L.dTilesV,
+                                  /*rescaleOnNewMax=*/false);
+    SmallVector<SmallVector<Registers>> pFrag = sm.softmaxTile(sAcc, rescale);
+    alphas = sm.alphas[0];
+    return sb.pRegisters(x, pFrag[0]);
+  };
+  auto releaseK = [&](Emitter &x, Value it) {
+    sb.arrive(x, sb.kEmpty(x, slotOf(x, it)));
+  };
+  auto releaseV = [&](Emitter &x, Value it) {
+    sb.arrive(x, sb.vEmpty(x, slotOf(x, it)));
+  };
+  auto isLastIteration = [&](Emitter &x, Value it) {
+    return x.cmp(arith::CmpIPredicate::eq, it, x.sub(nBlocks, x.idx(1)));
+  };
+
+  SmallVector<Value> results;
+  if (!cfg.overlap) {
+    // S, softmax, P V, one tile after the other.
+    auto loop = scf::ForOp::create(
+        builder, loc, e.idx(0), nBlocks, e.idx(1), init,
+        [&](OpBuilder &b, Location l, Value it, ValueRange carried) {
+          Emitter le{b, l};
+          Value kDesc = readyK(le, it);
+          takeTurn(le);
+          Value sIssued = sb.issueScores(le, qDesc, kDesc);
+          passTurn(le, Value());
+          SmallVector<Value> s = sb.retire(le, 0, sIssued);
+          releaseK(le, it);
+          SmallVector<Value> next(carried.begin(), carried.end());
+          SmallVector<Value> alphas;
+          SmallVector<Value> p =
+              softmax(le, it, s, carried, next, /*rescale=*/true, alphas);
+          Value vDesc = readyV(le, it);
+          takeTurn(le);
+          Value oIssued = sb.issuePv(
+              le, ValueRange(next).take_front(mOffset), p, vDesc);
+          passTurn(le, isLastIteration(le, it));
+          SmallVector<Value> o = sb.retire(le, 0, oIssued);
+          releaseV(le, it);
+          std::copy(o.begin(), o.end(), next.begin());
+          scf::YieldOp::create(b, l, next);
+        });
+    results.assign(loop.getResults().begin(), loop.getResults().end());
+  } else {
+    // FlashAttention-3's intra-warpgroup overlap: the next tile's S = Q K^T
+    // and this tile's O += P V are issued together, and the softmax of the
+    // next tile runs while P V does; O is rescaled once P V has retired.
+    // The same operations in the same order on O as without the overlap.
+    SmallVector<Type> stateTypes(init.size(), builder.getF32Type());
+    auto some = scf::IfOp::create(builder, loc, stateTypes,
+                                  e.gt(nBlocks, e.idx(0)), /*withElse=*/true);
+    {
+      OpBuilder::InsertionGuard ifGuard(builder);
+      builder.setInsertionPointToStart(&some.getElseRegion().front());
+      scf::YieldOp::create(builder, loc, init);
+      builder.setInsertionPointToStart(&some.getThenRegion().front());
+      // Prologue: the first tile's scores and P.
+      Value first = e.idx(0);
+      Value kDesc = readyK(e, first);
+      takeTurn(e);
+      Value sIssued = sb.issueScores(e, qDesc, kDesc);
+      passTurn(e, Value());
+      SmallVector<Value> s = sb.retire(e, 0, sIssued);
+      releaseK(e, first);
+      SmallVector<Value> state(init.begin(), init.end());
+      SmallVector<Value> alphas;
+      SmallVector<Value> p =
+          softmax(e, first, s, init, state, /*rescale=*/false, alphas);
+      // Carried: O, m, l, P of the previous tile.
+      SmallVector<Value> loopInit = state;
+      loopInit.append(p.begin(), p.end());
+      auto loop = scf::ForOp::create(
+          builder, loc, e.idx(1), nBlocks, e.idx(1), loopInit,
+          [&](OpBuilder &b, Location l, Value it, ValueRange carried) {
+            Emitter le{b, l};
+            Value prev = le.sub(it, le.idx(1));
+            Value vDesc = readyV(le, prev);
+            Value kDescIt = readyK(le, it);
+            takeTurn(le);
+            Value sNext = sb.issueScores(le, qDesc, kDescIt);
+            Value oIssued = sb.issuePv(le, carried.take_front(mOffset),
+                                       SmallVector<Value>(carried.drop_front(
+                                           lOffset + 2)),
+                                       vDesc);
+            passTurn(le, Value());
+            SmallVector<Value> sIt = sb.retire(le, 1, sNext);
+            releaseK(le, it);
+            ValueRange stateIn = carried.take_front(lOffset + 2);
+            SmallVector<Value> next(stateIn.begin(), stateIn.end());
+            SmallVector<Value> alphasIt;
+            SmallVector<Value> pIt = softmax(le, it, sIt, stateIn, next,
+                                             /*rescale=*/false, alphasIt);
+            SmallVector<Value> o = sb.retire(le, 0, oIssued);
+            releaseV(le, prev);
+            for (int dt = 0; dt < L.dTilesV; ++dt)
+              setTile(next, dt,
+                      ForwardKernel::scaleRows(le, tileAt(o, dt), alphasIt));
+            next.append(pIt.begin(), pIt.end());
+            scf::YieldOp::create(b, l, next);
+          });
+      // Epilogue: the last tile's P V.
+      ValueRange out = loop.getResults();
+      Value last = e.sub(nBlocks, e.idx(1));
+      Value vDesc = readyV(e, last);
+      takeTurn(e);
+      Value oIssued = sb.issuePv(
+          e, out.take_front(mOffset),
+          SmallVector<Value>(out.drop_front(lOffset + 2)), vDesc);
+      passTurn(e, arith::ConstantIntOp::create(builder, loc, 1, 1));
+      SmallVector<Value> o = sb.retire(e, 0, oIssued);
+      releaseV(e, last);
+      SmallVector<Value> finalState(out.take_front(lOffset + 2));
+      std::copy(o.begin(), o.end(), finalState.begin());
+      scf::YieldOp::create(builder, loc, finalState);
+    }
+    results.assign(some.getResults().begin(), some.getResults().end());
+  }
 
   // ---- epilogue: O / l, LSE; exactly head_dim_v columns ----
   for (int half = 0; half < 2; ++half) {

@@ -41,8 +41,10 @@ Sm90Layout sm90Layout(const AttentionSpec &spec, const TileConfig &c) {
   l.consumerRegisters =
       std::min(240, rest / (kWarpgroupThreads * l.consumers) / 8 * 8);
   const int oRegs = l.pvN / 2, sRegs = c.blockN / 2, pRegs = c.blockN / 4;
+  // With overlap the previous tile's P stays live (its P V in flight)
+  // while the next tile's scores become P.
   l.estimatedRegisters =
-      oRegs + sRegs * (c.overlap ? 2 : 1) + pRegs + kOverheadRegisters;
+      oRegs + sRegs + pRegs * (c.overlap ? 2 : 1) + kOverheadRegisters;
   return l;
 }
 
