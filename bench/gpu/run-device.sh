@@ -3,6 +3,7 @@
 # .device/flashjit-bin.tar.xz (static binaries built here with
 # FLASHJIT_STATIC_LLVM=ON, stripped) and .device/peers_bench.py.
 #   bash bench/gpu/run-device.sh tests|bench|peers|sanitize|features|autotune|all|python
+#     |sm90-smoke|sm90-tests|sm90-variants|sm90-sanitize   (or several, comma-separated)
 # (python: also expects .whl/flashjit-*-cp312-*.whl; not part of all)
 # (features = features-sanitize: compute-sanitizer on feature kernels, plus
 #  features-bench: bench/gpu/features_peers.py)
@@ -14,9 +15,58 @@ tar -xJf .device/flashjit-bin.tar.xz -C /tmp/fj
 bin=/tmp/fj/bin
 export LD_LIBRARY_PATH=/tmp/fj/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export FLASHJIT_CACHE_DIR=/tmp/fj/cache
-what=${1:-all}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
 "$bin/flashjit" info | tee -a "$out/gpu.txt"
+
+# One mode, or several separated by commas (run in order).
+run_mode() {
+what=$1
+if [[ $what == sm90-smoke ]]; then
+  # New kernels first, small, each under a timeout (a bad mbarrier phase
+  # hangs): the sm90 family's default and variants, checked by the oracle.
+  for v in "" "--overlap on" "--pingpong on" "--pingpong on --overlap on" \
+           "--warps 4 --block-m 64" "--warps 12 --block-m 192 --block-n 64"; do
+    for args in "--head-dim 128 --seqlen 512 --mask causal" \
+                "--head-dim 64 --seqlen-q 300 --seqlen-k 1000" \
+                "--head-dim 256 --seqlen 400 --mask causal --dtype fp16"; do
+      echo "== flashjit run $args $v --check" | tee -a "$out/sm90-smoke.log"
+      timeout 60 "$bin/flashjit" run --batch 2 --heads-q 4 --heads-kv 4 $args $v \
+        --repeats 3 --check 2>&1 | tail -3 | tee -a "$out/sm90-smoke.log"
+    done
+  done
+fi
+if [[ $what == sm90-tests ]]; then
+  timeout ${TEST_TIMEOUT:-280} "$bin/flashjit-gpu-tests" --gtest_filter='Sm90Family.*' \
+    2>&1 | tee "$out/sm90-tests.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]|Failure|FAIL" | tail -40
+fi
+if [[ $what == sm90-sanitize ]]; then
+  for tool in memcheck racecheck synccheck; do
+    for args in "--head-dim 128 --seqlen 300 --mask causal --heads-q 2 --heads-kv 2" \
+                "--head-dim 64 --seqlen 200 --pingpong on --overlap on --heads-q 2 --heads-kv 2" \
+                "--head-dim 80 --batch 3 --seqlen 150 --key-lengths 150,77,1 --dtype fp16 --heads-q 2 --heads-kv 2" \
+                "--head-dim 192 --seqlens-q 100,0,37 --seqlens-k 90,5,300 --mask causal --heads-q 8 --heads-kv 2"; do
+      echo "== compute-sanitizer --tool $tool flashjit run $args" | tee -a "$out/sm90-sanitizer.log"
+      timeout 120 compute-sanitizer --tool $tool --print-limit 5 \
+        "$bin/flashjit" run $args --repeats 1 --warmup 0 2>&1 | tail -4 \
+        | tee -a "$out/sm90-sanitizer.log"
+    done
+  done
+fi
+if [[ $what == sm90-variants ]]; then
+  # TFLOP/s of the sm90 variants at S=4096, 16k tokens, H*D=2048 (bf16).
+  for d in ${VARIANT_DIMS:-64 128 256}; do
+    h=$((2048 / d))
+    for mask in none causal; do
+      for v in "--family sm80" "" "--overlap on" "--pingpong on" "--pingpong on --overlap on" \
+               "--warps 4 --block-m 64 --overlap on" "--warps 12 --block-m 192 --block-n 64"; do
+        r=$(timeout 60 "$bin/flashjit" bench --head-dim $d --mask $mask --batch 4 \
+              --heads-q $h --heads-kv $h --seqlen 4096 $v 2>&1)
+        echo "d=$d mask=$mask [$v] $(grep -oE '[0-9.]+ TFLOP/s' <<< "$r" | tail -1) $(grep -iE -m1 'error' <<< "$r")" \
+          | tee -a "$out/sm90-variants.log"
+      done
+    done
+  done
+fi
 
 if [[ $what == tests || $what == all ]]; then
   timeout ${TEST_TIMEOUT:-280} "$bin/flashjit-gpu-tests" 2>&1 | tee "$out/gpu-tests.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]|FAIL" | tail -40
@@ -96,3 +146,8 @@ if [[ $what == peers || $what == all ]]; then
   DIMS=${DIMS:-64,80,96,100,128,160,256} SEQS=4096 PEERS_OUT="$out" PYTHONUNBUFFERED=1 \
     timeout 1200 python3 .device/peers_bench.py 2>&1 | tail -25 | tee "$out/peers.log"
 fi
+}
+modes=${1:-all}
+for mode in ${modes//,/ }; do
+  run_mode "$mode"
+done

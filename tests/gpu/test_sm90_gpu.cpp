@@ -36,7 +36,6 @@ std::vector<TileConfig> variants(const AttentionSpec &spec) {
   add([](TileConfig &c) { c.pingpong = true; });
   add([](TileConfig &c) { c.pingpong = c.overlap = true; });
   add([](TileConfig &c) { c.blockM = 64, c.warps = 4; });
-  add([](TileConfig &c) { c.blockM = 64, c.warps = 4, c.overlap = true; });
   add([](TileConfig &c) { c.blockM = 192, c.warps = 12, c.blockN = 64; });
   add([](TileConfig &c) { c.stages = 1; });
   add([](TileConfig &c) { c.stages = 3, c.blockN = 64; });
@@ -110,7 +109,7 @@ TEST(Sm90Family, EveryVariantMatchesTheReference) {
     GTEST_SKIP() << "the sm90 family needs sm_90a; this GPU is "
                  << toString(runtime().arch());
   int runs = 0, i = 0;
-  for (int d : {64, 72, 80, 96, 128, 160, 192, 256}) {
+  for (int d : {64, 72, 96, 128, 192, 256}) {
     const DType dtype = i++ % 2 ? DType::F16 : DType::BF16;
     for (const Sm90Problem &pr : problems(d, dtype)) {
       const AttentionSpec spec = specFor(pr.problem);
@@ -132,8 +131,8 @@ TEST(Sm90Family, EveryVariantMatchesTheReference) {
       }
     }
   }
-  // 8 head dims x 6 problems x at least the default and three variants.
-  EXPECT_GE(runs, 8 * 6 * 4);
+  // 6 head dims x 6 problems x at least the default and three variants.
+  EXPECT_GE(runs, 6 * 6 * 4);
 }
 
 /// On sm_90a the runtime plans TMA-addressable problems with the sm90
