@@ -53,18 +53,52 @@ if [[ $what == sm90-sanitize ]]; then
   done
 fi
 if [[ $what == sm90-variants ]]; then
-  # TFLOP/s of the sm90 variants at S=4096, 16k tokens, H*D=2048 (bf16).
+  # TFLOP/s (last column of `flashjit bench`) of the sm90 variants at
+  # S=4096, 16k tokens, H*D=2048 (bf16); VARIANTS: ';'-separated option sets.
+  IFS=';' read -ra variants <<< "${VARIANTS:---family sm80;;--pingpong on;--overlap on;--warps 4 --block-m 64 --overlap on}"
   for d in ${VARIANT_DIMS:-64 128 256}; do
     h=$((2048 / d))
     for mask in none causal; do
-      for v in "--family sm80" "" "--overlap on" "--pingpong on" "--pingpong on --overlap on" \
-               "--warps 4 --block-m 64 --overlap on" "--warps 12 --block-m 192 --block-n 64"; do
+      for v in "${variants[@]}"; do
         r=$(timeout 60 "$bin/flashjit" bench --head-dim $d --mask $mask --batch 4 \
               --heads-q $h --heads-kv $h --seqlen 4096 $v 2>&1)
-        echo "d=$d mask=$mask [$v] $(grep -oE '[0-9.]+ TFLOP/s' <<< "$r" | tail -1) $(grep -iE -m1 'error' <<< "$r")" \
+        echo "d=$d mask=$mask [$v] $(tail -1 <<< "$r" | awk '{print $NF}') TFLOP/s" \
           | tee -a "$out/sm90-variants.log"
       done
     done
+  done
+fi
+if [[ $what == sm90-bench ]]; then
+  # The default config of every D of the throughput table (bf16, S=4096,
+  # 16k tokens, H*D=2048), then fp16 and other lengths at a few D.
+  row() { # d, mask, seqlen, dtype
+    local d=$1 h=$((2048 / $1)) b=$((16384 / $3))
+    r=$(timeout 60 "$bin/flashjit" bench --head-dim $d --mask $2 --batch $b --heads-q $h \
+          --heads-kv $h --seqlen $3 --dtype $4 2>&1)
+    echo "d=$d mask=$2 S=$3 $4 | $(tail -1 <<< "$r")" | tee -a "$out/sm90-bench.log"
+  }
+  for d in 64 72 80 96 100 128 160 192 256; do for m in none causal; do row $d $m 4096 bf16; done; done
+  for d in 80 128 256; do for m in none causal; do row $d $m 4096 fp16; done; done
+  for s in 1024 16384; do for m in none causal; do row 128 $m $s bf16; done; done
+fi
+if [[ $what == cold ]]; then
+  # Time from a cold miss to a launchable kernel, the driver's own cache off.
+  for d in 64 128 256; do for m in none causal; do
+    rm -rf /tmp/fj/cold; CUDA_CACHE_DISABLE=1 FLASHJIT_CACHE_DIR=/tmp/fj/cold timeout 60 \
+      "$bin/flashjit" run --head-dim $d --mask $m --seqlen 128 --heads-q 2 --heads-kv 2 --repeats 1 2>&1 \
+      | grep -E "^kernel|compile" | sed "s/^/d=$d $m: /" | tee -a "$out/cold.log"
+  done; done
+fi
+if [[ $what == ncu ]]; then
+  # Nsight Compute on one kernel per NCU_CASES entry (';'-separated flashjit
+  # bench options), clocks left alone.
+  IFS=';' read -ra cases <<< "${NCU_CASES:---head-dim 128 --heads-q 16 --heads-kv 16}"
+  for c in "${cases[@]}"; do
+    echo "== ncu flashjit bench $c" | tee -a "$out/ncu.log"
+    timeout 120 ncu --clock-control none --section SpeedOfLight --section WarpStateStats \
+      --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis -k regex:fwd_ --launch-count 1 \
+      "$bin/flashjit" bench --batch 4 --seqlen 4096 --repeats 1 $c 2>&1 | grep -vE "^==PROF==" \
+      | tee -a "$out/ncu.log" | grep -E "Throughput|Pipe|Stall|Issued|Warp Cycles|Registers|Duration" | head -40
   done
 fi
 

@@ -183,8 +183,13 @@ TEST(Runtime, ColdMissRunsTheQuickFormUntilTheFullKernelLoads) {
   // runtime (the same primary context).
   ForwardProblem p =
       denseProblem(DType::BF16, MaskMode::Causal, 2, 3, 3, 333, 300, 88, 88);
+  // Quick forms are the sm80 family's: the runtimes below use it, and the
+  // reference output is its full kernel's.
+  ForwardProblem explicitSm80 = p;
+  explicitSm80.tile = defaultTileConfig(specFor(p), runtime().arch(), Family::Sm80);
   ForwardRun full;
-  ASSERT_TRUE(runForward(p, 21, true, full).isOk());
+  ASSERT_TRUE(runForward(explicitSm80, 21, true, full).isOk());
+  full.problem.tile.reset();
   auto launchOn = [&](Runtime &rt, LoadedKernel::Source expected) {
     ForwardRun out = {};
     out.o.assign(full.o.size(), 0);
@@ -206,6 +211,17 @@ TEST(Runtime, ColdMissRunsTheQuickFormUntilTheFullKernelLoads) {
   };
   RuntimeOptions options;
   options.cacheDirectory = dir;
+  if (runtime().arch() == Arch::Sm90a) {
+    // The sm90 family has no quick form: a cold miss compiles the kernel.
+    auto rt = Runtime::create(options);
+    ASSERT_TRUE(rt) << rt.message();
+    auto plan = (*rt)->planForward(full.problem);
+    ASSERT_TRUE(plan) << plan.message();
+    EXPECT_EQ(plan->config.family, Family::Sm90);
+    EXPECT_EQ(plan->kernel->source, LoadedKernel::Source::Compiled);
+    EXPECT_EQ((*rt)->cacheStats().quickCompiles, 0u);
+  }
+  options.family = Family::Sm80;
   {
     auto rt = Runtime::create(options);
     ASSERT_TRUE(rt) << rt.message();

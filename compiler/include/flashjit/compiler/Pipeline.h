@@ -66,8 +66,9 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
 /// epilogue's stores, a lean LLVM middle end instead of O3; 10: nvvm.mma.sync
 /// on scalar accumulators, a 32-bit division in the causal CTA order,
 /// rcp.approx for 1 / l; 11: Q K^T as a run-time loop at d = 121-128 with a
-/// mask; 12: row sums add 16-key slices in order, as the quick form does).
-inline constexpr int kCodegenRevision = 12;
+/// mask; 12: row sums add 16-key slices in order, as the quick form does;
+/// 13: kernel families, the sm90 family the default on sm_90a).
+inline constexpr int kCodegenRevision = 13;
 
 /// Version strings that identify the code the compiler emits (cache keys):
 /// flashjit's is the release plus "+cg<kCodegenRevision>".
