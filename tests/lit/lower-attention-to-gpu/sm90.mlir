@@ -1,7 +1,8 @@
 // RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
 // The same checks fail on the sm80 family's kernel of the same spec:
 // RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config=family=sm80 --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
-// Overlap and pingpong add their own ops; the default kernel has neither:
+// Overlap and pingpong add their own ops; the default kernel at d=64 has
+// neither (pingpong is the default from d=96 on):
 // RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s --check-prefix=PLAIN
 // RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s --check-prefix=VARIANTS
 
@@ -39,11 +40,17 @@
 // CHECK: nvvm.wgmma.wait.group.sync.aligned 0
 // CHECK: nvgpu.mbarrier.arrive
 // CHECK: llvm.inline_asm has_side_effects asm_dialect = att "{ .reg .pred p; setp.ne.b32 p, 1, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {{.*}}, p, 1, 1, 1;
-// PLAIN-LABEL: gpu.module @d128
+// The default at d=128 takes turns between its consumers:
+// CHECK: nvvm.barrier.arrive id = %{{.*}} number_of_threads = %c256_i32
+flashjit.attention_fwd @d128 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 128, head_dim_v = 128, mask = "causal", gqa_group = 1, lse = true, align = 8>
+
+// -----
+
+// PLAIN-LABEL: gpu.module @d64
 // PLAIN-NOT: nvvm.wgmma.wait.group.sync.aligned 1
 // PLAIN-NOT: nvvm.barrier.arrive
 // PLAIN: gpu.return
-flashjit.attention_fwd @d128 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 128, head_dim_v = 128, mask = "causal", gqa_group = 1, lse = true, align = 8>
+flashjit.attention_fwd @d64 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 1, lse = true, align = 8>
 
 // -----
 
