@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine from the repository root, after
+# tests/mutation/build.sh made .device/flashjit-mutants.tar.xz here:
+#   bash tests/mutation/run-gpu.sh
+# Every mutant (and "none", the control, which must pass) runs the same
+# subset of the GPU suite in its own process, all at once (one process a
+# CPU core: compiling kernels is most of the time). Writes $OUT/gpu-mutation.md
+# (which tests fail under each mutant) and one log per mutant.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+out=${OUT:-/tmp/out}
+work=/tmp/flashjit-mutants
+mkdir -p "$out" "$work"
+tar -xJf "$root/.device/flashjit-mutants.tar.xz" -C "$work"
+bin=$work/bin/flashjit-gpu-tests
+unset FLASHJIT_TEST_CACHE_DIR FLASHJIT_CACHE_DIR # a fresh cache per process
+
+source "$root/tests/mutation/mutants.sh"
+
+# The subset: the forward matrix at d = 64 and 128, the long sequences,
+# layouts, every feature at d = 80 (full kernel and quick form against it),
+# the runtime's quick-form tiering, the C API and the autotuner.
+filter='Matrix/Forward.*_d64*:Matrix/Forward.*_d128*:Long/Forward.*'
+filter+=':Forward/Layout.*:Matrix/Features.*_d80_*:Matrix/QuickForm.*_d80_*'
+filter+=':Runtime.ColdMissRunsTheQuickFormUntilTheFullKernelLoads:CApi.*'
+filter+=':Autotune.*:FeaturesRuntime.PackedAndUnpackedGqaBothMatch'
+
+{
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  echo "base: $(cat "$work/BASE")"
+  echo "filter: $filter"
+} | tee "$out/gpu.txt"
+
+start=$(date +%s)
+for m in "${mutants[@]}"; do
+  (
+    if [[ $m != none ]]; then export FLASHJIT_MUTANT=$m; fi
+    timeout "${MUTANT_TIMEOUT:-520}" "$bin" --gtest_filter="$filter" \
+      > "$out/gpu-$m.log" 2>&1
+    echo $? > "$out/gpu-$m.rc"
+  ) &
+done
+wait
+echo "all mutants ran in $(( $(date +%s) - start )) s" | tee -a "$out/gpu.txt"
+
+# One row per mutant: exit code, how many tests failed, and which (test
+# suites with their failing instances counted).
+{
+  echo "| mutant | exit | failed tests | failing tests (by suite) |"
+  echo "|---|---|---|---|"
+  for m in "${mutants[@]}"; do
+    rc=$(cat "$out/gpu-$m.rc" 2>/dev/null || echo "?")
+    failed=$(grep -E '^\[  FAILED  \] [A-Za-z]' "$out/gpu-$m.log" |
+             grep -v ' listed below' | sed -E 's/^\[  FAILED  \] //; s/,? where .*//; s/ \(.*//' | sort -u)
+    count=$(grep -c . <<< "$failed")
+    [[ -z $failed ]] && count=0
+    bySuite=$(sed -E 's#^([^.]*\.[^/]*)/.*#\1#' <<< "$failed" | sort | uniq -c |
+              awk 'NF {printf "%s%s (%d)", sep, $2, $1; sep=", "}')
+    echo "| $m | $rc | $count | ${bySuite:-none} |"
+  done
+} | tee "$out/gpu-mutation.md"
