@@ -20,8 +20,8 @@ ptxas_filter+=':Forward/PtxasDefaultConfig.*/d256_*:Forward/PtxasOtherConfig.*'
 gtestFailures() {
   grep -E '^\[  FAILED  \] [A-Za-z]' "$1" | grep -v ' listed below' |
     sed -E 's/^\[  FAILED  \] //; s/,? where .*//; s/ \(.*//' | sort -u |
-    sed -E 's#^([^.]*\.[^/]*)/.*#\1#' | sort | uniq -c |
-    awk 'NF {printf "%s%s (%d)", sep, $2, $1; sep=", "}'
+    sed -E 's#^([^.]*\.[^/]*)/.*#\1#' | grep . | sort | uniq -c |
+    awk '{printf "%s%s (%d)", sep, $2, $1; sep=", "}'
 }
 
 echo "| mutant | unit | lit | ptxas |"
