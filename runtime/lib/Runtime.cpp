@@ -177,6 +177,7 @@ Runtime::~Runtime() = default;
 
 Expected<std::unique_ptr<Runtime>>
 Runtime::create(const RuntimeOptions &options) {
+  registerKernelFamilies();
   auto api = driver::api();
   if (!api)
     return api.status();
@@ -329,8 +330,11 @@ std::string specKey(const AttentionSpec &spec) {
 
 /// The key of a compiled kernel, from its spec's key.
 std::string memoryKey(const std::string &specKey, const TileConfig &config) {
-  const auto &[blockM, blockN, warps, stages, packGqa, quick] = config;
-  const int32_t fields[] = {blockM, blockN, warps, stages, packGqa, quick};
+  const auto &[blockM, blockN, warps, stages, packGqa, quick, family, pingpong,
+                overlap] = config;
+  const int32_t fields[] = {blockM, blockN,   warps,
+                            stages, packGqa,  quick,
+                            static_cast<int32_t>(family), pingpong, overlap};
   return specKey + packed(fields);
 }
 
@@ -357,13 +361,13 @@ Expected<CacheEntry> Runtime::Impl::compileEntry(const AttentionSpec &spec,
     return artifact.status();
   const auto t1 = Clock::now();
   auto cubin = driver::linkPtx(*cu, artifact->ptx, artifact->kernelName,
-                               artifact->ptxasOptLevel);
+                               artifact->launch.ptxasOptLevel);
   jitUs += micros(t1);
   if (!cubin)
     return cubin.status();
   return CacheEntry{artifact->ptx, std::move(*cubin),
-                    KernelMeta{artifact->kernelName, artifact->threadsPerBlock,
-                               artifact->sharedMemBytes, artifact->blockM}};
+                    KernelMeta{artifact->kernelName, artifact->launch.threadsPerBlock,
+                               artifact->launch.sharedMemBytes, artifact->launch.blockM}};
 }
 
 Expected<ModuleCache::Kernel>

@@ -171,7 +171,7 @@ Assembled assemble(const std::string &ptxas, const AttentionSpec &spec,
   }
   flashjit::test_support::ProcessResult r = flashjit::test_support::runProcess(
       {ptxas, "-arch=" + std::string(toString(arch)),
-       "-O" + std::to_string(art->ptxasOptLevel), "-v", ptxFile.string(), "-o",
+       "-O" + std::to_string(art->launch.ptxasOptLevel), "-v", ptxFile.string(), "-o",
        cubin.string()});
   const std::string log = r.all();
   a.ptxasLog = log;
@@ -242,14 +242,14 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
   // Threads: what the PTX was compiled for is what the launcher launches;
   // the full kernel has the config's warps, the quick form at least as
   // many (warps of 16 rows) and at most 256 threads.
-  EXPECT_EQ(ptxMaxThreads(ptx), art.threadsPerBlock);
+  EXPECT_EQ(ptxMaxThreads(ptx), art.launch.threadsPerBlock);
   if (config.quick) {
-    EXPECT_GE(art.threadsPerBlock, config.warps * kWarpSize);
-    EXPECT_LE(art.threadsPerBlock, 256);
+    EXPECT_GE(art.launch.threadsPerBlock, config.warps * kWarpSize);
+    EXPECT_LE(art.launch.threadsPerBlock, 256);
   } else {
-    EXPECT_EQ(art.threadsPerBlock, config.warps * kWarpSize);
+    EXPECT_EQ(art.launch.threadsPerBlock, config.warps * kWarpSize);
   }
-  EXPECT_EQ(art.blockM, config.blockM);
+  EXPECT_EQ(art.launch.blockM, config.blockM);
   // Shared memory: a Q tile and `stages` K and V tiles whose rows are the
   // head dims padded to 16, or one 16-byte chunk longer (unswizzled rows);
   // within the arch's limit.
@@ -261,10 +261,10 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
            (paddedTo16(spec.headDimQK) + paddedTo16(spec.headDimV))) *
       eb;
   const int padded = swizzled + rows * 16;
-  EXPECT_TRUE(art.sharedMemBytes == swizzled || art.sharedMemBytes == padded)
-      << art.sharedMemBytes << " bytes of shared memory; expected " << swizzled
+  EXPECT_TRUE(art.launch.sharedMemBytes == swizzled || art.launch.sharedMemBytes == padded)
+      << art.launch.sharedMemBytes << " bytes of shared memory; expected " << swizzled
       << " (swizzled rows) or " << padded << " (padded rows)";
-  EXPECT_LE(art.sharedMemBytes, sharedMemoryLimit(arch));
+  EXPECT_LE(art.launch.sharedMemBytes, sharedMemoryLimit(arch));
 }
 
 /// Compiles `spec` with `config` for `arch`, checks what the artifact says

@@ -88,6 +88,15 @@ LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
+LogicalResult TileConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                     int64_t, int64_t, int64_t, int64_t, bool,
+                                     bool, StringRef family, bool, bool) {
+  if (!parseFamily(family.str()))
+    return emitError() << "family must be one of " << familyChoices()
+                       << ", got '" << family << "'";
+  return success();
+}
+
 AttentionSpec AttentionFwdOp::getAttentionSpec() {
   SpecAttr a = getSpec();
   return *toSpec({a.getDtype(), a.getHeadDimQk(), a.getHeadDimV(), a.getMask(),
@@ -115,8 +124,11 @@ SpecAttr toAttr(MLIRContext *ctx, const AttentionSpec &s) {
                        s.varlen, s.keyLengths);
 }
 TileConfigAttr toAttr(MLIRContext *ctx, const TileConfig &c) {
+  std::string_view family = toString(c.family);
   return TileConfigAttr::get(ctx, c.blockM, c.blockN, c.warps, c.stages,
-                             c.packGqa, c.quick);
+                             c.packGqa, c.quick,
+                             StringRef(family.data(), family.size()),
+                             c.pingpong, c.overlap);
 }
 TileConfig fromAttr(TileConfigAttr a) {
   TileConfig c;
@@ -126,6 +138,9 @@ TileConfig fromAttr(TileConfigAttr a) {
   c.stages = static_cast<int>(a.getStages());
   c.packGqa = a.getPackGqa();
   c.quick = a.getQuick();
+  c.family = parseFamily(a.getFamily().str()).value_or(Family::Sm80);
+  c.pingpong = a.getPingpong();
+  c.overlap = a.getOverlap();
   return c;
 }
 } // namespace flashjit::tile
