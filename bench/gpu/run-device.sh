@@ -2,7 +2,8 @@
 # Runs on the lent GPU machine from the repository root. Expects
 # .device/flashjit-bin.tar.xz (static binaries built here with
 # FLASHJIT_STATIC_LLVM=ON, stripped) and .device/peers_bench.py.
-#   bash bench/gpu/run-device.sh tests|bench|peers|sanitize|features|autotune|all
+#   bash bench/gpu/run-device.sh tests|bench|peers|sanitize|features|autotune|all|python
+# (python: also expects .whl/flashjit-*-cp312-*.whl; not part of all)
 # (features = features-sanitize: compute-sanitizer on feature kernels, plus
 #  features-bench: bench/gpu/features_peers.py)
 # Logs go to $OUT (or /tmp/out).
@@ -46,6 +47,17 @@ fi
 if [[ $what == features || $what == features-bench || $what == all ]]; then
   FLASHJIT="$bin/flashjit" OUT="$out" DIMS=${DIMS:-128,80} PYTHONUNBUFFERED=1 \
     timeout ${FEATURES_TIMEOUT:-400} python3 bench/gpu/features_peers.py 2>&1 | tee "$out/features.log" | tail -22
+fi
+if [[ $what == python ]]; then
+  # The Python package: a cp312 wheel built here (.whl/, carried), installed
+  # into the machine's torch + jax environment without network; its GPU
+  # tests, then per-call overhead and TFLOP/s against the C++ bench.
+  py=${PYTHON:-/opt/torch/.venv/bin/python}
+  "$py" -m pip install -q --no-deps --no-index --force-reinstall .whl/flashjit-*-cp312-*.whl
+  timeout ${PYTHON_TESTS_TIMEOUT:-400} "$py" -m pytest tests/python -q -rs -p no:cacheprovider 2>&1 \
+    | tee "$out/python-tests.log" | tail -30
+  timeout ${PYTHON_BENCH_TIMEOUT:-200} "$py" bench/python_overhead.py --cli "$bin/flashjit" \
+    --json "$out/python-overhead.json" 2>&1 | tee "$out/python-overhead.log"
 fi
 if [[ $what == autotune || $what == all ]]; then
   # Issue 5's evidence: tune each shape (wall time per shape), then bench

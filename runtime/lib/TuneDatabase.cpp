@@ -3,6 +3,7 @@
 
 #include "Files.h"
 
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -32,6 +33,15 @@ TileConfig configFrom(const json &j) {
   c.stages = j.at("stages").get<int>();
   c.packGqa = j.at("pack_gqa").get<bool>();
   c.quick = j.value("quick", false);
+  // Entries written before families existed are the sm80 family's.
+  const std::string family = j.value("family", std::string("sm80"));
+  auto parsed = parseFamily(family);
+  if (!parsed)
+    throw std::invalid_argument("family must be one of " + familyChoices() +
+                                ", got '" + family + "'");
+  c.family = *parsed;
+  c.pingpong = j.value("pingpong", false);
+  c.overlap = j.value("overlap", false);
   return c;
 }
 
@@ -80,7 +90,10 @@ json toJson(const TileConfig &c) {
           {"warps", c.warps},
           {"stages", c.stages},
           {"pack_gqa", c.packGqa},
-          {"quick", c.quick}};
+          {"quick", c.quick},
+          {"family", std::string(toString(c.family))},
+          {"pingpong", c.pingpong},
+          {"overlap", c.overlap}};
 }
 
 ShapeBucket shapeBucket(const AttentionParams &p) {
@@ -152,6 +165,8 @@ std::map<std::string, TuneEntry> parseEntries(const json &entries,
     try {
       map.emplace(key, entryFrom(value));
     } catch (const json::exception &) {
+      ++malformed;
+    } catch (const std::invalid_argument &) {
       ++malformed;
     }
   }

@@ -171,8 +171,8 @@ Assembled assemble(const std::string &ptxas, const AttentionSpec &spec,
   }
   flashjit::test_support::ProcessResult r = flashjit::test_support::runProcess(
       {ptxas, "-arch=" + std::string(toString(arch)),
-       "-O" + std::to_string(art->launch.ptxasOptLevel), "-v", ptxFile.string(), "-o",
-       cubin.string()});
+       "-O" + std::to_string(art->launch.ptxasOptLevel), "-v", ptxFile.string(),
+       "-o", cubin.string()});
   const std::string log = r.all();
   a.ptxasLog = log;
   if (r.exitCode != 0) {
@@ -203,12 +203,15 @@ int paddedTo16(int d) { return (d + 15) / 16 * 16; }
 int sharedMemoryLimit(Arch arch) {
   switch (arch) {
   case Arch::Sm80:
+  case Arch::Sm87:
     return 163 * 1024;
   case Arch::Sm86:
   case Arch::Sm89:
+  case Arch::Sm120:
     return 99 * 1024;
   case Arch::Sm90:
   case Arch::Sm90a:
+  case Arch::Sm100:
     return 227 * 1024;
   }
   return 0;
@@ -240,19 +243,31 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
             archTag);
   EXPECT_EQ(ptxTarget(ptx), archName);
   // Threads: what the PTX was compiled for is what the launcher launches;
-  // the full kernel has the config's warps, the quick form at least as
-  // many (warps of 16 rows) and at most 256 threads.
+  // the sm80 kernel has the config's warps, its quick form at least as many
+  // (warps of 16 rows) and at most 256 threads; sm90 a producer warpgroup
+  // beside the consumers' warps.
   EXPECT_EQ(ptxMaxThreads(ptx), art.launch.threadsPerBlock);
-  if (config.quick) {
+  if (config.family == Family::Sm90) {
+    EXPECT_EQ(art.launch.threadsPerBlock, (config.warps + 4) * kWarpSize);
+  } else if (config.quick) {
     EXPECT_GE(art.launch.threadsPerBlock, config.warps * kWarpSize);
     EXPECT_LE(art.launch.threadsPerBlock, 256);
   } else {
     EXPECT_EQ(art.launch.threadsPerBlock, config.warps * kWarpSize);
   }
   EXPECT_EQ(art.launch.blockM, config.blockM);
-  // Shared memory: a Q tile and `stages` K and V tiles whose rows are the
-  // head dims padded to 16, or one 16-byte chunk longer (unswizzled rows);
-  // within the arch's limit.
+  EXPECT_LE(art.launch.sharedMemBytes, sharedMemoryLimit(arch));
+  if (config.family == Family::Sm90) {
+    // The tensor maps of Q (64-row boxes) and K, V (block_n rows) travel as
+    // parameters; setmaxnreg moves registers to the consumers.
+    EXPECT_EQ(art.launch.tmaQ.rows, 64);
+    EXPECT_EQ(art.launch.tmaK.rows, config.blockN);
+    EXPECT_NE(ptx.find(".param .align 64 .b8"), std::string::npos);
+    EXPECT_NE(ptx.find("setmaxnreg.inc"), std::string::npos);
+    return;
+  }
+  // sm80 shared memory: a Q tile and `stages` K and V tiles whose rows are
+  // the head dims padded to 16, or one 16-byte chunk longer (unswizzled).
   const int eb = elementBytes(spec.dtype);
   const int rows = config.blockM + 2 * config.stages * config.blockN;
   const int swizzled =
@@ -261,10 +276,10 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
            (paddedTo16(spec.headDimQK) + paddedTo16(spec.headDimV))) *
       eb;
   const int padded = swizzled + rows * 16;
-  EXPECT_TRUE(art.launch.sharedMemBytes == swizzled || art.launch.sharedMemBytes == padded)
-      << art.launch.sharedMemBytes << " bytes of shared memory; expected " << swizzled
+  const int bytes = art.launch.sharedMemBytes;
+  EXPECT_TRUE(bytes == swizzled || bytes == padded)
+      << bytes << " bytes of shared memory; expected " << swizzled
       << " (swizzled rows) or " << padded << " (padded rows)";
-  EXPECT_LE(art.launch.sharedMemBytes, sharedMemoryLimit(arch));
 }
 
 /// Compiles `spec` with `config` for `arch`, checks what the artifact says
@@ -281,6 +296,10 @@ void compileAndAssemble(const AttentionSpec &spec, const TileConfig &config,
   ASSERT_TRUE(a.failure.empty()) << a.failure << "\n" << a.ptxasLog;
   expectLaunchFactsHold(art, art.ptx, spec, config, arch);
 
+  if (config.family == Family::Sm90)
+    EXPECT_EQ(a.ptxasLog.find("setmaxnreg' ignored"), std::string::npos)
+        << a.ptxasLog;
+
   EXPECT_GE(a.reports, 1) << "ptxas -v printed no local-memory report:\n"
                           << a.ptxasLog;
   EXPECT_TRUE(a.clean()) << a.localMemory() << ":\n" << a.ptxasLog;
@@ -293,16 +312,20 @@ void compileAndAssemble(const AttentionSpec &spec, const TileConfig &config,
 
 // ---- the default-config grid ----------------------------------------------------------
 
-/// Every architecture the runtime accepts (compute capability 8.0, 8.6, 8.9
-/// and 9.0, which it compiles for as sm_90a).
+/// Every architecture the runtime accepts (compute capability 8.0, 8.6, 8.7,
+/// 8.9, 9.0 as sm_90a, 10.0 and 12.0). The first four have the whole grid in
+/// both dtypes; the sm80 family's later targets one dtype a head dim.
 constexpr Arch kRuntimeArchs[] = {Arch::Sm80, Arch::Sm86, Arch::Sm89,
-                                  Arch::Sm90a};
+                                  Arch::Sm90a, Arch::Sm87, Arch::Sm100,
+                                  Arch::Sm120};
+constexpr int kBothDtypeArchs = 4;
 
 struct GridCase {
   int headDim;
   DType dtype;
   MaskMode mask;
   Arch arch;
+  Family family;
   bool quick; ///< the quick form of the default config (TileConfig::quick)
 };
 
@@ -310,7 +333,8 @@ std::string gridName(const ::testing::TestParamInfo<GridCase> &info) {
   const GridCase &c = info.param;
   return "d" + std::to_string(c.headDim) + "_" + std::string(toString(c.dtype)) +
          "_" + std::string(toString(c.mask)) + "_" +
-         std::string(toString(c.arch)) + (c.quick ? "_quick" : "");
+         std::string(toString(c.arch)) + "_" + std::string(toString(c.family)) +
+         (c.quick ? "_quick" : "");
 }
 
 /// Head dims of the throughput table and the edges of the default table.
@@ -323,28 +347,40 @@ constexpr int kSpilledBeforeHeadDims[] = {89,  112, 113, 114, 115, 116, 117, 118
 
 std::vector<GridCase> gridCases() {
   std::vector<GridCase> out;
+  // Both dtypes generate the same instructions but for the MMA's type: one
+  // of them a head dim is enough for the later targets and the head dims
+  // that spilled before.
   for (int d : kGridHeadDims)
     for (DType dtype : {DType::F16, DType::BF16})
       for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
-        for (Arch arch : kRuntimeArchs)
+        for (int a = 0; a < int(std::size(kRuntimeArchs)); ++a) {
+          const Arch arch = kRuntimeArchs[a];
+          if (a >= kBothDtypeArchs &&
+              dtype != ((d + a) % 2 ? DType::F16 : DType::BF16))
+            continue;
           for (bool quick : {false, true})
-            out.push_back({d, dtype, mask, arch, quick});
-  // Both dtypes generate the same instructions but for the MMA's type: one
-  // of them a head dim is enough here.
+            out.push_back({d, dtype, mask, arch, Family::Sm80, quick});
+          // The sm90 family where TMA addresses contiguous rows of d.
+          if (arch == Arch::Sm90a && alignmentElems({d}) == 8)
+            out.push_back({d, dtype, mask, arch, Family::Sm90, false});
+        }
   int i = 0;
   for (int d : kSpilledBeforeHeadDims)
     for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
-      for (Arch arch : kRuntimeArchs)
+      for (Arch arch : kRuntimeArchs) {
+        const DType dtype = i++ % 2 ? DType::F16 : DType::BF16;
         for (bool quick : {false, true})
-          out.push_back({d, i++ % 2 ? DType::F16 : DType::BF16, mask, arch,
-                         quick});
+          out.push_back({d, dtype, mask, arch, Family::Sm80, quick});
+        if (arch == Arch::Sm90a && alignmentElems({d}) == 8)
+          out.push_back({d, dtype, mask, arch, Family::Sm90, false});
+      }
   return out;
 }
 
 void PrintTo(const GridCase &c, std::ostream *os) {
   *os << "head_dim=" << c.headDim << " " << toString(c.dtype) << " "
-      << toString(c.mask) << " " << toString(c.arch)
-      << (c.quick ? " quick" : "");
+      << toString(c.mask) << " " << toString(c.arch) << " "
+      << toString(c.family) << (c.quick ? " quick" : "");
 }
 
 class PtxasDefaultConfig : public ::testing::TestWithParam<GridCase> {};
@@ -361,7 +397,7 @@ TEST_P(PtxasDefaultConfig, AssemblesWithoutSpills) {
   // Contiguous [b, s, h, d] tensors: the head stride is d, so this is what
   // the runtime picks (8 for every d that is a multiple of 8).
   spec.globalAlignElems = alignmentElems({c.headDim});
-  TileConfig config = defaultTileConfig(spec, c.arch);
+  TileConfig config = defaultTileConfig(spec, c.arch, c.family);
   config.quick = c.quick;
   compileAndAssemble(spec, config, c.arch);
 }
@@ -446,6 +482,44 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<ExtraCase> &info) {
       return info.param.name;
     });
+
+// ---- the other targets of the sm_80 family
+// ------------------------------------------------
+
+/// The GPUs that run the sm_80 family from their own PTX target (Device.cpp's
+/// table): each target's default config assembles without spills, full and
+/// quick, for head dims at both ends and the middle of the range; sm_86,
+/// sm_89 and sm_120 with their 99 KiB of shared memory per block.
+std::vector<ExtraCase> familyTargetCases() {
+  std::vector<ExtraCase> out;
+  for (Arch arch :
+       {Arch::Sm86, Arch::Sm87, Arch::Sm89, Arch::Sm100, Arch::Sm120}) {
+    const std::string a(toString(arch));
+    for (int d : {64, 128, 256})
+      for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
+        out.push_back({"d" + std::to_string(d) + "_bf16_" +
+                           std::string(toString(mask)) + "_" + a,
+                       makeSpec(d, d, DType::BF16, mask, 8), std::nullopt,
+                       arch});
+  }
+  return out;
+}
+
+class PtxasFamilyTarget : public ::testing::TestWithParam<ExtraCase> {};
+
+TEST_P(PtxasFamilyTarget, AssemblesWithoutSpills) {
+  const ExtraCase &c = GetParam();
+  TileConfig config = defaultTileConfig(c.spec, c.arch);
+  compileAndAssemble(c.spec, config, c.arch);
+  config.quick = true;
+  compileAndAssemble(c.spec, config, c.arch);
+}
+
+INSTANTIATE_TEST_SUITE_P(Forward, PtxasFamilyTarget,
+                         ::testing::ValuesIn(familyTargetCases()),
+                         [](const ::testing::TestParamInfo<ExtraCase> &info) {
+                           return info.param.name;
+                         });
 
 // ---- the forward features at the default config -------------------------------------------
 
@@ -593,7 +667,13 @@ TEST(PtxasSweep, DefaultConfigOfEveryHeadDim) {
 }
 
 TEST(PtxasGrid, CoversTheRequestedMatrix) {
-  EXPECT_EQ(gridCases().size(), 13u * 2 * 2 * 4 * 2 + 15u * 2 * 4 * 2);
+  // sm80: 13 head dims x 2 masks x (2 dtypes x 4 archs + 3 later targets),
+  // full and quick, and the sm90 family on sm_90a for the 10 dims TMA can
+  // address (multiples of 8: not 1, 33 and 100); the 15 head dims that
+  // spilled before, one dtype, both masks, all 7 archs likewise (sm90: 112
+  // and 120).
+  EXPECT_EQ(gridCases().size(), 13u * 2 * (2 * 4 + 3) * 2 + 10u * 2 * 2 +
+                                    15u * 2 * 7 * 2 + 2u * 2);
 }
 
 } // namespace
