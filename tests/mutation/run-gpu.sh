@@ -21,10 +21,12 @@ source "$root/tests/mutation/mutants.sh"
 # d = 64, 128 and 256 (sequences up to 1000: many K/V tiles), layouts, every
 # feature at d = 80 (full kernel, and the quick form against it), the
 # runtime's quick-form tiering, the C API and the autotuner.
+# $MUTATION_FILTER replaces it.
 filter='Matrix/Forward.*_d64*:Matrix/Forward.*_d128*:Matrix/Forward.*_d256*'
 filter+=':Forward/Layout.*:Matrix/Features.*_d80_*:Matrix/QuickForm.*_d80_*'
 filter+=':Runtime.ColdMissRunsTheQuickFormUntilTheFullKernelLoads:CApi.*'
 filter+=':Autotune.*:FeaturesRuntime.PackedAndUnpackedGqaBothMatch'
+filter=${MUTATION_FILTER:-$filter}
 
 {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
@@ -44,22 +46,34 @@ done
 wait
 echo "all mutants ran in $(( $(date +%s) - start )) s" | tee -a "$out/gpu.txt"
 
-# One row per mutant: exit code, tests passed and failed, and the failing
-# tests by suite (their failing instances counted). A mutant is caught when
-# its exit code is 1; "none" must exit 0.
+# The tests a log reports failed, one a line.
+failedTests() {
+  grep -E '^\[  FAILED  \] [A-Za-z]' "$1" | grep -v ' listed below' |
+    sed -E 's/^\[  FAILED  \] //; s/,? where .*//; s/ \(.*//' | sort -u
+}
+failedTests "$out/gpu-none.log" > "$out/control-failures.txt"
+
+# One row per mutant: exit code, tests passed and failed, and the tests that
+# catch it (failing under the mutant but not in the control), by suite with
+# their instances counted. A mutant is caught when that list is not empty;
+# the control should fail nothing (its failures, if any, are listed apart).
 {
-  echo "| mutant | exit | passed | failed | failing tests (by suite) |"
+  echo "| mutant | exit | passed | failed | caught by (failing here, passing in the control) |"
   echo "|---|---|---|---|---|"
   for m in "${mutants[@]}"; do
     log=$out/gpu-$m.log
     rc=$(cat "$out/gpu-$m.rc" 2>/dev/null || echo "?")
     passed=$(sed -nE 's/^\[  PASSED  \] ([0-9]+) tests?.*/\1/p' "$log" | tail -1)
-    failed=$(grep -E '^\[  FAILED  \] [A-Za-z]' "$log" | grep -v ' listed below' |
-             sed -E 's/^\[  FAILED  \] //; s/,? where .*//; s/ \(.*//' | sort -u)
+    failed=$(failedTests "$log")
     count=0 bySuite=""
-    if [[ -n $failed ]]; then
-      count=$(wc -l <<< "$failed")
-      bySuite=$(sed -E 's#^([^.]*\.[^/]*)/.*#\1#' <<< "$failed" | sort | uniq -c |
+    [[ -n $failed ]] && count=$(wc -l <<< "$failed")
+    if [[ $m == none ]]; then
+      caught=$failed
+    else
+      caught=$(comm -23 <(echo "$failed") "$out/control-failures.txt")
+    fi
+    if [[ -n $caught ]]; then
+      bySuite=$(sed -E 's#^([^.]*\.[^/]*)/.*#\1#' <<< "$caught" | sort | uniq -c |
                 awk '{printf "%s%s (%d)", sep, $2, $1; sep=", "}')
     fi
     echo "| $m | $rc | ${passed:-0} | $count | ${bySuite:--} |"
