@@ -326,7 +326,9 @@ TEST_P(QuickForm, BitwiseEqualsTheFullKernel) {
   const FeatureCase &c = GetParam();
   bool withLse = true;
   ForwardProblem p = problemFor(c, withLse);
-  TileConfig tile = defaultTileConfig(specFor(p), runtime().arch());
+  // The quick form is the sm80 family's (the sm90 family has none).
+  TileConfig tile =
+      defaultTileConfig(specFor(p), runtime().arch(), Family::Sm80);
   if (c.mode == Mode::MqaUnpacked)
     tile.packGqa = false;
   expectQuickFormBitwiseEqual(p, tile, withLse,
@@ -352,7 +354,8 @@ TEST(QuickFormLong, BitwiseEqualsTheFullKernelAtLongSequences) {
         what << "d" << d << "_" << toString(mask) << "_" << toString(dtype)
              << "_" << sq << "x" << sk;
         expectQuickFormBitwiseEqual(
-            p, defaultTileConfig(specFor(p), runtime().arch()), true,
+            p, defaultTileConfig(specFor(p), runtime().arch(), Family::Sm80),
+            true,
             std::hash<std::string>()(what.str()), nullptr, what.str());
       }
 }
@@ -387,7 +390,9 @@ TEST(FeaturesRuntime, PackedAndUnpackedGqaBothMatch) {
   ForwardProblem p =
       denseProblem(DType::F16, MaskMode::Causal, 2, 12, 3, 300, 300, 80, 80);
   for (bool packed : {true, false}) {
-    TileConfig tile = defaultTileConfig(specFor(p), runtime().arch());
+    // pack_gqa is an sm80 knob.
+    TileConfig tile =
+        defaultTileConfig(specFor(p), runtime().arch(), Family::Sm80);
     tile.packGqa = packed;
     p.tile = tile;
     ForwardRun run;

@@ -181,10 +181,14 @@ TEST(Runtime, ColdMissRunsTheQuickFormUntilTheFullKernelLoads) {
   ASSERT_FALSE(dir.empty());
   // Inputs, buffers and the full kernel's output, through the suite's
   // runtime (the same primary context).
+  // The sm80 family's default (quick forms are its own), named explicitly
+  // for the suite's runtime, then left to the runtimes under test.
   ForwardProblem p =
       denseProblem(DType::BF16, MaskMode::Causal, 2, 3, 3, 333, 300, 88, 88);
+  p.tile = defaultTileConfig(specFor(p), runtime().arch(), Family::Sm80);
   ForwardRun full;
   ASSERT_TRUE(runForward(p, 21, true, full).isOk());
+  full.problem.tile.reset();
   const std::vector<uint16_t> fullO = full.o;
   const std::vector<float> fullLse = full.lse;
   // Every launch poisons O and LSE first: each output compared below was
@@ -198,6 +202,8 @@ TEST(Runtime, ColdMissRunsTheQuickFormUntilTheFullKernelLoads) {
   };
   RuntimeOptions options;
   options.cacheDirectory = dir;
+  // Quick forms are the sm80 family's; on sm_90a the default would be sm90.
+  options.family = Family::Sm80;
   {
     auto rt = Runtime::create(options);
     ASSERT_TRUE(rt) << rt.message();

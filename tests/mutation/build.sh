@@ -21,19 +21,32 @@ rev=$(git -C "$root" rev-parse "$base")
 # The commit the patches were last made against (they apply there).
 made_against=c5beb7c
 
-mkdir -p "$scratch"
+mkdir -p "$scratch/src"
 if [[ ! -f $scratch/src/.base || $(cat "$scratch/src/.base") != "$rev" ]]; then
-  rm -rf "$scratch/src"
-  mkdir -p "$scratch/src"
-  git -C "$root" archive "$rev" | tar -x -C "$scratch/src"
+  # The patched tree is staged apart, then only the files whose contents
+  # changed replace the scratch's: an earlier build stays incremental.
+  stage=$scratch/stage
+  rm -rf "$stage"
+  mkdir -p "$stage"
+  git -C "$root" archive "$rev" | tar -x -C "$stage"
   for p in "$root"/tests/mutation/patches/*.patch; do
-    if ! (cd "$scratch/src" && git apply --whitespace=nowarn "$p"); then
+    if ! (cd "$stage" && git apply --whitespace=nowarn "$p"); then
       echo "mutation: $(basename "$p") does not apply to $rev;" \
            "the patches were made against $made_against (MUTATION_BASE=$made_against)," \
            "or update them to the generators' new code" >&2
       exit 1
     fi
   done
+  (cd "$stage" && find . -type f) | while read -r f; do
+    if ! cmp -s "$stage/$f" "$scratch/src/$f"; then
+      mkdir -p "$(dirname "$scratch/src/$f")"
+      cp "$stage/$f" "$scratch/src/$f"
+    fi
+  done
+  (cd "$scratch/src" && find . -type f ! -name .base) | while read -r f; do
+    [[ -e $stage/$f ]] || rm -f "$scratch/src/$f"
+  done
+  rm -rf "$stage"
   echo "$rev" > "$scratch/src/.base"
 fi
 BUILD_DIR=$scratch/build bash "$scratch/src/tools/scripts/build.sh" -DFLASHJIT_STATIC_LLVM=ON
