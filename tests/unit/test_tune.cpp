@@ -109,10 +109,24 @@ TEST(SearchSpace, EveryConfigIsCountedOnceAndCandidatesValidate) {
         EXPECT_EQ(space.enumerated, grid);
         std::set<std::string> seen;
         bool baselineInGrid = false;
+        // What every candidate must satisfy, checked by hand rather than
+        // by the validate() that filtered them: whole m16 tiles per warp,
+        // 16-key steps, and at least the Q tile plus `stages` K and V tiles
+        // of the padded head dim within the arch's shared memory (the CUDA
+        // programming guide's per-block limits).
+        const int limit = arch == Arch::Sm80   ? 163 * 1024
+                          : arch == Arch::Sm86 ? 99 * 1024
+                                               : 227 * 1024;
+        const int padded = (d + 15) / 16 * 16;
         for (const TileConfig &c : space.candidates) {
-          EXPECT_TRUE(validate(c, spec, arch).isOk()) << canonicalText(c);
-          EXPECT_TRUE(seen.insert(canonicalText(c)).second)
-              << "duplicate " << canonicalText(c);
+          const std::string what = canonicalText(c);
+          EXPECT_EQ(c.blockM % (16 * c.warps), 0) << what;
+          EXPECT_EQ(c.blockN % 16, 0) << what;
+          EXPECT_GE(c.stages, 1) << what;
+          EXPECT_LE((c.blockM + 2 * c.stages * c.blockN) * padded * 2, limit)
+              << what;
+          EXPECT_EQ(c.packGqa && group == 1, false) << what;
+          EXPECT_TRUE(seen.insert(what).second) << "duplicate " << what;
         }
         for (int m : knobs.blockM)
           for (int n : knobs.blockN)
@@ -125,6 +139,27 @@ TEST(SearchSpace, EveryConfigIsCountedOnceAndCandidatesValidate) {
                   space.enumerated)
             << "d=" << d << " " << toString(arch);
       }
+}
+
+// d=256 on sm_86 (99 KiB = 101376 bytes a block), worked out by hand: Q is
+// 64 or 128 rows of 512 bytes, K and V a stage 1024 bytes a key. 64-row
+// tiles (4 warps of 16 rows; 8 warps would have 8) leave 68 KiB: stages x
+// block_n <= 64 keys. 128-row tiles leave 35 KiB (<= 35 keys), and only
+// with 8 warps: 4 warps of 32 rows hold 2 x 32 x 4 = 256 accumulator
+// registers for O alone. The default (64x64, one stage) comes first.
+TEST(SearchSpace, D256OnSm86KeepsExactlyWhatFits) {
+  const SearchSpace space =
+      forwardSearchSpace(specWith(256, MaskMode::Causal), Arch::Sm86);
+  const std::vector<TileConfig> want = {
+      {64, 64, 4, 1},  {64, 16, 4, 1},  {64, 16, 4, 2}, {64, 16, 4, 3},
+      {64, 32, 4, 1},  {64, 32, 4, 2},  {64, 48, 4, 1}, {128, 16, 8, 1},
+      {128, 16, 8, 2}, {128, 32, 8, 1}};
+  ASSERT_EQ(space.candidates.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i)
+    EXPECT_EQ(space.candidates[i], want[i])
+        << i << ": " << canonicalText(space.candidates[i]);
+  EXPECT_EQ(space.enumerated, 2 * 5 * 2 * 3);
+  EXPECT_EQ(space.prunedCount(), 60 - 10);
 }
 
 TEST(SearchSpace, PrunesWhatCannotFitWithTheReason) {
