@@ -87,7 +87,7 @@ flashjit_status toProblem(const flashjit_forward_args &a,
   p.deviceKeyLengths = a.key_lengths;
   p.batch = a.batch;
   p.headsQ = a.heads_q;
-  p.headsKV = a.heads_kv;
+  p.headsKV = a.heads_kv ? a.heads_kv : a.heads_q;
   p.seqlenQ = a.seqlen_q;
   p.seqlenK = a.seqlen_k;
   p.headDimQK = a.head_dim_qk;
@@ -113,9 +113,6 @@ flashjit_status toProblem(const flashjit_forward_args &a,
 flashjit_status hostInts(flashjit::Runtime &rt, const int32_t *host,
                          const int32_t *device, int64_t count, void *stream,
                          const char *name, std::vector<int32_t> &out) {
-  if (count < 0)
-    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
-                std::string(name) + ": batch must be >= 1");
   out.assign(static_cast<size_t>(count), 0);
   if (host) {
     std::memcpy(out.data(), host, out.size() * sizeof(int32_t));
@@ -138,7 +135,7 @@ flashjit_status hostInts(flashjit::Runtime &rt, const int32_t *host,
 flashjit_status hostSequenceInfo(flashjit::Runtime &rt,
                                  const flashjit_forward_args &a,
                                  flashjit::ForwardProblem &p, void *stream) {
-  const int64_t batch = a.batch < 1 ? 0 : a.batch;
+  const int64_t batch = p.batch; // validated: in [1, 65535]
   if (a.cu_seqlens_q) {
     flashjit::VarlenSeqs seqs;
     seqs.totalQ = a.total_q;
@@ -235,6 +232,9 @@ flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
     flashjit::ForwardProblem problem;
     if (flashjit_status s = toProblem(*args, problem); s != FLASHJIT_SUCCESS)
       return s;
+    // Batch sizes the host copies below: it is checked first.
+    if (flashjit::Status s = flashjit::validateSizes(problem); !s)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());
     flashjit::Runtime &runtime = *rt->runtime;
     if (flashjit_status s = hostSequenceInfo(runtime, *args, problem, stream);
         s != FLASHJIT_SUCCESS)
