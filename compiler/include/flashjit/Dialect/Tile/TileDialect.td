@@ -64,6 +64,7 @@ def Tile_TileConfigAttr : Tile_Attr<"TileConfig", "tile"> {
                         DefaultValuedParameter<"bool", "false">:$pack_gqa,
                         DefaultValuedParameter<"bool", "false">:$quick);
   let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
 }
 
 #endif // FLASHJIT_TILE_DIALECT
