@@ -226,6 +226,7 @@ void addAutotuneCommand(CLI::App &app, int &exitCode) {
       "and the APIs then use for problems of the same shape bucket");
   o->problem.addTo(*cmd);
   cmd->add_option("--seed", o->seed, "Seed of the random normal inputs")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--warmup", o->warmup, "Untimed runs of each candidate")
       ->check(CLI::Range(0, 1000))
