@@ -99,9 +99,9 @@ Status checkExtent(const std::string &name, const std::vector<Dim> &dims,
   for (const Dim &d : dims)
     what += (what.empty() ? "" : ", ") + d.strideName + " = " + str(d.stride) +
             " over " + d.extentName + " = " + str(d.extent);
-  return Status::error(name + " is too large: it must span at most 2^63 - 1 "
-                              "bytes (offsets are int64), but " +
-                       what + " reach beyond");
+  return Status::error(name + " is too large: it spans more than 2^63 - 1 "
+                              "bytes (offsets are int64) with " +
+                       what);
 }
 
 /// No two elements of the output `name` share an address (two CTAs writing

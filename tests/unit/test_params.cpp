@@ -250,7 +250,7 @@ TEST(Params, OutputsMustNotAliasThemselves) {
 TEST(Params, StridesWhoseExtentOverflowsAreRejected) {
   AttentionParams p = valid();
   p.oStrides.row = int64_t(1) << 62;
-  expectError(p, {"o is too large", "2^63 - 1 bytes",
+  expectError(p, {"o is too large", "more than 2^63 - 1 bytes",
                   "o_row_stride = 4611686018427387904 over seqlen_q = 64"});
   p = valid();
   p.qStrides.batch = INT64_MAX;

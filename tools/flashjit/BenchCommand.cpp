@@ -209,9 +209,7 @@ void addBenchCommand(CLI::App &app, int &exitCode) {
   cmd->add_option("--seqlens", o->seqlens,
                   "Sweep: comma-separated sequence lengths, used for both "
                   "queries and keys (replaces --seqlen)");
-  cmd->add_option("--seed", o->seed, "Seed of the random normal inputs")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  addSeedOption(*cmd, o->seed, "Seed of the random normal inputs");
   cmd->add_option("--warmup", o->warmup, "Untimed runs per shape")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();

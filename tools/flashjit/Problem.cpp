@@ -284,16 +284,32 @@ Status checkTileOptions(const ProblemOptions &o, const ForwardProblem &problem) 
     return Status::ok();
   // Pointers are not set yet; strides alone decide the alignment here.
   const AttentionSpec spec = specFor(problem);
-  Status first = Status::ok();
+  std::vector<std::string> refusals;
   for (Arch arch : {Arch::Sm90a, Arch::Sm89, Arch::Sm86, Arch::Sm80}) {
     TileConfig tile;
     Status s = o.spec.resolveTile(spec, arch, tile);
     if (s)
       return s;
-    if (first)
-      first = Status::error(s.message() + " (on every supported GPU)");
+    refusals.push_back(s.message());
   }
-  return first;
+  // The same reason everywhere reads as it is; reasons that name an arch
+  // (shared memory) are given for the most generous one.
+  const bool same = std::all_of(refusals.begin(), refusals.end(),
+                                [&](const auto &m) { return m == refusals[0]; });
+  return Status::error(refusals[0] +
+                       (same ? "" : " (no supported GPU allows more)"));
+}
+
+void addSeedOption(CLI::App &cmd, uint64_t &seed, const std::string &help) {
+  cmd.add_option("--seed", seed, help)
+      ->check(CLI::Validator(
+          [](const std::string &v) -> std::string {
+            return v.find('-') == std::string::npos
+                       ? ""
+                       : "must be an integer in [0, 2^64 - 1], got " + v;
+          },
+          "SEED"))
+      ->capture_default_str();
 }
 
 ProblemBytes problemBytes(const ForwardProblem &p, bool writeLse) {

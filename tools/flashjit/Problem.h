@@ -65,6 +65,10 @@ explicitTile(const ProblemOptions &o, const ForwardProblem &problem, Arch arch);
 /// a usage error). explicitTile checks them for the GPU's own.
 Status checkTileOptions(const ProblemOptions &o, const ForwardProblem &problem);
 
+/// --seed: the seed of the random inputs, a 64-bit unsigned integer ("-1"
+/// is refused, not wrapped).
+void addSeedOption(CLI::App &cmd, uint64_t &seed, const std::string &help);
+
 /// Bytes a problem takes: its tensors on the device, and the host copies
 /// of its inputs and outputs (with --check, O and LSE twice: the quick
 /// form's and the full kernel's). Saturates rather than overflowing.

@@ -236,10 +236,8 @@ void addRunCommand(CLI::App &app, int &exitCode) {
              "from the cache), time it and, with --check, compare it with the "
              "CPU float64 reference");
   o->problem.addTo(*cmd);
-  cmd->add_option("--seed", o->seed,
-                  "Seed of the random normal inputs (same seed, same inputs)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  addSeedOption(*cmd, o->seed,
+                "Seed of the random normal inputs (same seed, same inputs)");
   cmd->add_flag(
       "--check", o->check,
       "Compare with the CPU float64 reference: pass when the max error "
