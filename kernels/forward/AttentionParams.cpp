@@ -113,8 +113,9 @@ Status checkNoOverlap(const std::string &name, std::vector<Dim> dims,
   dims.erase(std::remove_if(dims.begin(), dims.end(),
                             [](const Dim &d) { return d.extent <= 1; }),
              dims.end());
-  std::stable_sort(dims.begin(), dims.end(), [](const Dim &a, const Dim &b) {
-    return a.stride < b.stride;
+  std::sort(dims.begin(), dims.end(), [](const Dim &a, const Dim &b) {
+    return a.stride != b.stride ? a.stride < b.stride
+                                : a.strideName < b.strideName;
   });
   int64_t covered = inner; // elements spanned by the dimensions so far
   std::string coveredBy = innerName;
