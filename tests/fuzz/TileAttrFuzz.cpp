@@ -25,7 +25,10 @@ Finding fuzzTileAttributes(const uint8_t *data, size_t size) {
   }();
   mlir::ScopedDiagnosticHandler quiet(
       context, [](mlir::Diagnostic &) { return mlir::success(); });
-  const llvm::StringRef text(reinterpret_cast<const char *>(data), size);
+  // MLIR's lexer reads up to a terminating NUL (an embedded one in an open
+  // string literal included): it needs the copy's terminator, which raw
+  // fuzz bytes do not have.
+  const std::string text(reinterpret_cast<const char *>(data), size);
   mlir::OwningOpRef<mlir::ModuleOp> module =
       mlir::parseSourceString<mlir::ModuleOp>(text, context);
   if (!module)
