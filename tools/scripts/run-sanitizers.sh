@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sanitizer runs of the CPU tests, and the fuzzers. run-tests.sh (the README's
-# test command, .ci/run) calls it with "asan fuzz"; docs/SANITIZERS.md says
-# what each finds and the last results.
+# test command, .ci/run) calls it with "asan fuzz tsan"; docs/SANITIZERS.md
+# says what each finds and the last results.
 #   bash tools/scripts/run-sanitizers.sh [asan] [fuzz] [tsan]
 #   asan  build in ${ASAN_BUILD_DIR:-build-asan} what the unit tests need, with
 #         ASan + UBSan (any finding aborts), and run ctest unit and unit-standin

@@ -3,8 +3,8 @@
 # unit (GoogleTest), unit-standin (the launch path on a stand-in libcuda),
 # ptxas (PTX assembles, no spills), lit (FileCheck), static-no-llvm (ldd) and
 # gpu (skipped, with the count, where no GPU is). Then the CPU tests again
-# under ASan + UBSan, and the fuzzers (run-sanitizers.sh; SANITIZERS="" skips
-# them, SANITIZERS="asan fuzz tsan" adds TSan).
+# under ASan + UBSan, the fuzzers, and the runtime's threaded tests under TSan
+# (run-sanitizers.sh; SANITIZERS="asan" or "" runs fewer).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$root/build}
@@ -23,7 +23,7 @@ if [ -x bin/flashjit-gpu-tests ]; then
   echo "GPU tests (bin/flashjit-gpu-tests): ${summary:-no summary} ${reason:+($reason)}"
 fi
 echo "main tests done in $(( $(date +%s) - start )) s (exit $status)"
-sanitizers=${SANITIZERS-asan fuzz}
+sanitizers=${SANITIZERS-asan fuzz tsan}
 if [ -n "$sanitizers" ]; then
   bash "$root/tools/scripts/run-sanitizers.sh" $sanitizers || status=$?
 fi
