@@ -43,6 +43,7 @@ double compileMs(const AttentionSpec &spec, Arch arch, size_t *ptxBytes) {
 } // namespace
 
 int main(int argc, char **argv) {
+  registerKernelFamilies();
   Arch arch = Arch::Sm90a;
   bool firstOnly = false;
   int headDimFirst = 128;

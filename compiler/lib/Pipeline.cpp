@@ -16,7 +16,7 @@
 #include "Target/PTX.h"
 #include "flashjit/Transforms/Passes.h"
 #include "flashjit/Transforms/Pipelines.h"
-#include "flashjit/kernels/Forward.h"
+#include "flashjit/compiler/KernelFamily.h"
 
 #include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
 #include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
@@ -183,11 +183,7 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
     return s;
   Artifact art;
   art.kernelName = kernelName(spec, config, arch);
-  ForwardLayout layout = forwardLayout(spec, config);
-  art.threadsPerBlock = layout.threads;
-  art.sharedMemBytes = layout.sharedMemBytes;
-  art.blockM = config.blockM;
-  art.ptxasOptLevel = config.quick ? kQuickPtxasOptLevel : kPtxasOptLevel;
+  art.launch = launchFacts(spec, config);
   // Records the stage's time and, only when asked for, its text (printing a
   // large module costs as much as a pass). True when compile() stops here.
   auto stageStart = std::chrono::steady_clock::now();

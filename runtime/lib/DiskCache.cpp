@@ -3,7 +3,7 @@
 
 #include "Files.h"
 
-#include "flashjit/kernels/Forward.h"
+#include "flashjit/compiler/KernelFamily.h"
 
 #include <nlohmann/json.hpp>
 #include <xxhash.h>
@@ -152,9 +152,9 @@ std::optional<json> ownMeta(const std::string &path, const std::string &name) {
 } // namespace
 
 KernelMeta kernelMetaFor(const CacheKey &key) {
-  const ForwardLayout layout = forwardLayout(key.spec, key.config);
-  return {kernelName(key.spec, key.config, key.arch), layout.threads,
-          layout.sharedMemBytes, key.config.blockM};
+  const LaunchFacts facts = launchFacts(key.spec, key.config);
+  return {kernelName(key.spec, key.config, key.arch), facts.threadsPerBlock,
+          facts.sharedMemBytes, facts.blockM};
 }
 
 // ---- the key ----------------------------------------------------------------
@@ -217,6 +217,12 @@ CacheLookup DiskCache::lookup(const CacheKey &key) const {
     result.problem = std::move(reason);
     return result;
   };
+  // Without its family this process cannot tell a good entry from a bad
+  // one: it must not call it corrupt (and remove it).
+  if (auto family = familyOf(key.config.family); !family) {
+    result.unreadable = true;
+    return fail(family.message());
+  }
   // A file we may not read is another user's, not a damaged one.
   auto readFailure = [&](const files::FileContents &c, const char *name) {
     result.unreadable = c.error == files::ReadError::Permission ||

@@ -182,6 +182,7 @@ Runtime::~Runtime() = default;
 
 Expected<std::unique_ptr<Runtime>>
 Runtime::create(const RuntimeOptions &options) {
+  registerKernelFamilies();
   auto api = driver::api();
   if (!api)
     return api.status();
@@ -347,8 +348,11 @@ std::string specKey(const AttentionSpec &spec) {
 
 /// The key of a compiled kernel, from its spec's key.
 std::string memoryKey(const std::string &specKey, const TileConfig &config) {
-  const auto &[blockM, blockN, warps, stages, packGqa, quick] = config;
-  const int32_t fields[] = {blockM, blockN, warps, stages, packGqa, quick};
+  const auto &[blockM, blockN, warps, stages, packGqa, quick, family, pingpong,
+                overlap] = config;
+  const int32_t fields[] = {blockM, blockN,   warps,
+                            stages, packGqa,  quick,
+                            static_cast<int32_t>(family), pingpong, overlap};
   return specKey + packed(fields);
 }
 
@@ -375,15 +379,16 @@ Expected<CacheEntry> Runtime::Impl::compileEntry(const AttentionSpec &spec,
     return artifact.status();
   const auto t1 = Clock::now();
   auto cubin = driver::linkPtx(*cu, artifact->ptx, artifact->kernelName,
-                               artifact->ptxasOptLevel);
+                               artifact->launch.ptxasOptLevel);
   jitUs += micros(t1);
   if (!cubin)
     return cubin.status();
   // The launch facts the key implies are the ones a disk entry is checked
   // against: the generator must agree with them.
   const KernelMeta meta = kernelMetaFor(cacheKey(spec, config));
-  if (meta != KernelMeta{artifact->kernelName, artifact->threadsPerBlock,
-                         artifact->sharedMemBytes, artifact->blockM})
+  if (meta != KernelMeta{artifact->kernelName, artifact->launch.threadsPerBlock,
+                         artifact->launch.sharedMemBytes,
+                         artifact->launch.blockM})
     return Status::error("internal error: the generator's launch facts for " +
                          meta.kernelName + " differ from kernelMetaFor's");
   return CacheEntry{artifact->ptx, std::move(*cubin), meta};

@@ -146,7 +146,7 @@ Assembled assemble(const std::string &ptxas, const AttentionSpec &spec,
   }
   flashjit::test_support::ProcessResult r = flashjit::test_support::runProcess(
       {ptxas, "-arch=" + std::string(toString(arch)),
-       "-O" + std::to_string(art->ptxasOptLevel), "-v", ptxFile.string(), "-o",
+       "-O" + std::to_string(art->launch.ptxasOptLevel), "-v", ptxFile.string(), "-o",
        cubin.string()});
   const std::string log = r.all();
   a.ptxasLog = log;
@@ -190,14 +190,14 @@ void compileAndAssemble(const AttentionSpec &spec, const TileConfig &config,
 
   EXPECT_EQ(art.kernelName, name);
   const ForwardLayout layout = forwardLayout(spec, config);
-  EXPECT_EQ(art.threadsPerBlock, layout.threads);
+  EXPECT_EQ(art.launch.threadsPerBlock, layout.threads);
   // The quick form may give each warp fewer rows; the full kernel has the
   // config's warps.
   if (!config.quick) {
-    EXPECT_EQ(art.threadsPerBlock, config.warps * kWarpSize);
+    EXPECT_EQ(art.launch.threadsPerBlock, config.warps * kWarpSize);
   }
-  EXPECT_EQ(art.sharedMemBytes, layout.sharedMemBytes);
-  EXPECT_EQ(art.blockM, config.blockM);
+  EXPECT_EQ(art.launch.sharedMemBytes, layout.sharedMemBytes);
+  EXPECT_EQ(art.launch.blockM, config.blockM);
   EXPECT_NE(art.ptx.find(".entry " + name), std::string::npos)
       << "no .entry " << name << " in the PTX";
   EXPECT_EQ(ptxTarget(art.ptx), std::string(toString(arch)));

@@ -58,7 +58,7 @@ template <typename F> AttentionSpec with(AttentionSpec s, F edit) {
   return s;
 }
 TileConfig quickOf(const AttentionSpec &s, Arch arch) {
-  TileConfig c = defaultTileConfig(s, arch);
+  TileConfig c = defaultTileConfig(s, arch, Family::Sm80);
   c.quick = true;
   return c;
 }
@@ -146,10 +146,10 @@ std::string goldenHash(const Artifact &art) {
   for (size_t at = text.find(art.kernelName); at != std::string::npos;
        at = text.find(art.kernelName, at))
     text.replace(at, art.kernelName.size(), "KERNEL");
-  text += "\nthreads=" + std::to_string(art.threadsPerBlock) +
-          " smem=" + std::to_string(art.sharedMemBytes) +
-          " block_m=" + std::to_string(art.blockM) +
-          " ptxas_O=" + std::to_string(art.ptxasOptLevel);
+  text += "\nthreads=" + std::to_string(art.launch.threadsPerBlock) +
+          " smem=" + std::to_string(art.launch.sharedMemBytes) +
+          " block_m=" + std::to_string(art.launch.blockM) +
+          " ptxas_O=" + std::to_string(art.launch.ptxasOptLevel);
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx",
                 static_cast<unsigned long long>(
@@ -176,7 +176,7 @@ TEST(GoldenPtx, KernelsAreUnchanged) {
   for (const GoldenCase &c : cases()) {
     SCOPED_TRACE(c.name);
     const TileConfig config =
-        c.config ? *c.config : defaultTileConfig(c.spec, c.arch);
+        c.config ? *c.config : defaultTileConfig(c.spec, c.arch, Family::Sm80);
     Expected<Artifact> art = compile(c.spec, config, c.arch);
     ASSERT_TRUE(art.isOk()) << art.message();
     ASSERT_FALSE(art->ptx.empty());

@@ -360,7 +360,8 @@ TEST(SpecIdentity, CanonicalTextIsStable) {
             "gqa_group=1;lse=1;align=8;bias=none;softcap=0;varlen=0;"
             "key_lengths=0");
   EXPECT_EQ(canonicalText(TileConfig{}),
-            "block_m=128;block_n=64;warps=4;stages=2;pack_gqa=0;quick=0");
+            "block_m=128;block_n=64;warps=4;stages=2;pack_gqa=0;quick=0;"
+            "family=sm80;pingpong=0;overlap=0");
   // A copy, and a spec built field by field, give the same text.
   AttentionSpec c;
   c.dtype = DType::F16;
@@ -744,11 +745,11 @@ TEST(Compile, QuickFormTakesTheLowerPtxasLevel) {
   TileConfig config = defaultTileConfig(spec, Arch::Sm90a);
   auto full = compile(spec, config, Arch::Sm90a);
   ASSERT_TRUE(full) << full.message();
-  EXPECT_EQ(full->ptxasOptLevel, 3);
+  EXPECT_EQ(full->launch.ptxasOptLevel, 3);
   config.quick = true;
   auto quick = compile(spec, config, Arch::Sm90a);
   ASSERT_TRUE(quick) << quick.message();
-  EXPECT_EQ(quick->ptxasOptLevel, kQuickPtxasOptLevel);
+  EXPECT_EQ(quick->launch.ptxasOptLevel, kQuickPtxasOptLevel);
   EXPECT_LT(kQuickPtxasOptLevel, kPtxasOptLevel);
 }
 

@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "flashjit/Transforms/Passes.h"
+#include "flashjit/kernels/Families.h"
 #include "flashjit/Transforms/Pipelines.h"
 
 #include "mlir/Pass/PassManager.h"
@@ -13,6 +14,7 @@
 #include "mlir/Transforms/Passes.h"
 
 int main(int argc, char **argv) {
+  flashjit::registerKernelFamilies();
   mlir::DialectRegistry registry;
   flashjit::registerDialects(registry);
   flashjit::registerFlashjitPasses();

@@ -1,5 +1,6 @@
 //===- main.cpp - The flashjit command-line tool ----------------------------===//
 #include "Commands.h"
+#include "flashjit/kernels/Families.h"
 #include "flashjit/compiler/Pipeline.h"
 
 #include <CLI/CLI.hpp>
@@ -16,6 +17,7 @@ int flashjit::cli::failWith(const char *command, const std::string &message,
 }
 
 int main(int argc, char **argv) {
+  flashjit::registerKernelFamilies();
   CLI::App app{"flashjit: JIT-compiled FlashAttention kernels, specialised per "
                "head size, dtype and mask"};
   app.set_version_flag("--version", "flashjit " + flashjit::flashjitVersion() +

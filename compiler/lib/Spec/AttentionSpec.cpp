@@ -1,6 +1,6 @@
 //===- AttentionSpec.cpp - Names, validation and identity of a spec --------===//
 #include "flashjit/compiler/AttentionSpec.h"
-#include "flashjit/kernels/Forward.h"
+#include "flashjit/compiler/KernelFamily.h"
 
 #include <algorithm>
 #include <sstream>
@@ -16,7 +16,8 @@ bool AttentionSpec::operator==(const AttentionSpec &o) const {
 }
 bool TileConfig::operator==(const TileConfig &o) const {
   return blockM == o.blockM && blockN == o.blockN && warps == o.warps &&
-         stages == o.stages && packGqa == o.packGqa && quick == o.quick;
+         stages == o.stages && packGqa == o.packGqa && quick == o.quick &&
+         family == o.family && pingpong == o.pingpong && overlap == o.overlap;
 }
 
 // ---- names -----------------------------------------------------------------
@@ -37,6 +38,8 @@ constexpr Named<Arch> kArchs[] = {{Arch::Sm80, "sm_80"},
                                   {Arch::Sm89, "sm_89"},
                                   {Arch::Sm90, "sm_90"},
                                   {Arch::Sm90a, "sm_90a"}};
+constexpr Named<Family> kFamilyNames[] = {{Family::Sm80, "sm80"},
+                                          {Family::Sm90, "sm90"}};
 
 template <typename E, size_t N>
 std::string_view nameOf(const Named<E> (&table)[N], E v) {
@@ -64,6 +67,11 @@ std::string_view toString(DType d) { return nameOf(kDTypes, d); }
 std::string_view toString(MaskMode m) { return nameOf(kMasks, m); }
 std::string_view toString(BiasMode b) { return nameOf(kBiases, b); }
 std::string_view toString(Arch a) { return nameOf(kArchs, a); }
+std::string_view toString(Family f) { return nameOf(kFamilyNames, f); }
+std::optional<Family> parseFamily(std::string_view s) {
+  return parse(kFamilyNames, s);
+}
+std::string familyChoices() { return choices(kFamilyNames); }
 std::optional<DType> parseDType(std::string_view s) {
   if (s == "f16" || s == "half" || s == "float16")
     return DType::F16;
@@ -143,7 +151,6 @@ std::string rangeError(std::string_view name, int lo, int hi, int64_t got) {
   os << name << " must be in [" << lo << ", " << hi << "], got " << got;
   return os.str();
 }
-bool isPowerOfTwo(int v) { return v > 0 && (v & (v - 1)) == 0; }
 } // namespace
 
 Status validate(const AttentionSpec &spec) {
@@ -166,68 +173,19 @@ Status validate(const AttentionSpec &spec) {
 Status validate(const TileConfig &c, const AttentionSpec &spec, Arch arch) {
   if (Status s = validate(spec); !s)
     return s;
-  if (c.warps < 1 || c.warps > 16 || !isPowerOfTwo(c.warps))
-    return Status::error("warps must be a power of two in [1, 16], got " +
-                         std::to_string(c.warps));
-  auto blockMError = [&] {
-    return Status::error("block_m must be a multiple of 16 * warps (" +
-                         std::to_string(kMmaM * c.warps) +
-                         ") in [16, 256], got " + std::to_string(c.blockM));
-  };
-  if (c.blockM < kMmaM || c.blockM > 256 || c.blockM % (kMmaM * c.warps) != 0)
-    return blockMError();
-  if (c.blockN < kMmaK || c.blockN > 256 || c.blockN % kMmaK != 0)
-    return Status::error(
-        "block_n must be a multiple of 16 in [16, 256], got " +
-        std::to_string(c.blockN));
-  if (c.stages < 1 || c.stages > 4)
-    return Status::error(rangeError("stages", 1, 4, c.stages));
-  if (c.packGqa && spec.gqaGroup == 1)
-    return Status::error("pack_gqa needs a GQA group > 1 (heads_q / heads_kv), "
-                         "got 1");
-  const std::optional<TileLimit> limit = exceededLimit(c, spec, arch);
-  if (!limit)
-    return Status::ok();
-  const ForwardLayout layout = forwardLayout(spec, c);
-  std::ostringstream os;
-  switch (*limit) {
-  case TileLimit::Shape: // the block_m check above reports it first
-    return blockMError();
-  case TileLimit::SharedMemory:
-    os << "tile config block_m=" << c.blockM << " block_n=" << c.blockN
-       << " stages=" << c.stages << " needs " << layout.sharedMemBytes
-       << " bytes of shared memory; " << toString(arch) << " allows at most "
-       << maxSharedMemoryPerBlock(arch) << " per block";
-    break;
-  case TileLimit::Registers:
-    os << "tile config block_m=" << c.blockM << " block_n=" << c.blockN
-       << " warps=" << c.warps << " needs about " << layout.estimatedRegisters
-       << " registers per thread for head_dim " << spec.headDimQK << "/"
-       << spec.headDimV << "; at most " << kMaxRegistersPerThread
-       << " exist (use more warps, a smaller block_m or block_n)";
-    break;
-  case TileLimit::RegisterFile:
-    os << "tile config warps=" << c.warps << " needs about "
-       << layout.estimatedRegisters << " registers for each of its "
-       << layout.threads << " threads; an SM's register file holds "
-       << kRegisterFileSize << " (use fewer warps)";
-    break;
-  }
-  return Status::error(os.str());
+  auto family = familyOf(c.family);
+  if (!family)
+    return family.status();
+  if (Status s = (*family)->supports(spec, arch); !s)
+    return s;
+  return (*family)->validate(c, spec, arch);
 }
 
 std::optional<TileLimit> exceededLimit(const TileConfig &c,
                                        const AttentionSpec &spec, Arch arch) {
-  if (c.warps < 1 || c.blockM % (kMmaM * c.warps) != 0)
-    return TileLimit::Shape;
-  const ForwardLayout layout = forwardLayout(spec, c);
-  if (layout.sharedMemBytes > maxSharedMemoryPerBlock(arch))
-    return TileLimit::SharedMemory;
-  if (layout.estimatedRegisters > kMaxRegistersPerThread)
-    return TileLimit::Registers;
-  if (layout.estimatedRegisters * layout.threads > kRegisterFileSize)
-    return TileLimit::RegisterFile;
-  return std::nullopt;
+  if (const KernelFamily *family = findFamily(c.family))
+    return family->exceededLimit(c, spec, arch);
+  return TileLimit::Shape;
 }
 
 // ---- identity ------------------------------------------------------------------
@@ -246,7 +204,9 @@ std::string canonicalText(const TileConfig &c) {
   std::ostringstream os;
   os << "block_m=" << c.blockM << ";block_n=" << c.blockN
      << ";warps=" << c.warps << ";stages=" << c.stages
-     << ";pack_gqa=" << (c.packGqa ? 1 : 0) << ";quick=" << (c.quick ? 1 : 0);
+     << ";pack_gqa=" << (c.packGqa ? 1 : 0) << ";quick=" << (c.quick ? 1 : 0)
+     << ";family=" << toString(c.family) << ";pingpong=" << (c.pingpong ? 1 : 0)
+     << ";overlap=" << (c.overlap ? 1 : 0);
   return os.str();
 }
 
@@ -263,7 +223,12 @@ std::string kernelName(const AttentionSpec &s, const TileConfig &c, Arch arch) {
   os << (s.softcap ? "_softcap" : "") << (s.varlen ? "_varlen" : "")
      << (s.keyLengths ? "_klen" : "") << "_bm" << c.blockM << "_bn" << c.blockN
      << "_w" << c.warps << "_s" << c.stages << (c.packGqa ? "_pg" : "")
-     << (c.quick ? "_quick" : "") << "_" << archName;
+     << (c.quick ? "_quick" : "");
+  // sm80 names carry no family tag (they predate families).
+  if (c.family != Family::Sm80)
+    os << "_f" << toString(c.family).substr(2) << (c.pingpong ? "_pp" : "")
+       << (c.overlap ? "_ov" : "");
+  os << "_" << archName;
   return os.str();
 }
 

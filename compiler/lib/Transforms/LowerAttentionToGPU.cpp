@@ -1,6 +1,6 @@
 //===- LowerAttentionToGPU.cpp - Tile-level kernels to gpu.module ----------===//
 #include "flashjit/Transforms/Passes.h"
-#include "forward/ForwardGenerator.h"
+#include "flashjit/compiler/KernelFamily.h"
 
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 
@@ -32,11 +32,17 @@ struct LowerAttentionToGPUPass
           ptxFeature(arch));
       auto gpuModule = gpu::GPUModuleOp::create(
           builder, op.getLoc(), op.getSymName(), builder.getArrayAttr(target));
-      // Every family today is the sm_80 one; sm_90 (TMA + wgmma) goes here.
-      if (failed(buildForwardSm80(builder, gpuModule, op.getSymName(),
-                                  op.getAttentionSpec(),
-                                  tile::fromAttr(*op.getConfig())))) {
-        op.emitOpError("kernel generation failed");
+      const TileConfig config = tile::fromAttr(*op.getConfig());
+      auto family = familyOf(config.family);
+      if (!family) {
+        op.emitOpError() << family.message();
+        return signalPassFailure();
+      }
+      if (Status s = (*family)->build(builder, gpuModule.getOperation(),
+                                      op.getSymName().str(),
+                                      op.getAttentionSpec(), config);
+          !s) {
+        op.emitOpError("kernel generation failed: ") << s.message();
         return signalPassFailure();
       }
       op.erase();

@@ -1,6 +1,6 @@
 //===- SelectTileConfig.cpp - Default tile config and resource check -------===//
 #include "flashjit/Transforms/Passes.h"
-#include "flashjit/kernels/Forward.h"
+#include "flashjit/compiler/KernelFamily.h"
 
 namespace flashjit {
 #define GEN_PASS_DEF_SELECTTILECONFIG

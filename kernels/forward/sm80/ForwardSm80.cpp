@@ -29,7 +29,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "flashjit/kernels/Forward.h"
-#include "forward/ForwardGenerator.h"
+#include "forward/sm80/ForwardSm80.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"

@@ -32,6 +32,11 @@ enum class MaskMode { None, Causal, Window };
 /// per head, computed in the kernel).
 enum class BiasMode { None, Tensor, Alibi };
 enum class Arch { Sm80, Sm86, Sm89, Sm90, Sm90a };
+/// Kernel families: how a kernel is built (KernelFamily.h). sm80:
+/// FlashAttention-2 (cp.async, ldmatrix, mma.sync), runs on sm_80 and every
+/// later GPU. sm90: FlashAttention-3 (TMA, wgmma, warp specialisation),
+/// sm_90a only.
+enum class Family { Sm80, Sm90 };
 
 /// Accepted head dimension range (both Q/K and V).
 inline constexpr int kMinHeadDim = 1;
@@ -66,12 +71,16 @@ struct AttentionSpec {
   bool operator!=(const AttentionSpec &o) const { return !(*this == o); }
 };
 
-/// Tiling knobs of the forward kernel family.
+/// Tiling knobs of a forward kernel: the family that builds it and that
+/// family's knobs.
 struct TileConfig {
   int blockM = 128; ///< query rows per CTA
   int blockN = 64;  ///< key rows per K/V tile
-  int warps = 4;    ///< warps per CTA (each owns blockM / warps query rows)
-  int stages = 2;   ///< K/V shared-memory buffers in the cp.async pipeline
+  /// sm80: warps per CTA (each owns blockM / warps query rows). sm90: the
+  /// consumer warps (4 per consumer warpgroup of 64 rows; one producer
+  /// warpgroup comes on top).
+  int warps = 4;
+  int stages = 2;   ///< K/V shared-memory buffers of the load pipeline
   /// GQA: one CTA takes the query rows of every head of a K/V group
   /// (row r is query r / group of head r % group), so each K/V tile is read
   /// once per group instead of once per query head.
@@ -84,6 +93,13 @@ struct TileConfig {
   /// results are bitwise those of the full kernel (each row's operations in
   /// the same order), its PTX a fraction of the size.
   bool quick = false;
+  Family family = Family::Sm80;
+  /// sm90: two consumer warpgroups take turns (named barriers), so that one's
+  /// softmax runs while the other's GEMMs do.
+  bool pingpong = false;
+  /// sm90: each consumer warpgroup issues the next tile's Q K^T before the
+  /// softmax of the current one (two score tiles live).
+  bool overlap = false;
 
   bool operator==(const TileConfig &o) const;
   bool operator!=(const TileConfig &o) const { return !(*this == o); }
@@ -94,15 +110,18 @@ std::string_view toString(DType d);
 std::string_view toString(MaskMode m);
 std::string_view toString(BiasMode b);
 std::string_view toString(Arch a);
+std::string_view toString(Family f);
 std::optional<DType> parseDType(std::string_view s);
 std::optional<MaskMode> parseMaskMode(std::string_view s);
 std::optional<BiasMode> parseBiasMode(std::string_view s);
 std::optional<Arch> parseArch(std::string_view s);
+std::optional<Family> parseFamily(std::string_view s);
 /// Accepted spellings, for error messages and --help ("fp16|bf16").
 std::string dtypeChoices();
 std::string maskChoices();
 std::string biasChoices();
 std::string archChoices();
+std::string familyChoices();
 
 int elementBytes(DType d);
 /// Compute capability as an integer (80, 86, 89, 90); sm_90a -> 90.

@@ -8,6 +8,7 @@
 #define FLASHJIT_COMPILER_PIPELINE_H
 
 #include "flashjit/compiler/AttentionSpec.h"
+#include "flashjit/compiler/KernelFamily.h"
 
 #include <optional>
 #include <string>
@@ -38,12 +39,9 @@ struct CompileOptions {
 struct Artifact {
   std::string kernelName;
   std::string ptx;           ///< empty when stopped before Stage::Ptx
-  int threadsPerBlock = 0;
-  int sharedMemBytes = 0;    ///< dynamic shared memory to request at launch
-  int blockM = 0;            ///< query rows per CTA (grid.x = ceil(sq/blockM))
-  /// What to assemble the PTX with: `ptxas -O<n>`, the driver JIT's
-  /// CU_JIT_OPTIMIZATION_LEVEL (3: the default of both).
-  int ptxasOptLevel = 3;
+  /// Threads, shared memory, rows per CTA, ptxas level, tensor maps: the
+  /// family's launchFacts(spec, config).
+  LaunchFacts launch;
   /// Text of the kept stages, in pipeline order.
   std::vector<std::pair<Stage, std::string>> stageText;
   /// Wall time of each stage that ran, in milliseconds, in pipeline order.

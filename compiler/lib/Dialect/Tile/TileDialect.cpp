@@ -111,13 +111,17 @@ LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 LogicalResult
 TileConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                        int64_t blockM, int64_t blockN, int64_t warps,
-                       int64_t stages, bool packGqa, bool quick) {
+                       int64_t stages, bool packGqa, bool quick,
+                       StringRef family, bool pingpong, bool overlap) {
   // The rest (ranges, shared memory) needs the spec and arch: the op checks.
   for (auto [name, value] :
        {std::pair{"block_m", blockM}, std::pair{"block_n", blockN},
         std::pair{"warps", warps}, std::pair{"stages", stages}})
     if (Status s = fitsInt(name, value); !s)
       return emitError() << s.message();
+  if (!parseFamily(family.str()))
+    return emitError() << "family must be one of " << familyChoices()
+                       << ", got '" << family << "'";
   return success();
 }
 
@@ -148,8 +152,11 @@ SpecAttr toAttr(MLIRContext *ctx, const AttentionSpec &s) {
                        s.varlen, s.keyLengths);
 }
 TileConfigAttr toAttr(MLIRContext *ctx, const TileConfig &c) {
+  std::string_view family = toString(c.family);
   return TileConfigAttr::get(ctx, c.blockM, c.blockN, c.warps, c.stages,
-                             c.packGqa, c.quick);
+                             c.packGqa, c.quick,
+                             StringRef(family.data(), family.size()),
+                             c.pingpong, c.overlap);
 }
 TileConfig fromAttr(TileConfigAttr a) {
   TileConfig c;
@@ -159,6 +166,9 @@ TileConfig fromAttr(TileConfigAttr a) {
   c.stages = static_cast<int>(a.getStages());
   c.packGqa = a.getPackGqa();
   c.quick = a.getQuick();
+  c.family = parseFamily(a.getFamily().str()).value_or(Family::Sm80);
+  c.pingpong = a.getPingpong();
+  c.overlap = a.getOverlap();
   return c;
 }
 } // namespace flashjit::tile

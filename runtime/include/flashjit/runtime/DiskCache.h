@@ -57,10 +57,10 @@ struct KernelMeta {
   bool operator!=(const KernelMeta &o) const { return !(*this == o); }
 };
 
-/// The launch facts a key implies (its kernel's name, the threads and
-/// dynamic shared memory of its layout, its block_m): what a loaded entry
-/// must say, so that a hand-edited meta.json is a corrupt entry, never a
-/// launch with the wrong geometry.
+/// The launch facts a key implies (its kernel's name, and the threads,
+/// dynamic shared memory and block_m of its family's launchFacts): what a
+/// loaded entry must say, so that a hand-edited meta.json is a corrupt
+/// entry, never a launch with the wrong geometry.
 KernelMeta kernelMetaFor(const CacheKey &key);
 
 /// The contents of one cache entry.

@@ -58,13 +58,18 @@ def Tile_TileConfigAttr : Tile_Attr<"TileConfig", "tile"> {
     shared-memory buffers of the cp.async pipeline; `pack_gqa = true` (GQA
     only) packs the query heads of a K/V group into one CTA's rows;
     `quick = true` builds the quick-to-compile form (TileConfig::quick).
+    `family = "sm90"` builds the kernel with the Hopper family (default
+    "sm80"), whose knobs `pingpong` and `overlap` are printed when on.
   }];
   let parameters = (ins "int64_t":$block_m, "int64_t":$block_n,
                         "int64_t":$warps, "int64_t":$stages,
                         DefaultValuedParameter<"bool", "false">:$pack_gqa,
-                        DefaultValuedParameter<"bool", "false">:$quick);
-  let assemblyFormat = "`<` struct(params) `>`";
+                        DefaultValuedParameter<"bool", "false">:$quick,
+                        StringRefParameter<"sm80 or sm90", "\"sm80\"">:$family,
+                        DefaultValuedParameter<"bool", "false">:$pingpong,
+                        DefaultValuedParameter<"bool", "false">:$overlap);
   let genVerifyDecl = 1;
+  let assemblyFormat = "`<` struct(params) `>`";
 }
 
 #endif // FLASHJIT_TILE_DIALECT

@@ -1,8 +1,10 @@
-//===- Forward.cpp - Layout, resources and defaults of the forward family --===//
-#include "flashjit/kernels/Forward.h"
+//===- LayoutSm80.cpp - Layout, resources and defaults of the sm80 family -===//
+#include "flashjit/kernels/LayoutSm80.h"
 
 #include <algorithm>
 #include <iterator>
+#include <sstream>
+#include <string>
 
 namespace flashjit {
 
@@ -116,7 +118,7 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   return l;
 }
 
-TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
+TileConfig defaultTileConfigSm80(const AttentionSpec &spec, Arch arch) {
   // THE default table, from the H200 autotune runs in bench/results
   // (2026-12-02), restricted to configs that ptxas assembles without spills
   // for sm_80 and sm_90a (tests/ptxas): 4 warps of 32 query rows (two m16
@@ -218,12 +220,90 @@ TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
       continue; // already refused
     // GQA reads each K/V tile once for the whole group of query heads.
     c.packGqa = spec.gqaGroup > 1;
-    if (validate(c, spec, arch))
+    if (validateSm80(c, spec, arch))
       return c;
   }
   TileConfig last = fallbacks[std::size(fallbacks) - 1];
   last.packGqa = spec.gqaGroup > 1;
   return last;
+}
+
+namespace {
+std::string rangeError(std::string_view name, int lo, int hi, int64_t got) {
+  std::ostringstream os;
+  os << name << " must be in [" << lo << ", " << hi << "], got " << got;
+  return os.str();
+}
+bool isPowerOfTwo(int v) { return v > 0 && (v & (v - 1)) == 0; }
+} // namespace
+
+Status validateSm80(const TileConfig &c, const AttentionSpec &spec, Arch arch) {
+  if (c.warps < 1 || c.warps > 16 || !isPowerOfTwo(c.warps))
+    return Status::error("warps must be a power of two in [1, 16], got " +
+                         std::to_string(c.warps));
+  auto blockMError = [&] {
+    return Status::error("block_m must be a multiple of 16 * warps (" +
+                         std::to_string(kMmaM * c.warps) +
+                         ") in [16, 256], got " + std::to_string(c.blockM));
+  };
+  if (c.blockM < kMmaM || c.blockM > 256 || c.blockM % (kMmaM * c.warps) != 0)
+    return blockMError();
+  if (c.blockN < kMmaK || c.blockN > 256 || c.blockN % kMmaK != 0)
+    return Status::error(
+        "block_n must be a multiple of 16 in [16, 256], got " +
+        std::to_string(c.blockN));
+  if (c.stages < 1 || c.stages > 4)
+    return Status::error(rangeError("stages", 1, 4, c.stages));
+  if (c.packGqa && spec.gqaGroup == 1)
+    return Status::error("pack_gqa needs a GQA group > 1 (heads_q / heads_kv), "
+                         "got 1");
+  if (c.pingpong || c.overlap)
+    return Status::error("pingpong and overlap are knobs of the sm90 family; "
+                         "the sm80 family has neither");
+  const std::optional<TileLimit> limit = exceededLimitSm80(c, spec, arch);
+  if (!limit)
+    return Status::ok();
+  const ForwardLayout layout = forwardLayout(spec, c);
+  std::ostringstream os;
+  switch (*limit) {
+  case TileLimit::Shape: // the block_m check above reports it first
+    return blockMError();
+  case TileLimit::SharedMemory:
+    os << "tile config block_m=" << c.blockM << " block_n=" << c.blockN
+       << " stages=" << c.stages << " needs " << layout.sharedMemBytes
+       << " bytes of shared memory; " << toString(arch) << " allows at most "
+       << maxSharedMemoryPerBlock(arch) << " per block";
+    break;
+  case TileLimit::Registers:
+    os << "tile config block_m=" << c.blockM << " block_n=" << c.blockN
+       << " warps=" << c.warps << " needs about " << layout.estimatedRegisters
+       << " registers per thread for head_dim " << spec.headDimQK << "/"
+       << spec.headDimV << "; at most " << kMaxRegistersPerThread
+       << " exist (use more warps, a smaller block_m or block_n)";
+    break;
+  case TileLimit::RegisterFile:
+    os << "tile config warps=" << c.warps << " needs about "
+       << layout.estimatedRegisters << " registers for each of its "
+       << layout.threads << " threads; an SM's register file holds "
+       << kRegisterFileSize << " (use fewer warps)";
+    break;
+  }
+  return Status::error(os.str());
+}
+
+std::optional<TileLimit> exceededLimitSm80(const TileConfig &c,
+                                           const AttentionSpec &spec,
+                                           Arch arch) {
+  if (c.warps < 1 || c.blockM % (kMmaM * c.warps) != 0)
+    return TileLimit::Shape;
+  const ForwardLayout layout = forwardLayout(spec, c);
+  if (layout.sharedMemBytes > maxSharedMemoryPerBlock(arch))
+    return TileLimit::SharedMemory;
+  if (layout.estimatedRegisters > kMaxRegistersPerThread)
+    return TileLimit::Registers;
+  if (layout.estimatedRegisters * layout.threads > kRegisterFileSize)
+    return TileLimit::RegisterFile;
+  return std::nullopt;
 }
 
 } // namespace flashjit

@@ -1,11 +1,10 @@
-//===- ForwardGenerator.h - Forward kernel families as IR generators -*- C++ -*-===//
+//===- ForwardSm80.h - The sm80 family's generator -------------*- C++ -*-===//
 //
-// Internal to the compiler (pulls in MLIR). A family builds one gpu.func
-// kernel into a gpu.module; LowerAttentionToGPU picks the family per arch.
+// Internal to kernels/ (pulls in MLIR).
 //
 //===----------------------------------------------------------------------===//
-#ifndef FLASHJIT_KERNELS_FORWARD_FORWARDGENERATOR_H
-#define FLASHJIT_KERNELS_FORWARD_FORWARDGENERATOR_H
+#ifndef FLASHJIT_KERNELS_FORWARD_SM80_FORWARDSM80_H
+#define FLASHJIT_KERNELS_FORWARD_SM80_FORWARDSM80_H
 
 #include "flashjit/compiler/AttentionSpec.h"
 

@@ -1,0 +1,69 @@
+//===- KernelFamily.cpp - The registry of kernel families -----------------===//
+#include "flashjit/compiler/KernelFamily.h"
+
+#include <array>
+#include <atomic>
+#include <mutex>
+#include <vector>
+
+namespace flashjit {
+
+KernelFamily::~KernelFamily() = default;
+
+namespace {
+constexpr Family kFamilies[] = {Family::Sm80, Family::Sm90};
+/// Lookups are lock-free (every compile asks); registration, rare, locks.
+std::array<std::atomic<const KernelFamily *>, std::size(kFamilies)> registered{};
+std::mutex ownedMutex;
+std::vector<std::unique_ptr<KernelFamily>> &owned() {
+  static std::vector<std::unique_ptr<KernelFamily>> families;
+  return families;
+}
+} // namespace
+
+void registerFamily(std::unique_ptr<KernelFamily> family) {
+  std::lock_guard<std::mutex> guard(ownedMutex);
+  registered[static_cast<size_t>(family->id())].store(family.get());
+  // A replaced family stays alive: a compile may still hold it.
+  owned().push_back(std::move(family));
+}
+
+const KernelFamily *findFamily(Family id) {
+  return registered[static_cast<size_t>(id)].load();
+}
+
+Expected<const KernelFamily *> familyOf(Family id) {
+  if (const KernelFamily *f = findFamily(id))
+    return f;
+  return Status::error("kernel family " + std::string(toString(id)) +
+                       " is not registered (call "
+                       "flashjit::registerKernelFamilies() first)");
+}
+
+Family preferredFamily(const AttentionSpec &spec, Arch arch) {
+  const KernelFamily *sm90 = findFamily(Family::Sm90);
+  if (sm90 && sm90->supports(spec, arch))
+    return Family::Sm90;
+  return Family::Sm80;
+}
+
+TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
+  return defaultTileConfig(spec, arch, preferredFamily(spec, arch));
+}
+
+TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch,
+                             Family family) {
+  if (const KernelFamily *f = findFamily(family))
+    return f->defaultConfig(spec, arch);
+  TileConfig unregistered; // validate() says why it cannot be used
+  unregistered.family = family;
+  return unregistered;
+}
+
+LaunchFacts launchFacts(const AttentionSpec &spec, const TileConfig &config) {
+  if (const KernelFamily *f = findFamily(config.family))
+    return f->launchFacts(spec, config);
+  return {};
+}
+
+} // namespace flashjit

@@ -1,0 +1,57 @@
+//===- FamilySm80.cpp - The sm80 family behind the KernelFamily interface -===//
+#include "flashjit/kernels/LayoutSm80.h"
+#include "forward/FamilyRegistry.h"
+#include "forward/sm80/ForwardSm80.h"
+
+namespace flashjit {
+namespace {
+
+class Sm80Family final : public KernelFamily {
+public:
+  Family id() const override { return Family::Sm80; }
+  // mma.sync and cp.async exist on every arch flashjit targets.
+  Status supports(const AttentionSpec &, Arch) const override {
+    return Status::ok();
+  }
+  TileConfig defaultConfig(const AttentionSpec &spec, Arch arch) const override {
+    return defaultTileConfigSm80(spec, arch);
+  }
+  Status validate(const TileConfig &config, const AttentionSpec &spec,
+                  Arch arch) const override {
+    return validateSm80(config, spec, arch);
+  }
+  std::optional<TileLimit> exceededLimit(const TileConfig &config,
+                                         const AttentionSpec &spec,
+                                         Arch arch) const override {
+    return exceededLimitSm80(config, spec, arch);
+  }
+  LaunchFacts launchFacts(const AttentionSpec &spec,
+                          const TileConfig &config) const override {
+    const ForwardLayout layout = forwardLayout(spec, config);
+    LaunchFacts f;
+    f.threadsPerBlock = layout.threads;
+    f.sharedMemBytes = layout.sharedMemBytes;
+    f.blockM = config.blockM;
+    f.ptxasOptLevel = config.quick ? kQuickPtxasOptLevel : kPtxasOptLevel;
+    return f;
+  }
+  Status build(mlir::OpBuilder &builder, mlir::Operation *gpuModule,
+               std::string_view name, const AttentionSpec &spec,
+               const TileConfig &config) const override {
+    auto module = llvm::cast<mlir::gpu::GPUModuleOp>(gpuModule);
+    if (mlir::failed(buildForwardSm80(builder, module,
+                                      llvm::StringRef(name.data(), name.size()),
+                                      spec, config)))
+      return Status::error("the sm80 family could not build " +
+                           std::string(name));
+    return Status::ok();
+  }
+};
+
+} // namespace
+
+std::unique_ptr<KernelFamily> makeSm80Family() {
+  return std::make_unique<Sm80Family>();
+}
+
+} // namespace flashjit
