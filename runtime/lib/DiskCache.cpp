@@ -514,6 +514,8 @@ Expected<ClearResult> DiskCache::clear() const {
         continue;
       }
       fs::remove_all(path, ec);
+      if (!fs::exists(dir_ + "/" + entry, ec)) // the lock just taken, too
+        ::unlink(lockPath(entry).c_str());
     } else if (startsWith(name, kTrashPrefix) &&
                files::isUniqueSuffix(name.substr(std::strlen(kTrashPrefix))) &&
                isPlainDirectory(path)) {

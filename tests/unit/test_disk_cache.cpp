@@ -601,6 +601,8 @@ TEST(DiskCache, ListAndClearTouchOnlyWhatTheCacheWrote) {
   EXPECT_EQ(cleared->removed, 1);
   EXPECT_EQ(cleared->inUse, 0);
   EXPECT_FALSE(fs::exists(tmp));
+  EXPECT_FALSE(fs::exists(d + "/" + writing.entryName() + ".lock"))
+      << "the lock of a writer that left only a temporary stayed";
   EXPECT_TRUE(fs::exists(d + "/Documents/thesis.tex"));
 }
 
