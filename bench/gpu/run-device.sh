@@ -56,6 +56,11 @@
 #   ncu-metrics     ncu --metrics NCU_METRICS on `flashjit run` of the standard shape per BINS
 #                   [NCU_D=192, NCU_MASK=none, NCU_METRICS: cp.async/ldmatrix wavefronts]
 #   sweep           tile sweep with `flashjit run` [SWEEP_DIMS, SWEEP_CONFIGS, SWEEP_MASKS]
+#   python          the Python package: the carried cp312 wheel (.whl/flashjit-*-cp312-*.whl)
+#                   installed into the machine's torch + jax environment without network,
+#                   tests/python, then bench/python_overhead.py against the C++ bench
+#                   [PYTHON=/opt/torch/.venv/bin/python, PYTHON_TESTS_TIMEOUT=400,
+#                    PYTHON_BENCH_TIMEOUT=200]; not part of all
 #   all             tests sanitize features autotune bench peers
 #
 # Logs go to $OUT (or /tmp/out). BINS entries are label=directory of another
@@ -81,7 +86,8 @@ for v in GTEST_FILTER TEST_TIMEOUT SANITIZE_RUNS SANITIZE_ARGS FEATURES_TIMEOUT 
          TUNE_MASKS WINDOW_DIMS TUNE_TOP TUNE_TIMEOUT DIMS MASKS BINS ROUNDS VARIANTS \
          BENCH_BINARIES DRIVER_CACHE FIRST_DIMS SPLIT_DIMS JIT_KERNELS JIT_QUICK RUN_ARGS \
          PROFILE_D PROFILE_MASK PROFILE_TILE PROFILE_NCU_ARGS NCU_D NCU_MASK NCU_METRICS \
-         SWEEP_DIMS SWEEP_CONFIGS SWEEP_MASKS PEERS_TIMEOUT CUDA_CACHE_DISABLE; do
+         SWEEP_DIMS SWEEP_CONFIGS SWEEP_MASKS PEERS_TIMEOUT PYTHON PYTHON_TESTS_TIMEOUT \
+         PYTHON_BENCH_TIMEOUT CUDA_CACHE_DISABLE; do
   [[ -n ${!v+x} ]] && settings+="$v='${!v}' "
 done
 commit=$(git rev-parse --short HEAD 2>/dev/null || cat .device/COMMIT 2>/dev/null ||
@@ -329,6 +335,14 @@ PY
         done
       done
     done
+    ;;
+  python)
+    local py=${PYTHON:-/opt/torch/.venv/bin/python}
+    "$py" -m pip install -q --no-deps --no-index --force-reinstall .whl/flashjit-*-cp312-*.whl
+    timeout ${PYTHON_TESTS_TIMEOUT:-400} "$py" -m pytest tests/python -q -rs -p no:cacheprovider 2>&1 |
+      tee "$out/python-tests.log" | tail -30
+    timeout ${PYTHON_BENCH_TIMEOUT:-200} "$py" bench/python_overhead.py --cli "$bin/flashjit" \
+      --json "$out/python-overhead.json" 2>&1 | tee "$out/python-overhead.log"
     ;;
   all) for m in tests sanitize features autotune bench peers; do run_mode $m; done ;;
   *) echo "run-device.sh: unknown mode '$1' (see the header of bench/gpu/run-device.sh)" >&2

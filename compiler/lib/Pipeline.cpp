@@ -132,6 +132,9 @@ void buildTileToGpuPipeline(mlir::OpPassManager &pm) {
 void buildGpuToNvvmPipeline(mlir::OpPassManager &pm) {
   pm.addPass(createLowerMathToNVPTX());
   pm.addPass(mlir::createConvertNVGPUToNVVMPass());
+  // NVVM ops without an LLVM intrinsic (mbarrier waits, wgmma) become inline
+  // PTX; ops with one stay for the translation.
+  pm.addPass(mlir::createConvertNVVMToLLVMPass());
   pm.addPass(mlir::createSCFToControlFlowPass());
   // Everything else (arith, memref, vector, cf, nvvm, gpu) goes to LLVM in
   // one conversion (flashjit-convert-to-nvvm), through the ConvertToLLVM
@@ -141,6 +144,7 @@ void buildGpuToNvvmPipeline(mlir::OpPassManager &pm) {
   mlir::OpPassManager &gpuPm = pm.nest<mlir::gpu::GPUModuleOp>();
   gpuPm.addPass(createConvertToNVVM());
   gpuPm.addPass(mlir::createReconcileUnrealizedCastsPass());
+  gpuPm.addPass(createAttachGridConstants());
   // CSE only: LLVM's instcombine in the next stage folds what canonicalize
   // would (and without this CSE translation and LLVM take as long again).
   gpuPm.addPass(mlir::createCSEPass());

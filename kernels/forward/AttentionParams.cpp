@@ -322,35 +322,42 @@ Status checkCuSeqlens(const std::vector<int32_t> &cu, const char *name,
   return Status::ok();
 }
 
-Status checkSequences(const AttentionParams &p) {
+Status checkSequences(const AttentionParams &p, bool trustMissing) {
+  // Prefix sums that only the device has (trusted) are checked no further.
+  auto checked = [&](const std::vector<int32_t> &cu) {
+    return !trustMissing || !cu.empty();
+  };
   if (p.varlen) {
     const VarlenSeqs &v = *p.varlen;
     if (v.totalQ < 1 || v.totalQ > kMaxSeqlen)
       return outOfRange("total_q", 1, kMaxSeqlen, v.totalQ);
     if (v.totalK < 1 || v.totalK > kMaxSeqlen)
       return outOfRange("total_k", 1, kMaxSeqlen, v.totalK);
-    if (Status s = checkCuSeqlens(v.cuSeqlensQ, "cu_seqlens_q", p.batch,
-                                  v.totalQ, "total_q", p.seqlenQ, "seqlen_q");
-        !s)
-      return s;
-    if (Status s = checkCuSeqlens(v.cuSeqlensK, "cu_seqlens_k", p.batch,
-                                  v.totalK, "total_k", p.seqlenK, "seqlen_k");
-        !s)
-      return s;
+    if (checked(v.cuSeqlensQ))
+      if (Status s = checkCuSeqlens(v.cuSeqlensQ, "cu_seqlens_q", p.batch,
+                                    v.totalQ, "total_q", p.seqlenQ, "seqlen_q");
+          !s)
+        return s;
+    if (checked(v.cuSeqlensK))
+      if (Status s = checkCuSeqlens(v.cuSeqlensK, "cu_seqlens_k", p.batch,
+                                    v.totalK, "total_k", p.seqlenK, "seqlen_k");
+          !s)
+        return s;
   }
   if (!p.keyLengths.empty()) {
     if (static_cast<int64_t>(p.keyLengths.size()) != p.batch)
       return Status::error("key_lengths must have batch = " + str(p.batch) +
                            " entries, got " + str(p.keyLengths.size()));
+    const bool perSequence = p.varlen && !p.varlen->cuSeqlensK.empty();
     for (int64_t b = 0; b < p.batch; ++b) {
       const int64_t keys =
-          p.varlen ? p.varlen->cuSeqlensK[b + 1] - p.varlen->cuSeqlensK[b]
-                   : p.seqlenK;
+          perSequence ? p.varlen->cuSeqlensK[b + 1] - p.varlen->cuSeqlensK[b]
+                      : p.seqlenK;
       if (p.keyLengths[b] < 0 || p.keyLengths[b] > keys)
         return Status::error(
             "key_lengths[" + str(b) + "] must be in [0, " + str(keys) +
             "] (the keys of " +
-            (p.varlen ? "sequence " + str(b) : std::string("seqlen_k")) +
+            (perSequence ? "sequence " + str(b) : std::string("seqlen_k")) +
             "), got " + str(p.keyLengths[b]));
     }
   }
@@ -362,7 +369,8 @@ Status validateSizes(const AttentionParams &params) {
   return checkSizes(params);
 }
 
-Status validateParams(const AttentionParams &params, bool writesLse) {
+Status validateParams(const AttentionParams &params, bool writesLse,
+                      bool trustMissingLengths) {
   // Sizes first: the later checks index by batch and divide by heads.
   if (Status s = checkSizes(params); !s)
     return s;
@@ -370,7 +378,7 @@ Status validateParams(const AttentionParams &params, bool writesLse) {
     return s;
   if (Status s = checkScores(params); !s)
     return s;
-  return checkSequences(params);
+  return checkSequences(params, trustMissingLengths);
 }
 
 } // namespace flashjit

@@ -9,7 +9,10 @@ namespace flashjit {
 
 void registerKernelFamilies() {
   static std::once_flag once;
-  std::call_once(once, [] { registerFamily(makeSm80Family()); });
+  std::call_once(once, [] {
+    registerFamily(makeSm80Family());
+    registerFamily(makeSm90Family());
+  });
 }
 
 } // namespace flashjit

@@ -9,6 +9,7 @@
 namespace flashjit {
 
 std::unique_ptr<KernelFamily> makeSm80Family();
+std::unique_ptr<KernelFamily> makeSm90Family();
 
 } // namespace flashjit
 

@@ -33,26 +33,63 @@ int SearchSpace::prunedCount() const {
 SearchSpace forwardSearchSpace(const AttentionSpec &spec, Arch arch,
                                const ForwardKnobs &knobs) {
   SearchSpace space;
-  const TileConfig baseline = defaultTileConfig(spec, arch);
+  auto searched = [&](Family f) {
+    const KernelFamily *family = findFamily(f);
+    if (!family || !family->supports(spec, arch))
+      return false;
+    return knobs.families.empty() ||
+           std::find(knobs.families.begin(), knobs.families.end(), f) !=
+               knobs.families.end();
+  };
+  // The default first; where its family is not searched, the default of
+  // the first that is.
+  TileConfig baseline = defaultTileConfig(spec, arch);
+  if (!searched(baseline.family))
+    for (Family f : {Family::Sm80, Family::Sm90})
+      if (searched(f)) {
+        baseline = defaultTileConfig(spec, arch, f);
+        break;
+      }
   space.candidates.push_back(baseline);
   std::map<PruneReason, int> pruned;
-  std::vector<bool> packings{false};
-  if (spec.gqaGroup > 1)
-    packings.push_back(true);
-  for (int blockM : knobs.blockM)
-    for (int blockN : knobs.blockN)
-      for (int warps : knobs.warps)
-        for (int stages : knobs.stages)
-          for (bool packGqa : packings) {
-            const TileConfig c{blockM, blockN, warps, stages, packGqa};
-            ++space.enumerated;
-            if (auto reason = exceededLimit(c, spec, arch)) {
-              ++pruned[*reason];
-              continue;
+  auto consider = [&](const TileConfig &c) {
+    ++space.enumerated;
+    if (auto reason = exceededLimit(c, spec, arch)) {
+      ++pruned[*reason];
+      return;
+    }
+    if (c != baseline && validate(c, spec, arch))
+      space.candidates.push_back(c);
+  };
+  if (searched(Family::Sm80)) {
+    std::vector<bool> packings{false};
+    if (spec.gqaGroup > 1)
+      packings.push_back(true);
+    for (int blockM : knobs.blockM)
+      for (int blockN : knobs.blockN)
+        for (int warps : knobs.warps)
+          for (int stages : knobs.stages)
+            for (bool packGqa : packings)
+              consider(TileConfig{blockM, blockN, warps, stages, packGqa});
+  }
+  if (searched(Family::Sm90))
+    for (int consumers : knobs.consumersSm90)
+      for (int blockN : knobs.blockNSm90)
+        for (int stages : knobs.stagesSm90)
+          for (bool pingpong : {false, true})
+            for (bool overlap : {false, true}) {
+              if (pingpong && consumers != 2)
+                continue; // pingpong takes turns between two warpgroups
+              TileConfig c;
+              c.family = Family::Sm90;
+              c.blockM = 64 * consumers;
+              c.warps = 4 * consumers;
+              c.blockN = blockN;
+              c.stages = stages;
+              c.pingpong = pingpong;
+              c.overlap = overlap;
+              consider(c);
             }
-            if (c != baseline && validate(c, spec, arch))
-              space.candidates.push_back(c);
-          }
   for (const auto &[reason, count] : pruned)
     space.pruned.emplace_back(reason, count);
   return space;

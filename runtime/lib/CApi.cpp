@@ -7,12 +7,16 @@
 //===----------------------------------------------------------------------===//
 #include "flashjit/flashjit.h"
 
+#include "flashjit/compiler/KernelFamily.h"
 #include "flashjit/compiler/Pipeline.h"
+#include "flashjit/kernels/Families.h"
 #include "flashjit/runtime/Runtime.h"
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -40,6 +44,52 @@ template <typename F> flashjit_status guarded(F &&body) {
   }
 }
 
+/// A struct of `given` bytes where this library's has `expected`: the
+/// caller was built against another flashjit.h (or never initialised it).
+flashjit_status wrongStructSize(const std::string &what, uint64_t given,
+                                size_t expected, const std::string &hint) {
+  return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+              what + " is " + std::to_string(given) + ", this libflashjit (" +
+                  flashjit::flashjitVersion() + ", API " +
+                  std::to_string(FLASHJIT_API_VERSION) + ") has " +
+                  std::to_string(expected) +
+                  ": the caller was built against another flashjit.h" + hint);
+}
+
+/// Refuses a struct of a size this library does not know before any other
+/// field is read.
+template <typename Struct>
+flashjit_status checkStructSize(const Struct &given, const char *name) {
+  if (given.struct_size == sizeof(Struct))
+    return FLASHJIT_SUCCESS;
+  return wrongStructSize(std::string(name) + ".struct_size", given.struct_size,
+                         sizeof(Struct),
+                         std::string(", or did not call ") + name + "_init");
+}
+
+/// Init functions write only a struct of this library's size.
+template <typename Struct>
+flashjit_status initStruct(Struct *s, uint64_t size, const char *name) {
+  if (!s)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+                std::string(name) + " must not be NULL");
+  if (size != sizeof(Struct))
+    return wrongStructSize(std::string(name) + "_init: struct_size", size,
+                           sizeof(Struct), "");
+  std::memset(s, 0, sizeof *s);
+  s->struct_size = sizeof(Struct);
+  return FLASHJIT_SUCCESS;
+}
+
+/// A 0-or-1 field.
+flashjit_status checkFlag(int32_t value, const char *name) {
+  if (value == 0 || value == 1)
+    return FLASHJIT_SUCCESS;
+  return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, std::string(name) +
+                                                   " must be 0 or 1, got " +
+                                                   std::to_string(value));
+}
+
 void copyStrides(flashjit::Strides &to, const int64_t from[3]) {
   to = {from[0], from[1], from[2]};
 }
@@ -48,6 +98,14 @@ void copyStrides(flashjit::Strides &to, const int64_t from[3]) {
 /// enums do not.
 flashjit_status toProblem(const flashjit_forward_args &a,
                           flashjit::ForwardProblem &p) {
+  if (flashjit_status s = checkStructSize(a, "flashjit_forward_args");
+      s != FLASHJIT_SUCCESS)
+    return s;
+  for (auto [value, name] :
+       {std::pair{a.trust_device_lengths, "trust_device_lengths"},
+        std::pair{a.full_kernel, "full_kernel"}})
+    if (flashjit_status s = checkFlag(value, name); s != FLASHJIT_SUCCESS)
+      return s;
   if (a.dtype != FLASHJIT_FP16 && a.dtype != FLASHJIT_BF16)
     return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
                 "dtype must be FLASHJIT_FP16 (0) or FLASHJIT_BF16 (1), got " +
@@ -108,11 +166,27 @@ flashjit_status toProblem(const flashjit_forward_args &a,
   return FLASHJIT_SUCCESS;
 }
 
-/// Host copies of `count` int32 values: `host` when given, else read from
-/// `device` after `stream` has finished (so that its producer is done).
-flashjit_status hostInts(flashjit::Runtime &rt, const int32_t *host,
-                         const int32_t *device, int64_t count, void *stream,
-                         const char *name, std::vector<int32_t> &out) {
+/// Where the device values of the sequence lengths come from when a host
+/// copy is missing: read (forward calls that do not trust them), or
+/// trusted unread (nothing synchronises).
+struct LengthSource {
+  flashjit::Runtime *runtime; ///< null: never read (prepare, PTX)
+  void *stream;
+  bool trusted;
+};
+
+/// Host copies of `count` int32 values: `host` when given; else nothing
+/// (trusted device values), or read from `device` after `stream` has
+/// finished (so that its producer is done).
+flashjit_status hostInts(const LengthSource &from, const int32_t *host,
+                         const int32_t *device, int64_t count, const char *name,
+                         std::vector<int32_t> &out) {
+  if (count < 0)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+                std::string(name) + ": batch must be >= 1");
+  out.clear();
+  if (!host && (from.trusted || !from.runtime))
+    return FLASHJIT_SUCCESS;
   out.assign(static_cast<size_t>(count), 0);
   if (host) {
     std::memcpy(out.data(), host, out.size() * sizeof(int32_t));
@@ -121,7 +195,8 @@ flashjit_status hostInts(flashjit::Runtime &rt, const int32_t *host,
   if (reinterpret_cast<uintptr_t>(device) % alignof(int32_t) != 0)
     return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
                 std::string(name) + " must be aligned to 4 bytes");
-  flashjit::Status s = rt.synchronize(stream);
+  flashjit::Runtime &rt = *from.runtime;
+  flashjit::Status s = rt.synchronize(from.stream);
   if (s)
     s = rt.copyToHost(out.data(), device, out.size() * sizeof(int32_t));
   if (!s)
@@ -132,9 +207,10 @@ flashjit_status hostInts(flashjit::Runtime &rt, const int32_t *host,
 }
 
 /// The host copies of the varlen prefix sums and key lengths.
-flashjit_status hostSequenceInfo(flashjit::Runtime &rt,
+flashjit_status hostSequenceInfo(const LengthSource &from,
                                  const flashjit_forward_args &a,
-                                 flashjit::ForwardProblem &p, void *stream) {
+                                 flashjit::ForwardProblem &p) {
+  p.trustDeviceLengths = from.trusted || !from.runtime;
   const int64_t batch = p.batch; // validated: in [1, 65535]
   if (a.cu_seqlens_q) {
     flashjit::VarlenSeqs seqs;
@@ -146,42 +222,110 @@ flashjit_status hostSequenceInfo(flashjit::Runtime &rt,
           std::tuple{a.cu_seqlens_k_host, a.cu_seqlens_k, "cu_seqlens_k",
                      &seqs.cuSeqlensK}})
       if (flashjit_status s =
-              hostInts(rt, host, device, batch + 1, stream, name, *out);
+              hostInts(from, host, device, batch + 1, name, *out);
           s != FLASHJIT_SUCCESS)
         return s;
     p.varlen = std::move(seqs);
   }
   if (a.key_lengths)
-    return hostInts(rt, a.key_lengths_host, a.key_lengths, batch, stream,
+    return hostInts(from, a.key_lengths_host, a.key_lengths, batch,
                     "key_lengths", p.keyLengths);
+  return FLASHJIT_SUCCESS;
+}
+
+/// The checked problem of `a` (sequence lengths from `lengths`), with the
+/// args' tile override for `arch` applied.
+flashjit_status checkedProblem(const flashjit_forward_args *a,
+                               const LengthSource &lengths, flashjit::Arch arch,
+                               flashjit::ForwardProblem &p) {
+  if (!a)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "args must not be NULL");
+  if (flashjit_status s = toProblem(*a, p); s != FLASHJIT_SUCCESS)
+    return s;
+  // Batch sizes the host copies below: it is checked first.
+  if (flashjit::Status s = flashjit::validateSizes(p); !s)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());
+  if (flashjit_status s = hostSequenceInfo(lengths, *a, p);
+      s != FLASHJIT_SUCCESS)
+    return s;
+  if (flashjit::Status s = flashjit::validate(p); !s)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());
+  if (!a->block_m && !a->block_n && !a->warps && !a->stages && !a->pack_gqa)
+    return FLASHJIT_SUCCESS;
+  const flashjit::AttentionSpec spec = flashjit::specFor(p);
+  flashjit::TileConfig tile = flashjit::defaultTileConfig(spec, arch);
+  for (auto [field, value] :
+       {std::pair{&tile.blockM, a->block_m},
+        std::pair{&tile.blockN, a->block_n}, std::pair{&tile.warps, a->warps},
+        std::pair{&tile.stages, a->stages}})
+    if (value)
+      *field = value;
+  if (a->pack_gqa)
+    tile.packGqa = a->pack_gqa > 0;
+  if (flashjit::Status s = flashjit::validate(tile, spec, arch); !s)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());
+  p.tile = tile;
+  return FLASHJIT_SUCCESS;
+}
+
+/// The plan of a forward call or a prepare (which reads nothing through the
+/// args' pointers and always loads the full kernel).
+flashjit_status plan(flashjit_runtime *rt, const flashjit_forward_args *args,
+                     void *stream, bool launchable,
+                     flashjit::Expected<flashjit::ForwardPlan> &out) {
+  if (!rt)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "rt must not be NULL");
+  if (!args)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "args must not be NULL");
+  // Before any other field is read.
+  if (flashjit_status s = checkStructSize(*args, "flashjit_forward_args");
+      s != FLASHJIT_SUCCESS)
+    return s;
+  flashjit::Runtime &runtime = *rt->runtime;
+  flashjit::ForwardProblem problem;
+  const LengthSource lengths{launchable ? &runtime : nullptr, stream,
+                             args->trust_device_lengths == 1};
+  if (flashjit_status s =
+          checkedProblem(args, lengths, runtime.arch(), problem);
+      s != FLASHJIT_SUCCESS)
+    return s;
+  out = runtime.planForward(problem, !launchable || args->full_kernel == 1);
+  if (!out)
+    return fail(FLASHJIT_ERROR_COMPILE, out.message());
   return FLASHJIT_SUCCESS;
 }
 } // namespace
 
 extern "C" {
 
-void flashjit_forward_args_init(flashjit_forward_args *args) {
-  if (!args)
-    return;
-  std::memset(args, 0, sizeof *args);
+flashjit_status flashjit_forward_args_init(flashjit_forward_args *args,
+                                           uint64_t struct_size) {
+  if (flashjit_status s =
+          initStruct(args, struct_size, "flashjit_forward_args");
+      s != FLASHJIT_SUCCESS)
+    return s;
   args->dtype = FLASHJIT_BF16;
   args->window_left = args->window_right = -1;
+  return FLASHJIT_SUCCESS;
 }
 
-void flashjit_runtime_options_init(flashjit_runtime_options *options) {
-  if (!options)
-    return;
-  std::memset(options, 0, sizeof *options);
+flashjit_status flashjit_runtime_options_init(flashjit_runtime_options *options,
+                                              uint64_t struct_size) {
+  if (flashjit_status s =
+          initStruct(options, struct_size, "flashjit_runtime_options");
+      s != FLASHJIT_SUCCESS)
+    return s;
   const flashjit::RuntimeOptions defaults;
   options->device = defaults.device;
   options->disk_cache = defaults.diskCache;
   options->use_tuned = defaults.useTuned;
   options->quick_first = defaults.quickFirst;
+  return FLASHJIT_SUCCESS;
 }
 
 flashjit_status flashjit_runtime_create(int device, flashjit_runtime **out) {
   flashjit_runtime_options options;
-  flashjit_runtime_options_init(&options);
+  (void)flashjit_runtime_options_init(&options, sizeof options);
   options.device = device;
   return flashjit_runtime_create_with_options(&options, out);
 }
@@ -195,6 +339,10 @@ flashjit_runtime_create_with_options(const flashjit_runtime_options *options,
     *out = nullptr;
     if (!options)
       return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "options must not be NULL");
+    if (flashjit_status s =
+            checkStructSize(*options, "flashjit_runtime_options");
+        s != FLASHJIT_SUCCESS)
+      return s;
     flashjit::RuntimeOptions o;
     for (auto [name, value, to] :
          {std::tuple{"disk_cache", options->disk_cache, &o.diskCache},
@@ -225,45 +373,73 @@ flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
                                            const flashjit_forward_args *args,
                                            void *stream) {
   return guarded([&] {
-    if (!rt)
-      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "rt must not be NULL");
-    if (!args)
-      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "args must not be NULL");
-    flashjit::ForwardProblem problem;
-    if (flashjit_status s = toProblem(*args, problem); s != FLASHJIT_SUCCESS)
-      return s;
-    // Batch sizes the host copies below: it is checked first.
-    if (flashjit::Status s = flashjit::validateSizes(problem); !s)
-      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());
-    flashjit::Runtime &runtime = *rt->runtime;
-    if (flashjit_status s = hostSequenceInfo(runtime, *args, problem, stream);
+    flashjit::Expected<flashjit::ForwardPlan> p =
+        flashjit::Status::error("not planned");
+    if (flashjit_status s = plan(rt, args, stream, /*launchable=*/true, p);
         s != FLASHJIT_SUCCESS)
       return s;
-    if (flashjit::Status s = flashjit::validate(problem); !s)
-      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());
-    if (args->block_m || args->block_n || args->warps || args->stages ||
-        args->pack_gqa) {
-      const flashjit::AttentionSpec spec = flashjit::specFor(problem);
-      flashjit::TileConfig tile =
-          flashjit::defaultTileConfig(spec, runtime.arch());
-      for (auto [field, value] : {std::pair{&tile.blockM, args->block_m},
-                                  std::pair{&tile.blockN, args->block_n},
-                                  std::pair{&tile.warps, args->warps},
-                                  std::pair{&tile.stages, args->stages}})
-        if (value)
-          *field = value;
-      if (args->pack_gqa)
-        tile.packGqa = args->pack_gqa > 0;
-      if (flashjit::Status s = flashjit::validate(tile, spec, runtime.arch());
-          !s)
-        return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());
-      problem.tile = tile;
-    }
-    auto plan = runtime.planForward(problem);
-    if (!plan)
-      return fail(FLASHJIT_ERROR_COMPILE, plan.message());
-    if (flashjit::Status s = runtime.launch(*plan, stream); !s)
+    if (flashjit::Status s = rt->runtime->launch(*p, stream); !s)
       return fail(FLASHJIT_ERROR_LAUNCH, s.message());
+    return FLASHJIT_SUCCESS;
+  });
+}
+
+flashjit_status flashjit_prepare(flashjit_runtime *rt,
+                                 const flashjit_forward_args *args) {
+  return guarded([&] {
+    flashjit::Expected<flashjit::ForwardPlan> p =
+        flashjit::Status::error("not planned");
+    return plan(rt, args, nullptr, /*launchable=*/false, p);
+  });
+}
+
+flashjit_status flashjit_generate_ptx(const flashjit_forward_args *args,
+                                      const char *arch, char **ptx) {
+  return guarded([&] {
+    if (!ptx)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "ptx must not be NULL");
+    *ptx = nullptr;
+    std::optional<flashjit::Arch> target =
+        arch ? flashjit::parseArch(arch) : std::nullopt;
+    if (!target)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+                  std::string("arch must be one of ") +
+                      flashjit::archChoices() + ", got " +
+                      (arch ? "'" + std::string(arch) + "'" : "NULL"));
+    flashjit::registerKernelFamilies(); // as Runtime::create does
+    flashjit::ForwardProblem problem;
+    if (flashjit_status s = checkedProblem(
+            args, LengthSource{nullptr, nullptr, true}, *target, problem);
+        s != FLASHJIT_SUCCESS)
+      return s;
+    const flashjit::AttentionSpec spec = flashjit::specFor(problem);
+    const flashjit::TileConfig config =
+        problem.tile ? *problem.tile
+                     : flashjit::defaultTileConfig(spec, *target);
+    auto artifact = flashjit::compile(spec, config, *target);
+    if (!artifact)
+      return fail(FLASHJIT_ERROR_COMPILE, artifact.message());
+    char *text = static_cast<char *>(std::malloc(artifact->ptx.size() + 1));
+    if (!text)
+      return fail(FLASHJIT_ERROR_INTERNAL, "flashjit: out of memory");
+    std::memcpy(text, artifact->ptx.c_str(), artifact->ptx.size() + 1);
+    *ptx = text;
+    return FLASHJIT_SUCCESS;
+  });
+}
+
+void flashjit_free(void *memory) { std::free(memory); }
+
+flashjit_status flashjit_current_device(int32_t *device) {
+  return guarded([&] {
+    if (!device)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "device must not be NULL");
+    if (flashjit::Status s = flashjit::driverStatus(); !s)
+      return fail(FLASHJIT_ERROR_NO_DRIVER, s.message());
+    auto ordinal = flashjit::currentDevice();
+    if (!ordinal)
+      return fail(FLASHJIT_ERROR_DEVICE, ordinal.message());
+    *device = *ordinal;
     return FLASHJIT_SUCCESS;
   });
 }
@@ -303,5 +479,7 @@ const char *flashjit_version(void) {
   static const std::string version = flashjit::flashjitVersion();
   return version.c_str();
 }
+
+int32_t flashjit_api_version(void) { return FLASHJIT_API_VERSION; }
 
 } // extern "C"

@@ -3,6 +3,8 @@
 
 #include "Driver.h"
 
+#include <utility>
+
 namespace flashjit {
 
 Status driverStatus() {
@@ -87,24 +89,44 @@ Expected<DeviceInfo> queryDevice(int ordinal) {
   return info;
 }
 
+Expected<int> currentDevice() {
+  auto api = driver::api();
+  if (!api)
+    return api.status();
+  const driver::Api &cu = **api;
+  CUcontext context = nullptr;
+  if (Status s = driver::check(cu.cuCtxGetCurrent(&context), "cuCtxGetCurrent");
+      !s)
+    return s;
+  if (!context)
+    return Status::error("this thread has no current CUDA context");
+  CUdevice device = 0;
+  if (Status s = driver::check(cu.cuCtxGetDevice(&device), "cuCtxGetDevice");
+      !s)
+    return s;
+  return static_cast<int>(device);
+}
+
 Expected<Arch> archForComputeCapability(int major, int minor) {
-  // sm_90a rather than sm_90: wgmma and setmaxnreg exist only in the
-  // arch-specific target, and a 9.0 device runs it.
-  switch (major * 10 + minor) {
-  case 80:
-    return Arch::Sm80;
-  case 86:
-    return Arch::Sm86;
-  case 89:
-    return Arch::Sm89;
-  case 90:
-    return Arch::Sm90a;
-  default:
-    break;
+  // THE device -> target table. sm_90a rather than sm_90: wgmma and
+  // setmaxnreg exist only in the arch-specific target, and a 9.0 device runs
+  // it. The others run the sm_80 family, compiled for their own target (a
+  // cubin and a cache entry per target; the driver JITs the PTX for the
+  // device). sm_90a PTX does not run on 10.x or 12.x.
+  constexpr std::pair<int, Arch> kTargets[] = {
+      {80, Arch::Sm80},  {86, Arch::Sm86},  {87, Arch::Sm87},
+      {89, Arch::Sm89},  {90, Arch::Sm90a}, {100, Arch::Sm100},
+      {120, Arch::Sm120}};
+  std::string supported;
+  for (auto [cc, arch] : kTargets) {
+    if (cc == major * 10 + minor)
+      return arch;
+    supported += (supported.empty() ? "" : ", ") + std::to_string(cc / 10) +
+                 "." + std::to_string(cc % 10);
   }
   return Status::error("compute capability " + std::to_string(major) + "." +
                        std::to_string(minor) +
-                       " is not supported (supported: 8.0, 8.6, 8.9, 9.0)");
+                       " is not supported (supported: " + supported + ")");
 }
 
 } // namespace flashjit

@@ -54,6 +54,9 @@ Loaded load() {
     elapsed = resolve("cuEventElapsedTime");
   l.api.eventElapsedTime =
       reinterpret_cast<decltype(l.api.eventElapsedTime)>(elapsed);
+  l.api.tensorMapEncodeTiled =
+      reinterpret_cast<decltype(l.api.tensorMapEncodeTiled)>(
+          dlsym(lib, "cuTensorMapEncodeTiled"));
   gErrorName = l.api.cuGetErrorName;
   gErrorString = l.api.cuGetErrorString;
   if (!missing.empty()) {

@@ -31,6 +31,7 @@ namespace flashjit::driver {
   X(cuDevicePrimaryCtxRelease_v2)                                              \
   X(cuCtxSetCurrent)                                                           \
   X(cuCtxGetCurrent)                                                           \
+  X(cuCtxGetDevice)                                                            \
   X(cuCtxSynchronize)                                                          \
   X(cuModuleLoadData)                                                          \
   X(cuModuleLoadDataEx)                                                        \
@@ -66,6 +67,9 @@ struct Api {
   FLASHJIT_DRIVER_FUNCTIONS(FLASHJIT_DRIVER_MEMBER)
 #undef FLASHJIT_DRIVER_MEMBER
   CUresult (*eventElapsedTime)(float *, CUevent, CUevent) = nullptr;
+  /// cuTensorMapEncodeTiled (CUDA 12.0+), only for kernels that take TMA
+  /// tensor maps: null on older drivers, which can still run the others.
+  decltype(&::cuTensorMapEncodeTiled) tensorMapEncodeTiled = nullptr;
 };
 
 /// The driver, loaded and initialised (cuInit) once per process. Without a

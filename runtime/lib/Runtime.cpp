@@ -3,6 +3,7 @@
 
 #include "Driver.h"
 #include "Module.h"
+#include "TensorMaps.h"
 
 #include "flashjit/compiler/Pipeline.h"
 #include "flashjit/runtime/DiskCache.h"
@@ -45,7 +46,9 @@ struct NamedStrides {
 } // namespace
 
 Status validate(const ForwardProblem &p) {
-  if (Status s = validateParams(p, /*writesLse=*/p.lse != nullptr); !s)
+  if (Status s = validateParams(p, /*writesLse=*/p.lse != nullptr,
+                                p.trustDeviceLengths);
+      !s)
     return s;
   const int64_t eb = elementBytes(p.dtype);
   struct {
@@ -63,7 +66,7 @@ Status validate(const ForwardProblem &p) {
       {"alibi_slopes", p.alibiSlopes, 4, p.bias == BiasMode::Alibi},
       {"cu_seqlens_q", p.deviceCuSeqlensQ, 4, p.varlen.has_value()},
       {"cu_seqlens_k", p.deviceCuSeqlensK, 4, p.varlen.has_value()},
-      {"key_lengths", p.deviceKeyLengths, 4, !p.keyLengths.empty()},
+      {"key_lengths", p.deviceKeyLengths, 4, p.hasKeyLengths()},
   };
   for (const auto &ptr : pointers) {
     if (!ptr.ptr && ptr.required)
@@ -88,7 +91,7 @@ AttentionSpec specFor(const ForwardProblem &p) {
   spec.bias = p.bias;
   spec.softcap = p.softcap > 0;
   spec.varlen = p.varlen.has_value();
-  spec.keyLengths = !p.keyLengths.empty();
+  spec.keyLengths = p.hasKeyLengths();
   // Row starts are aligned to the widest power of two dividing every
   // pointer (in elements) and every stride the kernel multiplies by a
   // nonzero index: a stride of a size-1 dimension never moves a row, and
@@ -142,6 +145,7 @@ struct Runtime::Impl {
   std::atomic<uint64_t> quickCompiles{0};
   std::atomic<uint64_t> generateUs{0}, jitUs{0};
   bool quickFirst = true;
+  std::optional<Family> family; ///< RuntimeOptions::family
   /// Full kernels compiling in the background behind their quick forms.
   std::mutex upgradesMutex;
   std::vector<std::future<void>> upgrades;
@@ -203,6 +207,7 @@ Runtime::create(const RuntimeOptions &options) {
     return version.status();
   impl->driverVersion = *version;
   impl->quickFirst = options.quickFirst;
+  impl->family = options.family;
   impl->flashjitVersion = flashjitVersion();
   impl->llvmVersion = llvmVersion();
   if (Status s = driver::check(cu.cuDeviceGet(&impl->device, options.device),
@@ -480,7 +485,9 @@ Expected<ModuleCache::Kernel> Runtime::kernelFor(const AttentionSpec &spec,
   return impl_->modules.getOrBuild(key, [&]() -> Expected<ModuleCache::Kernel> {
     Impl &rt = *impl_;
     driver::ScopedContext scope(*rt.cu, rt.context);
-    if (!allowQuick || !rt.quickFirst || config.quick)
+    const KernelFamily *family = findFamily(config.family);
+    if (!allowQuick || !rt.quickFirst || config.quick || !family ||
+        !family->hasQuickForm())
       return rt.cachedOrCompiled(spec, config);
     // A valid disk entry is a disk hit, not a cold miss (an invalid one is
     // rebuilt, with its warning, by the full compile below).
@@ -537,10 +544,16 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
       const uint64_t generation = impl_->configsGeneration;
       lock.unlock(); // the first lookup reads the database file
       auto tuned = tunedEntry(p);
+      // A family the caller forces is the family of every plan.
+      if (tuned && impl_->family && tuned->config.family != *impl_->family)
+        tuned.reset();
+      const TileConfig fallback =
+          impl_->family
+              ? defaultTileConfig(plan.spec, impl_->arch, *impl_->family)
+              : defaultTileConfig(plan.spec, impl_->arch);
       std::tie(plan.config, plan.source) =
           tuned ? std::pair{tuned->config, ConfigSource::Tuned}
-                : std::pair{defaultTileConfig(plan.spec, impl_->arch),
-                            ConfigSource::Default};
+                : std::pair{fallback, ConfigSource::Default};
       lock.lock();
       if (generation == impl_->configsGeneration)
         impl_->configs.emplace(key, std::pair{plan.config, plan.source});
@@ -587,6 +600,9 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
   if (!kernel)
     return kernel.status();
   plan.kernel = std::move(*kernel);
+  plan.launch = launchFacts(plan.spec, plan.config);
+  if (Status s = encodeTensorMaps(*impl_->cu, p, plan.launch, plan); !s)
+    return s;
 
   ForwardKernelArgs &a = plan.args;
   a.q = const_cast<void *>(p.q);
@@ -598,7 +614,7 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
   a.alibiSlopes = p.bias == BiasMode::Alibi ? p.alibiSlopes : nullptr;
   a.cuSeqlensQ = p.varlen ? p.deviceCuSeqlensQ : nullptr;
   a.cuSeqlensK = p.varlen ? p.deviceCuSeqlensK : nullptr;
-  a.keyLengths = p.keyLengths.empty() ? nullptr : p.deviceKeyLengths;
+  a.keyLengths = p.hasKeyLengths() ? p.deviceKeyLengths : nullptr;
   // Varlen addresses rows through cu_seqlens; batch strides do not apply.
   auto batchStride = [&](int64_t s) { return p.varlen ? 0 : s; };
   a.qBatchStride = batchStride(p.qStrides.batch), a.qHeadStride = p.qStrides.head,
@@ -659,12 +675,18 @@ Status Runtime::launch(const ForwardPlan &plan, void *stream) {
                             kForwardKernelStrideArgs * sizeof(int64_t) +
                             4 * sizeof(int32_t) + sizeof(float),
                 "launch parameters out of step with ForwardKernelArgs");
+  // The tensor maps follow, by value (the driver copies 128 bytes each).
+  void *withMaps[kForwardKernelArgCount + 3];
+  std::copy(std::begin(params), std::end(params), withMaps);
+  auto &maps = const_cast<ForwardPlan &>(plan).tensorMaps;
+  for (int i = 0; i < plan.tensorMapCount; ++i)
+    withMaps[kForwardKernelArgCount + i] = &maps[i];
   const LoadedKernel &k = *plan.kernel;
   return driver::check(
       cu.cuLaunchKernel(static_cast<CUfunction>(k.function), plan.grid[0],
                         plan.grid[1], plan.grid[2], k.threadsPerBlock, 1, 1,
-                        k.sharedMemBytes, static_cast<CUstream>(stream), params,
-                        nullptr),
+                        k.sharedMemBytes, static_cast<CUstream>(stream),
+                        withMaps, nullptr),
       ("cuLaunchKernel(" + k.name + ")").c_str());
 }
 

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <stdexcept>
 
 using json = nlohmann::json;
 
@@ -52,6 +53,15 @@ TileConfig configFrom(const json &j) {
   c.stages = field("stages");
   c.packGqa = j.at("pack_gqa").get<bool>();
   c.quick = j.contains("quick") && j.at("quick").get<bool>();
+  // Entries written before families existed are the sm80 family's.
+  const std::string family = j.value("family", std::string("sm80"));
+  auto parsed = parseFamily(family);
+  if (!parsed)
+    throw std::invalid_argument("family must be one of " + familyChoices() +
+                                ", got '" + family + "'");
+  c.family = *parsed;
+  c.pingpong = j.value("pingpong", false);
+  c.overlap = j.value("overlap", false);
   return c;
 }
 
@@ -104,7 +114,10 @@ json toJson(const TileConfig &c) {
           {"warps", c.warps},
           {"stages", c.stages},
           {"pack_gqa", c.packGqa},
-          {"quick", c.quick}};
+          {"quick", c.quick},
+          {"family", std::string(toString(c.family))},
+          {"pingpong", c.pingpong},
+          {"overlap", c.overlap}};
 }
 
 ShapeBucket shapeBucket(const AttentionParams &p) {
@@ -174,6 +187,8 @@ std::map<std::string, TuneEntry> parseEntries(const json &entries,
     try {
       map.emplace(key, entryFrom(value));
     } catch (const json::exception &) {
+      ++malformed;
+    } catch (const std::invalid_argument &) {
       ++malformed;
     }
   }

@@ -265,7 +265,7 @@ namespace {
 /// The C API's arguments for a dense problem with device buffers.
 flashjit_forward_args cArgsOf(const ForwardProblem &d) {
   flashjit_forward_args a;
-  flashjit_forward_args_init(&a);
+  EXPECT_EQ(flashjit_forward_args_init(&a, sizeof a), FLASHJIT_SUCCESS);
   a.q = d.q;
   a.k = d.k;
   a.v = d.v;
@@ -362,7 +362,8 @@ TEST(CApi, QuickFirstAndFinishCompiles) {
     ASSERT_FALSE(dir.path().empty());
     const std::string dirName = dir.path().string();
     flashjit_runtime_options options;
-    flashjit_runtime_options_init(&options);
+    ASSERT_EQ(flashjit_runtime_options_init(&options, sizeof options),
+              FLASHJIT_SUCCESS);
     options.cache_dir = dirName.c_str();
     options.quick_first = quickFirst;
     flashjit_runtime *crt = nullptr;

@@ -189,14 +189,26 @@ void compileAndAssemble(const AttentionSpec &spec, const TileConfig &config,
   ASSERT_TRUE(a.failure.empty()) << a.failure << "\n" << a.ptxasLog;
 
   EXPECT_EQ(art.kernelName, name);
-  const ForwardLayout layout = forwardLayout(spec, config);
-  EXPECT_EQ(art.launch.threadsPerBlock, layout.threads);
-  // The quick form may give each warp fewer rows; the full kernel has the
-  // config's warps.
-  if (!config.quick) {
-    EXPECT_EQ(art.launch.threadsPerBlock, config.warps * kWarpSize);
+  if (config.family == Family::Sm80) {
+    const ForwardLayout layout = forwardLayout(spec, config);
+    EXPECT_EQ(art.launch.threadsPerBlock, layout.threads);
+    // The quick form may give each warp fewer rows; the full kernel has the
+    // config's warps.
+    if (!config.quick) {
+      EXPECT_EQ(art.launch.threadsPerBlock, config.warps * kWarpSize);
+    }
+    EXPECT_EQ(art.launch.sharedMemBytes, layout.sharedMemBytes);
+  } else {
+    // A producer warpgroup beside the consumers' warps, and the tensor maps
+    // of Q (64-row boxes) and K, V (block_n rows) as parameters.
+    EXPECT_EQ(art.launch.threadsPerBlock, (config.warps + 4) * kWarpSize);
+    EXPECT_EQ(art.launch.tmaQ.rows, 64);
+    EXPECT_EQ(art.launch.tmaK.rows, config.blockN);
+    EXPECT_NE(art.ptx.find(".param .align 64 .b8"), std::string::npos);
+    EXPECT_NE(art.ptx.find("setmaxnreg.inc"), std::string::npos);
+    EXPECT_EQ(a.ptxasLog.find("setmaxnreg' ignored"), std::string::npos)
+        << a.ptxasLog;
   }
-  EXPECT_EQ(art.launch.sharedMemBytes, layout.sharedMemBytes);
   EXPECT_EQ(art.launch.blockM, config.blockM);
   EXPECT_NE(art.ptx.find(".entry " + name), std::string::npos)
       << "no .entry " << name << " in the PTX";
@@ -223,6 +235,7 @@ struct GridCase {
   DType dtype;
   MaskMode mask;
   Arch arch;
+  Family family;
   bool quick; ///< the quick form of the default config (TileConfig::quick)
 };
 
@@ -230,7 +243,8 @@ std::string gridName(const ::testing::TestParamInfo<GridCase> &info) {
   const GridCase &c = info.param;
   return "d" + std::to_string(c.headDim) + "_" + std::string(toString(c.dtype)) +
          "_" + std::string(toString(c.mask)) + "_" +
-         std::string(toString(c.arch)) + (c.quick ? "_quick" : "");
+         std::string(toString(c.arch)) + "_" + std::string(toString(c.family)) +
+         (c.quick ? "_quick" : "");
 }
 
 std::vector<GridCase> gridCases() {
@@ -238,16 +252,20 @@ std::vector<GridCase> gridCases() {
   for (int d : {1, 16, 32, 33, 64, 72, 80, 96, 100, 128, 160, 192, 256})
     for (DType dtype : {DType::F16, DType::BF16})
       for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
-        for (Arch arch : {Arch::Sm80, Arch::Sm90a})
+        for (Arch arch : {Arch::Sm80, Arch::Sm90a}) {
           for (bool quick : {false, true})
-            out.push_back({d, dtype, mask, arch, quick});
+            out.push_back({d, dtype, mask, arch, Family::Sm80, quick});
+          // The sm90 family where TMA addresses contiguous rows of d.
+          if (arch == Arch::Sm90a && alignmentElems({d}) == 8)
+            out.push_back({d, dtype, mask, arch, Family::Sm90, false});
+        }
   return out;
 }
 
 void PrintTo(const GridCase &c, std::ostream *os) {
   *os << "head_dim=" << c.headDim << " " << toString(c.dtype) << " "
-      << toString(c.mask) << " " << toString(c.arch)
-      << (c.quick ? " quick" : "");
+      << toString(c.mask) << " " << toString(c.arch) << " "
+      << toString(c.family) << (c.quick ? " quick" : "");
 }
 
 class PtxasDefaultConfig : public ::testing::TestWithParam<GridCase> {};
@@ -264,7 +282,7 @@ TEST_P(PtxasDefaultConfig, AssemblesWithoutSpills) {
   // Contiguous [b, s, h, d] tensors: the head stride is d, so this is what
   // the runtime picks (8 for every d that is a multiple of 8).
   spec.globalAlignElems = alignmentElems({c.headDim});
-  TileConfig config = defaultTileConfig(spec, c.arch);
+  TileConfig config = defaultTileConfig(spec, c.arch, c.family);
   config.quick = c.quick;
   compileAndAssemble(spec, config, c.arch);
 }
@@ -349,6 +367,44 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<ExtraCase> &info) {
       return info.param.name;
     });
+
+// ---- the other targets of the sm_80 family
+// ------------------------------------------------
+
+/// The GPUs that run the sm_80 family from their own PTX target (Device.cpp's
+/// table): each target's default config assembles without spills, full and
+/// quick, for head dims at both ends and the middle of the range; sm_86,
+/// sm_89 and sm_120 with their 99 KiB of shared memory per block.
+std::vector<ExtraCase> familyTargetCases() {
+  std::vector<ExtraCase> out;
+  for (Arch arch :
+       {Arch::Sm86, Arch::Sm87, Arch::Sm89, Arch::Sm100, Arch::Sm120}) {
+    const std::string a(toString(arch));
+    for (int d : {64, 128, 256})
+      for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
+        out.push_back({"d" + std::to_string(d) + "_bf16_" +
+                           std::string(toString(mask)) + "_" + a,
+                       makeSpec(d, d, DType::BF16, mask, 8), std::nullopt,
+                       arch});
+  }
+  return out;
+}
+
+class PtxasFamilyTarget : public ::testing::TestWithParam<ExtraCase> {};
+
+TEST_P(PtxasFamilyTarget, AssemblesWithoutSpills) {
+  const ExtraCase &c = GetParam();
+  TileConfig config = defaultTileConfig(c.spec, c.arch);
+  compileAndAssemble(c.spec, config, c.arch);
+  config.quick = true;
+  compileAndAssemble(c.spec, config, c.arch);
+}
+
+INSTANTIATE_TEST_SUITE_P(Forward, PtxasFamilyTarget,
+                         ::testing::ValuesIn(familyTargetCases()),
+                         [](const ::testing::TestParamInfo<ExtraCase> &info) {
+                           return info.param.name;
+                         });
 
 // ---- the forward features at the default config -------------------------------------------
 
@@ -498,7 +554,10 @@ TEST(PtxasSweep, DefaultConfigOfEveryHeadDim) {
 }
 
 TEST(PtxasGrid, CoversTheRequestedMatrix) {
-  EXPECT_EQ(gridCases().size(), 13u * 2 * 2 * 2 * 2);
+  // 13 head dims x 2 dtypes x 2 masks x 2 archs, full and quick (sm80), and
+  // the sm90 family on sm_90a for the 10 dims TMA can address (multiples
+  // of 8: not 1, 33 and 100).
+  EXPECT_EQ(gridCases().size(), 13u * 2 * 2 * 2 * 2 + 10u * 2 * 2);
 }
 
 } // namespace

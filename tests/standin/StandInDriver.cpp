@@ -290,6 +290,39 @@ CUresult CUDAAPI cuMemsetD32Async(CUdeviceptr dst, unsigned int value,
   return CUDA_SUCCESS;
 }
 
+// ---- TMA tensor maps ------------------------------------------------------------
+// Checked as the driver documents it, so that a map the runtime encodes
+// wrongly fails here too; the map itself is never read.
+CUresult CUDAAPI cuTensorMapEncodeTiled(
+    CUtensorMap *tensorMap, CUtensorMapDataType dataType, cuuint32_t rank,
+    void *globalAddress, const cuuint64_t *globalDim,
+    const cuuint64_t *globalStrides, const cuuint32_t *boxDim,
+    const cuuint32_t *elementStrides, CUtensorMapInterleave,
+    CUtensorMapSwizzle swizzle, CUtensorMapL2promotion,
+    CUtensorMapFloatOOBfill) {
+  const unsigned elementBytes =
+      dataType == CU_TENSOR_MAP_DATA_TYPE_FLOAT16 ||
+              dataType == CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+          ? 2
+          : 4;
+  if (!tensorMap || rank < 1 || rank > 5 ||
+      reinterpret_cast<uintptr_t>(globalAddress) % 16 != 0)
+    return CUDA_ERROR_INVALID_VALUE;
+  for (cuuint32_t i = 0; i < rank; ++i) {
+    if (globalDim[i] == 0 || globalDim[i] > (cuuint64_t(1) << 32) ||
+        boxDim[i] == 0 || boxDim[i] > 256 || elementStrides[i] == 0 ||
+        elementStrides[i] > 8)
+      return CUDA_ERROR_INVALID_VALUE;
+    if (i + 1 < rank &&
+        (globalStrides[i] % 16 != 0 || globalStrides[i] >= (cuuint64_t(1) << 40)))
+      return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (swizzle == CU_TENSOR_MAP_SWIZZLE_128B && boxDim[0] * elementBytes > 128)
+    return CUDA_ERROR_INVALID_VALUE;
+  std::memset(tensorMap, 0, sizeof *tensorMap);
+  return CUDA_SUCCESS;
+}
+
 // ---- events and streams (everything is done at once) ----------------------------
 CUresult CUDAAPI cuEventCreate(CUevent *event, unsigned int) {
   *event = newHandle<CUevent>();

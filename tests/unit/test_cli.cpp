@@ -217,8 +217,12 @@ TEST_F(CliCompile, BadAlign) {
 
 TEST_F(CliCompile, SharedMemoryOverTheLimit) {
   // 227 KiB is sm_90a's opt-in limit.
-  expectRefused({"--block-m", "256", "--block-n", "256", "--stages", "4",
-                 "--head-dim", "256", "--arch", "sm_90a"},
+  expectRefused({"--family", "sm80", "--block-m", "256", "--block-n", "256",
+                 "--stages", "4", "--head-dim", "256", "--arch", "sm_90a"},
+                {"shared memory", std::to_string(227 * 1024), "sm_90a"});
+  // The sm90 family's tiles count against the same limit.
+  expectRefused({"--block-n", "256", "--stages", "4", "--head-dim", "256",
+                 "--arch", "sm_90a"},
                 {"shared memory", std::to_string(227 * 1024), "sm_90a"});
 }
 
@@ -234,7 +238,25 @@ TEST_F(CliCompile, SharedMemoryLimitIsPerArch) {
 // Tile options: the message names the knob (as block_n / warps, the names
 // of the spec and the docs, or as the flag) and what it accepts.
 TEST_F(CliCompile, WarpsNotAPowerOfTwo) {
-  expectRefused({"--warps", "3"}, {"warps", "power of two", "3"});
+  expectRefused({"--family", "sm80", "--warps", "3"},
+                {"warps", "power of two", "3"});
+  // The sm90 family counts consumer warps: 4 per warpgroup of 64 rows.
+  expectRefused({"--family", "sm90", "--warps", "6"},
+                {"warps", "4, 8 or 12", "6"});
+}
+
+TEST_F(CliCompile, FamilyNamesItsRequirements) {
+  expectRefused({"--family", "sm70"}, {"--family", "sm80|sm90", "sm70"});
+  expectRefused({"--family", "sm90", "--arch", "sm_80"},
+                {"sm90", "sm_90a", "sm_80"});
+  // TMA needs 16-byte aligned rows.
+  expectRefused({"--family", "sm90", "--align", "4"}, {"sm90", "16-byte"});
+  expectRefused({"--family", "sm90", "--quick"}, {"quick"});
+  expectRefused({"--family", "sm80", "--pingpong", "on"}, {"pingpong"});
+  expectRefused({"--pingpong", "maybe"}, {"--pingpong", "on or off", "maybe"});
+  expectRefused({"--family", "sm90", "--warps", "4", "--block-m", "64",
+                 "--pingpong", "on"},
+                {"pingpong", "two consumer warpgroups"});
 }
 
 TEST_F(CliCompile, BlockNNotAMultipleOf16) {
@@ -245,8 +267,10 @@ TEST_F(CliCompile, BlockNNotAMultipleOf16) {
 }
 
 TEST_F(CliCompile, BlockMNotAMultipleOfWarps) {
-  expectRefused({"--block-m", "48", "--warps", "4"}, {"multiple", "64", "48"});
-  CliResult r = runFlashjit({"compile", "--block-m", "48", "--warps", "4"});
+  expectRefused({"--family", "sm80", "--block-m", "48", "--warps", "4"},
+                {"multiple", "64", "48"});
+  CliResult r = runFlashjit(
+      {"compile", "--family", "sm80", "--block-m", "48", "--warps", "4"});
   EXPECT_TRUE(contains(r.err, "block_m") || contains(r.err, "--block-m"))
       << r.describe();
 }
@@ -266,7 +290,8 @@ TEST_F(CliCompile, NegativeSoftcap) {
 }
 
 TEST_F(CliCompile, PackGqaNeedsAGroup) {
-  expectRefused({"--pack-gqa", "on"}, {"--pack-gqa", "GQA group > 1"});
+  expectRefused({"--family", "sm80", "--pack-gqa", "on"},
+                {"--pack-gqa", "GQA group > 1"});
   expectRefused({"--heads-q", "4", "--pack-gqa", "maybe"},
                 {"--pack-gqa", "on or off", "maybe"});
 }
@@ -356,7 +381,8 @@ TEST_F(CliCompile, EveryFeatureReachesTheSpecAndThePtx) {
   CliResult tile = runFlashjit(
       {"compile", "--head-dim", "128", "--head-dim-v", "64", "--mask",
        "window", "--bias", "alibi", "--softcap", "30", "--varlen",
-       "--key-lengths", "--heads-q", "8", "--heads-kv", "2", "--emit", "tile"});
+       "--key-lengths", "--heads-q", "8", "--heads-kv", "2", "--family",
+       "sm80", "--emit", "tile"});
   expectNoCrash(tile);
   ASSERT_EQ(tile.exitCode, 0) << tile.describe();
   for (const char *s :

@@ -154,8 +154,12 @@ TEST(Device, ComputeCapabilityToArch) {
   EXPECT_EQ(*archForComputeCapability(8, 0), Arch::Sm80);
   EXPECT_EQ(*archForComputeCapability(8, 6), Arch::Sm86);
   EXPECT_EQ(*archForComputeCapability(8, 9), Arch::Sm89);
+  // GPUs that run the sm_80 family through PTX (Orin, B200, RTX 50xx).
+  EXPECT_EQ(*archForComputeCapability(8, 7), Arch::Sm87);
+  EXPECT_EQ(*archForComputeCapability(10, 0), Arch::Sm100);
+  EXPECT_EQ(*archForComputeCapability(12, 0), Arch::Sm120);
   for (auto [major, minor] :
-       {std::pair{10, 0}, std::pair{12, 0}, std::pair{7, 5}}) {
+       {std::pair{7, 5}, std::pair{10, 3}, std::pair{12, 1}}) {
     auto a = archForComputeCapability(major, minor);
     ASSERT_FALSE(a);
     EXPECT_NE(a.message().find("compute capability " + std::to_string(major) +
@@ -200,7 +204,7 @@ TEST(CApi, NullArgumentsAreInvalidNotFatal) {
             FLASHJIT_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::strstr(flashjit_last_error(), "out"), nullptr);
   flashjit_forward_args args;
-  flashjit_forward_args_init(&args);
+  ASSERT_EQ(flashjit_forward_args_init(&args, sizeof args), FLASHJIT_SUCCESS);
   EXPECT_EQ(args.dtype, FLASHJIT_BF16);
   EXPECT_EQ(args.batch, 0);
   EXPECT_EQ(flashjit_attention_forward(nullptr, &args, nullptr),
@@ -211,7 +215,8 @@ TEST(CApi, NullArgumentsAreInvalidNotFatal) {
 TEST(CApi, RuntimeOptionsDefaultToTheCxxOnesAndAreChecked) {
   flashjit_runtime_options options;
   std::memset(&options, 0x7f, sizeof options);
-  flashjit_runtime_options_init(&options);
+  ASSERT_EQ(flashjit_runtime_options_init(&options, sizeof options),
+            FLASHJIT_SUCCESS);
   const RuntimeOptions cxx;
   EXPECT_EQ(options.device, cxx.device);
   EXPECT_EQ(options.disk_cache, 1);

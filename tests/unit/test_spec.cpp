@@ -28,8 +28,9 @@ constexpr MaskMode kAllMasks[] = {MaskMode::None, MaskMode::Causal,
                                   MaskMode::Window};
 constexpr BiasMode kAllBiases[] = {BiasMode::None, BiasMode::Tensor,
                                    BiasMode::Alibi};
-constexpr Arch kAllArchs[] = {Arch::Sm80, Arch::Sm86, Arch::Sm89, Arch::Sm90,
-                              Arch::Sm90a};
+constexpr Arch kAllArchs[] = {Arch::Sm80,  Arch::Sm86, Arch::Sm87,
+                              Arch::Sm89,  Arch::Sm90, Arch::Sm90a,
+                              Arch::Sm100, Arch::Sm120};
 
 bool contains(const std::string &s, const std::string &part) {
   return s.find(part) != std::string::npos;
@@ -500,9 +501,9 @@ TEST(SpecValidate, PackGqaNeedsAGroup) {
   spec.gqaGroup = 4;
   EXPECT_TRUE(validate(packed, spec, Arch::Sm90a).isOk());
   // The default packs a group and never a single head.
-  EXPECT_TRUE(defaultTileConfig(spec, Arch::Sm90a).packGqa);
+  EXPECT_TRUE(defaultTileConfig(spec, Arch::Sm90a, Family::Sm80).packGqa);
   spec.gqaGroup = 1;
-  EXPECT_FALSE(defaultTileConfig(spec, Arch::Sm90a).packGqa);
+  EXPECT_FALSE(defaultTileConfig(spec, Arch::Sm90a, Family::Sm80).packGqa);
 }
 
 TEST(SpecNames, ArchRoundTrip) {
@@ -515,10 +516,11 @@ TEST(SpecNames, ArchRoundTrip) {
   }
   EXPECT_EQ(toString(Arch::Sm80), "sm_80");
   EXPECT_EQ(toString(Arch::Sm90a), "sm_90a");
-  EXPECT_EQ(archChoices(), "sm_80|sm_86|sm_89|sm_90|sm_90a");
-  for (const char *bad : {"", "sm", "sm_", "sm_75", "sm75", "sm_70", "sm_100",
-                          "sm_90b", "sm__80", "sm_80 ", "compute_80", "80",
-                          "smx", "sm_8"})
+  EXPECT_EQ(archChoices(),
+            "sm_80|sm_86|sm_87|sm_89|sm_90|sm_90a|sm_100|sm_120");
+  for (const char *bad : {"", "sm", "sm_", "sm_75", "sm75", "sm_70", "sm_103",
+                          "sm_100a", "sm_121", "sm_90b", "sm__80", "sm_80 ",
+                          "compute_80", "80", "smx", "sm_8"})
     EXPECT_FALSE(parseArch(bad).has_value()) << "'" << bad << "'";
 }
 
@@ -542,9 +544,20 @@ TEST(SpecNames, ArchFacts) {
   EXPECT_EQ(computeCapability(Arch::Sm89), 89);
   EXPECT_EQ(computeCapability(Arch::Sm90), 90);
   EXPECT_EQ(computeCapability(Arch::Sm90a), 90);
-  EXPECT_TRUE(hasArchSpecificFeatures(Arch::Sm90a));
-  for (Arch a : {Arch::Sm80, Arch::Sm86, Arch::Sm89, Arch::Sm90})
-    EXPECT_FALSE(hasArchSpecificFeatures(a)) << toString(a);
+  EXPECT_EQ(computeCapability(Arch::Sm87), 87);
+  EXPECT_EQ(computeCapability(Arch::Sm100), 100);
+  EXPECT_EQ(computeCapability(Arch::Sm120), 120);
+  // Only sm_90a has wgmma/setmaxnreg: 10.x and 12.x run the sm_80 family.
+  for (Arch a : kAllArchs)
+    EXPECT_EQ(hasArchSpecificFeatures(a), a == Arch::Sm90a) << toString(a);
+  // The per-block opt-in maxima of the CUDA programming guide.
+  EXPECT_EQ(maxSharedMemoryPerBlock(Arch::Sm87), 163 * 1024);
+  EXPECT_EQ(maxSharedMemoryPerBlock(Arch::Sm100), 227 * 1024);
+  EXPECT_EQ(maxSharedMemoryPerBlock(Arch::Sm120), 99 * 1024);
+  // The first PTX ISA that knows each target.
+  EXPECT_EQ(ptxIsaVersion(Arch::Sm87), 74);
+  EXPECT_EQ(ptxIsaVersion(Arch::Sm100), 86);
+  EXPECT_EQ(ptxIsaVersion(Arch::Sm120), 87);
   for (Arch a : kAllArchs) {
     EXPECT_GE(ptxIsaVersion(a), 70) << toString(a);
     EXPECT_GE(maxSharedMemoryPerBlock(a), 48 * 1024) << toString(a);
@@ -647,7 +660,8 @@ TEST(DefaultTileConfig, ValidForEveryHeadDimDtypeMaskArchAndAlign) {
             ASSERT_LE(l.threads, 1024) << where;
             ++checked;
           }
-  EXPECT_EQ(checked, 256 * 2 * int(std::size(kAllMasks)) * 5 * 3);
+  EXPECT_EQ(checked, 256 * 2 * int(std::size(kAllMasks)) *
+                         int(std::size(kAllArchs)) * 3);
 }
 
 // Rows are swizzled except in 4-warp 32-row tiles from d=96 where registers
@@ -742,7 +756,7 @@ TEST(ForwardLayout, QuickFormTakesOneRowTilePerWarp) {
 // ready soon); the full kernel at ptxas's default.
 TEST(Compile, QuickFormTakesTheLowerPtxasLevel) {
   AttentionSpec spec = specWithHeadDim(64);
-  TileConfig config = defaultTileConfig(spec, Arch::Sm90a);
+  TileConfig config = defaultTileConfig(spec, Arch::Sm90a, Family::Sm80);
   auto full = compile(spec, config, Arch::Sm90a);
   ASSERT_TRUE(full) << full.message();
   EXPECT_EQ(full->launch.ptxasOptLevel, 3);

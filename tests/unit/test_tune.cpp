@@ -30,11 +30,13 @@ using flashjit::test_support::readFile;
 using flashjit::test_support::runProcess;
 
 namespace {
-AttentionSpec specWith(int d, MaskMode mask = MaskMode::None, int group = 1) {
+AttentionSpec specWith(int d, MaskMode mask = MaskMode::None, int group = 1,
+                       int align = 8) {
   AttentionSpec s;
   s.headDimQK = s.headDimV = d;
   s.mask = mask;
   s.gqaGroup = group;
+  s.globalAlignElems = align;
   return s;
 }
 
@@ -95,11 +97,13 @@ TEST(SearchSpace, EveryConfigIsCountedOnceAndCandidatesValidate) {
     for (int d : {1, 33, 64, 80, 128, 192, 256})
       for (int group : {1, 4}) {
         const AttentionSpec spec = specWith(d, MaskMode::Causal, group);
-        const SearchSpace space = forwardSearchSpace(spec, arch);
-        const TileConfig baseline = defaultTileConfig(spec, arch);
+        ForwardKnobs knobs;
+        knobs.families = {Family::Sm80};
+        const SearchSpace space = forwardSearchSpace(spec, arch, knobs);
+        const TileConfig baseline =
+            defaultTileConfig(spec, arch, Family::Sm80);
         ASSERT_FALSE(space.candidates.empty());
         EXPECT_EQ(space.candidates.front(), baseline);
-        const ForwardKnobs knobs;
         const int grid = int(knobs.blockM.size() * knobs.blockN.size() *
                              knobs.warps.size() * knobs.stages.size()) *
                          (group > 1 ? 2 : 1);
@@ -127,8 +131,12 @@ TEST(SearchSpace, EveryConfigIsCountedOnceAndCandidatesValidate) {
 TEST(SearchSpace, PrunesWhatCannotFitWithTheReason) {
   // d=256 on sm_86 (99 KB): Q alone is 67 KB at block_m 128, so most
   // multi-stage configs cannot fit; sm_90a (227 KB) keeps more of them.
-  const SearchSpace small = forwardSearchSpace(specWith(256), Arch::Sm86);
-  const SearchSpace large = forwardSearchSpace(specWith(256), Arch::Sm90a);
+  ForwardKnobs sm80;
+  sm80.families = {Family::Sm80};
+  const SearchSpace small =
+      forwardSearchSpace(specWith(256), Arch::Sm86, sm80);
+  const SearchSpace large =
+      forwardSearchSpace(specWith(256), Arch::Sm90a, sm80);
   EXPECT_GT(prunedFor(small, PruneReason::SharedMemory),
             prunedFor(large, PruneReason::SharedMemory));
   EXPECT_GT(prunedFor(large, PruneReason::SharedMemory), 0);
@@ -138,7 +146,7 @@ TEST(SearchSpace, PrunesWhatCannotFitWithTheReason) {
   EXPECT_EQ(prunedFor(large, PruneReason::Shape),
             int(ForwardKnobs{}.blockN.size() * ForwardKnobs{}.stages.size()));
   // d=64 fits everything but the shape rule.
-  const SearchSpace d64 = forwardSearchSpace(specWith(64), Arch::Sm90a);
+  const SearchSpace d64 = forwardSearchSpace(specWith(64), Arch::Sm90a, sm80);
   EXPECT_EQ(prunedFor(d64, PruneReason::SharedMemory), 0);
   EXPECT_EQ(prunedFor(d64, PruneReason::Registers), 0);
   for (const TileConfig &c : small.candidates)
@@ -159,9 +167,49 @@ TEST(SearchSpace, SearchesGqaPackingBothWays) {
     EXPECT_FALSE(c.packGqa);
 }
 
+// On sm_90a the sm90 family's knobs are searched beside the sm80 family's:
+// consumer warpgroups, K/V tile rows, stages, pingpong (two warpgroups
+// only) and overlap; every candidate validates, and none appears twice.
+TEST(SearchSpace, CoversTheSm90FamilysKnobs) {
+  ForwardKnobs knobs;
+  knobs.families = {Family::Sm90};
+  for (int d : {64, 128, 256}) {
+    const AttentionSpec spec = specWith(d, MaskMode::Causal);
+    const SearchSpace space = forwardSearchSpace(spec, Arch::Sm90a, knobs);
+    EXPECT_EQ(space.candidates.front(), defaultTileConfig(spec, Arch::Sm90a));
+    // 3 warpgroup counts x 4 tile lengths x 1 stage count x overlap on/off,
+    // and pingpong for two warpgroups: 24 + 8.
+    EXPECT_EQ(space.enumerated, 32) << "d=" << d;
+    bool pingpong = false, overlap = false, oneWarpgroup = false;
+    std::set<std::string> seen;
+    for (const TileConfig &c : space.candidates) {
+      EXPECT_EQ(c.family, Family::Sm90);
+      EXPECT_TRUE(validate(c, spec, Arch::Sm90a).isOk()) << canonicalText(c);
+      EXPECT_TRUE(seen.insert(canonicalText(c)).second) << canonicalText(c);
+      pingpong |= c.pingpong;
+      overlap |= c.overlap;
+      oneWarpgroup |= c.warps == 4;
+    }
+    EXPECT_TRUE(pingpong && overlap && oneWarpgroup) << "d=" << d;
+  }
+  // d=256: 176-key tiles need more than 227 KiB, and three warpgroups leave
+  // too few registers for the output tile.
+  const SearchSpace d256 =
+      forwardSearchSpace(specWith(256), Arch::Sm90a, knobs);
+  EXPECT_GT(prunedFor(d256, PruneReason::SharedMemory), 0);
+  EXPECT_GT(prunedFor(d256, PruneReason::Registers), 0);
+  // Not on sm_80, and not for tensors TMA cannot address.
+  EXPECT_EQ(forwardSearchSpace(specWith(128), Arch::Sm80, knobs).enumerated, 0);
+  EXPECT_EQ(forwardSearchSpace(specWith(128, MaskMode::None, 1, 4), Arch::Sm90a,
+                               knobs)
+                .enumerated,
+            0);
+}
+
 TEST(SearchSpace, ARegisterFileThatCannotHoldTheThreadsIsPruned) {
   // 16 warps of 16 rows at d=256: ~200 registers x 512 threads > 65536.
   ForwardKnobs knobs;
+  knobs.families = {Family::Sm80};
   knobs.blockM = {256};
   knobs.warps = {16};
   knobs.blockN = {16};
@@ -477,7 +525,9 @@ TEST_F(TuneFiles, AutotuneListsItsSearchSpaceAsJson) {
   const SearchSpace space = forwardSearchSpace(spec, Arch::Sm90a);
   EXPECT_EQ(j["enumerated"], space.enumerated);
   EXPECT_EQ(j["candidates"].size(), space.candidates.size());
-  EXPECT_EQ(j["candidates"][0]["pack_gqa"], true); // the default packs GQA
+  // The default comes first: on sm_90a the sm90 family's (no pack_gqa).
+  EXPECT_EQ(j["candidates"][0]["family"], "sm90");
+  EXPECT_EQ(j["candidates"][0]["pack_gqa"], false);
 }
 
 TEST_F(TuneFiles, CacheClearKeepsTheTuneDatabase) {

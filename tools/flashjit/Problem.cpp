@@ -395,7 +395,8 @@ std::string configText(const TileConfig &c) {
          " block_n=" + std::to_string(c.blockN) +
          " warps=" + std::to_string(c.warps) +
           " stages=" + std::to_string(c.stages) + (c.packGqa ? " pack_gqa" : "") +
-         (c.quick ? " quick" : "");
+         (c.quick ? " quick" : "") + " family=" + std::string(toString(c.family)) +
+         (c.pingpong ? " pingpong" : "") + (c.overlap ? " overlap" : "");
 }
 
 Expected<DeviceProblem> uploadProblem(Runtime &rt, const ForwardProblem &shape,

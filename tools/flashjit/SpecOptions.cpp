@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <tuple>
 #include <utility>
 
 namespace flashjit::cli {
@@ -60,6 +61,16 @@ void SpecOptions::addTo(CLI::App &cmd, bool forCompile) {
                "The quick-to-compile form of the kernel (the runtime's first "
                "tier on a cold compile): 16-key slices in run-time loops, "
                "results bitwise those of the full kernel");
+  cmd.add_option("--family", family,
+                 "Kernel family: " + familyChoices() +
+                     " (default: sm90 on sm_90a where TMA can address the "
+                     "tensors, else sm80)");
+  cmd.add_option("--pingpong", pingpong,
+                 "sm90: two consumer warpgroups take turns, one's softmax "
+                 "under the other's GEMMs (on|off)");
+  cmd.add_option("--overlap", overlap,
+                 "sm90: issue the next tile's Q K^T before this tile's "
+                 "softmax (on|off)");
   if (!forCompile)
     return;
   cmd.add_option("--arch", arch, "Target GPU: " + archChoices())
@@ -131,7 +142,17 @@ Status SpecOptions::resolve(AttentionSpec &spec, Arch &outArch) const {
 
 Status SpecOptions::resolveTile(const AttentionSpec &spec, Arch a,
                                 TileConfig &config) const {
-  config = defaultTileConfig(spec, a);
+  if (family) {
+    auto f = parseFamily(*family);
+    if (!f)
+      return Status::error("--family must be one of " + familyChoices() +
+                           ", got '" + *family + "'");
+    config = defaultTileConfig(spec, a, *f);
+  } else {
+    // The quick form is the sm80 family's.
+    config = quick ? defaultTileConfig(spec, a, Family::Sm80)
+                   : defaultTileConfig(spec, a);
+  }
   if (blockM)
     config.blockM = *blockM;
   if (blockN)
@@ -147,6 +168,16 @@ Status SpecOptions::resolveTile(const AttentionSpec &spec, Arch a,
     config.packGqa = *packGqa == "on";
   }
   config.quick = quick;
+  for (auto [option, value, field] :
+       {std::tuple{"--pingpong", &pingpong, &config.pingpong},
+        std::tuple{"--overlap", &overlap, &config.overlap}}) {
+    if (!*value)
+      continue;
+    if (**value != "on" && **value != "off")
+      return Status::error(std::string(option) + " must be on or off, got '" +
+                           **value + "'");
+    *field = **value == "on";
+  }
   Status s = validate(config, spec, a);
   if (s)
     return s;
@@ -156,7 +187,9 @@ Status SpecOptions::resolveTile(const AttentionSpec &spec, Arch a,
                                {"block_n", "--block-n"},
                                {"warps", "--warps"},
                                {"stages", "--stages"},
-                               {"pack_gqa", "--pack-gqa"}}) {
+                               {"pack_gqa", "--pack-gqa"},
+                               {"pingpong", "--pingpong"},
+                               {"overlap", "--overlap"}}) {
     for (size_t at = message.find(field); at != std::string::npos;
          at = message.find(field, at + std::strlen(option)))
       message.replace(at, std::strlen(field), option);

@@ -15,7 +15,8 @@ namespace flashjit::cli {
 
 /// The options that describe a kernel: --head-dim, --head-dim-v, --dtype,
 /// --mask, --bias, --softcap, --heads-q, --heads-kv, --no-lse, --align,
-/// --block-m, --block-n, --warps, --stages, --pack-gqa; for compile also
+/// --block-m, --block-n, --warps, --stages, --pack-gqa, --family,
+/// --pingpong, --overlap; for compile also
 /// --arch, --varlen and --key-lengths (run derives those from its data). Strings are parsed by resolve() so that every
 /// bad value gets one message naming the option and the accepted values.
 struct SpecOptions {
@@ -37,6 +38,8 @@ struct SpecOptions {
   std::optional<int> blockM, blockN, warps, stages;
   std::optional<std::string> packGqa; ///< "on" or "off"
   bool quick = false;
+  std::optional<std::string> family;            ///< sm80 or sm90
+  std::optional<std::string> pingpong, overlap; ///< "on" or "off"
   std::string arch = "sm_90a";
 
   /// Registers the options on `cmd`. `forCompile` adds --arch, --varlen and
@@ -49,7 +52,8 @@ struct SpecOptions {
   int kvHeads() const { return headsKV.value_or(headsQ); }
   /// True when any tile option was given.
   bool hasTileOptions() const {
-    return blockM || blockN || warps || stages || packGqa || quick;
+    return blockM || blockN || warps || stages || packGqa || quick || family ||
+           pingpong || overlap;
   }
   /// The explicit tile options over `defaults` (the arch's default), then
   /// validated for the spec and arch.

@@ -8,7 +8,7 @@ set -euo pipefail
 need=()
 for p in llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools nlohmann-json3-dev \
          libcli11-dev libxxhash-dev libgtest-dev cmake ninja-build ccache g++ \
-         zlib1g-dev libzstd-dev python3; do
+         zlib1g-dev libzstd-dev python3 python3-dev python3-venv; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 cuda_h=$(ls /usr/local/cuda/include/cuda.h /usr/include/cuda.h 2>/dev/null | head -1 || true)

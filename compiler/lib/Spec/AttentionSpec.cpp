@@ -33,11 +33,10 @@ constexpr Named<MaskMode> kMasks[] = {{MaskMode::None, "none"},
 constexpr Named<BiasMode> kBiases[] = {{BiasMode::None, "none"},
                                        {BiasMode::Tensor, "tensor"},
                                        {BiasMode::Alibi, "alibi"}};
-constexpr Named<Arch> kArchs[] = {{Arch::Sm80, "sm_80"},
-                                  {Arch::Sm86, "sm_86"},
-                                  {Arch::Sm89, "sm_89"},
-                                  {Arch::Sm90, "sm_90"},
-                                  {Arch::Sm90a, "sm_90a"}};
+constexpr Named<Arch> kArchs[] = {
+    {Arch::Sm80, "sm_80"},   {Arch::Sm86, "sm_86"},  {Arch::Sm87, "sm_87"},
+    {Arch::Sm89, "sm_89"},   {Arch::Sm90, "sm_90"},  {Arch::Sm90a, "sm_90a"},
+    {Arch::Sm100, "sm_100"}, {Arch::Sm120, "sm_120"}};
 constexpr Named<Family> kFamilyNames[] = {{Family::Sm80, "sm80"},
                                           {Family::Sm90, "sm90"}};
 
@@ -101,21 +100,28 @@ int computeCapability(Arch a) {
   switch (a) {
   case Arch::Sm80: return 80;
   case Arch::Sm86: return 86;
+  case Arch::Sm87: return 87;
   case Arch::Sm89: return 89;
   case Arch::Sm90:
   case Arch::Sm90a: return 90;
+  case Arch::Sm100: return 100;
+  case Arch::Sm120: return 120;
   }
   return 0;
 }
 bool hasArchSpecificFeatures(Arch a) { return a == Arch::Sm90a; }
 
 int maxSharedMemoryPerBlock(Arch a) {
+  // The CUDA programming guide's per-block opt-in maxima.
   switch (a) {
-  case Arch::Sm80: return 163 * 1024;
+  case Arch::Sm80:
+  case Arch::Sm87: return 163 * 1024;
   case Arch::Sm86:
-  case Arch::Sm89: return 99 * 1024;
+  case Arch::Sm89:
+  case Arch::Sm120: return 99 * 1024;
   case Arch::Sm90:
-  case Arch::Sm90a: return 227 * 1024;
+  case Arch::Sm90a:
+  case Arch::Sm100: return 227 * 1024;
   }
   return 48 * 1024;
 }
@@ -125,9 +131,12 @@ int ptxIsaVersion(Arch a) {
   switch (a) {
   case Arch::Sm80: return 70;
   case Arch::Sm86: return 71;
+  case Arch::Sm87: return 74;
   case Arch::Sm89:
   case Arch::Sm90: return 78;
   case Arch::Sm90a: return 80;
+  case Arch::Sm100: return 86;
+  case Arch::Sm120: return 87;
   }
   return 80;
 }
@@ -188,7 +197,8 @@ std::optional<TileLimit> exceededLimit(const TileConfig &c,
   return TileLimit::Shape;
 }
 
-// ---- identity ------------------------------------------------------------------
+// ---- identity
+// ------------------------------------------------------------------
 std::string canonicalText(const AttentionSpec &s) {
   std::ostringstream os;
   os << "kind=fwd;dtype=" << toString(s.dtype) << ";head_dim_qk=" << s.headDimQK

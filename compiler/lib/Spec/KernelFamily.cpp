@@ -13,7 +13,8 @@ KernelFamily::~KernelFamily() = default;
 namespace {
 constexpr Family kFamilies[] = {Family::Sm80, Family::Sm90};
 /// Lookups are lock-free (every compile asks); registration, rare, locks.
-std::array<std::atomic<const KernelFamily *>, std::size(kFamilies)> registered{};
+std::array<std::atomic<const KernelFamily *>, std::size(kFamilies)>
+    registered{};
 std::mutex ownedMutex;
 std::vector<std::unique_ptr<KernelFamily>> &owned() {
   static std::vector<std::unique_ptr<KernelFamily>> families;

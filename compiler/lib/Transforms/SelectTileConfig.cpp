@@ -13,11 +13,23 @@ using namespace flashjit;
 namespace {
 struct SelectTileConfigPass
     : public flashjit::impl::SelectTileConfigBase<SelectTileConfigPass> {
+  using SelectTileConfigBase::SelectTileConfigBase;
   void runOnOperation() override {
-    auto result = getOperation().walk([](tile::AttentionFwdOp op) {
+    std::optional<Family> forced;
+    if (!family.empty()) {
+      forced = parseFamily(family);
+      if (!forced) {
+        getOperation().emitError() << "family must be one of "
+                                   << familyChoices() << ", got '" << family
+                                   << "'";
+        return signalPassFailure();
+      }
+    }
+    auto result = getOperation().walk([&](tile::AttentionFwdOp op) {
       Arch arch = *parseArch(op.getArch().str()); // checked by the verifier
       AttentionSpec spec = op.getAttentionSpec();
       TileConfig config = op.getConfig() ? tile::fromAttr(*op.getConfig())
+                          : forced       ? defaultTileConfig(spec, arch, *forced)
                                          : defaultTileConfig(spec, arch);
       if (Status s = validate(config, spec, arch); !s) {
         op.emitOpError() << s.message();

@@ -13,7 +13,8 @@ public:
   Status supports(const AttentionSpec &, Arch) const override {
     return Status::ok();
   }
-  TileConfig defaultConfig(const AttentionSpec &spec, Arch arch) const override {
+  TileConfig defaultConfig(const AttentionSpec &spec,
+                           Arch arch) const override {
     return defaultTileConfigSm80(spec, arch);
   }
   Status validate(const TileConfig &config, const AttentionSpec &spec,
@@ -35,6 +36,7 @@ public:
     f.ptxasOptLevel = config.quick ? kQuickPtxasOptLevel : kPtxasOptLevel;
     return f;
   }
+  bool hasQuickForm() const override { return true; }
   Status build(mlir::OpBuilder &builder, mlir::Operation *gpuModule,
                std::string_view name, const AttentionSpec &spec,
                const TileConfig &config) const override {

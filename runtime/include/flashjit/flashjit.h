@@ -9,10 +9,19 @@
  *   if (flashjit_runtime_create(0, &rt) != FLASHJIT_SUCCESS)
  *     fprintf(stderr, "%s\n", flashjit_last_error());
  *   flashjit_forward_args a;
- *   flashjit_forward_args_init(&a);
+ *   flashjit_forward_args_init(&a, sizeof a);
  *   a.dtype = FLASHJIT_BF16; a.batch = 4; ...; a.q = q_ptr; ...
  *   flashjit_attention_forward(rt, &a, stream);
  *   flashjit_runtime_destroy(rt);
+ *
+ * ABI: libflashjit.so exports only the flashjit_* symbols (LLVM inside is
+ * hidden, so that a process may hold another LLVM). Each struct a caller
+ * fills starts with its struct_size, which the init function sets from the
+ * size the caller passes and which every call checks: a binding built
+ * against another version of this header fails with a message saying so,
+ * never reads or writes past its struct. FLASHJIT_API_VERSION changes with
+ * every such struct or signature change; flashjit_api_version() reports the
+ * library's.
  *
  *===----------------------------------------------------------------------===*/
 #ifndef FLASHJIT_FLASHJIT_H
@@ -23,6 +32,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/** The version of this API (structs and signatures); see the ABI note. */
+#define FLASHJIT_API_VERSION 2
 
 typedef enum flashjit_status {
   FLASHJIT_SUCCESS = 0,
@@ -69,6 +81,8 @@ typedef struct flashjit_runtime flashjit_runtime;
  *  bottom-right corner. Call flashjit_forward_args_init first: zero fields
  *  mean "default" where noted. */
 typedef struct flashjit_forward_args {
+  /** sizeof(flashjit_forward_args) in the caller's header; set by init. */
+  uint64_t struct_size;
   const void *q, *k, *v;
   void *o;
   float *lse;    /**< NULL: no LSE is written */
@@ -108,8 +122,8 @@ typedef struct flashjit_forward_args {
   /** Varlen (cu_seqlens_q non-NULL): q/k/v/o are packed [total, heads, dim]
    *  (batch strides ignored), seqlen_q/k are the largest lengths, LSE is
    *  [heads_q, total_q] (lse_strides[0] ignored). Device int32 prefix sums
-   *  of batch + 1 entries; the *_host copies (NULL: read from the device,
-   *  which synchronises `stream`) are what is validated before the launch. */
+   *  of batch + 1 entries; the *_host copies are what is validated before
+   *  the launch. Without them see trust_device_lengths. */
   const int32_t *cu_seqlens_q, *cu_seqlens_k;
   const int32_t *cu_seqlens_q_host, *cu_seqlens_k_host;
   int64_t total_q, total_k; /**< rows of the packed q/o and k/v buffers */
@@ -117,17 +131,36 @@ typedef struct flashjit_forward_args {
    *  b are real. Device int32 [batch]; host copy as for cu_seqlens. */
   const int32_t *key_lengths;
   const int32_t *key_lengths_host;
+
+  /* ---- for frameworks; flashjit_forward_args_init sets them to 0 ---- */
+  /** Where a host copy (cu_seqlens_*_host, key_lengths_host) is NULL: 0
+   *  reads the values from the device, which synchronises `stream`, and
+   *  checks them; 1 trusts the device values unread (nothing synchronises:
+   *  CUDA-graph capture, framework ops): seqlen_q / seqlen_k must bound
+   *  every sequence and total_q / total_k the packed rows, as FlashAttention
+   *  trusts max_seqlen_q / max_seqlen_k. */
+  int32_t trust_device_lengths;
+  /** 1: launch only the full kernel: a cold miss waits for it instead of
+   *  launching the quick form (benchmarks, CUDA-graph capture). 0: the
+   *  runtime's quick_first option decides. */
+  int32_t full_kernel;
 } flashjit_forward_args;
 
-/** Zeroes the struct, then dtype = FLASHJIT_BF16 and window_left =
- *  window_right = -1 (mask none, no bias, no softcap, no varlen, defaults
- *  for every field documented with one). Sizes, pointers and strides remain
- *  to be set. */
-void flashjit_forward_args_init(flashjit_forward_args *args);
+/** Sets struct_size, zeroes the rest, then dtype = FLASHJIT_BF16 and
+ *  window_left = window_right = -1 (mask none, no bias, no softcap, no
+ *  varlen, defaults for every field documented with one). Sizes, pointers
+ *  and strides remain to be set. `struct_size` is sizeof(*args) as the
+ *  caller compiled it; another size than this library's writes nothing and
+ *  fails (FLASHJIT_ERROR_INVALID_ARGUMENT): the binding was built against
+ *  another flashjit.h. */
+flashjit_status flashjit_forward_args_init(flashjit_forward_args *args,
+                                           uint64_t struct_size);
 
 /** How a runtime compiles and caches; flashjit_runtime_options_init sets
  *  the defaults that flashjit_runtime_create uses. Flags are 0 or 1. */
 typedef struct flashjit_runtime_options {
+  /** sizeof(flashjit_runtime_options) in the caller's header; set by init. */
+  uint64_t struct_size;
   int32_t device; /**< CUDA device ordinal (init: 0) */
   /** 1 (init): keep compiled kernels on disk across processes. */
   int32_t disk_cache;
@@ -144,8 +177,11 @@ typedef struct flashjit_runtime_options {
   int32_t quick_first;
 } flashjit_runtime_options;
 
-/** Sets the defaults documented on each field. */
-void flashjit_runtime_options_init(flashjit_runtime_options *options);
+/** Sets struct_size and the defaults documented on each field; a
+ *  `struct_size` other than this library's fails as for
+ *  flashjit_forward_args_init. */
+flashjit_status flashjit_runtime_options_init(flashjit_runtime_options *options,
+                                              uint64_t struct_size);
 
 /** Creates a runtime on CUDA device `device` with the default options;
  *  *out is NULL on failure. */
@@ -163,19 +199,50 @@ flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
                                            const flashjit_forward_args *args,
                                            void *stream);
 
+/** Compiles (or fetches from the memory or disk cache) and loads the full
+ *  kernel that flashjit_attention_forward would launch for `args` on this
+ *  runtime, without launching anything: the forward calls that follow, for
+ *  the same specialisation and shapes, launch it at once. For a framework's
+ *  compile stage, and before capturing a CUDA graph. Checks `args` as the
+ *  forward call does, except that nothing is read through a pointer: only
+ *  whether each is NULL and its alignment count, so a caller that has no
+ *  buffers yet may pass any 256-byte aligned placeholder (a later call
+ *  whose pointers are less aligned compiles its own kernel), and missing
+ *  host copies of the sequence lengths are trusted. */
+flashjit_status flashjit_prepare(flashjit_runtime *rt,
+                                 const flashjit_forward_args *args);
+
 /** Waits until the full kernels compiling behind quick forms (quick_first)
  *  are loaded, so that the next calls launch them: before timing kernels. A
  *  background compile that failed is reported by the next forward call of
  *  its specialisation, which compiles it once more. */
 flashjit_status flashjit_finish_compiles(flashjit_runtime *rt);
 
+/** The PTX of the full kernel that a forward call with `args` launches on
+ *  a GPU of target `arch` ("sm_80", "sm_86", "sm_87", "sm_89", "sm_90a",
+ *  "sm_100", "sm_120"), with the target's default tile config or the args'
+ *  tile override (not the tune database). Needs no GPU and no driver;
+ *  pointers and host copies as for flashjit_prepare. On success *ptx is a
+ *  NUL-terminated string to release with flashjit_free. */
+flashjit_status flashjit_generate_ptx(const flashjit_forward_args *args,
+                                      const char *arch, char **ptx);
+/** Releases memory that flashjit returned (NULL is ignored). */
+void flashjit_free(void *memory);
+
+/** The CUDA device ordinal of the calling thread's current context (the
+ *  one a framework made current), for bindings that run where the
+ *  framework does. FLASHJIT_ERROR_DEVICE when the thread has none. */
+flashjit_status flashjit_current_device(int32_t *device);
+
 /** The message of the last failed call on this thread ("" if none). Valid
  *  until the next flashjit call on this thread. */
 const char *flashjit_last_error(void);
 /** A fixed name for a status code ("FLASHJIT_ERROR_COMPILE"). */
 const char *flashjit_status_string(flashjit_status status);
-/** The flashjit version ("0.1.0"). */
+/** The flashjit version ("0.1.0+cg12"). */
 const char *flashjit_version(void);
+/** FLASHJIT_API_VERSION of the library's own header. */
+int32_t flashjit_api_version(void);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -25,7 +25,7 @@ flashjit.attention_fwd @k arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", 
 
 // -----
 
-// expected-error @+1 {{arch must be one of sm_80|sm_86|sm_89|sm_90|sm_90a, got 'sm_75'}}
+// expected-error @+1 {{arch must be one of sm_80|sm_86|sm_87|sm_89|sm_90|sm_90a|sm_100|sm_120, got 'sm_75'}}
 flashjit.attention_fwd @k arch = "sm_75" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 8>
 
 // -----

@@ -1,4 +1,4 @@
-// RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
+// RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config=family=sm80 --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
 
 // head_dim 33 with 2-byte alignment: cp.async cannot copy 2 bytes, so the
 // tiles are loaded with guarded scalar loads (zeros outside the tensor) and

@@ -1,4 +1,4 @@
-// RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
+// RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config=family=sm80 --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
 
 // head_dim 192 (24 sixteen-byte chunks a row), 64x64 tiles of 4 warps:
 // rows are not padded and chunk c of row r sits at chunk c ^ (r & 7) (3

@@ -1,4 +1,4 @@
-// RUN: flashjit-opt %s --flashjit-select-tile-config | FileCheck %s
+// RUN: flashjit-opt %s --flashjit-select-tile-config=family=sm80 | FileCheck %s
 
 // The per-arch table fills in missing configs; explicit ones are kept.
 // CHECK-LABEL: @d64

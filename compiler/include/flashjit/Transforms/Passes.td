@@ -10,8 +10,14 @@ def SelectTileConfig : Pass<"flashjit-select-tile-config", "mlir::ModuleOp"> {
     Every flashjit.attention_fwd without a `config` gets the default of the
     per-arch table (kernels/forward/Forward.cpp). Every config is then
     checked against the target's shared memory and register budget; a config
-    that cannot fit is an error naming the limit.
+    that cannot fit is an error naming the limit. `family=sm80` picks that
+    family's default instead of the preferred family's.
   }];
+  let options = [
+    Option<"family", "family", "std::string", /*default=*/"\"\"",
+           "The kernel family whose default to pick (sm80|sm90); empty: the "
+           "preferred family for the arch and spec">
+  ];
   let dependentDialects = ["::flashjit::tile::TileDialect"];
 }
 
@@ -54,6 +60,21 @@ def ConvertToNVVM : Pass<"flashjit-convert-to-nvvm", "::mlir::gpu::GPUModuleOp">
     GPU rewrite patterns (all-reduce, global id, 64-bit shuffles: none occur
     in generated kernels) that folded every op to a fixpoint and took a
     third of the conversion's time.
+  }];
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect",
+                           "::mlir::NVVM::NVVMDialect"];
+}
+
+def AttachGridConstants : Pass<"flashjit-attach-grid-constants", "::mlir::gpu::GPUModuleOp"> {
+  let summary = "Make the tensor-map parameters of converted kernels byval grid constants";
+  let description = [{
+    A gpu.func may not carry nvvm.grid_constant, so a kernel that takes TMA
+    tensor maps by value (128-byte CUtensorMap parameters) declares them as
+    !llvm.ptr and lists their indices in `flashjit.grid_constant_args`.
+    After the conversion to the LLVM dialect this pass gives those
+    parameters of the llvm.func `llvm.byval = !llvm.array<128 x i8>`,
+    `llvm.align = 64` and `nvvm.grid_constant` (PTX: `.param .align 64 .b8
+    p[128]`, read through its generic address) and drops the list.
   }];
   let dependentDialects = ["::mlir::LLVM::LLVMDialect",
                            "::mlir::NVVM::NVVMDialect"];

@@ -31,7 +31,11 @@ enum class MaskMode { None, Causal, Window };
 /// dtype, or ALiBi (-slope[h] * |i + seqlen_k - seqlen_q - j|, slopes float32
 /// per head, computed in the kernel).
 enum class BiasMode { None, Tensor, Alibi };
-enum class Arch { Sm80, Sm86, Sm89, Sm90, Sm90a };
+/// A kernel's target, named after the GPUs that run it (the PTX .target).
+/// Every one runs the sm_80 family (cp.async + mma.sync); only sm_90a adds
+/// the arch-specific instructions (wgmma, setmaxnreg) of the Hopper family.
+/// Runtime devices map onto these in archForComputeCapability (Device.h).
+enum class Arch { Sm80, Sm86, Sm87, Sm89, Sm90, Sm90a, Sm100, Sm120 };
 /// Kernel families: how a kernel is built (KernelFamily.h). sm80:
 /// FlashAttention-2 (cp.async, ldmatrix, mma.sync), runs on sm_80 and every
 /// later GPU. sm90: FlashAttention-3 (TMA, wgmma, warp specialisation),
@@ -124,7 +128,8 @@ std::string archChoices();
 std::string familyChoices();
 
 int elementBytes(DType d);
-/// Compute capability as an integer (80, 86, 89, 90); sm_90a -> 90.
+/// Compute capability as an integer (80, 86, 87, 89, 90, 100, 120); sm_90a
+/// -> 90.
 int computeCapability(Arch a);
 /// Architecture-specific instructions (wgmma, setmaxnreg) are available.
 bool hasArchSpecificFeatures(Arch a);

@@ -51,7 +51,9 @@ struct LaunchFacts {
   /// Tensor maps of Q, K and V, passed after ForwardKernelArgs in this
   /// order (those with rows > 0).
   TmaBox tmaQ, tmaK, tmaV;
-  bool usesTma() const { return tmaQ.rows > 0 || tmaK.rows > 0 || tmaV.rows > 0; }
+  bool usesTma() const {
+    return tmaQ.rows > 0 || tmaK.rows > 0 || tmaV.rows > 0;
+  }
 };
 
 class KernelFamily {
@@ -62,17 +64,22 @@ public:
   /// ("the sm90 family needs sm_90a, got sm_80").
   virtual Status supports(const AttentionSpec &spec, Arch arch) const = 0;
   /// The family's default tile config (the `family` field set to id()).
-  virtual TileConfig defaultConfig(const AttentionSpec &spec, Arch arch) const = 0;
+  virtual TileConfig defaultConfig(const AttentionSpec &spec,
+                                   Arch arch) const = 0;
   /// The family's checks of a config whose family is id(); the message names
   /// the knob and its accepted range, or the resource it exceeds.
   virtual Status validate(const TileConfig &config, const AttentionSpec &spec,
                           Arch arch) const = 0;
   /// The first resource limit `config` exceeds (validate() in words).
-  virtual std::optional<TileLimit>
-  exceededLimit(const TileConfig &config, const AttentionSpec &spec,
-                Arch arch) const = 0;
+  virtual std::optional<TileLimit> exceededLimit(const TileConfig &config,
+                                                 const AttentionSpec &spec,
+                                                 Arch arch) const = 0;
   virtual LaunchFacts launchFacts(const AttentionSpec &spec,
                                   const TileConfig &config) const = 0;
+  /// Whether its configs have a quick form (TileConfig::quick): a
+  /// bitwise-identical kernel that compiles sooner, the runtime's first
+  /// tier on a cold miss.
+  virtual bool hasQuickForm() const { return false; }
   /// Builds the kernel `name` at the end of `gpuModule` (a gpu.module op),
   /// its parameters ForwardKernelArgs followed by the tensor maps of
   /// launchFacts(). `config` is validated.

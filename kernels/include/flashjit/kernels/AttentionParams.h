@@ -235,7 +235,12 @@ inline constexpr int64_t kMaxTensorBytes = INT64_MAX;
 /// (pointer-free; the runtime adds pointer checks). The message names the
 /// argument and the accepted range. The LSE strides are checked only when
 /// `writesLse` (a call without an LSE output may leave them 0).
-Status validateParams(const AttentionParams &params, bool writesLse = true);
+/// `trustMissingLengths`: empty host copies of the varlen prefix sums stand
+/// for device-only values that are not checked (the caller vouches that
+/// seqlenQ / seqlenK bound every sequence and totalQ / totalK the packed
+/// rows, as FlashAttention trusts max_seqlen); without it they are errors.
+Status validateParams(const AttentionParams &params, bool writesLse = true,
+                      bool trustMissingLengths = false);
 
 /// The first step of validateParams: dtype, mask, bias kind, batch, heads,
 /// sequence lengths and head dims in range. Holds before anything is sized

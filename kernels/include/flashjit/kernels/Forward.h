@@ -12,6 +12,7 @@
 #include "flashjit/compiler/KernelFamily.h"
 #include "flashjit/kernels/Families.h"
 #include "flashjit/kernels/LayoutSm80.h"
+#include "flashjit/kernels/LayoutSm90.h"
 
 #include <cstdint>
 

@@ -16,13 +16,22 @@
 
 namespace flashjit {
 
-/// Values each knob of the forward family takes in a search (THE table).
+/// Values each knob takes in a search (THE table), per kernel family.
 struct ForwardKnobs {
+  // sm80 family.
   std::vector<int> blockM{64, 128};
   std::vector<int> blockN{16, 32, 48, 64, 128};
   std::vector<int> warps{4, 8};
   std::vector<int> stages{1, 2, 3};
   /// pack_gqa is searched both ways when the spec has a GQA group > 1.
+  // sm90 family: consumer warpgroups (64 query rows each), K/V tile rows,
+  // stages; pingpong (two consumer warpgroups only) and overlap both ways.
+  std::vector<int> consumersSm90{1, 2, 3};
+  std::vector<int> blockNSm90{64, 96, 128, 176};
+  std::vector<int> stagesSm90{2};
+  /// The families searched; empty: every family that supports the spec on
+  /// the arch.
+  std::vector<Family> families;
 };
 
 /// Why a config was dropped before compiling: the limit it exceeds.
@@ -40,7 +49,8 @@ struct SearchSpace {
   int prunedCount() const;
 };
 
-/// The search space of the forward family for a spec on an arch.
+/// The search space of the forward families for a spec on an arch; the
+/// default config (preferredFamily's) comes first.
 SearchSpace forwardSearchSpace(const AttentionSpec &spec, Arch arch,
                                const ForwardKnobs &knobs = {});
 

@@ -41,8 +41,13 @@ struct DeviceInfo {
 Expected<int> deviceCount();
 Expected<DeviceInfo> queryDevice(int ordinal);
 
-/// The kernel target for a compute capability: 9.0 -> sm_90a, 8.0 -> sm_80,
-/// 8.6 -> sm_86, 8.9 -> sm_89; any other is an error naming it.
+/// The device of the calling thread's current CUDA context (one a
+/// framework made current); an error when the thread has none.
+Expected<int> currentDevice();
+
+/// The kernel target for a compute capability: 9.0 -> sm_90a, and the
+/// GPUs that run the sm_80 family their own target (8.0, 8.6, 8.7, 8.9,
+/// 10.0, 12.0 -> sm_80 ... sm_120); any other is an error naming it.
 Expected<Arch> archForComputeCapability(int major, int minor);
 
 } // namespace flashjit

@@ -53,8 +53,19 @@ struct ForwardProblem : AttentionParams {
   const int32_t *deviceCuSeqlensQ = nullptr;
   const int32_t *deviceCuSeqlensK = nullptr;
   const int32_t *deviceKeyLengths = nullptr;
+  /// The device copies are trusted where the host copies are empty: such
+  /// values are neither read nor checked (nothing synchronises), seqlenQ /
+  /// seqlenK must bound every sequence and totalQ / totalK the packed rows,
+  /// as FlashAttention trusts max_seqlen (CUDA graphs, frameworks). Key
+  /// lengths are then on when deviceKeyLengths is set.
+  bool trustDeviceLengths = false;
   /// Overrides the tuned or per-arch default tile config.
   std::optional<TileConfig> tile;
+
+  /// Key lengths are given (host copies, or trusted device values).
+  bool hasKeyLengths() const {
+    return !keyLengths.empty() || (trustDeviceLengths && deviceKeyLengths);
+  }
 };
 
 /// Checks every argument; the message names the argument and the accepted
@@ -83,6 +94,15 @@ struct ForwardPlan {
   ModuleCache::Kernel kernel;
   unsigned grid[3] = {1, 1, 1};
   ForwardKernelArgs args{};
+  /// Threads, shared memory and tensor maps of the kernel (its family's
+  /// LaunchFacts for spec and config).
+  LaunchFacts launch;
+  /// The TMA tensor maps (CUtensorMap) passed after args, by value.
+  struct alignas(64) TensorMap {
+    unsigned char bytes[128];
+  };
+  TensorMap tensorMaps[3];
+  int tensorMapCount = 0;
 };
 
 /// Where kernels came from, since this Runtime was created.
@@ -119,6 +139,9 @@ struct RuntimeOptions {
   /// always get exactly the kernel they name. Off: a cold miss waits for
   /// the full kernel.
   bool quickFirst = true;
+  /// The kernel family of every plan without an explicit tile config;
+  /// empty: the best family per arch and problem (preferredFamily).
+  std::optional<Family> family;
 };
 
 class Runtime;

@@ -1,0 +1,167 @@
+//===- LayoutSm90.cpp - Layout, resources and defaults of the sm90 family -===//
+#include "flashjit/kernels/LayoutSm90.h"
+
+#include <algorithm>
+#include <sstream>
+#include <string>
+
+namespace flashjit {
+
+namespace {
+int roundUp(int v, int m) { return (v + m - 1) / m * m; }
+int ceilDiv(int v, int m) { return (v + m - 1) / m; }
+constexpr int kWgmmaK = 16;
+constexpr int kRegisterFile = 65536;
+/// Registers beside the accumulators, scores and P: softmax state, row and
+/// key indices, descriptors, loop state.
+constexpr int kOverheadRegisters = 24;
+} // namespace
+
+Sm90Layout sm90Layout(const AttentionSpec &spec, const TileConfig &c) {
+  Sm90Layout l;
+  l.consumers = std::max(c.warps / 4, 1);
+  l.threads = (l.consumers + 1) * kWarpgroupThreads;
+  l.qkSteps = ceilDiv(spec.headDimQK, kWgmmaK);
+  l.pvN = roundUp(spec.headDimV, 8);
+  l.dTilesV = l.pvN / 8;
+  l.boxesQK = ceilDiv(spec.headDimQK, kTmaBoxCols);
+  l.boxesV = ceilDiv(spec.headDimV, kTmaBoxCols);
+  l.qBoxBytes = kWgmmaRows * kTmaBoxRowBytes;
+  l.kBoxBytes = c.blockN * kTmaBoxRowBytes;
+  l.qOffset = 0;
+  l.kOffset = l.qOffset + l.consumers * l.boxesQK * l.qBoxBytes;
+  l.vOffset = l.kOffset + c.stages * l.boxesQK * l.kBoxBytes;
+  l.barrierOffset = l.vOffset + c.stages * l.boxesV * l.kBoxBytes;
+  // Q full; K full, K empty, V full, V empty per stage.
+  l.barrierCount = 1 + 4 * c.stages;
+  l.sharedMemBytes = l.barrierOffset + 8 * l.barrierCount;
+  // Producers give their registers to the consumers (setmaxnreg), which may
+  // then hold up to the file's rest, in multiples of 8, at most 240.
+  const int rest = kRegisterFile - kWarpgroupThreads * kProducerRegisters;
+  l.consumerRegisters =
+      std::min(240, rest / (kWarpgroupThreads * l.consumers) / 8 * 8);
+  const int oRegs = l.pvN / 2, sRegs = c.blockN / 2, pRegs = c.blockN / 4;
+  l.estimatedRegisters =
+      oRegs + sRegs * (c.overlap ? 2 : 1) + pRegs + kOverheadRegisters;
+  return l;
+}
+
+Status supportsSm90(const AttentionSpec &spec, Arch arch) {
+  if (arch != Arch::Sm90a)
+    return Status::error("the sm90 family needs sm_90a (wgmma, setmaxnreg), "
+                         "got " + std::string(toString(arch)));
+  // TMA: global addresses and strides multiples of 16 bytes.
+  if (spec.globalAlignElems * elementBytes(spec.dtype) < 16)
+    return Status::error(
+        "the sm90 family loads with TMA, which needs 16-byte aligned rows "
+        "(pointers and strides multiples of 8 elements); these tensors are "
+        "aligned to " +
+        std::to_string(spec.globalAlignElems) + " elements");
+  return Status::ok();
+}
+
+TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
+  const int d = std::max(spec.headDimQK, spec.headDimV);
+  TileConfig c;
+  c.family = Family::Sm90;
+  c.blockM = 2 * kWgmmaRows;
+  c.warps = 8;
+  c.stages = 2;
+  // FlashAttention-3's tiles on the H100 (two consumer warpgroups of 64
+  // rows): the longest K/V tile whose scores, P and O fit the consumers'
+  // 240 registers and whose two stages fit shared memory.
+  c.blockN = d <= 128 ? 128 : d <= 192 ? 112 : 80;
+  // Per-score work (bias, softcap) and per-row bounds (windows, varlen, key
+  // lengths) keep more values live beside the scores: past d=128, 64-key
+  // tiles leave them room (ptxas spills ALiBi + causal at d=192 and 256
+  // with the tiles above).
+  const bool extraLiveValues =
+      spec.bias != BiasMode::None || spec.softcap ||
+      spec.mask == MaskMode::Window || spec.varlen || spec.keyLengths;
+  if (extraLiveValues && d > 128)
+    c.blockN = 64;
+  // ALiBi's per-score distances at d > 192: fp16 spills 8 bytes with 48- and
+  // 64-key tiles (tests/ptxas).
+  if (spec.bias == BiasMode::Alibi && d > 192)
+    c.blockN = 32;
+  return c;
+}
+
+std::optional<TileLimit> exceededLimitSm90(const TileConfig &c,
+                                           const AttentionSpec &spec,
+                                           Arch arch) {
+  if (c.warps % 4 != 0 || c.blockM != kWgmmaRows * (c.warps / 4))
+    return TileLimit::Shape;
+  const Sm90Layout l = sm90Layout(spec, c);
+  if (l.sharedMemBytes > maxSharedMemoryPerBlock(arch))
+    return TileLimit::SharedMemory;
+  if (l.estimatedRegisters > l.consumerRegisters)
+    return TileLimit::Registers;
+  return std::nullopt;
+}
+
+Status validateSm90(const TileConfig &c, const AttentionSpec &spec, Arch arch) {
+  auto error = [](const std::string &m) { return Status::error(m); };
+  if (c.warps != 4 && c.warps != 8 && c.warps != 12)
+    return error("warps must be 4, 8 or 12 in the sm90 family (4 per "
+                 "consumer warpgroup of 64 rows), got " +
+                 std::to_string(c.warps));
+  if (c.blockM != kWgmmaRows * (c.warps / 4))
+    return error("block_m must be 64 rows per consumer warpgroup (" +
+                 std::to_string(kWgmmaRows * (c.warps / 4)) + " for warps=" +
+                 std::to_string(c.warps) + "), got " +
+                 std::to_string(c.blockM));
+  if (c.blockN < 16 || c.blockN > 256 || c.blockN % 16 != 0)
+    return error("block_n must be a multiple of 16 in [16, 256], got " +
+                 std::to_string(c.blockN));
+  if (c.stages < 1 || c.stages > 4)
+    return error("stages must be in [1, 4], got " + std::to_string(c.stages));
+  if (c.quick)
+    return error("the sm90 family has no quick form (quick is an sm80 knob)");
+  if (c.packGqa)
+    return error("pack_gqa is not available in the sm90 family");
+  if (c.pingpong && c.warps != 8)
+    return error("pingpong needs two consumer warpgroups (warps=8), got "
+                 "warps=" + std::to_string(c.warps));
+  const std::optional<TileLimit> limit = exceededLimitSm90(c, spec, arch);
+  if (!limit)
+    return Status::ok();
+  const Sm90Layout l = sm90Layout(spec, c);
+  std::ostringstream os;
+  switch (*limit) {
+  case TileLimit::Shape:
+    os << "block_m must be 64 rows per consumer warpgroup";
+    break;
+  case TileLimit::SharedMemory:
+    os << "tile config block_m=" << c.blockM << " block_n=" << c.blockN
+       << " stages=" << c.stages << " needs " << l.sharedMemBytes
+       << " bytes of shared memory; " << toString(arch) << " allows at most "
+       << maxSharedMemoryPerBlock(arch) << " per block";
+    break;
+  case TileLimit::Registers:
+  case TileLimit::RegisterFile:
+    os << "tile config block_n=" << c.blockN << (c.overlap ? " overlap" : "")
+       << " needs about " << l.estimatedRegisters
+       << " registers per consumer thread for head_dim " << spec.headDimQK
+       << "/" << spec.headDimV << "; " << l.consumers
+       << " consumer warpgroups get " << l.consumerRegisters
+       << " (use a smaller block_n, or no overlap)";
+    break;
+  }
+  return error(os.str());
+}
+
+LaunchFacts launchFactsSm90(const AttentionSpec &spec, const TileConfig &c) {
+  const Sm90Layout l = sm90Layout(spec, c);
+  LaunchFacts f;
+  f.threadsPerBlock = l.threads;
+  f.sharedMemBytes = l.sharedMemBytes;
+  f.blockM = c.blockM;
+  f.ptxasOptLevel = 3;
+  f.tmaQ = {kWgmmaRows, kTmaBoxCols};
+  f.tmaK = {c.blockN, kTmaBoxCols};
+  f.tmaV = {c.blockN, kTmaBoxCols};
+  return f;
+}
+
+} // namespace flashjit

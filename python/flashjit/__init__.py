@@ -1,0 +1,56 @@
+"""flashjit: FlashAttention kernels generated at run time, specialised for
+any head size (1..256), dtype, mask and GQA group.
+
+The framework entry points live in submodules, so that importing flashjit
+needs neither framework:
+
+    from flashjit.torch import flash_attn_func, flash_attn_varlen_func
+    from flashjit.jax import flash_attention
+
+This module holds the C API underneath them (libflashjit.so, beside this
+file; see flashjit.h): the forward arguments, one runtime per CUDA device,
+PTX generation without a GPU, and the paths a C or Julia caller needs.
+"""
+
+import os as _os
+
+from ._flashjit import (  # noqa: F401
+    HEADER_API_VERSION as _HEADER_API_VERSION,
+    FlashjitError,
+    ForwardArgs,
+    Runtime,
+    api_version as _api_version,
+    current_device,
+    generate_ptx,
+    version as _version,
+)
+
+__all__ = [
+    "FlashjitError",
+    "ForwardArgs",
+    "Runtime",
+    "current_device",
+    "generate_ptx",
+    "include_dir",
+    "library_path",
+]
+
+__version__ = _version()
+
+if _api_version() != _HEADER_API_VERSION:  # a stale libflashjit.so beside us
+    raise ImportError(
+        f"flashjit: libflashjit.so has C API {_api_version()}, the extension was "
+        f"built for {_HEADER_API_VERSION}: reinstall the package"
+    )
+
+_here = _os.path.dirname(_os.path.abspath(__file__))
+
+
+def library_path() -> str:
+    """libflashjit.so, the C library this package calls (for ctypes, Julia)."""
+    return _os.path.join(_here, "libflashjit.so")
+
+
+def include_dir() -> str:
+    """The directory holding flashjit/flashjit.h, the C API's header."""
+    return _os.path.join(_here, "include")

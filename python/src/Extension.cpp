@@ -1,0 +1,224 @@
+//===- Extension.cpp - flashjit._flashjit: Python over the C API ----------===//
+//
+// A thin nanobind layer over libflashjit.so (flashjit.h): ForwardArgs is the
+// C struct with its C field names (pointers and streams as Python ints),
+// Runtime is one device's runtime, and status codes become exceptions:
+// FLASHJIT_ERROR_INVALID_ARGUMENT a ValueError (the message names the
+// argument), the others flashjit.FlashjitError. Framework glue lives in
+// flashjit/torch.py, flashjit/jax.py and XlaFfi.cpp.
+//
+//===----------------------------------------------------------------------===//
+#include "Runtimes.h"
+
+#include <nanobind/stl/array.h>
+#include <nanobind/stl/string.h>
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace flashjit::python {
+
+flashjit_runtime *runtimeFor(int device, flashjit_status &status) {
+  static std::mutex mutex;
+  static std::map<int, flashjit_runtime *> runtimes;
+  std::lock_guard<std::mutex> guard(mutex);
+  auto it = runtimes.find(device);
+  if (it != runtimes.end()) {
+    status = FLASHJIT_SUCCESS;
+    return it->second;
+  }
+  flashjit_runtime *rt = nullptr;
+  status = flashjit_runtime_create(device, &rt);
+  if (status == FLASHJIT_SUCCESS)
+    runtimes.emplace(device, rt);
+  return rt;
+}
+
+namespace {
+/// flashjit.FlashjitError: any failure other than a bad argument.
+struct FlashjitError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Raises the Python exception of a failed call.
+void check(flashjit_status status) {
+  if (status == FLASHJIT_SUCCESS)
+    return;
+  std::string message = flashjit_last_error();
+  if (status == FLASHJIT_ERROR_INVALID_ARGUMENT)
+    throw nb::value_error(message.c_str());
+  throw FlashjitError(std::string(flashjit_status_string(status)) + ": " +
+                      message);
+}
+
+/// The C struct, initialised; copies keep its struct_size.
+struct ForwardArgs : flashjit_forward_args {
+  ForwardArgs() {
+    check(flashjit_forward_args_init(this, sizeof(flashjit_forward_args)));
+  }
+};
+
+struct Runtime {
+  flashjit_runtime *rt;
+  int device;
+};
+
+Runtime runtimeOf(int device) {
+  flashjit_status status = FLASHJIT_SUCCESS;
+  flashjit_runtime *rt = runtimeFor(device, status);
+  check(status);
+  return {rt, device};
+}
+
+template <typename T> uintptr_t address(T *p) {
+  return reinterpret_cast<uintptr_t>(p);
+}
+template <typename T> T *pointer(uintptr_t a) {
+  return reinterpret_cast<T *>(a);
+}
+
+nb::tuple tupleOf(const int64_t *values, size_t n) {
+  nb::tuple t = nb::steal<nb::tuple>(PyTuple_New(static_cast<Py_ssize_t>(n)));
+  for (size_t i = 0; i < n; ++i)
+    PyTuple_SET_ITEM(t.ptr(), i, PyLong_FromLongLong(values[i]));
+  return t;
+}
+
+void bindForwardArgs(nb::module_ &m) {
+  using Args = flashjit_forward_args;
+  nb::class_<ForwardArgs> cls(m, "ForwardArgs",
+                              "flashjit_forward_args (flashjit.h), "
+                              "initialised; fields by their C names, "
+                              "pointers as integers.");
+  cls.def(nb::init<>())
+      .def("copy", [](const ForwardArgs &a) { return ForwardArgs(a); })
+      .def("__copy__", [](const ForwardArgs &a) { return ForwardArgs(a); });
+// Pointers: device addresses as Python ints (0: NULL).
+#define FLASHJIT_POINTER(field, type)                                          \
+  cls.def_prop_rw(                                                             \
+      #field, [](const ForwardArgs &a) { return address(a.field); },           \
+      [](ForwardArgs &a, uintptr_t v) { a.field = pointer<type>(v); });
+  FLASHJIT_POINTER(q, const void)
+  FLASHJIT_POINTER(k, const void)
+  FLASHJIT_POINTER(v, const void)
+  FLASHJIT_POINTER(o, void)
+  FLASHJIT_POINTER(lse, float)
+  FLASHJIT_POINTER(bias, const void)
+  FLASHJIT_POINTER(alibi_slopes, const float)
+  FLASHJIT_POINTER(cu_seqlens_q, const int32_t)
+  FLASHJIT_POINTER(cu_seqlens_k, const int32_t)
+  FLASHJIT_POINTER(key_lengths, const int32_t)
+#undef FLASHJIT_POINTER
+// Fixed-size arrays: tuples.
+#define FLASHJIT_ARRAY(field, n)                                               \
+  cls.def_prop_rw(                                                             \
+      #field, [](const ForwardArgs &a) { return tupleOf(a.field, n); },        \
+      [](ForwardArgs &a, const std::array<int64_t, n> &v) {                    \
+        std::memcpy(a.field, v.data(), sizeof a.field);                        \
+      });
+  FLASHJIT_ARRAY(q_strides, 3)
+  FLASHJIT_ARRAY(k_strides, 3)
+  FLASHJIT_ARRAY(v_strides, 3)
+  FLASHJIT_ARRAY(o_strides, 3)
+  FLASHJIT_ARRAY(lse_strides, 2)
+  FLASHJIT_ARRAY(bias_strides, 3)
+#undef FLASHJIT_ARRAY
+  cls.def_ro("struct_size", &Args::struct_size)
+      .def_rw("dtype", &Args::dtype)
+      .def_rw("mask", &Args::mask)
+      .def_rw("batch", &Args::batch)
+      .def_rw("heads_q", &Args::heads_q)
+      .def_rw("heads_kv", &Args::heads_kv)
+      .def_rw("seqlen_q", &Args::seqlen_q)
+      .def_rw("seqlen_k", &Args::seqlen_k)
+      .def_rw("head_dim_qk", &Args::head_dim_qk)
+      .def_rw("head_dim_v", &Args::head_dim_v)
+      .def_rw("softmax_scale", &Args::softmax_scale)
+      .def_rw("block_m", &Args::block_m)
+      .def_rw("block_n", &Args::block_n)
+      .def_rw("warps", &Args::warps)
+      .def_rw("stages", &Args::stages)
+      .def_rw("pack_gqa", &Args::pack_gqa)
+      .def_rw("window_left", &Args::window_left)
+      .def_rw("window_right", &Args::window_right)
+      .def_rw("softcap", &Args::softcap)
+      .def_rw("bias_mode", &Args::bias_mode)
+      .def_rw("bias_batch", &Args::bias_batch)
+      .def_rw("bias_heads", &Args::bias_heads)
+      .def_rw("alibi_batch_stride", &Args::alibi_batch_stride)
+      .def_rw("total_q", &Args::total_q)
+      .def_rw("total_k", &Args::total_k)
+      .def_rw("trust_device_lengths", &Args::trust_device_lengths)
+      .def_rw("full_kernel", &Args::full_kernel);
+}
+} // namespace
+} // namespace flashjit::python
+
+NB_MODULE(_flashjit, m) {
+  using namespace flashjit::python;
+  m.doc() = "flashjit's C API (libflashjit.so) for Python; see flashjit.h.";
+  nb::exception<FlashjitError>(m, "FlashjitError", PyExc_RuntimeError);
+  bindForwardArgs(m);
+
+  nb::class_<Runtime>(m, "Runtime",
+                      "The flashjit runtime of one CUDA device (kept for "
+                      "the life of the process).")
+      .def_static("get", &runtimeOf, "device"_a,
+                  "The runtime of CUDA device `device`, created on first "
+                  "use.")
+      .def_ro("device", &Runtime::device)
+      .def(
+          "forward",
+          [](const Runtime &r, const ForwardArgs &a, uintptr_t stream) {
+            check(flashjit_attention_forward(r.rt, &a,
+                                             reinterpret_cast<void *>(stream)));
+          },
+          "args"_a, "stream"_a, nb::call_guard<nb::gil_scoped_release>(),
+          "flashjit_attention_forward on `stream` (a CUstream as an int; 0: "
+          "the default stream).")
+      .def(
+          "prepare",
+          [](const Runtime &r, const ForwardArgs &a) {
+            check(flashjit_prepare(r.rt, &a));
+          },
+          "args"_a, nb::call_guard<nb::gil_scoped_release>(),
+          "flashjit_prepare: compile and load the full kernel, launch "
+          "nothing.")
+      .def(
+          "finish_compiles",
+          [](const Runtime &r) { check(flashjit_finish_compiles(r.rt)); },
+          nb::call_guard<nb::gil_scoped_release>());
+
+  m.def(
+      "generate_ptx",
+      [](const ForwardArgs &a, const std::string &arch) {
+        char *ptx = nullptr;
+        check(flashjit_generate_ptx(&a, arch.c_str(), &ptx));
+        std::string text(ptx);
+        flashjit_free(ptx);
+        return text;
+      },
+      "args"_a, "arch"_a, nb::call_guard<nb::gil_scoped_release>(),
+      "The PTX of the kernel for `args` on `arch` (no GPU needed).");
+  m.def(
+      "current_device",
+      [] {
+        int32_t device = -1;
+        check(flashjit_current_device(&device));
+        return device;
+      },
+      "The device of this thread's current CUDA context.");
+  m.def("version", [] { return std::string(flashjit_version()); });
+  m.def("api_version", &flashjit_api_version);
+  m.attr("HEADER_API_VERSION") = FLASHJIT_API_VERSION;
+  m.def("xla_ffi_handlers", &xlaFfiHandlers,
+        "The XLA FFI handler bundle of flashjit.jax's custom call.");
+}

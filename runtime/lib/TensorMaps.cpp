@@ -1,0 +1,81 @@
+//===- TensorMaps.cpp - TMA tensor maps of a forward call -----------------===//
+#include "TensorMaps.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace flashjit {
+
+namespace {
+/// One operand: its base, columns (head dim) and strides in elements.
+struct Operand {
+  const char *name;
+  const void *base;
+  int64_t cols, rows, heads;
+  const Strides &strides;
+  TmaBox box;
+};
+
+Status encodeOne(const driver::Api &cu, const ForwardProblem &p,
+                 const Operand &t, ForwardPlan::TensorMap &out) {
+  const int64_t eb = elementBytes(p.dtype);
+  const bool varlen = p.varlen.has_value();
+  const int64_t batches = varlen ? 1 : p.batch;
+  cuuint64_t dims[4] = {cuuint64_t(t.cols), cuuint64_t(t.rows),
+                        cuuint64_t(t.heads), cuuint64_t(batches)};
+  int64_t strides[3] = {t.strides.row * eb, t.strides.head * eb,
+                        varlen ? 0 : t.strides.batch * eb};
+  // A dimension of extent 1 is never stepped along: give it a stride TMA
+  // accepts (a positive multiple of 16) whatever the caller's is.
+  const int64_t any = std::max({strides[0], strides[1], strides[2], int64_t(16)});
+  for (int i = 0; i < 3; ++i)
+    if (dims[i + 1] == 1)
+      strides[i] = any;
+  cuuint64_t byteStrides[3];
+  for (int i = 0; i < 3; ++i)
+    byteStrides[i] = cuuint64_t(strides[i]);
+  cuuint32_t box[4] = {cuuint32_t(t.box.cols), cuuint32_t(t.box.rows), 1, 1};
+  cuuint32_t elementStrides[4] = {1, 1, 1, 1};
+  auto *map = reinterpret_cast<CUtensorMap *>(out.bytes);
+  return driver::check(
+      cu.tensorMapEncodeTiled(
+          map,
+          p.dtype == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+          4, const_cast<void *>(t.base), dims, byteStrides, box,
+          elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+          CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+      (std::string("cuTensorMapEncodeTiled(") + t.name + ")").c_str());
+}
+} // namespace
+
+static_assert(sizeof(ForwardPlan::TensorMap) == sizeof(CUtensorMap) &&
+                  alignof(ForwardPlan::TensorMap) >= 64,
+              "ForwardPlan::TensorMap must hold a CUtensorMap");
+
+Status encodeTensorMaps(const driver::Api &cu, const ForwardProblem &p,
+                        const LaunchFacts &facts, ForwardPlan &plan) {
+  plan.tensorMapCount = 0;
+  if (!facts.usesTma())
+    return Status::ok();
+  if (!cu.tensorMapEncodeTiled)
+    return Status::error("this kernel loads with TMA, and the CUDA driver "
+                         "lacks cuTensorMapEncodeTiled (CUDA 12.0 or newer)");
+  const Operand operands[] = {
+      {"q", p.q, p.headDimQK, (p.varlen ? p.varlen->totalQ : p.seqlenQ), p.headsQ, p.qStrides, facts.tmaQ},
+      {"k", p.k, p.headDimQK, (p.varlen ? p.varlen->totalK : p.seqlenK), p.headsKV, p.kStrides, facts.tmaK},
+      {"v", p.v, p.headDimV, (p.varlen ? p.varlen->totalK : p.seqlenK), p.headsKV, p.vStrides, facts.tmaV},
+  };
+  for (const Operand &t : operands) {
+    if (t.box.rows == 0)
+      continue;
+    if (Status s = encodeOne(cu, p, t, plan.tensorMaps[plan.tensorMapCount]);
+        !s)
+      return s;
+    ++plan.tensorMapCount;
+  }
+  return Status::ok();
+}
+
+} // namespace flashjit
