@@ -161,6 +161,12 @@ CUresult CUDAAPI cuCtxGetCurrent(CUcontext *pctx) {
   *pctx = tCurrent;
   return CUDA_SUCCESS;
 }
+CUresult CUDAAPI cuCtxGetDevice(CUdevice *device) {
+  if (!tCurrent)
+    return CUDA_ERROR_INVALID_CONTEXT;
+  *device = 0;
+  return CUDA_SUCCESS;
+}
 CUresult CUDAAPI cuCtxSynchronize() { return CUDA_SUCCESS; }
 
 // ---- modules and the JIT ------------------------------------------------------

@@ -52,11 +52,15 @@ ForwardProblem smallProblem(int64_t headsQ = 2, int64_t headsKV = 2) {
   return p;
 }
 
+/// The stand-in is an sm_90 device. The tiering tests need a family with a
+/// quick form (sm80): `quickFirst` asks for it.
 std::unique_ptr<Runtime> makeRuntime(const std::string &cacheDir,
                                      bool quickFirst = false) {
   RuntimeOptions o;
   o.cacheDirectory = cacheDir;
   o.quickFirst = quickFirst;
+  if (quickFirst)
+    o.family = Family::Sm80;
   auto rt = Runtime::create(o);
   EXPECT_TRUE(rt) << rt.message();
   return rt ? std::move(*rt) : nullptr;
@@ -191,7 +195,7 @@ struct CRuntime {
   flashjit_runtime *rt = nullptr;
   explicit CRuntime(const std::string &cacheDir) {
     flashjit_runtime_options o;
-    flashjit_runtime_options_init(&o);
+    EXPECT_EQ(flashjit_runtime_options_init(&o, sizeof o), FLASHJIT_SUCCESS);
     o.cache_dir = cacheDir.c_str();
     o.quick_first = 0;
     EXPECT_EQ(flashjit_runtime_create_with_options(&o, &rt), FLASHJIT_SUCCESS)
@@ -202,7 +206,7 @@ struct CRuntime {
 
 flashjit_forward_args smallArgs() {
   flashjit_forward_args a;
-  flashjit_forward_args_init(&a);
+  flashjit_forward_args_init(&a, sizeof a);
   a.batch = 1;
   a.heads_q = a.heads_kv = 2;
   a.seqlen_q = a.seqlen_k = 64;

@@ -284,22 +284,20 @@ Status checkTileOptions(const ProblemOptions &o, const ForwardProblem &problem) 
     return Status::ok();
   // Pointers are not set yet; strides alone decide the alignment here.
   const AttentionSpec spec = specFor(problem);
-  std::vector<std::string> refusals;
-  for (Arch arch : {Arch::Sm90a, Arch::Sm89, Arch::Sm86, Arch::Sm80}) {
-    TileConfig tile;
-    Status s = o.spec.resolveTile(spec, arch, tile);
-    if (s)
-      return s;
-    refusals.push_back(s.message());
-  }
-  // The same reason everywhere reads as it is; reasons that name an arch
-  // (shared memory) are given for the most generous one.
-  const bool same = std::all_of(refusals.begin(), refusals.end(),
-                                [&](const auto &m) { return m == refusals[0]; });
-  return Status::error(refusals[0] +
-                       (same ? "" : " (no supported GPU allows more)"));
+  // Without --family, the GPU's preferred family, or the sm80 family, which
+  // every GPU runs, may take the options.
+  SpecOptions sm80 = o.spec;
+  if (!sm80.family)
+    sm80.family = std::string(toString(Family::Sm80));
+  const SpecOptions *const choices[] = {&o.spec, &sm80};
+  TileConfig tile;
+  for (Arch arch : {Arch::Sm90a, Arch::Sm89, Arch::Sm86, Arch::Sm80})
+    for (const SpecOptions *options : choices)
+      if (options->resolveTile(spec, arch, tile))
+        return Status::ok();
+  // Refused everywhere: why, for that family on the GPU that allows most.
+  return sm80.resolveTile(spec, Arch::Sm90a, tile);
 }
-
 void addSeedOption(CLI::App &cmd, uint64_t &seed, const std::string &help) {
   cmd.add_option("--seed", seed, help)
       ->check(CLI::Validator(
