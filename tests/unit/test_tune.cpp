@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -408,7 +409,22 @@ void expectOneWarningAndNothing(const std::string &path, const char *what) {
 }
 } // namespace
 
+namespace {
+/// The files a corrupt tune.json was moved aside to, by name.
+std::vector<std::string> corruptCopies(const std::string &dir) {
+  std::vector<std::string> found;
+  for (const auto &e : fs::directory_iterator(dir))
+    if (e.path().filename().string().rfind("tune.json.corrupt", 0) == 0)
+      found.push_back(e.path().string());
+  std::sort(found.begin(), found.end());
+  return found;
+}
+} // namespace
+
+// Defect 11: each corrupt file is kept; a second one no longer overwrites
+// the first's copy.
 TEST_F(TuneFiles, CorruptDatabaseWarnsOnceFallsBackAndIsMovedAside) {
+  std::set<std::string> kept;
   for (const char *garbage : {"not json at all {", "[1, 2, 3]",
                               "{\"format\": 1, \"entries\": [1]}"}) {
     { std::ofstream(path()) << garbage; }
@@ -417,10 +433,40 @@ TEST_F(TuneFiles, CorruptDatabaseWarnsOnceFallsBackAndIsMovedAside) {
     TuneDatabase db(path());
     ::testing::internal::CaptureStderr();
     ASSERT_TRUE(db.store(keyFor(128), entryWith(64, 1.0)).isOk()) << garbage;
-    ::testing::internal::GetCapturedStderr();
-    EXPECT_EQ(readFile(path() + ".corrupt"), garbage);
+    const std::string err = ::testing::internal::GetCapturedStderr();
     EXPECT_TRUE(TuneDatabase(path()).lookup(keyFor(128)));
-    fs::remove(path() + ".corrupt");
+    for (const std::string &copy : corruptCopies(dir_))
+      kept.insert(readFile(copy));
+    EXPECT_TRUE(kept.count(garbage)) << garbage;
+    EXPECT_NE(err.find("moved aside to " + path() + ".corrupt-"),
+              std::string::npos)
+        << err;
+  }
+  EXPECT_EQ(corruptCopies(dir_).size(), 3u);
+  EXPECT_EQ(kept.size(), 3u) << "a corrupt file overwrote an earlier one";
+}
+
+// Defect 15: numbers that do not convert to int exactly made an entry
+// with a truncated (or undefined) config; they make it malformed.
+TEST_F(TuneFiles, NumbersThatAreNotExactIntsMakeAnEntryMalformed) {
+  for (const char *blockM : {"4294967424", "128.5", "1e308", "-1e308",
+                             "18446744073709551615", "\"128\""}) {
+    TuneDatabase db(path());
+    ASSERT_TRUE(db.store(keyFor(80), entryWith(64, 1.0)).isOk());
+    std::string text = readFile(path());
+    const std::string field = "\"block_m\": 128";
+    const size_t at = text.find(field);
+    ASSERT_NE(at, std::string::npos) << text;
+    text.replace(at, field.size(), std::string("\"block_m\": ") + blockM);
+    { std::ofstream(path()) << text; }
+    TuneDatabase reader(path());
+    ::testing::internal::CaptureStderr();
+    auto entry = reader.lookup(keyFor(80));
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_FALSE(entry) << blockM << " read as block_m "
+                        << (entry ? entry->config.blockM : 0);
+    EXPECT_NE(err.find("1 malformed"), std::string::npos) << blockM << err;
+    fs::remove(path());
   }
 }
 

@@ -240,8 +240,7 @@ void addAutotuneCommand(CLI::App &app, int &exitCode) {
       "tune database (tune.json in the cache directory), which run, bench "
       "and the APIs then use for problems of the same shape bucket");
   o->problem.addTo(*cmd);
-  cmd->add_option("--seed", o->seed, "Seed of the random normal inputs")
-      ->capture_default_str();
+  addSeedOption(*cmd, o->seed, "Seed of the random normal inputs");
   cmd->add_option("--warmup", o->warmup, "Untimed runs of each candidate")
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();
