@@ -70,8 +70,16 @@ void SpecOptions::addTo(CLI::App &cmd, bool forCompile) {
   cmd.add_option("--overlap", overlap,
                  "sm90: issue the next tile's Q K^T before this tile's "
                  "softmax (on|off)");
+  cmd.add_flag("--deterministic", deterministic,
+               "Backward: accumulate dQ without float atomics (the same "
+               "bits on every run)");
   if (!forCompile)
     return;
+  cmd.add_option("--direction", direction,
+                 "Which kernels: " + directionChoices() +
+                     " (backward: the module of the backward's three "
+                     "kernels, D = rowsum(dO * O), dK/dV/dQ, dQ conversion)")
+      ->capture_default_str();
   cmd.add_option("--arch", arch, "Target GPU: " + archChoices())
       ->capture_default_str();
   cmd.add_flag("--varlen", varlen,
@@ -119,6 +127,17 @@ Status SpecOptions::resolve(AttentionSpec &spec, Arch &outArch) const {
   if (headsQ / headsKV > 1024)
     return Status::error("--heads-q / --heads-kv (the GQA group) must be in "
                          "[1, 1024], got " + std::to_string(headsQ / headsKV));
+  auto dir = parseDirection(direction);
+  if (!dir)
+    return Status::error("--direction must be one of " + directionChoices() +
+                         ", got '" + direction + "'");
+  if (*dir == Direction::Backward && noLse)
+    return Status::error("--no-lse does not apply to the backward (it reads "
+                         "the forward's LSE)");
+  if (*dir == Direction::Forward && deterministic)
+    return Status::error("--deterministic applies to the backward only");
+  spec.direction = *dir;
+  spec.deterministic = deterministic;
   spec.dtype = *d;
   spec.mask = *m;
   spec.headDimQK = headDim;
