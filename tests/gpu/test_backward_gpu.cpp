@@ -14,6 +14,7 @@
 #include "flashjit/kernels/ReferenceBackward.h"
 
 #include <cstring>
+#include <optional>
 #include <sstream>
 
 using namespace flashjit;
@@ -103,6 +104,7 @@ struct BackwardCase {
   double softcap = 0;
   BiasMode bias = BiasMode::None;
   std::vector<int32_t> keyLengths;
+  std::optional<VarlenSeqs> varlen;
   bool deterministic = false;
 };
 
@@ -153,6 +155,29 @@ std::vector<BackwardCase> backwardCases() {
   BackwardCase klen;
   klen.name = "key_lengths", klen.keyLengths = {50, 77};
   out.push_back(klen);
+  BackwardCase bias;
+  bias.name = "bias_full_causal", bias.bias = BiasMode::Tensor;
+  bias.mask = MaskMode::Causal, bias.seqlenQ = 70, bias.seqlenK = 90;
+  out.push_back(bias);
+  // Sequences of 0 queries, of 1 and longer than the tiles; GQA 2:1.
+  BackwardCase varlen;
+  varlen.name = "varlen_causal_gqa2", varlen.mask = MaskMode::Causal;
+  varlen.headsQ = 4, varlen.headsKV = 2, varlen.batch = 4;
+  VarlenSeqs seqs;
+  const int32_t lq[] = {77, 0, 1, 40}, lk[] = {90, 5, 1, 130};
+  seqs.cuSeqlensQ = {0}, seqs.cuSeqlensK = {0};
+  for (int b = 0; b < 4; ++b) {
+    seqs.cuSeqlensQ.push_back(seqs.cuSeqlensQ.back() + lq[b]);
+    seqs.cuSeqlensK.push_back(seqs.cuSeqlensK.back() + lk[b]);
+  }
+  seqs.totalQ = seqs.cuSeqlensQ.back(), seqs.totalK = seqs.cuSeqlensK.back();
+  varlen.seqlenQ = 77, varlen.seqlenK = 130;
+  varlen.varlen = seqs;
+  out.push_back(varlen);
+  BackwardCase detDv = dv;
+  detDv.name = "d192_dv128_gqa4_causal_deterministic";
+  detDv.deterministic = true;
+  out.push_back(detDv);
   return out;
 }
 
@@ -174,7 +199,12 @@ ForwardProblem problemOf(const BackwardCase &c) {
   p.softcap = c.softcap;
   p.bias = c.bias;
   p.keyLengths = c.keyLengths;
+  p.varlen = c.varlen;
   p.setDenseBSHD();
+  if (c.bias == BiasMode::Tensor) {
+    p.biasShape = {c.batch, c.headsQ, {}};
+    p.setDenseBias();
+  }
   return p;
 }
 

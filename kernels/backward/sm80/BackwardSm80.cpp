@@ -114,16 +114,21 @@ struct Entry {
       v = arith::TruncFOp::create(x.b, x.loc, elem, v);
     memref::StoreOp::create(x.b, x.loc, v, mem, ValueRange{i});
   }
-  /// sum over c in [0, n) of a[aBase + c] * b[bBase + c * bStep] (f32).
+  /// sum over c in [0, n) of a[aBase + c * aStep] * b[bBase + c * bStep]
+  /// (f32, in order of c). A plain loop of constant trip count, which LLVM
+  /// may unroll (the products' inner loops: unrolled they issue several
+  /// loads per branch).
   Value dot(Emitter &x, Value aMem, Value aBase, int aStep, Value bMem,
             Value bBase, int bStep, int n) {
-    return x.runtimeLoop(
-        x.idx(0), x.idx(n), 1, ValueRange{x.f32(0)},
-        [&](Emitter &y, Value c, ValueRange acc) -> SmallVector<Value> {
+    auto loop = scf::ForOp::create(
+        x.b, x.loc, x.idx(0), x.idx(n), x.idx(1), ValueRange{x.f32(0)},
+        [&](OpBuilder &lb, Location l, Value c, ValueRange acc) {
+          Emitter y{lb, l};
           Value av = loadF32(y, aMem, y.add(aBase, y.mul(c, y.idx(aStep))));
           Value bv = loadF32(y, bMem, y.add(bBase, y.mul(c, y.idx(bStep))));
-          return {y.fma(av, bv, acc[0])};
-        })[0];
+          scf::YieldOp::create(lb, l, ValueRange{y.fma(av, bv, acc[0])});
+        });
+    return loop.getResult(0);
   }
   /// for (i = tid; i < count; i += threads) body(i).
   void forEach(Emitter &x, Value count, int threads,
