@@ -1,0 +1,429 @@
+//===- test_standin.cpp - The runtime's launch path on the stand-in driver --===//
+//
+// Run by ctest unit-standin, with tests/standin's libcuda.so.1 as the driver:
+// no GPU, but device queries, PTX links, module loads, launches, memory and
+// events all go through the runtime as they would on one. Kernels do not
+// run, so these check what reaches the driver (grids, geometry, refusals),
+// never results. The multi-threaded ones are what the TSan run exercises.
+//
+//===----------------------------------------------------------------------===//
+#include "flashjit/flashjit.h"
+#include "flashjit/runtime/DiskCache.h"
+#include "flashjit/runtime/Runtime.h"
+
+#include "StandIn.h"
+#include "Subprocess.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+namespace fs = std::filesystem;
+using namespace flashjit;
+using flashjit::test_support::readFile;
+using flashjit::test_support::standInLastLaunch;
+using flashjit::test_support::standInLaunches;
+using flashjit::test_support::TempDir;
+
+namespace {
+const void *fakePtr(uintptr_t n) {
+  return reinterpret_cast<const void *>(n << 20);
+}
+
+/// A small valid problem on fake (never dereferenced) device pointers.
+ForwardProblem smallProblem(int64_t headsQ = 2, int64_t headsKV = 2) {
+  ForwardProblem p;
+  p.batch = 1;
+  p.headsQ = headsQ;
+  p.headsKV = headsKV;
+  p.seqlenQ = p.seqlenK = 64;
+  p.headDimQK = p.headDimV = 64;
+  p.setDenseBSHD();
+  p.q = fakePtr(1);
+  p.k = fakePtr(2);
+  p.v = fakePtr(3);
+  p.o = const_cast<void *>(fakePtr(4));
+  return p;
+}
+
+/// The stand-in is an sm_90 device. The tiering tests need a family with a
+/// quick form (sm80): `quickFirst` asks for it.
+std::unique_ptr<Runtime> makeRuntime(const std::string &cacheDir,
+                                     bool quickFirst = false) {
+  RuntimeOptions o;
+  o.cacheDirectory = cacheDir;
+  o.quickFirst = quickFirst;
+  if (quickFirst)
+    o.family = Family::Sm80;
+  auto rt = Runtime::create(o);
+  EXPECT_TRUE(rt) << rt.message();
+  return rt ? std::move(*rt) : nullptr;
+}
+} // namespace
+
+TEST(StandIn, TheDriverIsTheStandIn) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  EXPECT_EQ(rt->arch(), Arch::Sm90a);
+  EXPECT_NE(rt->device().name.find("stand-in"), std::string::npos);
+}
+
+// Defect 6: grid.x was narrowed to 32 bits before the limit check, so a
+// problem needing 2^37 row blocks launched 2^37 mod 2^32 and succeeded.
+TEST(StandIn, AGridTooLargeForTheLaunchIsAnErrorNotATruncation) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  ForwardProblem p = smallProblem(1024, 1);
+  p.seqlenQ = 2147483647;
+  p.setDenseBSHD();
+  TileConfig tile;
+  tile.blockM = 16;
+  tile.blockN = 16;
+  tile.warps = 1;
+  tile.stages = 1;
+  tile.packGqa = true;
+  p.tile = tile;
+  const long before = standInLaunches();
+  auto plan = rt->planForward(p);
+  ASSERT_FALSE(plan) << "planned a grid of " << plan->grid[0] << " x "
+                     << plan->grid[1];
+  EXPECT_NE(plan.message().find("seqlen_q too large"), std::string::npos)
+      << plan.message();
+  EXPECT_NE(plan.message().find("2^31 - 1"), std::string::npos)
+      << plan.message();
+  EXPECT_EQ(standInLaunches(), before);
+}
+
+// Defect 2: launch facts come from the key; a hand-edited meta.json is a
+// corrupt entry, rebuilt, and the launch uses the real geometry.
+TEST(StandIn, AHandEditedMetaJsonIsRebuiltNotLaunched) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  ForwardProblem p = smallProblem();
+  unsigned threads = 0;
+  std::string entryPath;
+  {
+    auto rt = makeRuntime(dir.path().string());
+    ASSERT_TRUE(rt);
+    auto plan = rt->planForward(p);
+    ASSERT_TRUE(plan) << plan.message();
+    threads = unsigned(plan->kernel->threadsPerBlock);
+    ASSERT_TRUE(rt->launch(*plan).isOk());
+    auto last = standInLastLaunch();
+    ASSERT_TRUE(last);
+    EXPECT_EQ(last->block[0], threads);
+    DiskCache disk(rt->cacheDirectory());
+    auto entries = disk.list();
+    ASSERT_TRUE(entries && entries->size() == 1u);
+    entryPath = (*entries)[0].path;
+  }
+  // Halve the threads in meta.json, as a hand edit would.
+  const std::string metaPath = entryPath + "/meta.json";
+  nlohmann::json meta = nlohmann::json::parse(readFile(metaPath));
+  meta["kernel"]["threads_per_block"] = threads / 2;
+  { std::ofstream(metaPath) << meta.dump(2); }
+
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  testing::internal::CaptureStderr();
+  auto plan = rt->planForward(p);
+  const std::string err = testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(plan) << plan.message();
+  EXPECT_NE(err.find("corrupt"), std::string::npos) << err;
+  EXPECT_NE(err.find("launch facts"), std::string::npos) << err;
+  EXPECT_EQ(rt->cacheStats().compiles, 1u) << "the edited entry was used";
+  ASSERT_TRUE(rt->launch(*plan).isOk());
+  auto last = standInLastLaunch();
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->block[0], threads);
+  EXPECT_EQ(nlohmann::json::parse(readFile(metaPath))["kernel"]
+                ["threads_per_block"],
+            threads);
+}
+
+// Defect 16: a tuned config that does not validate, or a quick form, was
+// dropped (or used) without a word.
+TEST(StandIn, AnUnusableTunedConfigWarnsOnceAndFallsBackToTheDefault) {
+  FLASHJIT_REQUIRE_STANDIN();
+  for (const char *bad : {R"({"block_m": 7, "block_n": 64, "warps": 4,
+                               "stages": 2, "pack_gqa": false})",
+                          R"({"block_m": -64, "block_n": 64, "warps": 4,
+                               "stages": 2, "pack_gqa": false})",
+                          R"({"block_m": 128, "block_n": 256, "warps": 4,
+                               "stages": 4, "pack_gqa": false})",
+                          R"({"block_m": 128, "block_n": 64, "warps": 4,
+                               "stages": 2, "pack_gqa": false,
+                               "quick": true})"}) {
+    TempDir dir;
+    auto rt = makeRuntime(dir.path().string());
+    ASSERT_TRUE(rt);
+    ForwardProblem p = smallProblem();
+    p.headDimQK = p.headDimV = 256;
+    p.setDenseBSHD();
+    const TuneKey key = rt->tuneKey(p);
+    nlohmann::json doc = {
+        {"format", 1},
+        {"entries",
+         {{key.text(),
+           {{"config", nlohmann::json::parse(bad)}, {"ms", 1.0}}}}}};
+    { std::ofstream(dir.path() / "tune.json") << doc.dump(2); }
+    testing::internal::CaptureStderr();
+    const bool tuned = rt->tunedEntry(p).has_value();
+    const bool tunedAgain = rt->tunedEntry(p).has_value();
+    const std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_FALSE(tuned) << bad;
+    EXPECT_FALSE(tunedAgain) << bad;
+    EXPECT_NE(err.find("unusable config"), std::string::npos) << bad << err;
+    EXPECT_EQ(err.find("warning"), err.rfind("warning"))
+        << "warned more than once: " << err;
+  }
+}
+
+// ---- the C API ----------------------------------------------------------------
+namespace {
+struct CRuntime {
+  flashjit_runtime *rt = nullptr;
+  explicit CRuntime(const std::string &cacheDir) {
+    flashjit_runtime_options o;
+    EXPECT_EQ(flashjit_runtime_options_init(&o, sizeof o), FLASHJIT_SUCCESS);
+    o.cache_dir = cacheDir.c_str();
+    o.quick_first = 0;
+    EXPECT_EQ(flashjit_runtime_create_with_options(&o, &rt), FLASHJIT_SUCCESS)
+        << flashjit_last_error();
+  }
+  ~CRuntime() { flashjit_runtime_destroy(rt); }
+};
+
+flashjit_forward_args smallArgs() {
+  flashjit_forward_args a;
+  flashjit_forward_args_init(&a, sizeof a);
+  a.batch = 1;
+  a.heads_q = a.heads_kv = 2;
+  a.seqlen_q = a.seqlen_k = 64;
+  a.head_dim_qk = 64;
+  const int64_t strides[3] = {64 * 2 * 64, 64, 2 * 64};
+  for (int64_t *s : {a.q_strides, a.k_strides, a.v_strides, a.o_strides})
+    std::memcpy(s, strides, sizeof strides);
+  a.q = fakePtr(1);
+  a.k = fakePtr(2);
+  a.v = fakePtr(3);
+  a.o = const_cast<void *>(fakePtr(4));
+  return a;
+}
+} // namespace
+
+// Defect 5: batch sized the host copies of cu_seqlens before it was
+// checked: 100000 read 400 kB past a 3-entry array, 2^40 tried 4 TiB.
+TEST(StandInCApi, BatchIsCheckedBeforeItSizesAnything) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  CRuntime c(dir.path().string());
+  ASSERT_TRUE(c.rt);
+  const int32_t cuHost[3] = {0, 10, 20};
+  for (int64_t batch : {int64_t(100000), int64_t(1) << 40, int64_t(-5)}) {
+    flashjit_forward_args a = smallArgs();
+    a.batch = batch;
+    a.cu_seqlens_q = a.cu_seqlens_k =
+        static_cast<const int32_t *>(fakePtr(9));
+    a.cu_seqlens_q_host = a.cu_seqlens_k_host = cuHost;
+    a.total_q = a.total_k = 20;
+    EXPECT_EQ(flashjit_attention_forward(c.rt, &a, nullptr),
+              FLASHJIT_ERROR_INVALID_ARGUMENT)
+        << batch << ": " << flashjit_last_error();
+    EXPECT_NE(std::strstr(flashjit_last_error(), "batch must be in [1, 65535]"),
+              nullptr)
+        << batch << ": " << flashjit_last_error();
+  }
+}
+
+// Defect 17: heads_kv 0 means heads_q (multi-head attention).
+TEST(StandInCApi, HeadsKvZeroMeansHeadsQ) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  CRuntime c(dir.path().string());
+  ASSERT_TRUE(c.rt);
+  flashjit_forward_args a = smallArgs();
+  a.heads_kv = 0;
+  ASSERT_EQ(flashjit_attention_forward(c.rt, &a, nullptr), FLASHJIT_SUCCESS)
+      << flashjit_last_error();
+  auto last = standInLastLaunch();
+  ASSERT_TRUE(last);
+  EXPECT_NE(last->kernel.find("_g1_"), std::string::npos) << last->kernel;
+  EXPECT_EQ(last->grid[1], 2u); // one CTA row per query head
+}
+
+// ---- the backward's launch path --------------------------------------------------
+
+// Three launches in order (D, the main kernel, the dQ conversion), the main
+// kernel's grid over key tiles and K/V heads, the others over 64-row query
+// blocks and query heads; the sm80 backward on sm_90 too.
+TEST(StandInBackward, LaunchesItsThreeEntriesInOrder) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  BackwardProblem p;
+  static_cast<ForwardProblem &>(p) = smallProblem(4, 2);
+  p.setDenseBSHD();
+  p.seqlenK = 100;
+  p.setDenseBSHD();
+  p.lse = static_cast<float *>(const_cast<void *>(fakePtr(5)));
+  p.dO = fakePtr(6);
+  p.dQ = const_cast<void *>(fakePtr(7));
+  p.dK = const_cast<void *>(fakePtr(8));
+  p.dV = const_cast<void *>(fakePtr(9));
+  auto plan = rt->planBackward(p);
+  ASSERT_TRUE(plan) << plan.message();
+  const std::string name = plan->main.kernel->name;
+  EXPECT_EQ(name.rfind("bwd_", 0), 0u) << name;
+  EXPECT_EQ(plan->main.config.family, Family::Sm80);
+  const long before = standInLaunches();
+  ASSERT_TRUE(rt->attentionBackward(p).isOk()); // allocates its workspace
+  EXPECT_EQ(standInLaunches(), before + 3);
+  auto last = standInLastLaunch();
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->kernel, backwardConvertEntry(name));
+  EXPECT_EQ(last->grid[0], 1u); // 64 query rows
+  EXPECT_EQ(last->grid[1], 4u); // query heads
+  EXPECT_EQ(last->block[0], unsigned(kBackwardAuxThreads));
+  const unsigned keyTiles =
+      unsigned((p.seqlenK + plan->main.config.blockN - 1) /
+               plan->main.config.blockN);
+  EXPECT_EQ(plan->main.grid[0], keyTiles);
+  EXPECT_EQ(plan->main.grid[1], 2u); // K/V heads
+  // Deterministic: at most kMaxDqSplits partial sums, one per CTA column.
+  p.deterministic = true;
+  auto det = rt->planBackward(p);
+  ASSERT_TRUE(det) << det.message();
+  EXPECT_EQ(det->args.dqSplits, int32_t(deterministicDqSplits(keyTiles)));
+  EXPECT_EQ(det->main.grid[0], unsigned(det->args.dqSplits));
+  EXPECT_GT(det->workspace.bytes(), plan->workspace.bytes());
+  // The LSE is required.
+  p.lse = nullptr;
+  auto noLse = rt->planBackward(p);
+  ASSERT_FALSE(noLse);
+  EXPECT_NE(noLse.message().find("lse"), std::string::npos) << noLse.message();
+}
+
+TEST(StandInCApi, BackwardWithItsOwnWorkspace) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  CRuntime c(dir.path().string());
+  ASSERT_TRUE(c.rt);
+  flashjit_backward_args b;
+  ASSERT_EQ(flashjit_backward_args_init(&b, sizeof b), FLASHJIT_SUCCESS);
+  EXPECT_EQ(b.forward.struct_size, sizeof b.forward);
+  b.forward = smallArgs();
+  b.forward.lse = static_cast<float *>(const_cast<void *>(fakePtr(5)));
+  const int64_t lse[2] = {2 * 64, 64};
+  std::memcpy(b.forward.lse_strides, lse, sizeof lse);
+  b.dout = fakePtr(6);
+  b.dq = const_cast<void *>(fakePtr(7));
+  b.dk = const_cast<void *>(fakePtr(8));
+  b.dv = const_cast<void *>(fakePtr(9));
+  for (int64_t *s : {b.dout_strides, b.dq_strides, b.dk_strides, b.dv_strides})
+    std::memcpy(s, b.forward.q_strides, sizeof b.forward.q_strides);
+  uint64_t bytes = 0;
+  ASSERT_EQ(flashjit_backward_workspace_size(c.rt, &b, &bytes),
+            FLASHJIT_SUCCESS)
+      << flashjit_last_error();
+  EXPECT_GT(bytes, 0u);
+  b.workspace = const_cast<void *>(fakePtr(10));
+  const long before = standInLaunches();
+  ASSERT_EQ(flashjit_attention_backward(c.rt, &b, nullptr), FLASHJIT_SUCCESS)
+      << flashjit_last_error();
+  EXPECT_EQ(standInLaunches(), before + 3);
+  // Bad input names the argument.
+  b.dq = nullptr;
+  EXPECT_EQ(flashjit_attention_backward(c.rt, &b, nullptr),
+            FLASHJIT_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::strstr(flashjit_last_error(), "dq must be a device pointer"),
+            nullptr)
+      << flashjit_last_error();
+  b.struct_size = 8;
+  EXPECT_EQ(flashjit_attention_backward(c.rt, &b, nullptr),
+            FLASHJIT_ERROR_INVALID_ARGUMENT);
+}
+
+// ---- many threads (the TSan run's subject) ------------------------------------
+TEST(StandInThreads, OneKeyFromManyThreadsCompilesOnce) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string(), /*quickFirst=*/true);
+  ASSERT_TRUE(rt);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 4; ++i)
+        if (!rt->attentionForward(smallProblem()))
+          ++failures;
+    });
+  for (auto &t : threads)
+    t.join();
+  rt->finishCompiles();
+  EXPECT_EQ(failures, 0);
+  const CacheStats st = rt->cacheStats();
+  EXPECT_EQ(st.compiles + st.quickCompiles, 2u)
+      << "one quick form and one full kernel, whatever the threads";
+  EXPECT_EQ(st.memoryHits, 8u * 4u - 1) << "one call built, the rest hit";
+}
+
+TEST(StandInThreads, DestroyingTheRuntimeWhileFullKernelsCompile) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  for (int round = 0; round < 3; ++round) {
+    auto rt = makeRuntime(dir.path().string() + "/" + std::to_string(round),
+                          /*quickFirst=*/true);
+    ASSERT_TRUE(rt);
+    // Quick forms launch; their full kernels compile in the background,
+    // and the runtime goes away while they do.
+    for (int d : {32, 48}) {
+      ForwardProblem p = smallProblem();
+      p.headDimQK = p.headDimV = d;
+      p.setDenseBSHD();
+      auto plan = rt->planForward(p);
+      ASSERT_TRUE(plan) << plan.message();
+      EXPECT_EQ(plan->kernel->source, LoadedKernel::Source::Quick);
+    }
+  }
+}
+
+TEST(StandInThreads, TheCApiFromManyThreads) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  CRuntime c(dir.path().string());
+  ASSERT_TRUE(c.rt);
+  std::atomic<int> failures{0}, wrongErrors{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 6; ++i) {
+        flashjit_forward_args a = smallArgs();
+        if ((i + t) % 3 == 0) { // an invalid call: its own error, per thread
+          a.head_dim_qk = 300;
+          if (flashjit_attention_forward(c.rt, &a, nullptr) !=
+                  FLASHJIT_ERROR_INVALID_ARGUMENT ||
+              !std::strstr(flashjit_last_error(), "head_dim_qk"))
+            ++wrongErrors;
+        } else if (flashjit_attention_forward(c.rt, &a, nullptr) !=
+                   FLASHJIT_SUCCESS) {
+          ++failures;
+        }
+      }
+    });
+  for (auto &t : threads)
+    t.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(wrongErrors, 0);
+}
