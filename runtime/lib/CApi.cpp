@@ -306,9 +306,10 @@ flashjit_status backwardProblem(flashjit_runtime *rt,
   if (flashjit_status s = checkStructSize(*a, "flashjit_backward_args");
       s != FLASHJIT_SUCCESS)
     return s;
-  if (flashjit_status s = checkFlag(a->deterministic, "deterministic");
-      s != FLASHJIT_SUCCESS)
-    return s;
+  for (auto [value, name] : {std::pair{a->deterministic, "deterministic"},
+                             std::pair{a->bias_grad, "bias_grad"}})
+    if (flashjit_status s = checkFlag(value, name); s != FLASHJIT_SUCCESS)
+      return s;
   flashjit::Runtime &runtime = *rt->runtime;
   flashjit_forward_args fwd = a->forward;
   if (flashjit_status s = checkStructSize(fwd, "flashjit_forward_args");
@@ -327,6 +328,9 @@ flashjit_status backwardProblem(flashjit_runtime *rt,
   copyStrides(p.dVStrides, a->dv_strides);
   p.deterministic = a->deterministic == 1;
   p.workspace = a->workspace;
+  p.biasGrad = a->bias_grad == 1;
+  p.dBias = a->dbias;
+  copyStrides(p.dBiasStrides, a->dbias_strides);
   if (flashjit::Status s = flashjit::validate(p); !s)
     return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());
   const flashjit_forward_args &t = a->forward;

@@ -126,6 +126,8 @@ BackwardParams BackwardProblem::params() const {
   b.dOStrides = dOStrides, b.dQStrides = dQStrides;
   b.dKStrides = dKStrides, b.dVStrides = dVStrides;
   b.deterministic = deterministic;
+  b.biasGrad = biasGrad;
+  b.dBiasStrides = dBiasStrides;
   return b;
 }
 
@@ -133,6 +135,7 @@ void BackwardProblem::setDenseBSHD() {
   ForwardProblem::setDenseBSHD();
   dOStrides = oStrides, dQStrides = qStrides;
   dKStrides = kStrides, dVStrides = vStrides;
+  dBiasStrides = {headsQ * seqlenQ * seqlenK, seqlenQ * seqlenK, seqlenK};
 }
 
 Status validate(const BackwardProblem &p) {
@@ -155,6 +158,13 @@ Status validate(const BackwardProblem &p) {
                            ") must be aligned to " + std::to_string(eb) +
                            " bytes");
   }
+  if (p.biasGrad && !p.dBias)
+    return Status::error("dbias must be a device pointer when bias_grad is "
+                         "on, got null");
+  if (reinterpret_cast<uintptr_t>(p.dBias) % eb != 0)
+    return Status::error("dbias (" + hexAddress(p.dBias) +
+                         ") must be aligned to " + std::to_string(eb) +
+                         " bytes");
   if (reinterpret_cast<uintptr_t>(p.workspace) % 16 != 0)
     return Status::error("workspace (" + hexAddress(p.workspace) +
                          ") must be aligned to 16 bytes");
@@ -165,6 +175,7 @@ AttentionSpec specFor(const BackwardProblem &p) {
   AttentionSpec spec = specFor(static_cast<const ForwardProblem &>(p));
   spec.direction = Direction::Backward;
   spec.deterministic = p.deterministic;
+  spec.biasGrad = p.biasGrad;
   spec.writeLse = true;
   return spec;
 }
@@ -811,7 +822,13 @@ Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
   plan.workspace = backwardWorkspace(params, splits);
   const BackwardWorkspace &w = plan.workspace;
   BackwardKernelArgs &a = plan.args;
-  a.dO = p.dO, a.dQ = p.dQ, a.dK = p.dK, a.dV = p.dV, a.dBias = nullptr;
+  a.dO = p.dO, a.dQ = p.dQ, a.dK = p.dK, a.dV = p.dV;
+  a.dBias = p.biasGrad ? p.dBias : nullptr;
+  if (p.biasGrad) { // positions within sequences: varlen keeps batch strides
+    a.dBiasBatchStride = p.dBiasStrides.batch;
+    a.dBiasHeadStride = p.dBiasStrides.head;
+    a.dBiasRowStride = p.dBiasStrides.row;
+  }
   a.workspace = static_cast<float *>(p.workspace);
   auto batchStride = [&](int64_t s) { return p.varlen ? 0 : s; };
   a.dOBatchStride = batchStride(p.dOStrides.batch);

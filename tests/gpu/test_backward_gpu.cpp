@@ -23,7 +23,7 @@ using namespace flashjit::test;
 namespace {
 
 struct Gradients16 {
-  std::vector<uint16_t> dO, dQ, dK, dV;
+  std::vector<uint16_t> dO, dQ, dK, dV, dBias;
 };
 
 /// The backward of `run`'s forward (run by runForward with its LSE) on a
@@ -31,7 +31,8 @@ struct Gradients16 {
 /// gradients; `out` holds the last one's, `differing` counts the elements
 /// in which a later run's differ from the first's.
 Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
-                   int repeats, Gradients16 &out, size_t &differing) {
+                   int repeats, Gradients16 &out, size_t &differing,
+                   bool biasGrad = false) {
   Runtime &rt = runtime();
   BackwardProblem p;
   static_cast<ForwardProblem &>(p) = run.problem;
@@ -39,10 +40,14 @@ Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
   p.deterministic = deterministic;
   p.dOStrides = p.oStrides, p.dQStrides = p.qStrides;
   p.dKStrides = p.kStrides, p.dVStrides = p.vStrides;
+  p.biasGrad = biasGrad;
+  p.dBiasStrides = {p.headsQ * p.seqlenQ * p.seqlenK, p.seqlenQ * p.seqlenK,
+                    p.seqlenK};
   const size_t eb = elementBytes(p.dtype);
+  const size_t dBiasElements = biasGrad ? p.params().dBiasElements() : 0;
   out.dO.resize(p.oElements());
   fillNormal(out.dO.data(), out.dO.size(), p.dtype, seed * 7 + 5);
-  DeviceBuffer ddo, ddq, ddk, ddv, dws;
+  DeviceBuffer ddo, ddq, ddk, ddv, ddbias, dws;
   Status s = upload(ddo, out.dO.data(), out.dO.size() * eb);
   if (s)
     s = upload(ddq, nullptr, p.qElements() * eb);
@@ -50,9 +55,12 @@ Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
     s = upload(ddk, nullptr, p.kElements() * eb);
   if (s)
     s = upload(ddv, nullptr, p.vElements() * eb);
+  if (s && biasGrad)
+    s = upload(ddbias, nullptr, dBiasElements * eb);
   if (!s)
     return s;
   p.dO = ddo.data(), p.dQ = ddq.data(), p.dK = ddk.data(), p.dV = ddv.data();
+  p.dBias = biasGrad ? ddbias.data() : nullptr;
   auto bytes = rt.backwardWorkspaceBytes(p);
   if (!bytes)
     return bytes.status();
@@ -67,6 +75,8 @@ Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
       s = rt.fill16(p.dK, kPoison16, p.kElements());
     if (s)
       s = rt.fill16(p.dV, kPoison16, p.vElements());
+    if (s && biasGrad)
+      s = rt.fill16(p.dBias, kPoison16, dBiasElements);
     if (s)
       s = rt.attentionBackward(p);
     if (s)
@@ -80,6 +90,9 @@ Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
       s = rt.copyToHost(out.dK.data(), p.dK, out.dK.size() * eb);
     if (s)
       s = rt.copyToHost(out.dV.data(), p.dV, out.dV.size() * eb);
+    out.dBias.assign(dBiasElements, 0);
+    if (s && biasGrad)
+      s = rt.copyToHost(out.dBias.data(), p.dBias, dBiasElements * eb);
     if (!s)
       return s;
     if (i == 0) {
@@ -106,6 +119,7 @@ struct BackwardCase {
   std::vector<int32_t> keyLengths;
   std::optional<VarlenSeqs> varlen;
   bool deterministic = false;
+  bool biasGrad = false;
 };
 
 void PrintTo(const BackwardCase &c, std::ostream *os) { *os << c.name; }
@@ -159,6 +173,10 @@ std::vector<BackwardCase> backwardCases() {
   bias.name = "bias_full_causal", bias.bias = BiasMode::Tensor;
   bias.mask = MaskMode::Causal, bias.seqlenQ = 70, bias.seqlenK = 90;
   out.push_back(bias);
+  BackwardCase dbias = bias;
+  dbias.name = "dbias_causal_softcap_gqa2", dbias.biasGrad = true;
+  dbias.softcap = 5, dbias.headsQ = 4, dbias.headsKV = 2;
+  out.push_back(dbias);
   // Sequences of 0 queries, of 1 and longer than the tiles; GQA 2:1.
   BackwardCase varlen;
   varlen.name = "varlen_causal_gqa2", varlen.mask = MaskMode::Causal;
@@ -215,16 +233,20 @@ TEST_P(BackwardMatrix, MatchesTheFloat64Reference) {
   ASSERT_TRUE(runForward(problemOf(c), 11, /*withLse=*/true, run).isOk());
   Gradients16 g;
   size_t differing = 0;
-  Status s = runBackward(run, c.deterministic, 11, 1, g, differing);
+  Status s = runBackward(run, c.deterministic, 11, 1, g, differing, c.biasGrad);
   ASSERT_TRUE(s.isOk()) << s.message();
   BackwardProblem bp;
   static_cast<ForwardProblem &>(bp) = run.problem;
   bp.dOStrides = bp.oStrides, bp.dQStrides = bp.qStrides;
   bp.dKStrides = bp.kStrides, bp.dVStrides = bp.vStrides;
-  const BackwardCheckResult r =
-      checkBackward(bp.params(), run.inputs(), g.dO.data(), g.dQ.data(),
-                    g.dK.data(), g.dV.data(), nullptr);
+  bp.biasGrad = c.biasGrad;
+  bp.dBiasStrides = {bp.headsQ * bp.seqlenQ * bp.seqlenK,
+                     bp.seqlenQ * bp.seqlenK, bp.seqlenK};
+  const BackwardCheckResult r = checkBackward(
+      bp.params(), run.inputs(), g.dO.data(), g.dQ.data(), g.dK.data(),
+      g.dV.data(), c.biasGrad ? g.dBias.data() : nullptr);
   EXPECT_TRUE(r.pass) << r.summary();
+  EXPECT_EQ(r.checkedDBias, c.biasGrad);
 }
 
 INSTANTIATE_TEST_SUITE_P(

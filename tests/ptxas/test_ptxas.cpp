@@ -476,6 +476,8 @@ std::vector<BackwardCase> backwardCases() {
   features.bias = BiasMode::Tensor;
   features.dtype = DType::F16;
   add("d64_window_softcap_bias_varlen_klen_fp16_sm86", features, Arch::Sm86);
+  features.biasGrad = true;
+  add("d64_window_softcap_dbias_varlen_klen_fp16_sm80", features, Arch::Sm80);
   return out;
 }
 

@@ -256,9 +256,10 @@ int runBackward(const char *kCommand, const ProblemOptions &problem,
     return failWith(kCommand, created.message());
   Runtime &rt = **created;
   std::printf("device:  %s\n", deviceText(rt).c_str());
-  std::printf("problem: %s backward%s\n",
+  std::printf("problem: %s backward%s%s\n",
               problemText(shape, options.layout, true).c_str(),
-              spec.deterministic ? " deterministic" : "");
+              spec.deterministic ? " deterministic" : "",
+              spec.biasGrad ? " dbias" : "");
   auto inputs = uploadProblem(rt, shape, spec, o.seed);
   if (!inputs)
     return failWith(kCommand, inputs.message());
@@ -270,6 +271,7 @@ int runBackward(const char *kCommand, const ProblemOptions &problem,
   static_cast<ForwardProblem &>(p) = fwd;
   p.tile.reset();
   p.deterministic = spec.deterministic;
+  p.biasGrad = spec.biasGrad;
   // The gradients are laid out like their tensors.
   p.dOStrides = p.oStrides, p.dQStrides = p.qStrides;
   p.dKStrides = p.kStrides, p.dVStrides = p.vStrides;
@@ -295,6 +297,11 @@ int runBackward(const char *kCommand, const ProblemOptions &problem,
     s = allocate(p.kElements() * eb, p.dK);
   if (s)
     s = allocate(p.vElements() * eb, p.dV);
+  if (s && p.biasGrad) {
+    p.dBiasStrides = {p.headsQ * p.seqlenQ * p.seqlenK, p.seqlenQ * p.seqlenK,
+                      p.seqlenK};
+    s = allocate(p.params().dBiasElements() * eb, p.dBias);
+  }
   if (!s)
     return failWith(kCommand, s.message());
   p.dO = dO;
@@ -334,6 +341,8 @@ int runBackward(const char *kCommand, const ProblemOptions &problem,
       st = rt.fill16(p.dK, kPoison16, p.kElements());
     if (st)
       st = rt.fill16(p.dV, kPoison16, p.vElements());
+    if (st && p.biasGrad)
+      st = rt.fill16(p.dBias, kPoison16, p.params().dBiasElements());
     return st;
   };
   auto copyGradients = [&](std::vector<uint16_t> &dq, std::vector<uint16_t> &dk,
@@ -387,6 +396,13 @@ int runBackward(const char *kCommand, const ProblemOptions &problem,
 
   if (Status st = copyGradients(hq, hk, hv); !st)
     return failWith(kCommand, st.message());
+  std::vector<uint16_t> hdBias;
+  if (p.biasGrad) {
+    hdBias.assign(p.params().dBiasElements(), 0);
+    if (Status st = rt.copyToHost(hdBias.data(), p.dBias, hdBias.size() * eb);
+        !st)
+      return failWith(kCommand, st.message());
+  }
   bool repeatable = true;
   if (spec.deterministic) {
     repeatable = differing == 0 && mismatches(hq, firstDQ) == 0;
@@ -411,7 +427,8 @@ int runBackward(const char *kCommand, const ProblemOptions &problem,
       {inputs->q.data(), inputs->k.data(), inputs->v.data(),
        inputs->bias.empty() ? nullptr : inputs->bias.data(),
        inputs->alibiSlopes.empty() ? nullptr : inputs->alibiSlopes.data()},
-      hdO.data(), hq.data(), hk.data(), hv.data(), nullptr, chosen);
+      hdO.data(), hq.data(), hk.data(), hv.data(),
+      p.biasGrad ? hdBias.data() : nullptr, chosen);
   std::printf("check:   %lld of %lld (batch, K/V head) slices\n%s\n",
               (long long)result.slices, (long long)(p.batch * p.headsKV),
               result.summary().c_str());

@@ -74,6 +74,9 @@ void SpecOptions::addTo(CLI::App &cmd, bool forCompile) {
   cmd.add_flag("--deterministic", deterministic,
                "Backward: accumulate dQ without float atomics (the same "
                "bits on every run)");
+  cmd.add_flag("--bias-grad", biasGrad,
+               "Backward with --bias tensor: also write dBias (the bias "
+               "must be full: --bias-shape batch,heads_q)");
   if (!forCompile)
     return;
   cmd.add_option("--direction", direction,
@@ -141,7 +144,10 @@ Status SpecOptions::resolve(AttentionSpec &spec, Arch &outArch) const {
   if (*dir == Direction::Forward && deterministic)
     return Status::error("--deterministic applies to the backward only");
   spec.direction = *dir;
+  if (*dir == Direction::Forward && biasGrad)
+    return Status::error("--bias-grad applies to the backward only");
   spec.deterministic = deterministic;
+  spec.biasGrad = biasGrad;
   spec.dtype = *d;
   spec.mask = *m;
   spec.headDimQK = headDim;

@@ -45,6 +45,7 @@ struct SpecOptions {
   /// run/bench --backward).
   std::string direction = "forward";
   bool deterministic = false; ///< backward: dQ without float atomics
+  bool biasGrad = false;      ///< backward: also dBias of a bias tensor
 
   /// Registers the options on `cmd`. `forCompile` adds --arch, --varlen and
   /// --key-lengths (run uses the GPU's own arch and has data for the rest).

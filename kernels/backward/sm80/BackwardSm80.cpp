@@ -6,7 +6,8 @@
 //
 //   <name>_pre  per query row: D = rowsum(dO * O) and LSE * log2(e) (+inf
 //               for a row that saw no key, so that its P is 0), into the
-//               workspace; the row's dQ partial sums set to 0.
+//               workspace; the row's dQ partial sums (and dBias rows) set
+//               to 0.
 //   <name>      per CTA block_n keys of one K/V head (K, V in shared
 //               memory, dK and dV accumulated there in float32); for every
 //               query head of the GQA group and every block of block_m
@@ -14,6 +15,7 @@
 //                 S  = Q K^T, P = exp2(S' - LSE')     (S': the forward's
 //                      log2-domain scores: scale, softcap, bias; masked -> 0)
 //                 dP = dO V^T, dS = P * (dP - D)    (* 1 - tanh^2: softcap)
+//                 (dBias = dS, when asked, before the softcap's factor)
 //                 dV += P^T dO, dK += dS^T Q, dQ += dS K (float32 atomics
 //                 into the workspace, or, deterministic, plain adds into
 //                 this CTA's own partial sum)
@@ -45,6 +47,7 @@ namespace {
 struct BackwardArgs {
   Value dO, dQ, dK, dV, dBias, ws;
   Value dOBS, dOHS, dORS, dQBS, dQHS, dQRS, dKBS, dKHS, dKRS, dVBS, dVHS, dVRS;
+  Value dBiasBS, dBiasHS, dBiasRS;
   Value wsRowBS, wsRowHS, wsLse, wsDSum, wsDq, wsDqSplit, wsDqRow;
   Value dqSplits; ///< index
   Value scale;    ///< f32
@@ -60,7 +63,7 @@ struct BackwardArgs {
     dQBS = stride(3), dQHS = stride(4), dQRS = stride(5);
     dKBS = stride(6), dKHS = stride(7), dKRS = stride(8);
     dVBS = stride(9), dVHS = stride(10), dVRS = stride(11);
-    // 12-14: dBias (spec.biasGrad, not built yet)
+    dBiasBS = stride(12), dBiasHS = stride(13), dBiasRS = stride(14);
     wsRowBS = stride(15), wsRowHS = stride(16), wsLse = stride(17);
     wsDSum = stride(18), wsDq = stride(19), wsDqSplit = stride(20);
     wsDqRow = stride(21);
@@ -156,6 +159,14 @@ struct Entry {
     return x.add(x.add(a.wsDq, x.mul(split, a.wsDqSplit)),
                  x.add(x.mul(wsRow(x, head, query), a.wsDqRow), col));
   }
+  /// dBias element (head, query, key): positions within the sequence, as
+  /// the bias tensor's.
+  Value dBiasIndex(Emitter &x, Value head, Value query, Value key) {
+    return x.add(x.add(x.add(x.mul(fk.batch, a.dBiasBS),
+                             x.mul(head, a.dBiasHS)),
+                       x.mul(query, a.dBiasRS)),
+                 key);
+  }
   void finish() { gpu::ReturnOp::create(fk.builder, fk.loc); }
 };
 
@@ -163,6 +174,7 @@ struct Entry {
 /// of batch z.
 struct AuxCta {
   Value head, firstRow;
+  Value seqQMax, seqKMax; ///< the arguments (the largest under varlen)
 };
 AuxCta locateAux(Entry &k) {
   OpBuilder &b = k.fk.builder;
@@ -170,8 +182,9 @@ AuxCta locateAux(Entry &k) {
   Value x = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
   Value y = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
   k.fk.batch = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  Value seqQMax = k.fk.seqQ, seqKMax = k.e.toIndex(k.fk.seqKArg);
   k.fk.locateSequence();
-  return {y, k.e.mul(x, k.e.idx(kBackwardAuxRows))};
+  return {y, k.e.mul(x, k.e.idx(kBackwardAuxRows)), seqQMax, seqKMax};
 }
 
 void buildPreprocess(OpBuilder &builder, gpu::GPUModuleOp module,
@@ -218,6 +231,17 @@ void buildPreprocess(OpBuilder &builder, gpu::GPUModuleOp module,
                 });
               });
   });
+  // dBias starts at 0 everywhere (every row and key of the largest
+  // sequence): the main kernel writes only the pairs its row blocks visit.
+  if (spec.biasGrad)
+    e.runtimeLoop(e.idx(0), e.idx(kBackwardAuxRows), 1, [&](Emitter &x, Value r) {
+      Value i = x.add(cta.firstRow, r);
+      x.ifThen(x.lt(i, cta.seqQMax), [&] {
+        k.forEach(x, cta.seqKMax, kBackwardAuxThreads, [&](Emitter &y, Value j) {
+          k.store(y, y.f32(0), k.a.dBias, k.dBiasIndex(y, cta.head, i, j));
+        });
+      });
+    });
   k.finish();
 }
 
@@ -431,6 +455,12 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
               Value dp = k.dot(y, dOS, y.mul(r, y.idx(dv)), 1, vS,
                                y.mul(j, y.idx(dv)), 1, dv);
               Value ds = y.fmul(p, y.fsub(dp, k.loadF32(y, dSumS, r)));
+              // dBias = dS before the softcap's derivative (the bias is
+              // added after the cap).
+              if (spec.biasGrad)
+                y.ifThen(seen, [&] {
+                  k.store(y, ds, a.dBias, k.dBiasIndex(y, head, i, key));
+                });
               if (spec.softcap) // d(cap * tanh(u)) / du = cap (1 - tanh^2)
                 ds = y.fmul(ds, y.fsub(y.f32(1), y.fmul(tanh, tanh)));
               k.store(y, p, pS, el);

@@ -66,9 +66,6 @@ Status validateBackwardSm80(const TileConfig &c, const AttentionSpec &spec,
   if (c.packGqa || c.quick || c.pingpong || c.overlap)
     return Status::error("the sm80 backward has no pack_gqa, quick, "
                          "pingpong or overlap form");
-  if (spec.biasGrad)
-    return Status::error("dBias (bias_grad) is not implemented yet by the "
-                         "sm80 backward");
   const int bytes = backwardLayoutSm80(spec, c).sharedMemBytes;
   if (bytes > maxSharedMemoryPerBlock(arch))
     return Status::error(

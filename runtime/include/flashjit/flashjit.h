@@ -166,7 +166,7 @@ flashjit_status flashjit_forward_args_init(flashjit_forward_args *args,
  *  key_lengths) get zero gradients. forward's tile override fields (block_m,
  *  block_n, warps, stages) override the backward's tiles; pack_gqa and
  *  full_kernel do not apply. The sm80 kernels run on every arch (sm_90a
- *  too: no Hopper backward yet); dBias is not computed yet. Call
+ *  too: no Hopper backward yet). Call
  *  flashjit_backward_args_init first. */
 typedef struct flashjit_backward_args {
   /** sizeof(flashjit_backward_args) in the caller's header; set by init. */
@@ -184,6 +184,14 @@ typedef struct flashjit_backward_args {
    *  aligned. NULL (init): each call allocates its own and waits for
    *  `stream` before returning (pass one to stay asynchronous). */
   void *workspace;
+  /** 1: also write dbias, the gradient of a full [batch, heads_q, seqlen_q,
+   *  seqlen_k] bias tensor (forward.bias_mode FLASHJIT_BIAS_TENSOR,
+   *  bias_batch = batch, bias_heads = heads_q), dtype of q, dbias_strides
+   *  {batch, head, row}, columns contiguous; pairs that no query reaches
+   *  are 0. 0 (init): no dbias. */
+  int32_t bias_grad;
+  void *dbias;
+  int64_t dbias_strides[3];
 } flashjit_backward_args;
 
 /** Sets struct_size (and forward's as flashjit_forward_args_init does),

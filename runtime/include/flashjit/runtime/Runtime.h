@@ -119,6 +119,13 @@ struct BackwardProblem : ForwardProblem {
   Strides dOStrides, dQStrides, dKStrides, dVStrides;
   /// dQ summed without float atomics: the same bits on every run.
   bool deterministic = false;
+  /// With a full [batch, heads_q, seqlen_q, seqlen_k] bias tensor: also
+  /// write dBias (dtype of Q, element (b, h, i, j) at b * batch + h * head
+  /// + i * row + j of dBiasStrides; under varlen too, positions within each
+  /// sequence as the bias's). Pairs no query of a sequence reaches are 0.
+  bool biasGrad = false;
+  void *dBias = nullptr;
+  Strides dBiasStrides;
   /// float32 scratch of at least Runtime::backwardWorkspaceBytes(*this)
   /// bytes, 16-byte aligned. Null: attentionBackward allocates one, and
   /// then waits for the stream before it returns (pass one to stay
@@ -127,7 +134,8 @@ struct BackwardProblem : ForwardProblem {
 
   /// The math problem (AttentionParams and the gradients' strides).
   BackwardParams params() const;
-  /// Every stride dense BSHD, the gradients like their tensors.
+  /// Every stride dense BSHD, the gradients like their tensors, dBias
+  /// dense [batch, heads_q, seqlen_q, seqlen_k].
   void setDenseBSHD();
 };
 
