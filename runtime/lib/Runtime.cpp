@@ -723,11 +723,10 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
   return plan;
 }
 
-Status Runtime::launch(const ForwardPlan &plan, void *stream) {
-  const driver::Api &cu = *impl_->cu;
-  driver::ScopedContext scope(cu, impl_->context);
-  // The kernel reads its parameters through these addresses at launch.
-  auto &a = const_cast<ForwardKernelArgs &>(plan.args);
+namespace {
+/// The address of each ForwardKernelArgs field, in the kernels' parameter
+/// order, into out[0, kForwardKernelArgCount) (the launches read them).
+void forwardArgAddresses(ForwardKernelArgs &a, void **out) {
   void *params[] = {
       &a.q, &a.k, &a.v, &a.o, &a.lse, &a.bias, &a.alibiSlopes, &a.cuSeqlensQ,
       &a.cuSeqlensK, &a.keyLengths,
@@ -748,6 +747,16 @@ Status Runtime::launch(const ForwardPlan &plan, void *stream) {
                             kForwardKernelStrideArgs * sizeof(int64_t) +
                             4 * sizeof(int32_t) + sizeof(float),
                 "launch parameters out of step with ForwardKernelArgs");
+  std::copy(std::begin(params), std::end(params), out);
+}
+} // namespace
+
+Status Runtime::launch(const ForwardPlan &plan, void *stream) {
+  const driver::Api &cu = *impl_->cu;
+  driver::ScopedContext scope(cu, impl_->context);
+  // The kernel reads its parameters through these addresses at launch.
+  void *params[kForwardKernelArgCount];
+  forwardArgAddresses(const_cast<ForwardKernelArgs &>(plan.args), params);
   // The tensor maps follow, by value (the driver copies 128 bytes each).
   void *withMaps[kForwardKernelArgCount + 3];
   std::copy(std::begin(params), std::end(params), withMaps);
@@ -860,20 +869,11 @@ Status Runtime::launch(const BackwardPlan &plan, void *stream) {
     return Status::error("workspace must be a device pointer, got null");
   const driver::Api &cu = *impl_->cu;
   driver::ScopedContext scope(cu, impl_->context);
-  auto &f = const_cast<ForwardKernelArgs &>(plan.main.args);
   auto &a = const_cast<BackwardKernelArgs &>(plan.args);
-  void *params[] = {
-      &f.q, &f.k, &f.v, &f.o, &f.lse, &f.bias, &f.alibiSlopes, &f.cuSeqlensQ,
-      &f.cuSeqlensK, &f.keyLengths,
-      &f.qBatchStride, &f.qHeadStride, &f.qRowStride,
-      &f.kBatchStride, &f.kHeadStride, &f.kRowStride,
-      &f.vBatchStride, &f.vHeadStride, &f.vRowStride,
-      &f.oBatchStride, &f.oHeadStride, &f.oRowStride,
-      &f.lseBatchStride, &f.lseHeadStride,
-      &f.biasBatchStride, &f.biasHeadStride, &f.biasRowStride,
-      &f.alibiBatchStride,
-      &f.seqlenQ, &f.seqlenK, &f.windowLeft, &f.windowRight,
-      &f.scaleLog2, &f.softcap,
+  // ForwardKernelArgs first, then BackwardKernelArgs.
+  void *params[kForwardKernelArgCount + kBackwardArgCount];
+  forwardArgAddresses(const_cast<ForwardKernelArgs &>(plan.main.args), params);
+  void *backwardParams[] = {
       &a.dO, &a.dQ, &a.dK, &a.dV, &a.dBias, &a.workspace,
       &a.dOBatchStride, &a.dOHeadStride, &a.dORowStride,
       &a.dQBatchStride, &a.dQHeadStride, &a.dQRowStride,
@@ -884,13 +884,15 @@ Status Runtime::launch(const BackwardPlan &plan, void *stream) {
       &a.wsLseOffset, &a.wsDOutSumOffset, &a.wsDqAccumOffset,
       &a.wsDqSplitStride, &a.wsDqRowStride,
       &a.dqSplits, &a.scale};
-  static_assert(sizeof params / sizeof params[0] ==
-                        kForwardKernelArgCount + kBackwardArgCount &&
+  static_assert(sizeof backwardParams / sizeof backwardParams[0] ==
+                        kBackwardArgCount &&
                     offsetof(BackwardKernelArgs, scale) ==
                         kBackwardPointerArgs * sizeof(void *) +
                             kBackwardStrideArgs * sizeof(int64_t) +
                             sizeof(int32_t),
                 "launch parameters out of step with BackwardKernelArgs");
+  std::copy(std::begin(backwardParams), std::end(backwardParams),
+            params + kForwardKernelArgCount);
   auto run = [&](void *function, const unsigned grid[3], int threads,
                  int smem, const std::string &name) {
     return driver::check(
