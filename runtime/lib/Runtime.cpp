@@ -120,6 +120,67 @@ AttentionSpec specFor(const ForwardProblem &p) {
   return spec;
 }
 
+// ---- backward problems -----------------------------------------------------
+BackwardParams BackwardProblem::params() const {
+  BackwardParams b;
+  static_cast<AttentionParams &>(b) = *this;
+  b.dOStrides = dOStrides, b.dQStrides = dQStrides;
+  b.dKStrides = dKStrides, b.dVStrides = dVStrides;
+  b.deterministic = deterministic;
+  b.biasGrad = biasGrad;
+  b.dBiasStrides = dBiasStrides;
+  return b;
+}
+
+void BackwardProblem::setDenseBSHD() {
+  ForwardProblem::setDenseBSHD();
+  dOStrides = oStrides, dQStrides = qStrides;
+  dKStrides = kStrides, dVStrides = vStrides;
+  dBiasStrides = {headsQ * seqlenQ * seqlenK, seqlenQ * seqlenK, seqlenK};
+}
+
+Status validate(const BackwardProblem &p) {
+  if (!p.lse)
+    return Status::error("lse must be the forward's log-sum-exp (a device "
+                         "pointer), got null: the backward reads it");
+  if (Status s = validate(static_cast<const ForwardProblem &>(p)); !s)
+    return s;
+  if (Status s = validateBackwardParams(p.params(), p.trustDeviceLengths); !s)
+    return s;
+  const int64_t eb = elementBytes(p.dtype);
+  const std::pair<const char *, const void *> pointers[] = {
+      {"do", p.dO}, {"dq", p.dQ}, {"dk", p.dK}, {"dv", p.dV}};
+  for (const auto &[name, ptr] : pointers) {
+    if (!ptr)
+      return Status::error(std::string(name) +
+                           " must be a device pointer, got null");
+    if (reinterpret_cast<uintptr_t>(ptr) % eb != 0)
+      return Status::error(std::string(name) + " (" + hexAddress(ptr) +
+                           ") must be aligned to " + std::to_string(eb) +
+                           " bytes");
+  }
+  if (p.biasGrad && !p.dBias)
+    return Status::error("dbias must be a device pointer when bias_grad is "
+                         "on, got null");
+  if (reinterpret_cast<uintptr_t>(p.dBias) % eb != 0)
+    return Status::error("dbias (" + hexAddress(p.dBias) +
+                         ") must be aligned to " + std::to_string(eb) +
+                         " bytes");
+  if (reinterpret_cast<uintptr_t>(p.workspace) % 16 != 0)
+    return Status::error("workspace (" + hexAddress(p.workspace) +
+                         ") must be aligned to 16 bytes");
+  return Status::ok();
+}
+
+AttentionSpec specFor(const BackwardProblem &p) {
+  AttentionSpec spec = specFor(static_cast<const ForwardProblem &>(p));
+  spec.direction = Direction::Backward;
+  spec.deterministic = p.deterministic;
+  spec.biasGrad = p.biasGrad;
+  spec.writeLse = true;
+  return spec;
+}
+
 // ---- the runtime ------------------------------------------------------------
 struct Runtime::Impl {
   const driver::Api *cu = nullptr;
@@ -339,7 +400,8 @@ template <typename T, size_t N> std::string packed(const T (&fields)[N]) {
 
 std::string specKey(const AttentionSpec &spec) {
   const auto &[dtype, headDimQK, headDimV, mask, gqaGroup, writeLse, align,
-               bias, softcap, varlen, keyLengths] = spec;
+               bias, softcap, varlen, keyLengths, direction, deterministic,
+               biasGrad] = spec;
   const int32_t fields[] = {static_cast<int32_t>(dtype),
                             headDimQK,
                             headDimV,
@@ -350,7 +412,10 @@ std::string specKey(const AttentionSpec &spec) {
                             static_cast<int32_t>(bias),
                             softcap,
                             varlen,
-                            keyLengths};
+                            keyLengths,
+                            static_cast<int32_t>(direction),
+                            deterministic,
+                            biasGrad};
   return packed(fields);
 }
 
@@ -527,6 +592,56 @@ Expected<ModuleCache::Kernel> Runtime::kernelFor(const AttentionSpec &spec,
   });
 }
 
+namespace {
+/// ForwardKernelArgs of a problem (the backward's kernels take them too).
+ForwardKernelArgs kernelArgsOf(const ForwardProblem &p) {
+  ForwardKernelArgs a{};
+  a.q = const_cast<void *>(p.q);
+  a.k = const_cast<void *>(p.k);
+  a.v = const_cast<void *>(p.v);
+  a.o = p.o;
+  a.lse = p.lse;
+  a.bias = p.bias == BiasMode::Tensor ? p.biasData : nullptr;
+  a.alibiSlopes = p.bias == BiasMode::Alibi ? p.alibiSlopes : nullptr;
+  a.cuSeqlensQ = p.varlen ? p.deviceCuSeqlensQ : nullptr;
+  a.cuSeqlensK = p.varlen ? p.deviceCuSeqlensK : nullptr;
+  a.keyLengths = p.hasKeyLengths() ? p.deviceKeyLengths : nullptr;
+  // Varlen addresses rows through cu_seqlens; batch strides do not apply.
+  auto batchStride = [&](int64_t s) { return p.varlen ? 0 : s; };
+  a.qBatchStride = batchStride(p.qStrides.batch), a.qHeadStride = p.qStrides.head,
+  a.qRowStride = p.qStrides.row;
+  a.kBatchStride = batchStride(p.kStrides.batch), a.kHeadStride = p.kStrides.head,
+  a.kRowStride = p.kStrides.row;
+  a.vBatchStride = batchStride(p.vStrides.batch), a.vHeadStride = p.vStrides.head,
+  a.vRowStride = p.vStrides.row;
+  a.oBatchStride = batchStride(p.oStrides.batch), a.oHeadStride = p.oStrides.head,
+  a.oRowStride = p.oStrides.row;
+  a.lseBatchStride = p.lse ? batchStride(p.lseBatchStride) : 0;
+  a.lseHeadStride = p.lse ? p.lseHeadStride : 0;
+  if (p.bias == BiasMode::Tensor) {
+    // Broadcast dimensions (extent 1) do not move.
+    a.biasBatchStride = p.biasShape.batch == 1 ? 0 : p.biasShape.strides.batch;
+    a.biasHeadStride = p.biasShape.heads == 1 ? 0 : p.biasShape.strides.head;
+    a.biasRowStride = p.biasShape.strides.row;
+  }
+  a.alibiBatchStride = p.bias == BiasMode::Alibi ? p.alibiBatchStride : 0;
+  a.seqlenQ = static_cast<int32_t>(p.seqlenQ);
+  a.seqlenK = static_cast<int32_t>(p.seqlenK);
+  // An unbounded side reaches past every key of every row.
+  const int64_t unbounded =
+      std::min<int64_t>(p.seqlenQ + p.seqlenK, kMaxSeqlen);
+  auto extent = [&](int64_t w) {
+    return static_cast<int32_t>(w == kUnboundedWindow ? unbounded
+                                                      : std::min(w, unbounded));
+  };
+  a.windowLeft = p.mask == MaskMode::Window ? extent(p.windowLeft) : 0;
+  a.windowRight = p.mask == MaskMode::Window ? extent(p.windowRight) : 0;
+  a.scaleLog2 = static_cast<float>(p.scale() * kLog2e);
+  a.softcap = static_cast<float>(p.softcap);
+  return a;
+}
+} // namespace
+
 Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
                                            bool fullKernel) {
   if (Status s = validate(p); !s)
@@ -608,57 +723,14 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
   if (Status s = encodeTensorMaps(*impl_->cu, p, plan.launch, plan); !s)
     return s;
 
-  ForwardKernelArgs &a = plan.args;
-  a.q = const_cast<void *>(p.q);
-  a.k = const_cast<void *>(p.k);
-  a.v = const_cast<void *>(p.v);
-  a.o = p.o;
-  a.lse = p.lse;
-  a.bias = p.bias == BiasMode::Tensor ? p.biasData : nullptr;
-  a.alibiSlopes = p.bias == BiasMode::Alibi ? p.alibiSlopes : nullptr;
-  a.cuSeqlensQ = p.varlen ? p.deviceCuSeqlensQ : nullptr;
-  a.cuSeqlensK = p.varlen ? p.deviceCuSeqlensK : nullptr;
-  a.keyLengths = p.hasKeyLengths() ? p.deviceKeyLengths : nullptr;
-  // Varlen addresses rows through cu_seqlens; batch strides do not apply.
-  auto batchStride = [&](int64_t s) { return p.varlen ? 0 : s; };
-  a.qBatchStride = batchStride(p.qStrides.batch), a.qHeadStride = p.qStrides.head,
-  a.qRowStride = p.qStrides.row;
-  a.kBatchStride = batchStride(p.kStrides.batch), a.kHeadStride = p.kStrides.head,
-  a.kRowStride = p.kStrides.row;
-  a.vBatchStride = batchStride(p.vStrides.batch), a.vHeadStride = p.vStrides.head,
-  a.vRowStride = p.vStrides.row;
-  a.oBatchStride = batchStride(p.oStrides.batch), a.oHeadStride = p.oStrides.head,
-  a.oRowStride = p.oStrides.row;
-  a.lseBatchStride = p.lse ? batchStride(p.lseBatchStride) : 0;
-  a.lseHeadStride = p.lse ? p.lseHeadStride : 0;
-  if (p.bias == BiasMode::Tensor) {
-    // Broadcast dimensions (extent 1) do not move.
-    a.biasBatchStride = p.biasShape.batch == 1 ? 0 : p.biasShape.strides.batch;
-    a.biasHeadStride = p.biasShape.heads == 1 ? 0 : p.biasShape.strides.head;
-    a.biasRowStride = p.biasShape.strides.row;
-  }
-  a.alibiBatchStride = p.bias == BiasMode::Alibi ? p.alibiBatchStride : 0;
-  a.seqlenQ = static_cast<int32_t>(p.seqlenQ);
-  a.seqlenK = static_cast<int32_t>(p.seqlenK);
-  // An unbounded side reaches past every key of every row.
-  const int64_t unbounded =
-      std::min<int64_t>(p.seqlenQ + p.seqlenK, kMaxSeqlen);
-  auto extent = [&](int64_t w) {
-    return static_cast<int32_t>(w == kUnboundedWindow ? unbounded
-                                                      : std::min(w, unbounded));
-  };
-  a.windowLeft = p.mask == MaskMode::Window ? extent(p.windowLeft) : 0;
-  a.windowRight = p.mask == MaskMode::Window ? extent(p.windowRight) : 0;
-  a.scaleLog2 = static_cast<float>(p.scale() * kLog2e);
-  a.softcap = static_cast<float>(p.softcap);
+  plan.args = kernelArgsOf(p);
   return plan;
 }
 
-Status Runtime::launch(const ForwardPlan &plan, void *stream) {
-  const driver::Api &cu = *impl_->cu;
-  driver::ScopedContext scope(cu, impl_->context);
-  // The kernel reads its parameters through these addresses at launch.
-  auto &a = const_cast<ForwardKernelArgs &>(plan.args);
+namespace {
+/// The address of each ForwardKernelArgs field, in the kernels' parameter
+/// order, into out[0, kForwardKernelArgCount) (the launches read them).
+void forwardArgAddresses(ForwardKernelArgs &a, void **out) {
   void *params[] = {
       &a.q, &a.k, &a.v, &a.o, &a.lse, &a.bias, &a.alibiSlopes, &a.cuSeqlensQ,
       &a.cuSeqlensK, &a.keyLengths,
@@ -679,6 +751,16 @@ Status Runtime::launch(const ForwardPlan &plan, void *stream) {
                             kForwardKernelStrideArgs * sizeof(int64_t) +
                             4 * sizeof(int32_t) + sizeof(float),
                 "launch parameters out of step with ForwardKernelArgs");
+  std::copy(std::begin(params), std::end(params), out);
+}
+} // namespace
+
+Status Runtime::launch(const ForwardPlan &plan, void *stream) {
+  const driver::Api &cu = *impl_->cu;
+  driver::ScopedContext scope(cu, impl_->context);
+  // The kernel reads its parameters through these addresses at launch.
+  void *params[kForwardKernelArgCount];
+  forwardArgAddresses(const_cast<ForwardKernelArgs &>(plan.args), params);
   // The tensor maps follow, by value (the driver copies 128 bytes each).
   void *withMaps[kForwardKernelArgCount + 3];
   std::copy(std::begin(params), std::end(params), withMaps);
@@ -692,6 +774,164 @@ Status Runtime::launch(const ForwardPlan &plan, void *stream) {
                         k.sharedMemBytes, static_cast<CUstream>(stream),
                         withMaps, nullptr),
       ("cuLaunchKernel(" + k.name + ")").c_str());
+}
+
+Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
+  if (Status s = validate(p); !s)
+    return s;
+  BackwardPlan plan;
+  ForwardPlan &m = plan.main;
+  m.spec = specFor(p);
+  // No tuned backward configs yet; the forward's forced family may build
+  // no backward, so the choice is preferredFamily's.
+  m.config = p.tile ? *p.tile : defaultTileConfig(m.spec, impl_->arch);
+  m.source = p.tile ? ConfigSource::Explicit : ConfigSource::Default;
+  if (Status s = flashjit::validate(m.config, m.spec, impl_->arch); !s)
+    return s;
+  const int64_t keyTiles =
+      (p.seqlenK + m.config.blockN - 1) / m.config.blockN;
+  const int64_t splits = p.deterministic ? deterministicDqSplits(keyTiles) : 1;
+  const int64_t auxBlocks =
+      (p.seqlenQ + kBackwardAuxRows - 1) / kBackwardAuxRows;
+  if (keyTiles > std::numeric_limits<int32_t>::max() ||
+      auxBlocks > std::numeric_limits<int32_t>::max())
+    return Status::error("seqlen_q or seqlen_k too large for the backward's "
+                         "grid");
+  m.grid[0] = static_cast<unsigned>(p.deterministic ? splits : keyTiles);
+  m.grid[1] = static_cast<unsigned>(p.headsKV);
+  m.grid[2] = static_cast<unsigned>(p.batch);
+  plan.auxGrid[0] = static_cast<unsigned>(auxBlocks);
+  plan.auxGrid[1] = static_cast<unsigned>(p.headsQ);
+  plan.auxGrid[2] = static_cast<unsigned>(p.batch);
+  auto kernel = kernelFor(m.spec, m.config, specKey(m.spec),
+                          /*allowQuick=*/false);
+  if (!kernel)
+    return kernel.status();
+  m.kernel = std::move(*kernel);
+  m.launch = launchFacts(m.spec, m.config);
+  m.args = kernelArgsOf(p);
+  {
+    const driver::Api &cu = *impl_->cu;
+    driver::ScopedContext scope(cu, impl_->context);
+    auto entry = [&](const std::string &name, void *&function) {
+      CUfunction f = nullptr;
+      Status s = driver::check(
+          cu.cuModuleGetFunction(&f, static_cast<CUmodule>(m.kernel->module),
+                                 name.c_str()),
+          ("cuModuleGetFunction(" + name + ")").c_str());
+      function = f;
+      return s;
+    };
+    if (Status s = entry(backwardPreprocessEntry(m.kernel->name),
+                         plan.preprocess);
+        !s)
+      return s;
+    if (Status s = entry(backwardConvertEntry(m.kernel->name), plan.convert);
+        !s)
+      return s;
+  }
+
+  const BackwardParams params = p.params();
+  plan.workspace = backwardWorkspace(params, splits);
+  const BackwardWorkspace &w = plan.workspace;
+  BackwardKernelArgs &a = plan.args;
+  a.dO = p.dO, a.dQ = p.dQ, a.dK = p.dK, a.dV = p.dV;
+  a.dBias = p.biasGrad ? p.dBias : nullptr;
+  if (p.biasGrad) { // positions within sequences: varlen keeps batch strides
+    a.dBiasBatchStride = p.dBiasStrides.batch;
+    a.dBiasHeadStride = p.dBiasStrides.head;
+    a.dBiasRowStride = p.dBiasStrides.row;
+  }
+  a.workspace = static_cast<float *>(p.workspace);
+  auto batchStride = [&](int64_t s) { return p.varlen ? 0 : s; };
+  a.dOBatchStride = batchStride(p.dOStrides.batch);
+  a.dOHeadStride = p.dOStrides.head, a.dORowStride = p.dOStrides.row;
+  a.dQBatchStride = batchStride(p.dQStrides.batch);
+  a.dQHeadStride = p.dQStrides.head, a.dQRowStride = p.dQStrides.row;
+  a.dKBatchStride = batchStride(p.dKStrides.batch);
+  a.dKHeadStride = p.dKStrides.head, a.dKRowStride = p.dKStrides.row;
+  a.dVBatchStride = batchStride(p.dVStrides.batch);
+  a.dVHeadStride = p.dVStrides.head, a.dVRowStride = p.dVStrides.row;
+  a.wsRowBatchStride = w.rowBatchStride, a.wsRowHeadStride = w.rowHeadStride;
+  a.wsLseOffset = w.lseOffset, a.wsDOutSumOffset = w.dOutSumOffset;
+  a.wsDqAccumOffset = w.dqAccumOffset, a.wsDqSplitStride = w.dqSplitStride;
+  a.wsDqRowStride = w.dqRowStride;
+  a.dqSplits = static_cast<int32_t>(splits);
+  a.scale = static_cast<float>(p.scale());
+  return plan;
+}
+
+Expected<size_t> Runtime::backwardWorkspaceBytes(const BackwardProblem &p) {
+  auto plan = planBackward(p);
+  if (!plan)
+    return plan.status();
+  return static_cast<size_t>(plan->workspace.bytes());
+}
+
+Status Runtime::launch(const BackwardPlan &plan, void *stream) {
+  if (!plan.args.workspace)
+    return Status::error("workspace must be a device pointer, got null");
+  const driver::Api &cu = *impl_->cu;
+  driver::ScopedContext scope(cu, impl_->context);
+  auto &a = const_cast<BackwardKernelArgs &>(plan.args);
+  // ForwardKernelArgs first, then BackwardKernelArgs.
+  void *params[kForwardKernelArgCount + kBackwardArgCount];
+  forwardArgAddresses(const_cast<ForwardKernelArgs &>(plan.main.args), params);
+  void *backwardParams[] = {
+      &a.dO, &a.dQ, &a.dK, &a.dV, &a.dBias, &a.workspace,
+      &a.dOBatchStride, &a.dOHeadStride, &a.dORowStride,
+      &a.dQBatchStride, &a.dQHeadStride, &a.dQRowStride,
+      &a.dKBatchStride, &a.dKHeadStride, &a.dKRowStride,
+      &a.dVBatchStride, &a.dVHeadStride, &a.dVRowStride,
+      &a.dBiasBatchStride, &a.dBiasHeadStride, &a.dBiasRowStride,
+      &a.wsRowBatchStride, &a.wsRowHeadStride,
+      &a.wsLseOffset, &a.wsDOutSumOffset, &a.wsDqAccumOffset,
+      &a.wsDqSplitStride, &a.wsDqRowStride,
+      &a.dqSplits, &a.scale};
+  static_assert(sizeof backwardParams / sizeof backwardParams[0] ==
+                        kBackwardArgCount &&
+                    offsetof(BackwardKernelArgs, scale) ==
+                        kBackwardPointerArgs * sizeof(void *) +
+                            kBackwardStrideArgs * sizeof(int64_t) +
+                            sizeof(int32_t),
+                "launch parameters out of step with BackwardKernelArgs");
+  std::copy(std::begin(backwardParams), std::end(backwardParams),
+            params + kForwardKernelArgCount);
+  auto run = [&](void *function, const unsigned grid[3], int threads,
+                 int smem, const std::string &name) {
+    return driver::check(
+        cu.cuLaunchKernel(static_cast<CUfunction>(function), grid[0], grid[1],
+                          grid[2], threads, 1, 1, smem,
+                          static_cast<CUstream>(stream), params, nullptr),
+        ("cuLaunchKernel(" + name + ")").c_str());
+  };
+  const LoadedKernel &k = *plan.main.kernel;
+  Status s = run(plan.preprocess, plan.auxGrid, kBackwardAuxThreads, 0,
+                 backwardPreprocessEntry(k.name));
+  if (s)
+    s = run(k.function, plan.main.grid, k.threadsPerBlock, k.sharedMemBytes,
+            k.name);
+  if (s)
+    s = run(plan.convert, plan.auxGrid, kBackwardAuxThreads, 0,
+            backwardConvertEntry(k.name));
+  return s;
+}
+
+Status Runtime::attentionBackward(const BackwardProblem &problem,
+                                  void *stream) {
+  auto plan = planBackward(problem);
+  if (!plan)
+    return plan.status();
+  if (plan->args.workspace)
+    return launch(*plan, stream);
+  // A workspace of our own lives until the kernels are done with it.
+  auto buffer = allocate(static_cast<size_t>(plan->workspace.bytes()));
+  if (!buffer)
+    return buffer.status();
+  plan->args.workspace = static_cast<float *>(buffer->data());
+  Status s = launch(*plan, stream);
+  Status done = synchronize(stream);
+  return s ? done : s;
 }
 
 Status Runtime::attentionForward(const ForwardProblem &problem, void *stream) {

@@ -156,6 +156,50 @@ typedef struct flashjit_forward_args {
 flashjit_status flashjit_forward_args_init(flashjit_forward_args *args,
                                            uint64_t struct_size);
 
+/** One backward call: the gradients dq, dk, dv of sum(O * dO) for the
+ *  forward call `forward` (its q, k, v, mask, scale, bias, softcap, varlen
+ *  and key lengths; its o and lse, the forward's outputs, are read and lse
+ *  is required). dout is like o, dq like q, dk like k, dv like v, each with
+ *  its own {batch, head, row} strides (last dimension contiguous; under
+ *  varlen packed like their tensors, batch strides ignored). dk and dv of
+ *  a K/V head sum its GQA group's query heads; key padding rows (past
+ *  key_lengths) get zero gradients. forward's tile override fields (block_m,
+ *  block_n, warps, stages) override the backward's tiles; pack_gqa and
+ *  full_kernel do not apply. The sm80 kernels run on every arch (sm_90a
+ *  too: no Hopper backward yet). Call
+ *  flashjit_backward_args_init first. */
+typedef struct flashjit_backward_args {
+  /** sizeof(flashjit_backward_args) in the caller's header; set by init. */
+  uint64_t struct_size;
+  /** Initialised by flashjit_backward_args_init as by
+   *  flashjit_forward_args_init. */
+  flashjit_forward_args forward;
+  const void *dout;
+  void *dq, *dk, *dv;
+  int64_t dout_strides[3], dq_strides[3], dk_strides[3], dv_strides[3];
+  /** 1: dq accumulated without float atomics, the same bits on every run;
+   *  0 (init): atomics, faster. */
+  int32_t deterministic;
+  /** float32 scratch of flashjit_backward_workspace_size bytes, 16-byte
+   *  aligned. NULL (init): each call allocates its own and waits for
+   *  `stream` before returning (pass one to stay asynchronous). */
+  void *workspace;
+  /** 1: also write dbias, the gradient of a full [batch, heads_q, seqlen_q,
+   *  seqlen_k] bias tensor (forward.bias_mode FLASHJIT_BIAS_TENSOR,
+   *  bias_batch = batch, bias_heads = heads_q), dtype of q, dbias_strides
+   *  {batch, head, row}, columns contiguous; pairs that no query reaches
+   *  are 0. 0 (init): no dbias. */
+  int32_t bias_grad;
+  void *dbias;
+  int64_t dbias_strides[3];
+} flashjit_backward_args;
+
+/** Sets struct_size (and forward's as flashjit_forward_args_init does),
+ *  zeroes the rest; a `struct_size` other than this library's fails as for
+ *  flashjit_forward_args_init. */
+flashjit_status flashjit_backward_args_init(flashjit_backward_args *args,
+                                            uint64_t struct_size);
+
 /** How a runtime compiles and caches; flashjit_runtime_options_init sets
  *  the defaults that flashjit_runtime_create uses. Flags are 0 or 1. */
 typedef struct flashjit_runtime_options {
@@ -198,6 +242,17 @@ void flashjit_runtime_destroy(flashjit_runtime *rt);
 flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
                                            const flashjit_forward_args *args,
                                            void *stream);
+
+/** Launches the attention backward on `stream` (three kernels: D =
+ *  rowsum(dO * O), dK/dV/dQ, dQ conversion). Compiles on first use of a
+ *  specialisation. */
+flashjit_status flashjit_attention_backward(flashjit_runtime *rt,
+                                            const flashjit_backward_args *args,
+                                            void *stream);
+/** The workspace bytes a backward call with `args` needs (compiles its
+ *  kernels if need be; reads nothing through the pointers). */
+flashjit_status flashjit_backward_workspace_size(
+    flashjit_runtime *rt, const flashjit_backward_args *args, uint64_t *bytes);
 
 /** Compiles (or fetches from the memory or disk cache) and loads the full
  *  kernel that flashjit_attention_forward would launch for `args` on this

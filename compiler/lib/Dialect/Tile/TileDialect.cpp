@@ -42,6 +42,8 @@ struct SpecFields {
   int64_t align;
   StringRef bias;
   bool softcap, varlen, keyLengths;
+  StringRef direction;
+  bool deterministic, biasGrad;
 };
 
 std::string_view view(StringRef s) { return {s.data(), s.size()}; }
@@ -72,6 +74,13 @@ Expected<AttentionSpec> toSpec(const SpecFields &f) {
   if (!b)
     return Status::error("bias must be one of " + biasChoices() + ", got '" +
                          f.bias.str() + "'");
+  auto dir = parseDirection(view(f.direction));
+  if (!dir)
+    return Status::error("direction must be one of " + directionChoices() +
+                         ", got '" + f.direction.str() + "'");
+  spec.direction = *dir;
+  spec.deterministic = f.deterministic;
+  spec.biasGrad = f.biasGrad;
   for (auto [name, value] : {std::pair{"head_dim_qk", f.headDimQK},
                              std::pair{"head_dim_v", f.headDimV},
                              std::pair{"gqa_group", f.gqaGroup},
@@ -100,9 +109,11 @@ LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                int64_t headDimV, StringRef mask,
                                int64_t gqaGroup, bool lse, int64_t align,
                                StringRef bias, bool softcap, bool varlen,
-                               bool keyLengths) {
+                               bool keyLengths, StringRef direction,
+                               bool deterministic, bool biasGrad) {
   auto spec = toSpec({dtype, headDimQK, headDimV, mask, gqaGroup, lse, align,
-                      bias, softcap, varlen, keyLengths});
+                      bias, softcap, varlen, keyLengths, direction,
+                      deterministic, biasGrad});
   if (!spec)
     return emitError() << spec.message();
   return success();
@@ -129,7 +140,8 @@ AttentionSpec AttentionFwdOp::getAttentionSpec() {
   SpecAttr a = getSpec();
   return *toSpec({a.getDtype(), a.getHeadDimQk(), a.getHeadDimV(), a.getMask(),
                   a.getGqaGroup(), a.getLse(), a.getAlign(), a.getBias(),
-                  a.getSoftcap(), a.getVarlen(), a.getKeyLengths()});
+                  a.getSoftcap(), a.getVarlen(), a.getKeyLengths(),
+                  a.getDirection(), a.getDeterministic(), a.getBiasGrad()});
 }
 
 LogicalResult AttentionFwdOp::verify() {
@@ -149,7 +161,8 @@ SpecAttr toAttr(MLIRContext *ctx, const AttentionSpec &s) {
   return SpecAttr::get(ctx, str(toString(s.dtype)), s.headDimQK, s.headDimV,
                        str(toString(s.mask)), s.gqaGroup, s.writeLse,
                        s.globalAlignElems, str(toString(s.bias)), s.softcap,
-                       s.varlen, s.keyLengths);
+                       s.varlen, s.keyLengths, str(toString(s.direction)),
+                       s.deterministic, s.biasGrad);
 }
 TileConfigAttr toAttr(MLIRContext *ctx, const TileConfig &c) {
   std::string_view family = toString(c.family);

@@ -18,6 +18,8 @@
 #define FLASHJIT_RUNTIME_RUNTIME_H
 
 #include "flashjit/kernels/AttentionParams.h"
+#include "flashjit/kernels/Backward.h"
+#include "flashjit/kernels/BackwardParams.h"
 #include "flashjit/kernels/Forward.h"
 #include "flashjit/runtime/Device.h"
 #include "flashjit/runtime/ModuleCache.h"
@@ -103,6 +105,59 @@ struct ForwardPlan {
   };
   TensorMap tensorMaps[3];
   int tensorMapCount = 0;
+};
+
+/// One backward call: its forward call (q, k, v; o the forward's output and
+/// lse its log-sum-exp, both required; the same mask, scale, bias, softcap,
+/// varlen and key lengths) plus dO and where the gradients go. dQ, dK, dV
+/// have the extents of Q, K, V and their own strides (last dimension
+/// contiguous); dK and dV of a K/V head sum its GQA group's query heads;
+/// key padding rows (past key lengths) get zero gradients.
+struct BackwardProblem : ForwardProblem {
+  const void *dO = nullptr;
+  void *dQ = nullptr, *dK = nullptr, *dV = nullptr;
+  Strides dOStrides, dQStrides, dKStrides, dVStrides;
+  /// dQ summed without float atomics: the same bits on every run.
+  bool deterministic = false;
+  /// With a full [batch, heads_q, seqlen_q, seqlen_k] bias tensor: also
+  /// write dBias (dtype of Q, element (b, h, i, j) at b * batch + h * head
+  /// + i * row + j of dBiasStrides; under varlen too, positions within each
+  /// sequence as the bias's). Pairs no query of a sequence reaches are 0.
+  bool biasGrad = false;
+  void *dBias = nullptr;
+  Strides dBiasStrides;
+  /// float32 scratch of at least Runtime::backwardWorkspaceBytes(*this)
+  /// bytes, 16-byte aligned. Null: attentionBackward allocates one, and
+  /// then waits for the stream before it returns (pass one to stay
+  /// asynchronous).
+  void *workspace = nullptr;
+
+  /// The math problem (AttentionParams and the gradients' strides).
+  BackwardParams params() const;
+  /// Every stride dense BSHD, the gradients like their tensors, dBias
+  /// dense [batch, heads_q, seqlen_q, seqlen_k].
+  void setDenseBSHD();
+};
+
+/// validate(ForwardProblem) with the LSE required, plus dO and the
+/// gradients (validateBackwardParams).
+Status validate(const BackwardProblem &problem);
+/// The backward spec of a problem: specFor of its forward, direction
+/// backward, deterministic when asked.
+AttentionSpec specFor(const BackwardProblem &problem);
+
+/// A validated, specialised and compiled backward call: the main kernel's
+/// plan (`main`: spec, config, kernel, grid and ForwardKernelArgs) and the
+/// module's other two entries (Backward.h), launched in order by
+/// Runtime::launch. args.workspace is the problem's (may be null in a plan;
+/// launch needs it set).
+struct BackwardPlan {
+  ForwardPlan main;
+  void *preprocess = nullptr; ///< CUfunction of <name>_pre
+  void *convert = nullptr;    ///< CUfunction of <name>_dq
+  unsigned auxGrid[3] = {1, 1, 1};
+  BackwardKernelArgs args{};
+  BackwardWorkspace workspace;
 };
 
 /// Where kernels came from, since this Runtime was created.
@@ -198,6 +253,17 @@ public:
   Expected<ForwardPlan> planForward(const ForwardProblem &problem,
                                     bool fullKernel = false);
   Status launch(const ForwardPlan &plan, void *stream = nullptr);
+
+  /// dQ, dK, dV of `problem` (the gradients of sum(O * dO)), launched on
+  /// `stream`. The sm80 family builds it on every arch (on sm_90a too: no
+  /// Hopper backward yet). Compiles on the first call for a specialisation.
+  Status attentionBackward(const BackwardProblem &problem,
+                           void *stream = nullptr);
+  /// The steps of attentionBackward (as planForward and launch).
+  Expected<BackwardPlan> planBackward(const BackwardProblem &problem);
+  Status launch(const BackwardPlan &plan, void *stream = nullptr);
+  /// The workspace bytes a backward call needs (BackwardProblem::workspace).
+  Expected<size_t> backwardWorkspaceBytes(const BackwardProblem &problem);
 
   // ---- tuning -----------------------------------------------------------------
   /// The tune database key of a problem on this GPU, driver and version.

@@ -31,7 +31,10 @@ def Tile_SpecAttr : Tile_Attr<"Spec", "spec"> {
     mask = "causal", gqa_group = 1, lse = true, align = 8>`: every fact the
     kernel is specialised on (the cache key's spec half). The feature fields
     (`bias = "alibi"`, `softcap = true`, `varlen = true`,
-    `key_lengths = true`) are optional and printed only when on.
+    `key_lengths = true`) are optional and printed only when on, as are
+    those of backward kernels: `direction = "backward"` (the backward's
+    kernels: preprocess, dK/dV/dQ, dQ conversion), `deterministic = true`,
+    `bias_grad = true`.
   }];
   let parameters = (ins
     StringRefParameter<"fp16 or bf16">:$dtype,
@@ -44,7 +47,10 @@ def Tile_SpecAttr : Tile_Attr<"Spec", "spec"> {
     StringRefParameter<"none, tensor or alibi", "\"none\"">:$bias,
     DefaultValuedParameter<"bool", "false">:$softcap,
     DefaultValuedParameter<"bool", "false">:$varlen,
-    DefaultValuedParameter<"bool", "false">:$key_lengths
+    DefaultValuedParameter<"bool", "false">:$key_lengths,
+    StringRefParameter<"forward or backward", "\"forward\"">:$direction,
+    DefaultValuedParameter<"bool", "false">:$deterministic,
+    DefaultValuedParameter<"bool", "false">:$bias_grad
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
