@@ -225,4 +225,49 @@ AccTile mmaSync(OpBuilder &b, Location loc, DType dtype, ArrayRef<Value> a,
   return d;
 }
 
+FragmentLanes fragmentLanes(Emitter &e, Value lane, Value row, Value chunk,
+                            int pitch, int bits) {
+  FragmentLanes f{Value(), Value(), bits};
+  if (bits > 0) {
+    // Every operand's lane row is lane % 8 plus a multiple of 8.
+    Value swz = rowSwizzleOf(e, e.rem(lane, 8), bits);
+    chunk = e.xorI(chunk, e.andI(swz, e.idx(1)));
+    if (bits > 1)
+      f.pairSwz =
+          e.mul(e.andI(swz, e.idx((1 << bits) - 2)), e.idx(kSmemChunkElems));
+  }
+  f.base =
+      e.add(e.mul(row, e.idx(pitch)), e.mul(chunk, e.idx(kSmemChunkElems)));
+  return f;
+}
+
+FragmentViews fragmentViews(Emitter &x, DType dtype, Value dynSmem,
+                            ArrayRef<int64_t> shape, int offsetBytes,
+                            const FragmentLanes &f, int cols, bool inLoop) {
+  FragmentViews fv;
+  fv.groupElems =
+      std::max((1 << f.bits) * kSmemChunkElems, kFragmentPairElems);
+  const int count = (std::min(fv.groupElems, cols) + kFragmentPairElems - 1) /
+                    kFragmentPairElems;
+  Value pairSwz = f.pairSwz && inLoop ? x.opaque(f.pairSwz) : f.pairSwz;
+  Type elemTy = dtype == DType::BF16 ? Type(x.b.getBF16Type())
+                                     : Type(x.b.getF16Type());
+  auto type = MemRefType::get(
+      shape, elemTy, AffineMap(),
+      cast<MemRefType>(dynSmem.getType()).getMemorySpace());
+  for (int j = 0; j < count; ++j) {
+    Value laneElems = f.base;
+    if (pairSwz) // (lo ^ (s & ~1)) * 8, lo = 2j
+      laneElems =
+          x.add(laneElems, x.xorI(pairSwz, x.idx(j * kFragmentPairElems)));
+    Value start = x.add(x.idx(offsetBytes),
+                        x.mul(laneElems, x.idx(elementBytes(dtype))));
+    if (inLoop)
+      start = x.opaque(start);
+    fv.views.push_back(memref::ViewOp::create(x.b, x.loc, type, dynSmem,
+                                              start, ValueRange{}));
+  }
+  return fv;
+}
+
 } // namespace flashjit

@@ -65,6 +65,48 @@ Registers ldmatrix(Emitter &x, DType dtype, Value view, ValueRange indices,
 AccTile mmaSync(OpBuilder &b, Location loc, DType dtype, ArrayRef<Value> a,
                 ArrayRef<Value> bRegs, const AccTile &c);
 
+// ---- ldmatrix addressing of swizzled tiles ----------------------------------
+// ldmatrix: lane i gives the address of row i % 8 of matrix i / 8, at chunk
+// c (0 or 1) of its fragment's 32-byte pair of 16-byte chunks. A fragment
+// starting at chunk 2p has this lane's chunk (2p + c) ^ s, s =
+// rowSwizzle(row) < 2^bits, which is 2p - lo + ((lo ^ (s & ~1)) + (c ^ (s &
+// 1))) for lo = 2p mod 2^bits. So an operand's fragments are read through
+// one view per lo (at most 4), each starting at this lane's offset for that
+// lo and indexed by constants only; row offsets are multiples of 8 rows,
+// which keep s.
+
+/// Elements of a fragment's pair of 16-byte chunks.
+inline constexpr int kFragmentPairElems = 16;
+
+/// One operand's lane addressing (fragmentLanes).
+struct FragmentLanes {
+  Value base;    ///< elements: row * pitch + (c ^ (s & 1)) * 8
+  Value pairSwz; ///< elements: (s & ~1) * 8; null below 2 swizzle bits
+  int bits = 0;
+};
+/// The lane addressing of an operand whose lane row is `row` (lane % 8 plus
+/// a multiple of 8) and chunk `chunk` (0 or 1), in rows of `pitch` elements
+/// swizzled by `bits`.
+FragmentLanes fragmentLanes(Emitter &e, Value lane, Value row, Value chunk,
+                            int pitch, int bits);
+
+/// The views of one operand (fragmentViews).
+struct FragmentViews {
+  SmallVector<Value> views; ///< view j: fragments with lo = 2j
+  int groupElems = 0;       ///< elements of a swizzle group (at least a pair)
+  /// The view and the constant column of a fragment starting at `col`.
+  std::pair<Value, int64_t> at(int col) const {
+    const int loElems = col % groupElems;
+    return {views[loElems / kFragmentPairElems], col - loElems};
+  }
+};
+/// The views (of `shape`, in `dtype`) of one operand whose fragments start
+/// at element columns below `cols`, in the dynamic shared memory `dynSmem`
+/// from `offsetBytes`. `inLoop`: the starts are opaque (Emitter::opaque).
+FragmentViews fragmentViews(Emitter &x, DType dtype, Value dynSmem,
+                            ArrayRef<int64_t> shape, int offsetBytes,
+                            const FragmentLanes &f, int cols, bool inLoop);
+
 } // namespace flashjit
 
 #endif // FLASHJIT_KERNELS_COMMON_SM80OPS_H

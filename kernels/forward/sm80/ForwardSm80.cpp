@@ -185,32 +185,9 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
     return flashjit::ldmatrix(x, spec.dtype, view, indices, transpose, tiles);
   };
   fk.warpRow0 = e.mul(warp, e.idx(L.rowsPerWarp));
-  // ldmatrix: lane i gives the address of row i % 8 of matrix i / 8, at
-  // chunk c (0 or 1) of its fragment's 32-byte pair of 16-byte chunks. A
-  // fragment starting at chunk 2p has this lane's chunk (2p + c) ^ s, s =
-  // rowSwizzle(row) < 2^bits, which is 2p - lo + ((lo ^ (s & ~1)) + (c ^
-  // (s & 1))) for lo = 2p mod 2^bits. So an operand's fragments are read
-  // through one view per lo (at most 4), each starting at this lane's offset
-  // for that lo and indexed by constants only; row offsets are multiples of
-  // 8 rows, which keep s.
-  struct FragmentLanes {
-    Value base;    // elements: row * pitch + (c ^ (s & 1)) * 8
-    Value pairSwz; // elements: (s & ~1) * 8; null below 2 swizzle bits
-    int bits;
-  };
+  // The operands' lane addressing (Sm80Ops.h).
   auto fragmentLanes = [&](Value row, Value chunk, int pitch, int bits) {
-    FragmentLanes f{Value(), Value(), bits};
-    if (bits > 0) {
-      // Every operand's lane row is lane % 8 plus a multiple of 8.
-      Value swz = rowSwizzleOf(e, e.rem(lane, 8), bits);
-      chunk = e.xorI(chunk, e.andI(swz, e.idx(1)));
-      if (bits > 1)
-        f.pairSwz =
-            e.mul(e.andI(swz, e.idx((1 << bits) - 2)), e.idx(kSmemChunkElems));
-    }
-    f.base =
-        e.add(e.mul(row, e.idx(pitch)), e.mul(chunk, e.idx(kSmemChunkElems)));
-    return f;
+    return flashjit::fragmentLanes(e, lane, row, chunk, pitch, bits);
   };
   // Q (A operand): matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows
   // 0-7, k 8-15), (rows 8-15, k 8-15).
@@ -231,36 +208,10 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   // The views of one operand whose fragments start at element columns
   // below `cols`, in shared memory from `offsetBytes`. Inside the main loop
   // the starts are opaque (Emitter::opaque).
-  constexpr int kPairElems = 2 * kSmemChunkElems; // a fragment's chunk pair
-  struct FragmentViews {
-    SmallVector<Value> views; // view j: fragments with lo = 2j
-    int groupElems;           // elements of a swizzle group (at least a pair)
-    /// The view and the constant column of a fragment starting at `col`.
-    std::pair<Value, int64_t> at(int col) const {
-      const int loElems = col % groupElems;
-      return {views[loElems / kPairElems], col - loElems};
-    }
-  };
   auto fragmentViews = [&](Emitter &x, ArrayRef<int64_t> shape, int offsetBytes,
                            const FragmentLanes &f, int cols, bool inLoop) {
-    FragmentViews fv;
-    fv.groupElems = std::max((1 << f.bits) * kSmemChunkElems, kPairElems);
-    const int count =
-        (std::min(fv.groupElems, cols) + kPairElems - 1) / kPairElems;
-    Value pairSwz = f.pairSwz && inLoop ? x.opaque(f.pairSwz) : f.pairSwz;
-    auto type = MemRefType::get(shape, elemTy, AffineMap(), smemSpace);
-    for (int j = 0; j < count; ++j) {
-      Value laneElems = f.base;
-      if (pairSwz) // (lo ^ (s & ~1)) * 8, lo = 2j
-        laneElems = x.add(laneElems, x.xorI(pairSwz, x.idx(j * kPairElems)));
-      Value start = x.add(x.idx(offsetBytes),
-                          x.mul(laneElems, x.idx(elementBytes(spec.dtype))));
-      if (inLoop)
-        start = x.opaque(start);
-      fv.views.push_back(memref::ViewOp::create(x.b, x.loc, type, dynSmem,
-                                                start, ValueRange{}));
-    }
-    return fv;
+    return flashjit::fragmentViews(x, spec.dtype, dynSmem, shape, offsetBytes,
+                                   f, cols, inLoop);
   };
   auto qFragments = [&](Emitter &x, bool inLoop) {
     return fragmentViews(x, {cfg.blockM, L.pitchQK}, 0, qLanes,
