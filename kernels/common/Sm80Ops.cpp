@@ -243,7 +243,8 @@ FragmentLanes fragmentLanes(Emitter &e, Value lane, Value row, Value chunk,
 
 FragmentViews fragmentViews(Emitter &x, DType dtype, Value dynSmem,
                             ArrayRef<int64_t> shape, int offsetBytes,
-                            const FragmentLanes &f, int cols, bool inLoop) {
+                            const FragmentLanes &f, int cols, bool inLoop,
+                            Value colOffset) {
   FragmentViews fv;
   fv.groupElems =
       std::max((1 << f.bits) * kSmemChunkElems, kFragmentPairElems);
@@ -257,9 +258,19 @@ FragmentViews fragmentViews(Emitter &x, DType dtype, Value dynSmem,
       cast<MemRefType>(dynSmem.getType()).getMemorySpace());
   for (int j = 0; j < count; ++j) {
     Value laneElems = f.base;
-    if (pairSwz) // (lo ^ (s & ~1)) * 8, lo = 2j
+    if (colOffset) {
+      // colOffset + 16 j + (lo ^ (s & ~1)) * 8 - lo, lo = (colOffset + 16 j)
+      // mod the group; at() subtracts the 16 j.
+      laneElems = x.add(laneElems, x.add(colOffset, x.idx(j * kFragmentPairElems)));
+      if (pairSwz) {
+        Value lo = x.andI(x.add(colOffset, x.idx(j * kFragmentPairElems)),
+                          x.idx(fv.groupElems - 1));
+        laneElems = x.add(laneElems, x.sub(x.xorI(pairSwz, lo), lo));
+      }
+    } else if (pairSwz) { // (lo ^ (s & ~1)) * 8, lo = 2j
       laneElems =
           x.add(laneElems, x.xorI(pairSwz, x.idx(j * kFragmentPairElems)));
+    }
     Value start = x.add(x.idx(offsetBytes),
                         x.mul(laneElems, x.idx(elementBytes(dtype))));
     if (inLoop)

@@ -103,9 +103,13 @@ struct FragmentViews {
 /// The views (of `shape`, in `dtype`) of one operand whose fragments start
 /// at element columns below `cols`, in the dynamic shared memory `dynSmem`
 /// from `offsetBytes`. `inLoop`: the starts are opaque (Emitter::opaque).
+/// `colOffset` (null: none), a run-time multiple of 16 elements, moves every
+/// fragment right (a warp's columns): view j's lo becomes (colOffset + 16 j)
+/// mod the swizzle group, folded into its start.
 FragmentViews fragmentViews(Emitter &x, DType dtype, Value dynSmem,
                             ArrayRef<int64_t> shape, int offsetBytes,
-                            const FragmentLanes &f, int cols, bool inLoop);
+                            const FragmentLanes &f, int cols, bool inLoop,
+                            Value colOffset = Value());
 
 } // namespace flashjit
 
