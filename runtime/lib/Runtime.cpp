@@ -422,10 +422,11 @@ std::string specKey(const AttentionSpec &spec) {
 /// The key of a compiled kernel, from its spec's key.
 std::string memoryKey(const std::string &specKey, const TileConfig &config) {
   const auto &[blockM, blockN, warps, stages, packGqa, quick, family, pingpong,
-                overlap] = config;
+                overlap, scalar] = config;
   const int32_t fields[] = {blockM, blockN,   warps,
                             stages, packGqa,  quick,
-                            static_cast<int32_t>(family), pingpong, overlap};
+                            static_cast<int32_t>(family), pingpong, overlap,
+                            scalar};
   return specKey + packed(fields);
 }
 

@@ -62,6 +62,7 @@ TileConfig configFrom(const json &j) {
   c.family = *parsed;
   c.pingpong = j.value("pingpong", false);
   c.overlap = j.value("overlap", false);
+  c.scalar = j.value("scalar", false);
   return c;
 }
 
@@ -109,7 +110,7 @@ TuneEntry entryFrom(const json &j) {
 } // namespace
 
 json toJson(const TileConfig &c) {
-  return {{"block_m", c.blockM},
+  json j = {{"block_m", c.blockM},
           {"block_n", c.blockN},
           {"warps", c.warps},
           {"stages", c.stages},
@@ -118,6 +119,9 @@ json toJson(const TileConfig &c) {
           {"family", std::string(toString(c.family))},
           {"pingpong", c.pingpong},
           {"overlap", c.overlap}};
+  if (c.scalar) // entries of other kernels predate the field
+    j["scalar"] = true;
+  return j;
 }
 
 ShapeBucket shapeBucket(const AttentionParams &p) {

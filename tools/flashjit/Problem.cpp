@@ -394,7 +394,8 @@ std::string configText(const TileConfig &c) {
          " warps=" + std::to_string(c.warps) +
           " stages=" + std::to_string(c.stages) + (c.packGqa ? " pack_gqa" : "") +
          (c.quick ? " quick" : "") + " family=" + std::string(toString(c.family)) +
-         (c.pingpong ? " pingpong" : "") + (c.overlap ? " overlap" : "");
+         (c.pingpong ? " pingpong" : "") + (c.overlap ? " overlap" : "") +
+         (c.scalar ? " scalar" : "");
 }
 
 Expected<DeviceProblem> uploadProblem(Runtime &rt, const ForwardProblem &shape,

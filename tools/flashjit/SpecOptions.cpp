@@ -1,5 +1,6 @@
 //===- SpecOptions.cpp - Kernel options shared by subcommands ---------------===//
 #include "SpecOptions.h"
+#include "flashjit/kernels/Backward.h"
 #include "flashjit/kernels/Forward.h"
 
 #include <CLI/CLI.hpp>
@@ -71,6 +72,10 @@ void SpecOptions::addTo(CLI::App &cmd, bool forCompile) {
   cmd.add_option("--overlap", overlap,
                  "sm90: issue the next tile's Q K^T before this tile's "
                  "softmax (on|off)");
+  cmd.add_option("--scalar", scalar,
+                 "Backward: the main kernel's products as float32 FMA loops "
+                 "(the first version, to check the mma.sync kernel against) "
+                 "or mma.sync (on|off; default: the arch's table)");
   cmd.add_flag("--deterministic", deterministic,
                "Backward: accumulate dQ without float atomics (the same "
                "bits on every run)");
@@ -177,6 +182,16 @@ Status SpecOptions::resolveTile(const AttentionSpec &spec, Arch a,
     // The quick form is the sm80 family's.
     config = quick ? defaultTileConfig(spec, a, Family::Sm80)
                    : defaultTileConfig(spec, a);
+  }
+  if (scalar) {
+    if (*scalar != "on" && *scalar != "off")
+      return Status::error("--scalar must be on or off, got '" + *scalar +
+                           "'");
+    if (spec.direction != Direction::Backward)
+      return Status::error("--scalar applies to the backward only "
+                           "(--direction backward, or run/bench --backward)");
+    // The chosen kernel's own default tiles, under the options below.
+    config = defaultBackwardConfigSm80(spec, a, *scalar == "on");
   }
   if (blockM)
     config.blockM = *blockM;

@@ -16,7 +16,7 @@ namespace flashjit::cli {
 /// The options that describe a kernel: --head-dim, --head-dim-v, --dtype,
 /// --mask, --bias, --softcap, --heads-q, --heads-kv, --no-lse, --align,
 /// --block-m, --block-n, --warps, --stages, --pack-gqa, --family,
-/// --pingpong, --overlap; for compile also
+/// --pingpong, --overlap, --scalar; for compile also
 /// --arch, --varlen and --key-lengths (run derives those from its data). Strings are parsed by resolve() so that every
 /// bad value gets one message naming the option and the accepted values.
 struct SpecOptions {
@@ -40,6 +40,7 @@ struct SpecOptions {
   bool quick = false;
   std::optional<std::string> family;            ///< sm80 or sm90
   std::optional<std::string> pingpong, overlap; ///< "on" or "off"
+  std::optional<std::string> scalar;            ///< "on" or "off"
   std::string arch = "sm_90a";
   /// forward, or backward (the backward's kernels: compile --direction,
   /// run/bench --backward).
@@ -58,7 +59,7 @@ struct SpecOptions {
   /// True when any tile option was given.
   bool hasTileOptions() const {
     return blockM || blockN || warps || stages || packGqa || quick || family ||
-           pingpong || overlap;
+           pingpong || overlap || scalar;
   }
   /// The explicit tile options over `defaults` (the arch's default), then
   /// validated for the spec and arch.

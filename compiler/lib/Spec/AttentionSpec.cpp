@@ -18,7 +18,8 @@ bool AttentionSpec::operator==(const AttentionSpec &o) const {
 bool TileConfig::operator==(const TileConfig &o) const {
   return blockM == o.blockM && blockN == o.blockN && warps == o.warps &&
          stages == o.stages && packGqa == o.packGqa && quick == o.quick &&
-         family == o.family && pingpong == o.pingpong && overlap == o.overlap;
+         family == o.family && pingpong == o.pingpong && overlap == o.overlap &&
+         scalar == o.scalar;
 }
 
 // ---- names -----------------------------------------------------------------
@@ -207,6 +208,9 @@ Status validate(const TileConfig &c, const AttentionSpec &spec, Arch arch) {
   auto family = familyOf(c.family);
   if (!family)
     return family.status();
+  if (c.scalar && spec.direction != Direction::Backward)
+    return Status::error("scalar (the backward's float32 FMA kernel) applies "
+                         "to backward specs only");
   if (spec.direction == Direction::Backward && !(*family)->buildsBackward())
     return Status::error("the " + std::string(toString(c.family)) +
                          " family builds no backward kernels (families "
@@ -248,6 +252,9 @@ std::string canonicalText(const TileConfig &c) {
      << ";pack_gqa=" << (c.packGqa ? 1 : 0) << ";quick=" << (c.quick ? 1 : 0)
      << ";family=" << toString(c.family) << ";pingpong=" << (c.pingpong ? 1 : 0)
      << ";overlap=" << (c.overlap ? 1 : 0);
+  // Texts (and so cache keys) of other kernels predate the field.
+  if (c.scalar)
+    os << ";scalar=1";
   return os.str();
 }
 
@@ -266,7 +273,7 @@ std::string kernelName(const AttentionSpec &s, const TileConfig &c, Arch arch) {
      << (s.keyLengths ? "_klen" : "") << (s.deterministic ? "_det" : "")
      << (s.biasGrad ? "_dbias" : "") << "_bm" << c.blockM << "_bn" << c.blockN
      << "_w" << c.warps << "_s" << c.stages << (c.packGqa ? "_pg" : "")
-     << (c.quick ? "_quick" : "");
+     << (c.quick ? "_quick" : "") << (c.scalar ? "_scalar" : "");
   // sm80 names carry no family tag (they predate families).
   if (c.family != Family::Sm80)
     os << "_f" << toString(c.family).substr(2) << (c.pingpong ? "_pp" : "")

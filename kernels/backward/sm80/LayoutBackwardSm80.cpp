@@ -3,25 +3,61 @@
 #include "flashjit/kernels/LayoutSm80.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace flashjit {
 namespace {
-int roundUp16(int bytes) { return (bytes + 15) / 16 * 16; }
+int roundUp(int v, int m) { return (v + m - 1) / m * m; }
 bool oneOf(int v, std::initializer_list<int> allowed) {
   return std::find(allowed.begin(), allowed.end(), v) != allowed.end();
 }
-} // namespace
 
-BackwardLayout backwardLayoutSm80(const AttentionSpec &spec,
-                                  const TileConfig &c) {
+/// Whether the mma.sync kernel is the default (defaultBackwardConfigSm80).
+/// The scalar kernel stays the default until the mma.sync kernel has
+/// passed the GPU tests (tests/gpu/test_backward_gpu.cpp runs both).
+constexpr bool kMmaByDefault = false;
+
+/// 32-bit registers per thread beside the accumulators: addresses, row
+/// bounds, LSE and D of the thread's rows, loop state.
+constexpr int kOverheadRegs = 48;
+
+/// The warp grid of a rows x cols product for `warps` warps: m16 tiles of
+/// rows and pairs of n8 tiles of columns per warp. Of the grids of the most
+/// warps that fit (all of them where the product allows; fewer, leaving the
+/// rest idle in it, where its padded head dim has an odd count of 16
+/// columns or is small), the one that reads the fewest fragments per MMA
+/// (rows / 16 A fragments and cols / 16 B fragments per k-step); on a tie
+/// more warps over the rows (FlashAttention-2's choices at d = 64 and 128).
+WarpGrid warpGrid(int warps, int rows, int cols) {
+  for (int active = warps; active >= 1; active /= 2) {
+    std::optional<WarpGrid> best;
+    int bestCost = 0;
+    for (int wm = 1; wm <= active; wm *= 2) {
+      const int wn = active / wm;
+      if (rows % (kMmaM * wm) != 0 || cols % (2 * kMmaN * wn) != 0)
+        continue;
+      const int cost = rows / wm / kMmaM + cols / wn / (2 * kMmaN);
+      if (!best || cost <= bestCost) {
+        best = WarpGrid{wm, wn, rows / wm, cols / wn};
+        bestCost = cost;
+      }
+    }
+    if (best)
+      return *best;
+  }
+  return WarpGrid{};
+}
+
+BackwardLayout scalarLayout(const AttentionSpec &spec, const TileConfig &c) {
   BackwardLayout l;
   l.threads = c.warps * kWarpSize;
   const int elem = elementBytes(spec.dtype);
   int at = 0;
   auto take = [&](int bytes) {
     const int offset = at;
-    at += roundUp16(bytes);
+    at += roundUp(bytes, 16);
     return offset;
   };
   l.kOffset = take(c.blockN * spec.headDimQK * elem);
@@ -38,9 +74,79 @@ BackwardLayout backwardLayoutSm80(const AttentionSpec &spec,
   return l;
 }
 
-TileConfig defaultBackwardConfigSm80(const AttentionSpec &spec, Arch) {
+BackwardLayout mmaLayout(const AttentionSpec &spec, const TileConfig &c) {
+  BackwardLayout l;
+  l.threads = c.warps * kWarpSize;
+  const int elem = elementBytes(spec.dtype);
+  l.paddedHeadDimQK = roundUp(spec.headDimQK, kMmaK);
+  l.paddedHeadDimV = roundUp(spec.headDimV, kMmaK);
+  l.swizzleBitsQK = swizzleBitsOfRow(l.paddedHeadDimQK / kSmemChunkElems);
+  l.swizzleBitsV = swizzleBitsOfRow(l.paddedHeadDimV / kSmemChunkElems);
+  l.pitchPdS = c.blockN + kSmemChunkElems;
+  l.qStageBytes = c.blockM * l.paddedHeadDimQK * elem;
+  l.dOStageBytes = c.blockM * l.paddedHeadDimV * elem;
+  int at = 0;
+  auto take = [&](int bytes) {
+    const int offset = at;
+    at += roundUp(bytes, 16);
+    return offset;
+  };
+  l.kOffset = take(c.blockN * l.paddedHeadDimQK * elem);
+  l.vOffset = take(c.blockN * l.paddedHeadDimV * elem);
+  l.qOffset = take(c.stages * l.qStageBytes);
+  l.dOOffset = take(c.stages * l.dOStageBytes);
+  l.pOffset = take(c.blockM * l.pitchPdS * elem);
+  l.dSOffset = take(c.blockM * l.pitchPdS * elem);
+  l.sharedMemBytes = at;
+  // Grids that do not fit stay empty (warpsM == 0): validate names them.
+  l.sdp = warpGrid(c.warps, c.blockM, c.blockN);
+  l.dv = warpGrid(c.warps, c.blockN, l.paddedHeadDimV);
+  l.dk = warpGrid(c.warps, c.blockN, l.paddedHeadDimQK);
+  l.dq = warpGrid(c.warps, c.blockM, l.paddedHeadDimQK);
+  auto perThread = [](const WarpGrid &g) { return g.rows * g.cols / kWarpSize; };
+  const int dkv = perThread(l.dv) + perThread(l.dk);
+  const int scores = perThread(l.sdp);
+  const int dq = perThread(l.dq);
+  l.estimatedRegisters =
+      dkv + std::max(scores * (spec.softcap ? 3 : 2), dq) + kOverheadRegs;
+  return l;
+}
+
+/// The mma.sync kernel's default: THE table, largest tiles first, the first
+/// that fits the arch's shared memory and the register estimate.
+/// FlashAttention-2's shapes (flash_bwd_launch_template.h): 8 warps, 128
+/// keys a CTA up to d=128 (64 query rows a step to d=64, 32 to d=128: at 64
+/// ptxas spills), 64 keys past it, Q and dO double-buffered where shared
+/// memory holds two copies (ptxas 13 assembles every entry of the table
+/// without a spill: tests/ptxas).
+TileConfig defaultMmaConfig(const AttentionSpec &spec, Arch arch) {
+  const int d = std::max(spec.headDimQK, spec.headDimV);
+  std::vector<TileConfig> preferred;
+  if (d <= 64)
+    preferred = {{64, 128, 8, 2}, {64, 64, 8, 2}, {64, 64, 8, 1}};
+  else if (d <= 128)
+    preferred = {{32, 128, 8, 2}, {32, 128, 8, 1}, {64, 64, 8, 1},
+                 {32, 64, 4, 1}};
+  else
+    preferred = {{64, 64, 8, 2}, {64, 64, 8, 1}, {64, 32, 8, 1},
+                 {32, 32, 4, 1}, {16, 32, 2, 1}};
+  for (TileConfig c : preferred) {
+    c.family = Family::Sm80;
+    const BackwardLayout l = mmaLayout(spec, c);
+    if (l.sharedMemBytes <= maxSharedMemoryPerBlock(arch) &&
+        l.estimatedRegisters <= kMaxRegistersPerThread)
+      return c;
+  }
+  TileConfig last = preferred.back();
+  last.family = Family::Sm80;
+  return last;
+}
+
+TileConfig defaultScalarConfig(const AttentionSpec &spec) {
   TileConfig c;
   c.family = Family::Sm80;
+  c.scalar = true;
+  // 16 keys above head dim 128, so that sm_86's 99 KB hold the tiles.
   c.blockM = 16;
   c.blockN = std::max(spec.headDimQK, spec.headDimV) > 128 ? 16 : 32;
   c.warps = 4;
@@ -48,31 +154,79 @@ TileConfig defaultBackwardConfigSm80(const AttentionSpec &spec, Arch) {
   return c;
 }
 
+std::string tileText(const TileConfig &c) {
+  return "block_m=" + std::to_string(c.blockM) +
+         " block_n=" + std::to_string(c.blockN) +
+         " warps=" + std::to_string(c.warps);
+}
+} // namespace
+
+BackwardLayout backwardLayoutSm80(const AttentionSpec &spec,
+                                  const TileConfig &c) {
+  return c.scalar ? scalarLayout(spec, c) : mmaLayout(spec, c);
+}
+
+TileConfig defaultBackwardConfigSm80(const AttentionSpec &spec, Arch arch,
+                                     std::optional<bool> scalar) {
+  return scalar.value_or(!kMmaByDefault) ? defaultScalarConfig(spec)
+                                         : defaultMmaConfig(spec, arch);
+}
+
 Status validateBackwardSm80(const TileConfig &c, const AttentionSpec &spec,
                             Arch arch) {
-  if (!oneOf(c.blockM, {16, 32, 64}))
-    return Status::error("backward block_m must be one of 16, 32, 64, got " +
+  const bool scalar = c.scalar;
+  auto tileOk = [&](int v) {
+    return scalar ? oneOf(v, {16, 32, 64}) : oneOf(v, {16, 32, 64, 128});
+  };
+  const char *tileChoices = scalar ? "16, 32, 64 (scalar kernel)"
+                                   : "16, 32, 64, 128";
+  if (!tileOk(c.blockM))
+    return Status::error("backward block_m must be one of " +
+                         std::string(tileChoices) + ", got " +
                          std::to_string(c.blockM));
-  if (!oneOf(c.blockN, {16, 32, 64}))
-    return Status::error("backward block_n must be one of 16, 32, 64, got " +
+  if (!tileOk(c.blockN))
+    return Status::error("backward block_n must be one of " +
+                         std::string(tileChoices) + ", got " +
                          std::to_string(c.blockN));
   if (!oneOf(c.warps, {1, 2, 4, 8}))
     return Status::error("backward warps must be one of 1, 2, 4, 8, got " +
                          std::to_string(c.warps));
-  if (c.stages != 1)
-    return Status::error("backward stages must be 1 (the tiles are not "
-                         "pipelined), got " +
+  if (scalar && c.stages != 1)
+    return Status::error("backward stages must be 1 for the scalar kernel "
+                         "(its tiles are not pipelined), got " +
+                         std::to_string(c.stages));
+  if (!scalar && !oneOf(c.stages, {1, 2}))
+    return Status::error("backward stages must be 1 or 2 (copies of Q and "
+                         "dO), got " +
                          std::to_string(c.stages));
   if (c.packGqa || c.quick || c.pingpong || c.overlap)
     return Status::error("the sm80 backward has no pack_gqa, quick, "
                          "pingpong or overlap form");
-  const int bytes = backwardLayoutSm80(spec, c).sharedMemBytes;
-  if (bytes > maxSharedMemoryPerBlock(arch))
+  const BackwardLayout l = backwardLayoutSm80(spec, c);
+  if (!scalar) {
+    // S and dP take every warp (each warp 16 rows and 16 keys at least);
+    // the other products may leave warps idle.
+    if (l.sdp.warps() != c.warps)
+      return Status::error(
+          "backward " + tileText(c) +
+          " cannot share S = Q K^T (block_m x block_n) among its warps: each "
+          "needs 16 rows and 16 keys (use fewer warps or a larger block_m "
+          "or block_n)");
+    if (l.estimatedRegisters > kMaxRegistersPerThread)
+      return Status::error(
+          "backward " + tileText(c) + " needs about " +
+          std::to_string(l.estimatedRegisters) +
+          " registers per thread for its accumulators; at most " +
+          std::to_string(kMaxRegistersPerThread) +
+          " (use more warps or a smaller block_n)");
+  }
+  if (l.sharedMemBytes > maxSharedMemoryPerBlock(arch))
     return Status::error(
-        "backward tiles need " + std::to_string(bytes) +
+        "backward tiles need " + std::to_string(l.sharedMemBytes) +
         " bytes of shared memory; " + std::string(toString(arch)) +
         " allows " + std::to_string(maxSharedMemoryPerBlock(arch)) +
-        " (use a smaller block_m or block_n)");
+        " (use a smaller block_m or block_n" +
+        (scalar ? "" : ", or stages 1") + ")");
   return Status::ok();
 }
 

@@ -118,6 +118,10 @@ struct TileConfig {
   /// sm90: each consumer warpgroup issues the next tile's Q K^T before the
   /// softmax of the current one (two score tiles live).
   bool overlap = false;
+  /// sm80 backward: the main kernel's products as float32 FMA loops over
+  /// shared memory (its first version, kept to check the mma.sync kernel
+  /// against) instead of mma.sync. Backward specs only.
+  bool scalar = false;
 
   bool operator==(const TileConfig &o) const;
   bool operator!=(const TileConfig &o) const { return !(*this == o); }

@@ -123,7 +123,8 @@ LogicalResult
 TileConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                        int64_t blockM, int64_t blockN, int64_t warps,
                        int64_t stages, bool packGqa, bool quick,
-                       StringRef family, bool pingpong, bool overlap) {
+                       StringRef family, bool pingpong, bool overlap,
+                       bool scalar) {
   // The rest (ranges, shared memory) needs the spec and arch: the op checks.
   for (auto [name, value] :
        {std::pair{"block_m", blockM}, std::pair{"block_n", blockN},
@@ -169,7 +170,7 @@ TileConfigAttr toAttr(MLIRContext *ctx, const TileConfig &c) {
   return TileConfigAttr::get(ctx, c.blockM, c.blockN, c.warps, c.stages,
                              c.packGqa, c.quick,
                              StringRef(family.data(), family.size()),
-                             c.pingpong, c.overlap);
+                             c.pingpong, c.overlap, c.scalar);
 }
 TileConfig fromAttr(TileConfigAttr a) {
   TileConfig c;
@@ -182,6 +183,7 @@ TileConfig fromAttr(TileConfigAttr a) {
   c.family = parseFamily(a.getFamily().str()).value_or(Family::Sm80);
   c.pingpong = a.getPingpong();
   c.overlap = a.getOverlap();
+  c.scalar = a.getScalar();
   return c;
 }
 } // namespace flashjit::tile

@@ -29,6 +29,7 @@
 #include "flashjit/kernels/Forward.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace flashjit {
@@ -68,26 +69,69 @@ inline std::string backwardConvertEntry(const std::string &name) {
 inline constexpr int kBackwardAuxThreads = 128;
 inline constexpr int kBackwardAuxRows = 64;
 
-/// Where the sm80 backward main kernel keeps its tiles in shared memory
-/// (byte offsets, 16-byte aligned): K, V, Q and dO tiles in the input
-/// dtype (exactly head_dim columns: the kernel indexes them with run-time
-/// loops, no padding needed), the float32 dK and dV accumulators of its
-/// block_n keys, P and dS of one block_m x block_n step, and the step's
+/// How the warps of the mma.sync kernel share one product of R x C
+/// results: warpsM x warpsN warps, warp w taking the `rows` x `cols` block
+/// (w % warpsM, w / warpsM) (FlashAttention-2's TiledMMA atom layouts);
+/// warps from warpsM * warpsN on sit the product out. rows is a multiple
+/// of 16 (m16 tiles), cols of 16 (pairs of n8 tiles).
+struct WarpGrid {
+  int warpsM = 0, warpsN = 0;
+  int rows = 0, cols = 0;
+  int warps() const { return warpsM * warpsN; }
+};
+
+/// The sm80 backward main kernel's layout. Shared memory (byte offsets,
+/// 16-byte aligned) holds K and V of the CTA's block_n keys, Q and dO of one
+/// block_m step, and P and dS of the step.
+///
+/// The scalar kernel (TileConfig::scalar) keeps exactly head_dim columns
+/// (it indexes them with run-time loops), one copy of Q and dO, P and dS in
+/// float32, the float32 dK and dV accumulators of its keys and the step's
 /// rows' LSE (log2 domain) and D.
+///
+/// The mma.sync kernel keeps K, V, Q and dO rows of the head dims padded
+/// to 16, swizzled (rowSwizzle, LayoutSm80.h), `stages` copies of Q and dO
+/// (the next step's load overlaps this one's products), and P and dS
+/// rounded to the input dtype in rows of block_n plus one 16-byte chunk
+/// (unswizzled, so that a warp's keys may start at any 16 columns: the
+/// transposed reads of dV += P^T dO and dK += dS^T Q). dK, dV and the
+/// step's S, dP and dQ live in registers.
 struct BackwardLayout {
   int threads = 0;
   int kOffset = 0, vOffset = 0, qOffset = 0, dOOffset = 0;
-  int dKOffset = 0, dVOffset = 0, pOffset = 0, dSOffset = 0;
-  int lseOffset = 0, dSumOffset = 0;
+  int pOffset = 0, dSOffset = 0;
   int sharedMemBytes = 0;
+  // ---- the scalar kernel
+  int dKOffset = 0, dVOffset = 0;
+  int lseOffset = 0, dSumOffset = 0;
+  // ---- the mma.sync kernel
+  int paddedHeadDimQK = 0, paddedHeadDimV = 0;
+  /// rowSwizzle bits of K and Q rows, of V and dO rows.
+  int swizzleBitsQK = 0, swizzleBitsV = 0;
+  /// Row pitch (elements) of P and dS.
+  int pitchPdS = 0;
+  /// Bytes of one stage of Q, of dO.
+  int qStageBytes = 0, dOStageBytes = 0;
+  /// S and dP (block_m x block_n; one grid, as dS = P (dP - D) pairs
+  /// them), dV (block_n x head_dim_v), dK (block_n x head_dim_qk), dQ
+  /// (block_m x head_dim_qk), padded dims.
+  WarpGrid sdp, dv, dk, dq;
+  /// Rough count of 32-bit registers per thread: accumulators (dK and dV,
+  /// then S and dP (and tanh under softcap) or dQ) plus addressing.
+  int estimatedRegisters = 0;
 };
 BackwardLayout backwardLayoutSm80(const AttentionSpec &spec,
                                   const TileConfig &config);
-/// block_m 16 query rows per step, block_n 32 keys per CTA (16 above head
-/// dim 128, so that sm_86's 99 KB hold the tiles), 4 warps.
-TileConfig defaultBackwardConfigSm80(const AttentionSpec &spec, Arch arch);
-/// block_m and block_n in {16, 32, 64}, warps in {1, 2, 4, 8}, no packed
-/// GQA or quick form, shared memory within the arch's limit.
+/// The sm80 backward's default per arch: THE one table of its tiles
+/// (LayoutBackwardSm80.cpp), of the scalar kernel or the mma.sync kernel
+/// (TileConfig::scalar); unset: of the kernel that runs by default.
+TileConfig defaultBackwardConfigSm80(const AttentionSpec &spec, Arch arch,
+                                     std::optional<bool> scalar = {});
+/// Scalar kernel: block_m and block_n in {16, 32, 64}, warps in {1, 2, 4,
+/// 8}, one stage. mma.sync kernel: block_m and block_n in {16, 32, 64,
+/// 128}, warps in {1, 2, 4, 8}, stages 1 or 2, S shared by every warp, the
+/// register estimate within 255. Both: no packed GQA or quick form, shared
+/// memory within the arch's limit.
 Status validateBackwardSm80(const TileConfig &config, const AttentionSpec &spec,
                             Arch arch);
 /// The dQ partial sums (gridDim.x of the main kernel) of deterministic mode

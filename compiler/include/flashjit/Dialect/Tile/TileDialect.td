@@ -66,6 +66,8 @@ def Tile_TileConfigAttr : Tile_Attr<"TileConfig", "tile"> {
     `quick = true` builds the quick-to-compile form (TileConfig::quick).
     `family = "sm90"` builds the kernel with the Hopper family (default
     "sm80"), whose knobs `pingpong` and `overlap` are printed when on.
+    `scalar = true` (backward) builds the sm80 backward's main kernel with
+    float32 FMA loops instead of mma.sync (TileConfig::scalar).
   }];
   let parameters = (ins "int64_t":$block_m, "int64_t":$block_n,
                         "int64_t":$warps, "int64_t":$stages,
@@ -73,7 +75,8 @@ def Tile_TileConfigAttr : Tile_Attr<"TileConfig", "tile"> {
                         DefaultValuedParameter<"bool", "false">:$quick,
                         StringRefParameter<"sm80 or sm90", "\"sm80\"">:$family,
                         DefaultValuedParameter<"bool", "false">:$pingpong,
-                        DefaultValuedParameter<"bool", "false">:$overlap);
+                        DefaultValuedParameter<"bool", "false">:$overlap,
+                        DefaultValuedParameter<"bool", "false">:$scalar);
   let genVerifyDecl = 1;
   let assemblyFormat = "`<` struct(params) `>`";
 }
