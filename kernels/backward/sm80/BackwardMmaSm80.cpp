@@ -350,6 +350,9 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                   }
                 return vals;
               };
+              // S, dP, P and dS on the warps of their grid (all but where
+              // block_m x block_n has fewer 16 x 16 blocks than warps).
+              s.ifThen(inGrid(s, warp, L.sdp, cfg.warps), [&] {
               if (spec.bias == BiasMode::Alibi) {
                 Value slope = memref::LoadOp::create(
                     s.b, s.loc, fk.alibiSlopes,
@@ -464,6 +467,7 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                     }
                   }
                 }
+              });
               barrier(s); // P and dS are whole
 
               // ---- dV += P^T dO, dK += dS^T Q
@@ -540,17 +544,25 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                         Value sum = dQAcc[mt][nt][2 * half + el];
                         Value inCols =
                             dqk == pdqk ? Value() : s.lt(col, s.idx(dqk));
-                        s.ifThen(inCols, [&] {
-                          Value at = s.add(rowAt, col);
-                          if (spec.deterministic) {
+                        if (spec.deterministic) {
+                          s.ifThen(inCols, [&] {
+                            Value at = s.add(rowAt, col);
                             k.store(s, s.fadd(k.loadF32(s, a.ws, at), sum),
                                     a.ws, at);
-                          } else {
-                            memref::AtomicRMWOp::create(
-                                s.b, s.loc, arith::AtomicRMWKind::addf, sum,
-                                a.ws, ValueRange{at});
-                          }
-                        });
+                          });
+                          continue;
+                        }
+                        // A padding column (its sum is 0) adds 0 to the
+                        // row's first element: no branch per element
+                        // (branches spilled at d = 176..240).
+                        Value at = s.add(rowAt, col);
+                        if (inCols) {
+                          at = s.select(inCols, at, rowAt);
+                          sum = s.select(inCols, sum, s.f32(0));
+                        }
+                        memref::AtomicRMWOp::create(
+                            s.b, s.loc, arith::AtomicRMWKind::addf, sum,
+                            a.ws, ValueRange{at});
                       }
                   });
                 }

@@ -19,6 +19,12 @@ bool oneOf(int v, std::initializer_list<int> allowed) {
 /// passed the GPU tests (tests/gpu/test_backward_gpu.cpp runs both).
 constexpr bool kMmaByDefault = false;
 
+/// Head dims are padded (in shared memory) to pairs of 16 columns, so that
+/// two warps can split dK, dV and dQ over them: with an odd count of 16
+/// columns only one warp per 16 rows took a product (padding costs less),
+/// and its accumulators spilled past d=128.
+constexpr int kBackwardHeadDimGranule = 2 * kMmaK;
+
 /// 32-bit registers per thread beside the accumulators: addresses, row
 /// bounds, LSE and D of the thread's rows, loop state.
 constexpr int kOverheadRegs = 48;
@@ -78,8 +84,8 @@ BackwardLayout mmaLayout(const AttentionSpec &spec, const TileConfig &c) {
   BackwardLayout l;
   l.threads = c.warps * kWarpSize;
   const int elem = elementBytes(spec.dtype);
-  l.paddedHeadDimQK = roundUp(spec.headDimQK, kMmaK);
-  l.paddedHeadDimV = roundUp(spec.headDimV, kMmaK);
+  l.paddedHeadDimQK = roundUp(spec.headDimQK, kBackwardHeadDimGranule);
+  l.paddedHeadDimV = roundUp(spec.headDimV, kBackwardHeadDimGranule);
   l.swizzleBitsQK = swizzleBitsOfRow(l.paddedHeadDimQK / kSmemChunkElems);
   l.swizzleBitsV = swizzleBitsOfRow(l.paddedHeadDimV / kSmemChunkElems);
   l.pitchPdS = c.blockN + kSmemChunkElems;
@@ -113,26 +119,38 @@ BackwardLayout mmaLayout(const AttentionSpec &spec, const TileConfig &c) {
 }
 
 /// The mma.sync kernel's default: THE table, largest tiles first, the first
-/// that fits the arch's shared memory and the register estimate.
-/// FlashAttention-2's shapes (flash_bwd_launch_template.h): 8 warps, 128
-/// keys a CTA up to d=128 (64 query rows a step to d=64, 32 to d=128: at 64
-/// ptxas spills), 64 keys past it, Q and dO double-buffered where shared
-/// memory holds two copies (ptxas 13 assembles every entry of the table
-/// without a spill: tests/ptxas).
+/// that fits the arch's shared memory and the register estimate. 8 warps
+/// as FlashAttention-2 (flash_bwd_launch_template.h); 128 keys a CTA to
+/// d=64, 64 to d=192 (at d=128, 64 x 128 tiles spill 88 bytes, 32 x 128
+/// tiles 12 on sm_90a), 32 past it (64 spill on sm_90a); Q and dO
+/// double-buffered where shared memory holds two copies. ptxas 13
+/// assembles every entry without a spill (tests/ptxas).
 TileConfig defaultMmaConfig(const AttentionSpec &spec, Arch arch) {
   const int d = std::max(spec.headDimQK, spec.headDimV);
+  // Per-score work (softcap's tanh kept for dS, bias loads, dBias stores)
+  // keeps more values live next to S and dP: smaller tiles past d=64.
+  const bool heavy = spec.softcap || spec.bias != BiasMode::None;
   std::vector<TileConfig> preferred;
   if (d <= 64)
-    preferred = {{64, 128, 8, 2}, {64, 64, 8, 2}, {64, 64, 8, 1}};
-  else if (d <= 128)
-    preferred = {{32, 128, 8, 2}, {32, 128, 8, 1}, {64, 64, 8, 1},
-                 {32, 64, 4, 1}};
-  else
-    preferred = {{64, 64, 8, 2}, {64, 64, 8, 1}, {64, 32, 8, 1},
-                 {32, 32, 4, 1}, {16, 32, 2, 1}};
+    preferred = {{64, heavy ? 64 : 128, 8, 2}, {64, 64, 8, 1}};
+  else if (d <= 128 || (d <= 192 && !heavy))
+    preferred = {{64, 64, 8, 2}, {64, 64, 8, 1}, {64, 32, 8, 1}};
+  else if (d <= 192 || !heavy)
+    preferred = {{64, 32, 8, 1}};
+  // Where shared memory holds none of those (sm_86, sm_89: 99 KB), and
+  // past d=192 with per-score work: 32 x 32 tiles, which leave half the
+  // warps idle in S and dP (a warp's block is 16 x 16).
+  preferred.push_back({32, 32, 8, 1});
   for (TileConfig c : preferred) {
     c.family = Family::Sm80;
     const BackwardLayout l = mmaLayout(spec, c);
+    // A grid that leaves warps idle (an odd count of 16 columns) doubles
+    // the others' accumulators: one stage there (with two, ptxas spilled 4
+    // bytes on sm_90a at d = 100..112).
+    const bool idleWarps = l.dv.warps() < c.warps || l.dk.warps() < c.warps ||
+                           l.dq.warps() < c.warps;
+    if (c.stages > 1 && idleWarps)
+      continue;
     if (l.sharedMemBytes <= maxSharedMemoryPerBlock(arch) &&
         l.estimatedRegisters <= kMaxRegistersPerThread)
       return c;
@@ -204,14 +222,6 @@ Status validateBackwardSm80(const TileConfig &c, const AttentionSpec &spec,
                          "pingpong or overlap form");
   const BackwardLayout l = backwardLayoutSm80(spec, c);
   if (!scalar) {
-    // S and dP take every warp (each warp 16 rows and 16 keys at least);
-    // the other products may leave warps idle.
-    if (l.sdp.warps() != c.warps)
-      return Status::error(
-          "backward " + tileText(c) +
-          " cannot share S = Q K^T (block_m x block_n) among its warps: each "
-          "needs 16 rows and 16 keys (use fewer warps or a larger block_m "
-          "or block_n)");
     if (l.estimatedRegisters > kMaxRegistersPerThread)
       return Status::error(
           "backward " + tileText(c) + " needs about " +

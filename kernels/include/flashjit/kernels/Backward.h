@@ -90,7 +90,7 @@ struct WarpGrid {
 /// rows' LSE (log2 domain) and D.
 ///
 /// The mma.sync kernel keeps K, V, Q and dO rows of the head dims padded
-/// to 16, swizzled (rowSwizzle, LayoutSm80.h), `stages` copies of Q and dO
+/// to 32, swizzled (rowSwizzle, LayoutSm80.h), `stages` copies of Q and dO
 /// (the next step's load overlaps this one's products), and P and dS
 /// rounded to the input dtype in rows of block_n plus one 16-byte chunk
 /// (unswizzled, so that a warp's keys may start at any 16 columns: the
