@@ -242,6 +242,14 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
                                      backwardConvertEntry(art.kernelName)})
       EXPECT_NE(ptx.find(".entry " + entry + "("), std::string::npos)
           << "no .entry " << entry << " in the PTX";
+    // The mma.sync kernel multiplies on tensor cores, reading its operands
+    // with ldmatrix (.trans for P^T, dS^T, dO^T, Q^T and K^T); the scalar
+    // kernel has neither.
+    EXPECT_EQ(ptx.find("mma.sync.aligned.m16n8k16") != std::string::npos,
+              !config.scalar);
+    EXPECT_EQ(ptx.find("ldmatrix.sync.aligned.m8n8.x4.trans") !=
+                  std::string::npos,
+              !config.scalar);
     // Fast mode adds dQ atomically; deterministic mode has no atomics.
     const bool atomics =
         ptx.find("atom.global.add.f32") != std::string::npos ||
@@ -478,14 +486,43 @@ std::vector<BackwardCase> backwardCases() {
   add("d64_window_softcap_bias_varlen_klen_fp16_sm86", features, Arch::Sm86);
   features.biasGrad = true;
   add("d64_window_softcap_dbias_varlen_klen_fp16_sm80", features, Arch::Sm80);
+  // The mma.sync kernel's table on every shared-memory size, with and
+  // without per-score work, at head dims that pad to 32.
+  for (Arch arch : {Arch::Sm80, Arch::Sm86, Arch::Sm89, Arch::Sm90a})
+    for (int d : {72, 128, 144, 256}) {
+      AttentionSpec heavy;
+      heavy.headDimQK = heavy.headDimV = d;
+      heavy.mask = MaskMode::Causal;
+      heavy.softcap = true;
+      heavy.bias = BiasMode::Tensor;
+      heavy.biasGrad = true;
+      heavy.varlen = heavy.keyLengths = true;
+      const std::string tail = std::string("_") + std::string(toString(arch));
+      add("d" + std::to_string(d) + "_causal_softcap_dbias_varlen_klen" + tail,
+          heavy, arch);
+      AttentionSpec window;
+      window.headDimQK = window.headDimV = d;
+      window.mask = MaskMode::Window;
+      window.bias = BiasMode::Alibi;
+      window.gqaGroup = 2;
+      add("d" + std::to_string(d) + "_window_alibi_gqa2" + tail, window, arch);
+    }
   return out;
 }
 
 class PtxasBackward : public ::testing::TestWithParam<BackwardCase> {};
 
-TEST_P(PtxasBackward, AssemblesWithoutSpills) {
+// Both main kernels at their own default tiles, whichever is the default.
+TEST_P(PtxasBackward, ScalarKernelAssemblesWithoutSpills) {
   const BackwardCase &c = GetParam();
-  compileAndAssemble(c.spec, defaultTileConfig(c.spec, c.arch), c.arch);
+  compileAndAssemble(c.spec, defaultBackwardConfigSm80(c.spec, c.arch, true),
+                     c.arch);
+}
+
+TEST_P(PtxasBackward, MmaKernelAssemblesWithoutSpills) {
+  const BackwardCase &c = GetParam();
+  compileAndAssemble(c.spec, defaultBackwardConfigSm80(c.spec, c.arch, false),
+                     c.arch);
 }
 
 INSTANTIATE_TEST_SUITE_P(
