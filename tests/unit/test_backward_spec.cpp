@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <tuple>
 
 using namespace flashjit;
 
@@ -112,6 +113,122 @@ TEST(BackwardLayout, TilesAreDisjointAndAligned) {
   }
   EXPECT_EQ(l.vOffset - l.kOffset, (c.blockN * 100 * 2 + 15) / 16 * 16);
   EXPECT_EQ(l.dVOffset - l.dKOffset, c.blockN * 100 * 4);
+}
+
+TEST(BackwardConfig, BothKernelsHaveDefaultsThatFitEveryArch) {
+  for (bool scalar : {true, false})
+    for (Arch arch : {Arch::Sm80, Arch::Sm86, Arch::Sm89, Arch::Sm90a,
+                      Arch::Sm120})
+      for (int d : {1, 16, 33, 64, 72, 100, 128, 144, 160, 192, 200, 256})
+        for (bool heavy : {false, true}) {
+          AttentionSpec s = backwardSpec(d);
+          s.headDimV = d > 128 ? 128 : d;
+          s.softcap = heavy;
+          const TileConfig c = defaultBackwardConfigSm80(s, arch, scalar);
+          const std::string what = "d=" + std::to_string(d) + " " +
+                                   std::string(toString(arch)) +
+                                   (scalar ? " scalar" : " mma") +
+                                   (heavy ? " softcap" : "");
+          EXPECT_EQ(c.scalar, scalar) << what;
+          Status v = validate(c, s, arch);
+          EXPECT_TRUE(v.isOk()) << what << ": " << v.message();
+          const BackwardLayout l = backwardLayoutSm80(s, c);
+          EXPECT_LE(l.sharedMemBytes, maxSharedMemoryPerBlock(arch)) << what;
+          if (scalar)
+            continue;
+          // Every product's grid covers its tile with whole 16 x 16 blocks.
+          EXPECT_EQ(l.paddedHeadDimQK % 32, 0) << what;
+          EXPECT_GE(l.paddedHeadDimQK, d) << what;
+          for (auto [g, rows, cols] :
+               {std::tuple{l.sdp, c.blockM, c.blockN},
+                std::tuple{l.dv, c.blockN, l.paddedHeadDimV},
+                std::tuple{l.dk, c.blockN, l.paddedHeadDimQK},
+                std::tuple{l.dq, c.blockM, l.paddedHeadDimQK}}) {
+            EXPECT_EQ(g.warpsM * g.rows, rows) << what;
+            EXPECT_EQ(g.warpsN * g.cols, cols) << what;
+            EXPECT_EQ(g.rows % 16, 0) << what;
+            EXPECT_EQ(g.cols % 16, 0) << what;
+            EXPECT_LE(g.warps(), c.warps) << what;
+          }
+          EXPECT_LE(l.estimatedRegisters, 255) << what;
+        }
+}
+
+TEST(BackwardConfig, ScalarIsTheBackwardsKnob) {
+  AttentionSpec fwd;
+  TileConfig c = defaultTileConfig(fwd, Arch::Sm80);
+  c.scalar = true;
+  EXPECT_TRUE(contains(validate(c, fwd, Arch::Sm80).message(),
+                       "backward specs only"));
+  AttentionSpec bwd = backwardSpec(64);
+  const TileConfig mma = defaultBackwardConfigSm80(bwd, Arch::Sm80, false);
+  const TileConfig scalar = defaultBackwardConfigSm80(bwd, Arch::Sm80, true);
+  EXPECT_NE(kernelName(bwd, mma, Arch::Sm80), kernelName(bwd, scalar, Arch::Sm80));
+  EXPECT_TRUE(contains(kernelName(bwd, scalar, Arch::Sm80), "_scalar_"));
+  EXPECT_FALSE(contains(kernelName(bwd, mma, Arch::Sm80), "scalar"));
+  // Texts of other kernels (and so their cache keys) are unchanged.
+  EXPECT_TRUE(contains(canonicalText(scalar), ";scalar=1"));
+  EXPECT_FALSE(contains(canonicalText(mma), "scalar"));
+  // The scalar kernel's limits: no 128-row tiles, one stage.
+  TileConfig big = scalar;
+  big.blockN = 128;
+  EXPECT_TRUE(contains(validate(big, bwd, Arch::Sm80).message(), "block_n"));
+  TileConfig staged = scalar;
+  staged.stages = 2;
+  EXPECT_TRUE(contains(validate(staged, bwd, Arch::Sm80).message(),
+                       "stages must be 1"));
+  // The mma.sync kernel names registers it cannot hold.
+  TileConfig wide = mma;
+  wide.blockN = 128;
+  wide.warps = 1;
+  bwd.headDimQK = bwd.headDimV = 256;
+  EXPECT_TRUE(contains(validate(wide, bwd, Arch::Sm90a).message(),
+                       "registers"));
+}
+
+TEST(BackwardLayout, MmaTilesAreDisjointAndAligned) {
+  AttentionSpec s = backwardSpec(100);
+  s.headDimV = 72;
+  TileConfig c = defaultBackwardConfigSm80(s, Arch::Sm80, false);
+  c.stages = 2;
+  const BackwardLayout l = backwardLayoutSm80(s, c);
+  const int offsets[] = {l.kOffset, l.vOffset,  l.qOffset,
+                         l.dOOffset, l.pOffset, l.dSOffset,
+                         l.sharedMemBytes};
+  for (int i = 0; i + 1 < int(std::size(offsets)); ++i) {
+    EXPECT_EQ(offsets[i] % 16, 0);
+    EXPECT_LT(offsets[i], offsets[i + 1]);
+  }
+  // Rows of the head dims padded to 32; two stages of Q and dO; P and dS
+  // rows one 16-byte chunk longer than block_n.
+  EXPECT_EQ(l.paddedHeadDimQK, 128);
+  EXPECT_EQ(l.paddedHeadDimV, 96);
+  EXPECT_EQ(l.vOffset - l.kOffset, c.blockN * 128 * 2);
+  EXPECT_EQ(l.dOOffset - l.qOffset, 2 * c.blockM * 128 * 2);
+  EXPECT_EQ(l.pitchPdS, c.blockN + 8);
+  EXPECT_EQ(l.swizzleBitsQK, 3);
+  EXPECT_EQ(l.swizzleBitsV, 2);
+}
+
+TEST(BackwardCompile, MmaKernelMultipliesOnTensorCores) {
+  for (bool deterministic : {false, true}) {
+    AttentionSpec s = backwardSpec(80);
+    s.mask = MaskMode::Causal;
+    s.gqaGroup = 2;
+    s.deterministic = deterministic;
+    const TileConfig c = defaultBackwardConfigSm80(s, Arch::Sm80, false);
+    auto art = compile(s, c, Arch::Sm80);
+    ASSERT_TRUE(art) << art.message();
+    EXPECT_TRUE(contains(art->ptx, "mma.sync.aligned.m16n8k16.row.col.f32.bf16"));
+    EXPECT_TRUE(contains(art->ptx, "ldmatrix.sync.aligned.m8n8.x4.trans"));
+    EXPECT_TRUE(contains(art->ptx, "cp.async"));
+    EXPECT_EQ(art->launch.threadsPerBlock, c.warps * 32);
+    EXPECT_EQ(art->launch.sharedMemBytes,
+              backwardLayoutSm80(s, c).sharedMemBytes);
+    EXPECT_EQ(contains(art->ptx, "atom.global.add.f32") ||
+                  contains(art->ptx, "red.global.add.f32"),
+              !deterministic);
+  }
 }
 
 TEST(BackwardCompile, ModuleHasThreeEntries) {
