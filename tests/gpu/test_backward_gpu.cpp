@@ -6,11 +6,13 @@
 // softcap, ALiBi and key lengths. Every run: the forward for O and LSE,
 // then the backward on a random dO with poisoned gradients; dQ, dK, dV each
 // within 2x of the float32 yardstick's error against float64, every element
-// written. Deterministic mode: the same bits over 5 runs.
+// written. Deterministic mode: the same bits over 5 runs. Every case runs
+// both main kernels (TileConfig::scalar), each at its own default tiles.
 //
 //===----------------------------------------------------------------------===//
 #include "GpuTestSupport.h"
 
+#include "flashjit/kernels/Backward.h"
 #include "flashjit/kernels/ReferenceBackward.h"
 
 #include <cstring>
@@ -30,17 +32,22 @@ struct Gradients16 {
 /// random dO from `seed`: `repeats` launches, each after poisoning the
 /// gradients; `out` holds the last one's, `differing` counts the elements
 /// in which a later run's differ from the first's.
+/// The main kernel under test: the scalar or the mma.sync one (at its own
+/// default tiles), or the default when unset.
 Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
                    int repeats, Gradients16 &out, size_t &differing,
-                   bool biasGrad = false) {
+                   bool biasGrad = false,
+                   std::optional<bool> scalar = std::nullopt) {
   Runtime &rt = runtime();
   BackwardProblem p;
   static_cast<ForwardProblem &>(p) = run.problem;
   p.tile.reset();
   p.deterministic = deterministic;
+  p.biasGrad = biasGrad;
+  if (scalar)
+    p.tile = defaultBackwardConfigSm80(specFor(p), rt.arch(), *scalar);
   p.dOStrides = p.oStrides, p.dQStrides = p.qStrides;
   p.dKStrides = p.kStrides, p.dVStrides = p.vStrides;
-  p.biasGrad = biasGrad;
   p.dBiasStrides = {p.headsQ * p.seqlenQ * p.seqlenK, p.seqlenQ * p.seqlenK,
                     p.seqlenK};
   const size_t eb = elementBytes(p.dtype);
@@ -199,7 +206,9 @@ std::vector<BackwardCase> backwardCases() {
   return out;
 }
 
-class BackwardMatrix : public ::testing::TestWithParam<BackwardCase> {};
+/// A case and the main kernel: scalar (true) or mma.sync (false).
+using KernelCase = std::tuple<BackwardCase, bool>;
+class BackwardMatrix : public ::testing::TestWithParam<KernelCase> {};
 
 ForwardProblem problemOf(const BackwardCase &c) {
   ForwardProblem p;
@@ -228,12 +237,13 @@ ForwardProblem problemOf(const BackwardCase &c) {
 
 TEST_P(BackwardMatrix, MatchesTheFloat64Reference) {
   FLASHJIT_REQUIRE_GPU();
-  const BackwardCase &c = GetParam();
+  const auto &[c, scalar] = GetParam();
   ForwardRun run;
   ASSERT_TRUE(runForward(problemOf(c), 11, /*withLse=*/true, run).isOk());
   Gradients16 g;
   size_t differing = 0;
-  Status s = runBackward(run, c.deterministic, 11, 1, g, differing, c.biasGrad);
+  Status s = runBackward(run, c.deterministic, 11, 1, g, differing, c.biasGrad,
+                         scalar);
   ASSERT_TRUE(s.isOk()) << s.message();
   BackwardProblem bp;
   static_cast<ForwardProblem &>(bp) = run.problem;
@@ -250,13 +260,52 @@ TEST_P(BackwardMatrix, MatchesTheFloat64Reference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    Sm80, BackwardMatrix, ::testing::ValuesIn(backwardCases()),
-    [](const ::testing::TestParamInfo<BackwardCase> &info) {
-      return info.param.name;
+    Sm80, BackwardMatrix,
+    ::testing::Combine(::testing::ValuesIn(backwardCases()), ::testing::Bool()),
+    [](const ::testing::TestParamInfo<KernelCase> &info) {
+      return std::get<0>(info.param).name +
+             (std::get<1>(info.param) ? "_scalar" : "_mma");
     });
 
-TEST(BackwardDeterministic, SameBitsOverFiveRuns) {
+class BackwardLong : public ::testing::TestWithParam<bool> {};
+
+/// Both kernels, with a GQA group longer than a key tile and several
+/// query blocks per tile, so that key tiles visit many steps (two-stage
+/// loads across heads and blocks) and the atomics of many CTAs meet.
+TEST_P(BackwardLong, MatchesTheFloat64Reference) {
   FLASHJIT_REQUIRE_GPU();
+  BackwardCase c;
+  c.headDim = c.headDimV = 128;
+  c.batch = 1, c.headsQ = 4, c.headsKV = 2, c.seqlenQ = 333, c.seqlenK = 517;
+  c.mask = GetParam() ? MaskMode::Causal : MaskMode::None;
+  for (bool scalar : {true, false}) {
+    ForwardRun run;
+    ASSERT_TRUE(runForward(problemOf(c), 3, /*withLse=*/true, run).isOk());
+    Gradients16 g;
+    size_t differing = 0;
+    Status s = runBackward(run, false, 3, 1, g, differing, false, scalar);
+    ASSERT_TRUE(s.isOk()) << s.message();
+    BackwardProblem bp;
+    static_cast<ForwardProblem &>(bp) = run.problem;
+    bp.dOStrides = bp.oStrides, bp.dQStrides = bp.qStrides;
+    bp.dKStrides = bp.kStrides, bp.dVStrides = bp.vStrides;
+    const BackwardCheckResult r =
+        checkBackward(bp.params(), run.inputs(), g.dO.data(), g.dQ.data(),
+                      g.dK.data(), g.dV.data(), nullptr);
+    EXPECT_TRUE(r.pass) << (scalar ? "scalar: " : "mma: ") << r.summary();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Sm80, BackwardLong, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool> &info) {
+                           return info.param ? "causal" : "none";
+                         });
+
+class BackwardDeterministic : public ::testing::TestWithParam<bool> {};
+
+TEST_P(BackwardDeterministic, SameBitsOverFiveRuns) {
+  FLASHJIT_REQUIRE_GPU();
+  const bool scalar = GetParam();
   BackwardCase c;
   c.headsQ = 8, c.headsKV = 2, c.seqlenQ = 300, c.seqlenK = 700;
   c.mask = MaskMode::Causal, c.deterministic = true;
@@ -264,7 +313,8 @@ TEST(BackwardDeterministic, SameBitsOverFiveRuns) {
   ASSERT_TRUE(runForward(problemOf(c), 5, /*withLse=*/true, run).isOk());
   Gradients16 g;
   size_t differing = 0;
-  Status s = runBackward(run, /*deterministic=*/true, 5, 5, g, differing);
+  Status s = runBackward(run, /*deterministic=*/true, 5, 5, g, differing,
+                         /*biasGrad=*/false, scalar);
   ASSERT_TRUE(s.isOk()) << s.message();
   EXPECT_EQ(differing, 0u);
   BackwardProblem bp;
@@ -276,5 +326,10 @@ TEST(BackwardDeterministic, SameBitsOverFiveRuns) {
                     g.dK.data(), g.dV.data(), nullptr);
   EXPECT_TRUE(r.pass) << r.summary();
 }
+
+INSTANTIATE_TEST_SUITE_P(Sm80, BackwardDeterministic, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool> &info) {
+                           return info.param ? "scalar" : "mma";
+                         });
 
 } // namespace
