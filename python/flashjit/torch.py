@@ -16,8 +16,8 @@ traces forward and backward) and a CPU kernel in plain PyTorch math
 run without a GPU. Tensors are passed by address (zero-copy) after the
 checks of flashjit._problem, whose messages name the argument; the
 backward's workspace comes from PyTorch's allocator on the current stream.
-The LSE output is not differentiated (as in flash-attn), nor are the ALiBi
-slopes.
+The LSE output is not differentiated (as in flash-attn); ALiBi slopes that
+require grad are refused (their gradient is not computed).
 """
 
 from __future__ import annotations
@@ -312,8 +312,11 @@ def _options(q, dropout_p, softmax_scale, causal, window_size, softcap,
     return softmax_scale, bool(causal), left, right, float(softcap), bool(deterministic)
 
 
-def _needs_lse(return_lse, *tensors) -> bool:
+def _needs_lse(return_lse, alibi_slopes, *tensors) -> bool:
     """LSE is written when asked for, or kept for the backward."""
+    if alibi_slopes is not None and alibi_slopes.requires_grad and torch.is_grad_enabled():
+        raise ValueError("alibi_slopes: flashjit does not differentiate the ALiBi "
+                         "slopes; pass alibi_slopes.detach()")
     return bool(return_lse) or (
         torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     )
@@ -338,7 +341,7 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
     scale, causal, left, right, softcap, deterministic = _options(
         q, dropout_p, softmax_scale, causal, window_size, softcap,
         deterministic, return_attn_probs)
-    lse = _needs_lse(return_lse, q, k, v)
+    lse = _needs_lse(return_lse, alibi_slopes, q, k, v)
     out, lse_out = attention_forward(
         q, k, v, alibi_slopes, None, None, None, 0, 0, scale, causal, left,
         right, softcap, lse, deterministic)
@@ -363,7 +366,7 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
     scale, causal, left, right, softcap, deterministic = _options(
         q, dropout_p, softmax_scale, causal, window_size, softcap,
         deterministic, return_attn_probs)
-    lse = _needs_lse(return_lse, q, k, v)
+    lse = _needs_lse(return_lse, alibi_slopes, q, k, v)
     out, lse_out = attention_forward(
         q, k, v, alibi_slopes, cu_seqlens_q, cu_seqlens_k, seqused_k,
         int(max_seqlen_q), int(max_seqlen_k), scale, causal, left, right,

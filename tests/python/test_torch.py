@@ -185,6 +185,8 @@ def test_compile_varlen_forward_and_backward():
         (lambda q, k, v: flash_attn_func(q, k, v, return_attn_probs=True), "return_attn_probs"),
         (lambda q, k, v: flash_attn_func(q[0], k, v), "q: expected 4 dimensions"),
         (lambda q, k, v: flash_attn_func(q, k, v, alibi_slopes=torch.ones(3)), "alibi_slopes: expected float32 of shape (4,)"),
+        (lambda q, k, v: flash_attn_func(q, k, v, alibi_slopes=torch.ones(4, requires_grad=True)),
+         "alibi_slopes: flashjit does not differentiate the ALiBi slopes"),
     ],
 )
 def test_bad_arguments_are_named(call, message):
