@@ -138,17 +138,15 @@ void bindForwardArgs(nb::module_ &m) {
   bindPointer(cls, "o", &Args::o);
   bindPointer(cls, "lse", &Args::lse);
   bindPointer(cls, "alibi_slopes", &Args::alibi_slopes);
-  for (auto [name, field] :
-       {std::pair{"cu_seqlens_q", &Args::cu_seqlens_q},
-        std::pair{"cu_seqlens_k", &Args::cu_seqlens_k},
-        std::pair{"key_lengths", &Args::key_lengths}})
+  for (auto [name, field] : {std::pair{"cu_seqlens_q", &Args::cu_seqlens_q},
+                             std::pair{"cu_seqlens_k", &Args::cu_seqlens_k},
+                             std::pair{"key_lengths", &Args::key_lengths}})
     bindPointer(cls, name, field);
-  for (auto [name, field] :
-       {std::pair{"q_strides", &Args::q_strides},
-        std::pair{"k_strides", &Args::k_strides},
-        std::pair{"v_strides", &Args::v_strides},
-        std::pair{"o_strides", &Args::o_strides},
-        std::pair{"bias_strides", &Args::bias_strides}})
+  for (auto [name, field] : {std::pair{"q_strides", &Args::q_strides},
+                             std::pair{"k_strides", &Args::k_strides},
+                             std::pair{"v_strides", &Args::v_strides},
+                             std::pair{"o_strides", &Args::o_strides},
+                             std::pair{"bias_strides", &Args::bias_strides}})
     bindArray(cls, name, field);
   bindArray(cls, "lse_strides", &Args::lse_strides);
   cls.def_ro("struct_size", &Args::struct_size)
@@ -201,12 +199,11 @@ void bindBackwardArgs(nb::module_ &m) {
         std::pair{"dv", &Args::dv}, std::pair{"workspace", &Args::workspace},
         std::pair{"dbias", &Args::dbias}})
     bindPointer(cls, name, field);
-  for (auto [name, field] :
-       {std::pair{"dout_strides", &Args::dout_strides},
-        std::pair{"dq_strides", &Args::dq_strides},
-        std::pair{"dk_strides", &Args::dk_strides},
-        std::pair{"dv_strides", &Args::dv_strides},
-        std::pair{"dbias_strides", &Args::dbias_strides}})
+  for (auto [name, field] : {std::pair{"dout_strides", &Args::dout_strides},
+                             std::pair{"dq_strides", &Args::dq_strides},
+                             std::pair{"dk_strides", &Args::dk_strides},
+                             std::pair{"dv_strides", &Args::dv_strides},
+                             std::pair{"dbias_strides", &Args::dbias_strides}})
     bindArray(cls, name, field);
   cls.def_ro("struct_size", &Args::struct_size)
       .def_rw("deterministic", &Args::deterministic)

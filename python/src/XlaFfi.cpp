@@ -64,8 +64,7 @@ template <typename T> T *placeholder(int n) {
 }
 
 ffi::Error invalid(const Direction &dir, const std::string &message) {
-  return ffi::Error::InvalidArgument(std::string(dir.target) + ": " +
-                                     message);
+  return ffi::Error::InvalidArgument(std::string(dir.target) + ": " + message);
 }
 
 int64_t product(const Dims &d) {
@@ -133,12 +132,12 @@ ffi::Error argsFor(const Dims &q, const Dims &k, const Dims &v, int32_t dtype,
   for (auto [name, d] :
        {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}})
     if (call.varlen ? d->size() != 3 : d->size() < 4)
-      return invalid(dir, std::string(name) + " must have " +
-                              (call.varlen
-                                   ? "3 dimensions [total, heads, head_dim]"
-                                   : "4 or more dimensions [..., seqlen, "
-                                     "heads, head_dim]") +
-                              ", got " + str(*d));
+      return invalid(dir,
+                     std::string(name) + " must have " +
+                         (call.varlen ? "3 dimensions [total, heads, head_dim]"
+                                      : "4 or more dimensions [..., seqlen, "
+                                        "heads, head_dim]") +
+                         ", got " + str(*d));
   // Leading (batch) dimensions agree; k and v agree but in head_dim.
   const size_t lead = q.size() - 3;
   if (k.size() != q.size() || v.size() != q.size() ||
@@ -165,9 +164,9 @@ ffi::Error argsFor(const Dims &q, const Dims &k, const Dims &v, int32_t dtype,
     a.total_q = rowsQ;
     a.total_k = rowsK;
     // The sequences of the prefix sums (batch + 1 entries).
-    for (auto [name, out] : {std::pair{"max_seqlen_q", &a.seqlen_q},
-                             std::pair{"max_seqlen_k", &a.seqlen_k},
-                             std::pair{"batch", &a.batch}})
+    for (auto [name, out] :
+         {std::pair{"max_seqlen_q", &a.seqlen_q},
+          std::pair{"max_seqlen_k", &a.seqlen_k}, std::pair{"batch", &a.batch}})
       if (ffi::Error e = attr(dir, attrs, name, *out); e.failure())
         return e;
     a.trust_device_lengths = 1;
@@ -294,9 +293,10 @@ ffi::Error expect(const Direction &dir, const char *name,
                   ffi::DataType type) {
   if (dimsOf(b) == dims && b.element_type() == type)
     return ffi::Error::Success();
-  return invalid(dir, std::string(name) + " must be " + str(dims) + " of " +
-                          (type == ffi::DataType::F32 ? "float32" : "q's dtype") +
-                          ", got " + str(dimsOf(b)));
+  return invalid(dir,
+                 std::string(name) + " must be " + str(dims) + " of " +
+                     (type == ffi::DataType::F32 ? "float32" : "q's dtype") +
+                     ", got " + str(dimsOf(b)));
 }
 
 /// The buffers of one execution, checked, and the forward call's
@@ -336,8 +336,8 @@ ffi::Error readBuffers(const Call &call, const ffi::RemainingArgs &args,
     return invalid(dir, "q must be float16 or bfloat16");
   for (size_t i : {1, 2})
     if (in[i].element_type() != type)
-      return invalid(dir, std::string(i == 1 ? "k" : "v") +
-                              " must have q's dtype");
+      return invalid(dir,
+                     std::string(i == 1 ? "k" : "v") + " must have q's dtype");
   if (ffi::Error e =
           argsFor(dimsOf(in[0]), dimsOf(in[1]), dimsOf(in[2]),
                   type == ffi::DataType::F16 ? FLASHJIT_FP16 : FLASHJIT_BF16,
@@ -369,7 +369,10 @@ ffi::Error readBuffers(const Call &call, const ffi::RemainingArgs &args,
     if (ffi::Error e = expect(dir, "dout", in[5], oShape, type); e.failure())
       return e;
     for (size_t i = 0; i < 3; ++i)
-      if (ffi::Error e = expect(dir, i == 0 ? "dq" : i == 1 ? "dk" : "dv",
+      if (ffi::Error e = expect(dir,
+                                i == 0   ? "dq"
+                                : i == 1 ? "dk"
+                                         : "dv",
                                 buf.out[i], dimsOf(in[i]), type);
           e.failure())
         return e;
@@ -411,19 +414,29 @@ ffi::Error readBuffers(const Call &call, const ffi::RemainingArgs &args,
   return ffi::Error::Success();
 }
 
-ffi::Error executeForward(void *stream, int32_t device,
-                          ffi::RemainingArgs args, ffi::RemainingRets rets,
-                          ffi::Dictionary attrs) {
-  Call call;
-  Buffers buf;
-  if (ffi::Error e = readFlags(kForward, attrs, call); e.failure())
+/// What both executions begin with: the flags, the checked buffers and the
+/// device's runtime.
+ffi::Error begin(const Direction &dir, int32_t device,
+                 const ffi::RemainingArgs &args, const ffi::RemainingRets &rets,
+                 const ffi::Dictionary &attrs, Call &call, Buffers &buf,
+                 flashjit_runtime *&rt) {
+  if (ffi::Error e = readFlags(dir, attrs, call); e.failure())
     return e;
   if (ffi::Error e = readBuffers(call, args, rets, attrs, buf); e.failure())
     return e;
   flashjit_status s = FLASHJIT_SUCCESS;
-  flashjit_runtime *rt = runtimeFor(device, s);
-  if (!rt)
-    return status(s);
+  rt = runtimeFor(device, s);
+  return rt ? ffi::Error::Success() : status(s);
+}
+
+ffi::Error executeForward(void *stream, int32_t device, ffi::RemainingArgs args,
+                          ffi::RemainingRets rets, ffi::Dictionary attrs) {
+  Call call;
+  Buffers buf;
+  flashjit_runtime *rt = nullptr;
+  if (ffi::Error e = begin(kForward, device, args, rets, attrs, call, buf, rt);
+      e.failure())
+    return e;
   return status(flashjit_attention_forward(rt, &buf.a, stream));
 }
 
@@ -433,9 +446,9 @@ ffi::Error executeBackward(void *stream, int32_t device,
                            ffi::Dictionary attrs) {
   Call call;
   Buffers buf;
-  if (ffi::Error e = readFlags(kBackward, attrs, call); e.failure())
-    return e;
-  if (ffi::Error e = readBuffers(call, args, rets, attrs, buf); e.failure())
+  flashjit_runtime *rt = nullptr;
+  if (ffi::Error e = begin(kBackward, device, args, rets, attrs, call, buf, rt);
+      e.failure())
     return e;
   flashjit_backward_args b;
   backwardArgsFor(buf.a, call, b);
@@ -443,10 +456,6 @@ ffi::Error executeBackward(void *stream, int32_t device,
   b.dq = buf.out[0].untyped_data();
   b.dk = buf.out[1].untyped_data();
   b.dv = buf.out[2].untyped_data();
-  flashjit_status s = FLASHJIT_SUCCESS;
-  flashjit_runtime *rt = runtimeFor(device, s);
-  if (!rt)
-    return status(s);
   uint64_t bytes = 0;
   if (ffi::Error e = status(flashjit_backward_workspace_size(rt, &b, &bytes));
       e.failure())
@@ -494,8 +503,7 @@ nb::dict xlaFfiHandlers(const std::string &direction) {
   const bool backward = direction == "backward";
   if (!backward && direction != "forward")
     throw nb::value_error(
-        ("direction: expected 'forward' or 'backward', got '" + direction +
-         "'")
+        ("direction: expected 'forward' or 'backward', got '" + direction + "'")
             .c_str());
   nb::dict handlers;
   handlers["instantiate"] = nb::capsule(reinterpret_cast<void *>(
