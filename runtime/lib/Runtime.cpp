@@ -323,10 +323,22 @@ TuneKey Runtime::tuneKey(const ForwardProblem &p) const {
           impl_->driverVersion};
 }
 
+TuneKey Runtime::tuneKey(const BackwardProblem &p) const {
+  return {specFor(p), shapeBucket(p), impl_->info.name, impl_->flashjitVersion,
+          impl_->driverVersion};
+}
+
 std::optional<TuneEntry> Runtime::tunedEntry(const ForwardProblem &p) {
+  return tunedEntryFor(tuneKey(p));
+}
+
+std::optional<TuneEntry> Runtime::tunedEntry(const BackwardProblem &p) {
+  return tunedEntryFor(tuneKey(p));
+}
+
+std::optional<TuneEntry> Runtime::tunedEntryFor(const TuneKey &key) {
   if (!impl_->tuneDb)
     return std::nullopt;
-  const TuneKey key = tuneKey(p);
   auto entry = impl_->tuneDb->lookup(key);
   if (!entry)
     return std::nullopt;
@@ -643,6 +655,30 @@ ForwardKernelArgs kernelArgsOf(const ForwardProblem &p) {
 }
 } // namespace
 
+std::pair<TileConfig, ConfigSource>
+Runtime::chosenConfig(const AttentionSpec &spec, const std::string &specKey,
+                      const TuneKey &tuneKey, const Family *family) {
+  const std::string key = configKey(specKey, tuneKey.bucket);
+  std::unique_lock<std::mutex> lock(impl_->configsMutex);
+  if (auto it = impl_->configs.find(key); it != impl_->configs.end())
+    return it->second;
+  const uint64_t generation = impl_->configsGeneration;
+  lock.unlock(); // the first lookup reads the database file
+  auto tuned = tunedEntryFor(tuneKey);
+  // A family the caller forces is the family of every plan.
+  if (tuned && family && tuned->config.family != *family)
+    tuned.reset();
+  const std::pair<TileConfig, ConfigSource> chosen =
+      tuned ? std::pair{tuned->config, ConfigSource::Tuned}
+            : std::pair{family ? defaultTileConfig(spec, impl_->arch, *family)
+                               : defaultTileConfig(spec, impl_->arch),
+                        ConfigSource::Default};
+  lock.lock();
+  if (generation == impl_->configsGeneration)
+    impl_->configs.emplace(key, chosen);
+  return chosen;
+}
+
 Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
                                            bool fullKernel) {
   if (Status s = validate(p); !s)
@@ -655,29 +691,9 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
     plan.config = *p.tile;
     plan.source = ConfigSource::Explicit;
   } else {
-    const std::string key = configKey(packedSpec, shapeBucket(p));
-    std::unique_lock<std::mutex> lock(impl_->configsMutex);
-    auto it = impl_->configs.find(key);
-    if (it != impl_->configs.end()) {
-      std::tie(plan.config, plan.source) = it->second;
-    } else {
-      const uint64_t generation = impl_->configsGeneration;
-      lock.unlock(); // the first lookup reads the database file
-      auto tuned = tunedEntry(p);
-      // A family the caller forces is the family of every plan.
-      if (tuned && impl_->family && tuned->config.family != *impl_->family)
-        tuned.reset();
-      const TileConfig fallback =
-          impl_->family
-              ? defaultTileConfig(plan.spec, impl_->arch, *impl_->family)
-              : defaultTileConfig(plan.spec, impl_->arch);
-      std::tie(plan.config, plan.source) =
-          tuned ? std::pair{tuned->config, ConfigSource::Tuned}
-                : std::pair{fallback, ConfigSource::Default};
-      lock.lock();
-      if (generation == impl_->configsGeneration)
-        impl_->configs.emplace(key, std::pair{plan.config, plan.source});
-    }
+    std::tie(plan.config, plan.source) =
+        chosenConfig(plan.spec, packedSpec, tuneKey(p),
+                     impl_->family ? &*impl_->family : nullptr);
   }
   // Checks the spec too.
   if (Status s = flashjit::validate(plan.config, plan.spec, impl_->arch); !s)
@@ -783,10 +799,20 @@ Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
   BackwardPlan plan;
   ForwardPlan &m = plan.main;
   m.spec = specFor(p);
-  // No tuned backward configs yet; the forward's forced family may build
-  // no backward, so the choice is preferredFamily's.
-  m.config = p.tile ? *p.tile : defaultTileConfig(m.spec, impl_->arch);
-  m.source = p.tile ? ConfigSource::Explicit : ConfigSource::Default;
+  const std::string packedSpec = specKey(m.spec);
+  if (p.tile) {
+    m.config = *p.tile;
+    m.source = ConfigSource::Explicit;
+  } else {
+    // The forward's forced family may build no backward: then the choice
+    // is preferredFamily's.
+    const KernelFamily *forced =
+        impl_->family ? findFamily(*impl_->family) : nullptr;
+    const bool keepForced = forced && forced->buildsBackward();
+    std::tie(m.config, m.source) =
+        chosenConfig(m.spec, packedSpec, tuneKey(p),
+                     keepForced ? &*impl_->family : nullptr);
+  }
   if (Status s = flashjit::validate(m.config, m.spec, impl_->arch); !s)
     return s;
   const int64_t keyTiles =
@@ -804,8 +830,7 @@ Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
   plan.auxGrid[0] = static_cast<unsigned>(auxBlocks);
   plan.auxGrid[1] = static_cast<unsigned>(p.headsQ);
   plan.auxGrid[2] = static_cast<unsigned>(p.batch);
-  auto kernel = kernelFor(m.spec, m.config, specKey(m.spec),
-                          /*allowQuick=*/false);
+  auto kernel = kernelFor(m.spec, m.config, packedSpec, /*allowQuick=*/false);
   if (!kernel)
     return kernel.status();
   m.kernel = std::move(*kernel);

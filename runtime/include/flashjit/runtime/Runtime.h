@@ -266,11 +266,14 @@ public:
   Expected<size_t> backwardWorkspaceBytes(const BackwardProblem &problem);
 
   // ---- tuning -----------------------------------------------------------------
-  /// The tune database key of a problem on this GPU, driver and version.
+  /// The tune database key of a problem on this GPU, driver and version
+  /// (a backward problem's names its backward spec).
   TuneKey tuneKey(const ForwardProblem &problem) const;
+  TuneKey tuneKey(const BackwardProblem &problem) const;
   /// The tuned config the runtime would use for `problem`, if any (checked
   /// against the spec and arch: an entry that does not validate is ignored).
   std::optional<TuneEntry> tunedEntry(const ForwardProblem &problem);
+  std::optional<TuneEntry> tunedEntry(const BackwardProblem &problem);
   /// Stores an entry in the tune database; later plans in this Runtime use
   /// it. Returns the database's path.
   Expected<std::string> storeTuned(const TuneKey &key, const TuneEntry &entry);
@@ -309,6 +312,13 @@ private:
                                           const TileConfig &config,
                                           const std::string &specKey,
                                           bool allowQuick);
+  std::optional<TuneEntry> tunedEntryFor(const TuneKey &key);
+  /// The config of a plan that names none: the tuned one for `key`, else
+  /// the default of `family` (preferredFamily's when null); remembered per
+  /// spec and shape bucket.
+  std::pair<TileConfig, ConfigSource>
+  chosenConfig(const AttentionSpec &spec, const std::string &specKey,
+               const TuneKey &key, const Family *family);
 
   std::unique_ptr<Impl> impl_;
 };
