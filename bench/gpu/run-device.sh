@@ -79,6 +79,8 @@
 #                   --backward` at D=128 causal, then .device/peers_more.py bwd on the same
 #                   shapes [PEERS_TIMEOUT]
 #   backward        the four above, in that order
+#                   [BACKWARD_EXTRA: options added to every backward run, bench and
+#                    sanitizer line, e.g. "--scalar off" for the mma.sync main kernel]
 #   all             tests sanitize features autotune bench peers
 #
 # Modes may also be given comma-separated in one argument.
@@ -414,6 +416,7 @@ PY
     local args
     while IFS= read -r args; do
       [[ -z $args ]] && continue
+      args="$args ${BACKWARD_EXTRA:-}"
       echo "== flashjit run --backward $args --check" | tee -a "$out/backward-smoke.log"
       timeout 60 "$bin/flashjit" run --backward $args --repeats 3 --check 2>&1 | tail -8 |
         tee -a "$out/backward-smoke.log"
@@ -436,15 +439,17 @@ PY
     GTEST_FILTER='*Backward*' run_mode tests
     ;;
   backward-sanitize)
+    local x=${BACKWARD_EXTRA:-}
     TOOLS="memcheck racecheck synccheck" sanitize_runs "$out/backward-sanitizer.log" <<< "$(tr ';' '\n' <<< "\
---backward --head-dim 64 --seqlen 130 --mask causal --heads-q 4 --heads-kv 2;\
---backward --head-dim 192 --head-dim-v 128 --seqlen 70 --heads-q 2 --heads-kv 2 --deterministic;\
---backward --head-dim 80 --seqlens-q 50,0,17 --seqlens-k 40,5,90 --bias tensor --bias-grad --heads-q 2 --heads-kv 2")"
+--backward --head-dim 64 --seqlen 130 --mask causal --heads-q 4 --heads-kv 2 $x;\
+--backward --head-dim 192 --head-dim-v 128 --seqlen 70 --heads-q 2 --heads-kv 2 --deterministic $x;\
+--backward --head-dim 80 --seqlens-q 50,0,17 --seqlens-k 40,5,90 --bias tensor --bias-grad --heads-q 2 --heads-kv 2 $x")"
     ;;
   backward-bench)
     local d m
     for d in $(dims "${BACKWARD_DIMS:-64,96,100,128,192,256}"); do for m in $MASKS; do
-      echo "d=$d mask=$m | $(timeout 120 "$bin/flashjit" bench --backward $(shape $d $m) 2>&1 |
+      echo "d=$d mask=$m | $(timeout 120 "$bin/flashjit" bench --backward $(shape $d $m) \
+        ${BACKWARD_EXTRA:-} 2>&1 |
         tail -1)" | tee -a "$out/backward-bench.log"
     done; done
     FLASHJIT_CACHE_DIR=/tmp/fj/cache-tune timeout ${TUNE_TIMEOUT:-300} "$bin/flashjit" autotune \
