@@ -338,6 +338,7 @@ TEST(StandInBackward, PlansUseTheTunedBackwardConfig) {
   TileConfig tuned;
   tuned.family = Family::Sm80;
   tuned.blockM = 64, tuned.blockN = 16, tuned.warps = 8, tuned.stages = 1;
+  tuned.scalar = true; // the scalar main kernel, whose tiles are one stage
   TuneEntry entry;
   entry.config = tuned;
   entry.ms = 1.0;
@@ -351,7 +352,7 @@ TEST(StandInBackward, PlansUseTheTunedBackwardConfig) {
   ASSERT_TRUE(fwd) << fwd.message();
   EXPECT_EQ(fwd->source, ConfigSource::Default);
 
-  // stages 2: the backward's tiles are not pipelined.
+  // stages 2: the scalar kernel's tiles are not pipelined.
   TempDir other;
   auto fresh = makeRuntime(other.path().string());
   ASSERT_TRUE(fresh);

@@ -195,6 +195,12 @@ TEST(SearchSpace, PrunesWhatCannotFitWithTheReason) {
 // sm_86 (101376 bytes) every block_n 64 config needs more than 98304 + 8192
 // bytes; block_n 32 fits up to block_m 64 (98816 bytes). sm_90a keeps all.
 TEST(SearchSpace, BackwardKeepsExactlyWhatFits) {
+  // The default main kernel's tiles (the scalar kernel's, TileConfig::scalar).
+  auto scalarTiles = [](int blockM, int blockN, int warps, int stages) {
+    TileConfig c{blockM, blockN, warps, stages};
+    c.scalar = true;
+    return c;
+  };
   AttentionSpec spec = specWith(128, MaskMode::Causal);
   spec.direction = Direction::Backward;
   const SearchSpace sm86 = backwardSearchSpace(spec, Arch::Sm86);
@@ -202,7 +208,7 @@ TEST(SearchSpace, BackwardKeepsExactlyWhatFits) {
   EXPECT_EQ(prunedFor(sm86, PruneReason::SharedMemory), 9);
   EXPECT_EQ(sm86.prunedCount(), 9);
   ASSERT_EQ(sm86.candidates.size(), 18u);
-  EXPECT_EQ(sm86.candidates.front(), (TileConfig{16, 32, 4, 1}));
+  EXPECT_EQ(sm86.candidates.front(), scalarTiles(16, 32, 4, 1));
   for (const TileConfig &c : sm86.candidates) {
     EXPECT_NE(c.blockN, 64) << canonicalText(c);
     EXPECT_EQ(c.stages, 1) << canonicalText(c);
@@ -212,7 +218,7 @@ TEST(SearchSpace, BackwardKeepsExactlyWhatFits) {
   // d=256 on sm_90a: the default drops to block_n 16.
   spec.headDimQK = spec.headDimV = 256;
   EXPECT_EQ(backwardSearchSpace(spec, Arch::Sm90a).candidates.front(),
-            (TileConfig{16, 16, 4, 1}));
+            scalarTiles(16, 16, 4, 1));
   // A forward spec has no backward space.
   EXPECT_TRUE(backwardSearchSpace(specWith(128), Arch::Sm90a)
                   .candidates.empty());
