@@ -157,7 +157,13 @@ void bindForwardArgs(nb::module_ &m) {
       .def_rw("total_q", &Args::total_q)
       .def_rw("total_k", &Args::total_k)
       .def_rw("trust_device_lengths", &Args::trust_device_lengths)
-      .def_rw("full_kernel", &Args::full_kernel);
+      .def_rw("full_kernel", &Args::full_kernel)
+      .def_rw("num_pages", &Args::num_pages)
+      .def_rw("page_size", &Args::page_size)
+      .def_rw("max_pages_per_seq", &Args::max_pages_per_seq)
+      .def_rw("new_keys", &Args::new_keys)
+      .def_rw("num_splits", &Args::num_splits)
+      .def_rw("workspace_bytes", &Args::workspace_bytes);
 }
 } // namespace
 } // namespace flashjit::python

@@ -163,6 +163,23 @@ flashjit_status toProblem(const flashjit_forward_args &a,
   p.v = a.v;
   p.o = a.o;
   p.lse = a.lse;
+  // Decode: the block table's host copy comes with the sequence lengths.
+  if (a.block_table) {
+    flashjit::PagedKV pg;
+    pg.numPages = a.num_pages;
+    pg.pageSize = a.page_size;
+    pg.maxPagesPerSeq = a.max_pages_per_seq;
+    p.paged = std::move(pg);
+    p.deviceBlockTable = a.block_table;
+  }
+  p.newKeys = a.new_keys;
+  p.kNew = a.k_new;
+  p.vNew = a.v_new;
+  copyStrides(p.kNewStrides, a.k_new_strides);
+  copyStrides(p.vNewStrides, a.v_new_strides);
+  p.numSplits = a.num_splits;
+  p.workspace = a.workspace;
+  p.workspaceBytes = static_cast<size_t>(a.workspace_bytes);
   return FLASHJIT_SUCCESS;
 }
 
@@ -228,8 +245,19 @@ flashjit_status hostSequenceInfo(const LengthSource &from,
     p.varlen = std::move(seqs);
   }
   if (a.key_lengths)
-    return hostInts(from, a.key_lengths_host, a.key_lengths, batch,
-                    "key_lengths", p.keyLengths);
+    if (flashjit_status s = hostInts(from, a.key_lengths_host, a.key_lengths,
+                                     batch, "key_lengths", p.keyLengths);
+        s != FLASHJIT_SUCCESS)
+      return s;
+  if (p.paged) {
+    if (a.max_pages_per_seq < 1 || a.max_pages_per_seq > (int64_t(1) << 31))
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+                  "max_pages_per_seq must be in [1, 2^31), got " +
+                      std::to_string(a.max_pages_per_seq));
+    return hostInts(from, a.block_table_host, a.block_table,
+                    batch * a.max_pages_per_seq, "block_table",
+                    p.paged->blockTable);
+  }
   return FLASHJIT_SUCCESS;
 }
 
@@ -377,6 +405,28 @@ flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
       return s;
     if (flashjit::Status s = rt->runtime->launch(*p, stream); !s)
       return fail(FLASHJIT_ERROR_LAUNCH, s.message());
+    return FLASHJIT_SUCCESS;
+  });
+}
+
+flashjit_status flashjit_decode_workspace_bytes(
+    flashjit_runtime *rt, const flashjit_forward_args *args, uint64_t *bytes) {
+  return guarded([&] {
+    if (!bytes)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "bytes must not be NULL");
+    *bytes = 0;
+    if (!rt)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "rt must not be NULL");
+    flashjit::ForwardProblem problem;
+    if (flashjit_status s =
+            checkedProblem(args, LengthSource{nullptr, nullptr, true},
+                           rt->runtime->arch(), problem);
+        s != FLASHJIT_SUCCESS)
+      return s;
+    auto needed = rt->runtime->decodeWorkspaceBytes(problem);
+    if (!needed)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, needed.message());
+    *bytes = *needed;
     return FLASHJIT_SUCCESS;
   });
 }

@@ -150,12 +150,17 @@ int run(const RunOptions &o) {
   const std::string spills =
       k.localBytes ? " local=" + std::to_string(k.localBytes) + " B (spills)"
                    : "";
+  const std::string splits =
+      plan->numSplits > 1
+          ? " splits=" + std::to_string(plan->numSplits) + " (workspace " +
+                std::to_string(plan->workspaceBytes) + " B)"
+          : "";
   std::printf("config:  %s (%s) threads=%d smem=%d B grid=(%u,%u,%u) "
-              "registers=%d%s\n",
+              "registers=%d%s%s\n",
               configText(plan->config).c_str(),
               std::string(toString(plan->source)).c_str(), k.threadsPerBlock,
               k.sharedMemBytes, plan->grid[0], plan->grid[1], plan->grid[2],
-              k.registers, spills.c_str());
+              k.registers, spills.c_str(), splits.c_str());
 
   // ---- time -----------------------------------------------------------------
   // Poison before every run so that --check sees only what the last run
@@ -182,8 +187,10 @@ int run(const RunOptions &o) {
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2];
   const double flops = forwardFlops(p);
-  std::printf("time:    %.4f ms median of %d (min %.4f ms), %.1f TFLOP/s\n",
-              median, o.repeats, times.front(), flops / (median * 1e-3) / 1e12);
+  std::printf("time:    %.4f ms median of %d (min %.4f ms), %.1f TFLOP/s, "
+              "K+V %.1f GB/s\n",
+              median, o.repeats, times.front(), flops / (median * 1e-3) / 1e12,
+              kvBytes(p) / (median * 1e-3) / 1e9);
 
   if (!o.check)
     return 0;

@@ -12,7 +12,8 @@ bool AttentionSpec::operator==(const AttentionSpec &o) const {
          headDimV == o.headDimV && mask == o.mask && gqaGroup == o.gqaGroup &&
          writeLse == o.writeLse && globalAlignElems == o.globalAlignElems &&
          bias == o.bias && softcap == o.softcap && varlen == o.varlen &&
-         keyLengths == o.keyLengths;
+         keyLengths == o.keyLengths && pagedKV == o.pagedKV &&
+         splitKV == o.splitKV;
 }
 bool TileConfig::operator==(const TileConfig &o) const {
   return blockM == o.blockM && blockN == o.blockN && warps == o.warps &&
@@ -176,6 +177,9 @@ Status validate(const AttentionSpec &spec) {
       spec.globalAlignElems != 4 && spec.globalAlignElems != 8)
     return Status::error("align must be one of 1, 2, 4, 8 (elements), got " +
                          std::to_string(spec.globalAlignElems));
+  if (spec.pagedKV && !spec.keyLengths)
+    return Status::error("paged_kv needs key_lengths (a paged cache's keys "
+                         "are its per-sequence cache lengths)");
   return Status::ok();
 }
 
@@ -207,6 +211,11 @@ std::string canonicalText(const AttentionSpec &s) {
      << ";align=" << s.globalAlignElems << ";bias=" << toString(s.bias)
      << ";softcap=" << (s.softcap ? 1 : 0) << ";varlen=" << (s.varlen ? 1 : 0)
      << ";key_lengths=" << (s.keyLengths ? 1 : 0);
+  // Decode features appear only when on: older keys stay valid.
+  if (s.pagedKV)
+    os << ";paged_kv=1";
+  if (s.splitKV)
+    os << ";split_kv=1";
   return os.str();
 }
 
@@ -231,7 +240,8 @@ std::string kernelName(const AttentionSpec &s, const TileConfig &c, Arch arch) {
   if (s.bias != BiasMode::None)
     os << "_" << toString(s.bias);
   os << (s.softcap ? "_softcap" : "") << (s.varlen ? "_varlen" : "")
-     << (s.keyLengths ? "_klen" : "") << "_bm" << c.blockM << "_bn" << c.blockN
+     << (s.keyLengths ? "_klen" : "") << (s.pagedKV ? "_paged" : "")
+     << (s.splitKV ? "_split" : "") << "_bm" << c.blockM << "_bn" << c.blockN
      << "_w" << c.warps << "_s" << c.stages << (c.packGqa ? "_pg" : "")
      << (c.quick ? "_quick" : "");
   // sm80 names carry no family tag (they predate families).

@@ -22,7 +22,7 @@ export flash_attention, FlashJITError
 # Names, order and types are the C ones. No Julia runs in flashjit's CI:
 # tests/julia/check_layout.py compares every field's offset and size, and
 # every constant, with the header as a C compiler lays it out.
-const FLASHJIT_API_VERSION = 2
+const FLASHJIT_API_VERSION = 3
 
 const FLASHJIT_SUCCESS = Int32(0)
 const FLASHJIT_ERROR_INVALID_ARGUMENT = Int32(1)
@@ -86,6 +86,20 @@ mutable struct ForwardArgs
     key_lengths_host::Ptr{Int32}
     trust_device_lengths::Int32
     full_kernel::Int32
+    block_table::Ptr{Int32}
+    block_table_host::Ptr{Int32}
+    num_pages::Int64
+    page_size::Int64
+    max_pages_per_seq::Int64
+    k_new::Ptr{Cvoid}
+    v_new::Ptr{Cvoid}
+    new_keys::Int64
+    k_new_strides::NTuple{3,Int64}
+    v_new_strides::NTuple{3,Int64}
+    num_splits::Int32
+    reserved_decode::Int32
+    workspace::Ptr{Cvoid}
+    workspace_bytes::UInt64
     ForwardArgs() = new()
 end
 

@@ -38,7 +38,7 @@ struct SpecFields {
   bool lse;
   int64_t align;
   StringRef bias;
-  bool softcap, varlen, keyLengths;
+  bool softcap, varlen, keyLengths, pagedKV, splitKV;
 };
 
 std::string_view view(StringRef s) { return {s.data(), s.size()}; }
@@ -69,6 +69,8 @@ Expected<AttentionSpec> toSpec(const SpecFields &f) {
   spec.softcap = f.softcap;
   spec.varlen = f.varlen;
   spec.keyLengths = f.keyLengths;
+  spec.pagedKV = f.pagedKV;
+  spec.splitKV = f.splitKV;
   if (Status s = validate(spec); !s)
     return s;
   return spec;
@@ -80,9 +82,9 @@ LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                int64_t headDimV, StringRef mask,
                                int64_t gqaGroup, bool lse, int64_t align,
                                StringRef bias, bool softcap, bool varlen,
-                               bool keyLengths) {
+                               bool keyLengths, bool pagedKV, bool splitKV) {
   auto spec = toSpec({dtype, headDimQK, headDimV, mask, gqaGroup, lse, align,
-                      bias, softcap, varlen, keyLengths});
+                      bias, softcap, varlen, keyLengths, pagedKV, splitKV});
   if (!spec)
     return emitError() << spec.message();
   return success();
@@ -101,7 +103,8 @@ AttentionSpec AttentionFwdOp::getAttentionSpec() {
   SpecAttr a = getSpec();
   return *toSpec({a.getDtype(), a.getHeadDimQk(), a.getHeadDimV(), a.getMask(),
                   a.getGqaGroup(), a.getLse(), a.getAlign(), a.getBias(),
-                  a.getSoftcap(), a.getVarlen(), a.getKeyLengths()});
+                  a.getSoftcap(), a.getVarlen(), a.getKeyLengths(),
+                  a.getPagedKv(), a.getSplitKv()});
 }
 
 LogicalResult AttentionFwdOp::verify() {
@@ -121,7 +124,7 @@ SpecAttr toAttr(MLIRContext *ctx, const AttentionSpec &s) {
   return SpecAttr::get(ctx, str(toString(s.dtype)), s.headDimQK, s.headDimV,
                        str(toString(s.mask)), s.gqaGroup, s.writeLse,
                        s.globalAlignElems, str(toString(s.bias)), s.softcap,
-                       s.varlen, s.keyLengths);
+                       s.varlen, s.keyLengths, s.pagedKV, s.splitKV);
 }
 TileConfigAttr toAttr(MLIRContext *ctx, const TileConfig &c) {
   std::string_view family = toString(c.family);

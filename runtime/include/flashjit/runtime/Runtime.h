@@ -18,6 +18,7 @@
 #define FLASHJIT_RUNTIME_RUNTIME_H
 
 #include "flashjit/kernels/AttentionParams.h"
+#include "flashjit/kernels/Decode.h"
 #include "flashjit/kernels/Forward.h"
 #include "flashjit/runtime/Device.h"
 #include "flashjit/runtime/ModuleCache.h"
@@ -62,6 +63,30 @@ struct ForwardProblem : AttentionParams {
   /// Overrides the tuned or per-arch default tile config.
   std::optional<TileConfig> tile;
 
+  // ---- decode: a paged KV cache, the append path, split-KV (Decode.h) ----
+  /// AttentionParams::paged: the device copy of the block table (int32
+  /// [batch, maxPagesPerSeq]); deviceKeyLengths holds the cache lengths.
+  const int32_t *deviceBlockTable = nullptr;
+  /// AttentionParams::newKeys > 0: the new K/V rows (dtype of Q, laid out
+  /// by kNewStrides / vNewStrides), written into their pages by the same
+  /// call before the attention.
+  const void *kNew = nullptr;
+  const void *vNew = nullptr;
+  /// Split-KV (flash-decoding): the CTAs of a row block split its keys and
+  /// a combine kernel merges their float32 partials. 0: the runtime chooses
+  /// for decode-like problems (a row block of at most kDecodeMaxTileRows
+  /// rows, or a paged cache) from the SM count and the grid (chooseSplits),
+  /// and takes 1 for others; 1: no split; n: n splits (at most kMaxSplits,
+  /// and batch x n at most 65535). Results differ only by float32 rounding.
+  int numSplits = 0;
+  /// Scratch for the partials of a split launch, ForwardPlan::workspaceBytes
+  /// of it (Runtime::decodeWorkspaceBytes), 16-byte aligned, used by the
+  /// launch only. Null: the runtime keeps one per stream, grown as needed
+  /// (growing synchronises the stream, which a CUDA-graph capture refuses:
+  /// pass one there).
+  void *workspace = nullptr;
+  size_t workspaceBytes = 0;
+
   /// Key lengths are given (host copies, or trusted device values).
   bool hasKeyLengths() const {
     return !keyLengths.empty() || (trustDeviceLengths && deviceKeyLengths);
@@ -103,6 +128,25 @@ struct ForwardPlan {
   };
   TensorMap tensorMaps[3];
   int tensorMapCount = 0;
+
+  // ---- decode (spec.pagedKV, spec.splitKV) --------------------------------
+  /// Passed after args when the spec has pagedKV or splitKV; the launch
+  /// fills in the partials' addresses.
+  DecodeKernelArgs decode{};
+  /// Splits of every row block (grid[2] is batch x numSplits); 1: none.
+  int numSplits = 1;
+  /// The split partials (PartialLayout): bytes of workspace and where
+  /// their LSE starts; the caller's workspace, or null for the runtime's.
+  size_t workspaceBytes = 0;
+  size_t partialLseOffset = 0;
+  void *workspace = nullptr;
+  /// The combine kernel (splits > 1): args (partials filled in at launch)
+  /// and grid x.
+  CombineKernelArgs combine{};
+  unsigned combineGrid = 0;
+  /// The append kernel (newKeys > 0): args and grid (x, batch).
+  AppendKernelArgs append{};
+  unsigned appendGrid[2] = {0, 0};
 };
 
 /// Where kernels came from, since this Runtime was created.
@@ -199,6 +243,10 @@ public:
                                     bool fullKernel = false);
   Status launch(const ForwardPlan &plan, void *stream = nullptr);
 
+  /// The workspace a split launch of `problem` needs (0 when it does not
+  /// split), from the same choices as planForward, without compiling.
+  Expected<size_t> decodeWorkspaceBytes(const ForwardProblem &problem);
+
   // ---- tuning -----------------------------------------------------------------
   /// The tune database key of a problem on this GPU, driver and version.
   TuneKey tuneKey(const ForwardProblem &problem) const;
@@ -239,6 +287,9 @@ private:
   Status free(void *ptr);
   /// `specKey`: the spec's packed in-memory key (Runtime.cpp). `allowQuick`:
   /// a cold miss may return the quick form (RuntimeOptions::quickFirst).
+  /// Validates `problem` and fills in the plan's spec, tile config, its
+  /// source, the split count and the grid (nothing is compiled).
+  Status choosePlan(const ForwardProblem &problem, ForwardPlan &plan);
   Expected<ModuleCache::Kernel> kernelFor(const AttentionSpec &spec,
                                           const TileConfig &config,
                                           const std::string &specKey,

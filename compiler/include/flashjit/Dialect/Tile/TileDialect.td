@@ -31,7 +31,8 @@ def Tile_SpecAttr : Tile_Attr<"Spec", "spec"> {
     mask = "causal", gqa_group = 1, lse = true, align = 8>`: every fact the
     kernel is specialised on (the cache key's spec half). The feature fields
     (`bias = "alibi"`, `softcap = true`, `varlen = true`,
-    `key_lengths = true`) are optional and printed only when on.
+    `key_lengths = true`, and the decode features `paged_kv = true`,
+    `split_kv = true`) are optional and printed only when on.
   }];
   let parameters = (ins
     StringRefParameter<"fp16 or bf16">:$dtype,
@@ -44,7 +45,9 @@ def Tile_SpecAttr : Tile_Attr<"Spec", "spec"> {
     StringRefParameter<"none, tensor or alibi", "\"none\"">:$bias,
     DefaultValuedParameter<"bool", "false">:$softcap,
     DefaultValuedParameter<"bool", "false">:$varlen,
-    DefaultValuedParameter<"bool", "false">:$key_lengths
+    DefaultValuedParameter<"bool", "false">:$key_lengths,
+    DefaultValuedParameter<"bool", "false">:$paged_kv,
+    DefaultValuedParameter<"bool", "false">:$split_kv
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
