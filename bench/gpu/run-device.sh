@@ -1,153 +1,413 @@
 #!/usr/bin/env bash
-# Runs on the lent GPU machine from the repository root. Expects
-# .device/flashjit-bin.tar.xz (static binaries built here with
-# FLASHJIT_STATIC_LLVM=ON, stripped) and .device/peers_bench.py.
-#   bash bench/gpu/run-device.sh tests|bench|peers|sanitize|features|autotune|all|python
-#     |sm90-smoke|sm90-tests|sm90-variants|sm90-sanitize   (or several, comma-separated)
-# (python: also expects .whl/flashjit-*-cp312-*.whl; not part of all)
-# (features = features-sanitize: compute-sanitizer on feature kernels, plus
-#  features-bench: bench/gpu/features_peers.py)
-# Logs go to $OUT (or /tmp/out).
+# The one runner of GPU measurements. Runs on the lent GPU machine from the
+# repository root; expects .device/flashjit-bin.tar.xz (static binaries built
+# with FLASHJIT_STATIC_LLVM=ON, stripped; .device/peers_bench.py for peers).
+#
+#   bash bench/gpu/run-device.sh MODE [MODE ...]      (modes run in order)
+#
+# Every run writes $OUT/run.txt first: the date, this command line with the
+# settings below that were set, the commit (git, else .device/COMMIT, else
+# $FLASHJIT_COMMIT), the GPU and the versions. A result under bench/results
+# cites that command line and commit; the runner is the code that made it.
+#
+# Shapes: "the standard shape" of head dim D is bf16, batch 4, 2048 / D heads
+# (q = kv), seqlen 4096, as the results in bench/results use.
+#
+# Modes (settings in capitals, defaults in brackets):
+#   tests           flashjit-gpu-tests with wall time [GTEST_FILTER, TEST_TIMEOUT=280]
+#   sanitize        compute-sanitizer memcheck + racecheck on `flashjit run --check`
+#                   [SANITIZE_RUNS: ';'-separated argument lists; SANITIZE_ARGS added to each,
+#                    e.g. --quick]
+#   features-sanitize, features-bench, features (both)
+#                   feature kernels under compute-sanitizer; bench/gpu/features_peers.py
+#                   [DIMS (here 128,80 unless given), FEATURES_TIMEOUT=400]
+#   autotune        `flashjit autotune` per standard shape, then `flashjit bench` of them
+#                   [TUNE_DIMS="64 80 100 128", TUNE_MASKS="none causal",
+#                    WINDOW_DIMS="80 128" (window 512/0), TUNE_TOP=5, TUNE_TIMEOUT=120]
+#   bench           flashjit-bench-gpu --dims DIMS --seqlens 4096 --cache-latency (JSON)
+#                   [DIMS=64,80,96,100,128,160,256]
+#   peers           .device/peers_bench.py on the standard shapes [DIMS, PEERS_TIMEOUT=1200]
+#   throughput      `flashjit bench --json` per standard shape, config and TFLOP/s;
+#                   interleaved A/B over BINS, ROUNDS times
+#                   [DIMS, MASKS="none causal", BINS="new=/tmp/fj/bin", ROUNDS=1,
+#                    VARIANTS: ';'-separated extra option sets, each benched too
+#                    (e.g. "--quick" or "--block-m 128 --block-n 64 --warps 4 --stages 2")]
+#   cold            cold compile: flashjit-bench-gpu --dims 64 --seqlens 128
+#                   --cache-latency in an empty cache directory, the driver's cache off,
+#                   interleaved over BINS and BENCH_BINARIES, ROUNDS times
+#                   [ROUNDS=3, BENCH_BINARIES=flashjit-bench-gpu, DRIVER_CACHE=0
+#                    (1: also with the driver's JIT cache on)]
+#   first-compile   `flashjit run` in a new process per (D, mask) on an empty cache: the
+#                   first compile of a process [FIRST_DIMS="64 128 160 192 256",
+#                   MASKS, ROUNDS=1]
+#   compile-split   generation time (`flashjit compile --time`) and standalone ptxas per D
+#                   [SPLIT_DIMS="64 80 128", BINS, ROUNDS=1]
+#   jit-options     the driver JIT's time, registers and cubin per optimisation level and
+#                   CU_JIT_FAST_COMPILE (bench/gpu/jit_options.py), and ptxas
+#                   --Ofast-compile, on the PTX of JIT_KERNELS
+#                   [JIT_KERNELS="128:causal 160:none 192:causal 256:none", JIT_QUICK=0
+#                    (1: the quick forms)]
+#   run-check       `flashjit run --check` on a cold cache, then again from disk
+#                   [RUN_ARGS: ';'-separated argument lists]
+#   profile         Nsight Compute of one flashjit kernel next to FlashAttention-2 at the
+#                   standard shape, and flashjit's SASS
+#                   [PROFILE_D=128, PROFILE_MASK=none, PROFILE_TILE="128 64 4 2",
+#                    PROFILE_NCU_ARGS]
+#   ncu-metrics     ncu --metrics NCU_METRICS on `flashjit run` of the standard shape per BINS
+#                   [NCU_D=192, NCU_MASK=none, NCU_METRICS: cp.async/ldmatrix wavefronts]
+#   sweep           tile sweep with `flashjit run` [SWEEP_DIMS, SWEEP_CONFIGS, SWEEP_MASKS]
+#   python          the Python package: the carried cp312 wheel (.whl/flashjit-*-cp312-*.whl)
+#                   installed into the machine's torch + jax environment without network,
+#                   tests/python, then bench/python_overhead.py against the C++ bench
+#                   [PYTHON=/opt/torch/.venv/bin/python, PYTHON_TESTS_TIMEOUT=400,
+#                    PYTHON_BENCH_TIMEOUT=200]; not part of all
+#   sm90-smoke      the sm90 family's default and variants under `flashjit run --check`,
+#                   small, each under a 60 s timeout (a bad mbarrier phase hangs)
+#   sm90-tests      the Sm90Family.* GPU tests [TEST_TIMEOUT]
+#   sm90-sanitize   compute-sanitizer memcheck, racecheck and synccheck on sm90 kernels
+#   sm90-variants   TFLOP/s of option sets (VARIANTS, ';'-separated) at the standard shape
+#                   [VARIANT_DIMS="64 128 256", MASKS]
+#   sm90-bench      the default config's TFLOP/s (`flashjit bench`) at the standard shape of
+#                   every D in DIMS, fp16 at a few D, and 1k / 16k key lengths at D=128
+#   all             tests sanitize features autotune bench peers
+#
+# Modes may also be given comma-separated in one argument.
+# Logs go to $OUT (or /tmp/out). BINS entries are label=directory of another
+# build's binaries (unpacked by the caller, e.g. /tmp/fj/base). Any other
+# environment (FLASHJIT_*, CUDA_*) passes through to the programs.
 set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out" /tmp/fj
-tar -xJf .device/flashjit-bin.tar.xz -C /tmp/fj
+[[ -x /tmp/fj/bin/flashjit ]] || tar -xJf .device/flashjit-bin.tar.xz -C /tmp/fj
 bin=/tmp/fj/bin
 export LD_LIBRARY_PATH=/tmp/fj/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export FLASHJIT_CACHE_DIR=/tmp/fj/cache
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
-"$bin/flashjit" info | tee -a "$out/gpu.txt"
+export FLASHJIT_CACHE_DIR=${FLASHJIT_CACHE_DIR:-/tmp/fj/cache}
+modes=(${*:-all})
+modes=(${modes[@]//,/ })
+givenDims=${DIMS:-}
+DIMS=${DIMS:-64,80,96,100,128,160,256}
+MASKS=${MASKS:-none causal}
+BINS=${BINS:-new=$bin}
+ROUNDS=${ROUNDS:-}
 
-# One mode, or several separated by commas (run in order).
+# ---- the record of this run ----------------------------------------------------
+settings=""
+for v in GTEST_FILTER TEST_TIMEOUT SANITIZE_RUNS SANITIZE_ARGS FEATURES_TIMEOUT TUNE_DIMS \
+         TUNE_MASKS WINDOW_DIMS TUNE_TOP TUNE_TIMEOUT DIMS MASKS BINS ROUNDS VARIANTS \
+         BENCH_BINARIES DRIVER_CACHE FIRST_DIMS SPLIT_DIMS JIT_KERNELS JIT_QUICK RUN_ARGS \
+         PROFILE_D PROFILE_MASK PROFILE_TILE PROFILE_NCU_ARGS NCU_D NCU_MASK NCU_METRICS \
+         SWEEP_DIMS SWEEP_CONFIGS SWEEP_MASKS PEERS_TIMEOUT PYTHON PYTHON_TESTS_TIMEOUT \
+         PYTHON_BENCH_TIMEOUT CUDA_CACHE_DISABLE; do
+  [[ -n ${!v+x} ]] && settings+="$v='${!v}' "
+done
+commit=$(git rev-parse --short HEAD 2>/dev/null || cat .device/COMMIT 2>/dev/null ||
+         echo "${FLASHJIT_COMMIT:-unknown (set FLASHJIT_COMMIT or write .device/COMMIT)}")
+{
+  echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "command: ${settings}bash bench/gpu/run-device.sh ${modes[*]}"
+  echo "commit:  $commit"
+  echo "host:    $(nproc) cores, $(uptime)"
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+  "$bin/flashjit" --version
+  "$bin/flashjit" info
+} 2>&1 | tee "$out/run.txt"
+cp "$out/run.txt" "$out/gpu.txt" # the name older results use
+
+# ---- helpers ---------------------------------------------------------------------
+shape() { # D mask -> the standard shape's options
+  local h=$((2048 / $1)); ((h < 1)) && h=1
+  echo "--head-dim $1 --batch 4 --heads-q $h --heads-kv $h --seqlen 4096 --dtype bf16 --mask $2"
+}
+dims() { tr ',' ' ' <<< "$1"; }
+bins() { tr ' ' '\n' <<< "$BINS" | grep -v '^$'; } # label=dir lines
+# `flashjit bench --json` of one shape with one build: "label options | config, TFLOP/s".
+bench_one() { # label dir options...
+  local label=$1 dir=$2; shift 2
+  local row
+  row=$(FLASHJIT_CACHE_DIR=/tmp/fj/cache-$label timeout 120 "$dir/flashjit" bench "$@" --json 2>&1 |
+        grep -E '"(config|config_source|tflops)"' | tr -d '\n ')
+  echo "$label $* | $row" | tee -a "$out/throughput.log"
+}
+sanitize_runs() { # tool-log, then argument lists on stdin [TOOLS]
+  local log=$1 args
+  while IFS= read -r args; do
+    [[ -z $args ]] && continue
+    for tool in ${TOOLS:-memcheck racecheck}; do
+      echo "== compute-sanitizer --tool $tool flashjit run $args ${SANITIZE_ARGS:-}" | tee -a "$log"
+      FLASHJIT_CACHE_DIR=/tmp/fj/cache-sanitize timeout 120 compute-sanitizer --tool $tool \
+        --print-limit 5 "$bin/flashjit" run $args ${SANITIZE_ARGS:-} --repeats 1 --warmup 0 \
+        --check 2>&1 | grep -E "SUMMARY|PASS|FAIL|config:|error" | tee -a "$log"
+    done
+  done
+}
+
+# ---- the modes -------------------------------------------------------------------
 run_mode() {
-what=$1
-if [[ $what == sm90-smoke ]]; then
-  # New kernels first, small, each under a timeout (a bad mbarrier phase
-  # hangs): the sm90 family's default and variants, checked by the oracle.
-  for v in "" "--overlap on" "--pingpong on" "--pingpong on --overlap on" \
-           "--warps 4 --block-m 64" "--warps 12 --block-m 192 --block-n 64"; do
-    for args in "--head-dim 128 --seqlen 512 --mask causal" \
-                "--head-dim 64 --seqlen-q 300 --seqlen-k 1000" \
-                "--head-dim 256 --seqlen 400 --mask causal --dtype fp16"; do
-      echo "== flashjit run $args $v --check" | tee -a "$out/sm90-smoke.log"
-      timeout 60 "$bin/flashjit" run --batch 2 --heads-q 4 --heads-kv 4 $args $v \
-        --repeats 3 --check 2>&1 | tail -3 | tee -a "$out/sm90-smoke.log"
+  case $1 in
+  tests)
+    local t0=$SECONDS
+    FLASHJIT_CACHE_DIR=/tmp/fj/cache-tests timeout ${TEST_TIMEOUT:-280} "$bin/flashjit-gpu-tests" \
+      ${GTEST_FILTER:+--gtest_filter="$GTEST_FILTER"} > "$out/gpu-tests.log" 2>&1
+    echo "tests rc=$? wall_s=$((SECONDS - t0))" | tee -a "$out/gpu-tests.log"
+    grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]|Failure" "$out/gpu-tests.log" | tail -40
+    ;;
+  sanitize)
+    sanitize_runs "$out/sanitizer.log" <<< "$(tr ';' '\n' <<< "${SANITIZE_RUNS:-\
+--batch 1 --head-dim 80 --mask causal --seqlen-q 200 --seqlen-k 333;\
+--batch 1 --head-dim 33 --align 1 --dtype fp16 --seqlen 130;\
+--batch 1 --head-dim 256 --seqlen 100 --heads-q 4 --heads-kv 2}")"
+    ;;
+  features-sanitize)
+    sanitize_runs "$out/sanitizer-features.log" <<< "$(tr ';' '\n' <<< "\
+--head-dim 80 --mask window --window-left 40 --window-right 3 --seqlen-q 200 --seqlen-k 333 --bias alibi --softcap 20;\
+--head-dim 33 --dtype fp16 --bias tensor --bias-shape 1,4 --heads-q 4 --heads-kv 1 --seqlen 130;\
+--head-dim 128 --seqlens-q 100,0,37 --seqlens-k 90,5,300 --mask causal --heads-q 8 --heads-kv 2;\
+--head-dim 256 --batch 2 --seqlen 150 --key-lengths 150,7 --layout bhsd --no-lse")"
+    ;;
+  features-bench)
+    FLASHJIT="$bin/flashjit" OUT="$out" DIMS=${givenDims:-128,80} PYTHONUNBUFFERED=1 \
+      timeout ${FEATURES_TIMEOUT:-400} python3 bench/gpu/features_peers.py 2>&1 |
+      tee "$out/features.log" | tail -22
+    ;;
+  features) run_mode features-sanitize; run_mode features-bench ;;
+  autotune)
+    tune() { # D mask [options]
+      local args="$(shape $1 $2) ${*:3}"
+      echo "== flashjit autotune $args" | tee -a "$out/autotune.log"
+      local start=$(date +%s%N)
+      FLASHJIT_CACHE_DIR=/tmp/fj/cache-tune timeout ${TUNE_TIMEOUT:-120} "$bin/flashjit" autotune \
+        $args --top ${TUNE_TOP:-5} 2>&1 | tee -a "$out/autotune.log" | tail -8
+      echo "wall_ms=$((($(date +%s%N) - start) / 1000000))" | tee -a "$out/autotune.log"
+    }
+    for d in ${TUNE_DIMS-64 80 100 128}; do
+      for m in ${TUNE_MASKS:-none causal}; do tune $d $m; done
     done
-  done
-fi
-if [[ $what == sm90-tests ]]; then
-  timeout ${TEST_TIMEOUT:-280} "$bin/flashjit-gpu-tests" --gtest_filter='Sm90Family.*' \
-    2>&1 | tee "$out/sm90-tests.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]|Failure|FAIL" | tail -40
-fi
-if [[ $what == sm90-sanitize ]]; then
-  for tool in memcheck racecheck synccheck; do
-    for args in "--head-dim 128 --seqlen 300 --mask causal --heads-q 2 --heads-kv 2" \
-                "--head-dim 64 --seqlen 200 --pingpong on --overlap on --heads-q 2 --heads-kv 2" \
-                "--head-dim 80 --batch 3 --seqlen 150 --key-lengths 150,77,1 --dtype fp16 --heads-q 2 --heads-kv 2" \
-                "--head-dim 192 --seqlens-q 100,0,37 --seqlens-k 90,5,300 --mask causal --heads-q 8 --heads-kv 2"; do
-      echo "== compute-sanitizer --tool $tool flashjit run $args" | tee -a "$out/sm90-sanitizer.log"
-      timeout 120 compute-sanitizer --tool $tool --print-limit 5 \
-        "$bin/flashjit" run $args --repeats 1 --warmup 0 2>&1 | tail -4 \
-        | tee -a "$out/sm90-sanitizer.log"
-    done
-  done
-fi
-if [[ $what == sm90-variants ]]; then
-  # TFLOP/s of the sm90 variants at S=4096, 16k tokens, H*D=2048 (bf16).
-  for d in ${VARIANT_DIMS:-64 128 256}; do
-    h=$((2048 / d))
-    for mask in none causal; do
-      for v in "--family sm80" "" "--overlap on" "--pingpong on" "--pingpong on --overlap on" \
-               "--warps 4 --block-m 64 --overlap on" "--warps 12 --block-m 192 --block-n 64"; do
-        r=$(timeout 60 "$bin/flashjit" bench --head-dim $d --mask $mask --batch 4 \
-              --heads-q $h --heads-kv $h --seqlen 4096 $v 2>&1)
-        echo "d=$d mask=$mask [$v] $(grep -oE '[0-9.]+ TFLOP/s' <<< "$r" | tail -1) $(grep -iE -m1 'error' <<< "$r")" \
-          | tee -a "$out/sm90-variants.log"
+    for d in ${WINDOW_DIMS-80 128}; do tune $d window --window-left 512 --window-right 0; done
+    for m in ${TUNE_MASKS:-none causal}; do
+      for d in ${TUNE_DIMS-64 80 100 128}; do
+        FLASHJIT_CACHE_DIR=/tmp/fj/cache-tune "$bin/flashjit" bench $(shape $d $m) --json 2>&1 |
+          tee -a "$out/bench-tuned.log" | grep -E '"(config|config_source|tflops)"' | tr -d '\n'
+        echo
       done
     done
-  done
-fi
-
-if [[ $what == tests || $what == all ]]; then
-  timeout ${TEST_TIMEOUT:-280} "$bin/flashjit-gpu-tests" 2>&1 | tee "$out/gpu-tests.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]|FAIL" | tail -40
-fi
-if [[ $what == sanitize || $what == all ]]; then
-  for tool in memcheck racecheck; do
-    for args in "--head-dim 80 --mask causal --seqlen-q 200 --seqlen-k 333" \
-                "--head-dim 33 --align 1 --dtype fp16 --seqlen 130" \
-                "--head-dim 256 --seqlen 100 --heads-q 4 --heads-kv 2"; do
-      echo "== compute-sanitizer --tool $tool flashjit run $args" | tee -a "$out/sanitizer.log"
-      timeout 60 compute-sanitizer --tool $tool --print-limit 5 \
-        "$bin/flashjit" run --batch 1 $args --repeats 1 --warmup 0 2>&1 | tail -4 | tee -a "$out/sanitizer.log"
+    ;;
+  bench)
+    "$bin/flashjit-bench-gpu" --dims "$DIMS" --seqlens 4096 --json "$out/flashjit.json" \
+      --cache-latency 2>&1 | tee "$out/bench.log" | tail -30
+    ;;
+  peers)
+    DIMS=$DIMS SEQS=4096 PEERS_OUT="$out" PYTHONUNBUFFERED=1 timeout ${PEERS_TIMEOUT:-1200} \
+      python3 .device/peers_bench.py 2>&1 | tee "$out/peers.log" | tail -25
+    ;;
+  throughput)
+    local r d m label dir variant
+    for ((r = 1; r <= ${ROUNDS:-1}; ++r)); do
+      for m in $MASKS; do for d in $(dims "$DIMS"); do
+        while IFS='=' read -r label dir; do
+          bench_one "$label" "$dir" $(shape $d $m)
+          while IFS= read -r variant; do
+            [[ -n $variant ]] && bench_one "$label" "$dir" $(shape $d $m) $variant
+          done <<< "$(tr ';' '\n' <<< "${VARIANTS:-}")"
+        done <<< "$(bins)"
+      done; done
     done
-  done
-fi
-if [[ $what == features || $what == features-sanitize || $what == all ]]; then
-  for tool in memcheck racecheck; do
-    for args in "--head-dim 80 --mask window --window-left 40 --window-right 3 --seqlen-q 200 --seqlen-k 333 --bias alibi --softcap 20" \
-                "--head-dim 33 --dtype fp16 --bias tensor --bias-shape 1,4 --heads-q 4 --heads-kv 1 --seqlen 130" \
-                "--head-dim 128 --seqlens-q 100,0,37 --seqlens-k 90,5,300 --mask causal --heads-q 8 --heads-kv 2" \
-                "--head-dim 256 --batch 2 --seqlen 150 --key-lengths 150,7 --layout bhsd --no-lse"; do
-      echo "== compute-sanitizer --tool $tool flashjit run $args" | tee -a "$out/sanitizer-features.log"
-      timeout 90 compute-sanitizer --tool $tool --print-limit 5 \
-        "$bin/flashjit" run $args --repeats 1 --warmup 0 2>&1 | tail -4 | tee -a "$out/sanitizer-features.log"
+    ;;
+  cold)
+    local r label dir b
+    for ((r = 1; r <= ${ROUNDS:-3}; ++r)); do
+      while IFS='=' read -r label dir; do
+        for b in ${BENCH_BINARIES:-flashjit-bench-gpu}; do
+          for driverCache in 1 $([[ ${DRIVER_CACHE:-0} == 1 ]] && echo 0); do
+            echo "== cold compile, $label $b, round $r, CUDA_CACHE_DISABLE=$driverCache" | tee -a "$out/cold.log"
+            rm -rf /tmp/fj/cold
+            CUDA_CACHE_DISABLE=$driverCache FLASHJIT_CACHE_DIR=/tmp/fj/cold timeout 200 "$dir/$b" \
+              --dims 64 --seqlens 128 --cache-latency > "$out/cold-$label-$b-$r.log" 2>&1
+            grep -E "^first|^\| [0-9]+ \||error" "$out/cold-$label-$b-$r.log" | tee -a "$out/cold.log"
+          done
+        done
+      done <<< "$(bins)"
     done
-  done
-fi
-if [[ $what == features || $what == features-bench || $what == all ]]; then
-  FLASHJIT="$bin/flashjit" OUT="$out" DIMS=${DIMS:-128,80} PYTHONUNBUFFERED=1 \
-    timeout ${FEATURES_TIMEOUT:-400} python3 bench/gpu/features_peers.py 2>&1 | tee "$out/features.log" | tail -22
-fi
-if [[ $what == python ]]; then
-  # The Python package: a cp312 wheel built here (.whl/, carried), installed
-  # into the machine's torch + jax environment without network; its GPU
-  # tests, then per-call overhead and TFLOP/s against the C++ bench.
-  py=${PYTHON:-/opt/torch/.venv/bin/python}
-  "$py" -m pip install -q --no-deps --no-index --force-reinstall .whl/flashjit-*-cp312-*.whl
-  timeout ${PYTHON_TESTS_TIMEOUT:-400} "$py" -m pytest tests/python -q -rs -p no:cacheprovider 2>&1 \
-    | tee "$out/python-tests.log" | tail -30
-  timeout ${PYTHON_BENCH_TIMEOUT:-200} "$py" bench/python_overhead.py --cli "$bin/flashjit" \
-    --json "$out/python-overhead.json" 2>&1 | tee "$out/python-overhead.log"
-fi
-if [[ $what == autotune || $what == all ]]; then
-  # Issue 5's evidence: tune each shape (wall time per shape), then bench
-  # the same shapes, which now run with the tuned configs.
-  tune() { # head_dim, then extra options
-    local d=$1 h=$((2048 / $1)); shift
-    local args="--head-dim $d --batch 4 --heads-q $h --heads-kv $h --seqlen 4096 --dtype bf16 $*"
-    echo "== flashjit autotune $args" | tee -a "$out/autotune.log"
-    local start=$(date +%s%N)
-    "$bin/flashjit" autotune $args --top 5 2>&1 | tee -a "$out/autotune.log" | tail -8
-    echo "wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))" | tee -a "$out/autotune.log"
-  }
-  for d in ${TUNE_DIMS-64 80 100 128}; do
-    tune $d --mask none
-    tune $d --mask causal
-  done
-  # Window 512 (issue 4's shape): does tuning recover the band's cost?
-  for d in ${WINDOW_DIMS-80 128}; do
-    tune $d --mask window --window-left 512 --window-right 0
-  done
-  for mask in none causal; do
-    for d in ${TUNE_DIMS-64 80 100 128}; do
-      h=$((2048 / d))
-      "$bin/flashjit" bench --head-dim $d --mask $mask --batch 4 --heads-q $h --heads-kv $h \
-        --seqlen 4096 --dtype bf16 --json 2>&1 | tee -a "$out/bench-tuned.log" \
-        | grep -E '"(config|config_source|tflops)"' | tr -d '\n'
-      echo
+    ;;
+  first-compile)
+    local r d m
+    for ((r = 1; r <= ${ROUNDS:-1}; ++r)); do
+      for d in ${FIRST_DIMS:-64 128 160 192 256}; do for m in $MASKS; do
+        rm -rf /tmp/fj/first
+        echo "run d=$d $m: $(CUDA_CACHE_DISABLE=1 FLASHJIT_CACHE_DIR=/tmp/fj/first timeout 120 \
+          "$bin/flashjit" run --head-dim $d --mask $m --batch 1 --heads-q 2 --heads-kv 2 --seqlen 128 \
+          --repeats 1 --warmup 0 2>&1 | grep -E '^kernel:')" | tee -a "$out/first-compile.log"
+      done; done
     done
-  done
-fi
-if [[ $what == bench || $what == all ]]; then
-  "$bin/flashjit-bench-gpu" --dims ${DIMS:-64,80,96,100,128,160,256} --seqlens 4096 \
-     --json "$out/flashjit.json" --cache-latency 2>&1 | tee "$out/bench.log" | tail -30
-fi
-if [[ $what == peers || $what == all ]]; then
-  DIMS=${DIMS:-64,80,96,100,128,160,256} SEQS=4096 PEERS_OUT="$out" PYTHONUNBUFFERED=1 \
-    timeout 1200 python3 .device/peers_bench.py 2>&1 | tail -25 | tee "$out/peers.log"
-fi
+    ;;
+  compile-split)
+    local r d label dir
+    for ((r = 1; r <= ${ROUNDS:-1}; ++r)); do
+      while IFS='=' read -r label dir; do
+        for d in ${SPLIT_DIMS:-64 80 128}; do
+          "$dir/flashjit" compile --head-dim $d --arch sm_90a --emit ptx > /tmp/fj/k.ptx
+          local gen=$("$dir/flashjit" compile --head-dim $d --arch sm_90a --emit ptx --time 2>&1 \
+                      >/dev/null | grep -o "total: [0-9.]*")
+          local t0=$(date +%s%N)
+          ptxas -arch=sm_90a /tmp/fj/k.ptx -o /tmp/fj/k.cubin
+          echo "$label d=$d generate ${gen#total: } ms, ptxas $((($(date +%s%N) - t0) / 1000000)) ms," \
+               "$(wc -l < /tmp/fj/k.ptx) PTX lines" | tee -a "$out/compile-split.log"
+        done
+      done <<< "$(bins)"
+    done
+    ;;
+  jit-options)
+    local k d m files=()
+    mkdir -p /tmp/fj/ptx
+    for k in ${JIT_KERNELS:-128:causal 160:none 192:causal 256:none}; do
+      d=${k%%:*} m=${k##*:}
+      "$bin/flashjit" compile --head-dim $d --mask $m --arch sm_90a --emit ptx \
+        $([[ ${JIT_QUICK:-0} == 1 ]] && echo --quick) > /tmp/fj/ptx/k${d}_$m.ptx
+      files+=(/tmp/fj/ptx/k${d}_$m.ptx)
+    done
+    CUDA_CACHE_DISABLE=1 timeout 300 python3 bench/gpu/jit_options.py "${files[@]}" 2>&1 |
+      tee "$out/jit-options.log"
+    echo "== ptxas -arch=sm_90a [--Ofast-compile LEVEL]: wall s of 3 runs, registers" | tee -a "$out/jit-options.log"
+    local f o t
+    for f in "${files[@]}"; do for o in "" "--Ofast-compile min" "--Ofast-compile mid" "--Ofast-compile max"; do
+      t=""; for r in 1 2 3; do
+        local t0=$(date +%s%N); ptxas -arch=sm_90a $o "$f" -o /tmp/fj/x.cubin 2>/dev/null
+        t+=" $((($(date +%s%N) - t0) / 1000000))ms"; done
+      echo "$(basename "$f") [$o]:$t $(ptxas -arch=sm_90a -v $o "$f" -o /tmp/fj/x.cubin 2>&1 |
+           grep -o 'Used [0-9]* registers')" | tee -a "$out/jit-options.log"
+    done; done
+    ;;
+  run-check)
+    local args
+    while IFS= read -r args; do
+      [[ -z $args ]] && continue
+      rm -rf /tmp/fj/run-check
+      for pass in "cold cache" "disk hit"; do
+        echo "== flashjit run $args --check ($pass)" | tee -a "$out/run-check.log"
+        CUDA_CACHE_DISABLE=1 FLASHJIT_CACHE_DIR=/tmp/fj/run-check timeout 120 "$bin/flashjit" run \
+          $args --check 2>&1 | tee -a "$out/run-check.log"
+        echo "rc=${PIPESTATUS[0]}" | tee -a "$out/run-check.log"
+      done
+    done <<< "$(tr ';' '\n' <<< "${RUN_ARGS:-\
+--head-dim 100 --mask causal --batch 2 --seqlen-q 1000 --seqlen-k 1000;\
+--head-dim 128 --batch 2 --seqlen-q 1000 --seqlen-k 1000;\
+--head-dim 72 --dtype fp16 --heads-q 8 --heads-kv 2 --mask causal --batch 2 --seqlen-q 1000 --seqlen-k 1000}")"
+    ;;
+  profile)
+    local d=${PROFILE_D:-128} m=${PROFILE_MASK:-none} bm bn w st
+    read -r bm bn w st <<< "${PROFILE_TILE:-128 64 4 2}"
+    local sections="--section SpeedOfLight --section ComputeWorkloadAnalysis \
+      --section MemoryWorkloadAnalysis_Tables --section SchedulerStats --section WarpStateStats \
+      --section InstructionStats --section Occupancy --section LaunchStats"
+    rm -rf /tmp/fj/cache-profile
+    FLASHJIT_CACHE_DIR=/tmp/fj/cache-profile timeout 200 ncu --clock-control none $sections \
+      ${PROFILE_NCU_ARGS:-} -k regex:fwd_ --launch-count 1 "$bin/flashjit" run $(shape $d $m) \
+      --block-m $bm --block-n $bn --warps $w --stages $st --warmup 0 --repeats 1 \
+      > "$out/ncu-flashjit.txt" 2>&1
+    tail -3 "$out/ncu-flashjit.txt"
+    cuobjdump --dump-sass "$(find /tmp/fj/cache-profile -name '*.cubin' | head -1)" | gzip > "$out/sass.txt.gz"
+    local h=$((2048 / d)) causal=False
+    [[ $m == causal ]] && causal=True
+    cat > /tmp/fj/fa2.py <<PY
+import torch, torch.nn.functional as F
+from torch.nn.attention import sdpa_kernel, SDPBackend
+q, k, v = (torch.randn(4, $h, 4096, $d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+    for _ in range(2):
+        F.scaled_dot_product_attention(q, k, v, is_causal=$causal)
+torch.cuda.synchronize()
+PY
+    timeout 200 ncu --clock-control none $sections ${PROFILE_NCU_ARGS:-} -k regex:flash_fwd \
+      --launch-skip 1 --launch-count 1 python3 /tmp/fj/fa2.py > "$out/ncu-fa2.txt" 2>&1
+    tail -3 "$out/ncu-fa2.txt"
+    ;;
+  ncu-metrics)
+    local label dir
+    local metrics=${NCU_METRICS:-sm__sass_l1tex_t_sectors_pipe_lsu_mem_global_op_ldgsts_cache_bypass.sum,smsp__inst_executed_op_ldgsts.sum,smsp__sass_l1tex_data_pipe_lsu_wavefronts_mem_shared_op_ldgsts.sum,smsp__sass_l1tex_data_pipe_lsu_wavefronts_mem_shared_op_ldsm.sum,smsp__inst_executed_op_ldsm.sum,gpu__time_duration.sum}
+    while IFS='=' read -r label dir; do
+      echo "== ncu $label $(shape ${NCU_D:-192} ${NCU_MASK:-none})" | tee -a "$out/ncu-metrics.log"
+      FLASHJIT_CACHE_DIR=/tmp/fj/cache-$label timeout 120 ncu --clock-control none --metrics "$metrics" \
+        -k regex:fwd_ --launch-count 1 "$dir/flashjit" run $(shape ${NCU_D:-192} ${NCU_MASK:-none}) \
+        --warmup 0 --repeats 1 2>&1 | grep -E "sm__|smsp__|lts__|gpu__time" | tee -a "$out/ncu-metrics.log"
+    done <<< "$(bins)"
+    ;;
+  sweep)
+    local d m c bm bn w st h r
+    for d in ${SWEEP_DIMS:-64 80 96 100 128 160 256}; do
+      h=$((2048 / d)); ((h < 1)) && h=1
+      for m in ${SWEEP_MASKS:-none}; do
+        for c in ${SWEEP_CONFIGS:-128,64,8,2 128,64,4,2 128,128,8,2 64,64,4,2 128,64,8,3 128,32,4,2}; do
+          IFS=, read -r bm bn w st <<< "$c"
+          r=$("$bin/flashjit" run --batch 2 --heads-q $h --heads-kv $h --seqlen 4096 --head-dim $d --mask $m \
+               --block-m $bm --block-n $bn --warps $w --stages $st --repeats 15 2>&1)
+          echo "d=$d mask=$m cfg=$c $(grep -o "[0-9.]* TFLOP/s" <<< "$r" | head -1)" \
+               "$(grep -o "registers=[0-9]*" <<< "$r" | head -1) $(grep -i -m1 error <<< "$r" | cut -c1-80)" |
+            tee -a "$out/sweep.log"
+        done
+      done
+    done
+    ;;
+  python)
+    local py=${PYTHON:-/opt/torch/.venv/bin/python}
+    "$py" -m pip install -q --no-deps --no-index --force-reinstall .whl/flashjit-*-cp312-*.whl
+    timeout ${PYTHON_TESTS_TIMEOUT:-400} "$py" -m pytest tests/python -q -rs -p no:cacheprovider 2>&1 |
+      tee "$out/python-tests.log" | tail -30
+    timeout ${PYTHON_BENCH_TIMEOUT:-200} "$py" bench/python_overhead.py --cli "$bin/flashjit" \
+      --json "$out/python-overhead.json" 2>&1 | tee "$out/python-overhead.log"
+    ;;
+  sm90-smoke)
+    local v args
+    for v in "" "--overlap on" "--pingpong on" "--pingpong on --overlap on" \
+             "--warps 4 --block-m 64" "--warps 12 --block-m 192 --block-n 64"; do
+      for args in "--head-dim 128 --seqlen 512 --mask causal" \
+                  "--head-dim 64 --seqlen-q 300 --seqlen-k 1000" \
+                  "--head-dim 256 --seqlen 400 --mask causal --dtype fp16"; do
+        echo "== flashjit run --batch 2 --heads-q 4 --heads-kv 4 $args $v --check" | tee -a "$out/sm90-smoke.log"
+        timeout 60 "$bin/flashjit" run --batch 2 --heads-q 4 --heads-kv 4 $args $v \
+          --repeats 3 --check 2>&1 | tail -3 | tee -a "$out/sm90-smoke.log"
+      done
+    done
+    ;;
+  sm90-tests)
+    GTEST_FILTER='Sm90Family.*' run_mode tests
+    ;;
+  sm90-sanitize)
+    TOOLS="memcheck racecheck synccheck" sanitize_runs "$out/sm90-sanitizer.log" <<< "$(tr ';' '\n' <<< "\
+--head-dim 128 --seqlen 300 --mask causal --heads-q 2 --heads-kv 2;\
+--head-dim 64 --seqlen 200 --pingpong on --overlap on --heads-q 2 --heads-kv 2;\
+--head-dim 80 --batch 3 --seqlen 150 --key-lengths 150,77,1 --dtype fp16 --heads-q 2 --heads-kv 2;\
+--head-dim 192 --seqlens-q 100,0,37 --seqlens-k 90,5,300 --mask causal --heads-q 8 --heads-kv 2;\
+--head-dim 256 --seqlen 200 --heads-q 2 --heads-kv 2")"
+    ;;
+  sm90-variants)
+    local d m v variants
+    IFS=';' read -ra variants <<< "${VARIANTS:---family sm80;;--pingpong on;--overlap on;--warps 4 --block-m 64 --overlap on}"
+    for d in ${VARIANT_DIMS:-64 128 256}; do for m in $MASKS; do for v in "${variants[@]}"; do
+      echo "d=$d mask=$m [$v] $(timeout 60 "$bin/flashjit" bench $(shape $d $m) $v 2>&1 |
+        tail -1 | awk '{print $NF}') TFLOP/s" | tee -a "$out/sm90-variants.log"
+    done; done; done
+    ;;
+  sm90-bench)
+    row() { # D mask seqlen dtype: 16k tokens, H*D = 2048
+      local h=$((2048 / $1)) b=$((16384 / $3))
+      echo "d=$1 mask=$2 S=$3 $4 | $(timeout 60 "$bin/flashjit" bench --head-dim $1 --mask $2 \
+        --batch $b --heads-q $h --heads-kv $h --seqlen $3 --dtype $4 2>&1 | tail -1)" |
+        tee -a "$out/sm90-bench.log"
+    }
+    local d m s
+    for d in $(dims "$DIMS"); do for m in $MASKS; do row $d $m 4096 bf16; done; done
+    for d in 80 128 256; do for m in $MASKS; do row $d $m 4096 fp16; done; done
+    for s in 1024 16384; do for m in $MASKS; do row 128 $m $s bf16; done; done
+    ;;
+  all) for m in tests sanitize features autotune bench peers; do run_mode $m; done ;;
+  *) echo "run-device.sh: unknown mode '$1' (see the header of bench/gpu/run-device.sh)" >&2
+     return 2 ;;
+  esac
 }
-modes=${1:-all}
-for mode in ${modes//,/ }; do
-  run_mode "$mode"
+
+status=0
+for mode in "${modes[@]}"; do
+  echo "#### $mode" | tee -a "$out/run.txt"
+  run_mode "$mode" || status=$?
 done
+echo "finished: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uptime)" | tee -a "$out/run.txt"
+exit $status

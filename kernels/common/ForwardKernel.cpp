@@ -238,21 +238,22 @@ void ForwardKernel::locateRows() {
   mStart = e.mul(mBlock, e.idx(cfg.blockM));
 }
 
-Value ForwardKernel::pagedRowOffset(Emitter &x, Value key, Value pageStride,
-                                    Value rowStride) {
-  Value k = x.maxS(x.minS(key, x.sub(seqK, x.idx(1))), x.idx(0));
-  // key / pageSize by the host's magic numbers (PageDivisor): a 32 x 32 ->
-  // 64-bit multiply and a shift instead of a division.
+Value pageOfKey(Emitter &x, Value key, Value mul, Value shift) {
   Type i32 = x.b.getI32Type(), i64 = x.b.getI64Type();
   auto wide = [&](Value v32) {
     return arith::ExtUIOp::create(x.b, x.loc, i64, v32).getResult();
   };
-  Value k64 = wide(arith::IndexCastUIOp::create(x.b, x.loc, i32, k));
+  Value key64 = wide(arith::IndexCastUIOp::create(x.b, x.loc, i32, key));
+  Value mul64 = wide(mul), shift64 = wide(shift);
   Value page64 = arith::ShRUIOp::create(
-      x.b, x.loc, arith::MulIOp::create(x.b, x.loc, k64, wide(pageDivMul)),
-      wide(pageDivShift));
-  Value page = arith::IndexCastUIOp::create(x.b, x.loc, x.b.getIndexType(),
-                                            page64);
+      x.b, x.loc, arith::MulIOp::create(x.b, x.loc, key64, mul64), shift64);
+  return arith::IndexCastUIOp::create(x.b, x.loc, x.b.getIndexType(), page64);
+}
+
+Value ForwardKernel::pagedRowOffset(Emitter &x, Value key, Value pageStride,
+                                    Value rowStride) {
+  Value k = x.maxS(x.minS(key, x.sub(seqK, x.idx(1))), x.idx(0));
+  Value page = pageOfKey(x, k, pageDivMul, pageDivShift);
   Value slot = x.sub(k, x.mul(page, x.toIndex(pageSize)));
   Value id = memref::LoadOp::create(x.b, x.loc, blockTable,
                                     ValueRange{x.add(blockTableRow, page)});

@@ -50,6 +50,10 @@ SmallVector<Value> flatten(const Scores &tiles);
 Scores unflatten(ValueRange flat, int mTiles, int nTiles);
 /// Row half `half` of one m16 row of tiles: this thread's scores.
 SmallVector<Value> rowScores(ArrayRef<AccTile> tiles, int half);
+/// The page of key index `key` (index, below 2^31): key / page_size as the
+/// host's PageDivisor computes it, (key * mul) >> shift with i32 `mul` and
+/// `shift`, one 32 x 32 -> 64-bit multiply instead of a division.
+Value pageOfKey(Emitter &x, Value key, Value mul, Value shift);
 
 class ForwardKernel {
 public:

@@ -277,18 +277,7 @@ void buildAppendKernel(OpBuilder &builder, gpu::GPUModuleOp module,
       Value col = x.mul(x.rem(unit, chunksPerRow), x.idx(vec));
       auto [j, head] = divRem32(x, rowIdx, headsKV);
       Value key = x.add(cacheLength, j);
-      // key / pageSize as the forward kernel divides (PageDivisor).
-      auto wide = [&](Value v32) {
-        return arith::ExtUIOp::create(x.b, x.loc, i64, v32).getResult();
-      };
-      Value key64 =
-          wide(arith::IndexCastUIOp::create(x.b, x.loc, i32, key));
-      Value page = arith::IndexCastUIOp::create(
-          x.b, x.loc, x.b.getIndexType(),
-          arith::ShRUIOp::create(
-              x.b, x.loc, arith::MulIOp::create(x.b, x.loc, key64,
-                                                wide(pageDivMul)),
-              wide(pageDivShift)));
+      Value page = pageOfKey(x, key, pageDivMul, pageDivShift);
       Value slot = x.sub(key, x.mul(page, pageSize));
       Value id = x.toIndex(memref::LoadOp::create(
           x.b, x.loc, blockTable, ValueRange{x.add(tableRow, page)}));

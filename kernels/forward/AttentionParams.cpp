@@ -2,12 +2,16 @@
 #include "flashjit/kernels/AttentionParams.h"
 #include "flashjit/kernels/Decode.h"
 
+#include "flashjit/kernels/Forward.h"
+
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <sstream>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
+#include <vector>
 
 namespace flashjit {
 
@@ -64,40 +68,145 @@ Status checkSizes(const AttentionParams &p) {
   return Status::ok();
 }
 
+/// One dimension of a strided tensor: its extent and stride (in elements),
+/// with the names a message uses for them.
+struct Dim {
+  int64_t extent, stride;
+  std::string strideName; ///< "o_head_stride"
+  std::string extentName; ///< "heads_q"
+};
+
+/// The largest offset + 1 of a tensor whose last dimension is `inner`
+/// contiguous elements, or nullopt when it does not fit in int64.
+std::optional<int64_t> span(const std::vector<Dim> &dims, int64_t inner) {
+  int64_t total = inner;
+  for (const Dim &d : dims) {
+    int64_t step;
+    if (d.extent > 1 && (__builtin_mul_overflow(d.extent - 1, d.stride, &step) ||
+                         __builtin_add_overflow(total, step, &total)))
+      return std::nullopt;
+  }
+  return total;
+}
+
+/// The tensor `name` spans at most kMaxTensorBytes.
+Status checkExtent(const std::string &name, const std::vector<Dim> &dims,
+                   int64_t inner, int64_t elemBytes) {
+  std::optional<int64_t> elems = span(dims, inner);
+  int64_t bytes;
+  if (elems && !__builtin_mul_overflow(*elems, elemBytes, &bytes) &&
+      bytes <= kMaxTensorBytes)
+    return Status::ok();
+  std::string what;
+  for (const Dim &d : dims)
+    what += (what.empty() ? "" : ", ") + d.strideName + " = " + str(d.stride) +
+            " over " + d.extentName + " = " + str(d.extent);
+  return Status::error(name + " is too large: it spans more than 2^63 - 1 "
+                              "bytes (offsets are int64) with " +
+                       what);
+}
+
+/// No two elements of the output `name` share an address (two CTAs writing
+/// one element race): with the dimensions of extent > 1 sorted by stride,
+/// each stride is at least what the smaller ones span. Assumes the extent
+/// fits (checkExtent).
+Status checkNoOverlap(const std::string &name, std::vector<Dim> dims,
+                      int64_t inner, const std::string &innerName) {
+  dims.erase(std::remove_if(dims.begin(), dims.end(),
+                            [](const Dim &d) { return d.extent <= 1; }),
+             dims.end());
+  std::sort(dims.begin(), dims.end(), [](const Dim &a, const Dim &b) {
+    return a.stride != b.stride ? a.stride < b.stride
+                                : a.strideName < b.strideName;
+  });
+  int64_t covered = inner; // elements spanned by the dimensions so far
+  std::string coveredBy = innerName;
+  for (const Dim &d : dims) {
+    if (d.stride == 0)
+      return Status::error(d.strideName + " is 0 with " + d.extentName + " = " +
+                           str(d.extent) + ": every index would write the "
+                           "same elements of " + name +
+                           " (outputs must not overlap)");
+    if (d.stride < covered)
+      return Status::error(d.strideName + " must be >= " + str(covered) +
+                           " (what " + coveredBy + " span" +
+                           ") so that " + name +
+                           " does not overlap itself, got " + str(d.stride));
+    covered += (d.extent - 1) * d.stride;
+    coveredBy += " and " + d.extentName;
+  }
+  return Status::ok();
+}
+
 Status checkStrides(const AttentionParams &p, bool writesLse) {
   const int64_t rowsQ = p.varlen ? p.varlen->totalQ : p.seqlenQ;
+  // A paged cache's K/V are pages of page_size rows (PagedKV).
+  const int64_t rowsK = p.paged     ? p.paged->pageSize
+                        : p.varlen ? p.varlen->totalK
+                                   : p.seqlenK;
+  const char *rowsKName =
+      p.paged ? "page_size" : p.varlen ? "total_k" : "seqlen_k";
+  // Varlen addresses rows through cu_seqlens: no batch dimension.
+  const int64_t batches = p.varlen ? 1 : p.batch;
+  const int64_t kvBatches = p.paged ? p.paged->numPages : batches;
   const struct {
     const char *name;
     const Strides &strides;
-  } tensors[] = {{"q", p.qStrides},
-                 {"k", p.kStrides},
-                 {"v", p.vStrides},
-                 {"o", p.oStrides}};
+    int64_t batches;
+    const char *batchesName;
+    int64_t heads;
+    const char *headsName;
+    int64_t rows;
+    const char *rowsName;
+    int64_t dim;
+    const char *dimName;
+  } tensors[] = {
+      {"q", p.qStrides, batches, "batch", p.headsQ, "heads_q", rowsQ,
+       p.varlen ? "total_q" : "seqlen_q", p.headDimQK, "head_dim_qk"},
+      {"k", p.kStrides, kvBatches, p.paged ? "num_pages" : "batch", p.headsKV,
+       "heads_kv", rowsK, rowsKName, p.headDimQK, "head_dim_qk"},
+      {"v", p.vStrides, kvBatches, p.paged ? "num_pages" : "batch", p.headsKV,
+       "heads_kv", rowsK, rowsKName, p.headDimV, "head_dim_v"},
+      {"o", p.oStrides, batches, "batch", p.headsQ, "heads_q", rowsQ,
+       p.varlen ? "total_q" : "seqlen_q", p.headDimV, "head_dim_v"}};
+  const int64_t eb = elementBytes(p.dtype);
   for (const auto &t : tensors) {
-    const std::pair<const char *, int64_t> strides[] = {
-        {"batch", p.varlen ? 0 : t.strides.batch}, // ignored under varlen
-        {"head", t.strides.head},
-        {"row", t.strides.row}};
-    for (auto [dim, value] : strides)
-      if (value < 0)
-        return Status::error(std::string(t.name) + "_" + dim +
-                             "_stride must be >= 0, got " + str(value));
+    const std::string n = t.name;
+    const std::vector<Dim> dims = {
+        {t.batches, p.varlen && !p.paged ? 0 : t.strides.batch,
+         n + "_batch_stride", t.batchesName},
+        {t.heads, t.strides.head, n + "_head_stride", t.headsName},
+        {t.rows, t.strides.row, n + "_row_stride", t.rowsName}};
+    for (const Dim &d : dims)
+      if (d.stride < 0)
+        return Status::error(d.strideName + " must be >= 0, got " +
+                             str(d.stride));
+    if (Status s = checkExtent(n, dims, t.dim, eb); !s)
+      return s;
+    if (n == "o")
+      if (Status s = checkNoOverlap(n, dims, t.dim,
+                                    std::string("the ") + t.dimName +
+                                        " contiguous columns");
+          !s)
+        return s;
   }
-  // The output must not overlap itself: two rows writing one element race.
-  if (rowsQ > 1 && p.oStrides.row < p.headDimV)
-    return Status::error("o_row_stride must be >= head_dim_v (" +
-                         str(p.headDimV) + ") so rows do not overlap, got " +
-                         str(p.oStrides.row));
   if (writesLse) {
     const int64_t batchStride = p.varlen ? 0 : p.lseBatchStride;
     if (batchStride < 0 || p.lseHeadStride < 0)
       return Status::error("lse_batch_stride and lse_head_stride must be >= "
                            "0, got " +
                            str(batchStride) + " and " + str(p.lseHeadStride));
-    if (p.headsQ > 1 && p.lseHeadStride < rowsQ)
-      return Status::error(std::string("lse_head_stride must be >= ") +
-                           (p.varlen ? "total_q" : "seqlen_q") + " (" +
-                           str(rowsQ) + "), got " + str(p.lseHeadStride));
+    const std::vector<Dim> dims = {
+        {batches, batchStride, "lse_batch_stride", "batch"},
+        {p.headsQ, p.lseHeadStride, "lse_head_stride", "heads_q"}};
+    if (Status s = checkExtent("lse", dims, rowsQ, sizeof(float)); !s)
+      return s;
+    if (Status s = checkNoOverlap(
+            "lse", dims, rowsQ,
+            std::string("the ") + (p.varlen ? "total_q" : "seqlen_q") +
+                " contiguous rows");
+        !s)
+      return s;
   }
   return Status::ok();
 }
@@ -108,6 +217,17 @@ Status checkScores(const AttentionParams &p) {
   if (!std::isfinite(p.scale()) || p.scale() <= 0)
     return Status::error("softmax_scale must be finite and > 0, got " +
                          real(p.scale()));
+  // What the kernel computes with are float32 values derived from these
+  // (ForwardKernelArgs::scaleLog2, softcap * log2(e), their ratio): each
+  // must be a normal float, neither rounded to inf nor to 0.
+  const float scaleLog2 = static_cast<float>(p.scale() * kLog2e);
+  if (!std::isnormal(scaleLog2))
+    return Status::error(
+        "softmax_scale must be in [" +
+        real(std::numeric_limits<float>::min() / kLog2e) + ", " +
+        real(std::numeric_limits<float>::max() / kLog2e) +
+        "] (times log2(e), the kernel's float32 scale), got " +
+        real(p.scale()));
   for (auto [name, value] : {std::pair{"window_left", p.windowLeft},
                              std::pair{"window_right", p.windowRight}}) {
     if (value < kUnboundedWindow)
@@ -123,6 +243,24 @@ Status checkScores(const AttentionParams &p) {
   if (!std::isfinite(p.softcap) || p.softcap < 0)
     return Status::error("softcap must be finite and >= 0 (0: off), got " +
                          real(p.softcap));
+  if (p.softcap > 0) {
+    // As the kernel derives them: softcap * log2(e), then scale / softcap.
+    const float capLog2 =
+        static_cast<float>(p.softcap) * static_cast<float>(kLog2e);
+    if (!std::isnormal(capLog2))
+      return Status::error(
+          "softcap must be 0 (off) or in [" +
+          real(std::numeric_limits<float>::min() / kLog2e) + ", " +
+          real(std::numeric_limits<float>::max() / kLog2e) +
+          "] (times log2(e), the kernel's float32 cap), got " +
+          real(p.softcap));
+    const float inner = scaleLog2 / capLog2;
+    if (!std::isnormal(inner) ||
+        !std::isfinite(inner * static_cast<float>(2 * kLog2e)))
+      return Status::error("softmax_scale / softcap must be a normal float32 "
+                           "number, got " +
+                           real(p.scale()) + " / " + real(p.softcap));
+  }
   if (p.bias == BiasMode::Tensor) {
     const BiasShape &s = p.biasShape;
     if ((s.batch != 1 && s.batch != p.batch) ||
@@ -142,11 +280,27 @@ Status checkScores(const AttentionParams &p) {
       if (value < 0)
         return Status::error(std::string(name) + " must be >= 0, got " +
                              str(value));
+    if (Status st = checkExtent(
+            "bias",
+            {{s.batch, strides[0].second, "bias_batch_stride", "bias_batch"},
+             {s.heads, strides[1].second, "bias_head_stride", "bias_heads"},
+             {p.seqlenQ, s.strides.row, "bias_row_stride", "seqlen_q"}},
+            p.seqlenK, elementBytes(p.dtype));
+        !st)
+      return st;
   }
-  if (p.bias == BiasMode::Alibi && p.alibiBatchStride < 0)
-    return Status::error("alibi_batch_stride must be >= 0 (0: slopes shared "
-                         "by every batch), got " +
-                         str(p.alibiBatchStride));
+  if (p.bias == BiasMode::Alibi) {
+    if (p.alibiBatchStride < 0)
+      return Status::error("alibi_batch_stride must be >= 0 (0: slopes shared "
+                           "by every batch), got " +
+                           str(p.alibiBatchStride));
+    if (Status st = checkExtent(
+            "alibi_slopes",
+            {{p.batch, p.alibiBatchStride, "alibi_batch_stride", "batch"}},
+            p.headsQ, sizeof(float));
+        !st)
+      return st;
+  }
   return Status::ok();
 }
 
@@ -317,16 +471,20 @@ Status checkBlockTable(const AttentionParams &p, bool trustMissing) {
 }
 } // namespace
 
+Status validateSizes(const AttentionParams &params) {
+  return checkSizes(params);
+}
+
 Status validateParams(const AttentionParams &params, bool writesLse,
                       bool trustMissingLengths) {
   // Sizes first: the later checks index by batch and divide by heads.
   if (Status s = checkSizes(params); !s)
     return s;
+  if (Status s = checkPagedSizes(params); !s) // the pages' extents
+    return s;
   if (Status s = checkStrides(params, writesLse); !s)
     return s;
   if (Status s = checkScores(params); !s)
-    return s;
-  if (Status s = checkPagedSizes(params); !s)
     return s;
   if (Status s = checkSequences(params, trustMissingLengths); !s)
     return s;

@@ -145,7 +145,7 @@ flashjit_status toProblem(const flashjit_forward_args &a,
   p.deviceKeyLengths = a.key_lengths;
   p.batch = a.batch;
   p.headsQ = a.heads_q;
-  p.headsKV = a.heads_kv;
+  p.headsKV = a.heads_kv ? a.heads_kv : a.heads_q;
   p.seqlenQ = a.seqlen_q;
   p.seqlenK = a.seqlen_k;
   p.headDimQK = a.head_dim_qk;
@@ -228,7 +228,7 @@ flashjit_status hostSequenceInfo(const LengthSource &from,
                                  const flashjit_forward_args &a,
                                  flashjit::ForwardProblem &p) {
   p.trustDeviceLengths = from.trusted || !from.runtime;
-  const int64_t batch = a.batch < 1 ? 0 : a.batch;
+  const int64_t batch = p.batch; // validated: in [1, 65535]
   if (a.cu_seqlens_q) {
     flashjit::VarlenSeqs seqs;
     seqs.totalQ = a.total_q;
@@ -270,6 +270,9 @@ flashjit_status checkedProblem(const flashjit_forward_args *a,
     return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "args must not be NULL");
   if (flashjit_status s = toProblem(*a, p); s != FLASHJIT_SUCCESS)
     return s;
+  // Batch sizes the host copies below: it is checked first.
+  if (flashjit::Status s = flashjit::validateSizes(p); !s)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());
   if (flashjit_status s = hostSequenceInfo(lengths, *a, p);
       s != FLASHJIT_SUCCESS)
     return s;

@@ -3,6 +3,8 @@
 
 #include "Files.h"
 
+#include "flashjit/compiler/KernelFamily.h"
+
 #include <nlohmann/json.hpp>
 #include <xxhash.h>
 
@@ -12,8 +14,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -42,6 +44,14 @@ constexpr int kMetaFormat = 1;
 constexpr const char *kTempPrefix = ".tmp-";
 constexpr const char *kTrashPrefix = ".trash-";
 constexpr const char *kLockSuffix = ".lock";
+/// mkdtemp's six random characters ending a temporary directory's name.
+constexpr size_t kTempRandomChars = 6;
+/// Bounds on what is read back: a meta.json is a few hundred bytes; PTX and
+/// cubins of the largest kernels are a few MB.
+constexpr uint64_t kMaxMetaBytes = 1 << 20;
+constexpr uint64_t kMaxCodeBytes = uint64_t(1) << 30;
+/// Longest entry name accepted (kernel names are well under 200 characters).
+constexpr size_t kMaxEntryName = 255;
 
 /// Hex digits of a 64-bit hash in entry names and checksums.
 constexpr size_t kHashHexDigits = 16;
@@ -69,7 +79,7 @@ json fileJson(const std::string &data) {
   return {{"bytes", data.size()}, {"xxh64", checksum(data)}};
 }
 
-bool startsWith(const std::string &s, const char *prefix) {
+bool startsWith(const std::string &s, const std::string &prefix) {
   return s.rfind(prefix, 0) == 0;
 }
 bool endsWith(const std::string &s, const std::string &suffix) {
@@ -77,17 +87,75 @@ bool endsWith(const std::string &s, const std::string &suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-/// Whether `name` has the shape of CacheKey::entryName(): a kernel name,
-/// "-", and 16 hex digits of the key's hash.
+/// Whether `name` has the shape of CacheKey::entryName(): a kernel name
+/// (lower-case letters, digits, '_'), "-", and 16 hex digits of the hash.
 bool isEntryName(const std::string &name) {
-  if (name.size() <= kHashHexDigits + 1 ||
+  if (name.size() <= kHashHexDigits + 1 || name.size() > kMaxEntryName ||
       name[name.size() - kHashHexDigits - 1] != '-')
     return false;
-  return std::all_of(name.end() - kHashHexDigits, name.end(), [](char c) {
-    return std::isxdigit(static_cast<unsigned char>(c)) != 0;
-  });
+  const size_t kernelChars = name.size() - kHashHexDigits - 1;
+  return std::all_of(name.begin(), name.begin() + kernelChars,
+                     [](char c) {
+                       return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                              c == '_';
+                     }) &&
+         std::all_of(name.end() - kHashHexDigits, name.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+/// The entry a temporary directory ".tmp-<entryName>-XXXXXX" was to become,
+/// or "" when `name` is not one of ours.
+std::string entryOfTemp(const std::string &name) {
+  if (!startsWith(name, kTempPrefix) ||
+      name.size() < std::strlen(kTempPrefix) + kTempRandomChars + 2 ||
+      name[name.size() - kTempRandomChars - 1] != '-')
+    return "";
+  if (!std::all_of(name.end() - kTempRandomChars, name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0;
+      }))
+    return "";
+  std::string entry = name.substr(
+      std::strlen(kTempPrefix),
+      name.size() - std::strlen(kTempPrefix) - kTempRandomChars - 1);
+  return isEntryName(entry) ? entry : "";
+}
+
+/// A directory that is no symlink (what clear removes must be ours, not
+/// what a link points to).
+bool isPlainDirectory(const fs::path &p) {
+  std::error_code ec;
+  return fs::symlink_status(p, ec).type() == fs::file_type::directory;
+}
+
+/// meta.json of the entry directory `path` named `name`, if it is one this
+/// class wrote: of our format, naming this directory and its hash.
+std::optional<json> ownMeta(const std::string &path, const std::string &name) {
+  files::FileContents text = readFile(path + "/" + kMetaFile, kMaxMetaBytes);
+  if (!text)
+    return std::nullopt;
+  json meta = json::parse(text.data, nullptr, /*allow_exceptions=*/false);
+  if (!meta.is_object())
+    return std::nullopt;
+  const json *format = meta.contains("format") ? &meta["format"] : nullptr;
+  const json *own = meta.contains("name") ? &meta["name"] : nullptr;
+  if (!format || !format->is_number_integer() ||
+      format->get<int64_t>() != kMetaFormat || !own || !own->is_string() ||
+      own->get<std::string>() != name)
+    return std::nullopt;
+  const json *key = meta.contains("key") ? &meta["key"] : nullptr;
+  if (!key || !key->is_object() || !key->contains("hash") ||
+      (*key)["hash"] != name.substr(name.size() - kHashHexDigits))
+    return std::nullopt;
+  return meta;
 }
 } // namespace
+
+KernelMeta kernelMetaFor(const CacheKey &key) {
+  const LaunchFacts facts = launchFacts(key.spec, key.config);
+  return {kernelName(key.spec, key.config, key.arch), facts.threadsPerBlock,
+          facts.sharedMemBytes, facts.blockM};
+}
 
 // ---- the key ----------------------------------------------------------------
 std::string CacheKey::text() const {
@@ -107,7 +175,9 @@ std::string CacheKey::entryName() const {
 }
 
 // ---- the cache --------------------------------------------------------------
-DiskCache::DiskCache(std::string directory) : dir_(std::move(directory)) {}
+DiskCache::DiskCache(std::string directory)
+    : dir_(std::move(directory)),
+      warnedUnreadable_(std::make_shared<std::atomic<bool>>(false)) {}
 
 Expected<std::string> DiskCache::defaultDirectory() {
   auto env = [](const char *name) -> std::string {
@@ -128,61 +198,120 @@ std::string DiskCache::entryPath(const CacheKey &key) const {
   return dir_ + "/" + key.entryName();
 }
 
-std::optional<CacheEntry> DiskCache::load(const CacheKey &key,
-                                          std::string *problem) const {
-  std::string ignored;
-  std::string &why = problem ? *problem : ignored;
-  why.clear();
+std::string DiskCache::lockPath(const std::string &entryName) const {
+  return dir_ + "/" + entryName + kLockSuffix;
+}
+
+CacheLookup DiskCache::lookup(const CacheKey &key) const {
+  CacheLookup result;
   const std::string path = entryPath(key);
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0)
-    return std::nullopt; // missing: not a problem
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == EACCES) {
+      result.problem = path + ": " + std::strerror(errno);
+      result.unreadable = true;
+    }
+    return result; // missing: not a problem
+  }
   auto fail = [&](std::string reason) {
-    why = std::move(reason);
-    return std::nullopt;
+    result.problem = std::move(reason);
+    return result;
   };
-  auto metaText = readFile(path + "/" + kMetaFile);
+  // Without its family this process cannot tell a good entry from a bad
+  // one: it must not call it corrupt (and remove it).
+  if (auto family = familyOf(key.config.family); !family) {
+    result.unreadable = true;
+    return fail(family.message());
+  }
+  // A file we may not read is another user's, not a damaged one.
+  auto readFailure = [&](const files::FileContents &c, const char *name) {
+    result.unreadable = c.error == files::ReadError::Permission ||
+                        c.error == files::ReadError::Io;
+    if (c.error == files::ReadError::Missing)
+      return fail(std::string(name) + " is missing");
+    return fail(std::string(name) + " cannot be read (" + c.message + ")");
+  };
+  files::FileContents metaText = readFile(path + "/" + kMetaFile, kMaxMetaBytes);
   if (!metaText)
-    return fail(std::string(kMetaFile) + " is missing or unreadable");
-  json meta = json::parse(*metaText, nullptr, /*allow_exceptions=*/false);
+    return readFailure(metaText, kMetaFile);
+  json meta = json::parse(metaText.data, nullptr, /*allow_exceptions=*/false);
   if (meta.is_discarded() || !meta.is_object())
     return fail(std::string(kMetaFile) + " is not valid JSON");
   try {
-    if (meta.at("format").get<int>() != kMetaFormat)
+    if (files::intIn(meta.at("format"), "format", 0, INT32_MAX) != kMetaFormat)
       return fail("unknown meta.json format " + meta.at("format").dump());
     if (meta.at("key") != keyJson(key))
       return fail("meta.json describes another key");
     CacheEntry entry;
     for (auto [name, data] : {std::pair{kPtxFile, &entry.ptx},
                               std::pair{kCubinFile, &entry.cubin}}) {
-      auto contents = readFile(path + "/" + name);
-      if (!contents)
-        return fail(std::string(name) + " is missing or unreadable");
       const json &expect = meta.at("files").at(name);
-      const auto bytes = expect.at("bytes").get<uint64_t>();
-      if (contents->size() != bytes)
+      const auto bytes = static_cast<uint64_t>(
+          files::intIn(expect.at("bytes"), "bytes", 0, kMaxCodeBytes));
+      files::FileContents contents = readFile(path + "/" + name, bytes);
+      if (contents.error == files::ReadError::TooLarge)
+        return fail(std::string(name) + " has more than the " +
+                    std::to_string(bytes) + " bytes meta.json says");
+      if (!contents)
+        return readFailure(contents, name);
+      if (contents.data.size() != bytes)
         return fail(std::string(name) + " has " +
-                    std::to_string(contents->size()) +
+                    std::to_string(contents.data.size()) +
                     " bytes, meta.json says " + std::to_string(bytes));
-      if (checksum(*contents) != expect.at("xxh64").get<std::string>())
+      if (checksum(contents.data) != expect.at("xxh64").get<std::string>())
         return fail(std::string(name) + " does not match its checksum");
-      *data = std::move(*contents);
+      *data = std::move(contents.data);
     }
     const json &kernel = meta.at("kernel");
     entry.meta.kernelName = kernel.at("name").get<std::string>();
-    entry.meta.threadsPerBlock = kernel.at("threads_per_block").get<int>();
-    entry.meta.sharedMemBytes = kernel.at("shared_mem_bytes").get<int>();
-    entry.meta.blockM = kernel.at("block_m").get<int>();
-    if (entry.cubin.empty() || entry.meta.kernelName.empty() ||
-        entry.meta.threadsPerBlock <= 0 || entry.meta.blockM <= 0)
+    entry.meta.threadsPerBlock = static_cast<int>(files::intIn(
+        kernel.at("threads_per_block"), "threads_per_block", 1, INT32_MAX));
+    entry.meta.sharedMemBytes = static_cast<int>(files::intIn(
+        kernel.at("shared_mem_bytes"), "shared_mem_bytes", 0, INT32_MAX));
+    entry.meta.blockM = static_cast<int>(
+        files::intIn(kernel.at("block_m"), "block_m", 1, INT32_MAX));
+    if (entry.cubin.empty())
       return fail("meta.json holds an incomplete kernel description");
-    return entry;
+    // Launch facts follow from the key; meta.json only repeats them.
+    const KernelMeta expected = kernelMetaFor(key);
+    if (entry.meta != expected)
+      return fail("meta.json's launch facts (" + entry.meta.kernelName + ", " +
+                  std::to_string(entry.meta.threadsPerBlock) + " threads, " +
+                  std::to_string(entry.meta.sharedMemBytes) +
+                  " bytes of shared memory, block_m " +
+                  std::to_string(entry.meta.blockM) +
+                  ") differ from the key's (" + expected.kernelName + ", " +
+                  std::to_string(expected.threadsPerBlock) + ", " +
+                  std::to_string(expected.sharedMemBytes) + ", " +
+                  std::to_string(expected.blockM) + ")");
+    result.entry = std::move(entry);
+    return result;
   } catch (const json::exception &e) {
     return fail(std::string("meta.json is malformed: ") + e.what());
   }
 }
 
+std::optional<CacheEntry> DiskCache::load(const CacheKey &key,
+                                          std::string *problem) const {
+  CacheLookup found = lookup(key);
+  if (problem)
+    *problem = std::move(found.problem);
+  return std::move(found.entry);
+}
+
 Status DiskCache::store(const CacheKey &key, const CacheEntry &entry) const {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  files::FileLock lock(lockPath(key.entryName()));
+  return storeLocked(key, entry);
+}
+
+Status DiskCache::storeLocked(const CacheKey &key,
+                              const CacheEntry &entry) const {
+  if (entry.meta != kernelMetaFor(key))
+    return Status::error("internal error: the kernel built for " +
+                         key.entryName() +
+                         " does not have the launch facts its key implies");
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec)
@@ -235,27 +364,41 @@ DiskCache::getOrBuild(const CacheKey &key,
                       bool *hit) const {
   if (hit)
     *hit = false;
-  std::string problem;
-  if (auto entry = load(key, &problem)) {
+  // Someone else's entry: use our own build, touch nothing on disk.
+  auto buildWithoutDisk = [&](const CacheLookup &found) {
+    if (!warnedUnreadable_->exchange(true))
+      warn("cache entry " + entryPath(key) + " is not readable by this user (" +
+           found.problem +
+           "); it is left alone and kernels it cannot share are kept in "
+           "memory only");
+    return build();
+  };
+  CacheLookup found = lookup(key);
+  if (found.entry) {
     if (hit)
       *hit = true;
-    return std::move(*entry);
+    return std::move(*found.entry);
   }
+  if (found.unreadable)
+    return buildWithoutDisk(found);
   // Build under the entry's lock, then look again: another process may
   // have built it while we waited. Without a lock (unwritable directory) we
   // still build; the store below then reports why nothing was kept.
   std::error_code ec;
   fs::create_directories(dir_, ec);
-  FileLock lock(dir_ + "/" + key.entryName() + kLockSuffix);
+  files::FileLock lock(lockPath(key.entryName()));
   if (lock.held()) {
-    if (auto entry = load(key, &problem)) {
+    found = lookup(key);
+    if (found.entry) {
       if (hit)
         *hit = true;
-      return std::move(*entry);
+      return std::move(*found.entry);
     }
+    if (found.unreadable)
+      return buildWithoutDisk(found);
   }
-  if (!problem.empty()) {
-    warn("cache entry " + entryPath(key) + " is corrupt (" + problem +
+  if (!found.problem.empty()) {
+    warn("cache entry " + entryPath(key) + " is corrupt (" + found.problem +
          "); removing it and rebuilding");
     if (Status s = remove(key); !s)
       warn(s.message());
@@ -263,7 +406,7 @@ DiskCache::getOrBuild(const CacheKey &key,
   Expected<CacheEntry> built = build();
   if (!built)
     return built;
-  if (Status s = store(key, *built); !s)
+  if (Status s = storeLocked(key, *built); !s)
     warn(s.message() + " (the kernel is used without being cached)");
   return built;
 }
@@ -287,73 +430,108 @@ Status DiskCache::remove(const CacheKey &key) const {
   return removeDirectory(entryPath(key));
 }
 
-Expected<std::vector<CacheEntryInfo>> DiskCache::list() const {
-  std::vector<CacheEntryInfo> out;
+namespace {
+/// Names in the cache directory (a missing directory has none).
+Expected<std::vector<std::string>> namesIn(const std::string &dir) {
+  std::vector<std::string> names;
   std::error_code ec;
-  if (!fs::exists(dir_, ec))
-    return out;
-  fs::directory_iterator it(dir_, ec), end;
+  if (!fs::exists(dir, ec))
+    return names;
+  fs::directory_iterator it(dir, ec), end;
+  for (; !ec && it != end; it.increment(ec))
+    names.push_back(it->path().filename().string());
   if (ec)
-    return Status::error("cannot read the cache directory " + dir_ + ": " +
+    return Status::error("cannot read the cache directory " + dir + ": " +
                          ec.message());
-  for (; !ec && it != end; it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    std::error_code typeEc;
-    if (startsWith(name, ".") || !it->is_directory(typeEc))
+  std::sort(names.begin(), names.end());
+  return names;
+}
+} // namespace
+
+Expected<std::vector<CacheEntryInfo>> DiskCache::list() const {
+  auto names = namesIn(dir_);
+  if (!names)
+    return names.status();
+  std::vector<CacheEntryInfo> out;
+  for (const std::string &name : *names) {
+    const std::string path = dir_ + "/" + name;
+    if (!isEntryName(name) || !isPlainDirectory(path))
+      continue;
+    std::optional<json> meta = ownMeta(path, name);
+    if (!meta)
       continue;
     CacheEntryInfo info;
     info.name = name;
-    info.path = it->path().string();
-    std::error_code fileEc;
-    for (fs::directory_iterator f(it->path(), fileEc); !fileEc && f != end;
-         f.increment(fileEc))
-      if (f->is_regular_file(fileEc))
-        info.bytes += f->file_size(fileEc);
-    struct stat st;
-    if (::stat(info.path.c_str(), &st) == 0)
-      info.createdUnixTime = st.st_mtime;
-    if (auto text = readFile(info.path + "/" + kMetaFile)) {
-      json meta = json::parse(*text, nullptr, /*allow_exceptions=*/false);
-      if (meta.is_object() && meta.contains("created") &&
-          meta["created"].is_number_integer())
-        info.createdUnixTime = meta["created"].get<int64_t>();
+    info.path = path;
+    std::error_code ec;
+    for (fs::directory_iterator f(path, ec), end; !ec && f != end;
+         f.increment(ec)) {
+      std::error_code fileEc;
+      if (fs::symlink_status(f->path(), fileEc).type() ==
+          fs::file_type::regular) {
+        const uintmax_t size = fs::file_size(f->path(), fileEc);
+        if (!fileEc)
+          info.bytes += size;
+      }
     }
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0)
+      info.createdUnixTime = st.st_mtime;
+    if (meta->contains("created") && (*meta)["created"].is_number_integer())
+      info.createdUnixTime = (*meta)["created"].get<int64_t>();
     out.push_back(std::move(info));
   }
-  std::sort(out.begin(), out.end(),
-            [](const auto &a, const auto &b) { return a.name < b.name; });
   return out;
 }
 
-Expected<int> DiskCache::clear() const {
+Expected<ClearResult> DiskCache::clear() const {
+  auto names = namesIn(dir_);
+  if (!names)
+    return names.status();
+  ClearResult result;
   std::error_code ec;
-  if (!fs::exists(dir_, ec))
-    return 0;
-  std::vector<fs::path> paths;
-  for (fs::directory_iterator it(dir_, ec), end; !ec && it != end;
-       it.increment(ec))
-    paths.push_back(it->path());
-  if (ec)
-    return Status::error("cannot read the cache directory " + dir_ + ": " +
-                         ec.message());
-  int removed = 0;
-  for (const fs::path &p : paths) {
-    const std::string name = p.filename().string();
-    // Only an entry's own lock goes (other files' locks, such as
-    // tune.json.lock, belong to their writers).
-    const bool entryLock =
-        endsWith(name, kLockSuffix) &&
-        isEntryName(name.substr(0, name.size() - std::strlen(kLockSuffix)));
-    if (entryLock || startsWith(name, kTempPrefix) ||
-        startsWith(name, kTrashPrefix)) {
-      fs::remove_all(p, ec);
-    } else if (fs::is_directory(p, ec)) {
-      if (Status s = removeDirectory(p.string()); !s)
+  for (const std::string &name : *names) {
+    const std::string path = dir_ + "/" + name;
+    if (isEntryName(name) && isPlainDirectory(path)) {
+      if (!ownMeta(path, name))
+        continue; // not ours (or unreadable): left alone
+      // A writer holding the entry's lock is replacing it: leave it be.
+      files::FileLock lock(lockPath(name), files::FileLock::TryOnly);
+      if (lock.busy()) {
+        ++result.inUse;
+        continue;
+      }
+      if (Status s = removeDirectory(path); !s)
         return s;
-      ++removed;
+      ::unlink(lockPath(name).c_str());
+      ++result.removed;
+    } else if (std::string entry = entryOfTemp(name);
+               !entry.empty() && isPlainDirectory(path)) {
+      // A temporary whose writer still holds the lock is being written.
+      files::FileLock lock(lockPath(entry), files::FileLock::TryOnly);
+      if (lock.busy()) {
+        ++result.inUse;
+        continue;
+      }
+      fs::remove_all(path, ec);
+      if (!fs::exists(dir_ + "/" + entry, ec)) // the lock just taken, too
+        ::unlink(lockPath(entry).c_str());
+    } else if (startsWith(name, kTrashPrefix) &&
+               files::isUniqueSuffix(name.substr(std::strlen(kTrashPrefix))) &&
+               isPlainDirectory(path)) {
+      fs::remove_all(path, ec); // a remover that died halfway
+    } else if (endsWith(name, kLockSuffix) &&
+               isEntryName(name.substr(0, name.size() -
+                                              std::strlen(kLockSuffix)))) {
+      // The lock of an entry that is gone; unless someone holds it.
+      files::FileLock lock(path, files::FileLock::TryOnly);
+      if (!lock.busy() && !fs::exists(path.substr(0, path.size() -
+                                                   std::strlen(kLockSuffix)),
+                                      ec))
+        ::unlink(path.c_str());
     }
   }
-  return removed;
+  return result;
 }
 
 } // namespace flashjit

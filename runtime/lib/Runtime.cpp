@@ -20,6 +20,7 @@
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace flashjit {
@@ -27,6 +28,8 @@ namespace flashjit {
 // ---- problem -> spec --------------------------------------------------------
 namespace {
 constexpr int64_t kMaxSeqlen = std::numeric_limits<int32_t>::max();
+/// CUDA's limit on gridDim.x.
+constexpr int64_t kMaxGridX = std::numeric_limits<int32_t>::max();
 
 std::string hexAddress(const void *p) {
   std::ostringstream os;
@@ -158,6 +161,8 @@ struct Runtime::Impl {
   std::unordered_map<std::string, std::pair<TileConfig, ConfigSource>> configs;
   /// Bumped by each store: a lookup that raced one is not kept.
   uint64_t configsGeneration = 0;
+  /// Tune keys whose stored config was refused (each is warned about once).
+  std::unordered_set<std::string> invalidTuned;
   std::atomic<uint64_t> diskHits{0};
   std::atomic<uint64_t> compiles{0};
   std::atomic<uint64_t> quickCompiles{0};
@@ -319,10 +324,23 @@ std::optional<TuneEntry> Runtime::tunedEntry(const ForwardProblem &p) {
     return std::nullopt;
   const TuneKey key = tuneKey(p);
   auto entry = impl_->tuneDb->lookup(key);
-  // Nothing read from disk is trusted unchecked.
-  if (entry && !flashjit::validate(entry->config, key.spec, impl_->arch))
+  if (!entry)
     return std::nullopt;
-  return entry;
+  // Nothing read from disk is trusted unchecked; a config the runtime
+  // cannot use says so once per key, never silently.
+  Status s = entry->config.quick
+                 ? Status::error("it names a quick form, which is never tuned")
+                 : flashjit::validate(entry->config, key.spec, impl_->arch);
+  if (s)
+    return entry;
+  std::lock_guard<std::mutex> guard(impl_->configsMutex);
+  if (impl_->invalidTuned.insert(key.text()).second)
+    std::fprintf(stderr,
+                 "flashjit: warning: the tune database %s holds an unusable "
+                 "config for %s (%s); using the default config\n",
+                 impl_->tuneDb->path().c_str(), key.text().c_str(),
+                 s.message().c_str());
+  return std::nullopt;
 }
 
 Expected<std::string> Runtime::storeTuned(const TuneKey &key,
@@ -432,9 +450,15 @@ Expected<CacheEntry> Runtime::Impl::compileEntry(const AttentionSpec &spec,
   jitUs += micros(t1);
   if (!cubin)
     return cubin.status();
-  return CacheEntry{artifact->ptx, std::move(*cubin),
-                    KernelMeta{artifact->kernelName, artifact->launch.threadsPerBlock,
-                               artifact->launch.sharedMemBytes, artifact->launch.blockM}};
+  // The launch facts the key implies are the ones a disk entry is checked
+  // against: the generator must agree with them.
+  const KernelMeta meta = kernelMetaFor(cacheKey(spec, config));
+  if (meta != KernelMeta{artifact->kernelName, artifact->launch.threadsPerBlock,
+                         artifact->launch.sharedMemBytes,
+                         artifact->launch.blockM})
+    return Status::error("internal error: the generator's launch facts for " +
+                         meta.kernelName + " differ from kernelMetaFor's");
+  return CacheEntry{artifact->ptx, std::move(*cubin), meta};
 }
 
 Expected<ModuleCache::Kernel>
@@ -609,21 +633,29 @@ Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
   if (Status s = flashjit::validate(plan.config, plan.spec, impl_->arch); !s)
     return s;
   // Tile rows: query rows, times the GQA group when its heads are packed.
+  // Counted in 64 bits and checked before narrowing to the launch's 32.
+  // Checked before the compile, which such a problem would only waste.
   const int64_t blockM = plan.config.blockM;
   const int64_t rows = p.seqlenQ * (plan.config.packGqa ? p.gqaGroup() : 1);
-  plan.grid[0] = static_cast<unsigned>((rows + blockM - 1) / blockM);
-  plan.grid[1] =
-      static_cast<unsigned>(plan.config.packGqa ? p.headsKV : p.headsQ);
-  plan.grid[2] = static_cast<unsigned>(p.batch);
-  // The kernels number a CTA's (row block, head) in 32 bits. Checked before
-  // the compile, which such a problem would only waste.
-  const uint64_t rowBlocksTimesHeads = uint64_t(plan.grid[0]) * plan.grid[1];
-  if (rowBlocksTimesHeads > std::numeric_limits<uint32_t>::max())
+  const int64_t rowBlocks = (rows + blockM - 1) / blockM;
+  const int64_t gridHeads = plan.config.packGqa ? p.headsKV : p.headsQ;
+  if (rowBlocks > kMaxGridX)
     return Status::error(
-        "seqlen_q x heads_q too large: " + std::to_string(plan.grid[0]) +
+        "seqlen_q too large: " + std::to_string(rows) + " query rows" +
+        (plan.config.packGqa ? " (GQA group packed)" : "") + " make " +
+        std::to_string(rowBlocks) + " row blocks of " +
+        std::to_string(blockM) + "; a launch takes at most 2^31 - 1");
+  // The kernels number a CTA's (row block, head) in 32 bits.
+  const int64_t rowBlocksTimesHeads = rowBlocks * gridHeads;
+  if (rowBlocksTimesHeads > int64_t(std::numeric_limits<uint32_t>::max()))
+    return Status::error(
+        "seqlen_q x heads_q too large: " + std::to_string(rowBlocks) +
         " row blocks of " + std::to_string(blockM) + " rows times " +
-        std::to_string(plan.grid[1]) + " heads is " +
+        std::to_string(gridHeads) + " heads is " +
         std::to_string(rowBlocksTimesHeads) + " CTAs; at most 2^32 - 1");
+  plan.grid[0] = static_cast<unsigned>(rowBlocks);
+  plan.grid[1] = static_cast<unsigned>(gridHeads);
+  plan.grid[2] = static_cast<unsigned>(p.batch);
 
   // Split-KV: asked for, or chosen for decode-like and paged problems.
   plan.numSplits = 1;

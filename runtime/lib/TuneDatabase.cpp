@@ -3,12 +3,15 @@
 
 #include "Files.h"
 
-#include <stdexcept>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <stdexcept>
 
 using json = nlohmann::json;
 
@@ -18,6 +21,14 @@ namespace {
 constexpr int kFormat = 1;
 constexpr const char *kFileName = "tune.json";
 
+/// "20261203T101500Z": a time for file names.
+std::string compactUtcTime(std::time_t t) {
+  std::string text = files::utcTime(t);
+  text.erase(std::remove(text.begin(), text.end(), '-'), text.end());
+  text.erase(std::remove(text.begin(), text.end(), ':'), text.end());
+  return text;
+}
+
 int64_t roundUpToPowerOfTwo(int64_t v, int64_t atLeast) {
   int64_t p = atLeast;
   while (p < v)
@@ -25,14 +36,23 @@ int64_t roundUpToPowerOfTwo(int64_t v, int64_t atLeast) {
   return p;
 }
 
+/// Largest tune.json read back (a tuned config is about 1 KB of JSON).
+constexpr uint64_t kMaxFileBytes = uint64_t(256) << 20;
+
+/// The fields as read; whether they make a usable config for a spec is the
+/// runtime's check (validate), which warns about the ones that do not.
 TileConfig configFrom(const json &j) {
+  auto field = [&](const char *name) {
+    return static_cast<int>(
+        files::intIn(j.at(name), name, INT32_MIN, INT32_MAX));
+  };
   TileConfig c;
-  c.blockM = j.at("block_m").get<int>();
-  c.blockN = j.at("block_n").get<int>();
-  c.warps = j.at("warps").get<int>();
-  c.stages = j.at("stages").get<int>();
+  c.blockM = field("block_m");
+  c.blockN = field("block_n");
+  c.warps = field("warps");
+  c.stages = field("stages");
   c.packGqa = j.at("pack_gqa").get<bool>();
-  c.quick = j.value("quick", false);
+  c.quick = j.contains("quick") && j.at("quick").get<bool>();
   // Entries written before families existed are the sm80 family's.
   const std::string family = j.value("family", std::string("sm80"));
   auto parsed = parseFamily(family);
@@ -70,7 +90,11 @@ TuneEntry entryFrom(const json &j) {
   TuneEntry e;
   e.config = configFrom(j.at("config"));
   e.ms = j.at("ms").get<double>();
-  e.candidates = j.value("candidates", 0);
+  e.candidates =
+      j.contains("candidates")
+          ? static_cast<int>(files::intIn(j["candidates"], "candidates", 0,
+                                          INT32_MAX))
+          : 0;
   e.tunedAtUtc = j.value("tuned_at", std::string());
   if (j.contains("runner_up")) {
     e.runnerUp = configFrom(j.at("runner_up"));
@@ -126,17 +150,15 @@ enum class FileProblem { None, Unreadable, Corrupt, OtherFormat };
 /// file), or what is wrong with it in `problem` and the message.
 Expected<json> readEntries(const std::string &path, FileProblem &problem) {
   problem = FileProblem::None;
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec) && !ec)
+  files::FileContents text = files::readFile(path, kMaxFileBytes);
+  if (text.error == files::ReadError::Missing)
     return json::object(); // no file yet: nothing tuned
-  auto text = std::filesystem::is_regular_file(path, ec)
-                  ? files::readFile(path)
-                  : std::nullopt;
   if (!text) {
     problem = FileProblem::Unreadable;
-    return Status::error("tune database " + path + " cannot be read");
+    return Status::error("tune database cannot be read (" + text.message +
+                         ")");
   }
-  json doc = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  json doc = json::parse(text.data, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object()) {
     problem = FileProblem::Corrupt;
     return Status::error("tune database " + path + " is not valid JSON");
@@ -222,10 +244,15 @@ Status TuneDatabase::store(const TuneKey &key, const TuneEntry &entry) {
     // Never replace what we cannot read or what another version wrote.
     return Status::error(entries.message() + "; not replacing it");
   if (problem == FileProblem::Corrupt) {
-    // Keep the broken file for inspection; start a fresh one.
-    const std::string aside = path_ + ".corrupt";
+    // Keep the broken file for inspection, under a name of its own (an
+    // earlier one stays); start a fresh one.
+    const std::string aside = path_ + ".corrupt-" +
+                              compactUtcTime(std::time(nullptr)) + "-" +
+                              files::uniqueSuffix();
+    if (std::rename(path_.c_str(), aside.c_str()) != 0)
+      return Status::error(entries.message() + "; cannot move it aside to " +
+                           aside + ": " + std::strerror(errno));
     files::warn(entries.message() + "; moved aside to " + aside);
-    std::rename(path_.c_str(), aside.c_str());
     entries = json::object();
   }
   // Every other entry keeps its JSON as it is on disk.

@@ -134,17 +134,8 @@ TEST_P(Layout, IsHonouredAndAlignmentDetected) {
   EXPECT_EQ(specFor(run.problem).globalAlignElems, c.expectAlign);
   CheckResult r = check(run);
   EXPECT_TRUE(r.pass) << r.summary();
-  // Elements between the rows of O are not the kernel's: still poisoned.
-  std::vector<bool> logical(run.o.size(), false);
-  for (int64_t bi = 0; bi < b; ++bi)
-    for (int64_t h = 0; h < hq; ++h)
-      for (int64_t i = 0; i < sq; ++i)
-        for (int64_t j = 0; j < d; ++j)
-          logical[p.oStrides.offset(bi, h, i) + j] = true;
-  int64_t strayWrites = 0;
-  for (size_t i = 0; i < run.o.size(); ++i)
-    strayWrites += !logical[i] && run.o[i] != kPoison16;
-  EXPECT_EQ(strayWrites, 0) << "writes outside the output's rows";
+  // Elements between the rows of O are not the kernel's: runForward checked
+  // that they (and the guards around O) are still poison.
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -70,10 +70,12 @@ TEST(Autotune, SmallProblemIsTunedStoredAndUsed) {
   const AttentionSpec spec = specFor(a.problem);
   EXPECT_EQ(r.baseline.config, defaultTileConfig(spec, tuner.rt->arch()));
   ASSERT_TRUE(r.baseline.ok()) << r.baseline.failure;
-  // Every candidate ran and matched the baseline; ranked fastest first.
+  // Every candidate ran, matched the baseline and used no local memory;
+  // ranked fastest first.
   for (int i = 0; i < n; ++i) {
     EXPECT_TRUE(r.ranked[i].ok())
         << canonicalText(r.ranked[i].config) << ": " << r.ranked[i].failure;
+    EXPECT_EQ(r.ranked[i].localBytes, 0) << canonicalText(r.ranked[i].config);
     EXPECT_GT(r.ranked[i].ms, 0);
     EXPECT_LE(r.ranked[i].minMs, r.ranked[i].ms);
     if (i > 0) {
@@ -82,6 +84,10 @@ TEST(Autotune, SmallProblemIsTunedStoredAndUsed) {
   }
   EXPECT_EQ(r.storedIn, TuneDatabase::pathIn(dir));
   const TileConfig best = r.ranked.front().config;
+  // The winner was held to the float64 reference before it was stored.
+  EXPECT_EQ(r.oracleCheck.rfind(canonicalText(best) + ": ", 0), 0u)
+      << r.oracleCheck;
+  EXPECT_NE(r.oracleCheck.find("PASS"), std::string::npos) << r.oracleCheck;
 
   // The tuning runtime, and a new one over the same directory (a new
   // process), now plan this problem -- and any of its bucket -- with it.
@@ -98,18 +104,10 @@ TEST(Autotune, SmallProblemIsTunedStoredAndUsed) {
   auto plan = later.rt->planForward(sameBucket);
   ASSERT_TRUE(plan);
   EXPECT_EQ(plan->source, ConfigSource::Tuned);
-  // The tuned kernel is correct against the float64 reference.
-  ASSERT_TRUE(later.rt->fill16(a.problem.o, kPoison16, a.o.size()).isOk());
-  ASSERT_TRUE(later.rt->attentionForward(a.problem).isOk());
-  ASSERT_TRUE(later.rt->synchronize().isOk());
-  ASSERT_TRUE(later.rt
-                  ->copyToHost(a.o.data(), a.problem.o,
-                               a.o.size() * sizeof(uint16_t))
-                  .isOk());
-  ASSERT_TRUE(later.rt
-                  ->copyToHost(a.lse.data(), a.problem.lse,
-                               a.lse.size() * sizeof(float))
-                  .isOk());
+  // The tuned kernel is correct against the float64 reference (O and LSE
+  // poisoned first: the last candidate's values are gone).
+  const Status launched = launchOnce(*later.rt, a);
+  ASSERT_TRUE(launched.isOk()) << launched.message();
   const CheckResult checked = check(a);
   EXPECT_TRUE(checked.pass) << checked.summary();
 
@@ -153,6 +151,9 @@ TEST(Autotune, WorkspacesMustBeOneProblem) {
   ASSERT_TRUE(tuned) << tuned.message();
   EXPECT_TRUE(tuned->storedIn.empty());
   EXPECT_TRUE(tuned->ranked.front().ok()) << tuned->ranked.front().failure;
+  // Checked against the float64 reference even when nothing is stored.
+  EXPECT_NE(tuned->oracleCheck.find("PASS"), std::string::npos)
+      << tuned->oracleCheck;
   EXPECT_FALSE(autotune(runtime(), {}, options));
   // Workspaces whose sizes differ are not one problem: refused up front.
   ForwardProblem longer = a.problem;

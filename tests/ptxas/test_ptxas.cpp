@@ -1,11 +1,13 @@
 //===- test_ptxas.cpp - Generated PTX assembles with ptxas, without spills -===//
 //
-// For a grid of head sizes x dtypes x masks x architectures, compiles the
-// forward kernel with the arch's default tile config (the alignment the
-// runtime would pick for contiguous tensors), runs `ptxas -arch=<arch> -v`
-// on the PTX and requires: exit 0, the .target line of the arch, and
-// "0 bytes spill stores, 0 bytes spill loads". No GPU needed; without ptxas
-// every test skips with the reason.
+// For a grid of head sizes x dtypes x masks x every architecture the
+// runtime accepts, compiles the forward kernel with the arch's default tile
+// config (the alignment the runtime would pick for contiguous tensors), runs
+// `ptxas -arch=<arch> -v` on the PTX and requires: exit 0, the .target line
+// of the arch, "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill
+// loads", and launch facts that agree with the PTX itself. No GPU needed;
+// ptxas is (the README's install puts it there): without it every test
+// fails with the reason.
 //
 //===----------------------------------------------------------------------===//
 #include "flashjit/compiler/AttentionSpec.h"
@@ -43,9 +45,16 @@ bool isExecutable(const std::string &path) {
          !fs::is_directory(path);
 }
 
-/// ptxas from the configure-time path, else from $PATH; empty and `why`
-/// filled in when there is none.
+/// ptxas from $FLASHJIT_PTXAS when set (nothing else then), else the
+/// configure-time path, else $PATH; empty and `why` filled in when there is
+/// none.
 std::string findPtxas(std::string &why) {
+  if (const char *forced = std::getenv("FLASHJIT_PTXAS"); forced && *forced) {
+    if (isExecutable(forced))
+      return forced;
+    why = std::string("$FLASHJIT_PTXAS (") + forced + ") is not executable";
+    return {};
+  }
   std::string configured;
 #ifdef FLASHJIT_PTXAS_PATH
   configured = FLASHJIT_PTXAS_PATH;
@@ -99,16 +108,32 @@ std::string ptxTarget(const std::string &ptx) {
   return {};
 }
 
+/// The thread count of the PTX's `.maxntid N, 1, 1` directive, or 0.
+int ptxMaxThreads(const std::string &ptx) {
+  static const std::regex maxntid(R"(\.maxntid\s+(\d+),\s*1,\s*1)");
+  std::smatch m;
+  return std::regex_search(ptx, m, maxntid) ? std::stoi(m[1].str()) : 0;
+}
+
 /// What assembling one kernel gave.
 struct Assembled {
   std::string failure;   ///< empty when compile and ptxas both succeeded
-  int spillStores = -1;  ///< summed over every function ptxas reports
+  int stackFrame = -1;   ///< bytes, summed over every function ptxas reports
+  int spillStores = -1;
   int spillLoads = -1;
-  int spillReports = 0;  ///< "N bytes spill stores, M bytes spill loads" lines
+  /// "N bytes stack frame, M bytes spill stores, K bytes spill loads" lines
+  int reports = 0;
   std::string ptxasLog;
+  /// Local memory of any kind: a stack frame without spills (an array
+  /// indexed at run time) costs as much as a spill.
   bool clean() const {
-    return failure.empty() && spillReports > 0 && spillStores == 0 &&
-           spillLoads == 0;
+    return failure.empty() && reports > 0 && stackFrame == 0 &&
+           spillStores == 0 && spillLoads == 0;
+  }
+  std::string localMemory() const {
+    return std::to_string(stackFrame) + " bytes stack frame, " +
+           std::to_string(spillStores) + " bytes spill stores, " +
+           std::to_string(spillLoads) + " bytes spill loads";
   }
 };
 
@@ -147,8 +172,8 @@ Assembled assemble(const std::string &ptxas, const AttentionSpec &spec,
   }
   flashjit::test_support::ProcessResult r = flashjit::test_support::runProcess(
       {ptxas, "-arch=" + std::string(toString(arch)),
-       "-O" + std::to_string(art->launch.ptxasOptLevel), "-v", ptxFile.string(), "-o",
-       cubin.string()});
+       "-O" + std::to_string(art->launch.ptxasOptLevel), "-v", ptxFile.string(),
+       "-o", cubin.string()});
   const std::string log = r.all();
   a.ptxasLog = log;
   if (r.exitCode != 0) {
@@ -159,16 +184,103 @@ Assembled assemble(const std::string &ptxas, const AttentionSpec &spec,
     a.failure = "ptxas wrote no cubin";
     return a;
   }
-  static const std::regex spills(
-      R"((\d+) bytes spill stores, (\d+) bytes spill loads)");
-  a.spillStores = a.spillLoads = 0;
-  for (auto it = std::sregex_iterator(log.begin(), log.end(), spills);
+  static const std::regex local(R"((\d+) bytes stack frame, (\d+) bytes )"
+                                R"(spill stores, (\d+) bytes spill loads)");
+  a.stackFrame = a.spillStores = a.spillLoads = 0;
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), local);
        it != std::sregex_iterator(); ++it) {
-    ++a.spillReports;
-    a.spillStores += std::stoi((*it)[1].str());
-    a.spillLoads += std::stoi((*it)[2].str());
+    ++a.reports;
+    a.stackFrame += std::stoi((*it)[1].str());
+    a.spillStores += std::stoi((*it)[2].str());
+    a.spillLoads += std::stoi((*it)[3].str());
   }
   return a;
+}
+
+int paddedTo16(int d) { return (d + 15) / 16 * 16; }
+
+/// Largest dynamic shared memory per block, by the CUDA programming guide's
+/// table (not by the compiler's maxSharedMemoryPerBlock).
+int sharedMemoryLimit(Arch arch) {
+  switch (arch) {
+  case Arch::Sm80:
+  case Arch::Sm87:
+    return 163 * 1024;
+  case Arch::Sm86:
+  case Arch::Sm89:
+  case Arch::Sm120:
+    return 99 * 1024;
+  case Arch::Sm90:
+  case Arch::Sm90a:
+  case Arch::Sm100:
+    return 227 * 1024;
+  }
+  return 0;
+}
+
+/// Checks the launch facts of `art` against what the PTX says and against
+/// first principles, not against the functions that filled them in.
+void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
+                           const AttentionSpec &spec, const TileConfig &config,
+                           Arch arch) {
+  // The kernel's name: .entry of the PTX, and readable facts.
+  EXPECT_NE(ptx.find(".entry " + art.kernelName + "("), std::string::npos)
+      << "no .entry " << art.kernelName << " in the PTX";
+  const std::string head = "fwd_" + std::string(toString(spec.dtype)) +
+                           "_hqk" + std::to_string(spec.headDimQK) + "_hv" +
+                           std::to_string(spec.headDimV) + "_" +
+                           std::string(toString(spec.mask)) + "_g" +
+                           std::to_string(spec.gqaGroup) + "_";
+  EXPECT_EQ(art.kernelName.rfind(head, 0), 0u) << art.kernelName;
+  const std::string tiles = "_bm" + std::to_string(config.blockM) + "_bn" +
+                            std::to_string(config.blockN) + "_w" +
+                            std::to_string(config.warps) + "_s" +
+                            std::to_string(config.stages);
+  EXPECT_NE(art.kernelName.find(tiles), std::string::npos) << art.kernelName;
+  const std::string archName(toString(arch)); // sm_90a; "_sm90a" in names
+  std::string archTag = "_" + archName;
+  archTag.erase(archTag.find('_', 1), 1);
+  EXPECT_EQ(art.kernelName.substr(art.kernelName.size() - archTag.size()),
+            archTag);
+  EXPECT_EQ(ptxTarget(ptx), archName);
+  // Threads: what the PTX was compiled for is what the launcher launches;
+  // the sm80 kernel has the config's warps, its quick form at least as many
+  // (warps of 16 rows) and at most 256 threads; sm90 a producer warpgroup
+  // beside the consumers' warps.
+  EXPECT_EQ(ptxMaxThreads(ptx), art.launch.threadsPerBlock);
+  if (config.family == Family::Sm90) {
+    EXPECT_EQ(art.launch.threadsPerBlock, (config.warps + 4) * kWarpSize);
+  } else if (config.quick) {
+    EXPECT_GE(art.launch.threadsPerBlock, config.warps * kWarpSize);
+    EXPECT_LE(art.launch.threadsPerBlock, 256);
+  } else {
+    EXPECT_EQ(art.launch.threadsPerBlock, config.warps * kWarpSize);
+  }
+  EXPECT_EQ(art.launch.blockM, config.blockM);
+  EXPECT_LE(art.launch.sharedMemBytes, sharedMemoryLimit(arch));
+  if (config.family == Family::Sm90) {
+    // The tensor maps of Q (64-row boxes) and K, V (block_n rows) travel as
+    // parameters; setmaxnreg moves registers to the consumers.
+    EXPECT_EQ(art.launch.tmaQ.rows, 64);
+    EXPECT_EQ(art.launch.tmaK.rows, config.blockN);
+    EXPECT_NE(ptx.find(".param .align 64 .b8"), std::string::npos);
+    EXPECT_NE(ptx.find("setmaxnreg.inc"), std::string::npos);
+    return;
+  }
+  // sm80 shared memory: a Q tile and `stages` K and V tiles whose rows are
+  // the head dims padded to 16, or one 16-byte chunk longer (unswizzled).
+  const int eb = elementBytes(spec.dtype);
+  const int rows = config.blockM + 2 * config.stages * config.blockN;
+  const int swizzled =
+      (config.blockM * paddedTo16(spec.headDimQK) +
+       config.stages * config.blockN *
+           (paddedTo16(spec.headDimQK) + paddedTo16(spec.headDimV))) *
+      eb;
+  const int padded = swizzled + rows * 16;
+  const int bytes = art.launch.sharedMemBytes;
+  EXPECT_TRUE(bytes == swizzled || bytes == padded)
+      << bytes << " bytes of shared memory; expected " << swizzled
+      << " (swizzled rows) or " << padded << " (padded rows)";
 }
 
 /// Compiles `spec` with `config` for `arch`, checks what the artifact says
@@ -177,51 +289,21 @@ void compileAndAssemble(const AttentionSpec &spec, const TileConfig &config,
                         Arch arch) {
   std::string why;
   const std::string &ptxas = ptxasPath(why);
-  if (ptxas.empty())
-    GTEST_SKIP() << "ptxas not found: " << why;
+  ASSERT_FALSE(ptxas.empty()) << "ptxas not found: " << why;
 
-  const std::string name = kernelName(spec, config, arch);
-  SCOPED_TRACE(name);
-  Status valid = validate(config, spec, arch);
-  ASSERT_TRUE(valid.isOk()) << valid.message();
-
+  SCOPED_TRACE(kernelName(spec, config, arch));
   Artifact art;
   Assembled a = assemble(ptxas, spec, config, arch, &art);
   ASSERT_TRUE(a.failure.empty()) << a.failure << "\n" << a.ptxasLog;
+  expectLaunchFactsHold(art, art.ptx, spec, config, arch);
 
-  EXPECT_EQ(art.kernelName, name);
-  if (config.family == Family::Sm80) {
-    const ForwardLayout layout = forwardLayout(spec, config);
-    EXPECT_EQ(art.launch.threadsPerBlock, layout.threads);
-    // The quick form may give each warp fewer rows; the full kernel has the
-    // config's warps.
-    if (!config.quick) {
-      EXPECT_EQ(art.launch.threadsPerBlock, config.warps * kWarpSize);
-    }
-    EXPECT_EQ(art.launch.sharedMemBytes, layout.sharedMemBytes);
-  } else {
-    // A producer warpgroup beside the consumers' warps, and the tensor maps
-    // of Q (64-row boxes) and K, V (block_n rows) as parameters.
-    EXPECT_EQ(art.launch.threadsPerBlock, (config.warps + 4) * kWarpSize);
-    EXPECT_EQ(art.launch.tmaQ.rows, 64);
-    EXPECT_EQ(art.launch.tmaK.rows, config.blockN);
-    EXPECT_NE(art.ptx.find(".param .align 64 .b8"), std::string::npos);
-    EXPECT_NE(art.ptx.find("setmaxnreg.inc"), std::string::npos);
+  if (config.family == Family::Sm90)
     EXPECT_EQ(a.ptxasLog.find("setmaxnreg' ignored"), std::string::npos)
         << a.ptxasLog;
-  }
-  EXPECT_EQ(art.launch.blockM, config.blockM);
-  EXPECT_NE(art.ptx.find(".entry " + name), std::string::npos)
-      << "no .entry " << name << " in the PTX";
-  EXPECT_EQ(ptxTarget(art.ptx), std::string(toString(arch)));
 
-  EXPECT_GE(a.spillReports, 1) << "ptxas -v printed no spill report:\n"
-                               << a.ptxasLog;
-  EXPECT_EQ(a.spillStores, 0) << "spill stores:\n" << a.ptxasLog;
-  EXPECT_EQ(a.spillLoads, 0) << "spill loads:\n" << a.ptxasLog;
-  EXPECT_NE(a.ptxasLog.find("0 bytes spill stores, 0 bytes spill loads"),
-            std::string::npos)
-      << a.ptxasLog;
+  EXPECT_GE(a.reports, 1) << "ptxas -v printed no local-memory report:\n"
+                          << a.ptxasLog;
+  EXPECT_TRUE(a.clean()) << a.localMemory() << ":\n" << a.ptxasLog;
   // All shared memory is dynamic (layout.sharedMemBytes): a static byte
   // would push a 48 KiB kernel past the launch limit without the opt-in.
   EXPECT_EQ(a.ptxasLog.find("bytes smem"), std::string::npos)
@@ -230,6 +312,14 @@ void compileAndAssemble(const AttentionSpec &spec, const TileConfig &config,
 }
 
 // ---- the default-config grid ----------------------------------------------------------
+
+/// Every architecture the runtime accepts (compute capability 8.0, 8.6, 8.7,
+/// 8.9, 9.0 as sm_90a, 10.0 and 12.0). The first four have the whole grid in
+/// both dtypes; the sm80 family's later targets one dtype a head dim.
+constexpr Arch kRuntimeArchs[] = {Arch::Sm80, Arch::Sm86, Arch::Sm89,
+                                  Arch::Sm90a, Arch::Sm87, Arch::Sm100,
+                                  Arch::Sm120};
+constexpr int kBothDtypeArchs = 4;
 
 struct GridCase {
   int headDim;
@@ -248,18 +338,43 @@ std::string gridName(const ::testing::TestParamInfo<GridCase> &info) {
          (c.quick ? "_quick" : "");
 }
 
+/// Head dims of the throughput table and the edges of the default table.
+constexpr int kGridHeadDims[] = {1,  16, 32,  33,  64,  72,  80,
+                                 96, 100, 128, 160, 192, 256};
+/// Head dims where ptxas spilled before (d=89: three stages; 112-124: the
+/// interleaved rescale and zero-filled columns; 132: 8-byte copies).
+constexpr int kSpilledBeforeHeadDims[] = {89,  112, 113, 114, 115, 116, 117, 118,
+                                          119, 120, 121, 122, 123, 124, 132};
+
 std::vector<GridCase> gridCases() {
   std::vector<GridCase> out;
-  for (int d : {1, 16, 32, 33, 64, 72, 80, 96, 100, 128, 160, 192, 256})
+  // Both dtypes generate the same instructions but for the MMA's type: one
+  // of them a head dim is enough for the later targets and the head dims
+  // that spilled before.
+  for (int d : kGridHeadDims)
     for (DType dtype : {DType::F16, DType::BF16})
       for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
-        for (Arch arch : {Arch::Sm80, Arch::Sm90a}) {
+        for (int a = 0; a < int(std::size(kRuntimeArchs)); ++a) {
+          const Arch arch = kRuntimeArchs[a];
+          if (a >= kBothDtypeArchs &&
+              dtype != ((d + a) % 2 ? DType::F16 : DType::BF16))
+            continue;
           for (bool quick : {false, true})
             out.push_back({d, dtype, mask, arch, Family::Sm80, quick});
           // The sm90 family where TMA addresses contiguous rows of d.
           if (arch == Arch::Sm90a && alignmentElems({d}) == 8)
             out.push_back({d, dtype, mask, arch, Family::Sm90, false});
         }
+  int i = 0;
+  for (int d : kSpilledBeforeHeadDims)
+    for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
+      for (Arch arch : kRuntimeArchs) {
+        const DType dtype = i++ % 2 ? DType::F16 : DType::BF16;
+        for (bool quick : {false, true})
+          out.push_back({d, dtype, mask, arch, Family::Sm80, quick});
+        if (arch == Arch::Sm90a && alignmentElems({d}) == 8)
+          out.push_back({d, dtype, mask, arch, Family::Sm90, false});
+      }
   return out;
 }
 
@@ -582,8 +697,7 @@ TEST(PtxasSweep, DefaultConfigOfEveryHeadDim) {
                     "33,120-135) to sweep head dims";
   std::string why;
   const std::string &ptxas = ptxasPath(why);
-  if (ptxas.empty())
-    GTEST_SKIP() << "ptxas not found: " << why;
+  ASSERT_FALSE(ptxas.empty()) << "ptxas not found: " << why;
   const std::vector<int> dims = parseHeadDims(env);
   ASSERT_FALSE(dims.empty()) << "no head dims in '" << env << "'";
   std::ostringstream bad;
@@ -591,7 +705,7 @@ TEST(PtxasSweep, DefaultConfigOfEveryHeadDim) {
   for (int d : dims)
     for (DType dtype : {DType::BF16, DType::F16})
       for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
-        for (Arch arch : {Arch::Sm80, Arch::Sm90a}) {
+        for (Arch arch : kRuntimeArchs) {
           AttentionSpec spec =
               makeSpec(d, d, dtype, mask, alignmentElems({d}));
           const TileConfig config = defaultTileConfig(spec, arch);
@@ -604,8 +718,7 @@ TEST(PtxasSweep, DefaultConfigOfEveryHeadDim) {
           if (!a.failure.empty())
             bad << a.failure;
           else
-            bad << a.spillStores << " bytes spill stores, " << a.spillLoads
-                << " bytes spill loads";
+            bad << a.localMemory();
           bad << "\n";
         }
   EXPECT_EQ(failures, 0) << failures << " of " << kernels
@@ -614,10 +727,13 @@ TEST(PtxasSweep, DefaultConfigOfEveryHeadDim) {
 }
 
 TEST(PtxasGrid, CoversTheRequestedMatrix) {
-  // 13 head dims x 2 dtypes x 2 masks x 2 archs, full and quick (sm80), and
-  // the sm90 family on sm_90a for the 10 dims TMA can address (multiples
-  // of 8: not 1, 33 and 100).
-  EXPECT_EQ(gridCases().size(), 13u * 2 * 2 * 2 * 2 + 10u * 2 * 2);
+  // sm80: 13 head dims x 2 masks x (2 dtypes x 4 archs + 3 later targets),
+  // full and quick, and the sm90 family on sm_90a for the 10 dims TMA can
+  // address (multiples of 8: not 1, 33 and 100); the 15 head dims that
+  // spilled before, one dtype, both masks, all 7 archs likewise (sm90: 112
+  // and 120).
+  EXPECT_EQ(gridCases().size(), 13u * 2 * (2 * 4 + 3) * 2 + 10u * 2 * 2 +
+                                    15u * 2 * 7 * 2 + 2u * 2);
 }
 
 } // namespace

@@ -8,6 +8,8 @@
 #include "flashjit/runtime/Device.h"
 #include "flashjit/runtime/DiskCache.h"
 
+#include "StandIn.h"
+
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -15,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 namespace fs = std::filesystem;
 using namespace flashjit;
@@ -25,10 +28,14 @@ struct Result {
   std::string output; ///< stdout and stderr together
 };
 
-/// Runs `flashjit <args>` with FLASHJIT_CACHE_DIR=`cacheDir`.
-Result runCli(const std::string &args, const std::string &cacheDir) {
+/// Runs `flashjit <args>` with FLASHJIT_CACHE_DIR=`cacheDir` (and the
+/// stand-in libcuda on its library path when `standIn`).
+Result runCli(const std::string &args, const std::string &cacheDir,
+              bool standIn = false) {
 #ifdef FLASHJIT_CLI_PATH
-  const std::string cmd = "FLASHJIT_CACHE_DIR='" + cacheDir + "' '" +
+  const std::string env =
+      standIn ? "LD_LIBRARY_PATH='" + test_support::standInDir() + "' " : "";
+  const std::string cmd = env + "FLASHJIT_CACHE_DIR='" + cacheDir + "' '" +
                           FLASHJIT_CLI_PATH + "' " + args + " 2>&1";
   Result r;
   FILE *pipe = ::popen(cmd.c_str(), "r");
@@ -73,7 +80,7 @@ TEST_F(Cli, CacheInfoListClear) {
   DiskCache cache(dir_);
   CacheKey key;
   key.flashjitVersion = "t";
-  CacheEntry entry{"ptx", std::string(2048, 'c'), {"k", 128, 1024, 64}};
+  CacheEntry entry{"ptx", std::string(2048, 'c'), kernelMetaFor(key)};
   ASSERT_TRUE(cache.store(key, entry).isOk());
 
   Result info = runCli("cache info", dir_);
@@ -150,7 +157,7 @@ TEST_F(Cli, RunRejectsBadFeatureArgumentsWithoutAGpu) {
       {"run --bias-shape 1,1", {"--bias tensor"}},
       {"run --seqlens-q 5,3 --seqlens-k 5", {"--seqlens-q", "--seqlens-k"}},
       {"run --key-lengths 5 --batch 2", {"--key-lengths"}},
-      {"run --key-lengths 500 --seqlen 100", {"key_lengths"}},
+      {"run --key-lengths 500 --seqlen 100", {"--key-lengths"}},
       {"run --layout bsdh", {"--layout", "bshd", "bhsd"}},
       {"run --softcap -3", {"--softcap"}},
       {"run --heads-q 6 --heads-kv 4", {"--heads-q"}},
@@ -159,7 +166,7 @@ TEST_F(Cli, RunRejectsBadFeatureArgumentsWithoutAGpu) {
       {"run --decode --splits 129", {"--splits"}},
       {"run --decode --page-size 16 --layout bhsd", {"--page-size", "bshd"}},
       {"run --decode --seqlen-k 100 --key-lengths 50,101 --batch 2",
-       {"key_lengths[1]"}},
+       {"--key-lengths[1]", "got 101"}},
   };
   for (const auto &[args, names] : cases) {
     Result r = runCli(args, dir_);
@@ -186,4 +193,138 @@ TEST_F(Cli, EverySubcommandDocumentsItsOptions) {
     EXPECT_EQ(r.exitCode, 0) << cmd;
     EXPECT_TRUE(contains(r.output, "Usage")) << cmd;
   }
+}
+
+// Defect 1, as a user meets it: `cache clear` in a directory that holds
+// more than flashjit's entries.
+TEST_F(Cli, CacheClearRemovesOnlyFlashjitEntries) {
+  DiskCache cache(dir_);
+  CacheKey key;
+  key.flashjitVersion = "t";
+  ASSERT_TRUE(
+      cache.store(key, {"ptx", std::string(64, 'c'), kernelMetaFor(key)})
+          .isOk());
+  fs::create_directories(dir_ + "/.git/refs");
+  fs::create_directories(dir_ + "/Documents");
+  std::ofstream(dir_ + "/Documents/letter.txt") << "keep me";
+  Result list = runCli("cache list", dir_);
+  EXPECT_EQ(list.exitCode, 0) << list.output;
+  EXPECT_TRUE(contains(list.output, key.entryName())) << list.output;
+  EXPECT_FALSE(contains(list.output, "Documents")) << list.output;
+  EXPECT_FALSE(contains(list.output, ".git")) << list.output;
+  Result info = runCli("cache info", dir_);
+  EXPECT_TRUE(contains(info.output, "entries:   1")) << info.output;
+  Result clear = runCli("cache clear", dir_);
+  EXPECT_EQ(clear.exitCode, 0) << clear.output;
+  EXPECT_TRUE(contains(clear.output, "removed 1 entry")) << clear.output;
+  EXPECT_TRUE(fs::exists(dir_ + "/.git/refs"));
+  EXPECT_TRUE(fs::exists(dir_ + "/Documents/letter.txt"));
+  EXPECT_FALSE(fs::exists(cache.entryPath(key)));
+}
+
+// Defect 12: usage errors exit 2 from every subcommand, and tile options
+// are checked before the driver is looked for.
+TEST_F(Cli, RunUsageErrorsExit2BeforeTheDriver) {
+  for (const char *args :
+       {"run --dtype fp8", "run --head-dim 300", "run --warps 3",
+        "run --block-m 7", "run --stages 9", "run --pack-gqa maybe",
+        "run --block-n 4096", "run --mask diagonal",
+        "run --head-dim 256 --block-m 256 --block-n 256 --stages 4"}) {
+    Result r = runCli(args, dir_);
+    EXPECT_EQ(r.exitCode, 2) << args << "\n" << r.output;
+    EXPECT_FALSE(contains(r.output, "no CUDA driver")) << args;
+  }
+  Result warps = runCli("run --warps 3", dir_);
+  EXPECT_TRUE(contains(warps.output, "--warps must be a power of two"))
+      << warps.output;
+}
+
+// Defect 13: list options name themselves; the prefix sums cannot wrap;
+// empty entries and negative seeds are refused.
+TEST_F(Cli, ListOptionsAreParsedStrictlyAndNameTheOption) {
+  const std::pair<const char *, std::vector<const char *>> cases[] = {
+      {"run --seqlens-q 2147483647,1",
+       {"--seqlens-q must add up to at most 2147483647", "2147483648"}},
+      {"run --seqlens-k 2000000000,2000000000 --seqlens-q 1,1",
+       {"--seqlens-k must add up"}},
+      {"run --seqlens-q 1,,2", {"--seqlens-q", "entry 2", "empty"}},
+      {"run --seqlens-q 1,2,", {"--seqlens-q", "entry 3", "empty"}},
+      {"run --seqlens-q 1,x", {"--seqlens-q", "'x'", "not an integer"}},
+      {"run --seqlens-q 5,-1", {"--seqlens-q", "[0, 2147483647]", "-1"}},
+      {"run --key-lengths 1,,2 --batch 3", {"--key-lengths", "empty"}},
+      {"run --bias tensor --bias-shape 1,,1", {"--bias-shape", "empty"}},
+      {"run --bias tensor --bias-shape 1,1,1", {"--bias-shape", "1 or 2"}},
+      {"run --seed -1", {"--seed"}},
+      {"bench --head-dims 64,,80", {"--head-dims", "empty"}},
+      {"bench --seqlens 1024,0", {"--seqlens", "[1, 2147483647]"}},
+  };
+  for (const auto &[args, fragments] : cases) {
+    Result r = runCli(args, dir_);
+    EXPECT_EQ(r.exitCode, 2) << args << "\n" << r.output;
+    EXPECT_FALSE(contains(r.output, "cu_seqlens")) << args << r.output;
+    for (const char *f : fragments)
+      EXPECT_TRUE(contains(r.output, f))
+          << args << ": no '" << f << "' in\n" << r.output;
+  }
+  // Space-separated lists still work.
+  Result spaced = runCli("run --seqlens-q 5 3 --seqlens-k 5,7 --warps 3", dir_);
+  EXPECT_TRUE(contains(spaced.output, "--warps")) << spaced.output;
+}
+
+// Defect 4: sizes whose products overflow int64 are errors, not UB.
+TEST_F(Cli, HugeSizesAreUsageErrorsNotOverflows) {
+  Result r = runCli(
+      "run --bias tensor --heads-q 4 --batch 4 --seqlen 2147483647", dir_);
+  EXPECT_EQ(r.exitCode, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "is too large")) << r.output;
+  EXPECT_FALSE(contains(r.output, "runtime error")) << r.output; // UBSan
+}
+
+// Defect 17: --heads-kv defaults to --heads-q (multi-head attention).
+TEST_F(Cli, HeadsKvDefaultsToHeadsQ) {
+  Result r = runCli("compile --heads-q 16 --emit tile", dir_);
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "gqa_group = 1")) << r.output;
+  r = runCli("compile --heads-q 16 --heads-kv 4 --emit tile", dir_);
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "gqa_group = 4")) << r.output;
+}
+
+// ---- with the stand-in driver: the launch path without a GPU ----------------
+class CliStandIn : public Cli {
+protected:
+  void SetUp() override {
+    Cli::SetUp();
+    if (test_support::standInDir().empty())
+      GTEST_FAIL() << "FLASHJIT_STANDIN_DIR is not defined by this build";
+  }
+};
+
+// Defect 3: host buffers of 1.6 TB were allocated without a check and the
+// std::bad_alloc ended the process (SIGABRT).
+TEST_F(CliStandIn, AProblemTooLargeForTheMachineIsAClearError) {
+  Result r = runCli("run --seqlen 100000000 --heads-q 64 --heads-kv 64",
+                    dir_, /*standIn=*/true);
+  EXPECT_EQ(r.exitCode, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "stand-in")) << r.output;
+  EXPECT_TRUE(contains(r.output, "the problem needs")) << r.output;
+  EXPECT_TRUE(contains(r.output, "GiB of device memory")) << r.output;
+  EXPECT_FALSE(contains(r.output, "bad_alloc")) << r.output;
+}
+
+// Defects 12 and 17 past the driver: tiles that no supported GPU takes
+// are usage errors; the problem line shows the GQA group.
+TEST_F(CliStandIn, RunShowsTheGqaGroupAndLaunches) {
+  Result r = runCli("run --heads-q 4 --seqlen 64 --head-dim 32 --warmup 0 "
+                    "--repeats 1",
+                    dir_, /*standIn=*/true);
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "heads_q=4 heads_kv=4 (gqa group 1)"))
+      << r.output;
+  r = runCli("run --heads-q 4 --heads-kv 1 --seqlen 64 --head-dim 32 "
+             "--warmup 0 --repeats 1",
+             dir_, /*standIn=*/true);
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "heads_q=4 heads_kv=1 (gqa group 4)"))
+      << r.output;
 }

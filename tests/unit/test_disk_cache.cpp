@@ -3,14 +3,21 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -54,7 +61,7 @@ CacheEntry testEntry(const CacheKey &key, char fill = 'x') {
   e.cubin = std::string(4096, fill);
   e.cubin[0] = '\x7f'; // binary bytes, NUL included
   e.cubin[1] = '\0';
-  e.meta = {kernelName(key.spec, key.config, key.arch), 256, 65536, 128};
+  e.meta = kernelMetaFor(key);
   return e;
 }
 
@@ -69,6 +76,55 @@ void expectSameEntry(const CacheEntry &a, const CacheEntry &b) {
 
 void writeBytes(const std::string &path, const std::string &data) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
+}
+
+/// Sets meta.json's kernel.<field> of the entry at `entryPath` by hand.
+template <typename T>
+void editMeta(const std::string &entryPath, const char *field, T value) {
+  std::ifstream in(entryPath + "/meta.json");
+  nlohmann::json meta = nlohmann::json::parse(in);
+  meta["kernel"][field] = value;
+  writeBytes(entryPath + "/meta.json", meta.dump(2));
+}
+
+/// Runs `body` in a child process that dies after `seconds` (a hang is a
+/// failure, not a stuck test run); returns its exit code, 128 + signal if
+/// it was killed, and its stderr in `*err`.
+int inChild(const std::function<int()> &body, unsigned seconds,
+            std::string *err = nullptr, bool asOtherUser = false) {
+  int fds[2];
+  if (::pipe(fds) != 0)
+    return -1;
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0)
+    return -1;
+  if (pid == 0) {
+    ::close(fds[0]);
+    ::dup2(fds[1], STDERR_FILENO);
+    ::alarm(seconds);
+    // Root reads everything: a file "of another user" needs a real one.
+    constexpr uid_t kNobody = 65534;
+    if (asOtherUser && ::geteuid() == 0 &&
+        (::setgid(kNobody) != 0 || ::setuid(kNobody) != 0))
+      ::_exit(99);
+    ::_exit(body());
+  }
+  ::close(fds[1]);
+  std::string captured;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) != 0;)
+    if (n > 0)
+      captured.append(buf, size_t(n));
+    else if (errno != EINTR)
+      break;
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (err)
+    *err = captured;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 /// Sets or unsets environment variables for a scope, then restores them.
@@ -242,6 +298,40 @@ INSTANTIATE_TEST_SUITE_P(
                  writeBytes(p + "/meta.json", "{\"format\": 1}");
                },
                "malformed"},
+        // A hand edit of the launch facts (defect 2): the key implies them.
+        Damage{"EditedThreadsPerBlock",
+               [](const std::string &p) { editMeta(p, "threads_per_block", 64); },
+               "launch facts"},
+        Damage{"EditedSharedMemory",
+               [](const std::string &p) { editMeta(p, "shared_mem_bytes", 0); },
+               "launch facts"},
+        // Numbers that do not convert to int exactly (defect 15).
+        Damage{"HugeFloatThreads",
+               [](const std::string &p) {
+                 editMeta(p, "threads_per_block", 1e308);
+               },
+               "malformed"},
+        Damage{"FractionalBlockM",
+               [](const std::string &p) { editMeta(p, "block_m", 128.5); },
+               "malformed"},
+        Damage{"WideSharedMemory",
+               [](const std::string &p) {
+                 editMeta(p, "shared_mem_bytes", int64_t(1) << 32);
+               },
+               "malformed"},
+        // Unbounded reads (defect 10): the size meta.json declares bounds
+        // the read, and only regular files are read.
+        Damage{"CubinGrownPastItsSize",
+               [](const std::string &p) {
+                 fs::resize_file(p + "/kernel.cubin", uint64_t(1) << 33);
+               },
+               "more than the 4096 bytes"},
+        Damage{"CubinIsADirectory",
+               [](const std::string &p) {
+                 fs::remove(p + "/kernel.cubin");
+                 fs::create_directory(p + "/kernel.cubin");
+               },
+               "not a regular file"},
         Damage{"MetaOfAnotherKey",
                [](const std::string &p) {
                  DiskCache other(fs::path(p).parent_path().string() + "/other");
@@ -262,9 +352,10 @@ TEST(DiskCache, StoreLosingTheRenameToAnIdenticalEntrySucceeds) {
   // A second writer of the same key finds the place taken: that is success,
   // and no temporary directory is left behind.
   EXPECT_TRUE(cache.store(key, testEntry(key)).isOk());
-  int others = 0;
+  int others = 0; // the entry's lock file may stay; nothing else
   for (const auto &e : fs::directory_iterator(dir.path()))
-    others += e.path().filename() != key.entryName();
+    others += e.path().filename() != key.entryName() &&
+              e.path().filename() != key.entryName() + ".lock";
   EXPECT_EQ(others, 0);
 }
 
@@ -348,19 +439,171 @@ TEST(DiskCache, ABuilderKilledWhileHoldingTheLockDoesNotBlockTheNext) {
 }
 
 TEST(DiskCache, UnwritableDirectoryStillReturnsTheBuiltEntry) {
-  if (::geteuid() == 0)
-    GTEST_SKIP() << "root writes anywhere";
   TempDir dir;
-  fs::permissions(dir.path(), fs::perms::owner_read | fs::perms::owner_exec);
-  DiskCache cache(dir.path() + "/cache");
+  // Read-only for its owner, and not writable by anyone else: as root the
+  // child runs as another user, for whom it is just as read-only.
+  fs::permissions(dir.path(), fs::perms::owner_read | fs::perms::owner_exec |
+                                  fs::perms::others_read |
+                                  fs::perms::others_exec);
   const CacheKey key = testKey();
-  testing::internal::CaptureStderr();
-  auto r = cache.getOrBuild(
-      key, [&] { return Expected<CacheEntry>(testEntry(key)); });
-  const std::string err = testing::internal::GetCapturedStderr();
+  std::string err;
+  const int code = inChild(
+      [&] {
+        DiskCache cache(dir.path() + "/cache");
+        auto r = cache.getOrBuild(
+            key, [&] { return Expected<CacheEntry>(testEntry(key)); });
+        return r ? 0 : 1;
+      },
+      30, &err, /*asOtherUser=*/true);
   fs::permissions(dir.path(), fs::perms::owner_all);
-  ASSERT_TRUE(r) << r.message();
+  EXPECT_EQ(code, 0) << err;
   EXPECT_NE(err.find("without being cached"), std::string::npos) << err;
+}
+
+// Defect 10: a FIFO in place of meta.json made load() wait for a writer
+// forever, and /dev/zero in place of the cubin read until memory ran out.
+TEST(DiskCache, AFifoOrADeviceInAnEntryIsCorruptNotAHang) {
+  TempDir dir;
+  DiskCache cache(dir.path());
+  const CacheKey key = testKey();
+  ASSERT_TRUE(cache.store(key, testEntry(key)).isOk());
+  const std::string entry = cache.entryPath(key);
+  auto problemWithin = [&](unsigned seconds) {
+    std::string err;
+    const int code = inChild(
+        [&] {
+          std::string problem;
+          const bool loaded = cache.load(key, &problem).has_value();
+          std::fprintf(stderr, "%s", problem.c_str());
+          return loaded ? 1 : 0;
+        },
+        seconds, &err);
+    EXPECT_EQ(code, 0) << "killed or loaded (exit " << code << "): " << err;
+    return err;
+  };
+  fs::rename(entry + "/kernel.cubin", entry + "/kernel.cubin.real");
+  fs::create_symlink("/dev/zero", entry + "/kernel.cubin");
+  EXPECT_NE(problemWithin(10).find("not a regular file"), std::string::npos);
+
+  fs::remove(entry + "/meta.json");
+  ASSERT_EQ(::mkfifo((entry + "/meta.json").c_str(), 0600), 0);
+  EXPECT_NE(problemWithin(10).find("not a regular file"), std::string::npos);
+}
+
+// Defect 9: an entry another user wrote and this one cannot read was
+// called corrupt, "removed" (which failed) and rebuilt on every run.
+TEST(DiskCache, AnUnreadableEntryIsLeftAloneWithOneWarning) {
+  TempDir dir;
+  fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_read |
+                                  fs::perms::group_exec |
+                                  fs::perms::others_read |
+                                  fs::perms::others_exec);
+  DiskCache cache(dir.path());
+  const CacheKey key = testKey();
+  ASSERT_TRUE(cache.store(key, testEntry(key, 'a')).isOk());
+  const std::string entry = cache.entryPath(key);
+  const bool root = ::geteuid() == 0;
+  if (!root) // otherwise the child becomes another user
+    fs::permissions(entry, fs::perms::none);
+  std::string err;
+  const int code = inChild(
+      [&] {
+        DiskCache other(dir.path());
+        int builds = 0;
+        for (int run = 0; run < 3; ++run) {
+          auto r = other.getOrBuild(key, [&]() -> Expected<CacheEntry> {
+            ++builds;
+            return testEntry(key, 'b');
+          });
+          if (!r || r->cubin.back() != 'b')
+            return 1;
+        }
+        return builds == 3 ? 0 : 2;
+      },
+      30, &err, /*asOtherUser=*/true);
+  fs::permissions(entry, fs::perms::owner_all);
+  EXPECT_EQ(code, 0) << err;
+  EXPECT_NE(err.find("not readable by this user"), std::string::npos) << err;
+  EXPECT_EQ(err.find("corrupt"), std::string::npos) << err;
+  EXPECT_EQ(err.find("warning"), err.rfind("warning"))
+      << "warned more than once: " << err;
+  // Untouched: still the owner's valid entry.
+  auto kept = cache.load(key);
+  ASSERT_TRUE(kept);
+  EXPECT_EQ(kept->cubin.back(), 'a');
+}
+
+// Defect 1: `cache clear` removed every directory in the cache directory
+// (.git, Documents ...) and `cache list` showed them as entries.
+TEST(DiskCache, ListAndClearTouchOnlyWhatTheCacheWrote) {
+  TempDir dir;
+  DiskCache cache(dir.path());
+  const CacheKey ours = testKey(64), busy = testKey(96), writing = testKey(112);
+  ASSERT_TRUE(cache.store(ours, testEntry(ours)).isOk());
+  ASSERT_TRUE(cache.store(busy, testEntry(busy)).isOk());
+  const std::string d = dir.path();
+  // Foreign things, some shaped like ours.
+  fs::create_directories(d + "/.git/objects");
+  fs::create_directories(d + "/Documents");
+  writeBytes(d + "/Documents/thesis.tex", "precious");
+  writeBytes(d + "/notes.txt", "mine");
+  fs::create_directories(d + "/.tmp-not-ours");
+  fs::create_directories(d + "/.trash-of-someone");
+  const std::string lookalike = "fwd_fake-0123456789abcdef";
+  fs::create_directories(d + "/" + lookalike);
+  writeBytes(d + "/" + lookalike + "/meta.json", "{\"format\": 1}");
+  const std::string copied = "fwd_copy-fedcba9876543210";
+  fs::copy(cache.entryPath(ours), d + "/" + copied); // meta names another dir
+  fs::create_directory_symlink(d + "/Documents",
+                               d + "/fwd_link-00000000deadbeef");
+  // Another process is replacing `busy` and writing `writing`: their locks
+  // are held (flock on a descriptor of our own stands in for it).
+  auto hold = [&](const CacheKey &k) {
+    const int fd =
+        ::open((d + "/" + k.entryName() + ".lock").c_str(), O_RDWR | O_CREAT,
+               0644);
+    EXPECT_EQ(::flock(fd, LOCK_EX), 0);
+    return fd;
+  };
+  const int busyLock = hold(busy), writingLock = hold(writing);
+  const std::string tmp = d + "/.tmp-" + writing.entryName() + "-Ab3dE9";
+  fs::create_directories(tmp);
+  writeBytes(tmp + "/kernel.ptx", "half written");
+
+  auto listed = cache.list();
+  ASSERT_TRUE(listed) << listed.message();
+  std::vector<std::string> names;
+  for (const auto &e : *listed)
+    names.push_back(e.name);
+  EXPECT_EQ(names, (std::vector<std::string>{ours.entryName(),
+                                             busy.entryName()}));
+
+  auto cleared = cache.clear();
+  ASSERT_TRUE(cleared) << cleared.message();
+  EXPECT_EQ(cleared->removed, 1);
+  EXPECT_EQ(cleared->inUse, 2);
+  EXPECT_FALSE(fs::exists(cache.entryPath(ours)));
+  EXPECT_TRUE(cache.load(busy)) << "an entry in use was removed";
+  EXPECT_TRUE(fs::exists(tmp + "/kernel.ptx")) << "a write in progress went";
+  for (const char *kept :
+       {"/.git/objects", "/Documents/thesis.tex", "/notes.txt",
+        "/.tmp-not-ours", "/.trash-of-someone"})
+    EXPECT_TRUE(fs::exists(d + kept)) << kept;
+  EXPECT_TRUE(fs::exists(d + "/" + lookalike + "/meta.json"));
+  EXPECT_TRUE(fs::exists(d + "/" + copied + "/kernel.cubin"));
+  EXPECT_TRUE(fs::is_symlink(d + "/fwd_link-00000000deadbeef"));
+
+  // Once the writers are done, their leftovers are the cache's to clear.
+  ::close(busyLock);
+  ::close(writingLock);
+  cleared = cache.clear();
+  ASSERT_TRUE(cleared);
+  EXPECT_EQ(cleared->removed, 1);
+  EXPECT_EQ(cleared->inUse, 0);
+  EXPECT_FALSE(fs::exists(tmp));
+  EXPECT_FALSE(fs::exists(d + "/" + writing.entryName() + ".lock"))
+      << "the lock of a writer that left only a temporary stayed";
+  EXPECT_TRUE(fs::exists(d + "/Documents/thesis.tex"));
 }
 
 TEST(DiskCache, ListAndClear) {
@@ -374,7 +617,8 @@ TEST(DiskCache, ListAndClear) {
   ASSERT_TRUE(
       cache.getOrBuild(a, [&] { return Expected<CacheEntry>(testEntry(a)); }));
   ASSERT_TRUE(cache.store(b, testEntry(b)).isOk());
-  fs::create_directory(dir.path() + "/.tmp-leftover-123"); // a crashed writer's
+  // A writer that crashed before its rename (no lock is held).
+  fs::create_directory(dir.path() + "/.tmp-" + a.entryName() + "-Zz9Yy8");
 
   auto entries = cache.list();
   ASSERT_TRUE(entries) << entries.message();
@@ -388,7 +632,8 @@ TEST(DiskCache, ListAndClear) {
 
   auto removed = cache.clear();
   ASSERT_TRUE(removed) << removed.message();
-  EXPECT_EQ(*removed, 2);
+  EXPECT_EQ(removed->removed, 2);
+  EXPECT_EQ(removed->inUse, 0);
   EXPECT_TRUE(fs::is_empty(dir.path())) << "locks and temp dirs go too";
   EXPECT_FALSE(cache.load(a));
 }
@@ -400,7 +645,7 @@ TEST(DiskCache, MissingDirectoryIsAnEmptyCache) {
   EXPECT_TRUE(entries->empty());
   auto removed = cache.clear();
   ASSERT_TRUE(removed);
-  EXPECT_EQ(*removed, 0);
+  EXPECT_EQ(removed->removed, 0);
 }
 
 TEST(DiskCache, DirectoryPrecedence) {

@@ -12,7 +12,8 @@
 // prints the new table. The kernel's name is replaced by a placeholder
 // before hashing: a name is not code. The hashes hold for the LLVM release
 // they were taken with (kGoldenLlvm): another release may print different
-// PTX for the same IR, and the test then skips, saying so.
+// PTX for the same IR, and the test then skips, saying so; so does a clang
+// build (the generators' op order depends on the host compiler).
 //
 //===----------------------------------------------------------------------===//
 #include "flashjit/compiler/AttentionSpec.h"
@@ -162,6 +163,14 @@ TEST(GoldenPtx, KernelsAreUnchanged) {
   if (llvmVersion() != kGoldenLlvm)
     GTEST_SKIP() << "the golden PTX hashes were taken with LLVM "
                  << kGoldenLlvm << "; this build has " << llvmVersion();
+#ifdef __clang__
+  // The generators nest builder calls as function arguments, whose order of
+  // evaluation C++ leaves open: clang creates those ops in another order
+  // than GCC, so the same IR prints with other SSA numbers and the PTX in
+  // another instruction order. The table is GCC's (the release build's).
+  GTEST_SKIP() << "the golden PTX hashes are those of a GCC build; this "
+                  "one is clang's, whose generators emit ops in another order";
+#endif
   const bool update = std::getenv("FLASHJIT_UPDATE_GOLDEN") != nullptr;
   int changed = 0;
   for (const GoldenCase &c : cases()) {

@@ -126,13 +126,17 @@ TEST(Params, LseStridesAreCheckedOnlyWhenWritten) {
   AttentionParams p = valid();
   p.lseBatchStride = p.lseHeadStride = 0;
   expectOk(p, /*writesLse=*/false);
-  expectError(p, {"lse_head_stride", ">= seqlen_q (64)", "got 0"});
+  expectError(p, {"lse_batch_stride is 0 with batch = 2", "overlap"});
+  p.lseBatchStride = 4 * 64;
+  p.lseHeadStride = 1;
+  expectError(p, {"lse_head_stride must be >= 64",
+                  "the seqlen_q contiguous rows", "got 1"});
   p.lseHeadStride = -1;
   expectError(p, {"lse_batch_stride and lse_head_stride must be >= 0"});
   // Varlen: LSE is [heads_q, total_q].
   AttentionParams v = varlen();
   v.lseHeadStride = 39;
-  expectError(v, {"lse_head_stride", ">= total_q (40)", "got 39"});
+  expectError(v, {"lse_head_stride must be >= 40", "total_q", "got 39"});
   v.lseBatchStride = -5; // ignored under varlen
   v.lseHeadStride = 40;
   expectOk(v);
@@ -206,11 +210,103 @@ TEST(Params, NegativeStrides) {
 TEST(Params, OutputRowsMustNotOverlap) {
   AttentionParams p = valid();
   p.oStrides.row = 63;
-  expectError(p, {"o_row_stride must be >= head_dim_v (64)", "got 63"});
+  expectError(p, {"o_row_stride must be >= 64",
+                  "the head_dim_v contiguous columns", "got 63"});
   p.seqlenQ = 1; // a single row cannot overlap another
   p.setDenseBSHD();
   p.oStrides.row = 0;
   expectOk(p);
+}
+
+// Defect 7: outputs that alias themselves, and strides whose extent
+// overflows, were accepted.
+TEST(Params, OutputsMustNotAliasThemselves) {
+  AttentionParams p = valid(); // batch 2, heads_q 4, BSHD
+  p.oStrides.head = 0;
+  expectError(p, {"o_head_stride is 0 with heads_q = 4", "overlap"});
+  p = valid();
+  p.oStrides.batch = 0;
+  expectError(p, {"o_batch_stride is 0 with batch = 2"});
+  p = valid();
+  p.oStrides.head = 32; // heads half-overlap their rows
+  expectError(p, {"o_head_stride must be >= 64", "got 32"});
+  p = valid();
+  p.oStrides.batch = p.oStrides.row; // batch 1 starts at row 1 of batch 0
+  expectError(p, {"stride must be >=", "overlap"});
+  p = valid();
+  p.lseBatchStride = 0;
+  expectError(p, {"lse_batch_stride is 0 with batch = 2"});
+  // Any order of dimensions is fine as long as none overlaps: BHSD, and
+  // heads interleaved inside rows (BSHD) both pass.
+  p = valid();
+  p.oStrides = bhsdStrides(p.headsQ, p.seqlenQ, p.headDimV);
+  expectOk(p);
+  // Inputs may alias (a broadcast K/V head is stride 0).
+  p = valid();
+  p.kStrides.head = 0;
+  expectOk(p);
+}
+
+TEST(Params, StridesWhoseExtentOverflowsAreRejected) {
+  AttentionParams p = valid();
+  p.oStrides.row = int64_t(1) << 62;
+  expectError(p, {"o is too large", "more than 2^63 - 1 bytes",
+                  "o_row_stride = 4611686018427387904 over seqlen_q = 64"});
+  p = valid();
+  p.qStrides.batch = INT64_MAX;
+  expectError(p, {"q is too large", "q_batch_stride"});
+  p = valid();
+  p.vStrides.head = int64_t(1) << 62; // fits in elements, not in bytes
+  expectError(p, {"v is too large"});
+  p = valid();
+  p.lseHeadStride = int64_t(1) << 61;
+  expectError(p, {"lse is too large"});
+  p = valid();
+  p.bias = BiasMode::Alibi;
+  p.alibiBatchStride = INT64_MAX / 2;
+  expectError(p, {"alibi_slopes is too large"});
+}
+
+// Defect 4: a tensor bias over 2^31 x 2^31 scores overflowed the dense
+// strides (UB; a negative stride in release builds).
+TEST(Params, HugeBiasTensorsAreRejectedWithoutOverflow) {
+  AttentionParams p = valid();
+  p.batch = p.headsQ = p.headsKV = 4;
+  p.seqlenQ = p.seqlenK = 2147483647;
+  p.setDenseBSHD();
+  p.bias = BiasMode::Tensor;
+  p.biasShape.batch = p.biasShape.heads = 4;
+  p.setDenseBias(); // saturates instead of wrapping
+  EXPECT_GT(p.biasShape.strides.batch, 0);
+  expectError(p, {"bias is too large", "bias_batch_stride"});
+  EXPECT_EQ(saturatingMul(INT64_MAX, 2), INT64_MAX);
+  EXPECT_EQ(saturatingMul(INT64_MIN, 2), INT64_MIN);
+  EXPECT_EQ(saturatingMul(-3, 4, 5), -60);
+}
+
+// Defect 8: values that pass as doubles but become inf or 0 as the float32
+// the kernel computes with.
+TEST(Params, ScaleAndSoftcapMustBeNormalFloat32sForTheKernel) {
+  for (double scale : {1e39, 1e-320, 1e-39, 3e38}) {
+    AttentionParams p = valid();
+    p.softmaxScale = scale;
+    expectError(p, {"softmax_scale must be in [", "float32"});
+  }
+  for (double cap : {1e39, 1e-320, 1e-39}) {
+    AttentionParams p = valid();
+    p.softcap = cap;
+    expectError(p, {"softcap must be 0 (off) or in [", "float32"});
+  }
+  AttentionParams p = valid();
+  p.softmaxScale = 1e30;
+  p.softcap = 1e-30; // each fine, the ratio is not
+  expectError(p, {"softmax_scale / softcap"});
+  p.softmaxScale = 0.125;
+  p.softcap = 50;
+  expectOk(p);
+  p.softmaxScale = 1e-30;
+  p.softcap = 1e30;
+  expectError(p, {"softmax_scale / softcap"});
 }
 
 // ---- scores -----------------------------------------------------------------

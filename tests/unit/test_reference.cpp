@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <tuple>
 
 using namespace flashjit;
 
@@ -895,6 +896,87 @@ TEST(Reference, CheckHoldsLseToTheRuleAndAcceptsMaskedRows) {
   lse[3] += 0.01f;
   r = checkForward(hp.p, hp.inputs(), o.data(), lse.data());
   EXPECT_FALSE(r.pass) << r.summary();
+}
+
+namespace {
+/// A float of `dtype` (16-bit patterns; F32: a float) whose error against
+/// `ref` lies strictly between lo and hi, found by walking the
+/// representable values up from ref + lo.
+template <typename Step>
+double valueWithErrorIn(double ref, double lo, double hi, Step nextUp) {
+  for (double x = nextUp(ref + lo, true); x < ref + hi; x = nextUp(x, false))
+    if (x - ref > lo && x - ref < hi)
+      return x;
+  ADD_FAILURE() << "no representable value within (" << lo << ", " << hi
+                << ") of " << ref;
+  return ref;
+}
+} // namespace
+
+// The 2x rule's bound, pinned from outside the implementation: an output
+// whose error lies just above 2 x the float32 implementation's max error
+// (plus 1e-5 of max |ref|) fails, just below passes, for O (fp16) and for
+// LSE. A factor of 20 (or 1) in checkForward fails this test.
+TEST(Reference, CheckPinsTheTwoXBound) {
+  HostProblem hp(dense(1, 2, 2, 24, 40, 16, MaskMode::None, DType::F16));
+  hp.randomise(31);
+  const AttentionParams &p = hp.p;
+  std::vector<float> lse;
+  const std::vector<uint16_t> o = referenceOutput(hp, &lse);
+  const CheckResult exact = checkForward(p, hp.inputs(), o.data(), lse.data());
+  ASSERT_TRUE(exact.pass) << exact.summary();
+  ASSERT_GT(exact.outBaseline.maxAbs, 0.0);
+  ASSERT_GT(exact.lseBaseline.maxAbs, 0.0);
+  const double outBound =
+      2.0 * exact.outBaseline.maxAbs + 1e-5 * exact.out.maxRef;
+  const double lseBound =
+      2.0 * exact.lseBaseline.maxAbs + 1e-5 * exact.lse.maxRef;
+  // The slack must not hide the factor: most of each bound is the 2x term.
+  ASSERT_GT(2.0 * exact.outBaseline.maxAbs, 0.9 * outBound);
+
+  // O: the element of slice (0, 1) nearest to 0 has the finest fp16 grid.
+  const SliceOutput ref =
+      referenceForward(p, hp.inputs(), 0, 1, RefPrecision::Float64);
+  size_t at = 0;
+  for (size_t x = 1; x < ref.o.size(); ++x)
+    if (std::abs(ref.o[x]) < std::abs(ref.o[at]))
+      at = x;
+  const size_t row = at / p.headDimV, col = at % p.headDimV;
+  auto halfUp = [](double x, bool start) {
+    uint16_t bits = floatToHalf(float(x));
+    if (!start)
+      bits = halfToFloat(bits) >= 0 ? bits + 1 : bits - 1;
+    return double(halfToFloat(bits));
+  };
+  for (auto [lo, hi, passes] :
+       {std::tuple{1.001, 1.05, false}, std::tuple{0.95, 0.999, true}}) {
+    std::vector<uint16_t> got = o;
+    const double value =
+        valueWithErrorIn(ref.o[at], lo * outBound, hi * outBound, halfUp);
+    got[p.oOffset(0, 1, row) + col] = floatToHalf(float(value));
+    const CheckResult r = checkForward(p, hp.inputs(), got.data(), lse.data());
+    EXPECT_EQ(r.pass, passes) << "O error " << r.out.maxAbs / outBound
+                              << " x the bound\n" << r.summary();
+    EXPECT_NEAR(r.out.maxAbs, std::abs(value - ref.o[at]), 1e-12);
+  }
+
+  // LSE: row 5 of slice (0, 0).
+  const double lseRef =
+      referenceForward(p, hp.inputs(), 0, 0, RefPrecision::Float64).lse[5];
+  auto floatUp = [](double x, bool start) {
+    const float f = float(x);
+    return double(start ? f : std::nextafter(f, INFINITY));
+  };
+  for (auto [lo, hi, passes] :
+       {std::tuple{1.001, 1.05, false}, std::tuple{0.95, 0.999, true}}) {
+    std::vector<float> got = lse;
+    const double value =
+        valueWithErrorIn(lseRef, lo * lseBound, hi * lseBound, floatUp);
+    got[p.lseOffset(0, 0, 5)] = float(value);
+    const CheckResult r = checkForward(p, hp.inputs(), o.data(), got.data());
+    EXPECT_EQ(r.pass, passes) << "LSE error " << r.lse.maxAbs / lseBound
+                              << " x the bound\n" << r.summary();
+  }
 }
 
 TEST(Reference, SampleSlices) {

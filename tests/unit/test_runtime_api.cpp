@@ -85,7 +85,7 @@ TEST(Validate, NamesTheArgumentAndTheRange) {
   expectInvalid(with([](auto &p) { p.vStrides.head = -1; }),
                 {"v_head_stride must be >= 0", "got -1"});
   expectInvalid(with([](auto &p) { p.oStrides.row = 40; }),
-                {"o_row_stride", "head_dim_v (80)"});
+                {"o_row_stride must be >= 80", "head_dim_v", "got 40"});
   expectInvalid(with([](auto &p) { p.softmaxScale = std::nan(""); }),
                 {"softmax_scale must be finite and > 0"});
   expectInvalid(with([](auto &p) { p.softmaxScale = -0.125; }),

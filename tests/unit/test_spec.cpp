@@ -351,9 +351,6 @@ std::vector<std::pair<std::string, TileConfig>> configVariants() {
 } // namespace
 
 TEST(SpecIdentity, CanonicalTextIsStable) {
-  AttentionSpec a, b;
-  EXPECT_EQ(canonicalText(a), canonicalText(b));
-  EXPECT_EQ(canonicalText(a), canonicalText(a));
   // The cache key is built from this text: changing it silently invalidates
   // every user's disk cache, so the format is pinned here.
   EXPECT_EQ(canonicalText(AttentionSpec{}),
@@ -363,7 +360,7 @@ TEST(SpecIdentity, CanonicalTextIsStable) {
   EXPECT_EQ(canonicalText(TileConfig{}),
             "block_m=128;block_n=64;warps=4;stages=2;pack_gqa=0;quick=0;"
             "family=sm80;pingpong=0;overlap=0");
-  // A copy, and a spec built field by field, give the same text.
+  // A copy, and a spec built field by field, give the same (pinned) text.
   AttentionSpec c;
   c.dtype = DType::F16;
   c.headDimQK = 72;
@@ -373,6 +370,10 @@ TEST(SpecIdentity, CanonicalTextIsStable) {
   c.writeLse = false;
   c.globalAlignElems = 4;
   AttentionSpec d = c;
+  EXPECT_EQ(canonicalText(c),
+            "kind=fwd;dtype=fp16;head_dim_qk=72;head_dim_v=72;mask=causal;"
+            "gqa_group=8;lse=0;align=4;bias=none;softcap=0;varlen=0;"
+            "key_lengths=0");
   EXPECT_EQ(canonicalText(c), canonicalText(d));
   EXPECT_EQ(c, d);
 }
@@ -720,28 +721,36 @@ TEST(ForwardLayout, RollsQKWhereTwoTileWarpsReadQFromPaddedRows) {
 // operations do not depend on its warp) while every thread may still use
 // 255 registers, and rolls Q K^T by whole swizzle groups.
 TEST(ForwardLayout, QuickFormTakesOneRowTilePerWarp) {
-  for (int d : {1, 33, 64, 100, 128, 192, 256})
+  // By hand, for the sm_90a defaults: 16-row warps (128 rows: 8 warps, 256
+  // threads; d=256's 64 rows: 4), swizzle bits of the padded row's chunk
+  // count (2, 6 and 14 chunks: 1; 8, 16, 24, 32: 3), a k-step an iteration
+  // at one bit and 4 (a 64-element group) at three, over all padded k-steps.
+  const struct {
+    int d, threads, swizzleBits, stepsPerIteration, iterations;
+  } expected[] = {{1, 256, 1, 1, 1},   {33, 256, 1, 1, 3},  {64, 256, 3, 4, 1},
+                  {100, 256, 1, 1, 7}, {128, 256, 3, 4, 2}, {192, 256, 3, 4, 3},
+                  {256, 128, 3, 4, 4}};
+  for (const auto &want : expected)
     for (MaskMode mask : {MaskMode::None, MaskMode::Causal}) {
-      AttentionSpec spec = specWithHeadDim(d);
+      AttentionSpec spec = specWithHeadDim(want.d);
       spec.mask = mask;
-      TileConfig config = defaultTileConfig(spec, Arch::Sm90a);
+      TileConfig config = defaultTileConfig(spec, Arch::Sm90a, Family::Sm80);
       const ForwardLayout full = forwardLayout(spec, config);
       config.quick = true;
       const ForwardLayout quick = forwardLayout(spec, config);
-      SCOPED_TRACE("d=" + std::to_string(d));
+      SCOPED_TRACE("d=" + std::to_string(want.d));
       EXPECT_EQ(quick.mTilesPerWarp, 1);
-      EXPECT_EQ(quick.threads, config.blockM / kMmaM * kWarpSize);
+      EXPECT_EQ(quick.threads, want.threads);
       EXPECT_LE(quick.threads * kMaxRegistersPerThread, kRegisterFileSize);
       EXPECT_LE(quick.sharedMemBytes, full.sharedMemBytes);
       EXPECT_FALSE(quick.qInRegisters);
+      EXPECT_EQ(quick.swizzleBitsQK, want.swizzleBits);
+      EXPECT_EQ(quick.qkStepsPerRolledIteration, want.stepsPerIteration);
+      EXPECT_EQ(quick.qkRolledIterations, want.iterations);
       // A rolled iteration moves the fragment views by whole swizzle groups
-      // (2^bits chunks), and the loop covers all k-steps it can.
-      const int groupElems = (1 << quick.swizzleBitsQK) * kSmemChunkElems;
-      EXPECT_EQ(quick.qkStepsPerRolledIteration * kMmaK % groupElems, 0);
-      EXPECT_EQ(quick.qkStepsPerRolledIteration,
-                std::max(1, groupElems / kMmaK));
-      EXPECT_EQ(quick.qkRolledIterations,
-                quick.paddedHeadDimQK / kMmaK / quick.qkStepsPerRolledIteration);
+      // (2^bits chunks of 8 elements).
+      EXPECT_EQ(quick.qkStepsPerRolledIteration * 16 % ((1 << want.swizzleBits) * 8),
+                0);
       EXPECT_LT(quick.estimatedRegisters, full.estimatedRegisters);
     }
   // 256 rows in 16 warps would leave 128 registers a thread: the config's
@@ -810,10 +819,8 @@ TEST(DefaultTileConfig, LayoutIsConsistent) {
         const std::string where = "d=" + std::to_string(d) + " " +
                                   std::string(toString(arch)) + " " +
                                   canonicalText(c);
-        EXPECT_EQ(l.qTileBytes, c.blockM * l.pitchQK * eb) << where;
-        EXPECT_EQ(l.kTileBytes, c.blockN * l.pitchQK * eb) << where;
-        EXPECT_EQ(l.vTileBytes, c.blockN * l.pitchV * eb) << where;
-        // Q, then the K stages, then the V stages, without overlap.
+        // Q, then the K stages, then the V stages, without overlap (the
+        // sizes themselves: SharedMemoryOfKnownKernels).
         EXPECT_GE(l.kOffsetBytes, l.qTileBytes) << where;
         EXPECT_GE(l.vOffsetBytes, l.kOffsetBytes + c.stages * l.kTileBytes)
             << where;
@@ -841,6 +848,49 @@ TEST(DefaultTileConfig, LayoutIsConsistent) {
           }
         }
       }
+}
+
+// sm80 tile sizes computed by hand: rows of the padded head dim (swizzled)
+// or of one 16-byte chunk more (padded rows, 8 elements), times 2 bytes.
+TEST(DefaultTileConfig, SharedMemoryOfKnownKernels) {
+  const struct {
+    int dqk, dv;
+    MaskMode mask;
+    Arch arch;
+    TileConfig config;
+    int q, k, v, total;
+  } kernels[] = {
+      // 128 x 128 rows of Q, 64 x 128 of K and of V, two stages.
+      {128, 128, MaskMode::None, Arch::Sm90a, {128, 64, 4, 2},
+       32768, 16384, 16384, 32768 + 2 * (16384 + 16384)},
+      // Padded rows of 128 + 8, one stage.
+      {128, 128, MaskMode::Causal, Arch::Sm90a, {128, 64, 4, 1},
+       128 * 136 * 2, 64 * 136 * 2, 64 * 136 * 2, 34816 + 17408 + 17408},
+      // d=100: rows of 112, 48-key tiles, one stage.
+      {100, 100, MaskMode::None, Arch::Sm90a, {128, 48, 4, 1},
+       128 * 112 * 2, 48 * 112 * 2, 48 * 112 * 2, 28672 + 2 * 10752},
+      // sm_86: d=160 in 64 x 32 tiles, two stages, under 99 KiB.
+      {160, 160, MaskMode::None, Arch::Sm86, {64, 32, 4, 2},
+       64 * 160 * 2, 32 * 160 * 2, 32 * 160 * 2, 20480 + 2 * (10240 + 10240)},
+      // Q/K rows of 192, V rows of 128.
+      {192, 128, MaskMode::None, Arch::Sm80, {128, 128, 8, 1},
+       128 * 192 * 2, 128 * 192 * 2, 128 * 128 * 2, 49152 + 49152 + 32768},
+  };
+  for (const auto &want : kernels) {
+    AttentionSpec spec = specWithHeadDim(want.dqk);
+    spec.headDimV = want.dv;
+    spec.mask = want.mask;
+    SCOPED_TRACE("d=" + std::to_string(want.dqk) + "/" +
+                 std::to_string(want.dv) + " " +
+                 std::string(toString(want.arch)));
+    const TileConfig config = defaultTileConfig(spec, want.arch, Family::Sm80);
+    ASSERT_EQ(config, want.config) << canonicalText(config);
+    const ForwardLayout l = forwardLayout(spec, want.config);
+    EXPECT_EQ(l.qTileBytes, want.q);
+    EXPECT_EQ(l.kTileBytes, want.k);
+    EXPECT_EQ(l.vTileBytes, want.v);
+    EXPECT_EQ(l.sharedMemBytes, want.total);
+  }
 }
 
 TEST(DefaultTileConfig, SmallerPartsGetSmallerTiles) {

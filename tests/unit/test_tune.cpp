@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -109,10 +110,24 @@ TEST(SearchSpace, EveryConfigIsCountedOnceAndCandidatesValidate) {
         EXPECT_EQ(space.enumerated, grid);
         std::set<std::string> seen;
         bool baselineInGrid = false;
+        // What every candidate must satisfy, checked by hand rather than
+        // by the validate() that filtered them: whole m16 tiles per warp,
+        // 16-key steps, and at least the Q tile plus `stages` K and V tiles
+        // of the padded head dim within the arch's shared memory (the CUDA
+        // programming guide's per-block limits).
+        const int limit = arch == Arch::Sm80   ? 163 * 1024
+                          : arch == Arch::Sm86 ? 99 * 1024
+                                               : 227 * 1024;
+        const int padded = (d + 15) / 16 * 16;
         for (const TileConfig &c : space.candidates) {
-          EXPECT_TRUE(validate(c, spec, arch).isOk()) << canonicalText(c);
-          EXPECT_TRUE(seen.insert(canonicalText(c)).second)
-              << "duplicate " << canonicalText(c);
+          const std::string what = canonicalText(c);
+          EXPECT_EQ(c.blockM % (16 * c.warps), 0) << what;
+          EXPECT_EQ(c.blockN % 16, 0) << what;
+          EXPECT_GE(c.stages, 1) << what;
+          EXPECT_LE((c.blockM + 2 * c.stages * c.blockN) * padded * 2, limit)
+              << what;
+          EXPECT_EQ(c.packGqa && group == 1, false) << what;
+          EXPECT_TRUE(seen.insert(what).second) << "duplicate " << what;
         }
         for (int m : knobs.blockM)
           for (int n : knobs.blockN)
@@ -125,6 +140,27 @@ TEST(SearchSpace, EveryConfigIsCountedOnceAndCandidatesValidate) {
                   space.enumerated)
             << "d=" << d << " " << toString(arch);
       }
+}
+
+// d=256 on sm_86 (99 KiB = 101376 bytes a block), worked out by hand: Q is
+// 64 or 128 rows of 512 bytes, K and V a stage 1024 bytes a key. 64-row
+// tiles (4 warps of 16 rows; 8 warps would have 8) leave 68 KiB: stages x
+// block_n <= 64 keys. 128-row tiles leave 35 KiB (<= 35 keys), and only
+// with 8 warps: 4 warps of 32 rows hold 2 x 32 x 4 = 256 accumulator
+// registers for O alone. The default (64x64, one stage) comes first.
+TEST(SearchSpace, D256OnSm86KeepsExactlyWhatFits) {
+  const SearchSpace space =
+      forwardSearchSpace(specWith(256, MaskMode::Causal), Arch::Sm86);
+  const std::vector<TileConfig> want = {
+      {64, 64, 4, 1},  {64, 16, 4, 1},  {64, 16, 4, 2}, {64, 16, 4, 3},
+      {64, 32, 4, 1},  {64, 32, 4, 2},  {64, 48, 4, 1}, {128, 16, 8, 1},
+      {128, 16, 8, 2}, {128, 32, 8, 1}};
+  ASSERT_EQ(space.candidates.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i)
+    EXPECT_EQ(space.candidates[i], want[i])
+        << i << ": " << canonicalText(space.candidates[i]);
+  EXPECT_EQ(space.enumerated, 2 * 5 * 2 * 3);
+  EXPECT_EQ(space.prunedCount(), 60 - 10);
 }
 
 TEST(SearchSpace, PrunesWhatCannotFitWithTheReason) {
@@ -176,9 +212,9 @@ TEST(SearchSpace, CoversTheSm90FamilysKnobs) {
     const AttentionSpec spec = specWith(d, MaskMode::Causal);
     const SearchSpace space = forwardSearchSpace(spec, Arch::Sm90a, knobs);
     EXPECT_EQ(space.candidates.front(), defaultTileConfig(spec, Arch::Sm90a));
-    // 3 warpgroup counts x 4 tile lengths x 1 stage count x overlap on/off,
-    // and pingpong for two warpgroups: 24 + 8.
-    EXPECT_EQ(space.enumerated, 32) << "d=" << d;
+    // 3 warpgroup counts x 5 tile lengths x 1 stage count x overlap on/off,
+    // and pingpong for two warpgroups: 30 + 10.
+    EXPECT_EQ(space.enumerated, 40) << "d=" << d;
     bool pingpong = false, overlap = false, oneWarpgroup = false;
     std::set<std::string> seen;
     for (const TileConfig &c : space.candidates) {
@@ -373,7 +409,22 @@ void expectOneWarningAndNothing(const std::string &path, const char *what) {
 }
 } // namespace
 
+namespace {
+/// The files a corrupt tune.json was moved aside to, by name.
+std::vector<std::string> corruptCopies(const std::string &dir) {
+  std::vector<std::string> found;
+  for (const auto &e : fs::directory_iterator(dir))
+    if (e.path().filename().string().rfind("tune.json.corrupt", 0) == 0)
+      found.push_back(e.path().string());
+  std::sort(found.begin(), found.end());
+  return found;
+}
+} // namespace
+
+// Defect 11: each corrupt file is kept; a second one no longer overwrites
+// the first's copy.
 TEST_F(TuneFiles, CorruptDatabaseWarnsOnceFallsBackAndIsMovedAside) {
+  std::set<std::string> kept;
   for (const char *garbage : {"not json at all {", "[1, 2, 3]",
                               "{\"format\": 1, \"entries\": [1]}"}) {
     { std::ofstream(path()) << garbage; }
@@ -382,10 +433,40 @@ TEST_F(TuneFiles, CorruptDatabaseWarnsOnceFallsBackAndIsMovedAside) {
     TuneDatabase db(path());
     ::testing::internal::CaptureStderr();
     ASSERT_TRUE(db.store(keyFor(128), entryWith(64, 1.0)).isOk()) << garbage;
-    ::testing::internal::GetCapturedStderr();
-    EXPECT_EQ(readFile(path() + ".corrupt"), garbage);
+    const std::string err = ::testing::internal::GetCapturedStderr();
     EXPECT_TRUE(TuneDatabase(path()).lookup(keyFor(128)));
-    fs::remove(path() + ".corrupt");
+    for (const std::string &copy : corruptCopies(dir_))
+      kept.insert(readFile(copy));
+    EXPECT_TRUE(kept.count(garbage)) << garbage;
+    EXPECT_NE(err.find("moved aside to " + path() + ".corrupt-"),
+              std::string::npos)
+        << err;
+  }
+  EXPECT_EQ(corruptCopies(dir_).size(), 3u);
+  EXPECT_EQ(kept.size(), 3u) << "a corrupt file overwrote an earlier one";
+}
+
+// Defect 15: numbers that do not convert to int exactly made an entry
+// with a truncated (or undefined) config; they make it malformed.
+TEST_F(TuneFiles, NumbersThatAreNotExactIntsMakeAnEntryMalformed) {
+  for (const char *blockM : {"4294967424", "128.5", "1e308", "-1e308",
+                             "18446744073709551615", "\"128\""}) {
+    TuneDatabase db(path());
+    ASSERT_TRUE(db.store(keyFor(80), entryWith(64, 1.0)).isOk());
+    std::string text = readFile(path());
+    const std::string field = "\"block_m\": 128";
+    const size_t at = text.find(field);
+    ASSERT_NE(at, std::string::npos) << text;
+    text.replace(at, field.size(), std::string("\"block_m\": ") + blockM);
+    { std::ofstream(path()) << text; }
+    TuneDatabase reader(path());
+    ::testing::internal::CaptureStderr();
+    auto entry = reader.lookup(keyFor(80));
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_FALSE(entry) << blockM << " read as block_m "
+                        << (entry ? entry->config.blockM : 0);
+    EXPECT_NE(err.find("1 malformed"), std::string::npos) << blockM << err;
+    fs::remove(path());
   }
 }
 

@@ -2,8 +2,9 @@
 //
 // Compiles every tile config the search space keeps for the problem (in
 // parallel), times each on the GPU, checks each against the default
-// config's output, prints the ranking and stores the winner in the tune
-// database, where run, bench and the APIs find it.
+// config's output and the winner against the float64 reference, prints the
+// ranking and stores the winner in the tune database, where run, bench and
+// the APIs find it.
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
@@ -20,6 +21,8 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <sstream>
+#include <string>
 
 namespace flashjit::cli {
 
@@ -147,6 +150,7 @@ int autotuneCommand(const AutotuneCliOptions &o) {
     j["measure_s"] = r.measureSeconds;
     j["wall_s"] = wall;
     j["stored_in"] = r.storedIn;
+    j["oracle_check"] = r.oracleCheck;
     if (!r.storeError.empty())
       j["store_error"] = r.storeError;
     for (const CandidateResult &c : r.ranked) {
@@ -161,7 +165,8 @@ int autotuneCommand(const AutotuneCliOptions &o) {
       j["candidates"].push_back(std::move(e));
     }
     std::printf("%s\n", j.dump(2).c_str());
-    return best.ok() && r.storeError.empty() ? 0 : 1;
+    return best.ok() && !r.oracleCheck.empty() && r.storeError.empty() ? 0
+                                                                       : 1;
   }
 
   printSpace(r.space);
@@ -205,12 +210,21 @@ int autotuneCommand(const AutotuneCliOptions &o) {
                 configText(r.baseline.config).c_str(), r.baseline.ms,
                 tflops(r.baseline.ms), r.baseline.ms / best.ms);
   std::printf("\n");
+  if (!r.oracleCheck.empty()) {
+    std::printf("checked: the winner against the float64 reference:\n");
+    std::istringstream lines(r.oracleCheck.substr(r.oracleCheck.find(": ") + 2));
+    for (std::string line; std::getline(lines, line);)
+      std::printf("         %s\n", line.c_str());
+  }
   if (!r.storedIn.empty())
     std::printf("stored:  %s (bucket %s)\n", r.storedIn.c_str(),
                 toString(r.key.bucket).c_str());
   if (!r.storeError.empty())
     return failWith(kCommand,
                     "the ranking above was not stored: " + r.storeError);
+  if (r.oracleCheck.empty())
+    return failWith(kCommand, "no candidate passed the float64 check (see "
+                              "the failures above)");
   return 0;
 }
 } // namespace
@@ -221,12 +235,12 @@ void addAutotuneCommand(CLI::App &app, int &exitCode) {
       "autotune",
       "Find the fastest tile config for a problem on this GPU: compile every "
       "candidate in parallel, time each (CUDA events, median), check each "
-      "against the default config's output, and store the winner in the "
+      "against the default config's output and the winner against the "
+      "float64 reference (the 2x rule), and store the winner in the "
       "tune database (tune.json in the cache directory), which run, bench "
       "and the APIs then use for problems of the same shape bucket");
   o->problem.addTo(*cmd);
-  cmd->add_option("--seed", o->seed, "Seed of the random normal inputs")
-      ->capture_default_str();
+  addSeedOption(*cmd, o->seed, "Seed of the random normal inputs");
   cmd->add_option("--warmup", o->warmup, "Untimed runs of each candidate")
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();

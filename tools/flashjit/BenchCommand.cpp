@@ -23,8 +23,8 @@ namespace flashjit::cli {
 namespace {
 struct BenchOptions {
   ProblemOptions problem;
-  std::vector<int> headDims;
-  std::vector<int64_t> seqlens;
+  std::vector<std::string> headDims; ///< parsed by parseIntList
+  std::vector<std::string> seqlens;
   uint64_t seed = 0;
   int warmup = 5;
   int repeats = 20;
@@ -90,18 +90,26 @@ int bench(const BenchOptions &o) {
                     "--head-dims sweeps head_dim_qk = head_dim_v; it cannot "
                     "be combined with --head-dim-v",
                     2);
+  auto headDims = parseIntList("--head-dims", o.headDims, kMinHeadDim,
+                               kMaxHeadDim);
+  if (!headDims)
+    return failWith(kCommand, headDims.message(), 2);
+  auto seqlens = parseIntList("--seqlens", o.seqlens, 1, 2147483647);
+  if (!seqlens)
+    return failWith(kCommand, seqlens.message(), 2);
   std::vector<Row> rows;
-  const std::vector<int> dims =
-      o.headDims.empty() ? std::vector<int>{o.problem.spec.headDim} : o.headDims;
+  const std::vector<int64_t> dims =
+      headDims->empty() ? std::vector<int64_t>{o.problem.spec.headDim}
+                        : *headDims;
   std::vector<std::optional<int64_t>> lengths;
-  for (int64_t s : o.seqlens)
+  for (int64_t s : *seqlens)
     lengths.push_back(s);
   if (lengths.empty())
     lengths.push_back(std::nullopt);
-  for (int d : dims) {
+  for (int64_t d : dims) {
     for (const auto &len : lengths) {
       ProblemOptions po = o.problem;
-      po.spec.headDim = d;
+      po.spec.headDim = static_cast<int>(d);
       if (len && o.problem.decode) { // decode sweeps the cache length
         po.seqlenK = *len;
       } else if (len) {
@@ -114,6 +122,8 @@ int bench(const BenchOptions &o) {
       if (Status s = po.spec.resolve(row.spec, unusedArch); !s)
         return failWith(kCommand, s.message(), 2);
       if (Status s = describeProblem(po, row.spec, row.shape); !s)
+        return failWith(kCommand, s.message(), 2);
+      if (Status s = checkTileOptions(po, row.shape); !s)
         return failWith(kCommand, s.message(), 2);
       rows.push_back(std::move(row));
     }
@@ -209,17 +219,13 @@ void addBenchCommand(CLI::App &app, int &exitCode) {
       "bucket, else the per-arch default; or the tile options given");
   o->problem.addTo(*cmd);
   cmd->add_option("--head-dims", o->headDims,
-                  "Sweep: comma-separated head dims (replaces --head-dim)")
-      ->delimiter(',')
-      ->check(CLI::Range(kMinHeadDim, kMaxHeadDim));
+                  "Sweep: comma-separated head dims, 1..256 (replaces "
+                  "--head-dim)");
   cmd->add_option("--seqlens", o->seqlens,
                   "Sweep: comma-separated sequence lengths, used for both "
                   "queries and keys (replaces --seqlen); with --decode the "
-                  "cache lengths (seqlen_k)")
-      ->delimiter(',')
-      ->check(CLI::Range(int64_t(1), int64_t(2147483647)));
-  cmd->add_option("--seed", o->seed, "Seed of the random normal inputs")
-      ->capture_default_str();
+                  "cache lengths (seqlen_k)");
+  addSeedOption(*cmd, o->seed, "Seed of the random normal inputs");
   cmd->add_option("--warmup", o->warmup, "Untimed runs per shape")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();

@@ -96,8 +96,11 @@ int clear() {
     std::fprintf(stderr, "flashjit cache: %s\n", removed.message().c_str());
     return 1;
   }
-  std::printf("removed %d entr%s from %s\n", *removed,
-              *removed == 1 ? "y" : "ies", cache->directory().c_str());
+  std::printf("removed %d entr%s from %s\n", removed->removed,
+              removed->removed == 1 ? "y" : "ies", cache->directory().c_str());
+  if (removed->inUse)
+    std::printf("left %d entr%s that another process is writing\n",
+                removed->inUse, removed->inUse == 1 ? "y" : "ies");
   return 0;
 }
 
@@ -133,8 +136,9 @@ void addCacheCommand(CLI::App &app, int &exitCode) {
   cmd->add_subcommand("list",
                       "List cached kernels: name, size and creation time")
       ->callback([&exitCode] { exitCode = list(); });
-  cmd->add_subcommand("clear", "Remove every cached kernel (tuned configs "
-                               "in tune.json are kept)")
+  cmd->add_subcommand("clear",
+                      "Remove every cached kernel (tuned configs in tune.json "
+                      "and files flashjit did not create are kept)")
       ->callback([&exitCode] { exitCode = clear(); });
   cmd->add_subcommand("info",
                       "Show the cache directory, entry count and total size, "

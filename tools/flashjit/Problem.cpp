@@ -6,17 +6,54 @@
 
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cctype>
+#include <charconv>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 
 namespace flashjit::cli {
 
 namespace {
-/// Comma-separated list option values as int32 (already range-checked).
+constexpr int64_t kMaxGrid = 65535;
+constexpr int64_t kMaxSeqlen = 2147483647;
+
+/// List option values as int32 (already range-checked).
 std::vector<int32_t> toInt32(const std::vector<int64_t> &v) {
   return std::vector<int32_t>(v.begin(), v.end());
+}
+
+/// A validation message in the words of the command line: the problem's
+/// field names replaced by the options that set them ("seqlen_q must be
+/// ..." -> "--seqlen-q must be ...").
+std::string inOptionTerms(std::string message) {
+  static const std::pair<const char *, const char *> kNames[] = {
+      {"cu_seqlens_q", "--seqlens-q"},   {"cu_seqlens_k", "--seqlens-k"},
+      {"key_lengths", "--key-lengths"},  {"seqlen_q", "--seqlen-q"},
+      {"seqlen_k", "--seqlen-k"},        {"heads_q", "--heads-q"},
+      {"heads_kv", "--heads-kv"},        {"head_dim_qk", "--head-dim"},
+      {"head_dim_v", "--head-dim-v"},    {"softmax_scale", "--scale"},
+      {"softcap", "--softcap"},          {"window_left", "--window-left"},
+      {"window_right", "--window-right"}};
+  auto isWordChar = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+  };
+  for (auto [field, option] : kNames) {
+    const size_t n = std::strlen(field);
+    for (size_t at = message.find(field); at != std::string::npos;
+         at = message.find(field, at + 1)) {
+      const bool whole = (at == 0 || !isWordChar(message[at - 1])) &&
+                         (at + n == message.size() ||
+                          !isWordChar(message[at + n]));
+      if (whole)
+        message.replace(at, n, option);
+    }
+  }
+  return message;
 }
 
 std::string featureText(const ForwardProblem &p) {
@@ -48,9 +85,43 @@ std::string featureText(const ForwardProblem &p) {
 
 } // namespace
 
+Expected<std::vector<int64_t>> parseIntList(const std::string &option,
+                                            const std::vector<std::string> &args,
+                                            int64_t lo, int64_t hi) {
+  std::vector<int64_t> values;
+  for (const std::string &arg : args) {
+    size_t start = 0;
+    while (true) {
+      const size_t end = std::min(arg.find(',', start), arg.size());
+      const std::string item = arg.substr(start, end - start);
+      const std::string where = "entry " + std::to_string(values.size() + 1) +
+                                " of '" + arg + "'";
+      if (item.empty())
+        return Status::error(option + ": " + where +
+                             " is empty (a comma-separated list of integers)");
+      int64_t v = 0;
+      auto [ptr, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+      if (ec == std::errc::result_out_of_range ||
+          (ec == std::errc() && ptr == item.data() + item.size() &&
+           (v < lo || v > hi)))
+        return Status::error(option + ": " + where + " must be in [" +
+                             std::to_string(lo) + ", " + std::to_string(hi) +
+                             "], got " + item);
+      if (ec != std::errc() || ptr != item.data() + item.size())
+        return Status::error(option + ": " + where + " ('" + item +
+                             "') is not an integer");
+      values.push_back(v);
+      if (end == arg.size())
+        break;
+      start = end + 1;
+    }
+  }
+  return values;
+}
+
 void ProblemOptions::addTo(CLI::App &cmd) {
   spec.addTo(cmd, /*forCompile=*/false);
-  const int64_t maxGrid = 65535, maxSeqlen = 2147483647;
+  const int64_t maxGrid = kMaxGrid, maxSeqlen = kMaxSeqlen;
   cmd.add_option("--batch", batch, "Batch size")
       ->check(CLI::Range(int64_t(1), maxGrid))
       ->capture_default_str();
@@ -80,24 +151,16 @@ void ProblemOptions::addTo(CLI::App &cmd) {
       ->check(CLI::Range(int64_t(-1), maxSeqlen));
   cmd.add_option("--bias-shape", biasShape,
                   "--bias tensor: its batch and heads extents, each 1 "
-                  "(broadcast) or the full size (default: batch,heads_q)")
-      ->delimiter(',')
-      ->expected(1, 2);
+                  "(broadcast) or the full size (default: batch,heads_q)");
   cmd.add_option("--seqlens-q", seqlensQ,
                   "Varlen: comma-separated query lengths, one per sequence "
-                  "(packed, sets --batch; default: --seqlens-k)")
-      ->delimiter(',')
-      ->check(CLI::Range(int64_t(0), maxSeqlen));
+                  "(packed, sets --batch; default: --seqlens-k)");
   cmd.add_option("--seqlens-k", seqlensK,
                   "Varlen: comma-separated key lengths, one per sequence "
-                  "(default: --seqlens-q)")
-      ->delimiter(',')
-      ->check(CLI::Range(int64_t(0), maxSeqlen));
+                  "(default: --seqlens-q)");
   cmd.add_option("--key-lengths", keyLengths,
                   "Padded batches: comma-separated real key counts, one per "
-                  "batch entry; the keys past them are masked")
-      ->delimiter(',')
-      ->check(CLI::Range(int64_t(0), maxSeqlen));
+                  "batch entry; the keys past them are masked");
   cmd.add_flag("--decode", decode,
                "Decode: --seqlen-q defaults to 1 and every sequence's KV "
                "cache holds --seqlen-k keys (or --key-lengths: the cache "
@@ -126,7 +189,7 @@ Status describeProblem(const ProblemOptions &o, const AttentionSpec &spec,
   p.softcap = o.spec.softcap;
   p.batch = o.batch;
   p.headsQ = o.spec.headsQ;
-  p.headsKV = o.spec.headsKV;
+  p.headsKV = o.spec.kvHeads();
   p.seqlenQ = o.seqlenQ.value_or(o.decode ? 1 : o.seqlen);
   p.seqlenK = o.seqlenK.value_or(o.seqlen);
   p.headDimQK = spec.headDimQK;
@@ -138,19 +201,49 @@ Status describeProblem(const ProblemOptions &o, const AttentionSpec &spec,
       o.windowRight == kUnboundedWindow)
     return Status::error("--mask window needs --window-left and/or "
                          "--window-right (>= 0)");
-  if (!o.seqlensQ.empty() || !o.seqlensK.empty()) {
-    const auto &lq = o.seqlensQ.empty() ? o.seqlensK : o.seqlensQ;
-    const auto &lk = o.seqlensK.empty() ? o.seqlensQ : o.seqlensK;
+  auto seqlensQ = parseIntList("--seqlens-q", o.seqlensQ, 0, kMaxSeqlen);
+  auto seqlensK = parseIntList("--seqlens-k", o.seqlensK, 0, kMaxSeqlen);
+  auto keyLengths = parseIntList("--key-lengths", o.keyLengths, 0, kMaxSeqlen);
+  auto biasShape = parseIntList("--bias-shape", o.biasShape, 1, kMaxGrid);
+  for (const auto *list : {&seqlensQ, &seqlensK, &keyLengths, &biasShape})
+    if (!*list)
+      return list->status();
+  if (biasShape->size() > 2)
+    return Status::error("--bias-shape takes 1 or 2 extents (batch, heads), "
+                         "got " + std::to_string(biasShape->size()));
+  if (!seqlensQ->empty() || !seqlensK->empty()) {
+    const bool qGiven = !seqlensQ->empty(), kGiven = !seqlensK->empty();
+    const auto &lq = qGiven ? *seqlensQ : *seqlensK;
+    const auto &lk = kGiven ? *seqlensK : *seqlensQ;
     if (lq.size() != lk.size())
       return Status::error("--seqlens-q and --seqlens-k must list as many "
                            "sequences, got " + std::to_string(lq.size()) +
                            " and " + std::to_string(lk.size()));
+    if (int64_t(lq.size()) > kMaxGrid)
+      return Status::error(std::string(qGiven ? "--seqlens-q" : "--seqlens-k") +
+                           " lists " + std::to_string(lq.size()) +
+                           " sequences; at most " + std::to_string(kMaxGrid));
     VarlenSeqs seqs;
     seqs.cuSeqlensQ = {0};
     seqs.cuSeqlensK = {0};
+    // The packed rows are numbered in int32 (cu_seqlens): the sums must fit.
+    int64_t sumQ = 0, sumK = 0;
     for (size_t b = 0; b < lq.size(); ++b) {
-      seqs.cuSeqlensQ.push_back(int32_t(seqs.cuSeqlensQ.back() + lq[b]));
-      seqs.cuSeqlensK.push_back(int32_t(seqs.cuSeqlensK.back() + lk[b]));
+      sumQ += lq[b];
+      sumK += lk[b];
+      for (auto [sum, option] : {std::pair{sumQ, qGiven ? "--seqlens-q"
+                                                         : "--seqlens-k"},
+                                 std::pair{sumK, kGiven ? "--seqlens-k"
+                                                        : "--seqlens-q"}})
+        if (sum > kMaxSeqlen)
+          return Status::error(
+              std::string(option) + " must add up to at most " +
+              std::to_string(kMaxSeqlen) +
+              " rows (the packed total is numbered in int32), but its first " +
+              std::to_string(b + 1) + " lengths add up to " +
+              std::to_string(sum));
+      seqs.cuSeqlensQ.push_back(int32_t(sumQ));
+      seqs.cuSeqlensK.push_back(int32_t(sumK));
     }
     seqs.totalQ = std::max<int64_t>(1, seqs.cuSeqlensQ.back());
     seqs.totalK = std::max<int64_t>(1, seqs.cuSeqlensK.back());
@@ -159,12 +252,12 @@ Status describeProblem(const ProblemOptions &o, const AttentionSpec &spec,
     p.seqlenK = std::max<int64_t>(1, *std::max_element(lk.begin(), lk.end()));
     p.varlen = std::move(seqs);
   }
-  if (!o.keyLengths.empty()) {
-    if (int64_t(o.keyLengths.size()) != p.batch)
+  if (!keyLengths->empty()) {
+    if (int64_t(keyLengths->size()) != p.batch)
       return Status::error("--key-lengths must list one length per batch "
                            "entry (" + std::to_string(p.batch) + "), got " +
-                           std::to_string(o.keyLengths.size()));
-    p.keyLengths = toInt32(o.keyLengths);
+                           std::to_string(keyLengths->size()));
+    p.keyLengths = toInt32(*keyLengths);
   } else if (o.decode) {
     // --seqlen-k is at most 2^31 - 1 (its option's range).
     p.keyLengths.assign(p.batch, int32_t(p.seqlenK));
@@ -211,15 +304,17 @@ Status describeProblem(const ProblemOptions &o, const AttentionSpec &spec,
                          "'");
   }
   if (spec.bias == BiasMode::Tensor) {
-    p.biasShape.batch = o.biasShape.empty() ? p.batch : o.biasShape[0];
-    p.biasShape.heads = o.biasShape.size() < 2 ? p.headsQ : o.biasShape[1];
+    p.biasShape.batch = biasShape->empty() ? p.batch : (*biasShape)[0];
+    p.biasShape.heads = biasShape->size() < 2 ? p.headsQ : (*biasShape)[1];
     p.setDenseBias();
-  } else if (!o.biasShape.empty()) {
+  } else if (!biasShape->empty()) {
     return Status::error("--bias-shape needs --bias tensor");
   }
   if (spec.bias == BiasMode::Alibi)
     p.alibiBatchStride = 0;
-  return validateParams(p);
+  if (Status s = validateParams(p); !s)
+    return Status::error(inOptionTerms(s.message()));
+  return Status::ok();
 }
 
 Expected<std::optional<TileConfig>>
@@ -235,14 +330,101 @@ explicitTile(const ProblemOptions &o, const ForwardProblem &problem,
   return std::optional<TileConfig>(tile);
 }
 
+Status checkTileOptions(const ProblemOptions &o, const ForwardProblem &problem) {
+  if (!o.spec.hasTileOptions())
+    return Status::ok();
+  // Pointers are not set yet; strides alone decide the alignment here.
+  const AttentionSpec spec = specFor(problem);
+  // Without --family, the GPU's preferred family, or the sm80 family, which
+  // every GPU runs, may take the options.
+  SpecOptions sm80 = o.spec;
+  if (!sm80.family)
+    sm80.family = std::string(toString(Family::Sm80));
+  const SpecOptions *const choices[] = {&o.spec, &sm80};
+  TileConfig tile;
+  for (Arch arch : {Arch::Sm90a, Arch::Sm89, Arch::Sm86, Arch::Sm80})
+    for (const SpecOptions *options : choices)
+      if (options->resolveTile(spec, arch, tile))
+        return Status::ok();
+  // Refused everywhere: why, for that family on the GPU that allows most.
+  return sm80.resolveTile(spec, Arch::Sm90a, tile);
+}
+void addSeedOption(CLI::App &cmd, uint64_t &seed, const std::string &help) {
+  cmd.add_option("--seed", seed, help)
+      ->check(CLI::Validator(
+          [](const std::string &v) -> std::string {
+            return v.find('-') == std::string::npos
+                       ? ""
+                       : "must be an integer in [0, 2^64 - 1], got " + v;
+          },
+          "SEED"))
+      ->capture_default_str();
+}
+
+ProblemBytes problemBytes(const ForwardProblem &p, bool writeLse) {
+  auto add = [](uint64_t a, uint64_t b) {
+    uint64_t r;
+    return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
+  };
+  auto mul = [](uint64_t a, uint64_t b) {
+    uint64_t r;
+    return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+  };
+  const uint64_t eb = elementBytes(p.dtype);
+  const uint64_t inputs =
+      mul(add(add(uint64_t(p.qElements()), uint64_t(p.kElements())),
+              add(uint64_t(p.vElements()),
+                  p.bias == BiasMode::Tensor ? uint64_t(p.biasElements())
+                                             : 0)),
+          eb);
+  const uint64_t outputs =
+      add(mul(uint64_t(p.oElements()), eb),
+          writeLse ? mul(uint64_t(p.lseElements()), sizeof(float)) : 0);
+  // Small ones (slopes, cu_seqlens, key lengths) and alignment shifts.
+  const uint64_t small = mul(add(uint64_t(p.batch), uint64_t(p.headsQ)), 64);
+  ProblemBytes b;
+  b.device = add(add(inputs, outputs), small);
+  b.host = add(add(inputs, mul(outputs, 2)), small);
+  return b;
+}
+
+Status checkProblemFits(const ForwardProblem &p, bool writeLse,
+                        uint64_t deviceBytes) {
+  const ProblemBytes need = problemBytes(p, writeLse);
+  auto gib = [](uint64_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f GiB", double(bytes) / double(1 << 30));
+    return std::string(buf);
+  };
+  if (need.device > deviceBytes)
+    return Status::error("the problem needs " + gib(need.device) +
+                         " of device memory for its tensors; the GPU has " +
+                         gib(deviceBytes) +
+                         " (use a smaller batch, fewer heads or shorter "
+                         "sequences)");
+  const long pages = ::sysconf(_SC_PHYS_PAGES), pageBytes = ::sysconf(_SC_PAGESIZE);
+  const uint64_t hostBytes =
+      pages > 0 && pageBytes > 0 ? uint64_t(pages) * uint64_t(pageBytes)
+                                 : UINT64_MAX;
+  if (need.host > hostBytes)
+    return Status::error("the problem needs " + gib(need.host) +
+                         " of host memory for the copies of its inputs and "
+                         "outputs; this machine has " +
+                         gib(hostBytes) +
+                         " (use a smaller batch, fewer heads or shorter "
+                         "sequences)");
+  return Status::ok();
+}
+
 std::string problemText(const ForwardProblem &p, const std::string &layout,
                         bool writeLse) {
   char line[512];
   std::snprintf(line, sizeof line,
-                "batch=%lld heads_q=%lld heads_kv=%lld seqlen_q=%lld "
-                "seqlen_k=%lld head_dim=%lld/%lld %s %s mask=%s scale=%.6g "
-                "lse=%s",
+                "batch=%lld heads_q=%lld heads_kv=%lld (gqa group %lld) "
+                "seqlen_q=%lld seqlen_k=%lld head_dim=%lld/%lld %s %s mask=%s "
+                "scale=%.6g lse=%s",
                 (long long)p.batch, (long long)p.headsQ, (long long)p.headsKV,
+                (long long)p.gqaGroup(),
                 (long long)p.seqlenQ, (long long)p.seqlenK,
                 (long long)p.headDimQK, (long long)p.headDimV,
                 std::string(toString(p.dtype)).c_str(), layout.c_str(),
@@ -277,6 +459,11 @@ std::string configText(const TileConfig &c) {
 Expected<DeviceProblem> uploadProblem(Runtime &rt, const ForwardProblem &shape,
                                       const AttentionSpec &spec,
                                       uint64_t seed) {
+  // Before the first allocation, host or device.
+  if (Status s = checkProblemFits(shape, spec.writeLse,
+                                  uint64_t(rt.device().totalMemBytes));
+      !s)
+    return s;
   DeviceProblem d;
   ForwardProblem &p = d.problem;
   p = shape;

@@ -30,9 +30,11 @@ struct ProblemOptions {
   std::optional<int64_t> seqlenQ, seqlenK;
   std::optional<double> scale;
   int64_t windowLeft = kUnboundedWindow, windowRight = kUnboundedWindow;
-  std::vector<int64_t> seqlensQ, seqlensK; ///< varlen
-  std::vector<int64_t> keyLengths;         ///< padded batches
-  std::vector<int64_t> biasShape;          ///< bias extents {batch, heads}
+  /// The list options as typed: comma-separated integers, possibly over
+  /// several arguments; describeProblem parses them (parseIntList).
+  std::vector<std::string> seqlensQ, seqlensK; ///< varlen
+  std::vector<std::string> keyLengths;         ///< padded batches
+  std::vector<std::string> biasShape;          ///< bias extents {batch, heads}
   std::string layout = "bshd";
   /// Decode: seqlen_q defaults to 1 and every sequence's cache holds
   /// seqlen_k keys unless --key-lengths says otherwise (the cache lengths).
@@ -47,6 +49,14 @@ struct ProblemOptions {
   void addTo(CLI::App &cmd);
 };
 
+/// The integers of list option `option` ("--seqlens-q"): every argument
+/// split at commas, each entry an integer in [lo, hi]. An empty entry
+/// ("1,,2"), a non-number or a value out of range is an error naming the
+/// option.
+Expected<std::vector<int64_t>> parseIntList(const std::string &option,
+                                            const std::vector<std::string> &args,
+                                            int64_t lo, int64_t hi);
+
 /// The problem of the options for `spec`: sizes, layout, mask window,
 /// bias, softcap, varlen sequences, key lengths, the paged cache and its
 /// block table (host copy) and the split count (strides set, pointers not).
@@ -59,7 +69,32 @@ Status describeProblem(const ProblemOptions &o, const AttentionSpec &spec,
 Expected<std::optional<TileConfig>>
 explicitTile(const ProblemOptions &o, const ForwardProblem &problem, Arch arch);
 
-/// "batch=4 heads_q=16 ... mask=causal scale=0.0884 lse=yes window=..."
+/// Before any GPU is looked for: the tile options fit `problem` on at least
+/// one architecture the runtime supports (otherwise no GPU could run them,
+/// a usage error). explicitTile checks them for the GPU's own.
+Status checkTileOptions(const ProblemOptions &o, const ForwardProblem &problem);
+
+/// --seed: the seed of the random inputs, a 64-bit unsigned integer ("-1"
+/// is refused, not wrapped).
+void addSeedOption(CLI::App &cmd, uint64_t &seed, const std::string &help);
+
+/// Bytes a problem takes: its tensors on the device, and the host copies
+/// of its inputs and outputs (with --check, O and LSE twice: the quick
+/// form's and the full kernel's). Saturates rather than overflowing.
+struct ProblemBytes {
+  uint64_t device = 0;
+  uint64_t host = 0;
+};
+ProblemBytes problemBytes(const ForwardProblem &p, bool writeLse);
+
+/// A clear error when the problem cannot fit this machine's memory
+/// (`deviceBytes` of the GPU, physical host memory): checked before
+/// anything is allocated.
+Status checkProblemFits(const ForwardProblem &p, bool writeLse,
+                        uint64_t deviceBytes);
+
+/// "batch=4 heads_q=16 heads_kv=4 (gqa group 4) ... mask=causal
+/// scale=0.0884 lse=yes window=..."
 std::string problemText(const ForwardProblem &p, const std::string &layout,
                         bool writeLse);
 

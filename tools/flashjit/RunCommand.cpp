@@ -73,15 +73,16 @@ size_t mismatches(const std::vector<T> &a, const std::vector<T> &b) {
 }
 
 int run(const RunOptions &o) {
+  // Bad specs, sizes, windows, bias shapes, sequence lists or tile options
+  // are usage errors (exit 2), found before looking for a GPU.
   AttentionSpec spec;
   Arch unusedArch; // run compiles for the GPU it finds
   if (Status s = o.problem.spec.resolve(spec, unusedArch); !s)
-    return failWith(kCommand, s.message());
-
-  // Bad sizes, windows, bias shapes or sequence lists are usage errors,
-  // found before looking for a GPU.
+    return failWith(kCommand, s.message(), 2);
   ForwardProblem p;
   if (Status s = describeProblem(o.problem, spec, p); !s)
+    return failWith(kCommand, s.message(), 2);
+  if (Status s = checkTileOptions(o.problem, p); !s)
     return failWith(kCommand, s.message(), 2);
   auto created = Runtime::create();
   if (!created)
@@ -98,8 +99,8 @@ int run(const RunOptions &o) {
   p = inputs->problem;
 
   auto tile = explicitTile(o.problem, p, rt.arch());
-  if (!tile)
-    return failWith(kCommand, tile.message());
+  if (!tile) // the options do not fit this GPU
+    return failWith(kCommand, tile.message(), 2);
   p.tile = *tile;
 
   // ---- compile or fetch -----------------------------------------------------
@@ -242,9 +243,8 @@ void addRunCommand(CLI::App &app, int &exitCode) {
              "from the cache), time it and, with --check, compare it with the "
              "CPU float64 reference");
   o->problem.addTo(*cmd);
-  cmd->add_option("--seed", o->seed,
-                  "Seed of the random normal inputs (same seed, same inputs)")
-      ->capture_default_str();
+  addSeedOption(*cmd, o->seed,
+                "Seed of the random normal inputs (same seed, same inputs)");
   cmd->add_flag(
       "--check", o->check,
       "Compare with the CPU float64 reference: pass when the max error "

@@ -36,8 +36,9 @@ void SpecOptions::addTo(CLI::App &cmd, bool forCompile) {
   cmd.add_option("--heads-q", headsQ, "Query heads (a multiple of --heads-kv)")
       ->capture_default_str();
   cmd.add_option("--heads-kv", headsKV,
-                 "Key/value heads (fewer than --heads-q: GQA/MQA)")
-      ->capture_default_str();
+                 "Key/value heads (default: --heads-q, multi-head attention; "
+                 "fewer: GQA/MQA, heads_q / heads_kv query heads per K/V "
+                 "head)");
   cmd.add_flag("--no-lse", noLse,
                "Do not write the log-sum-exp of each query row");
   cmd.add_option("--align", align,
@@ -109,21 +110,24 @@ Status SpecOptions::resolve(AttentionSpec &spec, Arch &outArch) const {
   if (dv < kMinHeadDim || dv > kMaxHeadDim)
     return Status::error("--head-dim-v must be in [1, 256], got " +
                          std::to_string(dv));
-  if (headsKV < 1)
-    return Status::error("--heads-kv must be >= 1, got " +
-                         std::to_string(headsKV));
-  if (headsQ < 1 || headsQ % headsKV != 0)
-    return Status::error("--heads-q must be a positive multiple of --heads-kv (" +
-                         std::to_string(headsKV) + "), got " +
+  if (headsQ < 1)
+    return Status::error("--heads-q must be >= 1, got " +
                          std::to_string(headsQ));
-  if (headsQ / headsKV > 1024)
+  const int kv = kvHeads();
+  if (kv < 1)
+    return Status::error("--heads-kv must be >= 1, got " + std::to_string(kv));
+  if (headsQ % kv != 0)
+    return Status::error("--heads-q must be a positive multiple of --heads-kv (" +
+                         std::to_string(kv) + "), got " +
+                         std::to_string(headsQ));
+  if (headsQ / kv > 1024)
     return Status::error("--heads-q / --heads-kv (the GQA group) must be in "
-                         "[1, 1024], got " + std::to_string(headsQ / headsKV));
+                         "[1, 1024], got " + std::to_string(headsQ / kv));
   spec.dtype = *d;
   spec.mask = *m;
   spec.headDimQK = headDim;
   spec.headDimV = dv;
-  spec.gqaGroup = headsQ / headsKV;
+  spec.gqaGroup = headsQ / kv;
   spec.writeLse = !noLse;
   spec.globalAlignElems = align;
   spec.bias = *b;

@@ -30,7 +30,9 @@ struct SpecOptions {
   bool varlen = false;     ///< compile only
   bool keyLengths = false; ///< compile only
   int headsQ = 1;
-  int headsKV = 1;
+  /// Unset: headsQ (plain multi-head attention, as frameworks infer from
+  /// tensor shapes); fewer is GQA/MQA.
+  std::optional<int> headsKV;
   bool noLse = false;
   int align = 8;
   std::optional<int> blockM, blockN, warps, stages;
@@ -46,6 +48,8 @@ struct SpecOptions {
 
   /// Parses and validates; on failure returns the message for the user.
   Status resolve(AttentionSpec &spec, Arch &arch) const;
+  /// --heads-kv, or --heads-q when it was not given.
+  int kvHeads() const { return headsKV.value_or(headsQ); }
   /// True when any tile option was given.
   bool hasTileOptions() const {
     return blockM || blockN || warps || stages || packGqa || quick || family ||

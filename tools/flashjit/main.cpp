@@ -6,6 +6,8 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <exception>
+#include <new>
 
 int flashjit::cli::failWith(const char *command, const std::string &message,
                             int exitCode) {
@@ -34,6 +36,11 @@ int main(int argc, char **argv) {
     // --help / --version exit 0; every usage error exits 2, like the
     // errors our own option checks report.
     return app.exit(e) == 0 ? 0 : 2;
+  } catch (const std::bad_alloc &) {
+    // The subcommands run inside parse(): nothing escapes as an abort.
+    return flashjit::cli::failWith("error", "out of memory (std::bad_alloc)");
+  } catch (const std::exception &e) {
+    return flashjit::cli::failWith("error", e.what());
   }
   return exitCode;
 }

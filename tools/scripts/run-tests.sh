@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Install, build self-contained (static LLVM) binaries, run every test:
-# unit (GoogleTest), ptxas (PTX assembles, no spills), lit (FileCheck),
-# static-no-llvm (ldd), shared-* (libflashjit.so), julia-abi-layout, gpu
-# (skipped, with the count, where no GPU is), then the Python package
-# (pip install . and pytest tests/python).
+# unit (GoogleTest), unit-standin (the launch path on a stand-in libcuda),
+# ptxas (PTX assembles, no spills), lit (FileCheck), static-no-llvm (ldd),
+# shared-* (libflashjit.so), julia-abi-layout, gpu (skipped, with the count,
+# where no GPU is), then the Python package (pip install . and pytest
+# tests/python). Then the CPU tests again under ASan + UBSan, the fuzzers, and
+# the runtime's threaded tests under TSan (run-sanitizers.sh;
+# SANITIZERS="asan" or "" runs fewer).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$root/build}
@@ -25,6 +28,11 @@ if [ -x bin/flashjit-gpu-tests ]; then
   summary=$(grep -E "^\[  (PASSED|SKIPPED|FAILED) *\] [0-9]+ test" <<< "$gpu_log" | tr '\n' ' ')
   reason=$(grep -m1 -o "no CUDA GPU: .*" <<< "$gpu_log" || true)
   echo "GPU tests (bin/flashjit-gpu-tests): ${summary:-no summary} ${reason:+($reason)}"
+fi
+echo "main tests done in $(( $(date +%s) - start )) s (exit $status)"
+sanitizers=${SANITIZERS-asan fuzz tsan}
+if [ -n "$sanitizers" ]; then
+  bash "$root/tools/scripts/run-sanitizers.sh" $sanitizers || status=$?
 fi
 echo "tests done in $(( $(date +%s) - start )) s (exit $status)"
 exit $status

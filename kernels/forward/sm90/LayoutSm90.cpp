@@ -69,17 +69,26 @@ TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
   const int d = std::max(spec.headDimQK, spec.headDimV);
   TileConfig c;
   c.family = Family::Sm90;
-  c.blockM = 2 * kWgmmaRows;
-  c.warps = 8;
   c.stages = 2;
-  // FlashAttention-3's tiles on the H100 (two consumer warpgroups of 64
-  // rows): the longest K/V tile whose scores, P and O fit the consumers'
-  // 240 registers and whose two stages fit shared memory.
-  c.blockN = d <= 128 ? 128 : d <= 192 ? 112 : 80;
+  // Measured on an H200 (bench/results/2026-12-03-h200-sm90-family.md,
+  // bf16, S=4096, either mask): two consumer warpgroups of 64 rows and
+  // 128-key tiles up to d=128, pingpong from d=96 (1.03x at d = 96-128, none
+  // below); 64-key tiles with pingpong to d=192 (1.06-1.9x the 112-key
+  // tiles, whose two warpgroups ran at half speed); past that one consumer
+  // warpgroup of 80-key tiles (1.9x two at d=256).
+  if (d <= 128) {
+    c.blockM = 2 * kWgmmaRows, c.warps = 8, c.blockN = 128;
+    c.pingpong = d > 80;
+  } else if (d <= 192) {
+    c.blockM = 2 * kWgmmaRows, c.warps = 8, c.blockN = 64;
+    c.pingpong = true;
+  } else {
+    c.blockM = kWgmmaRows, c.warps = 4, c.blockN = 80;
+  }
   // Per-score work (bias, softcap) and per-row bounds (windows, varlen, key
   // lengths) keep more values live beside the scores: past d=128, 64-key
   // tiles leave them room (ptxas spills ALiBi + causal at d=192 and 256
-  // with the tiles above).
+  // with longer tiles).
   const bool extraLiveValues =
       spec.bias != BiasMode::None || spec.softcap ||
       spec.mask == MaskMode::Window || spec.varlen || spec.keyLengths;

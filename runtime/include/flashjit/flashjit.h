@@ -88,7 +88,9 @@ typedef struct flashjit_forward_args {
   float *lse;    /**< NULL: no LSE is written */
   int32_t dtype; /**< flashjit_dtype */
   int32_t mask;  /**< flashjit_mask */
-  int64_t batch, heads_q, heads_kv, seqlen_q, seqlen_k;
+  int64_t batch, heads_q;
+  int64_t heads_kv; /**< 0: heads_q (multi-head attention) */
+  int64_t seqlen_q, seqlen_k;
   int64_t head_dim_qk;
   int64_t head_dim_v; /**< 0: head_dim_qk */
   int64_t q_strides[3], k_strides[3], v_strides[3], o_strides[3];

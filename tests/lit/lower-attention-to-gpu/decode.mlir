@@ -26,9 +26,9 @@
 // CHECK: %[[PER32:.*]] = arith.divui %{{.*}}, %[[SPLITS]] : i32
 // CHECK: %[[PER:.*]] = arith.index_castui %[[PER32]] : i32 to index
 // CHECK: arith.muli %[[SPLIT]], %[[PER]] : index
-// CHECK: %[[KEY:.*]] = arith.extui %{{.*}} : i32 to i64
-// CHECK: %[[SH:.*]] = arith.extui %[[SHIFT]] : i32 to i64
-// CHECK: %[[M:.*]] = arith.extui %[[MUL]] : i32 to i64
+// CHECK: %[[KEY:.*]] = arith.extui %{{[0-9]+}} : i32 to i64
+// CHECK-DAG: %[[SH:.*]] = arith.extui %[[SHIFT]] : i32 to i64
+// CHECK-DAG: %[[M:.*]] = arith.extui %[[MUL]] : i32 to i64
 // CHECK: %[[PROD:.*]] = arith.muli %[[KEY]], %[[M]] : i64
 // CHECK: %[[PAGE64:.*]] = arith.shrui %[[PROD]], %[[SH]] : i64
 // CHECK: %[[PAGE:.*]] = arith.index_castui %[[PAGE64]] : i64 to index

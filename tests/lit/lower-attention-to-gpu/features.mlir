@@ -1,14 +1,36 @@
 // RUN: flashjit-opt %s --flashjit-lower-attention-to-gpu --canonicalize --cse -split-input-file | FileCheck %s
+//
+// Each feature's checks fail on its kernel without the feature: the same
+// CHECKs against the file with one kernel changed (the labels keep every
+// other kernel's checks passing, so the failure is that kernel's).
+// RUN: sed -e '/@window /s/mask = "window"/mask = "none"/' %s | flashjit-opt --flashjit-lower-attention-to-gpu --canonicalize --cse -split-input-file | not FileCheck %s
+// RUN: sed -e '/@window /s/mask = "window"/mask = "causal"/' %s | flashjit-opt --flashjit-lower-attention-to-gpu --canonicalize --cse -split-input-file | not FileCheck %s
+// RUN: sed -e '/@bias /s/, bias = "tensor"//' %s | flashjit-opt --flashjit-lower-attention-to-gpu --canonicalize --cse -split-input-file | not FileCheck %s
+// RUN: sed -e '/@alibi /s/, bias = "alibi"//' %s | flashjit-opt --flashjit-lower-attention-to-gpu --canonicalize --cse -split-input-file | not FileCheck %s
+// RUN: sed -e '/@softcap /s/, softcap = true//' %s | flashjit-opt --flashjit-lower-attention-to-gpu --canonicalize --cse -split-input-file | not FileCheck %s
+// RUN: sed -e '/@varlen /s/varlen = true, //' %s | flashjit-opt --flashjit-lower-attention-to-gpu --canonicalize --cse -split-input-file | not FileCheck %s
+// RUN: sed -e '/@varlen /s/, key_lengths = true//' %s | flashjit-opt --flashjit-lower-attention-to-gpu --canonicalize --cse -split-input-file | not FileCheck %s
+// RUN: sed -e '/@varlen_causal /s/, varlen = true//' %s | flashjit-opt --flashjit-lower-attention-to-gpu --canonicalize --cse -split-input-file | not FileCheck %s
+// RUN: sed -e '/@packed /s/, pack_gqa = true//' %s | flashjit-opt --flashjit-lower-attention-to-gpu --canonicalize --cse -split-input-file | not FileCheck %s
+// RUN: sed -e '/@causal_order /s/mask = "causal"/mask = "none"/' %s | flashjit-opt --flashjit-lower-attention-to-gpu --canonicalize --cse -split-input-file | not FileCheck %s
 
-// Sliding window: the tile range starts at firstQuery + diag - window_left
-// and boundary tiles compare each key with both window edges.
+// Sliding window: the tile range ends at the last query's diagonal +
+// window_right and starts at the first query's diagonal - window_left, and
+// boundary tiles bound each row's keys by both edges (hi exclusive, lo
+// inclusive, relative to the thread's first key column).
 // CHECK-LABEL: gpu.func @window
-// CHECK-SAME: %[[WL:[a-z0-9_]+]]: i32, %[[WR:[a-z0-9_]+]]: i32, %{{.*}}: f32, %{{.*}}: f32) kernel
-// CHECK-DAG: arith.index_cast %[[WL]]
-// CHECK-DAG: arith.index_cast %[[WR]]
+// CHECK-SAME: %[[WL:[a-z0-9_]+]]: i32, %[[WR:[a-z0-9_]+]]: i32, %{{[a-z0-9_]+}}: f32, %{{[a-z0-9_]+}}: f32) kernel
+// CHECK-DAG: %[[WLI:.*]] = arith.index_cast %[[WL]] : i32 to index
+// CHECK-DAG: %[[WRI:.*]] = arith.index_cast %[[WR]] : i32 to index
+// CHECK: arith.addi %{{.*}}, %[[WRI]] : index
+// CHECK: arith.subi %{{.*}}, %[[WLI]] : index
 // CHECK: scf.for {{.*}} iter_args
 // CHECK: scf.if
-// CHECK: arith.cmpi sge
+// CHECK: %[[HI:.*]] = arith.addi %{{.*}}, %[[WRI]] : index
+// CHECK: %[[LO:.*]] = arith.subi %{{.*}}, %[[WLI]] : index
+// CHECK: arith.cmpi sgt, %{{.*}}, %c0_i32 : i32
+// CHECK-NEXT: arith.cmpi sle, %{{.*}}, %c0_i32 : i32
+// CHECK-NEXT: arith.andi
 // CHECK-NOT: memref.load
 // CHECK: gpu.return
 flashjit.attention_fwd @window arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "window", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>
@@ -49,14 +71,16 @@ flashjit.attention_fwd @softcap arch = "sm_90a" spec = #flashjit.spec<dtype = "b
 
 // -----
 
-// Varlen + key lengths: sequence starts and lengths come from int32 arrays
-// indexed by the batch (block z) before any copy. Without a causal mask the
-// CTA's coordinates are its block ids.
+// Varlen + key lengths: sequence starts (cu_seqlens_q: %arg7, cu_seqlens_k:
+// %arg8) and lengths (key_lengths: %arg9) come from int32 arrays indexed by
+// the batch (block z) before any copy. Without a causal mask the CTA's
+// coordinates are its block ids.
 // CHECK-LABEL: gpu.func @varlen
 // CHECK-NOT: nctaid
 // CHECK: %[[B:.*]] = gpu.block_id  z
-// CHECK: memref.load %{{.*}}[%[[B]]] : memref<1099511627776xi32, 1>
-// CHECK: memref.load %{{.*}} : memref<1099511627776xi32, 1>
+// CHECK: memref.load %arg7[%[[B]]] : memref<1099511627776xi32, 1>
+// CHECK: memref.load %arg8[%[[B]]] : memref<1099511627776xi32, 1>
+// CHECK: memref.load %arg9[%[[B]]] : memref<1099511627776xi32, 1>
 // CHECK: nvgpu.device_async_copy
 flashjit.attention_fwd @varlen arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 8, varlen = true, key_lengths = true> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2>
 
@@ -79,11 +103,20 @@ flashjit.attention_fwd @varlen_causal arch = "sm_90a" spec = #flashjit.spec<dtyp
 
 // -----
 
-// Packed GQA (group 4): tile row r is query r / 4 of head 4 * kvHead + r % 4.
+// Packed GQA (group 4): a CTA's rows are seqlen_q rows of each of the 4
+// query heads of K/V head y; in the Q copy, tile row r is query r / 4 of
+// head 4 * y + r % 4. (Every kernel divides lanes by 4 for the MMA: the
+// checks below name the rows they divide.)
 // CHECK-LABEL: gpu.func @packed
-// CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
-// CHECK: arith.divui %{{.*}}, %[[C4]]
-// CHECK: arith.remui %{{.*}}, %[[C4]]
+// CHECK: %[[SQ:.*]] = arith.index_cast %arg28 : i32 to index
+// CHECK: %[[ROWS:.*]] = arith.muli %[[SQ]], %c4 : index
+// CHECK: arith.cmpi slt, %{{.*}}, %[[ROWS]] : index
+// CHECK: scf.for
+// CHECK: arith.cmpi slt, %[[R:[0-9]+]], %[[ROWS]] : index
+// CHECK: %[[INGROUP:.*]] = arith.remui %[[R]], %c4 : index
+// CHECK-NEXT: %[[FIRSTHEAD:.*]] = arith.muli %{{.*}}, %c4 : index
+// CHECK-NEXT: arith.addi %[[FIRSTHEAD]], %[[INGROUP]] : index
+// CHECK: arith.divui %[[R]], %c4 : index
 flashjit.attention_fwd @packed arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 4, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2, pack_gqa = true>
 
 // -----

@@ -1,4 +1,11 @@
 // RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config=family=sm80 --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
+//
+// Each case's checks fail on its kernel without what they check: the same
+// CHECKs against the file with that kernel changed.
+// RUN: sed -e '/@d33 /s/head_dim_qk = 33, head_dim_v = 33/head_dim_qk = 32, head_dim_v = 32/; /@d33 /s/align = 1/align = 8/' %s | flashjit-opt -split-input-file --flashjit-select-tile-config=family=sm80 --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
+// RUN: sed -e '/@d100 /s/head_dim_qk = 100, head_dim_v = 100/head_dim_qk = 96, head_dim_v = 96/; /@d100 /s/align = 4/align = 8/' %s | flashjit-opt -split-input-file --flashjit-select-tile-config=family=sm80 --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
+// RUN: sed -e '/@d256 /s/head_dim_qk = 256, head_dim_v = 256/head_dim_qk = 64, head_dim_v = 64/' %s | flashjit-opt -split-input-file --flashjit-select-tile-config=family=sm80 --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
+// RUN: sed -e '/@gqa /s/gqa_group = 4/gqa_group = 1/' %s | flashjit-opt -split-input-file --flashjit-select-tile-config=family=sm80 --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
 
 // head_dim 33 with 2-byte alignment: cp.async cannot copy 2 bytes, so the
 // tiles are loaded with guarded scalar loads (zeros outside the tensor) and

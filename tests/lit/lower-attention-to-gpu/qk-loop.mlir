@@ -1,4 +1,9 @@
 // RUN: flashjit-opt %s --split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
+//
+// Each case's checks fail on its kernel without what they check: the same
+// CHECKs against the file with that kernel changed.
+// RUN: sed -e '/@qk_loop /s/mask = "causal"/mask = "none"/' %s | flashjit-opt --split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
+// RUN: sed -e '/@qk_unrolled /s/mask = "none"/mask = "causal"/' %s | flashjit-opt --split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
 
 // d=128 causal (128x64, 4 warps of two m16 tiles, padded rows, Q read from
 // shared memory): Q K^T's 8 k-steps run as a run-time loop of 2 iterations

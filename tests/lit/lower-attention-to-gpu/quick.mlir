@@ -1,4 +1,9 @@
 // RUN: flashjit-opt %s --split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
+//
+// Each case's checks fail on its kernel without what they check: the same
+// CHECKs against the file with that kernel changed.
+// RUN: sed -e '/@quick /s/, quick = true//' %s | flashjit-opt --split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
+// RUN: sed -e '/@quick_one_bit /s/, quick = true//' %s | flashjit-opt --split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
 
 // The quick form of d=192 causal (128x128, 8 warps of one m16 tile, one
 // stage): each K/V tile is visited in 16-key slices by two run-time loops.

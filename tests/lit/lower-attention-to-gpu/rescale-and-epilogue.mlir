@@ -1,4 +1,11 @@
 // RUN: flashjit-opt %s --split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
+//
+// Each case's checks fail on its kernel without what they check: the same
+// CHECKs against the file with that kernel changed.
+// RUN: sed -e '/@rescale_on_new_max /s/head_dim_qk = 100, head_dim_v = 100/head_dim_qk = 96, head_dim_v = 96/' %s | flashjit-opt --split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
+// RUN: sed -e '/@rescale_on_new_max /s/align = 4/align = 2/' %s | flashjit-opt --split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
+// RUN: sed -e '/@rescale_always /s/block_n = 64/block_n = 80/' %s | flashjit-opt --split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
+// RUN: sed -e '/@direct_store /s/align = 2/align = 8/' %s | flashjit-opt --split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
 
 // 128x64, 4 warps at head_dim 100: about 216 registers by the estimate, so O
 // is rescaled in a branch of its own, taken when some row of the warp has a

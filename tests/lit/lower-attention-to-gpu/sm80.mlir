@@ -1,4 +1,10 @@
 // RUN: flashjit-opt %s --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
+//
+// Each case's checks fail on its kernel without what they check: the same
+// CHECKs against the file with that kernel changed.
+// RUN: sed -e 's/lse = true/lse = false/' %s | flashjit-opt --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
+// RUN: sed -e 's/warps = 8/warps = 4/' %s | flashjit-opt --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
+// RUN: sed -e 's/head_dim_qk = 72, head_dim_v = 72/head_dim_qk = 64, head_dim_v = 64/' %s | flashjit-opt --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
 
 // head_dim 72 (padded to 80 in smem), block 128 x 64, 8 warps: one m16 tile
 // per warp, so swizzled rows of 80 (10 sixteen-byte chunks, 2 mod 4: one

@@ -1,4 +1,10 @@
 // RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config=family=sm80 --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
+//
+// Each case's checks fail on its kernel without what they check: the same
+// CHECKs against the file with that kernel changed.
+// RUN: sed -e '/@d192 /s/head_dim_qk = 192, head_dim_v = 192/head_dim_qk = 176, head_dim_v = 176/' %s | flashjit-opt -split-input-file --flashjit-select-tile-config=family=sm80 --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
+// RUN: sed -e '/@d96 /s/mask = "none"/mask = "causal"/' %s | flashjit-opt -split-input-file --flashjit-select-tile-config=family=sm80 --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
+// RUN: sed -e '/@d96causal /s/mask = "causal"/mask = "none"/' %s | flashjit-opt -split-input-file --flashjit-select-tile-config=family=sm80 --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
 
 // head_dim 192 (24 sixteen-byte chunks a row), 64x64 tiles of 4 warps:
 // rows are not padded and chunk c of row r sits at chunk c ^ (r & 7) (3

@@ -1,4 +1,10 @@
 // RUN: flashjit-opt %s --flashjit-select-tile-config=family=sm80 | FileCheck %s
+// The per-arch rows are the arch's: sm_86's smaller tiles are not sm_90a's,
+// and without the pass nothing is filled in.
+// RUN: sed -e '/@d240sm86 /s/sm_86/sm_90a/' %s | flashjit-opt --flashjit-select-tile-config=family=sm80 | not FileCheck %s
+// RUN: sed -e '/@d160sm86 /s/sm_86/sm_90a/' %s | flashjit-opt --flashjit-select-tile-config=family=sm80 | not FileCheck %s
+// RUN: sed -e '/@d96causal /s/mask = "causal"/mask = "none"/' %s | flashjit-opt --flashjit-select-tile-config=family=sm80 | not FileCheck %s
+// RUN: flashjit-opt %s | not FileCheck %s
 
 // The per-arch table fills in missing configs; explicit ones are kept.
 // CHECK-LABEL: @d64

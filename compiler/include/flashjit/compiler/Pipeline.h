@@ -57,8 +57,8 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
 
 /// Bumped whenever the generated code or the kernel ABI changes. It is part
 /// of flashjitVersion(), so kernels and tuned configs cached by an older
-/// build of the same release are not reused (2: session-4 register fixes;
-/// 3: rescale on a new maximum, O staged through shared memory; 4: the
+/// build of the same release are not reused (2: register fixes, in
+/// bench/results/2026-12-02-h200-sm80-tuning.md; 3: rescale on a new maximum, O staged through shared memory; 4: the
 /// FlashAttention-2 order for one stage; 5: causal CTAs longest first; 6:
 /// swizzled shared-memory rows; 7: unpadded rows with an XOR swizzle of up
 /// to 3 bits, no static shared memory; 8: padded rows again for 4-warp tiles
@@ -66,8 +66,9 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
 /// epilogue's stores, a lean LLVM middle end instead of O3; 10: nvvm.mma.sync
 /// on scalar accumulators, a 32-bit division in the causal CTA order,
 /// rcp.approx for 1 / l; 11: Q K^T as a run-time loop at d = 121-128 with a
-/// mask; 12: row sums add 16-key slices in order, as the quick form does).
-inline constexpr int kCodegenRevision = 12;
+/// mask; 12: row sums add 16-key slices in order, as the quick form does;
+/// 13: kernel families, the sm90 family the default on sm_90a).
+inline constexpr int kCodegenRevision = 13;
 
 /// Version strings that identify the code the compiler emits (cache keys):
 /// flashjit's is the release plus "+cg<kCodegenRevision>".

@@ -5,6 +5,9 @@
 #include "mlir/IR/OpImplementation.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <cstdint>
+#include <limits>
+
 using namespace mlir;
 using namespace flashjit;
 using namespace flashjit::tile;
@@ -43,6 +46,17 @@ struct SpecFields {
 
 std::string_view view(StringRef s) { return {s.data(), s.size()}; }
 
+/// The 64-bit attribute fields narrow to the 32-bit ints of AttentionSpec
+/// and TileConfig: a value that does not fit is an error, not a truncation
+/// (head_dim_qk = 2^32 + 64 is not 64).
+Status fitsInt(std::string_view name, int64_t value) {
+  if (value >= std::numeric_limits<int32_t>::min() &&
+      value <= std::numeric_limits<int32_t>::max())
+    return Status::ok();
+  return Status::error(std::string(name) + " must fit in 32 bits, got " +
+                       std::to_string(value));
+}
+
 /// The spec attribute's fields as the plain struct, or the reason why not.
 Expected<AttentionSpec> toSpec(const SpecFields &f) {
   AttentionSpec spec;
@@ -58,6 +72,12 @@ Expected<AttentionSpec> toSpec(const SpecFields &f) {
   if (!b)
     return Status::error("bias must be one of " + biasChoices() + ", got '" +
                          f.bias.str() + "'");
+  for (auto [name, value] : {std::pair{"head_dim_qk", f.headDimQK},
+                             std::pair{"head_dim_v", f.headDimV},
+                             std::pair{"gqa_group", f.gqaGroup},
+                             std::pair{"align", f.align}})
+    if (Status s = fitsInt(name, value); !s)
+      return s;
   spec.dtype = *d;
   spec.mask = *m;
   spec.bias = *b;
@@ -90,9 +110,17 @@ LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
-LogicalResult TileConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
-                                     int64_t, int64_t, int64_t, int64_t, bool,
-                                     bool, StringRef family, bool, bool) {
+LogicalResult
+TileConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                       int64_t blockM, int64_t blockN, int64_t warps,
+                       int64_t stages, bool packGqa, bool quick,
+                       StringRef family, bool pingpong, bool overlap) {
+  // The rest (ranges, shared memory) needs the spec and arch: the op checks.
+  for (auto [name, value] :
+       {std::pair{"block_m", blockM}, std::pair{"block_n", blockN},
+        std::pair{"warps", warps}, std::pair{"stages", stages}})
+    if (Status s = fitsInt(name, value); !s)
+      return emitError() << s.message();
   if (!parseFamily(family.str()))
     return emitError() << "family must be one of " << familyChoices()
                        << ", got '" << family << "'";

@@ -18,6 +18,18 @@
 
 namespace flashjit {
 
+/// a * b, saturated at the int64 limits instead of overflowing: sizes built
+/// from untrusted extents stay defined, and validateParams rejects them.
+inline int64_t saturatingMul(int64_t a, int64_t b) {
+  int64_t r;
+  if (!__builtin_mul_overflow(a, b, &r))
+    return r;
+  return (a < 0) != (b < 0) ? INT64_MIN : INT64_MAX;
+}
+inline int64_t saturatingMul(int64_t a, int64_t b, int64_t c) {
+  return saturatingMul(saturatingMul(a, b), c);
+}
+
 /// Strides in elements of a [batch, heads, seqlen, dim] tensor whose last
 /// dimension is contiguous.
 struct Strides {
@@ -33,11 +45,11 @@ struct Strides {
 /// Dense strides of a [batch, seqlen, heads, dim] tensor (BSHD, the layout
 /// of FlashAttention and PyTorch SDPA inputs before transposition).
 inline Strides bshdStrides(int64_t heads, int64_t seqlen, int64_t dim) {
-  return {seqlen * heads * dim, dim, heads * dim};
+  return {saturatingMul(seqlen, heads, dim), dim, saturatingMul(heads, dim)};
 }
 /// Dense strides of a [batch, heads, seqlen, dim] tensor (BHSD).
 inline Strides bhsdStrides(int64_t heads, int64_t seqlen, int64_t dim) {
-  return {heads * seqlen * dim, seqlen * dim, dim};
+  return {saturatingMul(heads, seqlen, dim), saturatingMul(seqlen, dim), dim};
 }
 
 /// Sentinel for an unbounded side of a sliding window.
@@ -206,16 +218,17 @@ struct AttentionParams {
     kNewStrides = bshdStrides(headsKV, newKeys, headDimQK);
     vNewStrides = bshdStrides(headsKV, newKeys, headDimV);
     oStrides = bshdStrides(headsQ, rowsQ, headDimV);
-    lseBatchStride = varlen ? 0 : headsQ * seqlenQ;
+    lseBatchStride = varlen ? 0 : saturatingMul(headsQ, seqlenQ);
     lseHeadStride = rowsQ;
   }
   /// Dense bias strides for the current biasShape extents.
   void setDenseBias() {
-    biasShape.strides = {biasShape.heads * seqlenQ * seqlenK, seqlenQ * seqlenK,
-                         seqlenK};
+    biasShape.strides = {saturatingMul(biasShape.heads, seqlenQ, seqlenK),
+                         saturatingMul(seqlenQ, seqlenK), seqlenK};
   }
 
-  /// Elements spanned by each tensor (largest offset + 1), for allocation.
+  /// Elements spanned by each tensor (largest offset + 1), for allocation;
+  /// validateParams has checked that they fit (in bytes) in int64.
   int64_t qElements() const {
     return span(qStrides, headsQ, rowsQ(), headDimQK);
   }
@@ -278,8 +291,13 @@ private:
   }
 };
 
-/// Checks the math problem: sizes, head dims, GQA divisibility, the scale,
-/// the window, softcap, bias extents, varlen prefix sums and key lengths
+/// Largest byte extent of one tensor: offsets are int64 in the kernels.
+inline constexpr int64_t kMaxTensorBytes = INT64_MAX;
+
+/// Checks the math problem: sizes, head dims, GQA divisibility, strides
+/// (every tensor's extent fits kMaxTensorBytes; the outputs O and LSE do
+/// not overlap themselves), the scale and softcap as the kernel sees them
+/// (float32), the window, bias extents, varlen prefix sums and key lengths
 /// (pointer-free; the runtime adds pointer checks). The message names the
 /// argument and the accepted range. The LSE strides are checked only when
 /// `writesLse` (a call without an LSE output may leave them 0).
@@ -289,6 +307,11 @@ private:
 /// rows, as FlashAttention trusts max_seqlen); without it they are errors.
 Status validateParams(const AttentionParams &params, bool writesLse = true,
                       bool trustMissingLengths = false);
+
+/// The first step of validateParams: dtype, mask, bias kind, batch, heads,
+/// sequence lengths and head dims in range. Holds before anything is sized
+/// from the params (host copies of cu_seqlens have batch + 1 entries).
+Status validateSizes(const AttentionParams &params);
 
 /// The key range [first, last] query i of a sequence with sq queries and sk
 /// keys may see; empty when first > last.

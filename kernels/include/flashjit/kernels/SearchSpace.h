@@ -27,7 +27,7 @@ struct ForwardKnobs {
   // sm90 family: consumer warpgroups (64 query rows each), K/V tile rows,
   // stages; pingpong (two consumer warpgroups only) and overlap both ways.
   std::vector<int> consumersSm90{1, 2, 3};
-  std::vector<int> blockNSm90{64, 96, 128, 176};
+  std::vector<int> blockNSm90{64, 80, 96, 128, 176};
   std::vector<int> stagesSm90{2};
   /// The families searched; empty: every family that supports the spec on
   /// the arch.

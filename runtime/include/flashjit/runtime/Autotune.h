@@ -4,10 +4,11 @@
 // prune the search space, compile the candidates on every CPU thread, time
 // each on the GPU (CUDA events, warm-up, median of repeats, inputs rotated
 // among workspaces that together exceed L2), check each one's output
-// against the first valid candidate (the per-arch default, which the GPU
-// tests check against the float64 reference), rank them and store the
-// winner in the tune database. A candidate that fails to compile, launch or
-// match scores as infinitely slow; it never stops the run.
+// against the first valid candidate (the per-arch default), rank them,
+// check the winner against the float64 reference (the 2x rule: a bug that
+// every config shares passes the first check, not this one) and store it in
+// the tune database. A candidate that fails to compile, launch or match
+// scores as infinitely slow; it never stops the run.
 //
 //===----------------------------------------------------------------------===//
 #ifndef FLASHJIT_RUNTIME_AUTOTUNE_H
@@ -32,6 +33,10 @@ struct AutotuneOptions {
   int compileThreads = 0;
   /// Store the winner in the runtime's tune database.
   bool store = true;
+  /// (batch, head) slices of the winner's output recomputed in float64
+  /// (sampleSlices: the first, the last and random ones) before it wins;
+  /// every other slice is scanned for unwritten and non-finite elements.
+  int oracleSlices = 3;
   ForwardKnobs knobs;
   /// Called after each step, one call at a time: phase ("compile" or
   /// "measure"), steps done and total in that phase.
@@ -65,8 +70,12 @@ struct AutotuneResult {
   /// Where the winner was stored; empty when it was not (see storeError).
   std::string storedIn;
   /// Why the winner was not stored, when storing was asked for and failed
-  /// (the ranking is still valid).
+  /// (the ranking is still valid), or no candidate passed the float64 check.
   std::string storeError;
+  /// The winner's config and its check against the float64 reference
+  /// (CheckResult::summary); empty when none passed (see the candidates'
+  /// failures: "oracle: ...").
+  std::string oracleCheck;
 };
 
 /// How many workspaces of `bytesPerWorkspace` (inputs and outputs of one

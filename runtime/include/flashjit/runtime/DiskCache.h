@@ -4,9 +4,11 @@
 // is tested without a GPU. One directory per entry, named
 // <kernelName>-<16 hex hash>, holding kernel.ptx, kernel.cubin and
 // meta.json. Entries are written to a temporary directory and renamed into
-// place, verified (sizes, xxh64 checksums, key) on every load, and built
-// under a per-entry file lock so that concurrent processes compile a key
-// once and all succeed.
+// place, verified (sizes, xxh64 checksums, key, launch facts) on every
+// load, and written under a per-entry file lock so that concurrent processes
+// compile a key once and all succeed. Only what this class wrote (an entry
+// name and a meta.json of its format) is ever listed or removed: the
+// directory may hold anything else.
 //
 //===----------------------------------------------------------------------===//
 #ifndef FLASHJIT_RUNTIME_DISKCACHE_H
@@ -14,8 +16,10 @@
 
 #include "flashjit/compiler/AttentionSpec.h"
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -46,13 +50,40 @@ struct KernelMeta {
   int threadsPerBlock = 0;
   int sharedMemBytes = 0;
   int blockM = 0;
+  bool operator==(const KernelMeta &o) const {
+    return kernelName == o.kernelName && threadsPerBlock == o.threadsPerBlock &&
+           sharedMemBytes == o.sharedMemBytes && blockM == o.blockM;
+  }
+  bool operator!=(const KernelMeta &o) const { return !(*this == o); }
 };
+
+/// The launch facts a key implies (its kernel's name, and the threads,
+/// dynamic shared memory and block_m of its family's launchFacts): what a
+/// loaded entry must say, so that a hand-edited meta.json is a corrupt
+/// entry, never a launch with the wrong geometry.
+KernelMeta kernelMetaFor(const CacheKey &key);
 
 /// The contents of one cache entry.
 struct CacheEntry {
   std::string ptx;
   std::string cubin;
   KernelMeta meta;
+};
+
+/// What DiskCache::lookup found.
+struct CacheLookup {
+  std::optional<CacheEntry> entry; ///< a valid entry
+  /// Why a present entry is not used; empty when it is valid or missing.
+  std::string problem;
+  /// The entry could not be read (permissions, I/O): not corruption, so it
+  /// is neither removed nor rebuilt in place.
+  bool unreadable = false;
+};
+
+/// What DiskCache::clear did.
+struct ClearResult {
+  int removed = 0; ///< entries removed
+  int inUse = 0;   ///< entries (or their temporaries) another process holds
 };
 
 /// One entry as `flashjit cache list` shows it.
@@ -76,21 +107,29 @@ public:
   const std::string &directory() const { return dir_; }
   std::string entryPath(const CacheKey &key) const;
 
-  /// The entry for `key` if it is present and valid. A present but invalid
-  /// entry (missing file, size or checksum mismatch, unparseable or foreign
-  /// meta.json) returns nullopt and explains itself in `*problem`; a missing
-  /// entry leaves `*problem` empty.
+  /// The entry for `key` and, when it is present but not used, why: a
+  /// missing, oversized or non-regular file, a size, checksum, key or
+  /// launch-fact mismatch, an unparseable or foreign meta.json (corrupt); or
+  /// a file this process may not read (unreadable).
+  CacheLookup lookup(const CacheKey &key) const;
+
+  /// The entry for `key` if it is present and valid; otherwise nullopt,
+  /// with the reason in `*problem` when the entry is present.
   std::optional<CacheEntry> load(const CacheKey &key,
                                  std::string *problem = nullptr) const;
 
-  /// Writes the entry through a temporary directory and rename(). Losing
-  /// the rename to an identical entry from another process is success.
+  /// Writes the entry through a temporary directory and rename(), under the
+  /// entry's lock. Losing the rename to an identical entry from another
+  /// process is success. An entry whose launch facts differ from
+  /// kernelMetaFor(key) is refused (it could never be loaded).
   Status store(const CacheKey &key, const CacheEntry &entry) const;
 
   /// The entry for `key`: loaded if valid, else built with `build` under the
   /// entry's file lock and stored. A corrupt entry is reported on stderr,
-  /// removed and rebuilt. Failing to store (read-only or full disk) warns
-  /// and still returns the built entry. `*hit` tells whether it came from disk.
+  /// removed and rebuilt. An unreadable one (another user's) is left alone:
+  /// one warning, then the built kernel is used without the disk cache.
+  /// Failing to store (read-only or full disk) warns and still returns the
+  /// built entry. `*hit` tells whether it came from disk.
   Expected<CacheEntry>
   getOrBuild(const CacheKey &key,
              const std::function<Expected<CacheEntry>()> &build,
@@ -99,16 +138,22 @@ public:
   /// Removes the entry for `key`, if any.
   Status remove(const CacheKey &key) const;
 
-  /// Entries sorted by name (a missing directory is an empty cache).
+  /// This cache's entries, sorted by name (a missing directory is an empty
+  /// cache). Anything else in the directory is not an entry.
   Expected<std::vector<CacheEntryInfo>> list() const;
 
-  /// Removes every entry, lock file and leftover temporary directory;
-  /// returns how many entries went.
-  Expected<int> clear() const;
+  /// Removes every entry, with its lock file, and the temporaries of
+  /// writers that died; leaves alone whatever another process is writing
+  /// (its lock is held) and everything this class did not create.
+  Expected<ClearResult> clear() const;
 
 private:
+  Status storeLocked(const CacheKey &key, const CacheEntry &entry) const;
   Status removeDirectory(const std::string &path) const;
+  std::string lockPath(const std::string &entryName) const;
   std::string dir_;
+  /// One warning per cache for entries this process cannot read.
+  std::shared_ptr<std::atomic<bool>> warnedUnreadable_;
 };
 
 } // namespace flashjit

@@ -82,7 +82,8 @@ public:
   std::optional<TuneEntry> lookup(const TuneKey &key) const;
   /// Inserts or replaces the entry for `key`, keeping every other entry
   /// as it is on disk (a file that is not JSON is moved aside to
-  /// <path>.corrupt first; an unreadable or other-format file is an error).
+  /// <path>.corrupt-<UTC time>-<pid>-<n> first, so that each such file is
+  /// kept; an unreadable or other-format file is an error).
   Status store(const TuneKey &key, const TuneEntry &entry);
   /// Every entry, by key text (for listings).
   Expected<std::map<std::string, TuneEntry>> entries() const;

@@ -1,0 +1,1 @@
+flashjit.atptention_fwd @k arch = "sm_90a" spec = #flashjit.spec<d‘†pe = "fp16", head_dim_qk = 96, head_dim_vàÂßÉËÓß“ask = "window", gqa_group = 2, lse = false, align = 4, bias = "alibi", softcap = tŠŠšWWWWW¨¨¨¨¨¨¨, vard @k arch = "sm_90a" spy_lengths = true>

@@ -1,0 +1,1 @@
+flashjit.attention_fwd @k arch = "sm_90a" spec = #flashjit.spec<dtype = "fp16", head_dim_qk = 96, head_dim_v = 64, mask = "window", gqa_group = 2, lse = false, align = 4, bias = "alibi", softcap = true, varlen = true, key_lengths = true>

@@ -1,0 +1,414 @@
+//===- test_standin.cpp - The runtime's launch path on the stand-in driver --===//
+//
+// Run by ctest unit-standin, with tests/standin's libcuda.so.1 as the driver:
+// no GPU, but device queries, PTX links, module loads, launches, memory and
+// events all go through the runtime as they would on one. Kernels do not
+// run, so these check what reaches the driver (grids, geometry, refusals),
+// never results. The multi-threaded ones are what the TSan run exercises.
+//
+//===----------------------------------------------------------------------===//
+#include "flashjit/flashjit.h"
+#include "flashjit/runtime/DiskCache.h"
+#include "flashjit/runtime/Runtime.h"
+#include "flashjit/kernels/Decode.h"
+
+#include "StandIn.h"
+#include "Subprocess.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+namespace fs = std::filesystem;
+using namespace flashjit;
+using flashjit::test_support::readFile;
+using flashjit::test_support::standInLastLaunch;
+using flashjit::test_support::standInLaunches;
+using flashjit::test_support::TempDir;
+
+namespace {
+const void *fakePtr(uintptr_t n) {
+  return reinterpret_cast<const void *>(n << 20);
+}
+
+/// A small valid problem on fake (never dereferenced) device pointers.
+ForwardProblem smallProblem(int64_t headsQ = 2, int64_t headsKV = 2) {
+  ForwardProblem p;
+  p.batch = 1;
+  p.headsQ = headsQ;
+  p.headsKV = headsKV;
+  p.seqlenQ = p.seqlenK = 64;
+  p.headDimQK = p.headDimV = 64;
+  p.setDenseBSHD();
+  p.q = fakePtr(1);
+  p.k = fakePtr(2);
+  p.v = fakePtr(3);
+  p.o = const_cast<void *>(fakePtr(4));
+  return p;
+}
+
+/// The stand-in is an sm_90 device. The tiering tests need a family with a
+/// quick form (sm80): `quickFirst` asks for it.
+std::unique_ptr<Runtime> makeRuntime(const std::string &cacheDir,
+                                     bool quickFirst = false) {
+  RuntimeOptions o;
+  o.cacheDirectory = cacheDir;
+  o.quickFirst = quickFirst;
+  if (quickFirst)
+    o.family = Family::Sm80;
+  auto rt = Runtime::create(o);
+  EXPECT_TRUE(rt) << rt.message();
+  return rt ? std::move(*rt) : nullptr;
+}
+} // namespace
+
+TEST(StandIn, TheDriverIsTheStandIn) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  EXPECT_EQ(rt->arch(), Arch::Sm90a);
+  EXPECT_NE(rt->device().name.find("stand-in"), std::string::npos);
+}
+
+// Defect 6: grid.x was narrowed to 32 bits before the limit check, so a
+// problem needing 2^37 row blocks launched 2^37 mod 2^32 and succeeded.
+TEST(StandIn, AGridTooLargeForTheLaunchIsAnErrorNotATruncation) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  ForwardProblem p = smallProblem(1024, 1);
+  p.seqlenQ = 2147483647;
+  p.setDenseBSHD();
+  TileConfig tile;
+  tile.blockM = 16;
+  tile.blockN = 16;
+  tile.warps = 1;
+  tile.stages = 1;
+  tile.packGqa = true;
+  p.tile = tile;
+  const long before = standInLaunches();
+  auto plan = rt->planForward(p);
+  ASSERT_FALSE(plan) << "planned a grid of " << plan->grid[0] << " x "
+                     << plan->grid[1];
+  EXPECT_NE(plan.message().find("seqlen_q too large"), std::string::npos)
+      << plan.message();
+  EXPECT_NE(plan.message().find("2^31 - 1"), std::string::npos)
+      << plan.message();
+  EXPECT_EQ(standInLaunches(), before);
+}
+
+// Decode on an sm_90a device: the decode table hands the problem to the
+// sm80 family, which splits the keys (grid z = batch x splits) and launches
+// the combine kernel after the forward one; a paged cache with new keys
+// launches the append kernel first. Kernels do not run: this checks what
+// reaches the driver.
+TEST(StandIn, DecodeSplitsOnTheSm80FamilyAndLaunchesItsHelpers) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  ForwardProblem p = smallProblem(16, 2);
+  p.batch = 2;
+  p.seqlenQ = 1;
+  p.seqlenK = 32768;
+  p.headDimQK = p.headDimV = 128;
+  p.keyLengths = {32768, 1000};
+  p.deviceKeyLengths = static_cast<const int32_t *>(fakePtr(5));
+  p.setDenseBSHD();
+  auto plan = rt->planForward(p);
+  ASSERT_TRUE(plan) << plan.message();
+  EXPECT_EQ(plan->config.family, Family::Sm80);
+  EXPECT_TRUE(plan->config.packGqa);
+  EXPECT_EQ(plan->config.blockM, 16);
+  ASSERT_GT(plan->numSplits, 1);
+  EXPECT_TRUE(plan->spec.splitKV);
+  EXPECT_EQ(plan->grid[2], unsigned(2 * plan->numSplits));
+  EXPECT_GT(plan->workspaceBytes, 0u);
+  const long before = standInLaunches();
+  ASSERT_TRUE(rt->launch(*plan));
+  EXPECT_EQ(standInLaunches(), before + 2); // forward, then combine
+  auto last = standInLastLaunch();
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->kernel, plan->kernel->name + "_combine");
+  EXPECT_EQ(last->grid[0], (2u * 16 + 3) / 4); // a warp per (row, head)
+  EXPECT_EQ(last->block[0], unsigned(kCombineThreads));
+
+  // One split asked for: the plain kernel, one launch.
+  p.numSplits = 1;
+  auto single = rt->planForward(p);
+  ASSERT_TRUE(single) << single.message();
+  EXPECT_EQ(single->numSplits, 1);
+  EXPECT_FALSE(single->spec.splitKV);
+  EXPECT_EQ(single->grid[2], 2u);
+
+  // A paged cache with one new key per sequence: append, forward, combine.
+  ForwardProblem paged = p;
+  paged.numSplits = 4;
+  PagedKV pg;
+  pg.pageSize = 16;
+  pg.maxPagesPerSeq = 2048;
+  pg.numPages = 4096;
+  for (int32_t i = 0; i < 2 * 2048; ++i)
+    pg.blockTable.push_back((i * 7) % 4096);
+  paged.paged = pg;
+  paged.keyLengths = {32767, 999};
+  paged.newKeys = 1;
+  paged.setDenseBSHD();
+  paged.kNew = fakePtr(6);
+  paged.vNew = fakePtr(7);
+  paged.deviceBlockTable = static_cast<const int32_t *>(fakePtr(8));
+  auto pagedPlan = rt->planForward(paged);
+  ASSERT_TRUE(pagedPlan) << pagedPlan.message();
+  EXPECT_TRUE(pagedPlan->spec.pagedKV);
+  EXPECT_EQ(pagedPlan->numSplits, 4);
+  EXPECT_EQ(pagedPlan->appendGrid[1], 2u);
+  const long beforePaged = standInLaunches();
+  ASSERT_TRUE(rt->launch(*pagedPlan));
+  EXPECT_EQ(standInLaunches(), beforePaged + 3);
+
+  // A page id out of range is refused before any launch.
+  paged.paged->blockTable[2047] = 4096; // sequence 0's last page
+  auto bad = rt->planForward(paged);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.message().find("block_table[0][2047]"), std::string::npos)
+      << bad.message();
+}
+
+// Defect 2: launch facts come from the key; a hand-edited meta.json is a
+// corrupt entry, rebuilt, and the launch uses the real geometry.
+TEST(StandIn, AHandEditedMetaJsonIsRebuiltNotLaunched) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  ForwardProblem p = smallProblem();
+  unsigned threads = 0;
+  std::string entryPath;
+  {
+    auto rt = makeRuntime(dir.path().string());
+    ASSERT_TRUE(rt);
+    auto plan = rt->planForward(p);
+    ASSERT_TRUE(plan) << plan.message();
+    threads = unsigned(plan->kernel->threadsPerBlock);
+    ASSERT_TRUE(rt->launch(*plan).isOk());
+    auto last = standInLastLaunch();
+    ASSERT_TRUE(last);
+    EXPECT_EQ(last->block[0], threads);
+    DiskCache disk(rt->cacheDirectory());
+    auto entries = disk.list();
+    ASSERT_TRUE(entries && entries->size() == 1u);
+    entryPath = (*entries)[0].path;
+  }
+  // Halve the threads in meta.json, as a hand edit would.
+  const std::string metaPath = entryPath + "/meta.json";
+  nlohmann::json meta = nlohmann::json::parse(readFile(metaPath));
+  meta["kernel"]["threads_per_block"] = threads / 2;
+  { std::ofstream(metaPath) << meta.dump(2); }
+
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  testing::internal::CaptureStderr();
+  auto plan = rt->planForward(p);
+  const std::string err = testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(plan) << plan.message();
+  EXPECT_NE(err.find("corrupt"), std::string::npos) << err;
+  EXPECT_NE(err.find("launch facts"), std::string::npos) << err;
+  EXPECT_EQ(rt->cacheStats().compiles, 1u) << "the edited entry was used";
+  ASSERT_TRUE(rt->launch(*plan).isOk());
+  auto last = standInLastLaunch();
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->block[0], threads);
+  EXPECT_EQ(nlohmann::json::parse(readFile(metaPath))["kernel"]
+                ["threads_per_block"],
+            threads);
+}
+
+// Defect 16: a tuned config that does not validate, or a quick form, was
+// dropped (or used) without a word.
+TEST(StandIn, AnUnusableTunedConfigWarnsOnceAndFallsBackToTheDefault) {
+  FLASHJIT_REQUIRE_STANDIN();
+  for (const char *bad : {R"({"block_m": 7, "block_n": 64, "warps": 4,
+                               "stages": 2, "pack_gqa": false})",
+                          R"({"block_m": -64, "block_n": 64, "warps": 4,
+                               "stages": 2, "pack_gqa": false})",
+                          R"({"block_m": 128, "block_n": 256, "warps": 4,
+                               "stages": 4, "pack_gqa": false})",
+                          R"({"block_m": 128, "block_n": 64, "warps": 4,
+                               "stages": 2, "pack_gqa": false,
+                               "quick": true})"}) {
+    TempDir dir;
+    auto rt = makeRuntime(dir.path().string());
+    ASSERT_TRUE(rt);
+    ForwardProblem p = smallProblem();
+    p.headDimQK = p.headDimV = 256;
+    p.setDenseBSHD();
+    const TuneKey key = rt->tuneKey(p);
+    nlohmann::json doc = {
+        {"format", 1},
+        {"entries",
+         {{key.text(),
+           {{"config", nlohmann::json::parse(bad)}, {"ms", 1.0}}}}}};
+    { std::ofstream(dir.path() / "tune.json") << doc.dump(2); }
+    testing::internal::CaptureStderr();
+    const bool tuned = rt->tunedEntry(p).has_value();
+    const bool tunedAgain = rt->tunedEntry(p).has_value();
+    const std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_FALSE(tuned) << bad;
+    EXPECT_FALSE(tunedAgain) << bad;
+    EXPECT_NE(err.find("unusable config"), std::string::npos) << bad << err;
+    EXPECT_EQ(err.find("warning"), err.rfind("warning"))
+        << "warned more than once: " << err;
+  }
+}
+
+// ---- the C API ----------------------------------------------------------------
+namespace {
+struct CRuntime {
+  flashjit_runtime *rt = nullptr;
+  explicit CRuntime(const std::string &cacheDir) {
+    flashjit_runtime_options o;
+    EXPECT_EQ(flashjit_runtime_options_init(&o, sizeof o), FLASHJIT_SUCCESS);
+    o.cache_dir = cacheDir.c_str();
+    o.quick_first = 0;
+    EXPECT_EQ(flashjit_runtime_create_with_options(&o, &rt), FLASHJIT_SUCCESS)
+        << flashjit_last_error();
+  }
+  ~CRuntime() { flashjit_runtime_destroy(rt); }
+};
+
+flashjit_forward_args smallArgs() {
+  flashjit_forward_args a;
+  flashjit_forward_args_init(&a, sizeof a);
+  a.batch = 1;
+  a.heads_q = a.heads_kv = 2;
+  a.seqlen_q = a.seqlen_k = 64;
+  a.head_dim_qk = 64;
+  const int64_t strides[3] = {64 * 2 * 64, 64, 2 * 64};
+  for (int64_t *s : {a.q_strides, a.k_strides, a.v_strides, a.o_strides})
+    std::memcpy(s, strides, sizeof strides);
+  a.q = fakePtr(1);
+  a.k = fakePtr(2);
+  a.v = fakePtr(3);
+  a.o = const_cast<void *>(fakePtr(4));
+  return a;
+}
+} // namespace
+
+// Defect 5: batch sized the host copies of cu_seqlens before it was
+// checked: 100000 read 400 kB past a 3-entry array, 2^40 tried 4 TiB.
+TEST(StandInCApi, BatchIsCheckedBeforeItSizesAnything) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  CRuntime c(dir.path().string());
+  ASSERT_TRUE(c.rt);
+  const int32_t cuHost[3] = {0, 10, 20};
+  for (int64_t batch : {int64_t(100000), int64_t(1) << 40, int64_t(-5)}) {
+    flashjit_forward_args a = smallArgs();
+    a.batch = batch;
+    a.cu_seqlens_q = a.cu_seqlens_k =
+        static_cast<const int32_t *>(fakePtr(9));
+    a.cu_seqlens_q_host = a.cu_seqlens_k_host = cuHost;
+    a.total_q = a.total_k = 20;
+    EXPECT_EQ(flashjit_attention_forward(c.rt, &a, nullptr),
+              FLASHJIT_ERROR_INVALID_ARGUMENT)
+        << batch << ": " << flashjit_last_error();
+    EXPECT_NE(std::strstr(flashjit_last_error(), "batch must be in [1, 65535]"),
+              nullptr)
+        << batch << ": " << flashjit_last_error();
+  }
+}
+
+// Defect 17: heads_kv 0 means heads_q (multi-head attention).
+TEST(StandInCApi, HeadsKvZeroMeansHeadsQ) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  CRuntime c(dir.path().string());
+  ASSERT_TRUE(c.rt);
+  flashjit_forward_args a = smallArgs();
+  a.heads_kv = 0;
+  ASSERT_EQ(flashjit_attention_forward(c.rt, &a, nullptr), FLASHJIT_SUCCESS)
+      << flashjit_last_error();
+  auto last = standInLastLaunch();
+  ASSERT_TRUE(last);
+  EXPECT_NE(last->kernel.find("_g1_"), std::string::npos) << last->kernel;
+  EXPECT_EQ(last->grid[1], 2u); // one CTA row per query head
+}
+
+// ---- many threads (the TSan run's subject) ------------------------------------
+TEST(StandInThreads, OneKeyFromManyThreadsCompilesOnce) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string(), /*quickFirst=*/true);
+  ASSERT_TRUE(rt);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 4; ++i)
+        if (!rt->attentionForward(smallProblem()))
+          ++failures;
+    });
+  for (auto &t : threads)
+    t.join();
+  rt->finishCompiles();
+  EXPECT_EQ(failures, 0);
+  const CacheStats st = rt->cacheStats();
+  EXPECT_EQ(st.compiles + st.quickCompiles, 2u)
+      << "one quick form and one full kernel, whatever the threads";
+  EXPECT_EQ(st.memoryHits, 8u * 4u - 1) << "one call built, the rest hit";
+}
+
+TEST(StandInThreads, DestroyingTheRuntimeWhileFullKernelsCompile) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  for (int round = 0; round < 3; ++round) {
+    auto rt = makeRuntime(dir.path().string() + "/" + std::to_string(round),
+                          /*quickFirst=*/true);
+    ASSERT_TRUE(rt);
+    // Quick forms launch; their full kernels compile in the background,
+    // and the runtime goes away while they do.
+    for (int d : {32, 48}) {
+      ForwardProblem p = smallProblem();
+      p.headDimQK = p.headDimV = d;
+      p.setDenseBSHD();
+      auto plan = rt->planForward(p);
+      ASSERT_TRUE(plan) << plan.message();
+      EXPECT_EQ(plan->kernel->source, LoadedKernel::Source::Quick);
+    }
+  }
+}
+
+TEST(StandInThreads, TheCApiFromManyThreads) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  CRuntime c(dir.path().string());
+  ASSERT_TRUE(c.rt);
+  std::atomic<int> failures{0}, wrongErrors{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 6; ++i) {
+        flashjit_forward_args a = smallArgs();
+        if ((i + t) % 3 == 0) { // an invalid call: its own error, per thread
+          a.head_dim_qk = 300;
+          if (flashjit_attention_forward(c.rt, &a, nullptr) !=
+                  FLASHJIT_ERROR_INVALID_ARGUMENT ||
+              !std::strstr(flashjit_last_error(), "head_dim_qk"))
+            ++wrongErrors;
+        } else if (flashjit_attention_forward(c.rt, &a, nullptr) !=
+                   FLASHJIT_SUCCESS) {
+          ++failures;
+        }
+      }
+    });
+  for (auto &t : threads)
+    t.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(wrongErrors, 0);
+}
