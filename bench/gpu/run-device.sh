@@ -6,8 +6,8 @@
 #   bash bench/gpu/run-device.sh MODE [MODE ...]      (modes run in order)
 #
 # Every run writes $OUT/run.txt first: the date, this command line with the
-# settings below that were set, the commit (git, else .device/COMMIT, else
-# $FLASHJIT_COMMIT), the GPU and the versions. A result under bench/results
+# settings below that were set, the commit (.device/COMMIT, written when the
+# binaries are packed, else git, else $FLASHJIT_COMMIT), the GPU and the versions. A result under bench/results
 # cites that command line and commit; the runner is the code that made it.
 #
 # Shapes: "the standard shape" of head dim D is bf16, batch 4, 2048 / D heads
@@ -100,7 +100,9 @@ for v in GTEST_FILTER TEST_TIMEOUT SANITIZE_RUNS SANITIZE_ARGS FEATURES_TIMEOUT 
          PYTHON_BENCH_TIMEOUT CUDA_CACHE_DISABLE; do
   [[ -n ${!v+x} ]] && settings+="$v='${!v}' "
 done
-commit=$(git rev-parse --short HEAD 2>/dev/null || cat .device/COMMIT 2>/dev/null ||
+# The binaries' commit first: the lent machine's checkout may carry a .git
+# of another commit than the tree it was sent.
+commit=$(cat .device/COMMIT 2>/dev/null || git rev-parse --short HEAD 2>/dev/null ||
          echo "${FLASHJIT_COMMIT:-unknown (set FLASHJIT_COMMIT or write .device/COMMIT)}")
 {
   echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -96,7 +96,6 @@ ffi::Error argsFor(const Dims &q, const Dims &k, const Dims &v, int32_t dtype,
                    flashjit_forward_args &a) {
   if (flashjit_forward_args_init(&a, sizeof a) != FLASHJIT_SUCCESS)
     return ffi::Error::Internal(flashjit_last_error());
-  const size_t rank = call.varlen ? 3 : 4;
   for (auto [name, d] :
        {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}})
     if (call.varlen ? d->size() != 3 : d->size() < 4)
@@ -114,6 +113,8 @@ ffi::Error argsFor(const Dims &q, const Dims &k, const Dims &v, int32_t dtype,
                    " do not agree (k and v share all but head_dim, q their "
                    "batch dimensions)");
   const int64_t batch = product(Dims(q.begin(), q.begin() + lead));
+  // Counted from the end: vmap adds leading dimensions.
+  const size_t rank = q.size();
   const int64_t heads = q[rank - 2], headsKV = k[rank - 2];
   const int64_t dqk = q[rank - 1], dv = v[rank - 1];
   if (k[rank - 1] != dqk)

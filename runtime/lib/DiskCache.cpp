@@ -72,7 +72,8 @@ json keyJson(const CacheKey &key) {
           {"arch", std::string(toString(key.arch))},
           {"flashjit_version", key.flashjitVersion},
           {"llvm_version", key.llvmVersion},
-          {"cuda_driver_version", key.driverVersion}};
+          {"cuda_driver_version", key.driverVersion},
+          {"assembler", key.assembler}};
 }
 
 json fileJson(const std::string &data) {
@@ -162,7 +163,8 @@ std::string CacheKey::text() const {
   return "spec=" + canonicalText(spec) + "\nconfig=" + canonicalText(config) +
          "\narch=" + std::string(toString(arch)) +
          "\nflashjit=" + flashjitVersion + "\nllvm=" + llvmVersion +
-         "\ncuda_driver=" + std::to_string(driverVersion) + "\n";
+         "\ncuda_driver=" + std::to_string(driverVersion) +
+         "\nassembler=" + assembler + "\n";
 }
 
 std::string CacheKey::hash() const {

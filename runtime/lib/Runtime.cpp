@@ -1,6 +1,7 @@
 //===- Runtime.cpp - Validate, specialise, fetch from cache, launch -------===//
 #include "flashjit/runtime/Runtime.h"
 
+#include "Assembler.h"
 #include "Driver.h"
 #include "Module.h"
 #include "TensorMaps.h"
@@ -208,7 +209,9 @@ struct Runtime::Impl {
   }
 
   CacheKey cacheKey(const AttentionSpec &spec, const TileConfig &config) const {
-    return {spec, config, arch, flashjitVersion, llvmVersion, driverVersion};
+    return {spec,        config,        arch,
+            flashjitVersion, llvmVersion, driverVersion,
+            driver::assembler(driverVersion).name};
   }
   Expected<CacheEntry> compileEntry(const AttentionSpec &spec,
                                     const TileConfig &config);
@@ -445,8 +448,9 @@ Expected<CacheEntry> Runtime::Impl::compileEntry(const AttentionSpec &spec,
   if (!artifact)
     return artifact.status();
   const auto t1 = Clock::now();
-  auto cubin = driver::linkPtx(*cu, artifact->ptx, artifact->kernelName,
-                               artifact->launch.ptxasOptLevel);
+  auto cubin = driver::assemble(*cu, driverVersion, artifact->ptx,
+                                artifact->kernelName, arch,
+                                artifact->launch.ptxasOptLevel);
   jitUs += micros(t1);
   if (!cubin)
     return cubin.status();

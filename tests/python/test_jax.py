@@ -136,6 +136,9 @@ def cpu_probe(monkeypatch):
     jax.ffi.register_ffi_target("flashjit_cpu_probe", _flashjit.xla_ffi_handlers(),
                                 platform="cpu")
     monkeypatch.setattr(fj, "TARGET", "flashjit_cpu_probe")
+    # On a machine with a GPU the arrays and the call would go there.
+    with jax.default_device(jax.devices("cpu")[0]):
+        yield
 
 
 def test_ffi_handlers_decode_every_attribute(cpu_probe):

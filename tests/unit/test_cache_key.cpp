@@ -20,6 +20,7 @@ CacheKey baseKey() {
   key.flashjitVersion = "0.1.0";
   key.llvmVersion = "22.1.8";
   key.driverVersion = 12080;
+  key.assembler = "nvJitLink 13.0";
   return key;
 }
 
@@ -57,11 +58,12 @@ TEST(CacheKey, TextAndHashArePinned) {
             "varlen=0;key_lengths=0\n"
             "config=block_m=128;block_n=64;warps=4;stages=2;pack_gqa=0;"
             "quick=0;family=sm80;pingpong=0;overlap=0\n"
-            "arch=sm_90a\nflashjit=0.1.0\nllvm=22.1.8\ncuda_driver=12080\n");
-  EXPECT_EQ(baseKey().hash(), "db9682db05eb53b4");
+            "arch=sm_90a\nflashjit=0.1.0\nllvm=22.1.8\ncuda_driver=12080\n"
+            "assembler=nvJitLink 13.0\n");
+  EXPECT_EQ(baseKey().hash(), "d2b41352174d3f4c");
   EXPECT_EQ(baseKey().entryName(),
             "fwd_bf16_hqk128_hv128_none_g1_lse_a8_bm128_bn64_w4_s2_sm90a-"
-            "db9682db05eb53b4");
+            "d2b41352174d3f4c");
 }
 
 TEST(CacheKey, ChangesWithEveryInput) {
@@ -84,6 +86,7 @@ TEST(CacheKey, ChangesWithEveryInput) {
            [](CacheKey &k) { k.flashjitVersion = "0.1.1"; }},
           {"llvm version", [](CacheKey &k) { k.llvmVersion = "22.1.9"; }},
           {"driver version", [](CacheKey &k) { k.driverVersion = 13000; }},
+          {"assembler", [](CacheKey &k) { k.assembler = "driver JIT"; }},
       };
   std::set<std::string> hashes = {baseKey().hash()};
   for (const auto &[what, change] : changes) {

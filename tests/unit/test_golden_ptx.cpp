@@ -57,6 +57,9 @@ template <typename F> AttentionSpec with(AttentionSpec s, F edit) {
   edit(s);
   return s;
 }
+TileConfig sm90Of(const AttentionSpec &s) {
+  return defaultTileConfig(s, Arch::Sm90a, Family::Sm90);
+}
 TileConfig quickOf(const AttentionSpec &s, Arch arch) {
   TileConfig c = defaultTileConfig(s, arch, Family::Sm80);
   c.quick = true;
@@ -136,6 +139,33 @@ std::vector<GoldenCase> cases() {
        quickOf(spec(256, 256, bf16, none), sm90a), sm90a, "4e340b9ad64892d8"},
       {"d33_f16_quick_a1_sm80", spec(33, 33, f16, none, 1),
        quickOf(spec(33, 33, f16, none, 1), sm80), sm80, "f487199c555a3dec"},
+      // The sm90 family: its defaults (two consumers; pingpong; 64-key
+      // tiles; one consumer past D = 192), features, and both variants.
+      {"d64_bf16_none_f90", spec(64, 64, bf16, none), sm90Of(spec(64, 64, bf16, none)),
+       sm90a, "8dca5fcb90048da3"},
+      {"d128_bf16_causal_f90", d128c, sm90Of(d128c), sm90a, "7bd01f4a7e6c80d0"},
+      {"d192_bf16_causal_f90", spec(192, 192, bf16, causal),
+       sm90Of(spec(192, 192, bf16, causal)), sm90a, "e7d2277ec3535417"},
+      {"d256_f16_none_f90", spec(256, 256, f16, none), sm90Of(spec(256, 256, f16, none)),
+       sm90a, "9382b71786bbf0c6"},
+      {"d80_everything_f90",
+       with(spec(80, 80, bf16, window), [](auto &s) {
+         s.bias = BiasMode::Alibi; s.softcap = true; s.varlen = true;
+         s.keyLengths = true; s.gqaGroup = 2;
+       }),
+       sm90Of(with(spec(80, 80, bf16, window), [](auto &s) {
+         s.bias = BiasMode::Alibi; s.softcap = true; s.varlen = true;
+         s.keyLengths = true; s.gqaGroup = 2;
+       })),
+       sm90a, "fc15ddc69b8954df"},
+      {"d64_pingpong_overlap_f90", spec(64, 64, f16, none),
+       [] {
+         TileConfig c{128, 128, 8, 2};
+         c.family = Family::Sm90;
+         c.pingpong = c.overlap = true;
+         return c;
+       }(),
+       sm90a, "c26af3530582ee73"},
   };
 }
 

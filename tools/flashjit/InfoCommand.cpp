@@ -30,6 +30,7 @@ int info() {
   }
   std::printf("driver:    CUDA %s (%d)\n", formatCudaVersion(*version).c_str(),
               *version);
+  std::printf("assembler: %s\n", assemblerDescription(*version).c_str());
   auto count = deviceCount();
   if (!count) {
     std::fprintf(stderr, "flashjit info: %s\n", count.message().c_str());

@@ -141,11 +141,11 @@ int run(const RunOptions &o) {
   } else if (st.quickCompiles > 0) {
     std::printf("kernel:  %s (cold miss: the quick form was launchable after "
                 "%.1f ms, the full kernel after %.1f ms; both compiled at "
-                "once: generate %.1f ms, driver JIT %.1f ms in all)\n",
+                "once: generate %.1f ms, assemble %.1f ms in all)\n",
                 k.name.c_str(), firstMs, fullMs, st.generateMs, st.jitMs);
   } else {
     std::printf("kernel:  %s (compiled in %.1f ms: generate %.1f ms, "
-                "driver JIT %.1f ms)\n",
+                "assemble %.1f ms)\n",
                 k.name.c_str(), fullMs, st.generateMs, st.jitMs);
   }
   const std::string spills =

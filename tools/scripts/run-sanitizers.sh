@@ -107,7 +107,7 @@ for mode in "${modes[@]}"; do
     # The runtime's threads: one key from many threads, destruction while
     # background compiles run, the C API from many threads, the disk and
     # module caches' concurrent users.
-    (cd "$tsanDir" && LD_LIBRARY_PATH=$tsanDir/standin-driver TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    (cd "$tsanDir" && LD_LIBRARY_PATH=$tsanDir/standin-driver FLASHJIT_ASSEMBLER=driver TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
       bin/flashjit-unit-tests --gtest_filter='StandIn*:DiskCache.Concurrent*:ModuleCache.*:CApi.LastErrorIsPerThread' \
       > "$tsanDir/tsan.log" 2>&1) || rc=$?
     echo "TSan multi-threaded tests (exit $rc):"

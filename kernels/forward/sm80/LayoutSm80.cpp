@@ -62,9 +62,11 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   // and d=256, 128x64 w8: 200, 6-13% slower with it).
   constexpr int kInterleavedRescaleRegs = 200;
   l.rescaleOnNewMax = l.estimatedRegisters > kInterleavedRescaleRegs;
-  // Unpadded swizzled rows: 1.02-1.04x at d = 96-256 (H200, 2026-12-02
-  // session 7, against padded rows at d = 96 / 128 and session 6's one-bit
-  // swizzle of 32-byte aligned rows elsewhere; 0.99x at d=64). Their
+  // Unpadded swizzled rows: 1.02-1.04x at d = 96-256 (H200,
+  // bench/results/2026-12-02-h200-xor-swizzle-default-tiles.md, against
+  // padded rows at d = 96 / 128 and the one-bit swizzle of 32-byte aligned
+  // rows of 2026-12-02-h200-causal-order-swizzled-rows.md elsewhere; 0.99x
+  // at d=64). Their
   // fragment views cost registers, so the 4-warp 32-row tiles from d=96
   // keep padded rows where registers are short: with a mask (ptxas spills
   // at d = 96 and 100, d=128 ran 0.95x) or past kInterleavedRescaleRegs
@@ -89,8 +91,8 @@ ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   }
   // Q K^T as a run-time loop of 4 unrolled k-steps where a warp has two
   // m16 tiles, Q is read from shared memory and rows are padded: d=128
-  // causal ran 1.05x faster so (H200, session 9 call 1: 350-352 against
-  // 334-335 TFLOP/s) and its PTX is 8% cheaper for ptxas. With one m16 tile
+  // causal ran 1.05x faster so (H200, 350-352 against 334-335 TFLOP/s:
+  // bench/results/2026-12-02-h200-cold-compile-under-300ms.md) and its PTX is 8% cheaper for ptxas. With one m16 tile
   // the loop cost 2-6% (d = 160-256); swizzled d=128 rows spill in it.
   const int kStepsQK = l.paddedHeadDimQK / kMmaK;
   if (l.mTilesPerWarp >= 2 && !l.qInRegisters && !l.swizzledRows() &&
@@ -141,14 +143,16 @@ TileConfig defaultTileConfigSm80(const AttentionSpec &spec, Arch arch) {
                  pipelinedStages};
   else if (d > 96 && d <= 112 && copyBytes == 8)
     // 48-key tiles leave the registers that 8-byte copies need: d=100,
-    // 1.01x of 128x64 with two stages, either mask (session 7 autotune);
+    // 1.01x of 128x64 with two stages, either mask (autotune in
+    // 2026-12-02-h200-xor-swizzle-default-tiles.md);
     // with 16-byte copies (d=112) 0.98-0.99x.
     preferred = {128, 48, 4, 1};
   else if (d <= 112)
     // A third stage pays where 16-byte copies leave it the registers: at
-    // d=96 without a mask, 1.02-1.03x of two (H200 autotune, 2026-12-02
-    // sessions 5 and 6); at d=89 ptxas spills. With causal, two stages are
-    // 1.06x of three since codegen revision 9 (session 8 autotune).
+    // d=96 without a mask, 1.02-1.03x of two (H200 autotune,
+    // 2026-12-02-h200-causal-order-swizzled-rows.md); at d=89 ptxas spills.
+    // With causal, two stages are 1.06x of three since codegen revision 9
+    // (2026-12-02-h200-cold-compile-run-time-loops.md).
     preferred = {128, 64, 4,
                  copyBytes == 16 && d == 96 && spec.mask == MaskMode::None
                      ? 3
@@ -162,18 +166,21 @@ TileConfig defaultTileConfigSm80(const AttentionSpec &spec, Arch arch) {
     // One stage: half the K/V shared memory of two and, with V loaded
     // behind Q K^T and K behind the softmax, no less overlap. Without a
     // mask and with whole 16-byte rows (no zero-filled columns, whose
-    // addresses spill at d=120) two stages are 1.04x (session 7).
+    // addresses spill at d=120) two stages are 1.04x
+    // (2026-12-02-h200-xor-swizzle-default-tiles.md).
     preferred = {128, 64, 4,
                  copyBytes == 16 && d == 128 && spec.mask == MaskMode::None
                      ? 2
                      : 1};
   else if (copyBytes == 16 && d <= 160)
     // One m16 tile per warp and 128-key tiles: 1.20-1.23x of 128x32 with 8
-    // warps at d = 144 / 160, either mask (session 7, unpadded swizzled
-    // rows); 8-byte copies spill (d=132).
+    // warps at d = 144 / 160, either mask (unpadded swizzled rows,
+    // 2026-12-02-h200-xor-swizzle-default-tiles.md); 8-byte copies spill
+    // (d=132).
     preferred = {64, 128, 4, 1};
   else if (copyBytes == 16 && d > 176 && d <= 192)
-    // 1.04-1.05x of 64x64 with 4 warps, either mask (session 7).
+    // 1.04-1.05x of 64x64 with 4 warps, either mask
+    // (2026-12-02-h200-xor-swizzle-default-tiles.md).
     preferred = {128, 128, 8, 1};
   else if (copyBytes == 16 && d > 240)
     // 4 warps of 16 rows, Q re-read from smem, one stage: two CTAs per SM

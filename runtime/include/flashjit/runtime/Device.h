@@ -24,6 +24,11 @@ Status driverStatus();
 Expected<int> driverVersion();
 /// 12080 -> "12.8".
 std::string formatCudaVersion(int version);
+/// What turns PTX into cubins under a driver of `driverVersion`: "nvJitLink
+/// 13.0" (the toolkit's compiler, preferred), or "driver JIT (why not
+/// nvJitLink)". $FLASHJIT_ASSEMBLER=driver and $FLASHJIT_NVJITLINK=<path>
+/// choose; see runtime/lib/Assembler.h.
+std::string assemblerDescription(int driverVersion);
 
 /// What flashjit needs to know about one GPU.
 struct DeviceInfo {

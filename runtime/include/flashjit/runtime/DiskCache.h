@@ -35,6 +35,9 @@ struct CacheKey {
   std::string flashjitVersion;
   std::string llvmVersion;
   int driverVersion = 0;
+  /// What turned the PTX into the cubin ("nvJitLink 13.0", "driver JIT"):
+  /// two compilers can give different code for the same PTX.
+  std::string assembler;
 
   /// The hashed text: one "field=value" line per input, fixed order.
   std::string text() const;
