@@ -1,5 +1,6 @@
 //===- ForwardKernel.cpp - What every forward family's kernel shares -----===//
 #include "common/ForwardKernel.h"
+#include "common/Sm80Ops.h"
 
 #include "flashjit/kernels/Decode.h"
 #include "flashjit/kernels/Forward.h"
@@ -200,7 +201,27 @@ void ForwardKernel::locateRows() {
     split = e.sub(batchV, e.mul(batch, e.toIndex(numSplits)));
   }
   kvHead = packed ? yBlock : e.div(yBlock, gqa);
+  locateSequence();
 
+  rowLimit = packed ? e.mul(seqQ, e.idx(gqa)) : seqQ;
+  qSeqBase = e.add(e.mul(batch, qBS), e.mul(startQ, qRS));
+  oSeqBase = e.add(e.mul(batch, oBS), e.mul(startQ, oRS));
+  if (spec.pagedKV) {
+    // Rows are addressed per key (pagedRowOffset); batch strides are page
+    // strides.
+    kBase = e.mul(kvHead, kHS);
+    vBase = e.mul(kvHead, vHS);
+    blockTableRow = e.mul(batch, blockTableStride);
+  } else {
+    kBase = e.add(e.add(e.mul(batch, kBS), e.mul(startK, kRS)),
+                  e.mul(kvHead, kHS));
+    vBase = e.add(e.add(e.mul(batch, vBS), e.mul(startK, vRS)),
+                  e.mul(kvHead, vHS));
+  }
+  mStart = e.mul(mBlock, e.idx(cfg.blockM));
+}
+
+void ForwardKernel::locateSequence() {
   // This sequence: where its rows start and how many there are.
   startQ = e.idx(0), startK = e.idx(0);
   auto loadIndex = [&](Value mem, Value i) {
@@ -219,23 +240,6 @@ void ForwardKernel::locateRows() {
     seqK = loadIndex(keyLengths, batch);
   if (spec.keyLengths && decodeArgs) // keys appended before the launch
     seqK = e.add(seqK, e.toIndex(newKeys));
-
-  rowLimit = packed ? e.mul(seqQ, e.idx(gqa)) : seqQ;
-  qSeqBase = e.add(e.mul(batch, qBS), e.mul(startQ, qRS));
-  oSeqBase = e.add(e.mul(batch, oBS), e.mul(startQ, oRS));
-  if (spec.pagedKV) {
-    // Rows are addressed per key (pagedRowOffset); batch strides are page
-    // strides.
-    kBase = e.mul(kvHead, kHS);
-    vBase = e.mul(kvHead, vHS);
-    blockTableRow = e.mul(batch, blockTableStride);
-  } else {
-    kBase = e.add(e.add(e.mul(batch, kBS), e.mul(startK, kRS)),
-                  e.mul(kvHead, kHS));
-    vBase = e.add(e.add(e.mul(batch, vBS), e.mul(startK, vRS)),
-                  e.mul(kvHead, vHS));
-  }
-  mStart = e.mul(mBlock, e.idx(cfg.blockM));
 }
 
 Value pageOfKey(Emitter &x, Value key, Value mul, Value shift) {
@@ -311,6 +315,29 @@ void ForwardKernel::blockRange() {
       e.select(active, e.maxS(e.sub(hiBlock, loBlock), e.idx(0)), e.idx(0));
 }
 
+std::pair<Value, Value> ForwardKernel::queryBlockRange(Emitter &x,
+                                                      Value nBlock) {
+  // Keys [keyLo, keyHi) of the tile; query i sees key j when i + diag -
+  // left <= j <= i + diag + right (causal: right 0, left unbounded).
+  Value keyLo = x.mul(nBlock, x.idx(cfg.blockN));
+  Value keyHi = x.minS(x.add(keyLo, x.idx(cfg.blockN)), seqK);
+  Value firstQuery = x.idx(0), endQuery = seqQ;
+  if (causal || window) {
+    Value reach = x.sub(keyLo, diag); // the first query whose diagonal reaches keyLo
+    if (window)
+      reach = x.sub(reach, windowRight);
+    firstQuery = x.maxS(reach, x.idx(0));
+  }
+  if (window) // past keyHi - 1 + left - diag no query sees the tile
+    endQuery = x.minS(endQuery, x.add(x.sub(keyHi, diag), windowLeft));
+  Value lo = x.div(firstQuery, cfg.blockM);
+  Value hi = x.div(x.add(endQuery, x.idx(cfg.blockM - 1)), cfg.blockM);
+  // A tile past this sequence's keys (or a sequence without queries) is
+  // seen by nobody.
+  Value seen = x.andI(x.lt(keyLo, seqK), x.lt(firstQuery, endQuery));
+  return {lo, x.select(seen, x.maxS(hi, lo), lo)};
+}
+
 Value ForwardKernel::firstQueryOf(Emitter &x) { return queryOf(x, mStart); }
 Value ForwardKernel::lastQueryOf(Emitter &x) {
   return queryOf(
@@ -357,15 +384,22 @@ void ForwardKernel::prepareScoreMods(int mTiles) {
       }
 }
 
-Value ForwardKernel::scoreToLog2(Emitter &x, Value s) {
-  if (!spec.softcap)
-    return x.fmul(s, scaleLog2);
+Value ForwardKernel::softcapTanh(Emitter &x, Value s) {
   // tanh(y) = 1 - 2 / (exp(2y) + 1): exact at both ends (exp2 -> 0, inf),
   // absolute error ~1e-7 near 0.
   Value t = x.exp2(x.fmul(s, x.fmul(capInner, x.f32(2 * kLog2e))));
   Value ratio = arith::DivFOp::create(x.b, x.loc, x.f32(2), x.fadd(t, x.f32(1)),
                                       arith::FastMathFlags::afn);
-  return x.fmul(x.fsub(x.f32(1), ratio), capLog2);
+  return x.fsub(x.f32(1), ratio);
+}
+
+Value ForwardKernel::scoreToLog2(Emitter &x, Value s, Value *tanhOut) {
+  if (!spec.softcap)
+    return x.fmul(s, scaleLog2);
+  Value tanh = softcapTanh(x, s);
+  if (tanhOut)
+    *tanhOut = tanh;
+  return x.fmul(tanh, capLog2);
 }
 
 // Bias rows and keys are clamped into the sequence so that rows and keys past
@@ -407,15 +441,18 @@ Value ForwardKernel::keyOf(Emitter &x, Value nBlock, Value keyRow0, int nt,
 }
 
 void ForwardKernel::transform(Emitter &x, Value nBlock, Value keyRow0,
-                              Scores &acc) {
+                              Scores &acc, Scores *tanhOut) {
   if (!transformScores)
     return;
+  if (tanhOut)
+    *tanhOut = acc;
   for (int mt = 0; mt < int(acc.size()); ++mt)
     for (int nt = 0; nt < int(acc[mt].size()); ++nt)
       for (int half = 0; half < 2; ++half)
         for (int el = 0; el < 2; ++el) {
           Value &score = acc[mt][nt][2 * half + el];
-          score = addBias(x, scoreToLog2(x, score), mt, half,
+          Value *tanh = tanhOut ? &(*tanhOut)[mt][nt][2 * half + el] : nullptr;
+          score = addBias(x, scoreToLog2(x, score, tanh), mt, half,
                           keyOf(x, nBlock, keyRow0, nt, el));
         }
 }
@@ -625,11 +662,7 @@ Registers ForwardKernel::sliceOperand(ArrayRef<std::array<Value, 2>> pRows) {
 // Operands stay as the MMAs' 32-bit registers of two elements (i32 for bf16,
 // vector<2xf16> for f16): exactly what nvvm.mma.sync takes.
 Value ForwardKernel::toRegister(OpBuilder &b, Value pair) {
-  if (spec.dtype != DType::BF16)
-    return pair;
-  Value packedPair = vector::BitCastOp::create(
-      b, loc, VectorType::get({1}, b.getI32Type()), pair);
-  return vector::ExtractOp::create(b, loc, packedPair, ArrayRef<int64_t>{0});
+  return pairRegister(b, loc, spec.dtype, pair);
 }
 
 Value ForwardKernel::roundPair(Emitter &x, Value lo, Value hi) {

@@ -5,7 +5,8 @@
 // they copy tiles and multiply them (cp.async + mma.sync; TMA + wgmma);
 // everything else is built here once, after FlashAttention-3's split
 // (mask.h, softmax.h, block.h, seqlen.h, pack_gqa.h, tile_scheduler.hpp,
-// epilogue_fwd.hpp):
+// epilogue_fwd.hpp); the backward kernels reuse the arguments, sequence
+// bounds, score mods and masks:
 //
 //   signature and arguments  ForwardKernelArgs, then the family's own
 //   CTA order                causal CTAs longest first (ctaCoordinates)
@@ -121,6 +122,10 @@ public:
   Value blockTableRow;
   /// The CTA coordinates, this sequence's starts and lengths, the row bases.
   void locateRows();
+  /// This sequence's starts and lengths (startQ, startK, seqQ, seqK) for
+  /// `batch`: the part of locateRows that kernels with other CTA
+  /// coordinates (the backward's) share.
+  void locateSequence();
   /// Tile row -> query, -> head (packed GQA: row r is query r / group of
   /// head r % group); the element offset of a Q row from qSeqBase.
   Value queryOf(Emitter &x, Value row);
@@ -135,6 +140,11 @@ public:
   Value lastQueryOf(Emitter &x);
   /// Iteration it visits tile hiBlock - 1 - it.
   Value tileOfIteration(Emitter &x, Value it);
+  /// The backward's view of the masks: the row blocks [lo, hi) of
+  /// cfg.blockM queries that see some key of K/V tile `nBlock` (of
+  /// cfg.blockN keys); empty (hi == lo) when none does. Needs seqQ, seqK,
+  /// diag and the window.
+  std::pair<Value, Value> queryBlockRange(Emitter &x, Value nBlock);
 
   // ---- the thread's rows: row (mt, half) is tile row warpRow0 + 16 mt +
   //      8 half + group. Rebuilt where used: values kept across the main loop
@@ -153,9 +163,14 @@ public:
   /// Key of score element (nt, el) of key tile `nBlock`, from tile row
   /// `keyRow0` (null: 0).
   Value keyOf(Emitter &x, Value nBlock, Value keyRow0, int nt, int el);
-  /// Scores into the log2 domain: scale, softcap, bias (when transformScores).
-  void transform(Emitter &x, Value nBlock, Value keyRow0, Scores &acc);
-  Value scoreToLog2(Emitter &x, Value s);
+  /// Scores into the log2 domain: scale, softcap, bias (when
+  /// transformScores). `tanhOut` (the backward's softcap derivative)
+  /// receives tanh(scale * s / softcap) of each score.
+  void transform(Emitter &x, Value nBlock, Value keyRow0, Scores &acc,
+                 Scores *tanhOut = nullptr);
+  Value scoreToLog2(Emitter &x, Value s, Value *tanhOut = nullptr);
+  /// tanh(scale * s / softcap).
+  Value softcapTanh(Emitter &x, Value s);
   Value biasRow(Emitter &x, int mt, int half);
   Value addBias(Emitter &x, Value score, int mt, int half, Value key);
   Value capLog2, capInner; ///< softcap * log2(e); scale / softcap

@@ -1,5 +1,6 @@
 //===- Reference.cpp - CPU float64 oracle and float32 yardstick -----------===//
 #include "flashjit/kernels/Reference.h"
+#include "reference/Internal.h"
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +13,7 @@
 #include <thread>
 
 namespace flashjit {
+using reference::parallelFor;
 
 // ---- host 16-bit floats -----------------------------------------------------
 namespace {
@@ -84,26 +86,8 @@ float fromBits(uint16_t bits, DType dtype) {
   return dtype == DType::F16 ? halfToFloat(bits) : bf16ToFloat(bits);
 }
 
-// ---- parallel helpers -------------------------------------------------------
+// ---- random inputs ----------------------------------------------------------
 namespace {
-/// Runs f(begin, end) over [0, n) on up to hardware_concurrency threads,
-/// each taking at least `minChunk` items.
-template <typename F> void parallelFor(int64_t n, int64_t minChunk, F &&f) {
-  const int64_t hw = std::max(1u, std::thread::hardware_concurrency());
-  const int64_t chunks = std::min<int64_t>(
-      hw, (n + minChunk - 1) / std::max<int64_t>(1, minChunk));
-  if (chunks <= 1) {
-    f(int64_t(0), n);
-    return;
-  }
-  const int64_t per = (n + chunks - 1) / chunks;
-  std::vector<std::thread> threads;
-  for (int64_t lo = 0; lo < n; lo += per)
-    threads.emplace_back([&f, lo, hi = std::min(n, lo + per)] { f(lo, hi); });
-  for (auto &t : threads)
-    t.join();
-}
-
 uint64_t splitMix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -157,29 +141,15 @@ template <typename T> struct Slice {
   /// and masked scores. In float, P is rounded to the input dtype before
   /// P@V and the output at the end, as the GPU kernels do. `s` is scratch.
   void row(int64_t i, std::vector<T> &s, double *oRow, double *lse) const {
-    const int64_t dqk = p.headDimQK, dv = p.headDimV;
-    const KeyRange r =
-        visibleKeys(p.mask, p.windowLeft, p.windowRight, i, sq, sk);
-    const T scale = static_cast<T>(p.scale());
-    const T cap = static_cast<T>(p.softcap);
-    const T *qRow = &q[i * dqk];
-    T rowMax = -std::numeric_limits<T>::infinity();
-    for (int64_t j = r.first; j <= r.last; ++j) {
-      const T *kRow = &k[j * dqk];
-      T dot = 0;
-      for (int64_t d = 0; d < dqk; ++d)
-        dot += qRow[d] * kRow[d];
-      T x = dot * scale;
-      if (p.softcap > 0)
-        x = cap * std::tanh(x / cap);
-      if (p.bias == BiasMode::Tensor)
-        x += static_cast<T>(
-            fromBits(in.bias[p.biasOffset(b, h, i, j)], p.dtype));
-      else if (p.bias == BiasMode::Alibi)
-        x -= slope * static_cast<T>(std::abs(i + sk - sq - j));
-      s[j - r.first] = x;
-      rowMax = std::max(rowMax, x);
-    }
+    const int64_t dv = p.headDimV;
+    T rowMax;
+    const KeyRange r = reference::scoreRow<T>(
+        p, i, sq, sk, &q[i * p.headDimQK], k.data(),
+        [&](int64_t j) {
+          return static_cast<T>(
+              fromBits(in.bias[p.biasOffset(b, h, i, j)], p.dtype));
+        },
+        slope, s.data(), /*tanhOut=*/nullptr, rowMax);
     // No visible key, or a bias of -inf on every one: nothing to average.
     if (r.first > r.last || rowMax == -std::numeric_limits<T>::infinity()) {
       std::fill(oRow, oRow + dv, 0.0);
@@ -285,7 +255,7 @@ void ErrorStats::add(double got, double ref, bool poisoned) {
   sumSqRef += ref * ref;
 }
 
-namespace {
+namespace reference {
 double bound(const ErrorStats &base, const ErrorStats &got) {
   return 2 * base.maxAbs + CheckResult::kSlackFraction * got.maxRef;
 }
@@ -293,7 +263,7 @@ bool within(const ErrorStats &got, const ErrorStats &base) {
   return got.unwritten == 0 && got.nonFinite == 0 && base.nonFinite == 0 &&
          got.maxAbs <= bound(base, got);
 }
-void describe(std::ostringstream &os, const char *name, const ErrorStats &got,
+void describe(std::ostream &os, const char *name, const ErrorStats &got,
               const ErrorStats &base) {
   os.precision(3);
   os << std::scientific << name << ": max_abs=" << got.maxAbs
@@ -306,7 +276,9 @@ void describe(std::ostringstream &os, const char *name, const ErrorStats &got,
   os << (within(got, base) ? " ok" : " FAIL") << " (" << got.count
      << " elements)\n";
 }
-} // namespace
+} // namespace reference
+using reference::describe;
+using reference::within;
 
 std::string CheckResult::summary() const {
   std::ostringstream os;

@@ -71,6 +71,8 @@ Assembler chooseAssembler(int driverVersion) {
     candidates.push_back("/usr/local/cuda/lib64/libnvJitLink.so");
   }
   std::string tried;
+  // A library once opened is never closed: nvJitLink allocates at load time
+  // and unloading it would leak that (LeakSanitizer sees it) for nothing.
   for (const std::string &path : candidates) {
     void *lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
@@ -80,7 +82,6 @@ Assembler chooseAssembler(int driverVersion) {
     NvJitLink n;
     if (std::string missing = resolve(lib, n); !missing.empty()) {
       tried += (tried.empty() ? "" : ", ") + path + " (" + missing + ")";
-      dlclose(lib);
       continue;
     }
     unsigned major = 0, minor = 0;
@@ -91,7 +92,6 @@ Assembler chooseAssembler(int driverVersion) {
     if (libraryVersion > driverVersion) {
       tried += (tried.empty() ? "" : ", ") + path + " (" + name +
                ", newer than the driver)";
-      dlclose(lib);
       continue;
     }
     // The library stays loaded for the process.

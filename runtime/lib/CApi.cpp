@@ -322,6 +322,60 @@ flashjit_status plan(flashjit_runtime *rt, const flashjit_forward_args *args,
     return fail(FLASHJIT_ERROR_COMPILE, out.message());
   return FLASHJIT_SUCCESS;
 }
+/// The checked backward problem of `a`, with the forward's tile override
+/// applied to the backward's default tiles.
+flashjit_status backwardProblem(flashjit_runtime *rt,
+                                const flashjit_backward_args *a, void *stream,
+                                bool launchable, flashjit::BackwardProblem &p) {
+  if (!rt)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "rt must not be NULL");
+  if (!a)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "args must not be NULL");
+  if (flashjit_status s = checkStructSize(*a, "flashjit_backward_args");
+      s != FLASHJIT_SUCCESS)
+    return s;
+  for (auto [value, name] : {std::pair{a->deterministic, "deterministic"},
+                             std::pair{a->bias_grad, "bias_grad"}})
+    if (flashjit_status s = checkFlag(value, name); s != FLASHJIT_SUCCESS)
+      return s;
+  flashjit::Runtime &runtime = *rt->runtime;
+  flashjit_forward_args fwd = a->forward;
+  if (flashjit_status s = checkStructSize(fwd, "flashjit_forward_args");
+      s != FLASHJIT_SUCCESS)
+    return s;
+  fwd.block_m = fwd.block_n = fwd.warps = fwd.stages = fwd.pack_gqa = 0;
+  const LengthSource lengths{launchable ? &runtime : nullptr, stream,
+                             fwd.trust_device_lengths == 1};
+  if (flashjit_status s = checkedProblem(&fwd, lengths, runtime.arch(), p);
+      s != FLASHJIT_SUCCESS)
+    return s;
+  p.dO = a->dout, p.dQ = a->dq, p.dK = a->dk, p.dV = a->dv;
+  copyStrides(p.dOStrides, a->dout_strides);
+  copyStrides(p.dQStrides, a->dq_strides);
+  copyStrides(p.dKStrides, a->dk_strides);
+  copyStrides(p.dVStrides, a->dv_strides);
+  p.deterministic = a->deterministic == 1;
+  p.biasGrad = a->bias_grad == 1;
+  p.dBias = a->dbias;
+  copyStrides(p.dBiasStrides, a->dbias_strides);
+  if (flashjit::Status s = flashjit::validate(p); !s)
+    return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());
+  const flashjit_forward_args &t = a->forward;
+  if (t.block_m || t.block_n || t.warps || t.stages) {
+    const flashjit::AttentionSpec spec = flashjit::specFor(p);
+    flashjit::TileConfig tile =
+        flashjit::defaultTileConfig(spec, runtime.arch());
+    for (auto [field, value] :
+         {std::pair{&tile.blockM, t.block_m}, std::pair{&tile.blockN, t.block_n},
+          std::pair{&tile.warps, t.warps}, std::pair{&tile.stages, t.stages}})
+      if (value)
+        *field = value;
+    if (flashjit::Status s = flashjit::validate(tile, spec, runtime.arch()); !s)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, s.message());
+    p.tile = tile;
+  }
+  return FLASHJIT_SUCCESS;
+}
 } // namespace
 
 extern "C" {
@@ -412,7 +466,7 @@ flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
   });
 }
 
-flashjit_status flashjit_decode_workspace_bytes(
+flashjit_status flashjit_forward_workspace_bytes(
     flashjit_runtime *rt, const flashjit_forward_args *args, uint64_t *bytes) {
   return guarded([&] {
     if (!bytes)
@@ -426,10 +480,56 @@ flashjit_status flashjit_decode_workspace_bytes(
                            rt->runtime->arch(), problem);
         s != FLASHJIT_SUCCESS)
       return s;
-    auto needed = rt->runtime->decodeWorkspaceBytes(problem);
+    auto needed = rt->runtime->forwardWorkspaceBytes(problem);
     if (!needed)
       return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, needed.message());
     *bytes = *needed;
+    return FLASHJIT_SUCCESS;
+  });
+}
+
+flashjit_status flashjit_backward_args_init(flashjit_backward_args *args,
+                                            uint64_t struct_size) {
+  if (flashjit_status s =
+          initStruct(args, struct_size, "flashjit_backward_args");
+      s != FLASHJIT_SUCCESS)
+    return s;
+  return flashjit_forward_args_init(&args->forward, sizeof args->forward);
+}
+
+flashjit_status flashjit_attention_backward(flashjit_runtime *rt,
+                                            const flashjit_backward_args *args,
+                                            void *stream) {
+  return guarded([&] {
+    flashjit::BackwardProblem p;
+    if (flashjit_status s =
+            backwardProblem(rt, args, stream, /*launchable=*/true, p);
+        s != FLASHJIT_SUCCESS)
+      return s;
+    auto plan = rt->runtime->planBackward(p);
+    if (!plan)
+      return fail(FLASHJIT_ERROR_COMPILE, plan.message());
+    if (flashjit::Status s = rt->runtime->launch(*plan, stream); !s)
+      return fail(FLASHJIT_ERROR_LAUNCH, s.message());
+    return FLASHJIT_SUCCESS;
+  });
+}
+
+flashjit_status flashjit_backward_workspace_bytes(
+    flashjit_runtime *rt, const flashjit_backward_args *args, uint64_t *bytes) {
+  return guarded([&] {
+    if (!bytes)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "bytes must not be NULL");
+    *bytes = 0;
+    flashjit::BackwardProblem p;
+    if (flashjit_status s =
+            backwardProblem(rt, args, nullptr, /*launchable=*/false, p);
+        s != FLASHJIT_SUCCESS)
+      return s;
+    auto size = rt->runtime->backwardWorkspaceBytes(p);
+    if (!size)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, size.message());
+    *bytes = *size;
     return FLASHJIT_SUCCESS;
   });
 }

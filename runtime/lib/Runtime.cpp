@@ -143,6 +143,70 @@ AttentionSpec specFor(const ForwardProblem &p) {
   return spec;
 }
 
+// ---- backward problems -----------------------------------------------------
+BackwardParams BackwardProblem::params() const {
+  BackwardParams b;
+  static_cast<AttentionParams &>(b) = *this;
+  b.dOStrides = dOStrides, b.dQStrides = dQStrides;
+  b.dKStrides = dKStrides, b.dVStrides = dVStrides;
+  b.deterministic = deterministic;
+  b.biasGrad = biasGrad;
+  b.dBiasStrides = dBiasStrides;
+  return b;
+}
+
+void BackwardProblem::setDenseBSHD() {
+  ForwardProblem::setDenseBSHD();
+  dOStrides = oStrides, dQStrides = qStrides;
+  dKStrides = kStrides, dVStrides = vStrides;
+  dBiasStrides = {headsQ * seqlenQ * seqlenK, seqlenQ * seqlenK, seqlenK};
+}
+
+Status validate(const BackwardProblem &p) {
+  if (!p.lse)
+    return Status::error("lse must be the forward's log-sum-exp (a device "
+                         "pointer), got null: the backward reads it");
+  if (Status s = validate(static_cast<const ForwardProblem &>(p)); !s)
+    return s;
+  if (Status s = validateBackwardParams(p.params(), p.trustDeviceLengths); !s)
+    return s;
+  const int64_t eb = elementBytes(p.dtype);
+  const std::pair<const char *, const void *> pointers[] = {
+      {"do", p.dO}, {"dq", p.dQ}, {"dk", p.dK}, {"dv", p.dV}};
+  for (const auto &[name, ptr] : pointers) {
+    if (!ptr)
+      return Status::error(std::string(name) +
+                           " must be a device pointer, got null");
+    if (reinterpret_cast<uintptr_t>(ptr) % eb != 0)
+      return Status::error(std::string(name) + " (" + hexAddress(ptr) +
+                           ") must be aligned to " + std::to_string(eb) +
+                           " bytes");
+  }
+  if (p.biasGrad && !p.dBias)
+    return Status::error("dbias must be a device pointer when bias_grad is "
+                         "on, got null");
+  if (reinterpret_cast<uintptr_t>(p.dBias) % eb != 0)
+    return Status::error("dbias (" + hexAddress(p.dBias) +
+                         ") must be aligned to " + std::to_string(eb) +
+                         " bytes");
+  // The decode features are the forward's (validateBackwardParams refuses
+  // a paged cache).
+  if (p.numSplits > 1)
+    return Status::error("num_splits (" + std::to_string(p.numSplits) +
+                         ") splits a forward's keys; the backward takes 0 "
+                         "or 1");
+  return Status::ok();
+}
+
+AttentionSpec specFor(const BackwardProblem &p) {
+  AttentionSpec spec = specFor(static_cast<const ForwardProblem &>(p));
+  spec.direction = Direction::Backward;
+  spec.deterministic = p.deterministic;
+  spec.biasGrad = p.biasGrad;
+  spec.writeLse = true;
+  return spec;
+}
+
 // ---- the runtime ------------------------------------------------------------
 struct Runtime::Impl {
   const driver::Api *cu = nullptr;
@@ -173,22 +237,27 @@ struct Runtime::Impl {
   /// Full kernels compiling in the background behind their quick forms.
   std::mutex upgradesMutex;
   std::vector<std::future<void>> upgrades;
-  /// Split-KV partials of launches without a caller's workspace, one buffer
-  /// per stream (launches on one stream run in order).
+  /// The workspaces of launches without a caller's (split-KV partials, the
+  /// backward's arrays), one buffer per stream (launches on one stream run
+  /// in order, so each may reuse it).
   std::mutex workspacesMutex;
   std::unordered_map<void *, std::pair<CUdeviceptr, size_t>> workspaces;
 
-  /// The stream's workspace of at least `bytes`; growing it waits for the
-  /// stream's work (which may still use the old one).
-  Expected<void *> workspaceFor(void *stream, size_t bytes) {
+  /// The workspace of a launch of `plan` on `stream`: the caller's, else
+  /// the stream's of at least plan.workspaceBytes (growing it waits for the
+  /// stream's work, which may still use the old one).
+  Expected<void *> workspaceFor(void *stream, const ForwardPlan &plan) {
+    if (plan.workspace)
+      return plan.workspace;
+    const size_t bytes = plan.workspaceBytes;
     std::lock_guard<std::mutex> guard(workspacesMutex);
     auto &[ptr, size] = workspaces[stream];
     if (size < bytes) {
       if (ptr) {
         if (Status s = driver::check(
                 cu->cuStreamSynchronize(static_cast<CUstream>(stream)),
-                "cuStreamSynchronize (growing the split-KV workspace; pass "
-                "a workspace to launch without it)");
+                "cuStreamSynchronize (growing the workspace; pass a "
+                "workspace to launch without it)");
             !s)
           return s;
         cu->cuMemFree_v2(ptr);
@@ -197,7 +266,7 @@ struct Runtime::Impl {
       if (Status s = driver::check(
               cu->cuMemAlloc_v2(&ptr, bytes),
               ("cuMemAlloc(" + std::to_string(bytes) +
-               " bytes of split-KV workspace)")
+               " bytes of workspace)")
                   .c_str());
           !s) {
         ptr = 0;
@@ -399,7 +468,8 @@ template <typename T, size_t N> std::string packed(const T (&fields)[N]) {
 
 std::string specKey(const AttentionSpec &spec) {
   const auto &[dtype, headDimQK, headDimV, mask, gqaGroup, writeLse, align,
-               bias, softcap, varlen, keyLengths, pagedKV, splitKV] = spec;
+               bias, softcap, varlen, keyLengths, pagedKV, splitKV, direction,
+               deterministic, biasGrad] = spec;
   const int32_t fields[] = {static_cast<int32_t>(dtype),
                             headDimQK,
                             headDimV,
@@ -412,7 +482,10 @@ std::string specKey(const AttentionSpec &spec) {
                             varlen,
                             keyLengths,
                             pagedKV,
-                            splitKV};
+                            splitKV,
+                            static_cast<int32_t>(direction),
+                            deterministic,
+                            biasGrad};
   return packed(fields);
 }
 
@@ -589,6 +662,74 @@ Expected<ModuleCache::Kernel> Runtime::kernelFor(const AttentionSpec &spec,
   });
 }
 
+namespace {
+/// ForwardKernelArgs of a problem (the backward's kernels take them too).
+ForwardKernelArgs kernelArgsOf(const ForwardProblem &p) {
+  ForwardKernelArgs a{};
+  a.q = const_cast<void *>(p.q);
+  a.k = const_cast<void *>(p.k);
+  a.v = const_cast<void *>(p.v);
+  a.o = p.o;
+  a.lse = p.lse;
+  a.bias = p.bias == BiasMode::Tensor ? p.biasData : nullptr;
+  a.alibiSlopes = p.bias == BiasMode::Alibi ? p.alibiSlopes : nullptr;
+  a.cuSeqlensQ = p.varlen ? p.deviceCuSeqlensQ : nullptr;
+  a.cuSeqlensK = p.varlen ? p.deviceCuSeqlensK : nullptr;
+  a.keyLengths = p.hasKeyLengths() ? p.deviceKeyLengths : nullptr;
+  // Varlen addresses rows through cu_seqlens; batch strides do not apply.
+  auto batchStride = [&](int64_t s) { return p.varlen ? 0 : s; };
+  a.qBatchStride = batchStride(p.qStrides.batch), a.qHeadStride = p.qStrides.head,
+  a.qRowStride = p.qStrides.row;
+  a.kBatchStride = batchStride(p.kStrides.batch), a.kHeadStride = p.kStrides.head,
+  a.kRowStride = p.kStrides.row;
+  a.vBatchStride = batchStride(p.vStrides.batch), a.vHeadStride = p.vStrides.head,
+  a.vRowStride = p.vStrides.row;
+  a.oBatchStride = batchStride(p.oStrides.batch), a.oHeadStride = p.oStrides.head,
+  a.oRowStride = p.oStrides.row;
+  a.lseBatchStride = p.lse ? batchStride(p.lseBatchStride) : 0;
+  a.lseHeadStride = p.lse ? p.lseHeadStride : 0;
+  if (p.bias == BiasMode::Tensor) {
+    // Broadcast dimensions (extent 1) do not move.
+    a.biasBatchStride = p.biasShape.batch == 1 ? 0 : p.biasShape.strides.batch;
+    a.biasHeadStride = p.biasShape.heads == 1 ? 0 : p.biasShape.strides.head;
+    a.biasRowStride = p.biasShape.strides.row;
+  }
+  a.alibiBatchStride = p.bias == BiasMode::Alibi ? p.alibiBatchStride : 0;
+  a.seqlenQ = static_cast<int32_t>(p.seqlenQ);
+  a.seqlenK = static_cast<int32_t>(p.seqlenK);
+  // An unbounded side reaches past every key of every row.
+  const int64_t unbounded =
+      std::min<int64_t>(p.seqlenQ + p.seqlenK, kMaxSeqlen);
+  auto extent = [&](int64_t w) {
+    return static_cast<int32_t>(w == kUnboundedWindow ? unbounded
+                                                      : std::min(w, unbounded));
+  };
+  a.windowLeft = p.mask == MaskMode::Window ? extent(p.windowLeft) : 0;
+  a.windowRight = p.mask == MaskMode::Window ? extent(p.windowRight) : 0;
+  a.scaleLog2 = static_cast<float>(p.scale() * kLog2e);
+  a.softcap = static_cast<float>(p.softcap);
+  if (p.paged) { // page strides, which varlen keeps
+    a.kBatchStride = p.kStrides.batch;
+    a.vBatchStride = p.vStrides.batch;
+  }
+  return a;
+}
+
+/// The call's workspace: `needed` bytes, the caller's (checked against its
+/// size) or, when the problem has none, the runtime's at launch.
+Status useWorkspace(const ForwardProblem &p, size_t needed, ForwardPlan &plan,
+                    const char *what) {
+  plan.workspaceBytes = needed;
+  plan.workspace = needed ? p.workspace : nullptr;
+  if (p.workspace && needed && p.workspaceBytes < needed)
+    return Status::error("workspace_bytes (" +
+                         std::to_string(p.workspaceBytes) +
+                         ") is less than the " + std::to_string(needed) +
+                         " bytes that " + what + " need");
+  return Status::ok();
+}
+} // namespace
+
 Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
   if (Status s = validate(p); !s)
     return s;
@@ -698,21 +839,16 @@ Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
     plan.grid[2] = static_cast<unsigned>(p.batch * plan.numSplits);
     const PartialLayout layout =
         partialLayout(partialRows, p.headsQ, p.headDimV, plan.numSplits);
-    plan.workspaceBytes = layout.bytes;
     plan.partialLseOffset = layout.oBytes;
-    plan.workspace = p.workspace;
-    if (p.workspace && p.workspaceBytes < layout.bytes)
-      return Status::error("workspace_bytes (" +
-                           std::to_string(p.workspaceBytes) +
-                           ") is less than the " +
-                           std::to_string(layout.bytes) + " bytes that " +
-                           std::to_string(plan.numSplits) +
-                           " splits' partials need");
+    const std::string what =
+        std::to_string(plan.numSplits) + " splits' partials";
+    if (Status s = useWorkspace(p, layout.bytes, plan, what.c_str()); !s)
+      return s;
   }
   return Status::ok();
 }
 
-Expected<size_t> Runtime::decodeWorkspaceBytes(const ForwardProblem &p) {
+Expected<size_t> Runtime::forwardWorkspaceBytes(const ForwardProblem &p) {
   ForwardPlan plan;
   if (Status s = choosePlan(p, plan); !s)
     return s;
@@ -743,57 +879,12 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
   if (Status s = encodeTensorMaps(*impl_->cu, p, plan.launch, plan); !s)
     return s;
 
-  ForwardKernelArgs &a = plan.args;
-  a.q = const_cast<void *>(p.q);
-  a.k = const_cast<void *>(p.k);
-  a.v = const_cast<void *>(p.v);
-  a.o = p.o;
-  a.lse = p.lse;
-  a.bias = p.bias == BiasMode::Tensor ? p.biasData : nullptr;
-  a.alibiSlopes = p.bias == BiasMode::Alibi ? p.alibiSlopes : nullptr;
-  a.cuSeqlensQ = p.varlen ? p.deviceCuSeqlensQ : nullptr;
-  a.cuSeqlensK = p.varlen ? p.deviceCuSeqlensK : nullptr;
-  a.keyLengths = p.hasKeyLengths() ? p.deviceKeyLengths : nullptr;
-  // Varlen addresses rows through cu_seqlens; batch strides do not apply.
-  auto batchStride = [&](int64_t s) { return p.varlen ? 0 : s; };
-  a.qBatchStride = batchStride(p.qStrides.batch), a.qHeadStride = p.qStrides.head,
-  a.qRowStride = p.qStrides.row;
-  a.kBatchStride = batchStride(p.kStrides.batch), a.kHeadStride = p.kStrides.head,
-  a.kRowStride = p.kStrides.row;
-  a.vBatchStride = batchStride(p.vStrides.batch), a.vHeadStride = p.vStrides.head,
-  a.vRowStride = p.vStrides.row;
-  a.oBatchStride = batchStride(p.oStrides.batch), a.oHeadStride = p.oStrides.head,
-  a.oRowStride = p.oStrides.row;
-  a.lseBatchStride = p.lse ? batchStride(p.lseBatchStride) : 0;
-  a.lseHeadStride = p.lse ? p.lseHeadStride : 0;
-  if (p.bias == BiasMode::Tensor) {
-    // Broadcast dimensions (extent 1) do not move.
-    a.biasBatchStride = p.biasShape.batch == 1 ? 0 : p.biasShape.strides.batch;
-    a.biasHeadStride = p.biasShape.heads == 1 ? 0 : p.biasShape.strides.head;
-    a.biasRowStride = p.biasShape.strides.row;
-  }
-  a.alibiBatchStride = p.bias == BiasMode::Alibi ? p.alibiBatchStride : 0;
-  a.seqlenQ = static_cast<int32_t>(p.seqlenQ);
-  a.seqlenK = static_cast<int32_t>(p.seqlenK);
-  // An unbounded side reaches past every key of every row.
-  const int64_t unbounded =
-      std::min<int64_t>(p.seqlenQ + p.seqlenK, kMaxSeqlen);
-  auto extent = [&](int64_t w) {
-    return static_cast<int32_t>(w == kUnboundedWindow ? unbounded
-                                                      : std::min(w, unbounded));
-  };
-  a.windowLeft = p.mask == MaskMode::Window ? extent(p.windowLeft) : 0;
-  a.windowRight = p.mask == MaskMode::Window ? extent(p.windowRight) : 0;
-  a.scaleLog2 = static_cast<float>(p.scale() * kLog2e);
-  a.softcap = static_cast<float>(p.softcap);
-  if (p.paged) { // page strides, which varlen keeps
-    a.kBatchStride = p.kStrides.batch;
-    a.vBatchStride = p.vStrides.batch;
-  }
+  plan.args = kernelArgsOf(p);
 
   // ---- decode: block table, splits, the combine and append kernels ------
   if (!plan.spec.pagedKV && !plan.spec.splitKV)
     return plan;
+  const ForwardKernelArgs &a = plan.args;
   DecodeKernelArgs &d = plan.decode;
   const PageDivisor divisor =
       pageDivisor(p.paged ? p.paged->pageSize : int64_t(1));
@@ -869,33 +960,62 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
   return plan;
 }
 
+namespace {
+/// The address of each ForwardKernelArgs field, in the kernels' parameter
+/// order, into out[0, kForwardKernelArgCount) (the launches read them).
+void forwardArgAddresses(ForwardKernelArgs &a, void **out) {
+  void *params[] = {
+      &a.q, &a.k, &a.v, &a.o, &a.lse, &a.bias, &a.alibiSlopes, &a.cuSeqlensQ,
+      &a.cuSeqlensK, &a.keyLengths,
+      &a.qBatchStride, &a.qHeadStride, &a.qRowStride,
+      &a.kBatchStride, &a.kHeadStride, &a.kRowStride,
+      &a.vBatchStride, &a.vHeadStride, &a.vRowStride,
+      &a.oBatchStride, &a.oHeadStride, &a.oRowStride,
+      &a.lseBatchStride, &a.lseHeadStride,
+      &a.biasBatchStride, &a.biasHeadStride, &a.biasRowStride,
+      &a.alibiBatchStride,
+      &a.seqlenQ, &a.seqlenK, &a.windowLeft, &a.windowRight,
+      &a.scaleLog2, &a.softcap};
+  // One address per ForwardKernelArgs field, in order (the last field ends
+  // the list).
+  static_assert(sizeof params / sizeof params[0] == kForwardKernelArgCount &&
+                    offsetof(ForwardKernelArgs, softcap) ==
+                        kForwardKernelPointerArgs * sizeof(void *) +
+                            kForwardKernelStrideArgs * sizeof(int64_t) +
+                            4 * sizeof(int32_t) + sizeof(float),
+                "launch parameters out of step with ForwardKernelArgs");
+  std::copy(std::begin(params), std::end(params), out);
+}
+
+/// Launches one entry of a module on a stream (a CTA of `threads` x 1 x 1).
+struct KernelLauncher {
+  const driver::Api &cu;
+  CUstream stream;
+  Status operator()(void *function, const unsigned grid[3], int threads,
+                    int sharedBytes, void **params,
+                    const std::string &name) const {
+    return driver::check(
+        cu.cuLaunchKernel(static_cast<CUfunction>(function), grid[0], grid[1],
+                          grid[2], threads, 1, 1, sharedBytes, stream, params,
+                          nullptr),
+        ("cuLaunchKernel(" + name + ")").c_str());
+  }
+};
+} // namespace
+
 Status Runtime::launch(const ForwardPlan &plan, void *stream) {
   const driver::Api &cu = *impl_->cu;
   driver::ScopedContext scope(cu, impl_->context);
   const LoadedKernel &k = *plan.kernel;
-  const auto cuStream = static_cast<CUstream>(stream);
-  auto launchOn = [&](void *function, const unsigned grid[3], int threads,
-                      int sharedBytes, void **params, const std::string &name) {
-    return driver::check(
-        cu.cuLaunchKernel(static_cast<CUfunction>(function), grid[0], grid[1],
-                          grid[2], threads, 1, 1, sharedBytes, cuStream, params,
-                          nullptr),
-        ("cuLaunchKernel(" + name + ")").c_str());
-  };
-  // The kernel reads its parameters through these addresses at launch.
-  auto &a = const_cast<ForwardKernelArgs &>(plan.args);
+  const KernelLauncher launchOn{cu, static_cast<CUstream>(stream)};
   DecodeKernelArgs d = plan.decode;
   CombineKernelArgs c = plan.combine;
   if (plan.numSplits > 1) { // the partials' workspace
-    void *ws = plan.workspace;
-    if (!ws) {
-      auto own = impl_->workspaceFor(stream, plan.workspaceBytes);
-      if (!own)
-        return own.status();
-      ws = *own;
-    }
-    d.partialO = static_cast<float *>(ws);
-    d.partialLse = reinterpret_cast<float *>(static_cast<char *>(ws) +
+    auto ws = impl_->workspaceFor(stream, plan);
+    if (!ws)
+      return ws.status();
+    d.partialO = static_cast<float *>(*ws);
+    d.partialLse = reinterpret_cast<float *>(static_cast<char *>(*ws) +
                                              plan.partialLseOffset);
     c.partialO = d.partialO;
     c.partialLse = d.partialLse;
@@ -920,26 +1040,7 @@ Status Runtime::launch(const ForwardPlan &plan, void *stream) {
         !s)
       return s;
   }
-  void *params[] = {
-      &a.q, &a.k, &a.v, &a.o, &a.lse, &a.bias, &a.alibiSlopes, &a.cuSeqlensQ,
-      &a.cuSeqlensK, &a.keyLengths,
-      &a.qBatchStride, &a.qHeadStride, &a.qRowStride,
-      &a.kBatchStride, &a.kHeadStride, &a.kRowStride,
-      &a.vBatchStride, &a.vHeadStride, &a.vRowStride,
-      &a.oBatchStride, &a.oHeadStride, &a.oRowStride,
-      &a.lseBatchStride, &a.lseHeadStride,
-      &a.biasBatchStride, &a.biasHeadStride, &a.biasRowStride,
-      &a.alibiBatchStride,
-      &a.seqlenQ, &a.seqlenK, &a.windowLeft, &a.windowRight,
-      &a.scaleLog2, &a.softcap};
-  // One address per ForwardKernelArgs field, in order (the last field ends
-  // the list).
-  static_assert(sizeof params / sizeof params[0] == kForwardKernelArgCount &&
-                    offsetof(ForwardKernelArgs, softcap) ==
-                        kForwardKernelPointerArgs * sizeof(void *) +
-                            kForwardKernelStrideArgs * sizeof(int64_t) +
-                            4 * sizeof(int32_t) + sizeof(float),
-                "launch parameters out of step with ForwardKernelArgs");
+  // The kernel reads its parameters through these addresses at launch.
   void *decodeParams[] = {&d.blockTable,     &d.partialO,
                           &d.partialLse,     &d.blockTableStride,
                           &d.partialEntries, &d.pageSize,
@@ -952,7 +1053,8 @@ Status Runtime::launch(const ForwardPlan &plan, void *stream) {
   // Then the decode parameters (decode specs) and the tensor maps, by value
   // (the driver copies 128 bytes each).
   void *all[kForwardKernelArgCount + kDecodeKernelArgCount + 3];
-  void **next = std::copy(std::begin(params), std::end(params), all);
+  forwardArgAddresses(const_cast<ForwardKernelArgs &>(plan.args), all);
+  void **next = all + kForwardKernelArgCount;
   if (plan.spec.pagedKV || plan.spec.splitKV)
     next = std::copy(std::begin(decodeParams), std::end(decodeParams), next);
   auto &maps = const_cast<ForwardPlan &>(plan).tensorMaps;
@@ -975,6 +1077,157 @@ Status Runtime::launch(const ForwardPlan &plan, void *stream) {
   const unsigned grid[3] = {plan.combineGrid, 1, 1};
   return launchOn(k.combineFunction, grid, kCombineThreads, 0, combineParams,
                   combineKernelName(k.name));
+}
+
+Status Runtime::chooseBackwardPlan(const BackwardProblem &p,
+                                   BackwardPlan &plan) {
+  if (Status s = validate(p); !s)
+    return s;
+  ForwardPlan &m = plan.main;
+  m.spec = specFor(p);
+  // No tuned backward configs yet; the forward's forced family may build
+  // no backward, so the choice is preferredFamily's.
+  m.config = p.tile ? *p.tile : defaultTileConfig(m.spec, impl_->arch);
+  m.source = p.tile ? ConfigSource::Explicit : ConfigSource::Default;
+  if (Status s = flashjit::validate(m.config, m.spec, impl_->arch); !s)
+    return s;
+  const int64_t keyTiles =
+      (p.seqlenK + m.config.blockN - 1) / m.config.blockN;
+  const int64_t splits = p.deterministic ? deterministicDqSplits(keyTiles) : 1;
+  const int64_t auxBlocks =
+      (p.seqlenQ + kBackwardAuxRows - 1) / kBackwardAuxRows;
+  if (keyTiles > std::numeric_limits<int32_t>::max() ||
+      auxBlocks > std::numeric_limits<int32_t>::max())
+    return Status::error("seqlen_q or seqlen_k too large for the backward's "
+                         "grid");
+  m.grid[0] = static_cast<unsigned>(p.deterministic ? splits : keyTiles);
+  m.grid[1] = static_cast<unsigned>(p.headsKV);
+  m.grid[2] = static_cast<unsigned>(p.batch);
+  plan.auxGrid[0] = static_cast<unsigned>(auxBlocks);
+  plan.auxGrid[1] = static_cast<unsigned>(p.headsQ);
+  plan.auxGrid[2] = static_cast<unsigned>(p.batch);
+  m.launch = launchFacts(m.spec, m.config);
+  m.args = kernelArgsOf(p);
+
+  plan.workspaceLayout = backwardWorkspace(p.params(), splits);
+  const BackwardWorkspace &w = plan.workspaceLayout;
+  if (Status s = useWorkspace(p, static_cast<size_t>(w.bytes()), m,
+                              "the backward's arrays");
+      !s)
+    return s;
+  BackwardKernelArgs &a = plan.args;
+  a.dO = p.dO, a.dQ = p.dQ, a.dK = p.dK, a.dV = p.dV;
+  a.dBias = p.biasGrad ? p.dBias : nullptr;
+  if (p.biasGrad) { // positions within sequences: varlen keeps batch strides
+    a.dBiasBatchStride = p.dBiasStrides.batch;
+    a.dBiasHeadStride = p.dBiasStrides.head;
+    a.dBiasRowStride = p.dBiasStrides.row;
+  }
+  auto batchStride = [&](int64_t s) { return p.varlen ? 0 : s; };
+  a.dOBatchStride = batchStride(p.dOStrides.batch);
+  a.dOHeadStride = p.dOStrides.head, a.dORowStride = p.dOStrides.row;
+  a.dQBatchStride = batchStride(p.dQStrides.batch);
+  a.dQHeadStride = p.dQStrides.head, a.dQRowStride = p.dQStrides.row;
+  a.dKBatchStride = batchStride(p.dKStrides.batch);
+  a.dKHeadStride = p.dKStrides.head, a.dKRowStride = p.dKStrides.row;
+  a.dVBatchStride = batchStride(p.dVStrides.batch);
+  a.dVHeadStride = p.dVStrides.head, a.dVRowStride = p.dVStrides.row;
+  a.wsRowBatchStride = w.rowBatchStride, a.wsRowHeadStride = w.rowHeadStride;
+  a.wsLseOffset = w.lseOffset, a.wsDOutSumOffset = w.dOutSumOffset;
+  a.wsDqAccumOffset = w.dqAccumOffset, a.wsDqSplitStride = w.dqSplitStride;
+  a.wsDqRowStride = w.dqRowStride;
+  a.dqSplits = static_cast<int32_t>(splits);
+  a.scale = static_cast<float>(p.scale());
+  return Status::ok();
+}
+
+Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
+  BackwardPlan plan;
+  if (Status s = chooseBackwardPlan(p, plan); !s)
+    return s;
+  ForwardPlan &m = plan.main;
+  auto kernel = kernelFor(m.spec, m.config, specKey(m.spec),
+                          /*allowQuick=*/false);
+  if (!kernel)
+    return kernel.status();
+  m.kernel = std::move(*kernel);
+  const driver::Api &cu = *impl_->cu;
+  driver::ScopedContext scope(cu, impl_->context);
+  auto entry = [&](const std::string &name, void *&function) {
+    CUfunction f = nullptr;
+    Status s = driver::check(
+        cu.cuModuleGetFunction(&f, static_cast<CUmodule>(m.kernel->module),
+                               name.c_str()),
+        ("cuModuleGetFunction(" + name + ")").c_str());
+    function = f;
+    return s;
+  };
+  if (Status s = entry(backwardPreprocessEntry(m.kernel->name),
+                       plan.preprocess);
+      !s)
+    return s;
+  if (Status s = entry(backwardConvertEntry(m.kernel->name), plan.convert); !s)
+    return s;
+  return plan;
+}
+
+Expected<size_t> Runtime::backwardWorkspaceBytes(const BackwardProblem &p) {
+  BackwardPlan plan;
+  if (Status s = chooseBackwardPlan(p, plan); !s)
+    return s;
+  return plan.main.workspaceBytes;
+}
+
+Status Runtime::launch(const BackwardPlan &plan, void *stream) {
+  const driver::Api &cu = *impl_->cu;
+  driver::ScopedContext scope(cu, impl_->context);
+  BackwardKernelArgs a = plan.args;
+  auto ws = impl_->workspaceFor(stream, plan.main);
+  if (!ws)
+    return ws.status();
+  a.workspace = static_cast<float *>(*ws);
+  // ForwardKernelArgs first, then BackwardKernelArgs.
+  void *params[kForwardKernelArgCount + kBackwardArgCount];
+  forwardArgAddresses(const_cast<ForwardKernelArgs &>(plan.main.args), params);
+  void *backwardParams[] = {
+      &a.dO, &a.dQ, &a.dK, &a.dV, &a.dBias, &a.workspace,
+      &a.dOBatchStride, &a.dOHeadStride, &a.dORowStride,
+      &a.dQBatchStride, &a.dQHeadStride, &a.dQRowStride,
+      &a.dKBatchStride, &a.dKHeadStride, &a.dKRowStride,
+      &a.dVBatchStride, &a.dVHeadStride, &a.dVRowStride,
+      &a.dBiasBatchStride, &a.dBiasHeadStride, &a.dBiasRowStride,
+      &a.wsRowBatchStride, &a.wsRowHeadStride,
+      &a.wsLseOffset, &a.wsDOutSumOffset, &a.wsDqAccumOffset,
+      &a.wsDqSplitStride, &a.wsDqRowStride,
+      &a.dqSplits, &a.scale};
+  static_assert(sizeof backwardParams / sizeof backwardParams[0] ==
+                        kBackwardArgCount &&
+                    offsetof(BackwardKernelArgs, scale) ==
+                        kBackwardPointerArgs * sizeof(void *) +
+                            kBackwardStrideArgs * sizeof(int64_t) +
+                            sizeof(int32_t),
+                "launch parameters out of step with BackwardKernelArgs");
+  std::copy(std::begin(backwardParams), std::end(backwardParams),
+            params + kForwardKernelArgCount);
+  const LoadedKernel &k = *plan.main.kernel;
+  const KernelLauncher run{cu, static_cast<CUstream>(stream)};
+  Status s = run(plan.preprocess, plan.auxGrid, kBackwardAuxThreads, 0, params,
+                 backwardPreprocessEntry(k.name));
+  if (s)
+    s = run(k.function, plan.main.grid, k.threadsPerBlock, k.sharedMemBytes,
+            params, k.name);
+  if (s)
+    s = run(plan.convert, plan.auxGrid, kBackwardAuxThreads, 0, params,
+            backwardConvertEntry(k.name));
+  return s;
+}
+
+Status Runtime::attentionBackward(const BackwardProblem &problem,
+                                  void *stream) {
+  auto plan = planBackward(problem);
+  if (!plan)
+    return plan.status();
+  return launch(*plan, stream);
 }
 
 Status Runtime::attentionForward(const ForwardProblem &problem, void *stream) {

@@ -311,7 +311,7 @@ TEST(SplitKV, CallerWorkspaceAndLongPagedCache) {
   ForwardProblem withPointers = first.problem;
   withPointers.workspace = nullptr;
   withPointers.workspaceBytes = 0;
-  auto bytes = runtime().decodeWorkspaceBytes(withPointers);
+  auto bytes = runtime().forwardWorkspaceBytes(withPointers);
   ASSERT_TRUE(bytes) << bytes.message();
   ASSERT_GT(*bytes, 0u) << "a 128k-key MQA decode should split";
   auto ws = runtime().allocate(*bytes);

@@ -12,6 +12,7 @@
 //===----------------------------------------------------------------------===//
 #include "flashjit/compiler/AttentionSpec.h"
 #include "flashjit/compiler/Pipeline.h"
+#include "flashjit/kernels/Backward.h"
 #include "flashjit/kernels/Decode.h"
 #include "flashjit/kernels/Forward.h"
 
@@ -226,6 +227,29 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
   // The kernel's name: .entry of the PTX, and readable facts.
   EXPECT_NE(ptx.find(".entry " + art.kernelName + "("), std::string::npos)
       << "no .entry " << art.kernelName << " in the PTX";
+  if (spec.direction == Direction::Backward) {
+    EXPECT_EQ(art.kernelName, kernelName(spec, config, arch));
+    EXPECT_EQ(ptxTarget(ptx), std::string(toString(arch)));
+    // The main entry's threads (the other two take kBackwardAuxThreads).
+    EXPECT_EQ(ptxMaxThreads(ptx.substr(ptx.find(".entry " + art.kernelName +
+                                                "("))),
+              art.launch.threadsPerBlock);
+    EXPECT_EQ(art.launch.threadsPerBlock, config.warps * kWarpSize);
+    EXPECT_EQ(art.launch.sharedMemBytes,
+              backwardLayoutSm80(spec, config).sharedMemBytes);
+    EXPECT_LE(art.launch.sharedMemBytes, sharedMemoryLimit(arch));
+    // The module's other two entries (Backward.h).
+    for (const std::string &entry : {backwardPreprocessEntry(art.kernelName),
+                                     backwardConvertEntry(art.kernelName)})
+      EXPECT_NE(ptx.find(".entry " + entry + "("), std::string::npos)
+          << "no .entry " << entry << " in the PTX";
+    // Fast mode adds dQ atomically; deterministic mode has no atomics.
+    const bool atomics =
+        ptx.find("atom.global.add.f32") != std::string::npos ||
+        ptx.find("red.global.add.f32") != std::string::npos;
+    EXPECT_EQ(atomics, !spec.deterministic);
+    return;
+  }
   const std::string head = "fwd_" + std::string(toString(spec.dtype)) +
                            "_hqk" + std::to_string(spec.headDimQK) + "_hv" +
                            std::to_string(spec.headDimV) + "_" +
@@ -405,6 +429,71 @@ TEST_P(PtxasDefaultConfig, AssemblesWithoutSpills) {
 
 INSTANTIATE_TEST_SUITE_P(Forward, PtxasDefaultConfig,
                          ::testing::ValuesIn(gridCases()), gridName);
+
+// ---- the backward's kernels ---------------------------------------------------------------
+
+struct BackwardCase {
+  std::string name;
+  AttentionSpec spec;
+  Arch arch;
+};
+
+std::vector<BackwardCase> backwardCases() {
+  std::vector<BackwardCase> out;
+  auto add = [&](std::string name, AttentionSpec spec, Arch arch) {
+    spec.direction = Direction::Backward;
+    spec.writeLse = true;
+    out.push_back({std::move(name), spec, arch});
+  };
+  for (int d : {1, 33, 64, 80, 100, 128, 192, 256})
+    for (DType dtype : {DType::F16, DType::BF16})
+      for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
+        for (Arch arch : {Arch::Sm80, Arch::Sm90a}) {
+          AttentionSpec spec;
+          spec.dtype = dtype;
+          spec.headDimQK = spec.headDimV = d;
+          spec.mask = mask;
+          spec.globalAlignElems = alignmentElems({d});
+          add("d" + std::to_string(d) + "_" + std::string(toString(dtype)) +
+                  "_" + std::string(toString(mask)) + "_" +
+                  std::string(toString(arch)),
+              spec, arch);
+        }
+  AttentionSpec spec;
+  spec.headDimQK = 192, spec.headDimV = 128, spec.mask = MaskMode::Causal;
+  spec.gqaGroup = 4;
+  add("d192_dv128_gqa4_causal_sm80", spec, Arch::Sm80);
+  spec.deterministic = true;
+  add("d192_dv128_gqa4_causal_deterministic_sm80", spec, Arch::Sm80);
+  add("d192_dv128_gqa4_causal_deterministic_sm90a", spec, Arch::Sm90a);
+  AttentionSpec features;
+  features.headDimQK = features.headDimV = 64;
+  features.mask = MaskMode::Window;
+  features.softcap = true;
+  features.bias = BiasMode::Alibi;
+  features.varlen = true;
+  features.keyLengths = true;
+  add("d64_window_softcap_alibi_varlen_klen_sm80", features, Arch::Sm80);
+  features.bias = BiasMode::Tensor;
+  features.dtype = DType::F16;
+  add("d64_window_softcap_bias_varlen_klen_fp16_sm86", features, Arch::Sm86);
+  features.biasGrad = true;
+  add("d64_window_softcap_dbias_varlen_klen_fp16_sm80", features, Arch::Sm80);
+  return out;
+}
+
+class PtxasBackward : public ::testing::TestWithParam<BackwardCase> {};
+
+TEST_P(PtxasBackward, AssemblesWithoutSpills) {
+  const BackwardCase &c = GetParam();
+  compileAndAssemble(c.spec, defaultTileConfig(c.spec, c.arch), c.arch);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Backward, PtxasBackward, ::testing::ValuesIn(backwardCases()),
+    [](const ::testing::TestParamInfo<BackwardCase> &info) {
+      return info.param.name;
+    });
 
 // ---- other specs and configs ------------------------------------------------------------
 

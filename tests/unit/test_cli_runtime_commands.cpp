@@ -167,6 +167,9 @@ TEST_F(Cli, RunRejectsBadFeatureArgumentsWithoutAGpu) {
       {"run --decode --page-size 16 --layout bhsd", {"--page-size", "bshd"}},
       {"run --decode --seqlen-k 100 --key-lengths 50,101 --batch 2",
        {"--key-lengths[1]", "got 101"}},
+      {"run --backward --decode --page-size 16", {"--page-size", "--backward"}},
+      {"run --backward --splits 4", {"--splits", "--backward"}},
+      {"bench --backward --decode --page-size 16", {"--page-size"}},
   };
   for (const auto &[args, names] : cases) {
     Result r = runCli(args, dir_);

@@ -132,6 +132,19 @@ TEST(StandIn, DecodeSplitsOnTheSm80FamilyAndLaunchesItsHelpers) {
   EXPECT_TRUE(plan->spec.splitKV);
   EXPECT_EQ(plan->grid[2], unsigned(2 * plan->numSplits));
   EXPECT_GT(plan->workspaceBytes, 0u);
+  auto bytes = rt->forwardWorkspaceBytes(p);
+  ASSERT_TRUE(bytes) << bytes.message();
+  EXPECT_EQ(*bytes, plan->workspaceBytes);
+  {
+    // A caller's workspace smaller than the need is refused before a launch.
+    ForwardProblem small = p;
+    small.workspace = const_cast<void *>(fakePtr(9));
+    small.workspaceBytes = *bytes - 16;
+    auto refused = rt->planForward(small);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.message().find("workspace_bytes"), std::string::npos)
+        << refused.message();
+  }
   const long before = standInLaunches();
   ASSERT_TRUE(rt->launch(*plan));
   EXPECT_EQ(standInLaunches(), before + 2); // forward, then combine
@@ -338,6 +351,119 @@ TEST(StandInCApi, HeadsKvZeroMeansHeadsQ) {
   ASSERT_TRUE(last);
   EXPECT_NE(last->kernel.find("_g1_"), std::string::npos) << last->kernel;
   EXPECT_EQ(last->grid[1], 2u); // one CTA row per query head
+}
+
+// ---- the backward's launch path --------------------------------------------------
+
+// Three launches in order (D, the main kernel, the dQ conversion), the main
+// kernel's grid over key tiles and K/V heads, the others over 64-row query
+// blocks and query heads; the sm80 backward on sm_90 too.
+TEST(StandInBackward, LaunchesItsThreeEntriesInOrder) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  BackwardProblem p;
+  static_cast<ForwardProblem &>(p) = smallProblem(4, 2);
+  p.setDenseBSHD();
+  p.seqlenK = 100;
+  p.setDenseBSHD();
+  p.lse = static_cast<float *>(const_cast<void *>(fakePtr(5)));
+  p.dO = fakePtr(6);
+  p.dQ = const_cast<void *>(fakePtr(7));
+  p.dK = const_cast<void *>(fakePtr(8));
+  p.dV = const_cast<void *>(fakePtr(9));
+  auto plan = rt->planBackward(p);
+  ASSERT_TRUE(plan) << plan.message();
+  const std::string name = plan->main.kernel->name;
+  EXPECT_EQ(name.rfind("bwd_", 0), 0u) << name;
+  EXPECT_EQ(plan->main.config.family, Family::Sm80);
+  const long before = standInLaunches();
+  ASSERT_TRUE(rt->attentionBackward(p).isOk()); // the runtime's workspace
+  EXPECT_EQ(standInLaunches(), before + 3);
+  auto last = standInLastLaunch();
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->kernel, backwardConvertEntry(name));
+  EXPECT_EQ(last->grid[0], 1u); // 64 query rows
+  EXPECT_EQ(last->grid[1], 4u); // query heads
+  EXPECT_EQ(last->block[0], unsigned(kBackwardAuxThreads));
+  const unsigned keyTiles =
+      unsigned((p.seqlenK + plan->main.config.blockN - 1) /
+               plan->main.config.blockN);
+  EXPECT_EQ(plan->main.grid[0], keyTiles);
+  EXPECT_EQ(plan->main.grid[1], 2u); // K/V heads
+  // Deterministic: at most kMaxDqSplits partial sums, one per CTA column.
+  p.deterministic = true;
+  auto det = rt->planBackward(p);
+  ASSERT_TRUE(det) << det.message();
+  EXPECT_EQ(det->args.dqSplits, int32_t(deterministicDqSplits(keyTiles)));
+  EXPECT_EQ(det->main.grid[0], unsigned(det->args.dqSplits));
+  EXPECT_GT(det->workspaceLayout.bytes(), plan->workspaceLayout.bytes());
+  EXPECT_EQ(det->main.workspaceBytes, size_t(det->workspaceLayout.bytes()));
+  auto detBytes = rt->backwardWorkspaceBytes(p);
+  ASSERT_TRUE(detBytes) << detBytes.message();
+  EXPECT_EQ(*detBytes, det->main.workspaceBytes);
+  // A caller's workspace smaller than the need is refused before a launch.
+  p.workspace = const_cast<void *>(fakePtr(10));
+  p.workspaceBytes = *detBytes - 16;
+  auto small = rt->planBackward(p);
+  ASSERT_FALSE(small);
+  EXPECT_NE(small.message().find("workspace_bytes"), std::string::npos)
+      << small.message();
+  p.workspace = nullptr, p.workspaceBytes = 0;
+  // The decode inputs are the forward's.
+  p.numSplits = 2;
+  auto split = rt->planBackward(p);
+  ASSERT_FALSE(split);
+  EXPECT_NE(split.message().find("num_splits"), std::string::npos)
+      << split.message();
+  p.numSplits = 0;
+  // The LSE is required.
+  p.lse = nullptr;
+  auto noLse = rt->planBackward(p);
+  ASSERT_FALSE(noLse);
+  EXPECT_NE(noLse.message().find("lse"), std::string::npos) << noLse.message();
+}
+
+TEST(StandInCApi, BackwardWithItsOwnWorkspace) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  CRuntime c(dir.path().string());
+  ASSERT_TRUE(c.rt);
+  flashjit_backward_args b;
+  ASSERT_EQ(flashjit_backward_args_init(&b, sizeof b), FLASHJIT_SUCCESS);
+  EXPECT_EQ(b.forward.struct_size, sizeof b.forward);
+  b.forward = smallArgs();
+  b.forward.lse = static_cast<float *>(const_cast<void *>(fakePtr(5)));
+  const int64_t lse[2] = {2 * 64, 64};
+  std::memcpy(b.forward.lse_strides, lse, sizeof lse);
+  b.dout = fakePtr(6);
+  b.dq = const_cast<void *>(fakePtr(7));
+  b.dk = const_cast<void *>(fakePtr(8));
+  b.dv = const_cast<void *>(fakePtr(9));
+  for (int64_t *s : {b.dout_strides, b.dq_strides, b.dk_strides, b.dv_strides})
+    std::memcpy(s, b.forward.q_strides, sizeof b.forward.q_strides);
+  uint64_t bytes = 0;
+  ASSERT_EQ(flashjit_backward_workspace_bytes(c.rt, &b, &bytes),
+            FLASHJIT_SUCCESS)
+      << flashjit_last_error();
+  EXPECT_GT(bytes, 0u);
+  b.forward.workspace = const_cast<void *>(fakePtr(10));
+  b.forward.workspace_bytes = bytes;
+  const long before = standInLaunches();
+  ASSERT_EQ(flashjit_attention_backward(c.rt, &b, nullptr), FLASHJIT_SUCCESS)
+      << flashjit_last_error();
+  EXPECT_EQ(standInLaunches(), before + 3);
+  // Bad input names the argument.
+  b.dq = nullptr;
+  EXPECT_EQ(flashjit_attention_backward(c.rt, &b, nullptr),
+            FLASHJIT_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::strstr(flashjit_last_error(), "dq must be a device pointer"),
+            nullptr)
+      << flashjit_last_error();
+  b.struct_size = 8;
+  EXPECT_EQ(flashjit_attention_backward(c.rt, &b, nullptr),
+            FLASHJIT_ERROR_INVALID_ARGUMENT);
 }
 
 // ---- many threads (the TSan run's subject) ------------------------------------

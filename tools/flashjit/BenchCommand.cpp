@@ -29,6 +29,7 @@ struct BenchOptions {
   int warmup = 5;
   int repeats = 20;
   bool json = false;
+  bool backward = false;
 };
 
 constexpr const char *kCommand = "bench";
@@ -90,6 +91,8 @@ int bench(const BenchOptions &o) {
                     "--head-dims sweeps head_dim_qk = head_dim_v; it cannot "
                     "be combined with --head-dim-v",
                     2);
+  if (o.backward && o.json)
+    return failWith(kCommand, "--json does not apply to --backward yet", 2);
   auto headDims = parseIntList("--head-dims", o.headDims, kMinHeadDim,
                                kMaxHeadDim);
   if (!headDims)
@@ -117,6 +120,12 @@ int bench(const BenchOptions &o) {
         po.seqlenQ.reset();
         po.seqlenK.reset();
       }
+      if (o.backward) { // one report per shape, as run --backward prints
+        if (int rc = runBackward(kCommand, po, o.seed, /*check=*/false, 0,
+                                 o.warmup, o.repeats))
+          return rc;
+        continue;
+      }
       Row row;
       Arch unusedArch;
       if (Status s = po.spec.resolve(row.spec, unusedArch); !s)
@@ -128,6 +137,8 @@ int bench(const BenchOptions &o) {
       rows.push_back(std::move(row));
     }
   }
+  if (o.backward)
+    return 0;
   auto created = Runtime::create();
   if (!created)
     return failWith(kCommand, created.message());
@@ -213,7 +224,8 @@ void addBenchCommand(CLI::App &app, int &exitCode) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App *cmd = app.add_subcommand(
       "bench",
-      "Time the forward kernel (TFLOP/s) on one shape or a sweep over head "
+      "Time the forward kernel (TFLOP/s; with --decode also its K+V GB/s) or "
+      "with --backward the backward's, on one shape or a sweep over head "
       "dims and sequence lengths, with the config the runtime picks: tuned "
       "(from `flashjit autotune`) where the tune database has the shape's "
       "bucket, else the per-arch default; or the tile options given");
@@ -234,6 +246,9 @@ void addBenchCommand(CLI::App &app, int &exitCode) {
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the results as JSON");
+  cmd->add_flag("--backward", o->backward,
+                "Time the backward's kernels instead (FLOPs counted as 2.5x "
+                "the forward's), per shape as `run --backward` reports");
   cmd->callback([o, &exitCode] { exitCode = bench(*o); });
 }
 

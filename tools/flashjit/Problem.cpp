@@ -164,7 +164,7 @@ void ProblemOptions::addTo(CLI::App &cmd) {
   cmd.add_flag("--decode", decode,
                "Decode: --seqlen-q defaults to 1 and every sequence's KV "
                "cache holds --seqlen-k keys (or --key-lengths: the cache "
-               "lengths)");
+               "lengths); see --page-size, --splits and docs/DECODE.md");
   cmd.add_option("--page-size", pageSize,
                   "K/V in a paged KV cache of pages of N rows (a block table "
                   "scatters every sequence's pages over the pool); needs "

@@ -12,6 +12,7 @@
 #include "Problem.h"
 
 #include "flashjit/kernels/Reference.h"
+#include "flashjit/kernels/ReferenceBackward.h"
 #include "flashjit/runtime/Runtime.h"
 
 #include <CLI/CLI.hpp>
@@ -35,6 +36,7 @@ struct RunOptions {
   int checkSlices = 0;
   int warmup = 3;
   int repeats = 10;
+  bool backward = false;
 };
 
 /// Multiply-adds in a CPU reference slice beyond which --check samples
@@ -73,6 +75,9 @@ size_t mismatches(const std::vector<T> &a, const std::vector<T> &b) {
 }
 
 int run(const RunOptions &o) {
+  if (o.backward)
+    return runBackward(kCommand, o.problem, o.seed, o.check, o.checkSlices,
+                       o.warmup, o.repeats);
   // Bad specs, sizes, windows, bias shapes, sequence lists or tile options
   // are usage errors (exit 2), found before looking for a GPU.
   AttentionSpec spec;
@@ -236,13 +241,227 @@ int run(const RunOptions &o) {
 }
 } // namespace
 
+int runBackward(const char *kCommand, const ProblemOptions &problem,
+                uint64_t seed, bool check, int checkSlices, int warmup,
+                int repeats) {
+  struct {
+    uint64_t seed;
+    bool check;
+    int checkSlices, warmup, repeats;
+  } o{seed, check, checkSlices, warmup, repeats};
+  ProblemOptions options = problem;
+  options.spec.direction = "backward";
+  // --decode is a shape (one query, cache lengths); pages and splits are
+  // forward kernels' inputs.
+  if (options.pageSize > 0 || options.numSplits > 1)
+    return failWith(kCommand,
+                    "--page-size and --splits apply to the forward (decode); "
+                    "--backward takes contiguous K/V without splits",
+                    2);
+  AttentionSpec spec;
+  Arch unusedArch;
+  if (Status s = options.spec.resolve(spec, unusedArch); !s)
+    return failWith(kCommand, s.message(), 2);
+  ForwardProblem shape;
+  if (Status s = describeProblem(options, spec, shape); !s)
+    return failWith(kCommand, s.message(), 2);
+  auto created = Runtime::create();
+  if (!created)
+    return failWith(kCommand, created.message());
+  Runtime &rt = **created;
+  std::printf("device:  %s\n", deviceText(rt).c_str());
+  std::printf("problem: %s backward%s%s\n",
+              problemText(shape, options.layout, true).c_str(),
+              spec.deterministic ? " deterministic" : "",
+              spec.biasGrad ? " dbias" : "");
+  auto inputs = uploadProblem(rt, shape, spec, o.seed);
+  if (!inputs)
+    return failWith(kCommand, inputs.message());
+  ForwardProblem fwd = inputs->problem;
+  if (Status s = rt.attentionForward(fwd); !s)
+    return failWith(kCommand, "the forward: " + s.message());
+
+  BackwardProblem p;
+  static_cast<ForwardProblem &>(p) = fwd;
+  p.tile.reset();
+  p.deterministic = spec.deterministic;
+  p.biasGrad = spec.biasGrad;
+  // The gradients are laid out like their tensors.
+  p.dOStrides = p.oStrides, p.dQStrides = p.qStrides;
+  p.dKStrides = p.kStrides, p.dVStrides = p.vStrides;
+  const size_t eb = elementBytes(p.dtype);
+  std::vector<uint16_t> hdO(p.oElements());
+  fillNormal(hdO.data(), hdO.size(), p.dtype, o.seed * 5 + 4);
+  std::vector<DeviceBuffer> buffers;
+  auto allocate = [&](size_t bytes, void *&ptr) -> Status {
+    auto b = rt.allocate(bytes);
+    if (!b)
+      return b.status();
+    ptr = b->data();
+    buffers.push_back(std::move(*b));
+    return Status::ok();
+  };
+  void *dO = nullptr;
+  Status s = allocate(hdO.size() * eb, dO);
+  if (s)
+    s = rt.copyToDevice(dO, hdO.data(), hdO.size() * eb);
+  if (s)
+    s = allocate(p.qElements() * eb, p.dQ);
+  if (s)
+    s = allocate(p.kElements() * eb, p.dK);
+  if (s)
+    s = allocate(p.vElements() * eb, p.dV);
+  if (s && p.biasGrad) {
+    p.dBiasStrides = {p.headsQ * p.seqlenQ * p.seqlenK, p.seqlenQ * p.seqlenK,
+                      p.seqlenK};
+    s = allocate(p.params().dBiasElements() * eb, p.dBias);
+  }
+  if (!s)
+    return failWith(kCommand, s.message());
+  p.dO = dO;
+  if (options.spec.hasTileOptions()) {
+    TileConfig tile;
+    if (Status t = options.spec.resolveTile(spec, rt.arch(), tile); !t)
+      return failWith(kCommand, t.message(), 2);
+    p.tile = tile;
+  }
+
+  const auto start = std::chrono::steady_clock::now();
+  auto plan = rt.planBackward(p);
+  if (!plan)
+    return failWith(kCommand, plan.message());
+  const double planMs = std::chrono::duration<double, std::milli>(
+                            std::chrono::steady_clock::now() - start)
+                            .count();
+  void *workspace = nullptr;
+  if (Status w = allocate(plan->main.workspaceBytes, workspace); !w)
+    return failWith(kCommand, w.message());
+  plan->main.workspace = workspace;
+  const LoadedKernel &k = *plan->main.kernel;
+  std::printf("kernel:  %s (ready in %.1f ms)\n", k.name.c_str(), planMs);
+  const std::string spills =
+      k.localBytes ? " local=" + std::to_string(k.localBytes) + " B (spills)"
+                   : "";
+  std::printf("config:  %s threads=%d smem=%d B grid=(%u,%u,%u) "
+              "registers=%d%s workspace=%lld B\n",
+              configText(plan->main.config).c_str(), k.threadsPerBlock,
+              k.sharedMemBytes, plan->main.grid[0], plan->main.grid[1],
+              plan->main.grid[2], k.registers, spills.c_str(),
+              (long long)plan->main.workspaceBytes);
+
+  auto poison = [&] {
+    Status st = rt.fill16(p.dQ, kPoison16, p.qElements());
+    if (st)
+      st = rt.fill16(p.dK, kPoison16, p.kElements());
+    if (st)
+      st = rt.fill16(p.dV, kPoison16, p.vElements());
+    if (st && p.biasGrad)
+      st = rt.fill16(p.dBias, kPoison16, p.params().dBiasElements());
+    return st;
+  };
+  auto copyGradients = [&](std::vector<uint16_t> &dq, std::vector<uint16_t> &dk,
+                           std::vector<uint16_t> &dv) {
+    dq.assign(p.qElements(), 0);
+    dk.assign(p.kElements(), 0);
+    dv.assign(p.vElements(), 0);
+    Status st = rt.copyToHost(dq.data(), p.dQ, dq.size() * eb);
+    if (st)
+      st = rt.copyToHost(dk.data(), p.dK, dk.size() * eb);
+    if (st)
+      st = rt.copyToHost(dv.data(), p.dV, dv.size() * eb);
+    return st;
+  };
+  // The first run's gradients: --deterministic compares every later run's
+  // with them.
+  std::vector<uint16_t> firstDQ, firstDK, firstDV;
+  if (Status st = poison(); !st)
+    return failWith(kCommand, st.message());
+  if (Status st = rt.launch(*plan); !st)
+    return failWith(kCommand, st.message());
+  if (Status st = copyGradients(firstDQ, firstDK, firstDV); !st)
+    return failWith(kCommand, st.message());
+  size_t differing = 0;
+  std::vector<float> times;
+  std::vector<uint16_t> hq, hk, hv;
+  for (int i = 0; i < o.warmup + o.repeats; ++i) {
+    if (Status st = poison(); !st)
+      return failWith(kCommand, st.message());
+    auto ms = rt.timeMs([&] { return rt.launch(*plan); });
+    if (!ms)
+      return failWith(kCommand, ms.message());
+    if (i >= o.warmup)
+      times.push_back(*ms);
+    if (spec.deterministic && o.check) {
+      if (Status st = copyGradients(hq, hk, hv); !st)
+        return failWith(kCommand, st.message());
+      differing += mismatches(hq, firstDQ) + mismatches(hk, firstDK) +
+                   mismatches(hv, firstDV);
+    }
+  }
+  std::sort(times.begin(), times.end());
+  const double median = times[times.size() / 2];
+  // The backward's FLOPs: 2.5x the forward's (five products to its two).
+  const double flops = 2.5 * forwardFlops(p);
+  std::printf("time:    %.4f ms median of %d (min %.4f ms), %.1f TFLOP/s\n",
+              median, o.repeats, times.front(),
+              flops / (median * 1e-3) / 1e12);
+  if (!o.check)
+    return 0;
+
+  if (Status st = copyGradients(hq, hk, hv); !st)
+    return failWith(kCommand, st.message());
+  std::vector<uint16_t> hdBias;
+  if (p.biasGrad) {
+    hdBias.assign(p.params().dBiasElements(), 0);
+    if (Status st = rt.copyToHost(hdBias.data(), p.dBias, hdBias.size() * eb);
+        !st)
+      return failWith(kCommand, st.message());
+  }
+  bool repeatable = true;
+  if (spec.deterministic) {
+    repeatable = differing == 0 && mismatches(hq, firstDQ) == 0;
+    std::printf("repeat:  %s\n",
+                repeatable ? "every run's dQ, dK, dV equal the first's bit "
+                             "for bit"
+                           : ("FAIL: " + std::to_string(differing) +
+                              " gradient elements differ between runs")
+                                 .c_str());
+  }
+  const BackwardParams params = p.params();
+  const double perSlice = double(p.seqlenQ) * p.seqlenK *
+                          double(p.headDimQK + p.headDimV) * p.gqaGroup();
+  const int slices =
+      o.checkSlices > 0
+          ? o.checkSlices
+          : int(std::clamp(kCheckBudget / (3 * perSlice), 2.0,
+                           double(1 << 20)));
+  auto chosen = sampleBackwardSlices(params, slices, o.seed);
+  const BackwardCheckResult result = checkBackward(
+      params,
+      {inputs->q.data(), inputs->k.data(), inputs->v.data(),
+       inputs->bias.empty() ? nullptr : inputs->bias.data(),
+       inputs->alibiSlopes.empty() ? nullptr : inputs->alibiSlopes.data()},
+      hdO.data(), hq.data(), hk.data(), hv.data(),
+      p.biasGrad ? hdBias.data() : nullptr, chosen);
+  std::printf("check:   %lld of %lld (batch, K/V head) slices\n%s\n",
+              (long long)result.slices, (long long)(p.batch * p.headsKV),
+              result.summary().c_str());
+  return result.pass && repeatable ? 0 : 1;
+}
+
 void addRunCommand(CLI::App &app, int &exitCode) {
   auto o = std::make_shared<RunOptions>();
   CLI::App *cmd = app.add_subcommand(
-      "run", "Run one forward kernel on random inputs: compile it (or fetch it "
-             "from the cache), time it and, with --check, compare it with the "
+      "run", "Run one attention call on random inputs: the forward (with "
+             "--decode at a decode shape: split-KV, a paged KV cache), or "
+             "with --backward the gradients; compile it (or fetch it from "
+             "the cache), time it and, with --check, compare it with the "
              "CPU float64 reference");
   o->problem.addTo(*cmd);
+  cmd->add_flag("--backward", o->backward,
+                "Run the backward instead (after one forward for O and LSE): "
+                "dQ, dK, dV of a random dO; --check compares them with the "
+                "float64 reference's gradients (2x rule each)");
   addSeedOption(*cmd, o->seed,
                 "Seed of the random normal inputs (same seed, same inputs)");
   cmd->add_flag(

@@ -71,8 +71,19 @@ void SpecOptions::addTo(CLI::App &cmd, bool forCompile) {
   cmd.add_option("--overlap", overlap,
                  "sm90: issue the next tile's Q K^T before this tile's "
                  "softmax (on|off)");
+  cmd.add_flag("--deterministic", deterministic,
+               "Backward: accumulate dQ without float atomics (the same "
+               "bits on every run)");
+  cmd.add_flag("--bias-grad", biasGrad,
+               "Backward with --bias tensor: also write dBias (the bias "
+               "must be full: --bias-shape batch,heads_q)");
   if (!forCompile)
     return;
+  cmd.add_option("--direction", direction,
+                 "Which kernels: " + directionChoices() +
+                     " (backward: the module of the backward's three "
+                     "kernels, D = rowsum(dO * O), dK/dV/dQ, dQ conversion)")
+      ->capture_default_str();
   cmd.add_option("--arch", arch, "Target GPU: " + archChoices())
       ->capture_default_str();
   cmd.add_flag("--varlen", varlen,
@@ -123,6 +134,20 @@ Status SpecOptions::resolve(AttentionSpec &spec, Arch &outArch) const {
   if (headsQ / kv > 1024)
     return Status::error("--heads-q / --heads-kv (the GQA group) must be in "
                          "[1, 1024], got " + std::to_string(headsQ / kv));
+  auto dir = parseDirection(direction);
+  if (!dir)
+    return Status::error("--direction must be one of " + directionChoices() +
+                         ", got '" + direction + "'");
+  if (*dir == Direction::Backward && noLse)
+    return Status::error("--no-lse does not apply to the backward (it reads "
+                         "the forward's LSE)");
+  if (*dir == Direction::Forward && deterministic)
+    return Status::error("--deterministic applies to the backward only");
+  spec.direction = *dir;
+  if (*dir == Direction::Forward && biasGrad)
+    return Status::error("--bias-grad applies to the backward only");
+  spec.deterministic = deterministic;
+  spec.biasGrad = biasGrad;
   spec.dtype = *d;
   spec.mask = *m;
   spec.headDimQK = headDim;

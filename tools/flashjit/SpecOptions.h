@@ -41,6 +41,11 @@ struct SpecOptions {
   std::optional<std::string> family;            ///< sm80 or sm90
   std::optional<std::string> pingpong, overlap; ///< "on" or "off"
   std::string arch = "sm_90a";
+  /// forward, or backward (the backward's kernels: compile --direction,
+  /// run/bench --backward).
+  std::string direction = "forward";
+  bool deterministic = false; ///< backward: dQ without float atomics
+  bool biasGrad = false;      ///< backward: also dBias of a bias tensor
 
   /// Registers the options on `cmd`. `forCompile` adds --arch, --varlen and
   /// --key-lengths (run uses the GPU's own arch and has data for the rest).

@@ -13,7 +13,8 @@ bool AttentionSpec::operator==(const AttentionSpec &o) const {
          writeLse == o.writeLse && globalAlignElems == o.globalAlignElems &&
          bias == o.bias && softcap == o.softcap && varlen == o.varlen &&
          keyLengths == o.keyLengths && pagedKV == o.pagedKV &&
-         splitKV == o.splitKV;
+         splitKV == o.splitKV && direction == o.direction &&
+         deterministic == o.deterministic && biasGrad == o.biasGrad;
 }
 bool TileConfig::operator==(const TileConfig &o) const {
   return blockM == o.blockM && blockN == o.blockN && warps == o.warps &&
@@ -40,6 +41,8 @@ constexpr Named<Arch> kArchs[] = {
     {Arch::Sm100, "sm_100"}, {Arch::Sm120, "sm_120"}};
 constexpr Named<Family> kFamilyNames[] = {{Family::Sm80, "sm80"},
                                           {Family::Sm90, "sm90"}};
+constexpr Named<Direction> kDirections[] = {{Direction::Forward, "forward"},
+                                            {Direction::Backward, "backward"}};
 
 template <typename E, size_t N>
 std::string_view nameOf(const Named<E> (&table)[N], E v) {
@@ -72,6 +75,15 @@ std::optional<Family> parseFamily(std::string_view s) {
   return parse(kFamilyNames, s);
 }
 std::string familyChoices() { return choices(kFamilyNames); }
+std::string_view toString(Direction d) { return nameOf(kDirections, d); }
+std::optional<Direction> parseDirection(std::string_view s) {
+  if (s == "fwd")
+    return Direction::Forward;
+  if (s == "bwd")
+    return Direction::Backward;
+  return parse(kDirections, s);
+}
+std::string directionChoices() { return choices(kDirections); }
 std::optional<DType> parseDType(std::string_view s) {
   if (s == "f16" || s == "half" || s == "float16")
     return DType::F16;
@@ -180,6 +192,19 @@ Status validate(const AttentionSpec &spec) {
   if (spec.pagedKV && !spec.keyLengths)
     return Status::error("paged_kv needs key_lengths (a paged cache's keys "
                          "are its per-sequence cache lengths)");
+  if (spec.direction == Direction::Forward &&
+      (spec.deterministic || spec.biasGrad))
+    return Status::error("deterministic and bias_grad are facts of backward "
+                         "kernels; the spec's direction is forward");
+  if (spec.direction == Direction::Backward && (spec.pagedKV || spec.splitKV))
+    return Status::error("paged_kv and split_kv are facts of forward (decode) "
+                         "kernels; the spec's direction is backward");
+  if (spec.direction == Direction::Backward && !spec.writeLse)
+    return Status::error("a backward spec reads the forward's LSE: lse must "
+                         "be on");
+  if (spec.biasGrad && spec.bias != BiasMode::Tensor)
+    return Status::error("bias_grad needs bias = tensor, got bias = " +
+                         std::string(toString(spec.bias)));
   return Status::ok();
 }
 
@@ -189,6 +214,10 @@ Status validate(const TileConfig &c, const AttentionSpec &spec, Arch arch) {
   auto family = familyOf(c.family);
   if (!family)
     return family.status();
+  if (spec.direction == Direction::Backward && !(*family)->buildsBackward())
+    return Status::error("the " + std::string(toString(c.family)) +
+                         " family builds no backward kernels (families "
+                         "that do: sm80)");
   if (Status s = (*family)->supports(spec, arch); !s)
     return s;
   return (*family)->validate(c, spec, arch);
@@ -205,17 +234,23 @@ std::optional<TileLimit> exceededLimit(const TileConfig &c,
 // ------------------------------------------------------------------
 std::string canonicalText(const AttentionSpec &s) {
   std::ostringstream os;
-  os << "kind=fwd;dtype=" << toString(s.dtype) << ";head_dim_qk=" << s.headDimQK
+  const bool backward = s.direction == Direction::Backward;
+  os << "kind=" << (backward ? "bwd" : "fwd") << ";dtype=" << toString(s.dtype) << ";head_dim_qk=" << s.headDimQK
      << ";head_dim_v=" << s.headDimV << ";mask=" << toString(s.mask)
      << ";gqa_group=" << s.gqaGroup << ";lse=" << (s.writeLse ? 1 : 0)
      << ";align=" << s.globalAlignElems << ";bias=" << toString(s.bias)
      << ";softcap=" << (s.softcap ? 1 : 0) << ";varlen=" << (s.varlen ? 1 : 0)
      << ";key_lengths=" << (s.keyLengths ? 1 : 0);
-  // Decode features appear only when on: older keys stay valid.
+  // Fields added after the first keys appear only when they apply, so that
+  // older keys stay valid: the decode features when on, the backward's
+  // fields in backward texts.
   if (s.pagedKV)
     os << ";paged_kv=1";
   if (s.splitKV)
     os << ";split_kv=1";
+  if (backward)
+    os << ";deterministic=" << (s.deterministic ? 1 : 0)
+       << ";bias_grad=" << (s.biasGrad ? 1 : 0);
   return os.str();
 }
 
@@ -234,14 +269,16 @@ std::string kernelName(const AttentionSpec &s, const TileConfig &c, Arch arch) {
   std::string archName(toString(arch));
   archName.erase(std::remove(archName.begin(), archName.end(), '_'),
                  archName.end());
-  os << "fwd_" << toString(s.dtype) << "_hqk" << s.headDimQK << "_hv"
+  const bool backward = s.direction == Direction::Backward;
+  os << (backward ? "bwd_" : "fwd_") << toString(s.dtype) << "_hqk" << s.headDimQK << "_hv"
      << s.headDimV << "_" << toString(s.mask) << "_g" << s.gqaGroup
      << (s.writeLse ? "_lse" : "") << "_a" << s.globalAlignElems;
   if (s.bias != BiasMode::None)
     os << "_" << toString(s.bias);
   os << (s.softcap ? "_softcap" : "") << (s.varlen ? "_varlen" : "")
      << (s.keyLengths ? "_klen" : "") << (s.pagedKV ? "_paged" : "")
-     << (s.splitKV ? "_split" : "") << "_bm" << c.blockM << "_bn" << c.blockN
+     << (s.splitKV ? "_split" : "") << (s.deterministic ? "_det" : "")
+     << (s.biasGrad ? "_dbias" : "") << "_bm" << c.blockM << "_bn" << c.blockN
      << "_w" << c.warps << "_s" << c.stages << (c.packGqa ? "_pg" : "")
      << (c.quick ? "_quick" : "");
   // sm80 names carry no family tag (they predate families).

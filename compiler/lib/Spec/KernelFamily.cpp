@@ -43,7 +43,8 @@ Expected<const KernelFamily *> familyOf(Family id) {
 
 Family preferredFamily(const AttentionSpec &spec, Arch arch) {
   const KernelFamily *sm90 = findFamily(Family::Sm90);
-  if (sm90 && sm90->supports(spec, arch))
+  if (sm90 && sm90->supports(spec, arch) &&
+      (spec.direction == Direction::Forward || sm90->buildsBackward()))
     return Family::Sm90;
   return Family::Sm80;
 }

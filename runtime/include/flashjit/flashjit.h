@@ -175,10 +175,15 @@ typedef struct flashjit_forward_args {
    *  rounding only. */
   int32_t num_splits;
   int32_t reserved_decode; /**< 0 */
-  /** Scratch for split partials, at least
-   *  flashjit_decode_workspace_bytes(), 16-byte aligned; NULL: the runtime
-   *  keeps one per stream (growing it synchronises the stream, which
-   *  CUDA-graph capture refuses: pass one there). */
+
+  /* ---- scratch (API version 3), forward and backward ---- */
+  /** Device scratch of this call's kernels (a split forward's partials,
+   *  the backward's arrays): workspace_bytes of it, at least what
+   *  flashjit_forward_workspace_bytes() (0 for a forward that does not
+   *  split) or flashjit_backward_workspace_bytes() report, 16-byte aligned,
+   *  used by the call's kernels only. NULL (init): the runtime keeps one
+   *  per stream (growing it synchronises the stream, which CUDA-graph
+   *  capture refuses: pass one there). */
   void *workspace;
   uint64_t workspace_bytes;
 } flashjit_forward_args;
@@ -192,6 +197,48 @@ typedef struct flashjit_forward_args {
  *  another flashjit.h. */
 flashjit_status flashjit_forward_args_init(flashjit_forward_args *args,
                                            uint64_t struct_size);
+
+/** One backward call: the gradients dq, dk, dv of sum(O * dO) for the
+ *  forward call `forward` (its q, k, v, mask, scale, bias, softcap, varlen
+ *  and key lengths; its o and lse, the forward's outputs, are read and lse
+ *  is required). dout is like o, dq like q, dk like k, dv like v, each with
+ *  its own {batch, head, row} strides (last dimension contiguous; under
+ *  varlen packed like their tensors, batch strides ignored). dk and dv of
+ *  a K/V head sum its GQA group's query heads; key padding rows (past
+ *  key_lengths) get zero gradients. forward's tile override fields (block_m,
+ *  block_n, warps, stages) override the backward's tiles; pack_gqa and
+ *  full_kernel do not apply; forward.workspace / workspace_bytes are the
+ *  backward's scratch; the decode fields (block_table, new_keys,
+ *  num_splits above 1) are refused: the backward takes contiguous K/V.
+ *  The sm80 kernels run on every arch (sm_90a too: no Hopper backward
+ *  yet). New in API version 3. Call flashjit_backward_args_init first. */
+typedef struct flashjit_backward_args {
+  /** sizeof(flashjit_backward_args) in the caller's header; set by init. */
+  uint64_t struct_size;
+  /** Initialised by flashjit_backward_args_init as by
+   *  flashjit_forward_args_init. */
+  flashjit_forward_args forward;
+  const void *dout;
+  void *dq, *dk, *dv;
+  int64_t dout_strides[3], dq_strides[3], dk_strides[3], dv_strides[3];
+  /** 1: dq accumulated without float atomics, the same bits on every run;
+   *  0 (init): atomics, faster. */
+  int32_t deterministic;
+  /** 1: also write dbias, the gradient of a full [batch, heads_q, seqlen_q,
+   *  seqlen_k] bias tensor (forward.bias_mode FLASHJIT_BIAS_TENSOR,
+   *  bias_batch = batch, bias_heads = heads_q), dtype of q, dbias_strides
+   *  {batch, head, row}, columns contiguous; pairs that no query reaches
+   *  are 0. 0 (init): no dbias. */
+  int32_t bias_grad;
+  void *dbias;
+  int64_t dbias_strides[3];
+} flashjit_backward_args;
+
+/** Sets struct_size (and forward's as flashjit_forward_args_init does),
+ *  zeroes the rest; a `struct_size` other than this library's fails as for
+ *  flashjit_forward_args_init. */
+flashjit_status flashjit_backward_args_init(flashjit_backward_args *args,
+                                            uint64_t struct_size);
 
 /** How a runtime compiles and caches; flashjit_runtime_options_init sets
  *  the defaults that flashjit_runtime_create uses. Flags are 0 or 1. */
@@ -236,6 +283,18 @@ flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
                                            const flashjit_forward_args *args,
                                            void *stream);
 
+/** Launches the attention backward on `stream` (three kernels: D =
+ *  rowsum(dO * O), dK/dV/dQ, dQ conversion). Compiles on first use of a
+ *  specialisation. */
+flashjit_status flashjit_attention_backward(flashjit_runtime *rt,
+                                            const flashjit_backward_args *args,
+                                            void *stream);
+/** The workspace bytes (forward.workspace) a backward call with `args`
+ *  needs on this runtime. Checks `args` as flashjit_attention_backward
+ *  does, reading nothing through the pointers; compiles nothing. */
+flashjit_status flashjit_backward_workspace_bytes(
+    flashjit_runtime *rt, const flashjit_backward_args *args, uint64_t *bytes);
+
 /** Compiles (or fetches from the memory or disk cache) and loads the full
  *  kernel that flashjit_attention_forward would launch for `args` on this
  *  runtime, without launching anything: the forward calls that follow, for
@@ -249,10 +308,11 @@ flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
 flashjit_status flashjit_prepare(flashjit_runtime *rt,
                                  const flashjit_forward_args *args);
 
-/** The split-KV workspace (bytes) a forward call with `args` needs on this
- *  runtime: 0 when it does not split. Checks `args` as flashjit_prepare
- *  does; compiles nothing. For callers that pass `workspace`. */
-flashjit_status flashjit_decode_workspace_bytes(
+/** The workspace bytes (the split-KV partials) a forward call with `args`
+ *  needs on this runtime: 0 when it does not split. Checks `args` as
+ *  flashjit_prepare does; compiles nothing. For callers that pass
+ *  `workspace`. */
+flashjit_status flashjit_forward_workspace_bytes(
     flashjit_runtime *rt, const flashjit_forward_args *args, uint64_t *bytes);
 
 /** Waits until the full kernels compiling behind quick forms (quick_first)

@@ -47,3 +47,18 @@ flashjit.attention_fwd @k arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", 
 
 // expected-error @+1 {{pack_gqa needs a GQA group > 1 (heads_q / heads_kv), got 1}}
 flashjit.attention_fwd @k arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 8> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 8, stages = 2, pack_gqa = true>
+
+// -----
+
+// expected-error @+1 {{a backward spec reads the forward's LSE: lse must be on}}
+flashjit.attention_fwd @k arch = "sm_80" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = false, align = 8, direction = "backward">
+
+// -----
+
+// expected-error @+1 {{deterministic and bias_grad are facts of backward kernels}}
+flashjit.attention_fwd @k arch = "sm_80" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 8, deterministic = true>
+
+// -----
+
+// expected-error @+1 {{direction must be one of forward|backward, got 'sideways'}}
+flashjit.attention_fwd @k arch = "sm_80" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 8, direction = "sideways">

@@ -41,12 +41,18 @@ enum class Arch { Sm80, Sm86, Sm87, Sm89, Sm90, Sm90a, Sm100, Sm120 };
 /// later GPU. sm90: FlashAttention-3 (TMA, wgmma, warp specialisation),
 /// sm_90a only.
 enum class Family { Sm80, Sm90 };
+/// What a kernel computes: the forward pass (O and LSE from Q, K, V), or the
+/// backward pass (dQ, dK, dV from Q, K, V, O, dO and the forward's LSE: a
+/// module of several kernels, see kernels/include/flashjit/kernels/
+/// Backward.h).
+enum class Direction { Forward, Backward };
 
 /// Accepted head dimension range (both Q/K and V).
 inline constexpr int kMinHeadDim = 1;
 inline constexpr int kMaxHeadDim = 256;
 
-/// Compile-time facts of one attention forward kernel.
+/// Compile-time facts of one attention kernel (forward, or the backward's
+/// kernels).
 struct AttentionSpec {
   DType dtype = DType::BF16;
   int headDimQK = 128;
@@ -54,7 +60,8 @@ struct AttentionSpec {
   MaskMode mask = MaskMode::None;
   /// heads_q / heads_kv (1 = MHA, heads_q = MQA).
   int gqaGroup = 1;
-  /// Write the float32 log-sum-exp of each query row.
+  /// Write the float32 log-sum-exp of each query row (the backward reads
+  /// it: always true there).
   bool writeLse = true;
   /// Elements by which every global row start (pointers and row, head and
   /// batch strides) is known to be aligned: 1, 2, 4 or 8. Wider lets the
@@ -79,6 +86,13 @@ struct AttentionSpec {
   /// writing a float32 partial O and LSE; a combine kernel in the same
   /// module merges them into O and LSE.
   bool splitKV = false;
+  Direction direction = Direction::Forward;
+  /// Backward: dQ accumulated without float atomics (per-split partial sums
+  /// added in a fixed order), the same bits on every run.
+  bool deterministic = false;
+  /// Backward with a bias tensor: also write dBias (a full
+  /// [batch, heads_q, seqlen_q, seqlen_k] tensor).
+  bool biasGrad = false;
 
   bool operator==(const AttentionSpec &o) const;
   bool operator!=(const AttentionSpec &o) const { return !(*this == o); }
@@ -124,17 +138,20 @@ std::string_view toString(MaskMode m);
 std::string_view toString(BiasMode b);
 std::string_view toString(Arch a);
 std::string_view toString(Family f);
+std::string_view toString(Direction d);
 std::optional<DType> parseDType(std::string_view s);
 std::optional<MaskMode> parseMaskMode(std::string_view s);
 std::optional<BiasMode> parseBiasMode(std::string_view s);
 std::optional<Arch> parseArch(std::string_view s);
 std::optional<Family> parseFamily(std::string_view s);
+std::optional<Direction> parseDirection(std::string_view s);
 /// Accepted spellings, for error messages and --help ("fp16|bf16").
 std::string dtypeChoices();
 std::string maskChoices();
 std::string biasChoices();
 std::string archChoices();
 std::string familyChoices();
+std::string directionChoices();
 
 int elementBytes(DType d);
 /// Compute capability as an integer (80, 86, 87, 89, 90, 100, 120); sm_90a
@@ -179,7 +196,8 @@ std::string canonicalText(const AttentionSpec &spec);
 std::string canonicalText(const TileConfig &config);
 /// Readable identifier of a specialisation, usable as a kernel symbol and a
 /// directory name: fwd_bf16_hqk80_hv80_causal_g1_lse_a8_bm128_bn64_w4_s2_sm90a
-/// (features off by default appear only when on: _alibi, _softcap, ...).
+/// (features off by default appear only when on: _alibi, _softcap, ...);
+/// backward specs start with bwd_ (and add _det, _dbias).
 std::string kernelName(const AttentionSpec &spec, const TileConfig &config,
                        Arch arch);
 

@@ -80,6 +80,9 @@ public:
   /// bitwise-identical kernel that compiles sooner, the runtime's first
   /// tier on a cold miss.
   virtual bool hasQuickForm() const { return false; }
+  /// Whether it builds backward specs (AttentionSpec::direction): their
+  /// kernels, defaults, checks and launch facts (of the main kernel).
+  virtual bool buildsBackward() const { return false; }
   /// Builds the kernel `name` at the end of `gpuModule` (a gpu.module op),
   /// its parameters ForwardKernelArgs followed by the tensor maps of
   /// launchFacts(). `config` is validated.
@@ -96,7 +99,8 @@ const KernelFamily *findFamily(Family id);
 Expected<const KernelFamily *> familyOf(Family id);
 
 /// THE one place that chooses a family when the caller names none: sm90 on
-/// sm_90a where it supports the spec, sm80 everywhere else.
+/// sm_90a where it supports the spec (and, for a backward spec, builds
+/// backward kernels), sm80 everywhere else.
 Family preferredFamily(const AttentionSpec &spec, Arch arch);
 /// The default tile config of preferredFamily(spec, arch), or of `family`.
 TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch);

@@ -42,6 +42,8 @@ struct SpecFields {
   int64_t align;
   StringRef bias;
   bool softcap, varlen, keyLengths, pagedKV, splitKV;
+  StringRef direction;
+  bool deterministic, biasGrad;
 };
 
 std::string_view view(StringRef s) { return {s.data(), s.size()}; }
@@ -72,6 +74,13 @@ Expected<AttentionSpec> toSpec(const SpecFields &f) {
   if (!b)
     return Status::error("bias must be one of " + biasChoices() + ", got '" +
                          f.bias.str() + "'");
+  auto dir = parseDirection(view(f.direction));
+  if (!dir)
+    return Status::error("direction must be one of " + directionChoices() +
+                         ", got '" + f.direction.str() + "'");
+  spec.direction = *dir;
+  spec.deterministic = f.deterministic;
+  spec.biasGrad = f.biasGrad;
   for (auto [name, value] : {std::pair{"head_dim_qk", f.headDimQK},
                              std::pair{"head_dim_v", f.headDimV},
                              std::pair{"gqa_group", f.gqaGroup},
@@ -102,9 +111,12 @@ LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                int64_t headDimV, StringRef mask,
                                int64_t gqaGroup, bool lse, int64_t align,
                                StringRef bias, bool softcap, bool varlen,
-                               bool keyLengths, bool pagedKV, bool splitKV) {
+                               bool keyLengths, bool pagedKV, bool splitKV,
+                               StringRef direction, bool deterministic,
+                               bool biasGrad) {
   auto spec = toSpec({dtype, headDimQK, headDimV, mask, gqaGroup, lse, align,
-                      bias, softcap, varlen, keyLengths, pagedKV, splitKV});
+                      bias, softcap, varlen, keyLengths, pagedKV, splitKV,
+                      direction, deterministic, biasGrad});
   if (!spec)
     return emitError() << spec.message();
   return success();
@@ -132,7 +144,8 @@ AttentionSpec AttentionFwdOp::getAttentionSpec() {
   return *toSpec({a.getDtype(), a.getHeadDimQk(), a.getHeadDimV(), a.getMask(),
                   a.getGqaGroup(), a.getLse(), a.getAlign(), a.getBias(),
                   a.getSoftcap(), a.getVarlen(), a.getKeyLengths(),
-                  a.getPagedKv(), a.getSplitKv()});
+                  a.getPagedKv(), a.getSplitKv(), a.getDirection(),
+                  a.getDeterministic(), a.getBiasGrad()});
 }
 
 LogicalResult AttentionFwdOp::verify() {
@@ -152,7 +165,9 @@ SpecAttr toAttr(MLIRContext *ctx, const AttentionSpec &s) {
   return SpecAttr::get(ctx, str(toString(s.dtype)), s.headDimQK, s.headDimV,
                        str(toString(s.mask)), s.gqaGroup, s.writeLse,
                        s.globalAlignElems, str(toString(s.bias)), s.softcap,
-                       s.varlen, s.keyLengths, s.pagedKV, s.splitKV);
+                       s.varlen, s.keyLengths, s.pagedKV, s.splitKV,
+                       str(toString(s.direction)), s.deterministic,
+                       s.biasGrad);
 }
 TileConfigAttr toAttr(MLIRContext *ctx, const TileConfig &c) {
   std::string_view family = toString(c.family);

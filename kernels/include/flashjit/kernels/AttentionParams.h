@@ -263,7 +263,7 @@ struct AttentionParams {
     return biasOffset(batch - 1, headsQ - 1, seqlenQ - 1, seqlenK - 1) + 1;
   }
 
-private:
+protected: // BackwardParams addresses its gradients the same way
   int64_t rowsQ() const { return varlen ? varlen->totalQ : seqlenQ; }
   int64_t rowsK() const { return varlen ? varlen->totalK : seqlenK; }
   int64_t rowOffset(const Strides &s, int64_t b, int64_t h, int64_t r,

@@ -18,6 +18,8 @@
 #define FLASHJIT_RUNTIME_RUNTIME_H
 
 #include "flashjit/kernels/AttentionParams.h"
+#include "flashjit/kernels/Backward.h"
+#include "flashjit/kernels/BackwardParams.h"
 #include "flashjit/kernels/Decode.h"
 #include "flashjit/kernels/Forward.h"
 #include "flashjit/runtime/Device.h"
@@ -79,11 +81,15 @@ struct ForwardProblem : AttentionParams {
   /// and takes 1 for others; 1: no split; n: n splits (at most kMaxSplits,
   /// and batch x n at most 65535). Results differ only by float32 rounding.
   int numSplits = 0;
-  /// Scratch for the partials of a split launch, ForwardPlan::workspaceBytes
-  /// of it (Runtime::decodeWorkspaceBytes), 16-byte aligned, used by the
-  /// launch only. Null: the runtime keeps one per stream, grown as needed
-  /// (growing synchronises the stream, which a CUDA-graph capture refuses:
-  /// pass one there).
+
+  // ---- scratch (both directions) -----------------------------------------
+  /// Device scratch of the call's kernels, used by its launch only: a split
+  /// forward's float32 partials, the backward's float32 row arrays and dQ
+  /// sums. At least Runtime::forwardWorkspaceBytes (0 for a forward that
+  /// does not split) or Runtime::backwardWorkspaceBytes bytes, 16-byte
+  /// aligned; workspaceBytes is its size, checked against the need. Null:
+  /// the runtime keeps one per stream, grown as needed (growing synchronises
+  /// the stream, which a CUDA-graph capture refuses: pass one there).
   void *workspace = nullptr;
   size_t workspaceBytes = 0;
 
@@ -135,11 +141,14 @@ struct ForwardPlan {
   DecodeKernelArgs decode{};
   /// Splits of every row block (grid[2] is batch x numSplits); 1: none.
   int numSplits = 1;
-  /// The split partials (PartialLayout): bytes of workspace and where
-  /// their LSE starts; the caller's workspace, or null for the runtime's.
+  /// The workspace this call needs (bytes; 0: none) and the caller's
+  /// (ForwardProblem::workspace), or null for the runtime's own: a split
+  /// forward's partials (PartialLayout), or the backward's arrays
+  /// (BackwardPlan::workspaceLayout).
   size_t workspaceBytes = 0;
-  size_t partialLseOffset = 0;
   void *workspace = nullptr;
+  /// Where the split partials' LSE starts in the workspace (bytes).
+  size_t partialLseOffset = 0;
   /// The combine kernel (splits > 1): args (partials filled in at launch)
   /// and grid x.
   CombineKernelArgs combine{};
@@ -147,6 +156,56 @@ struct ForwardPlan {
   /// The append kernel (newKeys > 0): args and grid (x, batch).
   AppendKernelArgs append{};
   unsigned appendGrid[2] = {0, 0};
+};
+
+/// One backward call: its forward call (q, k, v; o the forward's output and
+/// lse its log-sum-exp, both required; the same mask, scale, bias, softcap,
+/// varlen and key lengths) plus dO and where the gradients go. dQ, dK, dV
+/// have the extents of Q, K, V and their own strides (last dimension
+/// contiguous); dK and dV of a K/V head sum its GQA group's query heads;
+/// key padding rows (past key lengths) get zero gradients.
+struct BackwardProblem : ForwardProblem {
+  const void *dO = nullptr;
+  void *dQ = nullptr, *dK = nullptr, *dV = nullptr;
+  Strides dOStrides, dQStrides, dKStrides, dVStrides;
+  /// dQ summed without float atomics: the same bits on every run.
+  bool deterministic = false;
+  /// With a full [batch, heads_q, seqlen_q, seqlen_k] bias tensor: also
+  /// write dBias (dtype of Q, element (b, h, i, j) at b * batch + h * head
+  /// + i * row + j of dBiasStrides; under varlen too, positions within each
+  /// sequence as the bias's). Pairs no query of a sequence reaches are 0.
+  bool biasGrad = false;
+  void *dBias = nullptr;
+  Strides dBiasStrides;
+  // The workspace is ForwardProblem's (workspace, workspaceBytes).
+
+  /// The math problem (AttentionParams and the gradients' strides).
+  BackwardParams params() const;
+  /// Every stride dense BSHD, the gradients like their tensors, dBias
+  /// dense [batch, heads_q, seqlen_q, seqlen_k].
+  void setDenseBSHD();
+};
+
+/// validate(ForwardProblem) with the LSE required, plus dO and the
+/// gradients (validateBackwardParams).
+Status validate(const BackwardProblem &problem);
+/// The backward spec of a problem: specFor of its forward, direction
+/// backward, deterministic when asked.
+AttentionSpec specFor(const BackwardProblem &problem);
+
+/// A validated, specialised and compiled backward call: the main kernel's
+/// plan (`main`: spec, config, kernel, grid and ForwardKernelArgs) and the
+/// module's other two entries (Backward.h), launched in order by
+/// Runtime::launch. The workspace is main's (workspace, workspaceBytes): the
+/// launch fills in args.workspace, the caller's or the runtime's.
+struct BackwardPlan {
+  ForwardPlan main;
+  void *preprocess = nullptr; ///< CUfunction of <name>_pre
+  void *convert = nullptr;    ///< CUfunction of <name>_dq
+  unsigned auxGrid[3] = {1, 1, 1};
+  BackwardKernelArgs args{};
+  /// Where the backward's arrays lie in the workspace.
+  BackwardWorkspace workspaceLayout;
 };
 
 /// Where kernels came from, since this Runtime was created.
@@ -243,9 +302,21 @@ public:
                                     bool fullKernel = false);
   Status launch(const ForwardPlan &plan, void *stream = nullptr);
 
-  /// The workspace a split launch of `problem` needs (0 when it does not
-  /// split), from the same choices as planForward, without compiling.
-  Expected<size_t> decodeWorkspaceBytes(const ForwardProblem &problem);
+  /// The forward's workspace bytes (0 when it does not split: the
+  /// split-KV partials), from the same choices as planForward, without
+  /// compiling.
+  Expected<size_t> forwardWorkspaceBytes(const ForwardProblem &problem);
+  /// dQ, dK, dV of `problem` (the gradients of sum(O * dO)), launched on
+  /// `stream`. The sm80 family builds it on every arch (on sm_90a too: no
+  /// Hopper backward yet). Compiles on the first call for a specialisation.
+  Status attentionBackward(const BackwardProblem &problem,
+                           void *stream = nullptr);
+  /// The steps of attentionBackward (as planForward and launch).
+  Expected<BackwardPlan> planBackward(const BackwardProblem &problem);
+  Status launch(const BackwardPlan &plan, void *stream = nullptr);
+  /// The backward's workspace bytes (its float32 row arrays and dQ sums),
+  /// without compiling.
+  Expected<size_t> backwardWorkspaceBytes(const BackwardProblem &problem);
 
   // ---- tuning -----------------------------------------------------------------
   /// The tune database key of a problem on this GPU, driver and version.
@@ -285,11 +356,15 @@ private:
   explicit Runtime(std::unique_ptr<Impl> impl);
   friend class DeviceBuffer;
   Status free(void *ptr);
+  /// Validates `problem` and fills in the plan's spec, tile config, its
+  /// source, the split count, the grid and the workspace (nothing is
+  /// compiled).
+  Status choosePlan(const ForwardProblem &problem, ForwardPlan &plan);
+  /// The same for a backward call: all but the kernel and its entries.
+  Status chooseBackwardPlan(const BackwardProblem &problem,
+                            BackwardPlan &plan);
   /// `specKey`: the spec's packed in-memory key (Runtime.cpp). `allowQuick`:
   /// a cold miss may return the quick form (RuntimeOptions::quickFirst).
-  /// Validates `problem` and fills in the plan's spec, tile config, its
-  /// source, the split count and the grid (nothing is compiled).
-  Status choosePlan(const ForwardProblem &problem, ForwardPlan &plan);
   Expected<ModuleCache::Kernel> kernelFor(const AttentionSpec &spec,
                                           const TileConfig &config,
                                           const std::string &specKey,

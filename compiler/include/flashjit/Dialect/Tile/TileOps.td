@@ -5,12 +5,15 @@
 include "flashjit/Dialect/Tile/TileDialect.td"
 
 def Tile_AttentionFwdOp : Op<Tile_Dialect, "attention_fwd", [Symbol]> {
-  let summary = "A FlashAttention forward kernel at tile level";
+  let summary = "A FlashAttention kernel at tile level";
   let description = [{
     Describes one kernel: O = softmax(Q K^T * scale + mask) V with the online
     softmax over K/V tiles of `block_n` rows, `block_m` query rows per CTA,
     for the target `arch`. When `config` is absent, the
-    `flashjit-select-tile-config` pass fills in the arch's default.
+    `flashjit-select-tile-config` pass fills in the arch's default. A spec
+    with `direction = "backward"` describes the backward's kernels instead
+    (one module: D = rowsum(dO * O), dK/dV/dQ with `block_n` keys per CTA
+    and `block_m` query rows per step, the dQ conversion).
 
     ```mlir
     flashjit.attention_fwd @fwd_bf16_hqk80 arch = "sm_90a"

@@ -1,0 +1,540 @@
+//===- BackwardSm80.cpp - The backward kernels for sm_80 and newer --------===//
+//
+// Builds the three entries of a backward spec (Backward.h) on the forward's
+// shared pieces (ForwardKernel: arguments, sequence bounds, the masks' key
+// ranges, score mods; Emitter):
+//
+//   <name>_pre  per query row: D = rowsum(dO * O) and LSE * log2(e) (+inf
+//               for a row that saw no key, so that its P is 0), into the
+//               workspace; the row's dQ partial sums (and dBias rows) set
+//               to 0.
+//   <name>      per CTA block_n keys of one K/V head (K, V in shared
+//               memory, dK and dV accumulated there in float32); for every
+//               query head of the GQA group and every block of block_m
+//               queries that sees the keys (queryBlockRange):
+//                 S  = Q K^T, P = exp2(S' - LSE')     (S': the forward's
+//                      log2-domain scores: scale, softcap, bias; masked -> 0)
+//                 dP = dO V^T, dS = P * (dP - D)    (* 1 - tanh^2: softcap)
+//                 (dBias = dS, when asked, before the softcap's factor)
+//                 dV += P^T dO, dK += dS^T Q, dQ += dS K (float32 atomics
+//                 into the workspace, or, deterministic, plain adds into
+//                 this CTA's own partial sum)
+//               then dK * scale and dV stored, rounded, key padding as 0.
+//   <name>_dq   dQ = scale * (the partial sums in order), rounded.
+//
+// Correct before fast: every product is a float32 FMA loop over shared
+// memory, each element of a product owned by one thread (the forward's
+// mma.sync building blocks, Sm80Ops, are the next step).
+//
+//===----------------------------------------------------------------------===//
+#include "backward/sm80/BackwardSm80.h"
+#include "common/ForwardKernel.h"
+
+#include "flashjit/kernels/Backward.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
+#include <limits>
+
+using namespace mlir;
+
+namespace flashjit {
+namespace {
+
+/// BackwardKernelArgs, after ForwardKernelArgs, as IR values.
+struct BackwardArgs {
+  Value dO, dQ, dK, dV, dBias, ws;
+  Value dOBS, dOHS, dORS, dQBS, dQHS, dQRS, dKBS, dKHS, dKRS, dVBS, dVHS, dVRS;
+  Value dBiasBS, dBiasHS, dBiasRS;
+  Value wsRowBS, wsRowHS, wsLse, wsDSum, wsDq, wsDqSplit, wsDqRow;
+  Value dqSplits; ///< index
+  Value scale;    ///< f32
+
+  explicit BackwardArgs(ForwardKernel &fk) {
+    Emitter &e = fk.e;
+    dO = fk.extraArg(0), dQ = fk.extraArg(1), dK = fk.extraArg(2);
+    dV = fk.extraArg(3), dBias = fk.extraArg(4), ws = fk.extraArg(5);
+    auto stride = [&](int i) {
+      return e.toIndex(fk.extraArg(kBackwardPointerArgs + i));
+    };
+    dOBS = stride(0), dOHS = stride(1), dORS = stride(2);
+    dQBS = stride(3), dQHS = stride(4), dQRS = stride(5);
+    dKBS = stride(6), dKHS = stride(7), dKRS = stride(8);
+    dVBS = stride(9), dVHS = stride(10), dVRS = stride(11);
+    dBiasBS = stride(12), dBiasHS = stride(13), dBiasRS = stride(14);
+    wsRowBS = stride(15), wsRowHS = stride(16), wsLse = stride(17);
+    wsDSum = stride(18), wsDq = stride(19), wsDqSplit = stride(20);
+    wsDqRow = stride(21);
+    constexpr int kScalars = kBackwardPointerArgs + kBackwardStrideArgs;
+    dqSplits = e.toIndex(fk.extraArg(kScalars));
+    scale = fk.extraArg(kScalars + 1);
+  }
+};
+
+SmallVector<Type> backwardArgTypes(OpBuilder &b, const AttentionSpec &spec) {
+  Type elemTy = spec.dtype == DType::BF16 ? Type(b.getBF16Type())
+                                          : Type(b.getF16Type());
+  auto space = b.getI64IntegerAttr(kGlobalSpace);
+  Type gmem = MemRefType::get({kGlobalExtent}, elemTy, AffineMap(), space);
+  Type gmemF32 =
+      MemRefType::get({kGlobalExtent}, b.getF32Type(), AffineMap(), space);
+  SmallVector<Type> types(5, gmem); // dO, dQ, dK, dV, dBias
+  types.push_back(gmemF32);         // workspace
+  types.append(kBackwardStrideArgs, b.getI64Type());
+  types.append({b.getI32Type(), b.getF32Type()});
+  assert(types.size() == kBackwardArgCount);
+  return types;
+}
+
+/// One backward entry: its ForwardKernel (arguments, sequence), the
+/// backward's arguments and the thread index.
+struct Entry {
+  ForwardKernel fk;
+  Emitter &e;
+  BackwardArgs a;
+  Value tid;
+
+  Entry(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
+        const AttentionSpec &spec, const TileConfig &cfg, int threads)
+      : fk(builder, module, name, spec, cfg, threads,
+           backwardArgTypes(builder, spec)),
+        e(fk.e), a(fk) {
+    tid = gpu::ThreadIdOp::create(builder, fk.loc, gpu::Dimension::x);
+  }
+
+  /// An element of a global or shared memref, as f32.
+  Value loadF32(Emitter &x, Value mem, Value i) {
+    Value v = memref::LoadOp::create(x.b, x.loc, mem, ValueRange{i});
+    if (v.getType() == fk.f32)
+      return v;
+    return arith::ExtFOp::create(x.b, x.loc, fk.f32, v);
+  }
+  void store(Emitter &x, Value v, Value mem, Value i) {
+    Type elem = cast<MemRefType>(mem.getType()).getElementType();
+    if (elem != v.getType())
+      v = arith::TruncFOp::create(x.b, x.loc, elem, v);
+    memref::StoreOp::create(x.b, x.loc, v, mem, ValueRange{i});
+  }
+  /// sum over c in [0, n) of a[aBase + c * aStep] * b[bBase + c * bStep]
+  /// (f32, in order of c). A plain loop of constant trip count, which LLVM
+  /// may unroll (the products' inner loops: unrolled they issue several
+  /// loads per branch).
+  Value dot(Emitter &x, Value aMem, Value aBase, int aStep, Value bMem,
+            Value bBase, int bStep, int n) {
+    auto loop = scf::ForOp::create(
+        x.b, x.loc, x.idx(0), x.idx(n), x.idx(1), ValueRange{x.f32(0)},
+        [&](OpBuilder &lb, Location l, Value c, ValueRange acc) {
+          Emitter y{lb, l};
+          Value av = loadF32(y, aMem, y.add(aBase, y.mul(c, y.idx(aStep))));
+          Value bv = loadF32(y, bMem, y.add(bBase, y.mul(c, y.idx(bStep))));
+          scf::YieldOp::create(lb, l, ValueRange{y.fma(av, bv, acc[0])});
+        });
+    return loop.getResult(0);
+  }
+  /// for (i = tid; i < count; i += threads) body(i).
+  void forEach(Emitter &x, Value count, int threads,
+               function_ref<void(Emitter &, Value)> body) {
+    x.runtimeLoop(tid, count, threads, body);
+  }
+  /// Workspace row of query `query` (of this sequence) of head `head`.
+  Value wsRow(Emitter &x, Value head, Value query) {
+    return x.add(x.add(x.mul(fk.batch, a.wsRowBS), x.mul(head, a.wsRowHS)),
+                 x.add(fk.startQ, query));
+  }
+  /// Element offset of row `query` of head `head` of a query-shaped tensor.
+  Value queryRow(Emitter &x, Value bs, Value hs, Value rs, Value head,
+                 Value query) {
+    return x.add(x.add(x.mul(fk.batch, bs), x.mul(head, hs)),
+                 x.mul(x.add(fk.startQ, query), rs));
+  }
+  Value keyRow(Emitter &x, Value bs, Value hs, Value rs, Value head,
+               Value key) {
+    return x.add(x.add(x.mul(fk.batch, bs), x.mul(head, hs)),
+                 x.mul(x.add(fk.startK, key), rs));
+  }
+  /// dQ partial sum `split`'s element (head, query, col).
+  Value dqIndex(Emitter &x, Value split, Value head, Value query, Value col) {
+    return x.add(x.add(a.wsDq, x.mul(split, a.wsDqSplit)),
+                 x.add(x.mul(wsRow(x, head, query), a.wsDqRow), col));
+  }
+  /// dBias element (head, query, key): positions within the sequence, as
+  /// the bias tensor's.
+  Value dBiasIndex(Emitter &x, Value head, Value query, Value key) {
+    return x.add(x.add(x.add(x.mul(fk.batch, a.dBiasBS),
+                             x.mul(head, a.dBiasHS)),
+                       x.mul(query, a.dBiasRS)),
+                 key);
+  }
+  void finish() { gpu::ReturnOp::create(fk.builder, fk.loc); }
+};
+
+/// The aux entries' CTA: rows [x * kBackwardAuxRows, ...) of query head y
+/// of batch z.
+struct AuxCta {
+  Value head, firstRow;
+  Value seqQMax, seqKMax; ///< the arguments (the largest under varlen)
+};
+AuxCta locateAux(Entry &k) {
+  OpBuilder &b = k.fk.builder;
+  Location loc = k.fk.loc;
+  Value x = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+  Value y = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+  k.fk.batch = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  Value seqQMax = k.fk.seqQ, seqKMax = k.e.toIndex(k.fk.seqKArg);
+  k.fk.locateSequence();
+  return {y, k.e.mul(x, k.e.idx(kBackwardAuxRows)), seqQMax, seqKMax};
+}
+
+void buildPreprocess(OpBuilder &builder, gpu::GPUModuleOp module,
+                     StringRef name, const AttentionSpec &spec,
+                     const TileConfig &cfg) {
+  Entry k(builder, module, name, spec, cfg, kBackwardAuxThreads);
+  ForwardKernel &fk = k.fk;
+  Emitter &e = k.e;
+  AuxCta cta = locateAux(k);
+  const int dqk = spec.headDimQK, dv = spec.headDimV;
+  k.forEach(e, e.idx(kBackwardAuxRows), kBackwardAuxThreads,
+            [&](Emitter &x, Value r) {
+              Value i = x.add(cta.firstRow, r);
+              x.ifThen(x.lt(i, fk.seqQ), [&] {
+                Value oBase = k.queryRow(x, fk.oBS, fk.oHS, fk.oRS, cta.head, i);
+                Value dOBase =
+                    k.queryRow(x, k.a.dOBS, k.a.dOHS, k.a.dORS, cta.head, i);
+                Value d = k.dot(x, fk.o, oBase, 1, k.a.dO, dOBase, 1, dv);
+                Value row = k.wsRow(x, cta.head, i);
+                k.store(x, d, k.a.ws, x.add(k.a.wsDSum, row));
+                Value lseIdx =
+                    x.add(x.add(x.mul(fk.batch, fk.lseBS),
+                                x.mul(cta.head, fk.lseHS)),
+                          x.add(fk.startQ, i));
+                Value lse = k.loadF32(x, fk.lse, lseIdx);
+                // The forward writes -inf for a row that saw no key: +inf
+                // makes every P of it exp2(-inf) = 0.
+                Value empty = x.feq(
+                    lse, x.f32(-std::numeric_limits<float>::infinity()));
+                Value lseLog2 =
+                    x.select(empty, x.f32(std::numeric_limits<float>::infinity()),
+                             x.fmul(lse, x.f32(kLog2e)));
+                k.store(x, lseLog2, k.a.ws, x.add(k.a.wsLse, row));
+              });
+            });
+  // The rows' dQ partial sums start at 0.
+  e.runtimeLoop(e.idx(0), k.a.dqSplits, 1, [&](Emitter &x, Value split) {
+    k.forEach(x, x.idx(kBackwardAuxRows * dqk), kBackwardAuxThreads,
+              [&](Emitter &y, Value el) {
+                Value i = y.add(cta.firstRow, y.div(el, dqk));
+                y.ifThen(y.lt(i, fk.seqQ), [&] {
+                  k.store(y, y.f32(0), k.a.ws,
+                          k.dqIndex(y, split, cta.head, i, y.rem(el, dqk)));
+                });
+              });
+  });
+  // dBias starts at 0 everywhere (every row and key of the largest
+  // sequence): the main kernel writes only the pairs its row blocks visit.
+  if (spec.biasGrad)
+    e.runtimeLoop(e.idx(0), e.idx(kBackwardAuxRows), 1, [&](Emitter &x, Value r) {
+      Value i = x.add(cta.firstRow, r);
+      x.ifThen(x.lt(i, cta.seqQMax), [&] {
+        k.forEach(x, cta.seqKMax, kBackwardAuxThreads, [&](Emitter &y, Value j) {
+          k.store(y, y.f32(0), k.a.dBias, k.dBiasIndex(y, cta.head, i, j));
+        });
+      });
+    });
+  k.finish();
+}
+
+void buildConvert(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
+                  const AttentionSpec &spec, const TileConfig &cfg) {
+  Entry k(builder, module, name, spec, cfg, kBackwardAuxThreads);
+  ForwardKernel &fk = k.fk;
+  Emitter &e = k.e;
+  AuxCta cta = locateAux(k);
+  const int dqk = spec.headDimQK;
+  k.forEach(e, e.idx(kBackwardAuxRows * dqk), kBackwardAuxThreads,
+            [&](Emitter &x, Value el) {
+              Value i = x.add(cta.firstRow, x.div(el, dqk));
+              Value col = x.rem(el, dqk);
+              x.ifThen(x.lt(i, fk.seqQ), [&] {
+                // The partial sums in split order: the same bits every run.
+                Value sum = x.runtimeLoop(
+                    x.idx(0), k.a.dqSplits, 1, ValueRange{x.f32(0)},
+                    [&](Emitter &y, Value split,
+                        ValueRange acc) -> SmallVector<Value> {
+                      Value part = k.loadF32(
+                          y, k.a.ws, k.dqIndex(y, split, cta.head, i, col));
+                      return {y.fadd(acc[0], part)};
+                    })[0];
+                Value at = x.add(
+                    k.queryRow(x, k.a.dQBS, k.a.dQHS, k.a.dQRS, cta.head, i),
+                    col);
+                k.store(x, x.fmul(sum, k.a.scale), k.a.dQ, at);
+              });
+            });
+  k.finish();
+}
+
+void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
+               const AttentionSpec &spec, const TileConfig &cfg) {
+  const BackwardLayout L = backwardLayoutSm80(spec, cfg);
+  const int T = L.threads;
+  Entry k(builder, module, name, spec, cfg, T);
+  ForwardKernel &fk = k.fk;
+  BackwardArgs &a = k.a;
+  Emitter &e = k.e;
+  Location loc = fk.loc;
+  MLIRContext *ctx = builder.getContext();
+  const int bm = cfg.blockM, bn = cfg.blockN;
+  const int dqk = spec.headDimQK, dv = spec.headDimV;
+  const int gqa = spec.gqaGroup;
+
+  Value xBlock = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::x);
+  Value xCount = gpu::GridDimOp::create(builder, loc, gpu::Dimension::x);
+  fk.kvHead = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::y);
+  fk.batch = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::z);
+  fk.locateSequence();
+  // The sequence's key rows, key padding included (dK and dV write all of
+  // them): seqK before key lengths shorten it.
+  Value keyRows = e.toIndex(fk.seqKArg);
+  if (spec.varlen)
+    keyRows = e.sub(e.toIndex(memref::LoadOp::create(
+                        builder, loc, fk.cuSeqlensK,
+                        ValueRange{e.add(fk.batch, e.idx(1))})),
+                    fk.startK);
+  fk.diag = e.sub(fk.seqK, fk.seqQ);
+  fk.prepareScoreMods(/*mTiles=*/0);
+  // The deterministic mode's CTA x adds into partial sum x alone.
+  Value split = spec.deterministic ? xBlock : e.idx(0);
+
+  // ---- shared memory
+  auto smemSpace = gpu::AddressSpaceAttr::get(
+      ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
+  auto dynSmem = gpu::DynamicSharedMemoryOp::create(
+      builder, loc,
+      MemRefType::get({ShapedType::kDynamic}, builder.getI8Type(), AffineMap(),
+                      smemSpace));
+  auto view = [&](Type elem, int64_t count, int offsetBytes) -> Value {
+    auto type = MemRefType::get({count}, elem, AffineMap(), smemSpace);
+    return memref::ViewOp::create(builder, loc, type, dynSmem,
+                                  e.idx(offsetBytes), ValueRange{});
+  };
+  Type elemTy = fk.elemTy, f32 = fk.f32;
+  Value kS = view(elemTy, bn * dqk, L.kOffset);
+  Value vS = view(elemTy, bn * dv, L.vOffset);
+  Value qS = view(elemTy, bm * dqk, L.qOffset);
+  Value dOS = view(elemTy, bm * dv, L.dOOffset);
+  Value dKS = view(f32, bn * dqk, L.dKOffset);
+  Value dVS = view(f32, bn * dv, L.dVOffset);
+  Value pS = view(f32, bm * bn, L.pOffset);
+  Value dSS = view(f32, bm * bn, L.dSOffset);
+  Value lseS = view(f32, bm, L.lseOffset);
+  Value dSumS = view(f32, bm, L.dSumOffset);
+  auto barrier = [&](Emitter &x) { gpu::BarrierOp::create(x.b, x.loc); };
+
+  // Rows [first, first + rows) x `dim` columns of a global tensor into a
+  // dense shared tile; rows at or past `limit` as 0.
+  auto loadTile = [&](Emitter &x, Value src, function_ref<Value(Emitter &, Value)> rowBase,
+                      Value first, Value limit, int rows, int dim, Value dst) {
+    k.forEach(x, x.idx(rows * dim), T, [&](Emitter &y, Value el) {
+      Value row = y.add(first, y.div(el, dim));
+      Value col = y.rem(el, dim);
+      auto ifOp = scf::IfOp::create(
+          y.b, y.loc, y.lt(row, limit),
+          [&](OpBuilder &tb, Location l) {
+            Emitter t{tb, l};
+            Value v = memref::LoadOp::create(
+                tb, l, src, ValueRange{t.add(rowBase(t, row), col)});
+            scf::YieldOp::create(tb, l, v);
+          },
+          [&](OpBuilder &eb, Location l) {
+            Value zero = arith::ConstantOp::create(eb, l, eb.getZeroAttr(elemTy));
+            scf::YieldOp::create(eb, l, zero);
+          });
+      memref::StoreOp::create(y.b, y.loc, ifOp.getResult(0), dst,
+                              ValueRange{el});
+    });
+  };
+
+  Value keyTiles =
+      e.div(e.add(keyRows, e.idx(bn - 1)), bn);
+  // CTA x takes key tiles x, x + gridDim.x, ... (one of them outside
+  // deterministic mode, where the grid has a CTA per tile).
+  scf::ForOp::create(
+      builder, loc, xBlock, keyTiles, xCount, ValueRange{},
+      [&](OpBuilder &nb, Location nl, Value nBlock, ValueRange) {
+        Emitter x{nb, nl};
+        Value keyLo = x.mul(nBlock, x.idx(bn));
+        barrier(x); // the previous tile's accumulators are stored
+        loadTile(x, fk.kT,
+                 [&](Emitter &y, Value key) {
+                   return k.keyRow(y, fk.kBS, fk.kHS, fk.kRS, fk.kvHead, key);
+                 },
+                 keyLo, fk.seqK, bn, dqk, kS);
+        loadTile(x, fk.v,
+                 [&](Emitter &y, Value key) {
+                   return k.keyRow(y, fk.vBS, fk.vHS, fk.vRS, fk.kvHead, key);
+                 },
+                 keyLo, fk.seqK, bn, dv, vS);
+        k.forEach(x, x.idx(bn * dqk), T, [&](Emitter &y, Value el) {
+          memref::StoreOp::create(y.b, y.loc, y.f32(0), dKS, ValueRange{el});
+        });
+        k.forEach(x, x.idx(bn * dv), T, [&](Emitter &y, Value el) {
+          memref::StoreOp::create(y.b, y.loc, y.f32(0), dVS, ValueRange{el});
+        });
+        auto blocks = fk.queryBlockRange(x, nBlock);
+        Value loM = blocks.first, hiM = blocks.second;
+
+        // Every query head of the K/V head's group, every row block that
+        // sees the tile.
+        x.runtimeLoop(x.idx(0), x.idx(gqa), 1, [&](Emitter &gx, Value g) {
+          Value head = gx.add(gx.mul(fk.kvHead, gx.idx(gqa)), g);
+          if (spec.bias == BiasMode::Alibi) {
+            Value slope = memref::LoadOp::create(
+                gx.b, gx.loc, fk.alibiSlopes,
+                ValueRange{gx.add(gx.mul(fk.batch, fk.alibiBS), head)});
+            fk.alibiLog2 = {{gx.fmul(slope, gx.f32(kLog2e))}};
+          }
+          gx.runtimeLoop(loM, hiM, 1, [&](Emitter &mx, Value mBlock) {
+            Value qLo = mx.mul(mBlock, mx.idx(bm));
+            barrier(mx); // the previous block's Q, dO, P and dS are used
+            loadTile(mx, fk.q,
+                     [&](Emitter &y, Value i) {
+                       return k.queryRow(y, fk.qBS, fk.qHS, fk.qRS, head, i);
+                     },
+                     qLo, fk.seqQ, bm, dqk, qS);
+            loadTile(mx, a.dO,
+                     [&](Emitter &y, Value i) {
+                       return k.queryRow(y, a.dOBS, a.dOHS, a.dORS, head, i);
+                     },
+                     qLo, fk.seqQ, bm, dv, dOS);
+            k.forEach(mx, mx.idx(bm), T, [&](Emitter &y, Value r) {
+              Value i = y.add(qLo, r);
+              Value in = y.lt(i, fk.seqQ);
+              Value row = k.wsRow(y, head, y.minS(i, y.sub(fk.seqQ, y.idx(1))));
+              Value lse = k.loadF32(y, a.ws, y.add(a.wsLse, row));
+              Value dSum = k.loadF32(y, a.ws, y.add(a.wsDSum, row));
+              k.store(y,
+                      y.select(in, lse,
+                               y.f32(std::numeric_limits<float>::infinity())),
+                      lseS, r);
+              k.store(y, y.select(in, dSum, y.f32(0)), dSumS, r);
+            });
+            barrier(mx);
+
+            // P and dS of every (row, key) of the step.
+            k.forEach(mx, mx.idx(bm * bn), T, [&](Emitter &y, Value el) {
+              Value r = y.div(el, bn), j = y.rem(el, bn);
+              Value i = y.add(qLo, r), key = y.add(keyLo, j);
+              Value s = k.dot(y, qS, y.mul(r, y.idx(dqk)), 1, kS,
+                              y.mul(j, y.idx(dqk)), 1, dqk);
+              // The forward's log2-domain score (scale, softcap, bias).
+              Value tanh;
+              Value sLog2 = fk.scoreToLog2(y, s, &tanh);
+              if (spec.bias != BiasMode::None) {
+                // addBias reads the row from mStart + warpRow0 + group and
+                // the head from yBlock: one element per thread here.
+                fk.mStart = i;
+                fk.warpRow0 = y.idx(0);
+                fk.group = y.idx(0);
+                fk.yBlock = head;
+                sLog2 = fk.addBias(y, sLog2, 0, 0, key);
+              }
+              // The masks: key j of query i is seen when j < seqK and
+              // i + diag - left <= j <= i + diag (+ right).
+              Value qDiag = y.add(i, fk.diag);
+              Value seen = y.andI(y.lt(i, fk.seqQ), y.lt(key, fk.seqK));
+              if (fk.causal)
+                seen = y.andI(seen, y.le(key, qDiag));
+              if (fk.window) {
+                seen = y.andI(seen, y.le(key, y.add(qDiag, fk.windowRight)));
+                seen = y.andI(seen, y.ge(key, y.sub(qDiag, fk.windowLeft)));
+              }
+              Value lse = k.loadF32(y, lseS, r);
+              Value p = y.select(seen, y.exp2(y.fsub(sLog2, lse)), y.f32(0));
+              Value dp = k.dot(y, dOS, y.mul(r, y.idx(dv)), 1, vS,
+                               y.mul(j, y.idx(dv)), 1, dv);
+              Value ds = y.fmul(p, y.fsub(dp, k.loadF32(y, dSumS, r)));
+              // dBias = dS before the softcap's derivative (the bias is
+              // added after the cap).
+              if (spec.biasGrad)
+                y.ifThen(seen, [&] {
+                  k.store(y, ds, a.dBias, k.dBiasIndex(y, head, i, key));
+                });
+              if (spec.softcap) // d(cap * tanh(u)) / du = cap (1 - tanh^2)
+                ds = y.fmul(ds, y.fsub(y.f32(1), y.fmul(tanh, tanh)));
+              k.store(y, p, pS, el);
+              k.store(y, ds, dSS, el);
+            });
+            barrier(mx);
+
+            // dV += P^T dO, dK += dS^T Q (one thread per element).
+            k.forEach(mx, mx.idx(bn * dv), T, [&](Emitter &y, Value el) {
+              Value j = y.div(el, dv), c = y.rem(el, dv);
+              Value sum = k.dot(y, pS, j, bn, dOS, c, dv, bm);
+              k.store(y, y.fadd(k.loadF32(y, dVS, el), sum), dVS, el);
+            });
+            k.forEach(mx, mx.idx(bn * dqk), T, [&](Emitter &y, Value el) {
+              Value j = y.div(el, dqk), c = y.rem(el, dqk);
+              Value sum = k.dot(y, dSS, j, bn, qS, c, dqk, bm);
+              k.store(y, y.fadd(k.loadF32(y, dKS, el), sum), dKS, el);
+            });
+            // dQ += dS K into the workspace.
+            k.forEach(mx, mx.idx(bm * dqk), T, [&](Emitter &y, Value el) {
+              Value r = y.div(el, dqk), c = y.rem(el, dqk);
+              Value i = y.add(qLo, r);
+              y.ifThen(y.lt(i, fk.seqQ), [&] {
+                Value sum = k.dot(y, dSS, y.mul(r, y.idx(bn)), 1, kS, c, dqk,
+                                  bn);
+                Value at = k.dqIndex(y, split, head, i, c);
+                if (spec.deterministic) {
+                  k.store(y, y.fadd(k.loadF32(y, a.ws, at), sum), a.ws, at);
+                } else {
+                  memref::AtomicRMWOp::create(y.b, y.loc,
+                                              arith::AtomicRMWKind::addf, sum,
+                                              a.ws, ValueRange{at});
+                }
+              });
+            });
+          });
+        });
+        barrier(x);
+        // dK (times the scale) and dV of the tile's rows; key padding (rows
+        // past key lengths) saw no query and stores 0.
+        k.forEach(x, x.idx(bn * dqk), T, [&](Emitter &y, Value el) {
+          Value key = y.add(keyLo, y.div(el, dqk));
+          y.ifThen(y.lt(key, keyRows), [&] {
+            Value at = y.add(
+                k.keyRow(y, a.dKBS, a.dKHS, a.dKRS, fk.kvHead, key),
+                y.rem(el, dqk));
+            k.store(y, y.fmul(k.loadF32(y, dKS, el), a.scale), a.dK, at);
+          });
+        });
+        k.forEach(x, x.idx(bn * dv), T, [&](Emitter &y, Value el) {
+          Value key = y.add(keyLo, y.div(el, dv));
+          y.ifThen(y.lt(key, keyRows), [&] {
+            Value at = y.add(
+                k.keyRow(y, a.dVBS, a.dVHS, a.dVRS, fk.kvHead, key),
+                y.rem(el, dv));
+            k.store(y, k.loadF32(y, dVS, el), a.dV, at);
+          });
+        });
+        scf::YieldOp::create(nb, nl);
+      });
+  k.finish();
+}
+
+} // namespace
+
+LogicalResult buildBackwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
+                                StringRef name, const AttentionSpec &spec,
+                                const TileConfig &cfg) {
+  OpBuilder::InsertionGuard guard(builder);
+  const std::string main = name.str();
+  buildPreprocess(builder, module, backwardPreprocessEntry(main), spec, cfg);
+  buildMain(builder, module, main, spec, cfg);
+  buildConvert(builder, module, backwardConvertEntry(main), spec, cfg);
+  return success();
+}
+
+} // namespace flashjit

@@ -1,0 +1,281 @@
+//===- test_backward_gpu.cpp - The backward against the fp64 oracle --------===//
+//
+// The backward matrix: head dims {1, 33, 64, 80, 100, 128, 192, 256} x
+// {fp16, bf16} x {none, causal} on lengths that include 1 and non-tile
+// multiples, GQA 4:1, MQA, head_dim_v != head_dim_qk (192/128), a window,
+// softcap, ALiBi and key lengths. Every run: the forward for O and LSE,
+// then the backward on a random dO with poisoned gradients; dQ, dK, dV each
+// within 2x of the float32 yardstick's error against float64, every element
+// written. Deterministic mode: the same bits over 5 runs.
+//
+//===----------------------------------------------------------------------===//
+#include "GpuTestSupport.h"
+
+#include "flashjit/kernels/ReferenceBackward.h"
+
+#include <cstring>
+#include <optional>
+#include <sstream>
+
+using namespace flashjit;
+using namespace flashjit::test;
+
+namespace {
+
+struct Gradients16 {
+  std::vector<uint16_t> dO, dQ, dK, dV, dBias;
+};
+
+/// The backward of `run`'s forward (run by runForward with its LSE) on a
+/// random dO from `seed`: `repeats` launches, each after poisoning the
+/// gradients; `out` holds the last one's, `differing` counts the elements
+/// in which a later run's differ from the first's.
+Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
+                   int repeats, Gradients16 &out, size_t &differing,
+                   bool biasGrad = false) {
+  Runtime &rt = runtime();
+  BackwardProblem p;
+  static_cast<ForwardProblem &>(p) = run.problem;
+  p.tile.reset();
+  p.deterministic = deterministic;
+  p.dOStrides = p.oStrides, p.dQStrides = p.qStrides;
+  p.dKStrides = p.kStrides, p.dVStrides = p.vStrides;
+  p.biasGrad = biasGrad;
+  p.dBiasStrides = {p.headsQ * p.seqlenQ * p.seqlenK, p.seqlenQ * p.seqlenK,
+                    p.seqlenK};
+  const size_t eb = elementBytes(p.dtype);
+  const size_t dBiasElements = biasGrad ? p.params().dBiasElements() : 0;
+  out.dO.resize(p.oElements());
+  fillNormal(out.dO.data(), out.dO.size(), p.dtype, seed * 7 + 5);
+  DeviceBuffer ddo, ddq, ddk, ddv, ddbias, dws;
+  Status s = upload(ddo, out.dO.data(), out.dO.size() * eb);
+  if (s)
+    s = upload(ddq, nullptr, p.qElements() * eb);
+  if (s)
+    s = upload(ddk, nullptr, p.kElements() * eb);
+  if (s)
+    s = upload(ddv, nullptr, p.vElements() * eb);
+  if (s && biasGrad)
+    s = upload(ddbias, nullptr, dBiasElements * eb);
+  if (!s)
+    return s;
+  p.dO = ddo.data(), p.dQ = ddq.data(), p.dK = ddk.data(), p.dV = ddv.data();
+  p.dBias = biasGrad ? ddbias.data() : nullptr;
+  auto bytes = rt.backwardWorkspaceBytes(p);
+  if (!bytes)
+    return bytes.status();
+  if (Status w = upload(dws, nullptr, *bytes); !w)
+    return w;
+  p.workspace = dws.data();
+  p.workspaceBytes = *bytes;
+  differing = 0;
+  std::vector<uint16_t> firstQ, firstK, firstV;
+  for (int i = 0; i < repeats; ++i) {
+    s = rt.fill16(p.dQ, kPoison16, p.qElements());
+    if (s)
+      s = rt.fill16(p.dK, kPoison16, p.kElements());
+    if (s)
+      s = rt.fill16(p.dV, kPoison16, p.vElements());
+    if (s && biasGrad)
+      s = rt.fill16(p.dBias, kPoison16, dBiasElements);
+    if (s)
+      s = rt.attentionBackward(p);
+    if (s)
+      s = rt.synchronize();
+    out.dQ.assign(p.qElements(), 0);
+    out.dK.assign(p.kElements(), 0);
+    out.dV.assign(p.vElements(), 0);
+    if (s)
+      s = rt.copyToHost(out.dQ.data(), p.dQ, out.dQ.size() * eb);
+    if (s)
+      s = rt.copyToHost(out.dK.data(), p.dK, out.dK.size() * eb);
+    if (s)
+      s = rt.copyToHost(out.dV.data(), p.dV, out.dV.size() * eb);
+    out.dBias.assign(dBiasElements, 0);
+    if (s && biasGrad)
+      s = rt.copyToHost(out.dBias.data(), p.dBias, dBiasElements * eb);
+    if (!s)
+      return s;
+    if (i == 0) {
+      firstQ = out.dQ, firstK = out.dK, firstV = out.dV;
+      continue;
+    }
+    for (auto [a, b] : {std::pair{&firstQ, &out.dQ}, std::pair{&firstK, &out.dK},
+                        std::pair{&firstV, &out.dV}})
+      for (size_t j = 0; j < a->size(); ++j)
+        differing += (*a)[j] != (*b)[j];
+  }
+  return Status::ok();
+}
+
+struct BackwardCase {
+  std::string name;
+  DType dtype = DType::BF16;
+  int64_t headDim = 64, headDimV = 64;
+  MaskMode mask = MaskMode::None;
+  int64_t batch = 2, headsQ = 2, headsKV = 2, seqlenQ = 77, seqlenK = 77;
+  int64_t windowLeft = kUnboundedWindow, windowRight = kUnboundedWindow;
+  double softcap = 0;
+  BiasMode bias = BiasMode::None;
+  std::vector<int32_t> keyLengths;
+  std::optional<VarlenSeqs> varlen;
+  bool deterministic = false;
+  bool biasGrad = false;
+};
+
+void PrintTo(const BackwardCase &c, std::ostream *os) { *os << c.name; }
+
+std::vector<BackwardCase> backwardCases() {
+  std::vector<BackwardCase> out;
+  const int64_t lengths[][2] = {{77, 77}, {1, 1}, {130, 47}, {33, 190}};
+  int shape = 0;
+  for (int64_t d : {1, 33, 64, 80, 100, 128, 192, 256})
+    for (DType dtype : {DType::F16, DType::BF16})
+      for (MaskMode mask : {MaskMode::None, MaskMode::Causal}) {
+        BackwardCase c;
+        c.dtype = dtype;
+        c.headDim = c.headDimV = d;
+        c.mask = mask;
+        c.seqlenQ = lengths[shape % 4][0];
+        c.seqlenK = lengths[shape % 4][1];
+        ++shape;
+        c.name = "d" + std::to_string(d) + "_" + std::string(toString(dtype)) +
+                 "_" + std::string(toString(mask)) + "_sq" +
+                 std::to_string(c.seqlenQ) + "_sk" + std::to_string(c.seqlenK);
+        out.push_back(c);
+      }
+  BackwardCase gqa;
+  gqa.name = "gqa4_causal", gqa.headsQ = 8, gqa.headsKV = 2;
+  gqa.mask = MaskMode::Causal, gqa.seqlenQ = 100, gqa.seqlenK = 150;
+  out.push_back(gqa);
+  BackwardCase mqa = gqa;
+  mqa.name = "mqa_none", mqa.headsKV = 1, mqa.mask = MaskMode::None;
+  out.push_back(mqa);
+  BackwardCase dv = gqa;
+  dv.name = "d192_dv128_gqa4_causal", dv.headDim = 192, dv.headDimV = 128;
+  out.push_back(dv);
+  BackwardCase window;
+  window.name = "window_band", window.mask = MaskMode::Window;
+  window.windowLeft = 20, window.windowRight = 7, window.seqlenQ = 90;
+  window.seqlenK = 120;
+  out.push_back(window);
+  BackwardCase softcap;
+  softcap.name = "softcap_causal", softcap.softcap = 5;
+  softcap.mask = MaskMode::Causal;
+  out.push_back(softcap);
+  BackwardCase alibi;
+  alibi.name = "alibi_causal", alibi.bias = BiasMode::Alibi;
+  alibi.mask = MaskMode::Causal;
+  out.push_back(alibi);
+  BackwardCase klen;
+  klen.name = "key_lengths", klen.keyLengths = {50, 77};
+  out.push_back(klen);
+  BackwardCase bias;
+  bias.name = "bias_full_causal", bias.bias = BiasMode::Tensor;
+  bias.mask = MaskMode::Causal, bias.seqlenQ = 70, bias.seqlenK = 90;
+  out.push_back(bias);
+  BackwardCase dbias = bias;
+  dbias.name = "dbias_causal_softcap_gqa2", dbias.biasGrad = true;
+  dbias.softcap = 5, dbias.headsQ = 4, dbias.headsKV = 2;
+  out.push_back(dbias);
+  // Sequences of 0 queries, of 1 and longer than the tiles; GQA 2:1.
+  BackwardCase varlen;
+  varlen.name = "varlen_causal_gqa2", varlen.mask = MaskMode::Causal;
+  varlen.headsQ = 4, varlen.headsKV = 2, varlen.batch = 4;
+  VarlenSeqs seqs;
+  const int32_t lq[] = {77, 0, 1, 40}, lk[] = {90, 5, 1, 130};
+  seqs.cuSeqlensQ = {0}, seqs.cuSeqlensK = {0};
+  for (int b = 0; b < 4; ++b) {
+    seqs.cuSeqlensQ.push_back(seqs.cuSeqlensQ.back() + lq[b]);
+    seqs.cuSeqlensK.push_back(seqs.cuSeqlensK.back() + lk[b]);
+  }
+  seqs.totalQ = seqs.cuSeqlensQ.back(), seqs.totalK = seqs.cuSeqlensK.back();
+  varlen.seqlenQ = 77, varlen.seqlenK = 130;
+  varlen.varlen = seqs;
+  out.push_back(varlen);
+  BackwardCase detDv = dv;
+  detDv.name = "d192_dv128_gqa4_causal_deterministic";
+  detDv.deterministic = true;
+  out.push_back(detDv);
+  return out;
+}
+
+class BackwardMatrix : public ::testing::TestWithParam<BackwardCase> {};
+
+ForwardProblem problemOf(const BackwardCase &c) {
+  ForwardProblem p;
+  p.dtype = c.dtype;
+  p.mask = c.mask;
+  p.batch = c.batch;
+  p.headsQ = c.headsQ;
+  p.headsKV = c.headsKV;
+  p.seqlenQ = c.seqlenQ;
+  p.seqlenK = c.seqlenK;
+  p.headDimQK = c.headDim;
+  p.headDimV = c.headDimV;
+  p.windowLeft = c.windowLeft;
+  p.windowRight = c.windowRight;
+  p.softcap = c.softcap;
+  p.bias = c.bias;
+  p.keyLengths = c.keyLengths;
+  p.varlen = c.varlen;
+  p.setDenseBSHD();
+  if (c.bias == BiasMode::Tensor) {
+    p.biasShape = {c.batch, c.headsQ, {}};
+    p.setDenseBias();
+  }
+  return p;
+}
+
+TEST_P(BackwardMatrix, MatchesTheFloat64Reference) {
+  FLASHJIT_REQUIRE_GPU();
+  const BackwardCase &c = GetParam();
+  ForwardRun run;
+  ASSERT_TRUE(runForward(problemOf(c), 11, /*withLse=*/true, run).isOk());
+  Gradients16 g;
+  size_t differing = 0;
+  Status s = runBackward(run, c.deterministic, 11, 1, g, differing, c.biasGrad);
+  ASSERT_TRUE(s.isOk()) << s.message();
+  BackwardProblem bp;
+  static_cast<ForwardProblem &>(bp) = run.problem;
+  bp.dOStrides = bp.oStrides, bp.dQStrides = bp.qStrides;
+  bp.dKStrides = bp.kStrides, bp.dVStrides = bp.vStrides;
+  bp.biasGrad = c.biasGrad;
+  bp.dBiasStrides = {bp.headsQ * bp.seqlenQ * bp.seqlenK,
+                     bp.seqlenQ * bp.seqlenK, bp.seqlenK};
+  const BackwardCheckResult r = checkBackward(
+      bp.params(), run.inputs(), g.dO.data(), g.dQ.data(), g.dK.data(),
+      g.dV.data(), c.biasGrad ? g.dBias.data() : nullptr);
+  EXPECT_TRUE(r.pass) << r.summary();
+  EXPECT_EQ(r.checkedDBias, c.biasGrad);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sm80, BackwardMatrix, ::testing::ValuesIn(backwardCases()),
+    [](const ::testing::TestParamInfo<BackwardCase> &info) {
+      return info.param.name;
+    });
+
+TEST(BackwardDeterministic, SameBitsOverFiveRuns) {
+  FLASHJIT_REQUIRE_GPU();
+  BackwardCase c;
+  c.headsQ = 8, c.headsKV = 2, c.seqlenQ = 300, c.seqlenK = 700;
+  c.mask = MaskMode::Causal, c.deterministic = true;
+  ForwardRun run;
+  ASSERT_TRUE(runForward(problemOf(c), 5, /*withLse=*/true, run).isOk());
+  Gradients16 g;
+  size_t differing = 0;
+  Status s = runBackward(run, /*deterministic=*/true, 5, 5, g, differing);
+  ASSERT_TRUE(s.isOk()) << s.message();
+  EXPECT_EQ(differing, 0u);
+  BackwardProblem bp;
+  static_cast<ForwardProblem &>(bp) = run.problem;
+  bp.dOStrides = bp.oStrides, bp.dQStrides = bp.qStrides;
+  bp.dKStrides = bp.kStrides, bp.dVStrides = bp.vStrides;
+  const BackwardCheckResult r =
+      checkBackward(bp.params(), run.inputs(), g.dO.data(), g.dQ.data(),
+                    g.dK.data(), g.dV.data(), nullptr);
+  EXPECT_TRUE(r.pass) << r.summary();
+}
+
+} // namespace
