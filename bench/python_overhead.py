@@ -54,7 +54,7 @@ def torch_paths(results):
     paths = {
         "flashjit.torch.flash_attn_func": lambda: flash_attn_func(q, k, v),
         "flashjit::attention_forward (op)": lambda: attention_forward(
-            q, k, v, None, None, None, None, 0, 0, None, False, -1, -1, 0.0, False),
+            q, k, v, None, None, None, None, 0, 0, None, False, -1, -1, 0.0, False, False),
         "torch SDPA": lambda: F.scaled_dot_product_attention(qt, kt, vt),
     }
     with torch.no_grad():

@@ -69,6 +69,16 @@
 #                   [VARIANT_DIMS="64 128 256", MASKS]
 #   sm90-bench      the default config's TFLOP/s (`flashjit bench`) at the standard shape of
 #                   every D in DIMS, fp16 at a few D, and 1k / 16k key lengths at D=128
+#   backward-smoke  `flashjit run --backward --check` over head dims and features, each
+#                   under a 60 s timeout [BACKWARD_RUNS: ';'-separated argument lists]
+#   backward-tests  the '*Backward*' GPU tests (matrix, deterministic, autotune) [TEST_TIMEOUT]
+#   backward-sanitize  compute-sanitizer memcheck, racecheck and synccheck on small
+#                   `flashjit run --backward --check` runs
+#   backward-bench  `flashjit bench --backward` at the standard shape of every D in
+#                   BACKWARD_DIMS [64,96,100,128,192,256] and MASKS, `flashjit autotune
+#                   --backward` at D=128 causal, then .device/peers_more.py bwd on the same
+#                   shapes [PEERS_TIMEOUT]
+#   backward        the four above, in that order
 #   all             tests sanitize features autotune bench peers
 #
 # Modes may also be given comma-separated in one argument.
@@ -97,7 +107,7 @@ for v in GTEST_FILTER TEST_TIMEOUT SANITIZE_RUNS SANITIZE_ARGS FEATURES_TIMEOUT 
          BENCH_BINARIES DRIVER_CACHE FIRST_DIMS SPLIT_DIMS JIT_KERNELS JIT_QUICK RUN_ARGS \
          PROFILE_D PROFILE_MASK PROFILE_TILE PROFILE_NCU_ARGS NCU_D NCU_MASK NCU_METRICS \
          SWEEP_DIMS SWEEP_CONFIGS SWEEP_MASKS PEERS_TIMEOUT PYTHON PYTHON_TESTS_TIMEOUT \
-         PYTHON_BENCH_TIMEOUT CUDA_CACHE_DISABLE; do
+         PYTHON_BENCH_TIMEOUT CUDA_CACHE_DISABLE BACKWARD_RUNS BACKWARD_DIMS; do
   [[ -n ${!v+x} ]] && settings+="$v='${!v}' "
 done
 # The binaries' commit first: the lent machine's checkout may carry a .git
@@ -400,6 +410,51 @@ PY
     for d in 80 128 256; do for m in $MASKS; do row $d $m 4096 fp16; done; done
     for s in 1024 16384; do for m in $MASKS; do row 128 $m $s bf16; done; done
     ;;
+  backward-smoke)
+    local args
+    while IFS= read -r args; do
+      [[ -z $args ]] && continue
+      echo "== flashjit run --backward $args --check" | tee -a "$out/backward-smoke.log"
+      timeout 60 "$bin/flashjit" run --backward $args --repeats 3 --check 2>&1 | tail -8 |
+        tee -a "$out/backward-smoke.log"
+      echo "rc=${PIPESTATUS[0]}" | tee -a "$out/backward-smoke.log"
+    done <<< "$(tr ';' '\n' <<< "${BACKWARD_RUNS:-\
+--head-dim 64 --seqlen 256 --heads-q 2 --heads-kv 2;\
+--head-dim 128 --seqlen 300 --mask causal --heads-q 4 --heads-kv 4;\
+--head-dim 80 --seqlen-q 130 --seqlen-k 47 --dtype fp16 --heads-q 8 --heads-kv 2;\
+--head-dim 100 --seqlen 333 --mask causal --heads-q 4 --heads-kv 1;\
+--head-dim 192 --head-dim-v 128 --seqlen 200 --mask causal --heads-q 4 --heads-kv 2;\
+--head-dim 256 --seqlen 150 --heads-q 2 --heads-kv 2;\
+--head-dim 33 --seqlen 77 --dtype fp16 --align 1 --heads-q 2 --heads-kv 2;\
+--head-dim 64 --seqlen 300 --mask window --window-left 40 --window-right 3 --softcap 20 --bias alibi --heads-q 4 --heads-kv 2;\
+--head-dim 64 --seqlen 100 --bias tensor --bias-shape 2,4 --bias-grad --heads-q 4 --heads-kv 4 --batch 2;\
+--head-dim 128 --seqlens-q 100,0,37 --seqlens-k 90,5,300 --mask causal --heads-q 8 --heads-kv 2;\
+--head-dim 96 --batch 2 --seqlen 150 --key-lengths 150,7 --layout bhsd --heads-q 2 --heads-kv 2;\
+--head-dim 128 --seqlen 700 --mask causal --heads-q 8 --heads-kv 2 --deterministic}")"
+    ;;
+  backward-tests)
+    GTEST_FILTER='*Backward*' run_mode tests
+    ;;
+  backward-sanitize)
+    TOOLS="memcheck racecheck synccheck" sanitize_runs "$out/backward-sanitizer.log" <<< "$(tr ';' '\n' <<< "\
+--backward --head-dim 64 --seqlen 130 --mask causal --heads-q 4 --heads-kv 2;\
+--backward --head-dim 192 --head-dim-v 128 --seqlen 70 --heads-q 2 --heads-kv 2 --deterministic;\
+--backward --head-dim 80 --seqlens-q 50,0,17 --seqlens-k 40,5,90 --bias tensor --bias-grad --heads-q 2 --heads-kv 2")"
+    ;;
+  backward-bench)
+    local d m
+    for d in $(dims "${BACKWARD_DIMS:-64,96,100,128,192,256}"); do for m in $MASKS; do
+      echo "d=$d mask=$m | $(timeout 120 "$bin/flashjit" bench --backward $(shape $d $m) 2>&1 |
+        tail -1)" | tee -a "$out/backward-bench.log"
+    done; done
+    FLASHJIT_CACHE_DIR=/tmp/fj/cache-tune timeout ${TUNE_TIMEOUT:-300} "$bin/flashjit" autotune \
+      --backward $(shape 128 causal) --top 5 2>&1 | tee "$out/backward-autotune.log" | tail -12
+    OUT="$out" DIMS=${BACKWARD_DIMS:-64,96,100,128,192,256} PYTHONUNBUFFERED=1 \
+      timeout ${PEERS_TIMEOUT:-1200} python3 .device/peers_more.py bwd 2>&1 |
+      tee "$out/backward-peers.log" | tail -15
+    ;;
+  backward)
+    for m in backward-smoke backward-tests backward-sanitize backward-bench; do run_mode $m; done ;;
   all) for m in tests sanitize features autotune bench peers; do run_mode $m; done ;;
   *) echo "run-device.sh: unknown mode '$1' (see the header of bench/gpu/run-device.sh)" >&2
      return 2 ;;

@@ -95,4 +95,35 @@ SearchSpace forwardSearchSpace(const AttentionSpec &spec, Arch arch,
   return space;
 }
 
+SearchSpace backwardSearchSpace(const AttentionSpec &spec, Arch arch,
+                                const BackwardKnobs &knobs) {
+  SearchSpace space;
+  if (spec.direction != Direction::Backward)
+    return space;
+  // Only the sm80 family builds backward kernels (preferredFamily).
+  const TileConfig baseline = defaultTileConfig(spec, arch);
+  space.candidates.push_back(baseline);
+  std::map<PruneReason, int> pruned;
+  for (int blockM : knobs.blockM)
+    for (int blockN : knobs.blockN)
+      for (int warps : knobs.warps) {
+        TileConfig c;
+        c.family = baseline.family;
+        c.blockM = blockM;
+        c.blockN = blockN;
+        c.warps = warps;
+        c.stages = 1;
+        ++space.enumerated;
+        if (auto reason = exceededLimit(c, spec, arch)) {
+          ++pruned[*reason];
+          continue;
+        }
+        if (c != baseline && validate(c, spec, arch))
+          space.candidates.push_back(c);
+      }
+  for (const auto &[reason, count] : pruned)
+    space.pruned.emplace_back(reason, count);
+  return space;
+}
+
 } // namespace flashjit

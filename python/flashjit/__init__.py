@@ -8,14 +8,16 @@ needs neither framework:
     from flashjit.jax import flash_attention
 
 This module holds the C API underneath them (libflashjit.so, beside this
-file; see flashjit.h): the forward arguments, one runtime per CUDA device,
-PTX generation without a GPU, and the paths a C or Julia caller needs.
+file; see flashjit.h): the forward and backward arguments, one runtime per
+CUDA device, PTX generation without a GPU, and the paths a C or Julia
+caller needs.
 """
 
 import os as _os
 
 from ._flashjit import (  # noqa: F401
     HEADER_API_VERSION as _HEADER_API_VERSION,
+    BackwardArgs,
     FlashjitError,
     ForwardArgs,
     Runtime,
@@ -26,6 +28,7 @@ from ._flashjit import (  # noqa: F401
 )
 
 __all__ = [
+    "BackwardArgs",
     "FlashjitError",
     "ForwardArgs",
     "Runtime",

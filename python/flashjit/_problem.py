@@ -7,6 +7,8 @@ Layouts are flash-attn's: q [batch, seqlen_q, heads_q, head_dim], k/v
 [batch, seqlen_k, heads_kv, head_dim(_v)], out like q with head_dim_v, lse
 float32 [batch, heads_q, seqlen_q]; varlen packs [total, heads, head_dim]
 with int32 cu_seqlens of batch + 1 entries and lse [heads_q, total_q].
+The backward (build_backward) takes dout like out and writes dq, dk, dv
+dense like q, k, v.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Problem(NamedTuple):
     args: _flashjit.ForwardArgs
     out_shape: Tuple[int, ...]
     lse_shape: Tuple[int, ...]
+    varlen: bool
 
 
 def _dense_strides(shape: Sequence[int]) -> Tuple[int, ...]:
@@ -47,6 +50,13 @@ def _dense_strides(shape: Sequence[int]) -> Tuple[int, ...]:
         strides.append(step)
         step *= extent
     return tuple(reversed(strides))
+
+
+def row_strides(t: Tensor, varlen: bool) -> Tuple[int, int, int]:
+    """flashjit's (batch, head, row) strides of t [..., rows, heads, dim]
+    (varlen: [total, heads, dim], no batch stride)."""
+    s = tuple(t.strides) if t.strides is not None else _dense_strides(t.shape)
+    return (0, s[-2], s[-3]) if varlen else (s[0], s[2], s[1])
 
 
 def mask_of(causal: bool, window_size) -> Tuple[int, int, int]:
@@ -197,12 +207,9 @@ def build(
         a.lse_strides = (heads * rows_q, rows_q)
     a.batch = batch
     _check_lengths("seqused_k", seqused_k, batch, q.device)
-    # flashjit's strides are (batch, head, row) of [..., rows, heads, dim].
     for field, t in (("q_strides", q), ("k_strides", k), ("v_strides", v)):
-        s = tuple(t.strides) if t.strides is not None else _dense_strides(t.shape)
-        setattr(a, field, (0, s[-2], s[-3]) if varlen else (s[0], s[2], s[1]))
-    o = _dense_strides(out_shape)
-    a.o_strides = (0, o[-2], o[-3]) if varlen else (o[0], o[2], o[1])
+        setattr(a, field, row_strides(t, varlen))
+    a.o_strides = row_strides(Tensor(out_shape, q.dtype), varlen)
 
     if alibi_slopes is not None:
         s = alibi_slopes
@@ -221,4 +228,45 @@ def build(
     if varlen or seqused_k is not None:
         # Device values, trusted unread: no synchronisation (flash-attn's contract).
         a.trust_device_lengths = 1
-    return Problem(a, out_shape, lse_shape if return_lse else (0,))
+    return Problem(a, out_shape, lse_shape if return_lse else (0,), varlen)
+
+
+def build_backward(
+    problem: Problem,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    dout: Tensor,
+    *,
+    deterministic: bool = False,
+) -> _flashjit.BackwardArgs:
+    """The backward of a forward `problem` (built with return_lse=True) for
+    the forward's out and lse and the gradient dout of out: its C arguments,
+    pointers unset; dq, dk, dv are to be dense like q, k, v."""
+    if problem.lse_shape == (0,):
+        raise ValueError("lse: the backward needs the forward's LSE (build with return_lse=True)")
+    for name, t, shape, dtype in (
+        ("out", out, problem.out_shape, q.dtype),
+        ("dout", dout, problem.out_shape, q.dtype),
+        ("lse", lse, problem.lse_shape, "float32"),
+    ):
+        if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+            raise ValueError(f"{name}: expected {dtype} of shape {tuple(shape)}, got {_describe(t)}")
+        if t.strides is not None and shape[-1] > 1 and t.strides[-1] != 1:
+            raise ValueError(f"{name}: the last dimension must be contiguous (stride 1), "
+                             f"got strides {tuple(t.strides)}")
+        if q.device is not None and t.device != q.device:
+            raise ValueError(f"{name}: on {t.device}, q on {q.device}")
+    varlen = problem.varlen
+    a = problem.args.copy()
+    a.o_strides = row_strides(out, varlen)
+    s = tuple(lse.strides) if lse.strides is not None else _dense_strides(lse.shape)
+    a.lse_strides = (0, s[0]) if varlen else (s[0], s[1])
+    b = _flashjit.BackwardArgs(a)
+    b.dout_strides = row_strides(dout, varlen)
+    for field, t in (("dq_strides", q), ("dk_strides", k), ("dv_strides", v)):
+        setattr(b, field, row_strides(Tensor(t.shape, t.dtype), varlen))
+    b.deterministic = int(bool(deterministic))
+    return b

@@ -1,8 +1,9 @@
 //===- Extension.cpp - flashjit._flashjit: Python over the C API ----------===//
 //
-// A thin nanobind layer over libflashjit.so (flashjit.h): ForwardArgs is the
-// C struct with its C field names (pointers and streams as Python ints),
-// Runtime is one device's runtime, and status codes become exceptions:
+// A thin nanobind layer over libflashjit.so (flashjit.h): ForwardArgs and
+// BackwardArgs are the C structs with their C field names (pointers and
+// streams as Python ints), Runtime is one device's runtime, and status
+// codes become exceptions:
 // FLASHJIT_ERROR_INVALID_ARGUMENT a ValueError (the message names the
 // argument), the others flashjit.FlashjitError. Framework glue lives in
 // flashjit/torch.py, flashjit/jax.py and XlaFfi.cpp.
@@ -64,6 +65,16 @@ struct ForwardArgs : flashjit_forward_args {
   ForwardArgs() {
     check(flashjit_forward_args_init(this, sizeof(flashjit_forward_args)));
   }
+  explicit ForwardArgs(const flashjit_forward_args &a)
+      : flashjit_forward_args(a) {}
+};
+
+/// The C struct, initialised, then `forward` copied in.
+struct BackwardArgs : flashjit_backward_args {
+  explicit BackwardArgs(const ForwardArgs &f) {
+    check(flashjit_backward_args_init(this, sizeof(flashjit_backward_args)));
+    forward = f;
+  }
 };
 
 struct Runtime {
@@ -92,6 +103,25 @@ nb::tuple tupleOf(const int64_t *values, size_t n) {
   return t;
 }
 
+/// A pointer field as a Python int (a device address; 0: NULL).
+template <typename Class, typename Base, typename T>
+void bindPointer(nb::class_<Class> &cls, const char *name, T *Base::*field) {
+  cls.def_prop_rw(
+      name, [field](const Class &a) { return address(a.*field); },
+      [field](Class &a, uintptr_t v) { a.*field = pointer<T>(v); });
+}
+
+/// A fixed-size array field as a tuple.
+template <typename Class, typename Base, size_t N>
+void bindArray(nb::class_<Class> &cls, const char *name,
+               int64_t (Base::*field)[N]) {
+  cls.def_prop_rw(
+      name, [field](const Class &a) { return tupleOf(a.*field, N); },
+      [field](Class &a, const std::array<int64_t, N> &v) {
+        std::memcpy(a.*field, v.data(), sizeof(int64_t) * N);
+      });
+}
+
 void bindForwardArgs(nb::module_ &m) {
   using Args = flashjit_forward_args;
   nb::class_<ForwardArgs> cls(m, "ForwardArgs",
@@ -101,36 +131,25 @@ void bindForwardArgs(nb::module_ &m) {
   cls.def(nb::init<>())
       .def("copy", [](const ForwardArgs &a) { return ForwardArgs(a); })
       .def("__copy__", [](const ForwardArgs &a) { return ForwardArgs(a); });
-// Pointers: device addresses as Python ints (0: NULL).
-#define FLASHJIT_POINTER(field, type)                                          \
-  cls.def_prop_rw(                                                             \
-      #field, [](const ForwardArgs &a) { return address(a.field); },           \
-      [](ForwardArgs &a, uintptr_t v) { a.field = pointer<type>(v); });
-  FLASHJIT_POINTER(q, const void)
-  FLASHJIT_POINTER(k, const void)
-  FLASHJIT_POINTER(v, const void)
-  FLASHJIT_POINTER(o, void)
-  FLASHJIT_POINTER(lse, float)
-  FLASHJIT_POINTER(bias, const void)
-  FLASHJIT_POINTER(alibi_slopes, const float)
-  FLASHJIT_POINTER(cu_seqlens_q, const int32_t)
-  FLASHJIT_POINTER(cu_seqlens_k, const int32_t)
-  FLASHJIT_POINTER(key_lengths, const int32_t)
-#undef FLASHJIT_POINTER
-// Fixed-size arrays: tuples.
-#define FLASHJIT_ARRAY(field, n)                                               \
-  cls.def_prop_rw(                                                             \
-      #field, [](const ForwardArgs &a) { return tupleOf(a.field, n); },        \
-      [](ForwardArgs &a, const std::array<int64_t, n> &v) {                    \
-        std::memcpy(a.field, v.data(), sizeof a.field);                        \
-      });
-  FLASHJIT_ARRAY(q_strides, 3)
-  FLASHJIT_ARRAY(k_strides, 3)
-  FLASHJIT_ARRAY(v_strides, 3)
-  FLASHJIT_ARRAY(o_strides, 3)
-  FLASHJIT_ARRAY(lse_strides, 2)
-  FLASHJIT_ARRAY(bias_strides, 3)
-#undef FLASHJIT_ARRAY
+  for (auto [name, field] :
+       {std::pair{"q", &Args::q}, std::pair{"k", &Args::k},
+        std::pair{"v", &Args::v}, std::pair{"bias", &Args::bias}})
+    bindPointer(cls, name, field);
+  bindPointer(cls, "o", &Args::o);
+  bindPointer(cls, "lse", &Args::lse);
+  bindPointer(cls, "alibi_slopes", &Args::alibi_slopes);
+  bindPointer(cls, "workspace", &Args::workspace);
+  for (auto [name, field] : {std::pair{"cu_seqlens_q", &Args::cu_seqlens_q},
+                             std::pair{"cu_seqlens_k", &Args::cu_seqlens_k},
+                             std::pair{"key_lengths", &Args::key_lengths}})
+    bindPointer(cls, name, field);
+  for (auto [name, field] : {std::pair{"q_strides", &Args::q_strides},
+                             std::pair{"k_strides", &Args::k_strides},
+                             std::pair{"v_strides", &Args::v_strides},
+                             std::pair{"o_strides", &Args::o_strides},
+                             std::pair{"bias_strides", &Args::bias_strides}})
+    bindArray(cls, name, field);
+  bindArray(cls, "lse_strides", &Args::lse_strides);
   cls.def_ro("struct_size", &Args::struct_size)
       .def_rw("dtype", &Args::dtype)
       .def_rw("mask", &Args::mask)
@@ -165,6 +184,50 @@ void bindForwardArgs(nb::module_ &m) {
       .def_rw("num_splits", &Args::num_splits)
       .def_rw("workspace_bytes", &Args::workspace_bytes);
 }
+
+void bindBackwardArgs(nb::module_ &m) {
+  using Args = flashjit_backward_args;
+  nb::class_<BackwardArgs> cls(
+      m, "BackwardArgs",
+      "flashjit_backward_args (flashjit.h), initialised, its `forward` a "
+      "copy of the forward call's ForwardArgs; fields by their C names, "
+      "pointers as integers.");
+  cls.def(nb::init<const ForwardArgs &>(), "forward"_a)
+      .def("copy", [](const BackwardArgs &a) { return BackwardArgs(a); })
+      .def("__copy__", [](const BackwardArgs &a) { return BackwardArgs(a); })
+      .def_prop_rw(
+          "forward",
+          [](const BackwardArgs &a) { return ForwardArgs(a.forward); },
+          [](BackwardArgs &a, const ForwardArgs &f) { a.forward = f; },
+          "A copy of the forward call's arguments (assign to change them).");
+  bindPointer(cls, "dout", &Args::dout);
+  for (auto [name, field] :
+       {std::pair{"dq", &Args::dq}, std::pair{"dk", &Args::dk},
+        std::pair{"dv", &Args::dv}, std::pair{"dbias", &Args::dbias}})
+    bindPointer(cls, name, field);
+  // The call's scratch is its forward's (one notion for both directions).
+  cls.def_prop_rw(
+         "workspace",
+         [](const BackwardArgs &a) { return address(a.forward.workspace); },
+         [](BackwardArgs &a, uintptr_t v) {
+           a.forward.workspace = pointer<void>(v);
+         },
+         "forward.workspace: the call's scratch (set workspace_bytes too).")
+      .def_prop_rw(
+          "workspace_bytes",
+          [](const BackwardArgs &a) { return a.forward.workspace_bytes; },
+          [](BackwardArgs &a, uint64_t v) { a.forward.workspace_bytes = v; },
+          "forward.workspace_bytes: the size of workspace.");
+  for (auto [name, field] : {std::pair{"dout_strides", &Args::dout_strides},
+                             std::pair{"dq_strides", &Args::dq_strides},
+                             std::pair{"dk_strides", &Args::dk_strides},
+                             std::pair{"dv_strides", &Args::dv_strides},
+                             std::pair{"dbias_strides", &Args::dbias_strides}})
+    bindArray(cls, name, field);
+  cls.def_ro("struct_size", &Args::struct_size)
+      .def_rw("deterministic", &Args::deterministic)
+      .def_rw("bias_grad", &Args::bias_grad);
+}
 } // namespace
 } // namespace flashjit::python
 
@@ -173,6 +236,7 @@ NB_MODULE(_flashjit, m) {
   m.doc() = "flashjit's C API (libflashjit.so) for Python; see flashjit.h.";
   nb::exception<FlashjitError>(m, "FlashjitError", PyExc_RuntimeError);
   bindForwardArgs(m);
+  bindBackwardArgs(m);
 
   nb::class_<Runtime>(m, "Runtime",
                       "The flashjit runtime of one CUDA device (kept for "
@@ -190,6 +254,28 @@ NB_MODULE(_flashjit, m) {
           "args"_a, "stream"_a, nb::call_guard<nb::gil_scoped_release>(),
           "flashjit_attention_forward on `stream` (a CUstream as an int; 0: "
           "the default stream).")
+      .def(
+          "backward",
+          [](const Runtime &r, const BackwardArgs &a, uintptr_t stream) {
+            check(flashjit_attention_backward(
+                r.rt, &a, reinterpret_cast<void *>(stream)));
+          },
+          "args"_a, "stream"_a, nb::call_guard<nb::gil_scoped_release>(),
+          "flashjit_attention_backward on `stream`. Give args.workspace "
+          "and args.workspace_bytes (at least backward_workspace_size): "
+          "without one the runtime's per-stream workspace is used.")
+      .def(
+          "backward_workspace_size",
+          [](const Runtime &r, const BackwardArgs &a) {
+            uint64_t bytes = 0;
+            check(flashjit_backward_workspace_size(r.rt, &a, &bytes));
+            return bytes;
+          },
+          "args"_a, nb::call_guard<nb::gil_scoped_release>(),
+          "flashjit_backward_workspace_size: the workspace bytes of a "
+          "backward call with `args`. Compiles and loads its kernels if need "
+          "be and reads nothing through the pointers, so that it is also "
+          "the backward's prepare (before CUDA-graph capture).")
       .def(
           "prepare",
           [](const Runtime &r, const ForwardArgs &a) {
@@ -225,6 +311,7 @@ NB_MODULE(_flashjit, m) {
   m.def("version", [] { return std::string(flashjit_version()); });
   m.def("api_version", &flashjit_api_version);
   m.attr("HEADER_API_VERSION") = FLASHJIT_API_VERSION;
-  m.def("xla_ffi_handlers", &xlaFfiHandlers,
-        "The XLA FFI handler bundle of flashjit.jax's custom call.");
+  m.def("xla_ffi_handlers", &xlaFfiHandlers, "direction"_a = "forward",
+        "The XLA FFI handler bundle of flashjit.jax's custom call of "
+        "`direction`, 'forward' or 'backward'.");
 }

@@ -12,6 +12,8 @@
 
 #include <nanobind/nanobind.h>
 
+#include <string>
+
 namespace flashjit::python {
 
 /// The runtime of CUDA device `device`, created on first use (thread-safe).
@@ -20,8 +22,9 @@ namespace flashjit::python {
 flashjit_runtime *runtimeFor(int device, flashjit_status &status);
 
 /// {"instantiate": capsule, "execute": capsule}: the XLA FFI handler bundle
-/// of flashjit.jax's custom call (XlaFfi.cpp).
-nanobind::dict xlaFfiHandlers();
+/// of flashjit.jax's custom call of `direction`, "forward" or "backward"
+/// (XlaFfi.cpp).
+nanobind::dict xlaFfiHandlers(const std::string &direction);
 
 } // namespace flashjit::python
 

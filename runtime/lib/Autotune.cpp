@@ -4,6 +4,7 @@
 #include "Files.h"
 
 #include "flashjit/kernels/Reference.h"
+#include "flashjit/kernels/ReferenceBackward.h"
 
 #include <algorithm>
 #include <atomic>
@@ -11,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <mutex>
 #include <numeric>
 #include <system_error>
@@ -44,28 +46,71 @@ constexpr double kLseTolerance = 1e-4;
 /// search gives up on storing a winner.
 constexpr int kOracleAttempts = 3;
 
-/// Output and LSE of one run of a candidate, as the host sees them.
+/// The outputs of one run of a candidate, as the host sees them: the 16-bit
+/// tensors (O; or dQ, dK, dV and dBias) and the float32 LSE of a forward.
 struct Outputs {
-  std::vector<uint16_t> o;
+  std::vector<std::vector<uint16_t>> tensors;
   std::vector<float> lse;
 };
 
-Expected<Outputs> runOnce(Runtime &rt, const ForwardPlan &plan,
-                          const ForwardProblem &p) {
-  Outputs out;
-  out.o.resize(p.oElements());
-  out.lse.resize(p.lse ? p.lseElements() : 0);
-  Status s = rt.fill16(p.o, kPoison16, out.o.size());
-  if (s && p.lse)
-    s = rt.fill32(p.lse, kPoison32, out.lse.size());
+/// One device output of a search's first workspace.
+struct OutputBuffer {
+  std::string name; ///< "output", "dQ", ...
+  void *data = nullptr;
+  size_t elements = 0;
+};
+
+/// What the search needs of one direction: compile a candidate for every
+/// workspace, launch it, name and read back its outputs, and hold them to
+/// the float64 reference.
+class Target {
+public:
+  virtual ~Target() = default;
+  /// Workspace 0's problem: the sizes and dtype every workspace shares.
+  virtual const ForwardProblem &first() const = 0;
+  virtual int workspaces() const = 0;
+  /// Makes the plans of `candidate` (one per workspace); called from
+  /// several threads at once, for different candidates.
+  virtual Status compile(int candidate, const TileConfig &config) = 0;
+  virtual void forget(int candidate) = 0;
+  virtual const LoadedKernel &kernel(int candidate) const = 0;
+  /// After every compile, before any launch.
+  virtual Status prepare() { return Status::ok(); }
+  virtual Status launch(int candidate, int workspace) = 0;
+  /// Workspace 0's 16-bit outputs, and its LSE when the kernel writes one.
+  virtual std::vector<OutputBuffer> outputs() const = 0;
+  virtual OutputBuffer lse() const { return {}; }
+  /// PASS or FAIL of `out` (workspace 0's) against the float64 reference on
+  /// up to `slices` sampled slices, and the check's summary.
+  virtual Expected<std::pair<bool, std::string>>
+  oracle(Runtime &rt, const Outputs &out, int slices) = 0;
+};
+
+/// Poisons every output of workspace 0, runs `candidate` there and reads
+/// the outputs back.
+Expected<Outputs> runOnce(Runtime &rt, Target &target, int candidate) {
+  const std::vector<OutputBuffer> buffers = target.outputs();
+  const OutputBuffer lse = target.lse();
+  Status s = Status::ok();
+  for (const OutputBuffer &b : buffers)
+    if (s)
+      s = rt.fill16(b.data, kPoison16, b.elements);
+  if (s && lse.data)
+    s = rt.fill32(lse.data, kPoison32, lse.elements);
   if (s)
-    s = rt.launch(plan);
+    s = target.launch(candidate, 0);
   if (s)
     s = rt.synchronize();
-  if (s)
-    s = rt.copyToHost(out.o.data(), p.o, out.o.size() * sizeof(uint16_t));
-  if (s && p.lse)
-    s = rt.copyToHost(out.lse.data(), p.lse, out.lse.size() * sizeof(float));
+  Outputs out;
+  for (const OutputBuffer &b : buffers) {
+    out.tensors.emplace_back(b.elements);
+    if (s)
+      s = rt.copyToHost(out.tensors.back().data(), b.data,
+                        b.elements * sizeof(uint16_t));
+  }
+  out.lse.resize(lse.data ? lse.elements : 0);
+  if (s && lse.data)
+    s = rt.copyToHost(out.lse.data(), lse.data, lse.elements * sizeof(float));
   if (!s)
     return s;
   return out;
@@ -108,30 +153,164 @@ Expected<HostCopies> downloadInputs(Runtime &rt, const ForwardProblem &p) {
   return h;
 }
 
+/// Plans of one direction (ForwardPlan or BackwardPlan), per candidate one
+/// per workspace; empty when its compile failed.
+template <class Problem, class Plan> class PlannedTarget : public Target {
+public:
+  PlannedTarget(Runtime &rt, const std::vector<Problem> &problems, int n)
+      : rt_(rt), problems_(problems), plans_(n) {}
+  const ForwardProblem &first() const override { return problems_.front(); }
+  int workspaces() const override { return int(problems_.size()); }
+  Status compile(int candidate, const TileConfig &config) override {
+    std::vector<Plan> plans;
+    for (const Problem &w : problems_) {
+      Problem p = w;
+      p.tile = config;
+      auto plan = plan_(p);
+      if (!plan)
+        return plan.status();
+      plans.push_back(std::move(*plan));
+    }
+    plans_[candidate] = std::move(plans);
+    return Status::ok();
+  }
+  void forget(int candidate) override { plans_[candidate].clear(); }
+
+protected:
+  virtual Expected<Plan> plan_(const Problem &p) = 0;
+  Runtime &rt_;
+  std::vector<Problem> problems_;
+  std::vector<std::vector<Plan>> plans_;
+};
+
+class ForwardTarget final : public PlannedTarget<ForwardProblem, ForwardPlan> {
+public:
+  using PlannedTarget::PlannedTarget;
+  const LoadedKernel &kernel(int candidate) const override {
+    return *plans_[candidate].front().kernel;
+  }
+  Status launch(int candidate, int workspace) override {
+    return rt_.launch(plans_[candidate][workspace]);
+  }
+  std::vector<OutputBuffer> outputs() const override {
+    return {{"output", first().o, first().oElements()}};
+  }
+  OutputBuffer lse() const override {
+    if (!first().lse)
+      return {};
+    return {"lse", first().lse, first().lseElements()};
+  }
+  Expected<std::pair<bool, std::string>>
+  oracle(Runtime &rt, const Outputs &out, int slices) override {
+    auto host = downloadInputs(rt, first());
+    if (!host)
+      return host.status();
+    const CheckResult r = checkForward(
+        first(), host->inputs(), out.tensors[0].data(),
+        first().lse ? out.lse.data() : nullptr,
+        sampleSlices(first(), slices, /*seed=*/0));
+    return std::pair{r.pass, r.summary()};
+  }
+
+private:
+  Expected<ForwardPlan> plan_(const ForwardProblem &p) override {
+    return rt_.planForward(p);
+  }
+};
+
+class BackwardTarget final
+    : public PlannedTarget<BackwardProblem, BackwardPlan> {
+public:
+  using PlannedTarget::PlannedTarget;
+  const LoadedKernel &kernel(int candidate) const override {
+    return *plans_[candidate].front().main.kernel;
+  }
+  /// One scratch per workspace, for the candidate that needs the most (the
+  /// deterministic dQ splits depend on block_n).
+  Status prepare() override {
+    size_t bytes = 0;
+    for (const auto &plans : plans_)
+      for (const BackwardPlan &p : plans)
+        bytes = std::max(bytes, p.main.workspaceBytes);
+    scratch_.clear();
+    for (size_t w = 0; w < problems_.size() && bytes; ++w) {
+      auto buffer = rt_.allocate(bytes);
+      if (!buffer)
+        return buffer.status();
+      scratch_.push_back(std::move(*buffer));
+    }
+    for (auto &plans : plans_)
+      for (size_t w = 0; w < plans.size(); ++w)
+        plans[w].main.workspace = scratch_[w].data();
+    return Status::ok();
+  }
+  Status launch(int candidate, int workspace) override {
+    return rt_.launch(plans_[candidate][workspace]);
+  }
+  std::vector<OutputBuffer> outputs() const override {
+    const BackwardProblem &p = problems_.front();
+    std::vector<OutputBuffer> out = {{"dQ", p.dQ, p.qElements()},
+                                     {"dK", p.dK, p.kElements()},
+                                     {"dV", p.dV, p.vElements()}};
+    if (p.biasGrad)
+      out.push_back({"dBias", p.dBias, size_t(p.params().dBiasElements())});
+    return out;
+  }
+  Expected<std::pair<bool, std::string>>
+  oracle(Runtime &rt, const Outputs &out, int slices) override {
+    const BackwardProblem &p = problems_.front();
+    auto host = downloadInputs(rt, p);
+    if (!host)
+      return host.status();
+    std::vector<uint16_t> dO(p.oElements());
+    if (Status s = rt.copyToHost(dO.data(), p.dO, dO.size() * sizeof(uint16_t));
+        !s)
+      return s;
+    const BackwardParams params = p.params();
+    const BackwardCheckResult r = checkBackward(
+        params, host->inputs(), dO.data(), out.tensors[0].data(),
+        out.tensors[1].data(), out.tensors[2].data(),
+        p.biasGrad ? out.tensors[3].data() : nullptr,
+        sampleBackwardSlices(params, slices, /*seed=*/0));
+    return std::pair{r.pass, r.summary()};
+  }
+
+private:
+  Expected<BackwardPlan> plan_(const BackwardProblem &p) override {
+    return rt_.planBackward(p);
+  }
+  std::vector<DeviceBuffer> scratch_;
+};
+
 /// Empty when `got` matches `want`; otherwise what differs. Poisoned words
 /// (never written) match only where the baseline left them too (gaps of a
-/// strided layout).
+/// strided layout, rows no sequence owns).
 std::string compareOutputs(const Outputs &got, const Outputs &want,
+                           const std::vector<OutputBuffer> &names,
                            DType dtype) {
-  double largest = 0;
-  for (uint16_t w : want.o)
-    if (w != kPoison16)
-      largest = std::max(largest, std::fabs(double(fromBits(w, dtype))));
-  for (size_t i = 0; i < want.o.size(); ++i) {
-    if ((got.o[i] == kPoison16) != (want.o[i] == kPoison16))
-      return "output element " + std::to_string(i) +
-             (got.o[i] == kPoison16 ? " was not written" : " was written") +
-             " (the baseline's was " +
-             (want.o[i] == kPoison16 ? "not)" : "written)");
-    if (got.o[i] == kPoison16)
-      continue;
-    const double w = fromBits(want.o[i], dtype);
-    const double d = std::fabs(double(fromBits(got.o[i], dtype)) - w);
-    const double tol = outputTolerance(dtype, w, largest);
-    if (!(d <= tol)) // NaN fails too
-      return "output element " + std::to_string(i) + " differs from the "
-             "baseline by " + std::to_string(d) + " (tolerance " +
-             std::to_string(tol) + ")";
+  for (size_t t = 0; t < want.tensors.size(); ++t) {
+    const std::vector<uint16_t> &g = got.tensors[t], &w = want.tensors[t];
+    const std::string &name = names[t].name;
+    double largest = 0;
+    for (uint16_t x : w)
+      if (x != kPoison16)
+        largest = std::max(largest, std::fabs(double(fromBits(x, dtype))));
+    for (size_t i = 0; i < w.size(); ++i) {
+      if ((g[i] == kPoison16) != (w[i] == kPoison16))
+        return name + " element " + std::to_string(i) +
+               (g[i] == kPoison16 ? " was not written" : " was written") +
+               " (the baseline's was " +
+               (w[i] == kPoison16 ? "not)" : "written)");
+      if (g[i] == kPoison16)
+        continue;
+      const double want = fromBits(w[i], dtype);
+      const double d = std::fabs(double(fromBits(g[i], dtype)) - want);
+      const double tol = outputTolerance(dtype, want, largest);
+      if (!(d <= tol)) // NaN fails too
+        return name + " element " + std::to_string(i) +
+               " differs from the baseline by " + std::to_string(d) +
+               " (tolerance " + std::to_string(tol) + ")";
+    }
   }
   for (size_t i = 0; i < want.lse.size(); ++i) {
     const float g = got.lse[i], w = want.lse[i];
@@ -150,6 +329,28 @@ std::string compareOutputs(const Outputs &got, const Outputs &want,
   }
   return {};
 }
+
+/// Median and fastest of `repeats` CUDA-event timed calls of `launch(r)`
+/// after `warmup` untimed ones (r counts every call).
+Expected<Timing> timeLaunches(Runtime &rt,
+                              const std::function<Status(int)> &launch,
+                              int warmup, int repeats) {
+  if (repeats < 1)
+    return Status::error("timing needs at least one repeat");
+  for (int r = 0; r < warmup; ++r)
+    if (Status s = launch(r); !s)
+      return s;
+  std::vector<float> times;
+  for (int r = 0; r < repeats; ++r) {
+    auto ms = rt.timeMs([&] { return launch(warmup + r); });
+    if (!ms)
+      return ms.status();
+    times.push_back(*ms);
+  }
+  std::sort(times.begin(), times.end());
+  return Timing{times[times.size() / 2], times.front()};
+}
+
 } // namespace
 
 int workspacesToRotate(size_t bytesPerWorkspace, int64_t l2Bytes) {
@@ -163,55 +364,27 @@ int workspacesToRotate(size_t bytesPerWorkspace, int64_t l2Bytes) {
 
 Expected<Timing> timePlans(Runtime &rt, const std::vector<ForwardPlan> &plans,
                            int warmup, int repeats) {
-  if (plans.empty() || repeats < 1)
+  if (plans.empty())
     return Status::error("timePlans needs a plan and at least one repeat");
-  for (int r = 0; r < warmup; ++r)
-    if (Status s = rt.launch(plans[r % plans.size()]); !s)
-      return s;
-  std::vector<float> times;
-  for (int r = 0; r < repeats; ++r) {
-    const ForwardPlan &plan = plans[(warmup + r) % plans.size()];
-    auto ms = rt.timeMs([&] { return rt.launch(plan); });
-    if (!ms)
-      return ms.status();
-    times.push_back(*ms);
-  }
-  std::sort(times.begin(), times.end());
-  return Timing{times[times.size() / 2], times.front()};
+  return timeLaunches(
+      rt, [&](int r) { return rt.launch(plans[r % plans.size()]); }, warmup,
+      repeats);
 }
 
-Expected<AutotuneResult> autotune(Runtime &rt,
-                                  const std::vector<ForwardProblem> &workspaces,
-                                  const AutotuneOptions &options) {
-  if (workspaces.empty())
-    return Status::error("autotune needs at least one workspace");
-  if (options.repeats < 1 || options.warmup < 0)
-    return Status::error("autotune: repeats must be >= 1 and warmup >= 0, got " +
-                         std::to_string(options.repeats) + " and " +
-                         std::to_string(options.warmup));
-  const ForwardProblem &first = workspaces.front();
-  for (size_t i = 0; i < workspaces.size(); ++i) {
-    const ForwardProblem &w = workspaces[i];
-    if (Status s = validate(w); !s)
-      return s;
-    if (specFor(w) != specFor(first) || w.batch != first.batch ||
-        w.headsQ != first.headsQ || w.headsKV != first.headsKV ||
-        w.seqlenQ != first.seqlenQ || w.seqlenK != first.seqlenK)
-      return Status::error("autotune: workspace " + std::to_string(i) +
-                           " is not the problem of workspace 0 (its sizes, "
-                           "features or alignment differ)");
-  }
-  AutotuneResult result;
-  result.spec = specFor(first);
-  result.key = rt.tuneKey(first);
-  result.workspaces = int(workspaces.size());
-  result.space = forwardSearchSpace(result.spec, rt.arch(), options.knobs);
+namespace {
+
+/// Compiles, checks, times and ranks the candidates of `result.space` for
+/// `target`, holds the fastest to the float64 reference and stores the
+/// winner under `result.key`.
+Expected<AutotuneResult> search(Runtime &rt, Target &target,
+                                AutotuneResult result,
+                                const AutotuneOptions &options) {
+  const ForwardProblem &first = target.first();
+  result.workspaces = target.workspaces();
   const SearchSpace &space = result.space;
   const int n = int(space.candidates.size());
   std::vector<CandidateResult> candidates(n);
-  // Per candidate, one plan per workspace (the kernel compiles for the
-  // first; the others are memory hits); empty when it failed.
-  std::vector<std::vector<ForwardPlan>> compiled(n);
+  std::vector<bool> compiled(n, false);
   for (int i = 0; i < n; ++i)
     candidates[i].config = space.candidates[i];
 
@@ -222,31 +395,24 @@ Expected<AutotuneResult> autotune(Runtime &rt,
         options.compileThreads > 0
             ? options.compileThreads
             : int(std::max(1u, std::thread::hardware_concurrency())),
-        1, n);
+        1, std::max(n, 1));
     std::atomic<int> next{0}, done{0};
     std::mutex progressMutex;
     if (options.progress)
       options.progress("compile", 0, n);
-    auto compileOne = [&](int i) {
-      for (const ForwardProblem &w : workspaces) {
-        ForwardProblem p = w;
-        p.tile = candidates[i].config;
-        auto plan = rt.planForward(p);
-        if (!plan) {
-          candidates[i].failure = "compile: " + plan.message();
-          compiled[i].clear();
-          return;
-        }
-        compiled[i].push_back(std::move(*plan));
-      }
-    };
     auto worker = [&] {
       for (int i; (i = next++) < n;) {
+        Status s = Status::ok();
         try {
-          compileOne(i);
+          s = target.compile(i, candidates[i].config);
         } catch (const std::exception &e) { // bad_alloc: this one fails
-          candidates[i].failure = std::string("compile: ") + e.what();
-          compiled[i].clear();
+          s = Status::error(e.what());
+        }
+        if (s) {
+          compiled[i] = true;
+        } else {
+          candidates[i].failure = "compile: " + s.message();
+          target.forget(i);
         }
         std::lock_guard<std::mutex> guard(progressMutex);
         if (options.progress)
@@ -266,9 +432,12 @@ Expected<AutotuneResult> autotune(Runtime &rt,
       t.join();
   }
   result.compileSeconds = secondsSince(compileStart);
+  if (Status s = target.prepare(); !s)
+    return s;
 
   // ---- check and time, one candidate at a time --------------------------------
   const auto measureStart = Clock::now();
+  const std::vector<OutputBuffer> outputNames = target.outputs();
   std::optional<Outputs> baselineOutputs;
   // A fault (an illegal address) poisons the CUDA context: nothing after it
   // can be measured, and nothing measured is stored.
@@ -277,25 +446,27 @@ Expected<AutotuneResult> autotune(Runtime &rt,
     options.progress("measure", 0, n);
   for (int i = 0; i < n; ++i) {
     CandidateResult &c = candidates[i];
-    const auto &plans = compiled[i];
     if (c.ok() && !contextLost.empty())
       c.failure = "not measured: " + contextLost;
     if (c.ok()) {
-      c.registers = plans.front().kernel->registers;
-      c.localBytes = plans.front().kernel->localBytes;
-      auto out = runOnce(rt, plans.front(), first);
+      c.registers = target.kernel(i).registers;
+      c.localBytes = target.kernel(i).localBytes;
+      auto out = runOnce(rt, target, i);
       if (!out) {
         c.failure = "launch: " + out.message();
       } else if (!baselineOutputs) {
         baselineOutputs = std::move(*out); // the first valid one
-      } else if (std::string diff =
-                     compareOutputs(*out, *baselineOutputs, first.dtype);
+      } else if (std::string diff = compareOutputs(*out, *baselineOutputs,
+                                                   outputNames, first.dtype);
                  !diff.empty()) {
         c.failure = "check: " + diff;
       }
     }
     if (c.ok()) {
-      if (auto t = timePlans(rt, plans, options.warmup, options.repeats)) {
+      const int w = target.workspaces();
+      if (auto t = timeLaunches(
+              rt, [&](int r) { return target.launch(i, r % w); },
+              options.warmup, options.repeats)) {
         c.ms = t->ms;
         c.minMs = t->minMs;
       } else {
@@ -328,39 +499,42 @@ Expected<AutotuneResult> autotune(Runtime &rt,
   bool checkedWinner = false;
   std::string oracleFailure;
   if (n > 0 && contextLost.empty() && candidates[order.front()].ok()) {
-    auto host = downloadInputs(rt, first);
-    if (!host)
-      oracleFailure = "the inputs could not be read back for the float64 "
-                      "check: " + host.message();
-    const auto slices =
-        sampleSlices(first, std::max(1, options.oracleSlices), /*seed=*/0);
-    for (int tried = 0; host && tried < std::min(n, kOracleAttempts); ++tried) {
+    for (int tried = 0; tried < std::min(n, kOracleAttempts); ++tried) {
       CandidateResult &c = candidates[order[tried]];
       if (!c.ok())
         break;
-      auto out = runOnce(rt, compiled[order[tried]].front(), first);
+      auto out = runOnce(rt, target, order[tried]);
       if (!out) {
         oracleFailure = "launch: " + out.message();
         c.failure = oracleFailure;
       } else {
-        const CheckResult r = checkForward(
-            first, host->inputs(), out->o.data(),
-            first.lse ? out->lse.data() : nullptr, slices);
-        if (r.pass) {
-          result.oracleCheck = canonicalText(c.config) + ": " + r.summary();
+        auto verdict =
+            target.oracle(rt, *out, std::max(1, options.oracleSlices));
+        if (!verdict) {
+          oracleFailure = "the inputs could not be read back for the "
+                          "float64 check: " + verdict.message();
+          break;
+        }
+        const auto &[pass, summary] = *verdict;
+        if (pass) {
+          result.oracleCheck = canonicalText(c.config) + ": " + summary;
           checkedWinner = true;
           break;
         }
-        oracleFailure = canonicalText(c.config) + ": " + r.summary();
-        c.failure = "oracle: " + r.summary();
+        oracleFailure = canonicalText(c.config) + ": " + summary;
+        c.failure = "oracle: " + summary;
       }
       c.ms = c.minMs = std::numeric_limits<double>::infinity();
     }
     rank();
   }
-  result.baseline = candidates.front();
+  if (n > 0)
+    result.baseline = candidates.front();
   for (int i : order)
     result.ranked.push_back(candidates[i]);
+  if (result.ranked.empty())
+    return Status::error("autotune: the search space of " +
+                         canonicalText(result.spec) + " is empty");
 
   const CandidateResult &best = result.ranked.front();
   if (options.store && !contextLost.empty()) {
@@ -389,6 +563,69 @@ Expected<AutotuneResult> autotune(Runtime &rt,
       result.storeError = stored.message();
   }
   return result;
+}
+
+/// The checks every search starts with: options in range, and workspaces
+/// that all hold one problem (`same`: its sizes, features and alignment).
+template <class Problem>
+Status checkWorkspaces(const std::vector<Problem> &workspaces,
+                       const AutotuneOptions &options) {
+  if (workspaces.empty())
+    return Status::error("autotune needs at least one workspace");
+  if (options.repeats < 1 || options.warmup < 0)
+    return Status::error("autotune: repeats must be >= 1 and warmup >= 0, got " +
+                         std::to_string(options.repeats) + " and " +
+                         std::to_string(options.warmup));
+  const Problem &first = workspaces.front();
+  for (size_t i = 0; i < workspaces.size(); ++i) {
+    const Problem &w = workspaces[i];
+    if (Status s = validate(w); !s)
+      return s;
+    if (specFor(w) != specFor(first) || w.batch != first.batch ||
+        w.headsQ != first.headsQ || w.headsKV != first.headsKV ||
+        w.seqlenQ != first.seqlenQ || w.seqlenK != first.seqlenK)
+      return Status::error("autotune: workspace " + std::to_string(i) +
+                           " is not the problem of workspace 0 (its sizes, "
+                           "features or alignment differ)");
+  }
+  return Status::ok();
+}
+
+/// A search of `TargetT` over the space `spaceOf` gives the workspaces'
+/// spec on the runtime's arch.
+template <class TargetT, class Problem, class SpaceOf>
+Expected<AutotuneResult> tuneWorkspaces(Runtime &rt,
+                                        const std::vector<Problem> &workspaces,
+                                        const AutotuneOptions &options,
+                                        SpaceOf spaceOf) {
+  if (Status s = checkWorkspaces(workspaces, options); !s)
+    return s;
+  AutotuneResult result;
+  result.spec = specFor(workspaces.front());
+  result.key = rt.tuneKey(workspaces.front());
+  result.space = spaceOf(result.spec, rt.arch());
+  TargetT target(rt, workspaces, int(result.space.candidates.size()));
+  return search(rt, target, std::move(result), options);
+}
+
+} // namespace
+
+Expected<AutotuneResult> autotune(Runtime &rt,
+                                  const std::vector<ForwardProblem> &workspaces,
+                                  const AutotuneOptions &options) {
+  return tuneWorkspaces<ForwardTarget>(
+      rt, workspaces, options, [&](const AttentionSpec &spec, Arch arch) {
+        return forwardSearchSpace(spec, arch, options.knobs);
+      });
+}
+
+Expected<AutotuneResult>
+autotuneBackward(Runtime &rt, const std::vector<BackwardProblem> &workspaces,
+                 const AutotuneOptions &options) {
+  return tuneWorkspaces<BackwardTarget>(
+      rt, workspaces, options, [&](const AttentionSpec &spec, Arch arch) {
+        return backwardSearchSpace(spec, arch, options.backwardKnobs);
+      });
 }
 
 } // namespace flashjit

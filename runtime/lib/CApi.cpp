@@ -466,7 +466,7 @@ flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
   });
 }
 
-flashjit_status flashjit_forward_workspace_bytes(
+flashjit_status flashjit_forward_workspace_size(
     flashjit_runtime *rt, const flashjit_forward_args *args, uint64_t *bytes) {
   return guarded([&] {
     if (!bytes)
@@ -515,7 +515,7 @@ flashjit_status flashjit_attention_backward(flashjit_runtime *rt,
   });
 }
 
-flashjit_status flashjit_backward_workspace_bytes(
+flashjit_status flashjit_backward_workspace_size(
     flashjit_runtime *rt, const flashjit_backward_args *args, uint64_t *bytes) {
   return guarded([&] {
     if (!bytes)
@@ -527,8 +527,8 @@ flashjit_status flashjit_backward_workspace_bytes(
         s != FLASHJIT_SUCCESS)
       return s;
     auto size = rt->runtime->backwardWorkspaceBytes(p);
-    if (!size)
-      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, size.message());
+    if (!size) // it compiles the kernels
+      return fail(FLASHJIT_ERROR_COMPILE, size.message());
     *bytes = *size;
     return FLASHJIT_SUCCESS;
   });

@@ -391,10 +391,22 @@ TuneKey Runtime::tuneKey(const ForwardProblem &p) const {
           impl_->driverVersion};
 }
 
+TuneKey Runtime::tuneKey(const BackwardProblem &p) const {
+  return {specFor(p), shapeBucket(p), impl_->info.name, impl_->flashjitVersion,
+          impl_->driverVersion};
+}
+
 std::optional<TuneEntry> Runtime::tunedEntry(const ForwardProblem &p) {
+  return tunedEntryFor(tuneKey(p));
+}
+
+std::optional<TuneEntry> Runtime::tunedEntry(const BackwardProblem &p) {
+  return tunedEntryFor(tuneKey(p));
+}
+
+std::optional<TuneEntry> Runtime::tunedEntryFor(const TuneKey &key) {
   if (!impl_->tuneDb)
     return std::nullopt;
-  const TuneKey key = tuneKey(p);
   auto entry = impl_->tuneDb->lookup(key);
   if (!entry)
     return std::nullopt;
@@ -730,6 +742,30 @@ Status useWorkspace(const ForwardProblem &p, size_t needed, ForwardPlan &plan,
 }
 } // namespace
 
+std::pair<TileConfig, ConfigSource>
+Runtime::chosenConfig(const AttentionSpec &spec, const std::string &specKey,
+                      const TuneKey &tuneKey, const Family *family) {
+  const std::string key = configKey(specKey, tuneKey.bucket);
+  std::unique_lock<std::mutex> lock(impl_->configsMutex);
+  if (auto it = impl_->configs.find(key); it != impl_->configs.end())
+    return it->second;
+  const uint64_t generation = impl_->configsGeneration;
+  lock.unlock(); // the first lookup reads the database file
+  auto tuned = tunedEntryFor(tuneKey);
+  // A family the caller forces is the family of every plan.
+  if (tuned && family && tuned->config.family != *family)
+    tuned.reset();
+  const std::pair<TileConfig, ConfigSource> chosen =
+      tuned ? std::pair{tuned->config, ConfigSource::Tuned}
+            : std::pair{family ? defaultTileConfig(spec, impl_->arch, *family)
+                               : defaultTileConfig(spec, impl_->arch),
+                        ConfigSource::Default};
+  lock.lock();
+  if (generation == impl_->configsGeneration)
+    impl_->configs.emplace(key, chosen);
+  return chosen;
+}
+
 Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
   if (Status s = validate(p); !s)
     return s;
@@ -740,29 +776,9 @@ Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
     plan.config = *p.tile;
     plan.source = ConfigSource::Explicit;
   } else {
-    const std::string key = configKey(packedSpec, shapeBucket(p));
-    std::unique_lock<std::mutex> lock(impl_->configsMutex);
-    auto it = impl_->configs.find(key);
-    if (it != impl_->configs.end()) {
-      std::tie(plan.config, plan.source) = it->second;
-    } else {
-      const uint64_t generation = impl_->configsGeneration;
-      lock.unlock(); // the first lookup reads the database file
-      auto tuned = tunedEntry(p);
-      // A family the caller forces is the family of every plan.
-      if (tuned && impl_->family && tuned->config.family != *impl_->family)
-        tuned.reset();
-      const TileConfig fallback =
-          impl_->family
-              ? defaultTileConfig(plan.spec, impl_->arch, *impl_->family)
-              : defaultTileConfig(plan.spec, impl_->arch);
-      std::tie(plan.config, plan.source) =
-          tuned ? std::pair{tuned->config, ConfigSource::Tuned}
-                : std::pair{fallback, ConfigSource::Default};
-      lock.lock();
-      if (generation == impl_->configsGeneration)
-        impl_->configs.emplace(key, std::pair{plan.config, plan.source});
-    }
+    std::tie(plan.config, plan.source) =
+        chosenConfig(plan.spec, packedSpec, tuneKey(p),
+                     impl_->family ? &*impl_->family : nullptr);
   }
   // Decode-like problems (a row block per K/V group of few rows) take the
   // decode table of the sm80 family unless the caller forces another
@@ -901,10 +917,14 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
   const int64_t partialRows =
       p.varlen ? p.varlen->totalQ : p.batch * p.seqlenQ;
   d.partialEntries = partialRows * p.headsQ;
+  // The module's helper entries (Decode.h) the launch needs.
+  for (auto [needed, function, what] :
+       {std::tuple{plan.spec.splitKV, plan.kernel->combineFunction, "combine"},
+        std::tuple{p.newKeys > 0, plan.kernel->appendFunction, "append"}})
+    if (needed && !function)
+      return Status::error("internal: " + plan.kernel->name + " has no " +
+                           what + " kernel");
   if (plan.spec.splitKV) {
-    if (!plan.kernel->combineFunction)
-      return Status::error("internal: " + plan.kernel->name +
-                           " has no combine kernel");
     CombineKernelArgs &c = plan.combine;
     c.o = p.o;
     c.lse = p.lse;
@@ -922,9 +942,6 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
         (d.partialEntries + kEntriesPerCta - 1) / kEntriesPerCta);
   }
   if (p.newKeys > 0) {
-    if (!plan.kernel->appendFunction)
-      return Status::error("internal: " + plan.kernel->name +
-                           " has no append kernel");
     AppendKernelArgs &ap = plan.append;
     ap.kNew = p.kNew;
     ap.vNew = p.vNew;
@@ -1079,16 +1096,26 @@ Status Runtime::launch(const ForwardPlan &plan, void *stream) {
                   combineKernelName(k.name));
 }
 
-Status Runtime::chooseBackwardPlan(const BackwardProblem &p,
-                                   BackwardPlan &plan) {
+Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
   if (Status s = validate(p); !s)
     return s;
+  BackwardPlan plan;
   ForwardPlan &m = plan.main;
   m.spec = specFor(p);
-  // No tuned backward configs yet; the forward's forced family may build
-  // no backward, so the choice is preferredFamily's.
-  m.config = p.tile ? *p.tile : defaultTileConfig(m.spec, impl_->arch);
-  m.source = p.tile ? ConfigSource::Explicit : ConfigSource::Default;
+  const std::string packedSpec = specKey(m.spec);
+  if (p.tile) {
+    m.config = *p.tile;
+    m.source = ConfigSource::Explicit;
+  } else {
+    // The forward's forced family may build no backward: then the choice
+    // is preferredFamily's.
+    const KernelFamily *forced =
+        impl_->family ? findFamily(*impl_->family) : nullptr;
+    const bool keepForced = forced && forced->buildsBackward();
+    std::tie(m.config, m.source) =
+        chosenConfig(m.spec, packedSpec, tuneKey(p),
+                     keepForced ? &*impl_->family : nullptr);
+  }
   if (Status s = flashjit::validate(m.config, m.spec, impl_->arch); !s)
     return s;
   const int64_t keyTiles =
@@ -1138,16 +1165,8 @@ Status Runtime::chooseBackwardPlan(const BackwardProblem &p,
   a.wsDqRowStride = w.dqRowStride;
   a.dqSplits = static_cast<int32_t>(splits);
   a.scale = static_cast<float>(p.scale());
-  return Status::ok();
-}
 
-Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
-  BackwardPlan plan;
-  if (Status s = chooseBackwardPlan(p, plan); !s)
-    return s;
-  ForwardPlan &m = plan.main;
-  auto kernel = kernelFor(m.spec, m.config, specKey(m.spec),
-                          /*allowQuick=*/false);
+  auto kernel = kernelFor(m.spec, m.config, packedSpec, /*allowQuick=*/false);
   if (!kernel)
     return kernel.status();
   m.kernel = std::move(*kernel);
@@ -1172,10 +1191,10 @@ Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
 }
 
 Expected<size_t> Runtime::backwardWorkspaceBytes(const BackwardProblem &p) {
-  BackwardPlan plan;
-  if (Status s = chooseBackwardPlan(p, plan); !s)
-    return s;
-  return plan.main.workspaceBytes;
+  auto plan = planBackward(p);
+  if (!plan)
+    return plan.status();
+  return plan->main.workspaceBytes;
 }
 
 Status Runtime::launch(const BackwardPlan &plan, void *stream) {

@@ -12,6 +12,7 @@
 #include "GpuTestSupport.h"
 
 #include "flashjit/kernels/ReferenceBackward.h"
+#include "flashjit/runtime/Autotune.h"
 
 #include <cstring>
 #include <optional>
@@ -26,14 +27,18 @@ struct Gradients16 {
   std::vector<uint16_t> dO, dQ, dK, dV, dBias;
 };
 
-/// The backward of `run`'s forward (run by runForward with its LSE) on a
-/// random dO from `seed`: `repeats` launches, each after poisoning the
-/// gradients; `out` holds the last one's, `differing` counts the elements
-/// in which a later run's differ from the first's.
-Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
-                   int repeats, Gradients16 &out, size_t &differing,
-                   bool biasGrad = false) {
-  Runtime &rt = runtime();
+/// Device buffers of a backward call's dO and gradients.
+struct GradientBuffers {
+  DeviceBuffer dO, dQ, dK, dV, dBias;
+};
+
+/// The backward call of `run`'s forward (run by runForward with its LSE):
+/// a random dO from `seed` (its host copy in `hostDO`), gradients laid out
+/// like their tensors in `buffers`; no workspace.
+Expected<BackwardProblem> backwardOf(const ForwardRun &run, bool deterministic,
+                                     bool biasGrad, uint64_t seed,
+                                     std::vector<uint16_t> &hostDO,
+                                     GradientBuffers &buffers) {
   BackwardProblem p;
   static_cast<ForwardProblem &>(p) = run.problem;
   p.tile.reset();
@@ -44,30 +49,53 @@ Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
   p.dBiasStrides = {p.headsQ * p.seqlenQ * p.seqlenK, p.seqlenQ * p.seqlenK,
                     p.seqlenK};
   const size_t eb = elementBytes(p.dtype);
-  const size_t dBiasElements = biasGrad ? p.params().dBiasElements() : 0;
-  out.dO.resize(p.oElements());
-  fillNormal(out.dO.data(), out.dO.size(), p.dtype, seed * 7 + 5);
-  DeviceBuffer ddo, ddq, ddk, ddv, ddbias, dws;
-  Status s = upload(ddo, out.dO.data(), out.dO.size() * eb);
+  hostDO.resize(p.oElements());
+  fillNormal(hostDO.data(), hostDO.size(), p.dtype, seed * 7 + 5);
+  Status s = upload(buffers.dO, hostDO.data(), hostDO.size() * eb);
   if (s)
-    s = upload(ddq, nullptr, p.qElements() * eb);
+    s = upload(buffers.dQ, nullptr, p.qElements() * eb);
   if (s)
-    s = upload(ddk, nullptr, p.kElements() * eb);
+    s = upload(buffers.dK, nullptr, p.kElements() * eb);
   if (s)
-    s = upload(ddv, nullptr, p.vElements() * eb);
+    s = upload(buffers.dV, nullptr, p.vElements() * eb);
   if (s && biasGrad)
-    s = upload(ddbias, nullptr, dBiasElements * eb);
+    s = upload(buffers.dBias, nullptr, p.params().dBiasElements() * eb);
   if (!s)
     return s;
-  p.dO = ddo.data(), p.dQ = ddq.data(), p.dK = ddk.data(), p.dV = ddv.data();
-  p.dBias = biasGrad ? ddbias.data() : nullptr;
+  p.dO = buffers.dO.data(), p.dQ = buffers.dQ.data();
+  p.dK = buffers.dK.data(), p.dV = buffers.dV.data();
+  p.dBias = biasGrad ? buffers.dBias.data() : nullptr;
+  return p;
+}
+
+/// The backward of `run`'s forward (run by runForward with its LSE) on a
+/// random dO from `seed`: `repeats` launches, each after poisoning the
+/// gradients; `out` holds the last one's, `differing` counts the elements
+/// in which a later run's differ from the first's. `callerWorkspace`: a
+/// workspace of backwardWorkspaceBytes; otherwise the runtime's own.
+Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
+                   int repeats, Gradients16 &out, size_t &differing,
+                   bool biasGrad = false, bool callerWorkspace = true) {
+  Runtime &rt = runtime();
+  GradientBuffers buffers;
+  auto problem =
+      backwardOf(run, deterministic, biasGrad, seed, out.dO, buffers);
+  if (!problem)
+    return problem.status();
+  BackwardProblem &p = *problem;
+  const size_t eb = elementBytes(p.dtype);
+  const size_t dBiasElements = biasGrad ? p.params().dBiasElements() : 0;
+  DeviceBuffer dws;
   auto bytes = rt.backwardWorkspaceBytes(p);
   if (!bytes)
     return bytes.status();
-  if (Status w = upload(dws, nullptr, *bytes); !w)
-    return w;
-  p.workspace = dws.data();
-  p.workspaceBytes = *bytes;
+  if (callerWorkspace) {
+    if (Status w = upload(dws, nullptr, *bytes); !w)
+      return w;
+    p.workspace = dws.data();
+    p.workspaceBytes = *bytes;
+  }
+  Status s = Status::ok();
   differing = 0;
   std::vector<uint16_t> firstQ, firstK, firstV;
   for (int i = 0; i < repeats; ++i) {
@@ -256,13 +284,20 @@ INSTANTIATE_TEST_SUITE_P(
       return info.param.name;
     });
 
-TEST(BackwardDeterministic, SameBitsOverFiveRuns) {
-  FLASHJIT_REQUIRE_GPU();
+/// Causal GQA 4:1 over 300 queries and 700 keys, deterministic dQ.
+BackwardCase deterministicCase() {
   BackwardCase c;
   c.headsQ = 8, c.headsKV = 2, c.seqlenQ = 300, c.seqlenK = 700;
   c.mask = MaskMode::Causal, c.deterministic = true;
+  return c;
+}
+
+TEST(BackwardDeterministic, SameBitsOverFiveRuns) {
+  FLASHJIT_REQUIRE_GPU();
   ForwardRun run;
-  ASSERT_TRUE(runForward(problemOf(c), 5, /*withLse=*/true, run).isOk());
+  ASSERT_TRUE(
+      runForward(problemOf(deterministicCase()), 5, /*withLse=*/true, run)
+          .isOk());
   Gradients16 g;
   size_t differing = 0;
   Status s = runBackward(run, /*deterministic=*/true, 5, 5, g, differing);
@@ -276,6 +311,80 @@ TEST(BackwardDeterministic, SameBitsOverFiveRuns) {
       checkBackward(bp.params(), run.inputs(), g.dO.data(), g.dQ.data(),
                     g.dK.data(), g.dV.data(), nullptr);
   EXPECT_TRUE(r.pass) << r.summary();
+}
+
+// Without a caller's workspace the runtime's per-stream one (the split-KV
+// partials' too) serves: the same bits as with the caller's, and correct.
+TEST(BackwardDeterministic, RuntimeWorkspaceGivesTheSameBits) {
+  FLASHJIT_REQUIRE_GPU();
+  ForwardRun run;
+  ASSERT_TRUE(
+      runForward(problemOf(deterministicCase()), 6, /*withLse=*/true, run)
+          .isOk());
+  Gradients16 caller, own;
+  size_t differing = 0;
+  Status s = runBackward(run, /*deterministic=*/true, 6, 1, caller, differing);
+  ASSERT_TRUE(s.isOk()) << s.message();
+  s = runBackward(run, /*deterministic=*/true, 6, 2, own, differing,
+                  /*biasGrad=*/false, /*callerWorkspace=*/false);
+  ASSERT_TRUE(s.isOk()) << s.message();
+  EXPECT_EQ(differing, 0u);
+  EXPECT_EQ(caller.dQ, own.dQ);
+  EXPECT_EQ(caller.dK, own.dK);
+  EXPECT_EQ(caller.dV, own.dV);
+}
+
+// The backward's autotune: every candidate's gradients match the default
+// config's, the winner passes the float64 backward and is stored under the
+// backward spec's key, where planBackward finds it (the forward's plan does
+// not). Deterministic too: its scratch is sized for the candidate with the
+// most dQ splits.
+TEST(BackwardAutotune, TunesStoresAndPlansUseIt) {
+  FLASHJIT_REQUIRE_GPU();
+  for (bool deterministic : {false, true}) {
+    SCOPED_TRACE(deterministic ? "deterministic" : "atomic dQ");
+    BackwardCase c;
+    c.headsQ = 4, c.headsKV = 2, c.seqlenQ = 150, c.seqlenK = 230;
+    c.headDim = c.headDimV = 80, c.mask = MaskMode::Causal;
+    ForwardRun a, b;
+    ASSERT_TRUE(runForward(problemOf(c), 31, /*withLse=*/true, a).isOk());
+    ASSERT_TRUE(runForward(problemOf(c), 32, /*withLse=*/true, b).isOk());
+    std::vector<uint16_t> hostA, hostB;
+    GradientBuffers bufA, bufB;
+    auto pa = backwardOf(a, deterministic, false, 31, hostA, bufA);
+    auto pb = backwardOf(b, deterministic, false, 32, hostB, bufB);
+    ASSERT_TRUE(pa && pb);
+
+    const test_support::TempDir dir("flashjit-tune-backward");
+    RuntimeOptions ro;
+    ro.cacheDirectory = dir.path().string();
+    auto tuner = Runtime::create(ro);
+    ASSERT_TRUE(tuner) << tuner.message();
+    AutotuneOptions options;
+    options.warmup = 1;
+    options.repeats = 3;
+    options.backwardKnobs.blockM = {16, 64};
+    options.backwardKnobs.blockN = {16, 64};
+    options.backwardKnobs.warps = {4};
+    auto tuned = autotuneBackward(**tuner, {*pa, *pb}, options);
+    ASSERT_TRUE(tuned) << tuned.message();
+    const AutotuneResult &r = *tuned;
+    EXPECT_EQ(r.spec.direction, Direction::Backward);
+    EXPECT_EQ(r.spec.deterministic, deterministic);
+    EXPECT_EQ(r.ranked.size(), 5u); // the default and 2 x 2
+    for (const CandidateResult &cand : r.ranked)
+      EXPECT_TRUE(cand.ok()) << canonicalText(cand.config) << ": "
+                             << cand.failure;
+    EXPECT_NE(r.oracleCheck.find("PASS"), std::string::npos) << r.oracleCheck;
+    ASSERT_EQ(r.storedIn, TuneDatabase::pathIn(dir.path().string()));
+    auto plan = (*tuner)->planBackward(*pa);
+    ASSERT_TRUE(plan) << plan.message();
+    EXPECT_EQ(plan->main.source, ConfigSource::Tuned);
+    EXPECT_EQ(plan->main.config, r.ranked.front().config);
+    auto forward = (*tuner)->planForward(a.problem);
+    ASSERT_TRUE(forward) << forward.message();
+    EXPECT_NE(forward->source, ConfigSource::Tuned);
+  }
 }
 
 } // namespace

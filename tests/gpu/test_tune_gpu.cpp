@@ -154,7 +154,7 @@ TEST(Autotune, WorkspacesMustBeOneProblem) {
   // Checked against the float64 reference even when nothing is stored.
   EXPECT_NE(tuned->oracleCheck.find("PASS"), std::string::npos)
       << tuned->oracleCheck;
-  EXPECT_FALSE(autotune(runtime(), {}, options));
+  EXPECT_FALSE(autotune(runtime(), std::vector<ForwardProblem>{}, options));
   // Workspaces whose sizes differ are not one problem: refused up front.
   ForwardProblem longer = a.problem;
   longer.seqlenK = 32;

@@ -1,8 +1,8 @@
-/* Prints flashjit.h's struct layout and constants as a C compiler sees them,
- * one fact a line, for check_layout.py to compare with the Julia mirror
+/* Prints flashjit.h's struct layouts and constants as a C compiler sees
+ * them, one fact a line, for check_layout.py to compare with the Julia mirror
  * (julia/FlashJIT/src/FlashJIT.jl):
- *   field flashjit_forward_args <name> <offset> <size> <align>
- *   sizeof flashjit_forward_args <size>
+ *   field <struct> <name> <offset> <size> <align>
+ *   sizeof <struct> <size> <align>
  *   const <NAME> <value>
  */
 #include "flashjit/flashjit.h"
@@ -78,6 +78,22 @@ int main(void) {
   FIELD(flashjit_forward_args, workspace_bytes);
   printf("sizeof flashjit_forward_args %zu %zu\n",
          sizeof(flashjit_forward_args), _Alignof(flashjit_forward_args));
+  FIELD(flashjit_backward_args, struct_size);
+  FIELD(flashjit_backward_args, forward);
+  FIELD(flashjit_backward_args, dout);
+  FIELD(flashjit_backward_args, dq);
+  FIELD(flashjit_backward_args, dk);
+  FIELD(flashjit_backward_args, dv);
+  FIELD(flashjit_backward_args, dout_strides);
+  FIELD(flashjit_backward_args, dq_strides);
+  FIELD(flashjit_backward_args, dk_strides);
+  FIELD(flashjit_backward_args, dv_strides);
+  FIELD(flashjit_backward_args, deterministic);
+  FIELD(flashjit_backward_args, bias_grad);
+  FIELD(flashjit_backward_args, dbias);
+  FIELD(flashjit_backward_args, dbias_strides);
+  printf("sizeof flashjit_backward_args %zu %zu\n",
+         sizeof(flashjit_backward_args), _Alignof(flashjit_backward_args));
   CONST(FLASHJIT_API_VERSION);
   CONST(FLASHJIT_SUCCESS);
   CONST(FLASHJIT_ERROR_INVALID_ARGUMENT);

@@ -1,10 +1,11 @@
 """Julia's FlashJIT mirrors flashjit.h: the same fields, in the same order,
-at the same offsets and sizes, and the same constants. No Julia runs here:
-the mirror's layout is computed from its declarations by the C rules that
-Julia applies to isbits fields, and compared with what a C compiler made of
-the header (abi_layout). abi_layout's own field list is checked to cover
-the struct: no gap between fields beyond alignment padding, nothing after
-the last.
+at the same offsets and sizes, and the same constants, for each struct it
+mirrors (ForwardArgs, and BackwardArgs holding a ForwardArgs inline). No
+Julia runs here: the mirror's layout is computed from its declarations by
+the C rules that Julia applies to isbits fields, and compared with what a C
+compiler made of the header (abi_layout). abi_layout's own field lists are
+checked to cover each struct: no gap between fields beyond alignment
+padding, nothing after the last.
 
     python3 check_layout.py <abi_layout binary> <FlashJIT.jl>
 """
@@ -21,9 +22,15 @@ SCALARS = {
 }
 
 
-def julia_type(t: str):
+# The mirrored structs: Julia name -> C name.
+STRUCTS = {"ForwardArgs": "flashjit_forward_args", "BackwardArgs": "flashjit_backward_args"}
+
+
+def julia_type(t: str, structs=None):
     if t in SCALARS:
         return SCALARS[t]
+    if structs and t in structs:  # an isbits struct field is stored inline
+        return structs[t]
     if re.fullmatch(r"Ptr\{.*\}", t):
         return 8, 8
     m = re.fullmatch(r"NTuple\{(\d+),\s*(\w+)\}", t)
@@ -33,17 +40,19 @@ def julia_type(t: str):
     raise ValueError(f"no layout rule for Julia type {t}")
 
 
-def julia_struct(source: str, name: str):
-    """[(field, offset, size)] and (sizeof, alignment) of `struct name`."""
-    m = re.search(rf"^(?:mutable )?struct {name}\n(.*?)^end", source, re.S | re.M)
+def julia_struct(source: str, name: str, structs=None):
+    """[(field, offset, size)] and (sizeof, alignment) of `struct name`;
+    `structs` gives (sizeof, alignment) of the structs it may hold."""
+    m = re.search(rf"^struct {name}\n(.*?)^end", source, re.S | re.M)
     if not m:
-        raise ValueError(f"no struct {name} in the Julia source")
+        raise ValueError(f"no immutable struct {name} in the Julia source (C holds "
+                         "structs inline; a Julia mutable struct field would be a pointer)")
     fields, offset, max_align = [], 0, 1
     for line in m.group(1).splitlines():
         f = re.fullmatch(r"\s*(\w+)::(.+?)\s*", line)
         if not f:
             continue  # constructors, comments
-        size, align = julia_type(f.group(2))
+        size, align = julia_type(f.group(2), structs)
         offset = -(-offset // align) * align
         fields.append((f.group(1), offset, size))
         offset += size
@@ -54,36 +63,49 @@ def julia_struct(source: str, name: str):
 def main(layout_binary: str, julia_file: str) -> int:
     out = subprocess.run([layout_binary], check=True, capture_output=True,
                          text=True).stdout.split("\n")
-    c_fields, c_consts, c_size = [], {}, None
+    c_fields, c_consts, c_sizes = {}, {}, {}
     for line in filter(None, out):
         kind, *rest = line.split()
         if kind == "field":
-            c_fields.append((rest[1], int(rest[2]), int(rest[3]), int(rest[4])))
+            c_fields.setdefault(rest[0], []).append(
+                (rest[1], int(rest[2]), int(rest[3]), int(rest[4])))
         elif kind == "sizeof":
-            c_size = (int(rest[1]), int(rest[2]))
+            c_sizes[rest[0]] = (int(rest[1]), int(rest[2]))
         elif kind == "const":
             c_consts[rest[0]] = int(rest[1])
     errors = []
-    # abi_layout lists every field: consecutive, padded only to alignment.
-    end = 0
-    for name, offset, size, align in c_fields:
-        if offset != -(-end // align) * align:
-            errors.append(f"abi_layout.c misses a field before {name} (offset {offset}, expected {end} padded to {align})")
-        end = offset + size
-    if -(-end // c_size[1]) * c_size[1] != c_size[0]:
-        errors.append(f"abi_layout.c misses fields after {c_fields[-1][0]} (sizeof is {c_size[0]})")
-
     source = open(julia_file).read()
-    j_fields, j_size = julia_struct(source, "ForwardArgs")
-    if [f[0] for f in j_fields] != [f[0] for f in c_fields]:
-        errors.append("field names or order differ:\n  C:     "
-                      + " ".join(f[0] for f in c_fields) + "\n  Julia: "
-                      + " ".join(f[0] for f in j_fields))
-    for (name, offset, size), (_, c_offset, c_sz, _) in zip(j_fields, c_fields):
-        if (offset, size) != (c_offset, c_sz):
-            errors.append(f"{name}: Julia offset {offset} size {size}, C offset {c_offset} size {c_sz}")
-    if j_size != c_size:
-        errors.append(f"sizeof: Julia {j_size}, C {c_size}")
+    j_sizes = {}
+    for j_name, c_name in STRUCTS.items():
+        fields, c_size = c_fields.get(c_name, []), c_sizes.get(c_name)
+        if not fields or c_size is None:
+            errors.append(f"abi_layout.c prints no {c_name}")
+            continue
+        # abi_layout lists every field: consecutive, padded only to alignment.
+        end = 0
+        for name, offset, size, align in fields:
+            if offset != -(-end // align) * align:
+                errors.append(f"abi_layout.c misses a field of {c_name} before {name} "
+                              f"(offset {offset}, expected {end} padded to {align})")
+            end = offset + size
+        if -(-end // c_size[1]) * c_size[1] != c_size[0]:
+            errors.append(f"abi_layout.c misses fields of {c_name} after {fields[-1][0]} "
+                          f"(sizeof is {c_size[0]})")
+        try:
+            j_fields, j_sizes[j_name] = julia_struct(source, j_name, j_sizes)
+        except ValueError as e:
+            errors.append(str(e))
+            continue
+        if [f[0] for f in j_fields] != [f[0] for f in fields]:
+            errors.append(f"{j_name}: field names or order differ:\n  C:     "
+                          + " ".join(f[0] for f in fields) + "\n  Julia: "
+                          + " ".join(f[0] for f in j_fields))
+        for (name, offset, size), (_, c_offset, c_sz, _) in zip(j_fields, fields):
+            if (offset, size) != (c_offset, c_sz):
+                errors.append(f"{j_name}.{name}: Julia offset {offset} size {size}, "
+                              f"C offset {c_offset} size {c_sz}")
+        if j_sizes[j_name] != c_size:
+            errors.append(f"sizeof {j_name}: Julia {j_sizes[j_name]}, C {c_size}")
     j_consts = {n: int(v) for n, v in re.findall(
         r"^const (FLASHJIT_\w+) = (?:Int32\()?(-?\d+)\)?", source, re.M)}
     for name, value in j_consts.items():
@@ -94,8 +116,9 @@ def main(layout_binary: str, julia_file: str) -> int:
     if errors:
         print("\n".join(errors))
         return 1
-    print(f"FlashJIT.ForwardArgs matches flashjit_forward_args: {len(c_fields)} "
-          f"fields, {c_size[0]} bytes; {len(j_consts)} constants match")
+    print("; ".join(f"FlashJIT.{j} matches {c}: {len(c_fields[c])} fields, {c_sizes[c][0]} bytes"
+                    for j, c in STRUCTS.items())
+          + f"; {len(j_consts)} constants match")
     return 0
 
 

@@ -34,7 +34,10 @@ requires_cuda = pytest.mark.skipif(
 def assert_within_2x(out, ref64, ref_lowp, what=""):
     """DESIGN.md's rule: the error against a float64 reference is at most
     twice that of a straightforward float32-accumulate implementation on the
-    same inputs (rounded to the output dtype), plus a hair for exact ties."""
+    same inputs (rounded to the output dtype), plus a hair for exact ties
+    (1e-5 of the largest reference value, as the C++ checks allow)."""
+    assert bool(out.isfinite().all()), f"{what}: non-finite values"
     err = (out.double() - ref64).abs().max().item()
     base = (ref_lowp.double() - ref64).abs().max().item()
-    assert err <= 2 * base + 1e-5, f"{what}: max error {err:.3g} > 2 x {base:.3g}"
+    slack = 1e-5 * max(1.0, ref64.abs().max().item())
+    assert err <= 2 * base + slack, f"{what}: max error {err:.3g} > 2 x {base:.3g}"

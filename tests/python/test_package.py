@@ -45,6 +45,29 @@ def test_forward_args_mirror_the_c_struct():
         a.q_strides = (1, 2)
 
 
+def test_backward_args_mirror_the_c_struct():
+    f = flashjit.ForwardArgs()
+    f.q, f.head_dim_qk = 1 << 40, 72
+    b = flashjit.BackwardArgs(f)
+    assert b.struct_size > f.struct_size
+    assert (b.deterministic, b.bias_grad, b.workspace, b.dq) == (0, 0, 0, 0)
+    # The call's scratch is its forward's fields.
+    b.workspace, b.workspace_bytes = 4096, 1024
+    assert (b.forward.workspace, b.forward.workspace_bytes) == (4096, 1024)
+    assert b.forward.q == 1 << 40 and b.forward.head_dim_qk == 72
+    f.q = 7 << 40  # the backward holds a copy
+    assert b.forward.q == 1 << 40
+    fwd = b.forward  # a copy too: assign it back to change it
+    fwd.head_dim_v = 64
+    assert b.forward.head_dim_v == 0
+    b.forward = fwd
+    assert b.forward.head_dim_v == 64
+    b.dq_strides, b.dout = (1, 2, 3), 1 << 41
+    c = b.copy()
+    b.dq_strides = (4, 5, 6)
+    assert c.dq_strides == (1, 2, 3) and c.dout == 1 << 41
+
+
 def dense(b=2, s=128, h=8, d=72, dtype="bfloat16"):
     return Tensor((b, s, h, d), dtype)
 
@@ -175,3 +198,44 @@ def test_runtime_without_a_driver_says_so():
         assert re.match(r"FLASHJIT_ERROR_(NO_DRIVER|DEVICE): ", str(e)), str(e)
     else:
         pytest.skip("a CUDA device is present")
+
+
+def test_backward_layout_follows_the_tensors():
+    q, k, v = dense(h=16), dense(h=4), dense(h=4, d=40)
+    problem = _problem.build(q, k, v, causal=True, return_lse=True)
+    out = Tensor((2, 128, 16, 40), "bfloat16")
+    lse = Tensor((2, 16, 128), "float32")
+    # dout a view of a wider tensor: its own strides reach the C struct.
+    dout = Tensor((2, 128, 16, 40), "bfloat16", (128 * 16 * 80, 16 * 80, 80, 1))
+    b = _problem.build_backward(problem, q, k, v, out, lse, dout, deterministic=True)
+    assert b.deterministic == 1
+    assert b.dout_strides == (128 * 16 * 80, 80, 16 * 80)
+    assert b.dq_strides == (128 * 16 * 72, 72, 16 * 72)
+    assert b.dk_strides == b.forward.k_strides == (128 * 4 * 72, 72, 4 * 72)
+    assert b.dv_strides == (128 * 4 * 40, 40, 4 * 40)
+    assert b.forward.lse_strides == (16 * 128, 128)
+    varlen = _problem.build(Tensor((300, 8, 64), "bfloat16"), Tensor((200, 2, 64), "bfloat16"),
+                            Tensor((200, 2, 64), "bfloat16"), return_lse=True,
+                            cu_seqlens_q=Tensor((4,), "int32"), cu_seqlens_k=Tensor((4,), "int32"),
+                            max_seqlen_q=120, max_seqlen_k=90)
+    b = _problem.build_backward(varlen, Tensor((300, 8, 64), "bfloat16"),
+                                Tensor((200, 2, 64), "bfloat16"), Tensor((200, 2, 64), "bfloat16"),
+                                Tensor((300, 8, 64), "bfloat16"), Tensor((8, 300), "float32"),
+                                Tensor((300, 8, 64), "bfloat16"))
+    assert b.forward.lse_strides == (0, 300) and b.dq_strides == (0, 64, 8 * 64)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(dout=Tensor((2, 128, 8, 72), "float16")), "dout: expected bfloat16 of shape (2, 128, 8, 72)"),
+    (dict(dout=Tensor((2, 64, 8, 72), "bfloat16")), "dout: expected bfloat16 of shape (2, 128, 8, 72)"),
+    (dict(lse=Tensor((2, 8, 64), "float32")), "lse: expected float32 of shape (2, 8, 128)"),
+    (dict(out=Tensor((2, 128, 8, 72), "bfloat16", (73728, 576, 72, 2))), "out: the last dimension must be contiguous"),
+    (dict(return_lse=False), "lse: the backward needs the forward's LSE"),
+])
+def test_bad_backward_arguments_are_named(change, message):
+    problem = _problem.build(dense(), dense(), dense(), return_lse=change.pop("return_lse", True))
+    args = dict(out=dense(), lse=Tensor((2, 8, 128), "float32"), dout=dense())
+    args.update(change)
+    with pytest.raises(ValueError) as e:
+        _problem.build_backward(problem, dense(), dense(), dense(), **args)
+    assert message in str(e.value)

@@ -315,6 +315,24 @@ TEST_F(CliStandIn, AProblemTooLargeForTheMachineIsAClearError) {
   EXPECT_FALSE(contains(r.output, "bad_alloc")) << r.output;
 }
 
+// The stand-in runs no kernel: every candidate of autotune --backward
+// compiles and "runs", all agree with the default (nothing written), and the
+// float64 check of the fastest finds the gradients unwritten, so nothing is
+// stored.
+TEST_F(CliStandIn, AutotuneBackwardStoresNothingTheOracleRejects) {
+  Result r = runCli("autotune --backward --deterministic --head-dim 64 "
+                    "--seqlen 128 --heads-q 2 --heads-kv 2 --repeats 1 "
+                    "--warmup 0",
+                    dir_, /*standIn=*/true);
+  EXPECT_EQ(r.exitCode, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "backward deterministic")) << r.output;
+  EXPECT_TRUE(contains(r.output, "27 configs enumerated")) << r.output;
+  EXPECT_TRUE(contains(r.output, "oracle: dq:")) << r.output;
+  EXPECT_TRUE(contains(r.output, "UNWRITTEN")) << r.output;
+  EXPECT_TRUE(contains(r.output, "nothing stored")) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/tune.json")) << r.output;
+}
+
 // Defects 12 and 17 past the driver: tiles that no supported GPU takes
 // are usage errors; the problem line shows the GQA group.
 TEST_F(CliStandIn, RunShowsTheGqaGroupAndLaunches) {

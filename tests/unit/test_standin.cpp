@@ -355,6 +355,22 @@ TEST(StandInCApi, HeadsKvZeroMeansHeadsQ) {
 
 // ---- the backward's launch path --------------------------------------------------
 
+namespace {
+/// The backward call of `forward` (dense, its LSE and gradients at fake
+/// device addresses).
+BackwardProblem backwardProblem(const ForwardProblem &forward) {
+  BackwardProblem p;
+  static_cast<ForwardProblem &>(p) = forward;
+  p.setDenseBSHD();
+  p.lse = static_cast<float *>(const_cast<void *>(fakePtr(5)));
+  p.dO = fakePtr(6);
+  p.dQ = const_cast<void *>(fakePtr(7));
+  p.dK = const_cast<void *>(fakePtr(8));
+  p.dV = const_cast<void *>(fakePtr(9));
+  return p;
+}
+} // namespace
+
 // Three launches in order (D, the main kernel, the dQ conversion), the main
 // kernel's grid over key tiles and K/V heads, the others over 64-row query
 // blocks and query heads; the sm80 backward on sm_90 too.
@@ -363,16 +379,9 @@ TEST(StandInBackward, LaunchesItsThreeEntriesInOrder) {
   TempDir dir;
   auto rt = makeRuntime(dir.path().string());
   ASSERT_TRUE(rt);
-  BackwardProblem p;
-  static_cast<ForwardProblem &>(p) = smallProblem(4, 2);
-  p.setDenseBSHD();
+  BackwardProblem p = backwardProblem(smallProblem(4, 2));
   p.seqlenK = 100;
   p.setDenseBSHD();
-  p.lse = static_cast<float *>(const_cast<void *>(fakePtr(5)));
-  p.dO = fakePtr(6);
-  p.dQ = const_cast<void *>(fakePtr(7));
-  p.dK = const_cast<void *>(fakePtr(8));
-  p.dV = const_cast<void *>(fakePtr(9));
   auto plan = rt->planBackward(p);
   ASSERT_TRUE(plan) << plan.message();
   const std::string name = plan->main.kernel->name;
@@ -425,6 +434,48 @@ TEST(StandInBackward, LaunchesItsThreeEntriesInOrder) {
   EXPECT_NE(noLse.message().find("lse"), std::string::npos) << noLse.message();
 }
 
+// A tuned backward config is stored under the backward spec's key: the
+// backward plan uses it (and says so), the forward of the same shape does
+// not, and one the backward cannot run is refused with a warning.
+TEST(StandInBackward, PlansUseTheTunedBackwardConfig) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  BackwardProblem p = backwardProblem(smallProblem());
+  const ForwardProblem &forward = p;
+  EXPECT_NE(rt->tuneKey(p).text(), rt->tuneKey(forward).text());
+  TileConfig tuned;
+  tuned.family = Family::Sm80;
+  tuned.blockM = 64, tuned.blockN = 16, tuned.warps = 8, tuned.stages = 1;
+  TuneEntry entry;
+  entry.config = tuned;
+  entry.ms = 1.0;
+  ASSERT_TRUE(rt->storeTuned(rt->tuneKey(p), entry));
+  auto plan = rt->planBackward(p);
+  ASSERT_TRUE(plan) << plan.message();
+  EXPECT_EQ(plan->main.source, ConfigSource::Tuned);
+  EXPECT_EQ(plan->main.config, tuned);
+  EXPECT_EQ(plan->main.kernel->threadsPerBlock, 8 * 32);
+  auto fwd = rt->planForward(forward);
+  ASSERT_TRUE(fwd) << fwd.message();
+  EXPECT_EQ(fwd->source, ConfigSource::Default);
+
+  // stages 2: the backward's tiles are not pipelined.
+  TempDir other;
+  auto fresh = makeRuntime(other.path().string());
+  ASSERT_TRUE(fresh);
+  entry.config.stages = 2;
+  ASSERT_TRUE(fresh->storeTuned(fresh->tuneKey(p), entry));
+  testing::internal::CaptureStderr();
+  auto fallback = fresh->planBackward(p);
+  const std::string err = testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(fallback) << fallback.message();
+  EXPECT_EQ(fallback->main.source, ConfigSource::Default);
+  EXPECT_NE(err.find("unusable config"), std::string::npos) << err;
+  EXPECT_NE(err.find("stages must be 1"), std::string::npos) << err;
+}
+
 TEST(StandInCApi, BackwardWithItsOwnWorkspace) {
   FLASHJIT_REQUIRE_STANDIN();
   TempDir dir;
@@ -444,7 +495,7 @@ TEST(StandInCApi, BackwardWithItsOwnWorkspace) {
   for (int64_t *s : {b.dout_strides, b.dq_strides, b.dk_strides, b.dv_strides})
     std::memcpy(s, b.forward.q_strides, sizeof b.forward.q_strides);
   uint64_t bytes = 0;
-  ASSERT_EQ(flashjit_backward_workspace_bytes(c.rt, &b, &bytes),
+  ASSERT_EQ(flashjit_backward_workspace_size(c.rt, &b, &bytes),
             FLASHJIT_SUCCESS)
       << flashjit_last_error();
   EXPECT_GT(bytes, 0u);

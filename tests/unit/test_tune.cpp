@@ -189,6 +189,35 @@ TEST(SearchSpace, PrunesWhatCannotFitWithTheReason) {
               maxSharedMemoryPerBlock(Arch::Sm86));
 }
 
+// The backward's main kernel at d=128 bf16, worked out by hand: its tiles
+// take 1536 bytes a key (K, V in bf16; dK, dV in float32), 520 a query row
+// (Q, dO; LSE and D) and 8 a (row, key) pair (P and dS in float32). On
+// sm_86 (101376 bytes) every block_n 64 config needs more than 98304 + 8192
+// bytes; block_n 32 fits up to block_m 64 (98816 bytes). sm_90a keeps all.
+TEST(SearchSpace, BackwardKeepsExactlyWhatFits) {
+  AttentionSpec spec = specWith(128, MaskMode::Causal);
+  spec.direction = Direction::Backward;
+  const SearchSpace sm86 = backwardSearchSpace(spec, Arch::Sm86);
+  EXPECT_EQ(sm86.enumerated, 27);
+  EXPECT_EQ(prunedFor(sm86, PruneReason::SharedMemory), 9);
+  EXPECT_EQ(sm86.prunedCount(), 9);
+  ASSERT_EQ(sm86.candidates.size(), 18u);
+  EXPECT_EQ(sm86.candidates.front(), (TileConfig{16, 32, 4, 1}));
+  for (const TileConfig &c : sm86.candidates) {
+    EXPECT_NE(c.blockN, 64) << canonicalText(c);
+    EXPECT_EQ(c.stages, 1) << canonicalText(c);
+    EXPECT_TRUE(validate(c, spec, Arch::Sm86)) << canonicalText(c);
+  }
+  EXPECT_EQ(backwardSearchSpace(spec, Arch::Sm90a).candidates.size(), 27u);
+  // d=256 on sm_90a: the default drops to block_n 16.
+  spec.headDimQK = spec.headDimV = 256;
+  EXPECT_EQ(backwardSearchSpace(spec, Arch::Sm90a).candidates.front(),
+            (TileConfig{16, 16, 4, 1}));
+  // A forward spec has no backward space.
+  EXPECT_TRUE(backwardSearchSpace(specWith(128), Arch::Sm90a)
+                  .candidates.empty());
+}
+
 TEST(SearchSpace, SearchesGqaPackingBothWays) {
   const SearchSpace space =
       forwardSearchSpace(specWith(64, MaskMode::None, 4), Arch::Sm90a);
@@ -565,6 +594,29 @@ TEST_F(TuneFiles, AutotuneListsItsSearchSpaceAsJson) {
   EXPECT_EQ(j["candidates"][0]["pack_gqa"], false);
 }
 
+// 27 configs at d=128, 9 of them (block_n 64) too large for sm_86: see
+// SearchSpace.BackwardKeepsExactlyWhatFits.
+TEST_F(TuneFiles, AutotuneListsTheBackwardSearchSpace) {
+  ProcessResult r = cli({"autotune", "--backward", "--list-space",
+                         "--head-dim", "128", "--arch", "sm_86"},
+                        dir_);
+  ASSERT_EQ(r.exitCode, 0) << r.all();
+  EXPECT_TRUE(has(r.all(), "27 configs enumerated, 9 pruned")) << r.all();
+  EXPECT_TRUE(has(r.all(), "candidates (18, the sm_86 default first):\n"
+                           "  block_m=16 block_n=32 warps=4 stages=1"))
+      << r.all();
+  EXPECT_FALSE(has(r.all(), "block_n=64")) << r.all();
+  // --deterministic needs the backward; with it, it is accepted.
+  ProcessResult det = cli({"autotune", "--backward", "--deterministic",
+                           "--list-space", "--head-dim", "128"},
+                          dir_);
+  EXPECT_EQ(det.exitCode, 0) << det.all();
+  ProcessResult forward =
+      cli({"autotune", "--deterministic", "--list-space"}, dir_);
+  EXPECT_EQ(forward.exitCode, 2) << forward.all();
+  EXPECT_TRUE(has(forward.all(), "--deterministic")) << forward.all();
+}
+
 TEST_F(TuneFiles, CacheClearKeepsTheTuneDatabase) {
   ASSERT_TRUE(TuneDatabase(path()).store(keyFor(64), entryWith(64, 1.0)).isOk());
   ASSERT_TRUE(fs::exists(path() + ".lock"));
@@ -615,7 +667,8 @@ TEST_F(TuneFiles, AutotuneAndBenchDocumentTheirOptions) {
   const std::string help = a.all();
   for (const char *opt : {"--warmup", "--repeats", "--threads", "--top",
                           "--json", "--no-store", "--list-space", "--seqlen",
-                          "--head-dim", "--mask", "tune database"})
+                          "--head-dim", "--mask", "tune database",
+                          "--backward"})
     EXPECT_TRUE(has(help, opt)) << opt;
   ProcessResult b = cli({"bench", "--help"}, dir_);
   EXPECT_EQ(b.exitCode, 0);

@@ -37,6 +37,7 @@ struct AutotuneCliOptions {
   bool json = false;
   bool noStore = false;
   bool listSpace = false;
+  bool backward = false;
   std::string arch = "sm_90a"; ///< --list-space only
 };
 
@@ -59,7 +60,10 @@ nlohmann::json spaceJson(const SearchSpace &space) {
   return j;
 }
 
-int autotuneCommand(const AutotuneCliOptions &o) {
+int autotuneCommand(const AutotuneCliOptions &cli) {
+  AutotuneCliOptions o = cli;
+  if (o.backward)
+    o.problem.spec.direction = "backward";
   AttentionSpec spec;
   Arch unusedArch;
   if (Status s = o.problem.spec.resolve(spec, unusedArch); !s)
@@ -79,7 +83,8 @@ int autotuneCommand(const AutotuneCliOptions &o) {
                       "--arch must be one of " + archChoices() + ", got '" +
                           o.arch + "'",
                       2);
-    const SearchSpace space = forwardSearchSpace(spec, *arch);
+    const SearchSpace space = o.backward ? backwardSearchSpace(spec, *arch)
+                                         : forwardSearchSpace(spec, *arch);
     if (o.json) {
       nlohmann::json j = spaceJson(space);
       j["arch"] = o.arch;
@@ -102,18 +107,20 @@ int autotuneCommand(const AutotuneCliOptions &o) {
     return failWith(kCommand, created.message());
   Runtime &rt = **created;
   const auto start = std::chrono::steady_clock::now();
+  const std::string problem =
+      problemText(shape, o.problem.layout, spec.writeLse) +
+      (o.backward ? std::string(" backward") +
+                        (spec.deterministic ? " deterministic" : "") +
+                        (spec.biasGrad ? " dbias" : "")
+                  : "");
   if (!o.json) {
     std::printf("device:  %s\n", deviceText(rt).c_str());
-    std::printf("problem: %s\n",
-                problemText(shape, o.problem.layout, spec.writeLse).c_str());
+    std::printf("problem: %s\n", problem.c_str());
   }
 
   auto inputs = uploadWorkspaces(rt, shape, spec, o.seed);
   if (!inputs)
     return failWith(kCommand, inputs.message());
-  std::vector<ForwardProblem> workspaces;
-  for (const DeviceProblem &d : *inputs)
-    workspaces.push_back(d.problem);
 
   AutotuneOptions options;
   options.warmup = o.warmup;
@@ -124,7 +131,26 @@ int autotuneCommand(const AutotuneCliOptions &o) {
   options.progress = [&](std::string_view phase, int done, int total) {
     progress.update(phase, done, total);
   };
-  auto tuned = autotune(rt, workspaces, options);
+  Expected<AutotuneResult> tuned = Status::error("not tuned");
+  if (o.backward) {
+    // Each workspace's forward runs first, for its O and LSE.
+    std::vector<DeviceBackwardProblem> backward;
+    for (size_t i = 0; i < inputs->size(); ++i) {
+      auto b = uploadBackward(rt, (*inputs)[i], spec, o.seed + i);
+      if (!b)
+        return failWith(kCommand, b.message());
+      backward.push_back(std::move(*b));
+    }
+    std::vector<BackwardProblem> workspaces;
+    for (const DeviceBackwardProblem &d : backward)
+      workspaces.push_back(d.problem);
+    tuned = autotuneBackward(rt, workspaces, options);
+  } else {
+    std::vector<ForwardProblem> workspaces;
+    for (const DeviceProblem &d : *inputs)
+      workspaces.push_back(d.problem);
+    tuned = autotune(rt, workspaces, options);
+  }
   progress.finish();
   if (!tuned)
     return failWith(kCommand, tuned.message());
@@ -132,7 +158,8 @@ int autotuneCommand(const AutotuneCliOptions &o) {
   const double wall = std::chrono::duration<double>(
                           std::chrono::steady_clock::now() - start)
                           .count();
-  const double flops = forwardFlops(shape);
+  // The backward's FLOPs: 2.5x the forward's (five products to its two).
+  const double flops = (o.backward ? 2.5 : 1.0) * forwardFlops(shape);
   auto tflops = [&](double ms) {
     return std::isfinite(ms) ? flops / (ms * 1e-3) / 1e12 : 0.0;
   };
@@ -143,7 +170,8 @@ int autotuneCommand(const AutotuneCliOptions &o) {
   if (o.json) {
     nlohmann::json j = spaceJson(r.space);
     j["device"] = rt.device().name;
-    j["problem"] = problemText(shape, o.problem.layout, spec.writeLse);
+    j["problem"] = problem;
+    j["direction"] = o.backward ? "backward" : "forward";
     j["key"] = r.key.text();
     j["workspaces"] = r.workspaces;
     j["compile_s"] = r.compileSeconds;
@@ -258,6 +286,12 @@ void addAutotuneCommand(CLI::App &app, int &exitCode) {
                 "Print every candidate's result as JSON instead of the table");
   cmd->add_flag("--no-store", o->noStore,
                 "Do not write the winner to the tune database");
+  cmd->add_flag("--backward", o->backward,
+                "Tune the backward's main kernel instead (its block_m, "
+                "block_n, warps): each workspace runs the forward first for O "
+                "and LSE, candidates are checked on dQ, dK, dV (and dBias), "
+                "the winner against the float64 backward; planBackward then "
+                "uses it");
   cmd->add_flag("--list-space", o->listSpace,
                 "Only print the search space for --arch (candidates and "
                 "pruning counts); needs no GPU");

@@ -557,6 +557,53 @@ uploadWorkspaces(Runtime &rt, const ForwardProblem &shape,
   return workspaces;
 }
 
+Expected<DeviceBackwardProblem> uploadBackward(Runtime &rt,
+                                               const DeviceProblem &forward,
+                                               const AttentionSpec &spec,
+                                               uint64_t seed) {
+  ForwardProblem fwd = forward.problem;
+  if (Status s = rt.attentionForward(fwd); !s)
+    return Status::error("the forward: " + s.message());
+  DeviceBackwardProblem d;
+  BackwardProblem &p = d.problem;
+  static_cast<ForwardProblem &>(p) = fwd;
+  p.tile.reset();
+  p.deterministic = spec.deterministic;
+  p.biasGrad = spec.biasGrad;
+  p.dOStrides = p.oStrides, p.dQStrides = p.qStrides;
+  p.dKStrides = p.kStrides, p.dVStrides = p.vStrides;
+  const size_t eb = elementBytes(p.dtype);
+  d.dO.resize(p.oElements());
+  fillNormal(d.dO.data(), int64_t(d.dO.size()), p.dtype, seed * 5 + 4);
+  auto allocate = [&](size_t bytes, void *&ptr) -> Status {
+    auto b = rt.allocate(bytes);
+    if (!b)
+      return b.status();
+    ptr = b->data();
+    d.buffers.push_back(std::move(*b));
+    return Status::ok();
+  };
+  void *dO = nullptr;
+  Status s = allocate(d.dO.size() * eb, dO);
+  if (s)
+    s = rt.copyToDevice(dO, d.dO.data(), d.dO.size() * eb);
+  if (s)
+    s = allocate(p.qElements() * eb, p.dQ);
+  if (s)
+    s = allocate(p.kElements() * eb, p.dK);
+  if (s)
+    s = allocate(p.vElements() * eb, p.dV);
+  if (s && p.biasGrad) {
+    p.dBiasStrides = {p.headsQ * p.seqlenQ * p.seqlenK, p.seqlenQ * p.seqlenK,
+                      p.seqlenK};
+    s = allocate(p.params().dBiasElements() * eb, p.dBias);
+  }
+  if (!s)
+    return s;
+  p.dO = dO;
+  return d;
+}
+
 std::string deviceText(const Runtime &rt) {
   const DeviceInfo &dev = rt.device();
   return dev.name + " (" + std::string(toString(rt.arch())) + ", " +

@@ -128,6 +128,20 @@ Expected<std::vector<DeviceProblem>>
 uploadWorkspaces(Runtime &rt, const ForwardProblem &shape,
                  const AttentionSpec &spec, uint64_t seed);
 
+/// A backward call on the inputs of `forward`: the forward run for O and
+/// LSE, a random dO from `seed` (its host copy kept), and gradient buffers
+/// laid out like their tensors (dBias dense [batch, heads_q, seqlen_q,
+/// seqlen_k] with spec.biasGrad). No tile, no workspace.
+struct DeviceBackwardProblem {
+  BackwardProblem problem;
+  std::vector<uint16_t> dO; ///< host copy, dtype bits
+  std::vector<DeviceBuffer> buffers;
+};
+Expected<DeviceBackwardProblem> uploadBackward(Runtime &rt,
+                                               const DeviceProblem &forward,
+                                               const AttentionSpec &spec,
+                                               uint64_t seed);
+
 /// "NVIDIA H100 80GB HBM3 (sm_90a, 132 SMs, 50 MB L2), CUDA driver 13.0".
 std::string deviceText(const Runtime &rt);
 

@@ -277,22 +277,13 @@ int runBackward(const char *kCommand, const ProblemOptions &problem,
   auto inputs = uploadProblem(rt, shape, spec, o.seed);
   if (!inputs)
     return failWith(kCommand, inputs.message());
-  ForwardProblem fwd = inputs->problem;
-  if (Status s = rt.attentionForward(fwd); !s)
-    return failWith(kCommand, "the forward: " + s.message());
-
-  BackwardProblem p;
-  static_cast<ForwardProblem &>(p) = fwd;
-  p.tile.reset();
-  p.deterministic = spec.deterministic;
-  p.biasGrad = spec.biasGrad;
-  // The gradients are laid out like their tensors.
-  p.dOStrides = p.oStrides, p.dQStrides = p.qStrides;
-  p.dKStrides = p.kStrides, p.dVStrides = p.vStrides;
+  auto backward = uploadBackward(rt, *inputs, spec, o.seed);
+  if (!backward)
+    return failWith(kCommand, backward.message());
+  BackwardProblem &p = backward->problem;
+  const std::vector<uint16_t> &hdO = backward->dO;
   const size_t eb = elementBytes(p.dtype);
-  std::vector<uint16_t> hdO(p.oElements());
-  fillNormal(hdO.data(), hdO.size(), p.dtype, o.seed * 5 + 4);
-  std::vector<DeviceBuffer> buffers;
+  std::vector<DeviceBuffer> &buffers = backward->buffers;
   auto allocate = [&](size_t bytes, void *&ptr) -> Status {
     auto b = rt.allocate(bytes);
     if (!b)
@@ -301,24 +292,6 @@ int runBackward(const char *kCommand, const ProblemOptions &problem,
     buffers.push_back(std::move(*b));
     return Status::ok();
   };
-  void *dO = nullptr;
-  Status s = allocate(hdO.size() * eb, dO);
-  if (s)
-    s = rt.copyToDevice(dO, hdO.data(), hdO.size() * eb);
-  if (s)
-    s = allocate(p.qElements() * eb, p.dQ);
-  if (s)
-    s = allocate(p.kElements() * eb, p.dK);
-  if (s)
-    s = allocate(p.vElements() * eb, p.dV);
-  if (s && p.biasGrad) {
-    p.dBiasStrides = {p.headsQ * p.seqlenQ * p.seqlenK, p.seqlenQ * p.seqlenK,
-                      p.seqlenK};
-    s = allocate(p.params().dBiasElements() * eb, p.dBias);
-  }
-  if (!s)
-    return failWith(kCommand, s.message());
-  p.dO = dO;
   if (options.spec.hasTileOptions()) {
     TileConfig tile;
     if (Status t = options.spec.resolveTile(spec, rt.arch(), tile); !t)
@@ -342,9 +315,11 @@ int runBackward(const char *kCommand, const ProblemOptions &problem,
   const std::string spills =
       k.localBytes ? " local=" + std::to_string(k.localBytes) + " B (spills)"
                    : "";
-  std::printf("config:  %s threads=%d smem=%d B grid=(%u,%u,%u) "
+  std::printf("config:  %s (%s) threads=%d smem=%d B grid=(%u,%u,%u) "
               "registers=%d%s workspace=%lld B\n",
-              configText(plan->main.config).c_str(), k.threadsPerBlock,
+              configText(plan->main.config).c_str(),
+              std::string(toString(plan->main.source)).c_str(),
+              k.threadsPerBlock,
               k.sharedMemBytes, plan->main.grid[0], plan->main.grid[1],
               plan->main.grid[2], k.registers, spills.c_str(),
               (long long)plan->main.workspaceBytes);

@@ -33,7 +33,8 @@ CCACHE_BASEDIR=$root "$py" -m pip install -q "$root" -Cbuild-dir="$build-wheel"
 "$py" -c "import flashjit; print('import flashjit:', flashjit.__version__, flashjit.library_path())"
 echo "pip install . done in $(( $(date +%s) - start )) s"
 
-"$py" -m pip install -q pytest numpy
+# tree-sitter-julia: the Julia package's source is parsed (no Julia here).
+"$py" -m pip install -q pytest numpy tree-sitter tree-sitter-julia
 frameworks=${FLASHJIT_CI_FRAMEWORKS-torch jax}
 for fw in $frameworks; do
   case $fw in

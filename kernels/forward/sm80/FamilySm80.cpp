@@ -33,7 +33,10 @@ public:
                                          const AttentionSpec &spec,
                                          Arch arch) const override {
     if (spec.direction == Direction::Backward)
-      return std::nullopt; // validateBackwardSm80 names the limit
+      return backwardLayoutSm80(spec, config).sharedMemBytes >
+                     maxSharedMemoryPerBlock(arch)
+                 ? std::optional(TileLimit::SharedMemory)
+                 : std::nullopt;
     return exceededLimitSm80(config, spec, arch);
   }
   LaunchFacts launchFacts(const AttentionSpec &spec,

@@ -179,8 +179,8 @@ typedef struct flashjit_forward_args {
   /* ---- scratch (API version 3), forward and backward ---- */
   /** Device scratch of this call's kernels (a split forward's partials,
    *  the backward's arrays): workspace_bytes of it, at least what
-   *  flashjit_forward_workspace_bytes() (0 for a forward that does not
-   *  split) or flashjit_backward_workspace_bytes() report, 16-byte aligned,
+   *  flashjit_forward_workspace_size() (0 for a forward that does not
+   *  split) or flashjit_backward_workspace_size() report, 16-byte aligned,
    *  used by the call's kernels only. NULL (init): the runtime keeps one
    *  per stream (growing it synchronises the stream, which CUDA-graph
    *  capture refuses: pass one there). */
@@ -211,7 +211,9 @@ flashjit_status flashjit_forward_args_init(flashjit_forward_args *args,
  *  backward's scratch; the decode fields (block_table, new_keys,
  *  num_splits above 1) are refused: the backward takes contiguous K/V.
  *  The sm80 kernels run on every arch (sm_90a too: no Hopper backward
- *  yet). New in API version 3. Call flashjit_backward_args_init first. */
+ *  yet). API version 3 moved its scratch into forward (the version 2
+ *  struct's own workspace field is gone). Call flashjit_backward_args_init
+ *  first. */
 typedef struct flashjit_backward_args {
   /** sizeof(flashjit_backward_args) in the caller's header; set by init. */
   uint64_t struct_size;
@@ -291,8 +293,9 @@ flashjit_status flashjit_attention_backward(flashjit_runtime *rt,
                                             void *stream);
 /** The workspace bytes (forward.workspace) a backward call with `args`
  *  needs on this runtime. Checks `args` as flashjit_attention_backward
- *  does, reading nothing through the pointers; compiles nothing. */
-flashjit_status flashjit_backward_workspace_bytes(
+ *  does, reading nothing through the pointers, and compiles and loads its
+ *  kernels if need be (the backward's prepare). */
+flashjit_status flashjit_backward_workspace_size(
     flashjit_runtime *rt, const flashjit_backward_args *args, uint64_t *bytes);
 
 /** Compiles (or fetches from the memory or disk cache) and loads the full
@@ -312,7 +315,7 @@ flashjit_status flashjit_prepare(flashjit_runtime *rt,
  *  needs on this runtime: 0 when it does not split. Checks `args` as
  *  flashjit_prepare does; compiles nothing. For callers that pass
  *  `workspace`. */
-flashjit_status flashjit_forward_workspace_bytes(
+flashjit_status flashjit_forward_workspace_size(
     flashjit_runtime *rt, const flashjit_forward_args *args, uint64_t *bytes);
 
 /** Waits until the full kernels compiling behind quick forms (quick_first)

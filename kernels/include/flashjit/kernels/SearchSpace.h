@@ -1,8 +1,8 @@
 //===- SearchSpace.h - The tile configs an autotuner may try --------------===//
 //
-// Plain C++: the knobs of the forward kernel family, their values, and the
-// pruning that drops configs before anything is compiled (shape rules,
-// shared memory, registers), counting why.
+// Plain C++: the knobs of the kernel families, forward and backward, their
+// values, and the pruning that drops configs before anything is compiled
+// (shape rules, shared memory, registers), counting why.
 //
 //===----------------------------------------------------------------------===//
 #ifndef FLASHJIT_KERNELS_SEARCHSPACE_H
@@ -34,6 +34,14 @@ struct ForwardKnobs {
   std::vector<Family> families;
 };
 
+/// Values each knob of the backward's main kernel takes in a search.
+struct BackwardKnobs {
+  // sm80 family: query rows per step, keys per CTA, warps.
+  std::vector<int> blockM{16, 32, 64};
+  std::vector<int> blockN{16, 32, 64};
+  std::vector<int> warps{2, 4, 8};
+};
+
 /// Why a config was dropped before compiling: the limit it exceeds.
 using PruneReason = TileLimit;
 std::string_view toString(PruneReason r);
@@ -53,6 +61,10 @@ struct SearchSpace {
 /// default config (preferredFamily's) comes first.
 SearchSpace forwardSearchSpace(const AttentionSpec &spec, Arch arch,
                                const ForwardKnobs &knobs = {});
+/// The search space of the backward's main kernel for a backward spec
+/// (AttentionSpec::direction) on an arch; the default config first.
+SearchSpace backwardSearchSpace(const AttentionSpec &spec, Arch arch,
+                                const BackwardKnobs &knobs = {});
 
 } // namespace flashjit
 

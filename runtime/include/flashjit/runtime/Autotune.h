@@ -38,6 +38,7 @@ struct AutotuneOptions {
   /// every other slice is scanned for unwritten and non-finite elements.
   int oracleSlices = 3;
   ForwardKnobs knobs;
+  BackwardKnobs backwardKnobs;
   /// Called after each step, one call at a time: phase ("compile" or
   /// "measure"), steps done and total in that phase.
   std::function<void(std::string_view phase, int done, int total)> progress;
@@ -101,6 +102,15 @@ Expected<Timing> timePlans(Runtime &runtime,
 Expected<AutotuneResult> autotune(Runtime &runtime,
                                   const std::vector<ForwardProblem> &workspaces,
                                   const AutotuneOptions &options = {});
+/// Tunes the backward's main kernel for the problem of `workspaces` (each
+/// with its forward's O and LSE, and dO, filled; `tile` and `workspace`
+/// are ignored: the search allocates the scratch its largest candidate
+/// needs). The winner is stored under the backward spec's key, where
+/// planBackward finds it.
+Expected<AutotuneResult>
+autotuneBackward(Runtime &runtime,
+                 const std::vector<BackwardProblem> &workspaces,
+                 const AutotuneOptions &options = {});
 
 } // namespace flashjit
 

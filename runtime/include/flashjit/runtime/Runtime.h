@@ -314,16 +314,20 @@ public:
   /// The steps of attentionBackward (as planForward and launch).
   Expected<BackwardPlan> planBackward(const BackwardProblem &problem);
   Status launch(const BackwardPlan &plan, void *stream = nullptr);
-  /// The backward's workspace bytes (its float32 row arrays and dQ sums),
-  /// without compiling.
+  /// The backward's workspace bytes (its float32 row arrays and dQ sums).
+  /// Compiles and loads its kernels if need be: also the backward's
+  /// prepare.
   Expected<size_t> backwardWorkspaceBytes(const BackwardProblem &problem);
 
   // ---- tuning -----------------------------------------------------------------
-  /// The tune database key of a problem on this GPU, driver and version.
+  /// The tune database key of a problem on this GPU, driver and version
+  /// (a backward problem's names its backward spec).
   TuneKey tuneKey(const ForwardProblem &problem) const;
+  TuneKey tuneKey(const BackwardProblem &problem) const;
   /// The tuned config the runtime would use for `problem`, if any (checked
   /// against the spec and arch: an entry that does not validate is ignored).
   std::optional<TuneEntry> tunedEntry(const ForwardProblem &problem);
+  std::optional<TuneEntry> tunedEntry(const BackwardProblem &problem);
   /// Stores an entry in the tune database; later plans in this Runtime use
   /// it. Returns the database's path.
   Expected<std::string> storeTuned(const TuneKey &key, const TuneEntry &entry);
@@ -360,15 +364,19 @@ private:
   /// source, the split count, the grid and the workspace (nothing is
   /// compiled).
   Status choosePlan(const ForwardProblem &problem, ForwardPlan &plan);
-  /// The same for a backward call: all but the kernel and its entries.
-  Status chooseBackwardPlan(const BackwardProblem &problem,
-                            BackwardPlan &plan);
   /// `specKey`: the spec's packed in-memory key (Runtime.cpp). `allowQuick`:
   /// a cold miss may return the quick form (RuntimeOptions::quickFirst).
   Expected<ModuleCache::Kernel> kernelFor(const AttentionSpec &spec,
                                           const TileConfig &config,
                                           const std::string &specKey,
                                           bool allowQuick);
+  std::optional<TuneEntry> tunedEntryFor(const TuneKey &key);
+  /// The config of a plan that names none: the tuned one for `key`, else
+  /// the default of `family` (preferredFamily's when null); remembered per
+  /// spec and shape bucket.
+  std::pair<TileConfig, ConfigSource>
+  chosenConfig(const AttentionSpec &spec, const std::string &specKey,
+               const TuneKey &key, const Family *family);
 
   std::unique_ptr<Impl> impl_;
 };
