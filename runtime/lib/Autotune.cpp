@@ -57,7 +57,7 @@ struct Outputs {
 struct OutputBuffer {
   std::string name; ///< "output", "dQ", ...
   void *data = nullptr;
-  size_t elements = 0;
+  int64_t elements = 0;
 };
 
 /// What the search needs of one direction: compile a candidate for every
@@ -94,23 +94,24 @@ Expected<Outputs> runOnce(Runtime &rt, Target &target, int candidate) {
   Status s = Status::ok();
   for (const OutputBuffer &b : buffers)
     if (s)
-      s = rt.fill16(b.data, kPoison16, b.elements);
+      s = rt.fill16(b.data, kPoison16, size_t(b.elements));
   if (s && lse.data)
-    s = rt.fill32(lse.data, kPoison32, lse.elements);
+    s = rt.fill32(lse.data, kPoison32, size_t(lse.elements));
   if (s)
     s = target.launch(candidate, 0);
   if (s)
     s = rt.synchronize();
   Outputs out;
   for (const OutputBuffer &b : buffers) {
-    out.tensors.emplace_back(b.elements);
+    out.tensors.emplace_back(size_t(b.elements));
     if (s)
       s = rt.copyToHost(out.tensors.back().data(), b.data,
-                        b.elements * sizeof(uint16_t));
+                        size_t(b.elements) * sizeof(uint16_t));
   }
-  out.lse.resize(lse.data ? lse.elements : 0);
+  out.lse.resize(lse.data ? size_t(lse.elements) : 0);
   if (s && lse.data)
-    s = rt.copyToHost(out.lse.data(), lse.data, lse.elements * sizeof(float));
+    s = rt.copyToHost(out.lse.data(), lse.data,
+                      size_t(lse.elements) * sizeof(float));
   if (!s)
     return s;
   return out;
@@ -253,7 +254,7 @@ public:
                                      {"dK", p.dK, p.kElements()},
                                      {"dV", p.dV, p.vElements()}};
     if (p.biasGrad)
-      out.push_back({"dBias", p.dBias, size_t(p.params().dBiasElements())});
+      out.push_back({"dBias", p.dBias, p.params().dBiasElements()});
     return out;
   }
   Expected<std::pair<bool, std::string>>
