@@ -81,6 +81,15 @@
 #   backward        the four above, in that order
 #                   [BACKWARD_EXTRA: options added to every backward run, bench and
 #                    sanitizer line, e.g. "--scalar off" for the mma.sync main kernel]
+#   decode-smoke    `flashjit run --decode --check` over page sizes, split counts, GQA 8:1,
+#                   MQA, cache lengths 0/1/non-multiples, append-free prefill, each under
+#                   a 60 s timeout [DECODE_RUNS: ';'-separated argument lists]
+#   decode-tests    the decode GPU tests (Paged*, SplitKV*) [TEST_TIMEOUT]
+#   decode-sanitize compute-sanitizer memcheck, racecheck and synccheck on small paged
+#                   and split `flashjit run --decode --check` runs
+#   decode-bench    `flashjit bench --decode` K+V GB/s at D=128 bf16, heads 32/8: batch 8 x
+#                   32k keys and batch 64 x 4k keys, contiguous and paged (16, 256)
+#   decode          the four above, in that order
 #   all             tests sanitize features autotune bench peers
 #
 # Modes may also be given comma-separated in one argument.
@@ -460,6 +469,46 @@ PY
     ;;
   backward)
     for m in backward-smoke backward-tests backward-sanitize backward-bench; do run_mode $m; done ;;
+  decode-smoke)
+    local args
+    while IFS= read -r args; do
+      [[ -z $args ]] && continue
+      echo "== flashjit run --decode $args --check" | tee -a "$out/decode-smoke.log"
+      timeout 60 "$bin/flashjit" run --decode $args --repeats 3 --check 2>&1 | tail -8 |
+        tee -a "$out/decode-smoke.log"
+      echo "rc=${PIPESTATUS[0]}" | tee -a "$out/decode-smoke.log"
+    done <<< "$(tr ';' '\n' <<< "${DECODE_RUNS:-\
+--head-dim 128 --heads-q 32 --heads-kv 8 --batch 3 --seqlen-k 8192 --key-lengths 8192,1000,1 --page-size 16;\
+--head-dim 128 --heads-q 32 --heads-kv 8 --batch 3 --seqlen-k 8192 --key-lengths 8192,0,77 --page-size 1 --splits 1;\
+--head-dim 128 --heads-q 32 --heads-kv 8 --batch 2 --seqlen-k 131072 --page-size 256 --splits 0;\
+--head-dim 128 --heads-q 32 --heads-kv 4 --batch 4 --seqlen-k 5000 --page-size 32 --splits 7;\
+--head-dim 64 --heads-q 16 --heads-kv 1 --batch 2 --seqlen-k 3000 --page-size 64 --dtype fp16;\
+--head-dim 80 --heads-q 8 --heads-kv 2 --batch 2 --seqlen-k 2000 --page-size 128 --splits 128;\
+--head-dim 192 --head-dim-v 128 --heads-q 8 --heads-kv 2 --seqlen-k 1500 --mask window --window-left 300 --window-right 0 --softcap 30 --bias alibi;\
+--head-dim 128 --heads-q 8 --heads-kv 2 --batch 2 --seqlen-q 37 --seqlen-k 4000 --key-lengths 4000,123 --mask causal --page-size 16;\
+--head-dim 33 --heads-q 4 --heads-kv 4 --seqlen-k 999 --splits 5}")"
+    ;;
+  decode-tests)
+    GTEST_FILTER='Decode/*:Paged*:SplitKV*' run_mode tests
+    ;;
+  decode-sanitize)
+    TOOLS="memcheck racecheck synccheck" sanitize_runs "$out/decode-sanitizer.log" <<< "$(tr ';' '\n' <<< "\
+--decode --head-dim 128 --heads-q 8 --heads-kv 2 --batch 3 --seqlen-k 700 --key-lengths 700,0,33 --page-size 16 --splits 4;\
+--decode --head-dim 80 --heads-q 4 --heads-kv 1 --batch 2 --seqlen-q 5 --seqlen-k 300 --mask causal --page-size 1;\
+--decode --head-dim 64 --heads-q 4 --heads-kv 4 --seqlen-k 1000 --splits 9")"
+    ;;
+  decode-bench)
+    local shape
+    for shape in "--batch 8 --seqlens 32768" "--batch 64 --seqlens 4096"; do
+      for page in 0 16 256; do
+        echo "$shape page=$page | $(timeout 120 "$bin/flashjit" bench --decode --head-dim 128 \
+          --heads-q 32 --heads-kv 8 $shape $( ((page)) && echo --page-size $page) 2>&1 |
+          tail -1)" | tee -a "$out/decode-bench.log"
+      done
+    done
+    ;;
+  decode)
+    for m in decode-smoke decode-tests decode-sanitize decode-bench; do run_mode $m; done ;;
   all) for m in tests sanitize features autotune bench peers; do run_mode $m; done ;;
   *) echo "run-device.sh: unknown mode '$1' (see the header of bench/gpu/run-device.sh)" >&2
      return 2 ;;

@@ -15,6 +15,9 @@ Status validateBackwardParams(const BackwardParams &p,
   if (Status s = validateParams(p, /*writesLse=*/true, trustMissingLengths);
       !s)
     return s;
+  if (p.paged || p.newKeys != 0)
+    return Status::error("a paged KV cache (and its appended keys) is a "
+                         "decode input: the backward takes contiguous K/V");
   const int64_t rowsQ = p.varlen ? p.varlen->totalQ : p.seqlenQ;
   const int64_t rowsK = p.varlen ? p.varlen->totalK : p.seqlenK;
   const struct {

@@ -2,6 +2,7 @@
 #include "common/ForwardKernel.h"
 #include "common/Sm80Ops.h"
 
+#include "flashjit/kernels/Decode.h"
 #include "flashjit/kernels/Forward.h"
 
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
@@ -54,7 +55,7 @@ ForwardKernel::ForwardKernel(OpBuilder &builder, gpu::GPUModuleOp module,
     : builder(builder), loc(module.getLoc()), e{builder, module.getLoc()},
       spec(spec), cfg(cfg), causal(spec.mask == MaskMode::Causal),
       window(spec.mask == MaskMode::Window), packed(cfg.packGqa),
-      gqa(spec.gqaGroup) {
+      gqa(spec.gqaGroup), decodeArgs(spec.pagedKV || spec.splitKV) {
   builder.setInsertionPointToEnd(module.getBody());
   elemTy = spec.dtype == DType::BF16 ? Type(builder.getBF16Type())
                                      : Type(builder.getF16Type());
@@ -74,6 +75,11 @@ ForwardKernel::ForwardKernel(OpBuilder &builder, gpu::GPUModuleOp module,
   argTypes.append(kForwardKernelStrideArgs, i64);
   argTypes.append({i32, i32, i32, i32, f32, f32});
   assert(argTypes.size() == kForwardKernelArgCount);
+  if (decodeArgs) { // DecodeKernelArgs
+    argTypes.append({gmemI32, gmemF32, gmemF32, i64, i64});
+    argTypes.append(6, i32);
+    assert(argTypes.size() == kForwardKernelArgCount + kDecodeKernelArgCount);
+  }
   argTypes.append(extraArgs.begin(), extraArgs.end());
   func = gpu::GPUFuncOp::create(builder, loc, name,
                                 builder.getFunctionType(argTypes, {}));
@@ -110,10 +116,20 @@ ForwardKernel::ForwardKernel(OpBuilder &builder, gpu::GPUModuleOp module,
   windowLeft = e.toIndex(arg(kScalars + 2));
   windowRight = e.toIndex(arg(kScalars + 3));
   scaleLog2 = arg(kScalars + 4), softcap = arg(kScalars + 5);
+  if (decodeArgs) {
+    const int d = kForwardKernelArgCount;
+    blockTable = arg(d), partialO = arg(d + 1), partialLse = arg(d + 2);
+    blockTableStride = e.toIndex(arg(d + 3));
+    partialEntries = e.toIndex(arg(d + 4));
+    pageSize = arg(d + 5), pageDivMul = arg(d + 6), pageDivShift = arg(d + 7);
+    numSplits = arg(d + 8), headsQArg = arg(d + 9), newKeys = arg(d + 10);
+    seqQArg = seqQ;
+  }
 }
 
 Value ForwardKernel::extraArg(int i) {
-  return func.getBody().front().getArgument(kForwardKernelArgCount + i);
+  return func.getBody().front().getArgument(
+      kForwardKernelArgCount + (decodeArgs ? kDecodeKernelArgCount : 0) + i);
 }
 
 // ---- CTA order
@@ -174,16 +190,34 @@ std::array<Value, 3> ForwardKernel::ctaCoordinates(bool fresh) {
 void ForwardKernel::locateRows() {
   auto [mBlockV, yBlockV, batchV] = ctaCoordinates(/*fresh=*/false);
   mBlock = mBlockV, yBlock = yBlockV, batch = batchV;
+  if (spec.splitKV) {
+    // z = batch x numSplits + split, divided in 32 bits (the grid's z is
+    // below 2^16).
+    Type i32 = builder.getI32Type();
+    Value z = arith::IndexCastUIOp::create(builder, loc, i32, batchV);
+    Value b = arith::DivUIOp::create(builder, loc, z, numSplits);
+    batch = arith::IndexCastUIOp::create(builder, loc, builder.getIndexType(),
+                                         b);
+    split = e.sub(batchV, e.mul(batch, e.toIndex(numSplits)));
+  }
   kvHead = packed ? yBlock : e.div(yBlock, gqa);
   locateSequence();
 
   rowLimit = packed ? e.mul(seqQ, e.idx(gqa)) : seqQ;
   qSeqBase = e.add(e.mul(batch, qBS), e.mul(startQ, qRS));
   oSeqBase = e.add(e.mul(batch, oBS), e.mul(startQ, oRS));
-  kBase =
-      e.add(e.add(e.mul(batch, kBS), e.mul(startK, kRS)), e.mul(kvHead, kHS));
-  vBase =
-      e.add(e.add(e.mul(batch, vBS), e.mul(startK, vRS)), e.mul(kvHead, vHS));
+  if (spec.pagedKV) {
+    // Rows are addressed per key (pagedRowOffset); batch strides are page
+    // strides.
+    kBase = e.mul(kvHead, kHS);
+    vBase = e.mul(kvHead, vHS);
+    blockTableRow = e.mul(batch, blockTableStride);
+  } else {
+    kBase = e.add(e.add(e.mul(batch, kBS), e.mul(startK, kRS)),
+                  e.mul(kvHead, kHS));
+    vBase = e.add(e.add(e.mul(batch, vBS), e.mul(startK, vRS)),
+                  e.mul(kvHead, vHS));
+  }
   mStart = e.mul(mBlock, e.idx(cfg.blockM));
 }
 
@@ -197,11 +231,37 @@ void ForwardKernel::locateSequence() {
     Value next = e.add(batch, e.idx(1));
     startQ = loadIndex(cuSeqlensQ, batch);
     seqQ = e.sub(loadIndex(cuSeqlensQ, next), startQ);
-    startK = loadIndex(cuSeqlensK, batch);
-    seqK = e.sub(loadIndex(cuSeqlensK, next), startK);
+    if (!spec.pagedKV) { // a paged cache's keys come from its block table
+      startK = loadIndex(cuSeqlensK, batch);
+      seqK = e.sub(loadIndex(cuSeqlensK, next), startK);
+    }
   }
   if (spec.keyLengths)
     seqK = loadIndex(keyLengths, batch);
+  if (spec.keyLengths && decodeArgs) // keys appended before the launch
+    seqK = e.add(seqK, e.toIndex(newKeys));
+}
+
+Value pageOfKey(Emitter &x, Value key, Value mul, Value shift) {
+  Type i32 = x.b.getI32Type(), i64 = x.b.getI64Type();
+  auto wide = [&](Value v32) {
+    return arith::ExtUIOp::create(x.b, x.loc, i64, v32).getResult();
+  };
+  Value key64 = wide(arith::IndexCastUIOp::create(x.b, x.loc, i32, key));
+  Value mul64 = wide(mul), shift64 = wide(shift);
+  Value page64 = arith::ShRUIOp::create(
+      x.b, x.loc, arith::MulIOp::create(x.b, x.loc, key64, mul64), shift64);
+  return arith::IndexCastUIOp::create(x.b, x.loc, x.b.getIndexType(), page64);
+}
+
+Value ForwardKernel::pagedRowOffset(Emitter &x, Value key, Value pageStride,
+                                    Value rowStride) {
+  Value k = x.maxS(x.minS(key, x.sub(seqK, x.idx(1))), x.idx(0));
+  Value page = pageOfKey(x, k, pageDivMul, pageDivShift);
+  Value slot = x.sub(k, x.mul(page, x.toIndex(pageSize)));
+  Value id = memref::LoadOp::create(x.b, x.loc, blockTable,
+                                    ValueRange{x.add(blockTableRow, page)});
+  return x.add(x.mul(x.toIndex(id), pageStride), x.mul(slot, rowStride));
 }
 
 Value ForwardKernel::queryOf(Emitter &x, Value row) {
@@ -233,6 +293,24 @@ void ForwardKernel::blockRange() {
     keyLo = e.maxS(e.sub(e.add(firstQuery, diag), windowLeft), e.idx(0));
   hiBlock = e.div(e.add(keyHi, e.idx(cfg.blockN - 1)), cfg.blockN);
   loBlock = e.div(keyLo, cfg.blockN);
+  if (spec.splitKV) {
+    // Split s takes the s-th run of ceil(blocks / numSplits) of the row
+    // block's tiles (32-bit: a row block has fewer than 2^31 tiles); the
+    // last runs may be empty, and their CTAs write O = 0, LSE = -inf.
+    Type i32 = builder.getI32Type();
+    auto to32 = [&](Value v) {
+      return arith::IndexCastOp::create(builder, loc, i32, v).getResult();
+    };
+    Value blocks = e.maxS(e.sub(hiBlock, loBlock), e.idx(0));
+    Value perSplit32 = arith::DivUIOp::create(
+        builder, loc,
+        to32(e.add(blocks, e.sub(e.toIndex(numSplits), e.idx(1)))),
+        numSplits);
+    Value perSplit = arith::IndexCastUIOp::create(
+        builder, loc, builder.getIndexType(), perSplit32);
+    loBlock = e.add(loBlock, e.mul(split, perSplit));
+    hiBlock = e.minS(hiBlock, e.add(loBlock, perSplit));
+  }
   nBlocks =
       e.select(active, e.maxS(e.sub(hiBlock, loBlock), e.idx(0)), e.idx(0));
 }
@@ -665,6 +743,48 @@ void ForwardKernel::storeRowDirect(ValueRange results, int mt, int half,
       });
     }
   }
+}
+
+void ForwardKernel::storePartialRow(ValueRange results, int mt, int half,
+                                    int dTiles, const FinalRow &row,
+                                    Value query, Value head) {
+  // Entry (row, head) of this split: rows are (batch, query), or the packed
+  // rows under varlen.
+  Value wsRow = spec.varlen ? e.add(startQ, query)
+                            : e.add(e.mul(batch, seqQArg), query);
+  Value entry = e.add(e.mul(split, partialEntries),
+                      e.add(e.mul(wsRow, e.toIndex(headsQArg)), head));
+  Value rowBase = e.mul(entry, e.idx(partialPitch(spec.headDimV)));
+  auto pairType = VectorType::get({2}, f32);
+  for (int dt = 0; dt < dTiles; ++dt) {
+    const AccTile acc = tileAt(results, mt * dTiles + dt);
+    Value c0 = e.fmul(acc[2 * half], row.inv);
+    Value c1 = e.fmul(acc[2 * half + 1], row.inv);
+    Value col = fragmentCol(dt);
+    Value idx = e.add(rowBase, col);
+    if ((dt + 1) * 8 <= spec.headDimV) {
+      // An even column of a row of an even pitch: 8-byte aligned.
+      Value pair = vector::FromElementsOp::create(builder, loc, pairType,
+                                                  ValueRange{c0, c1});
+      vector::StoreOp::create(builder, loc, pair, partialO, ValueRange{idx},
+                              /*nontemporal=*/false, llvm::MaybeAlign(8));
+      continue;
+    }
+    for (int el = 0; el < 2; ++el) {
+      Value inCols = e.lt(e.add(col, e.idx(el)), e.idx(spec.headDimV));
+      e.ifThen(inCols, [&] {
+        memref::StoreOp::create(builder, loc, el == 0 ? c0 : c1, partialO,
+                                ValueRange{e.add(idx, e.idx(el))});
+      });
+    }
+  }
+  Value lseVal = e.select(row.empty, negInfF,
+                          e.fmul(e.fadd(row.m, e.log2(row.lSum)), e.f32(kLn2)));
+  Value first = e.cmp(arith::CmpIPredicate::eq, inGroup, e.idx(0));
+  e.ifThen(first, [&] {
+    memref::StoreOp::create(builder, loc, lseVal, partialLse,
+                            ValueRange{entry});
+  });
 }
 
 void ForwardKernel::storeLse(const FinalRow &row, Value query, Value head) {

@@ -51,6 +51,10 @@ SmallVector<Value> flatten(const Scores &tiles);
 Scores unflatten(ValueRange flat, int mTiles, int nTiles);
 /// Row half `half` of one m16 row of tiles: this thread's scores.
 SmallVector<Value> rowScores(ArrayRef<AccTile> tiles, int half);
+/// The page of key index `key` (index, below 2^31): key / page_size as the
+/// host's PageDivisor computes it, (key * mul) >> shift with i32 `mul` and
+/// `shift`, one 32 x 32 -> 64-bit multiply instead of a division.
+Value pageOfKey(Emitter &x, Value key, Value mul, Value shift);
 
 class ForwardKernel {
 public:
@@ -80,8 +84,26 @@ public:
   /// lengths); seqKArg stays the argument (the causal CTA order sizes
   /// chunks by it).
   Value seqKArg, seqQ, seqK, windowLeft, windowRight, scaleLog2, softcap;
-  /// The family's own parameters after ForwardKernelArgs.
+  /// The family's own parameters after ForwardKernelArgs (and
+  /// DecodeKernelArgs).
   Value extraArg(int i);
+
+  // ---- decode (Decode.h): DecodeKernelArgs, when the spec has pagedKV or
+  //      splitKV ------------------------------------------------------------
+  const bool decodeArgs;
+  Value blockTable, partialO, partialLse, blockTableStride, partialEntries,
+      pageSize, pageDivMul, pageDivShift, numSplits, headsQArg, newKeys;
+  /// seqlen_q as passed (seqQ becomes the sequence's own under varlen).
+  Value seqQArg;
+  /// splitKV: this CTA's split (grid z is batch x numSplits + split).
+  Value split;
+  /// pagedKV: the element offset of key `key` of this sequence from the
+  /// head's base (kBase, vBase): its page's `pageStride` times the page id
+  /// in the block table plus its row in the page times `rowStride`. Keys
+  /// are clamped into [0, seqK) first, so that padding rows read a table
+  /// entry the caller filled (their copies read nothing).
+  Value pagedRowOffset(Emitter &x, Value key, Value pageStride,
+                       Value rowStride);
 
   // ---- the thread's MMA coordinates (set by the family) -------------------
   /// Row within an 8-row half, column pair (lane / 4, lane % 4), and the
@@ -96,6 +118,8 @@ public:
   // ---- this CTA's rows (locateRows) ----------------------------------------
   Value mBlock, yBlock, batch, kvHead, startQ, startK, rowLimit, qSeqBase,
       oSeqBase, kBase, vBase, mStart;
+  /// pagedKV: this sequence's first block-table entry.
+  Value blockTableRow;
   /// The CTA coordinates, this sequence's starts and lengths, the row bases.
   void locateRows();
   /// This sequence's starts and lengths (startQ, startK, seqQ, seqK) for
@@ -237,6 +261,11 @@ public:
                       Value rowBase, Value inv);
   /// The row's LSE (natural log) when the spec writes it.
   void storeLse(const FinalRow &row, Value query, Value head);
+  /// splitKV: row half `half` of this thread's O tiles of m-tile mt, times
+  /// inv, and the row's LSE, as float32 partials of this split (Decode.h's
+  /// PartialLayout): exactly head_dim_v columns.
+  void storePartialRow(ValueRange results, int mt, int half, int dTiles,
+                       const FinalRow &row, Value query, Value head);
 };
 
 } // namespace flashjit

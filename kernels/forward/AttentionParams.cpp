@@ -1,5 +1,6 @@
 //===- AttentionParams.cpp - Checks on the math problem of a call ---------===//
 #include "flashjit/kernels/AttentionParams.h"
+#include "flashjit/kernels/Decode.h"
 
 #include "flashjit/kernels/Forward.h"
 
@@ -9,6 +10,7 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 namespace flashjit {
@@ -138,12 +140,20 @@ Status checkNoOverlap(const std::string &name, std::vector<Dim> dims,
 
 Status checkStrides(const AttentionParams &p, bool writesLse) {
   const int64_t rowsQ = p.varlen ? p.varlen->totalQ : p.seqlenQ;
-  const int64_t rowsK = p.varlen ? p.varlen->totalK : p.seqlenK;
+  // A paged cache's K/V are pages of page_size rows (PagedKV).
+  const int64_t rowsK = p.paged     ? p.paged->pageSize
+                        : p.varlen ? p.varlen->totalK
+                                   : p.seqlenK;
+  const char *rowsKName =
+      p.paged ? "page_size" : p.varlen ? "total_k" : "seqlen_k";
   // Varlen addresses rows through cu_seqlens: no batch dimension.
   const int64_t batches = p.varlen ? 1 : p.batch;
+  const int64_t kvBatches = p.paged ? p.paged->numPages : batches;
   const struct {
     const char *name;
     const Strides &strides;
+    int64_t batches;
+    const char *batchesName;
     int64_t heads;
     const char *headsName;
     int64_t rows;
@@ -151,19 +161,20 @@ Status checkStrides(const AttentionParams &p, bool writesLse) {
     int64_t dim;
     const char *dimName;
   } tensors[] = {
-      {"q", p.qStrides, p.headsQ, "heads_q", rowsQ,
+      {"q", p.qStrides, batches, "batch", p.headsQ, "heads_q", rowsQ,
        p.varlen ? "total_q" : "seqlen_q", p.headDimQK, "head_dim_qk"},
-      {"k", p.kStrides, p.headsKV, "heads_kv", rowsK,
-       p.varlen ? "total_k" : "seqlen_k", p.headDimQK, "head_dim_qk"},
-      {"v", p.vStrides, p.headsKV, "heads_kv", rowsK,
-       p.varlen ? "total_k" : "seqlen_k", p.headDimV, "head_dim_v"},
-      {"o", p.oStrides, p.headsQ, "heads_q", rowsQ,
+      {"k", p.kStrides, kvBatches, p.paged ? "num_pages" : "batch", p.headsKV,
+       "heads_kv", rowsK, rowsKName, p.headDimQK, "head_dim_qk"},
+      {"v", p.vStrides, kvBatches, p.paged ? "num_pages" : "batch", p.headsKV,
+       "heads_kv", rowsK, rowsKName, p.headDimV, "head_dim_v"},
+      {"o", p.oStrides, batches, "batch", p.headsQ, "heads_q", rowsQ,
        p.varlen ? "total_q" : "seqlen_q", p.headDimV, "head_dim_v"}};
   const int64_t eb = elementBytes(p.dtype);
   for (const auto &t : tensors) {
     const std::string n = t.name;
     const std::vector<Dim> dims = {
-        {batches, p.varlen ? 0 : t.strides.batch, n + "_batch_stride", "batch"},
+        {t.batches, p.varlen && !p.paged ? 0 : t.strides.batch,
+         n + "_batch_stride", t.batchesName},
         {t.heads, t.strides.head, n + "_head_stride", t.headsName},
         {t.rows, t.strides.row, n + "_row_stride", t.rowsName}};
     for (const Dim &d : dims)
@@ -331,14 +342,15 @@ Status checkSequences(const AttentionParams &p, bool trustMissing) {
     const VarlenSeqs &v = *p.varlen;
     if (v.totalQ < 1 || v.totalQ > kMaxSeqlen)
       return outOfRange("total_q", 1, kMaxSeqlen, v.totalQ);
-    if (v.totalK < 1 || v.totalK > kMaxSeqlen)
+    // A paged cache addresses keys through its block table.
+    if (!p.paged && (v.totalK < 1 || v.totalK > kMaxSeqlen))
       return outOfRange("total_k", 1, kMaxSeqlen, v.totalK);
     if (checked(v.cuSeqlensQ))
       if (Status s = checkCuSeqlens(v.cuSeqlensQ, "cu_seqlens_q", p.batch,
                                     v.totalQ, "total_q", p.seqlenQ, "seqlen_q");
           !s)
         return s;
-    if (checked(v.cuSeqlensK))
+    if (!p.paged && checked(v.cuSeqlensK))
       if (Status s = checkCuSeqlens(v.cuSeqlensK, "cu_seqlens_k", p.batch,
                                     v.totalK, "total_k", p.seqlenK, "seqlen_k");
           !s)
@@ -348,17 +360,111 @@ Status checkSequences(const AttentionParams &p, bool trustMissing) {
     if (static_cast<int64_t>(p.keyLengths.size()) != p.batch)
       return Status::error("key_lengths must have batch = " + str(p.batch) +
                            " entries, got " + str(p.keyLengths.size()));
-    const bool perSequence = p.varlen && !p.varlen->cuSeqlensK.empty();
+    const bool perSequence =
+        !p.paged && p.varlen && !p.varlen->cuSeqlensK.empty();
+    // Appended keys come on top of the cache lengths.
+    const int64_t room = p.seqlenK - p.newKeys;
     for (int64_t b = 0; b < p.batch; ++b) {
       const int64_t keys =
           perSequence ? p.varlen->cuSeqlensK[b + 1] - p.varlen->cuSeqlensK[b]
-                      : p.seqlenK;
+                      : room;
       if (p.keyLengths[b] < 0 || p.keyLengths[b] > keys)
         return Status::error(
             "key_lengths[" + str(b) + "] must be in [0, " + str(keys) +
             "] (the keys of " +
-            (perSequence ? "sequence " + str(b) : std::string("seqlen_k")) +
+            (perSequence ? "sequence " + str(b)
+             : p.newKeys ? "seqlen_k - new_keys" : std::string("seqlen_k")) +
             "), got " + str(p.keyLengths[b]));
+    }
+  }
+  return Status::ok();
+}
+
+/// The paged cache's sizes (before the key lengths are checked against them).
+Status checkPagedSizes(const AttentionParams &p) {
+  if (!p.paged) {
+    if (p.newKeys != 0)
+      return Status::error("new_keys (" + str(p.newKeys) +
+                           ") needs a paged KV cache: the append path writes "
+                           "new K/V rows into their pages");
+    return Status::ok();
+  }
+  const PagedKV &pg = *p.paged;
+  if (pg.pageSize < 1 || pg.pageSize > kMaxPageSize)
+    return outOfRange("page_size", 1, kMaxPageSize, pg.pageSize);
+  if (pg.numPages < 1 || pg.numPages > kMaxSeqlen)
+    return outOfRange("num_pages", 1, kMaxSeqlen, pg.numPages);
+  if (pg.maxPagesPerSeq < 1 || pg.maxPagesPerSeq > kMaxSeqlen)
+    return outOfRange("max_pages_per_seq", 1, kMaxSeqlen, pg.maxPagesPerSeq);
+  const int64_t capacity = pg.maxPagesPerSeq * pg.pageSize;
+  if (p.seqlenK > capacity)
+    return Status::error("seqlen_k (" + str(p.seqlenK) +
+                         ") must be at most max_pages_per_seq x page_size (" +
+                         str(pg.maxPagesPerSeq) + " x " + str(pg.pageSize) +
+                         " = " + str(capacity) +
+                         "): the keys one block table row addresses");
+  if (p.newKeys < 0 || p.newKeys > p.seqlenK)
+    return outOfRange("new_keys", 0, p.seqlenK, p.newKeys);
+  for (auto [name, strides] : {std::pair{"k_new", &p.kNewStrides},
+                               std::pair{"v_new", &p.vNewStrides}})
+    if (p.newKeys > 0 &&
+        (strides->batch < 0 || strides->head < 0 || strides->row < 0))
+      return Status::error(std::string(name) +
+                           " strides must be >= 0, got {" +
+                           str(strides->batch) + ", " + str(strides->head) +
+                           ", " + str(strides->row) + "}");
+  return Status::ok();
+}
+
+/// The block table (after the key lengths): the page ids of every page
+/// that holds keys, and appended rows that land on distinct cache rows.
+Status checkBlockTable(const AttentionParams &p, bool trustMissing) {
+  if (!p.paged)
+    return Status::ok();
+  const PagedKV &pg = *p.paged;
+  if (p.keyLengths.empty()) {
+    if (trustMissing)
+      return Status::ok(); // device-only lengths and table: trusted
+    return Status::error("a paged KV cache needs key_lengths: the number of "
+                         "keys in each sequence's cache");
+  }
+  if (pg.blockTable.empty()) {
+    if (trustMissing)
+      return Status::ok();
+    return Status::error("a paged KV cache needs the block table's host copy "
+                         "(block_table_host) to check it before the launch, "
+                         "or trusted device values");
+  }
+  if (static_cast<int64_t>(pg.blockTable.size()) !=
+      p.batch * pg.maxPagesPerSeq)
+    return Status::error("block_table must have batch x max_pages_per_seq = " +
+                         str(p.batch * pg.maxPagesPerSeq) + " entries, got " +
+                         str(pg.blockTable.size()));
+  // Appended rows of two sequences on one cache row would race.
+  std::unordered_map<int64_t, std::pair<int64_t, int64_t>> appended;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t keys = p.keyLengths[b] + p.newKeys;
+    const int64_t pages = (keys + pg.pageSize - 1) / pg.pageSize;
+    const int32_t *row = &pg.blockTable[b * pg.maxPagesPerSeq];
+    for (int64_t i = 0; i < pages; ++i)
+      if (row[i] < 0 || row[i] >= pg.numPages)
+        return Status::error(
+            "block_table[" + str(b) + "][" + str(i) + "] = " + str(row[i]) +
+            " is not a page id in [0, num_pages = " + str(pg.numPages) +
+            ") (sequence " + str(b) + " has " + str(keys) + " keys in " +
+            str(pages) + " pages of " + str(pg.pageSize) + ")");
+    for (int64_t j = 0; j < p.newKeys; ++j) {
+      const int64_t key = p.keyLengths[b] + j;
+      const int64_t cacheRow =
+          int64_t(row[key / pg.pageSize]) * pg.pageSize + key % pg.pageSize;
+      auto [it, fresh] = appended.emplace(cacheRow, std::pair{b, j});
+      if (!fresh)
+        return Status::error(
+            "block_table sends new key " + str(j) + " of sequence " + str(b) +
+            " and new key " + str(it->second.second) + " of sequence " +
+            str(it->second.first) + " to the same cache row (page " +
+            str(cacheRow / pg.pageSize) + ", row " +
+            str(cacheRow % pg.pageSize) + "): the appends would race");
     }
   }
   return Status::ok();
@@ -374,11 +480,15 @@ Status validateParams(const AttentionParams &params, bool writesLse,
   // Sizes first: the later checks index by batch and divide by heads.
   if (Status s = checkSizes(params); !s)
     return s;
+  if (Status s = checkPagedSizes(params); !s) // the pages' extents
+    return s;
   if (Status s = checkStrides(params, writesLse); !s)
     return s;
   if (Status s = checkScores(params); !s)
     return s;
-  return checkSequences(params, trustMissingLengths);
+  if (Status s = checkSequences(params, trustMissingLengths); !s)
+    return s;
+  return checkBlockTable(params, trustMissingLengths);
 }
 
 } // namespace flashjit

@@ -145,7 +145,7 @@ def _launch_backward(dout, q, k, v, out, lse, alibi_slopes, cu_seqlens_q,
     # this call, reused only by work queued after the kernels.
     workspace = torch.empty(runtime.backward_workspace_size(b), dtype=torch.uint8,
                             device=q.device)
-    b.workspace = workspace.data_ptr()
+    b.workspace, b.workspace_bytes = workspace.data_ptr(), workspace.numel()
     runtime.backward(b, _current_stream(q.device))
     return dq, dk, dv
 

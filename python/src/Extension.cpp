@@ -138,6 +138,7 @@ void bindForwardArgs(nb::module_ &m) {
   bindPointer(cls, "o", &Args::o);
   bindPointer(cls, "lse", &Args::lse);
   bindPointer(cls, "alibi_slopes", &Args::alibi_slopes);
+  bindPointer(cls, "workspace", &Args::workspace);
   for (auto [name, field] : {std::pair{"cu_seqlens_q", &Args::cu_seqlens_q},
                              std::pair{"cu_seqlens_k", &Args::cu_seqlens_k},
                              std::pair{"key_lengths", &Args::key_lengths}})
@@ -175,7 +176,13 @@ void bindForwardArgs(nb::module_ &m) {
       .def_rw("total_q", &Args::total_q)
       .def_rw("total_k", &Args::total_k)
       .def_rw("trust_device_lengths", &Args::trust_device_lengths)
-      .def_rw("full_kernel", &Args::full_kernel);
+      .def_rw("full_kernel", &Args::full_kernel)
+      .def_rw("num_pages", &Args::num_pages)
+      .def_rw("page_size", &Args::page_size)
+      .def_rw("max_pages_per_seq", &Args::max_pages_per_seq)
+      .def_rw("new_keys", &Args::new_keys)
+      .def_rw("num_splits", &Args::num_splits)
+      .def_rw("workspace_bytes", &Args::workspace_bytes);
 }
 
 void bindBackwardArgs(nb::module_ &m) {
@@ -196,9 +203,21 @@ void bindBackwardArgs(nb::module_ &m) {
   bindPointer(cls, "dout", &Args::dout);
   for (auto [name, field] :
        {std::pair{"dq", &Args::dq}, std::pair{"dk", &Args::dk},
-        std::pair{"dv", &Args::dv}, std::pair{"workspace", &Args::workspace},
-        std::pair{"dbias", &Args::dbias}})
+        std::pair{"dv", &Args::dv}, std::pair{"dbias", &Args::dbias}})
     bindPointer(cls, name, field);
+  // The call's scratch is its forward's (one notion for both directions).
+  cls.def_prop_rw(
+         "workspace",
+         [](const BackwardArgs &a) { return address(a.forward.workspace); },
+         [](BackwardArgs &a, uintptr_t v) {
+           a.forward.workspace = pointer<void>(v);
+         },
+         "forward.workspace: the call's scratch (set workspace_bytes too).")
+      .def_prop_rw(
+          "workspace_bytes",
+          [](const BackwardArgs &a) { return a.forward.workspace_bytes; },
+          [](BackwardArgs &a, uint64_t v) { a.forward.workspace_bytes = v; },
+          "forward.workspace_bytes: the size of workspace.");
   for (auto [name, field] : {std::pair{"dout_strides", &Args::dout_strides},
                              std::pair{"dq_strides", &Args::dq_strides},
                              std::pair{"dk_strides", &Args::dk_strides},
@@ -243,8 +262,8 @@ NB_MODULE(_flashjit, m) {
           },
           "args"_a, "stream"_a, nb::call_guard<nb::gil_scoped_release>(),
           "flashjit_attention_backward on `stream`. Give args.workspace "
-          "(backward_workspace_size bytes): without one the call allocates "
-          "its own and waits for the stream.")
+          "and args.workspace_bytes (at least backward_workspace_size): "
+          "without one the runtime's per-stream workspace is used.")
       .def(
           "backward_workspace_size",
           [](const Runtime &r, const BackwardArgs &a) {

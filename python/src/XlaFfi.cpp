@@ -467,7 +467,8 @@ ffi::Error executeBackward(void *stream, int32_t device,
     return ffi::Error::Internal(std::string(kBackward.target) +
                                 ": no scratch memory for the workspace (" +
                                 std::to_string(bytes) + " bytes)");
-  b.workspace = *workspace;
+  b.forward.workspace = *workspace;
+  b.forward.workspace_bytes = bytes;
   return status(flashjit_attention_backward(rt, &b, stream));
 }
 

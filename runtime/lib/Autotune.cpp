@@ -232,7 +232,7 @@ public:
     size_t bytes = 0;
     for (const auto &plans : plans_)
       for (const BackwardPlan &p : plans)
-        bytes = std::max(bytes, size_t(p.workspace.bytes()));
+        bytes = std::max(bytes, p.main.workspaceBytes);
     scratch_.clear();
     for (size_t w = 0; w < problems_.size() && bytes; ++w) {
       auto buffer = rt_.allocate(bytes);
@@ -242,7 +242,7 @@ public:
     }
     for (auto &plans : plans_)
       for (size_t w = 0; w < plans.size(); ++w)
-        plans[w].args.workspace = static_cast<float *>(scratch_[w].data());
+        plans[w].main.workspace = scratch_[w].data();
     return Status::ok();
   }
   Status launch(int candidate, int workspace) override {

@@ -163,6 +163,23 @@ flashjit_status toProblem(const flashjit_forward_args &a,
   p.v = a.v;
   p.o = a.o;
   p.lse = a.lse;
+  // Decode: the block table's host copy comes with the sequence lengths.
+  if (a.block_table) {
+    flashjit::PagedKV pg;
+    pg.numPages = a.num_pages;
+    pg.pageSize = a.page_size;
+    pg.maxPagesPerSeq = a.max_pages_per_seq;
+    p.paged = std::move(pg);
+    p.deviceBlockTable = a.block_table;
+  }
+  p.newKeys = a.new_keys;
+  p.kNew = a.k_new;
+  p.vNew = a.v_new;
+  copyStrides(p.kNewStrides, a.k_new_strides);
+  copyStrides(p.vNewStrides, a.v_new_strides);
+  p.numSplits = a.num_splits;
+  p.workspace = a.workspace;
+  p.workspaceBytes = static_cast<size_t>(a.workspace_bytes);
   return FLASHJIT_SUCCESS;
 }
 
@@ -228,8 +245,19 @@ flashjit_status hostSequenceInfo(const LengthSource &from,
     p.varlen = std::move(seqs);
   }
   if (a.key_lengths)
-    return hostInts(from, a.key_lengths_host, a.key_lengths, batch,
-                    "key_lengths", p.keyLengths);
+    if (flashjit_status s = hostInts(from, a.key_lengths_host, a.key_lengths,
+                                     batch, "key_lengths", p.keyLengths);
+        s != FLASHJIT_SUCCESS)
+      return s;
+  if (p.paged) {
+    if (a.max_pages_per_seq < 1 || a.max_pages_per_seq > (int64_t(1) << 31))
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT,
+                  "max_pages_per_seq must be in [1, 2^31), got " +
+                      std::to_string(a.max_pages_per_seq));
+    return hostInts(from, a.block_table_host, a.block_table,
+                    batch * a.max_pages_per_seq, "block_table",
+                    p.paged->blockTable);
+  }
   return FLASHJIT_SUCCESS;
 }
 
@@ -327,7 +355,6 @@ flashjit_status backwardProblem(flashjit_runtime *rt,
   copyStrides(p.dKStrides, a->dk_strides);
   copyStrides(p.dVStrides, a->dv_strides);
   p.deterministic = a->deterministic == 1;
-  p.workspace = a->workspace;
   p.biasGrad = a->bias_grad == 1;
   p.dBias = a->dbias;
   copyStrides(p.dBiasStrides, a->dbias_strides);
@@ -439,6 +466,28 @@ flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
   });
 }
 
+flashjit_status flashjit_forward_workspace_size(
+    flashjit_runtime *rt, const flashjit_forward_args *args, uint64_t *bytes) {
+  return guarded([&] {
+    if (!bytes)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "bytes must not be NULL");
+    *bytes = 0;
+    if (!rt)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "rt must not be NULL");
+    flashjit::ForwardProblem problem;
+    if (flashjit_status s =
+            checkedProblem(args, LengthSource{nullptr, nullptr, true},
+                           rt->runtime->arch(), problem);
+        s != FLASHJIT_SUCCESS)
+      return s;
+    auto needed = rt->runtime->forwardWorkspaceBytes(problem);
+    if (!needed)
+      return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, needed.message());
+    *bytes = *needed;
+    return FLASHJIT_SUCCESS;
+  });
+}
+
 flashjit_status flashjit_backward_args_init(flashjit_backward_args *args,
                                             uint64_t struct_size) {
   if (flashjit_status s =
@@ -457,11 +506,6 @@ flashjit_status flashjit_attention_backward(flashjit_runtime *rt,
             backwardProblem(rt, args, stream, /*launchable=*/true, p);
         s != FLASHJIT_SUCCESS)
       return s;
-    if (!p.workspace) { // planned, launched and waited for in one
-      if (flashjit::Status s = rt->runtime->attentionBackward(p, stream); !s)
-        return fail(FLASHJIT_ERROR_LAUNCH, s.message());
-      return FLASHJIT_SUCCESS;
-    }
     auto plan = rt->runtime->planBackward(p);
     if (!plan)
       return fail(FLASHJIT_ERROR_COMPILE, plan.message());
@@ -476,13 +520,14 @@ flashjit_status flashjit_backward_workspace_size(
   return guarded([&] {
     if (!bytes)
       return fail(FLASHJIT_ERROR_INVALID_ARGUMENT, "bytes must not be NULL");
+    *bytes = 0;
     flashjit::BackwardProblem p;
     if (flashjit_status s =
             backwardProblem(rt, args, nullptr, /*launchable=*/false, p);
         s != FLASHJIT_SUCCESS)
       return s;
     auto size = rt->runtime->backwardWorkspaceBytes(p);
-    if (!size)
+    if (!size) // it compiles the kernels
       return fail(FLASHJIT_ERROR_COMPILE, size.message());
     *bytes = *size;
     return FLASHJIT_SUCCESS;

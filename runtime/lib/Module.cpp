@@ -1,6 +1,7 @@
 //===- Module.cpp - cuLink, cuModuleLoadData and function attributes ------===//
 #include "Module.h"
 
+#include "flashjit/kernels/Decode.h"
 #include "flashjit/kernels/Forward.h"
 
 #include <cstdint>
@@ -121,7 +122,22 @@ Expected<ModuleCache::Kernel> loadKernel(const Api &cu, CUcontext ctx,
         " bytes of static shared memory; flashjit kernels use dynamic shared "
         "memory only (a stale or foreign cache entry?)"));
 
+  // The decode helpers built into the same module (Decode.h), if any.
+  CUfunction helpers[2] = {nullptr, nullptr};
+  const std::string helperNames[2] = {combineKernelName(meta.kernelName),
+                                      appendKernelName(meta.kernelName)};
+  for (int i = 0; i < 2; ++i) {
+    const CUresult r =
+        cu.cuModuleGetFunction(&helpers[i], module, helperNames[i].c_str());
+    if (r == CUDA_ERROR_NOT_FOUND)
+      helpers[i] = nullptr;
+    else if (Status s = check(r, "cuModuleGetFunction"); !s)
+      return failed(s);
+  }
+
   auto *kernel = new LoadedKernel;
+  kernel->combineFunction = helpers[0];
+  kernel->appendFunction = helpers[1];
   kernel->name = meta.kernelName;
   kernel->module = module;
   kernel->function = function;

@@ -38,12 +38,6 @@ std::string hexAddress(const void *p) {
   return os.str();
 }
 
-/// Strides of a tensor with its name, for messages and alignment.
-struct NamedStrides {
-  const char *name;
-  const Strides &strides;
-  int64_t heads, rows;
-};
 } // namespace
 
 Status validate(const ForwardProblem &p) {
@@ -66,8 +60,13 @@ Status validate(const ForwardProblem &p) {
       {"bias", p.biasData, eb, p.bias == BiasMode::Tensor},
       {"alibi_slopes", p.alibiSlopes, 4, p.bias == BiasMode::Alibi},
       {"cu_seqlens_q", p.deviceCuSeqlensQ, 4, p.varlen.has_value()},
-      {"cu_seqlens_k", p.deviceCuSeqlensK, 4, p.varlen.has_value()},
+      // A paged cache's keys come from its block table and cache lengths.
+      {"cu_seqlens_k", p.deviceCuSeqlensK, 4, p.varlen && !p.paged},
       {"key_lengths", p.deviceKeyLengths, 4, p.hasKeyLengths()},
+      {"block_table", p.deviceBlockTable, 4, p.paged.has_value()},
+      {"k_new", p.kNew, eb, p.newKeys > 0},
+      {"v_new", p.vNew, eb, p.newKeys > 0},
+      {"workspace", p.workspace, 16, false},
   };
   for (const auto &ptr : pointers) {
     if (!ptr.ptr && ptr.required)
@@ -78,6 +77,14 @@ Status validate(const ForwardProblem &p) {
                            ") must be aligned to " + std::to_string(ptr.align) +
                            " bytes");
   }
+  if (p.paged && !p.hasKeyLengths())
+    return Status::error("a paged KV cache needs key_lengths (the cache "
+                         "lengths), got none");
+  if (p.numSplits < 0 || p.numSplits > kMaxSplits)
+    return Status::error("num_splits must be in [0, " +
+                         std::to_string(kMaxSplits) +
+                         "] (0: chosen per problem), got " +
+                         std::to_string(p.numSplits));
   return Status::ok();
 }
 
@@ -93,6 +100,7 @@ AttentionSpec specFor(const ForwardProblem &p) {
   spec.softcap = p.softcap > 0;
   spec.varlen = p.varlen.has_value();
   spec.keyLengths = p.hasKeyLengths();
+  spec.pagedKV = p.paged.has_value();
   // Row starts are aligned to the widest power of two dividing every
   // pointer (in elements) and every stride the kernel multiplies by a
   // nonzero index: a stride of a size-1 dimension never moves a row, and
@@ -103,13 +111,28 @@ AttentionSpec specFor(const ForwardProblem &p) {
     values.push_back(
         static_cast<int64_t>(reinterpret_cast<uintptr_t>(ptr) / eb));
   const int64_t rowsQ = p.varlen ? p.varlen->totalQ : p.seqlenQ;
-  const int64_t rowsK = p.varlen ? p.varlen->totalK : p.seqlenK;
-  const NamedStrides tensors[] = {{"q", p.qStrides, p.headsQ, rowsQ},
-                                  {"k", p.kStrides, p.headsKV, rowsK},
-                                  {"v", p.vStrides, p.headsKV, rowsK},
-                                  {"o", p.oStrides, p.headsQ, rowsQ}};
-  for (const auto &t : tensors) {
-    if (p.batch > 1 && !p.varlen)
+  const int64_t rowsK =
+      p.paged ? p.paged->pageSize : p.varlen ? p.varlen->totalK : p.seqlenK;
+  // A paged cache's batch strides are page strides.
+  const int64_t kvBatches = p.paged ? p.paged->numPages : p.varlen ? 1 : p.batch;
+  const int64_t qBatches = p.varlen ? 1 : p.batch;
+  struct Moving {
+    const Strides &strides;
+    int64_t batches, heads, rows;
+  };
+  std::vector<Moving> tensors = {{p.qStrides, qBatches, p.headsQ, rowsQ},
+                                 {p.kStrides, kvBatches, p.headsKV, rowsK},
+                                 {p.vStrides, kvBatches, p.headsKV, rowsK},
+                                 {p.oStrides, qBatches, p.headsQ, rowsQ}};
+  if (p.newKeys > 0) { // the append kernel copies these rows with the spec's
+    for (const void *ptr : {p.kNew, p.vNew})
+      values.push_back(
+          static_cast<int64_t>(reinterpret_cast<uintptr_t>(ptr) / eb));
+    tensors.push_back({p.kNewStrides, p.batch, p.headsKV, p.newKeys});
+    tensors.push_back({p.vNewStrides, p.batch, p.headsKV, p.newKeys});
+  }
+  for (const Moving &t : tensors) {
+    if (t.batches > 1)
       values.push_back(t.strides.batch);
     if (t.heads > 1)
       values.push_back(t.strides.head);
@@ -166,9 +189,12 @@ Status validate(const BackwardProblem &p) {
     return Status::error("dbias (" + hexAddress(p.dBias) +
                          ") must be aligned to " + std::to_string(eb) +
                          " bytes");
-  if (reinterpret_cast<uintptr_t>(p.workspace) % 16 != 0)
-    return Status::error("workspace (" + hexAddress(p.workspace) +
-                         ") must be aligned to 16 bytes");
+  // The decode features are the forward's (validateBackwardParams refuses
+  // a paged cache).
+  if (p.numSplits > 1)
+    return Status::error("num_splits (" + std::to_string(p.numSplits) +
+                         ") splits a forward's keys; the backward takes 0 "
+                         "or 1");
   return Status::ok();
 }
 
@@ -211,6 +237,45 @@ struct Runtime::Impl {
   /// Full kernels compiling in the background behind their quick forms.
   std::mutex upgradesMutex;
   std::vector<std::future<void>> upgrades;
+  /// The workspaces of launches without a caller's (split-KV partials, the
+  /// backward's arrays), one buffer per stream (launches on one stream run
+  /// in order, so each may reuse it).
+  std::mutex workspacesMutex;
+  std::unordered_map<void *, std::pair<CUdeviceptr, size_t>> workspaces;
+
+  /// The workspace of a launch of `plan` on `stream`: the caller's, else
+  /// the stream's of at least plan.workspaceBytes (growing it waits for the
+  /// stream's work, which may still use the old one).
+  Expected<void *> workspaceFor(void *stream, const ForwardPlan &plan) {
+    if (plan.workspace)
+      return plan.workspace;
+    const size_t bytes = plan.workspaceBytes;
+    std::lock_guard<std::mutex> guard(workspacesMutex);
+    auto &[ptr, size] = workspaces[stream];
+    if (size < bytes) {
+      if (ptr) {
+        if (Status s = driver::check(
+                cu->cuStreamSynchronize(static_cast<CUstream>(stream)),
+                "cuStreamSynchronize (growing the workspace; pass a "
+                "workspace to launch without it)");
+            !s)
+          return s;
+        cu->cuMemFree_v2(ptr);
+        ptr = 0, size = 0;
+      }
+      if (Status s = driver::check(
+              cu->cuMemAlloc_v2(&ptr, bytes),
+              ("cuMemAlloc(" + std::to_string(bytes) +
+               " bytes of workspace)")
+                  .c_str());
+          !s) {
+        ptr = 0;
+        return s;
+      }
+      size = bytes;
+    }
+    return reinterpret_cast<void *>(ptr);
+  }
 
   CacheKey cacheKey(const AttentionSpec &spec, const TileConfig &config) const {
     return {spec,        config,        arch,
@@ -241,6 +306,9 @@ struct Runtime::Impl {
       return;
     driver::ScopedContext scope(*cu, context);
     modules.clear(); // unloads the modules while the context still lives
+    for (auto &[stream, buffer] : workspaces)
+      if (buffer.first)
+        cu->cuMemFree_v2(buffer.first);
     cu->cuDevicePrimaryCtxRelease_v2(device);
   }
 };
@@ -412,8 +480,8 @@ template <typename T, size_t N> std::string packed(const T (&fields)[N]) {
 
 std::string specKey(const AttentionSpec &spec) {
   const auto &[dtype, headDimQK, headDimV, mask, gqaGroup, writeLse, align,
-               bias, softcap, varlen, keyLengths, direction, deterministic,
-               biasGrad] = spec;
+               bias, softcap, varlen, keyLengths, pagedKV, splitKV, direction,
+               deterministic, biasGrad] = spec;
   const int32_t fields[] = {static_cast<int32_t>(dtype),
                             headDimQK,
                             headDimV,
@@ -425,6 +493,8 @@ std::string specKey(const AttentionSpec &spec) {
                             softcap,
                             varlen,
                             keyLengths,
+                            pagedKV,
+                            splitKV,
                             static_cast<int32_t>(direction),
                             deterministic,
                             biasGrad};
@@ -651,7 +721,25 @@ ForwardKernelArgs kernelArgsOf(const ForwardProblem &p) {
   a.windowRight = p.mask == MaskMode::Window ? extent(p.windowRight) : 0;
   a.scaleLog2 = static_cast<float>(p.scale() * kLog2e);
   a.softcap = static_cast<float>(p.softcap);
+  if (p.paged) { // page strides, which varlen keeps
+    a.kBatchStride = p.kStrides.batch;
+    a.vBatchStride = p.vStrides.batch;
+  }
   return a;
+}
+
+/// The call's workspace: `needed` bytes, the caller's (checked against its
+/// size) or, when the problem has none, the runtime's at launch.
+Status useWorkspace(const ForwardProblem &p, size_t needed, ForwardPlan &plan,
+                    const char *what) {
+  plan.workspaceBytes = needed;
+  plan.workspace = needed ? p.workspace : nullptr;
+  if (p.workspace && needed && p.workspaceBytes < needed)
+    return Status::error("workspace_bytes (" +
+                         std::to_string(p.workspaceBytes) +
+                         ") is less than the " + std::to_string(needed) +
+                         " bytes that " + what + " need");
+  return Status::ok();
 }
 } // namespace
 
@@ -679,11 +767,9 @@ Runtime::chosenConfig(const AttentionSpec &spec, const std::string &specKey,
   return chosen;
 }
 
-Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
-                                           bool fullKernel) {
+Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
   if (Status s = validate(p); !s)
     return s;
-  ForwardPlan plan;
   plan.spec = specFor(p);
   // Both in-memory keys below (tile config, kernel) start with the spec's.
   const std::string packedSpec = specKey(plan.spec);
@@ -695,6 +781,16 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
         chosenConfig(plan.spec, packedSpec, tuneKey(p),
                      impl_->family ? &*impl_->family : nullptr);
   }
+  // Decode-like problems (a row block per K/V group of few rows) take the
+  // decode table of the sm80 family unless the caller forces another
+  // family: a 64- or 128-row tile would compute padding rows (bucket-free:
+  // the rows decide, exactly per shape).
+  const int64_t groupRows = p.seqlenQ * std::max<int64_t>(1, p.gqaGroup());
+  const bool decodeLike = groupRows <= kDecodeMaxTileRows;
+  if (plan.source == ConfigSource::Default && decodeLike &&
+      (!impl_->family || *impl_->family == Family::Sm80))
+    if (auto decode = decodeTileConfig(plan.spec, impl_->arch, groupRows))
+      plan.config = *decode;
   // Checks the spec too.
   if (Status s = flashjit::validate(plan.config, plan.spec, impl_->arch); !s)
     return s;
@@ -722,6 +818,66 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
   plan.grid[0] = static_cast<unsigned>(rowBlocks);
   plan.grid[1] = static_cast<unsigned>(gridHeads);
   plan.grid[2] = static_cast<unsigned>(p.batch);
+
+  // Split-KV: asked for, or chosen for decode-like and paged problems.
+  plan.numSplits = 1;
+  const int64_t partialRows =
+      p.varlen ? p.varlen->totalQ : p.batch * p.seqlenQ;
+  if (p.numSplits > 1) {
+    plan.numSplits = p.numSplits;
+  } else if (p.numSplits == 0 && (decodeLike || p.paged) &&
+             plan.config.family == Family::Sm80 &&
+             partialRows * p.headsQ < std::numeric_limits<int32_t>::max()) {
+    const int64_t ctas =
+        int64_t(plan.grid[0]) * plan.grid[1] * int64_t(plan.grid[2]);
+    const int64_t keyBlocks =
+        (p.seqlenK + plan.config.blockN - 1) / plan.config.blockN;
+    plan.numSplits = chooseSplits(
+        ctas, keyBlocks, p.batch, impl_->info.smCount,
+        ctasPerSm(launchFacts(plan.spec, plan.config), impl_->arch));
+  }
+  if (plan.numSplits > 1) {
+    if (plan.config.family != Family::Sm80)
+      return Status::error("num_splits (" + std::to_string(plan.numSplits) +
+                           ") needs the sm80 kernel family (split-KV); the " +
+                           std::string(toString(plan.config.family)) +
+                           " family has none");
+    if (p.batch * plan.numSplits > 65535)
+      return Status::error(
+          "batch x num_splits must be at most 65535 (the grid's z), got " +
+          std::to_string(p.batch) + " x " + std::to_string(plan.numSplits));
+    if (partialRows * p.headsQ >= std::numeric_limits<int32_t>::max())
+      return Status::error("split-KV needs (batch x seqlen_q, or total_q) x "
+                           "heads_q below 2^31, got " +
+                           std::to_string(partialRows * p.headsQ));
+    plan.spec.splitKV = true;
+    if (Status s = flashjit::validate(plan.config, plan.spec, impl_->arch); !s)
+      return s;
+    plan.grid[2] = static_cast<unsigned>(p.batch * plan.numSplits);
+    const PartialLayout layout =
+        partialLayout(partialRows, p.headsQ, p.headDimV, plan.numSplits);
+    plan.partialLseOffset = layout.oBytes;
+    const std::string what =
+        std::to_string(plan.numSplits) + " splits' partials";
+    if (Status s = useWorkspace(p, layout.bytes, plan, what.c_str()); !s)
+      return s;
+  }
+  return Status::ok();
+}
+
+Expected<size_t> Runtime::forwardWorkspaceBytes(const ForwardProblem &p) {
+  ForwardPlan plan;
+  if (Status s = choosePlan(p, plan); !s)
+    return s;
+  return plan.workspaceBytes;
+}
+
+Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
+                                           bool fullKernel) {
+  ForwardPlan plan;
+  if (Status s = choosePlan(p, plan); !s)
+    return s;
+  const std::string packedSpec = specKey(plan.spec);
   const bool allowQuick = plan.source != ConfigSource::Explicit && !fullKernel;
   auto kernel = kernelFor(plan.spec, plan.config, packedSpec, allowQuick);
   if (kernel && fullKernel && (*kernel)->source == LoadedKernel::Source::Quick) {
@@ -741,6 +897,84 @@ Expected<ForwardPlan> Runtime::planForward(const ForwardProblem &p,
     return s;
 
   plan.args = kernelArgsOf(p);
+
+  // ---- decode: block table, splits, the combine and append kernels ------
+  if (!plan.spec.pagedKV && !plan.spec.splitKV)
+    return plan;
+  const ForwardKernelArgs &a = plan.args;
+  DecodeKernelArgs &d = plan.decode;
+  const PageDivisor divisor =
+      pageDivisor(p.paged ? p.paged->pageSize : int64_t(1));
+  if (p.paged) {
+    d.blockTable = p.deviceBlockTable;
+    d.blockTableStride = p.paged->maxPagesPerSeq;
+    d.pageSize = static_cast<int32_t>(p.paged->pageSize);
+    d.pageDivMul = divisor.mul;
+    d.pageDivShift = divisor.shift;
+  }
+  d.numSplits = plan.numSplits;
+  d.headsQ = static_cast<int32_t>(p.headsQ);
+  d.newKeys = static_cast<int32_t>(p.newKeys);
+  const int64_t partialRows =
+      p.varlen ? p.varlen->totalQ : p.batch * p.seqlenQ;
+  d.partialEntries = partialRows * p.headsQ;
+  // The module's helper entries (Decode.h) the launch needs.
+  for (auto [needed, function, what] :
+       {std::tuple{plan.spec.splitKV, plan.kernel->combineFunction, "combine"},
+        std::tuple{p.newKeys > 0, plan.kernel->appendFunction, "append"}})
+    if (needed && !function)
+      return Status::error("internal: " + plan.kernel->name + " has no " +
+                           what + " kernel");
+  if (plan.spec.splitKV) {
+    CombineKernelArgs &c = plan.combine;
+    c.o = p.o;
+    c.lse = p.lse;
+    c.cuSeqlensQ = a.cuSeqlensQ;
+    c.partialEntries = d.partialEntries;
+    c.oBatchStride = a.oBatchStride, c.oHeadStride = a.oHeadStride,
+    c.oRowStride = a.oRowStride;
+    c.lseBatchStride = a.lseBatchStride, c.lseHeadStride = a.lseHeadStride;
+    c.numSplits = plan.numSplits;
+    c.headsQ = static_cast<int32_t>(p.headsQ);
+    c.seqlenQ = static_cast<int32_t>(p.seqlenQ);
+    c.batch = static_cast<int32_t>(p.batch);
+    constexpr int64_t kEntriesPerCta = kCombineThreads / 32;
+    plan.combineGrid = static_cast<unsigned>(
+        (d.partialEntries + kEntriesPerCta - 1) / kEntriesPerCta);
+  }
+  if (p.newKeys > 0) {
+    AppendKernelArgs &ap = plan.append;
+    ap.kNew = p.kNew;
+    ap.vNew = p.vNew;
+    ap.kCache = a.k;
+    ap.vCache = a.v;
+    ap.blockTable = p.deviceBlockTable;
+    ap.cacheLengths = p.deviceKeyLengths;
+    ap.kNewBatchStride = p.kNewStrides.batch;
+    ap.kNewHeadStride = p.kNewStrides.head;
+    ap.kNewRowStride = p.kNewStrides.row;
+    ap.vNewBatchStride = p.vNewStrides.batch;
+    ap.vNewHeadStride = p.vNewStrides.head;
+    ap.vNewRowStride = p.vNewStrides.row;
+    ap.kPageStride = p.kStrides.batch, ap.kHeadStride = p.kStrides.head,
+    ap.kRowStride = p.kStrides.row;
+    ap.vPageStride = p.vStrides.batch, ap.vHeadStride = p.vStrides.head,
+    ap.vRowStride = p.vStrides.row;
+    ap.blockTableStride = d.blockTableStride;
+    ap.newKeys = d.newKeys;
+    ap.headsKV = static_cast<int32_t>(p.headsKV);
+    ap.pageSize = d.pageSize;
+    ap.pageDivMul = d.pageDivMul;
+    ap.pageDivShift = d.pageDivShift;
+    // One 16-byte chunk per thread (grid-stride beyond 4096 CTAs).
+    const int64_t chunks =
+        p.newKeys * p.headsKV *
+        std::max(p.headDimQK / copyElems(plan.spec, int(p.headDimQK)),
+                 p.headDimV / copyElems(plan.spec, int(p.headDimV)));
+    plan.appendGrid[0] = static_cast<unsigned>(std::clamp<int64_t>(
+        (chunks + kAppendThreads - 1) / kAppendThreads, 1, 4096));
+    plan.appendGrid[1] = static_cast<unsigned>(p.batch);
+  }
   return plan;
 }
 
@@ -770,27 +1004,97 @@ void forwardArgAddresses(ForwardKernelArgs &a, void **out) {
                 "launch parameters out of step with ForwardKernelArgs");
   std::copy(std::begin(params), std::end(params), out);
 }
+
+/// Launches one entry of a module on a stream (a CTA of `threads` x 1 x 1).
+struct KernelLauncher {
+  const driver::Api &cu;
+  CUstream stream;
+  Status operator()(void *function, const unsigned grid[3], int threads,
+                    int sharedBytes, void **params,
+                    const std::string &name) const {
+    return driver::check(
+        cu.cuLaunchKernel(static_cast<CUfunction>(function), grid[0], grid[1],
+                          grid[2], threads, 1, 1, sharedBytes, stream, params,
+                          nullptr),
+        ("cuLaunchKernel(" + name + ")").c_str());
+  }
+};
 } // namespace
 
 Status Runtime::launch(const ForwardPlan &plan, void *stream) {
   const driver::Api &cu = *impl_->cu;
   driver::ScopedContext scope(cu, impl_->context);
+  const LoadedKernel &k = *plan.kernel;
+  const KernelLauncher launchOn{cu, static_cast<CUstream>(stream)};
+  DecodeKernelArgs d = plan.decode;
+  CombineKernelArgs c = plan.combine;
+  if (plan.numSplits > 1) { // the partials' workspace
+    auto ws = impl_->workspaceFor(stream, plan);
+    if (!ws)
+      return ws.status();
+    d.partialO = static_cast<float *>(*ws);
+    d.partialLse = reinterpret_cast<float *>(static_cast<char *>(*ws) +
+                                             plan.partialLseOffset);
+    c.partialO = d.partialO;
+    c.partialLse = d.partialLse;
+  }
+  if (plan.appendGrid[0] > 0) { // new K/V rows into their pages, first
+    AppendKernelArgs ap = plan.append;
+    void *params[] = {
+        &ap.kNew, &ap.vNew, &ap.kCache, &ap.vCache, &ap.blockTable,
+        &ap.cacheLengths,
+        &ap.kNewBatchStride, &ap.kNewHeadStride, &ap.kNewRowStride,
+        &ap.vNewBatchStride, &ap.vNewHeadStride, &ap.vNewRowStride,
+        &ap.kPageStride, &ap.kHeadStride, &ap.kRowStride,
+        &ap.vPageStride, &ap.vHeadStride, &ap.vRowStride,
+        &ap.blockTableStride,
+        &ap.newKeys, &ap.headsKV, &ap.pageSize, &ap.pageDivMul,
+        &ap.pageDivShift};
+    static_assert(sizeof params / sizeof params[0] == kAppendKernelArgCount,
+                  "launch parameters out of step with AppendKernelArgs");
+    const unsigned grid[3] = {plan.appendGrid[0], plan.appendGrid[1], 1};
+    if (Status s = launchOn(k.appendFunction, grid, kAppendThreads, 0, params,
+                            appendKernelName(k.name));
+        !s)
+      return s;
+  }
   // The kernel reads its parameters through these addresses at launch.
-  void *params[kForwardKernelArgCount];
-  forwardArgAddresses(const_cast<ForwardKernelArgs &>(plan.args), params);
-  // The tensor maps follow, by value (the driver copies 128 bytes each).
-  void *withMaps[kForwardKernelArgCount + 3];
-  std::copy(std::begin(params), std::end(params), withMaps);
+  void *decodeParams[] = {&d.blockTable,     &d.partialO,
+                          &d.partialLse,     &d.blockTableStride,
+                          &d.partialEntries, &d.pageSize,
+                          &d.pageDivMul,     &d.pageDivShift,
+                          &d.numSplits,      &d.headsQ,
+                          &d.newKeys};
+  static_assert(sizeof decodeParams / sizeof decodeParams[0] ==
+                    kDecodeKernelArgCount,
+                "launch parameters out of step with DecodeKernelArgs");
+  // Then the decode parameters (decode specs) and the tensor maps, by value
+  // (the driver copies 128 bytes each).
+  void *all[kForwardKernelArgCount + kDecodeKernelArgCount + 3];
+  forwardArgAddresses(const_cast<ForwardKernelArgs &>(plan.args), all);
+  void **next = all + kForwardKernelArgCount;
+  if (plan.spec.pagedKV || plan.spec.splitKV)
+    next = std::copy(std::begin(decodeParams), std::end(decodeParams), next);
   auto &maps = const_cast<ForwardPlan &>(plan).tensorMaps;
   for (int i = 0; i < plan.tensorMapCount; ++i)
-    withMaps[kForwardKernelArgCount + i] = &maps[i];
-  const LoadedKernel &k = *plan.kernel;
-  return driver::check(
-      cu.cuLaunchKernel(static_cast<CUfunction>(k.function), plan.grid[0],
-                        plan.grid[1], plan.grid[2], k.threadsPerBlock, 1, 1,
-                        k.sharedMemBytes, static_cast<CUstream>(stream),
-                        withMaps, nullptr),
-      ("cuLaunchKernel(" + k.name + ")").c_str());
+    *next++ = &maps[i];
+  if (Status s = launchOn(k.function, plan.grid, k.threadsPerBlock,
+                          k.sharedMemBytes, all, k.name);
+      !s)
+    return s;
+  if (plan.numSplits <= 1)
+    return Status::ok();
+  void *combineParams[] = {
+      &c.partialO,     &c.partialLse,    &c.o,           &c.lse,
+      &c.cuSeqlensQ,   &c.partialEntries, &c.oBatchStride, &c.oHeadStride,
+      &c.oRowStride,   &c.lseBatchStride, &c.lseHeadStride, &c.numSplits,
+      &c.headsQ,       &c.seqlenQ,        &c.batch};
+  static_assert(sizeof combineParams / sizeof combineParams[0] ==
+                    kCombineKernelArgCount,
+                "launch parameters out of step with CombineKernelArgs");
+  const unsigned grid[3] = {plan.combineGrid, 1, 1};
+  return launchOn(k.combineFunction, grid, kCombineThreads, 0, combineParams,
+                  combineKernelName(k.name));
 }
 
 Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
@@ -830,36 +1134,15 @@ Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
   plan.auxGrid[0] = static_cast<unsigned>(auxBlocks);
   plan.auxGrid[1] = static_cast<unsigned>(p.headsQ);
   plan.auxGrid[2] = static_cast<unsigned>(p.batch);
-  auto kernel = kernelFor(m.spec, m.config, packedSpec, /*allowQuick=*/false);
-  if (!kernel)
-    return kernel.status();
-  m.kernel = std::move(*kernel);
   m.launch = launchFacts(m.spec, m.config);
   m.args = kernelArgsOf(p);
-  {
-    const driver::Api &cu = *impl_->cu;
-    driver::ScopedContext scope(cu, impl_->context);
-    auto entry = [&](const std::string &name, void *&function) {
-      CUfunction f = nullptr;
-      Status s = driver::check(
-          cu.cuModuleGetFunction(&f, static_cast<CUmodule>(m.kernel->module),
-                                 name.c_str()),
-          ("cuModuleGetFunction(" + name + ")").c_str());
-      function = f;
-      return s;
-    };
-    if (Status s = entry(backwardPreprocessEntry(m.kernel->name),
-                         plan.preprocess);
-        !s)
-      return s;
-    if (Status s = entry(backwardConvertEntry(m.kernel->name), plan.convert);
-        !s)
-      return s;
-  }
 
-  const BackwardParams params = p.params();
-  plan.workspace = backwardWorkspace(params, splits);
-  const BackwardWorkspace &w = plan.workspace;
+  plan.workspaceLayout = backwardWorkspace(p.params(), splits);
+  const BackwardWorkspace &w = plan.workspaceLayout;
+  if (Status s = useWorkspace(p, static_cast<size_t>(w.bytes()), m,
+                              "the backward's arrays");
+      !s)
+    return s;
   BackwardKernelArgs &a = plan.args;
   a.dO = p.dO, a.dQ = p.dQ, a.dK = p.dK, a.dV = p.dV;
   a.dBias = p.biasGrad ? p.dBias : nullptr;
@@ -868,7 +1151,6 @@ Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
     a.dBiasHeadStride = p.dBiasStrides.head;
     a.dBiasRowStride = p.dBiasStrides.row;
   }
-  a.workspace = static_cast<float *>(p.workspace);
   auto batchStride = [&](int64_t s) { return p.varlen ? 0 : s; };
   a.dOBatchStride = batchStride(p.dOStrides.batch);
   a.dOHeadStride = p.dOStrides.head, a.dORowStride = p.dOStrides.row;
@@ -884,6 +1166,28 @@ Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
   a.wsDqRowStride = w.dqRowStride;
   a.dqSplits = static_cast<int32_t>(splits);
   a.scale = static_cast<float>(p.scale());
+
+  auto kernel = kernelFor(m.spec, m.config, packedSpec, /*allowQuick=*/false);
+  if (!kernel)
+    return kernel.status();
+  m.kernel = std::move(*kernel);
+  const driver::Api &cu = *impl_->cu;
+  driver::ScopedContext scope(cu, impl_->context);
+  auto entry = [&](const std::string &name, void *&function) {
+    CUfunction f = nullptr;
+    Status s = driver::check(
+        cu.cuModuleGetFunction(&f, static_cast<CUmodule>(m.kernel->module),
+                               name.c_str()),
+        ("cuModuleGetFunction(" + name + ")").c_str());
+    function = f;
+    return s;
+  };
+  if (Status s = entry(backwardPreprocessEntry(m.kernel->name),
+                       plan.preprocess);
+      !s)
+    return s;
+  if (Status s = entry(backwardConvertEntry(m.kernel->name), plan.convert); !s)
+    return s;
   return plan;
 }
 
@@ -891,15 +1195,17 @@ Expected<size_t> Runtime::backwardWorkspaceBytes(const BackwardProblem &p) {
   auto plan = planBackward(p);
   if (!plan)
     return plan.status();
-  return static_cast<size_t>(plan->workspace.bytes());
+  return plan->main.workspaceBytes;
 }
 
 Status Runtime::launch(const BackwardPlan &plan, void *stream) {
-  if (!plan.args.workspace)
-    return Status::error("workspace must be a device pointer, got null");
   const driver::Api &cu = *impl_->cu;
   driver::ScopedContext scope(cu, impl_->context);
-  auto &a = const_cast<BackwardKernelArgs &>(plan.args);
+  BackwardKernelArgs a = plan.args;
+  auto ws = impl_->workspaceFor(stream, plan.main);
+  if (!ws)
+    return ws.status();
+  a.workspace = static_cast<float *>(*ws);
   // ForwardKernelArgs first, then BackwardKernelArgs.
   void *params[kForwardKernelArgCount + kBackwardArgCount];
   forwardArgAddresses(const_cast<ForwardKernelArgs &>(plan.main.args), params);
@@ -923,22 +1229,15 @@ Status Runtime::launch(const BackwardPlan &plan, void *stream) {
                 "launch parameters out of step with BackwardKernelArgs");
   std::copy(std::begin(backwardParams), std::end(backwardParams),
             params + kForwardKernelArgCount);
-  auto run = [&](void *function, const unsigned grid[3], int threads,
-                 int smem, const std::string &name) {
-    return driver::check(
-        cu.cuLaunchKernel(static_cast<CUfunction>(function), grid[0], grid[1],
-                          grid[2], threads, 1, 1, smem,
-                          static_cast<CUstream>(stream), params, nullptr),
-        ("cuLaunchKernel(" + name + ")").c_str());
-  };
   const LoadedKernel &k = *plan.main.kernel;
-  Status s = run(plan.preprocess, plan.auxGrid, kBackwardAuxThreads, 0,
+  const KernelLauncher run{cu, static_cast<CUstream>(stream)};
+  Status s = run(plan.preprocess, plan.auxGrid, kBackwardAuxThreads, 0, params,
                  backwardPreprocessEntry(k.name));
   if (s)
     s = run(k.function, plan.main.grid, k.threadsPerBlock, k.sharedMemBytes,
-            k.name);
+            params, k.name);
   if (s)
-    s = run(plan.convert, plan.auxGrid, kBackwardAuxThreads, 0,
+    s = run(plan.convert, plan.auxGrid, kBackwardAuxThreads, 0, params,
             backwardConvertEntry(k.name));
   return s;
 }
@@ -948,16 +1247,7 @@ Status Runtime::attentionBackward(const BackwardProblem &problem,
   auto plan = planBackward(problem);
   if (!plan)
     return plan.status();
-  if (plan->args.workspace)
-    return launch(*plan, stream);
-  // A workspace of our own lives until the kernels are done with it.
-  auto buffer = allocate(static_cast<size_t>(plan->workspace.bytes()));
-  if (!buffer)
-    return buffer.status();
-  plan->args.workspace = static_cast<float *>(buffer->data());
-  Status s = launch(*plan, stream);
-  Status done = synchronize(stream);
-  return s ? done : s;
+  return launch(*plan, stream);
 }
 
 Status Runtime::attentionForward(const ForwardProblem &problem, void *stream) {

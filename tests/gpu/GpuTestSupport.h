@@ -264,7 +264,7 @@ struct ForwardRun {
   ForwardProblem problem; ///< device pointers filled in by runForward
   std::vector<uint16_t> q, k, v, o, bias;
   std::vector<float> lse, alibiSlopes;
-  DeviceBuffer dq, dk, dv, dbias, dslopes, dcuq, dcuk, dklen;
+  DeviceBuffer dq, dk, dv, dbias, dslopes, dcuq, dcuk, dklen, dtable;
   GuardedOutput out, outLse; ///< O and (when written) LSE
 
   HostInputs inputs() const {
@@ -416,7 +416,9 @@ runForward(const ForwardProblem &problem, uint64_t seed, bool withLse,
        p.varlen ? p.varlen->cuSeqlensQ.data() : nullptr, 0},
       {&run.dcuk, p.varlen ? p.varlen->cuSeqlensK.size() * 4 : 0,
        p.varlen ? p.varlen->cuSeqlensK.data() : nullptr, 0},
-      {&run.dklen, p.keyLengths.size() * 4, p.keyLengths.data(), 0}};
+      {&run.dklen, p.keyLengths.size() * 4, p.keyLengths.data(), 0},
+      {&run.dtable, p.paged ? p.paged->blockTable.size() * 4 : 0,
+       p.paged ? p.paged->blockTable.data() : nullptr, 0}};
   for (Upload &u : uploads)
     if (u.bytes)
       if (Status s = upload(*u.buffer, u.host, u.bytes, u.shift); !s)
@@ -443,6 +445,7 @@ runForward(const ForwardProblem &problem, uint64_t seed, bool withLse,
   p.deviceCuSeqlensQ = static_cast<const int32_t *>(run.dcuq.data());
   p.deviceCuSeqlensK = static_cast<const int32_t *>(run.dcuk.data());
   p.deviceKeyLengths = static_cast<const int32_t *>(run.dklen.data());
+  p.deviceBlockTable = static_cast<const int32_t *>(run.dtable.data());
   return launchOnce(runtime(), run);
 }
 

@@ -75,11 +75,13 @@ Expected<BackwardProblem> backwardOf(const ForwardRun &run, bool deterministic,
 /// gradients; `out` holds the last one's, `differing` counts the elements
 /// in which a later run's differ from the first's. `scalar`: the main
 /// kernel under test, the scalar or the mma.sync one at its own default
-/// tiles (unset: the default).
+/// tiles (unset: the default). `callerWorkspace`: a workspace of
+/// backwardWorkspaceBytes; otherwise the runtime's own.
 Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
                    int repeats, Gradients16 &out, size_t &differing,
                    bool biasGrad = false,
-                   std::optional<bool> scalar = std::nullopt) {
+                   std::optional<bool> scalar = std::nullopt,
+                   bool callerWorkspace = true) {
   Runtime &rt = runtime();
   GradientBuffers buffers;
   auto problem =
@@ -95,9 +97,12 @@ Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
   auto bytes = rt.backwardWorkspaceBytes(p);
   if (!bytes)
     return bytes.status();
-  if (Status w = upload(dws, nullptr, *bytes); !w)
-    return w;
-  p.workspace = dws.data();
+  if (callerWorkspace) {
+    if (Status w = upload(dws, nullptr, *bytes); !w)
+      return w;
+    p.workspace = dws.data();
+    p.workspaceBytes = *bytes;
+  }
   Status s = Status::ok();
   differing = 0;
   std::vector<uint16_t> firstQ, firstK, firstV;
@@ -326,16 +331,23 @@ INSTANTIATE_TEST_SUITE_P(Sm80, BackwardLong, ::testing::Bool(),
                            return info.param ? "causal" : "none";
                          });
 
+/// Causal GQA 4:1 over 300 queries and 700 keys, deterministic dQ.
+BackwardCase deterministicCase() {
+  BackwardCase c;
+  c.headsQ = 8, c.headsKV = 2, c.seqlenQ = 300, c.seqlenK = 700;
+  c.mask = MaskMode::Causal, c.deterministic = true;
+  return c;
+}
+
 class BackwardDeterministic : public ::testing::TestWithParam<bool> {};
 
 TEST_P(BackwardDeterministic, SameBitsOverFiveRuns) {
   FLASHJIT_REQUIRE_GPU();
   const bool scalar = GetParam();
-  BackwardCase c;
-  c.headsQ = 8, c.headsKV = 2, c.seqlenQ = 300, c.seqlenK = 700;
-  c.mask = MaskMode::Causal, c.deterministic = true;
   ForwardRun run;
-  ASSERT_TRUE(runForward(problemOf(c), 5, /*withLse=*/true, run).isOk());
+  ASSERT_TRUE(
+      runForward(problemOf(deterministicCase()), 5, /*withLse=*/true, run)
+          .isOk());
   Gradients16 g;
   size_t differing = 0;
   Status s = runBackward(run, /*deterministic=*/true, 5, 5, g, differing,
@@ -349,13 +361,35 @@ TEST_P(BackwardDeterministic, SameBitsOverFiveRuns) {
   const BackwardCheckResult r =
       checkBackward(bp.params(), run.inputs(), g.dO.data(), g.dQ.data(),
                     g.dK.data(), g.dV.data(), nullptr);
-  EXPECT_TRUE(r.pass) << r.summary();
+  EXPECT_TRUE(r.pass) << (scalar ? "scalar: " : "mma: ") << r.summary();
 }
 
 INSTANTIATE_TEST_SUITE_P(Sm80, BackwardDeterministic, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool> &info) {
                            return info.param ? "scalar" : "mma";
                          });
+
+// Without a caller's workspace the runtime's per-stream one (the split-KV
+// partials' too) serves: the same bits as with the caller's, and correct.
+TEST(BackwardWorkspace, RuntimeWorkspaceGivesTheSameBits) {
+  FLASHJIT_REQUIRE_GPU();
+  ForwardRun run;
+  ASSERT_TRUE(
+      runForward(problemOf(deterministicCase()), 6, /*withLse=*/true, run)
+          .isOk());
+  Gradients16 caller, own;
+  size_t differing = 0;
+  Status s = runBackward(run, /*deterministic=*/true, 6, 1, caller, differing);
+  ASSERT_TRUE(s.isOk()) << s.message();
+  s = runBackward(run, /*deterministic=*/true, 6, 2, own, differing,
+                  /*biasGrad=*/false, /*scalar=*/std::nullopt,
+                  /*callerWorkspace=*/false);
+  ASSERT_TRUE(s.isOk()) << s.message();
+  EXPECT_EQ(differing, 0u);
+  EXPECT_EQ(caller.dQ, own.dQ);
+  EXPECT_EQ(caller.dK, own.dK);
+  EXPECT_EQ(caller.dV, own.dV);
+}
 
 // The backward's autotune: every candidate's gradients match the default
 // config's, the winner passes the float64 backward and is stored under the

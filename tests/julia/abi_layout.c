@@ -62,6 +62,20 @@ int main(void) {
   FIELD(flashjit_forward_args, key_lengths_host);
   FIELD(flashjit_forward_args, trust_device_lengths);
   FIELD(flashjit_forward_args, full_kernel);
+  FIELD(flashjit_forward_args, block_table);
+  FIELD(flashjit_forward_args, block_table_host);
+  FIELD(flashjit_forward_args, num_pages);
+  FIELD(flashjit_forward_args, page_size);
+  FIELD(flashjit_forward_args, max_pages_per_seq);
+  FIELD(flashjit_forward_args, k_new);
+  FIELD(flashjit_forward_args, v_new);
+  FIELD(flashjit_forward_args, new_keys);
+  FIELD(flashjit_forward_args, k_new_strides);
+  FIELD(flashjit_forward_args, v_new_strides);
+  FIELD(flashjit_forward_args, num_splits);
+  FIELD(flashjit_forward_args, reserved_decode);
+  FIELD(flashjit_forward_args, workspace);
+  FIELD(flashjit_forward_args, workspace_bytes);
   printf("sizeof flashjit_forward_args %zu %zu\n",
          sizeof(flashjit_forward_args), _Alignof(flashjit_forward_args));
   FIELD(flashjit_backward_args, struct_size);
@@ -75,7 +89,6 @@ int main(void) {
   FIELD(flashjit_backward_args, dk_strides);
   FIELD(flashjit_backward_args, dv_strides);
   FIELD(flashjit_backward_args, deterministic);
-  FIELD(flashjit_backward_args, workspace);
   FIELD(flashjit_backward_args, bias_grad);
   FIELD(flashjit_backward_args, dbias);
   FIELD(flashjit_backward_args, dbias_strides);

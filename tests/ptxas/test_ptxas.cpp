@@ -13,6 +13,7 @@
 #include "flashjit/compiler/AttentionSpec.h"
 #include "flashjit/compiler/Pipeline.h"
 #include "flashjit/kernels/Backward.h"
+#include "flashjit/kernels/Decode.h"
 #include "flashjit/kernels/Forward.h"
 
 #include "Subprocess.h"
@@ -328,9 +329,10 @@ void compileAndAssemble(const AttentionSpec &spec, const TileConfig &config,
   ASSERT_TRUE(a.failure.empty()) << a.failure << "\n" << a.ptxasLog;
   expectLaunchFactsHold(art, art.ptx, spec, config, arch);
 
-  if (config.family == Family::Sm90)
+  if (config.family == Family::Sm90) {
     EXPECT_EQ(a.ptxasLog.find("setmaxnreg' ignored"), std::string::npos)
         << a.ptxasLog;
+  }
 
   EXPECT_GE(a.reports, 1) << "ptxas -v printed no local-memory report:\n"
                           << a.ptxasLog;
@@ -724,6 +726,65 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(c.headDim) + "_" + std::string(toString(c.dtype)) +
              "_" + std::string(toString(c.arch));
     });
+
+// ---- decode: paged caches and split-KV at the decode tiles ---------------------------
+
+struct DecodeCase {
+  std::string name;
+  AttentionSpec spec;
+  int64_t tileRows; ///< seqlen_q x GQA group
+  Arch arch;
+};
+
+/// The decode table's configs for paged and split specs (the module then
+/// holds the combine and append kernels too: ptxas sees all three).
+std::vector<DecodeCase> decodeCases() {
+  std::vector<DecodeCase> out;
+  for (Arch arch : {Arch::Sm80, Arch::Sm90a})
+    for (int d : {1, 33, 64, 128, 256})
+      for (int variant = 0; variant < 3; ++variant) {
+        AttentionSpec s = makeSpec(d, d, variant == 1 ? DType::F16 : DType::BF16,
+                                   MaskMode::None, alignmentElems({d}),
+                                   variant == 2 ? 1 : 8);
+        s.keyLengths = true;
+        s.pagedKV = variant != 1;
+        s.splitKV = variant != 2;
+        if (variant == 2) { // prefill over a cached prefix
+          s.mask = MaskMode::Causal;
+          s.varlen = true;
+        }
+        if (variant == 1) { // split with the score features, contiguous
+          s.mask = MaskMode::Window;
+          s.softcap = true;
+          s.bias = BiasMode::Alibi;
+        }
+        const char *names[] = {"paged_split_gqa8", "split_window_softcap_alibi",
+                               "paged_causal_varlen"};
+        out.push_back({std::string(names[variant]) + "_d" + std::to_string(d) +
+                           "_" + std::string(toString(arch)),
+                       s, variant == 2 ? 16 : 8, arch});
+      }
+  // Dv != Dqk.
+  AttentionSpec dv = makeSpec(192, 128, DType::BF16, MaskMode::None, 8, 4);
+  dv.keyLengths = dv.pagedKV = dv.splitKV = true;
+  out.push_back({"paged_split_dv128_dqk192_sm_80", dv, 4, Arch::Sm80});
+  return out;
+}
+
+class PtxasDecode : public ::testing::TestWithParam<DecodeCase> {};
+
+TEST_P(PtxasDecode, AssemblesWithoutSpills) {
+  const DecodeCase &c = GetParam();
+  auto config = decodeTileConfig(c.spec, c.arch, c.tileRows);
+  ASSERT_TRUE(config) << "no decode config for " << c.name;
+  compileAndAssemble(c.spec, *config, c.arch);
+}
+
+INSTANTIATE_TEST_SUITE_P(Decode, PtxasDecode,
+                         ::testing::ValuesIn(decodeCases()),
+                         [](const ::testing::TestParamInfo<DecodeCase> &info) {
+                           return info.param.name;
+                         });
 
 // ---- opt-in: every head dim ------------------------------------------------------------
 

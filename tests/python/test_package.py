@@ -51,6 +51,9 @@ def test_backward_args_mirror_the_c_struct():
     b = flashjit.BackwardArgs(f)
     assert b.struct_size > f.struct_size
     assert (b.deterministic, b.bias_grad, b.workspace, b.dq) == (0, 0, 0, 0)
+    # The call's scratch is its forward's fields.
+    b.workspace, b.workspace_bytes = 4096, 1024
+    assert (b.forward.workspace, b.forward.workspace_bytes) == (4096, 1024)
     assert b.forward.q == 1 << 40 and b.forward.head_dim_qk == 72
     f.q = 7 << 40  # the backward holds a copy
     assert b.forward.q == 1 << 40

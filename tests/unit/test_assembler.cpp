@@ -71,8 +71,9 @@ TEST(Assembler, ALibraryNewerThanTheDriverIsNotUsed) {
   const driver::Assembler a = driver::chooseAssembler(/*CUDA 1.0*/ 1000);
   EXPECT_FALSE(a.toolkit);
   EXPECT_EQ(a.name, "driver JIT");
-  if (found)
+  if (found) {
     EXPECT_NE(a.why.find("newer than the driver"), std::string::npos) << a.why;
+  }
 }
 
 TEST(Assembler, FlashjitAssemblerDriverForcesTheJit) {

@@ -76,6 +76,16 @@ TEST(CacheKey, ChangesWithEveryInput) {
           {"gqa", [](CacheKey &k) { k.spec.gqaGroup = 4; }},
           {"lse", [](CacheKey &k) { k.spec.writeLse = !k.spec.writeLse; }},
           {"align", [](CacheKey &k) { k.spec.globalAlignElems = 2; }},
+          {"paged_kv",
+           [](CacheKey &k) { k.spec.keyLengths = k.spec.pagedKV = true; }},
+          {"split_kv", [](CacheKey &k) { k.spec.splitKV = true; }},
+          {"direction",
+           [](CacheKey &k) { k.spec.direction = Direction::Backward; }},
+          {"deterministic",
+           [](CacheKey &k) {
+             k.spec.direction = Direction::Backward;
+             k.spec.deterministic = true;
+           }},
           {"block_m", [](CacheKey &k) { k.config.blockM = 64; }},
           {"block_n", [](CacheKey &k) { k.config.blockN = 32; }},
           {"warps", [](CacheKey &k) { k.config.warps = 8; }},

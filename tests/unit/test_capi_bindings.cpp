@@ -229,3 +229,75 @@ TEST(TrustedLengths, KeyLengthsOnTheDeviceAloneTurnTheFeatureOn) {
   EXPECT_EQ(validate(p).message(),
             "cu_seqlens_q must have batch + 1 = 3 entries, got 0");
 }
+
+// ---- decode fields (API version 3) --------------------------------------------
+namespace {
+/// Decode over a paged cache: 2 sequences of one query, 8 query heads over
+/// 2 K/V heads, head dim 64, pages of 16 rows, 3 per sequence (host copies
+/// of the block table and cache lengths).
+struct PagedArgs {
+  int32_t table[6] = {5, 1, 3, 0, 2, 4};
+  int32_t lengths[2] = {40, 17};
+  flashjit_forward_args a;
+  PagedArgs() {
+    EXPECT_EQ(flashjit_forward_args_init(&a, sizeof a), FLASHJIT_SUCCESS);
+    a.batch = 2;
+    a.heads_q = 8;
+    a.heads_kv = 2;
+    a.seqlen_q = 1;
+    a.seqlen_k = 48;
+    a.head_dim_qk = 64;
+    a.q = placeholder(1);
+    a.k = placeholder(2);
+    a.v = placeholder(3);
+    a.o = const_cast<void *>(placeholder(4));
+    for (int64_t *s : {a.q_strides, a.o_strides}) {
+      s[0] = 8 * 64;
+      s[1] = 64;
+      s[2] = 8 * 64;
+    }
+    for (int64_t *s : {a.k_strides, a.v_strides}) { // {page, head, row}
+      s[0] = 16 * 2 * 64;
+      s[1] = 64;
+      s[2] = 2 * 64;
+    }
+    a.block_table = reinterpret_cast<const int32_t *>(placeholder(5));
+    a.block_table_host = table;
+    a.num_pages = 6;
+    a.page_size = 16;
+    a.max_pages_per_seq = 3;
+    a.key_lengths = reinterpret_cast<const int32_t *>(placeholder(6));
+    a.key_lengths_host = lengths;
+  }
+};
+} // namespace
+
+TEST(CApiDecode, PagedArgsCompileTheirKernelAndAppendHelper) {
+  PagedArgs p;
+  const std::string ptx = ptxOf(p.a, "sm_80");
+  EXPECT_TRUE(contains(ptx.c_str(), "_paged_")) << ptx.substr(0, 300);
+  EXPECT_TRUE(contains(ptx.c_str(), "_append")) << ptx.substr(0, 300);
+}
+
+TEST(CApiDecode, BadBlockTablesAndSplitsFailBeforeAnyLaunch) {
+  PagedArgs p;
+  p.table[4] = 6; // sequence 1's second page (17 keys use two)
+  EXPECT_TRUE(contains(ptxOf(p.a, "sm_80").c_str(),
+                       "block_table[1][1] = 6 is not a page id in [0, "
+                       "num_pages = 6)"));
+  PagedArgs q;
+  q.lengths[0] = 49;
+  EXPECT_TRUE(contains(ptxOf(q.a, "sm_80").c_str(), "key_lengths[0]"));
+  PagedArgs r;
+  r.a.key_lengths = nullptr;
+  r.a.key_lengths_host = nullptr;
+  EXPECT_TRUE(contains(ptxOf(r.a, "sm_80").c_str(),
+                       "a paged KV cache needs key_lengths"));
+  PagedArgs s;
+  s.a.num_splits = kMaxSplits + 1;
+  EXPECT_TRUE(contains(ptxOf(s.a, "sm_80").c_str(),
+                       "num_splits must be in [0, 128]"));
+  PagedArgs t;
+  t.a.page_size = 0;
+  EXPECT_TRUE(contains(ptxOf(t.a, "sm_80").c_str(), "page_size"));
+}

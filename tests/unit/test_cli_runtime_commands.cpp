@@ -128,6 +128,12 @@ TEST_F(Cli, RunWithoutADriverFailsWithTheReason) {
   Result r = runCli("run --head-dim 80 --check", dir_);
   EXPECT_EQ(r.exitCode, 1);
   EXPECT_TRUE(contains(r.output, "no CUDA driver found")) << r.output;
+  // A valid paged decode problem gets as far.
+  r = runCli("run --decode --page-size 16 --splits 4 --seqlen-k 1000 "
+             "--heads-q 32 --heads-kv 8 --batch 3 --key-lengths 0,1,999 --check",
+             dir_);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_TRUE(contains(r.output, "no CUDA driver found")) << r.output;
 }
 
 TEST_F(Cli, RunRejectsBadArgumentsBeforeTouchingTheGpu) {
@@ -155,6 +161,15 @@ TEST_F(Cli, RunRejectsBadFeatureArgumentsWithoutAGpu) {
       {"run --layout bsdh", {"--layout", "bshd", "bhsd"}},
       {"run --softcap -3", {"--softcap"}},
       {"run --heads-q 6 --heads-kv 4", {"--heads-q"}},
+      {"run --page-size 16", {"--page-size", "--decode"}},
+      {"run --decode --page-size 0", {"--page-size"}},
+      {"run --decode --splits 129", {"--splits"}},
+      {"run --decode --page-size 16 --layout bhsd", {"--page-size", "bshd"}},
+      {"run --decode --seqlen-k 100 --key-lengths 50,101 --batch 2",
+       {"--key-lengths[1]", "got 101"}},
+      {"run --backward --decode --page-size 16", {"--page-size", "--backward"}},
+      {"run --backward --splits 4", {"--splits", "--backward"}},
+      {"bench --backward --decode --page-size 16", {"--page-size"}},
   };
   for (const auto &[args, names] : cases) {
     Result r = runCli(args, dir_);
@@ -174,7 +189,7 @@ TEST_F(Cli, EverySubcommandDocumentsItsOptions) {
         "--check", "--warmup", "--repeats", "--head-dim", "--dtype", "--mask",
         "--window-left", "--window-right", "--bias", "--bias-shape",
         "--softcap", "--seqlens-q", "--seqlens-k", "--key-lengths",
-        "--layout", "--pack-gqa"})
+        "--layout", "--pack-gqa", "--decode", "--page-size", "--splits"})
     EXPECT_TRUE(contains(run.output, opt)) << opt;
   for (const char *cmd : {"cache --help", "cache list --help", "info --help"}) {
     Result r = runCli(cmd, dir_);

@@ -335,6 +335,26 @@ std::vector<std::pair<std::string, AttentionSpec>> specVariants() {
   add("softcap", [](AttentionSpec &s) { s.softcap = true; });
   add("varlen", [](AttentionSpec &s) { s.varlen = true; });
   add("key lengths", [](AttentionSpec &s) { s.keyLengths = true; });
+  // The decode features and the backward's fields.
+  add("paged kv", [](AttentionSpec &s) { s.keyLengths = s.pagedKV = true; });
+  add("split kv", [](AttentionSpec &s) { s.splitKV = true; });
+  add("paged split kv", [](AttentionSpec &s) {
+    s.keyLengths = s.pagedKV = s.splitKV = true;
+  });
+  add("backward", [](AttentionSpec &s) { s.direction = Direction::Backward; });
+  add("backward deterministic", [](AttentionSpec &s) {
+    s.direction = Direction::Backward;
+    s.deterministic = true;
+  });
+  add("backward bias_grad", [](AttentionSpec &s) {
+    s.direction = Direction::Backward;
+    s.bias = BiasMode::Tensor;
+    s.biasGrad = true;
+  });
+  add("backward bias tensor", [](AttentionSpec &s) {
+    s.direction = Direction::Backward;
+    s.bias = BiasMode::Tensor;
+  });
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include "flashjit/flashjit.h"
 #include "flashjit/runtime/DiskCache.h"
 #include "flashjit/runtime/Runtime.h"
+#include "flashjit/kernels/Decode.h"
 
 #include "StandIn.h"
 #include "Subprocess.h"
@@ -102,6 +103,96 @@ TEST(StandIn, AGridTooLargeForTheLaunchIsAnErrorNotATruncation) {
   EXPECT_NE(plan.message().find("2^31 - 1"), std::string::npos)
       << plan.message();
   EXPECT_EQ(standInLaunches(), before);
+}
+
+// Decode on an sm_90a device: the decode table hands the problem to the
+// sm80 family, which splits the keys (grid z = batch x splits) and launches
+// the combine kernel after the forward one; a paged cache with new keys
+// launches the append kernel first. Kernels do not run: this checks what
+// reaches the driver.
+TEST(StandIn, DecodeSplitsOnTheSm80FamilyAndLaunchesItsHelpers) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  ForwardProblem p = smallProblem(16, 2);
+  p.batch = 2;
+  p.seqlenQ = 1;
+  p.seqlenK = 32768;
+  p.headDimQK = p.headDimV = 128;
+  p.keyLengths = {32768, 1000};
+  p.deviceKeyLengths = static_cast<const int32_t *>(fakePtr(5));
+  p.setDenseBSHD();
+  auto plan = rt->planForward(p);
+  ASSERT_TRUE(plan) << plan.message();
+  EXPECT_EQ(plan->config.family, Family::Sm80);
+  EXPECT_TRUE(plan->config.packGqa);
+  EXPECT_EQ(plan->config.blockM, 16);
+  ASSERT_GT(plan->numSplits, 1);
+  EXPECT_TRUE(plan->spec.splitKV);
+  EXPECT_EQ(plan->grid[2], unsigned(2 * plan->numSplits));
+  EXPECT_GT(plan->workspaceBytes, 0u);
+  auto bytes = rt->forwardWorkspaceBytes(p);
+  ASSERT_TRUE(bytes) << bytes.message();
+  EXPECT_EQ(*bytes, plan->workspaceBytes);
+  {
+    // A caller's workspace smaller than the need is refused before a launch.
+    ForwardProblem small = p;
+    small.workspace = const_cast<void *>(fakePtr(9));
+    small.workspaceBytes = *bytes - 16;
+    auto refused = rt->planForward(small);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.message().find("workspace_bytes"), std::string::npos)
+        << refused.message();
+  }
+  const long before = standInLaunches();
+  ASSERT_TRUE(rt->launch(*plan));
+  EXPECT_EQ(standInLaunches(), before + 2); // forward, then combine
+  auto last = standInLastLaunch();
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->kernel, plan->kernel->name + "_combine");
+  EXPECT_EQ(last->grid[0], (2u * 16 + 3) / 4); // a warp per (row, head)
+  EXPECT_EQ(last->block[0], unsigned(kCombineThreads));
+
+  // One split asked for: the plain kernel, one launch.
+  p.numSplits = 1;
+  auto single = rt->planForward(p);
+  ASSERT_TRUE(single) << single.message();
+  EXPECT_EQ(single->numSplits, 1);
+  EXPECT_FALSE(single->spec.splitKV);
+  EXPECT_EQ(single->grid[2], 2u);
+
+  // A paged cache with one new key per sequence: append, forward, combine.
+  ForwardProblem paged = p;
+  paged.numSplits = 4;
+  PagedKV pg;
+  pg.pageSize = 16;
+  pg.maxPagesPerSeq = 2048;
+  pg.numPages = 4096;
+  for (int32_t i = 0; i < 2 * 2048; ++i)
+    pg.blockTable.push_back((i * 7) % 4096);
+  paged.paged = pg;
+  paged.keyLengths = {32767, 999};
+  paged.newKeys = 1;
+  paged.setDenseBSHD();
+  paged.kNew = fakePtr(6);
+  paged.vNew = fakePtr(7);
+  paged.deviceBlockTable = static_cast<const int32_t *>(fakePtr(8));
+  auto pagedPlan = rt->planForward(paged);
+  ASSERT_TRUE(pagedPlan) << pagedPlan.message();
+  EXPECT_TRUE(pagedPlan->spec.pagedKV);
+  EXPECT_EQ(pagedPlan->numSplits, 4);
+  EXPECT_EQ(pagedPlan->appendGrid[1], 2u);
+  const long beforePaged = standInLaunches();
+  ASSERT_TRUE(rt->launch(*pagedPlan));
+  EXPECT_EQ(standInLaunches(), beforePaged + 3);
+
+  // A page id out of range is refused before any launch.
+  paged.paged->blockTable[2047] = 4096; // sequence 0's last page
+  auto bad = rt->planForward(paged);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.message().find("block_table[0][2047]"), std::string::npos)
+      << bad.message();
 }
 
 // Defect 2: launch facts come from the key; a hand-edited meta.json is a
@@ -297,7 +388,7 @@ TEST(StandInBackward, LaunchesItsThreeEntriesInOrder) {
   EXPECT_EQ(name.rfind("bwd_", 0), 0u) << name;
   EXPECT_EQ(plan->main.config.family, Family::Sm80);
   const long before = standInLaunches();
-  ASSERT_TRUE(rt->attentionBackward(p).isOk()); // allocates its workspace
+  ASSERT_TRUE(rt->attentionBackward(p).isOk()); // the runtime's workspace
   EXPECT_EQ(standInLaunches(), before + 3);
   auto last = standInLastLaunch();
   ASSERT_TRUE(last);
@@ -316,7 +407,26 @@ TEST(StandInBackward, LaunchesItsThreeEntriesInOrder) {
   ASSERT_TRUE(det) << det.message();
   EXPECT_EQ(det->args.dqSplits, int32_t(deterministicDqSplits(keyTiles)));
   EXPECT_EQ(det->main.grid[0], unsigned(det->args.dqSplits));
-  EXPECT_GT(det->workspace.bytes(), plan->workspace.bytes());
+  EXPECT_GT(det->workspaceLayout.bytes(), plan->workspaceLayout.bytes());
+  EXPECT_EQ(det->main.workspaceBytes, size_t(det->workspaceLayout.bytes()));
+  auto detBytes = rt->backwardWorkspaceBytes(p);
+  ASSERT_TRUE(detBytes) << detBytes.message();
+  EXPECT_EQ(*detBytes, det->main.workspaceBytes);
+  // A caller's workspace smaller than the need is refused before a launch.
+  p.workspace = const_cast<void *>(fakePtr(10));
+  p.workspaceBytes = *detBytes - 16;
+  auto small = rt->planBackward(p);
+  ASSERT_FALSE(small);
+  EXPECT_NE(small.message().find("workspace_bytes"), std::string::npos)
+      << small.message();
+  p.workspace = nullptr, p.workspaceBytes = 0;
+  // The decode inputs are the forward's.
+  p.numSplits = 2;
+  auto split = rt->planBackward(p);
+  ASSERT_FALSE(split);
+  EXPECT_NE(split.message().find("num_splits"), std::string::npos)
+      << split.message();
+  p.numSplits = 0;
   // The LSE is required.
   p.lse = nullptr;
   auto noLse = rt->planBackward(p);
@@ -390,7 +500,8 @@ TEST(StandInCApi, BackwardWithItsOwnWorkspace) {
             FLASHJIT_SUCCESS)
       << flashjit_last_error();
   EXPECT_GT(bytes, 0u);
-  b.workspace = const_cast<void *>(fakePtr(10));
+  b.forward.workspace = const_cast<void *>(fakePtr(10));
+  b.forward.workspace_bytes = bytes;
   const long before = standInLaunches();
   ASSERT_EQ(flashjit_attention_backward(c.rt, &b, nullptr), FLASHJIT_SUCCESS)
       << flashjit_last_error();

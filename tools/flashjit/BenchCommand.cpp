@@ -42,6 +42,8 @@ struct Row {
   ConfigSource source = ConfigSource::Default;
   std::string kernel;
   double ms = 0, minMs = 0, tflops = 0;
+  double kvGBps = 0; ///< K+V bytes read / time
+  int numSplits = 1;
 };
 
 /// Times one shape with the runtime's choice of config.
@@ -64,12 +66,14 @@ Status benchOne(Runtime &rt, const BenchOptions &o, Row &row) {
   row.config = plans.front().config;
   row.source = plans.front().source;
   row.kernel = plans.front().kernel->name;
+  row.numSplits = plans.front().numSplits;
   auto timing = timePlans(rt, plans, o.warmup, o.repeats);
   if (!timing)
     return timing.status();
   row.ms = timing->ms;
   row.minMs = timing->minMs;
   row.tflops = forwardFlops(row.shape) / (row.ms * 1e-3) / 1e12;
+  row.kvGBps = kvBytes(row.shape) / (row.ms * 1e-3) / 1e9;
   return Status::ok();
 }
 
@@ -109,7 +113,9 @@ int bench(const BenchOptions &o) {
     for (const auto &len : lengths) {
       ProblemOptions po = o.problem;
       po.spec.headDim = static_cast<int>(d);
-      if (len) {
+      if (len && o.problem.decode) { // decode sweeps the cache length
+        po.seqlenK = *len;
+      } else if (len) {
         po.seqlen = *len;
         po.seqlenQ.reset();
         po.seqlenK.reset();
@@ -164,7 +170,9 @@ int bench(const BenchOptions &o) {
                   {"kernel", r.kernel},
                   {"ms", r.ms},
                   {"min_ms", r.minMs},
-                  {"tflops", r.tflops}});
+                  {"tflops", r.tflops},
+                  {"kv_gbps", r.kvGBps},
+                  {"splits", r.numSplits}});
       else
         e["failure"] = r.failure;
       j["rows"].push_back(std::move(e));
@@ -176,9 +184,11 @@ int bench(const BenchOptions &o) {
   std::printf("median of %d runs after %d warm-up; TFLOP/s count only the "
               "work the mask keeps\n\n",
               o.repeats, o.warmup);
-  std::printf("%8s %8s %8s %-7s %-5s %-40s %-8s %10s %8s\n", "head_dim",
+  const bool decode = o.problem.decode;
+  std::printf("%8s %8s %8s %-7s %-5s %-40s %-8s %10s %8s%s\n", "head_dim",
               "seqlen_q", "seqlen_k", "mask", "dtype", "config", "source",
-              "median ms", "TFLOP/s");
+              "median ms", "TFLOP/s",
+              decode ? "   splits  K+V GB/s" : "");
   for (const Row &r : rows) {
     const std::string dim =
         r.shape.headDimQK == r.shape.headDimV
@@ -193,13 +203,18 @@ int bench(const BenchOptions &o) {
                   r.failure.c_str());
       continue;
     }
-    std::printf("%8s %8lld %8lld %-7s %-5s %-40s %-8s %10.4f %8.1f\n",
+    char decodeColumns[64] = "";
+    if (decode)
+      std::snprintf(decodeColumns, sizeof decodeColumns, " %8d %9.1f",
+                    r.numSplits, r.kvGBps);
+    std::printf("%8s %8lld %8lld %-7s %-5s %-40s %-8s %10.4f %8.1f%s\n",
                 dim.c_str(), (long long)r.shape.seqlenQ,
                 (long long)r.shape.seqlenK,
                 std::string(toString(r.shape.mask)).c_str(),
                 std::string(toString(r.shape.dtype)).c_str(),
                 configText(r.config).c_str(),
-                std::string(toString(r.source)).c_str(), r.ms, r.tflops);
+                std::string(toString(r.source)).c_str(), r.ms, r.tflops,
+                decodeColumns);
   }
   return failures ? 1 : 0;
 }
@@ -209,7 +224,8 @@ void addBenchCommand(CLI::App &app, int &exitCode) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App *cmd = app.add_subcommand(
       "bench",
-      "Time the forward kernel (TFLOP/s) on one shape or a sweep over head "
+      "Time the forward kernel (TFLOP/s; with --decode also its K+V GB/s) or "
+      "with --backward the backward's, on one shape or a sweep over head "
       "dims and sequence lengths, with the config the runtime picks: tuned "
       "(from `flashjit autotune`) where the tune database has the shape's "
       "bucket, else the per-arch default; or the tile options given");
@@ -219,7 +235,8 @@ void addBenchCommand(CLI::App &app, int &exitCode) {
                   "--head-dim)");
   cmd->add_option("--seqlens", o->seqlens,
                   "Sweep: comma-separated sequence lengths, used for both "
-                  "queries and keys (replaces --seqlen)");
+                  "queries and keys (replaces --seqlen); with --decode the "
+                  "cache lengths (seqlen_k)");
   addSeedOption(*cmd, o->seed, "Seed of the random normal inputs");
   cmd->add_option("--warmup", o->warmup, "Untimed runs per shape")
       ->check(CLI::Range(0, 100000))

@@ -13,6 +13,8 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <numeric>
+#include <random>
 
 namespace flashjit::cli {
 
@@ -72,7 +74,12 @@ std::string featureText(const ForwardProblem &p) {
     out += " varlen(total_q=" + std::to_string(p.varlen->totalQ) +
            ",total_k=" + std::to_string(p.varlen->totalK) + ")";
   if (!p.keyLengths.empty())
-    out += " key_lengths";
+    out += p.paged ? " cache_lengths" : " key_lengths";
+  if (p.paged)
+    out += " paged(page_size=" + std::to_string(p.paged->pageSize) +
+           ",pages=" + std::to_string(p.paged->numPages) + ")";
+  if (p.numSplits > 0)
+    out += " splits=" + std::to_string(p.numSplits);
   return out;
 }
 
@@ -154,6 +161,20 @@ void ProblemOptions::addTo(CLI::App &cmd) {
   cmd.add_option("--key-lengths", keyLengths,
                   "Padded batches: comma-separated real key counts, one per "
                   "batch entry; the keys past them are masked");
+  cmd.add_flag("--decode", decode,
+               "Decode: --seqlen-q defaults to 1 and every sequence's KV "
+               "cache holds --seqlen-k keys (or --key-lengths: the cache "
+               "lengths); see --page-size, --splits and docs/DECODE.md");
+  cmd.add_option("--page-size", pageSize,
+                  "K/V in a paged KV cache of pages of N rows (a block table "
+                  "scatters every sequence's pages over the pool); needs "
+                  "--decode or --key-lengths")
+      ->check(CLI::Range(int64_t(1), kMaxPageSize));
+  cmd.add_option("--splits", numSplits,
+                  "Split-KV: the CTAs of a row block split its keys in N "
+                  "(0: the runtime's choice, 1: no split)")
+      ->check(CLI::Range(0, kMaxSplits))
+      ->capture_default_str();
   cmd.add_option("--layout", layout,
                   "Memory layout of q, k, v, o: bshd or bhsd (varlen: packed "
                   "[total, heads, dim] or [heads, total, dim])")
@@ -169,7 +190,7 @@ Status describeProblem(const ProblemOptions &o, const AttentionSpec &spec,
   p.batch = o.batch;
   p.headsQ = o.spec.headsQ;
   p.headsKV = o.spec.kvHeads();
-  p.seqlenQ = o.seqlenQ.value_or(o.seqlen);
+  p.seqlenQ = o.seqlenQ.value_or(o.decode ? 1 : o.seqlen);
   p.seqlenK = o.seqlenK.value_or(o.seqlen);
   p.headDimQK = spec.headDimQK;
   p.headDimV = spec.headDimV;
@@ -237,6 +258,36 @@ Status describeProblem(const ProblemOptions &o, const AttentionSpec &spec,
                            "entry (" + std::to_string(p.batch) + "), got " +
                            std::to_string(keyLengths->size()));
     p.keyLengths = toInt32(*keyLengths);
+  } else if (o.decode) {
+    // --seqlen-k is at most 2^31 - 1 (its option's range).
+    p.keyLengths.assign(p.batch, int32_t(p.seqlenK));
+  }
+  p.numSplits = o.numSplits;
+  if (o.pageSize > 0) {
+    if (p.keyLengths.empty())
+      return Status::error("--page-size needs --decode or --key-lengths (a "
+                           "paged cache's keys are its cache lengths)");
+    if (o.layout != "bshd")
+      return Status::error("--page-size needs --layout bshd (pages of "
+                           "[page_size, heads_kv, head_dim])");
+    PagedKV pg;
+    pg.pageSize = o.pageSize;
+    pg.maxPagesPerSeq = (p.seqlenK + o.pageSize - 1) / o.pageSize;
+    int64_t used = 0;
+    for (int32_t len : p.keyLengths)
+      used += (len + o.pageSize - 1) / o.pageSize;
+    pg.numPages = std::max<int64_t>(1, used);
+    // Every sequence's pages scattered over the pool: a fixed permutation,
+    // so that one shape always reads the same pages.
+    std::vector<int32_t> ids(pg.numPages);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), std::mt19937_64(0x9e3779b9));
+    pg.blockTable.assign(p.batch * pg.maxPagesPerSeq, 0);
+    size_t next = 0;
+    for (int64_t b = 0; b < p.batch; ++b)
+      for (int64_t i = 0; i * o.pageSize < p.keyLengths[b]; ++i)
+        pg.blockTable[b * pg.maxPagesPerSeq + i] = ids[next++];
+    p.paged = std::move(pg);
   }
   if (o.layout == "bshd") {
     p.setDenseBSHD();
@@ -382,6 +433,14 @@ std::string problemText(const ForwardProblem &p, const std::string &layout,
   return line + featureText(p);
 }
 
+double kvBytes(const ForwardProblem &p) {
+  double keys = 0;
+  for (int64_t b = 0; b < p.batch; ++b)
+    keys += double(p.seqlenKOf(b));
+  return keys * double(p.headsKV) * double(p.headDimQK + p.headDimV) *
+         double(elementBytes(p.dtype));
+}
+
 double forwardFlops(const ForwardProblem &p) {
   // Only the work the mask keeps counts (causal: about half).
   return 2.0 * p.headsQ * double(visiblePairs(p)) *
@@ -436,7 +495,7 @@ Expected<DeviceProblem> uploadProblem(Runtime &rt, const ForwardProblem &shape,
   };
   void *dq = nullptr, *dk = nullptr, *dv = nullptr, *dout = nullptr,
        *dlse = nullptr, *dbias = nullptr, *dslopes = nullptr, *dcuq = nullptr,
-       *dcuk = nullptr, *dklen = nullptr;
+       *dcuk = nullptr, *dklen = nullptr, *dtable = nullptr;
   Status up = upload(d.q.data(), d.q.size() * eb, shift, dq);
   if (up) up = upload(d.k.data(), d.k.size() * eb, shift, dk);
   if (up) up = upload(d.v.data(), d.v.size() * eb, shift, dv);
@@ -458,8 +517,12 @@ Expected<DeviceProblem> uploadProblem(Runtime &rt, const ForwardProblem &shape,
   if (up && !p.keyLengths.empty())
     up = upload(p.keyLengths.data(), p.keyLengths.size() * sizeof(int32_t), 0,
                 dklen);
+  if (up && p.paged)
+    up = upload(p.paged->blockTable.data(),
+                p.paged->blockTable.size() * sizeof(int32_t), 0, dtable);
   if (!up)
     return up;
+  p.deviceBlockTable = static_cast<const int32_t *>(dtable);
   p.q = dq;
   p.k = dk;
   p.v = dv;

@@ -36,6 +36,14 @@ struct ProblemOptions {
   std::vector<std::string> keyLengths;         ///< padded batches
   std::vector<std::string> biasShape;          ///< bias extents {batch, heads}
   std::string layout = "bshd";
+  /// Decode: seqlen_q defaults to 1 and every sequence's cache holds
+  /// seqlen_k keys unless --key-lengths says otherwise (the cache lengths).
+  bool decode = false;
+  /// > 0: K/V in a paged cache of pages of this many rows, every
+  /// sequence's pages scattered over the pool (a fixed permutation).
+  int64_t pageSize = 0;
+  /// Split-KV: 0 the runtime's choice, 1 none, n splits.
+  int numSplits = 0;
 
   /// Registers the spec options (run flavour) and the size options.
   void addTo(CLI::App &cmd);
@@ -50,8 +58,9 @@ Expected<std::vector<int64_t>> parseIntList(const std::string &option,
                                             int64_t lo, int64_t hi);
 
 /// The problem of the options for `spec`: sizes, layout, mask window,
-/// bias, softcap, varlen sequences and key lengths (strides set, pointers
-/// not). Errors are usage errors naming the option.
+/// bias, softcap, varlen sequences, key lengths, the paged cache and its
+/// block table (host copy) and the split count (strides set, pointers not).
+/// Errors are usage errors naming the option.
 Status describeProblem(const ProblemOptions &o, const AttentionSpec &spec,
                        ForwardProblem &p);
 
@@ -91,6 +100,10 @@ std::string problemText(const ForwardProblem &p, const std::string &layout,
 
 /// Multiply-adds the mask keeps, times two: the FLOP count of TFLOP/s.
 double forwardFlops(const ForwardProblem &p);
+
+/// Bytes of K and V a call must read: every real key of every sequence
+/// and K/V head once (the decode bandwidth's numerator).
+double kvBytes(const ForwardProblem &p);
 
 /// A problem's random inputs in device memory (and on the host, for the
 /// reference), with its pointers set. Owns the buffers.

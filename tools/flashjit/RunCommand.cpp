@@ -156,12 +156,17 @@ int run(const RunOptions &o) {
   const std::string spills =
       k.localBytes ? " local=" + std::to_string(k.localBytes) + " B (spills)"
                    : "";
+  const std::string splits =
+      plan->numSplits > 1
+          ? " splits=" + std::to_string(plan->numSplits) + " (workspace " +
+                std::to_string(plan->workspaceBytes) + " B)"
+          : "";
   std::printf("config:  %s (%s) threads=%d smem=%d B grid=(%u,%u,%u) "
-              "registers=%d%s\n",
+              "registers=%d%s%s\n",
               configText(plan->config).c_str(),
               std::string(toString(plan->source)).c_str(), k.threadsPerBlock,
               k.sharedMemBytes, plan->grid[0], plan->grid[1], plan->grid[2],
-              k.registers, spills.c_str());
+              k.registers, spills.c_str(), splits.c_str());
 
   // ---- time -----------------------------------------------------------------
   // Poison before every run so that --check sees only what the last run
@@ -188,8 +193,10 @@ int run(const RunOptions &o) {
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2];
   const double flops = forwardFlops(p);
-  std::printf("time:    %.4f ms median of %d (min %.4f ms), %.1f TFLOP/s\n",
-              median, o.repeats, times.front(), flops / (median * 1e-3) / 1e12);
+  std::printf("time:    %.4f ms median of %d (min %.4f ms), %.1f TFLOP/s, "
+              "K+V %.1f GB/s\n",
+              median, o.repeats, times.front(), flops / (median * 1e-3) / 1e12,
+              kvBytes(p) / (median * 1e-3) / 1e9);
 
   if (!o.check)
     return 0;
@@ -244,6 +251,13 @@ int runBackward(const char *kCommand, const ProblemOptions &problem,
   } o{seed, check, checkSlices, warmup, repeats};
   ProblemOptions options = problem;
   options.spec.direction = "backward";
+  // --decode is a shape (one query, cache lengths); pages and splits are
+  // forward kernels' inputs.
+  if (options.pageSize > 0 || options.numSplits > 1)
+    return failWith(kCommand,
+                    "--page-size and --splits apply to the forward (decode); "
+                    "--backward takes contiguous K/V without splits",
+                    2);
   AttentionSpec spec;
   Arch unusedArch;
   if (Status s = options.spec.resolve(spec, unusedArch); !s)
@@ -293,9 +307,9 @@ int runBackward(const char *kCommand, const ProblemOptions &problem,
                             std::chrono::steady_clock::now() - start)
                             .count();
   void *workspace = nullptr;
-  if (Status w = allocate(plan->workspace.bytes(), workspace); !w)
+  if (Status w = allocate(plan->main.workspaceBytes, workspace); !w)
     return failWith(kCommand, w.message());
-  plan->args.workspace = static_cast<float *>(workspace);
+  plan->main.workspace = workspace;
   const LoadedKernel &k = *plan->main.kernel;
   std::printf("kernel:  %s (ready in %.1f ms)\n", k.name.c_str(), planMs);
   const std::string spills =
@@ -308,7 +322,7 @@ int runBackward(const char *kCommand, const ProblemOptions &problem,
               k.threadsPerBlock,
               k.sharedMemBytes, plan->main.grid[0], plan->main.grid[1],
               plan->main.grid[2], k.registers, spills.c_str(),
-              (long long)plan->workspace.bytes());
+              (long long)plan->main.workspaceBytes);
 
   auto poison = [&] {
     Status st = rt.fill16(p.dQ, kPoison16, p.qElements());
@@ -413,8 +427,10 @@ int runBackward(const char *kCommand, const ProblemOptions &problem,
 void addRunCommand(CLI::App &app, int &exitCode) {
   auto o = std::make_shared<RunOptions>();
   CLI::App *cmd = app.add_subcommand(
-      "run", "Run one forward kernel on random inputs: compile it (or fetch it "
-             "from the cache), time it and, with --check, compare it with the "
+      "run", "Run one attention call on random inputs: the forward (with "
+             "--decode at a decode shape: split-KV, a paged KV cache), or "
+             "with --backward the gradients; compile it (or fetch it from "
+             "the cache), time it and, with --check, compare it with the "
              "CPU float64 reference");
   o->problem.addTo(*cmd);
   cmd->add_flag("--backward", o->backward,

@@ -12,7 +12,8 @@ bool AttentionSpec::operator==(const AttentionSpec &o) const {
          headDimV == o.headDimV && mask == o.mask && gqaGroup == o.gqaGroup &&
          writeLse == o.writeLse && globalAlignElems == o.globalAlignElems &&
          bias == o.bias && softcap == o.softcap && varlen == o.varlen &&
-         keyLengths == o.keyLengths && direction == o.direction &&
+         keyLengths == o.keyLengths && pagedKV == o.pagedKV &&
+         splitKV == o.splitKV && direction == o.direction &&
          deterministic == o.deterministic && biasGrad == o.biasGrad;
 }
 bool TileConfig::operator==(const TileConfig &o) const {
@@ -189,10 +190,16 @@ Status validate(const AttentionSpec &spec) {
       spec.globalAlignElems != 4 && spec.globalAlignElems != 8)
     return Status::error("align must be one of 1, 2, 4, 8 (elements), got " +
                          std::to_string(spec.globalAlignElems));
+  if (spec.pagedKV && !spec.keyLengths)
+    return Status::error("paged_kv needs key_lengths (a paged cache's keys "
+                         "are its per-sequence cache lengths)");
   if (spec.direction == Direction::Forward &&
       (spec.deterministic || spec.biasGrad))
     return Status::error("deterministic and bias_grad are facts of backward "
                          "kernels; the spec's direction is forward");
+  if (spec.direction == Direction::Backward && (spec.pagedKV || spec.splitKV))
+    return Status::error("paged_kv and split_kv are facts of forward (decode) "
+                         "kernels; the spec's direction is backward");
   if (spec.direction == Direction::Backward && !spec.writeLse)
     return Status::error("a backward spec reads the forward's LSE: lse must "
                          "be on");
@@ -238,7 +245,13 @@ std::string canonicalText(const AttentionSpec &s) {
      << ";align=" << s.globalAlignElems << ";bias=" << toString(s.bias)
      << ";softcap=" << (s.softcap ? 1 : 0) << ";varlen=" << (s.varlen ? 1 : 0)
      << ";key_lengths=" << (s.keyLengths ? 1 : 0);
-  // Forward texts (and so their cache keys) predate the backward fields.
+  // Fields added after the first keys appear only when they apply, so that
+  // older keys stay valid: the decode features when on, the backward's
+  // fields in backward texts.
+  if (s.pagedKV)
+    os << ";paged_kv=1";
+  if (s.splitKV)
+    os << ";split_kv=1";
   if (backward)
     os << ";deterministic=" << (s.deterministic ? 1 : 0)
        << ";bias_grad=" << (s.biasGrad ? 1 : 0);
@@ -270,7 +283,8 @@ std::string kernelName(const AttentionSpec &s, const TileConfig &c, Arch arch) {
   if (s.bias != BiasMode::None)
     os << "_" << toString(s.bias);
   os << (s.softcap ? "_softcap" : "") << (s.varlen ? "_varlen" : "")
-     << (s.keyLengths ? "_klen" : "") << (s.deterministic ? "_det" : "")
+     << (s.keyLengths ? "_klen" : "") << (s.pagedKV ? "_paged" : "")
+     << (s.splitKV ? "_split" : "") << (s.deterministic ? "_det" : "")
      << (s.biasGrad ? "_dbias" : "") << "_bm" << c.blockM << "_bn" << c.blockN
      << "_w" << c.warps << "_s" << c.stages << (c.packGqa ? "_pg" : "")
      << (c.quick ? "_quick" : "") << (c.scalar ? "_scalar" : "");

@@ -26,7 +26,7 @@ export flash_attention, flash_attention_backward, FlashJITError
 # every constant, with the header as a C compiler lays it out. The structs
 # are immutable (isbits) so that BackwardArgs holds its ForwardArgs inline,
 # as C does; `with` makes changed copies.
-const FLASHJIT_API_VERSION = 2
+const FLASHJIT_API_VERSION = 3
 
 const FLASHJIT_SUCCESS = Int32(0)
 const FLASHJIT_ERROR_INVALID_ARGUMENT = Int32(1)
@@ -90,6 +90,20 @@ struct ForwardArgs
     key_lengths_host::Ptr{Int32}
     trust_device_lengths::Int32
     full_kernel::Int32
+    block_table::Ptr{Int32}
+    block_table_host::Ptr{Int32}
+    num_pages::Int64
+    page_size::Int64
+    max_pages_per_seq::Int64
+    k_new::Ptr{Cvoid}
+    v_new::Ptr{Cvoid}
+    new_keys::Int64
+    k_new_strides::NTuple{3,Int64}
+    v_new_strides::NTuple{3,Int64}
+    num_splits::Int32
+    reserved_decode::Int32
+    workspace::Ptr{Cvoid}
+    workspace_bytes::UInt64
 end
 
 "flashjit_backward_args: the forward call's ForwardArgs inline, then the gradients."
@@ -105,7 +119,6 @@ struct BackwardArgs
     dk_strides::NTuple{3,Int64}
     dv_strides::NTuple{3,Int64}
     deterministic::Int32
-    workspace::Ptr{Cvoid}
     bias_grad::Int32
     dbias::Ptr{Cvoid}
     dbias_strides::NTuple{3,Int64}
@@ -328,7 +341,8 @@ function flash_attention_backward(dout::CuArray{T,4}, q::CuArray{T,4}, k::CuArra
         # only by work queued after the kernels.
         workspace = CuArray{UInt8}(undef, bytes[])
         GC.@preserve workspace begin
-            b = with(b; workspace=address(workspace))
+            b = with(b; forward=with(b.forward; workspace=address(workspace),
+                                     workspace_bytes=bytes[]))
             check(lib, ccall(lib.attention_backward, Int32,
                              (Ptr{Cvoid}, Ref{BackwardArgs}, Ptr{Cvoid}),
                              rt, b, current_stream()))

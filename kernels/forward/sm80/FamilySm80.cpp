@@ -1,4 +1,6 @@
 //===- FamilySm80.cpp - The sm80 family behind the KernelFamily interface -===//
+#include "decode/DecodeKernels.h"
+#include "flashjit/kernels/Decode.h"
 #include "flashjit/kernels/LayoutSm80.h"
 #include "forward/FamilyRegistry.h"
 #include "forward/sm80/ForwardSm80.h"
@@ -75,6 +77,13 @@ public:
                                       spec, config)))
       return Status::error("the sm80 family could not build " +
                            std::string(name));
+    // The decode helpers live in the forward kernel's module (Decode.h).
+    if (spec.splitKV)
+      buildCombineKernel(builder, module, combineKernelName(std::string(name)),
+                         spec);
+    if (spec.pagedKV)
+      buildAppendKernel(builder, module, appendKernelName(std::string(name)),
+                        spec);
     return Status::ok();
   }
 };

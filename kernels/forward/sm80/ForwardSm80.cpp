@@ -93,7 +93,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   ForwardKernel fk(builder, module, name, spec, cfg, L.threads);
   Location loc = fk.loc;
   Emitter &e = fk.e;
-  Type elemTy = fk.elemTy, f32 = fk.f32;
+  Type elemTy = fk.elemTy;
   auto smemSpace = gpu::AddressSpaceAttr::get(
       ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
   Value q = fk.q, kT = fk.kT, v = fk.v, o = fk.o;
@@ -139,6 +139,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   struct KVOperand {
     Value src, base, rowStride, smem;
     int dim, paddedDim, swizzleBits;
+    Value pageStride; ///< pagedKV: the batch stride argument
   };
   const KVOperand kOperand{kT,
                            fk.kBase,
@@ -146,11 +147,30 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                            kSmem,
                            spec.headDimQK,
                            L.paddedHeadDimQK,
-                           L.swizzleBitsQK};
-  const KVOperand vOperand{
-      v, fk.vBase, vRS, vSmem, spec.headDimV, L.paddedHeadDimV, L.swizzleBitsV};
+                           L.swizzleBitsQK,
+                           fk.kBS};
+  const KVOperand vOperand{v,
+                           fk.vBase,
+                           vRS,
+                           vSmem,
+                           spec.headDimV,
+                           L.paddedHeadDimV,
+                           L.swizzleBitsV,
+                           fk.vBS};
   auto loadKV = [&](const KVOperand &t, Value nBlock, Value slot,
                     bool inLoop) {
+    if (spec.pagedKV) {
+      // Each key's row through the block table: no constant row stride, so
+      // the copies stay a run-time loop (unrolled, every chunk's table
+      // lookup and 64-bit address would be live at once and spill).
+      auto pagedOffset = [&](Emitter &x, Value key) {
+        return fk.pagedRowOffset(x, key, t.pageStride, t.rowStride);
+      };
+      copyTile(e, k.copier, tid, t.src, t.base, pagedOffset,
+               e.mul(nBlock, e.idx(cfg.blockN)), seqK, cfg.blockN, t.dim,
+               t.paddedDim, t.swizzleBits, t.smem, {slot}, /*inLoop=*/false);
+      return;
+    }
     auto rowOffset = [&](Emitter &x, Value r) { return x.mul(r, t.rowStride); };
     copyTile(e, k.copier, tid, t.src, t.base, rowOffset,
              e.mul(nBlock, e.idx(cfg.blockN)), inLoop ? Value() : seqK,
@@ -520,7 +540,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   // instead of 4-byte pieces of 8 rows.
   const int oVec = copyElems(spec, spec.headDimV);
   const bool stageO = oVec * elementBytes(spec.dtype) >= 8 &&
-                      L.paddedHeadDimV <= L.paddedHeadDimQK;
+                      L.paddedHeadDimV <= L.paddedHeadDimQK && !spec.splitKV;
   // The staged epilogue rebuilds this thread's coordinates from fresh
   // reads of %tid and %ctaid: otherwise LLVM keeps every derived value (warp
   // row, group, column pair, O base) live across the main loop, where the
@@ -566,6 +586,10 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
           builder, loc, e.lt(fk.rowIndex(e, mt, half), rowLimit), false);
       OpBuilder::InsertionGuard g(builder);
       builder.setInsertionPointToStart(&inRange.getThenRegion().front());
+      if (spec.splitKV) { // this split's float32 partials
+        fk.storePartialRow(results, mt, half, k.dTilesV, row, query, head);
+        continue;
+      }
       Value rowBase = fk.oRowBase(e, query, head);
       // Staged rows were written above.
       fk.storeRowDirect(results, mt, half, stageO ? 0 : k.dTilesV, rowBase,

@@ -52,6 +52,9 @@ Status supportsSm90(const AttentionSpec &spec, Arch arch) {
   if (arch != Arch::Sm90a)
     return Status::error("the sm90 family needs sm_90a (wgmma, setmaxnreg), "
                          "got " + std::string(toString(arch)));
+  if (spec.pagedKV || spec.splitKV)
+    return Status::error("the sm90 family has no paged KV cache or split-KV "
+                         "yet; use the sm80 family (family=sm80) for decode");
   // TMA: global addresses and strides multiples of 16 bytes.
   if (spec.globalAlignElems * elementBytes(spec.dtype) < 16)
     return Status::error(

@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 /** The version of this API (structs and signatures); see the ABI note. */
-#define FLASHJIT_API_VERSION 2
+#define FLASHJIT_API_VERSION 3
 
 typedef enum flashjit_status {
   FLASHJIT_SUCCESS = 0,
@@ -144,6 +144,48 @@ typedef struct flashjit_forward_args {
    *  launching the quick form (benchmarks, CUDA-graph capture). 0: the
    *  runtime's quick_first option decides. */
   int32_t full_kernel;
+
+  /* ---- decode (API version 3); flashjit_forward_args_init leaves them
+   *      off: no paged cache, no append, splits chosen by the runtime ---- */
+  /** Paged KV cache (block_table non-NULL): k and v are pages, [num_pages,
+   *  page_size, heads_kv, dim] when dense, k_strides / v_strides {page,
+   *  head, row}. Key j of sequence b is row j % page_size of page
+   *  block_table[b * max_pages_per_seq + j / page_size]; key_lengths (then
+   *  required) are the cache lengths, each at most seqlen_k, and seqlen_k at
+   *  most max_pages_per_seq * page_size. page_size in [1, 2^20], a run-time
+   *  value (no kernel per page size). Device int32 [batch,
+   *  max_pages_per_seq]; block_table_host as for cu_seqlens: every entry of
+   *  a page that holds keys must be in [0, num_pages), checked before any
+   *  launch; the other entries are never read. Works with varlen queries
+   *  (cu_seqlens_k is then unused and may be NULL). */
+  const int32_t *block_table, *block_table_host;
+  int64_t num_pages, page_size, max_pages_per_seq;
+  /** Append (paged caches, new_keys > 0): k_new / v_new (dtype of q,
+   *  [batch, new_keys, heads_kv, dim] by k_new_strides / v_new_strides
+   *  {batch, head, row}) are written to cache rows key_lengths[b] ..
+   *  key_lengths[b] + new_keys - 1 of their pages before the attention,
+   *  which then sees key_lengths[b] + new_keys keys (key_lengths are the
+   *  lengths before the append, as FlashAttention's cache_seqlens). */
+  const void *k_new, *v_new;
+  int64_t new_keys;
+  int64_t k_new_strides[3], v_new_strides[3];
+  /** Split-KV (flash-decoding): 0 the runtime chooses for decode-like and
+   *  paged problems from the SM count (deterministic per shape and GPU), 1
+   *  no split, n in [2, 128] that many splits; results differ by float32
+   *  rounding only. */
+  int32_t num_splits;
+  int32_t reserved_decode; /**< 0 */
+
+  /* ---- scratch (API version 3), forward and backward ---- */
+  /** Device scratch of this call's kernels (a split forward's partials,
+   *  the backward's arrays): workspace_bytes of it, at least what
+   *  flashjit_forward_workspace_size() (0 for a forward that does not
+   *  split) or flashjit_backward_workspace_size() report, 16-byte aligned,
+   *  used by the call's kernels only. NULL (init): the runtime keeps one
+   *  per stream (growing it synchronises the stream, which CUDA-graph
+   *  capture refuses: pass one there). */
+  void *workspace;
+  uint64_t workspace_bytes;
 } flashjit_forward_args;
 
 /** Sets struct_size, zeroes the rest, then dtype = FLASHJIT_BF16 and
@@ -165,9 +207,13 @@ flashjit_status flashjit_forward_args_init(flashjit_forward_args *args,
  *  a K/V head sum its GQA group's query heads; key padding rows (past
  *  key_lengths) get zero gradients. forward's tile override fields (block_m,
  *  block_n, warps, stages) override the backward's tiles; pack_gqa and
- *  full_kernel do not apply. The sm80 kernels run on every arch (sm_90a
- *  too: no Hopper backward yet). Call
- *  flashjit_backward_args_init first. */
+ *  full_kernel do not apply; forward.workspace / workspace_bytes are the
+ *  backward's scratch; the decode fields (block_table, new_keys,
+ *  num_splits above 1) are refused: the backward takes contiguous K/V.
+ *  The sm80 kernels run on every arch (sm_90a too: no Hopper backward
+ *  yet). API version 3 moved its scratch into forward (the version 2
+ *  struct's own workspace field is gone). Call flashjit_backward_args_init
+ *  first. */
 typedef struct flashjit_backward_args {
   /** sizeof(flashjit_backward_args) in the caller's header; set by init. */
   uint64_t struct_size;
@@ -180,10 +226,6 @@ typedef struct flashjit_backward_args {
   /** 1: dq accumulated without float atomics, the same bits on every run;
    *  0 (init): atomics, faster. */
   int32_t deterministic;
-  /** float32 scratch of flashjit_backward_workspace_size bytes, 16-byte
-   *  aligned. NULL (init): each call allocates its own and waits for
-   *  `stream` before returning (pass one to stay asynchronous). */
-  void *workspace;
   /** 1: also write dbias, the gradient of a full [batch, heads_q, seqlen_q,
    *  seqlen_k] bias tensor (forward.bias_mode FLASHJIT_BIAS_TENSOR,
    *  bias_batch = batch, bias_heads = heads_q), dtype of q, dbias_strides
@@ -249,8 +291,10 @@ flashjit_status flashjit_attention_forward(flashjit_runtime *rt,
 flashjit_status flashjit_attention_backward(flashjit_runtime *rt,
                                             const flashjit_backward_args *args,
                                             void *stream);
-/** The workspace bytes a backward call with `args` needs (compiles its
- *  kernels if need be; reads nothing through the pointers). */
+/** The workspace bytes (forward.workspace) a backward call with `args`
+ *  needs on this runtime. Checks `args` as flashjit_attention_backward
+ *  does, reading nothing through the pointers, and compiles and loads its
+ *  kernels if need be (the backward's prepare). */
 flashjit_status flashjit_backward_workspace_size(
     flashjit_runtime *rt, const flashjit_backward_args *args, uint64_t *bytes);
 
@@ -266,6 +310,13 @@ flashjit_status flashjit_backward_workspace_size(
  *  host copies of the sequence lengths are trusted. */
 flashjit_status flashjit_prepare(flashjit_runtime *rt,
                                  const flashjit_forward_args *args);
+
+/** The workspace bytes (the split-KV partials) a forward call with `args`
+ *  needs on this runtime: 0 when it does not split. Checks `args` as
+ *  flashjit_prepare does; compiles nothing. For callers that pass
+ *  `workspace`. */
+flashjit_status flashjit_forward_workspace_size(
+    flashjit_runtime *rt, const flashjit_forward_args *args, uint64_t *bytes);
 
 /** Waits until the full kernels compiling behind quick forms (quick_first)
  *  are loaded, so that the next calls launch them: before timing kernels. A

@@ -77,6 +77,15 @@ struct AttentionSpec {
   /// Padded batches: only the first key_lengths[b] keys of sequence b are
   /// real (int32 per batch, run-time; FlashAttention's seqused_k).
   bool keyLengths = false;
+  /// Paged KV cache: K/V row j of sequence b is row j % page_size of page
+  /// block_table[b][j / page_size] (page size, block table and page strides
+  /// are run-time arguments); keyLengths holds the cache lengths.
+  bool pagedKV = false;
+  /// Split-KV (flash-decoding): the CTAs of a row block split its K/V range
+  /// (grid z = batch x splits, the split count a run-time argument), each
+  /// writing a float32 partial O and LSE; a combine kernel in the same
+  /// module merges them into O and LSE.
+  bool splitKV = false;
   Direction direction = Direction::Forward;
   /// Backward: dQ accumulated without float atomics (per-split partial sums
   /// added in a fixed order), the same bits on every run.

@@ -41,7 +41,7 @@ struct SpecFields {
   bool lse;
   int64_t align;
   StringRef bias;
-  bool softcap, varlen, keyLengths;
+  bool softcap, varlen, keyLengths, pagedKV, splitKV;
   StringRef direction;
   bool deterministic, biasGrad;
 };
@@ -98,6 +98,8 @@ Expected<AttentionSpec> toSpec(const SpecFields &f) {
   spec.softcap = f.softcap;
   spec.varlen = f.varlen;
   spec.keyLengths = f.keyLengths;
+  spec.pagedKV = f.pagedKV;
+  spec.splitKV = f.splitKV;
   if (Status s = validate(spec); !s)
     return s;
   return spec;
@@ -109,11 +111,12 @@ LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                int64_t headDimV, StringRef mask,
                                int64_t gqaGroup, bool lse, int64_t align,
                                StringRef bias, bool softcap, bool varlen,
-                               bool keyLengths, StringRef direction,
-                               bool deterministic, bool biasGrad) {
+                               bool keyLengths, bool pagedKV, bool splitKV,
+                               StringRef direction, bool deterministic,
+                               bool biasGrad) {
   auto spec = toSpec({dtype, headDimQK, headDimV, mask, gqaGroup, lse, align,
-                      bias, softcap, varlen, keyLengths, direction,
-                      deterministic, biasGrad});
+                      bias, softcap, varlen, keyLengths, pagedKV, splitKV,
+                      direction, deterministic, biasGrad});
   if (!spec)
     return emitError() << spec.message();
   return success();
@@ -142,7 +145,8 @@ AttentionSpec AttentionFwdOp::getAttentionSpec() {
   return *toSpec({a.getDtype(), a.getHeadDimQk(), a.getHeadDimV(), a.getMask(),
                   a.getGqaGroup(), a.getLse(), a.getAlign(), a.getBias(),
                   a.getSoftcap(), a.getVarlen(), a.getKeyLengths(),
-                  a.getDirection(), a.getDeterministic(), a.getBiasGrad()});
+                  a.getPagedKv(), a.getSplitKv(), a.getDirection(),
+                  a.getDeterministic(), a.getBiasGrad()});
 }
 
 LogicalResult AttentionFwdOp::verify() {
@@ -162,8 +166,9 @@ SpecAttr toAttr(MLIRContext *ctx, const AttentionSpec &s) {
   return SpecAttr::get(ctx, str(toString(s.dtype)), s.headDimQK, s.headDimV,
                        str(toString(s.mask)), s.gqaGroup, s.writeLse,
                        s.globalAlignElems, str(toString(s.bias)), s.softcap,
-                       s.varlen, s.keyLengths, str(toString(s.direction)),
-                       s.deterministic, s.biasGrad);
+                       s.varlen, s.keyLengths, s.pagedKV, s.splitKV,
+                       str(toString(s.direction)), s.deterministic,
+                       s.biasGrad);
 }
 TileConfigAttr toAttr(MLIRContext *ctx, const TileConfig &c) {
   std::string_view family = toString(c.family);

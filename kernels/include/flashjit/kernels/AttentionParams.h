@@ -77,6 +77,23 @@ struct VarlenSeqs {
   int64_t totalK = 0;              ///< rows in the packed K and V buffers
 };
 
+/// A paged KV cache (vLLM, FlashInfer): K and V are pages of pageSize rows,
+/// [numPages, pageSize, headsKV, dim] when dense (any strides: the K/V
+/// batch strides are page strides). Key j of sequence b is row j % pageSize
+/// of page blockTable[b * maxPagesPerSeq + j / pageSize]; the keys of
+/// sequence b are keyLengths[b] (+ newKeys), so paged problems always have
+/// key lengths. Only the entries of pages that hold keys are read (and
+/// checked); the rest of a row may hold anything.
+struct PagedKV {
+  int64_t numPages = 0;
+  int64_t pageSize = 0;
+  int64_t maxPagesPerSeq = 0;
+  /// Host copy, [batch, maxPagesPerSeq] int32 page ids (row-major); the
+  /// runtime passes a device copy to the kernel. Empty: device-only values
+  /// that the caller vouches for (trustDeviceLengths).
+  std::vector<int32_t> blockTable;
+};
+
 /// Sizes, layout and numerics of one forward call. Q is [batch, headsQ,
 /// seqlenQ, headDimQK], K [batch, headsKV, seqlenK, headDimQK], V [batch,
 /// headsKV, seqlenK, headDimV], O like Q with headDimV, LSE float32 [batch,
@@ -123,6 +140,16 @@ struct AttentionParams {
   /// Non-empty: [batch] key counts; keys at or past keyLengths[b] are
   /// padding (masked). The causal/window diagonal uses this length.
   std::vector<int32_t> keyLengths;
+  /// Set: K and V are a paged cache (PagedKV).
+  std::optional<PagedKV> paged;
+  /// The append path of a paged cache: > 0 new rows per sequence, kNew and
+  /// vNew of [batch, newKeys, headsKV, dim] (kNewStrides, vNewStrides), are
+  /// written to cache rows keyLengths[b] .. keyLengths[b] + newKeys - 1
+  /// before the attention, which then sees keyLengths[b] + newKeys keys
+  /// (keyLengths are the cache lengths before the append, as
+  /// FlashAttention's cache_seqlens).
+  int64_t newKeys = 0;
+  Strides kNewStrides, vNewStrides;
 
   double scale() const {
     return softmaxScale ? *softmaxScale
@@ -137,10 +164,10 @@ struct AttentionParams {
     return varlen ? varlen->cuSeqlensQ[b + 1] - varlen->cuSeqlensQ[b]
                   : seqlenQ;
   }
-  /// Real keys of sequence b (key padding removed).
+  /// Real keys of sequence b (key padding removed, appended keys added).
   int64_t seqlenKOf(int64_t b) const {
     if (!keyLengths.empty())
-      return keyLengths[b];
+      return keyLengths[b] + newKeys;
     return varlen ? varlen->cuSeqlensK[b + 1] - varlen->cuSeqlensK[b]
                   : seqlenK;
   }
@@ -149,10 +176,19 @@ struct AttentionParams {
     return rowOffset(qStrides, b, h, r, /*isQuery=*/true);
   }
   int64_t kOffset(int64_t b, int64_t h, int64_t r) const {
-    return rowOffset(kStrides, b, h, r, /*isQuery=*/false);
+    return paged ? pagedOffset(kStrides, b, h, r)
+                 : rowOffset(kStrides, b, h, r, /*isQuery=*/false);
   }
   int64_t vOffset(int64_t b, int64_t h, int64_t r) const {
-    return rowOffset(vStrides, b, h, r, /*isQuery=*/false);
+    return paged ? pagedOffset(vStrides, b, h, r)
+                 : rowOffset(vStrides, b, h, r, /*isQuery=*/false);
+  }
+  /// Element offsets of row r of head h of sequence b in kNew / vNew.
+  int64_t kNewOffset(int64_t b, int64_t h, int64_t r) const {
+    return kNewStrides.offset(b, h, r);
+  }
+  int64_t vNewOffset(int64_t b, int64_t h, int64_t r) const {
+    return vNewStrides.offset(b, h, r);
   }
   int64_t oOffset(int64_t b, int64_t h, int64_t r) const {
     return rowOffset(oStrides, b, h, r, /*isQuery=*/true);
@@ -169,13 +205,18 @@ struct AttentionParams {
   }
 
   /// Sets every stride for dense BSHD q, k, v, o and a dense LSE (packed
-  /// [total, heads, dim] and LSE [heads, totalQ] under varlen).
+  /// [total, heads, dim] and LSE [heads, totalQ] under varlen; pages of
+  /// [pageSize, heads, dim] and new K/V [batch, newKeys, heads, dim] when
+  /// paged).
   void setDenseBSHD() {
     const int64_t rowsQ = varlen ? varlen->totalQ : seqlenQ;
-    const int64_t rowsK = varlen ? varlen->totalK : seqlenK;
+    const int64_t rowsK =
+        paged ? paged->pageSize : varlen ? varlen->totalK : seqlenK;
     qStrides = bshdStrides(headsQ, rowsQ, headDimQK);
     kStrides = bshdStrides(headsKV, rowsK, headDimQK);
     vStrides = bshdStrides(headsKV, rowsK, headDimV);
+    kNewStrides = bshdStrides(headsKV, newKeys, headDimQK);
+    vNewStrides = bshdStrides(headsKV, newKeys, headDimV);
     oStrides = bshdStrides(headsQ, rowsQ, headDimV);
     lseBatchStride = varlen ? 0 : saturatingMul(headsQ, seqlenQ);
     lseHeadStride = rowsQ;
@@ -192,10 +233,24 @@ struct AttentionParams {
     return span(qStrides, headsQ, rowsQ(), headDimQK);
   }
   int64_t kElements() const {
-    return span(kStrides, headsKV, rowsK(), headDimQK);
+    return paged ? pagedSpan(kStrides, headDimQK)
+                 : span(kStrides, headsKV, rowsK(), headDimQK);
   }
   int64_t vElements() const {
-    return span(vStrides, headsKV, rowsK(), headDimV);
+    return paged ? pagedSpan(vStrides, headDimV)
+                 : span(vStrides, headsKV, rowsK(), headDimV);
+  }
+  int64_t kNewElements() const {
+    return newKeys > 0 ? kNewStrides.offset(batch - 1, headsKV - 1,
+                                            newKeys - 1) +
+                             headDimQK
+                       : 0;
+  }
+  int64_t vNewElements() const {
+    return newKeys > 0 ? vNewStrides.offset(batch - 1, headsKV - 1,
+                                            newKeys - 1) +
+                             headDimV
+                       : 0;
   }
   int64_t oElements() const {
     return span(oStrides, headsQ, rowsQ(), headDimV);
@@ -217,6 +272,17 @@ protected: // BackwardParams addresses its gradients the same way
       return s.offset(b, h, r);
     const auto &cu = isQuery ? varlen->cuSeqlensQ : varlen->cuSeqlensK;
     return h * s.head + (cu[b] + r) * s.row;
+  }
+  /// Key r of sequence b, head h, through the block table.
+  int64_t pagedOffset(const Strides &s, int64_t b, int64_t h,
+                      int64_t r) const {
+    const int64_t page =
+        paged->blockTable[b * paged->maxPagesPerSeq + r / paged->pageSize];
+    return page * s.batch + h * s.head + (r % paged->pageSize) * s.row;
+  }
+  int64_t pagedSpan(const Strides &s, int64_t dim) const {
+    return s.offset(paged->numPages - 1, headsKV - 1, paged->pageSize - 1) +
+           dim;
   }
   int64_t span(const Strides &s, int64_t heads, int64_t rows,
                int64_t dim) const {

@@ -32,6 +32,9 @@ struct LoadedKernel {
   std::string name;
   void *module = nullptr;   ///< CUmodule
   void *function = nullptr; ///< CUfunction
+  /// The decode helpers of the same module (Decode.h), null where absent.
+  void *combineFunction = nullptr;
+  void *appendFunction = nullptr;
   int threadsPerBlock = 0;
   int sharedMemBytes = 0;
   int blockM = 0;

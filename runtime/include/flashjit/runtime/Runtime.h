@@ -20,6 +20,7 @@
 #include "flashjit/kernels/AttentionParams.h"
 #include "flashjit/kernels/Backward.h"
 #include "flashjit/kernels/BackwardParams.h"
+#include "flashjit/kernels/Decode.h"
 #include "flashjit/kernels/Forward.h"
 #include "flashjit/runtime/Device.h"
 #include "flashjit/runtime/ModuleCache.h"
@@ -64,6 +65,34 @@ struct ForwardProblem : AttentionParams {
   /// Overrides the tuned or per-arch default tile config.
   std::optional<TileConfig> tile;
 
+  // ---- decode: a paged KV cache, the append path, split-KV (Decode.h) ----
+  /// AttentionParams::paged: the device copy of the block table (int32
+  /// [batch, maxPagesPerSeq]); deviceKeyLengths holds the cache lengths.
+  const int32_t *deviceBlockTable = nullptr;
+  /// AttentionParams::newKeys > 0: the new K/V rows (dtype of Q, laid out
+  /// by kNewStrides / vNewStrides), written into their pages by the same
+  /// call before the attention.
+  const void *kNew = nullptr;
+  const void *vNew = nullptr;
+  /// Split-KV (flash-decoding): the CTAs of a row block split its keys and
+  /// a combine kernel merges their float32 partials. 0: the runtime chooses
+  /// for decode-like problems (a row block of at most kDecodeMaxTileRows
+  /// rows, or a paged cache) from the SM count and the grid (chooseSplits),
+  /// and takes 1 for others; 1: no split; n: n splits (at most kMaxSplits,
+  /// and batch x n at most 65535). Results differ only by float32 rounding.
+  int numSplits = 0;
+
+  // ---- scratch (both directions) -----------------------------------------
+  /// Device scratch of the call's kernels, used by its launch only: a split
+  /// forward's float32 partials, the backward's float32 row arrays and dQ
+  /// sums. At least Runtime::forwardWorkspaceBytes (0 for a forward that
+  /// does not split) or Runtime::backwardWorkspaceBytes bytes, 16-byte
+  /// aligned; workspaceBytes is its size, checked against the need. Null:
+  /// the runtime keeps one per stream, grown as needed (growing synchronises
+  /// the stream, which a CUDA-graph capture refuses: pass one there).
+  void *workspace = nullptr;
+  size_t workspaceBytes = 0;
+
   /// Key lengths are given (host copies, or trusted device values).
   bool hasKeyLengths() const {
     return !keyLengths.empty() || (trustDeviceLengths && deviceKeyLengths);
@@ -105,6 +134,28 @@ struct ForwardPlan {
   };
   TensorMap tensorMaps[3];
   int tensorMapCount = 0;
+
+  // ---- decode (spec.pagedKV, spec.splitKV) --------------------------------
+  /// Passed after args when the spec has pagedKV or splitKV; the launch
+  /// fills in the partials' addresses.
+  DecodeKernelArgs decode{};
+  /// Splits of every row block (grid[2] is batch x numSplits); 1: none.
+  int numSplits = 1;
+  /// The workspace this call needs (bytes; 0: none) and the caller's
+  /// (ForwardProblem::workspace), or null for the runtime's own: a split
+  /// forward's partials (PartialLayout), or the backward's arrays
+  /// (BackwardPlan::workspaceLayout).
+  size_t workspaceBytes = 0;
+  void *workspace = nullptr;
+  /// Where the split partials' LSE starts in the workspace (bytes).
+  size_t partialLseOffset = 0;
+  /// The combine kernel (splits > 1): args (partials filled in at launch)
+  /// and grid x.
+  CombineKernelArgs combine{};
+  unsigned combineGrid = 0;
+  /// The append kernel (newKeys > 0): args and grid (x, batch).
+  AppendKernelArgs append{};
+  unsigned appendGrid[2] = {0, 0};
 };
 
 /// One backward call: its forward call (q, k, v; o the forward's output and
@@ -126,11 +177,7 @@ struct BackwardProblem : ForwardProblem {
   bool biasGrad = false;
   void *dBias = nullptr;
   Strides dBiasStrides;
-  /// float32 scratch of at least Runtime::backwardWorkspaceBytes(*this)
-  /// bytes, 16-byte aligned. Null: attentionBackward allocates one, and
-  /// then waits for the stream before it returns (pass one to stay
-  /// asynchronous).
-  void *workspace = nullptr;
+  // The workspace is ForwardProblem's (workspace, workspaceBytes).
 
   /// The math problem (AttentionParams and the gradients' strides).
   BackwardParams params() const;
@@ -149,15 +196,16 @@ AttentionSpec specFor(const BackwardProblem &problem);
 /// A validated, specialised and compiled backward call: the main kernel's
 /// plan (`main`: spec, config, kernel, grid and ForwardKernelArgs) and the
 /// module's other two entries (Backward.h), launched in order by
-/// Runtime::launch. args.workspace is the problem's (may be null in a plan;
-/// launch needs it set).
+/// Runtime::launch. The workspace is main's (workspace, workspaceBytes): the
+/// launch fills in args.workspace, the caller's or the runtime's.
 struct BackwardPlan {
   ForwardPlan main;
   void *preprocess = nullptr; ///< CUfunction of <name>_pre
   void *convert = nullptr;    ///< CUfunction of <name>_dq
   unsigned auxGrid[3] = {1, 1, 1};
   BackwardKernelArgs args{};
-  BackwardWorkspace workspace;
+  /// Where the backward's arrays lie in the workspace.
+  BackwardWorkspace workspaceLayout;
 };
 
 /// Where kernels came from, since this Runtime was created.
@@ -254,6 +302,10 @@ public:
                                     bool fullKernel = false);
   Status launch(const ForwardPlan &plan, void *stream = nullptr);
 
+  /// The forward's workspace bytes (0 when it does not split: the
+  /// split-KV partials), from the same choices as planForward, without
+  /// compiling.
+  Expected<size_t> forwardWorkspaceBytes(const ForwardProblem &problem);
   /// dQ, dK, dV of `problem` (the gradients of sum(O * dO)), launched on
   /// `stream`. The sm80 family builds it on every arch (on sm_90a too: no
   /// Hopper backward yet). Compiles on the first call for a specialisation.
@@ -262,7 +314,9 @@ public:
   /// The steps of attentionBackward (as planForward and launch).
   Expected<BackwardPlan> planBackward(const BackwardProblem &problem);
   Status launch(const BackwardPlan &plan, void *stream = nullptr);
-  /// The workspace bytes a backward call needs (BackwardProblem::workspace).
+  /// The backward's workspace bytes (its float32 row arrays and dQ sums).
+  /// Compiles and loads its kernels if need be: also the backward's
+  /// prepare.
   Expected<size_t> backwardWorkspaceBytes(const BackwardProblem &problem);
 
   // ---- tuning -----------------------------------------------------------------
@@ -306,6 +360,10 @@ private:
   explicit Runtime(std::unique_ptr<Impl> impl);
   friend class DeviceBuffer;
   Status free(void *ptr);
+  /// Validates `problem` and fills in the plan's spec, tile config, its
+  /// source, the split count, the grid and the workspace (nothing is
+  /// compiled).
+  Status choosePlan(const ForwardProblem &problem, ForwardPlan &plan);
   /// `specKey`: the spec's packed in-memory key (Runtime.cpp). `allowQuick`:
   /// a cold miss may return the quick form (RuntimeOptions::quickFirst).
   Expected<ModuleCache::Kernel> kernelFor(const AttentionSpec &spec,

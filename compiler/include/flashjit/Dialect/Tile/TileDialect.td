@@ -31,7 +31,8 @@ def Tile_SpecAttr : Tile_Attr<"Spec", "spec"> {
     mask = "causal", gqa_group = 1, lse = true, align = 8>`: every fact the
     kernel is specialised on (the cache key's spec half). The feature fields
     (`bias = "alibi"`, `softcap = true`, `varlen = true`,
-    `key_lengths = true`) are optional and printed only when on, as are
+    `key_lengths = true`, and the decode features `paged_kv = true`,
+    `split_kv = true`) are optional and printed only when on, as are
     those of backward kernels: `direction = "backward"` (the backward's
     kernels: preprocess, dK/dV/dQ, dQ conversion), `deterministic = true`,
     `bias_grad = true`.
@@ -48,6 +49,8 @@ def Tile_SpecAttr : Tile_Attr<"Spec", "spec"> {
     DefaultValuedParameter<"bool", "false">:$softcap,
     DefaultValuedParameter<"bool", "false">:$varlen,
     DefaultValuedParameter<"bool", "false">:$key_lengths,
+    DefaultValuedParameter<"bool", "false">:$paged_kv,
+    DefaultValuedParameter<"bool", "false">:$split_kv,
     StringRefParameter<"forward or backward", "\"forward\"">:$direction,
     DefaultValuedParameter<"bool", "false">:$deterministic,
     DefaultValuedParameter<"bool", "false">:$bias_grad
