@@ -144,6 +144,22 @@ Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
   return Status::ok();
 }
 
+/// The gradients `g` of `run`'s backward (laid out like their tensors,
+/// dBias dense when `biasGrad`) against the float64 reference.
+BackwardCheckResult checkGradients(const ForwardRun &run, const Gradients16 &g,
+                                   bool biasGrad = false) {
+  BackwardProblem bp;
+  static_cast<ForwardProblem &>(bp) = run.problem;
+  bp.dOStrides = bp.oStrides, bp.dQStrides = bp.qStrides;
+  bp.dKStrides = bp.kStrides, bp.dVStrides = bp.vStrides;
+  bp.biasGrad = biasGrad;
+  bp.dBiasStrides = {bp.headsQ * bp.seqlenQ * bp.seqlenK,
+                     bp.seqlenQ * bp.seqlenK, bp.seqlenK};
+  return checkBackward(bp.params(), run.inputs(), g.dO.data(), g.dQ.data(),
+                       g.dK.data(), g.dV.data(),
+                       biasGrad ? g.dBias.data() : nullptr);
+}
+
 struct BackwardCase {
   std::string name;
   DType dtype = DType::BF16;
@@ -275,16 +291,7 @@ TEST_P(BackwardMatrix, MatchesTheFloat64Reference) {
   Status s = runBackward(run, c.deterministic, 11, 1, g, differing, c.biasGrad,
                          scalar);
   ASSERT_TRUE(s.isOk()) << s.message();
-  BackwardProblem bp;
-  static_cast<ForwardProblem &>(bp) = run.problem;
-  bp.dOStrides = bp.oStrides, bp.dQStrides = bp.qStrides;
-  bp.dKStrides = bp.kStrides, bp.dVStrides = bp.vStrides;
-  bp.biasGrad = c.biasGrad;
-  bp.dBiasStrides = {bp.headsQ * bp.seqlenQ * bp.seqlenK,
-                     bp.seqlenQ * bp.seqlenK, bp.seqlenK};
-  const BackwardCheckResult r = checkBackward(
-      bp.params(), run.inputs(), g.dO.data(), g.dQ.data(), g.dK.data(),
-      g.dV.data(), c.biasGrad ? g.dBias.data() : nullptr);
+  const BackwardCheckResult r = checkGradients(run, g, c.biasGrad);
   EXPECT_TRUE(r.pass) << r.summary();
   EXPECT_EQ(r.checkedDBias, c.biasGrad);
 }
@@ -315,13 +322,7 @@ TEST_P(BackwardLong, MatchesTheFloat64Reference) {
     size_t differing = 0;
     Status s = runBackward(run, false, 3, 1, g, differing, false, scalar);
     ASSERT_TRUE(s.isOk()) << s.message();
-    BackwardProblem bp;
-    static_cast<ForwardProblem &>(bp) = run.problem;
-    bp.dOStrides = bp.oStrides, bp.dQStrides = bp.qStrides;
-    bp.dKStrides = bp.kStrides, bp.dVStrides = bp.vStrides;
-    const BackwardCheckResult r =
-        checkBackward(bp.params(), run.inputs(), g.dO.data(), g.dQ.data(),
-                      g.dK.data(), g.dV.data(), nullptr);
+    const BackwardCheckResult r = checkGradients(run, g);
     EXPECT_TRUE(r.pass) << (scalar ? "scalar: " : "mma: ") << r.summary();
   }
 }
@@ -354,13 +355,7 @@ TEST_P(BackwardDeterministic, SameBitsOverFiveRuns) {
                          /*biasGrad=*/false, scalar);
   ASSERT_TRUE(s.isOk()) << s.message();
   EXPECT_EQ(differing, 0u);
-  BackwardProblem bp;
-  static_cast<ForwardProblem &>(bp) = run.problem;
-  bp.dOStrides = bp.oStrides, bp.dQStrides = bp.qStrides;
-  bp.dKStrides = bp.kStrides, bp.dVStrides = bp.vStrides;
-  const BackwardCheckResult r =
-      checkBackward(bp.params(), run.inputs(), g.dO.data(), g.dQ.data(),
-                    g.dK.data(), g.dV.data(), nullptr);
+  const BackwardCheckResult r = checkGradients(run, g);
   EXPECT_TRUE(r.pass) << (scalar ? "scalar: " : "mma: ") << r.summary();
 }
 

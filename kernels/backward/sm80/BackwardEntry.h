@@ -115,6 +115,27 @@ struct Entry {
                function_ref<void(Emitter &, Value)> body) {
     x.runtimeLoop(tid, count, threads, body);
   }
+  /// The main kernels' CTA: K/V head and batch from the grid's y and z,
+  /// the sequence located, the causal diagonal and score modifiers set.
+  /// Returns the sequence's key rows, key padding included (dK and dV write
+  /// all of them): seqK before key lengths shorten it.
+  Value locateKeyTile(const AttentionSpec &spec) {
+    OpBuilder &builder = fk.builder;
+    Location loc = fk.loc;
+    fk.kvHead = mlir::gpu::BlockIdOp::create(builder, loc,
+                                             mlir::gpu::Dimension::y);
+    fk.batch = mlir::gpu::BlockIdOp::create(builder, loc,
+                                            mlir::gpu::Dimension::z);
+    fk.locateSequence();
+    Value keyRows = e.toIndex(fk.seqKArg);
+    if (spec.varlen)
+      keyRows = e.sub(e.toIndex(mlir::memref::LoadOp::create(
+                          builder, loc, fk.cuSeqlensK,
+                          ValueRange{e.add(fk.batch, e.idx(1))})),
+                      fk.startK);
+    fk.diag = e.sub(fk.seqK, fk.seqQ);
+    return keyRows;
+  }
   /// Workspace row of query `query` (of this sequence) of head `head`.
   Value wsRow(Emitter &x, Value head, Value query) {
     return x.add(x.add(x.mul(fk.batch, a.wsRowBS), x.mul(head, a.wsRowHS)),

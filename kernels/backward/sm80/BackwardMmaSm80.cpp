@@ -153,18 +153,7 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
 
   Value xBlock = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::x);
   Value xCount = gpu::GridDimOp::create(builder, loc, gpu::Dimension::x);
-  fk.kvHead = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::y);
-  fk.batch = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::z);
-  fk.locateSequence();
-  // The sequence's key rows, key padding included (dK and dV write all of
-  // them): seqK before key lengths shorten it.
-  Value keyRows = e.toIndex(fk.seqKArg);
-  if (spec.varlen)
-    keyRows = e.sub(e.toIndex(memref::LoadOp::create(
-                        builder, loc, fk.cuSeqlensK,
-                        ValueRange{e.add(fk.batch, e.idx(1))})),
-                    fk.startK);
-  fk.diag = e.sub(fk.seqK, fk.seqQ);
+  Value keyRows = k.locateKeyTile(spec);
   fk.rowLimit = fk.seqQ; // the last query of a block (tileNeedsMask)
   fk.prepareScoreMods(/*mTiles=*/0);
   fk.negInfF = e.f32(-inf);

@@ -165,18 +165,7 @@ void buildMainScalar(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name
 
   Value xBlock = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::x);
   Value xCount = gpu::GridDimOp::create(builder, loc, gpu::Dimension::x);
-  fk.kvHead = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::y);
-  fk.batch = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::z);
-  fk.locateSequence();
-  // The sequence's key rows, key padding included (dK and dV write all of
-  // them): seqK before key lengths shorten it.
-  Value keyRows = e.toIndex(fk.seqKArg);
-  if (spec.varlen)
-    keyRows = e.sub(e.toIndex(memref::LoadOp::create(
-                        builder, loc, fk.cuSeqlensK,
-                        ValueRange{e.add(fk.batch, e.idx(1))})),
-                    fk.startK);
-  fk.diag = e.sub(fk.seqK, fk.seqQ);
+  Value keyRows = k.locateKeyTile(spec);
   fk.prepareScoreMods(/*mTiles=*/0);
   // The deterministic mode's CTA x adds into partial sum x alone.
   Value split = spec.deterministic ? xBlock : e.idx(0);
