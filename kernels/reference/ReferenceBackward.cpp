@@ -115,10 +115,18 @@ template <typename T> struct BackwardRows {
     return rowMax + std::log(sum);
   }
 
+  /// Term magnitudes of rows [lo, hi) (see Gradients::termScale): the
+  /// largest row sum and dS term, and per key the column sums of P and of
+  /// P (|dP| + |D|).
+  struct Terms {
+    double rowMax = 0, dSMax = 0;
+    std::vector<double> colP, colDS;
+  };
+
   /// Rows [lo, hi): dQ rows and dBias into `out`, dK and dV sums (unscaled,
-  /// unrounded) into dK / dV.
+  /// unrounded) into dK / dV, term magnitudes into `terms`.
   void backward(int64_t lo, int64_t hi, Gradients &out, std::vector<T> &dK,
-                std::vector<T> &dV) const {
+                std::vector<T> &dV, Terms &terms) const {
     const T scale = static_cast<T>(p.scale());
     std::vector<T> s(std::max<int64_t>(1, sl.seqK)), t(s.size()), o(dv),
         dQRow(dqk);
@@ -134,12 +142,19 @@ template <typename T> struct BackwardRows {
       for (int64_t d = 0; d < dv; ++d)
         dSum += dORow[d] * o[d];
       std::fill(dQRow.begin(), dQRow.end(), T(0));
+      double rowTerms = 0;
       for (int64_t j = r.first; j <= r.last; ++j) {
         const T pj = std::exp(s[j - r.first] - lse);
         T dP = 0;
         for (int64_t d = 0; d < dv; ++d)
           dP += dORow[d] * v[j * dv + d];
         const T dX = pj * (dP - dSum); // dL/d(score after cap and bias)
+        const double term =
+            double(pj) * (std::abs(double(dP)) + std::abs(double(dSum)));
+        rowTerms += term;
+        terms.dSMax = std::max(terms.dSMax, term);
+        terms.colP[j] += double(pj);
+        terms.colDS[j] += term;
         if (p.bias == BiasMode::Tensor)
           out.dBias[row * sl.seqK + j] = round(dX);
         T dS = dX;
@@ -157,6 +172,7 @@ template <typename T> struct BackwardRows {
       }
       for (int64_t d = 0; d < dqk; ++d)
         out.dQ[row * dqk + d] = round(scale * dQRow[d]);
+      terms.rowMax = std::max(terms.rowMax, rowTerms);
     }
   }
 };
@@ -178,15 +194,18 @@ Gradients backwardSlice(const AttentionParams &p, const BackwardSlice &sl,
   const int64_t chunkRows = 16;
   const int64_t chunks = (nRows + chunkRows - 1) / chunkRows;
   std::vector<std::vector<T>> dK(chunks), dV(chunks);
+  std::vector<typename BackwardRows<T>::Terms> terms(chunks);
   const int64_t work = std::max<int64_t>(1, sl.seqK * (3 * dqk + 2 * dv));
   parallelFor(chunks, std::max<int64_t>(1, (1 << 22) / (work * chunkRows)),
               [&](int64_t lo, int64_t hi) {
                 for (int64_t c = lo; c < hi; ++c) {
                   dK[c].assign(sl.seqK * dqk, T(0));
                   dV[c].assign(sl.seqK * dv, T(0));
+                  terms[c].colP.assign(sl.seqK, 0.0);
+                  terms[c].colDS.assign(sl.seqK, 0.0);
                   rows.backward(c * chunkRows,
                                 std::min(nRows, (c + 1) * chunkRows), out,
-                                dK[c], dV[c]);
+                                dK[c], dV[c], terms[c]);
                 }
               });
   const T scale = static_cast<T>(p.scale());
@@ -204,6 +223,30 @@ Gradients backwardSlice(const AttentionParams &p, const BackwardSlice &sl,
       out.dV[j * dv + d] = rows.round(sum);
     }
   }
+  auto maxAbs = [](const std::vector<T> &x) {
+    double m = 0;
+    for (T e : x)
+      m = std::max(m, std::abs(double(e)));
+    return m;
+  };
+  double rowMax = 0, dSMax = 0, colPMax = 0, colDSMax = 0;
+  for (int64_t j = 0; j < sl.seqK; ++j) {
+    double colP = 0, colDS = 0;
+    for (const auto &t : terms) {
+      colP += t.colP[j];
+      colDS += t.colDS[j];
+    }
+    colPMax = std::max(colPMax, colP);
+    colDSMax = std::max(colDSMax, colDS);
+  }
+  for (const auto &t : terms) {
+    rowMax = std::max(rowMax, t.rowMax);
+    dSMax = std::max(dSMax, t.dSMax);
+  }
+  out.termScale[0] = p.scale() * rowMax * maxAbs(rows.k);
+  out.termScale[1] = p.scale() * colDSMax * maxAbs(rows.q);
+  out.termScale[2] = colPMax * maxAbs(rows.dO);
+  out.termScale[3] = dSMax;
   return out;
 }
 } // namespace
@@ -313,6 +356,9 @@ checkBackward(const BackwardParams &p, const HostInputs &inputs,
                                         bits == kPoison16);
                       base[which]->add(yard, want, false);
                     });
+    for (int which = 0; which < 4; ++which)
+      stats[which]->maxRef =
+          std::max(stats[which]->maxRef, ref.termScale[which]);
   }
   // The other slices: every element written and finite.
   std::vector<std::pair<int64_t, int64_t>> rest;

@@ -461,8 +461,9 @@ ffi::Error executeBackward(void *stream, int32_t device,
       e.failure())
     return e;
   // XLA's allocator, ordered on XLA's stream (freed when the handler
-  // returns, reused only by work queued after these kernels).
-  std::optional<void *> workspace = scratch.Allocate(bytes, 256);
+  // returns, reused only by work queued after these kernels). XLA refuses
+  // alignments above 16 (ffi_api.cc's kMaxAlignment), all the runtime asks.
+  std::optional<void *> workspace = scratch.Allocate(bytes, 16);
   if (!workspace.has_value())
     return ffi::Error::Internal(std::string(kBackward.target) +
                                 ": no scratch memory for the workspace (" +

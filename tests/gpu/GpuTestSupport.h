@@ -150,6 +150,14 @@ inline std::string noGpuMessage() {
              << env_.failure;                                                  \
   } while (0)
 
+/// Asserts that a Status-returning expression succeeded, printing its
+/// message when it did not.
+#define FLASHJIT_ASSERT_OK(expr)                                               \
+  do {                                                                         \
+    const ::flashjit::Status status_ = (expr);                                 \
+    ASSERT_TRUE(status_.isOk()) << #expr << ": " << status_.message();         \
+  } while (0)
+
 /// main()'s exit code from RUN_ALL_TESTS()'s: a failure stays a failure;
 /// a clean run on a machine without a GPU is kSkipExitCode, with the count.
 inline int suiteExitCode(int gtestResult) {

@@ -285,7 +285,7 @@ TEST_P(BackwardMatrix, MatchesTheFloat64Reference) {
   FLASHJIT_REQUIRE_GPU();
   const auto &[c, scalar] = GetParam();
   ForwardRun run;
-  ASSERT_TRUE(runForward(problemOf(c), 11, /*withLse=*/true, run).isOk());
+  FLASHJIT_ASSERT_OK(runForward(problemOf(c), 11, /*withLse=*/true, run));
   Gradients16 g;
   size_t differing = 0;
   Status s = runBackward(run, c.deterministic, 11, 1, g, differing, c.biasGrad,
@@ -317,7 +317,7 @@ TEST_P(BackwardLong, MatchesTheFloat64Reference) {
   c.mask = GetParam() ? MaskMode::Causal : MaskMode::None;
   for (bool scalar : {true, false}) {
     ForwardRun run;
-    ASSERT_TRUE(runForward(problemOf(c), 3, /*withLse=*/true, run).isOk());
+    FLASHJIT_ASSERT_OK(runForward(problemOf(c), 3, /*withLse=*/true, run));
     Gradients16 g;
     size_t differing = 0;
     Status s = runBackward(run, false, 3, 1, g, differing, false, scalar);
@@ -346,9 +346,8 @@ TEST_P(BackwardDeterministic, SameBitsOverFiveRuns) {
   FLASHJIT_REQUIRE_GPU();
   const bool scalar = GetParam();
   ForwardRun run;
-  ASSERT_TRUE(
-      runForward(problemOf(deterministicCase()), 5, /*withLse=*/true, run)
-          .isOk());
+  FLASHJIT_ASSERT_OK(
+      runForward(problemOf(deterministicCase()), 5, /*withLse=*/true, run));
   Gradients16 g;
   size_t differing = 0;
   Status s = runBackward(run, /*deterministic=*/true, 5, 5, g, differing,
@@ -369,9 +368,8 @@ INSTANTIATE_TEST_SUITE_P(Sm80, BackwardDeterministic, ::testing::Bool(),
 TEST(BackwardWorkspace, RuntimeWorkspaceGivesTheSameBits) {
   FLASHJIT_REQUIRE_GPU();
   ForwardRun run;
-  ASSERT_TRUE(
-      runForward(problemOf(deterministicCase()), 6, /*withLse=*/true, run)
-          .isOk());
+  FLASHJIT_ASSERT_OK(
+      runForward(problemOf(deterministicCase()), 6, /*withLse=*/true, run));
   Gradients16 caller, own;
   size_t differing = 0;
   Status s = runBackward(run, /*deterministic=*/true, 6, 1, caller, differing);
@@ -399,8 +397,8 @@ TEST(BackwardAutotune, TunesStoresAndPlansUseIt) {
     c.headsQ = 4, c.headsKV = 2, c.seqlenQ = 150, c.seqlenK = 230;
     c.headDim = c.headDimV = 80, c.mask = MaskMode::Causal;
     ForwardRun a, b;
-    ASSERT_TRUE(runForward(problemOf(c), 31, /*withLse=*/true, a).isOk());
-    ASSERT_TRUE(runForward(problemOf(c), 32, /*withLse=*/true, b).isOk());
+    FLASHJIT_ASSERT_OK(runForward(problemOf(c), 31, /*withLse=*/true, a));
+    FLASHJIT_ASSERT_OK(runForward(problemOf(c), 32, /*withLse=*/true, b));
     std::vector<uint16_t> hostA, hostB;
     GradientBuffers bufA, bufB;
     auto pa = backwardOf(a, deterministic, false, 31, hostA, bufA);

@@ -369,14 +369,14 @@ TEST(FeaturesRuntime, WindowAndSoftcapValuesDoNotRecompile) {
   p.softcap = 10;
   p.windowLeft = 10, p.windowRight = 0;
   ForwardRun run;
-  ASSERT_TRUE(runForward(p, 1, true, run).isOk());
+  FLASHJIT_ASSERT_OK(runForward(p, 1, true, run));
   const CacheStats before = runtime().cacheStats();
   p.windowLeft = 33, p.windowRight = 7;
   p.softcap = 3;
   p.batch = 3;
   p.seqlenQ = 150;
   p.setDenseBSHD();
-  ASSERT_TRUE(runForward(p, 2, true, run).isOk());
+  FLASHJIT_ASSERT_OK(runForward(p, 2, true, run));
   const CacheStats after = runtime().cacheStats();
   EXPECT_EQ(after.compiles, before.compiles);
   EXPECT_EQ(after.diskHits, before.diskHits);
@@ -396,7 +396,7 @@ TEST(FeaturesRuntime, PackedAndUnpackedGqaBothMatch) {
     tile.packGqa = packed;
     p.tile = tile;
     ForwardRun run;
-    ASSERT_TRUE(runForward(p, 7, true, run).isOk());
+    FLASHJIT_ASSERT_OK(runForward(p, 7, true, run));
     CheckResult r = check(run, 6, 7);
     EXPECT_TRUE(r.pass) << (packed ? "packed\n" : "unpacked\n") << r.summary();
   }

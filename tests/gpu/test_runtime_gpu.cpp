@@ -43,7 +43,7 @@ TEST(Runtime, NewBatchOrSeqlenDoesNotRecompile) {
                         72);
   };
   ForwardRun first;
-  ASSERT_TRUE(runForward(problem(1, 64, 64), 1, true, first).isOk());
+  FLASHJIT_ASSERT_OK(runForward(problem(1, 64, 64), 1, true, first));
   const CacheStats before = rt.cacheStats();
   for (auto [batch, sq, sk] : {std::tuple{3, 200, 200}, std::tuple{2, 1, 999},
                                std::tuple{5, 513, 77}}) {
@@ -65,7 +65,7 @@ TEST(Runtime, TwoThreadsAskingForOneNewKernelCompileItOnce) {
   ForwardProblem p =
       denseProblem(DType::BF16, MaskMode::None, 1, 2, 2, 100, 100, 40, 40);
   ForwardRun run; // device buffers, through the default tile
-  ASSERT_TRUE(runForward(p, 5, false, run).isOk());
+  FLASHJIT_ASSERT_OK(runForward(p, 5, false, run));
   ForwardProblem raced = run.problem;
   raced.tile = TileConfig{64, 32, 4, 1}; // a specialisation no other test uses
   const CacheStats before = rt.cacheStats();
@@ -93,7 +93,7 @@ TEST(Runtime, MemoryHitIsFast) {
   ForwardRun run;
   ForwardProblem p =
       denseProblem(DType::BF16, MaskMode::Causal, 2, 8, 8, 256, 256, 128, 128);
-  ASSERT_TRUE(runForward(p, 9, true, run).isOk());
+  FLASHJIT_ASSERT_OK(runForward(p, 9, true, run));
   constexpr int kIters = 20000;
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < kIters; ++i)
@@ -110,7 +110,7 @@ TEST(Runtime, DiskHitAfterDroppingTheMemoryCache) {
   ForwardProblem p =
       denseProblem(DType::F16, MaskMode::None, 1, 2, 2, 300, 300, 96, 96);
   ForwardRun run;
-  ASSERT_TRUE(runForward(p, 11, true, run).isOk());
+  FLASHJIT_ASSERT_OK(runForward(p, 11, true, run));
   rt.clearMemoryCache(); // as a new process would start
   const CacheStats before = rt.cacheStats();
   const auto start = std::chrono::steady_clock::now();
@@ -129,7 +129,7 @@ TEST(Runtime, DiskHitAfterDroppingTheMemoryCache) {
   EXPECT_LT(ms, 5.0) << "goal: a disk hit under 5 ms";
   // And the reloaded kernel still computes the right thing.
   ForwardRun again;
-  ASSERT_TRUE(runForward(p, 12, true, again).isOk());
+  FLASHJIT_ASSERT_OK(runForward(p, 12, true, again));
   CheckResult r = check(again);
   EXPECT_TRUE(r.pass) << r.summary();
 }
@@ -140,7 +140,7 @@ TEST(Runtime, CorruptDiskEntryIsRebuiltNotUsed) {
   ForwardProblem p =
       denseProblem(DType::BF16, MaskMode::None, 1, 1, 1, 64, 64, 56, 56);
   ForwardRun run;
-  ASSERT_TRUE(runForward(p, 13, false, run).isOk());
+  FLASHJIT_ASSERT_OK(runForward(p, 13, false, run));
   // Corrupt the cubin of that entry on disk, then force a reload.
   auto plan = rt.planForward(run.problem);
   ASSERT_TRUE(plan) << plan.message();
@@ -167,7 +167,7 @@ TEST(Runtime, CorruptDiskEntryIsRebuiltNotUsed) {
   EXPECT_GT(after.generateMs, before.generateMs);
   EXPECT_GT(after.jitMs, before.jitMs);
   ForwardRun again;
-  ASSERT_TRUE(runForward(p, 14, false, again).isOk());
+  FLASHJIT_ASSERT_OK(runForward(p, 14, false, again));
   EXPECT_TRUE(check(again).pass);
 }
 
@@ -187,7 +187,7 @@ TEST(Runtime, ColdMissRunsTheQuickFormUntilTheFullKernelLoads) {
       denseProblem(DType::BF16, MaskMode::Causal, 2, 3, 3, 333, 300, 88, 88);
   p.tile = defaultTileConfig(specFor(p), runtime().arch(), Family::Sm80);
   ForwardRun full;
-  ASSERT_TRUE(runForward(p, 21, true, full).isOk());
+  FLASHJIT_ASSERT_OK(runForward(p, 21, true, full));
   full.problem.tile.reset();
   const std::vector<uint16_t> fullO = full.o;
   const std::vector<float> fullLse = full.lse;
@@ -262,7 +262,7 @@ TEST(Runtime, TimingWithEvents) {
   ForwardRun run;
   ForwardProblem p =
       denseProblem(DType::BF16, MaskMode::None, 1, 4, 4, 1024, 1024, 128, 128);
-  ASSERT_TRUE(runForward(p, 15, false, run).isOk());
+  FLASHJIT_ASSERT_OK(runForward(p, 15, false, run));
   auto plan = rt.planForward(run.problem);
   ASSERT_TRUE(plan);
   auto ms = rt.timeMs([&] { return launchChecked(rt, *plan); });
@@ -316,9 +316,9 @@ TEST(CApi, ForwardThroughTheCInterface) {
   ForwardProblem p =
       denseProblem(DType::F16, MaskMode::Causal, 2, 6, 2, 90, 130, 64, 64);
   ForwardRun run;
-  ASSERT_TRUE(runForward(p, 21, true, run).isOk());
+  FLASHJIT_ASSERT_OK(runForward(p, 21, true, run));
   const ForwardProblem &d = run.problem;
-  ASSERT_TRUE(poisonOutputs(run).isOk());
+  FLASHJIT_ASSERT_OK(poisonOutputs(run));
 
   flashjit_forward_args a = cArgsOf(d);
   ASSERT_EQ(flashjit_attention_forward(crt, &a, nullptr), FLASHJIT_SUCCESS)
@@ -351,7 +351,7 @@ TEST(CApi, QuickFirstAndFinishCompiles) {
   ForwardProblem p =
       denseProblem(DType::BF16, MaskMode::None, 1, 4, 2, 200, 257, 80, 80);
   ForwardRun full;
-  ASSERT_TRUE(runForward(p, 22, true, full).isOk());
+  FLASHJIT_ASSERT_OK(runForward(p, 22, true, full));
   const std::vector<uint16_t> fullO = full.o;
   const std::vector<float> fullLse = full.lse;
   const flashjit_forward_args a = cArgsOf(full.problem);

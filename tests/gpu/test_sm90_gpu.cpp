@@ -147,7 +147,7 @@ TEST(Sm90Family, TheDefaultIsTheOneTheRuntimePicks) {
   const TileConfig expected = defaultTileConfig(specFor(p), Arch::Sm90a);
   EXPECT_EQ(expected.family, Family::Sm90);
   ForwardRun run;
-  ASSERT_TRUE(runForward(p, 3, true, run).isOk());
+  FLASHJIT_ASSERT_OK(runForward(p, 3, true, run));
   auto chosen = runtime().planForward(run.problem, /*fullKernel=*/true);
   ASSERT_TRUE(chosen.isOk()) << chosen.message();
   EXPECT_EQ(chosen->config, expected);

@@ -43,8 +43,8 @@ TEST(Autotune, SmallProblemIsTunedStoredAndUsed) {
   const ForwardProblem shape =
       denseProblem(DType::BF16, MaskMode::Causal, 2, 4, 2, 300, 300, 80, 80);
   ForwardRun a, b;
-  ASSERT_TRUE(runForward(shape, 11, true, a).isOk());
-  ASSERT_TRUE(runForward(shape, 12, true, b).isOk());
+  FLASHJIT_ASSERT_OK(runForward(shape, 11, true, a));
+  FLASHJIT_ASSERT_OK(runForward(shape, 12, true, b));
 
   AutotuneOptions options;
   options.warmup = 1;
@@ -140,7 +140,7 @@ TEST(Autotune, WorkspacesMustBeOneProblem) {
   const ForwardProblem shape =
       denseProblem(DType::F16, MaskMode::None, 1, 2, 2, 64, 64, 64, 64);
   ForwardRun a;
-  ASSERT_TRUE(runForward(shape, 21, false, a).isOk());
+  FLASHJIT_ASSERT_OK(runForward(shape, 21, false, a));
   AutotuneOptions options;
   options.store = false;
   options.repeats = 2;

@@ -344,6 +344,29 @@ TEST(ReferenceBackward, CheckAcceptsTheReferenceAndRejectsErrors) {
   }
 }
 
+// One visible key: dS = P (dP - D) is exactly 0, so are dQ and dK, and the
+// float32 yardstick (dP and D summed in the same order) gets 0 too. A kernel
+// summing dP and D in different orders is off by float rounding of the terms
+// (|dP| ~ sqrt(d)): the slack follows the terms, while an error at the
+// dtype's resolution still fails.
+TEST(ReferenceBackward, CancellingGradientsAreHeldToTheTermsRounding) {
+  const BackwardParams p = dense(1, 2, 2, 1, 1, 128, 128, MaskMode::Causal);
+  const HostBackward hb(p, 41);
+  const auto grads = hb.referenceGrads();
+  for (uint16_t x : grads.dQ)
+    ASSERT_EQ(fromBits(x, p.dtype), 0.0f);
+  auto rounded = grads;
+  rounded.dQ[p.dQOffset(0, 1, 0) + 5] = toBits(7e-7f, p.dtype);
+  rounded.dK[p.dKOffset(0, 0, 0) + 9] = toBits(-8e-7f, p.dtype);
+  const BackwardCheckResult ok = hb.check(rounded);
+  EXPECT_TRUE(ok.pass) << ok.summary();
+  EXPECT_EQ(ok.dQBaseline.maxAbs, 0.0);
+  auto wrong = grads;
+  wrong.dQ[p.dQOffset(0, 1, 0) + 5] = toBits(1e-2f, p.dtype);
+  const BackwardCheckResult bad = hb.check(wrong);
+  EXPECT_FALSE(bad.pass) << bad.summary();
+}
+
 TEST(ReferenceBackward, KeyPaddingRowsMustBeZero) {
   BackwardParams p = dense(2, 2, 2, 8, 8, 16, 16);
   p.keyLengths = {8, 3};

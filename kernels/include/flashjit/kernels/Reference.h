@@ -89,7 +89,8 @@ struct ErrorStats {
   double maxAbs = 0;   ///< max |got - ref| over finite pairs
   double sumSqErr = 0; ///< sum (got - ref)^2
   double sumSqRef = 0; ///< sum ref^2
-  double maxRef = 0;   ///< max |ref| (scales the absolute slack)
+  double maxRef =
+      0; ///< max |ref|, or more (Gradients::termScale): scales the slack
   int64_t count = 0;
   int64_t nonFinite = 0; ///< got is NaN/inf where ref is not (or differs)
   int64_t unwritten = 0; ///< got still holds the poison pattern

@@ -46,6 +46,11 @@ struct Gradients {
   std::vector<double> dK;    ///< [keyRows][headDimQK], summed over the group
   std::vector<double> dV;    ///< [keyRows][headDimV]
   std::vector<double> dBias; ///< [group][seqQ][seqK] (BiasMode::Tensor)
+  /// Per gradient (dQ, dK, dV, dBias): a bound on the magnitude of the
+  /// terms its elements sum, |dS| taken as P (|dP| + |D|). Where the terms
+  /// cancel (one visible key: dS = 0 exactly), float rounding is relative
+  /// to this, not to the result, so the check's slack scales with it.
+  double termScale[4] = {0, 0, 0, 0};
 };
 
 /// dL/dQ, dL/dK, dL/dV (and dL/dbias) of L = sum(dO * O) with O the
