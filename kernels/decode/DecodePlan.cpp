@@ -33,20 +33,25 @@ std::optional<TileConfig> decodeTileConfig(const AttentionSpec &spec,
     return std::nullopt;
   const int blockM = static_cast<int>((tileRows + kMmaM - 1) / kMmaM * kMmaM);
   const int warps = blockM / kMmaM;
-  const int d = std::max(spec.headDimQK, spec.headDimV);
   const int copyBytes =
       std::min(copyElems(spec, spec.headDimQK), copyElems(spec, spec.headDimV)) *
       elementBytes(spec.dtype);
   // Two stages keep a K/V tile in flight while one is used; synchronous
-  // loads (copies under 4 bytes) overlap nothing.
-  const int stages = copyBytes >= 4 ? 2 : 1;
+  // loads (copies under 4 bytes) overlap nothing. Above d = 128 the second
+  // stage's addresses cost the registers that the score features need (d =
+  // 192 split with window, softcap and ALiBi spilled 8 bytes): one stage,
+  // and the SM's other CTAs keep loads in flight.
+  const int d = std::max(spec.headDimQK, spec.headDimV);
+  const int stages = copyBytes >= 4 && d <= 128 ? 2 : 1;
   // 8-32 KB of K and V per tile: enough bytes per barrier, small enough
   // that several CTAs share an SM (several warps to issue the copies of
   // one-warp CTAs), and a score tile of one warp's registers (128 keys
   // spilled with the score features at d = 64).
   // Synchronous copies of under 4 bytes are unrolled per thread: 16 keys
   // keep one warp's share of them what four warps have at the default.
-  const int blockN = copyBytes < 4 ? 16 : d <= 128 ? 64 : 32;
+  // Above d = 128 one warp's registers hold 16 keys: 32 spilled 120-360
+  // bytes at d = 160-208 (ptxas 13.0, tests/ptxas's decode cases).
+  const int blockN = copyBytes < 4 || d > 128 ? 16 : 64;
   const TileConfig candidates[] = {
       {blockM, blockN, warps, stages},
       {blockM, blockN, warps, 1},

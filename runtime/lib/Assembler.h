@@ -1,13 +1,14 @@
 //===- Assembler.h - PTX -> cubin: the toolkit's nvJitLink or the driver --===//
 //
-// Private to runtime/lib. The driver's cuLink JIT and the CUDA toolkit's
-// ptxas can be different compilers under one version number: on an H200
-// with driver 580.159 the JIT spilled 40-128 bytes per thread in sm90
-// kernels that ptxas 13.0 assembles without a spill
-// (bench/results/2026-12-03-h200-sm90-family.md). The tests prove the PTX
-// spill-free with the toolkit's ptxas, so the runtime assembles with the
-// same compiler, in process through libnvJitLink, wherever one is found
-// that the driver can load the output of; otherwise with the driver's JIT.
+// Private to runtime/lib. Three compilers can turn PTX into a cubin, and
+// they do not produce the same code. nvJitLink and the driver's cuLink JIT
+// compile PTX as relocatable code (`ptxas -c`), and in that mode ptxas 13.0
+// spills sm90 kernels that raise their registers with setmaxnreg: 40-152
+// bytes per thread on an H200 (bench/results/2026-12-04-h200-backward-decode-
+// assembler.md) where the ptxas binary, compiling the whole program, spills
+// none. The runtime therefore prefers the toolkit's ptxas binary, then
+// libnvJitLink in process, then the driver's JIT: the first found that the
+// driver can load the output of.
 //
 //===----------------------------------------------------------------------===//
 #ifndef FLASHJIT_RUNTIME_LIB_ASSEMBLER_H
@@ -24,32 +25,40 @@ namespace flashjit::driver {
 
 struct NvJitLinkApi;
 
-/// An assembler: the toolkit's nvJitLink (with its entry points) or the
-/// driver's JIT.
+/// An assembler: the toolkit's ptxas binary, its nvJitLink (with its entry
+/// points) or the driver's JIT.
 struct Assembler {
-  /// What the cache key records: "nvJitLink 13.0" or "driver JIT".
+  /// What the cache key records: "ptxas 13.0", "nvJitLink 13.0" or
+  /// "driver JIT".
   std::string name;
-  /// Where nvJitLink was looked for and why it was not used (empty when it
-  /// is), for `flashjit info`.
+  /// Where the toolkit's compilers were looked for and why they were not
+  /// used (empty when the first is), for `flashjit info`.
   std::string why;
-  bool toolkit = false;
-  /// nvJitLink's entry points when `toolkit`; the library stays loaded.
+  bool toolkit = false; ///< ptxas or nvJitLink
+  /// The ptxas binary's path; empty for nvJitLink and the driver's JIT.
+  std::string ptxas;
+  /// nvJitLink's entry points when `toolkit` and not ptxas; the library
+  /// stays loaded.
   std::shared_ptr<const NvJitLinkApi> nvJitLink;
 };
 
-/// Looks for nvJitLink as below, every call (tests, `flashjit info`).
+/// Looks for the toolkit's compilers as below, every call (tests,
+/// `flashjit info`).
 Assembler chooseAssembler(int driverVersion);
 
 /// The process's assembler, chosen once (by the first caller's driver
-/// version, which is the process's): $FLASHJIT_ASSEMBLER=driver forces the driver's
-/// JIT; $FLASHJIT_NVJITLINK names a libnvJitLink to use; else the sonames
-/// libnvJitLink.so.13 and .12 (found beside torch and in the loader's
-/// path), then $CUDA_HOME/lib64 and /usr/local/cuda/lib64. A library newer
-/// than the driver (`driverVersion`, as cuDriverGetVersion) is not used:
-/// the driver could not load its cubins.
+/// version, which is the process's). $FLASHJIT_ASSEMBLER=driver, =nvjitlink
+/// or =ptxas takes only that one (the driver's JIT when it is not found).
+/// ptxas: $FLASHJIT_PTXAS, else $CUDA_HOME/bin/ptxas and
+/// /usr/local/cuda/bin/ptxas. nvJitLink: $FLASHJIT_NVJITLINK, else the
+/// sonames libnvJitLink.so.13 and .12 (found beside torch and in the
+/// loader's path), then $CUDA_HOME/lib64 and /usr/local/cuda/lib64. A
+/// compiler newer than the driver (`driverVersion`, as cuDriverGetVersion)
+/// is not used: the driver could not load its cubins.
 const Assembler &assembler(int driverVersion);
 
-/// Assembles `ptx` with nvJitLink (`a.toolkit` must hold).
+/// Assembles `ptx` with the toolkit's ptxas or nvJitLink (`a.toolkit` must
+/// hold).
 Expected<std::string> assembleWithToolkit(const Assembler &a,
                                           const std::string &ptx,
                                           const std::string &name, Arch arch,

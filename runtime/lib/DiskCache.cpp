@@ -154,8 +154,12 @@ std::optional<json> ownMeta(const std::string &path, const std::string &name) {
 
 KernelMeta kernelMetaFor(const CacheKey &key) {
   const LaunchFacts facts = launchFacts(key.spec, key.config);
-  return {kernelName(key.spec, key.config, key.arch), facts.threadsPerBlock,
-          facts.sharedMemBytes, facts.blockM};
+  return {kernelName(key.spec, key.config, key.arch),
+          facts.threadsPerBlock,
+          facts.sharedMemBytes,
+          facts.blockM,
+          key.spec.splitKV,
+          key.spec.pagedKV};
 }
 
 // ---- the key ----------------------------------------------------------------
@@ -276,6 +280,8 @@ CacheLookup DiskCache::lookup(const CacheKey &key) const {
       return fail("meta.json holds an incomplete kernel description");
     // Launch facts follow from the key; meta.json only repeats them.
     const KernelMeta expected = kernelMetaFor(key);
+    entry.meta.combineEntry = expected.combineEntry;
+    entry.meta.appendEntry = expected.appendEntry;
     if (entry.meta != expected)
       return fail("meta.json's launch facts (" + entry.meta.kernelName + ", " +
                   std::to_string(entry.meta.threadsPerBlock) + " threads, " +

@@ -122,18 +122,21 @@ Expected<ModuleCache::Kernel> loadKernel(const Api &cu, CUcontext ctx,
         " bytes of static shared memory; flashjit kernels use dynamic shared "
         "memory only (a stale or foreign cache entry?)"));
 
-  // The decode helpers built into the same module (Decode.h), if any.
+  // The decode helpers built into the same module (Decode.h), looked up
+  // only where the key says they are (a failed lookup is an API error that
+  // compute-sanitizer reports).
   CUfunction helpers[2] = {nullptr, nullptr};
+  const bool present[2] = {meta.combineEntry, meta.appendEntry};
   const std::string helperNames[2] = {combineKernelName(meta.kernelName),
                                       appendKernelName(meta.kernelName)};
-  for (int i = 0; i < 2; ++i) {
-    const CUresult r =
-        cu.cuModuleGetFunction(&helpers[i], module, helperNames[i].c_str());
-    if (r == CUDA_ERROR_NOT_FOUND)
-      helpers[i] = nullptr;
-    else if (Status s = check(r, "cuModuleGetFunction"); !s)
-      return failed(s);
-  }
+  for (int i = 0; i < 2; ++i)
+    if (present[i])
+      if (Status s = check(cu.cuModuleGetFunction(&helpers[i], module,
+                                                  helperNames[i].c_str()),
+                           ("cuModuleGetFunction(" + helperNames[i] + ")")
+                               .c_str());
+          !s)
+        return failed(s);
 
   auto *kernel = new LoadedKernel;
   kernel->combineFunction = helpers[0];

@@ -545,7 +545,8 @@ Expected<CacheEntry> Runtime::Impl::compileEntry(const AttentionSpec &spec,
   const KernelMeta meta = kernelMetaFor(cacheKey(spec, config));
   if (meta != KernelMeta{artifact->kernelName, artifact->launch.threadsPerBlock,
                          artifact->launch.sharedMemBytes,
-                         artifact->launch.blockM})
+                         artifact->launch.blockM, meta.combineEntry,
+                         meta.appendEntry})
     return Status::error("internal error: the generator's launch facts for " +
                          meta.kernelName + " differ from kernelMetaFor's");
   return CacheEntry{artifact->ptx, std::move(*cubin), meta};

@@ -1,9 +1,10 @@
-//===- test_assembler.cpp - nvJitLink or the driver's JIT ------------------===//
+//===- test_assembler.cpp - ptxas, nvJitLink or the driver's JIT -----------===//
 //
-// The runtime assembles with the CUDA toolkit's nvJitLink where one is found
-// that the driver can load the output of (runtime/lib/Assembler.h). These
-// tests need no GPU: nvJitLink runs on the CPU. Where no libnvJitLink is
-// installed the assembling test skips; the choice tests still run.
+// The runtime assembles with the CUDA toolkit's ptxas binary, else its
+// nvJitLink, where one is found that the driver can load the output of
+// (runtime/lib/Assembler.h). These tests need no GPU: both run on the CPU.
+// Where one is not installed its assembling test skips; the choice tests
+// still run.
 //
 //===----------------------------------------------------------------------===//
 #include "Assembler.h"
@@ -43,6 +44,7 @@ AttentionSpec d128Causal() {
 } // namespace
 
 TEST(Assembler, NvJitLinkAssemblesAnSm90KernelIntoACubin) {
+  ScopedEnv only("FLASHJIT_ASSEMBLER", "nvjitlink");
   const driver::Assembler a = driver::chooseAssembler(kFutureDriver);
   if (!a.toolkit)
     GTEST_SKIP() << a.why;
@@ -86,10 +88,57 @@ TEST(Assembler, FlashjitAssemblerDriverForcesTheJit) {
 }
 
 TEST(Assembler, AMissingLibraryIsNamed) {
+  ScopedEnv only("FLASHJIT_ASSEMBLER", "nvjitlink");
   ScopedEnv path("FLASHJIT_NVJITLINK", "/nonexistent/libnvJitLink.so");
   const driver::Assembler a = driver::chooseAssembler(kFutureDriver);
   EXPECT_FALSE(a.toolkit);
   EXPECT_NE(a.why.find("/nonexistent/libnvJitLink.so (not found)"),
             std::string::npos)
       << a.why;
+}
+
+// The ptxas binary compiles the whole program; nvJitLink and the driver's
+// JIT compile relocatable code, which spills setmaxnreg kernels.
+TEST(Assembler, PtxasAssemblesAnSm90KernelIntoACubin) {
+  ScopedEnv only("FLASHJIT_ASSEMBLER", "ptxas");
+  const driver::Assembler a = driver::chooseAssembler(kFutureDriver);
+  if (a.ptxas.empty())
+    GTEST_SKIP() << a.why;
+  EXPECT_TRUE(a.toolkit);
+  EXPECT_EQ(a.name.rfind("ptxas ", 0), 0u) << a.name;
+  EXPECT_EQ(a.nvJitLink, nullptr);
+  const AttentionSpec spec = d128Causal();
+  auto artifact = compile(spec, defaultTileConfig(spec, Arch::Sm90a), Arch::Sm90a);
+  ASSERT_TRUE(artifact) << artifact.message();
+  auto cubin = driver::assembleWithToolkit(a, artifact->ptx,
+                                           artifact->kernelName, Arch::Sm90a, 3);
+  ASSERT_TRUE(cubin) << cubin.message();
+  EXPECT_EQ(cubin->substr(0, 4), std::string("\x7f" "ELF"));
+  EXPECT_NE(cubin->find(artifact->kernelName), std::string::npos);
+  // ptxas's own log comes back with a failure.
+  auto bad = driver::assembleWithToolkit(
+      a, ".version 8.0\n.target sm_90a\n.address_size 64\nnot_an_op;\n", "bad",
+      Arch::Sm90a, 3);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.message().find("ptxas"), std::string::npos) << bad.message();
+  EXPECT_NE(bad.message().find("for bad failed (exit"), std::string::npos)
+      << bad.message();
+  EXPECT_NE(bad.message().find("not_an_op"), std::string::npos) << bad.message();
+}
+
+TEST(Assembler, AMissingPtxasIsNamedAndTheJitServes) {
+  ScopedEnv only("FLASHJIT_ASSEMBLER", "ptxas");
+  ScopedEnv path("FLASHJIT_PTXAS", "/nonexistent/ptxas");
+  const driver::Assembler a = driver::chooseAssembler(kFutureDriver);
+  EXPECT_FALSE(a.toolkit);
+  EXPECT_EQ(a.name, "driver JIT");
+  EXPECT_NE(a.why.find("/nonexistent/ptxas (not found)"), std::string::npos)
+      << a.why;
+}
+
+TEST(Assembler, PtxasComesFirstWhenFound) {
+  const driver::Assembler a = driver::chooseAssembler(kFutureDriver);
+  ScopedEnv only("FLASHJIT_ASSEMBLER", "ptxas");
+  const bool ptxasFound = !driver::chooseAssembler(kFutureDriver).ptxas.empty();
+  EXPECT_EQ(!a.ptxas.empty(), ptxasFound) << a.name;
 }

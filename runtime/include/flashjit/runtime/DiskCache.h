@@ -53,9 +53,14 @@ struct KernelMeta {
   int threadsPerBlock = 0;
   int sharedMemBytes = 0;
   int blockM = 0;
+  /// The decode helper entries its module holds (Decode.h: split-KV's
+  /// combine, the paged cache's append). They follow from the key's spec
+  /// and are never read from disk.
+  bool combineEntry = false, appendEntry = false;
   bool operator==(const KernelMeta &o) const {
     return kernelName == o.kernelName && threadsPerBlock == o.threadsPerBlock &&
-           sharedMemBytes == o.sharedMemBytes && blockM == o.blockM;
+           sharedMemBytes == o.sharedMemBytes && blockM == o.blockM &&
+           combineEntry == o.combineEntry && appendEntry == o.appendEntry;
   }
   bool operator!=(const KernelMeta &o) const { return !(*this == o); }
 };
