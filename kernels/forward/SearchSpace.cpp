@@ -1,6 +1,8 @@
 //===- SearchSpace.cpp - Enumerate and prune forward tile configs ----------===//
 #include "flashjit/kernels/SearchSpace.h"
 
+#include "flashjit/kernels/Backward.h"
+
 #include "flashjit/kernels/Forward.h"
 
 #include <algorithm>
@@ -101,27 +103,31 @@ SearchSpace backwardSearchSpace(const AttentionSpec &spec, Arch arch,
   if (spec.direction != Direction::Backward)
     return space;
   // Only the sm80 family builds backward kernels (preferredFamily).
-  const TileConfig baseline = defaultTileConfig(spec, arch);
+  const TileConfig baseline =
+      defaultBackwardConfigSm80(spec, arch, knobs.scalar);
   space.candidates.push_back(baseline);
+  const std::vector<int> oneStage{1};
+  const std::vector<int> &stages = baseline.scalar ? oneStage : knobs.stages;
   std::map<PruneReason, int> pruned;
   for (int blockM : knobs.blockM)
     for (int blockN : knobs.blockN)
-      for (int warps : knobs.warps) {
-        TileConfig c;
-        c.family = baseline.family;
-        c.scalar = baseline.scalar; // the default main kernel's tiles
-        c.blockM = blockM;
-        c.blockN = blockN;
-        c.warps = warps;
-        c.stages = 1;
-        ++space.enumerated;
-        if (auto reason = exceededLimit(c, spec, arch)) {
-          ++pruned[*reason];
-          continue;
+      for (int warps : knobs.warps)
+        for (int stageCount : stages) {
+          TileConfig c;
+          c.family = baseline.family;
+          c.scalar = baseline.scalar; // the searched main kernel's tiles
+          c.blockM = blockM;
+          c.blockN = blockN;
+          c.warps = warps;
+          c.stages = stageCount;
+          ++space.enumerated;
+          if (auto reason = exceededLimit(c, spec, arch)) {
+            ++pruned[*reason];
+            continue;
+          }
+          if (c != baseline && validate(c, spec, arch))
+            space.candidates.push_back(c);
         }
-        if (c != baseline && validate(c, spec, arch))
-          space.candidates.push_back(c);
-      }
   for (const auto &[reason, count] : pruned)
     space.pruned.emplace_back(reason, count);
   return space;

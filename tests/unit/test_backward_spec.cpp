@@ -99,10 +99,11 @@ TEST(BackwardConfig, RejectsWhatItCannotBuild) {
                        "builds no backward kernels"));
 }
 
+// The scalar kernel's layout: dK and dV in float32, P and dS tiles.
 TEST(BackwardLayout, TilesAreDisjointAndAligned) {
   AttentionSpec s = backwardSpec(100);
   s.headDimV = 72;
-  const TileConfig c = defaultTileConfig(s, Arch::Sm80);
+  const TileConfig c = defaultBackwardConfigSm80(s, Arch::Sm80, true);
   const BackwardLayout l = backwardLayoutSm80(s, c);
   const int offsets[] = {l.kOffset,  l.vOffset,  l.qOffset,   l.dOOffset,
                          l.dKOffset, l.dVOffset, l.pOffset,   l.dSOffset,

@@ -326,7 +326,7 @@ TEST_F(CliStandIn, AutotuneBackwardStoresNothingTheOracleRejects) {
                     dir_, /*standIn=*/true);
   EXPECT_EQ(r.exitCode, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "backward deterministic")) << r.output;
-  EXPECT_TRUE(contains(r.output, "27 configs enumerated")) << r.output;
+  EXPECT_TRUE(contains(r.output, "72 configs enumerated")) << r.output;
   EXPECT_TRUE(contains(r.output, "oracle: dq:")) << r.output;
   EXPECT_TRUE(contains(r.output, "UNWRITTEN")) << r.output;
   EXPECT_TRUE(contains(r.output, "nothing stored")) << r.output;

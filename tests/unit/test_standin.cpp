@@ -380,7 +380,7 @@ TEST(StandInBackward, LaunchesItsThreeEntriesInOrder) {
   auto rt = makeRuntime(dir.path().string());
   ASSERT_TRUE(rt);
   BackwardProblem p = backwardProblem(smallProblem(4, 2));
-  p.seqlenK = 100;
+  p.seqlenK = 300; // several key tiles of any default's block_n
   p.setDenseBSHD();
   auto plan = rt->planBackward(p);
   ASSERT_TRUE(plan) << plan.message();

@@ -203,7 +203,10 @@ TEST(SearchSpace, BackwardKeepsExactlyWhatFits) {
   };
   AttentionSpec spec = specWith(128, MaskMode::Causal);
   spec.direction = Direction::Backward;
-  const SearchSpace sm86 = backwardSearchSpace(spec, Arch::Sm86);
+  BackwardKnobs scalarKnobs;
+  scalarKnobs.scalar = true;
+  scalarKnobs.blockN = {16, 32, 64};
+  const SearchSpace sm86 = backwardSearchSpace(spec, Arch::Sm86, scalarKnobs);
   EXPECT_EQ(sm86.enumerated, 27);
   EXPECT_EQ(prunedFor(sm86, PruneReason::SharedMemory), 9);
   EXPECT_EQ(sm86.prunedCount(), 9);
@@ -214,10 +217,23 @@ TEST(SearchSpace, BackwardKeepsExactlyWhatFits) {
     EXPECT_EQ(c.stages, 1) << canonicalText(c);
     EXPECT_TRUE(validate(c, spec, Arch::Sm86)) << canonicalText(c);
   }
-  EXPECT_EQ(backwardSearchSpace(spec, Arch::Sm90a).candidates.size(), 27u);
-  // d=256 on sm_90a: the default drops to block_n 16.
+  EXPECT_EQ(backwardSearchSpace(spec, Arch::Sm90a, scalarKnobs).candidates.size(),
+            27u);
+  // The default kernel's (mma.sync) space: its default first, both stage
+  // counts searched, every candidate of that kernel and valid.
+  const SearchSpace mma = backwardSearchSpace(spec, Arch::Sm90a);
+  EXPECT_EQ(mma.enumerated, 3 * 4 * 3 * 2);
+  EXPECT_EQ(mma.candidates.front(), defaultTileConfig(spec, Arch::Sm90a));
+  int twoStages = 0;
+  for (const TileConfig &c : mma.candidates) {
+    EXPECT_FALSE(c.scalar) << canonicalText(c);
+    EXPECT_TRUE(validate(c, spec, Arch::Sm90a)) << canonicalText(c);
+    twoStages += c.stages == 2;
+  }
+  EXPECT_GT(twoStages, 0);
+  // d=256 on sm_90a: the scalar default drops to block_n 16.
   spec.headDimQK = spec.headDimV = 256;
-  EXPECT_EQ(backwardSearchSpace(spec, Arch::Sm90a).candidates.front(),
+  EXPECT_EQ(backwardSearchSpace(spec, Arch::Sm90a, scalarKnobs).candidates.front(),
             scalarTiles(16, 16, 4, 1));
   // A forward spec has no backward space.
   EXPECT_TRUE(backwardSearchSpace(specWith(128), Arch::Sm90a)
@@ -600,18 +616,34 @@ TEST_F(TuneFiles, AutotuneListsItsSearchSpaceAsJson) {
   EXPECT_EQ(j["candidates"][0]["pack_gqa"], false);
 }
 
-// 27 configs at d=128, 9 of them (block_n 64) too large for sm_86: see
-// SearchSpace.BackwardKeepsExactlyWhatFits.
+// The scalar kernel's tiles (--scalar on): 36 configs at d=128, the 18 of
+// block_n 64 and 128 too large for sm_86 (see
+// SearchSpace.BackwardKeepsExactlyWhatFits).
 TEST_F(TuneFiles, AutotuneListsTheBackwardSearchSpace) {
   ProcessResult r = cli({"autotune", "--backward", "--list-space",
-                         "--head-dim", "128", "--arch", "sm_86"},
+                         "--head-dim", "128", "--arch", "sm_86", "--scalar",
+                         "on"},
                         dir_);
   ASSERT_EQ(r.exitCode, 0) << r.all();
-  EXPECT_TRUE(has(r.all(), "27 configs enumerated, 9 pruned")) << r.all();
+  EXPECT_TRUE(has(r.all(), "36 configs enumerated, 18 pruned")) << r.all();
   EXPECT_TRUE(has(r.all(), "candidates (18, the sm_86 default first):\n"
                            "  block_m=16 block_n=32 warps=4 stages=1"))
       << r.all();
   EXPECT_FALSE(has(r.all(), "block_n=64")) << r.all();
+  EXPECT_FALSE(has(r.all(), "block_n=128")) << r.all();
+  // Without --scalar: the default (mma.sync) kernel's tiles, two stages too.
+  ProcessResult mma = cli({"autotune", "--backward", "--list-space",
+                           "--head-dim", "128"},
+                          dir_);
+  ASSERT_EQ(mma.exitCode, 0) << mma.all();
+  EXPECT_TRUE(has(mma.all(), "72 configs enumerated")) << mma.all();
+  EXPECT_TRUE(has(mma.all(), "stages=2")) << mma.all();
+  EXPECT_FALSE(has(mma.all(), "scalar")) << mma.all();
+  // --scalar names the backward's kernel: a forward search refuses it.
+  ProcessResult forwardScalar =
+      cli({"autotune", "--list-space", "--scalar", "on"}, dir_);
+  EXPECT_EQ(forwardScalar.exitCode, 2) << forwardScalar.all();
+  EXPECT_TRUE(has(forwardScalar.all(), "--scalar")) << forwardScalar.all();
   // --deterministic needs the backward; with it, it is accepted.
   ProcessResult det = cli({"autotune", "--backward", "--deterministic",
                            "--list-space", "--head-dim", "128"},

@@ -68,7 +68,17 @@ int autotuneCommand(const AutotuneCliOptions &cli) {
   Arch unusedArch;
   if (Status s = o.problem.spec.resolve(spec, unusedArch); !s)
     return failWith(kCommand, s.message(), 2);
-  if (o.problem.spec.hasTileOptions())
+  // --scalar picks whose tiles a backward search takes; the rest is tuned.
+  BackwardKnobs backwardKnobs;
+  if (o.problem.spec.scalar) {
+    if (!o.backward)
+      return failWith(kCommand, "--scalar applies to autotune --backward only",
+                      2);
+    backwardKnobs.scalar = *o.problem.spec.scalar == "on";
+  }
+  SpecOptions tileOptions = o.problem.spec;
+  tileOptions.scalar.reset();
+  if (tileOptions.hasTileOptions())
     return failWith(kCommand, "autotune chooses the tile config itself; drop "
                     "--block-m, --block-n, --warps, --stages and --pack-gqa",
                     2);
@@ -83,8 +93,9 @@ int autotuneCommand(const AutotuneCliOptions &cli) {
                       "--arch must be one of " + archChoices() + ", got '" +
                           o.arch + "'",
                       2);
-    const SearchSpace space = o.backward ? backwardSearchSpace(spec, *arch)
-                                         : forwardSearchSpace(spec, *arch);
+    const SearchSpace space =
+        o.backward ? backwardSearchSpace(spec, *arch, backwardKnobs)
+                   : forwardSearchSpace(spec, *arch);
     if (o.json) {
       nlohmann::json j = spaceJson(space);
       j["arch"] = o.arch;
@@ -123,6 +134,7 @@ int autotuneCommand(const AutotuneCliOptions &cli) {
     return failWith(kCommand, inputs.message());
 
   AutotuneOptions options;
+  options.backwardKnobs = backwardKnobs;
   options.warmup = o.warmup;
   options.repeats = o.repeats;
   options.compileThreads = o.threads;

@@ -12,6 +12,7 @@
 
 #include <string>
 #include <utility>
+#include <optional>
 #include <vector>
 
 namespace flashjit {
@@ -36,10 +37,15 @@ struct ForwardKnobs {
 
 /// Values each knob of the backward's main kernel takes in a search.
 struct BackwardKnobs {
-  // sm80 family: query rows per step, keys per CTA, warps.
+  // sm80 family: query rows per step, keys per CTA, warps, K/V load stages
+  // (the mma.sync kernel's; the scalar kernel loads in one).
   std::vector<int> blockM{16, 32, 64};
-  std::vector<int> blockN{16, 32, 64};
+  std::vector<int> blockN{16, 32, 64, 128};
   std::vector<int> warps{2, 4, 8};
+  std::vector<int> stages{1, 2};
+  /// Whose tiles: the scalar kernel's (true), the mma.sync kernel's
+  /// (false); unset: the arch's default kernel's (TileConfig::scalar).
+  std::optional<bool> scalar;
 };
 
 /// Why a config was dropped before compiling: the limit it exceeds.
