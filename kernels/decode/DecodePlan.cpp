@@ -31,8 +31,12 @@ std::optional<TileConfig> decodeTileConfig(const AttentionSpec &spec,
                                            Arch arch, int64_t tileRows) {
   if (tileRows < 1 || tileRows > kDecodeMaxTileRows)
     return std::nullopt;
-  const int blockM = static_cast<int>((tileRows + kMmaM - 1) / kMmaM * kMmaM);
-  const int warps = blockM / kMmaM;
+  // One warp per 16 rows, a power of two of them (33..48 rows: 4 warps,
+  // not 3, which no CTA shape takes).
+  int warps = 1;
+  while (warps * kMmaM < tileRows)
+    warps *= 2;
+  const int blockM = warps * kMmaM;
   const int copyBytes =
       std::min(copyElems(spec, spec.headDimQK), copyElems(spec, spec.headDimV)) *
       elementBytes(spec.dtype);

@@ -421,7 +421,7 @@ TEST(BackwardAutotune, TunesStoresAndPlansUseIt) {
     const AutotuneResult &r = *tuned;
     EXPECT_EQ(r.spec.direction, Direction::Backward);
     EXPECT_EQ(r.spec.deterministic, deterministic);
-    EXPECT_EQ(r.ranked.size(), 5u); // the default and 2 x 2
+    EXPECT_EQ(r.ranked.size(), 9u); // the default and 2 x 2 x 2 stage counts
     for (const CandidateResult &cand : r.ranked)
       EXPECT_TRUE(cand.ok()) << canonicalText(cand.config) << ": "
                              << cand.failure;

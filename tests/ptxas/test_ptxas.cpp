@@ -768,6 +768,16 @@ std::vector<DecodeCase> decodeCases() {
   AttentionSpec dv = makeSpec(192, 128, DType::BF16, MaskMode::None, 8, 4);
   dv.keyLengths = dv.pagedKV = dv.splitKV = true;
   out.push_back({"paged_split_dv128_dqk192_sm_80", dv, 4, Arch::Sm80});
+  // Up to 64 rows (four warps): a short prefill, split.
+  for (int d : {100, 256}) {
+    AttentionSpec rows = makeSpec(d, d, DType::BF16, MaskMode::Causal,
+                                  alignmentElems({d}), 4);
+    rows.splitKV = true;
+    out.push_back({"split_causal_rows33_d" + std::to_string(d) + "_sm_90a",
+                   rows, 33, Arch::Sm90a});
+    out.push_back({"split_causal_rows64_d" + std::to_string(d) + "_sm_90a",
+                   rows, 64, Arch::Sm90a});
+  }
   return out;
 }
 

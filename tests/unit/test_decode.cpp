@@ -106,8 +106,8 @@ TEST(Decode, PartialLayoutAlignsAndSizesThePartials) {
 }
 
 TEST(Decode, TileTableCoversDecodeShapesOnly) {
-  for (int d : {1, 33, 64, 128, 256})
-    for (int group : {1, 8, 32}) {
+  for (int d : {1, 33, 64, 100, 128, 256})
+    for (int group : {1, 8, 32, 33, 48, 49, 64}) {
       AttentionSpec spec;
       spec.headDimQK = spec.headDimV = d;
       spec.gqaGroup = group;
