@@ -15,7 +15,7 @@ bool oneOf(int v, std::initializer_list<int> allowed) {
 }
 
 /// Whether the mma.sync kernel is the default (defaultBackwardConfigSm80):
-/// it passed the GPU tests beside the scalar kernel and runs 120-160x
+/// it passed the GPU tests beside the scalar kernel and runs 120-150x
 /// faster (bench/results/2026-12-04-h200-backward-decode-assembler.md); the
 /// scalar kernel stays as the check on it (--scalar on).
 constexpr bool kMmaByDefault = true;
