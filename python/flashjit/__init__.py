@@ -13,9 +13,35 @@ CUDA device, PTX generation without a GPU, and the paths a C or Julia
 caller needs.
 """
 
+import importlib.util as _importlib_util
 import os as _os
 
-from ._flashjit import (  # noqa: F401
+
+def _triton_ptxas():
+    """Triton's bundled ptxas (found without importing triton), or None.
+
+    The runtime assembles PTX with the CUDA toolkit's ptxas where one is
+    installed; nvJitLink and the driver's JIT, which it falls back to,
+    compile relocatable code that spills the sm90 kernels. Beside torch,
+    Triton usually ships a ptxas: libflashjit.so tries it last
+    (FLASHJIT_BUNDLED_PTXAS, runtime/lib/Assembler.h)."""
+    try:
+        spec = _importlib_util.find_spec("triton")
+    except (ImportError, ValueError):
+        return None
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = _os.path.join(root, "backends", "nvidia", "bin", "ptxas")
+        if _os.access(path, _os.X_OK):
+            return path
+    return None
+
+
+if "FLASHJIT_BUNDLED_PTXAS" not in _os.environ:  # read when the runtime starts
+    _ptxas = _triton_ptxas()
+    if _ptxas:
+        _os.environ["FLASHJIT_BUNDLED_PTXAS"] = _ptxas
+
+from ._flashjit import (  # noqa: F401, E402
     HEADER_API_VERSION as _HEADER_API_VERSION,
     BackwardArgs,
     FlashjitError,

@@ -169,38 +169,48 @@ Expected<std::string> assembleWithPtxas(const std::string &ptxas,
 
 /// The first usable ptxas, or why none is (appended to `tried`).
 std::optional<Assembler> findPtxas(int driverVersion, std::string &tried) {
-  std::vector<std::string> candidates;
-  std::ptrdiff_t named = 1;
+  struct Candidate {
+    std::string path;
+    bool onPath = false; ///< a PATH directory's: its misses go unnamed
+  };
+  std::vector<Candidate> candidates;
   if (const char *path = std::getenv("FLASHJIT_PTXAS"); path && *path)
-    candidates = {path};
+    candidates = {{path}};
   else {
     if (const char *home = std::getenv("CUDA_HOME"); home && *home)
-      candidates.push_back(std::string(home) + "/bin/ptxas");
-    candidates.push_back("/usr/local/cuda/bin/ptxas");
-    named = static_cast<std::ptrdiff_t>(candidates.size());
+      candidates.push_back({std::string(home) + "/bin/ptxas"});
+    candidates.push_back({"/usr/local/cuda/bin/ptxas"});
     if (const char *path = std::getenv("PATH")) {
       std::istringstream dirs(path);
       for (std::string dir; std::getline(dirs, dir, ':');)
         if (!dir.empty() && dir != "/usr/local/cuda/bin")
-          candidates.push_back(dir + "/ptxas");
+          candidates.push_back({dir + "/ptxas", true});
     }
+    // Last, one that a package ships (the flashjit Python package names
+    // Triton's, for where no toolkit is installed beside torch).
+    if (const char *bundled = std::getenv("FLASHJIT_BUNDLED_PTXAS");
+        bundled && *bundled)
+      candidates.push_back({bundled});
   }
-  for (const std::string &path : candidates) {
-    const int version = ptxasVersion(path);
+  bool pathMissed = false;
+  auto note = [&](const std::string &text) {
+    tried += (tried.empty() ? "" : ", ") + text;
+  };
+  for (const Candidate &c : candidates) {
+    const int version = ptxasVersion(c.path);
     const std::string name = "ptxas " + std::to_string(version / 1000) + "." +
                              std::to_string(version % 1000 / 10);
-    if (version == 0) {
-      if (&path - candidates.data() < named) // PATH's misses go unnamed
-        tried += (tried.empty() ? "" : ", ") + path + " (not found)";
-    }
+    if (version == 0 && c.onPath)
+      pathMissed = true;
+    else if (version == 0)
+      note(c.path + " (not found)");
     else if (version > driverVersion)
-      tried += (tried.empty() ? "" : ", ") + path + " (" + name +
-               ", newer than the driver)";
+      note(c.path + " (" + name + ", newer than the driver)");
     else
-      return Assembler{name, "", true, path, nullptr};
+      return Assembler{name, "", true, c.path, nullptr};
   }
-  if (static_cast<std::ptrdiff_t>(candidates.size()) > named)
-    tried += ", ptxas on PATH (not found)";
+  if (pathMissed)
+    note("ptxas on PATH (not found)");
   return std::nullopt;
 }
 

@@ -49,8 +49,9 @@ Assembler chooseAssembler(int driverVersion);
 /// The process's assembler, chosen once (by the first caller's driver
 /// version, which is the process's). $FLASHJIT_ASSEMBLER=driver, =nvjitlink
 /// or =ptxas takes only that one (the driver's JIT when it is not found).
-/// ptxas: $FLASHJIT_PTXAS, else $CUDA_HOME/bin/ptxas and
-/// /usr/local/cuda/bin/ptxas. nvJitLink: $FLASHJIT_NVJITLINK, else the
+/// ptxas: $FLASHJIT_PTXAS, else $CUDA_HOME/bin/ptxas,
+/// /usr/local/cuda/bin/ptxas, the PATH's, then $FLASHJIT_BUNDLED_PTXAS (the
+/// Python package sets it to Triton's). nvJitLink: $FLASHJIT_NVJITLINK, else the
 /// sonames libnvJitLink.so.13 and .12 (found beside torch and in the
 /// loader's path), then $CUDA_HOME/lib64 and /usr/local/cuda/lib64. A
 /// compiler newer than the driver (`driverVersion`, as cuDriverGetVersion)

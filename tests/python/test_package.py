@@ -239,3 +239,30 @@ def test_bad_backward_arguments_are_named(change, message):
     with pytest.raises(ValueError) as e:
         _problem.build_backward(problem, dense(), dense(), dense(), **args)
     assert message in str(e.value)
+
+
+def test_names_tritons_ptxas_for_the_runtime(tmp_path):
+    # A fake triton package holding backends/nvidia/bin/ptxas, imported by
+    # nobody: flashjit finds it by spec and hands it to libflashjit.so.
+    ptxas = tmp_path / "triton" / "backends" / "nvidia" / "bin" / "ptxas"
+    ptxas.parent.mkdir(parents=True)
+    (tmp_path / "triton" / "__init__.py").write_text("raise ImportError('never imported')\n")
+    ptxas.write_text("#!/bin/sh\n")
+    ptxas.chmod(0o755)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path)] + sys.path))
+    env.pop("FLASHJIT_BUNDLED_PTXAS", None)
+    code = "import os, flashjit; print(os.environ.get('FLASHJIT_BUNDLED_PTXAS'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == str(ptxas)
+    # A caller's choice stands.
+    env["FLASHJIT_BUNDLED_PTXAS"] = "/opt/mine/ptxas"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "/opt/mine/ptxas"
+    # Not executable: not named.
+    ptxas.chmod(0o644)
+    env.pop("FLASHJIT_BUNDLED_PTXAS")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "None"

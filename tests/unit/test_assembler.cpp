@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "Assembler.h"
+#include "Subprocess.h"
 
 #include "flashjit/runtime/Device.h"
 
@@ -18,6 +19,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
 #include <string>
 
 using namespace flashjit;
@@ -25,13 +29,21 @@ using namespace flashjit;
 namespace {
 constexpr int kFutureDriver = 99990; // CUDA 99.99: loads any library's cubins
 
-/// Sets an environment variable for one scope.
+/// Sets an environment variable for one scope, then restores it.
 struct ScopedEnv {
   std::string name;
+  std::optional<std::string> old;
   ScopedEnv(const char *n, const char *value) : name(n) {
+    if (const char *was = std::getenv(n))
+      old = was;
     ::setenv(n, value, 1);
   }
-  ~ScopedEnv() { ::unsetenv(name.c_str()); }
+  ~ScopedEnv() {
+    if (old)
+      ::setenv(name.c_str(), old->c_str(), 1);
+    else
+      ::unsetenv(name.c_str());
+  }
 };
 
 AttentionSpec d128Causal() {
@@ -141,4 +153,31 @@ TEST(Assembler, PtxasComesFirstWhenFound) {
   ScopedEnv only("FLASHJIT_ASSEMBLER", "ptxas");
   const bool ptxasFound = !driver::chooseAssembler(kFutureDriver).ptxas.empty();
   EXPECT_EQ(!a.ptxas.empty(), ptxasFound) << a.name;
+}
+
+// A package's ptxas ($FLASHJIT_BUNDLED_PTXAS: the Python package names
+// Triton's) serves where the toolkit's are missing or newer than the
+// driver; a fake one reports its release.
+TEST(Assembler, ABundledPtxasServesLast) {
+  const test_support::TempDir dir("flashjit-ptxas");
+  const std::string fake = (dir.path() / "ptxas").string();
+  {
+    std::ofstream out(fake);
+    out << "#!/bin/sh\necho 'Cuda compilation tools, release 11.0, V11.0.1'\n";
+  }
+  std::filesystem::permissions(fake, std::filesystem::perms::owner_all);
+  ScopedEnv only("FLASHJIT_ASSEMBLER", "ptxas");
+  ScopedEnv home("CUDA_HOME", "/nonexistent");
+  ScopedEnv path("PATH", "");
+  ScopedEnv bundled("FLASHJIT_BUNDLED_PTXAS", fake.c_str());
+  // A CUDA 11.8 driver: any toolkit ptxas here (12 or later) is newer.
+  const driver::Assembler a = driver::chooseAssembler(11080);
+  EXPECT_EQ(a.ptxas, fake) << a.why;
+  EXPECT_EQ(a.name, "ptxas 11.0");
+  // Older than the bundled one: the driver's JIT, each refusal named.
+  const driver::Assembler none = driver::chooseAssembler(10020);
+  EXPECT_TRUE(none.ptxas.empty());
+  EXPECT_NE(none.why.find(fake + " (ptxas 11.0, newer than the driver)"),
+            std::string::npos)
+      << none.why;
 }
