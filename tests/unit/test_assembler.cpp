@@ -53,6 +53,26 @@ AttentionSpec d128Causal() {
   s.mask = MaskMode::Causal;
   return s;
 }
+/// `a` assembles the d=128 causal sm90 kernel into a cubin naming it, and
+/// returns what it makes of PTX that does not assemble.
+Expected<std::string> assembleGoodThenBad(const driver::Assembler &a) {
+  const AttentionSpec spec = d128Causal();
+  auto artifact = compile(spec, defaultTileConfig(spec, Arch::Sm90a), Arch::Sm90a);
+  EXPECT_TRUE(artifact) << artifact.message();
+  if (artifact) {
+    auto cubin = driver::assembleWithToolkit(a, artifact->ptx,
+                                             artifact->kernelName, Arch::Sm90a, 3);
+    EXPECT_TRUE(cubin) << cubin.message();
+    if (cubin) {
+      EXPECT_EQ(cubin->substr(0, 4), std::string("\x7f" "ELF"));
+      EXPECT_NE(cubin->find(artifact->kernelName), std::string::npos)
+          << "the cubin names its kernel";
+    }
+  }
+  return driver::assembleWithToolkit(
+      a, ".version 8.0\n.target sm_90a\n.address_size 64\nnot_an_op;\n", "bad",
+      Arch::Sm90a, 3);
+}
 } // namespace
 
 TEST(Assembler, NvJitLinkAssemblesAnSm90KernelIntoACubin) {
@@ -61,20 +81,8 @@ TEST(Assembler, NvJitLinkAssemblesAnSm90KernelIntoACubin) {
   if (!a.toolkit)
     GTEST_SKIP() << a.why;
   EXPECT_EQ(a.name.rfind("nvJitLink ", 0), 0u) << a.name;
-  const AttentionSpec spec = d128Causal();
-  auto artifact = compile(spec, defaultTileConfig(spec, Arch::Sm90a), Arch::Sm90a);
-  ASSERT_TRUE(artifact) << artifact.message();
-  auto cubin = driver::assembleWithToolkit(a, artifact->ptx,
-                                           artifact->kernelName, Arch::Sm90a, 3);
-  ASSERT_TRUE(cubin) << cubin.message();
-  ASSERT_GT(cubin->size(), 4u);
-  EXPECT_EQ(cubin->substr(0, 4), std::string("\x7f" "ELF"));
-  EXPECT_NE(cubin->find(artifact->kernelName), std::string::npos)
-      << "the cubin names its kernel";
   // PTX that does not assemble is an error carrying the compiler's log.
-  auto bad = driver::assembleWithToolkit(
-      a, ".version 8.0\n.target sm_90a\n.address_size 64\nnot_an_op;\n", "bad",
-      Arch::Sm90a, 3);
+  auto bad = assembleGoodThenBad(a);
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.message().find("nvJitLink"), std::string::npos) << bad.message();
   EXPECT_NE(bad.message().find("bad"), std::string::npos) << bad.message();
@@ -119,18 +127,8 @@ TEST(Assembler, PtxasAssemblesAnSm90KernelIntoACubin) {
   EXPECT_TRUE(a.toolkit);
   EXPECT_EQ(a.name.rfind("ptxas ", 0), 0u) << a.name;
   EXPECT_EQ(a.nvJitLink, nullptr);
-  const AttentionSpec spec = d128Causal();
-  auto artifact = compile(spec, defaultTileConfig(spec, Arch::Sm90a), Arch::Sm90a);
-  ASSERT_TRUE(artifact) << artifact.message();
-  auto cubin = driver::assembleWithToolkit(a, artifact->ptx,
-                                           artifact->kernelName, Arch::Sm90a, 3);
-  ASSERT_TRUE(cubin) << cubin.message();
-  EXPECT_EQ(cubin->substr(0, 4), std::string("\x7f" "ELF"));
-  EXPECT_NE(cubin->find(artifact->kernelName), std::string::npos);
   // ptxas's own log comes back with a failure.
-  auto bad = driver::assembleWithToolkit(
-      a, ".version 8.0\n.target sm_90a\n.address_size 64\nnot_an_op;\n", "bad",
-      Arch::Sm90a, 3);
+  auto bad = assembleGoodThenBad(a);
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.message().find("ptxas"), std::string::npos) << bad.message();
   EXPECT_NE(bad.message().find("for bad failed (exit"), std::string::npos)
