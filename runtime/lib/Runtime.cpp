@@ -753,15 +753,14 @@ Runtime::chosenConfig(const AttentionSpec &spec, const std::string &specKey,
     return it->second;
   const uint64_t generation = impl_->configsGeneration;
   lock.unlock(); // the first lookup reads the database file
-  auto tuned = tunedEntryFor(tuneKey);
+  std::pair<TileConfig, ConfigSource> chosen{
+      family ? defaultTileConfig(spec, impl_->arch, *family)
+             : defaultTileConfig(spec, impl_->arch),
+      ConfigSource::Default};
   // A family the caller forces is the family of every plan.
-  if (tuned && family && tuned->config.family != *family)
-    tuned.reset();
-  const std::pair<TileConfig, ConfigSource> chosen =
-      tuned ? std::pair{tuned->config, ConfigSource::Tuned}
-            : std::pair{family ? defaultTileConfig(spec, impl_->arch, *family)
-                               : defaultTileConfig(spec, impl_->arch),
-                        ConfigSource::Default};
+  if (const auto tuned = tunedEntryFor(tuneKey);
+      tuned && (!family || tuned->config.family == *family))
+    chosen = {tuned->config, ConfigSource::Tuned};
   lock.lock();
   if (generation == impl_->configsGeneration)
     impl_->configs.emplace(key, chosen);
