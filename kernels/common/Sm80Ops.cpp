@@ -24,10 +24,45 @@ Value swizzledCol(Emitter &e, int bits, Value row, Value col) {
   return e.xorI(col, e.mul(rowSwizzleOf(e, row, bits), e.idx(kSmemChunkElems)));
 }
 
+/// Rounds of a rolled copy of shuffled rows per loop iteration.
+constexpr int kShuffledRoundsPerIteration = 4;
+
+/// Lane `srcLane`'s value of the index `v` (64 bits: two 32-bit shuffles),
+/// taken by every lane of the warp.
+static Value shuffleIndex(Emitter &x, Value v, Value srcLane) {
+  Type i32 = x.b.getI32Type(), i64 = x.b.getI64Type();
+  Value v64 = arith::IndexCastOp::create(x.b, x.loc, i64, v);
+  Value c32 = arith::ConstantIntOp::create(x.b, x.loc, i64, 32);
+  Value lane = arith::IndexCastOp::create(x.b, x.loc, i32, srcLane);
+  Value width = x.i32(kThreadsPerWarp);
+  auto shuffle = [&](Value half) -> Value {
+    Value got = gpu::ShuffleOp::create(x.b, x.loc, half, lane, width,
+                                       gpu::ShuffleMode::IDX)
+                    .getShuffleResult();
+    return arith::ExtUIOp::create(x.b, x.loc, i64, got);
+  };
+  Value lo = shuffle(arith::TruncIOp::create(x.b, x.loc, i32, v64));
+  Value hi = shuffle(arith::TruncIOp::create(
+      x.b, x.loc, i32, arith::ShRUIOp::create(x.b, x.loc, v64, c32)));
+  Value joined = arith::OrIOp::create(
+      x.b, x.loc, lo, arith::ShLIOp::create(x.b, x.loc, hi, c32));
+  return arith::IndexCastOp::create(x.b, x.loc, x.b.getIndexType(), joined);
+}
+
+SmallVector<Value> laneRowOffsetsOf(Emitter &e, Value lane, Value rowStart,
+                                    int rows, RowOffsetFn rowOffset) {
+  SmallVector<Value> offsets;
+  for (int j = 0; j * kThreadsPerWarp < rows; ++j)
+    offsets.push_back(rowOffset(
+        e, e.add(rowStart, e.add(lane, e.idx(j * kThreadsPerWarp)))));
+  return offsets;
+}
+
 void copyTile(Emitter &e, const TileCopier &k, Value tid, Value src,
               Value base, RowOffsetFn rowOffset, Value rowStart, Value rowLimit,
               int rows, int dim, int paddedDim, int swizzleBits, Value dst,
-              ArrayRef<Value> prefix, bool inLoop, Value rowStride) {
+              ArrayRef<Value> prefix, bool inLoop, Value rowStride,
+              ArrayRef<Value> laneRowOffsets) {
   // Columns past `dim` must read as zeros, not as the next row's data.
   const int vec = copyElems(k.spec, dim);
   const bool asyncCopies = vec * elementBytes(k.spec.dtype) >= 4;
@@ -65,9 +100,10 @@ void copyTile(Emitter &e, const TileCopier &k, Value tid, Value src,
     return col;
   };
   // `smemCol`, when given, is the chunk's swizzled column in shared memory;
-  // `srcIdx` its source element (valid rows).
+  // `srcIdx` its source element (valid rows); `rowOff` its row's offset.
   auto copyChunk = [&](OpBuilder &b, Value row, Value col,
-                       Value smemCol = Value(), Value srcIdx = Value()) {
+                       Value smemCol = Value(), Value srcIdx = Value(),
+                       Value rowOff = Value()) {
     Emitter ce{b, e.loc};
     Value globalRow = ce.add(rowStart, row);
     Value valid = ce.lt(col, ce.idx(dim));
@@ -75,10 +111,10 @@ void copyTile(Emitter &e, const TileCopier &k, Value tid, Value src,
       valid = ce.andI(ce.lt(globalRow, rowLimit), valid);
     // base + select(...), not select(base + ..., base): LLVM keeps the
     // first form's base out of the per-chunk registers.
+    if (!rowOff && !srcIdx)
+      rowOff = rowOffset(ce, globalRow);
     if (!srcIdx)
-      srcIdx =
-          ce.add(base, ce.select(valid, ce.add(rowOffset(ce, globalRow), col),
-                                 ce.idx(0)));
+      srcIdx = ce.add(base, ce.select(valid, ce.add(rowOff, col), ce.idx(0)));
     SmallVector<Value> dstIdx(prefix.begin(), prefix.end());
     dstIdx.push_back(row);
     dstIdx.push_back(smemCol ? smemCol
@@ -107,34 +143,91 @@ void copyTile(Emitter &e, const TileCopier &k, Value tid, Value src,
         });
     memref::StoreOp::create(b, e.loc, ifOp.getResult(0), dst, dstIdx);
   };
+  // Row `row`'s offset from the lanes that hold it (laneRowOffsets), taken
+  // by every lane of the warp (outside any per-lane condition). `group`,
+  // when given, is row / 32, the same in every lane: one shuffle of the
+  // value of that group (a constant when static) instead of one per group.
+  const bool shuffledRows = !laneRowOffsets.empty();
+  auto laneRowOffset = [&](Emitter &x, Value row, Value group) -> Value {
+    Value srcLane = x.rem(row, kThreadsPerWarp);
+    auto pick = [&](ArrayRef<Value> vals, Value j) {
+      Value picked = vals[0];
+      for (size_t i = 1; i < vals.size(); ++i)
+        picked = x.select(x.cmp(arith::CmpIPredicate::eq, j,
+                                x.idx(static_cast<int64_t>(i))),
+                          vals[i], picked);
+      return picked;
+    };
+    if (group)
+      return shuffleIndex(x, pick(laneRowOffsets, group), srcLane);
+    SmallVector<Value> held;
+    for (Value v : laneRowOffsets)
+      held.push_back(shuffleIndex(x, v, srcLane));
+    return pick(held, x.div(row, kThreadsPerWarp));
+  };
+  // Lane rows of a round starting at a multiple of rowsPerRound share their
+  // group when rowsPerRound divides 32.
+  const bool uniformGroups =
+      laneRows && kThreadsPerWarp % rowsPerRound == 0;
+  auto roundGroup = [&](Emitter &x, Value first) {
+    return uniformGroups ? x.div(first, kThreadsPerWarp) : Value();
+  };
   // Threads taking consecutive chunks: chunk c's row and column.
-  auto copyChunkAt = [&](Emitter &x, Value chunk) {
+  auto copyChunkAt = [&](Emitter &x, Value chunk, Value rowOff = Value()) {
     copyChunk(x.b, x.div(chunk, chunksPerRow),
-              x.mul(x.rem(chunk, chunksPerRow), x.idx(vec)));
+              x.mul(x.rem(chunk, chunksPerRow), x.idx(vec)), Value(), Value(),
+              rowOff);
+  };
+  // Shuffled rows: every lane runs every round, copying under a condition.
+  auto copyChunkRound = [&](Emitter &x, Value first) {
+    Value chunk = x.add(tid, first);
+    Value rowOff = laneRowOffset(x, x.div(chunk, chunksPerRow), Value());
+    x.ifThen(x.lt(chunk, x.idx(chunks)),
+             [&] { copyChunkAt(x, chunk, rowOff); });
   };
   // Outside the main loop (and in the quick form's) the rounds are a
   // run-time loop: shared memory needs no static indices, and unrolled they
   // made the prologue a fifth of the kernel's PTX (compile time scales with
-  // it).
-  const bool rolled = !inLoop || k.quick;
+  // it). Shuffled rows are rolled everywhere, several rounds per iteration
+  // (one round's shuffles wait under another's copies): unrolled, ptxas
+  // hoisted every round's shuffles and spilled at d = 128.
+  const bool rolled = !inLoop || k.quick || shuffledRows;
+  const int roundsPerIteration = shuffledRows ? kShuffledRoundsPerIteration : 1;
   if (rolled && laneRows) {
     const bool idleThreads = rowsPerRound * chunksPerRow != threads;
-    e.runtimeLoop(e.idx(0), e.idx(rows), rowsPerRound,
-                  [&](Emitter &x, Value first) {
-                    Value row = x.add(laneRow, first);
-                    Value cond;
-                    if (rows % rowsPerRound != 0)
-                      cond = x.lt(row, x.idx(rows));
-                    if (idleThreads) {
-                      Value active = x.lt(laneRow, x.idx(rowsPerRound));
-                      cond = cond ? x.andI(cond, active) : active;
-                    }
-                    x.ifThen(cond, [&] { copyChunk(x.b, row, laneCol); });
-                  });
+    const int step = rowsPerRound * roundsPerIteration;
+    e.runtimeLoop(e.idx(0), e.idx(rows), step, [&](Emitter &x, Value start) {
+      for (int r = 0; r < roundsPerIteration; ++r) {
+        Value first = x.add(start, x.idx(r * rowsPerRound));
+        Value row = x.add(laneRow, first);
+        Value rowOff = shuffledRows
+                           ? laneRowOffset(x, row, roundGroup(x, first))
+                           : Value();
+        Value cond;
+        if (rows % step != 0)
+          cond = x.lt(row, x.idx(rows));
+        if (idleThreads) {
+          Value active = x.lt(laneRow, x.idx(rowsPerRound));
+          cond = cond ? x.andI(cond, active) : active;
+        }
+        x.ifThen(cond, [&] {
+          copyChunk(x.b, row, laneCol, Value(), Value(), rowOff);
+        });
+      }
+    });
+    return;
+  }
+  if (rolled && shuffledRows) {
+    const int step = threads * roundsPerIteration;
+    e.runtimeLoop(e.idx(0), e.idx(chunks), step, [&](Emitter &x, Value start) {
+      for (int r = 0; r < roundsPerIteration; ++r)
+        copyChunkRound(x, x.add(start, x.idx(r * threads)));
+    });
     return;
   }
   if (rolled) {
-    e.runtimeLoop(tid, e.idx(chunks), threads, copyChunkAt);
+    e.runtimeLoop(tid, e.idx(chunks), threads,
+                  [&](Emitter &x, Value chunk) { copyChunkAt(x, chunk); });
     return;
   }
   // Rows known to be in range with a constant stride: each round's source

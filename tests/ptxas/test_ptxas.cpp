@@ -741,7 +741,7 @@ struct DecodeCase {
 std::vector<DecodeCase> decodeCases() {
   std::vector<DecodeCase> out;
   for (Arch arch : {Arch::Sm80, Arch::Sm90a})
-    for (int d : {1, 33, 64, 128, 160, 192, 256})
+    for (int d : {1, 33, 64, 80, 128, 160, 192, 256})
       for (int variant = 0; variant < 3; ++variant) {
         AttentionSpec s = makeSpec(d, d, variant == 1 ? DType::F16 : DType::BF16,
                                    MaskMode::None, alignmentElems({d}),

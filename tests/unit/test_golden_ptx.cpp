@@ -18,6 +18,7 @@
 //===----------------------------------------------------------------------===//
 #include "flashjit/compiler/AttentionSpec.h"
 #include "flashjit/compiler/Pipeline.h"
+#include "flashjit/kernels/Decode.h"
 #include "flashjit/kernels/Forward.h"
 
 #include <gtest/gtest.h>
@@ -60,6 +61,10 @@ template <typename F> AttentionSpec with(AttentionSpec s, F edit) {
 TileConfig sm90Of(const AttentionSpec &s) {
   return defaultTileConfig(s, Arch::Sm90a, Family::Sm90);
 }
+/// The decode table's config of `s` at `tileRows` rows (seqlen_q x group).
+TileConfig decodeOf(const AttentionSpec &s, Arch arch, int64_t tileRows) {
+  return *decodeTileConfig(s, arch, tileRows);
+}
 TileConfig quickOf(const AttentionSpec &s, Arch arch) {
   TileConfig c = defaultTileConfig(s, arch, Family::Sm80);
   c.quick = true;
@@ -74,6 +79,13 @@ constexpr Arch sm80 = Arch::Sm80, sm86 = Arch::Sm86, sm90a = Arch::Sm90a;
 std::vector<GoldenCase> cases() {
   const auto d128c = spec(128, 128, bf16, causal);
   const auto d80c = spec(80, 80, bf16, causal);
+  const auto pagedDecode = with(spec(128, 128, bf16, none), [](auto &s) {
+    s.gqaGroup = 8; s.keyLengths = s.pagedKV = s.splitKV = true;
+  });
+  const auto splitDecode = with(spec(80, 80, f16, window), [](auto &s) {
+    s.gqaGroup = 4; s.keyLengths = s.splitKV = true; s.softcap = true;
+    s.bias = BiasMode::Alibi;
+  });
   return {
       // Head dims of the default grid, both masks, both dtypes, two archs.
       {"d1_bf16_none_sm80", spec(1, 1, bf16, none, 1), {}, sm80, "31b0153f5cca9dec"},
@@ -139,6 +151,12 @@ std::vector<GoldenCase> cases() {
        quickOf(spec(256, 256, bf16, none), sm90a), sm90a, "4e340b9ad64892d8"},
       {"d33_f16_quick_a1_sm80", spec(33, 33, f16, none, 1),
        quickOf(spec(33, 33, f16, none, 1), sm80), sm80, "f487199c555a3dec"},
+      // Decode: split-KV over a paged cache (the forward, combine and
+      // append kernels of one module), and split with the score features.
+      {"d128_paged_split_gqa8_decode_sm90a", pagedDecode, decodeOf(pagedDecode, sm90a, 8),
+       sm90a, "f77960c7b6f4ea67"},
+      {"d80_split_window_softcap_alibi_decode_sm80", splitDecode,
+       decodeOf(splitDecode, sm80, 4), sm80, "1df635ae7ac021d4"},
       // The sm90 family: its defaults (two consumers; pingpong; 64-key
       // tiles; one consumer past D = 192), features, and both variants.
       {"d64_bf16_none_f90", spec(64, 64, bf16, none), sm90Of(spec(64, 64, bf16, none)),

@@ -160,15 +160,19 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   auto loadKV = [&](const KVOperand &t, Value nBlock, Value slot,
                     bool inLoop) {
     if (spec.pagedKV) {
-      // Each key's row through the block table: no constant row stride, so
-      // the copies stay a run-time loop (unrolled, every chunk's table
-      // lookup and 64-bit address would be live at once and spill).
+      // Each key's row through the block table, looked up once per warp
+      // (a key per lane, all loads in flight together) and shuffled to the
+      // lanes that copy it: one dependent table load per copied chunk kept
+      // a one-warp decode CTA at a third of the bandwidth.
       auto pagedOffset = [&](Emitter &x, Value key) {
         return fk.pagedRowOffset(x, key, t.pageStride, t.rowStride);
       };
-      copyTile(e, k.copier, tid, t.src, t.base, pagedOffset,
-               e.mul(nBlock, e.idx(cfg.blockN)), seqK, cfg.blockN, t.dim,
-               t.paddedDim, t.swizzleBits, t.smem, {slot}, /*inLoop=*/false);
+      Value firstKey = e.mul(nBlock, e.idx(cfg.blockN));
+      SmallVector<Value> laneOffsets =
+          laneRowOffsetsOf(e, lane, firstKey, cfg.blockN, pagedOffset);
+      copyTile(e, k.copier, tid, t.src, t.base, pagedOffset, firstKey, seqK,
+               cfg.blockN, t.dim, t.paddedDim, t.swizzleBits, t.smem, {slot},
+               inLoop, Value(), laneOffsets);
       return;
     }
     auto rowOffset = [&](Emitter &x, Value r) { return x.mul(r, t.rowStride); };

@@ -4,7 +4,9 @@
 // forward parameters; grid z is batch x splits (32-bit division by the
 // split count); the cache length is key_lengths[batch] + new_keys; the
 // split's tile run is ceil(tiles / splits) long; each K/V row's address
-// goes through the block table (page = key * mul >> shift); the epilogue
+// goes through the block table (page = key * mul >> shift), looked up by
+// one lane per key ahead of the copies, which take it by a shuffle (no
+// table load between a shuffle and its copy); the epilogue
 // writes float32 partials (pairs) and LSE, not O. The module also holds
 // the combine and append kernels.
 // CHECK-LABEL: gpu.func @k(
@@ -34,6 +36,8 @@
 // CHECK: %[[PAGE:.*]] = arith.index_castui %[[PAGE64]] : i64 to index
 // CHECK: %[[ENTRY:.*]] = arith.addi %[[TROW]], %[[PAGE]] : index
 // CHECK: memref.load %[[TABLE]][%[[ENTRY]]]
+// CHECK: gpu.shuffle  idx
+// CHECK-NOT: memref.load %[[TABLE]]
 // CHECK: nvgpu.device_async_copy %arg1
 // CHECK: vector.store %{{.*}}, %[[PO]][%{{.*}}] {alignment = 8 : i64} : memref<1099511627776xf32, 1>, vector<2xf32>
 // CHECK: memref.store %{{.*}}, %[[PL]][%{{.*}}] : memref<1099511627776xf32, 1>
