@@ -88,7 +88,10 @@
 #   decode-sanitize compute-sanitizer memcheck, racecheck and synccheck on small paged
 #                   and split `flashjit run --decode --check` runs
 #   decode-bench    `flashjit bench --decode` K+V GB/s at D=128 bf16, heads 32/8: batch 8 x
-#                   32k keys and batch 64 x 4k keys, contiguous and paged (16, 256)
+#                   32k keys and batch 64 x 4k keys, contiguous and paged (16, 256);
+#                   then decode-peers
+#   decode-peers    .device/peers_more.py decode (SDPA backends, FlexAttention, the same
+#                   shapes) and the device's copy bandwidth [PEERS_TIMEOUT=600]
 #   decode          the four above, in that order
 #   all             tests sanitize features autotune bench peers
 #
@@ -506,6 +509,20 @@ PY
           tail -1)" | tee -a "$out/decode-bench.log"
       done
     done
+    run_mode decode-peers
+    ;;
+  decode-peers)
+    # The decode shapes' peers (SDPA backends, FlexAttention) and the copy
+    # bandwidth (read + write bytes of a 1 GiB device copy / time) that the
+    # decode goal is stated against.
+    OUT="$out" PYTHONUNBUFFERED=1 timeout ${PEERS_TIMEOUT:-600} \
+      python3 .device/peers_more.py decode 2>&1 | tee "$out/decode-peers.log" | tail -4
+    timeout 120 python3 -c '
+import torch, triton.testing as tt
+x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x)
+ms = tt.do_bench(lambda: y.copy_(x), warmup=10, rep=100, return_mode="median")
+print(f"copy bandwidth: {2 * x.numel() / ms / 1e6:.0f} GB/s (1 GiB read + 1 GiB written)")' 2>&1 |
+      tee -a "$out/decode-peers.log"
     ;;
   decode)
     for m in decode-smoke decode-tests decode-sanitize decode-bench; do run_mode $m; done ;;
