@@ -16,6 +16,7 @@
 #include <limits>
 #include <ostream>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace flashjit::reference {
@@ -37,6 +38,13 @@ template <typename F> void parallelFor(int64_t n, int64_t minChunk, F &&f) {
   for (auto &t : threads)
     t.join();
 }
+
+/// At most `maxSlices` of `slices` (all when they fit): the first and the
+/// last, which catch edge-of-tensor addressing bugs, and the rest drawn
+/// by `seed`.
+std::vector<std::pair<int64_t, int64_t>>
+pickSlices(std::vector<std::pair<int64_t, int64_t>> slices, int maxSlices,
+           uint64_t seed);
 
 /// Scores x_j of query row i (of a sequence with sq queries and sk keys)
 /// for the keys j it sees, into s[j - first]: scale * q.k, capped (when

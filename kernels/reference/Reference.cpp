@@ -379,18 +379,25 @@ sampleSlices(const AttentionParams &p, int maxSlices, uint64_t seed) {
     if (p.seqlenQOf(b) > 0)
       for (int64_t h = 0; h < p.headsQ; ++h)
         candidates.push_back({b, h});
-  const int64_t total = static_cast<int64_t>(candidates.size());
+  return reference::pickSlices(std::move(candidates), maxSlices, seed);
+}
+
+namespace reference {
+std::vector<std::pair<int64_t, int64_t>>
+pickSlices(std::vector<std::pair<int64_t, int64_t>> slices, int maxSlices,
+           uint64_t seed) {
+  const int64_t total = static_cast<int64_t>(slices.size());
   if (total <= maxSlices)
-    return candidates;
-  // First and last catch edge-of-tensor addressing bugs; the rest at random.
+    return slices;
   std::set<int64_t> picked = {0, total - 1};
   std::mt19937_64 rng(seed);
   while (static_cast<int64_t>(picked.size()) < std::max(2, maxSlices))
     picked.insert(static_cast<int64_t>(rng() % static_cast<uint64_t>(total)));
   std::vector<std::pair<int64_t, int64_t>> out;
   for (int64_t idx : picked)
-    out.push_back(candidates[idx]);
+    out.push_back(slices[idx]);
   return out;
 }
+} // namespace reference
 
 } // namespace flashjit

@@ -399,17 +399,7 @@ sampleBackwardSlices(const BackwardParams &p, int maxSlices, uint64_t seed) {
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t hkv = 0; hkv < p.headsKV; ++hkv)
       candidates.push_back({b, hkv});
-  const int64_t total = static_cast<int64_t>(candidates.size());
-  if (total <= maxSlices)
-    return candidates;
-  std::set<int64_t> picked = {0, total - 1};
-  std::mt19937_64 rng(seed);
-  while (static_cast<int64_t>(picked.size()) < std::max(2, maxSlices))
-    picked.insert(static_cast<int64_t>(rng() % static_cast<uint64_t>(total)));
-  std::vector<std::pair<int64_t, int64_t>> out;
-  for (int64_t idx : picked)
-    out.push_back(candidates[idx]);
-  return out;
+  return reference::pickSlices(std::move(candidates), maxSlices, seed);
 }
 
 } // namespace flashjit
