@@ -26,6 +26,13 @@ import sys
 import time
 
 
+def record(results, section, name, value):
+    """Stores a result and prints it at once: a run cut short (a timeout)
+    still reports what it measured."""
+    results[section][name] = value
+    print(f"{section}: {name}: {value:.1f}", flush=True)
+
+
 def flops(b, h, s, d, causal):
     pairs = s * (s + 1) // 2 if causal else s * s
     return 4 * b * h * pairs * d
@@ -59,7 +66,7 @@ def torch_paths(results):
     }
     with torch.no_grad():
         for name, call in paths.items():
-            results["overhead_us"][name] = host_us_per_call(call, sync)
+            record(results, "overhead_us", name, host_us_per_call(call, sync))
         for d in (80, 128):
             for causal in (False, True):
                 b, h, s = 4, 16, 4096
@@ -79,8 +86,8 @@ def torch_paths(results):
                     end.synchronize()
                     times.append(start.elapsed_time(end) / 20)
                 ms = statistics.median(times)
-                results["tflops"][f"torch d={d} {'causal' if causal else 'none'}"] = (
-                    flops(b, h, s, d, causal) / (ms * 1e-3) / 1e12)
+                record(results, "tflops", f"torch d={d} {'causal' if causal else 'none'}",
+                       flops(b, h, s, d, causal) / (ms * 1e-3) / 1e12)
 
 
 def jax_paths(results):
@@ -97,8 +104,8 @@ def jax_paths(results):
     def call():
         out[0] = f(q, k, v)
 
-    results["overhead_us"]["flashjit.jax.flash_attention (jit)"] = host_us_per_call(
-        call, lambda: out[0].block_until_ready())
+    record(results, "overhead_us", "flashjit.jax.flash_attention (jit)",
+           host_us_per_call(call, lambda: out[0].block_until_ready()))
     for d in (80, 128):
         for causal in (False, True):
             b, h, s = 4, 16, 4096
@@ -114,8 +121,8 @@ def jax_paths(results):
                 r.block_until_ready()
                 times.append((time.perf_counter() - t0) * 1e3 / 20)
             ms = statistics.median(times)
-            results["tflops"][f"jax d={d} {'causal' if causal else 'none'}"] = (
-                flops(b, h, s, d, causal) / (ms * 1e-3) / 1e12)
+            record(results, "tflops", f"jax d={d} {'causal' if causal else 'none'}",
+                   flops(b, h, s, d, causal) / (ms * 1e-3) / 1e12)
 
 
 def cli_paths(results, cli):
@@ -126,7 +133,8 @@ def cli_paths(results, cli):
             + (["--mask", "causal"] if causal else []),
             check=True, capture_output=True, text=True).stdout
         for row in json.loads(out)["rows"]:
-            results["tflops"][f"C++ d={row['head_dim_qk']} {row['mask']}"] = row["tflops"]
+            record(results, "tflops", f"C++ d={row['head_dim_qk']} {row['mask']}",
+                   row["tflops"])
 
 
 def main():
