@@ -105,7 +105,6 @@ int chooseSplits(int64_t ctas, int64_t keyBlocks, int64_t batch, int smCount,
   const int64_t slots = int64_t(std::max(smCount, 1)) * std::max(perSm, 1);
   if (ctas < 1 || keyBlocks < 2 || ctas >= 2 * slots)
     return 1;
-  constexpr int64_t kMaxGridZ = 65535;
   const int64_t maxSplits =
       std::min({int64_t(kMaxSplits), keyBlocks, kMaxGridZ / std::max<int64_t>(
                                                                 batch, 1)});

@@ -2,7 +2,7 @@
 #include "flashjit/kernels/SearchSpace.h"
 
 #include "flashjit/kernels/Backward.h"
-
+#include "flashjit/kernels/Decode.h"
 #include "flashjit/kernels/Forward.h"
 
 #include <algorithm>
@@ -92,6 +92,42 @@ SearchSpace forwardSearchSpace(const AttentionSpec &spec, Arch arch,
               c.overlap = overlap;
               consider(c);
             }
+  for (const auto &[reason, count] : pruned)
+    space.pruned.emplace_back(reason, count);
+  return space;
+}
+
+SearchSpace decodeSearchSpace(const AttentionSpec &spec, Arch arch,
+                              int64_t tileRows, int64_t seqlenK, int64_t batch,
+                              const DecodeKnobs &knobs) {
+  SearchSpace space;
+  const std::optional<TileConfig> table =
+      decodeTileConfig(spec, arch, tileRows);
+  if (!table)
+    return space;
+  space.candidates.push_back(*table);
+  space.splits.push_back(0);
+  std::map<PruneReason, int> pruned;
+  for (int blockN : knobs.blockN)
+    for (int stages : knobs.stages) {
+      TileConfig c = *table;
+      c.blockN = blockN;
+      c.stages = stages;
+      ++space.enumerated;
+      if (auto reason = exceededLimit(c, spec, arch)) {
+        ++pruned[*reason];
+        continue;
+      }
+      if (!validate(c, spec, arch))
+        continue;
+      const int64_t keyBlocks = (seqlenK + blockN - 1) / blockN;
+      for (int splits : knobs.splits)
+        if (splits >= 1 && splits <= kMaxSplits && splits <= keyBlocks &&
+            batch * splits <= kMaxGridZ) {
+          space.candidates.push_back(c);
+          space.splits.push_back(splits);
+        }
+    }
   for (const auto &[reason, count] : pruned)
     space.pruned.emplace_back(reason, count);
   return space;

@@ -69,9 +69,11 @@ public:
   /// Workspace 0's problem: the sizes and dtype every workspace shares.
   virtual const ForwardProblem &first() const = 0;
   virtual int workspaces() const = 0;
-  /// Makes the plans of `candidate` (one per workspace); called from
+  /// Makes the plans of `candidate` (one per workspace) with `splits`
+  /// split-KV CTAs per row block (0: the runtime's choice); called from
   /// several threads at once, for different candidates.
-  virtual Status compile(int candidate, const TileConfig &config) = 0;
+  virtual Status compile(int candidate, const TileConfig &config,
+                         int splits) = 0;
   virtual void forget(int candidate) = 0;
   virtual const LoadedKernel &kernel(int candidate) const = 0;
   /// After every compile, before any launch.
@@ -162,11 +164,14 @@ public:
       : rt_(rt), problems_(problems), plans_(n) {}
   const ForwardProblem &first() const override { return problems_.front(); }
   int workspaces() const override { return int(problems_.size()); }
-  Status compile(int candidate, const TileConfig &config) override {
+  Status compile(int candidate, const TileConfig &config,
+                 int splits) override {
     std::vector<Plan> plans;
     for (const Problem &w : problems_) {
       Problem p = w;
       p.tile = config;
+      if (splits > 0)
+        p.numSplits = splits;
       auto plan = plan_(p);
       if (!plan)
         return plan.status();
@@ -386,8 +391,10 @@ Expected<AutotuneResult> search(Runtime &rt, Target &target,
   const int n = int(space.candidates.size());
   std::vector<CandidateResult> candidates(n);
   std::vector<bool> compiled(n, false);
-  for (int i = 0; i < n; ++i)
+  for (int i = 0; i < n; ++i) {
     candidates[i].config = space.candidates[i];
+    candidates[i].splits = space.splitsOf(i);
+  }
 
   // ---- compile on every CPU thread ------------------------------------------
   const auto compileStart = Clock::now();
@@ -405,7 +412,7 @@ Expected<AutotuneResult> search(Runtime &rt, Target &target,
       for (int i; (i = next++) < n;) {
         Status s = Status::ok();
         try {
-          s = target.compile(i, candidates[i].config);
+          s = target.compile(i, candidates[i].config, candidates[i].splits);
         } catch (const std::exception &e) { // bad_alloc: this one fails
           s = Status::error(e.what());
         }
@@ -546,6 +553,7 @@ Expected<AutotuneResult> search(Runtime &rt, Target &target,
   } else if (options.store && best.ok()) {
     TuneEntry entry;
     entry.config = best.config;
+    entry.splits = best.splits;
     entry.ms = best.ms;
     if (result.ranked.size() > 1 && result.ranked[1].ok()) {
       entry.runnerUp = result.ranked[1].config;
@@ -611,12 +619,29 @@ Expected<AutotuneResult> tuneWorkspaces(Runtime &rt,
 
 } // namespace
 
+SearchSpace forwardSearchSpaceFor(const ForwardProblem &p,
+                                  const AttentionSpec &spec, Arch arch,
+                                  const AutotuneOptions &options) {
+  const auto &families = options.knobs.families;
+  const bool sm80Searched =
+      families.empty() || std::find(families.begin(), families.end(),
+                                    Family::Sm80) != families.end();
+  const int64_t tileRows = p.seqlenQ * std::max<int64_t>(1, p.gqaGroup());
+  if (sm80Searched && tileRows <= kDecodeMaxTileRows) {
+    SearchSpace decode = decodeSearchSpace(spec, arch, tileRows, p.seqlenK,
+                                           p.batch, options.decodeKnobs);
+    if (!decode.candidates.empty())
+      return decode;
+  }
+  return forwardSearchSpace(spec, arch, options.knobs);
+}
+
 Expected<AutotuneResult> autotune(Runtime &rt,
                                   const std::vector<ForwardProblem> &workspaces,
                                   const AutotuneOptions &options) {
   return tuneWorkspaces<ForwardTarget>(
       rt, workspaces, options, [&](const AttentionSpec &spec, Arch arch) {
-        return forwardSearchSpace(spec, arch, options.knobs);
+        return forwardSearchSpaceFor(workspaces.front(), spec, arch, options);
       });
 }
 

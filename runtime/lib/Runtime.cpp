@@ -223,7 +223,7 @@ struct Runtime::Impl {
   /// Tile config per (spec, shape bucket), as resolved from the tune
   /// database or the default table: a plan's lookup stays a map hit.
   std::mutex configsMutex;
-  std::unordered_map<std::string, std::pair<TileConfig, ConfigSource>> configs;
+  std::unordered_map<std::string, Runtime::ConfigChoice> configs;
   /// Bumped by each store: a lookup that raced one is not kept.
   uint64_t configsGeneration = 0;
   /// Tune keys whose stored config was refused (each is warned about once).
@@ -744,7 +744,7 @@ Status useWorkspace(const ForwardProblem &p, size_t needed, ForwardPlan &plan,
 }
 } // namespace
 
-std::pair<TileConfig, ConfigSource>
+Runtime::ConfigChoice
 Runtime::chosenConfig(const AttentionSpec &spec, const std::string &specKey,
                       const TuneKey &tuneKey, const Family *family) {
   const std::string key = configKey(specKey, tuneKey.bucket);
@@ -753,14 +753,13 @@ Runtime::chosenConfig(const AttentionSpec &spec, const std::string &specKey,
     return it->second;
   const uint64_t generation = impl_->configsGeneration;
   lock.unlock(); // the first lookup reads the database file
-  std::pair<TileConfig, ConfigSource> chosen{
-      family ? defaultTileConfig(spec, impl_->arch, *family)
-             : defaultTileConfig(spec, impl_->arch),
-      ConfigSource::Default};
+  ConfigChoice chosen{family ? defaultTileConfig(spec, impl_->arch, *family)
+                             : defaultTileConfig(spec, impl_->arch),
+                      ConfigSource::Default};
   // A family the caller forces is the family of every plan.
   if (const auto tuned = tunedEntryFor(tuneKey);
       tuned && (!family || tuned->config.family == *family))
-    chosen = {tuned->config, ConfigSource::Tuned};
+    chosen = {tuned->config, ConfigSource::Tuned, tuned->splits};
   lock.lock();
   if (generation == impl_->configsGeneration)
     impl_->configs.emplace(key, chosen);
@@ -773,13 +772,17 @@ Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
   plan.spec = specFor(p);
   // Both in-memory keys below (tile config, kernel) start with the spec's.
   const std::string packedSpec = specKey(plan.spec);
+  int tunedSplits = 0; // a tuned decode entry's split count
   if (p.tile) {
     plan.config = *p.tile;
     plan.source = ConfigSource::Explicit;
   } else {
-    std::tie(plan.config, plan.source) =
+    const ConfigChoice choice =
         chosenConfig(plan.spec, packedSpec, tuneKey(p),
                      impl_->family ? &*impl_->family : nullptr);
+    plan.config = choice.config;
+    plan.source = choice.source;
+    tunedSplits = choice.splits;
   }
   // Decode-like problems (a row block per K/V group of few rows) take the
   // decode table of the sm80 family unless the caller forces another
@@ -819,12 +822,17 @@ Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
   plan.grid[1] = static_cast<unsigned>(gridHeads);
   plan.grid[2] = static_cast<unsigned>(p.batch);
 
-  // Split-KV: asked for, or chosen for decode-like and paged problems.
+  // Split-KV: asked for, tuned (flashjit autotune --decode), or chosen
+  // for decode-like and paged problems.
   plan.numSplits = 1;
   const int64_t partialRows =
       p.varlen ? p.varlen->totalQ : p.batch * p.seqlenQ;
   if (p.numSplits > 1) {
     plan.numSplits = p.numSplits;
+  } else if (p.numSplits == 0 && tunedSplits > 0 &&
+             plan.config.family == Family::Sm80 &&
+             p.batch * tunedSplits <= kMaxGridZ) {
+    plan.numSplits = tunedSplits;
   } else if (p.numSplits == 0 && (decodeLike || p.paged) &&
              plan.config.family == Family::Sm80 &&
              partialRows * p.headsQ < std::numeric_limits<int32_t>::max()) {
@@ -842,7 +850,7 @@ Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
                            ") needs the sm80 kernel family (split-KV); the " +
                            std::string(toString(plan.config.family)) +
                            " family has none");
-    if (p.batch * plan.numSplits > 65535)
+    if (p.batch * plan.numSplits > kMaxGridZ)
       return Status::error(
           "batch x num_splits must be at most 65535 (the grid's z), got " +
           std::to_string(p.batch) + " x " + std::to_string(plan.numSplits));
@@ -1113,9 +1121,11 @@ Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
     const KernelFamily *forced =
         impl_->family ? findFamily(*impl_->family) : nullptr;
     const bool keepForced = forced && forced->buildsBackward();
-    std::tie(m.config, m.source) =
+    const ConfigChoice choice =
         chosenConfig(m.spec, packedSpec, tuneKey(p),
                      keepForced ? &*impl_->family : nullptr);
+    m.config = choice.config;
+    m.source = choice.source;
   }
   if (Status s = flashjit::validate(m.config, m.spec, impl_->arch); !s)
     return s;

@@ -3,6 +3,8 @@
 
 #include "Files.h"
 
+#include "flashjit/kernels/Decode.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -76,6 +78,8 @@ json entryJson(const TuneKey &key, const TuneEntry &e) {
             {"ms", e.ms},
             {"candidates", e.candidates},
             {"tuned_at", e.tunedAtUtc}};
+  if (e.splits > 0)
+    j["splits"] = e.splits;
   if (e.runnerUp) {
     j["runner_up"] = toJson(*e.runnerUp);
     j["runner_up_ms"] = e.runnerUpMs;
@@ -97,6 +101,9 @@ TuneEntry entryFrom(const json &j) {
                                           INT32_MAX))
           : 0;
   e.tunedAtUtc = j.value("tuned_at", std::string());
+  if (j.contains("splits"))
+    e.splits =
+        static_cast<int>(files::intIn(j["splits"], "splits", 1, kMaxSplits));
   if (j.contains("runner_up")) {
     e.runnerUp = configFrom(j.at("runner_up"));
     e.runnerUpMs = j.at("runner_up_ms").get<double>();

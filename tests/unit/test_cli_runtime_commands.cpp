@@ -333,6 +333,25 @@ TEST_F(CliStandIn, AutotuneBackwardStoresNothingTheOracleRejects) {
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/tune.json")) << r.output;
 }
 
+// A decode problem is tuned over the decode table's tiles and split counts
+// (each candidate planned with its own count), listed with them.
+TEST_F(CliStandIn, AutotuneDecodeSearchesSplitCounts) {
+  Result r = runCli("autotune --decode --head-dim 64 --heads-q 8 --heads-kv 2 "
+                    "--seqlen-k 64 --batch 2 --repeats 1 --warmup 0",
+                    dir_, /*standIn=*/true);
+  EXPECT_EQ(r.exitCode, 1) << r.output; // the oracle finds O unwritten
+  EXPECT_TRUE(contains(r.output, "8 configs enumerated")) << r.output;
+  // block_n 16: 4 key blocks (1, 2, 4 splits); 32: 2; 64 and 128: 1; two
+  // stage counts each, and the table's config with the runtime's choice.
+  EXPECT_TRUE(contains(r.output, "timing:  15 candidates")) << r.output;
+  EXPECT_TRUE(contains(r.output, "block_n=16 warps=1 stages=1 pack_gqa "
+                                 "family=sm80 splits=4"))
+      << r.output;
+  EXPECT_FALSE(contains(r.output, "splits=8")) << r.output;
+  EXPECT_FALSE(contains(r.output, "compile:")) << r.output;
+  EXPECT_TRUE(contains(r.output, "nothing stored")) << r.output;
+}
+
 // Defects 12 and 17 past the driver: tiles that no supported GPU takes
 // are usage errors; the problem line shows the GQA group.
 TEST_F(CliStandIn, RunShowsTheGqaGroupAndLaunches) {

@@ -53,6 +53,18 @@ ForwardProblem smallProblem(int64_t headsQ = 2, int64_t headsKV = 2) {
   return p;
 }
 
+/// One query row of 16 heads over 2 K/V heads against 32k keys of d = 128,
+/// two sequences: a decode problem the runtime splits.
+ForwardProblem decodeProblem() {
+  ForwardProblem p = smallProblem(16, 2);
+  p.batch = 2;
+  p.seqlenQ = 1;
+  p.seqlenK = 32768;
+  p.headDimQK = p.headDimV = 128;
+  p.setDenseBSHD();
+  return p;
+}
+
 /// The stand-in is an sm_90 device. The tiering tests need a family with a
 /// quick form (sm80): `quickFirst` asks for it.
 std::unique_ptr<Runtime> makeRuntime(const std::string &cacheDir,
@@ -115,14 +127,9 @@ TEST(StandIn, DecodeSplitsOnTheSm80FamilyAndLaunchesItsHelpers) {
   TempDir dir;
   auto rt = makeRuntime(dir.path().string());
   ASSERT_TRUE(rt);
-  ForwardProblem p = smallProblem(16, 2);
-  p.batch = 2;
-  p.seqlenQ = 1;
-  p.seqlenK = 32768;
-  p.headDimQK = p.headDimV = 128;
+  ForwardProblem p = decodeProblem();
   p.keyLengths = {32768, 1000};
   p.deviceKeyLengths = static_cast<const int32_t *>(fakePtr(5));
-  p.setDenseBSHD();
   auto plan = rt->planForward(p);
   ASSERT_TRUE(plan) << plan.message();
   EXPECT_EQ(plan->config.family, Family::Sm80);
@@ -193,6 +200,44 @@ TEST(StandIn, DecodeSplitsOnTheSm80FamilyAndLaunchesItsHelpers) {
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.message().find("block_table[0][2047]"), std::string::npos)
       << bad.message();
+}
+
+// A tuned decode entry's split count is launched where the caller leaves
+// the choice to the runtime, and nowhere else.
+TEST(StandIn, DecodeTakesTheTunedSplitCount) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  const ForwardProblem p = decodeProblem();
+  auto heuristic = rt->planForward(p);
+  ASSERT_TRUE(heuristic) << heuristic.message();
+  const int tunedSplits = heuristic->numSplits == 8 ? 16 : 8;
+  TuneEntry entry;
+  entry.config = heuristic->config;
+  entry.config.blockN = 32;
+  entry.splits = tunedSplits;
+  entry.ms = 0.1;
+  ASSERT_TRUE(rt->storeTuned(rt->tuneKey(p), entry));
+  // A new runtime on the same cache directory reads the entry from disk.
+  auto fresh = makeRuntime(dir.path().string());
+  ASSERT_TRUE(fresh);
+  auto plan = fresh->planForward(p);
+  ASSERT_TRUE(plan) << plan.message();
+  EXPECT_EQ(plan->source, ConfigSource::Tuned);
+  EXPECT_EQ(plan->config.blockN, 32);
+  EXPECT_EQ(plan->numSplits, tunedSplits);
+  EXPECT_EQ(plan->grid[2], unsigned(2 * tunedSplits));
+  // The caller's count wins.
+  ForwardProblem asked = p;
+  asked.numSplits = 3;
+  auto three = fresh->planForward(asked);
+  ASSERT_TRUE(three) << three.message();
+  EXPECT_EQ(three->numSplits, 3);
+  asked.numSplits = 1;
+  auto one = fresh->planForward(asked);
+  ASSERT_TRUE(one) << one.message();
+  EXPECT_EQ(one->numSplits, 1);
 }
 
 // Defect 2: launch facts come from the key; a hand-edited meta.json is a

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "flashjit/compiler/Pipeline.h"
+#include "flashjit/kernels/Decode.h"
 #include "flashjit/kernels/Forward.h"
 #include "flashjit/kernels/SearchSpace.h"
 #include "flashjit/runtime/Autotune.h"
@@ -253,6 +254,72 @@ TEST(SearchSpace, SearchesGqaPackingBothWays) {
     EXPECT_FALSE(c.packGqa);
 }
 
+// A decode-like problem is tuned around the decode table, not over prefill
+// tiles: the table's config with the runtime's split heuristic first, then
+// the table's row tile (block_m, warps, pack_gqa) at every K/V depth and
+// stage count, each at every split count that the keys and grid z allow.
+TEST(SearchSpace, DecodeSearchesTheDecodeTableAndSplitCounts) {
+  ForwardProblem p;
+  p.batch = 8;
+  p.headsQ = 32;
+  p.headsKV = 8;
+  p.seqlenQ = 1;
+  p.seqlenK = 32768;
+  p.headDimQK = p.headDimV = 128;
+  const AttentionSpec spec = specWith(128, MaskMode::None, 4);
+  const SearchSpace space = forwardSearchSpaceFor(p, spec, Arch::Sm90a);
+  const TileConfig table = *decodeTileConfig(spec, Arch::Sm90a, 4);
+  ASSERT_EQ(space.candidates.size(), space.splits.size());
+  ASSERT_FALSE(space.candidates.empty());
+  EXPECT_EQ(space.candidates.front(), table);
+  EXPECT_EQ(space.splitsOf(0), 0);
+  EXPECT_EQ(table.blockM, 16); // one warp for a group of 4 rows
+  std::set<int> depths, splitCounts;
+  std::set<std::pair<std::string, int>> seen;
+  for (size_t i = 1; i < space.candidates.size(); ++i) {
+    const TileConfig &c = space.candidates[i];
+    EXPECT_EQ(c.family, Family::Sm80);
+    EXPECT_EQ(c.blockM, 16);
+    EXPECT_EQ(c.warps, 1);
+    EXPECT_TRUE(c.packGqa);
+    depths.insert(c.blockN);
+    splitCounts.insert(space.splitsOf(i));
+    EXPECT_TRUE(seen.insert({canonicalText(c), space.splitsOf(i)}).second)
+        << canonicalText(c) << " splits=" << space.splitsOf(i) << " twice";
+  }
+  EXPECT_EQ(depths, (std::set<int>{16, 32, 64, 128}));
+  EXPECT_EQ(splitCounts, (std::set<int>{1, 2, 4, 8, 16, 32, 64, 128}));
+  // 4 depths x 2 stage counts x 8 split counts, and the table's own.
+  EXPECT_EQ(space.candidates.size(), 1u + 4 * 2 * 8);
+
+  // Few keys and a large batch: no more splits than key blocks, and batch x
+  // splits within grid z.
+  p.seqlenK = 100;
+  p.batch = 4000;
+  const SearchSpace small = forwardSearchSpaceFor(p, spec, Arch::Sm90a);
+  for (size_t i = 1; i < small.candidates.size(); ++i) {
+    const int n = small.splitsOf(i);
+    EXPECT_GE(n, 1);
+    EXPECT_LE(n, (100 + small.candidates[i].blockN - 1) /
+                     small.candidates[i].blockN);
+    EXPECT_LE(int64_t(n) * 4000, 65535);
+  }
+  EXPECT_EQ(small.splitsOf(1), 1);
+
+  // Prefill (64 rows of queries x 4 heads), or the sm90 family alone: the
+  // forward families' tiles, no split counts.
+  p.seqlenQ = 64;
+  const SearchSpace prefill = forwardSearchSpaceFor(p, spec, Arch::Sm90a);
+  EXPECT_TRUE(prefill.splits.empty());
+  EXPECT_EQ(prefill.candidates.size(),
+            forwardSearchSpace(spec, Arch::Sm90a).candidates.size());
+  p.seqlenQ = 1;
+  AutotuneOptions sm90Only;
+  sm90Only.knobs.families = {Family::Sm90};
+  EXPECT_TRUE(forwardSearchSpaceFor(p, spec, Arch::Sm90a, sm90Only)
+                  .splits.empty());
+}
+
 // On sm_90a the sm90 family's knobs are searched beside the sm80 family's:
 // consumer warpgroups, K/V tile rows, stages, pingpong (two warpgroups
 // only) and overlap; every candidate validates, and none appears twice.
@@ -395,6 +462,40 @@ TEST_F(TuneFiles, TuneDatabaseRoundTrip) {
   const std::string text = readFile(path());
   EXPECT_NE(text.find("\"gpu\": \"NVIDIA H100 80GB HBM3\""), std::string::npos);
   EXPECT_NE(text.find("\"bucket\": \"sq4096_sk4096_bh64\""), std::string::npos);
+}
+
+// A decode entry's split count survives the file; one outside
+// [1, kMaxSplits] makes its entry malformed (skipped, the rest still read).
+TEST_F(TuneFiles, ADecodeEntryKeepsItsSplitCount) {
+  TuneEntry decode = entryWith(64, 0.2);
+  decode.splits = 16;
+  {
+    TuneDatabase db(path());
+    ASSERT_TRUE(db.store(keyFor(128), decode).isOk());
+    ASSERT_TRUE(db.store(keyFor(80), entryWith(32, 0.9)).isOk());
+  }
+  auto e = TuneDatabase(path()).lookup(keyFor(128));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->splits, 16);
+  auto plain = TuneDatabase(path()).lookup(keyFor(80));
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->splits, 0);
+  EXPECT_EQ(readFile(path()).find("\"splits\": 0"), std::string::npos);
+  for (const char *bad : {"0", "129", "-3", "2.5"}) {
+    std::string text = readFile(path());
+    const std::string field = "\"splits\": ";
+    const size_t at = text.find(field);
+    ASSERT_NE(at, std::string::npos);
+    const size_t end = text.find_first_of(",\n}", at + field.size());
+    text.replace(at + field.size(), end - at - field.size(), bad);
+    { std::ofstream(path()) << text; }
+    TuneDatabase reader(path());
+    ::testing::internal::CaptureStderr();
+    EXPECT_FALSE(reader.lookup(keyFor(128))) << "splits " << bad;
+    EXPECT_TRUE(reader.lookup(keyFor(80)));
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("malformed"), std::string::npos) << err;
+  }
 }
 
 TEST_F(TuneFiles, AnotherGpuVersionDriverOrBucketDoesNotMatch) {
@@ -598,6 +699,23 @@ TEST_F(TuneFiles, AutotuneListsItsSearchSpaceWithoutAGpu) {
   EXPECT_TRUE(has(r.all(), "candidates (" +
                                 std::to_string(space.candidates.size())))
       << r.all();
+}
+
+TEST_F(TuneFiles, AutotuneListsTheDecodeSearchSpace) {
+  ProcessResult r = cli({"autotune", "--list-space", "--decode", "--head-dim",
+                         "128", "--heads-q", "32", "--heads-kv", "8",
+                         "--seqlen-k", "32768", "--batch", "8"},
+                        dir_);
+  ASSERT_EQ(r.exitCode, 0) << r.all();
+  EXPECT_TRUE(has(r.all(), "candidates (65,")) << r.all();
+  EXPECT_TRUE(has(r.all(), "  block_m=16 block_n=64 warps=1 stages=2 pack_gqa "
+                           "family=sm80\n"))
+      << r.all();
+  EXPECT_TRUE(has(r.all(), "block_n=128 warps=1 stages=1 pack_gqa family=sm80 "
+                           "splits=128"))
+      << r.all();
+  EXPECT_FALSE(has(r.all(), "block_m=64")) << r.all();
+  EXPECT_FALSE(has(r.all(), "family=sm90")) << r.all();
 }
 
 TEST_F(TuneFiles, AutotuneListsItsSearchSpaceAsJson) {

@@ -95,21 +95,26 @@ int autotuneCommand(const AutotuneCliOptions &cli) {
                       2);
     const SearchSpace space =
         o.backward ? backwardSearchSpace(spec, *arch, backwardKnobs)
-                   : forwardSearchSpace(spec, *arch);
+                   : forwardSearchSpaceFor(shape, spec, *arch);
     if (o.json) {
       nlohmann::json j = spaceJson(space);
       j["arch"] = o.arch;
       j["candidates"] = nlohmann::json::array();
-      for (const TileConfig &c : space.candidates)
-        j["candidates"].push_back(toJson(c));
+      for (size_t i = 0; i < space.candidates.size(); ++i) {
+        nlohmann::json c = toJson(space.candidates[i]);
+        if (space.splitsOf(i))
+          c["splits"] = space.splitsOf(i);
+        j["candidates"].push_back(std::move(c));
+      }
       std::printf("%s\n", j.dump(2).c_str());
       return 0;
     }
     printSpace(space);
     std::printf("candidates (%zu, the %s default first):\n",
                 space.candidates.size(), o.arch.c_str());
-    for (const TileConfig &c : space.candidates)
-      std::printf("  %s\n", configText(c).c_str());
+    for (size_t i = 0; i < space.candidates.size(); ++i)
+      std::printf("  %s\n",
+                  candidateText(space.candidates[i], space.splitsOf(i)).c_str());
     return 0;
   }
 
@@ -176,6 +181,9 @@ int autotuneCommand(const AutotuneCliOptions &cli) {
     return std::isfinite(ms) ? flops / (ms * 1e-3) / 1e12 : 0.0;
   };
   const CandidateResult &best = r.ranked.front();
+  auto isBaseline = [&](const CandidateResult &c) {
+    return c.config == r.baseline.config && c.splits == r.baseline.splits;
+  };
   const int failed = int(std::count_if(r.ranked.begin(), r.ranked.end(),
                                        [](auto &c) { return !c.ok(); }));
 
@@ -195,9 +203,11 @@ int autotuneCommand(const AutotuneCliOptions &cli) {
       j["store_error"] = r.storeError;
     for (const CandidateResult &c : r.ranked) {
       nlohmann::json e = {{"config", toJson(c.config)},
-                          {"default", c.config == r.baseline.config},
+                          {"default", isBaseline(c)},
                           {"registers", c.registers},
                           {"local_bytes", c.localBytes}};
+      if (c.splits)
+        e["splits"] = c.splits;
       if (c.ok())
         e.update({{"ms", c.ms}, {"min_ms", c.minMs}, {"tflops", tflops(c.ms)}});
       else
@@ -220,14 +230,14 @@ int autotuneCommand(const AutotuneCliOptions &cli) {
     if (!c.ok() || shown >= o.top)
       continue;
     ++shown;
-    const bool isDefault = c.config == r.baseline.config;
+    const bool isDefault = isBaseline(c);
     const std::string note =
         isDefault && c.localBytes ? "default, spills"
         : isDefault               ? "default"
         : c.localBytes            ? "spills"
                                   : "";
     std::printf("%4d  %-40s %10.4f %10.4f %8.1f %8.2fx %5d %s\n", shown,
-                configText(c.config).c_str(), c.ms, c.minMs, tflops(c.ms),
+                candidateText(c.config, c.splits).c_str(), c.ms, c.minMs, tflops(c.ms),
                 r.baseline.ok() ? r.baseline.ms / c.ms : 0.0, c.registers,
                 note.c_str());
   }
@@ -236,18 +246,20 @@ int autotuneCommand(const AutotuneCliOptions &cli) {
                 failed);
     for (const CandidateResult &c : r.ranked)
       if (!c.ok())
-        std::printf("  %-40s %s\n", configText(c.config).c_str(),
+        std::printf("  %-40s %s\n", candidateText(c.config, c.splits).c_str(),
                     c.failure.substr(0, 160).c_str());
   }
   std::printf("\ntuned in %.1f s (compile %.1f s, measure %.1f s)\n", wall,
               r.compileSeconds, r.measureSeconds);
   if (!best.ok())
     return failWith(kCommand, "every candidate failed; nothing stored");
-  std::printf("best:    %s  %.4f ms  %.1f TFLOP/s", configText(best.config).c_str(),
+  std::printf("best:    %s  %.4f ms  %.1f TFLOP/s",
+              candidateText(best.config, best.splits).c_str(),
               best.ms, tflops(best.ms));
   if (r.baseline.ok())
     std::printf("  (default %s: %.4f ms, %.1f TFLOP/s; %.2fx)",
-                configText(r.baseline.config).c_str(), r.baseline.ms,
+                candidateText(r.baseline.config, r.baseline.splits).c_str(),
+                r.baseline.ms,
                 tflops(r.baseline.ms), r.baseline.ms / best.ms);
   std::printf("\n");
   if (!r.oracleCheck.empty()) {

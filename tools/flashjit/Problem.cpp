@@ -447,6 +447,10 @@ double forwardFlops(const ForwardProblem &p) {
          double(p.headDimQK + p.headDimV);
 }
 
+std::string candidateText(const TileConfig &c, int splits) {
+  return configText(c) + (splits ? " splits=" + std::to_string(splits) : "");
+}
+
 std::string configText(const TileConfig &c) {
   return "block_m=" + std::to_string(c.blockM) +
          " block_n=" + std::to_string(c.blockN) +

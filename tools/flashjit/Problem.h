@@ -147,6 +147,8 @@ std::string deviceText(const Runtime &rt);
 
 /// "block_m=128 block_n=64 warps=4 stages=2[ pack_gqa]".
 std::string configText(const TileConfig &c);
+/// An autotune candidate: its config, and its split count when it has one.
+std::string candidateText(const TileConfig &c, int splits);
 
 } // namespace flashjit::cli
 

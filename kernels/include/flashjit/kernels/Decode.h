@@ -125,6 +125,8 @@ std::optional<TileConfig> decodeTileConfig(const AttentionSpec &spec,
 
 /// Most splits of one row block (and the workspace grows with them).
 inline constexpr int kMaxSplits = 128;
+/// Grid z of a split launch (batch x splits) at most.
+inline constexpr int64_t kMaxGridZ = 65535;
 /// CTAs of `facts` that one SM of `arch` holds at once (shared memory and
 /// threads; registers are not known before the JIT).
 int ctasPerSm(const LaunchFacts &facts, Arch arch);

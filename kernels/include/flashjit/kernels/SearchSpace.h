@@ -56,6 +56,13 @@ struct SearchSpace {
   /// Configs worth compiling; the per-arch default comes first (the
   /// baseline every other candidate is checked and compared against).
   std::vector<TileConfig> candidates;
+  /// Decode spaces: candidate i runs with splits[i] split-KV CTAs per row
+  /// block (0: the runtime's heuristic, chooseSplits), a run-time argument
+  /// and not a kernel of its own. Empty elsewhere (every candidate: 0).
+  std::vector<int> splits;
+  int splitsOf(size_t candidate) const {
+    return candidate < splits.size() ? splits[candidate] : 0;
+  }
   /// Every combination of knob values considered.
   int enumerated = 0;
   /// Dropped configs per reason (reasons with a zero count are left out).
@@ -67,6 +74,25 @@ struct SearchSpace {
 /// default config (preferredFamily's) comes first.
 SearchSpace forwardSearchSpace(const AttentionSpec &spec, Arch arch,
                                const ForwardKnobs &knobs = {});
+/// Values each knob of a decode search takes (decodeSearchSpace).
+struct DecodeKnobs {
+  std::vector<int> blockN{16, 32, 64, 128};
+  std::vector<int> stages{1, 2};
+  /// Split counts besides the heuristic's (0); those above the key blocks
+  /// or grid z's limit (batch x splits <= 65535) are left out.
+  std::vector<int> splits{1, 2, 4, 8, 16, 32, 64, 128};
+};
+
+/// The search space of a decode-like problem (`tileRows` = seqlen_q x the
+/// GQA group <= kDecodeMaxTileRows rows per row block, `seqlenK` keys,
+/// `batch` sequences) in the sm80 family: the decode table's config with
+/// the runtime's split heuristic first, then the table's row tile (block_m,
+/// warps, pack_gqa) with every K/V tile depth and stage count, each at
+/// every split count. Empty when the problem is not decode-like.
+SearchSpace decodeSearchSpace(const AttentionSpec &spec, Arch arch,
+                              int64_t tileRows, int64_t seqlenK, int64_t batch,
+                              const DecodeKnobs &knobs = {});
+
 /// The search space of the backward's main kernel for a backward spec
 /// (AttentionSpec::direction) on an arch; the default config first.
 SearchSpace backwardSearchSpace(const AttentionSpec &spec, Arch arch,

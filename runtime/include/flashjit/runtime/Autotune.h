@@ -38,6 +38,8 @@ struct AutotuneOptions {
   /// every other slice is scanned for unwritten and non-finite elements.
   int oracleSlices = 3;
   ForwardKnobs knobs;
+  /// Decode-like problems (seqlen_q x GQA group <= kDecodeMaxTileRows).
+  DecodeKnobs decodeKnobs;
   BackwardKnobs backwardKnobs;
   /// Called after each step, one call at a time: phase ("compile" or
   /// "measure"), steps done and total in that phase.
@@ -46,6 +48,9 @@ struct AutotuneOptions {
 
 struct CandidateResult {
   TileConfig config;
+  /// Decode: split-KV CTAs per row block it ran with (0: the runtime's
+  /// heuristic).
+  int splits = 0;
   /// Median and fastest time of the timed runs; infinity when it failed.
   double ms = std::numeric_limits<double>::infinity();
   double minMs = std::numeric_limits<double>::infinity();
@@ -99,6 +104,15 @@ Expected<Timing> timePlans(Runtime &runtime,
 
 /// Tunes the problem of `workspaces` (the same sizes, strides and features
 /// over different buffers, all inputs filled; `tile` is ignored).
+/// What autotune searches for `problem` (of spec `spec`) on `arch`: for a
+/// decode-like problem (seqlen_q x GQA group <= kDecodeMaxTileRows, where
+/// the sm80 family is searched) the decode table's neighbourhood with split
+/// counts (decodeSearchSpace), the runtime's own choice first; otherwise
+/// the forward families' tiles (forwardSearchSpace).
+SearchSpace forwardSearchSpaceFor(const ForwardProblem &problem,
+                                  const AttentionSpec &spec, Arch arch,
+                                  const AutotuneOptions &options = {});
+
 Expected<AutotuneResult> autotune(Runtime &runtime,
                                   const std::vector<ForwardProblem> &workspaces,
                                   const AutotuneOptions &options = {});

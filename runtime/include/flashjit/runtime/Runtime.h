@@ -371,12 +371,19 @@ private:
                                           const std::string &specKey,
                                           bool allowQuick);
   std::optional<TuneEntry> tunedEntryFor(const TuneKey &key);
+  /// A plan's config, where it came from, and the split count a tuned
+  /// decode entry ran with (0: none).
+  struct ConfigChoice {
+    TileConfig config;
+    ConfigSource source = ConfigSource::Default;
+    int splits = 0;
+  };
   /// The config of a plan that names none: the tuned one for `key`, else
   /// the default of `family` (preferredFamily's when null); remembered per
   /// spec and shape bucket.
-  std::pair<TileConfig, ConfigSource>
-  chosenConfig(const AttentionSpec &spec, const std::string &specKey,
-               const TuneKey &key, const Family *family);
+  ConfigChoice chosenConfig(const AttentionSpec &spec,
+                            const std::string &specKey, const TuneKey &key,
+                            const Family *family);
 
   std::unique_ptr<Impl> impl_;
 };

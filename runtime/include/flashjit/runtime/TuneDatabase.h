@@ -58,6 +58,10 @@ nlohmann::json toJson(const TileConfig &config);
 
 struct TuneEntry {
   TileConfig config;
+  /// Decode: the split-KV count the winner ran with (1..kMaxSplits), which
+  /// the runtime then launches where the caller leaves the choice to it;
+  /// 0: the runtime's heuristic.
+  int splits = 0;
   double ms = 0;
   /// The second fastest config, when there was one.
   std::optional<TileConfig> runnerUp;
