@@ -254,14 +254,18 @@ Value pageOfKey(Emitter &x, Value key, Value mul, Value shift) {
   return arith::IndexCastUIOp::create(x.b, x.loc, x.b.getIndexType(), page64);
 }
 
-Value ForwardKernel::pagedRowOffset(Emitter &x, Value key, Value pageStride,
-                                    Value rowStride) {
+ForwardKernel::PagedRow ForwardKernel::pagedRow(Emitter &x, Value key) {
   Value k = x.maxS(x.minS(key, x.sub(seqK, x.idx(1))), x.idx(0));
   Value page = pageOfKey(x, k, pageDivMul, pageDivShift);
   Value slot = x.sub(k, x.mul(page, x.toIndex(pageSize)));
   Value id = memref::LoadOp::create(x.b, x.loc, blockTable,
                                     ValueRange{x.add(blockTableRow, page)});
-  return x.add(x.mul(x.toIndex(id), pageStride), x.mul(slot, rowStride));
+  return {x.toIndex(id), slot};
+}
+
+Value ForwardKernel::pagedOffset(Emitter &x, const PagedRow &row,
+                                 Value pageStride, Value rowStride) {
+  return x.add(x.mul(row.page, pageStride), x.mul(row.slot, rowStride));
 }
 
 Value ForwardKernel::queryOf(Emitter &x, Value row) {

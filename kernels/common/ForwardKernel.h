@@ -97,13 +97,23 @@ public:
   Value seqQArg;
   /// splitKV: this CTA's split (grid z is batch x numSplits + split).
   Value split;
-  /// pagedKV: the element offset of key `key` of this sequence from the
-  /// head's base (kBase, vBase): its page's `pageStride` times the page id
-  /// in the block table plus its row in the page times `rowStride`. Keys
-  /// are clamped into [0, seqK) first, so that padding rows read a table
-  /// entry the caller filled (their copies read nothing).
+  /// pagedKV: where key `key` of this sequence lives: the page id from the
+  /// block table and its row in that page. Keys are clamped into [0, seqK)
+  /// first, so that padding rows read a table entry the caller filled
+  /// (their copies read nothing).
+  struct PagedRow {
+    Value page, slot;
+  };
+  PagedRow pagedRow(Emitter &x, Value key);
+  /// The element offset of `row` from the head's base (kBase, vBase): the
+  /// page id times `pageStride` plus the slot times `rowStride` (K and V
+  /// share the lookup, each has its strides).
+  static Value pagedOffset(Emitter &x, const PagedRow &row, Value pageStride,
+                           Value rowStride);
   Value pagedRowOffset(Emitter &x, Value key, Value pageStride,
-                       Value rowStride);
+                       Value rowStride) {
+    return pagedOffset(x, pagedRow(x, key), pageStride, rowStride);
+  }
 
   // ---- the thread's MMA coordinates (set by the family) -------------------
   /// Row within an 8-row half, column pair (lane / 4, lane % 4), and the

@@ -49,15 +49,6 @@ static Value shuffleIndex(Emitter &x, Value v, Value srcLane) {
   return arith::IndexCastOp::create(x.b, x.loc, x.b.getIndexType(), joined);
 }
 
-SmallVector<Value> laneRowOffsetsOf(Emitter &e, Value lane, Value rowStart,
-                                    int rows, RowOffsetFn rowOffset) {
-  SmallVector<Value> offsets;
-  for (int j = 0; j * kThreadsPerWarp < rows; ++j)
-    offsets.push_back(rowOffset(
-        e, e.add(rowStart, e.add(lane, e.idx(j * kThreadsPerWarp)))));
-  return offsets;
-}
-
 void copyTile(Emitter &e, const TileCopier &k, Value tid, Value src,
               Value base, RowOffsetFn rowOffset, Value rowStart, Value rowLimit,
               int rows, int dim, int paddedDim, int swizzleBits, Value dst,
@@ -144,7 +135,9 @@ void copyTile(Emitter &e, const TileCopier &k, Value tid, Value src,
     memref::StoreOp::create(b, e.loc, ifOp.getResult(0), dst, dstIdx);
   };
   // Row `row`'s offset from the lanes that hold it (laneRowOffsets), taken
-  // by every lane of the warp (outside any per-lane condition). `group`,
+  // by every lane of the warp (outside any per-lane condition: gpu.shuffle
+  // is Pure, so a pass that sinks ops into regions, which this pipeline
+  // does not run, could move it under one). `group`,
   // when given, is row / 32, the same in every lane: one shuffle of the
   // value of that group (a constant when static) instead of one per group.
   const bool shuffledRows = !laneRowOffsets.empty();

@@ -48,18 +48,14 @@ using RowOffsetFn = function_ref<Value(Emitter &, Value row)>;
 /// laneRowOffsets[j] is rowOffset(rowStart + l + 32 j) (one value per 32
 /// rows), and a copying lane takes its row's offset by a shuffle. A lookup
 /// per row per warp instead of one per copied chunk, and none of them on a
-/// copy's critical path (a paged cache's block table: laneRowOffsetsOf).
-/// These copies are run-time loops of several rounds wherever they are.
+/// copy's critical path (a paged cache's block table). These copies are
+/// run-time loops of several rounds wherever they are.
 void copyTile(Emitter &e, const TileCopier &k, Value tid, Value src,
               Value base, RowOffsetFn rowOffset, Value rowStart, Value rowLimit,
               int rows, int dim, int paddedDim, int swizzleBits, Value dst,
               ArrayRef<Value> prefix, bool inLoop, Value rowStride = Value(),
               ArrayRef<Value> laneRowOffsets = {});
 
-/// The laneRowOffsets of `rows` rows from `rowStart` for copyTile: lane l's
-/// j-th value is rowOffset(rowStart + l + 32 j), computed by every lane.
-SmallVector<Value> laneRowOffsetsOf(Emitter &e, Value lane, Value rowStart,
-                                    int rows, RowOffsetFn rowOffset);
 
 /// Closes the current cp.async group (an empty group when nothing was
 /// issued, so that group counting stays uniform across iterations).

@@ -154,7 +154,7 @@ std::vector<GoldenCase> cases() {
       // Decode: split-KV over a paged cache (the forward, combine and
       // append kernels of one module), and split with the score features.
       {"d128_paged_split_gqa8_decode_sm90a", pagedDecode, decodeOf(pagedDecode, sm90a, 8),
-       sm90a, "f77960c7b6f4ea67"},
+       sm90a, "e84d9923024faf73"},
       {"d80_split_window_softcap_alibi_decode_sm80", splitDecode,
        decodeOf(splitDecode, sm80, 4), sm80, "1df635ae7ac021d4"},
       // The sm90 family: its defaults (two consumers; pingpong; 64-key

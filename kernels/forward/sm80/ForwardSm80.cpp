@@ -157,22 +157,40 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                            L.paddedHeadDimV,
                            L.swizzleBitsV,
                            fk.vBS};
-  auto loadKV = [&](const KVOperand &t, Value nBlock, Value slot,
-                    bool inLoop) {
+  // pagedKV: the block-table lookups of tile nBlock's keys, a key per lane
+  // (key first + lane + 32 j in entry j; every warp holds the whole tile),
+  // all table loads in flight together. K and V share them.
+  using PagedRow = ForwardKernel::PagedRow;
+  auto pagedLookups = [&](Value nBlock) {
+    SmallVector<PagedRow> rows;
+    Value firstKey = e.mul(nBlock, e.idx(cfg.blockN));
+    for (int j = 0; j * kWarpSize < cfg.blockN; ++j)
+      rows.push_back(
+          fk.pagedRow(e, e.add(firstKey, e.add(lane, e.idx(j * kWarpSize)))));
+    return rows;
+  };
+  // `lookups`: pagedLookups(nBlock) when the caller has them.
+  auto loadKV = [&](const KVOperand &t, Value nBlock, Value slot, bool inLoop,
+                    ArrayRef<PagedRow> lookups = {}) {
     if (spec.pagedKV) {
-      // Each key's row through the block table, looked up once per warp
-      // (a key per lane, all loads in flight together) and shuffled to the
-      // lanes that copy it: one dependent table load per copied chunk kept
-      // a one-warp decode CTA at a third of the bandwidth.
+      // Each key's row through the block table, shuffled from the lane that
+      // looked it up to the lanes that copy it: one dependent table load
+      // per copied chunk kept a one-warp decode CTA at a third of the
+      // bandwidth.
+      SmallVector<PagedRow> own;
+      if (lookups.empty())
+        lookups = own = pagedLookups(nBlock);
+      SmallVector<Value> laneOffsets;
+      for (const PagedRow &r : lookups)
+        laneOffsets.push_back(
+            ForwardKernel::pagedOffset(e, r, t.pageStride, t.rowStride));
       auto pagedOffset = [&](Emitter &x, Value key) {
         return fk.pagedRowOffset(x, key, t.pageStride, t.rowStride);
       };
-      Value firstKey = e.mul(nBlock, e.idx(cfg.blockN));
-      SmallVector<Value> laneOffsets =
-          laneRowOffsetsOf(e, lane, firstKey, cfg.blockN, pagedOffset);
-      copyTile(e, k.copier, tid, t.src, t.base, pagedOffset, firstKey, seqK,
-               cfg.blockN, t.dim, t.paddedDim, t.swizzleBits, t.smem, {slot},
-               inLoop, Value(), laneOffsets);
+      copyTile(e, k.copier, tid, t.src, t.base, pagedOffset,
+               e.mul(nBlock, e.idx(cfg.blockN)), seqK, cfg.blockN, t.dim,
+               t.paddedDim, t.swizzleBits, t.smem, {slot}, inLoop, Value(),
+               laneOffsets);
       return;
     }
     auto rowOffset = [&](Emitter &x, Value r) { return x.mul(r, t.rowStride); };
@@ -180,6 +198,14 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
              e.mul(nBlock, e.idx(cfg.blockN)), inLoop ? Value() : seqK,
              cfg.blockN, t.dim, t.paddedDim, t.swizzleBits, t.smem, {slot},
              inLoop, t.rowStride);
+  };
+  // K and V of one tile (a paged cache's table looked up once for both).
+  auto loadKVTile = [&](Value nBlock, Value slot, bool inLoop) {
+    SmallVector<PagedRow> lookups;
+    if (spec.pagedKV)
+      lookups = pagedLookups(nBlock);
+    loadKV(kOperand, nBlock, slot, inLoop, lookups);
+    loadKV(vOperand, nBlock, slot, inLoop, lookups);
   };
   auto tileOfIteration = [&](Value it) { return fk.tileOfIteration(e, it); };
 
@@ -194,8 +220,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
   const int prologueTiles = std::max(cfg.stages - 1, 1);
   for (int s = 0; s < prologueTiles; ++s) {
     e.ifThen(e.lt(e.idx(s), nBlocks), [&] {
-      loadKV(kOperand, tileOfIteration(e.idx(s)), e.idx(s), /*inLoop=*/false);
-      loadKV(vOperand, tileOfIteration(e.idx(s)), e.idx(s), /*inLoop=*/false);
+      loadKVTile(tileOfIteration(e.idx(s)), e.idx(s), /*inLoop=*/false);
     });
     commitGroup(e);
   }
@@ -312,8 +337,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
           // helpers that emit via `e` land in the branch too.
           le.ifThen(le.lt(ahead, nBlocks), [&] {
             Value slotAhead = le.rem(ahead, cfg.stages);
-            loadKV(kOperand, tileOfIteration(ahead), slotAhead, /*inLoop=*/true);
-            loadKV(vOperand, tileOfIteration(ahead), slotAhead, /*inLoop=*/true);
+            loadKVTile(tileOfIteration(ahead), slotAhead, /*inLoop=*/true);
           });
           commitGroup(le);
         }
@@ -496,10 +520,8 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
             gpu::BarrierOp::create(b, l);
             Value following = le.add(it, le.idx(1));
             le.ifThen(le.lt(following, nBlocks), [&] {
-              loadKV(kOperand, tileOfIteration(following), le.idx(0),
-                     /*inLoop=*/true);
-              loadKV(vOperand, tileOfIteration(following), le.idx(0),
-                     /*inLoop=*/true);
+              loadKVTile(tileOfIteration(following), le.idx(0),
+                         /*inLoop=*/true);
             });
             commitGroup(le);
           }

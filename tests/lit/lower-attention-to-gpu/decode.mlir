@@ -6,7 +6,8 @@
 // split's tile run is ceil(tiles / splits) long; each K/V row's address
 // goes through the block table (page = key * mul >> shift), looked up by
 // one lane per key ahead of the copies, which take it by a shuffle (no
-// table load between a shuffle and its copy); the epilogue
+// table load between a shuffle and its copy, nor between K's copies and
+// V's: they share the lookups); the epilogue
 // writes float32 partials (pairs) and LSE, not O. The module also holds
 // the combine and append kernels.
 // CHECK-LABEL: gpu.func @k(
@@ -39,6 +40,8 @@
 // CHECK: gpu.shuffle  idx
 // CHECK-NOT: memref.load %[[TABLE]]
 // CHECK: nvgpu.device_async_copy %arg1
+// CHECK-NOT: memref.load %[[TABLE]]
+// CHECK: nvgpu.device_async_copy %arg2
 // CHECK: vector.store %{{.*}}, %[[PO]][%{{.*}}] {alignment = 8 : i64} : memref<1099511627776xf32, 1>, vector<2xf32>
 // CHECK: memref.store %{{.*}}, %[[PL]][%{{.*}}] : memref<1099511627776xf32, 1>
 // CHECK-NOT: memref.store %{{.*}}, %arg3[
