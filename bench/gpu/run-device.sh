@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one runner of GPU measurements. Runs on the lent GPU machine from the
 # repository root; expects .device/flashjit-bin.tar.xz (static binaries built
-# with FLASHJIT_STATIC_LLVM=ON, stripped; .device/peers_bench.py for peers).
+# with FLASHJIT_STATIC_LLVM=ON, stripped; .device/peers_bench.py for peers),
+# as bench/gpu/pack-device.sh makes them.
 #
 #   bash bench/gpu/run-device.sh MODE [MODE ...]      (modes run in order)
 #
