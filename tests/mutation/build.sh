@@ -19,7 +19,7 @@ scratch=${MUTATION_DIR:-/tmp/flashjit-mutation}
 base=${MUTATION_BASE:-HEAD}
 rev=$(git -C "$root" rev-parse "$base")
 # The commit the patches were last made against (they apply there).
-made_against=c5beb7c
+made_against=630b816
 
 mkdir -p "$scratch/src"
 if [[ ! -f $scratch/src/.base || $(cat "$scratch/src/.base") != "$rev" ]]; then
