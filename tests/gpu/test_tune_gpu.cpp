@@ -135,6 +135,61 @@ TEST(Autotune, SmallProblemIsTunedStoredAndUsed) {
   std::filesystem::remove_all(dir, ec);
 }
 
+// A decode problem is tuned over the decode table's tiles and split counts
+// (not prefill tiles); the stored winner, its split count included, is what
+// a later runtime plans, and its output passes the float64 check.
+TEST(Autotune, DecodeTunesTilesAndSplitCounts) {
+  FLASHJIT_REQUIRE_GPU();
+  if (const char *f = std::getenv("FLASHJIT_TEST_FAMILY");
+      f && std::string(f) == "sm90")
+    GTEST_SKIP() << "split-KV is the sm80 family's (FLASHJIT_TEST_FAMILY=sm90)";
+  const std::string dir = freshDirectory();
+  ASSERT_FALSE(dir.empty());
+  TunedRuntime tuner(dir);
+  ASSERT_TRUE(tuner.rt);
+  // One query row of 16 heads over 2 K/V heads (8 rows a row block), 8k keys.
+  const ForwardProblem shape =
+      denseProblem(DType::BF16, MaskMode::None, 2, 16, 2, 1, 8192, 128, 128);
+  ForwardRun a, b;
+  FLASHJIT_ASSERT_OK(runForward(shape, 21, true, a));
+  FLASHJIT_ASSERT_OK(runForward(shape, 22, true, b));
+  AutotuneOptions options;
+  options.warmup = 1;
+  options.repeats = 3;
+  options.decodeKnobs.blockN = {32, 64};
+  options.decodeKnobs.stages = {2};
+  options.decodeKnobs.splits = {1, 4, 16};
+  auto tuned = autotune(*tuner.rt, {a.problem, b.problem}, options);
+  ASSERT_TRUE(tuned) << tuned.message();
+  const AutotuneResult &r = *tuned;
+  EXPECT_EQ(r.ranked.size(), 1u + 2 * 3);
+  const auto table = decodeTileConfig(specFor(a.problem), tuner.rt->arch(), 8);
+  ASSERT_TRUE(table);
+  EXPECT_EQ(r.baseline.config, *table);
+  EXPECT_EQ(r.baseline.splits, 0);
+  for (const CandidateResult &c : r.ranked) {
+    EXPECT_TRUE(c.ok()) << canonicalText(c.config) << " splits " << c.splits
+                        << ": " << c.failure;
+    EXPECT_EQ(c.localBytes, 0) << canonicalText(c.config);
+  }
+  EXPECT_NE(r.oracleCheck.find("PASS"), std::string::npos) << r.oracleCheck;
+  const CandidateResult &best = r.ranked.front();
+  TunedRuntime later(dir);
+  ASSERT_TRUE(later.rt);
+  auto plan = later.rt->planForward(a.problem);
+  ASSERT_TRUE(plan) << plan.message();
+  EXPECT_EQ(plan->source, ConfigSource::Tuned);
+  EXPECT_EQ(plan->config, best.config);
+  if (best.splits > 0) {
+    EXPECT_EQ(plan->numSplits, best.splits);
+  }
+  FLASHJIT_ASSERT_OK(launchOnce(*later.rt, a));
+  const CheckResult checked = check(a);
+  EXPECT_TRUE(checked.pass) << checked.summary();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
 TEST(Autotune, WorkspacesMustBeOneProblem) {
   FLASHJIT_REQUIRE_GPU();
   const ForwardProblem shape =
