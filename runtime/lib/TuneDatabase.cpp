@@ -132,7 +132,9 @@ json toJson(const TileConfig &c) {
 }
 
 ShapeBucket shapeBucket(const AttentionParams &p) {
-  return {roundUpToPowerOfTwo(p.seqlenQ, 64), roundUpToPowerOfTwo(p.seqlenK, 64),
+  // seqlen_q from 1: decode rows (1, 2, 4, ...) take configs of their own,
+  // the decode table's neighbourhood, which a 64-row prefill must not get.
+  return {roundUpToPowerOfTwo(p.seqlenQ, 1), roundUpToPowerOfTwo(p.seqlenK, 64),
           roundUpToPowerOfTwo(p.batch * p.headsQ, 1)};
 }
 

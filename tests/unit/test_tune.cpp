@@ -430,6 +430,14 @@ TEST(ShapeBucket, RoundsEachExtentUpToAPowerOfTwo) {
   p.batch = 2;
   p.headsQ = 8;
   EXPECT_EQ(shapeBucket(p), b);
+  // Decode rows keep buckets of their own (a decode entry is not a
+  // prefill's); key lengths from 64.
+  p.seqlenQ = 1;
+  EXPECT_EQ(toString(shapeBucket(p)), "sq1_sk64_bh16");
+  p.seqlenQ = 3;
+  EXPECT_EQ(shapeBucket(p).seqlenQ, 4);
+  p.seqlenQ = 64;
+  EXPECT_EQ(shapeBucket(p).seqlenQ, 64);
 }
 
 TEST_F(TuneFiles, TuneDatabaseRoundTrip) {
