@@ -42,6 +42,12 @@ double outputTolerance(DType dtype, double want, double largest) {
 /// LSE is float32 throughout: only summation order differs.
 constexpr double kLseTolerance = 1e-4;
 
+/// A candidate in messages: its config, and its split count when it has one.
+std::string candidateText(const CandidateResult &c) {
+  return canonicalText(c.config) +
+         (c.splits ? " splits=" + std::to_string(c.splits) : "");
+}
+
 /// Candidates held to the float64 reference, fastest first, before the
 /// search gives up on storing a winner.
 constexpr int kOracleAttempts = 3;
@@ -78,6 +84,8 @@ public:
   virtual const LoadedKernel &kernel(int candidate) const = 0;
   /// After every compile, before any launch.
   virtual Status prepare() { return Status::ok(); }
+  /// The split-KV count `candidate`'s plans launch (1: none).
+  virtual int splitsRun(int candidate) const { return 1; }
   virtual Status launch(int candidate, int workspace) = 0;
   /// Workspace 0's 16-bit outputs, and its LSE when the kernel writes one.
   virtual std::vector<OutputBuffer> outputs() const = 0;
@@ -194,6 +202,9 @@ public:
   using PlannedTarget::PlannedTarget;
   const LoadedKernel &kernel(int candidate) const override {
     return *plans_[candidate].front().kernel;
+  }
+  int splitsRun(int candidate) const override {
+    return plans_[candidate].front().numSplits;
   }
   Status launch(int candidate, int workspace) override {
     return rt_.launch(plans_[candidate][workspace]);
@@ -459,6 +470,7 @@ Expected<AutotuneResult> search(Runtime &rt, Target &target,
     if (c.ok()) {
       c.registers = target.kernel(i).registers;
       c.localBytes = target.kernel(i).localBytes;
+      c.splitsRun = target.splitsRun(i);
       auto out = runOnce(rt, target, i);
       if (!out) {
         c.failure = "launch: " + out.message();
@@ -484,7 +496,7 @@ Expected<AutotuneResult> search(Runtime &rt, Target &target,
     if (!c.ok() && contextLost.empty() && c.failure.rfind("launch: ", 0) == 0) {
       if (Status s = rt.synchronize(); !s)
         contextLost = "the CUDA context was lost after " +
-                      canonicalText(c.config) + " (" + s.message() + ")";
+                      candidateText(c) + " (" + s.message() + ")";
     }
     if (options.progress)
       options.progress("measure", i + 1, n);
@@ -525,11 +537,11 @@ Expected<AutotuneResult> search(Runtime &rt, Target &target,
         }
         const auto &[pass, summary] = *verdict;
         if (pass) {
-          result.oracleCheck = canonicalText(c.config) + ": " + summary;
+          result.oracleCheck = candidateText(c) + ": " + summary;
           checkedWinner = true;
           break;
         }
-        oracleFailure = canonicalText(c.config) + ": " + summary;
+        oracleFailure = candidateText(c) + ": " + summary;
         c.failure = "oracle: " + summary;
       }
       c.ms = c.minMs = std::numeric_limits<double>::infinity();
@@ -557,6 +569,7 @@ Expected<AutotuneResult> search(Runtime &rt, Target &target,
     entry.ms = best.ms;
     if (result.ranked.size() > 1 && result.ranked[1].ok()) {
       entry.runnerUp = result.ranked[1].config;
+      entry.runnerUpSplits = result.ranked[1].splits;
       entry.runnerUpMs = result.ranked[1].ms;
     }
     if (result.baseline.ok()) {
@@ -581,6 +594,12 @@ Status checkWorkspaces(const std::vector<Problem> &workspaces,
                        const AutotuneOptions &options) {
   if (workspaces.empty())
     return Status::error("autotune needs at least one workspace");
+  for (size_t i = 0; i < workspaces.size(); ++i)
+    if (workspaces[i].numSplits != 0)
+      return Status::error(
+          "autotune chooses the split count itself (decode problems search "
+          "it): workspace " + std::to_string(i) + " asks for num_splits " +
+          std::to_string(workspaces[i].numSplits) + "; leave it 0");
   if (options.repeats < 1 || options.warmup < 0)
     return Status::error("autotune: repeats must be >= 1 and warmup >= 0, got " +
                          std::to_string(options.repeats) + " and " +

@@ -514,8 +514,8 @@ std::string memoryKey(const std::string &specKey, const TileConfig &config) {
 
 /// The key of the tile config chosen for a spec (its key) and shape bucket.
 std::string configKey(const std::string &specKey, const ShapeBucket &bucket) {
-  const auto &[seqlenQ, seqlenK, batchHeads] = bucket;
-  const int64_t fields[] = {seqlenQ, seqlenK, batchHeads};
+  const int64_t fields[] = {bucket.seqlenQ, bucket.seqlenK, bucket.batchHeads,
+                            bucket.decode ? 1 : 0};
   return specKey + packed(fields);
 }
 } // namespace
@@ -822,27 +822,28 @@ Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
   plan.grid[1] = static_cast<unsigned>(gridHeads);
   plan.grid[2] = static_cast<unsigned>(p.batch);
 
-  // Split-KV: asked for, tuned (flashjit autotune --decode), or chosen
-  // for decode-like and paged problems.
+  // Split-KV: asked for, or chosen for decode-like and paged problems: a
+  // tuned decode entry's count (flashjit autotune --decode; at most the
+  // key blocks, within grid z), else the heuristic.
   plan.numSplits = 1;
   const int64_t partialRows =
       p.varlen ? p.varlen->totalQ : p.batch * p.seqlenQ;
   if (p.numSplits > 1) {
     plan.numSplits = p.numSplits;
-  } else if (p.numSplits == 0 && tunedSplits > 0 &&
-             plan.config.family == Family::Sm80 &&
-             p.batch * tunedSplits <= kMaxGridZ) {
-    plan.numSplits = tunedSplits;
   } else if (p.numSplits == 0 && (decodeLike || p.paged) &&
              plan.config.family == Family::Sm80 &&
              partialRows * p.headsQ < std::numeric_limits<int32_t>::max()) {
-    const int64_t ctas =
-        int64_t(plan.grid[0]) * plan.grid[1] * int64_t(plan.grid[2]);
-    const int64_t keyBlocks =
-        (p.seqlenK + plan.config.blockN - 1) / plan.config.blockN;
-    plan.numSplits = chooseSplits(
-        ctas, keyBlocks, p.batch, impl_->info.smCount,
-        ctasPerSm(launchFacts(plan.spec, plan.config), impl_->arch));
+    const int64_t keyBlocks = std::max<int64_t>(
+        1, (p.seqlenK + plan.config.blockN - 1) / plan.config.blockN);
+    if (tunedSplits > 0 && p.batch * tunedSplits <= kMaxGridZ) {
+      plan.numSplits = int(std::min<int64_t>(tunedSplits, keyBlocks));
+    } else {
+      const int64_t ctas =
+          int64_t(plan.grid[0]) * plan.grid[1] * int64_t(plan.grid[2]);
+      plan.numSplits = chooseSplits(
+          ctas, keyBlocks, p.batch, impl_->info.smCount,
+          ctasPerSm(launchFacts(plan.spec, plan.config), impl_->arch));
+    }
   }
   if (plan.numSplits > 1) {
     if (plan.config.family != Family::Sm80)

@@ -83,6 +83,8 @@ json entryJson(const TuneKey &key, const TuneEntry &e) {
   if (e.runnerUp) {
     j["runner_up"] = toJson(*e.runnerUp);
     j["runner_up_ms"] = e.runnerUpMs;
+    if (e.runnerUpSplits > 0)
+      j["runner_up_splits"] = e.runnerUpSplits;
   }
   if (e.defaultConfig) {
     j["default"] = toJson(*e.defaultConfig);
@@ -107,6 +109,9 @@ TuneEntry entryFrom(const json &j) {
   if (j.contains("runner_up")) {
     e.runnerUp = configFrom(j.at("runner_up"));
     e.runnerUpMs = j.at("runner_up_ms").get<double>();
+    if (j.contains("runner_up_splits"))
+      e.runnerUpSplits = static_cast<int>(files::intIn(
+          j["runner_up_splits"], "runner_up_splits", 1, kMaxSplits));
   }
   if (j.contains("default")) {
     e.defaultConfig = configFrom(j.at("default"));
@@ -135,12 +140,13 @@ ShapeBucket shapeBucket(const AttentionParams &p) {
   // seqlen_q from 1: decode rows (1, 2, 4, ...) take configs of their own,
   // the decode table's neighbourhood, which a 64-row prefill must not get.
   return {roundUpToPowerOfTwo(p.seqlenQ, 1), roundUpToPowerOfTwo(p.seqlenK, 64),
-          roundUpToPowerOfTwo(p.batch * p.headsQ, 1)};
+          roundUpToPowerOfTwo(p.batch * p.headsQ, 1),
+          p.seqlenQ * std::max<int64_t>(1, p.gqaGroup()) <= kDecodeMaxTileRows};
 }
 
 std::string toString(const ShapeBucket &b) {
   return "sq" + std::to_string(b.seqlenQ) + "_sk" + std::to_string(b.seqlenK) +
-         "_bh" + std::to_string(b.batchHeads);
+         "_bh" + std::to_string(b.batchHeads) + (b.decode ? "_decode" : "");
 }
 
 std::string TuneKey::text() const {
@@ -243,6 +249,11 @@ Expected<std::map<std::string, TuneEntry>> TuneDatabase::entries() const {
 }
 
 Status TuneDatabase::store(const TuneKey &key, const TuneEntry &entry) {
+  for (int splits : {entry.splits, entry.runnerUpSplits})
+    if (splits < 0 || splits > kMaxSplits)
+      return Status::error("a tuned split count must be in [0, " +
+                           std::to_string(kMaxSplits) + "], got " +
+                           std::to_string(splits));
   std::lock_guard<std::mutex> guard(mutex_);
   std::error_code ec;
   const auto parent = std::filesystem::path(path_).parent_path();

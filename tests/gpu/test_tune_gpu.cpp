@@ -171,18 +171,23 @@ TEST(Autotune, DecodeTunesTilesAndSplitCounts) {
     EXPECT_TRUE(c.ok()) << canonicalText(c.config) << " splits " << c.splits
                         << ": " << c.failure;
     EXPECT_EQ(c.localBytes, 0) << canonicalText(c.config);
+    if (c.splits > 0) {
+      EXPECT_EQ(c.splitsRun, c.splits) << canonicalText(c.config);
+    }
   }
   EXPECT_NE(r.oracleCheck.find("PASS"), std::string::npos) << r.oracleCheck;
   const CandidateResult &best = r.ranked.front();
+  const auto stored = TuneDatabase(TuneDatabase::pathIn(dir)).lookup(r.key);
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(stored->config, best.config);
+  EXPECT_EQ(stored->splits, best.splits);
   TunedRuntime later(dir);
   ASSERT_TRUE(later.rt);
   auto plan = later.rt->planForward(a.problem);
   ASSERT_TRUE(plan) << plan.message();
   EXPECT_EQ(plan->source, ConfigSource::Tuned);
   EXPECT_EQ(plan->config, best.config);
-  if (best.splits > 0) {
-    EXPECT_EQ(plan->numSplits, best.splits);
-  }
+  EXPECT_EQ(plan->numSplits, best.splitsRun);
   FLASHJIT_ASSERT_OK(launchOnce(*later.rt, a));
   const CheckResult checked = check(a);
   EXPECT_TRUE(checked.pass) << checked.summary();

@@ -333,8 +333,9 @@ TEST_F(CliStandIn, AutotuneBackwardStoresNothingTheOracleRejects) {
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/tune.json")) << r.output;
 }
 
-// A decode problem is tuned over the decode table's tiles and split counts
-// (each candidate planned with its own count), listed with them.
+// A decode problem is tuned over the decode table's tiles and split counts,
+// listed with them (that each runs with its own count:
+// StandIn.AutotuneRunsEachDecodeCandidateWithItsSplitCount).
 TEST_F(CliStandIn, AutotuneDecodeSearchesSplitCounts) {
   Result r = runCli("autotune --decode --head-dim 64 --heads-q 8 --heads-kv 2 "
                     "--seqlen-k 64 --batch 2 --repeats 1 --warmup 0",

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "flashjit/flashjit.h"
+#include "flashjit/runtime/Autotune.h"
 #include "flashjit/runtime/DiskCache.h"
 #include "flashjit/runtime/Runtime.h"
 #include "flashjit/kernels/Decode.h"
@@ -19,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <set>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -238,6 +240,75 @@ TEST(StandIn, DecodeTakesTheTunedSplitCount) {
   auto one = fresh->planForward(asked);
   ASSERT_TRUE(one) << one.message();
   EXPECT_EQ(one->numSplits, 1);
+
+  // The tuned count, capped at the key blocks of a bucket-mate (keys
+  // 2049..4096 share a bucket; 128-key tiles: 17 blocks at 2100 keys).
+  ForwardProblem shorter = p;
+  shorter.seqlenK = 4096;
+  entry.config.blockN = 128;
+  entry.splits = 64;
+  ASSERT_TRUE(fresh->storeTuned(fresh->tuneKey(shorter), entry));
+  auto full = fresh->planForward(shorter);
+  ASSERT_TRUE(full) << full.message();
+  EXPECT_EQ(full->source, ConfigSource::Tuned);
+  EXPECT_EQ(full->numSplits, 32);
+  shorter.seqlenK = 2100;
+  auto capped = fresh->planForward(shorter);
+  ASSERT_TRUE(capped) << capped.message();
+  EXPECT_EQ(capped->source, ConfigSource::Tuned);
+  EXPECT_EQ(capped->numSplits, 17);
+}
+
+// The autotuner plans each decode candidate with its own split count (the
+// baseline with the runtime's), and refuses a caller's count.
+TEST(StandIn, AutotuneRunsEachDecodeCandidateWithItsSplitCount) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  ForwardProblem p = decodeProblem();
+  p.seqlenK = 4096;
+  p.setDenseBSHD();
+  // Buffers the stand-in really holds: the search reads outputs and inputs
+  // back (the oracle then finds O unwritten: the stand-in runs nothing).
+  std::vector<DeviceBuffer> buffers;
+  for (size_t elements : {p.qElements(), p.kElements(), p.vElements(),
+                          p.oElements()}) {
+    auto b = rt->allocate(elements * 2);
+    ASSERT_TRUE(b) << b.message();
+    buffers.push_back(std::move(*b));
+  }
+  p.q = buffers[0].data();
+  p.k = buffers[1].data();
+  p.v = buffers[2].data();
+  p.o = buffers[3].data();
+  AutotuneOptions options;
+  options.warmup = 0;
+  options.repeats = 1;
+  options.store = false;
+  options.decodeKnobs.blockN = {32};
+  options.decodeKnobs.stages = {2};
+  options.decodeKnobs.splits = {1, 3, 8};
+  auto heuristic = rt->planForward(p);
+  ASSERT_TRUE(heuristic) << heuristic.message();
+  auto tuned = autotune(*rt, {p}, options);
+  ASSERT_TRUE(tuned) << tuned.message();
+  ASSERT_EQ(tuned->ranked.size(), 4u);
+  std::set<int> planned;
+  for (const CandidateResult &c : tuned->ranked) {
+    // Every candidate compiled, launched and matched the baseline; the
+    // fastest ones then fail the oracle (nothing was computed).
+    ASSERT_TRUE(c.ok() || c.failure.rfind("oracle: ", 0) == 0) << c.failure;
+    EXPECT_EQ(c.splitsRun, c.splits ? c.splits : heuristic->numSplits)
+        << canonicalText(c.config) << " splits " << c.splits;
+    planned.insert(c.splitsRun);
+  }
+  EXPECT_EQ(planned, (std::set<int>{1, 3, 8, heuristic->numSplits}));
+  p.numSplits = 4;
+  auto refused = autotune(*rt, {p}, options);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.message().find("num_splits 4"), std::string::npos)
+      << refused.message();
 }
 
 // Defect 2: launch facts come from the key; a hand-edited meta.json is a

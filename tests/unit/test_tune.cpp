@@ -433,11 +433,27 @@ TEST(ShapeBucket, RoundsEachExtentUpToAPowerOfTwo) {
   // Decode rows keep buckets of their own (a decode entry is not a
   // prefill's); key lengths from 64.
   p.seqlenQ = 1;
-  EXPECT_EQ(toString(shapeBucket(p)), "sq1_sk64_bh16");
+  EXPECT_EQ(toString(shapeBucket(p)), "sq1_sk64_bh16_decode");
   p.seqlenQ = 3;
   EXPECT_EQ(shapeBucket(p).seqlenQ, 4);
   p.seqlenQ = 64;
   EXPECT_EQ(shapeBucket(p).seqlenQ, 64);
+  p.headsKV = p.headsQ; // 64 rows a row block: still the decode table
+  EXPECT_TRUE(shapeBucket(p).decode);
+  p.headsKV = 1; // 8 query heads a K/V head: 512 rows
+  EXPECT_FALSE(shapeBucket(p).decode);
+  // A GQA group of 3: seqlen_q 20 (60 rows a row block, the decode table)
+  // and 32 (96 rows, prefill tiles) round to one seqlen_q but never share.
+  p.headsQ = 6;
+  p.headsKV = 2;
+  p.seqlenQ = 20;
+  const ShapeBucket decode = shapeBucket(p);
+  p.seqlenQ = 32;
+  const ShapeBucket prefill = shapeBucket(p);
+  EXPECT_EQ(decode.seqlenQ, prefill.seqlenQ);
+  EXPECT_TRUE(decode.decode);
+  EXPECT_FALSE(prefill.decode);
+  EXPECT_FALSE(decode == prefill);
 }
 
 TEST_F(TuneFiles, TuneDatabaseRoundTrip) {
@@ -489,6 +505,12 @@ TEST_F(TuneFiles, ADecodeEntryKeepsItsSplitCount) {
   ASSERT_TRUE(plain);
   EXPECT_EQ(plain->splits, 0);
   EXPECT_EQ(readFile(path()).find("\"splits\": 0"), std::string::npos);
+  // Storing one out of range is refused.
+  decode.splits = 200;
+  const Status refused = TuneDatabase(path()).store(keyFor(64), decode);
+  EXPECT_FALSE(refused.isOk());
+  EXPECT_NE(refused.message().find("[0, 128]"), std::string::npos)
+      << refused.message();
   for (const char *bad : {"0", "129", "-3", "2.5"}) {
     std::string text = readFile(path());
     const std::string field = "\"splits\": ";
@@ -724,6 +746,10 @@ TEST_F(TuneFiles, AutotuneListsTheDecodeSearchSpace) {
       << r.all();
   EXPECT_FALSE(has(r.all(), "block_m=64")) << r.all();
   EXPECT_FALSE(has(r.all(), "family=sm90")) << r.all();
+  // The search owns the split count.
+  ProcessResult splits = cli({"autotune", "--decode", "--splits", "4"}, dir_);
+  EXPECT_EQ(splits.exitCode, 2) << splits.all();
+  EXPECT_TRUE(has(splits.all(), "drop --splits")) << splits.all();
 }
 
 TEST_F(TuneFiles, AutotuneListsItsSearchSpaceAsJson) {

@@ -82,6 +82,9 @@ int autotuneCommand(const AutotuneCliOptions &cli) {
     return failWith(kCommand, "autotune chooses the tile config itself; drop "
                     "--block-m, --block-n, --warps, --stages and --pack-gqa",
                     2);
+  if (o.problem.numSplits != 0)
+    return failWith(kCommand, "autotune chooses the split count itself (a "
+                    "decode problem searches it); drop --splits", 2);
   ForwardProblem shape;
   if (Status s = describeProblem(o.problem, spec, shape); !s)
     return failWith(kCommand, s.message(), 2);
@@ -208,6 +211,8 @@ int autotuneCommand(const AutotuneCliOptions &cli) {
                           {"local_bytes", c.localBytes}};
       if (c.splits)
         e["splits"] = c.splits;
+      if (c.ok())
+        e["splits_run"] = c.splitsRun;
       if (c.ok())
         e.update({{"ms", c.ms}, {"min_ms", c.minMs}, {"tflops", tflops(c.ms)}});
       else

@@ -48,9 +48,10 @@ struct AutotuneOptions {
 
 struct CandidateResult {
   TileConfig config;
-  /// Decode: split-KV CTAs per row block it ran with (0: the runtime's
-  /// heuristic).
+  /// Decode: split-KV CTAs per row block it was planned with (0: the
+  /// runtime's heuristic), and the count its plans launched (1: none).
   int splits = 0;
+  int splitsRun = 1;
   /// Median and fastest time of the timed runs; infinity when it failed.
   double ms = std::numeric_limits<double>::infinity();
   double minMs = std::numeric_limits<double>::infinity();
@@ -102,8 +103,6 @@ Expected<Timing> timePlans(Runtime &runtime,
                            const std::vector<ForwardPlan> &plans, int warmup,
                            int repeats);
 
-/// Tunes the problem of `workspaces` (the same sizes, strides and features
-/// over different buffers, all inputs filled; `tile` is ignored).
 /// What autotune searches for `problem` (of spec `spec`) on `arch`: for a
 /// decode-like problem (seqlen_q x GQA group <= kDecodeMaxTileRows, where
 /// the sm80 family is searched) the decode table's neighbourhood with split
@@ -113,6 +112,8 @@ SearchSpace forwardSearchSpaceFor(const ForwardProblem &problem,
                                   const AttentionSpec &spec, Arch arch,
                                   const AutotuneOptions &options = {});
 
+/// Tunes the problem of `workspaces` (the same sizes, strides and features
+/// over different buffers, all inputs filled; `tile` is ignored).
 Expected<AutotuneResult> autotune(Runtime &runtime,
                                   const std::vector<ForwardProblem> &workspaces,
                                   const AutotuneOptions &options = {});

@@ -32,13 +32,17 @@ struct ShapeBucket {
   int64_t seqlenQ = 0;
   int64_t seqlenK = 0;
   int64_t batchHeads = 0; ///< batch x heads_q
+  /// Decode-like: seqlen_q x the GQA group <= kDecodeMaxTileRows, which the
+  /// runtime plans from the decode table and tunes over it (a bucket of
+  /// seqlen_q may hold both kinds when the group is not a power of two).
+  bool decode = false;
   bool operator==(const ShapeBucket &o) const {
     return seqlenQ == o.seqlenQ && seqlenK == o.seqlenK &&
-           batchHeads == o.batchHeads;
+           batchHeads == o.batchHeads && decode == o.decode;
   }
 };
 ShapeBucket shapeBucket(const AttentionParams &params);
-/// "sq4096_sk4096_bh64".
+/// "sq4096_sk4096_bh64", "sq1_sk32768_bh256_decode".
 std::string toString(const ShapeBucket &bucket);
 
 struct TuneKey {
@@ -63,8 +67,9 @@ struct TuneEntry {
   /// 0: the runtime's heuristic.
   int splits = 0;
   double ms = 0;
-  /// The second fastest config, when there was one.
+  /// The second fastest config, when there was one, and its split count.
   std::optional<TileConfig> runnerUp;
+  int runnerUpSplits = 0;
   double runnerUpMs = 0;
   /// What the per-arch default took on the same problem.
   std::optional<TileConfig> defaultConfig;
