@@ -401,7 +401,6 @@ Expected<AutotuneResult> search(Runtime &rt, Target &target,
   const SearchSpace &space = result.space;
   const int n = int(space.candidates.size());
   std::vector<CandidateResult> candidates(n);
-  std::vector<bool> compiled(n, false);
   for (int i = 0; i < n; ++i) {
     candidates[i].config = space.candidates[i];
     candidates[i].splits = space.splitsOf(i);
@@ -427,9 +426,7 @@ Expected<AutotuneResult> search(Runtime &rt, Target &target,
         } catch (const std::exception &e) { // bad_alloc: this one fails
           s = Status::error(e.what());
         }
-        if (s) {
-          compiled[i] = true;
-        } else {
+        if (!s) {
           candidates[i].failure = "compile: " + s.message();
           target.forget(i);
         }
