@@ -207,7 +207,7 @@ void ForwardKernel::locateRows() {
   qSeqBase = e.add(e.mul(batch, qBS), e.mul(startQ, qRS));
   oSeqBase = e.add(e.mul(batch, oBS), e.mul(startQ, oRS));
   if (spec.pagedKV) {
-    // Rows are addressed per key (pagedRowOffset); batch strides are page
+    // Rows are addressed per key (pagedRow); batch strides are page
     // strides.
     kBase = e.mul(kvHead, kHS);
     vBase = e.mul(kvHead, vHS);

@@ -110,10 +110,6 @@ public:
   /// share the lookup, each has its strides).
   static Value pagedOffset(Emitter &x, const PagedRow &row, Value pageStride,
                            Value rowStride);
-  Value pagedRowOffset(Emitter &x, Value key, Value pageStride,
-                       Value rowStride) {
-    return pagedOffset(x, pagedRow(x, key), pageStride, rowStride);
-  }
 
   // ---- the thread's MMA coordinates (set by the family) -------------------
   /// Row within an 8-row half, column pair (lane / 4, lane % 4), and the

@@ -9,6 +9,7 @@
 #include "llvm/ADT/DenseMap.h"
 
 #include <algorithm>
+#include <cassert>
 
 using namespace mlir;
 
@@ -54,6 +55,8 @@ void copyTile(Emitter &e, const TileCopier &k, Value tid, Value src,
               int rows, int dim, int paddedDim, int swizzleBits, Value dst,
               ArrayRef<Value> prefix, bool inLoop, Value rowStride,
               ArrayRef<Value> laneRowOffsets) {
+  assert((rowOffset || !laneRowOffsets.empty()) &&
+         "copyTile: rows need rowOffset or laneRowOffsets");
   // Columns past `dim` must read as zeros, not as the next row's data.
   const int vec = copyElems(k.spec, dim);
   const bool asyncCopies = vec * elementBytes(k.spec.dtype) >= 4;

@@ -44,7 +44,8 @@ using RowOffsetFn = function_ref<Value(Emitter &, Value row)>;
 /// rowOffset(r) is r times it (K and V), which lets in-range rows walk a
 /// pointer chain; `swizzleBits`: the destination's (rowSwizzle).
 ///
-/// `laneRowOffsets`, when given, replaces rowOffset: in every warp, lane l's
+/// `laneRowOffsets`, when given, replaces rowOffset (which may then be
+/// null): in every warp, lane l's
 /// laneRowOffsets[j] is rowOffset(rowStart + l + 32 j) (one value per 32
 /// rows), and a copying lane takes its row's offset by a shuffle. A lookup
 /// per row per warp instead of one per copied chunk, and none of them on a
@@ -55,7 +56,6 @@ void copyTile(Emitter &e, const TileCopier &k, Value tid, Value src,
               int rows, int dim, int paddedDim, int swizzleBits, Value dst,
               ArrayRef<Value> prefix, bool inLoop, Value rowStride = Value(),
               ArrayRef<Value> laneRowOffsets = {});
-
 
 /// Closes the current cp.async group (an empty group when nothing was
 /// issued, so that group counting stays uniform across iterations).

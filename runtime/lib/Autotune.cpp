@@ -642,10 +642,10 @@ SearchSpace forwardSearchSpaceFor(const ForwardProblem &p,
   const bool sm80Searched =
       families.empty() || std::find(families.begin(), families.end(),
                                     Family::Sm80) != families.end();
-  const int64_t tileRows = p.seqlenQ * std::max<int64_t>(1, p.gqaGroup());
-  if (sm80Searched && tileRows <= kDecodeMaxTileRows) {
-    SearchSpace decode = decodeSearchSpace(spec, arch, tileRows, p.seqlenK,
-                                           p.batch, options.decodeKnobs);
+  if (sm80Searched && isDecodeLike(p)) {
+    SearchSpace decode = decodeSearchSpace(spec, arch, decodeTileRows(p),
+                                           p.seqlenK, p.batch,
+                                           options.decodeKnobs);
     if (!decode.candidates.empty())
       return decode;
   }

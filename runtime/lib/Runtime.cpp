@@ -788,8 +788,8 @@ Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
   // decode table of the sm80 family unless the caller forces another
   // family: a 64- or 128-row tile would compute padding rows (bucket-free:
   // the rows decide, exactly per shape).
-  const int64_t groupRows = p.seqlenQ * std::max<int64_t>(1, p.gqaGroup());
-  const bool decodeLike = groupRows <= kDecodeMaxTileRows;
+  const int64_t groupRows = decodeTileRows(p);
+  const bool decodeLike = isDecodeLike(p);
   if (plan.source == ConfigSource::Default && decodeLike &&
       (!impl_->family || *impl_->family == Family::Sm80))
     if (auto decode = decodeTileConfig(plan.spec, impl_->arch, groupRows))

@@ -141,7 +141,7 @@ ShapeBucket shapeBucket(const AttentionParams &p) {
   // the decode table's neighbourhood, which a 64-row prefill must not get.
   return {roundUpToPowerOfTwo(p.seqlenQ, 1), roundUpToPowerOfTwo(p.seqlenK, 64),
           roundUpToPowerOfTwo(p.batch * p.headsQ, 1),
-          p.seqlenQ * std::max<int64_t>(1, p.gqaGroup()) <= kDecodeMaxTileRows};
+          isDecodeLike(p)};
 }
 
 std::string toString(const ShapeBucket &b) {

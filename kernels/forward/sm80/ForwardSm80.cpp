@@ -184,10 +184,7 @@ LogicalResult buildForwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
       for (const PagedRow &r : lookups)
         laneOffsets.push_back(
             ForwardKernel::pagedOffset(e, r, t.pageStride, t.rowStride));
-      auto pagedOffset = [&](Emitter &x, Value key) {
-        return fk.pagedRowOffset(x, key, t.pageStride, t.rowStride);
-      };
-      copyTile(e, k.copier, tid, t.src, t.base, pagedOffset,
+      copyTile(e, k.copier, tid, t.src, t.base, /*rowOffset=*/nullptr,
                e.mul(nBlock, e.idx(cfg.blockN)), seqK, cfg.blockN, t.dim,
                t.paddedDim, t.swizzleBits, t.smem, {slot}, inLoop, Value(),
                laneOffsets);

@@ -16,6 +16,7 @@
 
 #include "flashjit/compiler/AttentionSpec.h"
 #include "flashjit/compiler/KernelFamily.h"
+#include "flashjit/kernels/AttentionParams.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -114,6 +115,16 @@ PageDivisor pageDivisor(int64_t divisor); ///< divisor in [1, kMaxPageSize]
 /// (seqlen_q, times the GQA group when packed) fit this many rows takes
 /// the decode tile table.
 inline constexpr int64_t kDecodeMaxTileRows = 64;
+/// The rows of one (batch, K/V group) row block: seqlen_q x the GQA group.
+inline int64_t decodeTileRows(const AttentionParams &p) {
+  return p.seqlenQ * std::max<int64_t>(1, p.gqaGroup());
+}
+/// Decode-like: its row blocks fit kDecodeMaxTileRows rows (the runtime
+/// plans it from the decode table, autotune searches that table, and its
+/// tune entries are apart from prefills').
+inline bool isDecodeLike(const AttentionParams &p) {
+  return decodeTileRows(p) <= kDecodeMaxTileRows;
+}
 /// The sm80 family's config for a problem of `tileRows` rows per (batch,
 /// K/V group) (seqlen_q x the GQA group), THE decode table: one m16 tile
 /// per warp and as few warps as the rows need (padding rows cost MMAs,
