@@ -36,8 +36,14 @@ else
   echo "pack-device.sh: no peers scripts at $peers (PEERS_DIR); peer modes will fail" >&2
 fi
 if [[ ${1:-} == --wheel ]]; then
+  # The lent machine runs CPython 3.12: the wheel must be cp312.
+  py=${PYTHON:-}
+  for candidate in python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
+    [[ -z $py ]] && "$candidate" -c "import venv" >/dev/null 2>&1 && py=$candidate
+  done
+  [[ -n $py ]] || { echo "pack-device.sh: no Python 3.12 for the wheel (set PYTHON)" >&2; exit 1; }
   rm -rf .whl
-  "${PYTHON:-python3}" -m pip wheel . --no-deps -w .whl -Cbuild-dir=build-wheel
+  "$py" -m pip wheel . --no-deps -w .whl -Cbuild-dir=build-wheel-cp312
 fi
 du -sh .device ${1:+.whl} 2>/dev/null
 echo "packed $(cat .device/COMMIT)"
