@@ -93,7 +93,9 @@
 #                   then decode-peers
 #   decode-peers    .device/peers_more.py decode (SDPA backends, FlexAttention, the same
 #                   shapes) and the device's copy bandwidth [PEERS_TIMEOUT=600]
-#   decode          the four above, in that order
+#   decode-tune     `flashjit autotune --decode` on the decode-bench shapes, then their
+#                   `flashjit bench --decode` with the tuned configs
+#   decode          decode-smoke, decode-tests, decode-sanitize, decode-bench, in that order
 #   all             tests sanitize features autotune bench peers
 #
 # Modes may also be given comma-separated in one argument.
@@ -511,6 +513,23 @@ PY
       done
     done
     run_mode decode-peers
+    ;;
+  decode-tune)
+    # `flashjit autotune --decode` on each decode-bench shape (tile depth,
+    # stages, split count), then `flashjit bench --decode` of it again: with
+    # the tune database the runtime takes the tuned config.
+    local shape page paged
+    for shape in "--batch 8 --seqlen-k 32768" "--batch 64 --seqlen-k 4096"; do
+      for page in 0 16 256; do
+        paged=$( ((page)) && echo --page-size $page)
+        echo "== autotune --decode $shape $paged" | tee -a "$out/decode-tune.log"
+        timeout 150 "$bin/flashjit" autotune --decode --head-dim 128 --heads-q 32 \
+          --heads-kv 8 $shape $paged --top 5 2>&1 | tail -12 | tee -a "$out/decode-tune.log"
+        echo "${shape/seqlen-k/seqlens} page=$page | $(timeout 120 "$bin/flashjit" bench \
+          --decode --head-dim 128 --heads-q 32 --heads-kv 8 ${shape/seqlen-k/seqlens} $paged \
+          2>&1 | tail -1)" | tee -a "$out/decode-tune.log"
+      done
+    done
     ;;
   decode-peers)
     # The decode shapes' peers (SDPA backends, FlexAttention) and the copy

@@ -351,18 +351,24 @@ std::string compareOutputs(const Outputs &got, const Outputs &want,
 /// after `warmup` untimed ones (r counts every call).
 Expected<Timing> timeLaunches(Runtime &rt,
                               const std::function<Status(int)> &launch,
-                              int warmup, int repeats) {
-  if (repeats < 1)
-    return Status::error("timing needs at least one repeat");
+                              int warmup, int repeats, int backToBack = 1) {
+  if (repeats < 1 || backToBack < 1)
+    return Status::error("timing needs at least one repeat of one launch");
   for (int r = 0; r < warmup; ++r)
     if (Status s = launch(r); !s)
       return s;
   std::vector<float> times;
+  int next = warmup;
   for (int r = 0; r < repeats; ++r) {
-    auto ms = rt.timeMs([&] { return launch(warmup + r); });
+    auto ms = rt.timeMs([&] {
+      for (int i = 0; i < backToBack; ++i)
+        if (Status s = launch(next++); !s)
+          return s;
+      return Status::ok();
+    });
     if (!ms)
       return ms.status();
-    times.push_back(*ms);
+    times.push_back(*ms / float(backToBack));
   }
   std::sort(times.begin(), times.end());
   return Timing{times[times.size() / 2], times.front()};
@@ -380,12 +386,12 @@ int workspacesToRotate(size_t bytesPerWorkspace, int64_t l2Bytes) {
 }
 
 Expected<Timing> timePlans(Runtime &rt, const std::vector<ForwardPlan> &plans,
-                           int warmup, int repeats) {
+                           int warmup, int repeats, int backToBack) {
   if (plans.empty())
     return Status::error("timePlans needs a plan and at least one repeat");
   return timeLaunches(
       rt, [&](int r) { return rt.launch(plans[r % plans.size()]); }, warmup,
-      repeats);
+      repeats, backToBack);
 }
 
 namespace {

@@ -21,8 +21,10 @@ rev=$(git -C "$root" rev-parse "$base")
 # The commit the patches were last made against (they apply there).
 made_against=630b816
 
+# The scratch is re-staged when the base or any patch changed.
+stamp="$rev $(cat "$root"/tests/mutation/patches/*.patch | sha256sum | cut -c1-16)"
 mkdir -p "$scratch/src"
-if [[ ! -f $scratch/src/.base || $(cat "$scratch/src/.base") != "$rev" ]]; then
+if [[ ! -f $scratch/src/.base || $(cat "$scratch/src/.base") != "$stamp" ]]; then
   # The patched tree is staged apart, then only the files whose contents
   # changed replace the scratch's: an earlier build stays incremental.
   stage=$scratch/stage
@@ -47,7 +49,7 @@ if [[ ! -f $scratch/src/.base || $(cat "$scratch/src/.base") != "$rev" ]]; then
     [[ -e $stage/$f ]] || rm -f "$scratch/src/$f"
   done
   rm -rf "$stage"
-  echo "$rev" > "$scratch/src/.base"
+  echo "$stamp" > "$scratch/src/.base"
 fi
 BUILD_DIR=$scratch/build bash "$scratch/src/tools/scripts/build.sh" -DFLASHJIT_STATIC_LLVM=ON
 

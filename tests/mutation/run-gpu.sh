@@ -76,6 +76,13 @@ failedTests "$out/gpu-none.log" > "$out/control-failures.txt"
       bySuite=$(sed -E 's#^([^.]*\.[^/]*)/.*#\1#' <<< "$caught" | sort | uniq -c |
                 awk '{printf "%s%s (%d)", sep, $2, $1; sep=", "}')
     fi
+    # A process killed by a signal (a mutant that breaks the generator
+    # itself, not the kernel) or by the timeout catches nothing: say so.
+    if [[ $rc =~ ^[0-9]+$ ]] && ((rc == 124 || rc > 128)); then
+      bySuite="none: the process ended with $rc ($( ((rc == 124)) && echo timeout ||
+               echo "signal $((rc - 128))")) in $(grep '^\[ RUN      \]' "$log" | tail -1 |
+               sed -E 's/^\[ RUN      \] //')"
+    fi
     echo "| $m | $rc | ${passed:-0} | $count | ${bySuite:--} |"
   done
 } | tee "$out/gpu-mutation.md"

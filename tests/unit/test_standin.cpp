@@ -204,6 +204,33 @@ TEST(StandIn, DecodeSplitsOnTheSm80FamilyAndLaunchesItsHelpers) {
       << bad.message();
 }
 
+// `flashjit bench --back-to-back N`: each timed run queues N launches
+// between its events; warm-up runs are single launches. A count below one
+// is an error, not a division by zero.
+TEST(StandIn, TimingQueuesBackToBackLaunchesPerRun) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  auto plan = rt->planForward(smallProblem(), /*fullKernel=*/true);
+  ASSERT_TRUE(plan) << plan.message();
+  const std::vector<ForwardPlan> plans{*plan};
+  long before = standInLaunches();
+  auto alone = timePlans(*rt, plans, /*warmup=*/2, /*repeats=*/3);
+  ASSERT_TRUE(alone) << alone.message();
+  EXPECT_EQ(standInLaunches(), before + 2 + 3);
+  before = standInLaunches();
+  auto queued = timePlans(*rt, plans, 2, 3, /*backToBack=*/5);
+  ASSERT_TRUE(queued) << queued.message();
+  EXPECT_EQ(standInLaunches(), before + 2 + 3 * 5);
+  EXPECT_GE(queued->ms, 0.0);
+  EXPECT_LE(queued->minMs, queued->ms);
+  before = standInLaunches();
+  auto none = timePlans(*rt, plans, 2, 3, /*backToBack=*/0);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(standInLaunches(), before);
+}
+
 // A tuned decode entry's split count is launched where the caller leaves
 // the choice to the runtime, and nowhere else.
 TEST(StandIn, DecodeTakesTheTunedSplitCount) {

@@ -830,6 +830,8 @@ TEST_F(TuneFiles, AutotuneAndBenchRejectBadInputBeforeTheGpu) {
       {{"bench", "--mask", "window"}, "--window-left"},
       {{"bench", "--seqlens", "64", "--seqlens-q", "5,6"}, "--seqlens-q"},
       {{"bench", "--head-dims", "64,80", "--head-dim-v", "32"}, "--head-dim-v"},
+      {{"bench", "--back-to-back", "0"}, "--back-to-back"},
+      {{"bench", "--backward", "--back-to-back", "4"}, "--back-to-back"},
   };
   for (const auto &[args, expect] : cases) {
     ProcessResult r = cli(args, dir_);
@@ -864,6 +866,6 @@ TEST_F(TuneFiles, AutotuneAndBenchDocumentTheirOptions) {
   EXPECT_EQ(b.exitCode, 0);
   const std::string benchHelp = b.all();
   for (const char *opt : {"--head-dims", "--seqlens", "--json", "--repeats",
-                          "--block-m", "tuned"})
+                          "--back-to-back", "--block-m", "tuned"})
     EXPECT_TRUE(has(benchHelp, opt)) << opt;
 }

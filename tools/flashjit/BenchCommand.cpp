@@ -28,6 +28,7 @@ struct BenchOptions {
   uint64_t seed = 0;
   int warmup = 5;
   int repeats = 20;
+  int backToBack = 1;
   bool json = false;
   bool backward = false;
 };
@@ -67,7 +68,7 @@ Status benchOne(Runtime &rt, const BenchOptions &o, Row &row) {
   row.source = plans.front().source;
   row.kernel = plans.front().kernel->name;
   row.numSplits = plans.front().numSplits;
-  auto timing = timePlans(rt, plans, o.warmup, o.repeats);
+  auto timing = timePlans(rt, plans, o.warmup, o.repeats, o.backToBack);
   if (!timing)
     return timing.status();
   row.ms = timing->ms;
@@ -93,6 +94,11 @@ int bench(const BenchOptions &o) {
                     2);
   if (o.backward && o.json)
     return failWith(kCommand, "--json does not apply to --backward yet", 2);
+  if (o.backward && o.backToBack != 1)
+    return failWith(kCommand,
+                    "--back-to-back does not apply to --backward yet (each "
+                    "backward call is timed alone)",
+                    2);
   auto headDims = parseIntList("--head-dims", o.headDims, kMinHeadDim,
                                kMaxHeadDim);
   if (!headDims)
@@ -155,6 +161,7 @@ int bench(const BenchOptions &o) {
     nlohmann::json j;
     j["device"] = dev.name;
     j["cuda_driver"] = formatCudaVersion(rt.driverVersion());
+    j["back_to_back"] = o.backToBack;
     j["rows"] = nlohmann::json::array();
     for (const Row &r : rows) {
       nlohmann::json e = {
@@ -181,9 +188,15 @@ int bench(const BenchOptions &o) {
     return failures ? 1 : 0;
   }
   std::printf("device: %s\n", deviceText(rt).c_str());
-  std::printf("median of %d runs after %d warm-up; TFLOP/s count only the "
-              "work the mask keeps\n\n",
-              o.repeats, o.warmup);
+  if (o.backToBack > 1)
+    std::printf("median of %d runs of %d launches back to back (time per "
+                "launch) after %d warm-up; TFLOP/s count only the work the "
+                "mask keeps\n\n",
+                o.repeats, o.backToBack, o.warmup);
+  else
+    std::printf("median of %d runs after %d warm-up; TFLOP/s count only the "
+                "work the mask keeps\n\n",
+                o.repeats, o.warmup);
   const bool decode = o.problem.decode;
   std::printf("%8s %8s %8s %-7s %-5s %-40s %-8s %10s %8s%s\n", "head_dim",
               "seqlen_q", "seqlen_k", "mask", "dtype", "config", "source",
@@ -244,6 +257,12 @@ void addBenchCommand(CLI::App &app, int &exitCode) {
   cmd->add_option("--repeats", o->repeats,
                   "Timed runs per shape (CUDA events); the median is reported")
       ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  cmd->add_option("--back-to-back", o->backToBack,
+                  "Launches queued at once per timed run, the time per "
+                  "launch reported: the sustained rate of a caller launching "
+                  "in a loop (clocks under that load); 1: each launch alone")
+      ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the results as JSON");
   cmd->add_flag("--backward", o->backward,

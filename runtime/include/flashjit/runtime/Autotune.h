@@ -99,9 +99,12 @@ struct Timing {
 };
 /// Launches `warmup` untimed runs, then times `repeats` runs one by one
 /// (CUDA events), rotating among `plans` (one per workspace). repeats >= 1.
+/// A run is `backToBack` launches queued at once, timed together and
+/// divided: 1 times each launch alone; more, the rate of a caller that
+/// launches in a loop (the GPU never idles, its clocks under that load).
 Expected<Timing> timePlans(Runtime &runtime,
                            const std::vector<ForwardPlan> &plans, int warmup,
-                           int repeats);
+                           int repeats, int backToBack = 1);
 
 /// What autotune searches for `problem` (of spec `spec`) on `arch`: for a
 /// decode-like problem (seqlen_q x GQA group <= kDecodeMaxTileRows, where
