@@ -55,7 +55,11 @@ std::optional<TileConfig> decodeTileConfig(const AttentionSpec &spec,
   // keep one warp's share of them what four warps have at the default.
   // Above d = 128 one warp's registers hold 16 keys: 32 spilled 120-360
   // bytes at d = 160-208 (ptxas 13.0, tests/ptxas's decode cases).
-  const int blockN = copyBytes < 4 || d > 128 ? 16 : 64;
+  // A paged cache: 32 keys (bench/results/2026-12-04-h200-decode-paged.md:
+  // the autotuner's tiles of 16 or 32 keys read pages of 16 and 256 rows
+  // 6-16% faster than 64, within 1% of each other; contiguous, 64 is
+  // within 3% of the best).
+  const int blockN = copyBytes < 4 || d > 128 ? 16 : spec.pagedKV ? 32 : 64;
   const TileConfig candidates[] = {
       {blockM, blockN, warps, stages},
       {blockM, blockN, warps, 1},
