@@ -29,10 +29,15 @@ echo "|---|---|---|---|"
 for m in "${mutants[@]}"; do
   if [[ $m == none ]]; then unset FLASHJIT_MUTANT; else export FLASHJIT_MUTANT=$m; fi
   "$b/bin/flashjit-unit-tests" > "$out/$m.unit.log" 2>&1
+  unitRc=$?
   "$lit" -v "$b/tests/lit" > "$out/$m.lit.log" 2>&1
   "$b/bin/flashjit-ptxas-tests" --gtest_filter="$ptxas_filter" > "$out/$m.ptxas.log" 2>&1
+  ptxasRc=$?
   unit=$(gtestFailures "$out/$m.unit.log")
   ptxas=$(gtestFailures "$out/$m.ptxas.log")
+  # A test binary killed by a signal lists no failures: it caught nothing.
+  ((unitRc > 128)) && unit="none: the unit tests ended with signal $((unitRc - 128))"
+  ((ptxasRc > 128)) && ptxas="none: the ptxas tests ended with signal $((ptxasRc - 128))"
   litFailed=$(sed -n 's/^  flashjit :: //p' "$out/$m.lit.log" | sort -u | paste -sd, - | sed 's/,/, /g')
   echo "| $m | ${unit:-pass} | ${litFailed:-pass} | ${ptxas:-pass} |"
 done
