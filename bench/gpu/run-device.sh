@@ -79,7 +79,10 @@
 #                   BACKWARD_DIMS [64,96,100,128,192,256] and MASKS, `flashjit autotune
 #                   --backward` at D=128 causal, then .device/peers_more.py bwd on the same
 #                   shapes [PEERS_TIMEOUT]
-#   backward        the four above, in that order
+#   backward-tune   `flashjit autotune --backward` per standard shape, with `flashjit bench
+#                   --backward` before and after [BACKWARD_TUNE_DIMS="128 64", MASKS,
+#                   TUNE_TIMEOUT=300]
+#   backward        backward-smoke, backward-tests, backward-sanitize, backward-bench
 #                   [BACKWARD_EXTRA: options added to every backward run, bench and
 #                    sanitizer line, e.g. "--scalar off" for the mma.sync main kernel]
 #   decode-smoke    `flashjit run --decode --check` over page sizes, split counts, GQA 8:1,
@@ -124,7 +127,7 @@ for v in GTEST_FILTER TEST_TIMEOUT SANITIZE_RUNS SANITIZE_ARGS FEATURES_TIMEOUT 
          BENCH_BINARIES DRIVER_CACHE FIRST_DIMS SPLIT_DIMS JIT_KERNELS JIT_QUICK RUN_ARGS \
          PROFILE_D PROFILE_MASK PROFILE_TILE PROFILE_NCU_ARGS NCU_D NCU_MASK NCU_METRICS \
          SWEEP_DIMS SWEEP_CONFIGS SWEEP_MASKS PEERS_TIMEOUT PYTHON PYTHON_TESTS_TIMEOUT \
-         PYTHON_BENCH_TIMEOUT CUDA_CACHE_DISABLE BACKWARD_RUNS BACKWARD_DIMS; do
+         PYTHON_BENCH_TIMEOUT CUDA_CACHE_DISABLE BACKWARD_RUNS BACKWARD_DIMS BACKWARD_TUNE_DIMS; do
   [[ -n ${!v+x} ]] && settings+="$v='${!v}' "
 done
 # The binaries' commit first: the lent machine's checkout may carry a .git
@@ -472,6 +475,20 @@ PY
     OUT="$out" DIMS=${BACKWARD_DIMS:-64,96,100,128,192,256} PYTHONUNBUFFERED=1 \
       timeout ${PEERS_TIMEOUT:-1200} python3 .device/peers_more.py bwd 2>&1 |
       tee "$out/backward-peers.log" | tail -15
+    ;;
+  backward-tune)
+    # `flashjit autotune --backward` at the standard shapes, each shape's
+    # `flashjit bench --backward` before (default) and after (tuned).
+    local d m
+    for d in ${BACKWARD_TUNE_DIMS:-128 64}; do for m in $MASKS; do
+      echo "== d=$d mask=$m" | tee -a "$out/backward-tune.log"
+      echo "default | $(timeout 120 "$bin/flashjit" bench --backward $(shape $d $m) 2>&1 |
+        grep -E '^(config|time):' | paste -sd' ')" | tee -a "$out/backward-tune.log"
+      timeout ${TUNE_TIMEOUT:-300} "$bin/flashjit" autotune --backward $(shape $d $m) --top 5 \
+        2>&1 | tail -14 | tee -a "$out/backward-tune.log"
+      echo "after autotune | $(timeout 120 "$bin/flashjit" bench --backward $(shape $d $m) 2>&1 |
+        grep -E '^(config|time):' | paste -sd' ')" | tee -a "$out/backward-tune.log"
+    done; done
     ;;
   backward)
     for m in backward-smoke backward-tests backward-sanitize backward-bench; do run_mode $m; done ;;
