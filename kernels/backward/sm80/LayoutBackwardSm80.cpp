@@ -131,11 +131,18 @@ TileConfig defaultMmaConfig(const AttentionSpec &spec, Arch arch) {
   // Per-score work (softcap's tanh kept for dS, bias loads, dBias stores)
   // keeps more values live next to S and dP: smaller tiles past d=64.
   const bool heavy = spec.softcap || spec.bias != BiasMode::None;
+  // Without it, 16 query rows a step against 128 keys: 1.08-1.48x the
+  // 64-row tiles at d = 64-128 on an H200, no spills
+  // (bench/results/2026-12-04-h200-backward-tiles.md).
   std::vector<TileConfig> preferred;
+  if (!heavy && d <= 128)
+    preferred.push_back({16, 128, d <= 64 ? 4 : 8, 2});
   if (d <= 64)
-    preferred = {{64, heavy ? 64 : 128, 8, 2}, {64, 64, 8, 1}};
+    preferred.insert(preferred.end(),
+                     {{64, heavy ? 64 : 128, 8, 2}, {64, 64, 8, 1}});
   else if (d <= 128 || (d <= 192 && !heavy))
-    preferred = {{64, 64, 8, 2}, {64, 64, 8, 1}, {64, 32, 8, 1}};
+    preferred.insert(preferred.end(),
+                     {{64, 64, 8, 2}, {64, 64, 8, 1}, {64, 32, 8, 1}});
   else if (d <= 192 || !heavy)
     preferred = {{64, 32, 8, 1}};
   // Where shared memory holds none of those (sm_86, sm_89: 99 KB), and
