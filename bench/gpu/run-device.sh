@@ -79,6 +79,10 @@
 #                   BACKWARD_DIMS [64,96,100,128,192,256] and MASKS, `flashjit autotune
 #                   --backward` at D=128 causal, then .device/peers_more.py bwd on the same
 #                   shapes [PEERS_TIMEOUT]
+#   backward-tiles  candidate backward tiles against the default: `run --backward --check`
+#                   with each on small problems, `bench --backward` of both at the
+#                   standard shapes [BACKWARD_TILES="64:16,128,4,2 96:16,128,8,2 ..."
+#                   (D:block_m,block_n,warps,stages), MASKS]
 #   backward-tune   `flashjit autotune --backward` per standard shape, with `flashjit bench
 #                   --backward` before and after [BACKWARD_TUNE_DIMS="128 64", MASKS,
 #                   TUNE_TIMEOUT=300]
@@ -127,7 +131,7 @@ for v in GTEST_FILTER TEST_TIMEOUT SANITIZE_RUNS SANITIZE_ARGS FEATURES_TIMEOUT 
          BENCH_BINARIES DRIVER_CACHE FIRST_DIMS SPLIT_DIMS JIT_KERNELS JIT_QUICK RUN_ARGS \
          PROFILE_D PROFILE_MASK PROFILE_TILE PROFILE_NCU_ARGS NCU_D NCU_MASK NCU_METRICS \
          SWEEP_DIMS SWEEP_CONFIGS SWEEP_MASKS PEERS_TIMEOUT PYTHON PYTHON_TESTS_TIMEOUT \
-         PYTHON_BENCH_TIMEOUT CUDA_CACHE_DISABLE BACKWARD_RUNS BACKWARD_DIMS BACKWARD_TUNE_DIMS; do
+         PYTHON_BENCH_TIMEOUT CUDA_CACHE_DISABLE BACKWARD_RUNS BACKWARD_DIMS BACKWARD_TUNE_DIMS BACKWARD_TILES; do
   [[ -n ${!v+x} ]] && settings+="$v='${!v}' "
 done
 # The binaries' commit first: the lent machine's checkout may carry a .git
@@ -475,6 +479,30 @@ PY
     OUT="$out" DIMS=${BACKWARD_DIMS:-64,96,100,128,192,256} PYTHONUNBUFFERED=1 \
       timeout ${PEERS_TIMEOUT:-1200} python3 .device/peers_more.py bwd 2>&1 |
       tee "$out/backward-peers.log" | tail -15
+    ;;
+  backward-tiles)
+    # Candidate backward tiles (D:block_m,block_n,warps,stages) against the
+    # default: `run --backward --check` of each candidate on small problems
+    # (causal; GQA 8:2 windowed and deterministic; varlen), then
+    # `bench --backward` of the default and the candidate at the standard
+    # shape of D, both masks.
+    local cand d t h m tile
+    for cand in ${BACKWARD_TILES:-64:16,128,4,2 96:16,128,8,2 100:16,128,8,2 128:16,128,8,2}; do
+      d=${cand%%:*}; IFS=, read -r -a t <<< "${cand#*:}"
+      tile="--block-m ${t[0]} --block-n ${t[1]} --warps ${t[2]} --stages ${t[3]}"
+      for args in "--seqlen 300 --mask causal --heads-q 4" \
+          "--heads-q 8 --heads-kv 2 --seqlen-q 200 --seqlen-k 333 --mask window --window-left 50 --window-right 0 --deterministic" \
+          "--seqlens-q 100,300 --seqlens-k 150,300 --heads-q 2"; do
+        echo "== run --backward --check --head-dim $d $tile $args" | tee -a "$out/backward-tiles.log"
+        timeout 60 "$bin/flashjit" run --backward --head-dim $d $tile $args --repeats 1 \
+          --warmup 0 --check 2>&1 | grep -E "config:|PASS|FAIL|rror" | tee -a "$out/backward-tiles.log"
+      done
+      for m in $MASKS; do for args in "" "$tile"; do
+        echo "d=$d $m [${args:-default}] | $(timeout 60 "$bin/flashjit" bench --backward \
+          $(shape $d $m) $args 2>&1 | grep -E '^(config|time):' | paste -sd' ')" |
+          tee -a "$out/backward-tiles.log"
+      done; done
+    done
     ;;
   backward-tune)
     # `flashjit autotune --backward` at the standard shapes, each shape's
