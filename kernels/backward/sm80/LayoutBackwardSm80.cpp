@@ -131,8 +131,8 @@ TileConfig defaultMmaConfig(const AttentionSpec &spec, Arch arch) {
   // Per-score work (softcap's tanh kept for dS, bias loads, dBias stores)
   // keeps more values live next to S and dP: smaller tiles past d=64.
   const bool heavy = spec.softcap || spec.bias != BiasMode::None;
-  // Without it, 16 query rows a step against 128 keys: 1.08-1.48x the
-  // 64-row tiles at d = 64-128 on an H200, no spills
+  // Without per-score work, 16 query rows a step against 128 keys first:
+  // 1.08-1.48x the 64-row tiles at d = 64-128 on an H200, no spills
   // (bench/results/2026-12-04-h200-backward-tiles.md).
   std::vector<TileConfig> preferred;
   if (!heavy && d <= 128)
