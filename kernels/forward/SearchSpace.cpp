@@ -31,6 +31,36 @@ int SearchSpace::prunedCount() const {
   return n;
 }
 
+namespace {
+/// The enumeration every search space shares: counts each config it is
+/// shown, and each one pruned by the resource it exceeds.
+class Enumeration {
+public:
+  Enumeration(SearchSpace &space, const AttentionSpec &spec, Arch arch)
+      : space_(space), spec_(spec), arch_(arch) {}
+  /// Whether `c` fits the arch's limits and is valid (counted either way).
+  bool admits(const TileConfig &c) {
+    ++space_.enumerated;
+    if (auto reason = exceededLimit(c, spec_, arch_)) {
+      ++pruned_[*reason];
+      return false;
+    }
+    return validate(c, spec_, arch_).isOk();
+  }
+  /// The pruned counts into the space, by reason.
+  void finish() {
+    for (const auto &[reason, count] : pruned_)
+      space_.pruned.emplace_back(reason, count);
+  }
+
+private:
+  SearchSpace &space_;
+  const AttentionSpec &spec_;
+  Arch arch_;
+  std::map<PruneReason, int> pruned_;
+};
+} // namespace
+
 
 SearchSpace forwardSearchSpace(const AttentionSpec &spec, Arch arch,
                                const ForwardKnobs &knobs) {
@@ -53,14 +83,9 @@ SearchSpace forwardSearchSpace(const AttentionSpec &spec, Arch arch,
         break;
       }
   space.candidates.push_back(baseline);
-  std::map<PruneReason, int> pruned;
+  Enumeration enumeration(space, spec, arch);
   auto consider = [&](const TileConfig &c) {
-    ++space.enumerated;
-    if (auto reason = exceededLimit(c, spec, arch)) {
-      ++pruned[*reason];
-      return;
-    }
-    if (c != baseline && validate(c, spec, arch))
+    if (enumeration.admits(c) && c != baseline)
       space.candidates.push_back(c);
   };
   if (searched(Family::Sm80)) {
@@ -92,8 +117,7 @@ SearchSpace forwardSearchSpace(const AttentionSpec &spec, Arch arch,
               c.overlap = overlap;
               consider(c);
             }
-  for (const auto &[reason, count] : pruned)
-    space.pruned.emplace_back(reason, count);
+  enumeration.finish();
   return space;
 }
 
@@ -107,18 +131,13 @@ SearchSpace decodeSearchSpace(const AttentionSpec &spec, Arch arch,
     return space;
   space.candidates.push_back(*table);
   space.splits.push_back(0);
-  std::map<PruneReason, int> pruned;
+  Enumeration enumeration(space, spec, arch);
   for (int blockN : knobs.blockN)
     for (int stages : knobs.stages) {
       TileConfig c = *table;
       c.blockN = blockN;
       c.stages = stages;
-      ++space.enumerated;
-      if (auto reason = exceededLimit(c, spec, arch)) {
-        ++pruned[*reason];
-        continue;
-      }
-      if (!validate(c, spec, arch))
+      if (!enumeration.admits(c))
         continue;
       const int64_t keyBlocks = (seqlenK + blockN - 1) / blockN;
       for (int splits : knobs.splits)
@@ -128,8 +147,7 @@ SearchSpace decodeSearchSpace(const AttentionSpec &spec, Arch arch,
           space.splits.push_back(splits);
         }
     }
-  for (const auto &[reason, count] : pruned)
-    space.pruned.emplace_back(reason, count);
+  enumeration.finish();
   return space;
 }
 
@@ -144,7 +162,7 @@ SearchSpace backwardSearchSpace(const AttentionSpec &spec, Arch arch,
   space.candidates.push_back(baseline);
   const std::vector<int> oneStage{1};
   const std::vector<int> &stages = baseline.scalar ? oneStage : knobs.stages;
-  std::map<PruneReason, int> pruned;
+  Enumeration enumeration(space, spec, arch);
   for (int blockM : knobs.blockM)
     for (int blockN : knobs.blockN)
       for (int warps : knobs.warps)
@@ -156,16 +174,10 @@ SearchSpace backwardSearchSpace(const AttentionSpec &spec, Arch arch,
           c.blockN = blockN;
           c.warps = warps;
           c.stages = stageCount;
-          ++space.enumerated;
-          if (auto reason = exceededLimit(c, spec, arch)) {
-            ++pruned[*reason];
-            continue;
-          }
-          if (c != baseline && validate(c, spec, arch))
+          if (enumeration.admits(c) && c != baseline)
             space.candidates.push_back(c);
         }
-  for (const auto &[reason, count] : pruned)
-    space.pruned.emplace_back(reason, count);
+  enumeration.finish();
   return space;
 }
 
