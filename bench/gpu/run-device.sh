@@ -54,6 +54,9 @@
 #                   standard shape, and flashjit's SASS
 #                   [PROFILE_D=128, PROFILE_MASK=none, PROFILE_TILE="128 64 4 2",
 #                    PROFILE_NCU_ARGS]
+#   backward-profile Nsight Compute of the backward's main kernel next to FlashAttention-2's
+#                   (SDPA flash backward) at the standard shape, and its SASS
+#                   [PROFILE_D=128, PROFILE_MASK=none, PROFILE_ARGS: extra `run --backward` options]
 #   ncu-metrics     ncu --metrics NCU_METRICS on `flashjit run` of the standard shape per BINS
 #                   [NCU_D=192, NCU_MASK=none, NCU_METRICS: cp.async/ldmatrix wavefronts]
 #   sweep           tile sweep with `flashjit run` [SWEEP_DIMS, SWEEP_CONFIGS, SWEEP_MASKS]
@@ -131,7 +134,8 @@ for v in GTEST_FILTER TEST_TIMEOUT SANITIZE_RUNS SANITIZE_ARGS FEATURES_TIMEOUT 
          BENCH_BINARIES DRIVER_CACHE FIRST_DIMS SPLIT_DIMS JIT_KERNELS JIT_QUICK RUN_ARGS \
          PROFILE_D PROFILE_MASK PROFILE_TILE PROFILE_NCU_ARGS NCU_D NCU_MASK NCU_METRICS \
          SWEEP_DIMS SWEEP_CONFIGS SWEEP_MASKS PEERS_TIMEOUT PYTHON PYTHON_TESTS_TIMEOUT \
-         PYTHON_BENCH_TIMEOUT CUDA_CACHE_DISABLE BACKWARD_RUNS BACKWARD_DIMS BACKWARD_TUNE_DIMS BACKWARD_TILES; do
+         PYTHON_BENCH_TIMEOUT CUDA_CACHE_DISABLE BACKWARD_RUNS BACKWARD_DIMS BACKWARD_TUNE_DIMS BACKWARD_TILES \
+         VARIANT_DIMS PROFILE_ARGS; do
   [[ -n ${!v+x} ]] && settings+="$v='${!v}' "
 done
 # The binaries' commit first: the lent machine's checkout may carry a .git
@@ -355,6 +359,34 @@ PY
     timeout 200 ncu --clock-control none $sections ${PROFILE_NCU_ARGS:-} -k regex:flash_fwd \
       --launch-skip 1 --launch-count 1 python3 /tmp/fj/fa2.py > "$out/ncu-fa2.txt" 2>&1
     tail -3 "$out/ncu-fa2.txt"
+    ;;
+  backward-profile)
+    local d=${PROFILE_D:-128} m=${PROFILE_MASK:-none}
+    local sections="--section SpeedOfLight --section ComputeWorkloadAnalysis \
+      --section MemoryWorkloadAnalysis_Tables --section SchedulerStats --section WarpStateStats \
+      --section InstructionStats --section Occupancy --section LaunchStats --section SourceCounters"
+    rm -rf /tmp/fj/cache-bprofile
+    # The main kernel's name ends with the arch (its _pre and _dq kernels add a suffix).
+    FLASHJIT_CACHE_DIR=/tmp/fj/cache-bprofile timeout 240 ncu --clock-control none $sections \
+      -k 'regex:^bwd_.*sm90a$' --launch-count 1 "$bin/flashjit" run --backward $(shape $d $m) \
+      ${PROFILE_ARGS:-} --warmup 0 --repeats 1 > "$out/ncu-backward-flashjit.txt" 2>&1
+    tail -3 "$out/ncu-backward-flashjit.txt"
+    find /tmp/fj/cache-bprofile -name '*.cubin' -exec cuobjdump --dump-sass {} \; | gzip > "$out/backward-sass.txt.gz"
+    local h=$((2048 / d)) causal=False
+    [[ $m == causal ]] && causal=True
+    cat > /tmp/fj/fa2-bwd.py <<PY
+import torch, torch.nn.functional as F
+from torch.nn.attention import sdpa_kernel, SDPBackend
+q, k, v = (torch.randn(4, $h, 4096, $d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+    for _ in range(2):
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=$causal)
+        torch.autograd.grad(o, (q, k, v), torch.randn_like(o))
+torch.cuda.synchronize()
+PY
+    timeout 240 ncu --clock-control none $sections -k regex:flash_bwd_dq_dk_dv \
+      --launch-skip 1 --launch-count 1 python3 /tmp/fj/fa2-bwd.py > "$out/ncu-backward-fa2.txt" 2>&1
+    tail -3 "$out/ncu-backward-fa2.txt"
     ;;
   ncu-metrics)
     local label dir
