@@ -8,8 +8,9 @@
 //
 //   K, V -> shared memory (cp.async); dK = dV = 0 in registers
 //   for every query head of the GQA group, every block of block_m queries
-//   that sees the keys (queryBlockRange), Q and dO of the next step loading
-//   (cp.async, `stages` copies) behind this one's products:
+//   that sees the keys (queryBlockRange), Q and dO (and, for short steps,
+//   the rows' LSE' and D) of the next step loading (cp.async, `stages`
+//   copies) behind this one's products:
 //     S  = Q K^T, dP = dO V^T               (one warp grid, registers)
 //     P  = exp2(S' - LSE')                  (S': scale, softcap, bias; the
 //                                            forward's masks where a tile
@@ -35,8 +36,10 @@
 
 #include "flashjit/kernels/LayoutSm80.h"
 
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
+#include <cassert>
 #include <limits>
 
 using namespace mlir;
@@ -180,6 +183,16 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
   Value kS = view(kShape, L.kOffset), vS = view(vShape, L.vOffset);
   Value qS = view(qShape, L.qOffset), dOS = view(dOShape, L.dOOffset);
   Value pS = view(pShape, L.pOffset), dSS = view(pShape, L.dSOffset);
+  // LSE' (row 0) and D (row 1) of each stage's query rows: copied with Q
+  // and dO, so that no step waits on a global load of them.
+  Value rowValsS;
+  if (L.stagedRowValues) {
+    assert(L.dSumOffset == L.lseOffset + stages * bm * 4);
+    rowValsS = memref::ViewOp::create(
+        builder, loc,
+        MemRefType::get({2, stages, bm}, fk.f32, AffineMap(), smemSpace),
+        dynSmem, e.idx(L.lseOffset), ValueRange{});
+  }
   auto barrier = [&](Emitter &x) { gpu::BarrierOp::create(x.b, x.loc); };
 
   const TileCopier copier{spec, T, /*quick=*/false};
@@ -205,6 +218,33 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                          x.mul(fk.startQ, a.dORS));
     copyRows(x, a.dO, dOBase, a.dORS, first, fk.seqQ, bm, dv, pdv,
              L.swizzleBitsV, dOS, {slot}, /*inLoop=*/true);
+    // LSE' and D of the block's rows, one 4-byte cp.async each (on threads
+    // [0, block_m) and [block_m, 2 block_m) where the CTA has them); rows
+    // past seqlen_q copy the last row's (the reader replaces them).
+    if (!L.stagedRowValues)
+      return;
+    Value tid = x.freshSreg("%tid.x");
+    const bool apart = 2 * bm <= T;
+    for (int which = 0; which < 2; ++which) {
+      const int lane0 = apart ? which * bm : 0;
+      Value src0 = which == 0 ? a.wsLse : a.wsDSum;
+      for (int r = 0; r < (bm + T - 1) / T; ++r) {
+        Value row = x.sub(x.add(tid, x.idx(r * T)), x.idx(lane0));
+        Value in;
+        if (lane0 > 0)
+          in = x.cmp(arith::CmpIPredicate::uge, tid, x.idx(lane0));
+        if (lane0 > 0 || (r + 1) * T > bm)
+          in = in ? x.andI(in, x.lt(row, x.idx(bm))) : x.lt(row, x.idx(bm));
+        x.ifThen(in, [&] {
+          Value query = x.minS(x.add(first, row), x.sub(fk.seqQ, x.idx(1)));
+          nvgpu::DeviceAsyncCopyOp::create(
+              x.b, x.loc, nvgpu::DeviceAsyncTokenType::get(x.b.getContext()),
+              rowValsS, ValueRange{x.idx(which), slot, row}, a.ws,
+              ValueRange{x.add(src0, k.wsRow(x, head, query))},
+              x.b.getIndexAttr(1), Value(), UnitAttr());
+        });
+      }
+    }
   };
 
   Value keyTiles = e.div(e.add(keyRows, e.idx(bn - 1)), bn);
@@ -320,18 +360,30 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                 return op;
               };
 
-              // ---- a workspace array's values of the thread's S rows (LSE'
-              // negated, D), `past` for rows past seqlen_q (-inf and 0: P =
-              // dS = 0 there). Loaded where used: values loaded early stay
-              // live through a product.
-              auto rowValues = [&](Value offset, bool negate, double past) {
+              // ---- the thread's S rows' LSE' (which 0, negated) or D
+              // (which 1), `past` for rows past seqlen_q (-inf and 0: P =
+              // dS = 0 there), from shared memory (stagedRowValues) or the
+              // workspace. Read where used: values read early stay live
+              // through a product.
+              auto rowValues = [&](int which, bool negate, double past) {
                 SmallVector<Value> vals;
                 for (int mt = 0; mt < sdp.mTiles; ++mt)
                   for (int half = 0; half < 2; ++half) {
                     Value i = fk.rowIndex(s, mt, half);
-                    Value row = k.wsRow(
-                        s, head, s.minS(i, s.sub(fk.seqQ, s.idx(1))));
-                    Value v = k.loadF32(s, a.ws, s.add(offset, row));
+                    Value v;
+                    if (L.stagedRowValues) {
+                      Value inBlock = s.add(
+                          s.add(sdp.row0, s.idx(mt * kMmaM + half * 8)),
+                          fk.group);
+                      v = memref::LoadOp::create(
+                          s.b, s.loc, rowValsS,
+                          ValueRange{s.idx(which), slot, inBlock});
+                    } else {
+                      Value row = k.wsRow(
+                          s, head, s.minS(i, s.sub(fk.seqQ, s.idx(1))));
+                      v = k.loadF32(s, a.ws,
+                                    s.add(which ? a.wsDSum : a.wsLse, row));
+                    }
                     if (negate)
                       v = arith::NegFOp::create(s.b, s.loc, v);
                     vals.push_back(
@@ -372,7 +424,7 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                     });
               }
               const SmallVector<Value> negLse =
-                  rowValues(a.wsLse, /*negate=*/true, -inf);
+                  rowValues(0, /*negate=*/true, -inf);
               Scores tanhS;
               fk.transform(s, nBlock, sdp.col0, sAcc,
                            spec.softcap ? &tanhS : nullptr);
@@ -409,7 +461,7 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                     });
               }
               const SmallVector<Value> dSum =
-                  rowValues(a.wsDSum, /*negate=*/false, 0);
+                  rowValues(1, /*negate=*/false, 0);
               for (int mt = 0; mt < sdp.mTiles; ++mt)
                 for (int nt = 0; nt < sdp.nTiles; ++nt)
                   for (int i = 0; i < 4; ++i) {

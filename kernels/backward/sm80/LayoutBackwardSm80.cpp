@@ -104,6 +104,16 @@ BackwardLayout mmaLayout(const AttentionSpec &spec, const TileConfig &c) {
   l.dOOffset = take(c.stages * l.dOStageBytes);
   l.pOffset = take(c.blockM * l.pitchPdS * elem);
   l.dSOffset = take(c.blockM * l.pitchPdS * elem);
+  // A step of 16 or 32 query rows is too short to hide two global loads
+  // on its critical path: 1.02-1.04x at d = 64-128 non-causal on an H200,
+  // and 32 x 128 tiles at d = 112-128 assemble without spills only so.
+  // Longer steps keep the loads (64 x 64 at d = 160-192 spills with the
+  // copies). bench/results/2026-12-04-h200-backward-row-values.md
+  l.stagedRowValues = c.blockM <= 32;
+  if (l.stagedRowValues) {
+    l.lseOffset = take(c.stages * c.blockM * 4);
+    l.dSumOffset = take(c.stages * c.blockM * 4);
+  }
   l.sharedMemBytes = at;
   // Grids that do not fit stay empty (warpsM == 0): validate names them.
   l.sdp = warpGrid(c.warps, c.blockM, c.blockN);
@@ -119,23 +129,29 @@ BackwardLayout mmaLayout(const AttentionSpec &spec, const TileConfig &c) {
   return l;
 }
 
-/// The mma.sync kernel's default: THE table, largest tiles first, the first
-/// that fits the arch's shared memory and the register estimate. 8 warps
-/// as FlashAttention-2 (flash_bwd_launch_template.h); 128 keys a CTA to
-/// d=64, 64 to d=192 (at d=128, 64 x 128 tiles spill 88 bytes, 32 x 128
-/// tiles 12 on sm_90a), 32 past it (64 spill on sm_90a); Q and dO
-/// double-buffered where shared memory holds two copies. ptxas 13
-/// assembles every entry without a spill (tests/ptxas).
+/// The mma.sync kernel's default: THE table, measured tiles first, the
+/// first that fits the arch's shared memory and the register estimate. 8
+/// warps as FlashAttention-2 (flash_bwd_launch_template.h); 128 keys a CTA
+/// to d=128 (at d=128, 64 x 128 tiles spill 68 bytes on sm_90a; 32 x 128
+/// tiles fit with LSE' and D staged), 64 to d=192, 32 past it (64 spill on
+/// sm_90a); Q and dO double-buffered where shared memory holds two copies.
+/// ptxas 13 assembles every entry without a spill (tests/ptxas).
 TileConfig defaultMmaConfig(const AttentionSpec &spec, Arch arch) {
   const int d = std::max(spec.headDimQK, spec.headDimV);
   // Per-score work (softcap's tanh kept for dS, bias loads, dBias stores)
   // keeps more values live next to S and dP: smaller tiles past d=64.
   const bool heavy = spec.softcap || spec.bias != BiasMode::None;
-  // Without per-score work, 16 query rows a step against 128 keys first:
-  // 1.08-1.48x the 64-row tiles at d = 64-128 on an H200, no spills
-  // (bench/results/2026-12-04-h200-backward-tiles.md).
+  // Without per-score work, short steps of query rows against 128 keys
+  // first (on an H200, no spills): 16 rows to d=64, 1.08-1.10x 64 x 128
+  // (bench/results/2026-12-04-h200-backward-tiles.md); 32 rows past it,
+  // 1.11-1.32x 16 x 128 and 64 x 64 at d = 96-128
+  // (bench/results/2026-12-04-h200-backward-row-values.md). To d=32 a
+  // 16-row step leaves dQ's warps idle: 64 x 128 there, not measured
+  // against it.
   std::vector<TileConfig> preferred;
-  if (!heavy && d <= 128)
+  if (!heavy && d > 64 && d <= 128)
+    preferred.push_back({32, 128, 8, 2});
+  if (!heavy && d > 32 && d <= 128)
     preferred.push_back({16, 128, d <= 64 ? 4 : 8, 2});
   if (d <= 64)
     preferred.insert(preferred.end(),
@@ -152,11 +168,12 @@ TileConfig defaultMmaConfig(const AttentionSpec &spec, Arch arch) {
   for (TileConfig c : preferred) {
     c.family = Family::Sm80;
     const BackwardLayout l = mmaLayout(spec, c);
-    // A grid that leaves warps idle (an odd count of 16 columns) doubles
-    // the others' accumulators: one stage there (with two, ptxas spilled 4
-    // bytes on sm_90a at d = 100..112).
-    const bool idleWarps = l.dv.warps() < c.warps || l.dk.warps() < c.warps ||
-                           l.dq.warps() < c.warps;
+    // A dK or dV grid that leaves warps idle (an odd count of 16 columns)
+    // doubles the others' accumulators for the whole loop: one stage there
+    // (with two, ptxas spilled 4 bytes on sm_90a at d = 100..112). dQ's
+    // accumulators live for one product: 32 x 128 tiles at d = 65-96 leave
+    // half the warps out of it and run 1.28-1.32x 64 x 64 (d = 96).
+    const bool idleWarps = l.dv.warps() < c.warps || l.dk.warps() < c.warps;
     if (c.stages > 1 && idleWarps)
       continue;
     if (l.sharedMemBytes <= maxSharedMemoryPerBlock(arch) &&

@@ -68,8 +68,9 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
 /// rcp.approx for 1 / l; 11: Q K^T as a run-time loop at d = 121-128 with a
 /// mask; 12: row sums add 16-key slices in order, as the quick form does;
 /// 13: kernel families, the sm90 family the default on sm_90a; 14: a paged
-/// cache's rows looked up once per warp and shuffled to the copying lanes).
-inline constexpr int kCodegenRevision = 14;
+/// cache's rows looked up once per warp and shuffled to the copying lanes;
+/// 15: the backward's short steps copy LSE' and D into shared memory).
+inline constexpr int kCodegenRevision = 15;
 
 /// Version strings that identify the code the compiler emits (cache keys):
 /// flashjit's is the release plus "+cg<kCodegenRevision>".

@@ -103,7 +103,12 @@ struct BackwardLayout {
   int sharedMemBytes = 0;
   // ---- the scalar kernel
   int dKOffset = 0, dVOffset = 0;
+  /// LSE' and D of the block's rows (float32; the mma.sync kernel, where
+  /// stagedRowValues: per stage, copied with Q and dO).
   int lseOffset = 0, dSumOffset = 0;
+  /// The mma.sync kernel copies LSE' and D into shared memory a step ahead
+  /// (short steps), or loads them from global memory where used.
+  bool stagedRowValues = false;
   // ---- the mma.sync kernel
   int paddedHeadDimQK = 0, paddedHeadDimV = 0;
   /// rowSwizzle bits of K and Q rows, of V and dO rows.
