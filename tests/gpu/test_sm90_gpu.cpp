@@ -108,7 +108,7 @@ TEST(Sm90Family, EveryVariantMatchesTheReference) {
   if (runtime().arch() != Arch::Sm90a)
     GTEST_SKIP() << "the sm90 family needs sm_90a; this GPU is "
                  << toString(runtime().arch());
-  int runs = 0, i = 0;
+  int runs = 0, spilled = 0, i = 0;
   for (int d : {64, 72, 96, 128, 192, 256}) {
     const DType dtype = i++ % 2 ? DType::F16 : DType::BF16;
     for (const Sm90Problem &pr : problems(d, dtype)) {
@@ -122,6 +122,14 @@ TEST(Sm90Family, EveryVariantMatchesTheReference) {
         const uint64_t seed = std::hash<std::string>()(what);
         ForwardRun run;
         Status s = runForward(p, seed, /*withLse=*/true, run, 0, pr.prepare);
+        // A variant that the assembler spills is refused (the suite runs
+        // no kernel with local memory); the default must run.
+        if (!s.isOk() && !(c == defaultTileConfig(spec, Arch::Sm90a, Family::Sm90)) &&
+            s.message().find("local memory") != std::string::npos) {
+          std::printf("  spills, not run: %s\n", what.c_str());
+          ++spilled;
+          continue;
+        }
         ASSERT_TRUE(s.isOk()) << what << ": " << s.message();
         CheckResult r = check(run, /*maxSlices=*/6, seed);
         EXPECT_TRUE(r.pass) << what << "\n" << r.summary();
@@ -133,6 +141,7 @@ TEST(Sm90Family, EveryVariantMatchesTheReference) {
   }
   // 6 head dims x 6 problems x at least the default and three variants.
   EXPECT_GE(runs, 6 * 6 * 4);
+  std::printf("%d runs, %d variants refused for spills\n", runs, spilled);
 }
 
 /// On sm_90a the runtime plans TMA-addressable problems with the sm90
