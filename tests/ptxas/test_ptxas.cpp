@@ -332,6 +332,10 @@ void compileAndAssemble(const AttentionSpec &spec, const TileConfig &config,
   if (config.family == Family::Sm90) {
     EXPECT_EQ(a.ptxasLog.find("setmaxnreg' ignored"), std::string::npos)
         << a.ptxasLog;
+    // C7513 and its kin: ptxas serialises the wgmmas (waits after each)
+    // when it cannot prove their registers untouched while in flight.
+    EXPECT_EQ(a.ptxasLog.find("Potential Performance Loss"), std::string::npos)
+        << a.ptxasLog;
   }
 
   EXPECT_GE(a.reports, 1) << "ptxas -v printed no local-memory report:\n"
@@ -795,6 +799,27 @@ INSTANTIATE_TEST_SUITE_P(Decode, PtxasDecode,
                          [](const ::testing::TestParamInfo<DecodeCase> &info) {
                            return info.param.name;
                          });
+
+// ---- sm90 variants: overlap and pingpong -------------------------------------------------
+
+/// Intra-warpgroup overlap builds a tile's P while the previous P V is in
+/// flight: both P must keep their own registers, or ptxas serialises every
+/// wgmma (C7513). The variants at the defaults' head dims, both masks.
+TEST(PtxasSm90Variants, OverlapAndPingpongKeepWgmmaAsync) {
+  struct Variant { int d; int warps; int blockN; bool pingpong; };
+  for (const Variant &v : {Variant{64, 8, 128, false}, Variant{64, 8, 128, true},
+                           Variant{128, 8, 128, true}, Variant{128, 8, 128, false},
+                           Variant{192, 8, 64, true}, Variant{256, 8, 80, false},
+                           Variant{256, 4, 80, false}})
+    for (MaskMode mask : {MaskMode::None, MaskMode::Causal}) {
+      const AttentionSpec spec = makeSpec(v.d, v.d, DType::BF16, mask, 8, 1);
+      TileConfig c = defaultTileConfig(spec, Arch::Sm90a, Family::Sm90);
+      c.warps = v.warps, c.blockM = 16 * v.warps, c.blockN = v.blockN;
+      c.pingpong = v.pingpong, c.overlap = true;
+      ASSERT_TRUE(validate(c, spec, Arch::Sm90a)) << v.d << " " << v.blockN;
+      compileAndAssemble(spec, c, Arch::Sm90a);
+    }
+}
 
 // ---- opt-in: every head dim ------------------------------------------------------------
 

@@ -113,20 +113,23 @@ struct Sm90Builder {
     return units == 0 ? desc : arith::AddIOp::create(x.b, x.loc, desc, i64(x, units));
   }
 
-  /// Values passed through an empty asm with side effects: the compiler
-  /// neither moves their uses above it nor their definitions below it (a
-  /// wgmma's registers are not ready before its wait).
+  /// Values (f32 or i32) passed through an empty asm with side effects:
+  /// the compiler neither moves their uses above it nor their definitions
+  /// below it (a wgmma's registers are not ready before its wait), and
+  /// keeps their registers until it (CUTLASS's warpgroup_fence_operand).
   SmallVector<Value> fence(Emitter &x, ValueRange vals) {
     if (vals.empty())
       return {};
     const int n = vals.size();
     std::string constraints;
-    for (int i = 0; i < n; ++i)
-      constraints += "=f,";
+    SmallVector<Type> types;
+    for (Value v : vals) {
+      constraints += v.getType().isF32() ? "=f," : "=r,";
+      types.push_back(v.getType());
+    }
     for (int i = 0; i < n; ++i)
       constraints += std::to_string(i) + (i + 1 < n ? "," : "");
-    Type structTy = LLVM::LLVMStructType::getLiteral(
-        ctx, SmallVector<Type>(n, x.b.getF32Type()));
+    Type structTy = LLVM::LLVMStructType::getLiteral(ctx, types);
     Value out = LLVM::InlineAsmOp::create(
                     x.b, x.loc, structTy, vals, "", constraints,
                     /*has_side_effects=*/true, /*is_align_stack=*/false,
@@ -649,6 +652,11 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
             SmallVector<Value> pIt = softmax(le, it, sIt, stateIn, next,
                                              /*rescale=*/false, alphasIt);
             SmallVector<Value> o = sb.retire(le, 0, oIssued);
+            // The previous P is the in-flight P V's A operand until this
+            // wait: kept live to it, so that this tile's P (built under
+            // P V) gets its own registers. Sharing them, ptxas serialises
+            // every wgmma (C7513).
+            sb.fence(le, carried.drop_front(lOffset + 2));
             releaseV(le, prev);
             for (int dt = 0; dt < L.dTilesV; ++dt)
               setTile(next, dt,

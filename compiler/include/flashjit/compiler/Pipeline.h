@@ -69,8 +69,9 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
 /// mask; 12: row sums add 16-key slices in order, as the quick form does;
 /// 13: kernel families, the sm90 family the default on sm_90a; 14: a paged
 /// cache's rows looked up once per warp and shuffled to the copying lanes;
-/// 15: the backward's short steps copy LSE' and D into shared memory).
-inline constexpr int kCodegenRevision = 15;
+/// 15: the backward's short steps copy LSE' and D into shared memory; 16:
+/// the sm90 overlap keeps the previous P live to its P V's wait).
+inline constexpr int kCodegenRevision = 16;
 
 /// Version strings that identify the code the compiler emits (cache keys):
 /// flashjit's is the release plus "+cg<kCodegenRevision>".
