@@ -67,7 +67,9 @@
 #                    PYTHON_BENCH_TIMEOUT=200]; not part of all
 #   sm90-smoke      the sm90 family's default and variants under `flashjit run --check`,
 #                   small, each under a 60 s timeout (a bad mbarrier phase hangs)
-#   sm90-tests      the Sm90Family.* GPU tests [TEST_TIMEOUT]
+#   sm90-tests      the Sm90Family.* GPU tests (every variant), and the feature matrix at
+#                   the head dims whose sm90 defaults differ most (128, 192, 256): what a
+#                   change of the family's defaults must pass [TEST_TIMEOUT]
 #   sm90-sanitize   compute-sanitizer memcheck, racecheck and synccheck on sm90 kernels
 #   sm90-variants   TFLOP/s of option sets (VARIANTS, ';'-separated) at the standard shape
 #                   [VARIANT_DIMS="64 128 256", MASKS]
@@ -436,7 +438,8 @@ PY
     done
     ;;
   sm90-tests)
-    GTEST_FILTER='Sm90Family.*' run_mode tests
+    GTEST_FILTER='Sm90Family.*:Matrix/Features.*d128*:Matrix/Features.*d192*:Matrix/Features.*d256*:FeaturesRuntime.*' \
+      run_mode tests
     ;;
   sm90-sanitize)
     TOOLS="memcheck racecheck synccheck" sanitize_runs "$out/sm90-sanitizer.log" <<< "$(tr ';' '\n' <<< "\
