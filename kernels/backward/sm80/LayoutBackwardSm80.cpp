@@ -104,9 +104,10 @@ BackwardLayout mmaLayout(const AttentionSpec &spec, const TileConfig &c) {
   l.dOOffset = take(c.stages * l.dOStageBytes);
   l.pOffset = take(c.blockM * l.pitchPdS * elem);
   l.dSOffset = take(c.blockM * l.pitchPdS * elem);
-  // A step of 16 or 32 query rows is too short to hide two global loads
-  // on its critical path: 1.02-1.04x at d = 64-128 non-causal on an H200,
-  // and 32 x 128 tiles at d = 112-128 assemble without spills only so.
+  // Steps of 16 or 32 query rows copy them a step ahead instead of two
+  // global loads on the step's critical path: on an H200 1.02-1.04x at
+  // d = 64-128 without a mask, 0.98-0.99x causal, but 32 x 128 tiles at
+  // d = 112-128 assemble without spills only so.
   // Longer steps keep the loads (64 x 64 at d = 160-192 spills with the
   // copies). bench/results/2026-12-04-h200-backward-row-values.md
   l.stagedRowValues = c.blockM <= 32;
