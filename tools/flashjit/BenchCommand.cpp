@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <string>
 
 namespace flashjit::cli {
 
@@ -188,15 +189,13 @@ int bench(const BenchOptions &o) {
     return failures ? 1 : 0;
   }
   std::printf("device: %s\n", deviceText(rt).c_str());
-  if (o.backToBack > 1)
-    std::printf("median of %d runs of %d launches back to back (time per "
-                "launch) after %d warm-up; TFLOP/s count only the work the "
-                "mask keeps\n\n",
-                o.repeats, o.backToBack, o.warmup);
-  else
-    std::printf("median of %d runs after %d warm-up; TFLOP/s count only the "
-                "work the mask keeps\n\n",
-                o.repeats, o.warmup);
+  const std::string launches =
+      o.backToBack > 1 ? " of " + std::to_string(o.backToBack) +
+                             " launches back to back (time per launch)"
+                       : "";
+  std::printf("median of %d runs%s after %d warm-up; TFLOP/s count only the "
+              "work the mask keeps\n\n",
+              o.repeats, launches.c_str(), o.warmup);
   const bool decode = o.problem.decode;
   std::printf("%8s %8s %8s %-7s %-5s %-40s %-8s %10s %8s%s\n", "head_dim",
               "seqlen_q", "seqlen_k", "mask", "dtype", "config", "source",

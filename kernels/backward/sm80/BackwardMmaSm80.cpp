@@ -39,7 +39,6 @@
 #include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
-#include <cassert>
 #include <limits>
 
 using namespace mlir;
@@ -186,13 +185,13 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
   // LSE' (row 0) and D (row 1) of each stage's query rows: copied with Q
   // and dO, so that no step waits on a global load of them.
   Value rowValsS;
-  if (L.stagedRowValues) {
-    assert(L.dSumOffset == L.lseOffset + stages * bm * 4);
+  if (L.stagedRowValues)
     rowValsS = memref::ViewOp::create(
         builder, loc,
         MemRefType::get({2, stages, bm}, fk.f32, AffineMap(), smemSpace),
         dynSmem, e.idx(L.lseOffset), ValueRange{});
-  }
+  // The workspace array of row value `which` (0: LSE', 1: D).
+  auto rowArray = [&](int which) { return which == 0 ? a.wsLse : a.wsDSum; };
   auto barrier = [&](Emitter &x) { gpu::BarrierOp::create(x.b, x.loc); };
 
   const TileCopier copier{spec, T, /*quick=*/false};
@@ -227,7 +226,6 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
     const bool apart = 2 * bm <= T;
     for (int which = 0; which < 2; ++which) {
       const int lane0 = apart ? which * bm : 0;
-      Value src0 = which == 0 ? a.wsLse : a.wsDSum;
       for (int r = 0; r < (bm + T - 1) / T; ++r) {
         Value row = x.sub(x.add(tid, x.idx(r * T)), x.idx(lane0));
         Value in;
@@ -240,7 +238,7 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
           nvgpu::DeviceAsyncCopyOp::create(
               x.b, x.loc, nvgpu::DeviceAsyncTokenType::get(x.b.getContext()),
               rowValsS, ValueRange{x.idx(which), slot, row}, a.ws,
-              ValueRange{x.add(src0, k.wsRow(x, head, query))},
+              ValueRange{x.add(rowArray(which), k.wsRow(x, head, query))},
               x.b.getIndexAttr(1), Value(), UnitAttr());
         });
       }
@@ -382,7 +380,7 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                       Value row = k.wsRow(
                           s, head, s.minS(i, s.sub(fk.seqQ, s.idx(1))));
                       v = k.loadF32(s, a.ws,
-                                    s.add(which ? a.wsDSum : a.wsLse, row));
+                                    s.add(rowArray(which), row));
                     }
                     if (negate)
                       v = arith::NegFOp::create(s.b, s.loc, v);

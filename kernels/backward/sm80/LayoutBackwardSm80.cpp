@@ -110,10 +110,12 @@ BackwardLayout mmaLayout(const AttentionSpec &spec, const TileConfig &c) {
   // d = 112-128 assemble without spills only so.
   // Longer steps keep the loads (64 x 64 at d = 160-192 spills with the
   // copies). bench/results/2026-12-04-h200-backward-row-values.md
+  // One float block [2][stages][block_m], LSE' then D: the kernel views
+  // it whole.
   l.stagedRowValues = c.blockM <= 32;
   if (l.stagedRowValues) {
-    l.lseOffset = take(c.stages * c.blockM * 4);
-    l.dSumOffset = take(c.stages * c.blockM * 4);
+    l.lseOffset = take(2 * c.stages * c.blockM * 4);
+    l.dSumOffset = l.lseOffset + c.stages * c.blockM * 4;
   }
   l.sharedMemBytes = at;
   // Grids that do not fit stay empty (warpsM == 0): validate names them.
