@@ -41,6 +41,7 @@ def record(results, section, name, value):
 
 
 SHAPES = [(80, False), (80, True), (128, False), (128, True)]
+BATCH, HEADS, SEQLEN = 4, 16, 4096  # of every shape, in every path
 BACK_TO_BACK = 100
 SLEEP_CYCLES = 2_000_000  # about 1 ms at the H200's 1.98 GHz
 
@@ -109,7 +110,7 @@ def torch_paths(results):
             record(results, "overhead_us", name, host_us_per_call(call, sync))
         flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
         for d, causal in SHAPES:
-            b, h, s = 4, 16, 4096
+            b, h, s = BATCH, HEADS, SEQLEN
             q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16)
                        for _ in range(3))
             from flashjit.torch import prepare
@@ -159,7 +160,7 @@ def jax_paths(results):
     record(results, "overhead_us", "flashjit.jax.flash_attention (jit)",
            host_us_per_call(call, lambda: out[0].block_until_ready()))
     for d, causal in SHAPES:
-        b, h, s = 4, 16, 4096
+        b, h, s = BATCH, HEADS, SEQLEN
         q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (b, s, h, d), jnp.bfloat16)
                    for i in range(3))
         g = jax.jit(lambda q, k, v: flash_attention(q, k, v, causal=causal))
@@ -182,13 +183,15 @@ def jax_paths(results):
 
 
 def cli_paths(results, cli):
+    head_dims = ",".join(str(d) for d in sorted({d for d, _ in SHAPES}))
     for label, extra in (("single", ["--repeats", "50"]),
                          ("back-to-back", ["--repeats", "5", "--back-to-back",
                                            str(BACK_TO_BACK)])):
         for causal in (False, True):
             out = subprocess.run(
-                [cli, "bench", "--head-dims", "80,128", "--seqlens", "4096", "--batch",
-                 "4", "--heads-q", "16", "--dtype", "bf16", "--no-lse", "--warmup", "10",
+                [cli, "bench", "--head-dims", head_dims,
+                 "--seqlens", str(SEQLEN), "--batch", str(BATCH), "--heads-q", str(HEADS),
+                 "--dtype", "bf16", "--no-lse", "--warmup", "10",
                  "--json"] + extra + (["--mask", "causal"] if causal else []),
                 check=True, capture_output=True, text=True).stdout
             for row in json.loads(out)["rows"]:

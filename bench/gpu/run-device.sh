@@ -156,6 +156,16 @@ commit=$(cat .device/COMMIT 2>/dev/null || git rev-parse --short HEAD 2>/dev/nul
 cp "$out/run.txt" "$out/gpu.txt" # the name older results use
 
 # ---- helpers ---------------------------------------------------------------------
+# Nsight Compute sections of the profile modes.
+ncuSections="--section SpeedOfLight --section ComputeWorkloadAnalysis \
+  --section MemoryWorkloadAnalysis_Tables --section SchedulerStats --section WarpStateStats \
+  --section InstructionStats --section Occupancy --section LaunchStats"
+# `flashjit bench --backward OPTIONS` under a timeout of SECONDS: its config and
+# time lines as one.
+backwardRate() { # SECONDS OPTIONS...
+  timeout "$1" "$bin/flashjit" bench --backward "${@:2}" 2>&1 |
+    grep -E '^(config|time):' | paste -sd' '
+}
 shape() { # D mask -> the standard shape's options
   local h=$((2048 / $1)); ((h < 1)) && h=1
   echo "--head-dim $1 --batch 4 --heads-q $h --heads-kv $h --seqlen 4096 --dtype bf16 --mask $2"
@@ -337,9 +347,7 @@ run_mode() {
   profile)
     local d=${PROFILE_D:-128} m=${PROFILE_MASK:-none} bm bn w st
     read -r bm bn w st <<< "${PROFILE_TILE:-128 64 4 2}"
-    local sections="--section SpeedOfLight --section ComputeWorkloadAnalysis \
-      --section MemoryWorkloadAnalysis_Tables --section SchedulerStats --section WarpStateStats \
-      --section InstructionStats --section Occupancy --section LaunchStats"
+    local sections=$ncuSections
     rm -rf /tmp/fj/cache-profile
     FLASHJIT_CACHE_DIR=/tmp/fj/cache-profile timeout 200 ncu --clock-control none $sections \
       ${PROFILE_NCU_ARGS:-} -k regex:fwd_ --launch-count 1 "$bin/flashjit" run $(shape $d $m) \
@@ -364,9 +372,7 @@ PY
     ;;
   backward-profile)
     local d=${PROFILE_D:-128} m=${PROFILE_MASK:-none}
-    local sections="--section SpeedOfLight --section ComputeWorkloadAnalysis \
-      --section MemoryWorkloadAnalysis_Tables --section SchedulerStats --section WarpStateStats \
-      --section InstructionStats --section Occupancy --section LaunchStats --section SourceCounters"
+    local sections="$ncuSections --section SourceCounters"
     rm -rf /tmp/fj/cache-bprofile
     # The main kernel's name ends with the arch (its _pre and _dq kernels add a suffix).
     FLASHJIT_CACHE_DIR=/tmp/fj/cache-bprofile timeout 240 ncu --clock-control none $sections \
@@ -533,8 +539,7 @@ PY
           --warmup 0 --check 2>&1 | grep -E "config:|PASS|FAIL|rror" | tee -a "$out/backward-tiles.log"
       done
       for m in $MASKS; do for args in "" "$tile"; do
-        echo "d=$d $m [${args:-default}] | $(timeout 60 "$bin/flashjit" bench --backward \
-          $(shape $d $m) $args 2>&1 | grep -E '^(config|time):' | paste -sd' ')" |
+        echo "d=$d $m [${args:-default}] | $(backwardRate 60 $(shape $d $m) $args)" |
           tee -a "$out/backward-tiles.log"
       done; done
     done
@@ -545,12 +550,11 @@ PY
     local d m
     for d in ${BACKWARD_TUNE_DIMS:-128 64}; do for m in $MASKS; do
       echo "== d=$d mask=$m" | tee -a "$out/backward-tune.log"
-      echo "default | $(timeout 120 "$bin/flashjit" bench --backward $(shape $d $m) 2>&1 |
-        grep -E '^(config|time):' | paste -sd' ')" | tee -a "$out/backward-tune.log"
+      echo "default | $(backwardRate 120 $(shape $d $m))" | tee -a "$out/backward-tune.log"
       timeout ${TUNE_TIMEOUT:-300} "$bin/flashjit" autotune --backward $(shape $d $m) --top 5 \
         2>&1 | tail -14 | tee -a "$out/backward-tune.log"
-      echo "after autotune | $(timeout 120 "$bin/flashjit" bench --backward $(shape $d $m) 2>&1 |
-        grep -E '^(config|time):' | paste -sd' ')" | tee -a "$out/backward-tune.log"
+      echo "after autotune | $(backwardRate 120 $(shape $d $m))" |
+        tee -a "$out/backward-tune.log"
     done; done
     ;;
   backward)
