@@ -38,6 +38,39 @@ std::string hexAddress(const void *p) {
   return os.str();
 }
 
+/// Whether Q, K and V rows start 16-byte aligned (pointers, row and batch
+/// strides) and each holds its heads side by side, so that TMA can load a
+/// head as columns of its row (AttentionSpec::headsInRows) whose span, like
+/// every TMA coordinate, fits in int32.
+bool headsInRows(const ForwardProblem &p) {
+  const int64_t eb = elementBytes(p.dtype);
+  const bool varlen = p.varlen.has_value();
+  struct Operand {
+    const void *ptr;
+    const Strides &strides;
+    int64_t heads, rows, cols;
+  } operands[] = {
+      {p.q, p.qStrides, p.headsQ, varlen ? p.varlen->totalQ : p.seqlenQ,
+       p.headDimQK},
+      {p.k, p.kStrides, p.headsKV, varlen ? p.varlen->totalK : p.seqlenK,
+       p.headDimQK},
+      {p.v, p.vStrides, p.headsKV, varlen ? p.varlen->totalK : p.seqlenK,
+       p.headDimV}};
+  for (const Operand &t : operands) {
+    if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0 ||
+        (t.rows > 1 && t.strides.row * eb % 16 != 0) ||
+        (!varlen && p.batch > 1 && t.strides.batch * eb % 16 != 0))
+      return false;
+    if (t.heads == 1)
+      continue;
+    const int64_t span = t.strides.head * (t.heads - 1) + t.cols;
+    if (t.strides.head <= 0 || span > std::numeric_limits<int32_t>::max() ||
+        (t.rows > 1 && span > t.strides.row))
+      return false;
+  }
+  return true;
+}
+
 } // namespace
 
 Status validate(const ForwardProblem &p) {
@@ -140,6 +173,8 @@ AttentionSpec specFor(const ForwardProblem &p) {
       values.push_back(t.strides.row);
   }
   spec.globalAlignElems = alignmentElems(values);
+  if (spec.globalAlignElems * eb < 16 && !p.paged)
+    spec.headsInRows = headsInRows(p);
   return spec;
 }
 
@@ -201,6 +236,7 @@ Status validate(const BackwardProblem &p) {
 AttentionSpec specFor(const BackwardProblem &p) {
   AttentionSpec spec = specFor(static_cast<const ForwardProblem &>(p));
   spec.direction = Direction::Backward;
+  spec.headsInRows = false; // a fact for the sm90 forward's TMA only
   spec.deterministic = p.deterministic;
   spec.biasGrad = p.biasGrad;
   spec.writeLse = true;
@@ -480,8 +516,8 @@ template <typename T, size_t N> std::string packed(const T (&fields)[N]) {
 
 std::string specKey(const AttentionSpec &spec) {
   const auto &[dtype, headDimQK, headDimV, mask, gqaGroup, writeLse, align,
-               bias, softcap, varlen, keyLengths, pagedKV, splitKV, direction,
-               deterministic, biasGrad] = spec;
+               headsInRows, bias, softcap, varlen, keyLengths, pagedKV,
+               splitKV, direction, deterministic, biasGrad] = spec;
   const int32_t fields[] = {static_cast<int32_t>(dtype),
                             headDimQK,
                             headDimV,
@@ -489,6 +525,7 @@ std::string specKey(const AttentionSpec &spec) {
                             gqaGroup,
                             writeLse,
                             align,
+                            headsInRows,
                             static_cast<int32_t>(bias),
                             softcap,
                             varlen,

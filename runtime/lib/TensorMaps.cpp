@@ -16,13 +16,20 @@ struct Operand {
   TmaBox box;
 };
 
+/// A 4-d map (columns, rows, heads, batches). With `headColumns` the heads
+/// are columns of the rows (LaunchFacts::tmaHeadColumns): the columns span
+/// every head, the heads dimension is 1.
 Status encodeOne(const driver::Api &cu, const ForwardProblem &p,
-                 const Operand &t, ForwardPlan::TensorMap &out) {
+                 const Operand &t, bool headColumns,
+                 ForwardPlan::TensorMap &out) {
   const int64_t eb = elementBytes(p.dtype);
   const bool varlen = p.varlen.has_value();
   const int64_t batches = varlen ? 1 : p.batch;
-  cuuint64_t dims[4] = {cuuint64_t(t.cols), cuuint64_t(t.rows),
-                        cuuint64_t(t.heads), cuuint64_t(batches)};
+  const int64_t cols =
+      headColumns ? t.strides.head * (t.heads - 1) + t.cols : t.cols;
+  cuuint64_t dims[4] = {cuuint64_t(cols), cuuint64_t(t.rows),
+                        cuuint64_t(headColumns ? 1 : t.heads),
+                        cuuint64_t(batches)};
   int64_t strides[3] = {t.strides.row * eb, t.strides.head * eb,
                         varlen ? 0 : t.strides.batch * eb};
   // A dimension of extent 1 is never stepped along: give it a stride TMA
@@ -70,7 +77,8 @@ Status encodeTensorMaps(const driver::Api &cu, const ForwardProblem &p,
   for (const Operand &t : operands) {
     if (t.box.rows == 0)
       continue;
-    if (Status s = encodeOne(cu, p, t, plan.tensorMaps[plan.tensorMapCount]);
+    if (Status s = encodeOne(cu, p, t, facts.tmaHeadColumns,
+                             plan.tensorMaps[plan.tensorMapCount]);
         !s)
       return s;
     ++plan.tensorMapCount;

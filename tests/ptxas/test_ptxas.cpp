@@ -398,8 +398,9 @@ std::vector<GridCase> gridCases() {
             continue;
           for (bool quick : {false, true})
             out.push_back({d, dtype, mask, arch, Family::Sm80, quick});
-          // The sm90 family where TMA addresses contiguous rows of d.
-          if (arch == Arch::Sm90a && alignmentElems({d}) == 8)
+          // The sm90 family: TMA addresses a head, or (d not a multiple of
+          // 8) columns of the row that holds it.
+          if (arch == Arch::Sm90a)
             out.push_back({d, dtype, mask, arch, Family::Sm90, false});
         }
   int i = 0;
@@ -409,7 +410,7 @@ std::vector<GridCase> gridCases() {
         const DType dtype = i++ % 2 ? DType::F16 : DType::BF16;
         for (bool quick : {false, true})
           out.push_back({d, dtype, mask, arch, Family::Sm80, quick});
-        if (arch == Arch::Sm90a && alignmentElems({d}) == 8)
+        if (arch == Arch::Sm90a)
           out.push_back({d, dtype, mask, arch, Family::Sm90, false});
       }
   return out;
@@ -435,6 +436,8 @@ TEST_P(PtxasDefaultConfig, AssemblesWithoutSpills) {
   // Contiguous [b, s, h, d] tensors: the head stride is d, so this is what
   // the runtime picks (8 for every d that is a multiple of 8).
   spec.globalAlignElems = alignmentElems({c.headDim});
+  // Their rows are 16-byte aligned for an even number of heads.
+  spec.headsInRows = c.family == Family::Sm90 && spec.globalAlignElems < 8;
   TileConfig config = defaultTileConfig(spec, c.arch, c.family);
   config.quick = c.quick;
   compileAndAssemble(spec, config, c.arch);
@@ -695,21 +698,29 @@ struct FeatureGridCase {
   int feature; ///< index into kFeatures
   Arch arch;
   DType dtype;
+  /// sm90 with heads loaded as columns of their rows (a head dim that is no
+  /// multiple of 8): AttentionSpec::headsInRows, the family forced.
+  bool headsInRows = false;
 };
 
 std::vector<FeatureGridCase> featureGridCases() {
   std::vector<FeatureGridCase> out;
   int i = 0;
   for (int d : {1, 33, 64, 80, 100, 128, 192, 256})
-    for (int f = 0; f < int(std::size(kFeatures)); ++f)
+    for (int f = 0; f < int(std::size(kFeatures)); ++f) {
       for (Arch arch : {Arch::Sm80, Arch::Sm90a})
         out.push_back({d, f, arch, i++ % 2 ? DType::F16 : DType::BF16});
+      if (alignmentElems({d}) < 8)
+        out.push_back(
+            {d, f, Arch::Sm90a, i++ % 2 ? DType::F16 : DType::BF16, true});
+    }
   return out;
 }
 
 void PrintTo(const FeatureGridCase &c, std::ostream *os) {
   *os << kFeatures[c.feature].name << " head_dim=" << c.headDim << " "
-      << toString(c.dtype) << " " << toString(c.arch);
+      << toString(c.dtype) << " " << toString(c.arch)
+      << (c.headsInRows ? " heads_in_rows" : "");
 }
 
 class PtxasFeature : public ::testing::TestWithParam<FeatureGridCase> {};
@@ -719,7 +730,12 @@ TEST_P(PtxasFeature, AssemblesWithoutSpills) {
   AttentionSpec spec = makeSpec(c.headDim, c.headDim, c.dtype, MaskMode::None,
                                 alignmentElems({c.headDim}));
   kFeatures[c.feature].apply(spec);
-  compileAndAssemble(spec, defaultTileConfig(spec, c.arch), c.arch);
+  spec.headsInRows = c.headsInRows;
+  compileAndAssemble(spec,
+                     c.headsInRows
+                         ? defaultTileConfig(spec, c.arch, Family::Sm90)
+                         : defaultTileConfig(spec, c.arch),
+                     c.arch);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -728,7 +744,8 @@ INSTANTIATE_TEST_SUITE_P(
       const FeatureGridCase &c = info.param;
       return std::string(kFeatures[c.feature].name) + "_d" +
              std::to_string(c.headDim) + "_" + std::string(toString(c.dtype)) +
-             "_" + std::string(toString(c.arch));
+             "_" + std::string(toString(c.arch)) +
+             (c.headsInRows ? "_heads_in_rows" : "");
     });
 
 // ---- decode: paged caches and split-KV at the decode tiles ---------------------------
@@ -890,12 +907,11 @@ TEST(PtxasSweep, DefaultConfigOfEveryHeadDim) {
 
 TEST(PtxasGrid, CoversTheRequestedMatrix) {
   // sm80: 13 head dims x 2 masks x (2 dtypes x 4 archs + 3 later targets),
-  // full and quick, and the sm90 family on sm_90a for the 10 dims TMA can
-  // address (multiples of 8: not 1, 33 and 100); the 15 head dims that
-  // spilled before, one dtype, both masks, all 7 archs likewise (sm90: 112
-  // and 120).
-  EXPECT_EQ(gridCases().size(), 13u * 2 * (2 * 4 + 3) * 2 + 10u * 2 * 2 +
-                                    15u * 2 * 7 * 2 + 2u * 2);
+  // full and quick, and the sm90 family on sm_90a for all 13 (1, 33 and 100
+  // with heads in rows); the 15 head dims that spilled before, one dtype,
+  // both masks, all 7 archs likewise.
+  EXPECT_EQ(gridCases().size(),
+            13u * 2 * (2 * 4 + 3) * 2 + 13u * 2 * 2 + 15u * 2 * 7 * 2 + 15u * 2);
 }
 
 } // namespace

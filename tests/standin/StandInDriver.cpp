@@ -33,8 +33,15 @@ struct Launch {
   unsigned grid[3], block[3], sharedBytes;
 };
 
+/// One cuTensorMapEncodeTiled that succeeded (rank 4 at most is recorded).
+struct TensorMap {
+  uint64_t address = 0, dims[4] = {}, strides[3] = {};
+  unsigned rank = 0, box[4] = {};
+};
+
 struct State {
   std::mutex mutex;
+  TensorMap lastMap;
   std::map<uintptr_t, size_t> allocations; ///< host memory posing as device
   std::map<uintptr_t, std::string> functions; ///< handle -> kernel name
   uintptr_t nextHandle = 0x1000;
@@ -66,6 +73,17 @@ long flashjit_standin_launches() {
 }
 /// The last launch: grid x/y/z, block x/y/z, dynamic shared bytes; returns
 /// its kernel's name (valid until the next launch).
+/// The last tensor map encoded: out[0] its address, out[1] its rank, then
+/// dims[4], byte strides[3] and box[4] (zero past the rank).
+void flashjit_standin_last_tensor_map(uint64_t out[13]) {
+  std::lock_guard<std::mutex> guard(state().mutex);
+  const TensorMap &m = state().lastMap;
+  out[0] = m.address, out[1] = m.rank;
+  for (int i = 0; i < 4; ++i)
+    out[2 + i] = m.dims[i], out[9 + i] = m.box[i];
+  for (int i = 0; i < 3; ++i)
+    out[6 + i] = m.strides[i];
+}
 const char *flashjit_standin_last_launch(unsigned out[7]) {
   std::lock_guard<std::mutex> guard(state().mutex);
   const Launch &l = state().last;
@@ -325,6 +343,18 @@ CUresult CUDAAPI cuTensorMapEncodeTiled(
   }
   if (swizzle == CU_TENSOR_MAP_SWIZZLE_128B && boxDim[0] * elementBytes > 128)
     return CUDA_ERROR_INVALID_VALUE;
+  TensorMap m;
+  m.address = reinterpret_cast<uintptr_t>(globalAddress);
+  m.rank = rank;
+  for (cuuint32_t i = 0; i < rank && i < 4; ++i) {
+    m.dims[i] = globalDim[i], m.box[i] = boxDim[i];
+    if (i + 1 < rank && i < 3)
+      m.strides[i] = globalStrides[i];
+  }
+  {
+    std::lock_guard<std::mutex> guard(state().mutex);
+    state().lastMap = m;
+  }
   std::memset(tensorMap, 0, sizeof *tensorMap);
   return CUDA_SUCCESS;
 }

@@ -14,6 +14,7 @@
 
 #include <dlfcn.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -64,6 +65,28 @@ inline std::optional<StandInLaunch> standInLastLaunch() {
   }
   l.sharedBytes = v[6];
   return l;
+}
+
+/// The last tensor map the stand-in encoded (cuTensorMapEncodeTiled).
+struct StandInTensorMap {
+  uint64_t address = 0, rank = 0, dims[4] = {}, strides[3] = {}, box[4] = {};
+};
+inline std::optional<StandInTensorMap> standInLastTensorMap() {
+  void *lib = ::dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  auto last = lib ? reinterpret_cast<void (*)(uint64_t *)>(
+                        ::dlsym(lib, "flashjit_standin_last_tensor_map"))
+                  : nullptr;
+  if (!last)
+    return std::nullopt;
+  uint64_t v[13];
+  last(v);
+  StandInTensorMap m;
+  m.address = v[0], m.rank = v[1];
+  for (int i = 0; i < 4; ++i)
+    m.dims[i] = v[2 + i], m.box[i] = v[9 + i];
+  for (int i = 0; i < 3; ++i)
+    m.strides[i] = v[6 + i];
+  return m;
 }
 
 } // namespace flashjit::test_support

@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <set>
+#include <tuple>
 
 using namespace flashjit;
 
@@ -163,4 +164,64 @@ TEST(CacheKey, SpecForReadsTheProblem) {
   single.qStrides.batch = 3;
   single.qStrides.row = 5;
   EXPECT_EQ(specFor(single).globalAlignElems, 8);
+}
+
+// Heads that start below 16-byte alignment in rows that do not (BSHD with
+// head_dim 100: heads 200 bytes apart, rows 8 x 200 and 2 x 200 bytes):
+// the sm90 family can load them as columns of their rows.
+TEST(CacheKey, SpecForFindsHeadsSideBySideInAlignedRows) {
+  auto withDim = [](int64_t d) {
+    ForwardProblem p = problem(2, 100, 200);
+    p.headDimQK = p.headDimV = d;
+    p.setDenseBSHD();
+    return p;
+  };
+  const ForwardProblem bshd = withDim(100);
+  const AttentionSpec s = specFor(bshd);
+  EXPECT_EQ(s.globalAlignElems, 4);
+  EXPECT_TRUE(s.headsInRows);
+  // Aligned heads need no such fact (one key per kernel).
+  EXPECT_FALSE(specFor(withDim(128)).headsInRows);
+  // Three K/V heads of 100: rows of 600 bytes.
+  ForwardProblem oddRows = bshd;
+  oddRows.headsQ = 6, oddRows.headsKV = 3;
+  oddRows.setDenseBSHD();
+  EXPECT_FALSE(specFor(oddRows).headsInRows);
+  // BHSD: a row is one head of 200 bytes.
+  ForwardProblem bhsd = bshd;
+  for (auto [strides, heads, rows] :
+       {std::tuple{&bhsd.qStrides, bhsd.headsQ, bhsd.seqlenQ},
+        std::tuple{&bhsd.kStrides, bhsd.headsKV, bhsd.seqlenK},
+        std::tuple{&bhsd.vStrides, bhsd.headsKV, bhsd.seqlenK}})
+    *strides = {heads * rows * 100, rows * 100, 100};
+  EXPECT_EQ(specFor(bhsd).globalAlignElems, 4);
+  EXPECT_FALSE(specFor(bhsd).headsInRows);
+  // Gaps between heads (a slice of wider rows): 102 apart in rows of 208.
+  ForwardProblem gaps = bshd;
+  gaps.headsQ = gaps.headsKV = 2;
+  for (Strides *st : {&gaps.qStrides, &gaps.kStrides, &gaps.vStrides})
+    *st = {gaps.seqlenK * 208, 102, 208};
+  gaps.qStrides.batch = gaps.seqlenQ * 208;
+  EXPECT_EQ(specFor(gaps).globalAlignElems, 2);
+  EXPECT_TRUE(specFor(gaps).headsInRows);
+  // Heads that overrun their row (101 apart in rows of 200) are not.
+  ForwardProblem overrun = gaps;
+  overrun.kStrides.head = 101;
+  overrun.kStrides.row = 200;
+  EXPECT_FALSE(specFor(overrun).headsInRows);
+  // A row start 4 bytes past alignment.
+  ForwardProblem shifted = bshd;
+  shifted.v = static_cast<const char *>(shifted.v) + 4;
+  EXPECT_FALSE(specFor(shifted).headsInRows);
+  // A fact of the sm90 forward: never in a backward spec.
+  BackwardProblem backward;
+  static_cast<ForwardProblem &>(backward) = bshd;
+  EXPECT_FALSE(specFor(backward).headsInRows);
+  // It is part of the key: the kernels differ.
+  CacheKey rows = baseKey(), heads = baseKey();
+  rows.spec = heads.spec = s;
+  heads.spec.headsInRows = false;
+  EXPECT_NE(rows.hash(), heads.hash());
+  EXPECT_NE(rows.text().find(";heads_in_rows=1"), std::string::npos);
+  EXPECT_EQ(heads.text().find("heads_in_rows"), std::string::npos);
 }

@@ -249,8 +249,14 @@ TEST_F(CliCompile, FamilyNamesItsRequirements) {
   expectRefused({"--family", "sm70"}, {"--family", "sm80|sm90", "sm70"});
   expectRefused({"--family", "sm90", "--arch", "sm_80"},
                 {"sm90", "sm_90a", "sm_80"});
-  // TMA needs 16-byte aligned rows.
+  // TMA needs 16-byte aligned rows, and a head that starts below that
+  // alignment a row that holds its heads side by side (--heads-in-rows),
+  // which aligned heads do not need.
   expectRefused({"--family", "sm90", "--align", "4"}, {"sm90", "16-byte"});
+  expectRefused({"--heads-in-rows"},
+                {"--heads-in-rows", "--align 4, 2 or 1", "--align 8"});
+  expectRefused({"--heads-in-rows", "--align", "4", "--direction", "backward"},
+                {"--heads-in-rows", "forward", "backward"});
   expectRefused({"--family", "sm90", "--quick"}, {"quick"});
   expectRefused({"--family", "sm80", "--pingpong", "on"}, {"pingpong"});
   expectRefused({"--pingpong", "maybe"}, {"--pingpong", "on or off", "maybe"});
@@ -399,6 +405,24 @@ TEST_F(CliCompile, EveryFeatureReachesTheSpecAndThePtx) {
       << ptx.describe();
   // The bias is read from global memory, one element per score.
   EXPECT_TRUE(contains(ptx.out, "ld.global")) << ptx.describe();
+}
+
+// d=100 with 4-element (8-byte) aligned heads in 16-byte aligned rows: the
+// sm90 family loads them with TMA as columns of their rows.
+TEST_F(CliCompile, HeadsInRowsReachTheSpecAndTheSm90Kernel) {
+  CliResult tile = runFlashjit({"compile", "--head-dim", "100", "--align", "4",
+                                "--heads-in-rows", "--family", "sm90",
+                                "--emit", "tile"});
+  expectNoCrash(tile);
+  ASSERT_EQ(tile.exitCode, 0) << tile.describe();
+  EXPECT_TRUE(contains(tile.out, "heads_in_rows = true")) << tile.describe();
+  EXPECT_TRUE(contains(tile.out, "family = \"sm90\"")) << tile.describe();
+  CliResult ptx = runFlashjit({"compile", "--head-dim", "100", "--align", "4",
+                               "--heads-in-rows", "--family", "sm90"});
+  expectNoCrash(ptx);
+  ASSERT_EQ(ptx.exitCode, 0) << ptx.describe();
+  EXPECT_TRUE(contains(ptx.out, "_a4_hrows_")) << ptx.describe();
+  EXPECT_TRUE(contains(ptx.out, "cp.async.bulk.tensor.4d")) << ptx.describe();
 }
 
 TEST_F(CliCompile, PackGqaOffKeepsOneHeadPerCta) {

@@ -91,6 +91,58 @@ TEST(StandIn, TheDriverIsTheStandIn) {
   EXPECT_NE(rt->device().name.find("stand-in"), std::string::npos);
 }
 
+// d = 100 BSHD: heads 200 bytes apart in rows of 400. Forced onto the sm90
+// family, TMA maps span the rows and a head is columns of them (head
+// dimension 1); the default stays sm80 until a GPU has checked that family
+// here. BHSD rows of 200 bytes are refused by the family.
+TEST(StandIn, Sm90LoadsHeadsAsColumnsOfAlignedRows) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  ForwardProblem p = smallProblem(4, 2);
+  p.headDimQK = p.headDimV = 100;
+  p.setDenseBSHD();
+  auto byDefault = rt->planForward(p);
+  ASSERT_TRUE(byDefault) << byDefault.message();
+  EXPECT_TRUE(byDefault->spec.headsInRows);
+  EXPECT_EQ(byDefault->config.family, Family::Sm80);
+  EXPECT_EQ(byDefault->tensorMapCount, 0);
+
+  p.tile = defaultTileConfig(byDefault->spec, Arch::Sm90a, Family::Sm90);
+  auto plan = rt->planForward(p);
+  ASSERT_TRUE(plan) << plan.message();
+  EXPECT_EQ(plan->tensorMapCount, 3);
+  EXPECT_NE(plan->kernel->name.find("_a4_hrows_"), std::string::npos)
+      << plan->kernel->name;
+  // The last map encoded is V's: 2 heads of 100 columns, 64 rows of 400
+  // bytes, heads and batches of extent 1.
+  auto v = test_support::standInLastTensorMap();
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->address, reinterpret_cast<uintptr_t>(p.v));
+  EXPECT_EQ(v->rank, 4u);
+  EXPECT_EQ(v->dims[0], 200u);
+  EXPECT_EQ(v->dims[1], 64u);
+  EXPECT_EQ(v->dims[2], 1u);
+  EXPECT_EQ(v->dims[3], 1u);
+  EXPECT_EQ(v->strides[0], 400u);
+  EXPECT_EQ(v->box[0], 64u);
+  EXPECT_EQ(v->box[1], unsigned(p.tile->blockN));
+  const long before = standInLaunches();
+  ASSERT_TRUE(rt->launch(*plan));
+  EXPECT_EQ(standInLaunches(), before + 1);
+
+  ForwardProblem bhsd = p;
+  for (auto [strides, heads] : {std::pair{&bhsd.qStrides, bhsd.headsQ},
+                                std::pair{&bhsd.kStrides, bhsd.headsKV},
+                                std::pair{&bhsd.vStrides, bhsd.headsKV}})
+    *strides = {heads * 64 * 100, 64 * 100, 100};
+  auto refused = rt->planForward(bhsd);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.message().find("16-byte"), std::string::npos)
+      << refused.message();
+}
+
 // Defect 6: grid.x was narrowed to 32 bits before the limit check, so a
 // problem needing 2^37 row blocks launched 2^37 mod 2^32 and succeeded.
 TEST(StandIn, AGridTooLargeForTheLaunchIsAnErrorNotATruncation) {

@@ -357,6 +357,16 @@ TEST(SearchSpace, CoversTheSm90FamilysKnobs) {
                                knobs)
                 .enumerated,
             0);
+  // Heads as columns of aligned rows (d=100 BSHD): the tuner tries the
+  // family (and checks each candidate) where the default is still sm80.
+  AttentionSpec rows = specWith(100, MaskMode::None, 1, 4);
+  rows.headsInRows = true;
+  EXPECT_GT(forwardSearchSpace(rows, Arch::Sm90a, knobs).enumerated, 0);
+  EXPECT_EQ(defaultTileConfig(rows, Arch::Sm90a).family, Family::Sm80);
+  EXPECT_EQ(defaultTileConfig(specWith(96), Arch::Sm90a).family, Family::Sm90);
+  EXPECT_TRUE(validate(defaultTileConfig(rows, Arch::Sm90a, Family::Sm90), rows,
+                       Arch::Sm90a)
+                  .isOk());
 }
 
 TEST(SearchSpace, ARegisterFileThatCannotHoldTheThreadsIsPruned) {

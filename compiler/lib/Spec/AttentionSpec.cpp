@@ -11,6 +11,7 @@ bool AttentionSpec::operator==(const AttentionSpec &o) const {
   return dtype == o.dtype && headDimQK == o.headDimQK &&
          headDimV == o.headDimV && mask == o.mask && gqaGroup == o.gqaGroup &&
          writeLse == o.writeLse && globalAlignElems == o.globalAlignElems &&
+         headsInRows == o.headsInRows &&
          bias == o.bias && softcap == o.softcap && varlen == o.varlen &&
          keyLengths == o.keyLengths && pagedKV == o.pagedKV &&
          splitKV == o.splitKV && direction == o.direction &&
@@ -190,6 +191,15 @@ Status validate(const AttentionSpec &spec) {
       spec.globalAlignElems != 4 && spec.globalAlignElems != 8)
     return Status::error("align must be one of 1, 2, 4, 8 (elements), got " +
                          std::to_string(spec.globalAlignElems));
+  if (spec.headsInRows &&
+      (spec.globalAlignElems >= 8 || spec.direction != Direction::Forward ||
+       spec.pagedKV))
+    return Status::error(
+        "heads_in_rows describes forward tensors whose heads start below "
+        "16-byte alignment (align < 8, no paged cache); got align=" +
+        std::to_string(spec.globalAlignElems) + ", direction=" +
+        std::string(toString(spec.direction)) +
+        (spec.pagedKV ? ", paged_kv" : ""));
   if (spec.pagedKV && !spec.keyLengths)
     return Status::error("paged_kv needs key_lengths (a paged cache's keys "
                          "are its per-sequence cache lengths)");
@@ -248,6 +258,8 @@ std::string canonicalText(const AttentionSpec &s) {
   // Fields added after the first keys appear only when they apply, so that
   // older keys stay valid: the decode features when on, the backward's
   // fields in backward texts.
+  if (s.headsInRows)
+    os << ";heads_in_rows=1";
   if (s.pagedKV)
     os << ";paged_kv=1";
   if (s.splitKV)
@@ -279,7 +291,8 @@ std::string kernelName(const AttentionSpec &s, const TileConfig &c, Arch arch) {
   const bool backward = s.direction == Direction::Backward;
   os << (backward ? "bwd_" : "fwd_") << toString(s.dtype) << "_hqk" << s.headDimQK << "_hv"
      << s.headDimV << "_" << toString(s.mask) << "_g" << s.gqaGroup
-     << (s.writeLse ? "_lse" : "") << "_a" << s.globalAlignElems;
+     << (s.writeLse ? "_lse" : "") << "_a" << s.globalAlignElems
+     << (s.headsInRows ? "_hrows" : "");
   if (s.bias != BiasMode::None)
     os << "_" << toString(s.bias);
   os << (s.softcap ? "_softcap" : "") << (s.varlen ? "_varlen" : "")

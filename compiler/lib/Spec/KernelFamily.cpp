@@ -43,7 +43,10 @@ Expected<const KernelFamily *> familyOf(Family id) {
 
 Family preferredFamily(const AttentionSpec &spec, Arch arch) {
   const KernelFamily *sm90 = findFamily(Family::Sm90);
-  if (sm90 && sm90->supports(spec, arch) &&
+  // Heads loaded as columns of their rows (headsInRows) stay with sm80
+  // until the sm90 kernels that zero the neighbours' columns are timed and
+  // checked on a GPU; `family` forces them.
+  if (sm90 && sm90->supports(spec, arch) && !spec.headsInRows &&
       (spec.direction == Direction::Forward || sm90->buildsBackward()))
     return Family::Sm90;
   return Family::Sm80;

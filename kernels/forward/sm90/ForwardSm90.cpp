@@ -6,7 +6,9 @@
 //
 //   producer (setmaxnreg.dec): one thread issues every TMA load, 128-byte
 //     swizzled 64-column boxes completing on mbarriers: Q once, then per K/V
-//     tile (last to first) K into stage s after kEmpty[s], V after vEmpty[s]
+//     tile (last to first) K into stage s after kEmpty[s], V after vEmpty[s];
+//     with heads loaded as columns of rows (headsInRows) the other three
+//     warps zero the columns past head_dim of each K tile (then kReady[s])
 //   consumers (setmaxnreg.inc), per K/V tile:
 //     S  = Q K^T        wgmma m64nBNk16 from shared memory (hand-advanced
 //                       K-major descriptors), then kEmpty[s]
@@ -47,6 +49,8 @@ constexpr uint64_t descField(int64_t bytes, int shift) {
 }
 /// Named barrier of all consumer threads (0 is the CTA's).
 constexpr int kConsumersBarrier = 1;
+/// Producer threads that zero K's pad columns (all but the TMA warp).
+constexpr int kPadThreads = kWarpgroupThreads - kThreadsPerWarp;
 /// mbarrier.try_wait's suspend-time hint.
 constexpr int64_t kWaitTicks = 10000000;
 
@@ -74,6 +78,10 @@ struct Sm90Builder {
   }
   Value vEmpty(Emitter &x, Value s) {
     return x.add(s, x.idx(1 + 3 * fk.cfg.stages));
+  }
+  /// K of stage s with its pad columns zeroed (L.zeroesPads()).
+  Value kReady(Emitter &x, Value s) {
+    return x.add(s, x.idx(1 + 4 * fk.cfg.stages));
   }
 
   Value view(Emitter &x, Type type, Value offsetBytes) {
@@ -251,17 +259,73 @@ struct Sm90Builder {
     return regs;
   }
 
+  /// The TMA coordinates of 64-column box `box` of `row` of `head`: the
+  /// head is a map dimension, or (headsInRows) columns from head *
+  /// `headStride` on.
+  SmallVector<Value> coordinates(Emitter &x, int box, Value row, Value head,
+                                 Value headStride, Value batch) {
+    Value col = x.idx(box * kTmaBoxCols);
+    if (!fk.spec.headsInRows)
+      return {col, row, head, batch};
+    return {x.add(col, x.mul(head, headStride)), row, x.idx(0), batch};
+  }
+
   /// TMA loads of one K or V tile into stage `slot`: its 64-column boxes.
   void loadKV(Emitter &x, Value map, int offset, int boxes, Value slot,
-              Value row, Value head, Value batch, Value barrier) {
+              Value row, Value head, Value headStride, Value batch,
+              Value barrier) {
     for (int b = 0; b < boxes; ++b) {
       Value at = x.add(x.mul(slot, x.idx(boxes * L.kBoxBytes)),
                        x.idx(offset + b * L.kBoxBytes));
       nvgpu::TmaAsyncLoadOp::create(
           x.b, x.loc, view(x, tmaTileKV, at), barriers, map,
-          ValueRange{x.idx(b * kTmaBoxCols), row, head, batch}, barrier,
+          coordinates(x, b, row, head, headStride, batch), barrier,
           /*multicastMask=*/Value(), /*predicate=*/Value());
     }
+  }
+
+  /// Zeroes columns [L.padBegin, L.padEnd) of `rows` rows of a tile whose
+  /// 64-column boxes start at byte `at` of the window, `boxBytes` apart
+  /// (128-byte swizzle: 16-byte chunk c of row r lies at (c ^ r % 8) * 16),
+  /// thread `t` of `threads` taking rows t, t + threads, ...; then fences
+  /// its stores for the async proxy (wgmma reads the tile).
+  void zeroPads(Emitter &x, Value at, int rows, int boxBytes, Value t,
+                int threads) {
+    constexpr int kChunkElems = 8; // 16 bytes
+    struct Piece {
+      int box, chunk, byteInChunk, bytes;
+    };
+    // Pieces within one chunk, each aligned to its power-of-two size.
+    SmallVector<Piece> pieces;
+    for (int col = L.padBegin; col < L.padEnd;) {
+      const int inChunk = col % kChunkElems;
+      int elems = kChunkElems;
+      while (inChunk % elems != 0 || col + elems > L.padEnd)
+        elems /= 2;
+      const int inBox = col % kTmaBoxCols;
+      pieces.push_back({col / kTmaBoxCols, inBox / kChunkElems, inChunk * 2,
+                        elems * 2});
+      col += elems;
+    }
+    x.runtimeLoop(t, x.idx(rows), threads, [&](Emitter &y, Value r) {
+      Value rowAt = y.add(at, y.mul(r, y.idx(kTmaBoxRowBytes)));
+      Value phase = y.rem(r, 8);
+      for (const Piece &piece : pieces) {
+        Value chunk = y.xorI(phase, y.idx(piece.chunk));
+        Value addr = y.add(
+            y.add(rowAt, y.mul(chunk, y.idx(16))),
+            y.idx(piece.box * boxBytes + piece.byteInChunk));
+        auto type = VectorType::get({piece.bytes}, y.b.getI8Type());
+        Value zeros = arith::ConstantOp::create(
+            y.b, y.loc, DenseElementsAttr::get(type, y.b.getI8IntegerAttr(0)));
+        vector::StoreOp::create(y.b, y.loc, zeros, window, ValueRange{addr},
+                                /*nontemporal=*/false,
+                                llvm::MaybeAlign(piece.bytes));
+      }
+    });
+    NVVM::FenceProxyOp::create(
+        x.b, x.loc, NVVM::ProxyKind::async_shared,
+        NVVM::SharedSpaceAttr::get(ctx, NVVM::SharedSpace::shared_cta));
   }
 };
 
@@ -361,6 +425,10 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
       nvgpu::MBarrierInitOp::create(builder, loc, barriers,
                                     e.idx(consumerThreads), sb.vEmpty(e, slot),
                                     Value());
+      if (L.zeroesPads())
+        nvgpu::MBarrierInitOp::create(builder, loc, barriers,
+                                      e.idx(kPadThreads), sb.kReady(e, slot),
+                                      Value());
     }
     NVVM::FenceProxyOp::create(
         builder, loc, NVVM::ProxyKind::async_shared,
@@ -404,9 +472,8 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
               sb.view(e, sb.tmaTileQ,
                       e.idx(L.qOffset + (c * L.boxesQK + b) * L.qBoxBytes)),
               barriers, sb.qMap,
-              ValueRange{e.idx(b * kTmaBoxCols),
-                         e.add(qRow, e.idx(c * kWgmmaRows)), fk.yBlock,
-                         batchCoord},
+              sb.coordinates(e, b, e.add(qRow, e.idx(c * kWgmmaRows)),
+                             fk.yBlock, fk.qHS, batchCoord),
               sb.qFull(), Value(), Value());
       e.runtimeLoop(e.idx(0), nBlocks, 1, [&](Emitter &x, Value it) {
         Value slot = x.rem(it, cfg.stages);
@@ -420,15 +487,30 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
             x.b, x.loc, barriers, x.idx(L.boxesQK * L.kBoxBytes),
             sb.kFull(x, slot), Value());
         sb.loadKV(x, sb.kMap, L.kOffset, L.boxesQK, slot, row, fk.kvHead,
-                  batchCoord, sb.kFull(x, slot));
+                  fk.kHS, batchCoord, sb.kFull(x, slot));
         sb.waitParity(x, sb.vEmpty(x, slot), emptyParity);
         nvgpu::MBarrierArriveExpectTxOp::create(
             x.b, x.loc, barriers, x.idx(L.boxesV * L.kBoxBytes),
             sb.vFull(x, slot), Value());
         sb.loadKV(x, sb.vMap, L.vOffset, L.boxesV, slot, row, fk.kvHead,
-                  batchCoord, sb.vFull(x, slot));
+                  fk.vHS, batchCoord, sb.vFull(x, slot));
       });
     });
+    // The other producer warps zero each K tile's pad columns once it has
+    // landed (K ready), in step with the loads.
+    if (L.zeroesPads())
+      e.ifThen(e.ge(tid, e.idx(kThreadsPerWarp)), [&] {
+        Value t = e.sub(tid, e.idx(kThreadsPerWarp));
+        e.runtimeLoop(e.idx(0), nBlocks, 1, [&](Emitter &x, Value it) {
+          Value slot = x.rem(it, cfg.stages);
+          sb.waitParity(x, sb.kFull(x, slot), parityOf(x, it));
+          sb.zeroPads(x,
+                      x.add(x.idx(L.kOffset),
+                            x.mul(slot, x.idx(L.boxesQK * L.kBoxBytes))),
+                      cfg.blockN, L.kBoxBytes, t, kPadThreads);
+          sb.arrive(x, sb.kReady(x, slot));
+        });
+      });
   }
   // ---- consumer warpgroups ------------------------------------------------------
   OpBuilder::InsertionGuard g(builder);
@@ -448,6 +530,16 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   // Q (this warpgroup's 64 rows) lands once.
   sb.waitParity(e, sb.qFull(),
                 arith::ConstantIntOp::create(builder, loc, 0, 1));
+  if (L.zeroesPads()) {
+    // Q's pad columns, by every consumer thread, before any wgmma.
+    Value consumerThread = e.sub(tid, e.idx(kWarpgroupThreads));
+    for (int c = 0; c < L.consumers; ++c)
+      sb.zeroPads(e, e.idx(L.qOffset + c * L.boxesQK * L.qBoxBytes),
+                  kWgmmaRows, L.qBoxBytes, consumerThread, consumerThreads);
+    NVVM::BarrierOp::create(builder, loc, Type(), e.i32(kConsumersBarrier),
+                            e.i32(consumerThreads),
+                            NVVM::BarrierReductionAttr(), Value());
+  }
   Value qDesc = sb.descriptor(
       e, e.add(e.idx(L.qOffset), e.mul(consumer, e.idx(L.boxesQK * L.qBoxBytes))),
       L.qBoxBytes);
@@ -494,7 +586,8 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   /// Waits for K of iteration `it`; its descriptor.
   auto readyK = [&](Emitter &x, Value it) {
     Value slot = slotOf(x, it);
-    sb.waitParity(x, sb.kFull(x, slot), parityOf(x, it));
+    sb.waitParity(x, L.zeroesPads() ? sb.kReady(x, slot) : sb.kFull(x, slot),
+                  parityOf(x, it));
     return sb.descriptor(
         x, x.add(x.idx(L.kOffset), x.mul(slot, x.idx(L.boxesQK * L.kBoxBytes))),
         L.kBoxBytes);

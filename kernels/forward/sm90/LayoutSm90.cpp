@@ -32,8 +32,11 @@ Sm90Layout sm90Layout(const AttentionSpec &spec, const TileConfig &c) {
   l.kOffset = l.qOffset + l.consumers * l.boxesQK * l.qBoxBytes;
   l.vOffset = l.kOffset + c.stages * l.boxesQK * l.kBoxBytes;
   l.barrierOffset = l.vOffset + c.stages * l.boxesV * l.kBoxBytes;
-  // Q full; K full, K empty, V full, V empty per stage.
-  l.barrierCount = 1 + 4 * c.stages;
+  if (spec.headsInRows)
+    l.padBegin = spec.headDimQK, l.padEnd = l.qkSteps * kWgmmaK;
+  // Q full; K full, K empty, V full, V empty per stage; K ready (pads
+  // zeroed) per stage.
+  l.barrierCount = 1 + (l.zeroesPads() ? 5 : 4) * c.stages;
   l.sharedMemBytes = l.barrierOffset + 8 * l.barrierCount;
   // Producers give their registers to the consumers (setmaxnreg), which may
   // then hold up to the file's rest, in multiples of 8, at most 240.
@@ -55,12 +58,14 @@ Status supportsSm90(const AttentionSpec &spec, Arch arch) {
   if (spec.pagedKV || spec.splitKV)
     return Status::error("the sm90 family has no paged KV cache or split-KV "
                          "yet; use the sm80 family (family=sm80) for decode");
-  // TMA: global addresses and strides multiples of 16 bytes.
-  if (spec.globalAlignElems * elementBytes(spec.dtype) < 16)
+  // TMA: global addresses and strides multiples of 16 bytes; heads that
+  // start below it are columns of rows that do not (headsInRows).
+  if (spec.globalAlignElems * elementBytes(spec.dtype) < 16 &&
+      !spec.headsInRows)
     return Status::error(
         "the sm90 family loads with TMA, which needs 16-byte aligned rows "
-        "(pointers and strides multiples of 8 elements); these tensors are "
-        "aligned to " +
+        "(pointers and strides multiples of 8 elements, or rows that are "
+        "and hold their heads side by side); these tensors are aligned to " +
         std::to_string(spec.globalAlignElems) + " elements");
   return Status::ok();
 }
@@ -177,6 +182,7 @@ LaunchFacts launchFactsSm90(const AttentionSpec &spec, const TileConfig &c) {
   f.tmaQ = {kWgmmaRows, kTmaBoxCols};
   f.tmaK = {c.blockN, kTmaBoxCols};
   f.tmaV = {c.blockN, kTmaBoxCols};
+  f.tmaHeadColumns = spec.headsInRows;
   return f;
 }
 

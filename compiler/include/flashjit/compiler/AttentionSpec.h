@@ -67,6 +67,11 @@ struct AttentionSpec {
   /// batch strides) is known to be aligned: 1, 2, 4 or 8. Wider lets the
   /// kernel copy 16 bytes at a time; the runtime picks the widest valid one.
   int globalAlignElems = 8;
+  /// Set (by the runtime) only where heads start below 16-byte alignment
+  /// (globalAlignElems < 8) but Q, K and V rows do not, each holding its
+  /// heads side by side (BSHD with head_dim not a multiple of 8): the sm90
+  /// family's TMA then loads a head as columns of its row.
+  bool headsInRows = false;
   BiasMode bias = BiasMode::None;
   /// Scores become softcap * tanh(scores / softcap) (Gemma 2); the cap is a
   /// run-time argument.

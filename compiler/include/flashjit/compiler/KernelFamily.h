@@ -51,6 +51,9 @@ struct LaunchFacts {
   /// Tensor maps of Q, K and V, passed after ForwardKernelArgs in this
   /// order (those with rows > 0).
   TmaBox tmaQ, tmaK, tmaV;
+  /// The maps span whole rows and a head is columns of them, from head *
+  /// head_stride on (spec.headsInRows); else a head is a map dimension.
+  bool tmaHeadColumns = false;
   bool usesTma() const {
     return tmaQ.rows > 0 || tmaK.rows > 0 || tmaV.rows > 0;
   }

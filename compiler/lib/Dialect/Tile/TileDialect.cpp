@@ -40,6 +40,7 @@ struct SpecFields {
   int64_t gqaGroup;
   bool lse;
   int64_t align;
+  bool headsInRows;
   StringRef bias;
   bool softcap, varlen, keyLengths, pagedKV, splitKV;
   StringRef direction;
@@ -95,6 +96,7 @@ Expected<AttentionSpec> toSpec(const SpecFields &f) {
   spec.gqaGroup = static_cast<int>(f.gqaGroup);
   spec.writeLse = f.lse;
   spec.globalAlignElems = static_cast<int>(f.align);
+  spec.headsInRows = f.headsInRows;
   spec.softcap = f.softcap;
   spec.varlen = f.varlen;
   spec.keyLengths = f.keyLengths;
@@ -110,12 +112,12 @@ LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                StringRef dtype, int64_t headDimQK,
                                int64_t headDimV, StringRef mask,
                                int64_t gqaGroup, bool lse, int64_t align,
-                               StringRef bias, bool softcap, bool varlen,
+                               bool headsInRows, StringRef bias, bool softcap, bool varlen,
                                bool keyLengths, bool pagedKV, bool splitKV,
                                StringRef direction, bool deterministic,
                                bool biasGrad) {
   auto spec = toSpec({dtype, headDimQK, headDimV, mask, gqaGroup, lse, align,
-                      bias, softcap, varlen, keyLengths, pagedKV, splitKV,
+                      headsInRows, bias, softcap, varlen, keyLengths, pagedKV, splitKV,
                       direction, deterministic, biasGrad});
   if (!spec)
     return emitError() << spec.message();
@@ -143,7 +145,8 @@ TileConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 AttentionSpec AttentionFwdOp::getAttentionSpec() {
   SpecAttr a = getSpec();
   return *toSpec({a.getDtype(), a.getHeadDimQk(), a.getHeadDimV(), a.getMask(),
-                  a.getGqaGroup(), a.getLse(), a.getAlign(), a.getBias(),
+                  a.getGqaGroup(), a.getLse(), a.getAlign(),
+                  a.getHeadsInRows(), a.getBias(),
                   a.getSoftcap(), a.getVarlen(), a.getKeyLengths(),
                   a.getPagedKv(), a.getSplitKv(), a.getDirection(),
                   a.getDeterministic(), a.getBiasGrad()});
@@ -165,7 +168,8 @@ SpecAttr toAttr(MLIRContext *ctx, const AttentionSpec &s) {
   auto str = [](std::string_view v) { return StringRef(v.data(), v.size()); };
   return SpecAttr::get(ctx, str(toString(s.dtype)), s.headDimQK, s.headDimV,
                        str(toString(s.mask)), s.gqaGroup, s.writeLse,
-                       s.globalAlignElems, str(toString(s.bias)), s.softcap,
+                       s.globalAlignElems, s.headsInRows,
+                       str(toString(s.bias)), s.softcap,
                        s.varlen, s.keyLengths, s.pagedKV, s.splitKV,
                        str(toString(s.direction)), s.deterministic,
                        s.biasGrad);

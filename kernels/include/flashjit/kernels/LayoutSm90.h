@@ -43,6 +43,13 @@ struct Sm90Layout {
   int qOffset = 0;     ///< Q: [consumer][box] boxes
   int kOffset = 0;     ///< K: [stage][box]
   int vOffset = 0;     ///< V: [stage][box]
+  /// Q and K columns that wgmma reads past head_dim_qk, [padBegin, padEnd):
+  /// with spec.headsInRows TMA fills them with the next head's values (any
+  /// bits: NaN, Inf), so the kernel zeroes them in shared memory (Q once;
+  /// K per tile, by the producer's idle warps, before kReady). Empty
+  /// otherwise (TMA's out-of-bounds fill is zero).
+  int padBegin = 0, padEnd = 0;
+  bool zeroesPads() const { return padEnd > padBegin; }
   int barrierOffset = 0; ///< the mbarriers (barrierCount 8-byte words)
   int barrierCount = 0;
   int sharedMemBytes = 0;
@@ -55,7 +62,8 @@ struct Sm90Layout {
 Sm90Layout sm90Layout(const AttentionSpec &spec, const TileConfig &config);
 
 /// Whether the sm90 family serves `spec` on `arch`: sm_90a, and tensors TMA
-/// can address (16-byte aligned rows and strides: globalAlignElems 8).
+/// can address (16-byte aligned heads: globalAlignElems 8; or 16-byte
+/// aligned rows that hold their heads side by side: headsInRows).
 Status supportsSm90(const AttentionSpec &spec, Arch arch);
 TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch arch);
 Status validateSm90(const TileConfig &config, const AttentionSpec &spec,
