@@ -18,6 +18,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace {
 constexpr int kComputeMajor = 9, kComputeMinor = 0;
@@ -33,21 +34,22 @@ struct Launch {
   unsigned grid[3], block[3], sharedBytes;
 };
 
-/// One cuTensorMapEncodeTiled that succeeded (rank 4 at most is recorded).
-struct TensorMap {
-  uint64_t address = 0, dims[4] = {}, strides[3] = {};
-  unsigned rank = 0, box[4] = {};
+/// One cuTensorMapEncodeTiled call: rank, then dims, strides, box.
+struct TensorMapCall {
+  unsigned rank = 0;
+  cuuint64_t dims[5] = {}, strides[4] = {};
+  cuuint32_t box[5] = {};
 };
 
 struct State {
   std::mutex mutex;
-  TensorMap lastMap;
   std::map<uintptr_t, size_t> allocations; ///< host memory posing as device
   std::map<uintptr_t, std::string> functions; ///< handle -> kernel name
   uintptr_t nextHandle = 0x1000;
   long launches = 0;
   Launch last{};
   std::string linked; ///< the last cuLinkComplete's "cubin"
+  std::vector<TensorMapCall> tensorMaps; ///< every encoded map, in order
 };
 State &state() {
   static State s;
@@ -73,17 +75,6 @@ long flashjit_standin_launches() {
 }
 /// The last launch: grid x/y/z, block x/y/z, dynamic shared bytes; returns
 /// its kernel's name (valid until the next launch).
-/// The last tensor map encoded: out[0] its address, out[1] its rank, then
-/// dims[4], byte strides[3] and box[4] (zero past the rank).
-void flashjit_standin_last_tensor_map(uint64_t out[13]) {
-  std::lock_guard<std::mutex> guard(state().mutex);
-  const TensorMap &m = state().lastMap;
-  out[0] = m.address, out[1] = m.rank;
-  for (int i = 0; i < 4; ++i)
-    out[2 + i] = m.dims[i], out[9 + i] = m.box[i];
-  for (int i = 0; i < 3; ++i)
-    out[6 + i] = m.strides[i];
-}
 const char *flashjit_standin_last_launch(unsigned out[7]) {
   std::lock_guard<std::mutex> guard(state().mutex);
   const Launch &l = state().last;
@@ -93,6 +84,29 @@ const char *flashjit_standin_last_launch(unsigned out[7]) {
   }
   out[6] = l.sharedBytes;
   return l.kernel.c_str();
+}
+
+/// Tensor maps encoded so far.
+long flashjit_standin_tensor_maps() {
+  std::lock_guard<std::mutex> guard(state().mutex);
+  return long(state().tensorMaps.size());
+}
+/// Map `i` (in the order encoded): out[0..4] its dimensions, out[5..8] its
+/// byte strides, out[9..13] its box (unused entries 0); returns its rank,
+/// 0 where there is no map `i`.
+unsigned flashjit_standin_tensor_map(long i, unsigned long long out[14]) {
+  std::lock_guard<std::mutex> guard(state().mutex);
+  const auto &maps = state().tensorMaps;
+  if (i < 0 || i >= long(maps.size()))
+    return 0;
+  const TensorMapCall &m = maps[size_t(i)];
+  for (int j = 0; j < 5; ++j) {
+    out[j] = m.dims[j];
+    out[9 + j] = m.box[j];
+  }
+  for (int j = 0; j < 4; ++j)
+    out[5 + j] = m.strides[j];
+  return m.rank;
 }
 
 // ---- errors, init, version, device -----------------------------------------
@@ -343,19 +357,17 @@ CUresult CUDAAPI cuTensorMapEncodeTiled(
   }
   if (swizzle == CU_TENSOR_MAP_SWIZZLE_128B && boxDim[0] * elementBytes > 128)
     return CUDA_ERROR_INVALID_VALUE;
-  TensorMap m;
-  m.address = reinterpret_cast<uintptr_t>(globalAddress);
-  m.rank = rank;
-  for (cuuint32_t i = 0; i < rank && i < 4; ++i) {
-    m.dims[i] = globalDim[i], m.box[i] = boxDim[i];
-    if (i + 1 < rank && i < 3)
-      m.strides[i] = globalStrides[i];
-  }
-  {
-    std::lock_guard<std::mutex> guard(state().mutex);
-    state().lastMap = m;
-  }
   std::memset(tensorMap, 0, sizeof *tensorMap);
+  TensorMapCall call;
+  call.rank = rank;
+  for (cuuint32_t i = 0; i < rank; ++i) {
+    call.dims[i] = globalDim[i];
+    call.box[i] = boxDim[i];
+    if (i + 1 < rank)
+      call.strides[i] = globalStrides[i];
+  }
+  std::lock_guard<std::mutex> guard(state().mutex);
+  state().tensorMaps.push_back(call);
   return CUDA_SUCCESS;
 }
 

@@ -14,7 +14,6 @@
 
 #include <dlfcn.h>
 
-#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -67,25 +66,38 @@ inline std::optional<StandInLaunch> standInLastLaunch() {
   return l;
 }
 
-/// The last tensor map the stand-in encoded (cuTensorMapEncodeTiled).
+/// What the stand-in recorded of one cuTensorMapEncodeTiled call.
 struct StandInTensorMap {
-  uint64_t address = 0, rank = 0, dims[4] = {}, strides[3] = {}, box[4] = {};
+  unsigned rank = 0;
+  unsigned long long dims[5] = {}, strides[4] = {}, box[5] = {};
 };
-inline std::optional<StandInTensorMap> standInLastTensorMap() {
+
+/// Tensor maps encoded so far (-1 without the stand-in), and map `i`.
+inline long standInTensorMaps() {
   void *lib = ::dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-  auto last = lib ? reinterpret_cast<void (*)(uint64_t *)>(
-                        ::dlsym(lib, "flashjit_standin_last_tensor_map"))
+  auto count = lib ? reinterpret_cast<long (*)()>(
+                         ::dlsym(lib, "flashjit_standin_tensor_maps"))
+                   : nullptr;
+  return count ? count() : -1;
+}
+inline std::optional<StandInTensorMap> standInTensorMap(long i) {
+  void *lib = ::dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  auto read = lib ? reinterpret_cast<unsigned (*)(long, unsigned long long *)>(
+                        ::dlsym(lib, "flashjit_standin_tensor_map"))
                   : nullptr;
-  if (!last)
+  unsigned long long v[14];
+  if (!read)
     return std::nullopt;
-  uint64_t v[13];
-  last(v);
   StandInTensorMap m;
-  m.address = v[0], m.rank = v[1];
-  for (int i = 0; i < 4; ++i)
-    m.dims[i] = v[2 + i], m.box[i] = v[9 + i];
-  for (int i = 0; i < 3; ++i)
-    m.strides[i] = v[6 + i];
+  m.rank = read(i, v);
+  if (m.rank == 0)
+    return std::nullopt;
+  for (int j = 0; j < 5; ++j) {
+    m.dims[j] = v[j];
+    m.box[j] = v[9 + j];
+  }
+  for (int j = 0; j < 4; ++j)
+    m.strides[j] = v[5 + j];
   return m;
 }
 
