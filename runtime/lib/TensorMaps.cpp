@@ -33,8 +33,11 @@ Status encodeOne(const driver::Api &cu, const ForwardProblem &p,
   int64_t strides[3] = {t.strides.row * eb, t.strides.head * eb,
                         varlen ? 0 : t.strides.batch * eb};
   // A dimension of extent 1 is never stepped along: give it a stride TMA
-  // accepts (a positive multiple of 16) whatever the caller's is.
-  const int64_t any = std::max({strides[0], strides[1], strides[2], int64_t(16)});
+  // accepts (a positive multiple of 16, at least every other stride)
+  // whatever the caller's is (a head stride of 200 bytes with heads in rows).
+  const int64_t any =
+      (std::max({strides[0], strides[1], strides[2], int64_t(16)}) + 15) / 16 *
+      16;
   for (int i = 0; i < 3; ++i)
     if (dims[i + 1] == 1)
       strides[i] = any;

@@ -131,6 +131,18 @@ TEST(StandIn, Sm90LoadsHeadsAsColumnsOfAlignedRows) {
   ASSERT_TRUE(rt->launch(*plan));
   EXPECT_EQ(standInLaunches(), before + 1);
 
+  // One batch of one query and one key: every stride but the heads' (200
+  // bytes) is of an extent-1 dimension, which must still get a valid one.
+  ForwardProblem single = p;
+  single.seqlenQ = single.seqlenK = 1;
+  single.setDenseBSHD();
+  for (Strides *s : {&single.qStrides, &single.kStrides, &single.vStrides})
+    s->row = s->batch = 3;
+  auto singlePlan = rt->planForward(single);
+  ASSERT_TRUE(singlePlan) << singlePlan.message();
+  EXPECT_TRUE(singlePlan->spec.headsInRows);
+  EXPECT_EQ(singlePlan->tensorMapCount, 3);
+
   ForwardProblem bhsd = p;
   for (auto [strides, heads] : {std::pair{&bhsd.qStrides, bhsd.headsQ},
                                 std::pair{&bhsd.kStrides, bhsd.headsKV},
