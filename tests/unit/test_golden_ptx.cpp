@@ -189,6 +189,12 @@ std::vector<GoldenCase> cases() {
          return c;
        }(),
        sm90a, "f4e22c29e43eb19f"},
+      // Heads as columns of their rows: the pad columns' zero stores.
+      {"d100_heads_in_rows_causal_f90",
+       with(spec(100, 100, bf16, causal, 4), [](auto &s) { s.headsInRows = true; }),
+       sm90Of(with(spec(100, 100, bf16, causal, 4),
+                   [](auto &s) { s.headsInRows = true; })),
+       sm90a, "922e78f17934d5f3"},
   };
 }
 
