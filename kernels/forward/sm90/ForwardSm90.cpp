@@ -26,6 +26,7 @@
 #include "forward/sm90/ForwardSm90.h"
 
 #include "common/ForwardKernel.h"
+#include "common/Sm90Ops.h"
 #include "flashjit/kernels/Forward.h"
 #include "flashjit/kernels/LayoutSm90.h"
 
@@ -39,20 +40,11 @@ using namespace mlir;
 namespace flashjit {
 namespace {
 
-constexpr int kWgmmaK = 16;
-/// wgmma descriptor fields (PTX ISA, "Matrix Descriptor Format"): 128-byte
-/// swizzle in bits 62-63, SBO (8-row groups, 1024 bytes) in bits 32-45, LBO
-/// in bits 16-29, the shared address in bits 0-13, each in 16-byte units.
-constexpr uint64_t kDescSwizzle128 = uint64_t(1) << 62;
-constexpr uint64_t descField(int64_t bytes, int shift) {
-  return uint64_t(bytes >> 4) << shift;
-}
+using sm90::kWgmmaK;
 /// Named barrier of all consumer threads (0 is the CTA's).
 constexpr int kConsumersBarrier = 1;
 /// Producer threads that zero K's pad columns (all but the TMA warp).
 constexpr int kPadThreads = kWarpgroupThreads - kThreadsPerWarp;
-/// mbarrier.try_wait's suspend-time hint.
-constexpr int64_t kWaitTicks = 10000000;
 
 struct Sm90Builder {
   ForwardKernel &fk;
@@ -61,9 +53,7 @@ struct Sm90Builder {
   Location loc;
   Emitter &e;
   MLIRContext *ctx;
-  Value window;        ///< memref<sharedMemBytes x i8, 3>
-  Value barriers;      ///< !nvgpu.mbarrier.group
-  Value smemAddress;   ///< shared address of the window, i64
+  const sm90::Window &smem;
   Value qMap, kMap, vMap;
   Type tmaTileQ, tmaTileKV; ///< memref<1x1xRx64xelem, 3>
 
@@ -84,170 +74,28 @@ struct Sm90Builder {
     return x.add(s, x.idx(1 + 4 * fk.cfg.stages));
   }
 
-  Value view(Emitter &x, Type type, Value offsetBytes) {
-    return memref::ViewOp::create(x.b, x.loc, cast<MemRefType>(type), window,
-                                  offsetBytes, ValueRange{});
-  }
-
-  void waitParity(Emitter &x, Value barrier, Value parity) {
-    nvgpu::MBarrierTryWaitParityOp::create(x.b, x.loc, barriers, parity,
-                                           x.idx(kWaitTicks), barrier);
-  }
-  void arrive(Emitter &x, Value barrier) {
-    nvgpu::MBarrierArriveOp::create(
-        x.b, x.loc, nvgpu::MBarrierTokenType::get(ctx), barriers, barrier);
-  }
-
-  /// The wgmma descriptor of a 128-byte-swizzled tile at `offsetBytes` of
-  /// the window (a multiple of 1024), with leading byte offset `lbo` (the
-  /// distance between 64-column boxes; unused for K-major operands).
-  Value descriptor(Emitter &x, Value offsetBytes, int64_t lbo) {
-    Value addr = arith::AddIOp::create(
-        x.b, x.loc, smemAddress,
-        arith::IndexCastOp::create(x.b, x.loc, x.b.getI64Type(), offsetBytes));
-    Value start = arith::AndIOp::create(
-        x.b, x.loc, arith::ShRUIOp::create(x.b, x.loc, addr, i64(x, 4)),
-        i64(x, 0x3FFF));
-    const uint64_t fields = kDescSwizzle128 |
-                            descField(kSwizzleAtomBytes, 32) |
-                            descField(lbo, 16);
-    return arith::OrIOp::create(x.b, x.loc, start,
-                                i64(x, static_cast<int64_t>(fields)));
-  }
-  Value i64(Emitter &x, int64_t v) {
-    return arith::ConstantIntOp::create(x.b, x.loc, v, 64);
-  }
-  Value addI64(Emitter &x, Value desc, int64_t units) {
-    return units == 0 ? desc : arith::AddIOp::create(x.b, x.loc, desc, i64(x, units));
-  }
-
-  /// Values (f32 or i32) passed through an empty asm with side effects:
-  /// the compiler neither moves their uses above it nor their definitions
-  /// below it (a wgmma's registers are not ready before its wait), and
-  /// keeps their registers until it (CUTLASS's warpgroup_fence_operand).
-  SmallVector<Value> fence(Emitter &x, ValueRange vals) {
-    if (vals.empty())
-      return {};
-    const int n = vals.size();
-    std::string constraints;
-    SmallVector<Type> types;
-    for (Value v : vals) {
-      constraints += v.getType().isF32() ? "=f," : "=r,";
-      types.push_back(v.getType());
-    }
-    for (int i = 0; i < n; ++i)
-      constraints += std::to_string(i) + (i + 1 < n ? "," : "");
-    Type structTy = LLVM::LLVMStructType::getLiteral(ctx, types);
-    Value out = LLVM::InlineAsmOp::create(
-                    x.b, x.loc, structTy, vals, "", constraints,
-                    /*has_side_effects=*/true, /*is_align_stack=*/false,
-                    LLVM::tailcallkind::TailCallKind::None,
-                    /*asm_dialect=*/nullptr, /*operand_attrs=*/nullptr)
-                    .getResult(0);
-    return extractAll(x, out, n);
-  }
-  SmallVector<Value> extractAll(Emitter &x, Value structVal, int n) {
-    SmallVector<Value> vals;
-    for (int i = 0; i < n; ++i)
-      vals.push_back(LLVM::ExtractValueOp::create(x.b, x.loc, structVal, i));
-    return vals;
-  }
-
-  /// An A-operand register (two elements) as the i32 the asm takes.
-  Value asI32(Emitter &x, Value reg) {
-    if (reg.getType().isInteger(32))
-      return reg;
-    Value packed = vector::BitCastOp::create(
-        x.b, x.loc, VectorType::get({1}, x.b.getI32Type()), reg);
-    return vector::ExtractOp::create(x.b, x.loc, packed, ArrayRef<int64_t>{0});
-  }
-
-  Type accType(int n) {
-    return LLVM::LLVMStructType::getLiteral(
-        ctx, SmallVector<Type>(n, Float32Type::get(ctx)));
-  }
-
   /// Issues S = Q K^T of one K/V tile (one commit group): qkSteps wgmma
   /// m64nBNk16 from shared memory, Q's and K's k16 step ks in box ks / 4,
   /// 32 bytes further per step in it. The result is not ready before a
-  /// wait (retire()).
+  /// wait (sm90::retire).
   Value issueScores(Emitter &x, Value qDesc, Value kDesc) {
-    Type structTy = accType(fk.cfg.blockN / 2);
-    const auto type = fk.spec.dtype == DType::BF16 ? NVVM::WGMMATypes::bf16
-                                                   : NVVM::WGMMATypes::f16;
-    NVVM::WgmmaFenceAlignedOp::create(x.b, x.loc);
-    Value acc = LLVM::PoisonOp::create(x.b, x.loc, structTy);
-    for (int ks = 0; ks < L.qkSteps; ++ks) {
-      const int box = ks / 4, within = ks % 4;
-      Value a = addI64(x, qDesc, (box * L.qBoxBytes + within * 32) >> 4);
-      Value b = addI64(x, kDesc, (box * L.kBoxBytes + within * 32) >> 4);
-      acc = NVVM::WgmmaMmaAsyncOp::create(
-          x.b, x.loc, structTy, acc, a, b,
-          NVVM::MMAShapeAttr::get(ctx, kWgmmaRows, fk.cfg.blockN, kWgmmaK),
-          type, type, NVVM::WGMMATypes::f32,
-          ks == 0 ? NVVM::WGMMAScaleOut::zero : NVVM::WGMMAScaleOut::one,
-          NVVM::WGMMAScaleIn::one, NVVM::WGMMAScaleIn::one,
-          NVVM::MMALayout::row, NVVM::MMALayout::col,
-          /*satfinite=*/nullptr);
-    }
-    NVVM::WgmmaGroupSyncAlignedOp::create(x.b, x.loc);
-    return acc;
+    auto inBox = [](int boxBytes) {
+      return [boxBytes](int ks) -> int64_t {
+        return (ks / 4) * boxBytes + (ks % 4) * 32;
+      };
+    };
+    return sm90::mmaFromShared(x, fk.spec.dtype, fk.cfg.blockN, L.qkSteps,
+                               qDesc, kDesc, inBox(L.qBoxBytes),
+                               inBox(L.kBoxBytes));
   }
 
   /// Issues O += P V (one commit group): blockN / 16 wgmma m64nNk16 with A
   /// (P) from registers and V MN-major (trans-b 1) in shared memory, a k16
   /// step 16 rows (2048 bytes) further, 64-column boxes kBoxBytes apart
-  /// (LBO). One asm block: nvvm.wgmma.mma_async takes A only as a
-  /// descriptor.
+  /// (LBO).
   Value issuePv(Emitter &x, ValueRange o, ArrayRef<Value> p, Value vDesc) {
-    const int n = o.size();
-    const int steps = p.size() / 4;
-    const char *type = fk.spec.dtype == DType::BF16 ? "bf16" : "f16";
-    std::string regs;
-    for (int i = 0; i < n; ++i)
-      regs += (i ? ", $" : "$") + std::to_string(i);
-    std::string text = "{ .reg .pred p; setp.ne.b32 p, 1, 0; ";
-    SmallVector<Value> operands(o.begin(), o.end());
-    std::string constraints;
-    for (int i = 0; i < n; ++i)
-      constraints += "=f,";
-    for (int i = 0; i < n; ++i)
-      constraints += std::to_string(i) + ",";
-    const int aBase = 2 * n, dBase = aBase + 4 * steps;
-    for (int kk = 0; kk < steps; ++kk) {
-      text += "wgmma.mma_async.sync.aligned.m64n" + std::to_string(L.pvN) +
-              "k16.f32." + type + "." + type + " {" + regs + "}, {";
-      for (int r = 0; r < 4; ++r) {
-        text += "$" + std::to_string(aBase + 4 * kk + r) + (r < 3 ? ", " : "");
-        operands.push_back(p[4 * kk + r]);
-        constraints += "r,";
-      }
-      text += "}, $" + std::to_string(dBase + kk) + ", p, 1, 1, 1; ";
-    }
-    for (int kk = 0; kk < steps; ++kk) {
-      operands.push_back(
-          addI64(x, vDesc, (kk * kWgmmaK * kTmaBoxRowBytes) >> 4));
-      constraints += kk + 1 < steps ? "l," : "l";
-    }
-    text += "}";
-    NVVM::WgmmaFenceAlignedOp::create(x.b, x.loc);
-    Value out = LLVM::InlineAsmOp::create(
-                    x.b, x.loc, accType(n), operands, text, constraints,
-                    /*has_side_effects=*/true, /*is_align_stack=*/false,
-                    LLVM::tailcallkind::TailCallKind::None,
-                    LLVM::AsmDialectAttr::get(ctx, LLVM::AsmDialect::AD_ATT),
-                    /*operand_attrs=*/nullptr)
-                    .getResult(0);
-    NVVM::WgmmaGroupSyncAlignedOp::create(x.b, x.loc);
-    return out;
-  }
-
-  /// Waits until at most `pending` commit groups are in flight, then reads
-  /// the accumulator `acc` of a retired one.
-  SmallVector<Value> retire(Emitter &x, int pending, Value acc) {
-    NVVM::WgmmaWaitGroupSyncOp::create(x.b, x.loc, pending);
-    auto type = cast<LLVM::LLVMStructType>(acc.getType());
-    return fence(x, extractAll(x, acc, type.getBody().size()));
+    return sm90::mmaFromRegisters(x, fk.spec.dtype, o, p, vDesc,
+                                  kWgmmaK * kTmaBoxRowBytes);
   }
 
   /// P as the i32 registers of issuePv: k-step kk in 4 kk .. 4 kk + 3.
@@ -255,7 +103,7 @@ struct Sm90Builder {
     SmallVector<Value> regs;
     for (const Registers &step : pFrag)
       for (Value r : step)
-        regs.push_back(asI32(x, r));
+        regs.push_back(sm90::asI32(x, r));
     return regs;
   }
 
@@ -278,7 +126,7 @@ struct Sm90Builder {
       Value at = x.add(x.mul(slot, x.idx(boxes * L.kBoxBytes)),
                        x.idx(offset + b * L.kBoxBytes));
       nvgpu::TmaAsyncLoadOp::create(
-          x.b, x.loc, view(x, tmaTileKV, at), barriers, map,
+          x.b, x.loc, smem.view(x, tmaTileKV, at), smem.barriers, map,
           coordinates(x, b, row, head, headStride, batch), barrier,
           /*multicastMask=*/Value(), /*predicate=*/Value());
     }
@@ -318,14 +166,12 @@ struct Sm90Builder {
         auto type = VectorType::get({piece.bytes}, y.b.getI8Type());
         Value zeros = arith::ConstantOp::create(
             y.b, y.loc, DenseElementsAttr::get(type, y.b.getI8IntegerAttr(0)));
-        vector::StoreOp::create(y.b, y.loc, zeros, window, ValueRange{addr},
+        vector::StoreOp::create(y.b, y.loc, zeros, smem.window, ValueRange{addr},
                                 /*nontemporal=*/false,
                                 llvm::MaybeAlign(piece.bytes));
       }
     });
-    NVVM::FenceProxyOp::create(
-        x.b, x.loc, NVVM::ProxyKind::async_shared,
-        NVVM::SharedSpaceAttr::get(ctx, NVVM::SharedSpace::shared_cta));
+    sm90::fenceAsyncShared(x);
   }
 };
 
@@ -349,42 +195,11 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   auto smemSpace = gpu::AddressSpaceAttr::get(
       ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
 
-  // ---- shared memory: one extern window, 1024-byte aligned (128-byte
-  // swizzled tiles need it). Not gpu.dynamic_shared_memory: its view
-  // overlaps other shared variables (docs/HOPPER.md).
-  const std::string windowName = "__flashjit_smem";
-  {
-    OpBuilder::InsertionGuard g(builder);
-    builder.setInsertionPointToStart(module.getBody());
-    memref::GlobalOp::create(
-        builder, loc, windowName, builder.getStringAttr("public"),
-        MemRefType::get({0}, builder.getI8Type(), AffineMap(), smemSpace),
-        Attribute(), /*constant=*/false, builder.getI64IntegerAttr(1024));
-  }
-  Value global = memref::GetGlobalOp::create(
-      builder, loc,
-      MemRefType::get({0}, builder.getI8Type(), AffineMap(), smemSpace),
-      windowName);
-  auto windowType = MemRefType::get({L.sharedMemBytes}, builder.getI8Type(),
-                                    AffineMap(), smemSpace);
-  Value window = memref::ReinterpretCastOp::create(
-      builder, loc, windowType, global, /*offset=*/0,
-      /*sizes=*/ArrayRef<int64_t>{L.sharedMemBytes},
-      /*strides=*/ArrayRef<int64_t>{1});
-  auto barrierView = memref::ViewOp::create(
-      builder, loc,
-      MemRefType::get({L.barrierCount}, builder.getI64Type(), AffineMap(),
-                      smemSpace),
-      window, e.idx(L.barrierOffset), ValueRange{});
-  Value barriers =
-      UnrealizedConversionCastOp::create(
-          builder, loc,
-          nvgpu::MBarrierGroupType::get(ctx, smemSpace, L.barrierCount),
-          ValueRange{barrierView})
-          .getResult(0);
-  Value smemAddress = arith::IndexCastOp::create(
-      builder, loc, builder.getI64Type(),
-      memref::ExtractAlignedPointerAsIndexOp::create(builder, loc, window));
+  // ---- shared memory: one extern window (sm90::Window) of the tiles and
+  // barriers.
+  const sm90::Window smem = sm90::Window::create(
+      builder, loc, module, L.sharedMemBytes, L.barrierOffset, L.barrierCount);
+  Value barriers = smem.barriers;
 
   auto tileType = [&](int rows) {
     return MemRefType::get({1, 1, rows, kTmaBoxCols}, fk.elemTy, AffineMap(),
@@ -400,11 +215,9 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
                                               ValueRange{fk.extraArg(arg)})
         .getResult(0);
   };
-  Sm90Builder sb{fk,        L,          builder,     loc,
-                 e,         ctx,        window,      barriers,
-                 smemAddress, mapOf(0, kWgmmaRows), mapOf(1, cfg.blockN),
-                 mapOf(2, cfg.blockN), tileType(kWgmmaRows),
-                 tileType(cfg.blockN)};
+  Sm90Builder sb{fk,   L,    builder, loc, e, ctx, smem, mapOf(0, kWgmmaRows),
+                 mapOf(1, cfg.blockN), mapOf(2, cfg.blockN),
+                 tileType(kWgmmaRows), tileType(cfg.blockN)};
 
   // ---- the barriers: thread 0 initialises them, the async proxy (TMA)
   // sees them after the fence.
@@ -430,9 +243,7 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
                                       e.idx(kPadThreads), sb.kReady(e, slot),
                                       Value());
     }
-    NVVM::FenceProxyOp::create(
-        builder, loc, NVVM::ProxyKind::async_shared,
-        NVVM::SharedSpaceAttr::get(ctx, NVVM::SharedSpace::shared_cta));
+    sm90::fenceAsyncShared(e);
   });
   gpu::BarrierOp::create(builder, loc);
 
@@ -469,7 +280,7 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
         for (int b = 0; b < L.boxesQK; ++b)
           nvgpu::TmaAsyncLoadOp::create(
               builder, loc,
-              sb.view(e, sb.tmaTileQ,
+              smem.view(e, sb.tmaTileQ,
                       e.idx(L.qOffset + (c * L.boxesQK + b) * L.qBoxBytes)),
               barriers, sb.qMap,
               sb.coordinates(e, b, e.add(qRow, e.idx(c * kWgmmaRows)),
@@ -482,13 +293,13 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
             arith::ConstantIntOp::create(x.b, x.loc, 1, 1));
         Value row = x.add(fk.startK, x.mul(fk.tileOfIteration(x, it),
                                            x.idx(cfg.blockN)));
-        sb.waitParity(x, sb.kEmpty(x, slot), emptyParity);
+        smem.waitParity(x, sb.kEmpty(x, slot), emptyParity);
         nvgpu::MBarrierArriveExpectTxOp::create(
             x.b, x.loc, barriers, x.idx(L.boxesQK * L.kBoxBytes),
             sb.kFull(x, slot), Value());
         sb.loadKV(x, sb.kMap, L.kOffset, L.boxesQK, slot, row, fk.kvHead,
                   fk.kHS, batchCoord, sb.kFull(x, slot));
-        sb.waitParity(x, sb.vEmpty(x, slot), emptyParity);
+        smem.waitParity(x, sb.vEmpty(x, slot), emptyParity);
         nvgpu::MBarrierArriveExpectTxOp::create(
             x.b, x.loc, barriers, x.idx(L.boxesV * L.kBoxBytes),
             sb.vFull(x, slot), Value());
@@ -503,12 +314,12 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
         Value t = e.sub(tid, e.idx(kThreadsPerWarp));
         e.runtimeLoop(e.idx(0), nBlocks, 1, [&](Emitter &x, Value it) {
           Value slot = x.rem(it, cfg.stages);
-          sb.waitParity(x, sb.kFull(x, slot), parityOf(x, it));
+          smem.waitParity(x, sb.kFull(x, slot), parityOf(x, it));
           sb.zeroPads(x,
                       x.add(x.idx(L.kOffset),
                             x.mul(slot, x.idx(L.boxesQK * L.kBoxBytes))),
                       cfg.blockN, L.kBoxBytes, t, kPadThreads);
-          sb.arrive(x, sb.kReady(x, slot));
+          smem.arrive(x, sb.kReady(x, slot));
         });
       });
   }
@@ -528,7 +339,7 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   SmallVector<Value> init = fk.softmaxInit(1, L.dTilesV);
   const int mOffset = 4 * L.dTilesV, lOffset = mOffset + 2;
   // Q (this warpgroup's 64 rows) lands once.
-  sb.waitParity(e, sb.qFull(),
+  smem.waitParity(e, sb.qFull(),
                 arith::ConstantIntOp::create(builder, loc, 0, 1));
   if (L.zeroesPads()) {
     // Q's pad columns, by every consumer thread, before any wgmma.
@@ -540,7 +351,7 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
                             e.i32(consumerThreads),
                             NVVM::BarrierReductionAttr(), Value());
   }
-  Value qDesc = sb.descriptor(
+  Value qDesc = smem.descriptor(
       e, e.add(e.idx(L.qOffset), e.mul(consumer, e.idx(L.boxesQK * L.qBoxBytes))),
       L.qBoxBytes);
   const bool zeroVTail = spec.varlen || spec.keyLengths;
@@ -586,9 +397,9 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   /// Waits for K of iteration `it`; its descriptor.
   auto readyK = [&](Emitter &x, Value it) {
     Value slot = slotOf(x, it);
-    sb.waitParity(x, L.zeroesPads() ? sb.kReady(x, slot) : sb.kFull(x, slot),
+    smem.waitParity(x, L.zeroesPads() ? sb.kReady(x, slot) : sb.kFull(x, slot),
                   parityOf(x, it));
-    return sb.descriptor(
+    return smem.descriptor(
         x, x.add(x.idx(L.kOffset), x.mul(slot, x.idx(L.boxesQK * L.kBoxBytes))),
         L.kBoxBytes);
   };
@@ -599,7 +410,7 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   /// any warpgroup's turn (a barrier inside one would deadlock pingpong).
   auto readyV = [&](Emitter &x, Value it) {
     Value slot = slotOf(x, it);
-    sb.waitParity(x, sb.vFull(x, slot), parityOf(x, it));
+    smem.waitParity(x, sb.vFull(x, slot), parityOf(x, it));
     Value vAt = x.add(x.idx(L.vOffset),
                       x.mul(slot, x.idx(L.boxesV * L.kBoxBytes)));
     if (zeroVTail) {
@@ -625,18 +436,16 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
                             y.add(y.mul(row, y.idx(kTmaBoxRowBytes)),
                                   y.mul(y.rem(rest, kChunks), y.idx(16))));
                         vector::StoreOp::create(
-                            y.b, y.loc, zeros, window, ValueRange{at},
+                            y.b, y.loc, zeros, smem.window, ValueRange{at},
                             /*nontemporal=*/false, llvm::MaybeAlign(16));
                       });
-        NVVM::FenceProxyOp::create(
-            x.b, x.loc, NVVM::ProxyKind::async_shared,
-            NVVM::SharedSpaceAttr::get(ctx, NVVM::SharedSpace::shared_cta));
+        sm90::fenceAsyncShared(x);
         NVVM::BarrierOp::create(x.b, x.loc, Type(), x.i32(kConsumersBarrier),
                                 x.i32(consumerThreads),
                                 NVVM::BarrierReductionAttr(), Value());
       });
     }
-    return sb.descriptor(x, vAt, L.kBoxBytes);
+    return smem.descriptor(x, vAt, L.kBoxBytes);
   };
   /// Mods, mask and the online softmax of iteration it's scores `s` against
   /// the state `carried` (O, m, l): m and l into `next`, and O rescaled
@@ -658,10 +467,10 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
     return sb.pRegisters(x, pFrag[0]);
   };
   auto releaseK = [&](Emitter &x, Value it) {
-    sb.arrive(x, sb.kEmpty(x, slotOf(x, it)));
+    smem.arrive(x, sb.kEmpty(x, slotOf(x, it)));
   };
   auto releaseV = [&](Emitter &x, Value it) {
-    sb.arrive(x, sb.vEmpty(x, slotOf(x, it)));
+    smem.arrive(x, sb.vEmpty(x, slotOf(x, it)));
   };
   auto isLastIteration = [&](Emitter &x, Value it) {
     return x.cmp(arith::CmpIPredicate::eq, it, x.sub(nBlocks, x.idx(1)));
@@ -678,7 +487,7 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
           takeTurn(le);
           Value sIssued = sb.issueScores(le, qDesc, kDesc);
           passTurn(le, Value());
-          SmallVector<Value> s = sb.retire(le, 0, sIssued);
+          SmallVector<Value> s = sm90::retire(le, 0, sIssued);
           releaseK(le, it);
           SmallVector<Value> next(carried.begin(), carried.end());
           SmallVector<Value> alphas;
@@ -689,7 +498,7 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
           Value oIssued = sb.issuePv(
               le, ValueRange(next).take_front(mOffset), p, vDesc);
           passTurn(le, isLastIteration(le, it));
-          SmallVector<Value> o = sb.retire(le, 0, oIssued);
+          SmallVector<Value> o = sm90::retire(le, 0, oIssued);
           releaseV(le, it);
           std::copy(o.begin(), o.end(), next.begin());
           scf::YieldOp::create(b, l, next);
@@ -714,7 +523,7 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
       takeTurn(e);
       Value sIssued = sb.issueScores(e, qDesc, kDesc);
       passTurn(e, Value());
-      SmallVector<Value> s = sb.retire(e, 0, sIssued);
+      SmallVector<Value> s = sm90::retire(e, 0, sIssued);
       releaseK(e, first);
       SmallVector<Value> state(init.begin(), init.end());
       SmallVector<Value> alphas;
@@ -737,19 +546,19 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
                                            lOffset + 2)),
                                        vDesc);
             passTurn(le, Value());
-            SmallVector<Value> sIt = sb.retire(le, 1, sNext);
+            SmallVector<Value> sIt = sm90::retire(le, 1, sNext);
             releaseK(le, it);
             ValueRange stateIn = carried.take_front(lOffset + 2);
             SmallVector<Value> next(stateIn.begin(), stateIn.end());
             SmallVector<Value> alphasIt;
             SmallVector<Value> pIt = softmax(le, it, sIt, stateIn, next,
                                              /*rescale=*/false, alphasIt);
-            SmallVector<Value> o = sb.retire(le, 0, oIssued);
+            SmallVector<Value> o = sm90::retire(le, 0, oIssued);
             // The previous P is the in-flight P V's A operand until this
             // wait: kept live to it, so that this tile's P (built under
             // P V) gets its own registers. Sharing them, ptxas serialises
             // every wgmma (C7513).
-            sb.fence(le, carried.drop_front(lOffset + 2));
+            sm90::fence(le, carried.drop_front(lOffset + 2));
             releaseV(le, prev);
             for (int dt = 0; dt < L.dTilesV; ++dt)
               setTile(next, dt,
@@ -766,7 +575,7 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
           e, out.take_front(mOffset),
           SmallVector<Value>(out.drop_front(lOffset + 2)), vDesc);
       passTurn(e, arith::ConstantIntOp::create(builder, loc, 1, 1));
-      SmallVector<Value> o = sb.retire(e, 0, oIssued);
+      SmallVector<Value> o = sm90::retire(e, 0, oIssued);
       releaseV(e, last);
       SmallVector<Value> finalState(out.take_front(lOffset + 2));
       std::copy(o.begin(), o.end(), finalState.begin());
