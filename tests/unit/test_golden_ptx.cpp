@@ -58,6 +58,11 @@ template <typename F> AttentionSpec with(AttentionSpec s, F edit) {
   edit(s);
   return s;
 }
+AttentionSpec backward(AttentionSpec s) {
+  s.direction = Direction::Backward;
+  s.writeLse = true;
+  return s;
+}
 TileConfig sm90Of(const AttentionSpec &s) {
   return defaultTileConfig(s, Arch::Sm90a, Family::Sm90);
 }
@@ -189,6 +194,33 @@ std::vector<GoldenCase> cases() {
          return c;
        }(),
        sm90a, "f4e22c29e43eb19f"},
+      // The backward's modules (preprocess, main, conversion): the mma.sync
+      // main kernel's defaults, its features, the scalar one.
+      {"bwd_d64_bf16_causal_sm80", backward(spec(64, 64, bf16, causal)), {},
+       sm80, "a46abb749e25dc31"},
+      {"bwd_d128_f16_none_gqa4_det_sm90a",
+       backward(with(spec(128, 128, f16, none), [](auto &s) {
+         s.gqaGroup = 4; s.deterministic = true;
+       })),
+       {}, sm90a, "73eaa5727f25288a"},
+      {"bwd_d72_everything_sm90a",
+       backward(with(spec(72, 72, bf16, window, 4), [](auto &s) {
+         s.bias = BiasMode::Tensor; s.biasGrad = true; s.softcap = true;
+         s.varlen = true; s.keyLengths = true;
+       })),
+       {}, sm90a, "cf1adddd3fa9dd91"},
+      {"bwd_d192_dv128_bf16_causal_sm90a",
+       backward(spec(192, 128, bf16, causal)), {}, sm90a, "2c61429ed78f57f1"},
+      {"bwd_d32_scalar_sm80", backward(spec(32, 32, bf16, causal)),
+       [] {
+         TileConfig c = defaultTileConfig(backward(spec(32, 32, bf16, causal)),
+                                          Arch::Sm80, Family::Sm80);
+         c.scalar = true;
+         c.blockN = 64;
+         c.stages = 1;
+         return c;
+       }(),
+       sm80, "1c5f5fb730ea272e"},
       // Heads as columns of their rows: the pad columns' zero stores.
       {"d100_heads_in_rows_causal_f90",
        with(spec(100, 100, bf16, causal, 4), [](auto &s) { s.headsInRows = true; }),
