@@ -31,7 +31,7 @@
 // tensors are zeros in shared memory.
 //
 //===----------------------------------------------------------------------===//
-#include "backward/sm80/BackwardEntry.h"
+#include "backward/BackwardEntry.h"
 #include "common/Sm80Ops.h"
 
 #include "flashjit/kernels/LayoutSm80.h"

@@ -1,14 +1,15 @@
-//===- BackwardEntry.h - What the sm80 backward's entries share -*- C++ -*-===//
+//===- BackwardEntry.h - What the backward's entries share ------*- C++ -*-===//
 //
 // Internal to kernels/ (pulls in MLIR): the backward's arguments as IR
 // values and one entry's kernel (its ForwardKernel, arguments, thread index
 // and the index arithmetic of the gradients and the workspace), shared by
-// the preprocessing and conversion entries and both main kernels (scalar,
-// BackwardSm80.cpp; mma.sync, BackwardMmaSm80.cpp).
+// the preprocessing and conversion entries (BackwardAux.cpp) and every
+// family's main kernels (sm80: scalar, BackwardSm80.cpp; mma.sync,
+// BackwardMmaSm80.cpp).
 //
 //===----------------------------------------------------------------------===//
-#ifndef FLASHJIT_KERNELS_BACKWARD_SM80_BACKWARDENTRY_H
-#define FLASHJIT_KERNELS_BACKWARD_SM80_BACKWARDENTRY_H
+#ifndef FLASHJIT_KERNELS_BACKWARD_BACKWARDENTRY_H
+#define FLASHJIT_KERNELS_BACKWARD_BACKWARDENTRY_H
 
 #include "common/ForwardKernel.h"
 
@@ -168,6 +169,16 @@ struct Entry {
   void finish() { mlir::gpu::ReturnOp::create(fk.builder, fk.loc); }
 };
 
+/// The entries every backward module has beside its main kernel <name>
+/// (BackwardAux.cpp): <name>_pre (D = rowsum(dO * O), LSE * log2(e), the dQ
+/// partial sums and dBias zeroed) and <name>_dq (dQ from the partial sums).
+void buildBackwardPreprocess(OpBuilder &builder, mlir::gpu::GPUModuleOp module,
+                             const std::string &main, const AttentionSpec &spec,
+                             const TileConfig &cfg);
+void buildBackwardConvert(OpBuilder &builder, mlir::gpu::GPUModuleOp module,
+                          const std::string &main, const AttentionSpec &spec,
+                          const TileConfig &cfg);
+
 /// The main entry <name> with mma.sync products (TileConfig::scalar off).
 void buildMainMma(OpBuilder &builder, mlir::gpu::GPUModuleOp module,
                   StringRef name, const AttentionSpec &spec,
@@ -175,4 +186,4 @@ void buildMainMma(OpBuilder &builder, mlir::gpu::GPUModuleOp module,
 
 } // namespace flashjit
 
-#endif // FLASHJIT_KERNELS_BACKWARD_SM80_BACKWARDENTRY_H
+#endif // FLASHJIT_KERNELS_BACKWARD_BACKWARDENTRY_H
