@@ -834,6 +834,10 @@ Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
   // Checks the spec too.
   if (Status s = flashjit::validate(plan.config, plan.spec, impl_->arch); !s)
     return s;
+  // A fact only the sm90 family's kernels read: other families' kernels of
+  // a problem keep one key whatever the layout of its heads.
+  if (plan.config.family != Family::Sm90)
+    plan.spec.headsInRows = false;
   // Tile rows: query rows, times the GQA group when its heads are packed.
   // Counted in 64 bits and checked before narrowing to the launch's 32.
   // Checked before the compile, which such a problem would only waste.

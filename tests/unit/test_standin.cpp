@@ -103,13 +103,17 @@ TEST(StandIn, Sm90LoadsHeadsAsColumnsOfAlignedRows) {
   ForwardProblem p = smallProblem(4, 2);
   p.headDimQK = p.headDimV = 100;
   p.setDenseBSHD();
+  EXPECT_TRUE(specFor(p).headsInRows);
   auto byDefault = rt->planForward(p);
   ASSERT_TRUE(byDefault) << byDefault.message();
-  EXPECT_TRUE(byDefault->spec.headsInRows);
   EXPECT_EQ(byDefault->config.family, Family::Sm80);
   EXPECT_EQ(byDefault->tensorMapCount, 0);
+  // sm80 kernels do not read the fact: one kernel (key) for either layout.
+  EXPECT_FALSE(byDefault->spec.headsInRows);
+  EXPECT_EQ(byDefault->kernel->name.find("hrows"), std::string::npos)
+      << byDefault->kernel->name;
 
-  p.tile = defaultTileConfig(byDefault->spec, Arch::Sm90a, Family::Sm90);
+  p.tile = defaultTileConfig(specFor(p), Arch::Sm90a, Family::Sm90);
   auto plan = rt->planForward(p);
   ASSERT_TRUE(plan) << plan.message();
   EXPECT_EQ(plan->tensorMapCount, 3);
