@@ -17,7 +17,9 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 
 namespace flashjit {
 
@@ -166,6 +168,85 @@ struct Entry {
                        x.mul(query, a.dBiasRS)),
                  key);
   }
+  /// The workspace array of row value `which` (0: LSE', 1: D).
+  Value rowArray(int which) { return which == 0 ? a.wsLse : a.wsDSum; }
+
+  /// LSE' (which 0) and D (1) of query rows [first, first + rows) of head
+  /// `head` into rowVals[which][slot][r] ([2][stages][rows] f32 in shared
+  /// memory), one 4-byte cp.async each, on threads [0, rows) and [rows,
+  /// 2 rows) where the CTA has them; rows past seqlen_q copy the last row's
+  /// (the reader replaces them). The caller commits.
+  void stageRowValues(Emitter &x, Value rowVals, Value head, Value first,
+                      Value slot, int rows, int threads) {
+    Value tid = x.freshSreg("%tid.x");
+    const bool apart = 2 * rows <= threads;
+    for (int which = 0; which < 2; ++which) {
+      const int lane0 = apart ? which * rows : 0;
+      for (int r = 0; r < (rows + threads - 1) / threads; ++r) {
+        Value row = x.sub(x.add(tid, x.idx(r * threads)), x.idx(lane0));
+        Value in;
+        if (lane0 > 0)
+          in = x.cmp(mlir::arith::CmpIPredicate::uge, tid, x.idx(lane0));
+        if (lane0 > 0 || (r + 1) * threads > rows)
+          in = in ? x.andI(in, x.lt(row, x.idx(rows))) : x.lt(row, x.idx(rows));
+        x.ifThen(in, [&] {
+          Value query = x.minS(x.add(first, row), x.sub(fk.seqQ, x.idx(1)));
+          mlir::nvgpu::DeviceAsyncCopyOp::create(
+              x.b, x.loc,
+              mlir::nvgpu::DeviceAsyncTokenType::get(x.b.getContext()),
+              rowVals, ValueRange{x.idx(which), slot, row}, a.ws,
+              ValueRange{x.add(rowArray(which), wsRow(x, head, query))},
+              x.b.getIndexAttr(1), Value(), mlir::UnitAttr());
+        });
+      }
+    }
+  }
+
+  /// Stores accumulator tiles of the gradient of K or V (dK, dV), rounded:
+  /// tiles[mt][nt] of a warp hold rows firstKey + 16 mt (+ 8: half 1) +
+  /// group and columns col0 + 8 nt + 2 inGroup (+1), as mma.sync's and
+  /// wgmma's accumulators do; rows at or past `keyRows` and columns at or
+  /// past `dim` are not stored. Times `factor` when it is given.
+  void storeKeyTiles(Emitter &x, const Scores &tiles, Value firstKey,
+                     Value col0, Value keyRows, Value group, Value inGroup,
+                     int dim, int paddedDim, Value dst, Value bs, Value hs,
+                     Value rs, Value factor) {
+    const bool pairs = fk.spec.globalAlignElems >= 2;
+    for (size_t mt = 0; mt < tiles.size(); ++mt)
+      for (int half = 0; half < 2; ++half) {
+        Value key = x.add(firstKey, x.add(x.idx(mt * 16 + half * 8), group));
+        x.ifThen(x.lt(key, keyRows), [&] {
+          Value rowBase = keyRow(x, bs, hs, rs, fk.kvHead, key);
+          for (size_t nt = 0; nt < tiles[mt].size(); ++nt) {
+            Value col = x.add(x.add(col0, x.idx(nt * 8)),
+                              x.mul(inGroup, x.idx(2)));
+            SmallVector<Value, 2> vals;
+            for (int el = 0; el < 2; ++el) {
+              Value v = tiles[mt][nt][2 * half + el];
+              vals.push_back(factor ? x.fmul(v, factor) : v);
+            }
+            Value at = x.add(rowBase, col);
+            if (pairs && dim % 2 == 0) {
+              // The column is even, and so is every row start.
+              Value inCols = dim == paddedDim ? Value() : x.lt(col, x.idx(dim));
+              x.ifThen(inCols, [&] {
+                mlir::vector::StoreOp::create(
+                    x.b, x.loc, fk.roundPair(x, vals[0], vals[1]), dst,
+                    ValueRange{at}, /*nontemporal=*/false, llvm::MaybeAlign(4));
+              });
+              continue;
+            }
+            for (int el = 0; el < 2; ++el) {
+              Value elCol = x.add(col, x.idx(el));
+              Value inCols =
+                  dim == paddedDim ? Value() : x.lt(elCol, x.idx(dim));
+              x.ifThen(inCols, [&] { store(x, vals[el], dst, x.add(at, x.idx(el))); });
+            }
+          }
+        });
+      }
+  }
+
   void finish() { mlir::gpu::ReturnOp::create(fk.builder, fk.loc); }
 };
 

@@ -190,8 +190,6 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
         builder, loc,
         MemRefType::get({2, stages, bm}, fk.f32, AffineMap(), smemSpace),
         dynSmem, e.idx(L.lseOffset), ValueRange{});
-  // The workspace array of row value `which` (0: LSE', 1: D).
-  auto rowArray = [&](int which) { return which == 0 ? a.wsLse : a.wsDSum; };
   auto barrier = [&](Emitter &x) { gpu::BarrierOp::create(x.b, x.loc); };
 
   const TileCopier copier{spec, T, /*quick=*/false};
@@ -217,32 +215,8 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                          x.mul(fk.startQ, a.dORS));
     copyRows(x, a.dO, dOBase, a.dORS, first, fk.seqQ, bm, dv, pdv,
              L.swizzleBitsV, dOS, {slot}, /*inLoop=*/true);
-    // LSE' and D of the block's rows, one 4-byte cp.async each (on threads
-    // [0, block_m) and [block_m, 2 block_m) where the CTA has them); rows
-    // past seqlen_q copy the last row's (the reader replaces them).
-    if (!L.stagedRowValues)
-      return;
-    Value tid = x.freshSreg("%tid.x");
-    const bool apart = 2 * bm <= T;
-    for (int which = 0; which < 2; ++which) {
-      const int lane0 = apart ? which * bm : 0;
-      for (int r = 0; r < (bm + T - 1) / T; ++r) {
-        Value row = x.sub(x.add(tid, x.idx(r * T)), x.idx(lane0));
-        Value in;
-        if (lane0 > 0)
-          in = x.cmp(arith::CmpIPredicate::uge, tid, x.idx(lane0));
-        if (lane0 > 0 || (r + 1) * T > bm)
-          in = in ? x.andI(in, x.lt(row, x.idx(bm))) : x.lt(row, x.idx(bm));
-        x.ifThen(in, [&] {
-          Value query = x.minS(x.add(first, row), x.sub(fk.seqQ, x.idx(1)));
-          nvgpu::DeviceAsyncCopyOp::create(
-              x.b, x.loc, nvgpu::DeviceAsyncTokenType::get(x.b.getContext()),
-              rowValsS, ValueRange{x.idx(which), slot, row}, a.ws,
-              ValueRange{x.add(rowArray(which), k.wsRow(x, head, query))},
-              x.b.getIndexAttr(1), Value(), UnitAttr());
-        });
-      }
-    }
+    if (L.stagedRowValues)
+      k.stageRowValues(x, rowValsS, head, first, slot, bm, T);
   };
 
   Value keyTiles = e.div(e.add(keyRows, e.idx(bn - 1)), bn);
@@ -380,7 +354,7 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                       Value row = k.wsRow(
                           s, head, s.minS(i, s.sub(fk.seqQ, s.idx(1))));
                       v = k.loadF32(s, a.ws,
-                                    s.add(rowArray(which), row));
+                                    s.add(k.rowArray(which), row));
                     }
                     if (negate)
                       v = arith::NegFOp::create(s.b, s.loc, v);
@@ -630,52 +604,15 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
         Value warp = x.div(tid, kWarpSize);
         Value lane = x.rem(tid, kWarpSize);
         Value group = x.div(lane, 4), inGroup = x.rem(lane, 4);
-        const bool pairs = spec.globalAlignElems >= 2;
         auto storeTiles = [&](ValueRange flat, const WarpGrid &g, int dim,
                               int paddedDim, Value dst, Value bs, Value hs,
                               Value rs, Value factor) {
           const WarpBlock w = warpBlock(x, warp, g);
           const Scores tiles = unflatten(flat, w.mTiles, w.nTiles);
           x.ifThen(inGrid(x, warp, g, cfg.warps), [&] {
-          for (int mt = 0; mt < w.mTiles; ++mt)
-            for (int half = 0; half < 2; ++half) {
-              Value key = x.add(x.add(keyLo, w.row0),
-                                x.add(x.idx(mt * kMmaM + half * 8), group));
-              x.ifThen(x.lt(key, keyRows), [&] {
-                Value rowBase = k.keyRow(x, bs, hs, rs, fk.kvHead, key);
-                for (int nt = 0; nt < w.nTiles; ++nt) {
-                  Value col = x.add(x.add(w.col0, x.idx(nt * kMmaN)),
-                                    x.mul(inGroup, x.idx(2)));
-                  SmallVector<Value, 2> vals;
-                  for (int el = 0; el < 2; ++el) {
-                    Value v = tiles[mt][nt][2 * half + el];
-                    vals.push_back(factor ? x.fmul(v, factor) : v);
-                  }
-                  Value at = x.add(rowBase, col);
-                  if (pairs && dim % 2 == 0) {
-                    // The column is even, and so is every row start.
-                    Value inCols =
-                        dim == paddedDim ? Value() : x.lt(col, x.idx(dim));
-                    x.ifThen(inCols, [&] {
-                      vector::StoreOp::create(
-                          x.b, x.loc, fk.roundPair(x, vals[0], vals[1]), dst,
-                          ValueRange{at}, /*nontemporal=*/false,
-                          llvm::MaybeAlign(4));
-                    });
-                    continue;
-                  }
-                  for (int el = 0; el < 2; ++el) {
-                    Value elCol = x.add(col, x.idx(el));
-                    Value inCols = dim == paddedDim
-                                       ? Value()
-                                       : x.lt(elCol, x.idx(dim));
-                    x.ifThen(inCols, [&] {
-                      k.store(x, vals[el], dst, x.add(at, x.idx(el)));
-                    });
-                  }
-                }
-              });
-            }
+            k.storeKeyTiles(x, tiles, x.add(keyLo, w.row0), w.col0, keyRows,
+                            group, inGroup, dim, paddedDim, dst, bs, hs, rs,
+                            factor);
           });
         };
         ValueRange results = stepLoop;
