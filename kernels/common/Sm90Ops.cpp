@@ -53,13 +53,17 @@ Window Window::create(OpBuilder &b, Location loc, gpu::GPUModuleOp module,
       global, /*offset=*/0, /*sizes=*/ArrayRef<int64_t>{bytes},
       /*strides=*/ArrayRef<int64_t>{1});
   Emitter e{b, loc};
-  auto barrierView = memref::ViewOp::create(
-      b, loc, MemRefType::get({count}, b.getI64Type(), AffineMap(), smemSpace),
-      w.window, e.idx(barrierOffset), ValueRange{});
-  w.barriers = UnrealizedConversionCastOp::create(
-                   b, loc, nvgpu::MBarrierGroupType::get(ctx, smemSpace, count),
-                   ValueRange{barrierView})
-                   .getResult(0);
+  if (count > 0) {
+    auto barrierView = memref::ViewOp::create(
+        b, loc,
+        MemRefType::get({count}, b.getI64Type(), AffineMap(), smemSpace),
+        w.window, e.idx(barrierOffset), ValueRange{});
+    w.barriers =
+        UnrealizedConversionCastOp::create(
+            b, loc, nvgpu::MBarrierGroupType::get(ctx, smemSpace, count),
+            ValueRange{barrierView})
+            .getResult(0);
+  }
   w.address = arith::IndexCastOp::create(
       b, loc, b.getI64Type(),
       memref::ExtractAlignedPointerAsIndexOp::create(b, loc, w.window));

@@ -26,7 +26,7 @@ inline constexpr int64_t kWaitTicks = 10000000;
 
 /// The shared memory of an sm_90a kernel: one extern window of `bytes`,
 /// 1024-byte aligned (128-byte-swizzled tiles need it), its `count`
-/// mbarriers at byte `barrierOffset`.
+/// mbarriers (none: `barriers` is null) at byte `barrierOffset`.
 struct Window {
   Value window;   ///< memref<bytes x i8, 3>
   Value barriers; ///< !nvgpu.mbarrier.group

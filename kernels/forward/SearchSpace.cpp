@@ -156,7 +156,8 @@ SearchSpace backwardSearchSpace(const AttentionSpec &spec, Arch arch,
   SearchSpace space;
   if (spec.direction != Direction::Backward)
     return space;
-  // Only the sm80 family builds backward kernels (preferredFamily).
+  // The baseline is the sm80 kernel's (preferredFamily's, until the sm90
+  // one has run on a GPU).
   const TileConfig baseline =
       defaultBackwardConfigSm80(spec, arch, knobs.scalar);
   space.candidates.push_back(baseline);
@@ -177,6 +178,20 @@ SearchSpace backwardSearchSpace(const AttentionSpec &spec, Arch arch,
           if (enumeration.admits(c) && c != baseline)
             space.candidates.push_back(c);
         }
+  // The sm90 family's kernel (wgmma) where it serves the spec: a warpgroup
+  // per 64 keys, 64 queries a step, one or two stages.
+  const KernelFamily *sm90 = findFamily(Family::Sm90);
+  if (!knobs.scalar.value_or(false) && sm90 &&
+      sm90->supports(spec, arch).isOk())
+    for (int warps : {4, 8})
+      for (int stageCount : {1, 2}) {
+        TileConfig c = sm90->defaultConfig(spec, arch);
+        c.warps = warps;
+        c.blockN = 16 * warps;
+        c.stages = stageCount;
+        if (enumeration.admits(c))
+          space.candidates.push_back(c);
+      }
   enumeration.finish();
   return space;
 }

@@ -1158,11 +1158,12 @@ Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
     m.config = *p.tile;
     m.source = ConfigSource::Explicit;
   } else {
-    // The forward's forced family may build no backward: then the choice
-    // is preferredFamily's.
+    // The forward's forced family may build no backward, or not this one:
+    // then the choice is preferredFamily's.
     const KernelFamily *forced =
         impl_->family ? findFamily(*impl_->family) : nullptr;
-    const bool keepForced = forced && forced->buildsBackward();
+    const bool keepForced = forced && forced->buildsBackward() &&
+                            forced->supports(m.spec, impl_->arch);
     const ConfigChoice choice =
         chosenConfig(m.spec, packedSpec, tuneKey(p),
                      keepForced ? &*impl_->family : nullptr);

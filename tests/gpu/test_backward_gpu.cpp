@@ -13,6 +13,7 @@
 #include "GpuTestSupport.h"
 
 #include "flashjit/kernels/Backward.h"
+#include "flashjit/kernels/LayoutSm90.h"
 #include "flashjit/kernels/ReferenceBackward.h"
 #include "flashjit/runtime/Autotune.h"
 
@@ -70,17 +71,23 @@ Expected<BackwardProblem> backwardOf(const ForwardRun &run, bool deterministic,
   return p;
 }
 
+/// The main kernel under test, each at its own default tiles: the
+/// runtime's choice, the sm80 scalar or mma.sync one, or the sm90 (wgmma)
+/// one.
+enum class MainKernel { Default, Scalar, Mma, Sm90 };
+MainKernel sm80Kernel(bool scalar) {
+  return scalar ? MainKernel::Scalar : MainKernel::Mma;
+}
+
 /// The backward of `run`'s forward (run by runForward with its LSE) on a
 /// random dO from `seed`: `repeats` launches, each after poisoning the
 /// gradients; `out` holds the last one's, `differing` counts the elements
-/// in which a later run's differ from the first's. `scalar`: the main
-/// kernel under test, the scalar or the mma.sync one at its own default
-/// tiles (unset: the default). `callerWorkspace`: a workspace of
-/// backwardWorkspaceBytes; otherwise the runtime's own.
+/// in which a later run's differ from the first's. `callerWorkspace`: a
+/// workspace of backwardWorkspaceBytes; otherwise the runtime's own.
 Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
                    int repeats, Gradients16 &out, size_t &differing,
                    bool biasGrad = false,
-                   std::optional<bool> scalar = std::nullopt,
+                   MainKernel kernel = MainKernel::Default,
                    bool callerWorkspace = true) {
   Runtime &rt = runtime();
   GradientBuffers buffers;
@@ -89,8 +96,11 @@ Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
   if (!problem)
     return problem.status();
   BackwardProblem &p = *problem;
-  if (scalar)
-    p.tile = defaultBackwardConfigSm80(specFor(p), rt.arch(), *scalar);
+  if (kernel == MainKernel::Scalar || kernel == MainKernel::Mma)
+    p.tile = defaultBackwardConfigSm80(specFor(p), rt.arch(),
+                                       kernel == MainKernel::Scalar);
+  if (kernel == MainKernel::Sm90)
+    p.tile = defaultTileConfig(specFor(p), rt.arch(), Family::Sm90);
   const size_t eb = elementBytes(p.dtype);
   const size_t dBiasElements = biasGrad ? p.params().dBiasElements() : 0;
   DeviceBuffer dws;
@@ -289,7 +299,7 @@ TEST_P(BackwardMatrix, MatchesTheFloat64Reference) {
   Gradients16 g;
   size_t differing = 0;
   Status s = runBackward(run, c.deterministic, 11, 1, g, differing, c.biasGrad,
-                         scalar);
+                         sm80Kernel(scalar));
   ASSERT_TRUE(s.isOk()) << s.message();
   const BackwardCheckResult r = checkGradients(run, g, c.biasGrad);
   EXPECT_TRUE(r.pass) << r.summary();
@@ -302,6 +312,66 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<KernelCase> &info) {
       return std::get<0>(info.param).name +
              (std::get<1>(info.param) ? "_scalar" : "_mma");
+    });
+
+/// Causal GQA 4:1 over 300 queries and 700 keys, deterministic dQ.
+BackwardCase deterministicCase() {
+  BackwardCase c;
+  c.headsQ = 8, c.headsKV = 2, c.seqlenQ = 300, c.seqlenK = 700;
+  c.mask = MaskMode::Causal, c.deterministic = true;
+  return c;
+}
+
+/// The sm90 (wgmma) main kernel on every case of the matrix that it
+/// serves (head dims to 64, no bias or softcap), a deterministic GQA one,
+/// and a long one (many steps and key tiles): on sm_90a only, the family
+/// forced (the runtime's default there is still sm80).
+std::vector<BackwardCase> sm90BackwardCases() {
+  std::vector<BackwardCase> out;
+  for (const BackwardCase &c : backwardCases()) {
+    BackwardProblem p;
+    static_cast<ForwardProblem &>(p) = problemOf(c);
+    p.deterministic = c.deterministic;
+    p.biasGrad = c.biasGrad;
+    if (supportsBackwardSm90(specFor(p), Arch::Sm90a))
+      out.push_back(c);
+  }
+  BackwardCase det = deterministicCase();
+  det.name = "gqa4_causal_deterministic_300x700";
+  out.push_back(det);
+  BackwardCase longer;
+  longer.name = "long_gqa2_causal_333x517";
+  longer.batch = 1, longer.headsQ = 4, longer.headsKV = 2;
+  longer.seqlenQ = 333, longer.seqlenK = 517, longer.mask = MaskMode::Causal;
+  out.push_back(longer);
+  return out;
+}
+
+class Sm90BackwardMatrix : public ::testing::TestWithParam<BackwardCase> {};
+
+TEST_P(Sm90BackwardMatrix, MatchesTheFloat64Reference) {
+  FLASHJIT_REQUIRE_GPU();
+  if (runtime().arch() != Arch::Sm90a)
+    GTEST_SKIP() << "the sm90 backward needs sm_90a; this GPU is "
+                 << toString(runtime().arch());
+  const BackwardCase &c = GetParam();
+  ForwardRun run;
+  FLASHJIT_ASSERT_OK(runForward(problemOf(c), 13, /*withLse=*/true, run));
+  Gradients16 g;
+  size_t differing = 0;
+  // Deterministic cases run three times: the same bits each time.
+  Status s = runBackward(run, c.deterministic, 13, c.deterministic ? 3 : 1, g,
+                         differing, c.biasGrad, MainKernel::Sm90);
+  ASSERT_TRUE(s.isOk()) << s.message();
+  EXPECT_EQ(differing, 0u);
+  const BackwardCheckResult r = checkGradients(run, g, c.biasGrad);
+  EXPECT_TRUE(r.pass) << r.summary();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sm90, Sm90BackwardMatrix, ::testing::ValuesIn(sm90BackwardCases()),
+    [](const ::testing::TestParamInfo<BackwardCase> &info) {
+      return info.param.name;
     });
 
 class BackwardLong : public ::testing::TestWithParam<bool> {};
@@ -320,7 +390,8 @@ TEST_P(BackwardLong, MatchesTheFloat64Reference) {
     FLASHJIT_ASSERT_OK(runForward(problemOf(c), 3, /*withLse=*/true, run));
     Gradients16 g;
     size_t differing = 0;
-    Status s = runBackward(run, false, 3, 1, g, differing, false, scalar);
+    Status s = runBackward(run, false, 3, 1, g, differing, false,
+                           sm80Kernel(scalar));
     ASSERT_TRUE(s.isOk()) << s.message();
     const BackwardCheckResult r = checkGradients(run, g);
     EXPECT_TRUE(r.pass) << (scalar ? "scalar: " : "mma: ") << r.summary();
@@ -331,14 +402,6 @@ INSTANTIATE_TEST_SUITE_P(Sm80, BackwardLong, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool> &info) {
                            return info.param ? "causal" : "none";
                          });
-
-/// Causal GQA 4:1 over 300 queries and 700 keys, deterministic dQ.
-BackwardCase deterministicCase() {
-  BackwardCase c;
-  c.headsQ = 8, c.headsKV = 2, c.seqlenQ = 300, c.seqlenK = 700;
-  c.mask = MaskMode::Causal, c.deterministic = true;
-  return c;
-}
 
 class BackwardDeterministic : public ::testing::TestWithParam<bool> {};
 
@@ -351,7 +414,7 @@ TEST_P(BackwardDeterministic, SameBitsOverFiveRuns) {
   Gradients16 g;
   size_t differing = 0;
   Status s = runBackward(run, /*deterministic=*/true, 5, 5, g, differing,
-                         /*biasGrad=*/false, scalar);
+                         /*biasGrad=*/false, sm80Kernel(scalar));
   ASSERT_TRUE(s.isOk()) << s.message();
   EXPECT_EQ(differing, 0u);
   const BackwardCheckResult r = checkGradients(run, g);
@@ -375,7 +438,7 @@ TEST(BackwardWorkspace, RuntimeWorkspaceGivesTheSameBits) {
   Status s = runBackward(run, /*deterministic=*/true, 6, 1, caller, differing);
   ASSERT_TRUE(s.isOk()) << s.message();
   s = runBackward(run, /*deterministic=*/true, 6, 2, own, differing,
-                  /*biasGrad=*/false, /*scalar=*/std::nullopt,
+                  /*biasGrad=*/false, MainKernel::Default,
                   /*callerWorkspace=*/false);
   ASSERT_TRUE(s.isOk()) << s.message();
   EXPECT_EQ(differing, 0u);

@@ -235,8 +235,23 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
                                                 "("))),
               art.launch.threadsPerBlock);
     EXPECT_EQ(art.launch.threadsPerBlock, config.warps * kWarpSize);
-    EXPECT_EQ(art.launch.sharedMemBytes,
-              backwardLayoutSm80(spec, config).sharedMemBytes);
+    if (config.family == Family::Sm90) {
+      // 128-byte rows of 64-column boxes: K and V of block_n keys, Q and dO
+      // of 64 queries per stage, dS of 64 queries x block_n keys; LSE' and
+      // D of each stage's queries.
+      const int boxesQK = (spec.headDimQK + 63) / 64;
+      const int boxesV = (spec.headDimV + 63) / 64;
+      EXPECT_EQ(art.launch.sharedMemBytes,
+                (boxesQK + boxesV) * config.blockN * 128 +
+                    config.stages * (boxesQK + boxesV) * 64 * 128 +
+                    config.blockN * 128 + 2 * config.stages * 64 * 4);
+      EXPECT_NE(ptx.find("wgmma.mma_async.sync.aligned.m64n"),
+                std::string::npos);
+      EXPECT_EQ(ptx.find("mma.sync.aligned.m16n8k16"), std::string::npos);
+    } else {
+      EXPECT_EQ(art.launch.sharedMemBytes,
+                backwardLayoutSm80(spec, config).sharedMemBytes);
+    }
     EXPECT_LE(art.launch.sharedMemBytes, sharedMemoryLimit(arch));
     // The module's other two entries (Backward.h).
     for (const std::string &entry : {backwardPreprocessEntry(art.kernelName),
@@ -246,11 +261,13 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
     // The mma.sync kernel multiplies on tensor cores, reading its operands
     // with ldmatrix (.trans for P^T, dS^T, dO^T, Q^T and K^T); the scalar
     // kernel has neither.
-    EXPECT_EQ(ptx.find("mma.sync.aligned.m16n8k16") != std::string::npos,
-              !config.scalar);
-    EXPECT_EQ(ptx.find("ldmatrix.sync.aligned.m8n8.x4.trans") !=
-                  std::string::npos,
-              !config.scalar);
+    if (config.family == Family::Sm80) {
+      EXPECT_EQ(ptx.find("mma.sync.aligned.m16n8k16") != std::string::npos,
+                !config.scalar);
+      EXPECT_EQ(ptx.find("ldmatrix.sync.aligned.m8n8.x4.trans") !=
+                    std::string::npos,
+                !config.scalar);
+    }
     // Fast mode adds dQ atomically; deterministic mode has no atomics.
     const bool atomics =
         ptx.find("atom.global.add.f32") != std::string::npos ||
@@ -536,6 +553,58 @@ TEST_P(PtxasBackward, MmaKernelAssemblesWithoutSpills) {
 
 INSTANTIATE_TEST_SUITE_P(
     Backward, PtxasBackward, ::testing::ValuesIn(backwardCases()),
+    [](const ::testing::TestParamInfo<BackwardCase> &info) {
+      return info.param.name;
+    });
+
+/// The sm90 backward (wgmma) at its default tiles: every head dim it serves
+/// (to 64) on its sub-step boundary and its edges, both masks and the
+/// window, both dtypes, and the features that cost registers (GQA with
+/// deterministic dQ, varlen with key lengths and narrow alignment,
+/// Dv != Dqk).
+std::vector<BackwardCase> sm90BackwardCases() {
+  std::vector<BackwardCase> out;
+  int i = 0;
+  for (int d : {1, 16, 32, 33, 48, 64})
+    for (MaskMode mask : {MaskMode::None, MaskMode::Causal, MaskMode::Window})
+      for (int feature = 0; feature < 4; ++feature) {
+        AttentionSpec s;
+        s.direction = Direction::Backward;
+        s.writeLse = true;
+        s.dtype = i++ % 2 ? DType::F16 : DType::BF16;
+        s.headDimQK = s.headDimV = d;
+        s.mask = mask;
+        s.globalAlignElems = alignmentElems({d});
+        std::string name = "d" + std::to_string(d) + "_" +
+                           std::string(toString(mask));
+        if (feature == 1) {
+          s.gqaGroup = 4, s.deterministic = true;
+          name += "_gqa4_deterministic";
+        } else if (feature == 2) {
+          s.varlen = s.keyLengths = true, s.globalAlignElems = 2;
+          name += "_varlen_klen_a2";
+        } else if (feature == 3) {
+          s.headDimV = std::max(1, d / 2);
+          name += "_dv" + std::to_string(s.headDimV);
+        }
+        out.push_back({name + "_" + std::string(toString(s.dtype)), s,
+                       Arch::Sm90a});
+      }
+  return out;
+}
+
+class PtxasBackwardSm90 : public ::testing::TestWithParam<BackwardCase> {};
+
+TEST_P(PtxasBackwardSm90, AssemblesWithoutSpills) {
+  const BackwardCase &c = GetParam();
+  const TileConfig config = defaultTileConfig(c.spec, c.arch, Family::Sm90);
+  ASSERT_TRUE(validate(config, c.spec, c.arch).isOk())
+      << validate(config, c.spec, c.arch).message();
+  compileAndAssemble(c.spec, config, c.arch);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Backward, PtxasBackwardSm90, ::testing::ValuesIn(sm90BackwardCases()),
     [](const ::testing::TestParamInfo<BackwardCase> &info) {
       return info.param.name;
     });

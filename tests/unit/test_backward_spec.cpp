@@ -9,6 +9,7 @@
 #include "flashjit/compiler/AttentionSpec.h"
 #include "flashjit/compiler/Pipeline.h"
 #include "flashjit/kernels/Backward.h"
+#include "flashjit/kernels/LayoutSm90.h"
 
 #include <gtest/gtest.h>
 
@@ -93,10 +94,53 @@ TEST(BackwardConfig, RejectsWhatItCannotBuild) {
   c = defaultTileConfig(s, Arch::Sm86);
   c.blockM = c.blockN = 64;
   EXPECT_TRUE(contains(validate(c, s, Arch::Sm86).message(), "shared memory"));
-  c = defaultTileConfig(s, Arch::Sm90a);
-  c.family = Family::Sm90;
-  EXPECT_TRUE(contains(validate(c, s, Arch::Sm90a).message(),
-                       "builds no backward kernels"));
+  // The sm90 backward keeps dK and dV in registers: head dims up to 64.
+  c = defaultTileConfig(s, Arch::Sm90a, Family::Sm90);
+  const std::string sm90 = validate(c, s, Arch::Sm90a).message();
+  EXPECT_TRUE(contains(sm90, "head dims up to 64")) << sm90;
+  EXPECT_TRUE(contains(sm90, "256/256")) << sm90;
+}
+
+// The sm90 backward (wgmma): its defaults are valid for what it serves, the
+// runtime's default stays sm80 until a GPU has checked it, and its layout's
+// tiles are disjoint, 1024-byte aligned (128-byte swizzled boxes).
+TEST(BackwardConfig, Sm90ServesHeadDimsTo64) {
+  for (int d : {1, 16, 33, 48, 64})
+    for (int dv : {d, 32}) {
+      AttentionSpec s = backwardSpec(d);
+      s.headDimV = dv;
+      const TileConfig c = defaultTileConfig(s, Arch::Sm90a, Family::Sm90);
+      EXPECT_EQ(c.family, Family::Sm90);
+      Status v = validate(c, s, Arch::Sm90a);
+      EXPECT_TRUE(v.isOk()) << "d=" << d << "/" << dv << ": " << v.message();
+      EXPECT_EQ(defaultTileConfig(s, Arch::Sm90a).family, Family::Sm80);
+      const BackwardSm90Layout l = backwardLayoutSm90(s, c);
+      EXPECT_EQ(l.threads, 256);
+      const int offsets[] = {l.kOffset,  l.vOffset,         l.qOffset,
+                             l.dOOffset, l.dSOffset,        l.rowValuesOffset,
+                             l.sharedMemBytes};
+      for (int i = 0; i + 1 < int(std::size(offsets)); ++i) {
+        EXPECT_EQ(offsets[i] % 1024, 0) << i;
+        EXPECT_LT(offsets[i], offsets[i + 1]) << i;
+      }
+      // K: one 128-key box per 64 columns; Q: two stages of 64-row boxes.
+      EXPECT_EQ(l.vOffset - l.kOffset, (d + 63) / 64 * 128 * 128);
+      EXPECT_EQ(l.dOOffset - l.qOffset, 2 * ((d + 63) / 64) * 64 * 128);
+    }
+  AttentionSpec s = backwardSpec(64);
+  TileConfig c = defaultTileConfig(s, Arch::Sm90a, Family::Sm90);
+  EXPECT_FALSE(validate(c, s, Arch::Sm80).isOk()); // wgmma: sm_90a only
+  c.warps = 4; // one warpgroup: 64 keys
+  EXPECT_TRUE(contains(validate(c, s, Arch::Sm90a).message(), "block_n"));
+  c.blockN = 64;
+  EXPECT_TRUE(validate(c, s, Arch::Sm90a).isOk());
+  c.blockM = 128;
+  EXPECT_TRUE(contains(validate(c, s, Arch::Sm90a).message(), "block_m"));
+  s.softcap = true;
+  EXPECT_TRUE(contains(
+      validate(defaultTileConfig(s, Arch::Sm90a, Family::Sm90), s, Arch::Sm90a)
+          .message(),
+      "softcap"));
 }
 
 // The scalar kernel's layout: dK and dV in float32, P and dS tiles.

@@ -221,6 +221,12 @@ std::vector<GoldenCase> cases() {
          return c;
        }(),
        sm80, "1c5f5fb730ea272e"},
+      // The sm90 backward (wgmma): two 32-query sub-steps at d = 64.
+      {"bwd_d64_bf16_causal_gqa2_f90",
+       backward(with(spec(64, 64, bf16, causal), [](auto &s) { s.gqaGroup = 2; })),
+       sm90Of(backward(
+           with(spec(64, 64, bf16, causal), [](auto &s) { s.gqaGroup = 2; }))),
+       sm90a, "617ee426d028fdb7"},
       // Heads as columns of their rows: the pad columns' zero stores.
       {"d100_heads_in_rows_causal_f90",
        with(spec(100, 100, bf16, causal, 4), [](auto &s) { s.headsInRows = true; }),

@@ -239,6 +239,22 @@ TEST(SearchSpace, BackwardKeepsExactlyWhatFits) {
   // A forward spec has no backward space.
   EXPECT_TRUE(backwardSearchSpace(specWith(128), Arch::Sm90a)
                   .candidates.empty());
+  // d=64 on sm_90a: the sm90 kernel's tiles too (one or two warpgroups,
+  // one or two stages), valid, after the sm80 default.
+  spec.headDimQK = spec.headDimV = 64;
+  const SearchSpace d64 = backwardSearchSpace(spec, Arch::Sm90a);
+  EXPECT_EQ(d64.candidates.front().family, Family::Sm80);
+  int sm90 = 0;
+  for (const TileConfig &c : d64.candidates)
+    if (c.family == Family::Sm90) {
+      ++sm90;
+      EXPECT_TRUE(validate(c, spec, Arch::Sm90a)) << canonicalText(c);
+    }
+  EXPECT_EQ(sm90, 4);
+  EXPECT_EQ(backwardSearchSpace(spec, Arch::Sm86).candidates.front().family,
+            Family::Sm80);
+  for (const TileConfig &c : backwardSearchSpace(spec, Arch::Sm86).candidates)
+    EXPECT_EQ(c.family, Family::Sm80) << canonicalText(c);
 }
 
 TEST(SearchSpace, SearchesGqaPackingBothWays) {

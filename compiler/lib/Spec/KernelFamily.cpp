@@ -43,11 +43,11 @@ Expected<const KernelFamily *> familyOf(Family id) {
 
 Family preferredFamily(const AttentionSpec &spec, Arch arch) {
   const KernelFamily *sm90 = findFamily(Family::Sm90);
-  // Heads loaded as columns of their rows (headsInRows) stay with sm80
-  // until the sm90 kernels that zero the neighbours' columns are timed and
-  // checked on a GPU; `family` forces them.
+  // Heads loaded as columns of their rows (headsInRows) and the sm90
+  // backward stay with sm80 until their kernels are timed and checked on a
+  // GPU; `family` forces them.
   if (sm90 && sm90->supports(spec, arch) && !spec.headsInRows &&
-      (spec.direction == Direction::Forward || sm90->buildsBackward()))
+      spec.direction == Direction::Forward)
     return Family::Sm90;
   return Family::Sm80;
 }

@@ -1,5 +1,16 @@
-// RUN: not flashjit-opt %s --flashjit-lower-attention-to-gpu 2>&1 | FileCheck %s --check-prefix=BAD
+// RUN: not flashjit-opt %s --flashjit-lower-attention-to-gpu -split-input-file 2>&1 | FileCheck %s --check-prefix=BAD
 
-// The sm90 family builds no backward kernels.
-// BAD: the sm90 family builds no backward kernels
+// The sm90 backward takes 64 queries a step, 64 keys per warpgroup, and
+// head dims to 64; each refusal names the knob and what it accepts.
+// BAD: backward block_m must be 64 in the sm90 family, got 128
 flashjit.attention_fwd @hopper arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 8, direction = "backward"> config = #flashjit.tile<block_m = 128, block_n = 64, warps = 4, stages = 2, family = "sm90">
+
+// -----
+
+// BAD: backward block_n must be 64 keys per warpgroup (128 for warps=8), got 64
+flashjit.attention_fwd @keys arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "none", gqa_group = 1, lse = true, align = 8, direction = "backward"> config = #flashjit.tile<block_m = 64, block_n = 64, warps = 8, stages = 2, family = "sm90">
+
+// -----
+
+// BAD: the sm90 backward takes head dims up to 64 (dK and dV stay in registers), got 128/128; use the sm80 family
+flashjit.attention_fwd @wide arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 128, head_dim_v = 128, mask = "none", gqa_group = 1, lse = true, align = 8, direction = "backward"> config = #flashjit.tile<block_m = 64, block_n = 128, warps = 8, stages = 2, family = "sm90">

@@ -102,8 +102,8 @@ const KernelFamily *findFamily(Family id);
 Expected<const KernelFamily *> familyOf(Family id);
 
 /// THE one place that chooses a family when the caller names none: sm90 on
-/// sm_90a where it supports the spec (and, for a backward spec, builds
-/// backward kernels), sm80 everywhere else.
+/// sm_90a where it supports a forward spec (not yet heads in rows, nor the
+/// backward: unchecked on a GPU), sm80 everywhere else.
 Family preferredFamily(const AttentionSpec &spec, Arch arch);
 /// The default tile config of preferredFamily(spec, arch), or of `family`.
 TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch);

@@ -74,6 +74,51 @@ std::optional<TileLimit> exceededLimitSm90(const TileConfig &config,
 LaunchFacts launchFactsSm90(const AttentionSpec &spec,
                             const TileConfig &config);
 
+// ---- the backward (kernels/backward/sm90/BackwardSm90.cpp) ----------------
+
+/// Query rows of one backward step (a wgmma's N for S^T and dP^T, its M for
+/// dQ).
+inline constexpr int kBackwardSm90BlockM = 64;
+/// The largest head dim of the sm90 backward: dK and dV stay in registers
+/// (head_dim / 2 each per thread) beside S^T and dP^T, and past 64 its
+/// every thread's copies and addressing leave them too few (ptxas 13.0
+/// spills 4-72 bytes at d = 72-96 with windows, varlen or GQA, 88-200 at
+/// d = 128): loads by a TMA producer warpgroup are what would free them.
+inline constexpr int kBackwardSm90MaxHeadDim = 64;
+
+/// The sm90 backward's main kernel: one or two warpgroups of 64 keys each
+/// (block_n = 64 x warps / 4), 64 query rows per step; every tile in
+/// 128-byte-swizzled boxes of 64 columns (wgmma's layout), copied by
+/// cp.async.
+struct BackwardSm90Layout {
+  int warpgroups = 0, threads = 0;
+  int qkSteps = 0, vSteps = 0; ///< k16 steps over head_dim_qk, head_dim_v
+  int dkN = 0, dvN = 0;        ///< wgmma N of dK, dV: head dims rounded to 8
+  /// A step's S^T, P^T, dP^T and dS^T in sub-steps of block_m / subSteps
+  /// queries: two beside large dK and dV accumulators (registers).
+  int subSteps = 1;
+  int boxesQK = 0, boxesV = 0; ///< 64-column boxes of a Q/K, dO/V row
+  int kBoxBytes = 0;           ///< one block_n-row box (K, V)
+  int qBoxBytes = 0;           ///< one 64-row box (Q, dO, dS)
+  int kOffset = 0, vOffset = 0;
+  int qOffset = 0, dOOffset = 0; ///< [stage][box]
+  int qStageBytes = 0, dOStageBytes = 0;
+  int dSOffset = 0;        ///< dS [key box][query][key], rounded
+  int rowValuesOffset = 0; ///< LSE' and D: [2][stage][block_m] f32
+  int sharedMemBytes = 0;
+  int estimatedRegisters = 0;
+};
+BackwardSm90Layout backwardLayoutSm90(const AttentionSpec &spec,
+                                      const TileConfig &config);
+/// Backward specs the sm90 family serves: head dims up to
+/// kBackwardSm90MaxHeadDim, no bias or softcap (yet).
+Status supportsBackwardSm90(const AttentionSpec &spec, Arch arch);
+TileConfig defaultBackwardConfigSm90(const AttentionSpec &spec, Arch arch);
+Status validateBackwardSm90(const TileConfig &config,
+                            const AttentionSpec &spec, Arch arch);
+LaunchFacts backwardLaunchFactsSm90(const AttentionSpec &spec,
+                                    const TileConfig &config);
+
 } // namespace flashjit
 
 #endif // FLASHJIT_KERNELS_LAYOUTSM90_H

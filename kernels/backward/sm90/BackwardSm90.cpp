@@ -1,0 +1,478 @@
+//===- BackwardSm90.cpp - The backward's main kernel on wgmma (sm_90a) ----===//
+//
+// FlashAttention-3's backward products (hopper/mainloop_bwd_sm90_tma_gmma_ws
+// with SdP_swapAB: the scores come out transposed, keys as wgmma's M, so
+// that P^T and dS^T are A operands in registers) on the sm80 backward's
+// frame (one CTA per block_n keys of one K/V head, every query head of the
+// group and every block of 64 queries that sees the keys; cp.async copies,
+// the shared preprocess and dQ conversion entries). Warpgroup w owns keys
+// [64 w, 64 w + 64) of the tile:
+//
+//   K, V -> shared memory (cp.async into 128-byte-swizzled 64-column boxes,
+//   wgmma's layout); dK = dV = 0 in registers
+//   per step (64 queries of one head; Q, dO, LSE' and D of the next step
+//   copying behind this one's products):
+//     S^T  = K_w Q^T, dP^T = V_w dO^T     wgmma m64n64k16 from shared memory
+//     P^T  = exp2(S^T' - LSE'), masked; dS^T = P^T (dP^T - D)
+//     dV_w += P^T dO, dK_w += dS^T Q      wgmma with A from registers, B
+//                                         (dO, Q) MN-major
+//     dS^T -> shared memory as dS [query][key], rounded
+//     dQ   = dS K                         wgmma from shared memory (K
+//                                         MN-major), each warpgroup a share
+//                                         of the columns; float32 atomics
+//                                         into the workspace (deterministic:
+//                                         plain adds into this CTA's partial)
+//   dK * scale and dV stored, rounded; key padding rows 0.
+//
+// No warp specialisation, TMA or mbarriers yet: every thread copies and
+// computes, as the sm80 kernel does. Rows past seqlen_q have LSE' = +inf
+// and D = 0 (P = dS = 0); K, V, Q and dO rows and columns past the tensors
+// are zeros in shared memory.
+//
+//===----------------------------------------------------------------------===//
+#include "backward/sm90/BackwardSm90.h"
+#include "backward/BackwardEntry.h"
+#include "common/Sm80Ops.h"
+#include "common/Sm90Ops.h"
+
+#include "flashjit/kernels/LayoutSm90.h"
+
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+
+#include <functional>
+#include <limits>
+
+using namespace mlir;
+
+namespace flashjit {
+namespace {
+
+/// 128-byte rows of a box: chunk c of row r lies at chunk c ^ (r % 8), the
+/// sm80 copies' swizzle of 3 bits.
+constexpr int kBoxSwizzleBits = 3;
+constexpr int kMmaTileN = 8;
+
+/// The k16 step `ks` of a K-major operand in 64-column boxes `boxBytes`
+/// apart: box ks / 4, 32 bytes further per step in it.
+std::function<int64_t(int)> kMajorSteps(int boxBytes) {
+  return [boxBytes](int ks) -> int64_t {
+    return int64_t(ks / 4) * boxBytes + (ks % 4) * 32;
+  };
+}
+
+void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
+               const AttentionSpec &spec, const TileConfig &cfg) {
+  const BackwardSm90Layout L = backwardLayoutSm90(spec, cfg);
+  const int T = L.threads;
+  Entry k(builder, module, name, spec, cfg, T);
+  ForwardKernel &fk = k.fk;
+  BackwardArgs &a = k.a;
+  Emitter &e = k.e;
+  Location loc = fk.loc;
+  MLIRContext *ctx = builder.getContext();
+  const DType dtype = spec.dtype;
+  const int bm = cfg.blockM, bn = cfg.blockN;
+  const int dqk = spec.headDimQK, dv = spec.headDimV;
+  const int gqa = spec.gqaGroup, stages = cfg.stages;
+  const double inf = std::numeric_limits<double>::infinity();
+
+  Value xBlock = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::x);
+  Value xCount = gpu::GridDimOp::create(builder, loc, gpu::Dimension::x);
+  Value keyRows = k.locateKeyTile(spec);
+  fk.rowLimit = fk.seqQ;
+  fk.prepareScoreMods(/*mTiles=*/0);
+  // The deterministic mode's CTA x adds into partial sum x alone.
+  Value split = spec.deterministic ? xBlock : e.idx(0);
+
+  // ---- shared memory: boxes of 64 columns, 128 bytes a row
+  const sm90::Window smem = sm90::Window::create(
+      builder, loc, module, L.sharedMemBytes, /*barrierOffset=*/0,
+      /*count=*/0);
+  auto smemSpace = gpu::AddressSpaceAttr::get(
+      ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
+  auto tiles = [&](ArrayRef<int64_t> shape, Type elem, int offset) {
+    return smem.view(e, MemRefType::get(shape, elem, AffineMap(), smemSpace),
+                     e.idx(offset));
+  };
+  Type elemTy = fk.elemTy;
+  Value kS = tiles({L.boxesQK, bn, kTmaBoxCols}, elemTy, L.kOffset);
+  Value vS = tiles({L.boxesV, bn, kTmaBoxCols}, elemTy, L.vOffset);
+  Value qS = tiles({stages, L.boxesQK, bm, kTmaBoxCols}, elemTy, L.qOffset);
+  Value dOS = tiles({stages, L.boxesV, bm, kTmaBoxCols}, elemTy, L.dOOffset);
+  Value dSS = tiles({bn / kTmaBoxCols, bm, kTmaBoxCols}, elemTy, L.dSOffset);
+  Value rowValsS = tiles({2, stages, bm}, fk.f32, L.rowValuesOffset);
+  auto barrier = [&](Emitter &x) { gpu::BarrierOp::create(x.b, x.loc); };
+
+  const TileCopier copier{spec, T, /*quick=*/false};
+  // Rows [first, first + rows) of a tensor of row stride `rowStride` from
+  // element `base` into the boxes of `dst` (after `prefix`): box b takes
+  // columns [64 b, 64 b + 64), those past `dim` and rows past `limit` as
+  // zeros.
+  auto copyBoxes = [&](Emitter &x, Value src, Value base, Value rowStride,
+                       Value first, Value limit, int rows, int dim,
+                       Value dst, ArrayRef<Value> prefix, bool inLoop) {
+    auto rowOffset = [&](Emitter &y, Value r) { return y.mul(r, rowStride); };
+    for (int box = 0; box * kTmaBoxCols < dim; ++box) {
+      SmallVector<Value> at(prefix.begin(), prefix.end());
+      at.push_back(x.idx(box));
+      copyTile(x, copier, k.tid, src, x.add(base, x.idx(box * kTmaBoxCols)),
+               rowOffset, first, limit, rows,
+               std::min(kTmaBoxCols, dim - box * kTmaBoxCols), kTmaBoxCols,
+               kBoxSwizzleBits, dst, at, inLoop, rowStride);
+    }
+  };
+  // Q, dO, LSE' and D of query block `mBlock` of head `head` into `slot`.
+  auto loadStep = [&](Emitter &x, Value head, Value mBlock, Value slot) {
+    Value first = x.mul(mBlock, x.idx(bm));
+    Value qBase = x.add(x.add(x.mul(fk.batch, fk.qBS), x.mul(head, fk.qHS)),
+                        x.mul(fk.startQ, fk.qRS));
+    copyBoxes(x, fk.q, qBase, fk.qRS, first, fk.seqQ, bm, dqk, qS, {slot},
+              /*inLoop=*/true);
+    Value dOBase = x.add(x.add(x.mul(fk.batch, a.dOBS), x.mul(head, a.dOHS)),
+                         x.mul(fk.startQ, a.dORS));
+    copyBoxes(x, a.dO, dOBase, a.dORS, first, fk.seqQ, bm, dv, dOS, {slot},
+              /*inLoop=*/true);
+    k.stageRowValues(x, rowValsS, head, first, slot, bm, T);
+  };
+  // cp.async writes through the generic proxy; wgmma reads through the
+  // async one: each thread fences its landed copies before the barrier.
+  auto landed = [&](Emitter &x) {
+    waitGroups(x, 0);
+    sm90::fenceAsyncShared(x);
+    barrier(x);
+  };
+
+  const int dvRegs = L.dvN / 2, dkRegs = L.dkN / 2;
+  Value keyTiles = e.div(e.add(keyRows, e.idx(bn - 1)), bn);
+  // CTA x takes key tiles x, x + gridDim.x, ... (one of them outside
+  // deterministic mode, where the grid has a CTA per tile).
+  scf::ForOp::create(
+      builder, loc, xBlock, keyTiles, xCount, ValueRange{},
+      [&](OpBuilder &nb, Location nl, Value nBlock, ValueRange) {
+        Emitter x{nb, nl};
+        Value keyLo = x.mul(nBlock, x.idx(bn));
+        barrier(x); // every warpgroup is done with the previous K and V
+        Value kBase = x.add(
+            x.add(x.mul(fk.batch, fk.kBS), x.mul(fk.startK, fk.kRS)),
+            x.mul(fk.kvHead, fk.kHS));
+        copyBoxes(x, fk.kT, kBase, fk.kRS, keyLo, fk.seqK, bn, dqk, kS, {},
+                  /*inLoop=*/false);
+        Value vBase = x.add(
+            x.add(x.mul(fk.batch, fk.vBS), x.mul(fk.startK, fk.vRS)),
+            x.mul(fk.kvHead, fk.vHS));
+        copyBoxes(x, fk.v, vBase, fk.vRS, keyLo, fk.seqK, bn, dv, vS, {},
+                  /*inLoop=*/false);
+        commitGroup(x);
+        // Steps: (query head g of the group, row block m), m fastest.
+        const std::pair<Value, Value> blocks = fk.queryBlockRange(x, nBlock);
+        Value loM = blocks.first, hiM = blocks.second;
+        Value steps = x.mul(x.sub(hiM, loM), x.idx(gqa));
+        Value firstHead = x.mul(fk.kvHead, x.idx(gqa));
+        x.ifThen(x.gt(steps, x.idx(0)), [&] {
+          loadStep(x, firstHead, loM, x.idx(0));
+        });
+        commitGroup(x);
+
+        SmallVector<Value> init(dvRegs + dkRegs, x.f32(0));
+        init.push_back(loM);
+        init.push_back(firstHead);
+        auto stepLoop = x.runtimeLoop(
+            x.idx(0), steps, 1, init,
+            [&](Emitter &s, Value it, ValueRange carried) {
+              Value mBlock = carried[dvRegs + dkRegs];
+              Value head = carried[dvRegs + dkRegs + 1];
+              Value nextM = s.add(mBlock, s.idx(1));
+              Value wrap = s.cmp(arith::CmpIPredicate::eq, nextM, hiM);
+              nextM = s.select(wrap, loM, nextM);
+              Value nextHead = s.select(wrap, s.add(head, s.idx(1)), head);
+              Value following = s.add(it, s.idx(1));
+              Value slot = stages == 1 ? s.idx(0) : s.rem(it, stages);
+              // ---- this step's tiles have landed (and the previous step's
+              // products are done everywhere); two stages: the next step's
+              // copies into the other.
+              landed(s);
+              if (stages > 1) {
+                s.ifThen(s.lt(following, steps), [&] {
+                  loadStep(s, nextHead, nextM, s.rem(following, stages));
+                });
+                commitGroup(s);
+              }
+
+              Value tid = s.freshSreg("%tid.x");
+              Value wg = s.div(tid, kWarpgroupThreads);
+              Value warpInWg = s.rem(s.div(tid, kThreadsPerWarp), 4);
+              Value lane = s.rem(tid, kThreadsPerWarp);
+              Value group = s.div(lane, 4), inGroup = s.rem(lane, 4);
+              Value qLo = s.mul(mBlock, s.idx(bm));
+              auto at = [&](int base, int stageBytes, Value extra) {
+                Value off = s.add(s.idx(base), s.mul(slot, s.idx(stageBytes)));
+                return extra ? s.add(off, extra) : off;
+              };
+              // This warpgroup's 64 keys: rows 64 wg.. of every K/V box.
+              Value wgRows = s.mul(wg, s.idx(kWgmmaRows * kTmaBoxRowBytes));
+
+              // ---- per sub-step of `width` queries (L.subSteps of them):
+              // S^T = K_w Q^T, P^T, dV_w += P^T dO, dP^T = V_w dO^T, dS^T,
+              // dK_w += dS^T Q, dS -> shared memory. An accumulator feeds
+              // the next wgmma only after a wait retired it (fenced).
+              const int width = bm / L.subSteps;
+              const int nTiles = width / kMmaTileN;
+              const int64_t rowStep = 16 * kTmaBoxRowBytes;
+              Value keyBase = s.add(
+                  s.add(keyLo, s.mul(wg, s.idx(kWgmmaRows))),
+                  s.add(s.mul(warpInWg, s.idx(16)), group));
+              // A operands (k16 step kk: tiles 2 kk and 2 kk + 1, rows g and
+              // g + 8 of each).
+              auto aRegisters = [&](ArrayRef<Value> vals) {
+                SmallVector<Value> regs;
+                for (int t = 0; t < nTiles; ++t)
+                  for (int half = 0; half < 2; ++half)
+                    regs.push_back(sm90::asI32(
+                        s, fk.packPair(s, vals[4 * t + 2 * half],
+                                       vals[4 * t + 2 * half + 1])));
+                return regs;
+              };
+              SmallVector<Value> dVAcc(carried.take_front(dvRegs));
+              SmallVector<Value> dKAcc(carried.slice(dvRegs, dkRegs));
+              Value dKIssued;
+              SmallVector<Value> dSRegs;
+              // dK's wgmma retired by a wait: its accumulator, and its A
+              // operand kept live to the wait (nothing reuses its registers
+              // under the wgmma).
+              auto dKRetired = [&] {
+                dKAcc = sm90::fence(s, sm90::extractAll(s, dKIssued, dkRegs));
+                sm90::fence(s, dSRegs);
+              };
+              for (int sub = 0; sub < L.subSteps; ++sub) {
+                const int row0 = sub * width;
+                const int64_t rowBytes = int64_t(row0) * kTmaBoxRowBytes;
+                Value qDesc = smem.descriptor(
+                    s, at(L.qOffset, L.qStageBytes, s.idx(rowBytes)),
+                    L.qBoxBytes);
+                Value dODesc = smem.descriptor(
+                    s, at(L.dOOffset, L.dOStageBytes, s.idx(rowBytes)),
+                    L.qBoxBytes);
+                Value sIssued = sm90::mmaFromShared(
+                    s, dtype, width, L.qkSteps,
+                    smem.descriptor(s, s.add(s.idx(L.kOffset), wgRows),
+                                    L.kBoxBytes),
+                    qDesc, kMajorSteps(L.kBoxBytes), kMajorSteps(L.qBoxBytes));
+                SmallVector<Value> sT = sm90::retire(s, 0, sIssued);
+                if (dKIssued)
+                  dKRetired();
+
+                // Element 4 j + i of a thread: key row 16 warp + group (+ 8
+                // for i >= 2), query column row0 + 8 j + 2 inGroup + i % 2.
+                auto queryCol = [&](int j, int el) {
+                  return s.add(s.idx(row0 + j * kMmaTileN + el),
+                               s.mul(inGroup, s.idx(2)));
+                };
+                // LSE' (which 0) or D (1) of column (j, el); `past` for
+                // queries past seqlen_q.
+                auto rowValue = [&](int j, int el, int which, double past) {
+                  Value col = queryCol(j, el);
+                  Value v = memref::LoadOp::create(
+                      s.b, s.loc, rowValsS,
+                      ValueRange{s.idx(which), slot, col});
+                  return s.select(s.lt(s.add(qLo, col), fk.seqQ), v,
+                                  s.f32(past));
+                };
+                SmallVector<Value> p(4 * nTiles);
+                for (int j = 0; j < nTiles; ++j)
+                  for (int el = 0; el < 2; ++el) {
+                    Value negLse = arith::NegFOp::create(
+                        s.b, s.loc, rowValue(j, el, 0, inf));
+                    Value qDiag = s.add(s.add(qLo, queryCol(j, el)), fk.diag);
+                    for (int half = 0; half < 2; ++half) {
+                      const int i = 4 * j + 2 * half + el;
+                      Value key = s.add(keyBase, s.idx(8 * half));
+                      Value seen = s.lt(key, fk.seqK);
+                      if (fk.causal || fk.window)
+                        seen = s.andI(
+                            seen, s.le(key, fk.window
+                                                ? s.add(qDiag, fk.windowRight)
+                                                : qDiag));
+                      if (fk.window)
+                        seen = s.andI(seen,
+                                      s.ge(key, s.sub(qDiag, fk.windowLeft)));
+                      Value pv =
+                          s.exp2(s.fma(sT[i], fk.softmaxScale, negLse));
+                      p[i] = s.select(seen, pv, s.f32(0));
+                    }
+                  }
+                SmallVector<Value> pRegs = aRegisters(p);
+                // dV_w += P^T dO (B MN-major: a k16 step is 16 rows
+                // further), under dP^T = V_w dO^T.
+                Value dVIssued = sm90::mmaFromRegisters(s, dtype, dVAcc, pRegs,
+                                                        dODesc, rowStep);
+                Value dPIssued = sm90::mmaFromShared(
+                    s, dtype, width, L.vSteps,
+                    smem.descriptor(s, s.add(s.idx(L.vOffset), wgRows),
+                                    L.kBoxBytes),
+                    dODesc, kMajorSteps(L.kBoxBytes), kMajorSteps(L.qBoxBytes));
+                SmallVector<Value> dPT = sm90::retire(s, 0, dPIssued);
+                dVAcc = sm90::fence(s, sm90::extractAll(s, dVIssued, dvRegs));
+                sm90::fence(s, pRegs);
+
+                SmallVector<Value> dS(4 * nTiles);
+                for (int j = 0; j < nTiles; ++j)
+                  for (int el = 0; el < 2; ++el) {
+                    Value dSum = rowValue(j, el, 1, 0);
+                    for (int half = 0; half < 2; ++half) {
+                      const int i = 4 * j + 2 * half + el;
+                      dS[i] = s.fmul(p[i], s.fsub(dPT[i], dSum));
+                    }
+                  }
+                dSRegs = aRegisters(dS);
+                dKIssued = sm90::mmaFromRegisters(s, dtype, dKAcc, dSRegs,
+                                                  qDesc, rowStep);
+                // dS -> shared memory [key box][query][key], rounded: this
+                // warpgroup's keys are box wg.
+                for (int j = 0; j < nTiles; ++j)
+                  for (int i = 0; i < 4; ++i) {
+                    Value row = queryCol(j, i % 2);
+                    Value key = s.add(
+                        s.add(s.mul(warpInWg, s.idx(16)), group),
+                        s.idx(8 * (i / 2)));
+                    Value col = swizzledCol(s, kBoxSwizzleBits, row, key);
+                    memref::StoreOp::create(
+                        s.b, s.loc,
+                        arith::TruncFOp::create(s.b, s.loc, elemTy,
+                                                dS[4 * j + i]),
+                        dSS, ValueRange{wg, row, col});
+                  }
+              }
+              sm90::fenceAsyncShared(s);
+              barrier(s); // dS is whole
+
+              // ---- dQ = dS K: with two warpgroups and two boxes, warpgroup
+              // w takes box w; else the first takes every column.
+              const bool splitCols = L.warpgroups == 2 && L.boxesQK == 2;
+              auto dQShare = [&](Emitter &y, int box, int n) {
+                Value issued = sm90::mmaFromShared(
+                    y, dtype, n, bn / 16,
+                    smem.descriptor(y, y.idx(L.dSOffset), L.qBoxBytes),
+                    smem.descriptor(y, y.idx(L.kOffset + box * L.kBoxBytes),
+                                    L.kBoxBytes),
+                    kMajorSteps(L.qBoxBytes),
+                    [&](int ks) -> int64_t { return ks * rowStep; },
+                    /*transB=*/true);
+                SmallVector<Value> dQ = sm90::retire(y, 0, issued);
+                for (int half = 0; half < 2; ++half) {
+                  Value query =
+                      y.add(y.add(qLo, y.mul(warpInWg, y.idx(16))),
+                            y.add(group, y.idx(8 * half)));
+                  y.ifThen(y.lt(query, fk.seqQ), [&] {
+                    Value rowAt = k.dqIndex(y, split, head, query, y.idx(0));
+                    for (int j = 0; j < n / kMmaTileN; ++j)
+                      for (int el = 0; el < 2; ++el) {
+                        Value col = y.add(
+                            y.idx(box * kTmaBoxCols + j * kMmaTileN + el),
+                            y.mul(inGroup, y.idx(2)));
+                        Value sum = dQ[4 * j + 2 * half + el];
+                        // Only a last tile past head_dim_qk has padding
+                        // columns: the others add at rowAt + constant
+                        // offsets (a select of addresses takes their
+                        // registers: spills at d = 128).
+                        const bool partial =
+                            box * kTmaBoxCols + (j + 1) * kMmaTileN > dqk;
+                        Value inCols =
+                            partial ? y.lt(col, y.idx(dqk)) : Value();
+                        Value to = y.add(rowAt, col);
+                        if (spec.deterministic) {
+                          y.ifThen(inCols, [&] {
+                            k.store(y, y.fadd(k.loadF32(y, a.ws, to), sum),
+                                    a.ws, to);
+                          });
+                          continue;
+                        }
+                        // A padding column (its sum is 0) adds 0 to the
+                        // row's first element: no branch per element.
+                        if (partial) {
+                          to = y.select(inCols, to, rowAt);
+                          sum = y.select(inCols, sum, y.f32(0));
+                        }
+                        k.reduceAddF32(y, a.ws, to, sum);
+                      }
+                  });
+                }
+              };
+              if (splitCols) {
+                Value first = s.cmp(arith::CmpIPredicate::eq, wg, s.idx(0));
+                auto branches = scf::IfOp::create(s.b, s.loc, first,
+                                                  /*withElse=*/true);
+                {
+                  OpBuilder::InsertionGuard g(s.b);
+                  s.b.setInsertionPointToStart(
+                      &branches.getThenRegion().front());
+                  dQShare(s, 0, kTmaBoxCols);
+                  s.b.setInsertionPointToStart(
+                      &branches.getElseRegion().front());
+                  dQShare(s, 1, L.dkN - kTmaBoxCols);
+                }
+              } else if (L.warpgroups == 2) {
+                s.ifThen(s.cmp(arith::CmpIPredicate::eq, wg, s.idx(0)),
+                         [&] { dQShare(s, 0, L.dkN); });
+              } else {
+                dQShare(s, 0, L.dkN);
+              }
+
+
+              // The last dK retired (issued before dQ: done by its wait; the
+              // warpgroup without a dQ share waits here).
+              NVVM::WgmmaWaitGroupSyncOp::create(s.b, s.loc, 0);
+              dKRetired();
+              SmallVector<Value> next = dVAcc;
+              next.append(dKAcc.begin(), dKAcc.end());
+
+              if (stages == 1) {
+                barrier(s); // every warpgroup is done with Q, dO and dS
+                s.ifThen(s.lt(following, steps), [&] {
+                  loadStep(s, nextHead, nextM, s.idx(0));
+                });
+                commitGroup(s);
+              }
+              next.push_back(nextM);
+              next.push_back(nextHead);
+              return next;
+            });
+        // No copy stays in flight past the tile (a tile no query sees
+        // issued K and V and ran no step).
+        waitGroups(x, 0);
+
+        // ---- dK (times the scale) and dV of the warpgroup's keys
+        Value tid = x.freshSreg("%tid.x");
+        Value wg = x.div(tid, kWarpgroupThreads);
+        Value warpInWg = x.rem(x.div(tid, kThreadsPerWarp), 4);
+        Value lane = x.rem(tid, kThreadsPerWarp);
+        Value group = x.div(lane, 4), inGroup = x.rem(lane, 4);
+        Value firstKey = x.add(x.add(keyLo, x.mul(wg, x.idx(kWgmmaRows))),
+                               x.mul(warpInWg, x.idx(16)));
+        ValueRange results = stepLoop;
+        k.storeKeyTiles(x, unflatten(results.take_front(dvRegs), 1,
+                                     L.dvN / kMmaTileN),
+                        firstKey, x.idx(0), keyRows, group, inGroup, dv,
+                        L.dvN, a.dV, a.dVBS, a.dVHS, a.dVRS, Value());
+        k.storeKeyTiles(x, unflatten(results.slice(dvRegs, dkRegs), 1,
+                                     L.dkN / kMmaTileN),
+                        firstKey, x.idx(0), keyRows, group, inGroup, dqk,
+                        L.dkN, a.dK, a.dKBS, a.dKHS, a.dKRS, a.scale);
+        scf::YieldOp::create(nb, nl);
+      });
+  k.finish();
+}
+
+} // namespace
+
+LogicalResult buildBackwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
+                                StringRef name, const AttentionSpec &spec,
+                                const TileConfig &cfg) {
+  OpBuilder::InsertionGuard guard(builder);
+  const std::string main = name.str();
+  buildBackwardPreprocess(builder, module, main, spec, cfg);
+  buildMain(builder, module, main, spec, cfg);
+  buildBackwardConvert(builder, module, main, spec, cfg);
+  return success();
+}
+
+} // namespace flashjit

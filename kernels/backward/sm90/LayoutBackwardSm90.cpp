@@ -1,0 +1,129 @@
+//===- LayoutBackwardSm90.cpp - Layout and checks of the sm90 backward ----===//
+#include "flashjit/kernels/LayoutSm90.h"
+
+#include <algorithm>
+#include <string>
+
+namespace flashjit {
+
+namespace {
+int roundUp(int v, int m) { return (v + m - 1) / m * m; }
+int ceilDiv(int v, int m) { return (v + m - 1) / m; }
+constexpr int kWgmmaK = 16;
+constexpr int kMaxRegisters = 255;
+/// Registers beside the accumulators: addresses, loop state, row values.
+constexpr int kOverheadRegisters = 32;
+/// dK + dV columns past which a step's scores come in two sub-steps
+/// (tests/ptxas: 64-query sub-steps spill at d = 64 with windows or varlen).
+constexpr int kSubStepAccumulators = 64;
+} // namespace
+
+BackwardSm90Layout backwardLayoutSm90(const AttentionSpec &spec,
+                                      const TileConfig &c) {
+  BackwardSm90Layout l;
+  l.warpgroups = std::max(c.warps / 4, 1);
+  l.threads = l.warpgroups * kWarpgroupThreads;
+  l.qkSteps = ceilDiv(spec.headDimQK, kWgmmaK);
+  l.vSteps = ceilDiv(spec.headDimV, kWgmmaK);
+  l.dkN = roundUp(spec.headDimQK, 8);
+  l.dvN = roundUp(spec.headDimV, 8);
+  l.boxesQK = ceilDiv(spec.headDimQK, kTmaBoxCols);
+  l.boxesV = ceilDiv(spec.headDimV, kTmaBoxCols);
+  l.kBoxBytes = c.blockN * kTmaBoxRowBytes;
+  l.qBoxBytes = c.blockM * kTmaBoxRowBytes;
+  l.kOffset = 0;
+  l.vOffset = l.kOffset + l.boxesQK * l.kBoxBytes;
+  l.qStageBytes = l.boxesQK * l.qBoxBytes;
+  l.dOStageBytes = l.boxesV * l.qBoxBytes;
+  l.qOffset = l.vOffset + l.boxesV * l.kBoxBytes;
+  l.dOOffset = l.qOffset + c.stages * l.qStageBytes;
+  l.dSOffset = l.dOOffset + c.stages * l.dOStageBytes;
+  l.rowValuesOffset = l.dSOffset + ceilDiv(c.blockN, kTmaBoxCols) * l.qBoxBytes;
+  l.sharedMemBytes = l.rowValuesOffset + 2 * c.stages * c.blockM * 4;
+  l.subSteps = l.dkN + l.dvN > kSubStepAccumulators ? 2 : 1;
+  // dK and dV stay live through a step; beside them a sub-step's S^T, P^T,
+  // dP^T (block_m / subSteps / 2 each) until P and dS are packed.
+  l.estimatedRegisters = l.dkN / 2 + l.dvN / 2 +
+                         3 * c.blockM / l.subSteps / 2 + kOverheadRegisters;
+  return l;
+}
+
+Status supportsBackwardSm90(const AttentionSpec &spec, Arch arch) {
+  if (arch != Arch::Sm90a)
+    return Status::error("the sm90 family needs sm_90a (wgmma), got " +
+                         std::string(toString(arch)));
+  const int d = std::max(spec.headDimQK, spec.headDimV);
+  if (d > kBackwardSm90MaxHeadDim)
+    return Status::error("the sm90 backward takes head dims up to " +
+                         std::to_string(kBackwardSm90MaxHeadDim) +
+                         " (dK and dV stay in registers), got " +
+                         std::to_string(spec.headDimQK) + "/" +
+                         std::to_string(spec.headDimV) +
+                         "; use the sm80 family");
+  if (spec.bias != BiasMode::None || spec.softcap)
+    return Status::error("the sm90 backward has no bias or softcap yet; use "
+                         "the sm80 family");
+  return Status::ok();
+}
+
+TileConfig defaultBackwardConfigSm90(const AttentionSpec &, Arch) {
+  TileConfig c;
+  c.family = Family::Sm90;
+  c.blockM = kBackwardSm90BlockM;
+  // Two warpgroups: 128 keys per CTA, as FlashAttention-3's at d <= 128.
+  c.warps = 8;
+  c.blockN = 2 * kWgmmaRows;
+  c.stages = 2;
+  return c;
+}
+
+Status validateBackwardSm90(const TileConfig &c, const AttentionSpec &spec,
+                            Arch arch) {
+  auto error = [](const std::string &m) { return Status::error(m); };
+  if (c.warps != 4 && c.warps != 8)
+    return error("backward warps must be 4 or 8 in the sm90 family (a "
+                 "warpgroup per 64 keys), got " + std::to_string(c.warps));
+  if (c.blockN != kWgmmaRows * (c.warps / 4))
+    return error("backward block_n must be 64 keys per warpgroup (" +
+                 std::to_string(kWgmmaRows * (c.warps / 4)) + " for warps=" +
+                 std::to_string(c.warps) + "), got " +
+                 std::to_string(c.blockN));
+  if (c.blockM != kBackwardSm90BlockM)
+    return error("backward block_m must be " +
+                 std::to_string(kBackwardSm90BlockM) +
+                 " in the sm90 family, got " + std::to_string(c.blockM));
+  if (c.stages != 1 && c.stages != 2)
+    return error("backward stages must be 1 or 2 (copies of Q and dO), got " +
+                 std::to_string(c.stages));
+  if (c.packGqa || c.quick || c.pingpong || c.overlap || c.scalar)
+    return error("the sm90 backward has no pack_gqa, quick, pingpong, "
+                 "overlap or scalar form");
+  const BackwardSm90Layout l = backwardLayoutSm90(spec, c);
+  if (l.sharedMemBytes > maxSharedMemoryPerBlock(arch))
+    return error("backward block_n=" + std::to_string(c.blockN) +
+                 " stages=" + std::to_string(c.stages) + " needs " +
+                 std::to_string(l.sharedMemBytes) +
+                 " bytes of shared memory; " + std::string(toString(arch)) +
+                 " allows at most " +
+                 std::to_string(maxSharedMemoryPerBlock(arch)));
+  if (l.estimatedRegisters > kMaxRegisters)
+    return error("backward head dims " + std::to_string(spec.headDimQK) + "/" +
+                 std::to_string(spec.headDimV) + " need about " +
+                 std::to_string(l.estimatedRegisters) +
+                 " registers per thread in the sm90 family; at most " +
+                 std::to_string(kMaxRegisters));
+  return Status::ok();
+}
+
+LaunchFacts backwardLaunchFactsSm90(const AttentionSpec &spec,
+                                    const TileConfig &c) {
+  const BackwardSm90Layout l = backwardLayoutSm90(spec, c);
+  LaunchFacts f;
+  f.threadsPerBlock = l.threads;
+  f.sharedMemBytes = l.sharedMemBytes;
+  f.blockM = c.blockM;
+  f.ptxasOptLevel = 3;
+  return f;
+}
+
+} // namespace flashjit
