@@ -73,8 +73,15 @@ Expected<BackwardProblem> backwardOf(const ForwardRun &run, bool deterministic,
 
 /// The main kernel under test, each at its own default tiles: the
 /// runtime's choice, the sm80 scalar or mma.sync one, or the sm90 (wgmma)
-/// one.
-enum class MainKernel { Default, Scalar, Mma, Sm90 };
+/// one (also with one warpgroup of 64 keys, or one stage).
+enum class MainKernel {
+  Default,
+  Scalar,
+  Mma,
+  Sm90,
+  Sm90OneWarpgroup,
+  Sm90OneStage
+};
 MainKernel sm80Kernel(bool scalar) {
   return scalar ? MainKernel::Scalar : MainKernel::Mma;
 }
@@ -99,8 +106,13 @@ Status runBackward(ForwardRun &run, bool deterministic, uint64_t seed,
   if (kernel == MainKernel::Scalar || kernel == MainKernel::Mma)
     p.tile = defaultBackwardConfigSm80(specFor(p), rt.arch(),
                                        kernel == MainKernel::Scalar);
-  if (kernel == MainKernel::Sm90)
+  if (kernel >= MainKernel::Sm90) {
     p.tile = defaultTileConfig(specFor(p), rt.arch(), Family::Sm90);
+    if (kernel == MainKernel::Sm90OneWarpgroup)
+      p.tile->warps = 4, p.tile->blockN = 64;
+    if (kernel == MainKernel::Sm90OneStage)
+      p.tile->stages = 1;
+  }
   const size_t eb = elementBytes(p.dtype);
   const size_t dBiasElements = biasGrad ? p.params().dBiasElements() : 0;
   DeviceBuffer dws;
@@ -357,15 +369,20 @@ TEST_P(Sm90BackwardMatrix, MatchesTheFloat64Reference) {
   const BackwardCase &c = GetParam();
   ForwardRun run;
   FLASHJIT_ASSERT_OK(runForward(problemOf(c), 13, /*withLse=*/true, run));
-  Gradients16 g;
-  size_t differing = 0;
-  // Deterministic cases run three times: the same bits each time.
-  Status s = runBackward(run, c.deterministic, 13, c.deterministic ? 3 : 1, g,
-                         differing, c.biasGrad, MainKernel::Sm90);
-  ASSERT_TRUE(s.isOk()) << s.message();
-  EXPECT_EQ(differing, 0u);
-  const BackwardCheckResult r = checkGradients(run, g, c.biasGrad);
-  EXPECT_TRUE(r.pass) << r.summary();
+  // The default (two warpgroups, two stages), then one warpgroup and one
+  // stage: each of the kernel's paths.
+  for (MainKernel kernel :
+       {MainKernel::Sm90, MainKernel::Sm90OneWarpgroup, MainKernel::Sm90OneStage}) {
+    Gradients16 g;
+    size_t differing = 0;
+    // Deterministic cases run three times: the same bits each time.
+    Status s = runBackward(run, c.deterministic, 13, c.deterministic ? 3 : 1,
+                           g, differing, c.biasGrad, kernel);
+    ASSERT_TRUE(s.isOk()) << s.message();
+    EXPECT_EQ(differing, 0u);
+    const BackwardCheckResult r = checkGradients(run, g, c.biasGrad);
+    EXPECT_TRUE(r.pass) << int(kernel) << ": " << r.summary();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -18,10 +18,11 @@
 //                                         (dO, Q) MN-major
 //     dS^T -> shared memory as dS [query][key], rounded
 //     dQ   = dS K                         wgmma from shared memory (K
-//                                         MN-major), each warpgroup a share
-//                                         of the columns; float32 atomics
+//                                         MN-major), each warpgroup its own
+//                                         keys (or columns); red.global adds
 //                                         into the workspace (deterministic:
-//                                         plain adds into this CTA's partial)
+//                                         one warpgroup's plain adds into
+//                                         this CTA's partial)
 //   dK * scale and dV stored, rounded; key padding rows 0.
 //
 // No warp specialisation, TMA or mbarriers yet: every thread copies and
@@ -222,7 +223,7 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                   s.add(keyLo, s.mul(wg, s.idx(kWgmmaRows))),
                   s.add(s.mul(warpInWg, s.idx(16)), group));
               // A operands (k16 step kk: tiles 2 kk and 2 kk + 1, rows g and
-              // g + 8 of each).
+              // g + 8 of each), fenced: packed before the wgmma's fence.
               auto aRegisters = [&](ArrayRef<Value> vals) {
                 SmallVector<Value> regs;
                 for (int t = 0; t < nTiles; ++t)
@@ -230,7 +231,7 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                     regs.push_back(sm90::asI32(
                         s, fk.packPair(s, vals[4 * t + 2 * half],
                                        vals[4 * t + 2 * half + 1])));
-                return regs;
+                return sm90::fence(s, regs);
               };
               SmallVector<Value> dVAcc(carried.take_front(dvRegs));
               SmallVector<Value> dKAcc(carried.slice(dvRegs, dkRegs));
@@ -345,15 +346,26 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
               sm90::fenceAsyncShared(s);
               barrier(s); // dS is whole
 
-              // ---- dQ = dS K: with two warpgroups and two boxes, warpgroup
-              // w takes box w; else the first takes every column.
+              // ---- dQ = dS K. Two warpgroups: with two boxes of columns,
+              // warpgroup w takes box w over every key; else (fast mode)
+              // each its own 64 keys (dS box w, K rows 64 w..) over every
+              // column, both adding; deterministic partials take one
+              // writer, the first, over every key. `keys`: the warpgroup's
+              // first key row (null: 0) and count.
               const bool splitCols = L.warpgroups == 2 && L.boxesQK == 2;
-              auto dQShare = [&](Emitter &y, int box, int n) {
+              auto dQShare = [&](Emitter &y, int box, int n, Value keyRow0,
+                                 int keys) {
+                Value dSAt = y.idx(L.dSOffset), kAt = y.idx(L.kOffset +
+                                                            box * L.kBoxBytes);
+                if (keyRow0) {
+                  dSAt = y.add(dSAt, y.mul(y.div(keyRow0, kTmaBoxCols),
+                                           y.idx(L.qBoxBytes)));
+                  kAt = y.add(kAt, y.mul(keyRow0, y.idx(kTmaBoxRowBytes)));
+                }
                 Value issued = sm90::mmaFromShared(
-                    y, dtype, n, bn / 16,
-                    smem.descriptor(y, y.idx(L.dSOffset), L.qBoxBytes),
-                    smem.descriptor(y, y.idx(L.kOffset + box * L.kBoxBytes),
-                                    L.kBoxBytes),
+                    y, dtype, n, keys / 16,
+                    smem.descriptor(y, dSAt, L.qBoxBytes),
+                    smem.descriptor(y, kAt, L.kBoxBytes),
                     kMajorSteps(L.qBoxBytes),
                     [&](int ks) -> int64_t { return ks * rowStep; },
                     /*transB=*/true);
@@ -405,16 +417,19 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                   OpBuilder::InsertionGuard g(s.b);
                   s.b.setInsertionPointToStart(
                       &branches.getThenRegion().front());
-                  dQShare(s, 0, kTmaBoxCols);
+                  dQShare(s, 0, kTmaBoxCols, Value(), bn);
                   s.b.setInsertionPointToStart(
                       &branches.getElseRegion().front());
-                  dQShare(s, 1, L.dkN - kTmaBoxCols);
+                  dQShare(s, 1, L.dkN - kTmaBoxCols, Value(), bn);
                 }
+              } else if (L.warpgroups == 2 && !spec.deterministic) {
+                dQShare(s, 0, L.dkN, s.mul(wg, s.idx(kWgmmaRows)),
+                        kWgmmaRows);
               } else if (L.warpgroups == 2) {
                 s.ifThen(s.cmp(arith::CmpIPredicate::eq, wg, s.idx(0)),
-                         [&] { dQShare(s, 0, L.dkN); });
+                         [&] { dQShare(s, 0, L.dkN, Value(), bn); });
               } else {
-                dQShare(s, 0, L.dkN);
+                dQShare(s, 0, L.dkN, Value(), bn);
               }
 
 
