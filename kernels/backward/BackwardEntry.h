@@ -168,21 +168,6 @@ struct Entry {
                        x.mul(query, a.dBiasRS)),
                  key);
   }
-  /// mem[i] += v (f32, global memory), as red.global.add.f32: no value
-  /// comes back, so none holds a register until the add is done (an
-  /// atom's destination does; 32 of them per thread spilled the sm90 dQ).
-  void reduceAddF32(Emitter &x, Value mem, Value i, Value v) {
-    Value base = mlir::memref::ExtractAlignedPointerAsIndexOp::create(
-        x.b, x.loc, mem);
-    Value addr = mlir::arith::IndexCastOp::create(
-        x.b, x.loc, x.b.getI64Type(), x.add(base, x.mul(i, x.idx(4))));
-    mlir::LLVM::InlineAsmOp::create(
-        x.b, x.loc, mlir::TypeRange{}, ValueRange{addr, v},
-        "red.global.add.f32 [$0], $1;", "l,f", /*has_side_effects=*/true,
-        /*is_align_stack=*/false, mlir::LLVM::tailcallkind::TailCallKind::None,
-        /*asm_dialect=*/nullptr, /*operand_attrs=*/nullptr);
-  }
-
   /// The workspace array of row value `which` (0: LSE', 1: D).
   Value rowArray(int which) { return which == 0 ? a.wsLse : a.wsDSum; }
 

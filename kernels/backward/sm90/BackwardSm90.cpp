@@ -19,7 +19,7 @@
 //     dS^T -> shared memory as dS [query][key], rounded
 //     dQ   = dS K                         wgmma from shared memory (K
 //                                         MN-major), each warpgroup its own
-//                                         keys (or columns); red.global adds
+//                                         keys (or columns); float32 atomics
 //                                         into the workspace (deterministic:
 //                                         one warpgroup's plain adds into
 //                                         this CTA's partial)
@@ -404,7 +404,9 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                           to = y.select(inCols, to, rowAt);
                           sum = y.select(inCols, sum, y.f32(0));
                         }
-                        k.reduceAddF32(y, a.ws, to, sum);
+                        memref::AtomicRMWOp::create(
+                            y.b, y.loc, arith::AtomicRMWKind::addf, sum, a.ws,
+                            ValueRange{to});
                       }
                   });
                 }

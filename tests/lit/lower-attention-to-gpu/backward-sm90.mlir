@@ -8,7 +8,7 @@
 // per 32-query sub-step S^T from shared memory (K-major A and B), P^T by
 // exp2, dV += P^T dO with A from registers and dO MN-major (trans-b 1),
 // dP^T, dK += dS^T Q; then dS whole in shared memory and dQ = dS K with K
-// MN-major, added by red.global. The preprocess and dQ conversion entries
+// MN-major, added by float32 atomics. The preprocess and dQ conversion entries
 // are the shared ones.
 // CHECK-LABEL: gpu.func @bwd_pre
 // CHECK-LABEL: gpu.func @bwd(
@@ -26,6 +26,6 @@
 // CHECK: nvvm.fence.proxy {kind = #nvvm.proxy_kind<async.shared>
 // CHECK-NEXT: gpu.barrier
 // CHECK: nvvm.wgmma.mma_async {{.*}} <m = 64, n = 64, k = 16>, D[<f32>, <zero>], A[<bf16>, <one>, <row>], B[<bf16>, <one>, <row>]
-// CHECK: "red.global.add.f32 [$0], $1;"
+// CHECK: memref.atomic_rmw addf
 // CHECK-LABEL: gpu.func @bwd_dq
 flashjit.attention_fwd @bwd arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 1, lse = true, align = 8, direction = "backward">
