@@ -35,11 +35,9 @@ AuxCta locateAux(Entry &k) {
   return {y, k.e.mul(x, k.e.idx(kBackwardAuxRows)), seqQMax, seqKMax};
 }
 
-} // namespace
-
-void buildBackwardPreprocess(OpBuilder &builder, gpu::GPUModuleOp module,
-                             const std::string &main, const AttentionSpec &spec,
-                             const TileConfig &cfg) {
+void buildPreprocess(OpBuilder &builder, gpu::GPUModuleOp module,
+                     const std::string &main, const AttentionSpec &spec,
+                     const TileConfig &cfg) {
   Entry k(builder, module, backwardPreprocessEntry(main), spec, cfg,
           kBackwardAuxThreads);
   ForwardKernel &fk = k.fk;
@@ -96,9 +94,9 @@ void buildBackwardPreprocess(OpBuilder &builder, gpu::GPUModuleOp module,
   k.finish();
 }
 
-void buildBackwardConvert(OpBuilder &builder, gpu::GPUModuleOp module,
-                          const std::string &main, const AttentionSpec &spec,
-                          const TileConfig &cfg) {
+void buildConvert(OpBuilder &builder, gpu::GPUModuleOp module,
+                  const std::string &main, const AttentionSpec &spec,
+                  const TileConfig &cfg) {
   Entry k(builder, module, backwardConvertEntry(main), spec, cfg,
           kBackwardAuxThreads);
   ForwardKernel &fk = k.fk;
@@ -126,6 +124,19 @@ void buildBackwardConvert(OpBuilder &builder, gpu::GPUModuleOp module,
               });
             });
   k.finish();
+}
+
+} // namespace
+
+void buildBackwardModule(OpBuilder &builder, gpu::GPUModuleOp module,
+                         StringRef name, const AttentionSpec &spec,
+                         const TileConfig &cfg,
+                         function_ref<void(const std::string &main)> buildMain) {
+  OpBuilder::InsertionGuard guard(builder);
+  const std::string main = name.str();
+  buildPreprocess(builder, module, main, spec, cfg);
+  buildMain(main);
+  buildConvert(builder, module, main, spec, cfg);
 }
 
 } // namespace flashjit

@@ -168,6 +168,30 @@ struct Entry {
                        x.mul(query, a.dBiasRS)),
                  key);
   }
+  /// Adds `sum` to dQ element `col` of the workspace row at `rowAt`
+  /// (dqIndex of column 0): a float32 atomic, or, deterministic, a plain
+  /// add into this CTA's own partial. `inCols` (null: every column is) says
+  /// whether `col` is below head_dim_qk; a padding column's sum is 0 and
+  /// adds it to the row's first element, no branch per element (branches
+  /// spilled the sm80 kernel at d = 176..240).
+  void addDq(Emitter &x, Value rowAt, Value col, Value sum, Value inCols) {
+    if (fk.spec.deterministic) {
+      x.ifThen(inCols, [&] {
+        Value at = x.add(rowAt, col);
+        store(x, x.fadd(loadF32(x, a.ws, at), sum), a.ws, at);
+      });
+      return;
+    }
+    Value at = x.add(rowAt, col);
+    if (inCols) {
+      at = x.select(inCols, at, rowAt);
+      sum = x.select(inCols, sum, x.f32(0));
+    }
+    mlir::memref::AtomicRMWOp::create(x.b, x.loc,
+                                      mlir::arith::AtomicRMWKind::addf, sum,
+                                      a.ws, ValueRange{at});
+  }
+
   /// The workspace array of row value `which` (0: LSE', 1: D).
   Value rowArray(int which) { return which == 0 ? a.wsLse : a.wsDSum; }
 
@@ -250,15 +274,13 @@ struct Entry {
   void finish() { mlir::gpu::ReturnOp::create(fk.builder, fk.loc); }
 };
 
-/// The entries every backward module has beside its main kernel <name>
-/// (BackwardAux.cpp): <name>_pre (D = rowsum(dO * O), LSE * log2(e), the dQ
-/// partial sums and dBias zeroed) and <name>_dq (dQ from the partial sums).
-void buildBackwardPreprocess(OpBuilder &builder, mlir::gpu::GPUModuleOp module,
-                             const std::string &main, const AttentionSpec &spec,
-                             const TileConfig &cfg);
-void buildBackwardConvert(OpBuilder &builder, mlir::gpu::GPUModuleOp module,
-                          const std::string &main, const AttentionSpec &spec,
-                          const TileConfig &cfg);
+/// A backward module (BackwardAux.cpp): <name>_pre (D = rowsum(dO * O),
+/// LSE * log2(e), the dQ partial sums and dBias zeroed), the family's main
+/// kernel <name> by `buildMain`, and <name>_dq (dQ from the partial sums).
+void buildBackwardModule(OpBuilder &builder, mlir::gpu::GPUModuleOp module,
+                         StringRef name, const AttentionSpec &spec,
+                         const TileConfig &cfg,
+                         function_ref<void(const std::string &main)> buildMain);
 
 /// The main entry <name> with mma.sync products (TileConfig::scalar off).
 void buildMainMma(OpBuilder &builder, mlir::gpu::GPUModuleOp module,

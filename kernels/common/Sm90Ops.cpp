@@ -15,7 +15,6 @@ namespace {
 /// swizzle in bits 62-63, SBO (8-row groups, 1024 bytes) in bits 32-45, LBO
 /// in bits 16-29, the shared address in bits 0-13, each in 16-byte units.
 constexpr uint64_t kDescSwizzle128 = uint64_t(1) << 62;
-constexpr int64_t kSwizzleAtomBytes = 1024;
 constexpr uint64_t descField(int64_t bytes, int shift) {
   return uint64_t(bytes >> 4) << shift;
 }

@@ -14,13 +14,12 @@
 #include "common/Emitter.h"
 
 #include "flashjit/compiler/AttentionSpec.h"
+#include "flashjit/kernels/LayoutSm90.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 
 namespace flashjit::sm90 {
 
-/// k of one wgmma of 16-bit inputs.
-inline constexpr int kWgmmaK = 16;
 /// mbarrier.try_wait's suspend-time hint.
 inline constexpr int64_t kWaitTicks = 10000000;
 

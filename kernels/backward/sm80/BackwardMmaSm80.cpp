@@ -557,25 +557,7 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                         Value sum = dQAcc[mt][nt][2 * half + el];
                         Value inCols =
                             dqk == pdqk ? Value() : s.lt(col, s.idx(dqk));
-                        if (spec.deterministic) {
-                          s.ifThen(inCols, [&] {
-                            Value at = s.add(rowAt, col);
-                            k.store(s, s.fadd(k.loadF32(s, a.ws, at), sum),
-                                    a.ws, at);
-                          });
-                          continue;
-                        }
-                        // A padding column (its sum is 0) adds 0 to the
-                        // row's first element: no branch per element
-                        // (branches spilled at d = 176..240).
-                        Value at = s.add(rowAt, col);
-                        if (inCols) {
-                          at = s.select(inCols, at, rowAt);
-                          sum = s.select(inCols, sum, s.f32(0));
-                        }
-                        memref::AtomicRMWOp::create(
-                            s.b, s.loc, arith::AtomicRMWKind::addf, sum,
-                            a.ws, ValueRange{at});
+                        k.addDq(s, rowAt, col, sum, inCols);
                       }
                   });
                 }

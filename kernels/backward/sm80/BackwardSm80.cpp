@@ -283,14 +283,13 @@ void buildMainScalar(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name
 LogicalResult buildBackwardSm80(OpBuilder &builder, gpu::GPUModuleOp module,
                                 StringRef name, const AttentionSpec &spec,
                                 const TileConfig &cfg) {
-  OpBuilder::InsertionGuard guard(builder);
-  const std::string main = name.str();
-  buildBackwardPreprocess(builder, module, main, spec, cfg);
-  if (cfg.scalar)
-    buildMainScalar(builder, module, main, spec, cfg);
-  else
-    buildMainMma(builder, module, main, spec, cfg);
-  buildBackwardConvert(builder, module, main, spec, cfg);
+  buildBackwardModule(builder, module, name, spec, cfg,
+                      [&](const std::string &main) {
+                        if (cfg.scalar)
+                          buildMainScalar(builder, module, main, spec, cfg);
+                        else
+                          buildMainMma(builder, module, main, spec, cfg);
+                      });
   return success();
 }
 

@@ -381,32 +381,12 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                         Value col = y.add(
                             y.idx(box * kTmaBoxCols + j * kMmaTileN + el),
                             y.mul(inGroup, y.idx(2)));
-                        Value sum = dQ[4 * j + 2 * half + el];
                         // Only a last tile past head_dim_qk has padding
-                        // columns: the others add at rowAt + constant
-                        // offsets (a select of addresses takes their
-                        // registers: spills at d = 128).
+                        // columns.
                         const bool partial =
                             box * kTmaBoxCols + (j + 1) * kMmaTileN > dqk;
-                        Value inCols =
-                            partial ? y.lt(col, y.idx(dqk)) : Value();
-                        Value to = y.add(rowAt, col);
-                        if (spec.deterministic) {
-                          y.ifThen(inCols, [&] {
-                            k.store(y, y.fadd(k.loadF32(y, a.ws, to), sum),
-                                    a.ws, to);
-                          });
-                          continue;
-                        }
-                        // A padding column (its sum is 0) adds 0 to the
-                        // row's first element: no branch per element.
-                        if (partial) {
-                          to = y.select(inCols, to, rowAt);
-                          sum = y.select(inCols, sum, y.f32(0));
-                        }
-                        memref::AtomicRMWOp::create(
-                            y.b, y.loc, arith::AtomicRMWKind::addf, sum, a.ws,
-                            ValueRange{to});
+                        k.addDq(y, rowAt, col, dQ[4 * j + 2 * half + el],
+                                partial ? y.lt(col, y.idx(dqk)) : Value());
                       }
                   });
                 }
@@ -484,11 +464,10 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
 LogicalResult buildBackwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
                                 StringRef name, const AttentionSpec &spec,
                                 const TileConfig &cfg) {
-  OpBuilder::InsertionGuard guard(builder);
-  const std::string main = name.str();
-  buildBackwardPreprocess(builder, module, main, spec, cfg);
-  buildMain(builder, module, main, spec, cfg);
-  buildBackwardConvert(builder, module, main, spec, cfg);
+  buildBackwardModule(builder, module, name, spec, cfg,
+                      [&](const std::string &main) {
+                        buildMain(builder, module, main, spec, cfg);
+                      });
   return success();
 }
 

@@ -9,7 +9,6 @@ namespace flashjit {
 namespace {
 int roundUp(int v, int m) { return (v + m - 1) / m * m; }
 int ceilDiv(int v, int m) { return (v + m - 1) / m; }
-constexpr int kWgmmaK = 16;
 constexpr int kMaxRegisters = 255;
 /// Registers beside the accumulators: addresses, loop state, row values.
 constexpr int kOverheadRegisters = 32;

@@ -40,7 +40,6 @@ using namespace mlir;
 namespace flashjit {
 namespace {
 
-using sm90::kWgmmaK;
 /// Named barrier of all consumer threads (0 is the CTA's).
 constexpr int kConsumersBarrier = 1;
 /// Producer threads that zero K's pad columns (all but the TMA warp).

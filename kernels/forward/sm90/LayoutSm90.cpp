@@ -10,7 +10,6 @@ namespace flashjit {
 namespace {
 int roundUp(int v, int m) { return (v + m - 1) / m * m; }
 int ceilDiv(int v, int m) { return (v + m - 1) / m; }
-constexpr int kWgmmaK = 16;
 constexpr int kRegisterFile = 65536;
 /// Registers beside the accumulators, scores and P: softmax state, row and
 /// key indices, descriptors, loop state.

@@ -16,6 +16,8 @@
 
 namespace flashjit {
 
+/// k of one wgmma of 16-bit inputs.
+inline constexpr int kWgmmaK = 16;
 /// Query rows of one wgmma (m64), owned by one consumer warpgroup.
 inline constexpr int kWgmmaRows = 64;
 inline constexpr int kWarpgroupThreads = 128;
