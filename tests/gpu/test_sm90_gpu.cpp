@@ -101,6 +101,35 @@ std::vector<Sm90Problem> problems(int d, DType dtype) {
   return out;
 }
 
+/// Runs every variant of `pr` (variants()) against the float64 reference,
+/// outputs poisoned. A variant that the assembler spills is refused (the
+/// suite runs no kernel with local memory) and counted in `spilled`; the
+/// default must run.
+void runVariants(const Sm90Problem &pr, int &runs, int &spilled) {
+  const AttentionSpec spec = specFor(pr.problem);
+  const std::vector<TileConfig> configs = variants(spec);
+  for (const TileConfig &c : configs) {
+    ForwardProblem p = pr.problem;
+    p.tile = c;
+    const std::string what = pr.name + " " + kernelName(spec, c, Arch::Sm90a);
+    const uint64_t seed = std::hash<std::string>()(what);
+    ForwardRun run;
+    Status s = runForward(p, seed, /*withLse=*/true, run, 0, pr.prepare);
+    if (!s.isOk() && c != configs.front() &&
+        s.message().find("local memory") != std::string::npos) {
+      std::printf("  spills, not run: %s\n", what.c_str());
+      ++spilled;
+      continue;
+    }
+    ASSERT_TRUE(s.isOk()) << what << ": " << s.message();
+    CheckResult r = check(run, /*maxSlices=*/6, seed);
+    EXPECT_TRUE(r.pass) << what << "\n" << r.summary();
+    EXPECT_EQ(r.out.unwritten, 0) << what;
+    EXPECT_EQ(r.out.nonFinite, 0) << what;
+    ++runs;
+  }
+}
+
 } // namespace
 
 TEST(Sm90Family, EveryVariantMatchesTheReference) {
@@ -114,29 +143,9 @@ TEST(Sm90Family, EveryVariantMatchesTheReference) {
     for (const Sm90Problem &pr : problems(d, dtype)) {
       const AttentionSpec spec = specFor(pr.problem);
       ASSERT_TRUE(supportsSm90(spec, Arch::Sm90a).isOk()) << pr.name;
-      for (const TileConfig &c : variants(spec)) {
-        ForwardProblem p = pr.problem;
-        p.tile = c;
-        const std::string what =
-            pr.name + " " + kernelName(spec, c, Arch::Sm90a);
-        const uint64_t seed = std::hash<std::string>()(what);
-        ForwardRun run;
-        Status s = runForward(p, seed, /*withLse=*/true, run, 0, pr.prepare);
-        // A variant that the assembler spills is refused (the suite runs
-        // no kernel with local memory); the default must run.
-        if (!s.isOk() && c != defaultTileConfig(spec, Arch::Sm90a, Family::Sm90) &&
-            s.message().find("local memory") != std::string::npos) {
-          std::printf("  spills, not run: %s\n", what.c_str());
-          ++spilled;
-          continue;
-        }
-        ASSERT_TRUE(s.isOk()) << what << ": " << s.message();
-        CheckResult r = check(run, /*maxSlices=*/6, seed);
-        EXPECT_TRUE(r.pass) << what << "\n" << r.summary();
-        EXPECT_EQ(r.out.unwritten, 0) << what;
-        EXPECT_EQ(r.out.nonFinite, 0) << what;
-        ++runs;
-      }
+      runVariants(pr, runs, spilled);
+      if (::testing::Test::HasFatalFailure())
+        return;
     }
   }
   // 6 head dims x 6 problems x at least the default and three variants.
@@ -210,26 +219,9 @@ TEST(Sm90Family, HeadsInRowsMatchTheReference) {
     const AttentionSpec spec = specFor(pr.problem);
     ASSERT_TRUE(spec.headsInRows) << pr.name;
     ASSERT_TRUE(supportsSm90(spec, Arch::Sm90a).isOk()) << pr.name;
-    for (const TileConfig &c : variants(spec)) {
-      ForwardProblem p = pr.problem;
-      p.tile = c;
-      const std::string what = pr.name + " " + kernelName(spec, c, Arch::Sm90a);
-      const uint64_t seed = std::hash<std::string>()(what);
-      ForwardRun run;
-      Status s = runForward(p, seed, /*withLse=*/true, run, 0, pr.prepare);
-      if (!s.isOk() && c != variants(spec).front() &&
-          s.message().find("local memory") != std::string::npos) {
-        std::printf("  spills, not run: %s\n", what.c_str());
-        ++spilled;
-        continue;
-      }
-      ASSERT_TRUE(s.isOk()) << what << ": " << s.message();
-      CheckResult r = check(run, /*maxSlices=*/6, seed);
-      EXPECT_TRUE(r.pass) << what << "\n" << r.summary();
-      EXPECT_EQ(r.out.unwritten, 0) << what;
-      EXPECT_EQ(r.out.nonFinite, 0) << what;
-      ++runs;
-    }
+    runVariants(pr, runs, spilled);
+    if (::testing::Test::HasFatalFailure())
+      return;
   }
   EXPECT_GE(runs, 11 * 4);
   std::printf("%d runs, %d variants refused for spills\n", runs, spilled);
