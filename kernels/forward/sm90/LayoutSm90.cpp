@@ -75,21 +75,11 @@ TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
   c.family = Family::Sm90;
   c.stages = 2;
   // Measured on an H200 (bench/results/2026-12-03-h200-sm90-family.md,
-  // bf16, S=4096, either mask): two consumer warpgroups of 64 rows and
-  // 128-key tiles up to d=112, 176 at d=128 (1.01-1.03x 128:
-  // 2026-12-04-h200-sm90-tiles.md), pingpong from d=96 (1.03x at d =
-  // 96-128, none below); 64-key tiles with pingpong to d=192 (1.06-1.9x
-  // the 112-key tiles, whose two warpgroups ran at half speed); past that
-  // one consumer warpgroup of 80-key tiles (1.9x two at d=256).
-  if (d <= 128) {
-    c.blockM = 2 * kWgmmaRows, c.warps = 8, c.blockN = d > 112 ? 176 : 128;
-    c.pingpong = d > 80;
-  } else if (d <= 192) {
-    c.blockM = 2 * kWgmmaRows, c.warps = 8, c.blockN = 64;
-    c.pingpong = true;
-  } else {
-    c.blockM = kWgmmaRows, c.warps = 4, c.blockN = 80;
-  }
+  // 2026-12-04-h200-sm90-tiles.md; bf16, S=4096, either mask): two consumer
+  // warpgroups of 64 rows everywhere; 128-key tiles up to d=112 and 176 at
+  // d=128 (1.01-1.03x), pingpong from d=96 (1.03x at d = 96-128, none
+  // below); 96-key tiles with pingpong to d=192 (1.06-1.12x 64); past that
+  // 80-key tiles without pingpong (1.36x one consumer warpgroup at d=256).
   // Per-score work (bias, softcap) and per-row bounds (windows, varlen, key
   // lengths) keep more values live beside the scores: past d=128, 64-key
   // tiles leave them room (ptxas spills ALiBi + causal at d=192 and 256
@@ -98,6 +88,16 @@ TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
   const bool extraLiveValues =
       spec.bias != BiasMode::None || spec.softcap ||
       spec.mask == MaskMode::Window || spec.varlen || spec.keyLengths;
+  c.blockM = 2 * kWgmmaRows, c.warps = 8;
+  if (d <= 128) {
+    c.blockN = d > 112 ? 176 : 128;
+    c.pingpong = d > 80;
+  } else if (d <= 192) {
+    c.blockN = 96;
+    c.pingpong = true;
+  } else {
+    c.blockN = 80;
+  }
   if (extraLiveValues)
     c.blockN = d > 128 ? 64 : std::min(c.blockN, 128);
   // ALiBi's per-score distances at d > 192: fp16 spills 8 bytes with 48- and
