@@ -457,7 +457,9 @@ PY
 --head-dim 192 --seqlens-q 100,0,37 --seqlens-k 90,5,300 --mask causal --heads-q 8 --heads-kv 2;\
 --head-dim 256 --seqlen 200 --heads-q 2 --heads-kv 2;\
 --head-dim 100 --seqlen 300 --mask causal --heads-q 2 --heads-kv 2 --family sm90;\
---head-dim 36 --seqlen 200 --dtype fp16 --heads-q 8 --heads-kv 4 --family sm90")"
+--head-dim 36 --seqlen 200 --dtype fp16 --heads-q 8 --heads-kv 4 --family sm90;\
+--head-dim 128 --seqlen 300 --mask causal --heads-q 8 --heads-kv 2 --pack-gqa on;\
+--head-dim 64 --seqlen-q 77 --seqlen-k 500 --heads-q 16 --heads-kv 2 --pack-gqa on --pingpong on --overlap on")"
     ;;
   sm90-variants)
     local d m v variants

@@ -25,12 +25,19 @@ Status encodeOne(const driver::Api &cu, const ForwardProblem &p,
   const int64_t eb = elementBytes(p.dtype);
   const bool varlen = p.varlen.has_value();
   const int64_t batches = varlen ? 1 : p.batch;
+  // A packed GQA group (box.heads > 1): heads before rows, so that a box of
+  // (heads x rows / heads) lands as rows of (query, head) pairs. Heads in
+  // rows (headColumns): the columns span every head, heads of extent 1.
+  const bool headsFirst = t.box.heads > 1;
   const int64_t cols =
       headColumns ? t.strides.head * (t.heads - 1) + t.cols : t.cols;
-  cuuint64_t dims[4] = {cuuint64_t(cols), cuuint64_t(t.rows),
-                        cuuint64_t(headColumns ? 1 : t.heads),
+  const int64_t heads = headColumns ? 1 : t.heads;
+  cuuint64_t dims[4] = {cuuint64_t(cols),
+                        cuuint64_t(headsFirst ? heads : t.rows),
+                        cuuint64_t(headsFirst ? t.rows : heads),
                         cuuint64_t(batches)};
-  int64_t strides[3] = {t.strides.row * eb, t.strides.head * eb,
+  int64_t strides[3] = {(headsFirst ? t.strides.head : t.strides.row) * eb,
+                        (headsFirst ? t.strides.row : t.strides.head) * eb,
                         varlen ? 0 : t.strides.batch * eb};
   // A dimension of extent 1 is never stepped along: give it a stride TMA
   // accepts (a positive multiple of 16, at least every other stride)
@@ -45,6 +52,8 @@ Status encodeOne(const driver::Api &cu, const ForwardProblem &p,
   for (int i = 0; i < 3; ++i)
     byteStrides[i] = cuuint64_t(strides[i]);
   cuuint32_t box[4] = {cuuint32_t(t.box.cols), cuuint32_t(t.box.rows), 1, 1};
+  if (headsFirst)
+    box[1] = cuuint32_t(t.box.heads), box[2] = cuuint32_t(t.box.rows / t.box.heads);
   cuuint32_t elementStrides[4] = {1, 1, 1, 1};
   auto *map = reinterpret_cast<CUtensorMap *>(out.bytes);
   return driver::check(

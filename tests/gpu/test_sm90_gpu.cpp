@@ -2,7 +2,7 @@
 //
 // On sm_90a: every variant of the sm90 family (one to three consumer
 // warpgroups, K/V tile lengths, one to three stages, intra-warpgroup
-// overlap, pingpong) on problems that reach each of its paths: many K/V
+// overlap, pingpong, packed GQA groups) on problems that reach each of its paths: many K/V
 // tiles (the mbarrier ring wraps around), causal and rectangular masks
 // (tile skipping, the masked first tile), lengths that are no tile
 // multiple, GQA, varlen and key lengths whose padding keys hold NaN (rows
@@ -40,6 +40,8 @@ std::vector<TileConfig> variants(const AttentionSpec &spec) {
   add([](TileConfig &c) { c.stages = 1; });
   add([](TileConfig &c) { c.stages = 3, c.blockN = 64; });
   add([](TileConfig &c) { c.blockN = 176; });
+  // GQA problems (groups 2 and 4): a K/V head's whole group in one CTA.
+  add([](TileConfig &c) { c.packGqa = true; });
   return out;
 }
 

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <tuple>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -667,6 +668,17 @@ std::vector<ExtraCase> extraCases() {
                      makeSpec(d, d, DType::BF16, MaskMode::None,
                               alignmentElems({d})),
                      std::nullopt, arch});
+  }
+  // The sm90 family with packed GQA groups of 8 and 2 at its defaults.
+  for (auto [d, group, mask] : {std::tuple{128, 8, MaskMode::Causal},
+                                std::tuple{64, 2, MaskMode::None},
+                                std::tuple{256, 4, MaskMode::Causal}}) {
+    const AttentionSpec spec = makeSpec(d, d, DType::BF16, mask, 8, group);
+    TileConfig c = defaultTileConfig(spec, Arch::Sm90a, Family::Sm90);
+    c.packGqa = true;
+    out.push_back({"sm90_pack_gqa" + std::to_string(group) + "_d" +
+                       std::to_string(d) + "_sm_90a",
+                   spec, c, Arch::Sm90a});
   }
   return out;
 }

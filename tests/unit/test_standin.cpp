@@ -32,6 +32,8 @@ using namespace flashjit;
 using flashjit::test_support::readFile;
 using flashjit::test_support::standInLastLaunch;
 using flashjit::test_support::standInLaunches;
+using flashjit::test_support::standInTensorMap;
+using flashjit::test_support::standInTensorMaps;
 using flashjit::test_support::TempDir;
 
 namespace {
@@ -269,6 +271,64 @@ TEST(StandIn, DecodeSplitsOnTheSm80FamilyAndLaunchesItsHelpers) {
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.message().find("block_table[0][2047]"), std::string::npos)
       << bad.message();
+}
+
+// The sm90 family packs a GQA group's query heads into one CTA: its Q map
+// puts heads before rows, so that a box of 64 columns x 8 heads x 8
+// queries lands as 64 rows of (query, head) pairs; K and V keep (columns,
+// rows, heads). The grid covers seqlen_q x group rows per K/V head.
+TEST(StandIn, Sm90PackedGqaMapsQHeadsBeforeRows) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  ForwardProblem p = smallProblem(16, 2); // a group of 8
+  p.seqlenQ = p.seqlenK = 256;
+  p.headDimQK = p.headDimV = 128;
+  p.setDenseBSHD();
+  TileConfig t;
+  t.family = Family::Sm90;
+  t.blockM = 128;
+  t.blockN = 128;
+  t.warps = 8;
+  t.stages = 2;
+  for (bool packed : {false, true}) {
+    SCOPED_TRACE(packed ? "packed" : "unpacked");
+    t.packGqa = packed;
+    p.tile = t;
+    const long before = standInTensorMaps();
+    auto plan = rt->planForward(p, /*fullKernel=*/true);
+    ASSERT_TRUE(plan) << plan.message();
+    EXPECT_EQ(plan->config.packGqa, packed);
+    EXPECT_EQ(plan->grid[0], packed ? 256u * 8 / 128 : 256u / 128);
+    EXPECT_EQ(plan->grid[1], packed ? 2u : 16u);
+    ASSERT_EQ(standInTensorMaps(), before + 3);
+    auto q = standInTensorMap(before), k = standInTensorMap(before + 1);
+    ASSERT_TRUE(q && k);
+    EXPECT_EQ(q->rank, 4u);
+    // Element strides: head 128, row 16 x 128; bytes twice that.
+    const unsigned long long qDims[2][4] = {{128, 256, 16, 1}, {128, 16, 256, 1}};
+    const unsigned long long qBox[2][4] = {{64, 64, 1, 1}, {64, 8, 8, 1}};
+    const unsigned long long qStrides[2][2] = {{4096, 256}, {256, 4096}};
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(q->dims[i], qDims[packed][i]) << i;
+      EXPECT_EQ(q->box[i], qBox[packed][i]) << i;
+    }
+    EXPECT_EQ(q->strides[0], qStrides[packed][0]);
+    EXPECT_EQ(q->strides[1], qStrides[packed][1]);
+    const unsigned long long kDims[4] = {128, 256, 2, 1}, kBox[4] = {64, 128, 1, 1};
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(k->dims[i], kDims[i]) << i;
+      EXPECT_EQ(k->box[i], kBox[i]) << i;
+    }
+  }
+  // A group that does not divide a warpgroup's 64 rows is refused.
+  ForwardProblem odd = smallProblem(6, 2);
+  odd.tile = t;
+  auto refused = rt->planForward(odd);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.message().find("divides 64"), std::string::npos)
+      << refused.message();
 }
 
 // `flashjit bench --back-to-back N`: each timed run queues N launches

@@ -54,7 +54,8 @@ struct Sm90Builder {
   MLIRContext *ctx;
   const sm90::Window &smem;
   Value qMap, kMap, vMap;
-  Type tmaTileQ, tmaTileKV; ///< memref<1x1xRx64xelem, 3>
+  /// memref<1x1xRx64xelem, 3>; a packed Q: memref<1 x R/H x H x 64 x elem, 3>
+  Type tmaTileQ, tmaTileKV;
 
   // Barrier ids in the group.
   Value qFull() { return e.idx(0); }
@@ -200,13 +201,19 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
       builder, loc, module, L.sharedMemBytes, L.barrierOffset, L.barrierCount);
   Value barriers = smem.barriers;
 
-  auto tileType = [&](int rows) {
-    return MemRefType::get({1, 1, rows, kTmaBoxCols}, fk.elemTy, AffineMap(),
-                           smemSpace);
+  // A box of `rows` rows of 64 columns; with `heads` > 1 the rows are
+  // (query, head) pairs of a packed GQA group (TmaBox::heads): the same
+  // bytes in shared memory, the map's dimensions in another order.
+  auto tileType = [&](int rows, int heads = 1) {
+    const SmallVector<int64_t, 4> shape =
+        heads > 1 ? SmallVector<int64_t, 4>{1, rows / heads, heads, kTmaBoxCols}
+                  : SmallVector<int64_t, 4>{1, 1, rows, kTmaBoxCols};
+    return MemRefType::get(shape, fk.elemTy, AffineMap(), smemSpace);
   };
-  auto mapOf = [&](int arg, int rows) {
+  const int qHeads = cfg.packGqa ? spec.gqaGroup : 1;
+  auto mapOf = [&](int arg, int rows, int heads = 1) {
     auto type = nvgpu::TensorMapDescriptorType::get(
-        ctx, tileType(rows), nvgpu::TensorMapSwizzleKind::SWIZZLE_128B,
+        ctx, tileType(rows, heads), nvgpu::TensorMapSwizzleKind::SWIZZLE_128B,
         nvgpu::TensorMapL2PromoKind::L2PROMO_128B,
         nvgpu::TensorMapOOBKind::OOB_ZERO,
         nvgpu::TensorMapInterleaveKind::INTERLEAVE_NONE);
@@ -214,9 +221,18 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
                                               ValueRange{fk.extraArg(arg)})
         .getResult(0);
   };
-  Sm90Builder sb{fk,   L,    builder, loc, e, ctx, smem, mapOf(0, kWgmmaRows),
-                 mapOf(1, cfg.blockN), mapOf(2, cfg.blockN),
-                 tileType(kWgmmaRows), tileType(cfg.blockN)};
+  Sm90Builder sb{fk,
+                 L,
+                 builder,
+                 loc,
+                 e,
+                 ctx,
+                 smem,
+                 mapOf(0, kWgmmaRows, qHeads),
+                 mapOf(1, cfg.blockN),
+                 mapOf(2, cfg.blockN),
+                 tileType(kWgmmaRows, qHeads),
+                 tileType(cfg.blockN)};
 
   // ---- the barriers: thread 0 initialises them, the async proxy (TMA)
   // sees them after the fence.
@@ -271,20 +287,27 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
     NVVM::SetMaxRegisterOp::create(builder, loc, kProducerRegisters,
                                    NVVM::SetMaxRegisterAction::decrease);
     e.ifThen(e.cmp(arith::CmpIPredicate::eq, tid, e.idx(0)), [&] {
-      Value qRow = e.add(fk.startQ, fk.mStart);
+      // Packed: the block's rows are (query, head) pairs from query
+      // mStart / group, its heads the K/V head's group.
+      Value qRow = e.add(fk.startQ, qHeads > 1 ? e.div(fk.mStart, qHeads)
+                                                : fk.mStart);
       nvgpu::MBarrierArriveExpectTxOp::create(
           builder, loc, barriers,
           e.idx(L.consumers * L.boxesQK * L.qBoxBytes), sb.qFull(), Value());
       for (int c = 0; c < L.consumers; ++c)
-        for (int b = 0; b < L.boxesQK; ++b)
+        for (int b = 0; b < L.boxesQK; ++b) {
+          Value row = e.add(qRow, e.idx(c * kWgmmaRows / qHeads));
+          SmallVector<Value> at =
+              sb.coordinates(e, b, row, fk.yBlock, fk.qHS, batchCoord);
+          if (qHeads > 1)
+            at = {e.idx(b * kTmaBoxCols), e.mul(fk.kvHead, e.idx(qHeads)),
+                  row, batchCoord};
           nvgpu::TmaAsyncLoadOp::create(
               builder, loc,
               smem.view(e, sb.tmaTileQ,
                       e.idx(L.qOffset + (c * L.boxesQK + b) * L.qBoxBytes)),
-              barriers, sb.qMap,
-              sb.coordinates(e, b, e.add(qRow, e.idx(c * kWgmmaRows)),
-                             fk.yBlock, fk.qHS, batchCoord),
-              sb.qFull(), Value(), Value());
+              barriers, sb.qMap, at, sb.qFull(), Value(), Value());
+        }
       e.runtimeLoop(e.idx(0), nBlocks, 1, [&](Emitter &x, Value it) {
         Value slot = x.rem(it, cfg.stages);
         Value emptyParity = arith::XOrIOp::create(

@@ -138,8 +138,18 @@ Status validateSm90(const TileConfig &c, const AttentionSpec &spec, Arch arch) {
     return error("stages must be in [1, 4], got " + std::to_string(c.stages));
   if (c.quick)
     return error("the sm90 family has no quick form (quick is an sm80 knob)");
-  if (c.packGqa)
-    return error("pack_gqa is not available in the sm90 family");
+  // A packed group's Q rows are one TMA box of (query, head) pairs per
+  // consumer warpgroup: the group must divide its 64 rows.
+  if (c.packGqa && (spec.gqaGroup < 2 || kWgmmaRows % spec.gqaGroup != 0))
+    return error("pack_gqa in the sm90 family needs a GQA group that "
+                 "divides 64 (2, 4, 8, 16, 32 or 64 query heads per K/V "
+                 "head), got " +
+                 std::to_string(spec.gqaGroup));
+  // Its box steps along heads, which heads in rows have no stride for.
+  if (c.packGqa && spec.headsInRows)
+    return error("pack_gqa in the sm90 family needs 16-byte aligned heads "
+                 "(TMA steps along them); these heads lie in rows "
+                 "(heads_in_rows): use pack_gqa off");
   if (c.pingpong && c.warps != 8)
     return error("pingpong needs two consumer warpgroups (warps=8), got "
                  "warps=" + std::to_string(c.warps));
@@ -178,7 +188,7 @@ LaunchFacts launchFactsSm90(const AttentionSpec &spec, const TileConfig &c) {
   f.sharedMemBytes = l.sharedMemBytes;
   f.blockM = c.blockM;
   f.ptxasOptLevel = 3;
-  f.tmaQ = {kWgmmaRows, kTmaBoxCols};
+  f.tmaQ = {kWgmmaRows, kTmaBoxCols, c.packGqa ? spec.gqaGroup : 1};
   f.tmaK = {c.blockN, kTmaBoxCols};
   f.tmaV = {c.blockN, kTmaBoxCols};
   f.tmaHeadColumns = spec.headsInRows;

@@ -31,12 +31,16 @@ namespace flashjit {
 /// One TMA tensor map a kernel takes by value (a 128-byte CUtensorMap): the
 /// box it copies is `rows` x `cols` elements (the innermost `cols` at most
 /// 64: one 128-byte swizzle span), swizzled by 128 bytes. rows == 0: the
-/// kernel takes no map for that operand.
+/// kernel takes no map for that operand. heads > 1: the rows are (sequence
+/// row, head) pairs, head fastest, of `heads` adjacent heads (a packed GQA
+/// group): the map's dimensions are (cols, heads, rows, batch), not (cols,
+/// rows, heads, batch), and its box is cols x heads x rows / heads.
 struct TmaBox {
   int rows = 0;
   int cols = 0;
+  int heads = 1;
   bool operator==(const TmaBox &o) const {
-    return rows == o.rows && cols == o.cols;
+    return rows == o.rows && cols == o.cols && heads == o.heads;
   }
 };
 
