@@ -236,6 +236,32 @@ Status validate(const BackwardProblem &p) {
 AttentionSpec specFor(const BackwardProblem &p) {
   AttentionSpec spec = specFor(static_cast<const ForwardProblem &>(p));
   spec.direction = Direction::Backward;
+  // dO is copied and dQ, dK, dV stored as Q, K, V are: their pointers and
+  // moving strides bound the alignment too.
+  const int64_t eb = elementBytes(p.dtype);
+  const int64_t batches = p.varlen ? 1 : p.batch;
+  const int64_t rowsQ = p.varlen ? p.varlen->totalQ : p.seqlenQ;
+  const int64_t rowsK = p.varlen ? p.varlen->totalK : p.seqlenK;
+  std::vector<int64_t> values = {spec.globalAlignElems};
+  const struct {
+    const void *ptr;
+    const Strides &strides;
+    int64_t heads, rows;
+  } gradients[] = {{p.dO, p.dOStrides, p.headsQ, rowsQ},
+                   {p.dQ, p.dQStrides, p.headsQ, rowsQ},
+                   {p.dK, p.dKStrides, p.headsKV, rowsK},
+                   {p.dV, p.dVStrides, p.headsKV, rowsK}};
+  for (const auto &t : gradients) {
+    values.push_back(
+        static_cast<int64_t>(reinterpret_cast<uintptr_t>(t.ptr) / eb));
+    if (batches > 1)
+      values.push_back(t.strides.batch);
+    if (t.heads > 1)
+      values.push_back(t.strides.head);
+    if (t.rows > 1)
+      values.push_back(t.strides.row);
+  }
+  spec.globalAlignElems = alignmentElems(values);
   spec.headsInRows = false; // a fact for the sm90 forward's TMA only
   spec.deterministic = p.deterministic;
   spec.biasGrad = p.biasGrad;
