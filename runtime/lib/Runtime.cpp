@@ -1146,7 +1146,8 @@ Status Runtime::launch(const ForwardPlan &plan, void *stream) {
                 "launch parameters out of step with DecodeKernelArgs");
   // Then the decode parameters (decode specs) and the tensor maps, by value
   // (the driver copies 128 bytes each).
-  void *all[kForwardKernelArgCount + kDecodeKernelArgCount + 3];
+  void *all[kForwardKernelArgCount + kDecodeKernelArgCount +
+            ForwardPlan::kMaxTensorMaps];
   forwardArgAddresses(const_cast<ForwardKernelArgs &>(plan.args), all);
   void **next = all + kForwardKernelArgCount;
   if (plan.spec.pagedKV || plan.spec.splitKV)
@@ -1215,6 +1216,8 @@ Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
   plan.auxGrid[2] = static_cast<unsigned>(p.batch);
   m.launch = launchFacts(m.spec, m.config);
   m.args = kernelArgsOf(p);
+  if (Status s = encodeTensorMaps(*impl_->cu, p, m.launch, m, &p); !s)
+    return s;
 
   plan.workspaceLayout = backwardWorkspace(p.params(), splits);
   const BackwardWorkspace &w = plan.workspaceLayout;
@@ -1285,8 +1288,10 @@ Status Runtime::launch(const BackwardPlan &plan, void *stream) {
   if (!ws)
     return ws.status();
   a.workspace = static_cast<float *>(*ws);
-  // ForwardKernelArgs first, then BackwardKernelArgs.
-  void *params[kForwardKernelArgCount + kBackwardArgCount];
+  // ForwardKernelArgs first, then BackwardKernelArgs, then the main
+  // kernel's tensor maps (by value; the other two take fewer parameters).
+  void *params[kForwardKernelArgCount + kBackwardArgCount +
+               ForwardPlan::kMaxTensorMaps];
   forwardArgAddresses(const_cast<ForwardKernelArgs &>(plan.main.args), params);
   void *backwardParams[] = {
       &a.dO, &a.dQ, &a.dK, &a.dV, &a.dBias, &a.workspace,
@@ -1306,8 +1311,11 @@ Status Runtime::launch(const BackwardPlan &plan, void *stream) {
                             kBackwardStrideArgs * sizeof(int64_t) +
                             sizeof(int32_t),
                 "launch parameters out of step with BackwardKernelArgs");
-  std::copy(std::begin(backwardParams), std::end(backwardParams),
-            params + kForwardKernelArgCount);
+  void **next = std::copy(std::begin(backwardParams), std::end(backwardParams),
+                          params + kForwardKernelArgCount);
+  auto &maps = const_cast<BackwardPlan &>(plan).main.tensorMaps;
+  for (int i = 0; i < plan.main.tensorMapCount; ++i)
+    *next++ = &maps[i];
   const LoadedKernel &k = *plan.main.kernel;
   const KernelLauncher run{cu, static_cast<CUstream>(stream)};
   Status s = run(plan.preprocess, plan.auxGrid, kBackwardAuxThreads, 0, params,

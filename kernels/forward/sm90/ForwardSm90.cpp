@@ -191,8 +191,6 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
                         kForwardKernelArgCount + 2}));
   Emitter &e = fk.e;
   Location loc = fk.loc;
-  auto smemSpace = gpu::AddressSpaceAttr::get(
-      ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
 
   // ---- shared memory: one extern window (sm90::Window) of the tiles and
   // barriers.
@@ -201,18 +199,10 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   Value barriers = smem.barriers;
 
   auto tileType = [&](int rows) {
-    return MemRefType::get({1, 1, rows, kTmaBoxCols}, fk.elemTy, AffineMap(),
-                           smemSpace);
+    return sm90::tmaBoxType(ctx, fk.elemTy, rows);
   };
   auto mapOf = [&](int arg, int rows) {
-    auto type = nvgpu::TensorMapDescriptorType::get(
-        ctx, tileType(rows), nvgpu::TensorMapSwizzleKind::SWIZZLE_128B,
-        nvgpu::TensorMapL2PromoKind::L2PROMO_128B,
-        nvgpu::TensorMapOOBKind::OOB_ZERO,
-        nvgpu::TensorMapInterleaveKind::INTERLEAVE_NONE);
-    return UnrealizedConversionCastOp::create(builder, loc, type,
-                                              ValueRange{fk.extraArg(arg)})
-        .getResult(0);
+    return sm90::tensorMap(e, fk.extraArg(arg), tileType(rows));
   };
   Sm90Builder sb{fk,   L,    builder, loc, e, ctx, smem, mapOf(0, kWgmmaRows),
                  mapOf(1, cfg.blockN), mapOf(2, cfg.blockN),
@@ -254,11 +244,7 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   Value batchCoord = spec.varlen ? e.idx(0) : fk.batch;
   Value warpgroup = e.div(tid, kWarpgroupThreads);
   auto parityOf = [&](Emitter &x, Value it) {
-    Value round = x.div(it, cfg.stages);
-    return arith::TruncIOp::create(
-        x.b, x.loc, x.b.getI1Type(),
-        arith::IndexCastOp::create(x.b, x.loc, x.b.getI32Type(),
-                                   x.rem(round, 2)));
+    return sm90::parity(x, x.div(it, cfg.stages));
   };
 
   auto roles = scf::IfOp::create(
