@@ -14,9 +14,11 @@ cd "$root"
 build=${BUILD_DIR:-$root/build}
 export CCACHE_BASEDIR=$root
 BUILD_DIR=$build bash tools/scripts/build.sh -DFLASHJIT_STATIC_LLVM=ON
+# A worktree's .git is a file: the exclude list lives in the common git dir.
+exclude=$(git rev-parse --git-common-dir)/info/exclude
 for ignored in .device .whl; do
-  grep -qxF "$ignored" .git/info/exclude 2>/dev/null ||
-    { mkdir -p .git/info && echo "$ignored" >> .git/info/exclude; }
+  grep -qxF "$ignored" "$exclude" 2>/dev/null ||
+    { mkdir -p "$(dirname "$exclude")" && echo "$ignored" >> "$exclude"; }
 done
 mkdir -p .device
 stage=$(mktemp -d)

@@ -68,6 +68,11 @@ inline SmallVector<Type> backwardArgTypes(OpBuilder &b, const AttentionSpec &spe
   return types;
 }
 
+inline SmallVector<Type> concat(SmallVector<Type> a, ArrayRef<Type> b) {
+  a.append(b.begin(), b.end());
+  return a;
+}
+
 /// One backward entry: its ForwardKernel (arguments, sequence), the
 /// backward's arguments and the thread index.
 struct Entry {
@@ -76,10 +81,13 @@ struct Entry {
   BackwardArgs a;
   Value tid;
 
+  /// `extraArgs` come after the backward's (fk.extraArg(kBackwardArgCount
+  /// + i)): tensor maps.
   Entry(OpBuilder &builder, mlir::gpu::GPUModuleOp module, StringRef name,
-        const AttentionSpec &spec, const TileConfig &cfg, int threads)
+        const AttentionSpec &spec, const TileConfig &cfg, int threads,
+        ArrayRef<Type> extraArgs = {})
       : fk(builder, module, name, spec, cfg, threads,
-           backwardArgTypes(builder, spec)),
+           concat(backwardArgTypes(builder, spec), extraArgs)),
         e(fk.e), a(fk) {
     tid = mlir::gpu::ThreadIdOp::create(builder, fk.loc, mlir::gpu::Dimension::x);
   }

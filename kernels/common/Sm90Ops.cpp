@@ -98,6 +98,46 @@ Value Window::descriptor(Emitter &x, Value offsetBytes, int64_t lbo) const {
                               i64(x, static_cast<int64_t>(fields)));
 }
 
+Type tmaBoxType(MLIRContext *ctx, Type elem, int rows) {
+  auto smemSpace = gpu::AddressSpaceAttr::get(
+      ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
+  return MemRefType::get({1, 1, rows, kTmaBoxCols}, elem, AffineMap(),
+                         smemSpace);
+}
+
+Value tensorMap(Emitter &x, Value arg, Type box) {
+  auto type = nvgpu::TensorMapDescriptorType::get(
+      x.b.getContext(), cast<MemRefType>(box),
+      nvgpu::TensorMapSwizzleKind::SWIZZLE_128B,
+      nvgpu::TensorMapL2PromoKind::L2PROMO_128B,
+      nvgpu::TensorMapOOBKind::OOB_ZERO,
+      nvgpu::TensorMapInterleaveKind::INTERLEAVE_NONE);
+  return UnrealizedConversionCastOp::create(x.b, x.loc, type, ValueRange{arg})
+      .getResult(0);
+}
+
+Value parity(Emitter &x, Value completions) {
+  return arith::TruncIOp::create(
+      x.b, x.loc, x.b.getI1Type(),
+      arith::IndexCastOp::create(x.b, x.loc, x.b.getI32Type(),
+                                 x.rem(completions, 2)));
+}
+
+void reduceAddBulk(Emitter &x, Value gmemAddr, Value smemAddr, Value bytes) {
+  LLVM::InlineAsmOp::create(
+      x.b, x.loc, TypeRange{}, ValueRange{gmemAddr, smemAddr, bytes},
+      "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [$0], "
+      "[$1], $2;\n\tcp.async.bulk.commit_group;",
+      "l,r,r,~{memory}", /*has_side_effects=*/true, /*is_align_stack=*/false,
+      LLVM::tailcallkind::TailCallKind::None, /*asm_dialect=*/nullptr,
+      /*operand_attrs=*/nullptr);
+}
+
+void waitBulk(Emitter &x, bool readsOnly) {
+  NVVM::CpAsyncBulkWaitGroupOp::create(
+      x.b, x.loc, 0, readsOnly ? x.b.getUnitAttr() : UnitAttr());
+}
+
 Value advance(Emitter &x, Value desc, int64_t bytes) {
   const int64_t units = bytes >> 4;
   return units == 0 ? desc

@@ -48,6 +48,26 @@ struct Window {
   Value descriptor(Emitter &x, Value offsetBytes, int64_t lbo) const;
 };
 
+/// memref<1x1x`rows`x64xelem> in shared memory: one TMA box of a 4-d map.
+Type tmaBoxType(mlir::MLIRContext *ctx, Type elem, int rows);
+/// Kernel argument `arg` (the address of a __grid_constant__ CUtensorMap)
+/// as the tensor map of boxes `box` that the runtime encodes
+/// (runtime/lib/TensorMaps.cpp: 128-byte swizzle, zeros out of bounds).
+Value tensorMap(Emitter &x, Value arg, Type box);
+/// An mbarrier's phase parity (i1) after `completions` completed phases.
+Value parity(Emitter &x, Value completions);
+
+/// Adds `bytes` (i32, a multiple of 16) of float32 from shared address
+/// `smemAddr` (i32) to global address `gmemAddr` (i64), both 16-byte
+/// aligned, as one bulk group of this thread (cp.reduce.async.bulk .add:
+/// element-wise atomic, through the async proxy; inline PTX, MLIR 22 has
+/// only the tensor form). Shared stores it reads need
+/// fenceAsyncShared first.
+void reduceAddBulk(Emitter &x, Value gmemAddr, Value smemAddr, Value bytes);
+/// Waits until this thread's bulk groups have read their shared memory
+/// (`readsOnly`) or completed.
+void waitBulk(Emitter &x, bool readsOnly);
+
 /// `desc` moved `bytes` (a multiple of 16) further in shared memory.
 Value advance(Emitter &x, Value desc, int64_t bytes);
 

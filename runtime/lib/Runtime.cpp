@@ -236,6 +236,32 @@ Status validate(const BackwardProblem &p) {
 AttentionSpec specFor(const BackwardProblem &p) {
   AttentionSpec spec = specFor(static_cast<const ForwardProblem &>(p));
   spec.direction = Direction::Backward;
+  // dO is copied and dQ, dK, dV stored as Q, K, V are: their pointers and
+  // moving strides bound the alignment too.
+  const int64_t eb = elementBytes(p.dtype);
+  const int64_t batches = p.varlen ? 1 : p.batch;
+  const int64_t rowsQ = p.varlen ? p.varlen->totalQ : p.seqlenQ;
+  const int64_t rowsK = p.varlen ? p.varlen->totalK : p.seqlenK;
+  std::vector<int64_t> values = {spec.globalAlignElems};
+  const struct {
+    const void *ptr;
+    const Strides &strides;
+    int64_t heads, rows;
+  } gradients[] = {{p.dO, p.dOStrides, p.headsQ, rowsQ},
+                   {p.dQ, p.dQStrides, p.headsQ, rowsQ},
+                   {p.dK, p.dKStrides, p.headsKV, rowsK},
+                   {p.dV, p.dVStrides, p.headsKV, rowsK}};
+  for (const auto &t : gradients) {
+    values.push_back(
+        static_cast<int64_t>(reinterpret_cast<uintptr_t>(t.ptr) / eb));
+    if (batches > 1)
+      values.push_back(t.strides.batch);
+    if (t.heads > 1)
+      values.push_back(t.strides.head);
+    if (t.rows > 1)
+      values.push_back(t.strides.row);
+  }
+  spec.globalAlignElems = alignmentElems(values);
   spec.headsInRows = false; // a fact for the sm90 forward's TMA only
   spec.deterministic = p.deterministic;
   spec.biasGrad = p.biasGrad;
@@ -1120,7 +1146,8 @@ Status Runtime::launch(const ForwardPlan &plan, void *stream) {
                 "launch parameters out of step with DecodeKernelArgs");
   // Then the decode parameters (decode specs) and the tensor maps, by value
   // (the driver copies 128 bytes each).
-  void *all[kForwardKernelArgCount + kDecodeKernelArgCount + 3];
+  void *all[kForwardKernelArgCount + kDecodeKernelArgCount +
+            ForwardPlan::kMaxTensorMaps];
   forwardArgAddresses(const_cast<ForwardKernelArgs &>(plan.args), all);
   void **next = all + kForwardKernelArgCount;
   if (plan.spec.pagedKV || plan.spec.splitKV)
@@ -1189,6 +1216,8 @@ Expected<BackwardPlan> Runtime::planBackward(const BackwardProblem &p) {
   plan.auxGrid[2] = static_cast<unsigned>(p.batch);
   m.launch = launchFacts(m.spec, m.config);
   m.args = kernelArgsOf(p);
+  if (Status s = encodeTensorMaps(*impl_->cu, p, m.launch, m, &p); !s)
+    return s;
 
   plan.workspaceLayout = backwardWorkspace(p.params(), splits);
   const BackwardWorkspace &w = plan.workspaceLayout;
@@ -1259,8 +1288,10 @@ Status Runtime::launch(const BackwardPlan &plan, void *stream) {
   if (!ws)
     return ws.status();
   a.workspace = static_cast<float *>(*ws);
-  // ForwardKernelArgs first, then BackwardKernelArgs.
-  void *params[kForwardKernelArgCount + kBackwardArgCount];
+  // ForwardKernelArgs first, then BackwardKernelArgs, then the main
+  // kernel's tensor maps (by value; the other two take fewer parameters).
+  void *params[kForwardKernelArgCount + kBackwardArgCount +
+               ForwardPlan::kMaxTensorMaps];
   forwardArgAddresses(const_cast<ForwardKernelArgs &>(plan.main.args), params);
   void *backwardParams[] = {
       &a.dO, &a.dQ, &a.dK, &a.dV, &a.dBias, &a.workspace,
@@ -1280,8 +1311,11 @@ Status Runtime::launch(const BackwardPlan &plan, void *stream) {
                             kBackwardStrideArgs * sizeof(int64_t) +
                             sizeof(int32_t),
                 "launch parameters out of step with BackwardKernelArgs");
-  std::copy(std::begin(backwardParams), std::end(backwardParams),
-            params + kForwardKernelArgCount);
+  void **next = std::copy(std::begin(backwardParams), std::end(backwardParams),
+                          params + kForwardKernelArgCount);
+  auto &maps = const_cast<BackwardPlan &>(plan).main.tensorMaps;
+  for (int i = 0; i < plan.main.tensorMapCount; ++i)
+    *next++ = &maps[i];
   const LoadedKernel &k = *plan.main.kernel;
   const KernelLauncher run{cu, static_cast<CUstream>(stream)};
   Status s = run(plan.preprocess, plan.auxGrid, kBackwardAuxThreads, 0, params,

@@ -1,4 +1,4 @@
-//===- TensorMaps.cpp - TMA tensor maps of a forward call -----------------===//
+//===- TensorMaps.cpp - TMA tensor maps of a kernel call ------------------===//
 #include "TensorMaps.h"
 
 #include <algorithm>
@@ -74,7 +74,8 @@ static_assert(sizeof(ForwardPlan::TensorMap) == sizeof(CUtensorMap) &&
               "ForwardPlan::TensorMap must hold a CUtensorMap");
 
 Status encodeTensorMaps(const driver::Api &cu, const ForwardProblem &p,
-                        const LaunchFacts &facts, ForwardPlan &plan) {
+                        const LaunchFacts &facts, ForwardPlan &plan,
+                        const BackwardProblem *backward) {
   plan.tensorMapCount = 0;
   if (!facts.usesTma())
     return Status::ok();
@@ -85,10 +86,14 @@ Status encodeTensorMaps(const driver::Api &cu, const ForwardProblem &p,
       {"q", p.q, p.headDimQK, (p.varlen ? p.varlen->totalQ : p.seqlenQ), p.headsQ, p.qStrides, facts.tmaQ},
       {"k", p.k, p.headDimQK, (p.varlen ? p.varlen->totalK : p.seqlenK), p.headsKV, p.kStrides, facts.tmaK},
       {"v", p.v, p.headDimV, (p.varlen ? p.varlen->totalK : p.seqlenK), p.headsKV, p.vStrides, facts.tmaV},
+      {"do", backward ? backward->dO : nullptr, p.headDimV, (p.varlen ? p.varlen->totalQ : p.seqlenQ), p.headsQ, backward ? backward->dOStrides : p.oStrides, facts.tmaDO},
   };
   for (const Operand &t : operands) {
     if (t.box.rows == 0)
       continue;
+    if (!t.base)
+      return Status::error(std::string("this kernel loads ") + t.name +
+                           " with TMA and the call has none");
     if (Status s = encodeOne(cu, p, t, facts.tmaHeadColumns,
                              plan.tensorMaps[plan.tensorMapCount]);
         !s)

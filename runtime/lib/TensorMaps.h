@@ -1,7 +1,8 @@
-//===- TensorMaps.h - TMA tensor maps of a forward call -------------------===//
+//===- TensorMaps.h - TMA tensor maps of a kernel call --------------------===//
 //
 // Private to runtime/lib. Kernels that load with TMA (LaunchFacts::usesTma)
-// take a 128-byte CUtensorMap per operand by value, after ForwardKernelArgs.
+// take a 128-byte CUtensorMap per operand by value, after their other
+// arguments (ForwardKernelArgs, and BackwardKernelArgs for a backward).
 // Each describes its tensor as 4D, innermost first: {head_dim, rows, heads,
 // batches} (varlen: rows = all packed rows, one batch), strides in bytes,
 // boxes of LaunchFacts' size, 128-byte swizzle, zeros past every edge.
@@ -16,10 +17,12 @@
 
 namespace flashjit {
 
-/// Encodes the tensor maps `facts` asks for into plan.tensorMaps (Q, K, V
-/// in that order, those with a box) and sets plan.tensorMapCount.
+/// Encodes the tensor maps `facts` asks for into plan.tensorMaps (Q, K, V,
+/// dO in that order, those with a box) and sets plan.tensorMapCount. dO is
+/// `backward`'s (required when facts.tmaDO has rows).
 Status encodeTensorMaps(const driver::Api &cu, const ForwardProblem &problem,
-                        const LaunchFacts &facts, ForwardPlan &plan);
+                        const LaunchFacts &facts, ForwardPlan &plan,
+                        const BackwardProblem *backward = nullptr);
 
 } // namespace flashjit
 

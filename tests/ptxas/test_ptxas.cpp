@@ -239,16 +239,38 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
     if (config.family == Family::Sm90) {
       // 128-byte rows of 64-column boxes: K and V of block_n keys, Q and dO
       // of 64 queries per stage, dS of 64 queries x block_n keys; LSE' and
-      // D of each stage's queries.
+      // D of each stage's queries; dQ's float32 rows (8 past a multiple of
+      // 32 floats, at least a warpgroup's columns: a whole second box when
+      // two split them), one buffer per warpgroup when both take every
+      // column; with TMA (16-byte rows) a barrier for K and V and one per
+      // stage.
       const int boxesQK = (spec.headDimQK + 63) / 64;
       const int boxesV = (spec.headDimV + 63) / 64;
-      EXPECT_EQ(art.launch.sharedMemBytes,
-                (boxesQK + boxesV) * config.blockN * 128 +
-                    config.stages * (boxesQK + boxesV) * 64 * 128 +
-                    config.blockN * 128 + 2 * config.stages * 64 * 4);
+      const bool two = config.warps == 8;
+      const bool split = two && boxesQK == 2;
+      const int buffers = two && !split && !spec.deterministic ? 2 : 1;
+      const int cols = split ? 128 : (spec.headDimQK + 7) / 8 * 8;
+      const int rowFloats = (std::max(cols - 8, 0) + 31) / 32 * 32 + 8;
+      int bytes = (boxesQK + boxesV) * config.blockN * 128 +
+                  config.stages * (boxesQK + boxesV) * 64 * 128 +
+                  config.blockN * 128 + 2 * config.stages * 64 * 4 +
+                  buffers * 64 * rowFloats * 4;
+      const bool tma =
+          spec.globalAlignElems * elementBytes(spec.dtype) >= 16;
+      if (tma)
+        bytes += 8 * (1 + config.stages);
+      EXPECT_EQ(art.launch.sharedMemBytes, bytes);
       EXPECT_NE(ptx.find("wgmma.mma_async.sync.aligned.m64n"),
                 std::string::npos);
       EXPECT_EQ(ptx.find("mma.sync.aligned.m16n8k16"), std::string::npos);
+      EXPECT_EQ(ptx.find("cp.async.bulk.tensor") != std::string::npos, tma);
+      // dQ goes by bulk reductions, in either mode: no float atomics.
+      EXPECT_NE(ptx.find("cp.reduce.async.bulk.global.shared::cta."
+                         "bulk_group.add.f32"),
+                std::string::npos);
+      EXPECT_EQ(ptx.find("atom.global.add.f32"), std::string::npos);
+      EXPECT_EQ(ptx.find("red.global.add.f32"), std::string::npos);
+      return;
     } else {
       EXPECT_EQ(art.launch.sharedMemBytes,
                 backwardLayoutSm80(spec, config).sharedMemBytes);
@@ -566,7 +588,9 @@ INSTANTIATE_TEST_SUITE_P(
 std::vector<BackwardCase> sm90BackwardCases() {
   std::vector<BackwardCase> out;
   int i = 0;
-  for (int d : {1, 16, 32, 33, 48, 64})
+  // Past d = 64 only 16-byte rows (TMA) are served: those take alignment 8
+  // (d = 100: heads 104 apart).
+  for (int d : {1, 16, 33, 48, 64, 72, 96, 100, 128})
     for (MaskMode mask : {MaskMode::None, MaskMode::Causal, MaskMode::Window})
       for (int feature = 0; feature < 4; ++feature) {
         AttentionSpec s;
@@ -575,15 +599,19 @@ std::vector<BackwardCase> sm90BackwardCases() {
         s.dtype = i++ % 2 ? DType::F16 : DType::BF16;
         s.headDimQK = s.headDimV = d;
         s.mask = mask;
-        s.globalAlignElems = alignmentElems({d});
+        s.globalAlignElems = d > 64 ? 8 : alignmentElems({d});
         std::string name = "d" + std::to_string(d) + "_" +
                            std::string(toString(mask));
+        // Past d = 96 varlen and windows are refused (registers).
+        if (d > 96 && (mask == MaskMode::Window || feature == 2))
+          continue;
         if (feature == 1) {
           s.gqaGroup = 4, s.deterministic = true;
           name += "_gqa4_deterministic";
         } else if (feature == 2) {
-          s.varlen = s.keyLengths = true, s.globalAlignElems = 2;
-          name += "_varlen_klen_a2";
+          s.varlen = s.keyLengths = true;
+          s.globalAlignElems = d > 64 ? 8 : 2;
+          name += "_varlen_klen_a" + std::to_string(s.globalAlignElems);
         } else if (feature == 3) {
           s.headDimV = std::max(1, d / 2);
           name += "_dv" + std::to_string(s.headDimV);

@@ -94,18 +94,48 @@ TEST(BackwardConfig, RejectsWhatItCannotBuild) {
   c = defaultTileConfig(s, Arch::Sm86);
   c.blockM = c.blockN = 64;
   EXPECT_TRUE(contains(validate(c, s, Arch::Sm86).message(), "shared memory"));
-  // The sm90 backward keeps dK and dV in registers: head dims up to 64.
+  // The sm90 backward keeps dK and dV in registers: head dims up to 128,
+  // 64 where rows are not 16-byte aligned (no TMA).
   c = defaultTileConfig(s, Arch::Sm90a, Family::Sm90);
   const std::string sm90 = validate(c, s, Arch::Sm90a).message();
-  EXPECT_TRUE(contains(sm90, "head dims up to 64")) << sm90;
+  EXPECT_TRUE(contains(sm90, "head dims up to 128")) << sm90;
   EXPECT_TRUE(contains(sm90, "256/256")) << sm90;
+  AttentionSpec odd = backwardSpec(72);
+  odd.globalAlignElems = 4; // 8-byte rows
+  const std::string copied =
+      validate(defaultTileConfig(odd, Arch::Sm90a, Family::Sm90), odd,
+               Arch::Sm90a)
+          .message();
+  EXPECT_TRUE(contains(copied, "head dims up to 64 where rows are not "
+                               "16-byte aligned"))
+      << copied;
+  odd.headDimQK = odd.headDimV = 64;
+  EXPECT_TRUE(validate(defaultTileConfig(odd, Arch::Sm90a, Family::Sm90), odd,
+                       Arch::Sm90a)
+                  .isOk());
+  // Varlen or a window: up to 96.
+  for (bool varlen : {false, true}) {
+    AttentionSpec masked = backwardSpec(128);
+    masked.varlen = varlen;
+    masked.mask = varlen ? MaskMode::Causal : MaskMode::Window;
+    const std::string why =
+        validate(defaultTileConfig(masked, Arch::Sm90a, Family::Sm90), masked,
+                 Arch::Sm90a)
+            .message();
+    EXPECT_TRUE(contains(why, "up to 96 with varlen or a window")) << why;
+    masked.headDimQK = masked.headDimV = 96;
+    EXPECT_TRUE(validate(defaultTileConfig(masked, Arch::Sm90a, Family::Sm90),
+                         masked, Arch::Sm90a)
+                    .isOk());
+  }
 }
 
 // The sm90 backward (wgmma): its defaults are valid for what it serves, the
 // runtime's default stays sm80 until a GPU has checked it, and its layout's
-// tiles are disjoint, 1024-byte aligned (128-byte swizzled boxes).
-TEST(BackwardConfig, Sm90ServesHeadDimsTo64) {
-  for (int d : {1, 16, 33, 48, 64})
+// tiles are disjoint, 1024-byte aligned (128-byte swizzled boxes), dQ's
+// rows and the barriers after them.
+TEST(BackwardConfig, Sm90ServesHeadDimsTo128) {
+  for (int d : {1, 16, 33, 48, 64, 72, 100, 128})
     for (int dv : {d, 32}) {
       AttentionSpec s = backwardSpec(d);
       s.headDimV = dv;
@@ -116,9 +146,9 @@ TEST(BackwardConfig, Sm90ServesHeadDimsTo64) {
       EXPECT_EQ(defaultTileConfig(s, Arch::Sm90a).family, Family::Sm80);
       const BackwardSm90Layout l = backwardLayoutSm90(s, c);
       EXPECT_EQ(l.threads, 256);
-      const int offsets[] = {l.kOffset,  l.vOffset,         l.qOffset,
-                             l.dOOffset, l.dSOffset,        l.rowValuesOffset,
-                             l.sharedMemBytes};
+      EXPECT_TRUE(l.tma); // 16-byte rows
+      const int offsets[] = {l.kOffset,  l.vOffset,  l.qOffset,
+                             l.dOOffset, l.dSOffset, l.rowValuesOffset};
       for (int i = 0; i + 1 < int(std::size(offsets)); ++i) {
         EXPECT_EQ(offsets[i] % 1024, 0) << i;
         EXPECT_LT(offsets[i], offsets[i + 1]) << i;
@@ -126,7 +156,34 @@ TEST(BackwardConfig, Sm90ServesHeadDimsTo64) {
       // K: one 128-key box per 64 columns; Q: two stages of 64-row boxes.
       EXPECT_EQ(l.vOffset - l.kOffset, (d + 63) / 64 * 128 * 128);
       EXPECT_EQ(l.dOOffset - l.qOffset, 2 * ((d + 63) / 64) * 64 * 128);
+      // dQ after LSE' and D: 64 rows of at least the columns a warpgroup
+      // stores (a whole second box when the two split them), 8 floats past
+      // a multiple of 32; one buffer per warpgroup when both take every
+      // column.
+      const bool split = d > 64;
+      EXPECT_EQ(l.dqSplitsColumns, split) << d;
+      EXPECT_EQ(l.dqBuffers, split ? 1 : 2) << d;
+      EXPECT_GE(l.dqRowFloats, split ? 128 : (d + 7) / 8 * 8) << d;
+      EXPECT_EQ(l.dqRowFloats % 32, 8) << d;
+      EXPECT_GE(l.dQOffset, l.rowValuesOffset + 2 * 2 * 64 * 4);
+      EXPECT_EQ(l.dQOffset % 16, 0);
+      EXPECT_GE(l.barrierOffset, l.dQOffset + l.dqBuffers * 64 * l.dqRowFloats * 4);
+      EXPECT_EQ(l.barrierOffset % 8, 0);
+      EXPECT_EQ(l.barrierCount, 1 + c.stages);
+      EXPECT_EQ(l.sharedMemBytes, l.barrierOffset + 8 * l.barrierCount);
+      // Sub-steps: 64, 32 or 16 queries as dK + dV grow.
+      const int acc = (d + 7) / 8 * 8 + (dv + 7) / 8 * 8;
+      EXPECT_EQ(l.subSteps, acc > 192 ? 4 : acc > 64 ? 2 : 1) << d << "/" << dv;
     }
+  {
+    // Deterministic: one writer of dQ, one buffer.
+    AttentionSpec det = backwardSpec(64);
+    det.deterministic = true;
+    EXPECT_EQ(backwardLayoutSm90(det, defaultTileConfig(det, Arch::Sm90a,
+                                                         Family::Sm90))
+                  .dqBuffers,
+              1);
+  }
   AttentionSpec s = backwardSpec(64);
   TileConfig c = defaultTileConfig(s, Arch::Sm90a, Family::Sm90);
   EXPECT_FALSE(validate(c, s, Arch::Sm80).isOk()); // wgmma: sm_90a only

@@ -166,6 +166,33 @@ TEST(CacheKey, SpecForReadsTheProblem) {
   EXPECT_EQ(specFor(single).globalAlignElems, 8);
 }
 
+// The backward copies dO and stores dQ, dK, dV with the spec's vector
+// width: their pointers and strides bound it as Q's do (a dO one element
+// off would fault on 16-byte copies).
+TEST(CacheKey, BackwardSpecAlignmentCountsTheGradients) {
+  const uintptr_t base = 1 << 20; // never dereferenced: 16-byte aligned
+  BackwardProblem b;
+  static_cast<ForwardProblem &>(b) = problem(2, 128, 256);
+  b.setDenseBSHD();
+  b.dO = b.dQ = b.dK = b.dV = reinterpret_cast<void *>(base);
+  EXPECT_EQ(specFor(b).globalAlignElems, 8);
+  BackwardProblem shifted = b;
+  shifted.dO = reinterpret_cast<void *>(base + 2);
+  EXPECT_EQ(specFor(shifted).globalAlignElems, 1);
+  shifted = b;
+  shifted.dK = reinterpret_cast<void *>(base + 4);
+  EXPECT_EQ(specFor(shifted).globalAlignElems, 2);
+  shifted = b;
+  shifted.dVStrides.row = 130; // rows 260 bytes apart
+  EXPECT_EQ(specFor(shifted).globalAlignElems, 2);
+  // A head stride never moves a row with one head.
+  shifted = b;
+  shifted.headsQ = shifted.headsKV = 1;
+  shifted.setDenseBSHD();
+  shifted.dQStrides.head = 3;
+  EXPECT_EQ(specFor(shifted).globalAlignElems, 8);
+}
+
 // Heads that start below 16-byte alignment in rows that do not (BSHD with
 // head_dim 100: heads 200 bytes apart, rows 8 x 200 and 2 x 200 bytes):
 // the sm90 family can load them as columns of their rows.

@@ -689,6 +689,15 @@ TEST(StandInBackward, LaunchesItsThreeEntriesInOrder) {
   ASSERT_FALSE(small);
   EXPECT_NE(small.message().find("workspace_bytes"), std::string::npos)
       << small.message();
+  // So is one off 16-byte alignment (large enough).
+  p.workspace = static_cast<char *>(const_cast<void *>(fakePtr(10))) + 4;
+  p.workspaceBytes = *detBytes;
+  auto skewed = rt->planBackward(p);
+  ASSERT_FALSE(skewed);
+  EXPECT_NE(skewed.message().find("workspace ("), std::string::npos)
+      << skewed.message();
+  EXPECT_NE(skewed.message().find("aligned to 16 bytes"), std::string::npos)
+      << skewed.message();
   p.workspace = nullptr, p.workspaceBytes = 0;
   // The decode inputs are the forward's.
   p.numSplits = 2;
@@ -702,6 +711,63 @@ TEST(StandInBackward, LaunchesItsThreeEntriesInOrder) {
   auto noLse = rt->planBackward(p);
   ASSERT_FALSE(noLse);
   EXPECT_NE(noLse.message().find("lse"), std::string::npos) << noLse.message();
+}
+
+// The sm90 backward loads Q, K, V and dO by TMA: four maps after the
+// backward's arguments, dO's with its own strides (BHSD here, Q's BSHD);
+// with dO off 16-byte alignment every thread copies instead (no maps).
+TEST(StandInBackward, Sm90EncodesTheGradientsMapToo) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  auto rt = makeRuntime(dir.path().string());
+  ASSERT_TRUE(rt);
+  BackwardProblem p = backwardProblem(smallProblem(4, 2));
+  p.batch = 2;
+  p.seqlenQ = 100;
+  p.seqlenK = 300;
+  p.setDenseBSHD();
+  p.dOStrides = {4 * 100 * 64, 100 * 64, 64}; // BHSD
+  p.tile = defaultTileConfig(specFor(p), Arch::Sm90a, Family::Sm90);
+  const long mapsBefore = test_support::standInTensorMaps();
+  auto plan = rt->planBackward(p);
+  ASSERT_TRUE(plan) << plan.message();
+  EXPECT_EQ(plan->main.tensorMapCount, 4);
+  ASSERT_EQ(test_support::standInTensorMaps(), mapsBefore + 4);
+  auto dO = test_support::standInTensorMap(mapsBefore + 3);
+  ASSERT_TRUE(dO);
+  EXPECT_EQ(dO->rank, 4u);
+  const unsigned long long dims[] = {64, 100, 4, 2};
+  const unsigned long long strides[] = {64 * 2, 100 * 64 * 2,
+                                        4 * 100 * 64 * 2};
+  for (int i = 0; i < 4; ++i)
+    EXPECT_EQ(dO->dims[i], dims[i]) << i;
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(dO->strides[i], strides[i]) << i;
+  EXPECT_EQ(dO->box[0], 64u);
+  EXPECT_EQ(dO->box[1], 64u); // block_m rows
+  auto k = test_support::standInTensorMap(mapsBefore + 1);
+  ASSERT_TRUE(k);
+  EXPECT_EQ(k->dims[1], 300u);
+  EXPECT_EQ(k->box[1], unsigned(p.tile->blockN));
+  const long before = standInLaunches();
+  ASSERT_TRUE(rt->launch(*plan).isOk());
+  EXPECT_EQ(standInLaunches(), before + 3);
+
+  BackwardProblem skewed = p;
+  skewed.dO = static_cast<const char *>(p.dO) + 2;
+  auto copied = rt->planBackward(skewed);
+  ASSERT_TRUE(copied) << copied.message();
+  EXPECT_EQ(copied->main.tensorMapCount, 0);
+  EXPECT_EQ(copied->main.spec.globalAlignElems, 1);
+  // Past d = 64 the copying kernel runs out of registers: refused, naming
+  // why.
+  skewed.headDimQK = skewed.headDimV = 96;
+  skewed.setDenseBSHD();
+  skewed.tile = defaultTileConfig(specFor(skewed), Arch::Sm90a, Family::Sm90);
+  auto refused = rt->planBackward(skewed);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.message().find("16-byte aligned"), std::string::npos)
+      << refused.message();
 }
 
 // A tuned backward config is stored under the backward spec's key: the

@@ -220,10 +220,11 @@ TEST(SearchSpace, BackwardKeepsExactlyWhatFits) {
   }
   EXPECT_EQ(backwardSearchSpace(spec, Arch::Sm90a, scalarKnobs).candidates.size(),
             27u);
-  // The default kernel's (mma.sync) space: its default first, both stage
-  // counts searched, every candidate of that kernel and valid.
+  // The default kernel's (mma.sync) space, its default first, both stage
+  // counts searched, then the sm90 kernel's four tiles (d <= 128); every
+  // candidate valid.
   const SearchSpace mma = backwardSearchSpace(spec, Arch::Sm90a);
-  EXPECT_EQ(mma.enumerated, 3 * 4 * 3 * 2);
+  EXPECT_EQ(mma.enumerated, 3 * 4 * 3 * 2 + 4);
   EXPECT_EQ(mma.candidates.front(), defaultTileConfig(spec, Arch::Sm90a));
   int twoStages = 0;
   for (const TileConfig &c : mma.candidates) {
@@ -809,12 +810,16 @@ TEST_F(TuneFiles, AutotuneListsTheBackwardSearchSpace) {
       << r.all();
   EXPECT_FALSE(has(r.all(), "block_n=64")) << r.all();
   EXPECT_FALSE(has(r.all(), "block_n=128")) << r.all();
-  // Without --scalar: the default (mma.sync) kernel's tiles, two stages too.
+  // Without --scalar: the default (mma.sync) kernel's tiles, two stages
+  // too, and the sm90 kernel's four.
   ProcessResult mma = cli({"autotune", "--backward", "--list-space",
                            "--head-dim", "128"},
                           dir_);
   ASSERT_EQ(mma.exitCode, 0) << mma.all();
-  EXPECT_TRUE(has(mma.all(), "72 configs enumerated")) << mma.all();
+  EXPECT_TRUE(has(mma.all(), "76 configs enumerated")) << mma.all();
+  EXPECT_TRUE(has(mma.all(), "block_m=64 block_n=128 warps=8 stages=2 "
+                             "family=sm90"))
+      << mma.all();
   EXPECT_TRUE(has(mma.all(), "stages=2")) << mma.all();
   EXPECT_FALSE(has(mma.all(), "scalar")) << mma.all();
   // --scalar names the backward's kernel: a forward search refuses it.

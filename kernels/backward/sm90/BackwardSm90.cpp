@@ -65,17 +65,26 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                const AttentionSpec &spec, const TileConfig &cfg) {
   const BackwardSm90Layout L = backwardLayoutSm90(spec, cfg);
   const int T = L.threads;
-  Entry k(builder, module, name, spec, cfg, T);
+  MLIRContext *ctx = builder.getContext();
+  // With TMA: Q's, K's, V's and dO's tensor maps after the backward's
+  // arguments, __grid_constant__.
+  constexpr int kMaps = 4;
+  Entry k(builder, module, name, spec, cfg, T,
+          SmallVector<Type>(L.tma ? kMaps : 0, LLVM::LLVMPointerType::get(ctx)));
   ForwardKernel &fk = k.fk;
   BackwardArgs &a = k.a;
   Emitter &e = k.e;
   Location loc = fk.loc;
-  MLIRContext *ctx = builder.getContext();
+  if (L.tma) {
+    constexpr int first = kForwardKernelArgCount + kBackwardArgCount;
+    fk.func->setAttr(
+        "flashjit.grid_constant_args",
+        builder.getDenseI32ArrayAttr({first, first + 1, first + 2, first + 3}));
+  }
   const DType dtype = spec.dtype;
   const int bm = cfg.blockM, bn = cfg.blockN;
   const int dqk = spec.headDimQK, dv = spec.headDimV;
   const int gqa = spec.gqaGroup, stages = cfg.stages;
-  const double inf = std::numeric_limits<double>::infinity();
 
   Value xBlock = gpu::BlockIdOp::create(builder, loc, gpu::Dimension::x);
   Value xCount = gpu::GridDimOp::create(builder, loc, gpu::Dimension::x);
@@ -87,8 +96,8 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
 
   // ---- shared memory: boxes of 64 columns, 128 bytes a row
   const sm90::Window smem = sm90::Window::create(
-      builder, loc, module, L.sharedMemBytes, /*barrierOffset=*/0,
-      /*count=*/0);
+      builder, loc, module, L.sharedMemBytes, L.barrierOffset,
+      L.barrierCount);
   auto smemSpace = gpu::AddressSpaceAttr::get(
       ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
   auto tiles = [&](ArrayRef<int64_t> shape, Type elem, int offset) {
@@ -102,7 +111,66 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
   Value dOS = tiles({stages, L.boxesV, bm, kTmaBoxCols}, elemTy, L.dOOffset);
   Value dSS = tiles({bn / kTmaBoxCols, bm, kTmaBoxCols}, elemTy, L.dSOffset);
   Value rowValsS = tiles({2, stages, bm}, fk.f32, L.rowValuesOffset);
+  // The window as float32 (dQ's rows), its shared address and the
+  // workspace's global one (the bulk adds take addresses).
+  Value dQS = tiles({L.sharedMemBytes / 4}, fk.f32, 0);
+  auto toI64 = [](Emitter &y, Value v) -> Value {
+    return arith::IndexCastOp::create(y.b, y.loc, y.b.getI64Type(), v);
+  };
+  Value smemBase = arith::IndexCastOp::create(builder, loc,
+                                              builder.getIndexType(),
+                                              smem.address);
+  Value wsAddress =
+      memref::ExtractAlignedPointerAsIndexOp::create(builder, loc, a.ws);
   auto barrier = [&](Emitter &x) { gpu::BarrierOp::create(x.b, x.loc); };
+
+  // ---- TMA: thread 0 initialises the barriers (K and V's, then one per
+  // stage for Q and dO, one arrival each: the expect_tx) and issues every
+  // load.
+  const Type qBox = sm90::tmaBoxType(ctx, elemTy, bm);
+  const Type kBox = sm90::tmaBoxType(ctx, elemTy, bn);
+  SmallVector<Value> maps;
+  if (L.tma) {
+    maps = {sm90::tensorMap(e, fk.extraArg(kBackwardArgCount), qBox),
+            sm90::tensorMap(e, fk.extraArg(kBackwardArgCount + 1), kBox),
+            sm90::tensorMap(e, fk.extraArg(kBackwardArgCount + 2), kBox),
+            sm90::tensorMap(e, fk.extraArg(kBackwardArgCount + 3), qBox)};
+    e.ifThen(e.cmp(arith::CmpIPredicate::eq, k.tid, e.idx(0)), [&] {
+      for (int i = 0; i < L.barrierCount; ++i)
+        nvgpu::MBarrierInitOp::create(builder, loc, smem.barriers, e.idx(1),
+                                      e.idx(i), Value());
+      sm90::fenceAsyncShared(e);
+    });
+    barrier(e);
+  }
+  Value kvFull = e.idx(0);
+  auto stepFull = [&](Emitter &x, Value slot) {
+    return x.add(slot, x.idx(1));
+  };
+  // Varlen tensors are one batch of packed rows: TMA addresses the rows.
+  Value batchCoord = spec.varlen ? e.idx(0) : fk.batch;
+  auto onThread0 = [&](Emitter &x, function_ref<void()> body) {
+    x.ifThen(x.cmp(arith::CmpIPredicate::eq, x.freshSreg("%tid.x"),
+                   x.idx(0)),
+             body);
+  };
+  // TMA loads of the 64-column boxes of rows [row, row + rows) of `head`
+  // from `map` into the boxes `boxBytes` apart from window byte `at`,
+  // completing on barrier `full` (which expects `boxes` x boxBytes).
+  auto tmaBoxes = [&](Emitter &x, Value map, Type box, int boxes,
+                      int boxBytes, Value at, Value row, Value head,
+                      Value full) {
+    for (int b = 0; b < boxes; ++b)
+      nvgpu::TmaAsyncLoadOp::create(
+          x.b, x.loc, smem.view(x, box, x.add(at, x.idx(b * boxBytes))),
+          smem.barriers, map,
+          ValueRange{x.idx(b * kTmaBoxCols), row, head, batchCoord}, full,
+          /*multicastMask=*/Value(), /*predicate=*/Value());
+  };
+  auto expectBytes = [&](Emitter &x, Value full, int bytes) {
+    nvgpu::MBarrierArriveExpectTxOp::create(x.b, x.loc, smem.barriers,
+                                            x.idx(bytes), full, Value());
+  };
 
   const TileCopier copier{spec, T, /*quick=*/false};
   // Rows [first, first + rows) of a tensor of row stride `rowStride` from
@@ -122,9 +190,25 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                kBoxSwizzleBits, dst, at, inLoop, rowStride);
     }
   };
-  // Q, dO, LSE' and D of query block `mBlock` of head `head` into `slot`.
+  // Q, dO, LSE' and D of query block `mBlock` of head `head` into `slot`
+  // (LSE' and D by cp.async: one commit group).
   auto loadStep = [&](Emitter &x, Value head, Value mBlock, Value slot) {
     Value first = x.mul(mBlock, x.idx(bm));
+    if (L.tma) {
+      onThread0(x, [&] {
+        Value full = stepFull(x, slot);
+        expectBytes(x, full, (L.boxesQK + L.boxesV) * L.qBoxBytes);
+        Value row = x.add(fk.startQ, first);
+        tmaBoxes(x, maps[0], qBox, L.boxesQK, L.qBoxBytes,
+                 x.add(x.idx(L.qOffset), x.mul(slot, x.idx(L.qStageBytes))),
+                 row, head, full);
+        tmaBoxes(x, maps[3], qBox, L.boxesV, L.qBoxBytes,
+                 x.add(x.idx(L.dOOffset), x.mul(slot, x.idx(L.dOStageBytes))),
+                 row, head, full);
+      });
+      k.stageRowValues(x, rowValsS, head, first, slot, bm, T);
+      return;
+    }
     Value qBase = x.add(x.add(x.mul(fk.batch, fk.qBS), x.mul(head, fk.qHS)),
                         x.mul(fk.startQ, fk.qRS));
     copyBoxes(x, fk.q, qBase, fk.qRS, first, fk.seqQ, bm, dqk, qS, {slot},
@@ -135,11 +219,18 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
               /*inLoop=*/true);
     k.stageRowValues(x, rowValsS, head, first, slot, bm, T);
   };
-  // cp.async writes through the generic proxy; wgmma reads through the
-  // async one: each thread fences its landed copies before the barrier.
-  auto landed = [&](Emitter &x) {
+  // Step `step` (counted over the CTA's key tiles) has landed in `slot`:
+  // its TMA loads completed the slot's barrier for the step / stages-th
+  // time; cp.async writes through the generic proxy, wgmma reads through
+  // the async one, so each thread fences its landed copies before the
+  // barrier.
+  auto landed = [&](Emitter &x, Value step, Value slot) {
     waitGroups(x, 0);
-    sm90::fenceAsyncShared(x);
+    if (L.tma)
+      smem.waitParity(x, stepFull(x, slot),
+                      sm90::parity(x, x.div(step, stages)));
+    else
+      sm90::fenceAsyncShared(x);
     barrier(x);
   };
 
@@ -147,32 +238,57 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
   Value keyTiles = e.div(e.add(keyRows, e.idx(bn - 1)), bn);
   // CTA x takes key tiles x, x + gridDim.x, ... (one of them outside
   // deterministic mode, where the grid has a CTA per tile).
+  // The tile loop carries the steps run so far: a step's slot and barrier
+  // phase count over every tile of the CTA.
   scf::ForOp::create(
-      builder, loc, xBlock, keyTiles, xCount, ValueRange{},
-      [&](OpBuilder &nb, Location nl, Value nBlock, ValueRange) {
+      builder, loc, xBlock, keyTiles, xCount, ValueRange{e.idx(0)},
+      [&](OpBuilder &nb, Location nl, Value nBlock, ValueRange tileCarried) {
         Emitter x{nb, nl};
+        Value stepBase = tileCarried[0];
         Value keyLo = x.mul(nBlock, x.idx(bn));
         barrier(x); // every warpgroup is done with the previous K and V
-        Value kBase = x.add(
-            x.add(x.mul(fk.batch, fk.kBS), x.mul(fk.startK, fk.kRS)),
-            x.mul(fk.kvHead, fk.kHS));
-        copyBoxes(x, fk.kT, kBase, fk.kRS, keyLo, fk.seqK, bn, dqk, kS, {},
-                  /*inLoop=*/false);
-        Value vBase = x.add(
-            x.add(x.mul(fk.batch, fk.vBS), x.mul(fk.startK, fk.vRS)),
-            x.mul(fk.kvHead, fk.vHS));
-        copyBoxes(x, fk.v, vBase, fk.vRS, keyLo, fk.seqK, bn, dv, vS, {},
-                  /*inLoop=*/false);
+        if (L.tma) {
+          onThread0(x, [&] {
+            expectBytes(x, kvFull, (L.boxesQK + L.boxesV) * L.kBoxBytes);
+            Value row = x.add(fk.startK, keyLo);
+            tmaBoxes(x, maps[1], kBox, L.boxesQK, L.kBoxBytes,
+                     x.idx(L.kOffset), row, fk.kvHead, kvFull);
+            tmaBoxes(x, maps[2], kBox, L.boxesV, L.kBoxBytes,
+                     x.idx(L.vOffset), row, fk.kvHead, kvFull);
+          });
+        } else {
+          Value kBase = x.add(
+              x.add(x.mul(fk.batch, fk.kBS), x.mul(fk.startK, fk.kRS)),
+              x.mul(fk.kvHead, fk.kHS));
+          copyBoxes(x, fk.kT, kBase, fk.kRS, keyLo, fk.seqK, bn, dqk, kS, {},
+                    /*inLoop=*/false);
+          Value vBase = x.add(
+              x.add(x.mul(fk.batch, fk.vBS), x.mul(fk.startK, fk.vRS)),
+              x.mul(fk.kvHead, fk.vHS));
+          copyBoxes(x, fk.v, vBase, fk.vRS, keyLo, fk.seqK, bn, dv, vS, {},
+                    /*inLoop=*/false);
+        }
         commitGroup(x);
         // Steps: (query head g of the group, row block m), m fastest.
         const std::pair<Value, Value> blocks = fk.queryBlockRange(x, nBlock);
         Value loM = blocks.first, hiM = blocks.second;
         Value steps = x.mul(x.sub(hiM, loM), x.idx(gqa));
         Value firstHead = x.mul(fk.kvHead, x.idx(gqa));
+        auto slotOf = [&](Emitter &y, Value step) {
+          return stages == 1 ? y.idx(0) : y.rem(step, stages);
+        };
         x.ifThen(x.gt(steps, x.idx(0)), [&] {
-          loadStep(x, firstHead, loM, x.idx(0));
+          loadStep(x, firstHead, loM, slotOf(x, stepBase));
         });
         commitGroup(x);
+        // K and V have landed (the tile's (nBlock - x) / gridDim.x-th use
+        // of their barrier), whether or not a step reads them.
+        if (L.tma)
+          smem.waitParity(
+              x, kvFull,
+              sm90::parity(x, arith::DivUIOp::create(
+                                     x.b, x.loc, x.sub(nBlock, xBlock),
+                                     xCount)));
 
         SmallVector<Value> init(dvRegs + dkRegs, x.f32(0));
         init.push_back(loM);
@@ -187,14 +303,16 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
               nextM = s.select(wrap, loM, nextM);
               Value nextHead = s.select(wrap, s.add(head, s.idx(1)), head);
               Value following = s.add(it, s.idx(1));
-              Value slot = stages == 1 ? s.idx(0) : s.rem(it, stages);
+              Value step = s.add(stepBase, it);
+              Value slot = slotOf(s, step);
               // ---- this step's tiles have landed (and the previous step's
               // products are done everywhere); two stages: the next step's
               // copies into the other.
-              landed(s);
+              landed(s, step, slot);
               if (stages > 1) {
                 s.ifThen(s.lt(following, steps), [&] {
-                  loadStep(s, nextHead, nextM, s.rem(following, stages));
+                  loadStep(s, nextHead, nextM,
+                           slotOf(s, s.add(step, s.idx(1))));
                 });
                 commitGroup(s);
               }
@@ -268,26 +386,28 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                   return s.add(s.idx(row0 + j * kMmaTileN + el),
                                s.mul(inGroup, s.idx(2)));
                 };
-                // LSE' (which 0) or D (1) of column (j, el); `past` for
-                // queries past seqlen_q.
-                auto rowValue = [&](int j, int el, int which, double past) {
-                  Value col = queryCol(j, el);
-                  Value v = memref::LoadOp::create(
+                // LSE' (which 0) or D (1) of column (j, el) (a query
+                // past seqlen_q reads its last row's).
+                auto rowValue = [&](int j, int el, int which) {
+                  return memref::LoadOp::create(
                       s.b, s.loc, rowValsS,
-                      ValueRange{s.idx(which), slot, col});
-                  return s.select(s.lt(s.add(qLo, col), fk.seqQ), v,
-                                  s.f32(past));
+                      ValueRange{s.idx(which), slot, queryCol(j, el)});
                 };
+                // P^T is 0 past seqlen_q and seqlen_k: whatever rows TMA
+                // brought there (a neighbouring sequence's, or zeros) weigh
+                // nothing.
                 SmallVector<Value> p(4 * nTiles);
                 for (int j = 0; j < nTiles; ++j)
                   for (int el = 0; el < 2; ++el) {
                     Value negLse = arith::NegFOp::create(
-                        s.b, s.loc, rowValue(j, el, 0, inf));
-                    Value qDiag = s.add(s.add(qLo, queryCol(j, el)), fk.diag);
+                        s.b, s.loc, rowValue(j, el, 0));
+                    Value query = s.add(qLo, queryCol(j, el));
+                    Value queryIn = s.lt(query, fk.seqQ);
+                    Value qDiag = s.add(query, fk.diag);
                     for (int half = 0; half < 2; ++half) {
                       const int i = 4 * j + 2 * half + el;
                       Value key = s.add(keyBase, s.idx(8 * half));
-                      Value seen = s.lt(key, fk.seqK);
+                      Value seen = s.andI(queryIn, s.lt(key, fk.seqK));
                       if (fk.causal || fk.window)
                         seen = s.andI(
                             seen, s.le(key, fk.window
@@ -315,13 +435,20 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                 dVAcc = sm90::fence(s, sm90::extractAll(s, dVIssued, dvRegs));
                 sm90::fence(s, pRegs);
 
+                // dS^T = P^T (dP^T - D), and 0 where P^T is (masked: dP^T
+                // may hold anything there).
                 SmallVector<Value> dS(4 * nTiles);
                 for (int j = 0; j < nTiles; ++j)
                   for (int el = 0; el < 2; ++el) {
-                    Value dSum = rowValue(j, el, 1, 0);
+                    Value dSum = rowValue(j, el, 1);
                     for (int half = 0; half < 2; ++half) {
                       const int i = 4 * j + 2 * half + el;
-                      dS[i] = s.fmul(p[i], s.fsub(dPT[i], dSum));
+                      Value zero = s.f32(0);
+                      dS[i] = s.select(
+                          arith::CmpFOp::create(s.b, s.loc,
+                                                arith::CmpFPredicate::OEQ,
+                                                p[i], zero),
+                          zero, s.fmul(p[i], s.fsub(dPT[i], dSum)));
                     }
                   }
                 dSRegs = aRegisters(dS);
@@ -349,14 +476,19 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
               // ---- dQ = dS K. Two warpgroups: with two boxes of columns,
               // warpgroup w takes box w over every key; else (fast mode)
               // each its own 64 keys (dS box w, K rows 64 w..) over every
-              // column, both adding; deterministic partials take one
-              // writer, the first, over every key. `keys`: the warpgroup's
-              // first key row (null: 0) and count.
-              const bool splitCols = L.warpgroups == 2 && L.boxesQK == 2;
-              auto dQShare = [&](Emitter &y, int box, int n, Value keyRow0,
-                                 int keys) {
-                Value dSAt = y.idx(L.dSOffset), kAt = y.idx(L.kOffset +
-                                                            box * L.kBoxBytes);
+              // column, into a buffer of its own; deterministic partials
+              // take one writer, the first, over every key. Each warp puts
+              // its 16 rows of its share into shared memory as float32
+              // rows of the workspace's layout, then reduces them into the
+              // workspace, a bulk add per row (no float atomics, no
+              // address per element). `keyRow0`: the warpgroup's first key
+              // row (null: 0); `colFirst`: its first column; `buffer`: its
+              // buffer's index.
+              auto dQShare = [&](Emitter &y, Value box, int n, Value keyRow0,
+                                 int keys, Value buffer) {
+                Value dSAt = y.idx(L.dSOffset);
+                Value kAt = y.add(y.idx(L.kOffset),
+                                  y.mul(box, y.idx(L.kBoxBytes)));
                 if (keyRow0) {
                   dSAt = y.add(dSAt, y.mul(y.div(keyRow0, kTmaBoxCols),
                                            y.idx(L.qBoxBytes)));
@@ -370,50 +502,74 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                     [&](int ks) -> int64_t { return ks * rowStep; },
                     /*transB=*/true);
                 SmallVector<Value> dQ = sm90::retire(y, 0, issued);
+                // The previous step's bulk adds have read the warp's rows.
+                sm90::waitBulk(y, /*readsOnly=*/true);
+                NVVM::SyncWarpOp::create(y.b, y.loc, y.i32(-1));
+                Value colFirst = y.mul(box, y.idx(kTmaBoxCols));
+                Value bufferAt = y.add(
+                    y.idx(L.dQOffset),
+                    y.mul(buffer, y.idx(bm * L.dqRowFloats * 4)));
+                Value warpRow = y.mul(warpInWg, y.idx(16));
                 for (int half = 0; half < 2; ++half) {
-                  Value query =
-                      y.add(y.add(qLo, y.mul(warpInWg, y.idx(16))),
-                            y.add(group, y.idx(8 * half)));
-                  y.ifThen(y.lt(query, fk.seqQ), [&] {
-                    Value rowAt = k.dqIndex(y, split, head, query, y.idx(0));
-                    for (int j = 0; j < n / kMmaTileN; ++j)
-                      for (int el = 0; el < 2; ++el) {
-                        Value col = y.add(
-                            y.idx(box * kTmaBoxCols + j * kMmaTileN + el),
-                            y.mul(inGroup, y.idx(2)));
-                        // Only a last tile past head_dim_qk has padding
-                        // columns.
-                        const bool partial =
-                            box * kTmaBoxCols + (j + 1) * kMmaTileN > dqk;
-                        k.addDq(y, rowAt, col, dQ[4 * j + 2 * half + el],
-                                partial ? y.lt(col, y.idx(dqk)) : Value());
-                      }
-                  });
+                  Value row = y.add(y.add(warpRow, group), y.idx(8 * half));
+                  Value rowAt = y.add(y.div(bufferAt, 4),
+                                      y.mul(row, y.idx(L.dqRowFloats)));
+                  for (int j = 0; j < n / kMmaTileN; ++j) {
+                    Value col = y.add(
+                        y.add(colFirst, y.idx(j * kMmaTileN)),
+                        y.mul(inGroup, y.idx(2)));
+                    Value pair = vector::FromElementsOp::create(
+                        y.b, y.loc, VectorType::get({2}, fk.f32),
+                        ValueRange{dQ[4 * j + 2 * half],
+                                   dQ[4 * j + 2 * half + 1]});
+                    vector::StoreOp::create(y.b, y.loc, pair, dQS,
+                                            ValueRange{y.add(rowAt, col)},
+                                            /*nontemporal=*/false,
+                                            llvm::MaybeAlign(8));
+                  }
                 }
+                sm90::fenceAsyncShared(y);
+                NVVM::SyncWarpOp::create(y.b, y.loc, y.i32(-1));
+                // Lane l < 16 adds row 16 warp + l: columns colFirst .. of
+                // the workspace row (its padding to a multiple of 4
+                // included: 16-byte pieces; K's padding columns made those
+                // 0).
+                Value row = y.add(warpRow, lane);
+                Value query = y.add(qLo, row);
+                y.ifThen(y.andI(y.lt(lane, y.idx(16)), y.lt(query, fk.seqQ)),
+                         [&] {
+                  Value floatAt = k.dqIndex(y, split, head, query, colFirst);
+                  Value gmem = y.add(wsAddress,
+                                     y.mul(floatAt, y.idx(4)));
+                  Value smemAt = y.add(
+                      y.add(bufferAt,
+                            y.mul(row, y.idx(L.dqRowFloats * 4))),
+                      y.mul(colFirst, y.idx(4)));
+                  Value bytes = y.mul(y.sub(a.wsDqRow, colFirst), y.idx(4));
+                  sm90::reduceAddBulk(
+                      y, toI64(y, gmem),
+                      arith::TruncIOp::create(
+                          y.b, y.loc, y.b.getI32Type(),
+                          toI64(y, y.add(smemBase, smemAt))),
+                      arith::IndexCastOp::create(y.b, y.loc,
+                                                 y.b.getI32Type(), bytes));
+                });
               };
-              if (splitCols) {
-                Value first = s.cmp(arith::CmpIPredicate::eq, wg, s.idx(0));
-                auto branches = scf::IfOp::create(s.b, s.loc, first,
-                                                  /*withElse=*/true);
-                {
-                  OpBuilder::InsertionGuard g(s.b);
-                  s.b.setInsertionPointToStart(
-                      &branches.getThenRegion().front());
-                  dQShare(s, 0, kTmaBoxCols, Value(), bn);
-                  s.b.setInsertionPointToStart(
-                      &branches.getElseRegion().front());
-                  dQShare(s, 1, L.dkN - kTmaBoxCols, Value(), bn);
-                }
-              } else if (L.warpgroups == 2 && !spec.deterministic) {
-                dQShare(s, 0, L.dkN, s.mul(wg, s.idx(kWgmmaRows)),
-                        kWgmmaRows);
+              // Split columns: one code for both warpgroups (a branch per
+              // warpgroup cost ptxas 80 registers), the second's 64 columns
+              // past head_dim_qk are K's zeros.
+              if (L.dqSplitsColumns) {
+                dQShare(s, wg, kTmaBoxCols, Value(), bn, s.idx(0));
+              } else if (L.dqBuffers == 2) {
+                dQShare(s, s.idx(0), L.dkN, s.mul(wg, s.idx(kWgmmaRows)),
+                        kWgmmaRows, wg);
               } else if (L.warpgroups == 2) {
-                s.ifThen(s.cmp(arith::CmpIPredicate::eq, wg, s.idx(0)),
-                         [&] { dQShare(s, 0, L.dkN, Value(), bn); });
+                s.ifThen(s.cmp(arith::CmpIPredicate::eq, wg, s.idx(0)), [&] {
+                  dQShare(s, s.idx(0), L.dkN, Value(), bn, s.idx(0));
+                });
               } else {
-                dQShare(s, 0, L.dkN, Value(), bn);
+                dQShare(s, s.idx(0), L.dkN, Value(), bn, s.idx(0));
               }
-
 
               // The last dK retired (issued before dQ: done by its wait; the
               // warpgroup without a dQ share waits here).
@@ -434,8 +590,11 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
               return next;
             });
         // No copy stays in flight past the tile (a tile no query sees
-        // issued K and V and ran no step).
+        // issued K and V and ran no step); deterministic, this tile's dQ
+        // adds into the CTA's partial are done before the next tile's.
         waitGroups(x, 0);
+        if (spec.deterministic)
+          sm90::waitBulk(x, /*readsOnly=*/false);
 
         // ---- dK (times the scale) and dV of the warpgroup's keys
         Value tid = x.freshSreg("%tid.x");
@@ -454,8 +613,10 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                                      L.dkN / kMmaTileN),
                         firstKey, x.idx(0), keyRows, group, inGroup, dqk,
                         L.dkN, a.dK, a.dKBS, a.dKHS, a.dKRS, a.scale);
-        scf::YieldOp::create(nb, nl);
+        scf::YieldOp::create(nb, nl, ValueRange{x.add(stepBase, steps)});
       });
+  // The dQ adds have completed (the conversion kernel reads them).
+  sm90::waitBulk(e, /*readsOnly=*/false);
   k.finish();
 }
 

@@ -13,8 +13,10 @@ constexpr int kMaxRegisters = 255;
 /// Registers beside the accumulators: addresses, loop state, row values.
 constexpr int kOverheadRegisters = 32;
 /// dK + dV columns past which a step's scores come in two sub-steps
-/// (tests/ptxas: 64-query sub-steps spill at d = 64 with windows or varlen).
+/// (tests/ptxas: 64-query sub-steps spill at d = 64 with windows or varlen),
+/// and in four (32-query sub-steps spill 4-8 bytes at d = 128 causal).
 constexpr int kSubStepAccumulators = 64;
+constexpr int kQuarterStepAccumulators = 192;
 } // namespace
 
 BackwardSm90Layout backwardLayoutSm90(const AttentionSpec &spec,
@@ -38,8 +40,25 @@ BackwardSm90Layout backwardLayoutSm90(const AttentionSpec &spec,
   l.dOOffset = l.qOffset + c.stages * l.qStageBytes;
   l.dSOffset = l.dOOffset + c.stages * l.dOStageBytes;
   l.rowValuesOffset = l.dSOffset + ceilDiv(c.blockN, kTmaBoxCols) * l.qBoxBytes;
-  l.sharedMemBytes = l.rowValuesOffset + 2 * c.stages * c.blockM * 4;
-  l.subSteps = l.dkN + l.dvN > kSubStepAccumulators ? 2 : 1;
+  l.dqSplitsColumns = l.warpgroups == 2 && l.boxesQK == 2;
+  l.dqBuffers =
+      l.warpgroups == 2 && !l.dqSplitsColumns && !spec.deterministic ? 2 : 1;
+  // Split columns: the second warpgroup stores a whole box.
+  const int dqCols = l.dqSplitsColumns ? 2 * kTmaBoxCols : l.dkN;
+  l.dqRowFloats = roundUp(std::max(dqCols - 8, 0), 32) + 8;
+  l.dQOffset = roundUp(l.rowValuesOffset + 2 * c.stages * c.blockM * 4, 16);
+  l.sharedMemBytes =
+      l.dQOffset + l.dqBuffers * c.blockM * l.dqRowFloats * 4;
+  l.tma = backwardSm90LoadsByTma(spec);
+  if (l.tma) {
+    l.barrierOffset = roundUp(l.sharedMemBytes, 8);
+    l.barrierCount = 1 + c.stages;
+    l.sharedMemBytes = l.barrierOffset + 8 * l.barrierCount;
+  }
+  const int accumulators = l.dkN + l.dvN;
+  l.subSteps = accumulators > kQuarterStepAccumulators ? 4
+               : accumulators > kSubStepAccumulators   ? 2
+                                                       : 1;
   // dK and dV stay live through a step; beside them a sub-step's S^T, P^T,
   // dP^T (block_m / subSteps / 2 each) until P and dS are packed.
   l.estimatedRegisters = l.dkN / 2 + l.dvN / 2 +
@@ -47,18 +66,35 @@ BackwardSm90Layout backwardLayoutSm90(const AttentionSpec &spec,
   return l;
 }
 
+bool backwardSm90LoadsByTma(const AttentionSpec &spec) {
+  return spec.globalAlignElems * elementBytes(spec.dtype) >= 16;
+}
+
 Status supportsBackwardSm90(const AttentionSpec &spec, Arch arch) {
   if (arch != Arch::Sm90a)
     return Status::error("the sm90 family needs sm_90a (wgmma), got " +
                          std::string(toString(arch)));
   const int d = std::max(spec.headDimQK, spec.headDimV);
-  if (d > kBackwardSm90MaxHeadDim)
-    return Status::error("the sm90 backward takes head dims up to " +
-                         std::to_string(kBackwardSm90MaxHeadDim) +
-                         " (dK and dV stay in registers), got " +
-                         std::to_string(spec.headDimQK) + "/" +
-                         std::to_string(spec.headDimV) +
-                         "; use the sm80 family");
+  const bool tma = backwardSm90LoadsByTma(spec);
+  const int maxD =
+      tma ? kBackwardSm90MaxHeadDim : kBackwardSm90MaxHeadDimCopied;
+  if (d > maxD)
+    return Status::error(
+        "the sm90 backward takes head dims up to " + std::to_string(maxD) +
+        (tma ? " (dK and dV stay in registers)"
+             : " where rows are not 16-byte aligned (copied by every "
+               "thread, not TMA)") +
+        ", got " + std::to_string(spec.headDimQK) + "/" +
+        std::to_string(spec.headDimV) + "; use the sm80 family");
+  if (d > kBackwardSm90MaxHeadDimMasked &&
+      (spec.varlen || spec.mask == MaskMode::Window))
+    return Status::error(
+        "the sm90 backward takes head dims up to " +
+        std::to_string(kBackwardSm90MaxHeadDimMasked) +
+        " with varlen or a window mask (their bounds leave dK and dV too "
+        "few registers), got " +
+        std::to_string(spec.headDimQK) + "/" + std::to_string(spec.headDimV) +
+        "; use the sm80 family");
   if (spec.bias != BiasMode::None || spec.softcap)
     return Status::error("the sm90 backward has no bias or softcap yet; use "
                          "the sm80 family");
@@ -122,6 +158,10 @@ LaunchFacts backwardLaunchFactsSm90(const AttentionSpec &spec,
   f.sharedMemBytes = l.sharedMemBytes;
   f.blockM = c.blockM;
   f.ptxasOptLevel = 3;
+  if (l.tma) {
+    f.tmaQ = f.tmaDO = {c.blockM, kTmaBoxCols};
+    f.tmaK = f.tmaV = {c.blockN, kTmaBoxCols};
+  }
   return f;
 }
 

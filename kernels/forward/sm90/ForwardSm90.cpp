@@ -192,8 +192,6 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
                         kForwardKernelArgCount + 2}));
   Emitter &e = fk.e;
   Location loc = fk.loc;
-  auto smemSpace = gpu::AddressSpaceAttr::get(
-      ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
 
   // ---- shared memory: one extern window (sm90::Window) of the tiles and
   // barriers.
@@ -204,22 +202,17 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   // A box of `rows` rows of 64 columns; with `heads` > 1 the rows are
   // (query, head) pairs of a packed GQA group (TmaBox::heads): the same
   // bytes in shared memory, the map's dimensions in another order.
-  auto tileType = [&](int rows, int heads = 1) {
-    const SmallVector<int64_t, 4> shape =
-        heads > 1 ? SmallVector<int64_t, 4>{1, rows / heads, heads, kTmaBoxCols}
-                  : SmallVector<int64_t, 4>{1, 1, rows, kTmaBoxCols};
-    return MemRefType::get(shape, fk.elemTy, AffineMap(), smemSpace);
+  auto tileType = [&](int rows, int heads = 1) -> Type {
+    if (heads == 1)
+      return sm90::tmaBoxType(ctx, fk.elemTy, rows);
+    return MemRefType::get({1, rows / heads, heads, kTmaBoxCols}, fk.elemTy,
+                           AffineMap(),
+                           gpu::AddressSpaceAttr::get(
+                               ctx, gpu::GPUDialect::getWorkgroupAddressSpace()));
   };
   const int qHeads = cfg.packGqa ? spec.gqaGroup : 1;
   auto mapOf = [&](int arg, int rows, int heads = 1) {
-    auto type = nvgpu::TensorMapDescriptorType::get(
-        ctx, tileType(rows, heads), nvgpu::TensorMapSwizzleKind::SWIZZLE_128B,
-        nvgpu::TensorMapL2PromoKind::L2PROMO_128B,
-        nvgpu::TensorMapOOBKind::OOB_ZERO,
-        nvgpu::TensorMapInterleaveKind::INTERLEAVE_NONE);
-    return UnrealizedConversionCastOp::create(builder, loc, type,
-                                              ValueRange{fk.extraArg(arg)})
-        .getResult(0);
+    return sm90::tensorMap(e, fk.extraArg(arg), tileType(rows, heads));
   };
   Sm90Builder sb{fk,
                  L,
@@ -270,11 +263,7 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   Value batchCoord = spec.varlen ? e.idx(0) : fk.batch;
   Value warpgroup = e.div(tid, kWarpgroupThreads);
   auto parityOf = [&](Emitter &x, Value it) {
-    Value round = x.div(it, cfg.stages);
-    return arith::TruncIOp::create(
-        x.b, x.loc, x.b.getI1Type(),
-        arith::IndexCastOp::create(x.b, x.loc, x.b.getI32Type(),
-                                   x.rem(round, 2)));
+    return sm90::parity(x, x.div(it, cfg.stages));
   };
 
   auto roles = scf::IfOp::create(

@@ -52,14 +52,14 @@ struct LaunchFacts {
   int blockM = 0;         ///< tile rows per CTA (grid.x = ceil(rows / blockM))
   /// `ptxas -O<n>`, the driver JIT's CU_JIT_OPTIMIZATION_LEVEL.
   int ptxasOptLevel = 3;
-  /// Tensor maps of Q, K and V, passed after ForwardKernelArgs in this
-  /// order (those with rows > 0).
-  TmaBox tmaQ, tmaK, tmaV;
+  /// Tensor maps of Q, K, V and (backward) dO, passed after the kernel's
+  /// other arguments in this order (those with rows > 0).
+  TmaBox tmaQ, tmaK, tmaV, tmaDO;
   /// The maps span whole rows and a head is columns of them, from head *
   /// head_stride on (spec.headsInRows); else a head is a map dimension.
   bool tmaHeadColumns = false;
   bool usesTma() const {
-    return tmaQ.rows > 0 || tmaK.rows > 0 || tmaV.rows > 0;
+    return tmaQ.rows > 0 || tmaK.rows > 0 || tmaV.rows > 0 || tmaDO.rows > 0;
   }
 };
 

@@ -82,18 +82,26 @@ LaunchFacts launchFactsSm90(const AttentionSpec &spec,
 /// dQ).
 inline constexpr int kBackwardSm90BlockM = 64;
 /// The largest head dim of the sm90 backward: dK and dV stay in registers
-/// (head_dim / 2 each per thread) beside S^T and dP^T, and past 64 its
-/// every thread's copies and addressing leave them too few (ptxas 13.0
-/// spills 4-72 bytes at d = 72-96 with windows, varlen or GQA, 88-200 at
-/// d = 128): loads by a TMA producer warpgroup are what would free them.
-inline constexpr int kBackwardSm90MaxHeadDim = 64;
+/// (head_dim / 2 each per thread) beside a sub-step's S^T and dP^T. With
+/// TMA loads and dQ added by bulk reductions 128 fits in 255 registers
+/// (32-query sub-steps spill 4-8 bytes at d = 128 causal: 16-query ones
+/// past d = 96); where every thread copies (rows not 16-byte aligned) its
+/// copies' addressing leaves too few past 64 (ptxas 13.0 spills 4-72
+/// bytes at d = 72-96).
+inline constexpr int kBackwardSm90MaxHeadDim = 128;
+inline constexpr int kBackwardSm90MaxHeadDimCopied = 64;
+/// With varlen or a window mask (ptxas spills 36-56 bytes at d = 128).
+inline constexpr int kBackwardSm90MaxHeadDimMasked = 96;
 
 /// The sm90 backward's main kernel: one or two warpgroups of 64 keys each
 /// (block_n = 64 x warps / 4), 64 query rows per step; every tile in
-/// 128-byte-swizzled boxes of 64 columns (wgmma's layout), copied by
-/// cp.async.
+/// 128-byte-swizzled boxes of 64 columns (wgmma's layout), loaded by TMA
+/// where rows start 16-byte aligned (`tma`), else copied by cp.async.
 struct BackwardSm90Layout {
   int warpgroups = 0, threads = 0;
+  /// Q, K, V and dO by TMA (one thread issues, mbarriers complete): the
+  /// spec's rows are 16-byte aligned.
+  bool tma = false;
   int qkSteps = 0, vSteps = 0; ///< k16 steps over head_dim_qk, head_dim_v
   int dkN = 0, dvN = 0;        ///< wgmma N of dK, dV: head dims rounded to 8
   /// A step's S^T, P^T, dP^T and dS^T in sub-steps of block_m / subSteps
@@ -107,13 +115,26 @@ struct BackwardSm90Layout {
   int qStageBytes = 0, dOStageBytes = 0;
   int dSOffset = 0;        ///< dS [key box][query][key], rounded
   int rowValuesOffset = 0; ///< LSE' and D: [2][stage][block_m] f32
+  /// A step's dQ in float32 rows, `dqRowFloats` apart (at least dkN, 8 past
+  /// a multiple of 32: a warp's pair stores hit every bank twice), one
+  /// buffer per warpgroup when both sum every column (`dqBuffers`).
+  int dQOffset = 0, dqRowFloats = 0, dqBuffers = 1;
+  /// Both warpgroups take dQ columns of their own (a 64-column box each).
+  bool dqSplitsColumns = false;
+  /// TMA's mbarriers: K and V's, then one per stage (Q and dO).
+  int barrierOffset = 0, barrierCount = 0;
   int sharedMemBytes = 0;
   int estimatedRegisters = 0;
 };
 BackwardSm90Layout backwardLayoutSm90(const AttentionSpec &spec,
                                       const TileConfig &config);
+/// Whether the sm90 backward loads Q, K, V and dO by TMA: every row starts
+/// 16-byte aligned.
+bool backwardSm90LoadsByTma(const AttentionSpec &spec);
 /// Backward specs the sm90 family serves: head dims up to
-/// kBackwardSm90MaxHeadDim, no bias or softcap (yet).
+/// kBackwardSm90MaxHeadDim (kBackwardSm90MaxHeadDimCopied without TMA,
+/// kBackwardSm90MaxHeadDimMasked with varlen or a window), no bias or
+/// softcap (yet).
 Status supportsBackwardSm90(const AttentionSpec &spec, Arch arch);
 TileConfig defaultBackwardConfigSm90(const AttentionSpec &spec, Arch arch);
 Status validateBackwardSm90(const TileConfig &config,

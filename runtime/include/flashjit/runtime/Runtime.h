@@ -132,7 +132,8 @@ struct ForwardPlan {
   struct alignas(64) TensorMap {
     unsigned char bytes[128];
   };
-  TensorMap tensorMaps[3];
+  static constexpr int kMaxTensorMaps = 4; ///< Q, K, V, dO
+  TensorMap tensorMaps[kMaxTensorMaps];
   int tensorMapCount = 0;
 
   // ---- decode (spec.pagedKV, spec.splitKV) --------------------------------
