@@ -92,7 +92,8 @@
 #                   --backward` before and after [BACKWARD_TUNE_DIMS="128 64", MASKS,
 #                   TUNE_TIMEOUT=300]
 #   sm90-backward   the sm90 (wgmma) backward, forced: its GPU tests, smoke runs and
-#                   sanitizers at d <= 64, `bench --backward` of both families at d = 64
+#                   sanitizers at d <= 128 (TMA) and d = 36 (copied), `bench --backward`
+#                   of both families at d = 64 and 128
 #   backward        backward-smoke, backward-tests, backward-sanitize, backward-bench
 #                   [BACKWARD_EXTRA: options added to every backward run, bench and
 #                    sanitizer line, e.g. "--scalar off" for the mma.sync main kernel]
@@ -568,24 +569,29 @@ PY
   sm90-backward)
     # The sm90 (wgmma) backward, forced (not yet the default): its GPU tests,
     # `run --backward --check` smoke runs, the sanitizers, then `bench
-    # --backward` of both families at d = 64 (the head dims it serves).
+    # --backward` of both families at d = 64 and 128.
     GTEST_FILTER='Sm90/Sm90BackwardMatrix.*' run_mode tests
     BACKWARD_EXTRA="--family sm90" BACKWARD_RUNS="\
 --head-dim 64 --seqlen 256 --heads-q 2 --heads-kv 2;\
 --head-dim 64 --seqlen 300 --mask causal --heads-q 8 --heads-kv 2;\
 --head-dim 33 --seqlen-q 130 --seqlen-k 47 --dtype fp16 --heads-q 2 --heads-kv 2;\
 --head-dim 64 --seqlens-q 77,0,1,40 --seqlens-k 90,5,1,130 --mask causal --heads-q 4 --heads-kv 2;\
---head-dim 48 --seqlen 200 --mask causal --heads-q 4 --heads-kv 4 --deterministic" run_mode backward-smoke
+--head-dim 48 --seqlen 200 --mask causal --heads-q 4 --heads-kv 4 --deterministic;\
+--head-dim 128 --seqlen 300 --mask causal --heads-q 4 --heads-kv 2;\
+--head-dim 96 --seqlens-q 77,0,130 --seqlens-k 90,5,200 --mask window --window-left 40 --window-right 0 --heads-q 2 --heads-kv 2;\
+--head-dim 128 --head-dim-v 64 --seqlen 200 --heads-q 4 --heads-kv 4 --deterministic" run_mode backward-smoke
     TOOLS="memcheck racecheck synccheck" sanitize_runs "$out/sm90-backward-sanitizer.log" <<< "$(tr ';' '\n' <<< "\
 --backward --head-dim 64 --seqlen 130 --mask causal --heads-q 4 --heads-kv 2 --family sm90;\
---backward --head-dim 33 --seqlens-q 50,0,17 --seqlens-k 40,5,90 --heads-q 2 --heads-kv 2 --family sm90 --deterministic")"
-    local m
-    for m in $MASKS; do
-      echo "d=64 mask=$m sm80 | $(timeout 120 "$bin/flashjit" bench --backward $(shape 64 $m) 2>&1 | tail -1)" |
+--backward --head-dim 33 --seqlens-q 50,0,17 --seqlens-k 40,5,90 --heads-q 2 --heads-kv 2 --family sm90 --deterministic;\
+--backward --head-dim 128 --seqlen 150 --mask causal --heads-q 4 --heads-kv 2 --family sm90;\
+--backward --head-dim 96 --seqlens-q 50,0,17 --seqlens-k 40,5,90 --heads-q 2 --heads-kv 2 --family sm90 --deterministic")"
+    local d m
+    for d in 64 128; do for m in $MASKS; do
+      echo "d=$d mask=$m sm80 | $(timeout 120 "$bin/flashjit" bench --backward $(shape $d $m) 2>&1 | tail -1)" |
         tee -a "$out/sm90-backward-bench.log"
-      echo "d=64 mask=$m sm90 | $(timeout 120 "$bin/flashjit" bench --backward $(shape 64 $m) --family sm90 2>&1 | tail -1)" |
+      echo "d=$d mask=$m sm90 | $(timeout 120 "$bin/flashjit" bench --backward $(shape $d $m) --family sm90 2>&1 | tail -1)" |
         tee -a "$out/sm90-backward-bench.log"
-    done
+    done; done
     ;;
   decode-smoke)
     local args

@@ -73,6 +73,29 @@ inline SmallVector<Type> concat(SmallVector<Type> a, ArrayRef<Type> b) {
   return a;
 }
 
+/// The steps of one key tile of a main kernel: (query head g of the K/V
+/// head's group, row block m) for g in [0, gqa), m in [loM, hiM) (the
+/// blocks that see the tile), m fastest.
+struct StepWalk {
+  Value loM, hiM, steps, firstHead;
+
+  static StepWalk of(ForwardKernel &fk, Emitter &x, Value nBlock, int gqa) {
+    StepWalk w;
+    std::tie(w.loM, w.hiM) = fk.queryBlockRange(x, nBlock);
+    w.steps = x.mul(x.sub(w.hiM, w.loM), x.idx(gqa));
+    w.firstHead = x.mul(fk.kvHead, x.idx(gqa));
+    return w;
+  }
+  /// The step after (mBlock, head): the next row block, or the next head's
+  /// first.
+  std::pair<Value, Value> next(Emitter &s, Value mBlock, Value head) const {
+    Value nextM = s.add(mBlock, s.idx(1));
+    Value wrap = s.cmp(mlir::arith::CmpIPredicate::eq, nextM, hiM);
+    return {s.select(wrap, loM, nextM),
+            s.select(wrap, s.add(head, s.idx(1)), head)};
+  }
+};
+
 /// One backward entry: its ForwardKernel (arguments, sequence), the
 /// backward's arguments and the thread index.
 struct Entry {

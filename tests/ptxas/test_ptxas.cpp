@@ -630,6 +630,20 @@ TEST_P(PtxasBackwardSm90, AssemblesWithoutSpills) {
   ASSERT_TRUE(validate(config, c.spec, c.arch).isOk())
       << validate(config, c.spec, c.arch).message();
   compileAndAssemble(c.spec, config, c.arch);
+  // The other tiles (autotune's, the GPU tests'), where registers are
+  // shortest: one stage, one warpgroup.
+  if (c.spec.headDimQK < 96)
+    return;
+  TileConfig oneStage = config;
+  oneStage.stages = 1;
+  TileConfig oneWarpgroup = config;
+  oneWarpgroup.warps = 4;
+  oneWarpgroup.blockN = 64;
+  for (const TileConfig &other : {oneStage, oneWarpgroup}) {
+    ASSERT_TRUE(validate(other, c.spec, c.arch).isOk())
+        << validate(other, c.spec, c.arch).message();
+    compileAndAssemble(c.spec, other, c.arch);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

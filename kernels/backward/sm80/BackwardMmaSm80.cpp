@@ -241,30 +241,22 @@ void buildMainMma(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
         copyRows(x, fk.v, vBase, fk.vRS, keyLo, fk.seqK, bn, dv, pdv,
                  L.swizzleBitsV, vS, {}, /*inLoop=*/false);
         commitGroup(x);
-        // Steps: (query head g of the group, row block m) for g in [0,
-        // gqa), m in [loM, hiM), m fastest.
-        const std::pair<Value, Value> blocks = fk.queryBlockRange(x, nBlock);
-        Value loM = blocks.first, hiM = blocks.second;
-        Value steps = x.mul(x.sub(hiM, loM), x.idx(gqa));
-        Value firstHead = x.mul(fk.kvHead, x.idx(gqa));
+        const StepWalk walk = StepWalk::of(fk, x, nBlock, gqa);
+        Value steps = walk.steps;
         x.ifThen(x.gt(steps, x.idx(0)), [&] {
-          loadQdO(x, firstHead, loM, x.idx(0));
+          loadQdO(x, walk.firstHead, walk.loM, x.idx(0));
         });
         commitGroup(x);
 
         SmallVector<Value> init(4 * (dvTiles + dkTiles), x.f32(0));
-        init.push_back(loM);
-        init.push_back(firstHead);
+        init.push_back(walk.loM);
+        init.push_back(walk.firstHead);
         auto stepLoop = x.runtimeLoop(
             x.idx(0), steps, 1, init,
             [&](Emitter &s, Value it, ValueRange carried) {
               Value mBlock = carried[4 * (dvTiles + dkTiles)];
               Value head = carried[4 * (dvTiles + dkTiles) + 1];
-              // The step after this one.
-              Value nextM = s.add(mBlock, s.idx(1));
-              Value wrap = s.cmp(arith::CmpIPredicate::eq, nextM, hiM);
-              nextM = s.select(wrap, loM, nextM);
-              Value nextHead = s.select(wrap, s.add(head, s.idx(1)), head);
+              const auto [nextM, nextHead] = walk.next(s, mBlock, head);
               Value following = s.add(it, s.idx(1));
               Value slot = stages == 1 ? s.idx(0) : s.rem(it, stages);
               // ---- this step's Q and dO have landed; with two stages the

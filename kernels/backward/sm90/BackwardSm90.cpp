@@ -269,16 +269,19 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                     /*inLoop=*/false);
         }
         commitGroup(x);
-        // Steps: (query head g of the group, row block m), m fastest.
-        const std::pair<Value, Value> blocks = fk.queryBlockRange(x, nBlock);
-        Value loM = blocks.first, hiM = blocks.second;
-        Value steps = x.mul(x.sub(hiM, loM), x.idx(gqa));
-        Value firstHead = x.mul(fk.kvHead, x.idx(gqa));
+        const StepWalk walk = StepWalk::of(fk, x, nBlock, gqa);
+        Value steps = walk.steps;
+        // One stage: slot 0 through an opaque move, else LLVM hoists every
+        // slot-dependent shared address out of the step loop into
+        // registers (30 more; 432 bytes of spill at d = 128).
         auto slotOf = [&](Emitter &y, Value step) {
-          return stages == 1 ? y.idx(0) : y.rem(step, stages);
+          if (stages > 1)
+            return y.rem(step, stages);
+          return y.toIndex(
+              y.asmMov(y.b.getI32Type(), "mov.u32 $0, 0;", "=r"));
         };
         x.ifThen(x.gt(steps, x.idx(0)), [&] {
-          loadStep(x, firstHead, loM, slotOf(x, stepBase));
+          loadStep(x, walk.firstHead, walk.loM, slotOf(x, stepBase));
         });
         commitGroup(x);
         // K and V have landed (the tile's (nBlock - x) / gridDim.x-th use
@@ -291,17 +294,14 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                                      xCount)));
 
         SmallVector<Value> init(dvRegs + dkRegs, x.f32(0));
-        init.push_back(loM);
-        init.push_back(firstHead);
+        init.push_back(walk.loM);
+        init.push_back(walk.firstHead);
         auto stepLoop = x.runtimeLoop(
             x.idx(0), steps, 1, init,
             [&](Emitter &s, Value it, ValueRange carried) {
               Value mBlock = carried[dvRegs + dkRegs];
               Value head = carried[dvRegs + dkRegs + 1];
-              Value nextM = s.add(mBlock, s.idx(1));
-              Value wrap = s.cmp(arith::CmpIPredicate::eq, nextM, hiM);
-              nextM = s.select(wrap, loM, nextM);
-              Value nextHead = s.select(wrap, s.add(head, s.idx(1)), head);
+              const auto [nextM, nextHead] = walk.next(s, mBlock, head);
               Value following = s.add(it, s.idx(1));
               Value step = s.add(stepBase, it);
               Value slot = slotOf(s, step);
