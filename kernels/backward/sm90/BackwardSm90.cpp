@@ -533,10 +533,11 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                 }
                 sm90::fenceAsyncShared(y);
                 NVVM::SyncWarpOp::create(y.b, y.loc, y.i32(-1));
-                // Lane l < 16 adds row 16 warp + l: columns colFirst .. of
-                // the workspace row (its padding to a multiple of 4
-                // included: 16-byte pieces; K's padding columns made those
-                // 0).
+                // Lane l < 16 adds row 16 warp + l: the warpgroup's columns
+                // of the workspace row (a 64-column box when the two split
+                // them, the rest of the row for the second; its padding to
+                // a multiple of 4 included: 16-byte pieces; K's padding
+                // columns made those 0).
                 Value row = y.add(warpRow, lane);
                 Value query = y.add(qLo, row);
                 y.ifThen(y.andI(y.lt(lane, y.idx(16)), y.lt(query, fk.seqQ)),
@@ -548,7 +549,10 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                       y.add(bufferAt,
                             y.mul(row, y.idx(L.dqRowFloats * 4))),
                       y.mul(colFirst, y.idx(4)));
-                  Value bytes = y.mul(y.sub(a.wsDqRow, colFirst), y.idx(4));
+                  Value cols = y.sub(a.wsDqRow, colFirst);
+                  if (L.dqSplitsColumns)
+                    cols = y.minS(cols, y.idx(kTmaBoxCols));
+                  Value bytes = y.mul(cols, y.idx(4));
                   sm90::reduceAddBulk(
                       y, toI64(y, gmem),
                       arith::TruncIOp::create(
