@@ -38,11 +38,9 @@ std::string hexAddress(const void *p) {
   return os.str();
 }
 
-/// Whether Q, K and V rows start 16-byte aligned (pointers, row and batch
-/// strides) and each holds its heads side by side, so that TMA can load a
-/// head as columns of its row (AttentionSpec::headsInRows) whose span, like
-/// every TMA coordinate, fits in int32.
-bool headsInRows(const ForwardProblem &p) {
+} // namespace
+
+bool headsInAlignedRows(const ForwardProblem &p) {
   const int64_t eb = elementBytes(p.dtype);
   const bool varlen = p.varlen.has_value();
   struct Operand {
@@ -71,6 +69,14 @@ bool headsInRows(const ForwardProblem &p) {
   return true;
 }
 
+namespace {
+/// Off: the sm90 kernels that load heads as columns of their rows stopped
+/// an H200 with CUDA_ERROR_ILLEGAL_INSTRUCTION at d = 100 and 36
+/// (bench/results/2026-12-05-h200-sm90-backward-tma.md); until that is
+/// found, such problems take the sm80 family (forcing sm90 is refused:
+/// rows off 16 bytes). The generator still builds them (flashjit compile
+/// --heads-in-rows).
+constexpr bool kLoadHeadsInRows = false;
 } // namespace
 
 Status validate(const ForwardProblem &p) {
@@ -173,8 +179,8 @@ AttentionSpec specFor(const ForwardProblem &p) {
       values.push_back(t.strides.row);
   }
   spec.globalAlignElems = alignmentElems(values);
-  if (spec.globalAlignElems * eb < 16 && !p.paged)
-    spec.headsInRows = headsInRows(p);
+  if (kLoadHeadsInRows && spec.globalAlignElems * eb < 16 && !p.paged)
+    spec.headsInRows = headsInAlignedRows(p);
   return spec;
 }
 

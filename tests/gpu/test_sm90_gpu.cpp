@@ -185,8 +185,12 @@ void poisonGaps(ForwardRun &run) {
 /// d = 100, 36 and 33): the family, forced (the runtime's default there is
 /// still sm80), loads each head as columns of its row; the columns wgmma
 /// reads past the head hold the next head's values, or NaN where the rows
-/// have gaps between heads.
-TEST(Sm90Family, HeadsInRowsMatchTheReference) {
+/// have gaps between heads. Disabled (gtest reports it): these kernels
+/// stopped an H200 with CUDA_ERROR_ILLEGAL_INSTRUCTION
+/// (bench/results/2026-12-05-h200-sm90-backward-tma.md) and the runtime no
+/// longer plans them; --gtest_also_run_disabled_tests runs it, with
+/// kLoadHeadsInRows on, when that is found.
+TEST(Sm90Family, DISABLED_HeadsInRowsMatchTheReference) {
   FLASHJIT_REQUIRE_GPU();
   if (runtime().arch() != Arch::Sm90a)
     GTEST_SKIP() << "the sm90 family needs sm_90a; this GPU is "

@@ -4,31 +4,34 @@
 // with SdP_swapAB: the scores come out transposed, keys as wgmma's M, so
 // that P^T and dS^T are A operands in registers) on the sm80 backward's
 // frame (one CTA per block_n keys of one K/V head, every query head of the
-// group and every block of 64 queries that sees the keys; cp.async copies,
-// the shared preprocess and dQ conversion entries). Warpgroup w owns keys
+// group and every block of 64 queries that sees the keys; the shared
+// preprocess and dQ conversion entries). Warpgroup w owns keys
 // [64 w, 64 w + 64) of the tile:
 //
-//   K, V -> shared memory (cp.async into 128-byte-swizzled 64-column boxes,
-//   wgmma's layout); dK = dV = 0 in registers
+//   K, V -> shared memory (128-byte-swizzled 64-column boxes, wgmma's
+//   layout); dK = dV = 0 in registers
 //   per step (64 queries of one head; Q, dO, LSE' and D of the next step
-//   copying behind this one's products):
-//     S^T  = K_w Q^T, dP^T = V_w dO^T     wgmma m64n64k16 from shared memory
-//     P^T  = exp2(S^T' - LSE'), masked; dS^T = P^T (dP^T - D)
+//   loading behind this one's products), in sub-steps of 64, 32 or 16
+//   queries:
+//     S^T  = K_w Q^T, dP^T = V_w dO^T     wgmma from shared memory
+//     P^T  = exp2(S^T' - LSE'), masked; dS^T = P^T (dP^T - D), 0 where P^T
 //     dV_w += P^T dO, dK_w += dS^T Q      wgmma with A from registers, B
 //                                         (dO, Q) MN-major
 //     dS^T -> shared memory as dS [query][key], rounded
 //     dQ   = dS K                         wgmma from shared memory (K
 //                                         MN-major), each warpgroup its own
-//                                         keys (or columns); float32 atomics
-//                                         into the workspace (deterministic:
-//                                         one warpgroup's plain adds into
-//                                         this CTA's partial)
+//                                         keys (or columns); each warp's
+//                                         rows through shared memory into
+//                                         the workspace by bulk reductions
+//                                         (deterministic: one warpgroup,
+//                                         into this CTA's partial)
 //   dK * scale and dV stored, rounded; key padding rows 0.
 //
-// No warp specialisation, TMA or mbarriers yet: every thread copies and
-// computes, as the sm80 kernel does. Rows past seqlen_q have LSE' = +inf
-// and D = 0 (P = dS = 0); K, V, Q and dO rows and columns past the tensors
-// are zeros in shared memory.
+// Loads: where every row starts 16-byte aligned, thread 0 issues TMA
+// (mbarriers: K and V's, one per stage for Q and dO; rows past a sequence
+// are a neighbour's or zeros, masked out of P^T and dS^T); otherwise every
+// thread copies by cp.async (zeros past the tensors). No warp
+// specialisation yet: every thread computes. LSE' and D come by cp.async.
 //
 //===----------------------------------------------------------------------===//
 #include "backward/sm90/BackwardSm90.h"
@@ -530,10 +533,11 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                 }
                 sm90::fenceAsyncShared(y);
                 NVVM::SyncWarpOp::create(y.b, y.loc, y.i32(-1));
-                // Lane l < 16 adds row 16 warp + l: columns colFirst .. of
-                // the workspace row (its padding to a multiple of 4
-                // included: 16-byte pieces; K's padding columns made those
-                // 0).
+                // Lane l < 16 adds row 16 warp + l: the warpgroup's columns
+                // of the workspace row (a 64-column box when the two split
+                // them, the rest of the row for the second; its padding to
+                // a multiple of 4 included: 16-byte pieces; K's padding
+                // columns made those 0).
                 Value row = y.add(warpRow, lane);
                 Value query = y.add(qLo, row);
                 y.ifThen(y.andI(y.lt(lane, y.idx(16)), y.lt(query, fk.seqQ)),
@@ -545,7 +549,10 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                       y.add(bufferAt,
                             y.mul(row, y.idx(L.dqRowFloats * 4))),
                       y.mul(colFirst, y.idx(4)));
-                  Value bytes = y.mul(y.sub(a.wsDqRow, colFirst), y.idx(4));
+                  Value cols = y.sub(a.wsDqRow, colFirst);
+                  if (L.dqSplitsColumns)
+                    cols = y.minS(cols, y.idx(kTmaBoxCols));
+                  Value bytes = y.mul(cols, y.idx(4));
                   sm90::reduceAddBulk(
                       y, toI64(y, gmem),
                       arith::TruncIOp::create(
