@@ -156,21 +156,23 @@ SearchSpace backwardSearchSpace(const AttentionSpec &spec, Arch arch,
   SearchSpace space;
   if (spec.direction != Direction::Backward)
     return space;
-  // The baseline is the sm80 kernel's (preferredFamily's, until the sm90
-  // one has run on a GPU).
+  // The runtime's default first (preferredFamily's: the sm90 kernel's from
+  // d = 64 on sm_90a), or the scalar kernel's when that is searched; then
+  // the sm80 kernel's tiles and the sm90 kernel's.
+  const TileConfig sm80 = defaultBackwardConfigSm80(spec, arch, knobs.scalar);
   const TileConfig baseline =
-      defaultBackwardConfigSm80(spec, arch, knobs.scalar);
+      knobs.scalar.value_or(false) ? sm80 : defaultTileConfig(spec, arch);
   space.candidates.push_back(baseline);
   const std::vector<int> oneStage{1};
-  const std::vector<int> &stages = baseline.scalar ? oneStage : knobs.stages;
+  const std::vector<int> &stages = sm80.scalar ? oneStage : knobs.stages;
   Enumeration enumeration(space, spec, arch);
   for (int blockM : knobs.blockM)
     for (int blockN : knobs.blockN)
       for (int warps : knobs.warps)
         for (int stageCount : stages) {
           TileConfig c;
-          c.family = baseline.family;
-          c.scalar = baseline.scalar; // the searched main kernel's tiles
+          c.family = sm80.family;
+          c.scalar = sm80.scalar; // the searched main kernel's tiles
           c.blockM = blockM;
           c.blockN = blockN;
           c.warps = warps;
@@ -189,7 +191,7 @@ SearchSpace backwardSearchSpace(const AttentionSpec &spec, Arch arch,
         c.warps = warps;
         c.blockN = 16 * warps;
         c.stages = stageCount;
-        if (enumeration.admits(c))
+        if (enumeration.admits(c) && c != baseline)
           space.candidates.push_back(c);
       }
   enumeration.finish();

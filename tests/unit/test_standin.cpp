@@ -603,7 +603,8 @@ BackwardProblem backwardProblem(const ForwardProblem &forward) {
 
 // Three launches in order (D, the main kernel, the dQ conversion), the main
 // kernel's grid over key tiles and K/V heads, the others over 64-row query
-// blocks and query heads; the sm80 backward on sm_90 too.
+// blocks and query heads; on sm_90 the sm90 backward from d = 64 (with its
+// four tensor maps), the sm80 one below.
 TEST(StandInBackward, LaunchesItsThreeEntriesInOrder) {
   FLASHJIT_REQUIRE_STANDIN();
   TempDir dir;
@@ -616,7 +617,17 @@ TEST(StandInBackward, LaunchesItsThreeEntriesInOrder) {
   ASSERT_TRUE(plan) << plan.message();
   const std::string name = plan->main.kernel->name;
   EXPECT_EQ(name.rfind("bwd_", 0), 0u) << name;
-  EXPECT_EQ(plan->main.config.family, Family::Sm80);
+  EXPECT_EQ(plan->main.config.family, Family::Sm90);
+  EXPECT_EQ(plan->main.tensorMapCount, 4);
+  {
+    BackwardProblem narrow = p;
+    narrow.headDimQK = narrow.headDimV = 32;
+    narrow.setDenseBSHD();
+    auto small = rt->planBackward(narrow);
+    ASSERT_TRUE(small) << small.message();
+    EXPECT_EQ(small->main.config.family, Family::Sm80);
+    EXPECT_EQ(small->main.tensorMapCount, 0);
+  }
   const long before = standInLaunches();
   ASSERT_TRUE(rt->attentionBackward(p).isOk()); // the runtime's workspace
   EXPECT_EQ(standInLaunches(), before + 3);

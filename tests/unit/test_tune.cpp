@@ -220,9 +220,9 @@ TEST(SearchSpace, BackwardKeepsExactlyWhatFits) {
   }
   EXPECT_EQ(backwardSearchSpace(spec, Arch::Sm90a, scalarKnobs).candidates.size(),
             27u);
-  // The default kernel's (mma.sync) space, its default first, both stage
-  // counts searched, then the sm90 kernel's four tiles (d <= 128); every
-  // candidate valid.
+  // The runtime's default first (the sm90 kernel's at d = 128), the
+  // mma.sync kernel's space (both stage counts searched) and the sm90
+  // kernel's four tiles; every candidate valid.
   const SearchSpace mma = backwardSearchSpace(spec, Arch::Sm90a);
   EXPECT_EQ(mma.enumerated, 3 * 4 * 3 * 2 + 4);
   EXPECT_EQ(mma.candidates.front(), defaultTileConfig(spec, Arch::Sm90a));
@@ -240,11 +240,12 @@ TEST(SearchSpace, BackwardKeepsExactlyWhatFits) {
   // A forward spec has no backward space.
   EXPECT_TRUE(backwardSearchSpace(specWith(128), Arch::Sm90a)
                   .candidates.empty());
-  // d=64 on sm_90a: the sm90 kernel's tiles too (one or two warpgroups,
-  // one or two stages), valid, after the sm80 default.
+  // d=64 on sm_90a: the sm90 kernel's tiles (one or two warpgroups, one or
+  // two stages), valid, its default (the runtime's there) first.
   spec.headDimQK = spec.headDimV = 64;
   const SearchSpace d64 = backwardSearchSpace(spec, Arch::Sm90a);
-  EXPECT_EQ(d64.candidates.front().family, Family::Sm80);
+  EXPECT_EQ(d64.candidates.front().family, Family::Sm90);
+  EXPECT_EQ(d64.candidates.front().blockN, 128);
   int sm90 = 0;
   for (const TileConfig &c : d64.candidates)
     if (c.family == Family::Sm90) {

@@ -1,6 +1,7 @@
 //===- KernelFamily.cpp - The registry of kernel families -----------------===//
 #include "flashjit/compiler/KernelFamily.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <mutex>
@@ -43,13 +44,16 @@ Expected<const KernelFamily *> familyOf(Family id) {
 
 Family preferredFamily(const AttentionSpec &spec, Arch arch) {
   const KernelFamily *sm90 = findFamily(Family::Sm90);
-  // Heads loaded as columns of their rows (headsInRows) and the sm90
-  // backward stay with sm80 until their kernels are timed and checked on a
-  // GPU; `family` forces them.
-  if (sm90 && sm90->supports(spec, arch) && !spec.headsInRows &&
-      spec.direction == Direction::Forward)
-    return Family::Sm90;
-  return Family::Sm80;
+  if (!sm90 || !sm90->supports(spec, arch))
+    return Family::Sm80;
+  // Heads loaded as columns of their rows stopped an H200 (illegal
+  // instruction); `family` forces them (flashjit compile only).
+  if (spec.direction == Direction::Forward)
+    return spec.headsInRows ? Family::Sm80 : Family::Sm90;
+  // The sm90 backward from d = 64: 1.02-1.59x the sm80 one on an H200, and
+  // 0.92x at d = 32 causal (bench/results/2026-12-05-h200-sm90-backward-tma.md).
+  return std::max(spec.headDimQK, spec.headDimV) >= 64 ? Family::Sm90
+                                                        : Family::Sm80;
 }
 
 TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch) {
