@@ -567,7 +567,7 @@ PY
   backward)
     for m in backward-smoke backward-tests backward-sanitize backward-bench; do run_mode $m; done ;;
   sm90-backward)
-    # The sm90 (wgmma) backward, forced (not yet the default): its GPU tests,
+    # The sm90 (wgmma) backward, forced (the default from d = 64): its GPU tests,
     # `run --backward --check` smoke runs, the sanitizers, then `bench
     # --backward` of both families at d = 64 and 128.
     GTEST_FILTER='Sm90/Sm90BackwardMatrix.*' run_mode tests
