@@ -77,6 +77,22 @@ namespace {
 /// rows off 16 bytes). The generator still builds them (flashjit compile
 /// --heads-in-rows).
 constexpr bool kLoadHeadsInRows = false;
+
+/// A tensor's strides and extents (batches, heads, rows).
+struct Moving {
+  const Strides &strides;
+  int64_t batches, heads, rows;
+};
+/// Appends the strides the kernels multiply by a nonzero index: a stride of
+/// a size-1 dimension never moves a row.
+void addMovingStrides(std::vector<int64_t> &values, const Moving &t) {
+  if (t.batches > 1)
+    values.push_back(t.strides.batch);
+  if (t.heads > 1)
+    values.push_back(t.strides.head);
+  if (t.rows > 1)
+    values.push_back(t.strides.row);
+}
 } // namespace
 
 Status validate(const ForwardProblem &p) {
@@ -155,10 +171,6 @@ AttentionSpec specFor(const ForwardProblem &p) {
   // A paged cache's batch strides are page strides.
   const int64_t kvBatches = p.paged ? p.paged->numPages : p.varlen ? 1 : p.batch;
   const int64_t qBatches = p.varlen ? 1 : p.batch;
-  struct Moving {
-    const Strides &strides;
-    int64_t batches, heads, rows;
-  };
   std::vector<Moving> tensors = {{p.qStrides, qBatches, p.headsQ, rowsQ},
                                  {p.kStrides, kvBatches, p.headsKV, rowsK},
                                  {p.vStrides, kvBatches, p.headsKV, rowsK},
@@ -170,14 +182,8 @@ AttentionSpec specFor(const ForwardProblem &p) {
     tensors.push_back({p.kNewStrides, p.batch, p.headsKV, p.newKeys});
     tensors.push_back({p.vNewStrides, p.batch, p.headsKV, p.newKeys});
   }
-  for (const Moving &t : tensors) {
-    if (t.batches > 1)
-      values.push_back(t.strides.batch);
-    if (t.heads > 1)
-      values.push_back(t.strides.head);
-    if (t.rows > 1)
-      values.push_back(t.strides.row);
-  }
+  for (const Moving &t : tensors)
+    addMovingStrides(values, t);
   spec.globalAlignElems = alignmentElems(values);
   if (kLoadHeadsInRows && spec.globalAlignElems * eb < 16 && !p.paged)
     spec.headsInRows = headsInAlignedRows(p);
@@ -260,12 +266,7 @@ AttentionSpec specFor(const BackwardProblem &p) {
   for (const auto &t : gradients) {
     values.push_back(
         static_cast<int64_t>(reinterpret_cast<uintptr_t>(t.ptr) / eb));
-    if (batches > 1)
-      values.push_back(t.strides.batch);
-    if (t.heads > 1)
-      values.push_back(t.strides.head);
-    if (t.rows > 1)
-      values.push_back(t.strides.row);
+    addMovingStrides(values, {t.strides, batches, t.heads, t.rows});
   }
   spec.globalAlignElems = alignmentElems(values);
   spec.headsInRows = false; // a fact for the sm90 forward's TMA only
