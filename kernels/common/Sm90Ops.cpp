@@ -98,11 +98,13 @@ Value Window::descriptor(Emitter &x, Value offsetBytes, int64_t lbo) const {
                               i64(x, static_cast<int64_t>(fields)));
 }
 
-Type tmaBoxType(MLIRContext *ctx, Type elem, int rows) {
+Type tmaBoxType(MLIRContext *ctx, Type elem, int rows, int heads) {
   auto smemSpace = gpu::AddressSpaceAttr::get(
       ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
-  return MemRefType::get({1, 1, rows, kTmaBoxCols}, elem, AffineMap(),
-                         smemSpace);
+  SmallVector<int64_t> shape = {1, 1, rows, kTmaBoxCols};
+  if (heads > 1)
+    shape = {1, rows / heads, heads, kTmaBoxCols};
+  return MemRefType::get(shape, elem, AffineMap(), smemSpace);
 }
 
 Value tensorMap(Emitter &x, Value arg, Type box) {

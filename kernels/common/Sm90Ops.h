@@ -49,7 +49,10 @@ struct Window {
 };
 
 /// memref<1x1x`rows`x64xelem> in shared memory: one TMA box of a 4-d map.
-Type tmaBoxType(mlir::MLIRContext *ctx, Type elem, int rows);
+/// With `heads` > 1 the rows are (query, head) pairs of a packed GQA group
+/// (TmaBox::heads): the same bytes, the map's dimensions in another order
+/// (memref<1x`rows / heads`x`heads`x64xelem>).
+Type tmaBoxType(mlir::MLIRContext *ctx, Type elem, int rows, int heads = 1);
 /// Kernel argument `arg` (the address of a __grid_constant__ CUtensorMap)
 /// as the tensor map of boxes `box` that the runtime encodes
 /// (runtime/lib/TensorMaps.cpp: 128-byte swizzle, zeros out of bounds).

@@ -199,16 +199,8 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
       builder, loc, module, L.sharedMemBytes, L.barrierOffset, L.barrierCount);
   Value barriers = smem.barriers;
 
-  // A box of `rows` rows of 64 columns; with `heads` > 1 the rows are
-  // (query, head) pairs of a packed GQA group (TmaBox::heads): the same
-  // bytes in shared memory, the map's dimensions in another order.
-  auto tileType = [&](int rows, int heads = 1) -> Type {
-    if (heads == 1)
-      return sm90::tmaBoxType(ctx, fk.elemTy, rows);
-    return MemRefType::get({1, rows / heads, heads, kTmaBoxCols}, fk.elemTy,
-                           AffineMap(),
-                           gpu::AddressSpaceAttr::get(
-                               ctx, gpu::GPUDialect::getWorkgroupAddressSpace()));
+  auto tileType = [&](int rows, int heads = 1) {
+    return sm90::tmaBoxType(ctx, fk.elemTy, rows, heads);
   };
   const int qHeads = cfg.packGqa ? spec.gqaGroup : 1;
   auto mapOf = [&](int arg, int rows, int heads = 1) {
