@@ -71,6 +71,9 @@
 #                   the head dims whose sm90 defaults differ most (128, 192, 256): what a
 #                   change of the family's defaults must pass [TEST_TIMEOUT]
 #   sm90-sanitize   compute-sanitizer memcheck, racecheck and synccheck on sm90 kernels
+#   tma-probe       bench/gpu/tma-probe.cu (nvcc): one TMA load per map of a list, each in its
+#                   own process: which 4-d maps (unit dimensions, heads as columns of rows,
+#                   no swizzle) the hardware refuses with an illegal instruction
 #   sm90-variants   TFLOP/s of option sets (VARIANTS, ';'-separated) at the standard shape
 #                   [VARIANT_DIMS="64 128 256", MASKS]
 #   sm90-bench      the default config's TFLOP/s (`flashjit bench`) at the standard shape of
@@ -461,6 +464,25 @@ PY
 --head-dim 36 --seqlen 200 --dtype fp16 --heads-q 8 --heads-kv 4 --family sm90;\
 --head-dim 128 --seqlen 300 --mask causal --heads-q 8 --heads-kv 2 --pack-gqa on;\
 --head-dim 64 --seqlen-q 77 --seqlen-k 500 --heads-q 16 --heads-kv 2 --pack-gqa on --pingpong on --overlap on")"
+    ;;
+  tma-probe)
+    nvcc -arch=sm_90a -O2 -o /tmp/fj/tma-probe bench/gpu/tma-probe.cu -lcuda 2>&1 | tail -3
+    local name args
+    # name | dims (columns, rows, heads, batches) | byte strides | box columns, rows | coordinates
+    while read -r name args; do
+      echo "$name [$args]: $(timeout 20 /tmp/fj/tma-probe $args 2>&1 | tail -1)" | tee -a "$out/tma-probe.log"
+    done <<'MAPS'
+bshd-h2b1          128 300 2 1   512 256 153600      64 64   0 64
+bshd-h1b1          128 300 1 1   256 76800 76800     64 64   0 64
+bshd-h1b2          128 300 1 2   256 76800 76800     64 64   0 64
+rows-d100-h2b1     200 300 1 1   400 120000 120000   64 64   0 64
+rows-d100-col64    200 300 1 1   400 120000 120000   64 64   64 64
+rows-d100-noswz    200 300 1 1   400 120000 120000   64 64   0 64 0
+rows-d100-s16      200 300 1 1   400 16 16           64 64   0 64
+rows-cols208       208 300 1 1   416 124800 124800   64 64   0 64
+rows-cols256       256 300 1 1   512 153600 153600   64 64   0 64
+rows-d100-h2       200 300 2 1   400 120000 240000   64 64   0 64
+MAPS
     ;;
   sm90-variants)
     local d m v variants

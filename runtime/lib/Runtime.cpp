@@ -71,12 +71,18 @@ bool headsInAlignedRows(const ForwardProblem &p) {
 
 namespace {
 /// Off: the sm90 kernels that load heads as columns of their rows stopped
-/// an H200 with CUDA_ERROR_ILLEGAL_INSTRUCTION at d = 100 and 36
-/// (bench/results/2026-12-05-h200-sm90-backward-tma.md); until that is
-/// found, such problems take the sm80 family (forcing sm90 is refused:
-/// rows off 16 bytes). The generator still builds them (flashjit compile
-/// --heads-in-rows).
+/// an H200 with CUDA_ERROR_ILLEGAL_INSTRUCTION at d = 100 and 36, in the
+/// producer's first TMA load (bench/results/2026-12-05-h200-sm90-backward-tma.md,
+/// 2026-12-05-h200-heads-in-rows-first-tma.md); until that is found, such
+/// problems take the sm80 family (forcing sm90 is refused: rows off 16
+/// bytes). The generator still builds them (flashjit compile
+/// --heads-in-rows); -DFLASHJIT_LOAD_HEADS_IN_ROWS=ON builds a runtime
+/// that loads them, to find it.
+#ifdef FLASHJIT_LOAD_HEADS_IN_ROWS
+constexpr bool kLoadHeadsInRows = true;
+#else
 constexpr bool kLoadHeadsInRows = false;
+#endif
 
 /// A tensor's strides and extents (batches, heads, rows).
 struct Moving {

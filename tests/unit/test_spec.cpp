@@ -281,6 +281,34 @@ TEST(TileValidate, SharedMemoryOverTheArchLimitNamesTheLimit) {
   }
 }
 
+// The sm90 family's register estimate under overlap, against what ptxas
+// 13.0 did with each kernel (bench/results/2026-12-05-cpu-sm90-overlap-registers.md):
+// those that assembled without a spill are admitted, those that spilled
+// are refused for registers.
+TEST(TileValidate, Sm90OverlapAdmitsWhatAssembledWithoutSpills) {
+  struct Case {
+    int d, warps, blockN;
+    bool spilled;
+  };
+  for (const Case &k : {Case{128, 8, 176, false}, Case{128, 4, 176, false},
+                        Case{192, 8, 112, false}, Case{256, 8, 80, false},
+                        Case{64, 8, 208, false}, Case{128, 8, 192, true},
+                        Case{128, 4, 192, true}, Case{256, 4, 96, true}}) {
+    AttentionSpec spec = specWithHeadDim(k.d);
+    TileConfig c{16 * k.warps, k.blockN, k.warps, 2};
+    c.family = Family::Sm90;
+    c.overlap = true;
+    const Status s = validate(c, spec, Arch::Sm90a);
+    const std::string where = "d=" + std::to_string(k.d) + " " +
+                              canonicalText(c) + ": " + s.message();
+    EXPECT_EQ(s.isOk(), !k.spilled) << where;
+    if (k.spilled)
+      EXPECT_NE(s.message().find("registers per consumer thread"),
+                std::string::npos)
+          << where;
+  }
+}
+
 TEST(TileValidate, Sm86HasLessSharedMemoryThanSm90a) {
   EXPECT_LT(maxSharedMemoryPerBlock(Arch::Sm86),
             maxSharedMemoryPerBlock(Arch::Sm90a));

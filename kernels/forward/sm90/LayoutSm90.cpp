@@ -14,6 +14,13 @@ constexpr int kRegisterFile = 65536;
 /// Registers beside the accumulators, scores and P: softmax state, row and
 /// key indices, descriptors, loop state.
 constexpr int kOverheadRegisters = 24;
+/// What overlap adds: fitted to ptxas 13.0 over d = 64-256, 64-256 keys,
+/// one and two consumers (bench/results/2026-12-05-cpu-sm90-overlap-registers.md).
+/// Every kernel it admits assembles without a spill (the largest: d = 128
+/// with 176 keys); it refuses those that spill (d = 128 with 192 keys,
+/// d = 256 with 96 keys and one consumer) and, needlessly, d = 64 with 224
+/// or 240 keys and d = 96 with 208.
+constexpr int kOverlapRegisters = 20;
 } // namespace
 
 Sm90Layout sm90Layout(const AttentionSpec &spec, const TileConfig &c) {
@@ -43,10 +50,12 @@ Sm90Layout sm90Layout(const AttentionSpec &spec, const TileConfig &c) {
   l.consumerRegisters =
       std::min(240, rest / (kWarpgroupThreads * l.consumers) / 8 * 8);
   const int oRegs = l.pvN / 2, sRegs = c.blockN / 2, pRegs = c.blockN / 4;
-  // With overlap the previous tile's P stays live (its P V in flight)
-  // while the next tile's scores become P.
-  l.estimatedRegisters =
-      oRegs + sRegs + pRegs * (c.overlap ? 2 : 1) + kOverheadRegisters;
+  // With overlap the previous tile's P stays live (its P V in flight) while
+  // the next tile's scores become P, each score freeing a register as it
+  // packs: one P's worth at the peak, and the margin that ptxas 13.0 needs
+  // beside it (kOverlapRegisters).
+  l.estimatedRegisters = oRegs + sRegs + pRegs + kOverheadRegisters +
+                         (c.overlap ? kOverlapRegisters : 0);
   return l;
 }
 

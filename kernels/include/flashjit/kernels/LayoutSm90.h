@@ -56,8 +56,8 @@ struct Sm90Layout {
   int barrierCount = 0;
   int sharedMemBytes = 0;
   /// Registers a consumer thread may hold after setmaxnreg.inc, and the
-  /// estimate of what it needs (O, scores, P, and with overlap the previous
-  /// tile's P, plus the softmax and addressing).
+  /// estimate of what it needs (O, scores, P, the softmax and addressing,
+  /// and with overlap a margin for the previous tile's P in flight).
   int consumerRegisters = 0;
   int estimatedRegisters = 0;
 };
