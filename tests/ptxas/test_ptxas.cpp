@@ -944,11 +944,15 @@ INSTANTIATE_TEST_SUITE_P(Decode, PtxasDecode,
 
 /// Intra-warpgroup overlap builds a tile's P while the previous P V is in
 /// flight: both P must keep their own registers, or ptxas serialises every
-/// wgmma (C7513). The variants at the defaults' head dims, both masks.
+/// wgmma (C7513). The variants at the defaults' head dims, both masks, and
+/// the longest tiles the register estimate admits with overlap
+/// (FlashAttention-3's 176 keys at d = 128, 112 at d = 192).
 TEST(PtxasSm90Variants, OverlapAndPingpongKeepWgmmaAsync) {
   struct Variant { int d; int warps; int blockN; bool pingpong; };
   for (const Variant &v : {Variant{64, 8, 128, false}, Variant{64, 8, 128, true},
                            Variant{128, 8, 128, true}, Variant{128, 8, 128, false},
+                           Variant{128, 8, 176, true}, Variant{128, 8, 176, false},
+                           Variant{192, 8, 112, true},
                            Variant{192, 8, 64, true}, Variant{256, 8, 80, false},
                            Variant{256, 4, 80, false}})
     for (MaskMode mask : {MaskMode::None, MaskMode::Causal}) {
