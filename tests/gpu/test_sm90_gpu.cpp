@@ -142,7 +142,12 @@ TEST(Sm90Family, EveryVariantMatchesTheReference) {
   int runs = 0, spilled = 0, i = 0;
   for (int d : {64, 72, 96, 128, 192, 256}) {
     const DType dtype = i++ % 2 ? DType::F16 : DType::BF16;
-    for (const Sm90Problem &pr : problems(d, dtype)) {
+    std::vector<Sm90Problem> all = problems(d, dtype);
+    // One head of one batch: the maps' heads and batches of extent 1.
+    all.push_back({"one_head_one_batch",
+                   denseProblem(dtype, MaskMode::None, 1, 1, 1, 333, 500, d, d),
+                   nullptr});
+    for (const Sm90Problem &pr : all) {
       const AttentionSpec spec = specFor(pr.problem);
       ASSERT_TRUE(supportsSm90(spec, Arch::Sm90a).isOk()) << pr.name;
       runVariants(pr, runs, spilled);
@@ -150,8 +155,8 @@ TEST(Sm90Family, EveryVariantMatchesTheReference) {
         return;
     }
   }
-  // 6 head dims x 6 problems x at least the default and three variants.
-  EXPECT_GE(runs, 6 * 6 * 4);
+  // 6 head dims x 7 problems x at least the default and three variants.
+  EXPECT_GE(runs, 6 * 7 * 4);
   std::printf("%d runs, %d variants refused for spills\n", runs, spilled);
 }
 
@@ -185,16 +190,21 @@ void poisonGaps(ForwardRun &run) {
 /// d = 100, 36 and 33): the family, forced (the runtime's default there is
 /// still sm80), loads each head as columns of its row; the columns wgmma
 /// reads past the head hold the next head's values, or NaN where the rows
-/// have gaps between heads. Disabled (gtest reports it): these kernels
-/// stopped an H200 with CUDA_ERROR_ILLEGAL_INSTRUCTION
-/// (bench/results/2026-12-05-h200-sm90-backward-tma.md) and the runtime no
-/// longer plans them; --gtest_also_run_disabled_tests runs it, with
-/// kLoadHeadsInRows on, when that is found.
-TEST(Sm90Family, DISABLED_HeadsInRowsMatchTheReference) {
+/// have gaps between heads. These kernels stopped an H200 with
+/// CUDA_ERROR_ILLEGAL_INSTRUCTION at their first TMA load
+/// (bench/results/2026-12-05-h200-heads-in-rows-first-tma.md) and the
+/// runtime plans them only when built with -DFLASHJIT_LOAD_HEADS_IN_ROWS=ON:
+/// skipped otherwise.
+TEST(Sm90Family, HeadsInRowsMatchTheReference) {
   FLASHJIT_REQUIRE_GPU();
   if (runtime().arch() != Arch::Sm90a)
     GTEST_SKIP() << "the sm90 family needs sm_90a; this GPU is "
                  << toString(runtime().arch());
+  if (!specFor(denseProblem(DType::BF16, MaskMode::None, 1, 2, 2, 64, 64, 100,
+                            100))
+           .headsInRows)
+    GTEST_SKIP() << "this runtime does not load heads as columns of their "
+                    "rows (build with -DFLASHJIT_LOAD_HEADS_IN_ROWS=ON)";
   std::vector<Sm90Problem> all = problems(100, DType::BF16);
   all.push_back({"d36_fp16_causal",
                  denseProblem(DType::F16, MaskMode::Causal, 2, 4, 4, 333, 555,
