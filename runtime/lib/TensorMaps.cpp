@@ -82,6 +82,8 @@ Status encodeTensorMaps(const driver::Api &cu, const ForwardProblem &p,
   if (!cu.tensorMapEncodeTiled)
     return Status::error("this kernel loads with TMA, and the CUDA driver "
                          "lacks cuTensorMapEncodeTiled (CUDA 12.0 or newer)");
+  // Without a backward, dO has no base and O's strides stand in (a
+  // reference must bind): a kernel that asks for its map is refused below.
   const Operand operands[] = {
       {"q", p.q, p.headDimQK, (p.varlen ? p.varlen->totalQ : p.seqlenQ), p.headsQ, p.qStrides, facts.tmaQ},
       {"k", p.k, p.headDimQK, (p.varlen ? p.varlen->totalK : p.seqlenK), p.headsKV, p.kStrides, facts.tmaK},
