@@ -73,7 +73,8 @@
 #   sm90-sanitize   compute-sanitizer memcheck, racecheck and synccheck on sm90 kernels
 #   tma-probe       bench/gpu/tma-probe.cu (nvcc): one TMA load per map of a list, each in its
 #                   own process: which 4-d maps (unit dimensions, heads as columns of rows,
-#                   no swizzle) the hardware refuses with an illegal instruction
+#                   no swizzle) and innermost coordinates (8 bytes off 16: expected to be
+#                   refused) the hardware refuses with an illegal instruction
 #   sm90-variants   TFLOP/s of option sets (VARIANTS, ';'-separated) at the standard shape
 #                   [VARIANT_DIMS="64 128 256", MASKS]
 #   sm90-bench      the default config's TFLOP/s (`flashjit bench`) at the standard shape of
@@ -462,6 +463,7 @@ PY
 --head-dim 256 --seqlen 200 --heads-q 2 --heads-kv 2;\
 --head-dim 100 --seqlen 300 --mask causal --heads-q 2 --heads-kv 2 --family sm90;\
 --head-dim 36 --seqlen 200 --dtype fp16 --heads-q 8 --heads-kv 4 --family sm90;\
+--head-dim 100 --seqlens-q 100,0,37 --seqlens-k 90,5,300 --mask causal --heads-q 8 --heads-kv 2 --pack-gqa on --family sm90;\
 --head-dim 128 --seqlen 300 --mask causal --heads-q 8 --heads-kv 2 --pack-gqa on;\
 --head-dim 64 --seqlen-q 77 --seqlen-k 500 --heads-q 16 --heads-kv 2 --pack-gqa on --pingpong on --overlap on")"
     ;;
@@ -482,6 +484,10 @@ rows-d100-s16      200 300 1 1   400 16 16           64 64   0 64
 rows-cols208       208 300 1 1   416 124800 124800   64 64   0 64
 rows-cols256       256 300 1 1   512 153600 153600   64 64   0 64
 rows-d100-h2       200 300 2 1   400 120000 240000   64 64   0 64
+rows-d100-col100   200 300 1 1   400 120000 120000   64 64   100 64
+rows-d100-col96    200 300 1 1   400 120000 120000   64 64   96 64
+bshd-h2b1-col4     128 300 2 1   512 256 153600      64 64   4 64
+bshd-h2b1-col8     128 300 2 1   512 256 153600      64 64   8 64
 MAPS
     ;;
   sm90-variants)

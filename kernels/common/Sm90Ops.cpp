@@ -63,6 +63,7 @@ Window Window::create(OpBuilder &b, Location loc, gpu::GPUModuleOp module,
             ValueRange{barrierView})
             .getResult(0);
   }
+  w.barrierOffset = barrierOffset;
   w.address = arith::IndexCastOp::create(
       b, loc, b.getI64Type(),
       memref::ExtractAlignedPointerAsIndexOp::create(b, loc, w.window));
@@ -83,6 +84,20 @@ void Window::arrive(Emitter &x, Value barrier) const {
   nvgpu::MBarrierArriveOp::create(
       x.b, x.loc, nvgpu::MBarrierTokenType::get(x.b.getContext()), barriers,
       barrier);
+}
+
+void Window::arriveOnCopies(Emitter &x, Value barrier) const {
+  Value at = arith::AddIOp::create(
+      x.b, x.loc, address,
+      arith::IndexCastOp::create(
+          x.b, x.loc, x.b.getI64Type(),
+          x.add(x.idx(barrierOffset), x.mul(barrier, x.idx(8)))));
+  Value ptr = LLVM::IntToPtrOp::create(
+      x.b, x.loc,
+      LLVM::LLVMPointerType::get(x.b.getContext(),
+                                 static_cast<unsigned>(NVVM::NVVMMemorySpace::Shared)),
+      at);
+  NVVM::CpAsyncMBarrierArriveOp::create(x.b, x.loc, ptr, /*noinc=*/true);
 }
 
 Value Window::descriptor(Emitter &x, Value offsetBytes, int64_t lbo) const {

@@ -30,6 +30,7 @@ struct Window {
   Value window;   ///< memref<bytes x i8, 3>
   Value barriers; ///< !nvgpu.mbarrier.group
   Value address;  ///< the window's shared address, i64
+  int barrierOffset = 0;
 
   /// Builds them at the builder's point (the global at the start of
   /// `module`).
@@ -41,6 +42,11 @@ struct Window {
   /// Barrier `barrier` of the group: wait for phase `parity` (i1), arrive.
   void waitParity(Emitter &x, Value barrier, Value parity) const;
   void arrive(Emitter &x, Value barrier) const;
+  /// Arrives on `barrier` once this thread's cp.async copies so far have
+  /// landed (cp.async.mbarrier.arrive.noinc: one of the arrivals the
+  /// barrier counts). A waiter sees the copies; wgmma reads them only after
+  /// its fenceAsyncShared.
+  void arriveOnCopies(Emitter &x, Value barrier) const;
   /// The wgmma descriptor of a 128-byte-swizzled tile at `offsetBytes` of
   /// the window (a multiple of 1024), with leading byte offset `lbo` (the
   /// distance between 64-column boxes of an MN-major operand; unused for a

@@ -40,50 +40,7 @@ std::string hexAddress(const void *p) {
 
 } // namespace
 
-bool headsInAlignedRows(const ForwardProblem &p) {
-  const int64_t eb = elementBytes(p.dtype);
-  const bool varlen = p.varlen.has_value();
-  struct Operand {
-    const void *ptr;
-    const Strides &strides;
-    int64_t heads, rows, cols;
-  } operands[] = {
-      {p.q, p.qStrides, p.headsQ, varlen ? p.varlen->totalQ : p.seqlenQ,
-       p.headDimQK},
-      {p.k, p.kStrides, p.headsKV, varlen ? p.varlen->totalK : p.seqlenK,
-       p.headDimQK},
-      {p.v, p.vStrides, p.headsKV, varlen ? p.varlen->totalK : p.seqlenK,
-       p.headDimV}};
-  for (const Operand &t : operands) {
-    if (reinterpret_cast<uintptr_t>(t.ptr) % 16 != 0 ||
-        (t.rows > 1 && t.strides.row * eb % 16 != 0) ||
-        (!varlen && p.batch > 1 && t.strides.batch * eb % 16 != 0))
-      return false;
-    if (t.heads == 1)
-      continue;
-    const int64_t span = t.strides.head * (t.heads - 1) + t.cols;
-    if (t.strides.head <= 0 || span > std::numeric_limits<int32_t>::max() ||
-        (t.rows > 1 && span > t.strides.row))
-      return false;
-  }
-  return true;
-}
-
 namespace {
-/// Off: the sm90 kernels that load heads as columns of their rows stopped
-/// an H200 with CUDA_ERROR_ILLEGAL_INSTRUCTION at d = 100 and 36, in the
-/// producer's first TMA load (bench/results/2026-12-05-h200-sm90-backward-tma.md,
-/// 2026-12-05-h200-heads-in-rows-first-tma.md); until that is found, such
-/// problems take the sm80 family (forcing sm90 is refused: rows off 16
-/// bytes). The generator still builds them (flashjit compile
-/// --heads-in-rows); -DFLASHJIT_LOAD_HEADS_IN_ROWS=ON builds a runtime
-/// that loads them, to find it.
-#ifdef FLASHJIT_LOAD_HEADS_IN_ROWS
-constexpr bool kLoadHeadsInRows = true;
-#else
-constexpr bool kLoadHeadsInRows = false;
-#endif
-
 /// A tensor's strides and extents (batches, heads, rows).
 struct Moving {
   const Strides &strides;
@@ -191,8 +148,6 @@ AttentionSpec specFor(const ForwardProblem &p) {
   for (const Moving &t : tensors)
     addMovingStrides(values, t);
   spec.globalAlignElems = alignmentElems(values);
-  if (kLoadHeadsInRows && spec.globalAlignElems * eb < 16 && !p.paged)
-    spec.headsInRows = headsInAlignedRows(p);
   return spec;
 }
 
@@ -275,7 +230,6 @@ AttentionSpec specFor(const BackwardProblem &p) {
     addMovingStrides(values, {t.strides, batches, t.heads, t.rows});
   }
   spec.globalAlignElems = alignmentElems(values);
-  spec.headsInRows = false; // a fact for the sm90 forward's TMA only
   spec.deterministic = p.deterministic;
   spec.biasGrad = p.biasGrad;
   spec.writeLse = true;
@@ -555,7 +509,7 @@ template <typename T, size_t N> std::string packed(const T (&fields)[N]) {
 
 std::string specKey(const AttentionSpec &spec) {
   const auto &[dtype, headDimQK, headDimV, mask, gqaGroup, writeLse, align,
-               headsInRows, bias, softcap, varlen, keyLengths, pagedKV,
+               bias, softcap, varlen, keyLengths, pagedKV,
                splitKV, direction, deterministic, biasGrad] = spec;
   const int32_t fields[] = {static_cast<int32_t>(dtype),
                             headDimQK,
@@ -564,7 +518,6 @@ std::string specKey(const AttentionSpec &spec) {
                             gqaGroup,
                             writeLse,
                             align,
-                            headsInRows,
                             static_cast<int32_t>(bias),
                             softcap,
                             varlen,
@@ -873,10 +826,6 @@ Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
   // Checks the spec too.
   if (Status s = flashjit::validate(plan.config, plan.spec, impl_->arch); !s)
     return s;
-  // A fact only the sm90 family's kernels read: other families' kernels of
-  // a problem keep one key whatever the layout of its heads.
-  if (plan.config.family != Family::Sm90)
-    plan.spec.headsInRows = false;
   // Tile rows: query rows, times the GQA group when its heads are packed.
   // Counted in 64 bits and checked before narrowing to the launch's 32.
   // Checked before the compile, which such a problem would only waste.

@@ -16,32 +16,25 @@ struct Operand {
   TmaBox box;
 };
 
-/// A 4-d map (columns, rows, heads, batches). With `headColumns` the heads
-/// are columns of the rows (LaunchFacts::tmaHeadColumns): the columns span
-/// every head, the heads dimension is 1.
+/// A 4-d map (columns, rows, heads, batches).
 Status encodeOne(const driver::Api &cu, const ForwardProblem &p,
-                 const Operand &t, bool headColumns,
-                 ForwardPlan::TensorMap &out) {
+                 const Operand &t, ForwardPlan::TensorMap &out) {
   const int64_t eb = elementBytes(p.dtype);
   const bool varlen = p.varlen.has_value();
   const int64_t batches = varlen ? 1 : p.batch;
   // A packed GQA group (box.heads > 1): heads before rows, so that a box of
-  // (heads x rows / heads) lands as rows of (query, head) pairs. Heads in
-  // rows (headColumns): the columns span every head, heads of extent 1.
+  // (heads x rows / heads) lands as rows of (query, head) pairs.
   const bool headsFirst = t.box.heads > 1;
-  const int64_t cols =
-      headColumns ? t.strides.head * (t.heads - 1) + t.cols : t.cols;
-  const int64_t heads = headColumns ? 1 : t.heads;
-  cuuint64_t dims[4] = {cuuint64_t(cols),
-                        cuuint64_t(headsFirst ? heads : t.rows),
-                        cuuint64_t(headsFirst ? t.rows : heads),
+  cuuint64_t dims[4] = {cuuint64_t(t.cols),
+                        cuuint64_t(headsFirst ? t.heads : t.rows),
+                        cuuint64_t(headsFirst ? t.rows : t.heads),
                         cuuint64_t(batches)};
   int64_t strides[3] = {(headsFirst ? t.strides.head : t.strides.row) * eb,
                         (headsFirst ? t.strides.row : t.strides.head) * eb,
                         varlen ? 0 : t.strides.batch * eb};
   // A dimension of extent 1 is never stepped along: give it a stride TMA
   // accepts (a positive multiple of 16, at least every other stride)
-  // whatever the caller's is (a head stride of 200 bytes with heads in rows).
+  // whatever the caller's is.
   const int64_t any =
       (std::max({strides[0], strides[1], strides[2], int64_t(16)}) + 15) / 16 *
       16;
@@ -96,8 +89,7 @@ Status encodeTensorMaps(const driver::Api &cu, const ForwardProblem &p,
     if (!t.base)
       return Status::error(std::string("this kernel loads ") + t.name +
                            " with TMA and the call has none");
-    if (Status s = encodeOne(cu, p, t, facts.tmaHeadColumns,
-                             plan.tensorMaps[plan.tensorMapCount]);
+    if (Status s = encodeOne(cu, p, t, plan.tensorMaps[plan.tensorMapCount]);
         !s)
       return s;
     ++plan.tensorMapCount;

@@ -332,10 +332,14 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
   EXPECT_LE(art.launch.sharedMemBytes, sharedMemoryLimit(arch));
   if (config.family == Family::Sm90) {
     // The tensor maps of Q (64-row boxes) and K, V (block_n rows) travel as
-    // parameters; setmaxnreg moves registers to the consumers.
-    EXPECT_EQ(art.launch.tmaQ.rows, 64);
-    EXPECT_EQ(art.launch.tmaK.rows, config.blockN);
-    EXPECT_NE(ptx.find(".param .align 64 .b8"), std::string::npos);
+    // parameters where rows are 16-byte aligned; else the producer copies
+    // by cp.async (no maps). setmaxnreg moves registers to the consumers.
+    const bool tma = spec.globalAlignElems == 8;
+    EXPECT_EQ(art.launch.tmaQ.rows, tma ? 64 : 0);
+    EXPECT_EQ(art.launch.tmaK.rows, tma ? config.blockN : 0);
+    EXPECT_EQ(ptx.find(".param .align 64 .b8") != std::string::npos, tma);
+    EXPECT_EQ(ptx.find("cp.async.mbarrier.arrive.noinc") != std::string::npos,
+              !tma);
     EXPECT_NE(ptx.find("setmaxnreg.inc"), std::string::npos);
     return;
   }
@@ -438,8 +442,8 @@ std::vector<GridCase> gridCases() {
             continue;
           for (bool quick : {false, true})
             out.push_back({d, dtype, mask, arch, Family::Sm80, quick});
-          // The sm90 family: TMA addresses a head, or (d not a multiple of
-          // 8) columns of the row that holds it.
+          // The sm90 family: TMA loads a head, or (d not a multiple of 8)
+          // the producer warpgroup copies it by cp.async.
           if (arch == Arch::Sm90a)
             out.push_back({d, dtype, mask, arch, Family::Sm90, false});
         }
@@ -476,8 +480,10 @@ TEST_P(PtxasDefaultConfig, AssemblesWithoutSpills) {
   // Contiguous [b, s, h, d] tensors: the head stride is d, so this is what
   // the runtime picks (8 for every d that is a multiple of 8).
   spec.globalAlignElems = alignmentElems({c.headDim});
-  // Their rows are 16-byte aligned for an even number of heads.
-  spec.headsInRows = c.family == Family::Sm90 && spec.globalAlignElems < 8;
+  // The sm90 family copies 4 bytes at a time at least: an odd head dim
+  // reaches it in rows padded to 16 bytes (TMA), as the runtime plans it.
+  if (c.family == Family::Sm90 && spec.globalAlignElems == 1)
+    spec.globalAlignElems = 8;
   TileConfig config = defaultTileConfig(spec, c.arch, c.family);
   config.quick = c.quick;
   compileAndAssemble(spec, config, c.arch);
@@ -821,9 +827,9 @@ struct FeatureGridCase {
   int feature; ///< index into kFeatures
   Arch arch;
   DType dtype;
-  /// sm90 with heads loaded as columns of their rows (a head dim that is no
-  /// multiple of 8): AttentionSpec::headsInRows, the family forced.
-  bool headsInRows = false;
+  /// The sm90 family forced with rows 8 bytes aligned (align 4): its
+  /// producer warpgroup copies them by cp.async (TMA cannot address them).
+  bool copies = false;
 };
 
 std::vector<FeatureGridCase> featureGridCases() {
@@ -833,7 +839,7 @@ std::vector<FeatureGridCase> featureGridCases() {
     for (int f = 0; f < int(std::size(kFeatures)); ++f) {
       for (Arch arch : {Arch::Sm80, Arch::Sm90a})
         out.push_back({d, f, arch, i++ % 2 ? DType::F16 : DType::BF16});
-      if (alignmentElems({d}) < 8)
+      if (d % 4 == 0)
         out.push_back(
             {d, f, Arch::Sm90a, i++ % 2 ? DType::F16 : DType::BF16, true});
     }
@@ -843,21 +849,20 @@ std::vector<FeatureGridCase> featureGridCases() {
 void PrintTo(const FeatureGridCase &c, std::ostream *os) {
   *os << kFeatures[c.feature].name << " head_dim=" << c.headDim << " "
       << toString(c.dtype) << " " << toString(c.arch)
-      << (c.headsInRows ? " heads_in_rows" : "");
+      << (c.copies ? " copies" : "");
 }
 
 class PtxasFeature : public ::testing::TestWithParam<FeatureGridCase> {};
 
 TEST_P(PtxasFeature, AssemblesWithoutSpills) {
   const FeatureGridCase &c = GetParam();
-  AttentionSpec spec = makeSpec(c.headDim, c.headDim, c.dtype, MaskMode::None,
-                                alignmentElems({c.headDim}));
+  AttentionSpec spec =
+      makeSpec(c.headDim, c.headDim, c.dtype, MaskMode::None,
+               c.copies ? 4 : alignmentElems({c.headDim}));
   kFeatures[c.feature].apply(spec);
-  spec.headsInRows = c.headsInRows;
   compileAndAssemble(spec,
-                     c.headsInRows
-                         ? defaultTileConfig(spec, c.arch, Family::Sm90)
-                         : defaultTileConfig(spec, c.arch),
+                     c.copies ? defaultTileConfig(spec, c.arch, Family::Sm90)
+                              : defaultTileConfig(spec, c.arch),
                      c.arch);
 }
 
@@ -868,7 +873,7 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(kFeatures[c.feature].name) + "_d" +
              std::to_string(c.headDim) + "_" + std::string(toString(c.dtype)) +
              "_" + std::string(toString(c.arch)) +
-             (c.headsInRows ? "_heads_in_rows" : "");
+             (c.copies ? "_copies" : "");
     });
 
 // ---- decode: paged caches and split-KV at the decode tiles ---------------------------
@@ -1034,8 +1039,8 @@ TEST(PtxasSweep, DefaultConfigOfEveryHeadDim) {
 
 TEST(PtxasGrid, CoversTheRequestedMatrix) {
   // sm80: 13 head dims x 2 masks x (2 dtypes x 4 archs + 3 later targets),
-  // full and quick, and the sm90 family on sm_90a for all 13 (1, 33 and 100
-  // with heads in rows); the 15 head dims that spilled before, one dtype,
+  // full and quick, and the sm90 family on sm_90a for all 13 (100 copied by
+  // cp.async, 1 and 33 in padded rows); the 15 head dims that spilled before, one dtype,
   // both masks, all 7 archs likewise.
   EXPECT_EQ(gridCases().size(),
             13u * 2 * (2 * 4 + 3) * 2 + 13u * 2 * 2 + 15u * 2 * 7 * 2 + 15u * 2);

@@ -193,28 +193,16 @@ TEST(CacheKey, BackwardSpecAlignmentCountsTheGradients) {
   EXPECT_EQ(specFor(shifted).globalAlignElems, 8);
 }
 
-// Heads that start below 16-byte alignment in rows that do not (BSHD with
-// head_dim 100: heads 200 bytes apart, rows 8 x 200 and 2 x 200 bytes):
-// TMA could load them as columns of their rows. The runtime does not set
-// the spec's fact for now (those kernels stopped an H200).
-TEST(CacheKey, SpecForFindsHeadsSideBySideInAlignedRows) {
-  auto withDim = [](int64_t d) {
-    ForwardProblem p = problem(2, 100, 200);
-    p.headDimQK = p.headDimV = d;
-    p.setDenseBSHD();
-    return p;
-  };
-  const ForwardProblem bshd = withDim(100);
-  const AttentionSpec s = specFor(bshd);
-  EXPECT_EQ(s.globalAlignElems, 4);
-  EXPECT_TRUE(headsInAlignedRows(bshd));
-  EXPECT_FALSE(s.headsInRows); // off: the kernels stopped an H200
-  // Three K/V heads of 100: rows of 600 bytes.
-  ForwardProblem oddRows = bshd;
-  oddRows.headsQ = 6, oddRows.headsKV = 3;
-  oddRows.setDenseBSHD();
-  EXPECT_FALSE(headsInAlignedRows(oddRows));
-  // BHSD: a row is one head of 200 bytes.
+// Heads that start below 16-byte alignment (BSHD with head_dim 100: heads
+// 200 bytes apart): the spec's alignment is what every pointer and moving
+// stride allows, which decides how the sm90 family loads them (TMA needs
+// 16 bytes; its cp.async copies take 4 and more).
+TEST(CacheKey, SpecForAlignsToEveryPointerAndMovingStride) {
+  ForwardProblem bshd = problem(2, 100, 200);
+  bshd.headDimQK = bshd.headDimV = 100;
+  bshd.setDenseBSHD();
+  EXPECT_EQ(specFor(bshd).globalAlignElems, 4);
+  // BHSD: rows of one head, 200 bytes apart.
   ForwardProblem bhsd = bshd;
   for (auto [strides, heads, rows] :
        {std::tuple{&bhsd.qStrides, bhsd.headsQ, bhsd.seqlenQ},
@@ -222,30 +210,23 @@ TEST(CacheKey, SpecForFindsHeadsSideBySideInAlignedRows) {
         std::tuple{&bhsd.vStrides, bhsd.headsKV, bhsd.seqlenK}})
     *strides = {heads * rows * 100, rows * 100, 100};
   EXPECT_EQ(specFor(bhsd).globalAlignElems, 4);
-  EXPECT_FALSE(headsInAlignedRows(bhsd));
-  // Gaps between heads (a slice of wider rows): 102 apart in rows of 208.
+  // Heads 102 apart in rows of 208.
   ForwardProblem gaps = bshd;
   gaps.headsQ = gaps.headsKV = 2;
   for (Strides *st : {&gaps.qStrides, &gaps.kStrides, &gaps.vStrides})
     *st = {gaps.seqlenK * 208, 102, 208};
   gaps.qStrides.batch = gaps.seqlenQ * 208;
   EXPECT_EQ(specFor(gaps).globalAlignElems, 2);
-  EXPECT_TRUE(headsInAlignedRows(gaps));
-  // Heads that overrun their row (101 apart in rows of 200) are not.
-  ForwardProblem overrun = gaps;
-  overrun.kStrides.head = 101;
-  overrun.kStrides.row = 200;
-  EXPECT_FALSE(headsInAlignedRows(overrun));
-  // A row start 4 bytes past alignment.
+  // A base 2 bytes past alignment.
   ForwardProblem shifted = bshd;
-  shifted.v = static_cast<const char *>(shifted.v) + 4;
-  EXPECT_FALSE(headsInAlignedRows(shifted));
-  // It is part of the key: the kernels differ.
-  CacheKey rows = baseKey(), heads = baseKey();
-  rows.spec = heads.spec = s;
-  rows.spec.headsInRows = true; // as `flashjit compile --heads-in-rows`
-  heads.spec.headsInRows = false;
-  EXPECT_NE(rows.hash(), heads.hash());
-  EXPECT_NE(rows.text().find(";heads_in_rows=1"), std::string::npos);
-  EXPECT_EQ(heads.text().find("heads_in_rows"), std::string::npos);
+  shifted.v = static_cast<const char *>(shifted.v) + 2;
+  EXPECT_EQ(specFor(shifted).globalAlignElems, 1);
+  // Padded to 16 bytes (heads 104 apart), O too: TMA's.
+  ForwardProblem padded = gaps;
+  for (Strides *st : {&padded.qStrides, &padded.kStrides, &padded.vStrides,
+                      &padded.oStrides})
+    *st = {padded.seqlenK * 208, 104, 208};
+  padded.qStrides.batch = padded.oStrides.batch = padded.seqlenQ * 208;
+  EXPECT_EQ(specFor(padded).globalAlignElems, 8);
+  EXPECT_EQ(specFor(gaps).globalAlignElems, 2); // O's 100 apart as before
 }

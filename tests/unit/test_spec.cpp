@@ -149,28 +149,6 @@ TEST(SpecValidate, AlignValues) {
   }
 }
 
-TEST(SpecValidate, HeadsInRowsDescribesUnalignedForwardHeads) {
-  AttentionSpec spec;
-  spec.headDimQK = spec.headDimV = 100;
-  spec.headsInRows = true;
-  for (int a : {1, 2, 4}) {
-    spec.globalAlignElems = a;
-    Status s = validate(spec);
-    EXPECT_TRUE(s.isOk()) << "align=" << a << ": " << s.message();
-  }
-  spec.globalAlignElems = 8;
-  Status aligned = validate(spec);
-  ASSERT_FALSE(aligned.isOk());
-  EXPECT_TRUE(contains(aligned.message(), "heads_in_rows")) << aligned.message();
-  EXPECT_TRUE(contains(aligned.message(), "align=8")) << aligned.message();
-  spec.globalAlignElems = 4;
-  spec.direction = Direction::Backward;
-  Status backward = validate(spec);
-  ASSERT_FALSE(backward.isOk());
-  EXPECT_TRUE(contains(backward.message(), "direction=backward"))
-      << backward.message();
-}
-
 // ---- TileConfig validation --------------------------------------------------------
 
 TEST(TileValidate, GoodConfigIsValid) {
@@ -370,10 +348,6 @@ std::vector<std::pair<std::string, AttentionSpec>> specVariants() {
   add("align 4", [](AttentionSpec &s) { s.globalAlignElems = 4; });
   add("align 2", [](AttentionSpec &s) { s.globalAlignElems = 2; });
   add("align 1", [](AttentionSpec &s) { s.globalAlignElems = 1; });
-  add("align 4, heads in rows", [](AttentionSpec &s) {
-    s.globalAlignElems = 4;
-    s.headsInRows = true;
-  });
   // Head dims that could collide if digits were concatenated ambiguously.
   add("dims 1/28", [](AttentionSpec &s) {
     s.headDimQK = 1;
@@ -499,10 +473,6 @@ TEST(SpecIdentity, KernelNameIsReadable) {
   EXPECT_EQ(kernelName(spec, TileConfig{64, 32, 4, 1, true, true}, Arch::Sm80),
             "fwd_fp16_hqk80_hv64_window_g4_a2_alibi_softcap_varlen_klen_bm64_"
             "bn32_w4_s1_pg_quick_sm80");
-  spec.headsInRows = true;
-  EXPECT_EQ(kernelName(spec, TileConfig{64, 32, 4, 1}, Arch::Sm80),
-            "fwd_fp16_hqk80_hv64_window_g4_a2_hrows_alibi_softcap_varlen_klen_"
-            "bm64_bn32_w4_s1_sm80");
 }
 
 TEST(SpecIdentity, KernelNameIsAnIdentifierAndDistinct) {

@@ -97,7 +97,7 @@ TEST(StandIn, TheDriverIsTheStandIn) {
 // rows stopped an H200 (bench/results/2026-12-05-h200-sm90-backward-tma.md),
 // so the runtime plans them with sm80, and forcing sm90 is refused before
 // any launch, naming the alignment TMA needs.
-TEST(StandIn, Sm90RefusesHeadsOffSixteenBytes) {
+TEST(StandIn, Sm90CopiesHeadsOffSixteenBytes) {
   FLASHJIT_REQUIRE_STANDIN();
   TempDir dir;
   auto rt = makeRuntime(dir.path().string());
@@ -105,17 +105,25 @@ TEST(StandIn, Sm90RefusesHeadsOffSixteenBytes) {
   ForwardProblem p = smallProblem(4, 2);
   p.headDimQK = p.headDimV = 100;
   p.setDenseBSHD();
-  EXPECT_TRUE(headsInAlignedRows(p));
-  EXPECT_FALSE(specFor(p).headsInRows);
+  EXPECT_EQ(specFor(p).globalAlignElems, 4);
+  // The sm80 family by default until the copies are measured on a GPU.
   auto byDefault = rt->planForward(p);
   ASSERT_TRUE(byDefault) << byDefault.message();
   EXPECT_EQ(byDefault->config.family, Family::Sm80);
   EXPECT_EQ(byDefault->tensorMapCount, 0);
-  const long before = standInLaunches();
+  // Forced: the producer warpgroup copies, no tensor map is encoded.
   p.tile = defaultTileConfig(specFor(p), Arch::Sm90a, Family::Sm90);
+  auto copies = rt->planForward(p);
+  ASSERT_TRUE(copies) << copies.message();
+  EXPECT_EQ(copies->config.family, Family::Sm90);
+  EXPECT_FALSE(copies->launch.usesTma());
+  EXPECT_EQ(copies->tensorMapCount, 0);
+  // A head 2 bytes off: neither TMA nor cp.async, and no launch.
+  const long before = standInLaunches();
+  p.v = static_cast<const char *>(p.v) + 2;
   auto refused = rt->planForward(p);
   ASSERT_FALSE(refused);
-  EXPECT_NE(refused.message().find("16-byte"), std::string::npos)
+  EXPECT_NE(refused.message().find("cp.async"), std::string::npos)
       << refused.message();
   EXPECT_EQ(standInLaunches(), before);
 }

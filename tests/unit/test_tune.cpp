@@ -369,16 +369,17 @@ TEST(SearchSpace, CoversTheSm90FamilysKnobs) {
       forwardSearchSpace(specWith(256), Arch::Sm90a, knobs);
   EXPECT_GT(prunedFor(d256, PruneReason::SharedMemory), 0);
   EXPECT_GT(prunedFor(d256, PruneReason::Registers), 0);
-  // Not on sm_80, and not for tensors TMA cannot address.
+  // Not on sm_80, and not for rows neither TMA nor cp.async can load (2-byte
+  // aligned).
   EXPECT_EQ(forwardSearchSpace(specWith(128), Arch::Sm80, knobs).enumerated, 0);
-  EXPECT_EQ(forwardSearchSpace(specWith(128, MaskMode::None, 1, 4), Arch::Sm90a,
+  EXPECT_EQ(forwardSearchSpace(specWith(128, MaskMode::None, 1, 1), Arch::Sm90a,
                                knobs)
                 .enumerated,
             0);
-  // Heads as columns of aligned rows (d=100 BSHD): the tuner tries the
-  // family (and checks each candidate) where the default is still sm80.
+  // Rows TMA cannot address (d=100 BSHD, 8-byte aligned): the tuner tries
+  // the family's copies (and checks each candidate) where the default is
+  // still sm80.
   AttentionSpec rows = specWith(100, MaskMode::None, 1, 4);
-  rows.headsInRows = true;
   EXPECT_GT(forwardSearchSpace(rows, Arch::Sm90a, knobs).enumerated, 0);
   EXPECT_EQ(defaultTileConfig(rows, Arch::Sm90a).family, Family::Sm80);
   EXPECT_EQ(defaultTileConfig(specWith(96), Arch::Sm90a).family, Family::Sm90);

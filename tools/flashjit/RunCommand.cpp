@@ -39,6 +39,12 @@ struct RunOptions {
   bool backward = false;
 };
 
+/// How the kernel's tiles reach shared memory: TMA boxes (rows 16-byte
+/// aligned, sm90) or cp.async copies.
+const char *loadsText(const LaunchFacts &launch) {
+  return launch.usesTma() ? "tma" : "cp.async";
+}
+
 /// Multiply-adds in a CPU reference slice beyond which --check samples
 /// (batch, head) slices instead of checking all: a few seconds per check.
 constexpr double kCheckBudget = 4e10;
@@ -161,10 +167,11 @@ int run(const RunOptions &o) {
           ? " splits=" + std::to_string(plan->numSplits) + " (workspace " +
                 std::to_string(plan->workspaceBytes) + " B)"
           : "";
-  std::printf("config:  %s (%s) threads=%d smem=%d B grid=(%u,%u,%u) "
-              "registers=%d%s%s\n",
+  std::printf("config:  %s (%s) loads=%s threads=%d smem=%d B "
+              "grid=(%u,%u,%u) registers=%d%s%s\n",
               configText(plan->config).c_str(),
-              std::string(toString(plan->source)).c_str(), k.threadsPerBlock,
+              std::string(toString(plan->source)).c_str(),
+              loadsText(plan->launch), k.threadsPerBlock,
               k.sharedMemBytes, plan->grid[0], plan->grid[1], plan->grid[2],
               k.registers, spills.c_str(), splits.c_str());
 
@@ -315,11 +322,11 @@ int runBackward(const char *kCommand, const ProblemOptions &problem,
   const std::string spills =
       k.localBytes ? " local=" + std::to_string(k.localBytes) + " B (spills)"
                    : "";
-  std::printf("config:  %s (%s) threads=%d smem=%d B grid=(%u,%u,%u) "
-              "registers=%d%s workspace=%lld B\n",
+  std::printf("config:  %s (%s) loads=%s threads=%d smem=%d B "
+              "grid=(%u,%u,%u) registers=%d%s workspace=%lld B\n",
               configText(plan->main.config).c_str(),
               std::string(toString(plan->main.source)).c_str(),
-              k.threadsPerBlock,
+              loadsText(plan->main.launch), k.threadsPerBlock,
               k.sharedMemBytes, plan->main.grid[0], plan->main.grid[1],
               plan->main.grid[2], k.registers, spills.c_str(),
               (long long)plan->main.workspaceBytes);

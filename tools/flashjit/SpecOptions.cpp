@@ -97,11 +97,6 @@ void SpecOptions::addTo(CLI::App &cmd, bool forCompile) {
   cmd.add_flag("--key-lengths", keyLengths,
                "Padded batches: the kernel reads per-batch key lengths "
                "(int32) at run time and masks the keys past them");
-  cmd.add_flag("--heads-in-rows", headsInRows,
-               "With --align < 8: Q, K and V rows are 16-byte aligned and "
-               "hold their heads side by side (BSHD, head_dim not a multiple "
-               "of 8), so that the sm90 family's TMA loads a head as "
-               "columns of its row");
 }
 
 Status SpecOptions::resolve(AttentionSpec &spec, Arch &outArch) const {
@@ -156,12 +151,6 @@ Status SpecOptions::resolve(AttentionSpec &spec, Arch &outArch) const {
   spec.direction = *dir;
   if (*dir == Direction::Forward && biasGrad)
     return Status::error("--bias-grad applies to the backward only");
-  if (headsInRows && (align >= 8 || *dir != Direction::Forward))
-    return Status::error(
-        "--heads-in-rows describes forward tensors whose heads start below "
-        "16-byte alignment: it needs --align 4, 2 or 1 and the forward "
-        "direction, got --align " +
-        std::to_string(align) + " --direction " + direction);
   spec.deterministic = deterministic;
   spec.biasGrad = biasGrad;
   spec.dtype = *d;
@@ -175,7 +164,6 @@ Status SpecOptions::resolve(AttentionSpec &spec, Arch &outArch) const {
   spec.softcap = softcap > 0;
   spec.varlen = varlen;
   spec.keyLengths = keyLengths;
-  spec.headsInRows = headsInRows;
   outArch = *a;
   if (Status s = validate(spec); !s)
     return Status::error("--" + s.message());

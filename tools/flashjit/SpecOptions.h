@@ -17,7 +17,7 @@ namespace flashjit::cli {
 /// --mask, --bias, --softcap, --heads-q, --heads-kv, --no-lse, --align,
 /// --block-m, --block-n, --warps, --stages, --pack-gqa, --family,
 /// --pingpong, --overlap, --scalar; for compile also
-/// --arch, --varlen, --key-lengths and --heads-in-rows (run derives those
+/// --arch, --varlen and --key-lengths (run derives those
 /// from its data). Strings are parsed by resolve() so that every
 /// bad value gets one message naming the option and the accepted values.
 struct SpecOptions {
@@ -30,7 +30,6 @@ struct SpecOptions {
   double softcap = 0;
   bool varlen = false;     ///< compile only
   bool keyLengths = false; ///< compile only
-  bool headsInRows = false; ///< compile only
   int headsQ = 1;
   /// Unset: headsQ (plain multi-head attention, as frameworks infer from
   /// tensor shapes); fewer is GQA/MQA.

@@ -11,7 +11,6 @@ bool AttentionSpec::operator==(const AttentionSpec &o) const {
   return dtype == o.dtype && headDimQK == o.headDimQK &&
          headDimV == o.headDimV && mask == o.mask && gqaGroup == o.gqaGroup &&
          writeLse == o.writeLse && globalAlignElems == o.globalAlignElems &&
-         headsInRows == o.headsInRows &&
          bias == o.bias && softcap == o.softcap && varlen == o.varlen &&
          keyLengths == o.keyLengths && pagedKV == o.pagedKV &&
          splitKV == o.splitKV && direction == o.direction &&
@@ -111,6 +110,10 @@ std::string archChoices() { return choices(kArchs); }
 
 int elementBytes(DType) { return 2; }
 
+bool rowsTmaAligned(const AttentionSpec &spec) {
+  return spec.globalAlignElems * elementBytes(spec.dtype) >= 16;
+}
+
 int computeCapability(Arch a) {
   switch (a) {
   case Arch::Sm80: return 80;
@@ -191,15 +194,6 @@ Status validate(const AttentionSpec &spec) {
       spec.globalAlignElems != 4 && spec.globalAlignElems != 8)
     return Status::error("align must be one of 1, 2, 4, 8 (elements), got " +
                          std::to_string(spec.globalAlignElems));
-  if (spec.headsInRows &&
-      (spec.globalAlignElems >= 8 || spec.direction != Direction::Forward ||
-       spec.pagedKV))
-    return Status::error(
-        "heads_in_rows describes forward tensors whose heads start below "
-        "16-byte alignment (align < 8, no paged cache); got align=" +
-        std::to_string(spec.globalAlignElems) + ", direction=" +
-        std::string(toString(spec.direction)) +
-        (spec.pagedKV ? ", paged_kv" : ""));
   if (spec.pagedKV && !spec.keyLengths)
     return Status::error("paged_kv needs key_lengths (a paged cache's keys "
                          "are its per-sequence cache lengths)");
@@ -258,8 +252,6 @@ std::string canonicalText(const AttentionSpec &s) {
   // Fields added after the first keys appear only when they apply, so that
   // older keys stay valid: the decode features when on, the backward's
   // fields in backward texts.
-  if (s.headsInRows)
-    os << ";heads_in_rows=1";
   if (s.pagedKV)
     os << ";paged_kv=1";
   if (s.splitKV)
@@ -291,8 +283,7 @@ std::string kernelName(const AttentionSpec &s, const TileConfig &c, Arch arch) {
   const bool backward = s.direction == Direction::Backward;
   os << (backward ? "bwd_" : "fwd_") << toString(s.dtype) << "_hqk" << s.headDimQK << "_hv"
      << s.headDimV << "_" << toString(s.mask) << "_g" << s.gqaGroup
-     << (s.writeLse ? "_lse" : "") << "_a" << s.globalAlignElems
-     << (s.headsInRows ? "_hrows" : "");
+     << (s.writeLse ? "_lse" : "") << "_a" << s.globalAlignElems;
   if (s.bias != BiasMode::None)
     os << "_" << toString(s.bias);
   os << (s.softcap ? "_softcap" : "") << (s.varlen ? "_varlen" : "")

@@ -46,10 +46,11 @@ Family preferredFamily(const AttentionSpec &spec, Arch arch) {
   const KernelFamily *sm90 = findFamily(Family::Sm90);
   if (!sm90 || !sm90->supports(spec, arch))
     return Family::Sm80;
-  // Heads loaded as columns of their rows stopped an H200 (illegal
-  // instruction); `family` forces them (flashjit compile only).
+  // Rows TMA cannot address are copied by the sm90 producer warpgroup
+  // (cp.async): unmeasured on a GPU, so the sm80 family keeps them until
+  // it is (bench/gpu/PENDING.md); `family` forces it.
   if (spec.direction == Direction::Forward)
-    return spec.headsInRows ? Family::Sm80 : Family::Sm90;
+    return rowsTmaAligned(spec) ? Family::Sm90 : Family::Sm80;
   // The sm90 backward from d = 64: 1.02-1.59x the sm80 one on an H200, and
   // 0.92x at d = 32 causal (bench/results/2026-12-05-h200-sm90-backward-tma.md).
   return std::max(spec.headDimQK, spec.headDimV) >= 64 ? Family::Sm90

@@ -51,9 +51,6 @@ using namespace mlir;
 namespace flashjit {
 namespace {
 
-/// 128-byte rows of a box: chunk c of row r lies at chunk c ^ (r % 8), the
-/// sm80 copies' swizzle of 3 bits.
-constexpr int kBoxSwizzleBits = 3;
 constexpr int kMmaTileN = 8;
 
 /// The k16 step `ks` of a K-major operand in 64-column boxes `boxBytes`

@@ -49,7 +49,7 @@ BackwardSm90Layout backwardLayoutSm90(const AttentionSpec &spec,
   l.dQOffset = roundUp(l.rowValuesOffset + 2 * c.stages * c.blockM * 4, 16);
   l.sharedMemBytes =
       l.dQOffset + l.dqBuffers * c.blockM * l.dqRowFloats * 4;
-  l.tma = backwardSm90LoadsByTma(spec);
+  l.tma = rowsTmaAligned(spec);
   if (l.tma) {
     l.barrierOffset = roundUp(l.sharedMemBytes, 8);
     l.barrierCount = 1 + c.stages;
@@ -66,16 +66,12 @@ BackwardSm90Layout backwardLayoutSm90(const AttentionSpec &spec,
   return l;
 }
 
-bool backwardSm90LoadsByTma(const AttentionSpec &spec) {
-  return spec.globalAlignElems * elementBytes(spec.dtype) >= 16;
-}
-
 Status supportsBackwardSm90(const AttentionSpec &spec, Arch arch) {
   if (arch != Arch::Sm90a)
     return Status::error("the sm90 family needs sm_90a (wgmma), got " +
                          std::string(toString(arch)));
   const int d = std::max(spec.headDimQK, spec.headDimV);
-  const bool tma = backwardSm90LoadsByTma(spec);
+  const bool tma = rowsTmaAligned(spec);
   const int maxD =
       tma ? kBackwardSm90MaxHeadDim : kBackwardSm90MaxHeadDimCopied;
   if (d > maxD)

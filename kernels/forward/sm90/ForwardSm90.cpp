@@ -4,11 +4,13 @@
 // consumer warpgroups of 64 query rows each (after FlashAttention-3's
 // hopper/mainloop_fwd_sm90_tma_gmma_ws.hpp):
 //
-//   producer (setmaxnreg.dec): one thread issues every TMA load, 128-byte
-//     swizzled 64-column boxes completing on mbarriers: Q once, then per K/V
-//     tile (last to first) K into stage s after kEmpty[s], V after vEmpty[s];
-//     with heads loaded as columns of rows (headsInRows) the other three
-//     warps zero the columns past head_dim of each K tile (then kReady[s])
+//   producer (setmaxnreg.dec): 128-byte swizzled 64-column boxes completing
+//     on mbarriers: Q once, then per K/V tile (last to first) K into stage s
+//     after kEmpty[s], V after vEmpty[s]. One thread issues them as TMA
+//     loads where rows start 16-byte aligned; otherwise (D = 100 with its
+//     heads 200 bytes apart: TMA refuses a box that starts off 16 bytes)
+//     every producer thread copies its chunks by cp.async and arrives once
+//     they land, and consumers fence before their wgmma reads them
 //   consumers (setmaxnreg.inc), per K/V tile:
 //     S  = Q K^T        wgmma m64nBNk16 from shared memory (hand-advanced
 //                       K-major descriptors), then kEmpty[s]
@@ -26,6 +28,7 @@
 #include "forward/sm90/ForwardSm90.h"
 
 #include "common/ForwardKernel.h"
+#include "common/Sm80Ops.h"
 #include "common/Sm90Ops.h"
 #include "flashjit/kernels/Forward.h"
 #include "flashjit/kernels/LayoutSm90.h"
@@ -42,8 +45,6 @@ namespace {
 
 /// Named barrier of all consumer threads (0 is the CTA's).
 constexpr int kConsumersBarrier = 1;
-/// Producer threads that zero K's pad columns (all but the TMA warp).
-constexpr int kPadThreads = kWarpgroupThreads - kThreadsPerWarp;
 
 struct Sm90Builder {
   ForwardKernel &fk;
@@ -68,10 +69,6 @@ struct Sm90Builder {
   }
   Value vEmpty(Emitter &x, Value s) {
     return x.add(s, x.idx(1 + 3 * fk.cfg.stages));
-  }
-  /// K of stage s with its pad columns zeroed (L.zeroesPads()).
-  Value kReady(Emitter &x, Value s) {
-    return x.add(s, x.idx(1 + 4 * fk.cfg.stages));
   }
 
   /// Issues S = Q K^T of one K/V tile (one commit group): qkSteps wgmma
@@ -107,71 +104,24 @@ struct Sm90Builder {
     return regs;
   }
 
-  /// The TMA coordinates of 64-column box `box` of `row` of `head`: the
-  /// head is a map dimension, or (headsInRows) columns from head *
-  /// `headStride` on.
-  SmallVector<Value> coordinates(Emitter &x, int box, Value row, Value head,
-                                 Value headStride, Value batch) {
-    Value col = x.idx(box * kTmaBoxCols);
-    if (!fk.spec.headsInRows)
-      return {col, row, head, batch};
-    return {x.add(col, x.mul(head, headStride)), row, x.idx(0), batch};
-  }
-
-  /// TMA loads of one K or V tile into stage `slot`: its 64-column boxes.
+  /// TMA loads of one K or V tile into stage `slot` once the consumers
+  /// have released it (`empty` at `emptyParity`): its 64-column boxes,
+  /// completing on `barrier`.
   void loadKV(Emitter &x, Value map, int offset, int boxes, Value slot,
-              Value row, Value head, Value headStride, Value batch,
-              Value barrier) {
+              Value row, Value head, Value batch, Value barrier, Value empty,
+              Value emptyParity) {
+    smem.waitParity(x, empty, emptyParity);
+    nvgpu::MBarrierArriveExpectTxOp::create(x.b, x.loc, smem.barriers,
+                                            x.idx(boxes * L.kBoxBytes),
+                                            barrier, Value());
     for (int b = 0; b < boxes; ++b) {
       Value at = x.add(x.mul(slot, x.idx(boxes * L.kBoxBytes)),
                        x.idx(offset + b * L.kBoxBytes));
       nvgpu::TmaAsyncLoadOp::create(
           x.b, x.loc, smem.view(x, tmaTileKV, at), smem.barriers, map,
-          coordinates(x, b, row, head, headStride, batch), barrier,
+          ValueRange{x.idx(b * kTmaBoxCols), row, head, batch}, barrier,
           /*multicastMask=*/Value(), /*predicate=*/Value());
     }
-  }
-
-  /// Zeroes columns [L.padBegin, L.padEnd) of `rows` rows of a tile whose
-  /// 64-column boxes start at byte `at` of the window, `boxBytes` apart
-  /// (128-byte swizzle: 16-byte chunk c of row r lies at (c ^ r % 8) * 16),
-  /// thread `t` of `threads` taking rows t, t + threads, ...; then fences
-  /// its stores for the async proxy (wgmma reads the tile).
-  void zeroPads(Emitter &x, Value at, int rows, int boxBytes, Value t,
-                int threads) {
-    constexpr int kChunkElems = 8; // 16 bytes
-    struct Piece {
-      int box, chunk, byteInChunk, bytes;
-    };
-    // Pieces within one chunk, each aligned to its power-of-two size.
-    SmallVector<Piece> pieces;
-    for (int col = L.padBegin; col < L.padEnd;) {
-      const int inChunk = col % kChunkElems;
-      int elems = kChunkElems;
-      while (inChunk % elems != 0 || col + elems > L.padEnd)
-        elems /= 2;
-      const int inBox = col % kTmaBoxCols;
-      pieces.push_back({col / kTmaBoxCols, inBox / kChunkElems, inChunk * 2,
-                        elems * 2});
-      col += elems;
-    }
-    x.runtimeLoop(t, x.idx(rows), threads, [&](Emitter &y, Value r) {
-      Value rowAt = y.add(at, y.mul(r, y.idx(kTmaBoxRowBytes)));
-      Value phase = y.rem(r, 8);
-      for (const Piece &piece : pieces) {
-        Value chunk = y.xorI(phase, y.idx(piece.chunk));
-        Value addr = y.add(
-            y.add(rowAt, y.mul(chunk, y.idx(16))),
-            y.idx(piece.box * boxBytes + piece.byteInChunk));
-        auto type = VectorType::get({piece.bytes}, y.b.getI8Type());
-        Value zeros = arith::ConstantOp::create(
-            y.b, y.loc, DenseElementsAttr::get(type, y.b.getI8IntegerAttr(0)));
-        vector::StoreOp::create(y.b, y.loc, zeros, smem.window, ValueRange{addr},
-                                /*nontemporal=*/false,
-                                llvm::MaybeAlign(piece.bytes));
-      }
-    });
-    sm90::fenceAsyncShared(x);
   }
 };
 
@@ -183,13 +133,16 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   OpBuilder::InsertionGuard guard(builder);
   MLIRContext *ctx = builder.getContext();
   const Sm90Layout L = sm90Layout(spec, cfg);
+  // With TMA: Q's, K's and V's tensor maps after the forward's arguments,
+  // __grid_constant__.
   Type ptrTy = LLVM::LLVMPointerType::get(ctx);
   ForwardKernel fk(builder, module, name, spec, cfg, L.threads,
-                   {ptrTy, ptrTy, ptrTy});
-  fk.func->setAttr("flashjit.grid_constant_args",
-                   builder.getDenseI32ArrayAttr(
-                       {kForwardKernelArgCount, kForwardKernelArgCount + 1,
-                        kForwardKernelArgCount + 2}));
+                   SmallVector<Type>(L.tma ? 3 : 0, ptrTy));
+  if (L.tma)
+    fk.func->setAttr("flashjit.grid_constant_args",
+                     builder.getDenseI32ArrayAttr(
+                         {kForwardKernelArgCount, kForwardKernelArgCount + 1,
+                          kForwardKernelArgCount + 2}));
   Emitter &e = fk.e;
   Location loc = fk.loc;
 
@@ -204,7 +157,8 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   };
   const int qHeads = cfg.packGqa ? spec.gqaGroup : 1;
   auto mapOf = [&](int arg, int rows, int heads = 1) {
-    return sm90::tensorMap(e, fk.extraArg(arg), tileType(rows, heads));
+    return L.tma ? sm90::tensorMap(e, fk.extraArg(arg), tileType(rows, heads))
+                 : Value();
   };
   Sm90Builder sb{fk,
                  L,
@@ -220,28 +174,26 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
                  tileType(cfg.blockN)};
 
   // ---- the barriers: thread 0 initialises them, the async proxy (TMA)
-  // sees them after the fence.
+  // sees them after the fence. A full barrier waits for the TMA thread's
+  // expect_tx, or for every copying producer thread.
   Value tid = gpu::ThreadIdOp::create(builder, loc, gpu::Dimension::x);
   const int consumerThreads = L.consumers * kWarpgroupThreads;
+  Value fullArrivals = e.idx(L.tma ? 1 : kWarpgroupThreads);
   e.ifThen(e.cmp(arith::CmpIPredicate::eq, tid, e.idx(0)), [&] {
-    nvgpu::MBarrierInitOp::create(builder, loc, barriers, e.idx(1), sb.qFull(),
-                                  Value());
+    nvgpu::MBarrierInitOp::create(builder, loc, barriers, fullArrivals,
+                                  sb.qFull(), Value());
     for (int s = 0; s < cfg.stages; ++s) {
       Value slot = e.idx(s);
-      nvgpu::MBarrierInitOp::create(builder, loc, barriers, e.idx(1),
+      nvgpu::MBarrierInitOp::create(builder, loc, barriers, fullArrivals,
                                     sb.kFull(e, slot), Value());
       nvgpu::MBarrierInitOp::create(builder, loc, barriers,
                                     e.idx(consumerThreads), sb.kEmpty(e, slot),
                                     Value());
-      nvgpu::MBarrierInitOp::create(builder, loc, barriers, e.idx(1),
+      nvgpu::MBarrierInitOp::create(builder, loc, barriers, fullArrivals,
                                     sb.vFull(e, slot), Value());
       nvgpu::MBarrierInitOp::create(builder, loc, barriers,
                                     e.idx(consumerThreads), sb.vEmpty(e, slot),
                                     Value());
-      if (L.zeroesPads())
-        nvgpu::MBarrierInitOp::create(builder, loc, barriers,
-                                      e.idx(kPadThreads), sb.kReady(e, slot),
-                                      Value());
     }
     sm90::fenceAsyncShared(e);
   });
@@ -265,66 +217,115 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   {
     OpBuilder::InsertionGuard g(builder);
     builder.setInsertionPointToStart(&roles.getThenRegion().front());
-    NVVM::SetMaxRegisterOp::create(builder, loc, kProducerRegisters,
+    NVVM::SetMaxRegisterOp::create(builder, loc, L.producerRegisters,
                                    NVVM::SetMaxRegisterAction::decrease);
-    e.ifThen(e.cmp(arith::CmpIPredicate::eq, tid, e.idx(0)), [&] {
-      // Packed: the block's rows are (query, head) pairs from query
-      // mStart / group, its heads the K/V head's group.
-      Value qRow = e.add(fk.startQ, qHeads > 1 ? e.div(fk.mStart, qHeads)
-                                                : fk.mStart);
-      nvgpu::MBarrierArriveExpectTxOp::create(
-          builder, loc, barriers,
-          e.idx(L.consumers * L.boxesQK * L.qBoxBytes), sb.qFull(), Value());
-      for (int c = 0; c < L.consumers; ++c)
-        for (int b = 0; b < L.boxesQK; ++b) {
-          Value row = e.add(qRow, e.idx(c * kWgmmaRows / qHeads));
-          SmallVector<Value> at =
-              sb.coordinates(e, b, row, fk.yBlock, fk.qHS, batchCoord);
-          if (qHeads > 1)
-            at = {e.idx(b * kTmaBoxCols), e.mul(fk.kvHead, e.idx(qHeads)),
-                  row, batchCoord};
-          nvgpu::TmaAsyncLoadOp::create(
-              builder, loc,
-              smem.view(e, sb.tmaTileQ,
-                      e.idx(L.qOffset + (c * L.boxesQK + b) * L.qBoxBytes)),
-              barriers, sb.qMap, at, sb.qFull(), Value(), Value());
-        }
-      e.runtimeLoop(e.idx(0), nBlocks, 1, [&](Emitter &x, Value it) {
-        Value slot = x.rem(it, cfg.stages);
-        Value emptyParity = arith::XOrIOp::create(
-            x.b, x.loc, parityOf(x, it),
-            arith::ConstantIntOp::create(x.b, x.loc, 1, 1));
-        Value row = x.add(fk.startK, x.mul(fk.tileOfIteration(x, it),
-                                           x.idx(cfg.blockN)));
-        smem.waitParity(x, sb.kEmpty(x, slot), emptyParity);
+    // The empty barriers' parity at iteration it: the producer waits for
+    // the consumers to release what the stage held stages tiles ago.
+    auto emptyParityOf = [&](Emitter &x, Value it) -> Value {
+      return arith::XOrIOp::create(
+          x.b, x.loc, parityOf(x, it),
+          arith::ConstantIntOp::create(x.b, x.loc, 1, 1));
+    };
+    if (L.tma) {
+      e.ifThen(e.cmp(arith::CmpIPredicate::eq, tid, e.idx(0)), [&] {
+        // Packed: the block's rows are (query, head) pairs from query
+        // mStart / group, its heads the K/V head's group.
+        Value qRow = e.add(fk.startQ, qHeads > 1 ? e.div(fk.mStart, qHeads)
+                                                  : fk.mStart);
         nvgpu::MBarrierArriveExpectTxOp::create(
-            x.b, x.loc, barriers, x.idx(L.boxesQK * L.kBoxBytes),
-            sb.kFull(x, slot), Value());
-        sb.loadKV(x, sb.kMap, L.kOffset, L.boxesQK, slot, row, fk.kvHead,
-                  fk.kHS, batchCoord, sb.kFull(x, slot));
-        smem.waitParity(x, sb.vEmpty(x, slot), emptyParity);
-        nvgpu::MBarrierArriveExpectTxOp::create(
-            x.b, x.loc, barriers, x.idx(L.boxesV * L.kBoxBytes),
-            sb.vFull(x, slot), Value());
-        sb.loadKV(x, sb.vMap, L.vOffset, L.boxesV, slot, row, fk.kvHead,
-                  fk.vHS, batchCoord, sb.vFull(x, slot));
-      });
-    });
-    // The other producer warps zero each K tile's pad columns once it has
-    // landed (K ready), in step with the loads.
-    if (L.zeroesPads())
-      e.ifThen(e.ge(tid, e.idx(kThreadsPerWarp)), [&] {
-        Value t = e.sub(tid, e.idx(kThreadsPerWarp));
+            builder, loc, barriers,
+            e.idx(L.consumers * L.boxesQK * L.qBoxBytes), sb.qFull(), Value());
+        for (int c = 0; c < L.consumers; ++c)
+          for (int b = 0; b < L.boxesQK; ++b) {
+            Value row = e.add(qRow, e.idx(c * kWgmmaRows / qHeads));
+            SmallVector<Value> at = {e.idx(b * kTmaBoxCols), row, fk.yBlock,
+                                     batchCoord};
+            if (qHeads > 1)
+              at = {e.idx(b * kTmaBoxCols), e.mul(fk.kvHead, e.idx(qHeads)),
+                    row, batchCoord};
+            nvgpu::TmaAsyncLoadOp::create(
+                builder, loc,
+                smem.view(e, sb.tmaTileQ,
+                          e.idx(L.qOffset + (c * L.boxesQK + b) * L.qBoxBytes)),
+                barriers, sb.qMap, at, sb.qFull(), Value(), Value());
+          }
         e.runtimeLoop(e.idx(0), nBlocks, 1, [&](Emitter &x, Value it) {
           Value slot = x.rem(it, cfg.stages);
-          smem.waitParity(x, sb.kFull(x, slot), parityOf(x, it));
-          sb.zeroPads(x,
-                      x.add(x.idx(L.kOffset),
-                            x.mul(slot, x.idx(L.boxesQK * L.kBoxBytes))),
-                      cfg.blockN, L.kBoxBytes, t, kPadThreads);
-          smem.arrive(x, sb.kReady(x, slot));
+          Value emptyParity = emptyParityOf(x, it);
+          Value row = x.add(fk.startK, x.mul(fk.tileOfIteration(x, it),
+                                             x.idx(cfg.blockN)));
+          sb.loadKV(x, sb.kMap, L.kOffset, L.boxesQK, slot, row, fk.kvHead,
+                    batchCoord, sb.kFull(x, slot), sb.kEmpty(x, slot),
+                    emptyParity);
+          sb.loadKV(x, sb.vMap, L.vOffset, L.boxesV, slot, row, fk.kvHead,
+                    batchCoord, sb.vFull(x, slot), sb.vEmpty(x, slot),
+                    emptyParity);
         });
       });
+    } else {
+      // Copies: every producer thread takes its chunks of each tile's
+      // 64-column boxes (rows past the sequence and columns past the head
+      // dim as zeros: the pads wgmma reads and the V rows P zeroes), then
+      // arrives on the tile's full barrier once they land.
+      const TileCopier copier{spec, kWarpgroupThreads, /*quick=*/false};
+      auto smemSpace = gpu::AddressSpaceAttr::get(
+          ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
+      auto boxes = [&](int count, int rows, int offset) {
+        return smem.view(e,
+                         MemRefType::get({count, rows, kTmaBoxCols}, fk.elemTy,
+                                         AffineMap(), smemSpace),
+                         e.idx(offset));
+      };
+      Value qS = boxes(L.consumers * L.boxesQK, kWgmmaRows, L.qOffset);
+      Value kS = boxes(cfg.stages * L.boxesQK, cfg.blockN, L.kOffset);
+      Value vS = boxes(cfg.stages * L.boxesV, cfg.blockN, L.vOffset);
+      // Rows [first, first + rows) (row r at element base + rowOffset(r)),
+      // columns [0, dim), into boxes firstBox, firstBox + 1, ... of dst.
+      // Rows at or past `limit` read as zeros; without one (rows known in
+      // range, of stride `rowStride`) the copies are unrolled, each source
+      // the previous one's plus a constant: a quarter of the instructions.
+      auto copyBoxes = [&](Emitter &x, Value src, Value base,
+                           RowOffsetFn rowOffset, Value rowStride, Value first,
+                           Value limit, int rows, int dim, Value dst,
+                           Value firstBox) {
+        for (int b = 0; b * kTmaBoxCols < dim; ++b)
+          copyTile(x, copier, tid, src, x.add(base, x.idx(b * kTmaBoxCols)),
+                   rowOffset, first, limit, rows,
+                   std::min(kTmaBoxCols, dim - b * kTmaBoxCols), kTmaBoxCols,
+                   kBoxSwizzleBits, dst, {x.add(firstBox, x.idx(b))},
+                   /*inLoop=*/!limit, limit ? Value() : rowStride);
+      };
+      auto qRowOffset = [&](Emitter &x, Value r) { return fk.qRowOffset(x, r); };
+      for (int c = 0; c < L.consumers; ++c)
+        copyBoxes(e, fk.q, fk.qSeqBase, qRowOffset, Value(),
+                  e.add(fk.mStart, e.idx(c * kWgmmaRows)), fk.rowLimit,
+                  kWgmmaRows, spec.headDimQK, qS, e.idx(c * L.boxesQK));
+      smem.arriveOnCopies(e, sb.qFull());
+      auto kRowOffset = [&](Emitter &x, Value r) { return x.mul(r, fk.kRS); };
+      auto vRowOffset = [&](Emitter &x, Value r) { return x.mul(r, fk.vRS); };
+      // K and V of iteration `it`; only the first tile visited (the last
+      // of the range) may cross seqlen_k.
+      auto copyTileKV = [&](Emitter &x, Value it, bool first) {
+        Value slot = x.rem(it, cfg.stages);
+        Value emptyParity = emptyParityOf(x, it);
+        Value row = x.mul(fk.tileOfIteration(x, it), x.idx(cfg.blockN));
+        Value limit = first ? fk.seqK : Value();
+        smem.waitParity(x, sb.kEmpty(x, slot), emptyParity);
+        copyBoxes(x, fk.kT, fk.kBase, kRowOffset, fk.kRS, row, limit,
+                  cfg.blockN, spec.headDimQK, kS,
+                  x.mul(slot, x.idx(L.boxesQK)));
+        smem.arriveOnCopies(x, sb.kFull(x, slot));
+        smem.waitParity(x, sb.vEmpty(x, slot), emptyParity);
+        copyBoxes(x, fk.v, fk.vBase, vRowOffset, fk.vRS, row, limit,
+                  cfg.blockN, spec.headDimV, vS, x.mul(slot, x.idx(L.boxesV)));
+        smem.arriveOnCopies(x, sb.vFull(x, slot));
+      };
+      e.ifThen(e.gt(nBlocks, e.idx(0)),
+               [&] { copyTileKV(e, e.idx(0), /*first=*/true); });
+      e.runtimeLoop(e.idx(1), nBlocks, 1, [&](Emitter &x, Value it) {
+        copyTileKV(x, it, /*first=*/false);
+      });
+    }
   }
   // ---- consumer warpgroups ------------------------------------------------------
   OpBuilder::InsertionGuard g(builder);
@@ -341,23 +342,19 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   fk.prepareScoreMods(1);
   SmallVector<Value> init = fk.softmaxInit(1, L.dTilesV);
   const int mOffset = 4 * L.dTilesV, lOffset = mOffset + 2;
+  // Waits for a full barrier's phase. Copies land through the generic
+  // proxy and wgmma reads through the async one: the waiter fences first.
+  auto landed = [&](Emitter &x, Value barrier, Value parity) {
+    smem.waitParity(x, barrier, parity);
+    if (!L.tma)
+      sm90::fenceAsyncShared(x);
+  };
   // Q (this warpgroup's 64 rows) lands once.
-  smem.waitParity(e, sb.qFull(),
-                arith::ConstantIntOp::create(builder, loc, 0, 1));
-  if (L.zeroesPads()) {
-    // Q's pad columns, by every consumer thread, before any wgmma.
-    Value consumerThread = e.sub(tid, e.idx(kWarpgroupThreads));
-    for (int c = 0; c < L.consumers; ++c)
-      sb.zeroPads(e, e.idx(L.qOffset + c * L.boxesQK * L.qBoxBytes),
-                  kWgmmaRows, L.qBoxBytes, consumerThread, consumerThreads);
-    NVVM::BarrierOp::create(builder, loc, Type(), e.i32(kConsumersBarrier),
-                            e.i32(consumerThreads),
-                            NVVM::BarrierReductionAttr(), Value());
-  }
+  landed(e, sb.qFull(), arith::ConstantIntOp::create(builder, loc, 0, 1));
   Value qDesc = smem.descriptor(
       e, e.add(e.idx(L.qOffset), e.mul(consumer, e.idx(L.boxesQK * L.qBoxBytes))),
       L.qBoxBytes);
-  const bool zeroVTail = spec.varlen || spec.keyLengths;
+  const bool zeroVTail = L.tma && (spec.varlen || spec.keyLengths);
 
   // ---- pingpong: the two consumer warpgroups take turns issuing their
   // GEMMs (named barriers 2 and 3, 256 threads: a warpgroup waits on its own,
@@ -400,20 +397,20 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
   /// Waits for K of iteration `it`; its descriptor.
   auto readyK = [&](Emitter &x, Value it) {
     Value slot = slotOf(x, it);
-    smem.waitParity(x, L.zeroesPads() ? sb.kReady(x, slot) : sb.kFull(x, slot),
-                  parityOf(x, it));
+    landed(x, sb.kFull(x, slot), parityOf(x, it));
     return smem.descriptor(
         x, x.add(x.idx(L.kOffset), x.mul(slot, x.idx(L.boxesQK * L.kBoxBytes))),
         L.kBoxBytes);
   };
-  /// Waits for V of iteration `it`; its descriptor. Rows past this
+  /// Waits for V of iteration `it`; its descriptor. TMA's rows past this
   /// sequence's keys hold the next sequence's (or padding) values: P is 0
   /// there, but 0 * inf is NaN. They are zeroed, once per CTA (only the
   /// first tile visited crosses seqlen_k), by every consumer thread, before
   /// any warpgroup's turn (a barrier inside one would deadlock pingpong).
+  /// Copies zero them as they land.
   auto readyV = [&](Emitter &x, Value it) {
     Value slot = slotOf(x, it);
-    smem.waitParity(x, sb.vFull(x, slot), parityOf(x, it));
+    landed(x, sb.vFull(x, slot), parityOf(x, it));
     Value vAt = x.add(x.idx(L.vOffset),
                       x.mul(slot, x.idx(L.boxesV * L.kBoxBytes)));
     if (zeroVTail) {

@@ -1,5 +1,6 @@
 //===- LayoutSm90.cpp - Layout, resources and defaults of the sm90 family -===//
 #include "flashjit/kernels/LayoutSm90.h"
+#include "flashjit/kernels/LayoutSm80.h"
 
 #include <algorithm>
 #include <sstream>
@@ -25,6 +26,7 @@ constexpr int kOverlapRegisters = 20;
 
 Sm90Layout sm90Layout(const AttentionSpec &spec, const TileConfig &c) {
   Sm90Layout l;
+  l.tma = rowsTmaAligned(spec);
   l.consumers = std::max(c.warps / 4, 1);
   l.threads = (l.consumers + 1) * kWarpgroupThreads;
   l.qkSteps = ceilDiv(spec.headDimQK, kWgmmaK);
@@ -38,15 +40,13 @@ Sm90Layout sm90Layout(const AttentionSpec &spec, const TileConfig &c) {
   l.kOffset = l.qOffset + l.consumers * l.boxesQK * l.qBoxBytes;
   l.vOffset = l.kOffset + c.stages * l.boxesQK * l.kBoxBytes;
   l.barrierOffset = l.vOffset + c.stages * l.boxesV * l.kBoxBytes;
-  if (spec.headsInRows)
-    l.padBegin = spec.headDimQK, l.padEnd = l.qkSteps * kWgmmaK;
-  // Q full; K full, K empty, V full, V empty per stage; K ready (pads
-  // zeroed) per stage.
-  l.barrierCount = 1 + (l.zeroesPads() ? 5 : 4) * c.stages;
+  // Q full; K full, K empty, V full, V empty per stage.
+  l.barrierCount = 1 + 4 * c.stages;
   l.sharedMemBytes = l.barrierOffset + 8 * l.barrierCount;
   // Producers give their registers to the consumers (setmaxnreg), which may
   // then hold up to the file's rest, in multiples of 8, at most 240.
-  const int rest = kRegisterFile - kWarpgroupThreads * kProducerRegisters;
+  l.producerRegisters = l.tma ? kProducerRegisters : kCopyingProducerRegisters;
+  const int rest = kRegisterFile - kWarpgroupThreads * l.producerRegisters;
   l.consumerRegisters =
       std::min(240, rest / (kWarpgroupThreads * l.consumers) / 8 * 8);
   const int oRegs = l.pvN / 2, sRegs = c.blockN / 2, pRegs = c.blockN / 4;
@@ -66,15 +66,18 @@ Status supportsSm90(const AttentionSpec &spec, Arch arch) {
   if (spec.pagedKV || spec.splitKV)
     return Status::error("the sm90 family has no paged KV cache or split-KV "
                          "yet; use the sm80 family (family=sm80) for decode");
-  // TMA: global addresses and strides multiples of 16 bytes; heads that
-  // start below it are columns of rows that do not (headsInRows).
-  if (spec.globalAlignElems * elementBytes(spec.dtype) < 16 &&
-      !spec.headsInRows)
+  // Rows TMA cannot address are copied by cp.async, 4 bytes at least (a
+  // narrower copy is a load and a store: the sm80 family's job).
+  const int eb = elementBytes(spec.dtype);
+  if (!rowsTmaAligned(spec) &&
+      std::min(copyElems(spec, spec.headDimQK), copyElems(spec, spec.headDimV)) *
+              eb < 4)
     return Status::error(
-        "the sm90 family loads with TMA, which needs 16-byte aligned rows "
-        "(pointers and strides multiples of 8 elements, or rows that are "
-        "and hold their heads side by side); these tensors are aligned to " +
-        std::to_string(spec.globalAlignElems) + " elements");
+        "the sm90 family loads rows by TMA (16-byte aligned) or cp.async (4 "
+        "bytes at a time); these tensors are aligned to " +
+        std::to_string(spec.globalAlignElems) + " elements with head dims " +
+        std::to_string(spec.headDimQK) + "/" +
+        std::to_string(spec.headDimV) + ": use the sm80 family");
   return Status::ok();
 }
 
@@ -113,6 +116,10 @@ TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
   // 64-key tiles (tests/ptxas).
   if (spec.bias == BiasMode::Alibi && d > 192)
     c.blockN = 32;
+  // Copies leave the consumers 232 registers (the producer keeps 48): with
+  // ALiBi past d = 112, 128-key tiles spill 8-24 bytes (ptxas 13.0).
+  if (spec.bias == BiasMode::Alibi && !rowsTmaAligned(spec) && d > 112)
+    c.blockN = std::min(c.blockN, 112);
   return c;
 }
 
@@ -154,11 +161,6 @@ Status validateSm90(const TileConfig &c, const AttentionSpec &spec, Arch arch) {
                  "divides 64 (2, 4, 8, 16, 32 or 64 query heads per K/V "
                  "head), got " +
                  std::to_string(spec.gqaGroup));
-  // Its box steps along heads, which heads in rows have no stride for.
-  if (c.packGqa && spec.headsInRows)
-    return error("pack_gqa in the sm90 family needs 16-byte aligned heads "
-                 "(TMA steps along them); these heads lie in rows "
-                 "(heads_in_rows): use pack_gqa off");
   if (c.pingpong && c.warps != 8)
     return error("pingpong needs two consumer warpgroups (warps=8), got "
                  "warps=" + std::to_string(c.warps));
@@ -197,10 +199,11 @@ LaunchFacts launchFactsSm90(const AttentionSpec &spec, const TileConfig &c) {
   f.sharedMemBytes = l.sharedMemBytes;
   f.blockM = c.blockM;
   f.ptxasOptLevel = 3;
-  f.tmaQ = {kWgmmaRows, kTmaBoxCols, c.packGqa ? spec.gqaGroup : 1};
-  f.tmaK = {c.blockN, kTmaBoxCols};
-  f.tmaV = {c.blockN, kTmaBoxCols};
-  f.tmaHeadColumns = spec.headsInRows;
+  if (l.tma) {
+    f.tmaQ = {kWgmmaRows, kTmaBoxCols, c.packGqa ? spec.gqaGroup : 1};
+    f.tmaK = {c.blockN, kTmaBoxCols};
+    f.tmaV = {c.blockN, kTmaBoxCols};
+  }
   return f;
 }
 

@@ -67,11 +67,6 @@ struct AttentionSpec {
   /// batch strides) is known to be aligned: 1, 2, 4 or 8. Wider lets the
   /// kernel copy 16 bytes at a time; the runtime picks the widest valid one.
   int globalAlignElems = 8;
-  /// Set (by the runtime) only where heads start below 16-byte alignment
-  /// (globalAlignElems < 8) but Q, K and V rows do not, each holding its
-  /// heads side by side (BSHD with head_dim not a multiple of 8): the sm90
-  /// family's TMA then loads a head as columns of its row.
-  bool headsInRows = false;
   BiasMode bias = BiasMode::None;
   /// Scores become softcap * tanh(scores / softcap) (Gemma 2); the cap is a
   /// run-time argument.
@@ -177,6 +172,11 @@ std::string ptxFeature(Arch a);
 
 /// The widest alignment (in elements, 8/4/2/1) dividing every given value.
 int alignmentElems(const std::vector<int64_t> &values);
+/// Whether TMA can address the spec's tensors: base addresses and strides
+/// multiples of 16 bytes. TMA also refuses (an illegal instruction, not an
+/// encode error) a box whose innermost coordinate is not a multiple of 16
+/// bytes, which is what heads off 16 bytes would need (docs/MLIR-NOTES.md).
+bool rowsTmaAligned(const AttentionSpec &spec);
 
 // ---- validation --------------------------------------------------------------
 /// Checks ranges and consistency; the message names the argument and the

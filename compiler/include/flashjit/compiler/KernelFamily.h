@@ -55,9 +55,6 @@ struct LaunchFacts {
   /// Tensor maps of Q, K, V and (backward) dO, passed after the kernel's
   /// other arguments in this order (those with rows > 0).
   TmaBox tmaQ, tmaK, tmaV, tmaDO;
-  /// The maps span whole rows and a head is columns of them, from head *
-  /// head_stride on (spec.headsInRows); else a head is a map dimension.
-  bool tmaHeadColumns = false;
   bool usesTma() const {
     return tmaQ.rows > 0 || tmaK.rows > 0 || tmaV.rows > 0 || tmaDO.rows > 0;
   }
@@ -105,9 +102,9 @@ const KernelFamily *findFamily(Family id);
 /// The registered family, or an error saying it is not registered.
 Expected<const KernelFamily *> familyOf(Family id);
 
-/// THE one place that chooses a family when the caller names none: sm90 on
-/// sm_90a where it supports a forward spec (not yet heads in rows, nor the
-/// backward: unchecked on a GPU), sm80 everywhere else.
+/// THE one place that chooses a family when the caller names none: on
+/// sm_90a, sm90 for a forward it supports whose rows TMA can address and
+/// for a backward from d = 64; sm80 everywhere else.
 Family preferredFamily(const AttentionSpec &spec, Arch arch);
 /// The default tile config of preferredFamily(spec, arch), or of `family`.
 TileConfig defaultTileConfig(const AttentionSpec &spec, Arch arch);

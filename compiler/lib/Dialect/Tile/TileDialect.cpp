@@ -40,7 +40,6 @@ struct SpecFields {
   int64_t gqaGroup;
   bool lse;
   int64_t align;
-  bool headsInRows;
   StringRef bias;
   bool softcap, varlen, keyLengths, pagedKV, splitKV;
   StringRef direction;
@@ -96,7 +95,6 @@ Expected<AttentionSpec> toSpec(const SpecFields &f) {
   spec.gqaGroup = static_cast<int>(f.gqaGroup);
   spec.writeLse = f.lse;
   spec.globalAlignElems = static_cast<int>(f.align);
-  spec.headsInRows = f.headsInRows;
   spec.softcap = f.softcap;
   spec.varlen = f.varlen;
   spec.keyLengths = f.keyLengths;
@@ -112,12 +110,12 @@ LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                StringRef dtype, int64_t headDimQK,
                                int64_t headDimV, StringRef mask,
                                int64_t gqaGroup, bool lse, int64_t align,
-                               bool headsInRows, StringRef bias, bool softcap, bool varlen,
+                               StringRef bias, bool softcap, bool varlen,
                                bool keyLengths, bool pagedKV, bool splitKV,
                                StringRef direction, bool deterministic,
                                bool biasGrad) {
   auto spec = toSpec({dtype, headDimQK, headDimV, mask, gqaGroup, lse, align,
-                      headsInRows, bias, softcap, varlen, keyLengths, pagedKV, splitKV,
+                      bias, softcap, varlen, keyLengths, pagedKV, splitKV,
                       direction, deterministic, biasGrad});
   if (!spec)
     return emitError() << spec.message();
@@ -146,7 +144,7 @@ AttentionSpec AttentionFwdOp::getAttentionSpec() {
   SpecAttr a = getSpec();
   return *toSpec({a.getDtype(), a.getHeadDimQk(), a.getHeadDimV(), a.getMask(),
                   a.getGqaGroup(), a.getLse(), a.getAlign(),
-                  a.getHeadsInRows(), a.getBias(),
+                  a.getBias(),
                   a.getSoftcap(), a.getVarlen(), a.getKeyLengths(),
                   a.getPagedKv(), a.getSplitKv(), a.getDirection(),
                   a.getDeterministic(), a.getBiasGrad()});
@@ -168,7 +166,7 @@ SpecAttr toAttr(MLIRContext *ctx, const AttentionSpec &s) {
   auto str = [](std::string_view v) { return StringRef(v.data(), v.size()); };
   return SpecAttr::get(ctx, str(toString(s.dtype)), s.headDimQK, s.headDimV,
                        str(toString(s.mask)), s.gqaGroup, s.writeLse,
-                       s.globalAlignElems, s.headsInRows,
+                       s.globalAlignElems,
                        str(toString(s.bias)), s.softcap,
                        s.varlen, s.keyLengths, s.pagedKV, s.splitKV,
                        str(toString(s.direction)), s.deterministic,

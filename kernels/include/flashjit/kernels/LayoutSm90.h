@@ -29,11 +29,20 @@ inline constexpr int kTmaBoxRowBytes = 128;
 /// 128-byte-swizzled tiles repeat their pattern every 8 rows (1024 bytes):
 /// every box starts at a multiple of it, and SBO is this.
 inline constexpr int kSwizzleAtomBytes = 1024;
-/// Registers a producer thread keeps after setmaxnreg.dec.
+/// The same swizzle as copyTile writes it: 16-byte chunk c of row r at
+/// chunk c ^ (r % 8), 3 bits.
+inline constexpr int kBoxSwizzleBits = 3;
+/// Registers a producer thread keeps after setmaxnreg.dec: one thread
+/// issuing TMA, or every thread addressing its cp.async copies.
 inline constexpr int kProducerRegisters = 24;
+inline constexpr int kCopyingProducerRegisters = 48;
 
 struct Sm90Layout {
+  /// Q, K and V by TMA (one producer thread issues; rowsTmaAligned), else
+  /// copied by the producer warpgroup's cp.async (zeros past the tensors).
+  bool tma = true;
   int consumers = 0;   ///< consumer warpgroups (config.warps / 4)
+  int producerRegisters = 0; ///< after setmaxnreg.dec
   int threads = 0;     ///< (consumers + 1) warpgroups
   int qkSteps = 0;     ///< k16 steps of Q K^T: ceil(head_dim_qk / 16)
   int pvN = 0;         ///< wgmma N of P V: head_dim_v rounded up to 8
@@ -45,13 +54,6 @@ struct Sm90Layout {
   int qOffset = 0;     ///< Q: [consumer][box] boxes
   int kOffset = 0;     ///< K: [stage][box]
   int vOffset = 0;     ///< V: [stage][box]
-  /// Q and K columns that wgmma reads past head_dim_qk, [padBegin, padEnd):
-  /// with spec.headsInRows TMA fills them with the next head's values (any
-  /// bits: NaN, Inf), so the kernel zeroes them in shared memory (Q once;
-  /// K per tile, by the producer's idle warps, before kReady). Empty
-  /// otherwise (TMA's out-of-bounds fill is zero).
-  int padBegin = 0, padEnd = 0;
-  bool zeroesPads() const { return padEnd > padBegin; }
   int barrierOffset = 0; ///< the mbarriers (barrierCount 8-byte words)
   int barrierCount = 0;
   int sharedMemBytes = 0;
@@ -63,9 +65,8 @@ struct Sm90Layout {
 };
 Sm90Layout sm90Layout(const AttentionSpec &spec, const TileConfig &config);
 
-/// Whether the sm90 family serves `spec` on `arch`: sm_90a, and tensors TMA
-/// can address (16-byte aligned heads: globalAlignElems 8; or 16-byte
-/// aligned rows that hold their heads side by side: headsInRows).
+/// Whether the sm90 family serves `spec` on `arch`: sm_90a, and rows that
+/// TMA can address or cp.async can copy (4-byte pieces or wider).
 Status supportsSm90(const AttentionSpec &spec, Arch arch);
 TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch arch);
 Status validateSm90(const TileConfig &config, const AttentionSpec &spec,
@@ -128,9 +129,6 @@ struct BackwardSm90Layout {
 };
 BackwardSm90Layout backwardLayoutSm90(const AttentionSpec &spec,
                                       const TileConfig &config);
-/// Whether the sm90 backward loads Q, K, V and dO by TMA: every row starts
-/// 16-byte aligned.
-bool backwardSm90LoadsByTma(const AttentionSpec &spec);
 /// Backward specs the sm90 family serves: head dims up to
 /// kBackwardSm90MaxHeadDim (kBackwardSm90MaxHeadDimCopied without TMA,
 /// kBackwardSm90MaxHeadDimMasked with varlen or a window), no bias or

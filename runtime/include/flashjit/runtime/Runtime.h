@@ -109,15 +109,6 @@ Status validate(const ForwardProblem &problem);
 /// passed.
 AttentionSpec specFor(const ForwardProblem &problem);
 
-/// Whether Q, K and V rows start 16-byte aligned (pointers, row and batch
-/// strides) and each holds its heads side by side, so that TMA could load
-/// a head as columns of its row (AttentionSpec::headsInRows) whose span,
-/// like every TMA coordinate, fits in int32. specFor sets that fact only in
-/// a build with -DFLASHJIT_LOAD_HEADS_IN_ROWS=ON: those kernels stopped an
-/// H200 with an illegal instruction at their first TMA load
-/// (bench/results/2026-12-05-h200-heads-in-rows-first-tma.md).
-bool headsInAlignedRows(const ForwardProblem &problem);
-
 /// Where a plan's tile config came from.
 enum class ConfigSource {
   Explicit, ///< ForwardProblem::tile

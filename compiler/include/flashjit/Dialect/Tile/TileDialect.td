@@ -31,7 +31,7 @@ def Tile_SpecAttr : Tile_Attr<"Spec", "spec"> {
     mask = "causal", gqa_group = 1, lse = true, align = 8>`: every fact the
     kernel is specialised on (the cache key's spec half). The feature fields
     (`bias = "alibi"`, `softcap = true`, `varlen = true`,
-    `key_lengths = true`, `heads_in_rows = true`, and the decode features `paged_kv = true`,
+    `key_lengths = true`, and the decode features `paged_kv = true`,
     `split_kv = true`) are optional and printed only when on, as are
     those of backward kernels: `direction = "backward"` (the backward's
     kernels: preprocess, dK/dV/dQ, dQ conversion), `deterministic = true`,
@@ -45,7 +45,6 @@ def Tile_SpecAttr : Tile_Attr<"Spec", "spec"> {
     "int64_t":$gqa_group,
     "bool":$lse,
     "int64_t":$align,
-    DefaultValuedParameter<"bool", "false">:$heads_in_rows,
     StringRefParameter<"none, tensor or alibi", "\"none\"">:$bias,
     DefaultValuedParameter<"bool", "false">:$softcap,
     DefaultValuedParameter<"bool", "false">:$varlen,
