@@ -597,7 +597,8 @@ MAPS
   sm90-backward)
     # The sm90 (wgmma) backward, forced (the default from d = 64): its GPU tests,
     # `run --backward --check` smoke runs, the sanitizers, then `bench
-    # --backward` of both families at d = 64 and 128.
+    # --backward` of both families at d = 64 and 128, and with a softcap at
+    # d = 64 and 96 (where sm80 is still the default).
     GTEST_FILTER='Sm90/Sm90BackwardMatrix.*' run_mode tests
     BACKWARD_EXTRA="--family sm90" BACKWARD_RUNS="\
 --head-dim 64 --seqlen 256 --heads-q 2 --heads-kv 2;\
@@ -607,19 +608,24 @@ MAPS
 --head-dim 48 --seqlen 200 --mask causal --heads-q 4 --heads-kv 4 --deterministic;\
 --head-dim 128 --seqlen 300 --mask causal --heads-q 4 --heads-kv 2;\
 --head-dim 96 --seqlens-q 77,0,130 --seqlens-k 90,5,200 --mask window --window-left 40 --window-right 0 --heads-q 2 --heads-kv 2;\
---head-dim 128 --head-dim-v 64 --seqlen 200 --heads-q 4 --heads-kv 4 --deterministic" run_mode backward-smoke
+--head-dim 128 --head-dim-v 64 --seqlen 200 --heads-q 4 --heads-kv 4 --deterministic;\
+--head-dim 96 --seqlen 200 --mask causal --heads-q 8 --heads-kv 2 --softcap 30 --bias alibi;\
+--head-dim 64 --seqlen 150 --bias tensor --mask window --window-left 30 --window-right 5 --heads-q 2 --heads-kv 2 --deterministic" run_mode backward-smoke
     TOOLS="memcheck racecheck synccheck" sanitize_runs "$out/sm90-backward-sanitizer.log" <<< "$(tr ';' '\n' <<< "\
 --backward --head-dim 64 --seqlen 130 --mask causal --heads-q 4 --heads-kv 2 --family sm90;\
 --backward --head-dim 33 --seqlens-q 50,0,17 --seqlens-k 40,5,90 --heads-q 2 --heads-kv 2 --family sm90 --deterministic;\
 --backward --head-dim 128 --seqlen 150 --mask causal --heads-q 4 --heads-kv 2 --family sm90;\
---backward --head-dim 96 --seqlens-q 50,0,17 --seqlens-k 40,5,90 --heads-q 2 --heads-kv 2 --family sm90 --deterministic")"
-    local d m
-    for d in 64 128; do for m in $MASKS; do
-      echo "d=$d mask=$m sm80 | $(timeout 120 "$bin/flashjit" bench --backward $(shape $d $m) 2>&1 | tail -1)" |
-        tee -a "$out/sm90-backward-bench.log"
-      echo "d=$d mask=$m sm90 | $(timeout 120 "$bin/flashjit" bench --backward $(shape $d $m) --family sm90 2>&1 | tail -1)" |
-        tee -a "$out/sm90-backward-bench.log"
-    done; done
+--backward --head-dim 96 --seqlens-q 50,0,17 --seqlens-k 40,5,90 --heads-q 2 --heads-kv 2 --family sm90 --deterministic;\
+--backward --head-dim 64 --seqlen 130 --mask causal --heads-q 4 --heads-kv 2 --softcap 5 --bias alibi --family sm90")"
+    local d m x
+    for x in "" "--softcap 30"; do
+      for d in $([[ -z $x ]] && echo 64 128 || echo 64 96); do for m in $MASKS; do
+        echo "d=$d mask=$m [$x] sm80 | $(timeout 120 "$bin/flashjit" bench --backward $(shape $d $m) $x --family sm80 2>&1 | tail -1)" |
+          tee -a "$out/sm90-backward-bench.log"
+        echo "d=$d mask=$m [$x] sm90 | $(timeout 120 "$bin/flashjit" bench --backward $(shape $d $m) $x --family sm90 2>&1 | tail -1)" |
+          tee -a "$out/sm90-backward-bench.log"
+      done; done
+    done
     ;;
   decode-smoke)
     local args

@@ -406,31 +406,41 @@ Value ForwardKernel::scoreToLog2(Emitter &x, Value s, Value *tanhOut) {
   return x.fmul(tanh, capLog2);
 }
 
-// Bias rows and keys are clamped into the sequence so that rows and keys past
-// its end read a real element (the mask discards them).
-Value ForwardKernel::biasRow(Emitter &x, int mt, int half) {
-  Value query = x.minS(rowQuery(x, mt, half), x.sub(seqQ, x.idx(1)));
-  return x.add(x.add(x.mul(batch, biasBS), x.mul(rowHead(x, mt, half), biasHS)),
-               x.mul(query, biasRS));
-}
-
 Value ForwardKernel::addBias(Emitter &x, Value score, int mt, int half,
                              Value key) {
+  if (spec.bias == BiasMode::None)
+    return score;
+  // One at a time: argument order would leave the IR's to the compiler.
+  Value query = rowQuery(x, mt, half);
+  Value head = spec.bias == BiasMode::Tensor ? rowHead(x, mt, half) : Value();
+  return addBiasAt(x, score, head, query, key,
+                   spec.bias == BiasMode::Alibi ? alibiLog2[mt][half]
+                                                : Value());
+}
+
+// Bias rows and keys are clamped into the sequence so that rows and keys past
+// its end read a real element (the mask discards them).
+Value ForwardKernel::addBiasAt(Emitter &x, Value score, Value head,
+                               Value query, Value key, Value slopeLog2) {
   if (spec.bias == BiasMode::Tensor) {
     Value lastKey = x.sub(seqK, x.idx(1));
-    Value idx = x.add(biasRow(x, mt, half), x.minS(key, lastKey));
+    Value lastQuery = x.sub(seqQ, x.idx(1));
+    Value queryOffset = x.mul(x.minS(query, lastQuery), biasRS);
+    Value headOffset = x.mul(head, biasHS);
+    Value row = x.add(x.add(x.mul(batch, biasBS), headOffset), queryOffset);
+    Value idx = x.add(row, x.minS(key, lastKey));
     Value b = memref::LoadOp::create(x.b, x.loc, bias, ValueRange{idx});
     Value bf = arith::ExtFOp::create(x.b, x.loc, x.b.getF32Type(), b);
     return x.fma(bf, x.f32(kLog2e), score);
   }
   if (spec.bias == BiasMode::Alibi) {
     // -slope * |key - (query + diag)|
-    Value dist = x.sub(key, x.add(rowQuery(x, mt, half), diag));
+    Value dist = x.sub(key, x.add(query, diag));
     dist = x.maxS(dist, x.sub(x.idx(0), dist));
     Value distF = arith::SIToFPOp::create(
         x.b, x.loc, x.b.getF32Type(),
         arith::IndexCastOp::create(x.b, x.loc, x.b.getI32Type(), dist));
-    return x.fsub(score, x.fmul(alibiLog2[mt][half], distF));
+    return x.fsub(score, x.fmul(slopeLog2, distF));
   }
   return score;
 }

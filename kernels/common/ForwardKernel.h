@@ -177,8 +177,12 @@ public:
   Value scoreToLog2(Emitter &x, Value s, Value *tanhOut = nullptr);
   /// tanh(scale * s / softcap).
   Value softcapTanh(Emitter &x, Value s);
-  Value biasRow(Emitter &x, int mt, int half);
   Value addBias(Emitter &x, Value score, int mt, int half, Value key);
+  /// The same for any score: (head, query, key) within the sequence (the
+  /// backward's transposed tiles), `slopeLog2` ALiBi's slope * log2(e) of
+  /// the head (null without ALiBi).
+  Value addBiasAt(Emitter &x, Value score, Value head, Value query, Value key,
+                  Value slopeLog2);
   Value capLog2, capInner; ///< softcap * log2(e); scale / softcap
   /// ALiBi slope * log2(e) of rows (mt, half).
   SmallVector<SmallVector<Value>> alibiLog2;

@@ -335,9 +335,9 @@ BackwardCase deterministicCase() {
 }
 
 /// The sm90 (wgmma) main kernel on every case of the matrix that it
-/// serves (head dims to 64, no bias or softcap), a deterministic GQA one,
-/// and a long one (many steps and key tiles): on sm_90a only, the family
-/// forced (the runtime's default there is still sm80).
+/// serves (head dims to 128; bias and softcap to 96, no dBias), a
+/// deterministic GQA one, a long one (many steps and key tiles) and score
+/// modifiers at its head dim limits: on sm_90a only, the family forced.
 std::vector<BackwardCase> sm90BackwardCases() {
   std::vector<BackwardCase> out;
   for (const BackwardCase &c : backwardCases()) {
@@ -356,6 +356,23 @@ std::vector<BackwardCase> sm90BackwardCases() {
   longer.batch = 1, longer.headsQ = 4, longer.headsKV = 2;
   longer.seqlenQ = 333, longer.seqlenK = 517, longer.mask = MaskMode::Causal;
   out.push_back(longer);
+  // Softcap and ALiBi together on GQA 4:1 at d = 96 (the tanh kept for dS,
+  // the step's head's slope), fp16.
+  BackwardCase capped;
+  capped.name = "d96_softcap_alibi_gqa4_causal_fp16";
+  capped.dtype = DType::F16, capped.headDim = capped.headDimV = 96;
+  capped.softcap = 5, capped.bias = BiasMode::Alibi;
+  capped.headsQ = 8, capped.headsKV = 2, capped.mask = MaskMode::Causal;
+  capped.seqlenQ = 150, capped.seqlenK = 230;
+  out.push_back(capped);
+  // A bias tensor with a window at d = 64 (keys past the window and the
+  // sequence read clamped elements, weighed 0), deterministic.
+  BackwardCase banded = longer;
+  banded.name = "d64_bias_window_deterministic";
+  banded.bias = BiasMode::Tensor, banded.mask = MaskMode::Window;
+  banded.windowLeft = 40, banded.windowRight = 3, banded.deterministic = true;
+  banded.seqlenQ = 140, banded.seqlenK = 170;
+  out.push_back(banded);
   return out;
 }
 

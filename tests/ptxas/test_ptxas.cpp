@@ -598,7 +598,7 @@ std::vector<BackwardCase> sm90BackwardCases() {
   // (d = 100: heads 104 apart).
   for (int d : {1, 16, 33, 48, 64, 72, 96, 100, 128})
     for (MaskMode mask : {MaskMode::None, MaskMode::Causal, MaskMode::Window})
-      for (int feature = 0; feature < 4; ++feature) {
+      for (int feature = 0; feature < 6; ++feature) {
         AttentionSpec s;
         s.direction = Direction::Backward;
         s.writeLse = true;
@@ -608,8 +608,12 @@ std::vector<BackwardCase> sm90BackwardCases() {
         s.globalAlignElems = d > 64 ? 8 : alignmentElems({d});
         std::string name = "d" + std::to_string(d) + "_" +
                            std::string(toString(mask));
-        // Past d = 96 varlen and windows are refused (registers).
-        if (d > 96 && (mask == MaskMode::Window || feature == 2))
+        // Past d = 96 varlen and windows are refused (registers); a bias or
+        // softcap past 96, or 64 with them.
+        const bool masked = mask == MaskMode::Window || feature == 2;
+        if (d > 96 && masked)
+          continue;
+        if (feature >= 4 && d > (masked ? 64 : 96))
           continue;
         if (feature == 1) {
           s.gqaGroup = 4, s.deterministic = true;
@@ -621,6 +625,12 @@ std::vector<BackwardCase> sm90BackwardCases() {
         } else if (feature == 3) {
           s.headDimV = std::max(1, d / 2);
           name += "_dv" + std::to_string(s.headDimV);
+        } else if (feature == 4) {
+          s.softcap = true, s.bias = BiasMode::Alibi, s.gqaGroup = 4;
+          name += "_softcap_alibi_gqa4";
+        } else if (feature == 5) {
+          s.bias = BiasMode::Tensor, s.deterministic = true;
+          name += "_bias_deterministic";
         }
         out.push_back({name + "_" + std::string(toString(s.dtype)), s,
                        Arch::Sm90a});

@@ -53,6 +53,10 @@ Family preferredFamily(const AttentionSpec &spec, Arch arch) {
     return rowsTmaAligned(spec) ? Family::Sm90 : Family::Sm80;
   // The sm90 backward from d = 64: 1.02-1.59x the sm80 one on an H200, and
   // 0.92x at d = 32 causal (bench/results/2026-12-05-h200-sm90-backward-tma.md).
+  // Its bias and softcap are unmeasured on a GPU: sm80 keeps them until
+  // they are (bench/gpu/PENDING.md).
+  if (spec.bias != BiasMode::None || spec.softcap)
+    return Family::Sm80;
   return std::max(spec.headDimQK, spec.headDimV) >= 64 ? Family::Sm90
                                                         : Family::Sm80;
 }

@@ -14,7 +14,9 @@
 //   loading behind this one's products), in sub-steps of 64, 32 or 16
 //   queries:
 //     S^T  = K_w Q^T, dP^T = V_w dO^T     wgmma from shared memory
-//     P^T  = exp2(S^T' - LSE'), masked; dS^T = P^T (dP^T - D), 0 where P^T
+//     P^T  = exp2(S^T' - LSE'), masked (S^T': scale, softcap, bias);
+//     dS^T = P^T (dP^T - D), 0 where P^T (dBias = dS^T; then * (1 - tanh^2)
+//     under softcap)
 //     dV_w += P^T dO, dK_w += dS^T Q      wgmma with A from registers, B
 //                                         (dO, Q) MN-major
 //     dS^T -> shared memory as dS [query][key], rounded
@@ -329,6 +331,14 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
               };
               // This warpgroup's 64 keys: rows 64 wg.. of every K/V box.
               Value wgRows = s.mul(wg, s.idx(kWgmmaRows * kTmaBoxRowBytes));
+              // ALiBi: this step's head's slope * log2(e).
+              Value slopeLog2;
+              if (spec.bias == BiasMode::Alibi)
+                slopeLog2 = s.fmul(
+                    memref::LoadOp::create(
+                        s.b, s.loc, fk.alibiSlopes,
+                        ValueRange{s.add(s.mul(fk.batch, fk.alibiBS), head)}),
+                    s.f32(kLog2e));
 
               // ---- per sub-step of `width` queries (L.subSteps of them):
               // S^T = K_w Q^T, P^T, dV_w += P^T dO, dP^T = V_w dO^T, dS^T,
@@ -395,8 +405,10 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                 };
                 // P^T is 0 past seqlen_q and seqlen_k: whatever rows TMA
                 // brought there (a neighbouring sequence's, or zeros) weigh
-                // nothing.
-                SmallVector<Value> p(4 * nTiles);
+                // nothing. Scores are scaled, capped and biased first (the
+                // forward's transform, element by element: keys are rows
+                // here); `tanhT` keeps the cap's tanh for dS.
+                SmallVector<Value> p(4 * nTiles), tanhT(4 * nTiles);
                 for (int j = 0; j < nTiles; ++j)
                   for (int el = 0; el < 2; ++el) {
                     Value negLse = arith::NegFOp::create(
@@ -416,8 +428,15 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                       if (fk.window)
                         seen = s.andI(seen,
                                       s.ge(key, s.sub(qDiag, fk.windowLeft)));
+                      Value score = sT[i];
+                      if (fk.transformScores)
+                        score = fk.addBiasAt(
+                            s,
+                            fk.scoreToLog2(s, score,
+                                           spec.softcap ? &tanhT[i] : nullptr),
+                            head, query, key, slopeLog2);
                       Value pv =
-                          s.exp2(s.fma(sT[i], fk.softmaxScale, negLse));
+                          s.exp2(s.fma(score, fk.softmaxScale, negLse));
                       p[i] = s.select(seen, pv, s.f32(0));
                     }
                   }
@@ -436,7 +455,10 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                 sm90::fence(s, pRegs);
 
                 // dS^T = P^T (dP^T - D), and 0 where P^T is (masked: dP^T
-                // may hold anything there).
+                // may hold anything there). dBias = dS before the softcap's
+                // derivative (the bias is added after the cap), for the
+                // sequence's pairs; then d(cap tanh(u))/du = 1 - tanh^2 (the
+                // scale comes with dK's and dQ's).
                 SmallVector<Value> dS(4 * nTiles);
                 for (int j = 0; j < nTiles; ++j)
                   for (int el = 0; el < 2; ++el) {
@@ -449,6 +471,20 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                                                 arith::CmpFPredicate::OEQ,
                                                 p[i], zero),
                           zero, s.fmul(p[i], s.fsub(dPT[i], dSum)));
+                      if (spec.biasGrad) {
+                        Value query = s.add(qLo, queryCol(j, el));
+                        Value key = s.add(keyBase, s.idx(8 * half));
+                        s.ifThen(s.andI(s.lt(query, fk.seqQ),
+                                        s.lt(key, fk.seqK)),
+                                 [&] {
+                                   k.store(s, dS[i], a.dBias,
+                                           k.dBiasIndex(s, head, query, key));
+                                 });
+                      }
+                      if (spec.softcap)
+                        dS[i] = s.fmul(dS[i],
+                                       s.fsub(s.f32(1),
+                                              s.fmul(tanhT[i], tanhT[i])));
                     }
                   }
                 dSRegs = aRegisters(dS);

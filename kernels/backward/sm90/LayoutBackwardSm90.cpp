@@ -82,8 +82,8 @@ Status supportsBackwardSm90(const AttentionSpec &spec, Arch arch) {
                "thread, not TMA)") +
         ", got " + std::to_string(spec.headDimQK) + "/" +
         std::to_string(spec.headDimV) + "; use the sm80 family");
-  if (d > kBackwardSm90MaxHeadDimMasked &&
-      (spec.varlen || spec.mask == MaskMode::Window))
+  const bool masked = spec.varlen || spec.mask == MaskMode::Window;
+  if (d > kBackwardSm90MaxHeadDimMasked && masked)
     return Status::error(
         "the sm90 backward takes head dims up to " +
         std::to_string(kBackwardSm90MaxHeadDimMasked) +
@@ -91,9 +91,18 @@ Status supportsBackwardSm90(const AttentionSpec &spec, Arch arch) {
         "few registers), got " +
         std::to_string(spec.headDimQK) + "/" + std::to_string(spec.headDimV) +
         "; use the sm80 family");
-  if (spec.bias != BiasMode::None || spec.softcap)
-    return Status::error("the sm90 backward has no bias or softcap yet; use "
-                         "the sm80 family");
+  if (spec.biasGrad)
+    return Status::error("the sm90 backward does not write dBias (its "
+                         "per-score stores spill); use the sm80 family");
+  const int maxModded = masked ? kBackwardSm90MaxHeadDimScoreModsMasked
+                               : kBackwardSm90MaxHeadDimScoreMods;
+  if ((spec.bias != BiasMode::None || spec.softcap) && d > maxModded)
+    return Status::error(
+        "the sm90 backward takes head dims up to " + std::to_string(maxModded) +
+        " with a bias or softcap" + (masked ? " and varlen or a window" : "") +
+        " (their per-score values leave dK and dV too few registers), got " +
+        std::to_string(spec.headDimQK) + "/" + std::to_string(spec.headDimV) +
+        "; use the sm80 family");
   return Status::ok();
 }
 

@@ -72,8 +72,9 @@ Expected<Artifact> compile(const AttentionSpec &spec, const TileConfig &config,
 /// 15: the backward's short steps copy LSE' and D into shared memory; 16:
 /// the sm90 overlap keeps the previous P live to its P V's wait; 17: the
 /// sm90 backward loads by TMA and adds dQ by bulk reductions; 18: its
-/// split dQ columns add 64 columns per warpgroup).
-inline constexpr int kCodegenRevision = 18;
+/// split dQ columns add 64 columns per warpgroup; 19: a bias tensor's
+/// index in another order, the sm90 backward's bias and softcap).
+inline constexpr int kCodegenRevision = 19;
 
 /// Version strings that identify the code the compiler emits (cache keys):
 /// flashjit's is the release plus "+cg<kCodegenRevision>".

@@ -93,6 +93,12 @@ inline constexpr int kBackwardSm90MaxHeadDim = 128;
 inline constexpr int kBackwardSm90MaxHeadDimCopied = 64;
 /// With varlen or a window mask (ptxas spills 36-56 bytes at d = 128).
 inline constexpr int kBackwardSm90MaxHeadDimMasked = 96;
+/// With a bias or softcap: per-score loads, distances and the cap's tanh
+/// kept for dS (ptxas 13.0 spills 4-40 bytes at d = 128); with varlen or a
+/// window too, 64 (4-8 bytes at d = 96). dBias's per-score stores spill
+/// from d = 32 (28-176 bytes): the sm80 family writes dBias.
+inline constexpr int kBackwardSm90MaxHeadDimScoreMods = 96;
+inline constexpr int kBackwardSm90MaxHeadDimScoreModsMasked = 64;
 
 /// The sm90 backward's main kernel: one or two warpgroups of 64 keys each
 /// (block_n = 64 x warps / 4), 64 query rows per step; every tile in
@@ -131,8 +137,9 @@ BackwardSm90Layout backwardLayoutSm90(const AttentionSpec &spec,
                                       const TileConfig &config);
 /// Backward specs the sm90 family serves: head dims up to
 /// kBackwardSm90MaxHeadDim (kBackwardSm90MaxHeadDimCopied without TMA,
-/// kBackwardSm90MaxHeadDimMasked with varlen or a window), no bias or
-/// softcap (yet).
+/// kBackwardSm90MaxHeadDimMasked with varlen or a window,
+/// kBackwardSm90MaxHeadDimScoreMods(Masked) with a bias or softcap), no
+/// dBias.
 Status supportsBackwardSm90(const AttentionSpec &spec, Arch arch);
 TileConfig defaultBackwardConfigSm90(const AttentionSpec &spec, Arch arch);
 Status validateBackwardSm90(const TileConfig &config,
