@@ -15,8 +15,7 @@
 //   queries:
 //     S^T  = K_w Q^T, dP^T = V_w dO^T     wgmma from shared memory
 //     P^T  = exp2(S^T' - LSE'), masked (S^T': scale, softcap, bias);
-//     dS^T = P^T (dP^T - D), 0 where P^T (dBias = dS^T; then * (1 - tanh^2)
-//     under softcap)
+//     dS^T = P^T (dP^T - D), 0 where P^T (then * (1 - tanh^2) under softcap)
 //     dV_w += P^T dO, dK_w += dS^T Q      wgmma with A from registers, B
 //                                         (dO, Q) MN-major
 //     dS^T -> shared memory as dS [query][key], rounded
@@ -455,10 +454,9 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                 sm90::fence(s, pRegs);
 
                 // dS^T = P^T (dP^T - D), and 0 where P^T is (masked: dP^T
-                // may hold anything there). dBias = dS before the softcap's
-                // derivative (the bias is added after the cap), for the
-                // sequence's pairs; then d(cap tanh(u))/du = 1 - tanh^2 (the
-                // scale comes with dK's and dQ's).
+                // may hold anything there); under a softcap times
+                // d(cap tanh(u))/du = 1 - tanh^2 (the scale comes with dK's
+                // and dQ's). dBias is the sm80 family's.
                 SmallVector<Value> dS(4 * nTiles);
                 for (int j = 0; j < nTiles; ++j)
                   for (int el = 0; el < 2; ++el) {
@@ -471,16 +469,6 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                                                 arith::CmpFPredicate::OEQ,
                                                 p[i], zero),
                           zero, s.fmul(p[i], s.fsub(dPT[i], dSum)));
-                      if (spec.biasGrad) {
-                        Value query = s.add(qLo, queryCol(j, el));
-                        Value key = s.add(keyBase, s.idx(8 * half));
-                        s.ifThen(s.andI(s.lt(query, fk.seqQ),
-                                        s.lt(key, fk.seqK)),
-                                 [&] {
-                                   k.store(s, dS[i], a.dBias,
-                                           k.dBiasIndex(s, head, query, key));
-                                 });
-                      }
                       if (spec.softcap)
                         dS[i] = s.fmul(dS[i],
                                        s.fsub(s.f32(1),
