@@ -74,8 +74,8 @@ Status supportsSm90(const AttentionSpec &spec, Arch arch) {
               eb < 4)
     return Status::error(
         "the sm90 family loads rows by TMA (16-byte aligned) or cp.async (4 "
-        "bytes at a time); these tensors are aligned to " +
-        std::to_string(spec.globalAlignElems) + " elements with head dims " +
+        "bytes at a time); these tensors' pointers and strides allow align=" +
+        std::to_string(spec.globalAlignElems) + " with head dims " +
         std::to_string(spec.headDimQK) + "/" +
         std::to_string(spec.headDimV) + ": use the sm80 family");
   return Status::ok();
