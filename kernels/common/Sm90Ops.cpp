@@ -100,6 +100,20 @@ void Window::arriveOnCopies(Emitter &x, Value barrier) const {
   NVVM::CpAsyncMBarrierArriveOp::create(x.b, x.loc, ptr, /*noinc=*/true);
 }
 
+void copyBoxes(Emitter &x, const TileCopier &copier, Value tid, Value src,
+               Value base, RowOffsetFn rowOffset, Value first, Value limit,
+               int rows, int dim, Value dst, ArrayRef<Value> prefix,
+               Value firstBox, bool inLoop, Value rowStride) {
+  for (int box = 0; box * kTmaBoxCols < dim; ++box) {
+    SmallVector<Value> at(prefix.begin(), prefix.end());
+    at.push_back(firstBox ? x.add(firstBox, x.idx(box)) : x.idx(box));
+    copyTile(x, copier, tid, src, x.add(base, x.idx(box * kTmaBoxCols)),
+             rowOffset, first, limit, rows,
+             std::min(kTmaBoxCols, dim - box * kTmaBoxCols), kTmaBoxCols,
+             kBoxSwizzleBits, dst, at, inLoop, rowStride);
+  }
+}
+
 Value Window::descriptor(Emitter &x, Value offsetBytes, int64_t lbo) const {
   Value addr = arith::AddIOp::create(
       x.b, x.loc, address,

@@ -12,6 +12,7 @@
 #define FLASHJIT_KERNELS_COMMON_SM90OPS_H
 
 #include "common/Emitter.h"
+#include "common/Sm80Ops.h"
 
 #include "flashjit/compiler/AttentionSpec.h"
 #include "flashjit/kernels/LayoutSm90.h"
@@ -63,6 +64,15 @@ Type tmaBoxType(mlir::MLIRContext *ctx, Type elem, int rows, int heads = 1);
 /// as the tensor map of boxes `box` that the runtime encodes
 /// (runtime/lib/TensorMaps.cpp: 128-byte swizzle, zeros out of bounds).
 Value tensorMap(Emitter &x, Value arg, Type box);
+/// Copies rows [first, first + rows) x columns [0, dim) of a tensor (row r
+/// at element base + rowOffset(r)) into wgmma's 128-byte-swizzled boxes of
+/// 64 columns by cp.async (copyTile: zeros past `dim` and from row `limit`):
+/// box b into dst[prefix..., b], or dst[prefix..., firstBox + b].
+void copyBoxes(Emitter &x, const TileCopier &copier, Value tid, Value src,
+               Value base, RowOffsetFn rowOffset, Value first, Value limit,
+               int rows, int dim, Value dst, ArrayRef<Value> prefix,
+               Value firstBox, bool inLoop, Value rowStride);
+
 /// An mbarrier's phase parity (i1) after `completions` completed phases.
 Value parity(Emitter &x, Value completions);
 

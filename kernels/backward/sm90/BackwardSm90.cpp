@@ -182,14 +182,8 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                        Value first, Value limit, int rows, int dim,
                        Value dst, ArrayRef<Value> prefix, bool inLoop) {
     auto rowOffset = [&](Emitter &y, Value r) { return y.mul(r, rowStride); };
-    for (int box = 0; box * kTmaBoxCols < dim; ++box) {
-      SmallVector<Value> at(prefix.begin(), prefix.end());
-      at.push_back(x.idx(box));
-      copyTile(x, copier, k.tid, src, x.add(base, x.idx(box * kTmaBoxCols)),
-               rowOffset, first, limit, rows,
-               std::min(kTmaBoxCols, dim - box * kTmaBoxCols), kTmaBoxCols,
-               kBoxSwizzleBits, dst, at, inLoop, rowStride);
-    }
+    sm90::copyBoxes(x, copier, k.tid, src, base, rowOffset, first, limit, rows,
+                    dim, dst, prefix, /*firstBox=*/Value(), inLoop, rowStride);
   };
   // Q, dO, LSE' and D of query block `mBlock` of head `head` into `slot`
   // (LSE' and D by cp.async: one commit group).

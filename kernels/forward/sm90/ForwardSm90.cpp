@@ -28,7 +28,6 @@
 #include "forward/sm90/ForwardSm90.h"
 
 #include "common/ForwardKernel.h"
-#include "common/Sm80Ops.h"
 #include "common/Sm90Ops.h"
 #include "flashjit/kernels/Forward.h"
 #include "flashjit/kernels/LayoutSm90.h"
@@ -288,12 +287,9 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
                            RowOffsetFn rowOffset, Value rowStride, Value first,
                            Value limit, int rows, int dim, Value dst,
                            Value firstBox) {
-        for (int b = 0; b * kTmaBoxCols < dim; ++b)
-          copyTile(x, copier, tid, src, x.add(base, x.idx(b * kTmaBoxCols)),
-                   rowOffset, first, limit, rows,
-                   std::min(kTmaBoxCols, dim - b * kTmaBoxCols), kTmaBoxCols,
-                   kBoxSwizzleBits, dst, {x.add(firstBox, x.idx(b))},
-                   /*inLoop=*/!limit, limit ? Value() : rowStride);
+        sm90::copyBoxes(x, copier, tid, src, base, rowOffset, first, limit,
+                        rows, dim, dst, {}, firstBox, /*inLoop=*/!limit,
+                        limit ? Value() : rowStride);
       };
       auto qRowOffset = [&](Emitter &x, Value r) { return fk.qRowOffset(x, r); };
       for (int c = 0; c < L.consumers; ++c)
