@@ -321,6 +321,15 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
       e.runtimeLoop(e.idx(1), nBlocks, 1, [&](Emitter &x, Value it) {
         copyTileKV(x, it, /*first=*/false);
       });
+      // The copying threads stay until the consumers have released every
+      // stage (the waits the next loads would make): a thread that exits
+      // with copies in flight need not make their arrivals.
+      for (int s = 0; s < cfg.stages; ++s) {
+        Value it = e.add(nBlocks, e.idx(s));
+        Value slot = e.rem(it, cfg.stages);
+        smem.waitParity(e, sb.kEmpty(e, slot), emptyParityOf(e, it));
+        smem.waitParity(e, sb.vEmpty(e, slot), emptyParityOf(e, it));
+      }
     }
   }
   // ---- consumer warpgroups ------------------------------------------------------
