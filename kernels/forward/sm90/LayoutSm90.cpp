@@ -88,10 +88,16 @@ TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
   c.stages = 2;
   // Measured on an H200 (bench/results/2026-12-03-h200-sm90-family.md,
   // 2026-12-04-h200-sm90-tiles.md; bf16, S=4096, either mask): two consumer
-  // warpgroups of 64 rows everywhere; 128-key tiles up to d=112 and 176 at
-  // d=128 (1.01-1.03x), pingpong from d=96 (1.03x at d = 96-128, none
-  // below); 96-key tiles with pingpong to d=192 (1.06-1.12x 64); past that
+  // warpgroups of 64 rows everywhere; 128-key tiles up to d=112 and
+  // (without overlap) 176 at d=128 (1.01-1.03x), pingpong from d=96 (1.03x
+  // at d = 96-128, none below); 96-key tiles with pingpong to d=192 (1.06-1.12x 64); past that
   // 80-key tiles without pingpong (1.36x one consumer warpgroup at d=256).
+  // Overlap (the next tile's Q K^T issued before this tile's softmax) pays
+  // past d=112 once ptxas no longer serialises it: 1.09-1.14x at d = 128,
+  // 192 and 256, where 160-key tiles edge out 176 at d=128; neutral at
+  // d=64 (bench/results/2026-12-05-h100-sm90-overlap.md). Measured on plain
+  // TMA kernels only: score modifiers, per-row bounds and copies (232
+  // consumer registers) keep it off.
   // Per-score work (bias, softcap) and per-row bounds (windows, varlen, key
   // lengths) keep more values live beside the scores: past d=128, 64-key
   // tiles leave them room (ptxas spills ALiBi + causal at d=192 and 256
@@ -112,6 +118,11 @@ TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
   }
   if (extraLiveValues)
     c.blockN = d > 128 ? 64 : std::min(c.blockN, 128);
+  else if (d > 112 && rowsTmaAligned(spec)) {
+    c.overlap = true;
+    if (d <= 128)
+      c.blockN = 160;
+  }
   // ALiBi's per-score distances at d > 192: fp16 spills 8 bytes with 48- and
   // 64-key tiles (tests/ptxas).
   if (spec.bias == BiasMode::Alibi && d > 192)

@@ -21,27 +21,29 @@
 // CHECK: nvgpu.mbarrier.init %{{.*}}, %c256
 // CHECK: nvvm.fence.proxy {kind = #nvvm.proxy_kind<async.shared>, space = #nvvm.shared_space<cta>}
 // Producer: gives its registers away, loads Q (two 64-column boxes per
-// consumer, 32 KiB) and per tile K then V (176 rows x 2 boxes, 44 KiB)
+// consumer, 32 KiB) and per tile K then V (160 rows x 2 boxes, 40 KiB)
 // after their empty barriers.
 // CHECK: nvvm.setmaxregister decrease 24
 // CHECK: nvgpu.mbarrier.arrive.expect_tx %{{.*}}[%c0], %c32768
 // CHECK: nvgpu.tma.async.load {{.*}} : <tensor = memref<1x1x64x64xbf16, #gpu.address_space<workgroup>>, swizzle = swizzle_128b
 // CHECK: nvgpu.mbarrier.try_wait.parity
-// CHECK: nvgpu.mbarrier.arrive.expect_tx %{{.*}}, %c45056
-// CHECK: nvgpu.tma.async.load {{.*}} : <tensor = memref<1x1x176x64xbf16, #gpu.address_space<workgroup>>, swizzle = swizzle_128b
+// CHECK: nvgpu.mbarrier.arrive.expect_tx %{{.*}}, %c40960
+// CHECK: nvgpu.tma.async.load {{.*}} : <tensor = memref<1x1x160x64xbf16, #gpu.address_space<workgroup>>, swizzle = swizzle_128b
 // Consumers: take the registers, wait for Q, and per tile S = Q K^T (8 k16
-// steps of m64n176k16 from shared memory, the first zeroing D), then
+// steps of m64n160k16 from shared memory, the first zeroing D), then
 // O += P V with P from registers (inline PTX, trans-b 1).
 // CHECK: nvvm.setmaxregister increase 240
 // CHECK: nvvm.wgmma.fence.aligned
-// CHECK: nvvm.wgmma.mma_async {{.*}} <m = 64, n = 176, k = 16>, D[<f32>, <zero>], A[<bf16>, <one>, <row>], B[<bf16>, <one>, <col>]
-// CHECK-COUNT-7: nvvm.wgmma.mma_async {{.*}} <m = 64, n = 176, k = 16>, D[<f32>, <one>]
+// CHECK: nvvm.wgmma.mma_async {{.*}} <m = 64, n = 160, k = 16>, D[<f32>, <zero>], A[<bf16>, <one>, <row>], B[<bf16>, <one>, <col>]
+// CHECK-COUNT-7: nvvm.wgmma.mma_async {{.*}} <m = 64, n = 160, k = 16>, D[<f32>, <one>]
 // CHECK: nvvm.wgmma.commit.group.sync.aligned
 // CHECK: nvvm.wgmma.wait.group.sync.aligned 0
 // CHECK: nvgpu.mbarrier.arrive
 // CHECK: llvm.inline_asm has_side_effects asm_dialect = att "{ .reg .pred p; setp.ne.b32 p, 1, 0; wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {{.*}}, p, 1, 1, 1;
-// The default at d=128 takes turns between its consumers:
+// The default at d=128 takes turns between its consumers and overlaps the
+// next tile's S with this tile's P V (retiring S first):
 // CHECK: nvvm.barrier.arrive id = %{{.*}} number_of_threads = %c256_i32
+// CHECK: nvvm.wgmma.wait.group.sync.aligned 1
 flashjit.attention_fwd @d128 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 128, head_dim_v = 128, mask = "causal", gqa_group = 1, lse = true, align = 8>
 
 // -----
