@@ -361,6 +361,34 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
 
 /// Compiles `spec` with `config` for `arch`, checks what the artifact says
 /// about itself, and assembles it with ptxas: exit 0 and no spills.
+/// Warp-specialised kernels hand registers from producers to consumers:
+/// setmaxnreg.inc waits until released registers cover the increase, and
+/// the CTA holds only what it was launched with (ptxas's count, in
+/// multiples of 8, times .maxntid), so the warpgroups' counts after the
+/// hand-off must fit it, or the consumers never start (a hang, not an
+/// error: the sm90 forward's copies hung so with 48 + 2 x 232 in 384 x 168).
+void expectRegisterHandOffFits(const std::string &ptx,
+                               const std::string &ptxasLog) {
+  std::smatch m;
+  const std::regex dec(R"(setmaxnreg\.dec\.sync\.aligned\.u32\s+(\d+))");
+  const std::regex inc(R"(setmaxnreg\.inc\.sync\.aligned\.u32\s+(\d+))");
+  if (!std::regex_search(ptx, m, dec))
+    return;
+  const int producer = std::stoi(m[1]);
+  ASSERT_TRUE(std::regex_search(ptx, m, inc)) << "setmaxnreg.dec without .inc";
+  const int consumer = std::stoi(m[1]);
+  ASSERT_TRUE(std::regex_search(ptx, m, std::regex(R"(\.maxntid\s+(\d+))")));
+  const int threads = std::stoi(m[1]);
+  ASSERT_TRUE(std::regex_search(ptxasLog, m, std::regex(R"(Used (\d+) registers)")))
+      << ptxasLog;
+  const int launched = (std::stoi(m[1]) + 7) / 8 * 8 * threads;
+  const int warpgroup = 128;
+  EXPECT_LE(producer * warpgroup + consumer * (threads - warpgroup), launched)
+      << "producer " << producer << " + consumers " << consumer << " x "
+      << (threads - warpgroup) / warpgroup << " warpgroups, launched with "
+      << launched / threads << " x " << threads;
+}
+
 void compileAndAssemble(const AttentionSpec &spec, const TileConfig &config,
                         Arch arch) {
   std::string why;
@@ -381,6 +409,7 @@ void compileAndAssemble(const AttentionSpec &spec, const TileConfig &config,
     EXPECT_EQ(a.ptxasLog.find("Potential Performance Loss"), std::string::npos)
         << a.ptxasLog;
   }
+  expectRegisterHandOffFits(art.ptx, a.ptxasLog);
 
   EXPECT_GE(a.reports, 1) << "ptxas -v printed no local-memory report:\n"
                           << a.ptxasLog;

@@ -11,7 +11,6 @@ namespace flashjit {
 namespace {
 int roundUp(int v, int m) { return (v + m - 1) / m * m; }
 int ceilDiv(int v, int m) { return (v + m - 1) / m; }
-constexpr int kRegisterFile = 65536;
 /// Registers beside the accumulators, scores and P: softmax state, row and
 /// key indices, descriptors, loop state.
 constexpr int kOverheadRegisters = 24;
@@ -44,9 +43,11 @@ Sm90Layout sm90Layout(const AttentionSpec &spec, const TileConfig &c) {
   l.barrierCount = 1 + 4 * c.stages;
   l.sharedMemBytes = l.barrierOffset + 8 * l.barrierCount;
   // Producers give their registers to the consumers (setmaxnreg), which may
-  // then hold up to the file's rest, in multiples of 8, at most 240.
+  // then hold the rest of what the CTA was launched with (not the file's
+  // 65536), in multiples of 8, at most 240.
   l.producerRegisters = l.tma ? kProducerRegisters : kCopyingProducerRegisters;
-  const int rest = kRegisterFile - kWarpgroupThreads * l.producerRegisters;
+  const int rest = registersAtLaunch(l.threads) -
+                   kWarpgroupThreads * l.producerRegisters;
   l.consumerRegisters =
       std::min(240, rest / (kWarpgroupThreads * l.consumers) / 8 * 8);
   const int oRegs = l.pvN / 2, sRegs = c.blockN / 2, pRegs = c.blockN / 4;
@@ -127,7 +128,7 @@ TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
   // 64-key tiles (tests/ptxas).
   if (spec.bias == BiasMode::Alibi && d > 192)
     c.blockN = 32;
-  // Copies leave the consumers 232 registers (the producer keeps 48): with
+  // Copies leave two consumers 232 registers (the producer keeps 40): with
   // ALiBi past d = 112, 128-key tiles spill 8-24 bytes (ptxas 13.0).
   if (spec.bias == BiasMode::Alibi && !rowsTmaAligned(spec) && d > 112)
     c.blockN = std::min(c.blockN, 112);

@@ -14,7 +14,7 @@
 // CHECK: nvgpu.mbarrier.init %{{.*}}[%c1], %c128
 // CHECK: nvgpu.mbarrier.init %{{.*}}[%c3], %c256
 // Producer: more registers than a TMA thread's 24, Q's boxes, its arrival.
-// CHECK: nvvm.setmaxregister decrease 48
+// CHECK: nvvm.setmaxregister decrease 40
 // CHECK: nvgpu.device_async_copy %arg0[%{{.*}}], %{{.*}}[%c0, %{{.*}}, %{{.*}}], 4, %{{.*}} : memref<{{.*}}xbf16, 1> to memref<4x64x64xbf16
 // CHECK: nvvm.cp.async.mbarrier.arrive %{{.*}} {noinc = true} : !llvm.ptr<3>
 // The first K/V tile (it may cross seqlen_k): K after K empty, its arrival.
