@@ -369,24 +369,41 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
 /// error: the sm90 forward's copies hung so with 48 + 2 x 232 in 384 x 168).
 void expectRegisterHandOffFits(const std::string &ptx,
                                const std::string &ptxasLog) {
-  std::smatch m;
-  const std::regex dec(R"(setmaxnreg\.dec\.sync\.aligned\.u32\s+(\d+))");
-  const std::regex inc(R"(setmaxnreg\.inc\.sync\.aligned\.u32\s+(\d+))");
-  if (!std::regex_search(ptx, m, dec))
-    return;
-  const int producer = std::stoi(m[1]);
-  ASSERT_TRUE(std::regex_search(ptx, m, inc)) << "setmaxnreg.dec without .inc";
-  const int consumer = std::stoi(m[1]);
-  ASSERT_TRUE(std::regex_search(ptx, m, std::regex(R"(\.maxntid\s+(\d+))")));
-  const int threads = std::stoi(m[1]);
-  ASSERT_TRUE(std::regex_search(ptxasLog, m, std::regex(R"(Used (\d+) registers)")))
-      << ptxasLog;
-  const int launched = (std::stoi(m[1]) + 7) / 8 * 8 * threads;
-  const int warpgroup = 128;
-  EXPECT_LE(producer * warpgroup + consumer * (threads - warpgroup), launched)
-      << "producer " << producer << " + consumers " << consumer << " x "
-      << (threads - warpgroup) / warpgroup << " warpgroups, launched with "
-      << launched / threads << " x " << threads;
+  const std::regex entry(R"(\.entry\s+(\w+))");
+  std::vector<std::pair<size_t, std::string>> entries;
+  for (auto it = std::sregex_iterator(ptx.begin(), ptx.end(), entry);
+       it != std::sregex_iterator(); ++it)
+    entries.push_back({size_t(it->position()), (*it)[1].str()});
+  for (size_t e = 0; e < entries.size(); ++e) {
+    const size_t end = e + 1 < entries.size() ? entries[e + 1].first : ptx.size();
+    const std::string body = ptx.substr(entries[e].first, end - entries[e].first);
+    const std::string &name = entries[e].second;
+    std::smatch m;
+    if (!std::regex_search(
+            body, m, std::regex(R"(setmaxnreg\.dec\.sync\.aligned\.u32\s+(\d+))")))
+      continue;
+    const int producer = std::stoi(m[1]);
+    ASSERT_TRUE(std::regex_search(
+        body, m, std::regex(R"(setmaxnreg\.inc\.sync\.aligned\.u32\s+(\d+))")))
+        << name << ": setmaxnreg.dec without .inc";
+    const int consumer = std::stoi(m[1]);
+    ASSERT_TRUE(std::regex_search(body, m, std::regex(R"(\.maxntid\s+(\d+))")))
+        << name;
+    const int threads = std::stoi(m[1]);
+    // ptxas -v: "Compiling entry function 'NAME'", then its "Used N registers".
+    const size_t at = ptxasLog.find("function '" + name + "'");
+    ASSERT_NE(at, std::string::npos) << name << "\n" << ptxasLog;
+    const std::string rest = ptxasLog.substr(at);
+    ASSERT_TRUE(std::regex_search(rest, m, std::regex(R"(Used (\d+) registers)")))
+        << ptxasLog;
+    const int launched = (std::stoi(m[1]) + 7) / 8 * 8 * threads;
+    const int warpgroup = 128;
+    EXPECT_LE(producer * warpgroup + consumer * (threads - warpgroup), launched)
+        << name << ": producer " << producer << " + consumers " << consumer
+        << " x " << (threads - warpgroup) / warpgroup
+        << " warpgroups, launched with " << launched / threads << " x "
+        << threads;
+  }
 }
 
 void compileAndAssemble(const AttentionSpec &spec, const TileConfig &config,
