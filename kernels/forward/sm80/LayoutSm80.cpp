@@ -18,13 +18,6 @@ int roundUp(int v, int m) { return (v + m - 1) / m * m; }
 int paddedPitch(int paddedDim) { return paddedDim + kSmemChunkElems; }
 } // namespace
 
-int copyElems(const AttentionSpec &spec, int dim) {
-  int vec = std::clamp(spec.globalAlignElems, 1, 8);
-  while (dim % vec != 0)
-    vec /= 2;
-  return vec;
-}
-
 ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &c) {
   ForwardLayout l;
   const int eb = elementBytes(spec.dtype);

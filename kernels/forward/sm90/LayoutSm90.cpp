@@ -1,6 +1,5 @@
 //===- LayoutSm90.cpp - Layout, resources and defaults of the sm90 family -===//
 #include "flashjit/kernels/LayoutSm90.h"
-#include "flashjit/kernels/LayoutSm80.h"
 
 #include <algorithm>
 #include <sstream>

@@ -10,6 +10,7 @@
 #define FLASHJIT_KERNELS_LAYOUTSM80_H
 
 #include "flashjit/compiler/AttentionSpec.h"
+#include "flashjit/kernels/Hardware.h"
 
 #include <cstdint>
 #include <optional>
@@ -21,12 +22,6 @@ namespace flashjit {
 inline constexpr int kMmaM = 16;
 inline constexpr int kMmaN = 8;
 inline constexpr int kMmaK = 16;
-inline constexpr int kWarpSize = 32;
-/// Registers a thread may hold (all NVIDIA archs since sm_35).
-inline constexpr int kMaxRegistersPerThread = 255;
-/// 32-bit registers of one SM, shared by the threads of resident CTAs
-/// (sm_80 .. sm_90).
-inline constexpr int kRegisterFileSize = 65536;
 
 /// Elements of one 16-byte shared-memory chunk (an ldmatrix row).
 inline constexpr int kSmemChunkElems = 8;
@@ -114,10 +109,6 @@ struct ForwardLayout {
 };
 ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &config);
 
-/// Elements per global -> shared copy of a row of `dim` elements: the widest
-/// power of two up to 8 (16 bytes) that the alignment allows and that
-/// divides `dim` (a copy never crosses the end of a row).
-int copyElems(const AttentionSpec &spec, int dim);
 
 /// The sm80 family's default per arch: THE one table of its tile sizes.
 TileConfig defaultTileConfigSm80(const AttentionSpec &spec, Arch arch);

@@ -11,6 +11,7 @@
 
 #include "flashjit/compiler/AttentionSpec.h"
 #include "flashjit/compiler/KernelFamily.h"
+#include "flashjit/kernels/Hardware.h"
 
 #include <optional>
 
@@ -36,14 +37,6 @@ inline constexpr int kBoxSwizzleBits = 3;
 /// issuing TMA, or every thread addressing its cp.async copies.
 inline constexpr int kProducerRegisters = 24;
 inline constexpr int kCopyingProducerRegisters = 40;
-
-/// The registers a CTA of `threads` holds: ptxas sizes every thread by
-/// .maxntid (the file, 65536, over threads in multiples of 8: 168 at 384).
-/// setmaxnreg only moves them between warpgroups, and .inc waits, forever
-/// if need be, until released ones cover it.
-inline constexpr int registersAtLaunch(int threads) {
-  return 65536 / threads / 8 * 8 * threads;
-}
 
 struct Sm90Layout {
   /// Q, K and V by TMA (one producer thread issues; rowsTmaAligned), else
