@@ -75,6 +75,13 @@
 #                   own process: which 4-d maps (unit dimensions, heads as columns of rows,
 #                   no swizzle) and innermost coordinates (8 bytes off 16: expected to be
 #                   refused) the hardware refuses with an illegal instruction
+#   sm90-copies     the sm90 family's cp.async copies (rows TMA cannot address), forced:
+#                   small `run --check` under 30 s timeouts first (a bad register hand-off
+#                   or mbarrier phase hangs), then Sm90Family.CopiedRowsMatchTheReference,
+#                   the sanitizers on one, and `bench` at d = 100 with --family sm80|sm90
+#                   beside d = 96 and 112 [MASKS]
+#   setmaxnreg-probe bench/gpu/setmaxnreg-probe.cu (nvcc): which producer / consumer
+#                   register counts a CTA of 384 threads hands over, and which hang
 #   sm90-variants   TFLOP/s of option sets (VARIANTS, ';'-separated) at the standard shape
 #                   [VARIANT_DIMS="64 128 256", MASKS]
 #   sm90-bench      the default config's TFLOP/s (`flashjit bench`) at the standard shape of
@@ -95,7 +102,7 @@
 #   backward-tune   `flashjit autotune --backward` per standard shape, with `flashjit bench
 #                   --backward` before and after [BACKWARD_TUNE_DIMS="128 64", MASKS,
 #                   TUNE_TIMEOUT=300]
-#   sm90-backward   the sm90 (wgmma) backward, forced: its GPU tests, smoke runs and
+#   sm90-backward   the sm90 (wgmma) backward, forced: smoke runs (first), its GPU tests and
 #                   sanitizers at d <= 128 (TMA) and d = 36 (copied), `bench --backward`
 #                   of both families at d = 64 and 128
 #   backward        backward-smoke, backward-tests, backward-sanitize, backward-bench
@@ -490,6 +497,39 @@ bshd-h2b1-col4     128 300 2 1   512 256 153600      64 64   4 64
 bshd-h2b1-col8     128 300 2 1   512 256 153600      64 64   8 64
 MAPS
     ;;
+  sm90-copies)
+    local args ok=1
+    while IFS= read -r args; do
+      echo "== flashjit run --family sm90 $args --check" | tee -a "$out/sm90-copies.log"
+      timeout 30 "$bin/flashjit" run --family sm90 $args --repeats 2 --check 2>&1 |
+        grep -E "config|loads|PASS|FAIL|rror" | tee -a "$out/sm90-copies.log"
+      local rc=${PIPESTATUS[0]}; echo "rc=$rc" | tee -a "$out/sm90-copies.log"
+      ((rc == 0)) || ok=0
+    done <<'RUNS'
+--head-dim 100 --seqlen 300 --mask causal --heads-q 2 --heads-kv 2
+--head-dim 36 --seqlen 200 --dtype fp16 --heads-q 8 --heads-kv 4
+--head-dim 100 --seqlens-q 100,0,37 --seqlens-k 90,5,300 --mask causal --heads-q 8 --heads-kv 2 --pack-gqa on
+RUNS
+    ((ok)) || { echo "copies failed or hung: nothing timed" | tee -a "$out/sm90-copies.log"; return; }
+    GTEST_FILTER='Sm90Family.CopiedRowsMatchTheReference' TEST_TIMEOUT=150 run_mode tests
+    TOOLS="memcheck racecheck synccheck" sanitize_runs "$out/sm90-copies-sanitizer.log" \
+      <<< "--head-dim 100 --seqlen 150 --mask causal --heads-q 2 --heads-kv 2 --family sm90"
+    local m
+    for m in $MASKS; do for v in "100 --family sm80" "100 --family sm90" "96" "112"; do
+      set -- $v
+      echo "d=$1 mask=$m [${*:2}] | $(timeout 40 "$bin/flashjit" bench $(shape $1 $m) "${@:2}" 2>&1 |
+        tail -1)" | tee -a "$out/sm90-copies-bench.log"
+    done; done
+    ;;
+  setmaxnreg-probe)
+    local v
+    for v in "48 232" "48 224" "24 240" "40 232" "32 232" "32 240"; do
+      set -- $v
+      nvcc -gencode arch=compute_90a,code=sm_90a -DP=$1 -DC=$2 -o /tmp/fj/setmaxnreg-$1-$2 \
+        bench/gpu/setmaxnreg-probe.cu 2>&1 | tail -3
+      timeout 20 /tmp/fj/setmaxnreg-$1-$2 2>&1 | tee -a "$out/setmaxnreg-probe.log"
+    done
+    ;;
   sm90-variants)
     local d m v variants
     IFS=';' read -ra variants <<< "${VARIANTS:---family sm80;;--pingpong on;--overlap on;--warps 4 --block-m 64 --overlap on}"
@@ -595,11 +635,10 @@ MAPS
   backward)
     for m in backward-smoke backward-tests backward-sanitize backward-bench; do run_mode $m; done ;;
   sm90-backward)
-    # The sm90 (wgmma) backward, forced (the default from d = 64): its GPU tests,
-    # `run --backward --check` smoke runs, the sanitizers, then `bench
+    # The sm90 (wgmma) backward, forced (the default from d = 64): `run
+    # --backward --check` smoke runs, its GPU tests, the sanitizers, then `bench
     # --backward` of both families at d = 64 and 128, and with a softcap at
     # d = 64 and 96 (where sm80 is still the default).
-    GTEST_FILTER='Sm90/Sm90BackwardMatrix.*' run_mode tests
     BACKWARD_EXTRA="--family sm90" BACKWARD_RUNS="\
 --head-dim 64 --seqlen 256 --heads-q 2 --heads-kv 2;\
 --head-dim 64 --seqlen 300 --mask causal --heads-q 8 --heads-kv 2;\
@@ -611,6 +650,9 @@ MAPS
 --head-dim 128 --head-dim-v 64 --seqlen 200 --heads-q 4 --heads-kv 4 --deterministic;\
 --head-dim 96 --seqlen 200 --mask causal --heads-q 8 --heads-kv 2 --softcap 30 --bias alibi;\
 --head-dim 64 --seqlen 150 --bias tensor --mask window --window-left 30 --window-right 5 --heads-q 2 --heads-kv 2 --deterministic" run_mode backward-smoke
+    # The GPU matrix after the small runs: a kernel that hangs does so there
+    # first, under a 60 s timeout instead of the tests' 280 s.
+    GTEST_FILTER='Sm90/Sm90BackwardMatrix.*' run_mode tests
     TOOLS="memcheck racecheck synccheck" sanitize_runs "$out/sm90-backward-sanitizer.log" <<< "$(tr ';' '\n' <<< "\
 --backward --head-dim 64 --seqlen 130 --mask causal --heads-q 4 --heads-kv 2 --family sm90;\
 --backward --head-dim 33 --seqlens-q 50,0,17 --seqlens-k 40,5,90 --heads-q 2 --heads-kv 2 --family sm90 --deterministic;\
