@@ -359,8 +359,6 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
       << " (swizzled rows) or " << padded << " (padded rows)";
 }
 
-/// Compiles `spec` with `config` for `arch`, checks what the artifact says
-/// about itself, and assembles it with ptxas: exit 0 and no spills.
 /// Warp-specialised kernels hand registers from producers to consumers:
 /// setmaxnreg.inc waits until released registers cover the increase, and
 /// the CTA holds only what it was launched with (ptxas's count, in
@@ -406,6 +404,8 @@ void expectRegisterHandOffFits(const std::string &ptx,
   }
 }
 
+/// Compiles `spec` with `config` for `arch`, checks what the artifact says
+/// about itself, and assembles it with ptxas: exit 0 and no spills.
 void compileAndAssemble(const AttentionSpec &spec, const TileConfig &config,
                         Arch arch) {
   std::string why;

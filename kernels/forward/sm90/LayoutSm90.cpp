@@ -90,8 +90,9 @@ TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
   // 2026-12-04-h200-sm90-tiles.md; bf16, S=4096, either mask): two consumer
   // warpgroups of 64 rows everywhere; 128-key tiles up to d=112 and
   // (without overlap) 176 at d=128 (1.01-1.03x), pingpong from d=96 (1.03x
-  // at d = 96-128, none below); 96-key tiles with pingpong to d=192 (1.06-1.12x 64); past that
-  // 80-key tiles without pingpong (1.36x one consumer warpgroup at d=256).
+  // at d = 96-128, none below); 96-key tiles with pingpong to d=192
+  // (1.06-1.12x 64); past that 80-key tiles without pingpong (1.36x one
+  // consumer warpgroup at d=256).
   // Overlap (the next tile's Q K^T issued before this tile's softmax) pays
   // past d=112 once ptxas no longer serialises it: 1.09-1.14x at d = 128,
   // 192 and 256, where 160-key tiles edge out 176 at d=128; neutral at

@@ -109,7 +109,6 @@ struct ForwardLayout {
 };
 ForwardLayout forwardLayout(const AttentionSpec &spec, const TileConfig &config);
 
-
 /// The sm80 family's default per arch: THE one table of its tile sizes.
 TileConfig defaultTileConfigSm80(const AttentionSpec &spec, Arch arch);
 /// The sm80 family's checks of a config (KernelFamily::validate).
