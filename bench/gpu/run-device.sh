@@ -194,6 +194,21 @@ bench_one() { # label dir options...
         grep -E '"(config|config_source|tflops)"' | tr -d '\n ')
   echo "$label $* | $row" | tee -a "$out/throughput.log"
 }
+# `flashjit run OPTIONS ARGS --check` per argument list on stdin, each under a
+# timeout (a bad mbarrier phase or register hand-off hangs); fails if any did.
+check_runs() { # log seconds options...
+  local log=$1 seconds=$2 args failed=0
+  shift 2
+  while IFS= read -r args; do
+    [[ -z $args ]] && continue
+    echo "== flashjit run $* $args --check" | tee -a "$log"
+    timeout "$seconds" "$bin/flashjit" run "$@" $args --check 2>&1 | tail -8 | tee -a "$log"
+    local rc=${PIPESTATUS[0]}
+    echo "rc=$rc" | tee -a "$log"
+    ((rc == 0)) || failed=1
+  done
+  return $failed
+}
 sanitize_runs() { # tool-log, then argument lists on stdin [TOOLS]
   local log=$1 args
   while IFS= read -r args; do
@@ -498,19 +513,12 @@ bshd-h2b1-col8     128 300 2 1   512 256 153600      64 64   8 64
 MAPS
     ;;
   sm90-copies)
-    local args ok=1
-    while IFS= read -r args; do
-      echo "== flashjit run --family sm90 $args --check" | tee -a "$out/sm90-copies.log"
-      timeout 30 "$bin/flashjit" run --family sm90 $args --repeats 2 --check 2>&1 |
-        grep -E "config|loads|PASS|FAIL|rror" | tee -a "$out/sm90-copies.log"
-      local rc=${PIPESTATUS[0]}; echo "rc=$rc" | tee -a "$out/sm90-copies.log"
-      ((rc == 0)) || ok=0
-    done <<'RUNS'
+    check_runs "$out/sm90-copies.log" 30 --family sm90 --repeats 2 <<'RUNS' ||
 --head-dim 100 --seqlen 300 --mask causal --heads-q 2 --heads-kv 2
 --head-dim 36 --seqlen 200 --dtype fp16 --heads-q 8 --heads-kv 4
 --head-dim 100 --seqlens-q 100,0,37 --seqlens-k 90,5,300 --mask causal --heads-q 8 --heads-kv 2 --pack-gqa on
 RUNS
-    ((ok)) || { echo "copies failed or hung: nothing timed" | tee -a "$out/sm90-copies.log"; return; }
+      { echo "copies failed or hung: nothing timed" | tee -a "$out/sm90-copies.log"; return; }
     GTEST_FILTER='Sm90Family.CopiedRowsMatchTheReference' TEST_TIMEOUT=150 run_mode tests
     TOOLS="memcheck racecheck synccheck" sanitize_runs "$out/sm90-copies-sanitizer.log" \
       <<< "--head-dim 100 --seqlen 150 --mask causal --heads-q 2 --heads-kv 2 --family sm90"
@@ -551,15 +559,8 @@ RUNS
     for s in 1024 16384; do for m in $MASKS; do row 128 $m $s bf16; done; done
     ;;
   backward-smoke)
-    local args
-    while IFS= read -r args; do
-      [[ -z $args ]] && continue
-      args="$args ${BACKWARD_EXTRA:-}"
-      echo "== flashjit run --backward $args --check" | tee -a "$out/backward-smoke.log"
-      timeout 60 "$bin/flashjit" run --backward $args --repeats 3 --check 2>&1 | tail -8 |
-        tee -a "$out/backward-smoke.log"
-      echo "rc=${PIPESTATUS[0]}" | tee -a "$out/backward-smoke.log"
-    done <<< "$(tr ';' '\n' <<< "${BACKWARD_RUNS:-\
+    check_runs "$out/backward-smoke.log" 60 --backward --repeats 3 ${BACKWARD_EXTRA:-} \
+      <<< "$(tr ';' '\n' <<< "${BACKWARD_RUNS:-\
 --head-dim 64 --seqlen 256 --heads-q 2 --heads-kv 2;\
 --head-dim 128 --seqlen 300 --mask causal --heads-q 4 --heads-kv 4;\
 --head-dim 80 --seqlen-q 130 --seqlen-k 47 --dtype fp16 --heads-q 8 --heads-kv 2;\
