@@ -322,8 +322,9 @@ LogicalResult buildForwardSm90(OpBuilder &builder, gpu::GPUModuleOp module,
         copyTileKV(x, it, /*first=*/false);
       });
       // The copying threads stay until the consumers have released every
-      // stage (the waits the next loads would make): a thread that exits
-      // with copies in flight need not make their arrivals.
+      // stage (the waits the next loads would make), as CUTLASS's
+      // producer_tail does: no thread exits while copies it issued may
+      // still land. (The copies' hang was setmaxnreg: docs/MLIR-NOTES.md.)
       for (int s = 0; s < cfg.stages; ++s) {
         Value it = e.add(nBlocks, e.idx(s));
         Value slot = e.rem(it, cfg.stages);
