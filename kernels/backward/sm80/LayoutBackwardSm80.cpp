@@ -9,7 +9,6 @@
 
 namespace flashjit {
 namespace {
-int roundUp(int v, int m) { return (v + m - 1) / m * m; }
 bool oneOf(int v, std::initializer_list<int> allowed) {
   return std::find(allowed.begin(), allowed.end(), v) != allowed.end();
 }

@@ -7,9 +7,6 @@
 namespace flashjit {
 
 namespace {
-int roundUp(int v, int m) { return (v + m - 1) / m * m; }
-int ceilDiv(int v, int m) { return (v + m - 1) / m; }
-constexpr int kMaxRegisters = 255;
 /// Registers beside the accumulators: addresses, loop state, row values.
 constexpr int kOverheadRegisters = 32;
 /// dK + dV columns past which a step's scores come in two sub-steps
@@ -146,12 +143,12 @@ Status validateBackwardSm90(const TileConfig &c, const AttentionSpec &spec,
                  " bytes of shared memory; " + std::string(toString(arch)) +
                  " allows at most " +
                  std::to_string(maxSharedMemoryPerBlock(arch)));
-  if (l.estimatedRegisters > kMaxRegisters)
+  if (l.estimatedRegisters > kMaxRegistersPerThread)
     return error("backward head dims " + std::to_string(spec.headDimQK) + "/" +
                  std::to_string(spec.headDimV) + " need about " +
                  std::to_string(l.estimatedRegisters) +
                  " registers per thread in the sm90 family; at most " +
-                 std::to_string(kMaxRegisters));
+                 std::to_string(kMaxRegistersPerThread));
   return Status::ok();
 }
 

@@ -9,7 +9,6 @@
 namespace flashjit {
 
 namespace {
-int roundUp(int v, int m) { return (v + m - 1) / m * m; }
 /// Unswizzled rows get one extra 16-byte chunk (an odd pitch in chunks), so
 /// that an ldmatrix's 8 rows fall into 8 bank groups; but then a quarter
 /// warp's 8 copied chunks straddle two 128-byte lines (Nsight Compute at

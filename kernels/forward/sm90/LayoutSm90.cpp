@@ -8,8 +8,6 @@
 namespace flashjit {
 
 namespace {
-int roundUp(int v, int m) { return (v + m - 1) / m * m; }
-int ceilDiv(int v, int m) { return (v + m - 1) / m; }
 /// Registers beside the accumulators, scores and P: softmax state, row and
 /// key indices, descriptors, loop state.
 constexpr int kOverheadRegisters = 24;

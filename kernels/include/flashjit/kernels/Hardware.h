@@ -1,7 +1,8 @@
 //===- Hardware.h - What every kernel family assumes of the GPU -----------===//
 //
 // Facts shared by the sm80 and sm90 families, the backward and decode: the
-// register file, warps, and how wide a copy of the caller's rows may be.
+// register file, warps, how wide a copy of the caller's rows may be, and
+// the rounding every layout does.
 // Family-specific layouts (LayoutSm80.h, LayoutSm90.h) build on these.
 //
 //===----------------------------------------------------------------------===//
@@ -20,6 +21,9 @@ inline constexpr int kMaxRegistersPerThread = 255;
 /// 32-bit registers of one SM, shared by the threads of resident CTAs
 /// (sm_80 .. sm_90).
 inline constexpr int kRegisterFileSize = 65536;
+
+inline constexpr int ceilDiv(int v, int m) { return (v + m - 1) / m; }
+inline constexpr int roundUp(int v, int m) { return ceilDiv(v, m) * m; }
 
 /// The registers a CTA of `threads` holds when ptxas sizes every thread by
 /// .maxntid (the file over threads in multiples of 8: 168 at 384).
