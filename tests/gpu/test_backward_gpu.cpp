@@ -335,9 +335,11 @@ BackwardCase deterministicCase() {
 }
 
 /// The sm90 (wgmma) main kernel on every case of the matrix that it
-/// serves (head dims to 128; bias and softcap to 96, no dBias), a
-/// deterministic GQA one, a long one (many steps and key tiles) and score
-/// modifiers at its head dim limits: on sm_90a only, the family forced.
+/// serves (head dims to 256 with one of them to 128, or both to 160; bias
+/// and softcap to 96, no dBias), a deterministic GQA one, a long one (many
+/// steps and key tiles), score modifiers at its head dim limits and the
+/// split columns past 128 (padding boxes, a second warpgroup with nothing
+/// to add): on sm_90a only, the family forced.
 std::vector<BackwardCase> sm90BackwardCases() {
   std::vector<BackwardCase> out;
   for (const BackwardCase &c : backwardCases()) {
@@ -373,6 +375,31 @@ std::vector<BackwardCase> sm90BackwardCases() {
   banded.windowLeft = 40, banded.windowRight = 3, banded.deterministic = true;
   banded.seqlenQ = 140, banded.seqlenK = 170;
   out.push_back(banded);
+  struct Split {
+    const char *name;
+    int dqk, dv, headsQ, headsKV, seqlenQ, seqlenK;
+    MaskMode mask;
+    bool deterministic;
+  };
+  for (const Split &k :
+       {Split{"split_d160_gqa2_causal", 160, 160, 4, 2, 300, 300,
+              MaskMode::Causal, false},
+        Split{"split_d136_none_130x333", 136, 136, 2, 2, 130, 333,
+              MaskMode::None, false},
+        Split{"split_d256_dv128_gqa4_causal_deterministic", 256, 128, 8, 2,
+              257, 200, MaskMode::Causal, true},
+        Split{"split_d64_dv256", 64, 256, 2, 1, 150, 150, MaskMode::None,
+              false},
+        Split{"split_d200_dv40_causal", 200, 40, 2, 2, 1, 77,
+              MaskMode::Causal, false}}) {
+    BackwardCase c;
+    c.name = k.name;
+    c.headDim = k.dqk, c.headDimV = k.dv;
+    c.batch = 2, c.headsQ = k.headsQ, c.headsKV = k.headsKV;
+    c.seqlenQ = k.seqlenQ, c.seqlenK = k.seqlenK;
+    c.mask = k.mask, c.deterministic = k.deterministic;
+    out.push_back(c);
+  }
   return out;
 }
 
@@ -387,9 +414,12 @@ TEST_P(Sm90BackwardMatrix, MatchesTheFloat64Reference) {
   ForwardRun run;
   FLASHJIT_ASSERT_OK(runForward(problemOf(c), 13, /*withLse=*/true, run));
   // The default (two warpgroups, two stages), then one warpgroup and one
-  // stage: each of the kernel's paths.
-  for (MainKernel kernel :
-       {MainKernel::Sm90, MainKernel::Sm90OneWarpgroup, MainKernel::Sm90OneStage}) {
+  // stage: each of the kernel's paths. Past d = 128 the two warpgroups
+  // share the keys (split columns): no one-warpgroup form.
+  std::vector<MainKernel> kernels = {MainKernel::Sm90, MainKernel::Sm90OneStage};
+  if (std::max(c.headDim, c.headDimV) <= 128)
+    kernels.push_back(MainKernel::Sm90OneWarpgroup);
+  for (MainKernel kernel : kernels) {
     Gradients16 g;
     size_t differing = 0;
     // Deterministic cases run three times: the same bits each time.

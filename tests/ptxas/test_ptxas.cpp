@@ -243,16 +243,24 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
       // 32 floats, at least a warpgroup's columns: a whole second box when
       // two split them), one buffer per warpgroup when both take every
       // column; with TMA (16-byte rows) a barrier for K and V and one per
-      // stage.
+      // stage. Past d = 128 the warpgroups split whole boxes of columns:
+      // Q, K and dO padded to an even count (V not), dQ's rows both
+      // warpgroups' columns.
       const int boxesQK = (spec.headDimQK + 63) / 64;
       const int boxesV = (spec.headDimV + 63) / 64;
       const bool two = config.warps == 8;
-      const bool split = two && boxesQK == 2;
+      const bool halves =
+          two && std::max(spec.headDimQK, spec.headDimV) > 128;
+      const int storedQK = halves ? (boxesQK + 1) / 2 * 2 : boxesQK;
+      const int storedV = halves ? (boxesV + 1) / 2 * 2 : boxesV;
+      const bool split = halves || (two && boxesQK == 2);
       const int buffers = two && !split && !spec.deterministic ? 2 : 1;
-      const int cols = split ? 128 : (spec.headDimQK + 7) / 8 * 8;
+      const int cols = halves  ? storedQK * 64
+                       : split ? 128
+                               : (spec.headDimQK + 7) / 8 * 8;
       const int rowFloats = (std::max(cols - 8, 0) + 31) / 32 * 32 + 8;
-      int bytes = (boxesQK + boxesV) * config.blockN * 128 +
-                  config.stages * (boxesQK + boxesV) * 64 * 128 +
+      int bytes = (storedQK + boxesV) * config.blockN * 128 +
+                  config.stages * (storedQK + storedV) * 64 * 128 +
                   config.blockN * 128 + 2 * config.stages * 64 * 4 +
                   buffers * 64 * rowFloats * 4;
       const bool tma =
@@ -636,13 +644,14 @@ INSTANTIATE_TEST_SUITE_P(
 /// (to 64) on its sub-step boundary and its edges, both masks and the
 /// window, both dtypes, and the features that cost registers (GQA with
 /// deterministic dQ, varlen with key lengths and narrow alignment,
-/// Dv != Dqk).
+/// Dv != Dqk); past 128 the split columns (both head dims to 160, one of
+/// them to 256 beside the other's 128 or less).
 std::vector<BackwardCase> sm90BackwardCases() {
   std::vector<BackwardCase> out;
   int i = 0;
   // Past d = 64 only 16-byte rows (TMA) are served: those take alignment 8
   // (d = 100: heads 104 apart).
-  for (int d : {1, 16, 33, 48, 64, 72, 96, 100, 128})
+  for (int d : {1, 16, 33, 48, 64, 72, 96, 100, 128, 136, 160, 192, 256})
     for (MaskMode mask : {MaskMode::None, MaskMode::Causal, MaskMode::Window})
       for (int feature = 0; feature < 6; ++feature) {
         AttentionSpec s;
@@ -671,7 +680,13 @@ std::vector<BackwardCase> sm90BackwardCases() {
         } else if (feature == 3) {
           s.headDimV = std::max(1, d / 2);
           name += "_dv" + std::to_string(s.headDimV);
-        } else if (feature == 4) {
+        }
+        // Past 160 one head dim is 128 or less (the other's columns).
+        if (d > 160 && s.headDimV == d) {
+          s.headDimV = 120;
+          name += "_dv120";
+        }
+        if (feature == 4) {
           s.softcap = true, s.bias = BiasMode::Alibi, s.gqaGroup = 4;
           name += "_softcap_alibi_gqa4";
         } else if (feature == 5) {
@@ -681,6 +696,18 @@ std::vector<BackwardCase> sm90BackwardCases() {
         out.push_back({name + "_" + std::string(toString(s.dtype)), s,
                        Arch::Sm90a});
       }
+  // The widest split: V's 256 columns beside Q's 64, and Q's beside V's 32.
+  for (auto [dqk, dv] : {std::pair{64, 256}, std::pair{256, 32}}) {
+    AttentionSpec s;
+    s.direction = Direction::Backward;
+    s.writeLse = true;
+    s.headDimQK = dqk, s.headDimV = dv;
+    s.mask = MaskMode::Causal;
+    s.gqaGroup = 4, s.deterministic = true;
+    out.push_back({"d" + std::to_string(dqk) + "_dv" + std::to_string(dv) +
+                       "_causal_gqa4_deterministic_bf16",
+                   s, Arch::Sm90a});
+  }
   return out;
 }
 
@@ -693,7 +720,8 @@ TEST_P(PtxasBackwardSm90, AssemblesWithoutSpills) {
       << validate(config, c.spec, c.arch).message();
   compileAndAssemble(c.spec, config, c.arch);
   // The other tiles (autotune's, the GPU tests'), where registers are
-  // shortest: one stage, one warpgroup.
+  // shortest: one stage, one warpgroup (to 128: past it two share the
+  // columns).
   if (c.spec.headDimQK < 96)
     return;
   TileConfig oneStage = config;
@@ -701,7 +729,10 @@ TEST_P(PtxasBackwardSm90, AssemblesWithoutSpills) {
   TileConfig oneWarpgroup = config;
   oneWarpgroup.warps = 4;
   oneWarpgroup.blockN = 64;
-  for (const TileConfig &other : {oneStage, oneWarpgroup}) {
+  std::vector<TileConfig> others = {oneStage};
+  if (std::max(c.spec.headDimQK, c.spec.headDimV) <= 128)
+    others.push_back(oneWarpgroup);
+  for (const TileConfig &other : others) {
     ASSERT_TRUE(validate(other, c.spec, c.arch).isOk())
         << validate(other, c.spec, c.arch).message();
     compileAndAssemble(c.spec, other, c.arch);

@@ -77,10 +77,11 @@ TEST(BackwardConfig, DefaultsValidateAndFitEveryArch) {
         AttentionSpec s = backwardSpec(d);
         s.headDimV = dv;
         const TileConfig c = defaultTileConfig(s, arch);
-        // sm_90a takes the sm90 backward from d = 64 to 128 (16-byte
-        // rows); everything else the sm80 one.
+        // sm_90a takes the sm90 backward from d = 64 (16-byte rows; past
+        // 128 where it splits the columns: one of the two to 128, or both
+        // to 160); everything else the sm80 one.
         const bool sm90 = arch == Arch::Sm90a && std::max(d, dv) >= 64 &&
-                          std::max(d, dv) <= 128;
+                          (std::min(d, dv) <= 128 || std::max(d, dv) <= 160);
         EXPECT_EQ(c.family, sm90 ? Family::Sm90 : Family::Sm80)
             << toString(arch) << " d=" << d << "/" << dv;
         Status v = validate(c, s, arch);
@@ -100,12 +101,26 @@ TEST(BackwardConfig, RejectsWhatItCannotBuild) {
   c = defaultTileConfig(s, Arch::Sm86);
   c.blockM = c.blockN = 64;
   EXPECT_TRUE(contains(validate(c, s, Arch::Sm86).message(), "shared memory"));
-  // The sm90 backward keeps dK and dV in registers: head dims up to 128,
-  // 64 where rows are not 16-byte aligned (no TMA).
+  // The sm90 backward keeps dK and dV in registers: head dims up to 256
+  // with the columns split (160 where both pass 128), 64 where rows are not
+  // 16-byte aligned (no TMA).
   c = defaultTileConfig(s, Arch::Sm90a, Family::Sm90);
   const std::string sm90 = validate(c, s, Arch::Sm90a).message();
-  EXPECT_TRUE(contains(sm90, "head dims up to 128")) << sm90;
+  EXPECT_TRUE(contains(sm90, "head dims past 160 only where the other is at "
+                             "most 128"))
+      << sm90;
   EXPECT_TRUE(contains(sm90, "256/256")) << sm90;
+  AttentionSpec both176 = backwardSpec(176);
+  EXPECT_TRUE(contains(validate(defaultTileConfig(both176, Arch::Sm90a,
+                                                  Family::Sm90),
+                                both176, Arch::Sm90a)
+                           .message(),
+                       "176/176"));
+  AttentionSpec wide = backwardSpec(256);
+  wide.headDimV = 128;
+  EXPECT_TRUE(validate(defaultTileConfig(wide, Arch::Sm90a, Family::Sm90),
+                       wide, Arch::Sm90a)
+                  .isOk());
   AttentionSpec odd = backwardSpec(72);
   odd.globalAlignElems = 4; // 8-byte rows
   const std::string copied =
@@ -134,8 +149,8 @@ TEST(BackwardConfig, RejectsWhatItCannotBuild) {
                          masked, Arch::Sm90a)
                     .isOk());
   }
-  // A bias or softcap: up to 96, and 64 with varlen or a window; no dBias.
-  // The runtime keeps them on sm80 until a GPU has measured them.
+  // A bias or softcap: up to 96, and 64 with varlen or a window; no dBias
+  // (the runtime's default where served).
   auto sm90Why = [](const AttentionSpec &spec) {
     return validate(defaultTileConfig(spec, Arch::Sm90a, Family::Sm90), spec,
                     Arch::Sm90a)
@@ -150,7 +165,7 @@ TEST(BackwardConfig, RejectsWhatItCannotBuild) {
     EXPECT_TRUE(contains(why, "128/128")) << why;
     modded.headDimQK = modded.headDimV = 96;
     EXPECT_EQ(sm90Why(modded), "");
-    EXPECT_EQ(defaultTileConfig(modded, Arch::Sm90a).family, Family::Sm80);
+    EXPECT_EQ(defaultTileConfig(modded, Arch::Sm90a).family, Family::Sm90);
     modded.mask = MaskMode::Window;
     EXPECT_TRUE(contains(sm90Why(modded),
                          "up to 64 with a bias or softcap and varlen or a "
@@ -225,6 +240,7 @@ TEST(BackwardConfig, Sm90ServesHeadDimsTo128) {
   AttentionSpec s = backwardSpec(64);
   TileConfig c = defaultTileConfig(s, Arch::Sm90a, Family::Sm90);
   EXPECT_FALSE(validate(c, s, Arch::Sm80).isOk()); // wgmma: sm_90a only
+  EXPECT_FALSE(backwardLayoutSm90(s, c).splitColumns);
   c.warps = 4; // one warpgroup: 64 keys
   EXPECT_TRUE(contains(validate(c, s, Arch::Sm90a).message(), "block_n"));
   c.blockN = 64;
@@ -396,3 +412,64 @@ TEST(BackwardCompile, ModuleHasThreeEntries) {
 }
 
 } // namespace
+
+// Past d = 128 the two warpgroups share 64 keys and split the columns in
+// whole boxes: warpgroup w's dK (dQ) and dV columns start at w dkN and
+// w dvN, the second's past the head dims on zeroed padding boxes; one
+// stage where two do not fit; the runtime's default.
+TEST(BackwardConfig, Sm90SplitsColumnsPast128) {
+  struct Case {
+    int dqk, dv, dkN, dvN, storedQK, storedV, stages;
+  };
+  // Stages: two where K, V, both copies of Q and dO, dS and dQ's rows fit
+  // in 227 KiB (by hand: 136/136 needs 259 KiB with two, 192/128 219).
+  for (const Case &k : {Case{136, 136, 128, 128, 4, 4, 1},
+                        Case{160, 64, 128, 64, 4, 2, 2},
+                        Case{192, 128, 128, 64, 4, 2, 2},
+                        Case{256, 128, 128, 64, 4, 2, 2},
+                        Case{64, 256, 64, 128, 2, 4, 2},
+                        Case{256, 32, 128, 64, 4, 2, 2}}) {
+    AttentionSpec s = backwardSpec(k.dqk);
+    s.headDimV = k.dv;
+    const std::string name =
+        std::to_string(k.dqk) + "/" + std::to_string(k.dv);
+    const TileConfig c = defaultTileConfig(s, Arch::Sm90a, Family::Sm90);
+    ASSERT_TRUE(validate(c, s, Arch::Sm90a).isOk())
+        << name << ": " << validate(c, s, Arch::Sm90a).message();
+    EXPECT_EQ(c.warps, 8) << name;
+    EXPECT_EQ(c.blockN, 64) << name;
+    EXPECT_EQ(c.stages, k.stages) << name;
+    EXPECT_EQ(defaultTileConfig(s, Arch::Sm90a).family, Family::Sm90) << name;
+    const BackwardSm90Layout l = backwardLayoutSm90(s, c);
+    EXPECT_TRUE(l.splitColumns) << name;
+    EXPECT_TRUE(l.dqSplitsColumns) << name;
+    EXPECT_EQ(l.dqBuffers, 1) << name;
+    EXPECT_EQ(l.dkN, k.dkN) << name;
+    EXPECT_EQ(l.dvN, k.dvN) << name;
+    EXPECT_EQ(l.storedBoxesQK, k.storedQK) << name;
+    EXPECT_EQ(l.storedBoxesV, k.storedV) << name;
+    // K holds the padded boxes (dQ reads them), V only the real ones.
+    EXPECT_EQ(l.vOffset - l.kOffset, k.storedQK * 64 * 128) << name;
+    EXPECT_EQ(l.qOffset - l.vOffset, (k.dv + 63) / 64 * 64 * 128) << name;
+    EXPECT_EQ(l.dOOffset - l.qOffset, k.stages * k.storedQK * 64 * 128)
+        << name;
+    EXPECT_EQ(l.dSOffset - l.dOOffset, k.stages * k.storedV * 64 * 128)
+        << name;
+    // dQ's rows hold both warpgroups' columns.
+    EXPECT_GE(l.dqRowFloats, 2 * k.dkN) << name;
+    EXPECT_EQ(l.subSteps, k.dkN + k.dvN > 192 ? 4 : 2) << name;
+    EXPECT_LE(l.sharedMemBytes, maxSharedMemoryPerBlock(Arch::Sm90a)) << name;
+    if (k.stages == 1) {
+      TileConfig twoStages = c;
+      twoStages.stages = 2;
+      EXPECT_TRUE(contains(validate(twoStages, s, Arch::Sm90a).message(),
+                           "shared memory"))
+          << name;
+    }
+    TileConfig wideTile = c;
+    wideTile.blockN = 128;
+    EXPECT_TRUE(contains(validate(wideTile, s, Arch::Sm90a).message(),
+                         "block_n must be 64 past head dim 128"))
+        << name;
+  }
+}

@@ -426,8 +426,9 @@ TEST_F(CliCompile, UnalignedRowsReachTheSm90FamilyAsCopies) {
       {"compile", "--head-dim", "100", "--align", "4", "--emit", "tile"});
   expectNoCrash(tile);
   ASSERT_EQ(tile.exitCode, 0) << tile.describe();
+  // The default too (faster than the sm80 family on an H100).
   EXPECT_TRUE(contains(tile.out, "align = 4")) << tile.describe();
-  EXPECT_FALSE(contains(tile.out, "family = \"sm90\"")) << tile.describe();
+  EXPECT_TRUE(contains(tile.out, "family = \"sm90\"")) << tile.describe();
 }
 
 TEST_F(CliCompile, PackGqaOffKeepsOneHeadPerCta) {

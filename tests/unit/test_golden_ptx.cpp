@@ -230,6 +230,12 @@ std::vector<GoldenCase> cases() {
       // At d = 128: 16-query sub-steps, dQ columns split by warpgroup.
       {"bwd_d128_bf16_causal_f90", backward(spec(128, 128, bf16, causal)),
        sm90Of(backward(spec(128, 128, bf16, causal))), sm90a, "10d8e175b6140a69"},
+      // Past d = 128 the warpgroups share the keys and split the columns
+      // (Q's and K's padding box zeroed once; dQ a box at a time).
+      {"bwd_d192_dv128_bf16_causal_split_f90",
+       backward(spec(192, 128, bf16, causal)),
+       sm90Of(backward(spec(192, 128, bf16, causal))), sm90a,
+       "0aa896bef1c4b45d"},
       // Rows TMA cannot address (heads 200 bytes apart): the producer
       // warpgroup's cp.async copies.
       {"d100_copies_causal_f90", spec(100, 100, bf16, causal, 4),

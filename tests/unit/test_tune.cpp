@@ -377,11 +377,10 @@ TEST(SearchSpace, CoversTheSm90FamilysKnobs) {
                 .enumerated,
             0);
   // Rows TMA cannot address (d=100 BSHD, 8-byte aligned): the tuner tries
-  // the family's copies (and checks each candidate) where the default is
-  // still sm80.
+  // the family's copies (and checks each candidate), the default too.
   AttentionSpec rows = specWith(100, MaskMode::None, 1, 4);
   EXPECT_GT(forwardSearchSpace(rows, Arch::Sm90a, knobs).enumerated, 0);
-  EXPECT_EQ(defaultTileConfig(rows, Arch::Sm90a).family, Family::Sm80);
+  EXPECT_EQ(defaultTileConfig(rows, Arch::Sm90a).family, Family::Sm90);
   EXPECT_EQ(defaultTileConfig(specWith(96), Arch::Sm90a).family, Family::Sm90);
   EXPECT_TRUE(validate(defaultTileConfig(rows, Arch::Sm90a, Family::Sm90), rows,
                        Arch::Sm90a)

@@ -46,17 +46,15 @@ Family preferredFamily(const AttentionSpec &spec, Arch arch) {
   const KernelFamily *sm90 = findFamily(Family::Sm90);
   if (!sm90 || !sm90->supports(spec, arch))
     return Family::Sm80;
-  // Rows TMA cannot address are copied by the sm90 producer warpgroup
-  // (cp.async): unmeasured on a GPU, so the sm80 family keeps them until
-  // it is (bench/gpu/PENDING.md); `family` forces it.
+  // Every forward it serves, rows TMA cannot address included (copied by
+  // its producer warpgroup: 1.35-1.40x the sm80 family at d = 100,
+  // bench/results/2026-12-05-h100-sm90-copies-split-ws.md).
   if (spec.direction == Direction::Forward)
-    return rowsTmaAligned(spec) ? Family::Sm90 : Family::Sm80;
+    return Family::Sm90;
   // The sm90 backward from d = 64: 1.02-1.59x the sm80 one on an H200, and
-  // 0.92x at d = 32 causal (bench/results/2026-12-05-h200-sm90-backward-tma.md).
-  // Its bias and softcap are unmeasured on a GPU: sm80 keeps them until
-  // they are (bench/gpu/PENDING.md).
-  if (spec.bias != BiasMode::None || spec.softcap)
-    return Family::Sm80;
+  // 0.92x at d = 32 causal (bench/results/2026-12-05-h200-sm90-backward-tma.md);
+  // with a softcap 1.45-2.06x, past d = 128 (split columns) 1.05-1.56x on
+  // an H100 (2026-12-05-h100-sm90-copies-split-ws.md).
   return std::max(spec.headDimQK, spec.headDimV) >= 64 ? Family::Sm90
                                                         : Family::Sm80;
 }

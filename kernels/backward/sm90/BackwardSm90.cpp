@@ -28,6 +28,13 @@
 //                                         into this CTA's partial)
 //   dK * scale and dV stored, rounded; key padding rows 0.
 //
+// Past d = 128 (splitColumns) the two warpgroups share the CTA's 64 keys:
+// both compute the step's S^T, P^T, dP^T and dS^T (2 of every 7 wgmma
+// FLOPs repeated), warpgroup w accumulates dK and dV over its own whole
+// boxes of columns (B from its boxes of Q and dO), stores half of dS's
+// rows, and adds dQ = dS K over its boxes, one box at a time. Q, K and dO
+// keep an even number of boxes; the padding ones are zeroed once.
+//
 // Loads: where every row starts 16-byte aligned, thread 0 issues TMA
 // (mbarriers: K and V's, one per stage for Q and dO; rows past a sequence
 // are a neighbour's or zeros, masked out of P^T and dS^T); otherwise every
@@ -131,6 +138,34 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
   const Type qBox = sm90::tmaBoxType(ctx, elemTy, bm);
   const Type kBox = sm90::tmaBoxType(ctx, elemTy, bn);
   SmallVector<Value> maps;
+  // Split columns: the second warpgroup's boxes past the head dims are
+  // zeros, stored once (no load writes them) and fenced for wgmma.
+  if (L.splitColumns) {
+    SmallVector<std::pair<int, int>> padding; // byte offset, bytes
+    auto pad = [&](int at, int boxes, int stored, int boxBytes) {
+      if (stored > boxes)
+        padding.push_back({at + boxes * boxBytes, (stored - boxes) * boxBytes});
+    };
+    pad(L.kOffset, L.boxesQK, L.storedBoxesQK, L.kBoxBytes);
+    for (int st = 0; st < stages; ++st) {
+      pad(L.qOffset + st * L.qStageBytes, L.boxesQK, L.storedBoxesQK,
+          L.qBoxBytes);
+      pad(L.dOOffset + st * L.dOStageBytes, L.boxesV, L.storedBoxesV,
+          L.qBoxBytes);
+    }
+    Value zeros = arith::ConstantOp::create(
+        builder, loc, DenseElementsAttr::get(VectorType::get({4}, fk.f32),
+                                             builder.getF32FloatAttr(0)));
+    for (auto [at, bytes] : padding)
+      for (int i = 0; i < bytes / (16 * T); ++i)
+        vector::StoreOp::create(
+            builder, loc, zeros, dQS,
+            ValueRange{e.add(e.idx(at / 4 + 4 * T * i), e.mul(k.tid, e.idx(4)))},
+            /*nontemporal=*/false, llvm::MaybeAlign(16));
+    sm90::fenceAsyncShared(e);
+    if (!L.tma)
+      barrier(e);
+  }
   if (L.tma) {
     maps = {sm90::tensorMap(e, fk.extraArg(kBackwardArgCount), qBox),
             sm90::tensorMap(e, fk.extraArg(kBackwardArgCount + 1), kBox),
@@ -323,7 +358,18 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                 return extra ? s.add(off, extra) : off;
               };
               // This warpgroup's 64 keys: rows 64 wg.. of every K/V box.
+              // Split columns: row 0, read afresh for every product (else
+              // LLVM keeps K's and V's k-step descriptors live over the
+              // sub-steps: 32 registers each at d = 256, 100-170 bytes of
+              // spill).
               Value wgRows = s.mul(wg, s.idx(kWgmmaRows * kTmaBoxRowBytes));
+              auto keyRowsAt = [&](int offset) {
+                if (!L.splitColumns)
+                  return s.add(s.idx(offset), wgRows);
+                return s.add(s.idx(offset),
+                             s.toIndex(s.asmMov(s.b.getI32Type(),
+                                                "mov.u32 $0, 0;", "=r")));
+              };
               // ALiBi: this step's head's slope * log2(e).
               Value slopeLog2;
               if (spec.bias == BiasMode::Alibi)
@@ -341,7 +387,8 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
               const int nTiles = width / kMmaTileN;
               const int64_t rowStep = 16 * kTmaBoxRowBytes;
               Value keyBase = s.add(
-                  s.add(keyLo, s.mul(wg, s.idx(kWgmmaRows))),
+                  L.splitColumns ? keyLo
+                                 : s.add(keyLo, s.mul(wg, s.idx(kWgmmaRows))),
                   s.add(s.mul(warpInWg, s.idx(16)), group));
               // A operands (k16 step kk: tiles 2 kk and 2 kk + 1, rows g and
               // g + 8 of each), fenced: packed before the wgmma's fence.
@@ -374,9 +421,21 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                 Value dODesc = smem.descriptor(
                     s, at(L.dOOffset, L.dOStageBytes, s.idx(rowBytes)),
                     L.qBoxBytes);
+                // dK's and dV's B: the warpgroup's boxes of Q and dO.
+                Value qShareDesc = qDesc, dOShareDesc = dODesc;
+                if (L.splitColumns) {
+                  auto share = [&](int base, int stageBytes, int n) {
+                    Value box = s.mul(wg, s.idx(n / kTmaBoxCols * L.qBoxBytes));
+                    return smem.descriptor(
+                        s, at(base, stageBytes, s.add(s.idx(rowBytes), box)),
+                        L.qBoxBytes);
+                  };
+                  qShareDesc = share(L.qOffset, L.qStageBytes, L.dkN);
+                  dOShareDesc = share(L.dOOffset, L.dOStageBytes, L.dvN);
+                }
                 Value sIssued = sm90::mmaFromShared(
                     s, dtype, width, L.qkSteps,
-                    smem.descriptor(s, s.add(s.idx(L.kOffset), wgRows),
+                    smem.descriptor(s, keyRowsAt(L.kOffset),
                                     L.kBoxBytes),
                     qDesc, kMajorSteps(L.kBoxBytes), kMajorSteps(L.qBoxBytes));
                 SmallVector<Value> sT = sm90::retire(s, 0, sIssued);
@@ -436,11 +495,11 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                 SmallVector<Value> pRegs = aRegisters(p);
                 // dV_w += P^T dO (B MN-major: a k16 step is 16 rows
                 // further), under dP^T = V_w dO^T.
-                Value dVIssued = sm90::mmaFromRegisters(s, dtype, dVAcc, pRegs,
-                                                        dODesc, rowStep);
+                Value dVIssued = sm90::mmaFromRegisters(
+                    s, dtype, dVAcc, pRegs, dOShareDesc, rowStep);
                 Value dPIssued = sm90::mmaFromShared(
                     s, dtype, width, L.vSteps,
-                    smem.descriptor(s, s.add(s.idx(L.vOffset), wgRows),
+                    smem.descriptor(s, keyRowsAt(L.vOffset),
                                     L.kBoxBytes),
                     dODesc, kMajorSteps(L.kBoxBytes), kMajorSteps(L.qBoxBytes));
                 SmallVector<Value> dPT = sm90::retire(s, 0, dPIssued);
@@ -471,10 +530,27 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                   }
                 dSRegs = aRegisters(dS);
                 dKIssued = sm90::mmaFromRegisters(s, dtype, dKAcc, dSRegs,
-                                                  qDesc, rowStep);
+                                                  qShareDesc, rowStep);
                 // dS -> shared memory [key box][query][key], rounded: this
-                // warpgroup's keys are box wg.
-                for (int j = 0; j < nTiles; ++j)
+                // warpgroup's keys are box wg. Split columns: both hold
+                // the same dS; warpgroup w stores its rows g + 8 w.
+                if (L.splitColumns) {
+                  Value first = s.cmp(arith::CmpIPredicate::eq, wg, s.idx(0));
+                  Value key = s.add(s.add(s.mul(warpInWg, s.idx(16)), group),
+                                    s.mul(wg, s.idx(8)));
+                  for (int j = 0; j < nTiles; ++j)
+                    for (int el = 0; el < 2; ++el) {
+                      Value row = queryCol(j, el);
+                      Value col = swizzledCol(s, kBoxSwizzleBits, row, key);
+                      Value v = s.select(first, dS[4 * j + el],
+                                         dS[4 * j + 2 + el]);
+                      memref::StoreOp::create(
+                          s.b, s.loc,
+                          arith::TruncFOp::create(s.b, s.loc, elemTy, v), dSS,
+                          ValueRange{s.idx(0), row, col});
+                    }
+                }
+                for (int j = 0; j < nTiles && !L.splitColumns; ++j)
                   for (int i = 0; i < 4; ++i) {
                     Value row = queryCol(j, i % 2);
                     Value key = s.add(
@@ -555,8 +631,11 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                 // columns made those 0).
                 Value row = y.add(warpRow, lane);
                 Value query = y.add(qLo, row);
-                y.ifThen(y.andI(y.lt(lane, y.idx(16)), y.lt(query, fk.seqQ)),
-                         [&] {
+                Value adds = y.andI(y.lt(lane, y.idx(16)), y.lt(query, fk.seqQ));
+                // Split columns: the second's may all be padding.
+                if (L.splitColumns)
+                  adds = y.andI(adds, y.lt(colFirst, a.wsDqRow));
+                y.ifThen(adds, [&] {
                   Value floatAt = k.dqIndex(y, split, head, query, colFirst);
                   Value gmem = y.add(wsAddress,
                                      y.mul(floatAt, y.idx(4)));
@@ -566,7 +645,7 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                       y.mul(colFirst, y.idx(4)));
                   Value cols = y.sub(a.wsDqRow, colFirst);
                   if (L.dqSplitsColumns)
-                    cols = y.minS(cols, y.idx(kTmaBoxCols));
+                    cols = y.minS(cols, y.idx(n));
                   Value bytes = y.mul(cols, y.idx(4));
                   sm90::reduceAddBulk(
                       y, toI64(y, gmem),
@@ -580,7 +659,14 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
               // Split columns: one code for both warpgroups (a branch per
               // warpgroup cost ptxas 80 registers), the second's 64 columns
               // past head_dim_qk are K's zeros.
-              if (L.dqSplitsColumns) {
+              if (L.splitColumns) {
+                // A box at a time: 64 more accumulators beside dK and dV
+                // spill (ptxas: 104-240 bytes at d = 160-256 with 128).
+                const int boxes = L.dkN / kTmaBoxCols;
+                for (int b = 0; b < boxes; ++b)
+                  dQShare(s, s.add(s.mul(wg, s.idx(boxes)), s.idx(b)),
+                          kTmaBoxCols, Value(), bn, s.idx(0));
+              } else if (L.dqSplitsColumns) {
                 dQShare(s, wg, kTmaBoxCols, Value(), bn, s.idx(0));
               } else if (L.dqBuffers == 2) {
                 dQShare(s, s.idx(0), L.dkN, s.mul(wg, s.idx(kWgmmaRows)),
@@ -624,17 +710,23 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
         Value warpInWg = x.rem(x.div(tid, kThreadsPerWarp), 4);
         Value lane = x.rem(tid, kThreadsPerWarp);
         Value group = x.div(lane, 4), inGroup = x.rem(lane, 4);
-        Value firstKey = x.add(x.add(keyLo, x.mul(wg, x.idx(kWgmmaRows))),
-                               x.mul(warpInWg, x.idx(16)));
+        // Split columns: every warpgroup the CTA's keys, its own columns.
+        const int shares = L.splitColumns ? 2 : 1;
+        Value firstKey = x.add(
+            L.splitColumns ? keyLo : x.add(keyLo, x.mul(wg, x.idx(kWgmmaRows))),
+            x.mul(warpInWg, x.idx(16)));
+        auto col0 = [&](int n) {
+          return L.splitColumns ? x.mul(wg, x.idx(n)) : x.idx(0);
+        };
         ValueRange results = stepLoop;
         k.storeKeyTiles(x, unflatten(results.take_front(dvRegs), 1,
                                      L.dvN / kMmaTileN),
-                        firstKey, x.idx(0), keyRows, group, inGroup, dv,
-                        L.dvN, a.dV, a.dVBS, a.dVHS, a.dVRS, Value());
+                        firstKey, col0(L.dvN), keyRows, group, inGroup, dv,
+                        shares * L.dvN, a.dV, a.dVBS, a.dVHS, a.dVRS, Value());
         k.storeKeyTiles(x, unflatten(results.slice(dvRegs, dkRegs), 1,
                                      L.dkN / kMmaTileN),
-                        firstKey, x.idx(0), keyRows, group, inGroup, dqk,
-                        L.dkN, a.dK, a.dKBS, a.dKHS, a.dKRS, a.scale);
+                        firstKey, col0(L.dkN), keyRows, group, inGroup, dqk,
+                        shares * L.dkN, a.dK, a.dKBS, a.dKHS, a.dKRS, a.scale);
         scf::YieldOp::create(nb, nl, ValueRange{x.add(stepBase, steps)});
       });
   // The dQ adds have completed (the conversion kernel reads them).

@@ -14,6 +14,12 @@ constexpr int kOverheadRegisters = 32;
 /// and in four (32-query sub-steps spill 4-8 bytes at d = 128 causal).
 constexpr int kSubStepAccumulators = 64;
 constexpr int kQuarterStepAccumulators = 192;
+
+/// Two warpgroups past d = 128 share their 64 keys (splitColumns).
+bool sharesKeys(const AttentionSpec &spec, const TileConfig &c) {
+  return c.warps == 8 &&
+         std::max(spec.headDimQK, spec.headDimV) > kBackwardSm90MaxHeadDim;
+}
 } // namespace
 
 BackwardSm90Layout backwardLayoutSm90(const AttentionSpec &spec,
@@ -23,25 +29,38 @@ BackwardSm90Layout backwardLayoutSm90(const AttentionSpec &spec,
   l.threads = l.warpgroups * kWarpgroupThreads;
   l.qkSteps = ceilDiv(spec.headDimQK, kWgmmaK);
   l.vSteps = ceilDiv(spec.headDimV, kWgmmaK);
-  l.dkN = roundUp(spec.headDimQK, 8);
-  l.dvN = roundUp(spec.headDimV, 8);
   l.boxesQK = ceilDiv(spec.headDimQK, kTmaBoxCols);
   l.boxesV = ceilDiv(spec.headDimV, kTmaBoxCols);
+  l.splitColumns = sharesKeys(spec, c);
+  if (l.splitColumns) {
+    l.dkN = ceilDiv(l.boxesQK, 2) * kTmaBoxCols;
+    l.dvN = ceilDiv(l.boxesV, 2) * kTmaBoxCols;
+    l.storedBoxesQK = 2 * l.dkN / kTmaBoxCols;
+    l.storedBoxesV = 2 * l.dvN / kTmaBoxCols;
+  } else {
+    l.dkN = roundUp(spec.headDimQK, 8);
+    l.dvN = roundUp(spec.headDimV, 8);
+    l.storedBoxesQK = l.boxesQK;
+    l.storedBoxesV = l.boxesV;
+  }
   l.kBoxBytes = c.blockN * kTmaBoxRowBytes;
   l.qBoxBytes = c.blockM * kTmaBoxRowBytes;
   l.kOffset = 0;
-  l.vOffset = l.kOffset + l.boxesQK * l.kBoxBytes;
-  l.qStageBytes = l.boxesQK * l.qBoxBytes;
-  l.dOStageBytes = l.boxesV * l.qBoxBytes;
+  l.vOffset = l.kOffset + l.storedBoxesQK * l.kBoxBytes;
+  l.qStageBytes = l.storedBoxesQK * l.qBoxBytes;
+  l.dOStageBytes = l.storedBoxesV * l.qBoxBytes;
   l.qOffset = l.vOffset + l.boxesV * l.kBoxBytes;
   l.dOOffset = l.qOffset + c.stages * l.qStageBytes;
   l.dSOffset = l.dOOffset + c.stages * l.dOStageBytes;
   l.rowValuesOffset = l.dSOffset + ceilDiv(c.blockN, kTmaBoxCols) * l.qBoxBytes;
-  l.dqSplitsColumns = l.warpgroups == 2 && l.boxesQK == 2;
+  l.dqSplitsColumns =
+      l.splitColumns || (l.warpgroups == 2 && l.boxesQK == 2);
   l.dqBuffers =
       l.warpgroups == 2 && !l.dqSplitsColumns && !spec.deterministic ? 2 : 1;
-  // Split columns: the second warpgroup stores a whole box.
-  const int dqCols = l.dqSplitsColumns ? 2 * kTmaBoxCols : l.dkN;
+  // Split columns: the second warpgroup stores whole boxes.
+  const int dqCols = l.splitColumns      ? 2 * l.dkN
+                     : l.dqSplitsColumns ? 2 * kTmaBoxCols
+                                         : l.dkN;
   l.dqRowFloats = roundUp(std::max(dqCols - 8, 0), 32) + 8;
   l.dQOffset = roundUp(l.rowValuesOffset + 2 * c.stages * c.blockM * 4, 16);
   l.sharedMemBytes =
@@ -70,15 +89,25 @@ Status supportsBackwardSm90(const AttentionSpec &spec, Arch arch) {
   const int d = std::max(spec.headDimQK, spec.headDimV);
   const bool tma = rowsTmaAligned(spec);
   const int maxD =
-      tma ? kBackwardSm90MaxHeadDim : kBackwardSm90MaxHeadDimCopied;
+      tma ? kBackwardSm90MaxHeadDimSplit : kBackwardSm90MaxHeadDimCopied;
   if (d > maxD)
     return Status::error(
         "the sm90 backward takes head dims up to " + std::to_string(maxD) +
-        (tma ? " (dK and dV stay in registers)"
-             : " where rows are not 16-byte aligned (copied by every "
-               "thread, not TMA)") +
+        (tma ? "" : " where rows are not 16-byte aligned (copied by every "
+                    "thread, not TMA)") +
         ", got " + std::to_string(spec.headDimQK) + "/" +
         std::to_string(spec.headDimV) + "; use the sm80 family");
+  if (std::min(spec.headDimQK, spec.headDimV) > kBackwardSm90MaxHeadDim &&
+      d > kBackwardSm90MaxHeadDimSplitBoth)
+    return Status::error(
+        "the sm90 backward takes head dims past " +
+        std::to_string(kBackwardSm90MaxHeadDimSplitBoth) +
+        " only where the other is at most " +
+        std::to_string(kBackwardSm90MaxHeadDim) +
+        " (dK and dV of 128 columns a warpgroup leave too few registers), "
+        "got " +
+        std::to_string(spec.headDimQK) + "/" + std::to_string(spec.headDimV) +
+        "; use the sm80 family");
   const bool masked = spec.varlen || spec.mask == MaskMode::Window;
   if (d > kBackwardSm90MaxHeadDimMasked && masked)
     return Status::error(
@@ -103,14 +132,19 @@ Status supportsBackwardSm90(const AttentionSpec &spec, Arch arch) {
   return Status::ok();
 }
 
-TileConfig defaultBackwardConfigSm90(const AttentionSpec &, Arch) {
+TileConfig defaultBackwardConfigSm90(const AttentionSpec &spec, Arch arch) {
   TileConfig c;
   c.family = Family::Sm90;
   c.blockM = kBackwardSm90BlockM;
-  // Two warpgroups: 128 keys per CTA, as FlashAttention-3's at d <= 128.
+  // Two warpgroups: 128 keys per CTA, as FlashAttention-3's at d <= 128;
+  // past it 64 keys, each warpgroup half the columns.
   c.warps = 8;
-  c.blockN = 2 * kWgmmaRows;
+  c.blockN = sharesKeys(spec, c) ? kWgmmaRows : 2 * kWgmmaRows;
   c.stages = 2;
+  // Past d = 128 two copies of Q and dO do not fit beside K, V and dQ.
+  if (backwardLayoutSm90(spec, c).sharedMemBytes >
+      maxSharedMemoryPerBlock(arch))
+    c.stages = 1;
   return c;
 }
 
@@ -120,7 +154,13 @@ Status validateBackwardSm90(const TileConfig &c, const AttentionSpec &spec,
   if (c.warps != 4 && c.warps != 8)
     return error("backward warps must be 4 or 8 in the sm90 family (a "
                  "warpgroup per 64 keys), got " + std::to_string(c.warps));
-  if (c.blockN != kWgmmaRows * (c.warps / 4))
+  if (sharesKeys(spec, c) && c.blockN != kWgmmaRows)
+    return error("backward block_n must be 64 past head dim " +
+                 std::to_string(kBackwardSm90MaxHeadDim) +
+                 " in the sm90 family (two warpgroups share the keys, each "
+                 "half the columns), got " +
+                 std::to_string(c.blockN));
+  if (!sharesKeys(spec, c) && c.blockN != kWgmmaRows * (c.warps / 4))
     return error("backward block_n must be 64 keys per warpgroup (" +
                  std::to_string(kWgmmaRows * (c.warps / 4)) + " for warps=" +
                  std::to_string(c.warps) + "), got " +

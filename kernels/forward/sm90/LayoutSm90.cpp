@@ -92,11 +92,12 @@ TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
   // (1.06-1.12x 64); past that 80-key tiles without pingpong (1.36x one
   // consumer warpgroup at d=256).
   // Overlap (the next tile's Q K^T issued before this tile's softmax) pays
-  // past d=112 once ptxas no longer serialises it: 1.09-1.14x at d = 128,
+  // from d=96 once ptxas no longer serialises it: 1.09-1.14x at d = 128,
   // 192 and 256, where 160-key tiles edge out 176 at d=128; neutral at
-  // d=64 (bench/results/2026-12-05-h100-sm90-overlap.md). Measured on plain
-  // TMA kernels only: score modifiers, per-row bounds and copies (232
-  // consumer registers) keep it off.
+  // d=64 (bench/results/2026-12-05-h100-sm90-overlap.md); 1.10-1.17x at
+  // d = 96, 112 and 160 (2026-12-05-h100-sm90-copies-split-ws.md).
+  // Measured on plain TMA kernels only: score modifiers, per-row bounds and
+  // copies (232 consumer registers) keep it off.
   // Per-score work (bias, softcap) and per-row bounds (windows, varlen, key
   // lengths) keep more values live beside the scores: past d=128, 64-key
   // tiles leave them room (ptxas spills ALiBi + causal at d=192 and 256
@@ -117,7 +118,7 @@ TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
   }
   if (extraLiveValues)
     c.blockN = d > 128 ? 64 : std::min(c.blockN, 128);
-  else if (d > 112 && rowsTmaAligned(spec)) {
+  else if (d >= 96 && rowsTmaAligned(spec)) {
     c.overlap = true;
     if (d <= 128)
       c.blockN = 160;

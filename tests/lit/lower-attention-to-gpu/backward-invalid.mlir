@@ -13,8 +13,13 @@ flashjit.attention_fwd @keys arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 
 // -----
 
-// BAD: the sm90 backward takes head dims up to 128 (dK and dV stay in registers), got 160/160; use the sm80 family
+// BAD: backward block_n must be 64 past head dim 128 in the sm90 family (two warpgroups share the keys, each half the columns), got 128
 flashjit.attention_fwd @wide arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 160, head_dim_v = 160, mask = "none", gqa_group = 1, lse = true, align = 8, direction = "backward"> config = #flashjit.tile<block_m = 64, block_n = 128, warps = 8, stages = 2, family = "sm90">
+
+// -----
+
+// BAD: the sm90 backward takes head dims past 160 only where the other is at most 128 (dK and dV of 128 columns a warpgroup leave too few registers), got 192/192; use the sm80 family
+flashjit.attention_fwd @wider arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 192, head_dim_v = 192, mask = "none", gqa_group = 1, lse = true, align = 8, direction = "backward"> config = #flashjit.tile<block_m = 64, block_n = 64, warps = 8, stages = 1, family = "sm90">
 
 // -----
 

@@ -91,6 +91,14 @@ inline constexpr int kBackwardSm90BlockM = 64;
 /// copies' addressing leaves too few past 64 (ptxas 13.0 spills 4-72
 /// bytes at d = 72-96).
 inline constexpr int kBackwardSm90MaxHeadDim = 128;
+/// Past kBackwardSm90MaxHeadDim (to 256) the two warpgroups share 64 keys
+/// and split dK's, dV's and dQ's columns (`splitColumns`): both compute
+/// the step's S^T and dP^T, so 2 of every 7 wgmma FLOPs are repeated, but
+/// each keeps d = 128's accumulators. Where both head dims pass 128 (dK
+/// and dV of 128 columns a warpgroup), to 160: ptxas 13.0 spills 4-76
+/// bytes from 176 (GQA, deterministic, causal) to 256.
+inline constexpr int kBackwardSm90MaxHeadDimSplit = 256;
+inline constexpr int kBackwardSm90MaxHeadDimSplitBoth = 160;
 inline constexpr int kBackwardSm90MaxHeadDimCopied = 64;
 /// With varlen or a window mask (ptxas spills 36-56 bytes at d = 128).
 inline constexpr int kBackwardSm90MaxHeadDimMasked = 96;
@@ -102,7 +110,8 @@ inline constexpr int kBackwardSm90MaxHeadDimScoreMods = 96;
 inline constexpr int kBackwardSm90MaxHeadDimScoreModsMasked = 64;
 
 /// The sm90 backward's main kernel: one or two warpgroups of 64 keys each
-/// (block_n = 64 x warps / 4), 64 query rows per step; every tile in
+/// (block_n = 64 x warps / 4; past d = 128 two of the same 64 keys, each
+/// with half the columns), 64 query rows per step; every tile in
 /// 128-byte-swizzled boxes of 64 columns (wgmma's layout), loaded by TMA
 /// where rows start 16-byte aligned (`tma`), else copied by cp.async.
 struct BackwardSm90Layout {
@@ -111,11 +120,20 @@ struct BackwardSm90Layout {
   /// spec's rows are 16-byte aligned.
   bool tma = false;
   int qkSteps = 0, vSteps = 0; ///< k16 steps over head_dim_qk, head_dim_v
-  int dkN = 0, dvN = 0;        ///< wgmma N of dK, dV: head dims rounded to 8
+  /// The warpgroups share their keys; warpgroup w takes columns [w dkN,
+  /// (w + 1) dkN) of dK and dQ and [w dvN, (w + 1) dvN) of dV: whole
+  /// boxes (an MN-major operand starts at a box), the second's past the
+  /// head dims zeros of padding boxes (`storedBoxesQK`, `storedBoxesV`).
+  bool splitColumns = false;
+  /// wgmma N of dK, dV: head dims rounded to 8 (split: a warpgroup's boxes)
+  int dkN = 0, dvN = 0;
   /// A step's S^T, P^T, dP^T and dS^T in sub-steps of block_m / subSteps
   /// queries: two beside large dK and dV accumulators (registers).
   int subSteps = 1;
   int boxesQK = 0, boxesV = 0; ///< 64-column boxes of a Q/K, dO/V row
+  /// Boxes of Q and K, and of dO, in shared memory: boxesQK and boxesV,
+  /// split: 2 dkN / 64 and 2 dvN / 64 (the padding ones zeroed once).
+  int storedBoxesQK = 0, storedBoxesV = 0;
   int kBoxBytes = 0;           ///< one block_n-row box (K, V)
   int qBoxBytes = 0;           ///< one 64-row box (Q, dO, dS)
   int kOffset = 0, vOffset = 0;
@@ -127,7 +145,8 @@ struct BackwardSm90Layout {
   /// a multiple of 32: a warp's pair stores hit every bank twice), one
   /// buffer per warpgroup when both sum every column (`dqBuffers`).
   int dQOffset = 0, dqRowFloats = 0, dqBuffers = 1;
-  /// Both warpgroups take dQ columns of their own (a 64-column box each).
+  /// Both warpgroups take dQ columns of their own (a 64-column box each;
+  /// splitColumns: dkN each).
   bool dqSplitsColumns = false;
   /// TMA's mbarriers: K and V's, then one per stage (Q and dO).
   int barrierOffset = 0, barrierCount = 0;
@@ -137,7 +156,10 @@ struct BackwardSm90Layout {
 BackwardSm90Layout backwardLayoutSm90(const AttentionSpec &spec,
                                       const TileConfig &config);
 /// Backward specs the sm90 family serves: head dims up to
-/// kBackwardSm90MaxHeadDim (kBackwardSm90MaxHeadDimCopied without TMA,
+/// kBackwardSm90MaxHeadDim (kBackwardSm90MaxHeadDimSplit with TMA and
+/// neither varlen, a window nor score modifiers, and
+/// kBackwardSm90MaxHeadDimSplitBoth where both head dims pass 128;
+/// kBackwardSm90MaxHeadDimCopied without TMA,
 /// kBackwardSm90MaxHeadDimMasked with varlen or a window,
 /// kBackwardSm90MaxHeadDimScoreMods(Masked) with a bias or softcap), no
 /// dBias.
