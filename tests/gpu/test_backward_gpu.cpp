@@ -386,12 +386,12 @@ std::vector<BackwardCase> sm90BackwardCases() {
               MaskMode::Causal, false},
         Split{"split_d136_none_130x333", 136, 136, 2, 2, 130, 333,
               MaskMode::None, false},
-        Split{"split_d256_dv128_gqa4_causal_deterministic", 256, 128, 8, 2,
-              257, 200, MaskMode::Causal, true},
+        Split{"split_d256_dv128_gqa4_causal_deterministic", 256, 128, 8, 2, 257,
+              200, MaskMode::Causal, true},
         Split{"split_d64_dv256", 64, 256, 2, 1, 150, 150, MaskMode::None,
               false},
-        Split{"split_d200_dv40_causal", 200, 40, 2, 2, 1, 77,
-              MaskMode::Causal, false}}) {
+        Split{"split_d200_dv40_causal", 200, 40, 2, 2, 1, 77, MaskMode::Causal,
+              false}}) {
     BackwardCase c;
     c.name = k.name;
     c.headDim = k.dqk, c.headDimV = k.dv;
@@ -416,7 +416,8 @@ TEST_P(Sm90BackwardMatrix, MatchesTheFloat64Reference) {
   // The default (two warpgroups, two stages), then one warpgroup and one
   // stage: each of the kernel's paths. Past d = 128 the two warpgroups
   // share the keys (split columns): no one-warpgroup form.
-  std::vector<MainKernel> kernels = {MainKernel::Sm90, MainKernel::Sm90OneStage};
+  std::vector<MainKernel> kernels = {MainKernel::Sm90,
+                                     MainKernel::Sm90OneStage};
   if (std::max(c.headDim, c.headDimV) <= 128)
     kernels.push_back(MainKernel::Sm90OneWarpgroup);
   for (MainKernel kernel : kernels) {

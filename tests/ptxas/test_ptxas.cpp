@@ -249,8 +249,7 @@ void expectLaunchFactsHold(const Artifact &art, const std::string &ptx,
       const int boxesQK = (spec.headDimQK + 63) / 64;
       const int boxesV = (spec.headDimV + 63) / 64;
       const bool two = config.warps == 8;
-      const bool halves =
-          two && std::max(spec.headDimQK, spec.headDimV) > 128;
+      const bool halves = two && std::max(spec.headDimQK, spec.headDimV) > 128;
       const int storedQK = halves ? (boxesQK + 1) / 2 * 2 : boxesQK;
       const int storedV = halves ? (boxesV + 1) / 2 * 2 : boxesV;
       const bool split = halves || (two && boxesQK == 2);

@@ -111,15 +111,15 @@ TEST(BackwardConfig, RejectsWhatItCannotBuild) {
       << sm90;
   EXPECT_TRUE(contains(sm90, "256/256")) << sm90;
   AttentionSpec both176 = backwardSpec(176);
-  EXPECT_TRUE(contains(validate(defaultTileConfig(both176, Arch::Sm90a,
-                                                  Family::Sm90),
-                                both176, Arch::Sm90a)
-                           .message(),
-                       "176/176"));
+  EXPECT_TRUE(
+      contains(validate(defaultTileConfig(both176, Arch::Sm90a, Family::Sm90),
+                        both176, Arch::Sm90a)
+                   .message(),
+               "176/176"));
   AttentionSpec wide = backwardSpec(256);
   wide.headDimV = 128;
-  EXPECT_TRUE(validate(defaultTileConfig(wide, Arch::Sm90a, Family::Sm90),
-                       wide, Arch::Sm90a)
+  EXPECT_TRUE(validate(defaultTileConfig(wide, Arch::Sm90a, Family::Sm90), wide,
+                       Arch::Sm90a)
                   .isOk());
   AttentionSpec odd = backwardSpec(72);
   odd.globalAlignElems = 4; // 8-byte rows
@@ -423,16 +423,13 @@ TEST(BackwardConfig, Sm90SplitsColumnsPast128) {
   };
   // Stages: two where K, V, both copies of Q and dO, dS and dQ's rows fit
   // in 227 KiB (by hand: 136/136 needs 259 KiB with two, 192/128 219).
-  for (const Case &k : {Case{136, 136, 128, 128, 4, 4, 1},
-                        Case{160, 64, 128, 64, 4, 2, 2},
-                        Case{192, 128, 128, 64, 4, 2, 2},
-                        Case{256, 128, 128, 64, 4, 2, 2},
-                        Case{64, 256, 64, 128, 2, 4, 2},
-                        Case{256, 32, 128, 64, 4, 2, 2}}) {
+  for (const Case &k :
+       {Case{136, 136, 128, 128, 4, 4, 1}, Case{160, 64, 128, 64, 4, 2, 2},
+        Case{192, 128, 128, 64, 4, 2, 2}, Case{256, 128, 128, 64, 4, 2, 2},
+        Case{64, 256, 64, 128, 2, 4, 2}, Case{256, 32, 128, 64, 4, 2, 2}}) {
     AttentionSpec s = backwardSpec(k.dqk);
     s.headDimV = k.dv;
-    const std::string name =
-        std::to_string(k.dqk) + "/" + std::to_string(k.dv);
+    const std::string name = std::to_string(k.dqk) + "/" + std::to_string(k.dv);
     const TileConfig c = defaultTileConfig(s, Arch::Sm90a, Family::Sm90);
     ASSERT_TRUE(validate(c, s, Arch::Sm90a).isOk())
         << name << ": " << validate(c, s, Arch::Sm90a).message();
@@ -451,10 +448,8 @@ TEST(BackwardConfig, Sm90SplitsColumnsPast128) {
     // K holds the padded boxes (dQ reads them), V only the real ones.
     EXPECT_EQ(l.vOffset - l.kOffset, k.storedQK * 64 * 128) << name;
     EXPECT_EQ(l.qOffset - l.vOffset, (k.dv + 63) / 64 * 64 * 128) << name;
-    EXPECT_EQ(l.dOOffset - l.qOffset, k.stages * k.storedQK * 64 * 128)
-        << name;
-    EXPECT_EQ(l.dSOffset - l.dOOffset, k.stages * k.storedV * 64 * 128)
-        << name;
+    EXPECT_EQ(l.dOOffset - l.qOffset, k.stages * k.storedQK * 64 * 128) << name;
+    EXPECT_EQ(l.dSOffset - l.dOOffset, k.stages * k.storedV * 64 * 128) << name;
     // dQ's rows hold both warpgroups' columns.
     EXPECT_GE(l.dqRowFloats, 2 * k.dkN) << name;
     EXPECT_EQ(l.subSteps, k.dkN + k.dvN > 192 ? 4 : 2) << name;

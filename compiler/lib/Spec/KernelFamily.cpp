@@ -51,10 +51,10 @@ Family preferredFamily(const AttentionSpec &spec, Arch arch) {
   // bench/results/2026-12-05-h100-sm90-copies-split-ws.md).
   if (spec.direction == Direction::Forward)
     return Family::Sm90;
-  // The sm90 backward from d = 64: 1.02-1.59x the sm80 one on an H200, and
-  // 0.92x at d = 32 causal (bench/results/2026-12-05-h200-sm90-backward-tma.md);
-  // with a softcap 1.45-2.06x, past d = 128 (split columns) 1.05-1.56x on
-  // an H100 (2026-12-05-h100-sm90-copies-split-ws.md).
+  // The sm90 backward from d = 64: 1.02-1.59x the sm80 one on an H200 and
+  // 0.92x at d = 32 causal (2026-12-05-h200-sm90-backward-tma.md); with a
+  // softcap 1.45-2.06x, past d = 128 (split columns) 1.05-1.56x on an H100
+  // (2026-12-05-h100-sm90-copies-split-ws.md); both in bench/results/.
   return std::max(spec.headDimQK, spec.headDimV) >= 64 ? Family::Sm90
                                                         : Family::Sm80;
 }

@@ -139,7 +139,8 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
   const Type kBox = sm90::tmaBoxType(ctx, elemTy, bn);
   SmallVector<Value> maps;
   // Split columns: the second warpgroup's boxes past the head dims are
-  // zeros, stored once (no load writes them) and fenced for wgmma.
+  // zeros, stored once (no load writes them) and fenced for wgmma; the
+  // barrier after the TMA set-up orders them (split columns load by TMA).
   if (L.splitColumns) {
     SmallVector<std::pair<int, int>> padding; // byte offset, bytes
     auto pad = [&](int at, int boxes, int stored, int boxBytes) {
@@ -154,17 +155,16 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
           L.qBoxBytes);
     }
     Value zeros = arith::ConstantOp::create(
-        builder, loc, DenseElementsAttr::get(VectorType::get({4}, fk.f32),
-                                             builder.getF32FloatAttr(0)));
+        builder, loc,
+        DenseElementsAttr::get(VectorType::get({4}, fk.f32),
+                               builder.getF32FloatAttr(0)));
     for (auto [at, bytes] : padding)
       for (int i = 0; i < bytes / (16 * T); ++i)
-        vector::StoreOp::create(
-            builder, loc, zeros, dQS,
-            ValueRange{e.add(e.idx(at / 4 + 4 * T * i), e.mul(k.tid, e.idx(4)))},
-            /*nontemporal=*/false, llvm::MaybeAlign(16));
+        vector::StoreOp::create(builder, loc, zeros, dQS,
+                                ValueRange{e.add(e.idx(at / 4 + 4 * T * i),
+                                                 e.mul(k.tid, e.idx(4)))},
+                                /*nontemporal=*/false, llvm::MaybeAlign(16));
     sm90::fenceAsyncShared(e);
-    if (!L.tma)
-      barrier(e);
   }
   if (L.tma) {
     maps = {sm90::tensorMap(e, fk.extraArg(kBackwardArgCount), qBox),
@@ -435,8 +435,7 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                 }
                 Value sIssued = sm90::mmaFromShared(
                     s, dtype, width, L.qkSteps,
-                    smem.descriptor(s, keyRowsAt(L.kOffset),
-                                    L.kBoxBytes),
+                    smem.descriptor(s, keyRowsAt(L.kOffset), L.kBoxBytes),
                     qDesc, kMajorSteps(L.kBoxBytes), kMajorSteps(L.qBoxBytes));
                 SmallVector<Value> sT = sm90::retire(s, 0, sIssued);
                 if (dKIssued)
@@ -495,12 +494,11 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                 SmallVector<Value> pRegs = aRegisters(p);
                 // dV_w += P^T dO (B MN-major: a k16 step is 16 rows
                 // further), under dP^T = V_w dO^T.
-                Value dVIssued = sm90::mmaFromRegisters(
-                    s, dtype, dVAcc, pRegs, dOShareDesc, rowStep);
+                Value dVIssued = sm90::mmaFromRegisters(s, dtype, dVAcc, pRegs,
+                                                        dOShareDesc, rowStep);
                 Value dPIssued = sm90::mmaFromShared(
                     s, dtype, width, L.vSteps,
-                    smem.descriptor(s, keyRowsAt(L.vOffset),
-                                    L.kBoxBytes),
+                    smem.descriptor(s, keyRowsAt(L.vOffset), L.kBoxBytes),
                     dODesc, kMajorSteps(L.kBoxBytes), kMajorSteps(L.qBoxBytes));
                 SmallVector<Value> dPT = sm90::retire(s, 0, dPIssued);
                 dVAcc = sm90::fence(s, sm90::extractAll(s, dVIssued, dvRegs));
@@ -542,8 +540,8 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                     for (int el = 0; el < 2; ++el) {
                       Value row = queryCol(j, el);
                       Value col = swizzledCol(s, kBoxSwizzleBits, row, key);
-                      Value v = s.select(first, dS[4 * j + el],
-                                         dS[4 * j + 2 + el]);
+                      Value v =
+                          s.select(first, dS[4 * j + el], dS[4 * j + 2 + el]);
                       memref::StoreOp::create(
                           s.b, s.loc,
                           arith::TruncFOp::create(s.b, s.loc, elemTy, v), dSS,
@@ -631,7 +629,8 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
                 // columns made those 0).
                 Value row = y.add(warpRow, lane);
                 Value query = y.add(qLo, row);
-                Value adds = y.andI(y.lt(lane, y.idx(16)), y.lt(query, fk.seqQ));
+                Value adds =
+                    y.andI(y.lt(lane, y.idx(16)), y.lt(query, fk.seqQ));
                 // Split columns: the second's may all be padding.
                 if (L.splitColumns)
                   adds = y.andI(adds, y.lt(colFirst, a.wsDqRow));
@@ -719,14 +718,14 @@ void buildMain(OpBuilder &builder, gpu::GPUModuleOp module, StringRef name,
           return L.splitColumns ? x.mul(wg, x.idx(n)) : x.idx(0);
         };
         ValueRange results = stepLoop;
-        k.storeKeyTiles(x, unflatten(results.take_front(dvRegs), 1,
-                                     L.dvN / kMmaTileN),
-                        firstKey, col0(L.dvN), keyRows, group, inGroup, dv,
-                        shares * L.dvN, a.dV, a.dVBS, a.dVHS, a.dVRS, Value());
-        k.storeKeyTiles(x, unflatten(results.slice(dvRegs, dkRegs), 1,
-                                     L.dkN / kMmaTileN),
-                        firstKey, col0(L.dkN), keyRows, group, inGroup, dqk,
-                        shares * L.dkN, a.dK, a.dKBS, a.dKHS, a.dKRS, a.scale);
+        k.storeKeyTiles(
+            x, unflatten(results.take_front(dvRegs), 1, L.dvN / kMmaTileN),
+            firstKey, col0(L.dvN), keyRows, group, inGroup, dv, shares * L.dvN,
+            a.dV, a.dVBS, a.dVHS, a.dVRS, Value());
+        k.storeKeyTiles(
+            x, unflatten(results.slice(dvRegs, dkRegs), 1, L.dkN / kMmaTileN),
+            firstKey, col0(L.dkN), keyRows, group, inGroup, dqk, shares * L.dkN,
+            a.dK, a.dKBS, a.dKHS, a.dKRS, a.scale);
         scf::YieldOp::create(nb, nl, ValueRange{x.add(stepBase, steps)});
       });
   // The dQ adds have completed (the conversion kernel reads them).

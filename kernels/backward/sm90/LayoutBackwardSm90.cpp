@@ -53,8 +53,7 @@ BackwardSm90Layout backwardLayoutSm90(const AttentionSpec &spec,
   l.dOOffset = l.qOffset + c.stages * l.qStageBytes;
   l.dSOffset = l.dOOffset + c.stages * l.dOStageBytes;
   l.rowValuesOffset = l.dSOffset + ceilDiv(c.blockN, kTmaBoxCols) * l.qBoxBytes;
-  l.dqSplitsColumns =
-      l.splitColumns || (l.warpgroups == 2 && l.boxesQK == 2);
+  l.dqSplitsColumns = l.splitColumns || (l.warpgroups == 2 && l.boxesQK == 2);
   l.dqBuffers =
       l.warpgroups == 2 && !l.dqSplitsColumns && !spec.deterministic ? 2 : 1;
   // Split columns: the second warpgroup stores whole boxes.
@@ -93,8 +92,9 @@ Status supportsBackwardSm90(const AttentionSpec &spec, Arch arch) {
   if (d > maxD)
     return Status::error(
         "the sm90 backward takes head dims up to " + std::to_string(maxD) +
-        (tma ? "" : " where rows are not 16-byte aligned (copied by every "
-                    "thread, not TMA)") +
+        (tma ? ""
+             : " where rows are not 16-byte aligned (copied by every "
+               "thread, not TMA)") +
         ", got " + std::to_string(spec.headDimQK) + "/" +
         std::to_string(spec.headDimV) + "; use the sm80 family");
   if (std::min(spec.headDimQK, spec.headDimV) > kBackwardSm90MaxHeadDim &&
