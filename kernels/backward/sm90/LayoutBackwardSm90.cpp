@@ -87,48 +87,43 @@ Status supportsBackwardSm90(const AttentionSpec &spec, Arch arch) {
                          std::string(toString(arch)));
   const int d = std::max(spec.headDimQK, spec.headDimV);
   const bool tma = rowsTmaAligned(spec);
+  // Every refusal names the head dims and the family that serves them.
+  auto refuse = [&](const std::string &limit) {
+    return Status::error("the sm90 backward takes head dims " + limit +
+                         ", got " + std::to_string(spec.headDimQK) + "/" +
+                         std::to_string(spec.headDimV) +
+                         "; use the sm80 family");
+  };
   const int maxD =
       tma ? kBackwardSm90MaxHeadDimSplit : kBackwardSm90MaxHeadDimCopied;
   if (d > maxD)
-    return Status::error(
-        "the sm90 backward takes head dims up to " + std::to_string(maxD) +
-        (tma ? ""
-             : " where rows are not 16-byte aligned (copied by every "
-               "thread, not TMA)") +
-        ", got " + std::to_string(spec.headDimQK) + "/" +
-        std::to_string(spec.headDimV) + "; use the sm80 family");
+    return refuse("up to " + std::to_string(maxD) +
+                  (tma ? ""
+                       : " where rows are not 16-byte aligned (copied by "
+                         "every thread, not TMA)"));
   if (std::min(spec.headDimQK, spec.headDimV) > kBackwardSm90MaxHeadDim &&
       d > kBackwardSm90MaxHeadDimSplitBoth)
-    return Status::error(
-        "the sm90 backward takes head dims past " +
-        std::to_string(kBackwardSm90MaxHeadDimSplitBoth) +
-        " only where the other is at most " +
-        std::to_string(kBackwardSm90MaxHeadDim) +
-        " (dK and dV of 128 columns a warpgroup leave too few registers), "
-        "got " +
-        std::to_string(spec.headDimQK) + "/" + std::to_string(spec.headDimV) +
-        "; use the sm80 family");
+    return refuse("past " + std::to_string(kBackwardSm90MaxHeadDimSplitBoth) +
+                  " only where the other is at most " +
+                  std::to_string(kBackwardSm90MaxHeadDim) +
+                  " (dK and dV of 128 columns a warpgroup leave too few "
+                  "registers)");
   const bool masked = spec.varlen || spec.mask == MaskMode::Window;
   if (d > kBackwardSm90MaxHeadDimMasked && masked)
-    return Status::error(
-        "the sm90 backward takes head dims up to " +
-        std::to_string(kBackwardSm90MaxHeadDimMasked) +
-        " with varlen or a window mask (their bounds leave dK and dV too "
-        "few registers), got " +
-        std::to_string(spec.headDimQK) + "/" + std::to_string(spec.headDimV) +
-        "; use the sm80 family");
+    return refuse("up to " + std::to_string(kBackwardSm90MaxHeadDimMasked) +
+                  " with varlen or a window mask (their bounds leave dK and "
+                  "dV too few registers)");
   if (spec.biasGrad)
     return Status::error("the sm90 backward does not write dBias (its "
                          "per-score stores spill); use the sm80 family");
   const int maxModded = masked ? kBackwardSm90MaxHeadDimScoreModsMasked
                                : kBackwardSm90MaxHeadDimScoreMods;
   if ((spec.bias != BiasMode::None || spec.softcap) && d > maxModded)
-    return Status::error(
-        "the sm90 backward takes head dims up to " + std::to_string(maxModded) +
-        " with a bias or softcap" + (masked ? " and varlen or a window" : "") +
-        " (their per-score values leave dK and dV too few registers), got " +
-        std::to_string(spec.headDimQK) + "/" + std::to_string(spec.headDimV) +
-        "; use the sm80 family");
+    return refuse("up to " + std::to_string(maxModded) +
+                  " with a bias or softcap" +
+                  (masked ? " and varlen or a window" : "") +
+                  " (their per-score values leave dK and dV too few "
+                  "registers)");
   return Status::ok();
 }
 
