@@ -122,8 +122,9 @@ struct BackwardSm90Layout {
   int qkSteps = 0, vSteps = 0; ///< k16 steps over head_dim_qk, head_dim_v
   /// The warpgroups share their keys; warpgroup w takes columns [w dkN,
   /// (w + 1) dkN) of dK and dQ and [w dvN, (w + 1) dvN) of dV: whole
-  /// boxes (an MN-major operand starts at a box), the second's past the
-  /// head dims zeros of padding boxes (`storedBoxesQK`, `storedBoxesV`).
+  /// boxes (MN-major B operands start at one: docs/MLIR-NOTES.md), the
+  /// second's past the head dims zeros of padding boxes (`storedBoxesQK`,
+  /// `storedBoxesV`).
   bool splitColumns = false;
   /// wgmma N of dK, dV: head dims rounded to 8 (split: a warpgroup's boxes)
   int dkN = 0, dvN = 0;
