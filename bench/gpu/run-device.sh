@@ -639,7 +639,7 @@ RUNS
     # The sm90 (wgmma) backward, forced (the default from d = 64): `run
     # --backward --check` smoke runs, its GPU tests, the sanitizers, then `bench
     # --backward` of both families at d = 64 and 128, and with a softcap at
-    # d = 64 and 96 (where sm80 is still the default).
+    # d = 64 and 96.
     BACKWARD_EXTRA="--family sm90" BACKWARD_RUNS="\
 --head-dim 64 --seqlen 256 --heads-q 2 --heads-kv 2;\
 --head-dim 64 --seqlen 300 --mask causal --heads-q 8 --heads-kv 2;\

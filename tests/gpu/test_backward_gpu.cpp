@@ -418,7 +418,7 @@ TEST_P(Sm90BackwardMatrix, MatchesTheFloat64Reference) {
   // share the keys (split columns): no one-warpgroup form.
   std::vector<MainKernel> kernels = {MainKernel::Sm90,
                                      MainKernel::Sm90OneStage};
-  if (std::max(c.headDim, c.headDimV) <= 128)
+  if (std::max(c.headDim, c.headDimV) <= kBackwardSm90MaxHeadDim)
     kernels.push_back(MainKernel::Sm90OneWarpgroup);
   for (MainKernel kernel : kernels) {
     Gradients16 g;

@@ -97,7 +97,7 @@ inline constexpr int kBackwardSm90MaxHeadDim = 128;
 /// each keeps d = 128's accumulators. Where both head dims pass 128 (dK
 /// and dV of 128 columns a warpgroup), to 160: ptxas 13.0 spills 4-76
 /// bytes from 176 (GQA, deterministic, causal) to 256.
-inline constexpr int kBackwardSm90MaxHeadDimSplit = 256;
+inline constexpr int kBackwardSm90MaxHeadDimSplit = kMaxHeadDim;
 inline constexpr int kBackwardSm90MaxHeadDimSplitBoth = 160;
 inline constexpr int kBackwardSm90MaxHeadDimCopied = 64;
 /// With varlen or a window mask (ptxas spills 36-56 bytes at d = 128).
