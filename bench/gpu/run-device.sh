@@ -86,6 +86,12 @@
 #                   [VARIANT_DIMS="64 128 256", MASKS]
 #   sm90-bench      the default config's TFLOP/s (`flashjit bench`) at the standard shape of
 #                   every D in DIMS, fp16 at a few D, and 1k / 16k key lengths at D=128
+#   grid            the default config's TFLOP/s at issue 19's shapes (16k tokens, 2048 / D
+#                   heads) of every D, seqlen, dtype and mask [GRID_DIMS="64 72 80 96 100
+#                   112 128 160 192 256", GRID_SEQS=4096, GRID_DTYPES=bf16, MASKS]
+#   peers-grid      bench/gpu/peers_grid.py: the peers (.device/peers_bench.py's cases) on
+#                   the same grid, FlexAttention at FLEX_DIMS only [FLEX_DIMS=100,
+#                   PEERS_TIMEOUT]; appends to peers-grid.log and peers-grid.jsonl
 #   backward-smoke  `flashjit run --backward --check` over head dims and features, each
 #                   under a 60 s timeout [BACKWARD_RUNS: ';'-separated argument lists]
 #   backward-tests  the '*Backward*' GPU tests (matrix, deterministic, autotune) [TEST_TIMEOUT]
@@ -151,7 +157,7 @@ for v in GTEST_FILTER TEST_TIMEOUT SANITIZE_RUNS SANITIZE_ARGS FEATURES_TIMEOUT 
          PROFILE_D PROFILE_MASK PROFILE_TILE PROFILE_NCU_ARGS NCU_D NCU_MASK NCU_METRICS \
          SWEEP_DIMS SWEEP_CONFIGS SWEEP_MASKS PEERS_TIMEOUT PYTHON PYTHON_TESTS_TIMEOUT \
          PYTHON_BENCH_TIMEOUT CUDA_CACHE_DISABLE BACKWARD_RUNS BACKWARD_DIMS BACKWARD_TUNE_DIMS BACKWARD_TILES \
-         VARIANT_DIMS PROFILE_ARGS; do
+         VARIANT_DIMS PROFILE_ARGS GRID_DIMS GRID_SEQS GRID_DTYPES FLEX_DIMS; do
   [[ -n ${!v+x} ]] && settings+="$v='${!v}' "
 done
 # The binaries' commit first: the lent machine's checkout may carry a .git
@@ -185,6 +191,17 @@ shape() { # D mask -> the standard shape's options
   echo "--head-dim $1 --batch 4 --heads-q $h --heads-kv $h --seqlen 4096 --dtype bf16 --mask $2"
 }
 dims() { tr ',' ' ' <<< "$1"; }
+# `flashjit bench` of the default config at issue 19's shapes: D, mask,
+# seqlen S, dtype at 16k tokens (batch 16384 / S) and 2048 / D heads; one
+# line "d=D mask=M S=S dtype | <bench's table row>" into LOG.log.
+grid_row() { # LOG D mask S dtype
+  local h=$((2048 / $2)) b=$((16384 / $4))
+  ((h < 1)) && h=1
+  ((b < 1)) && b=1
+  echo "d=$2 mask=$3 S=$4 $5 | $(timeout 60 "$bin/flashjit" bench --head-dim $2 --mask $3 \
+    --batch $b --heads-q $h --heads-kv $h --seqlen $4 --dtype $5 2>&1 | tail -1)" |
+    tee -a "$out/$1.log"
+}
 bins() { tr ' ' '\n' <<< "$BINS" | grep -v '^$'; } # label=dir lines
 # `flashjit bench --json` of one shape with one build: "label options | config, TFLOP/s".
 bench_one() { # label dir options...
@@ -547,16 +564,24 @@ RUNS
     done; done; done
     ;;
   sm90-bench)
-    row() { # D mask seqlen dtype: 16k tokens, H*D = 2048
-      local h=$((2048 / $1)) b=$((16384 / $3))
-      echo "d=$1 mask=$2 S=$3 $4 | $(timeout 60 "$bin/flashjit" bench --head-dim $1 --mask $2 \
-        --batch $b --heads-q $h --heads-kv $h --seqlen $3 --dtype $4 2>&1 | tail -1)" |
-        tee -a "$out/sm90-bench.log"
-    }
     local d m s
-    for d in $(dims "$DIMS"); do for m in $MASKS; do row $d $m 4096 bf16; done; done
-    for d in 80 128 256; do for m in $MASKS; do row $d $m 4096 fp16; done; done
-    for s in 1024 16384; do for m in $MASKS; do row 128 $m $s bf16; done; done
+    for d in $(dims "$DIMS"); do for m in $MASKS; do grid_row sm90-bench $d $m 4096 bf16; done; done
+    for d in 80 128 256; do for m in $MASKS; do grid_row sm90-bench $d $m 4096 fp16; done; done
+    for s in 1024 16384; do for m in $MASKS; do grid_row sm90-bench 128 $m $s bf16; done; done
+    ;;
+  grid)
+    local d m s t
+    for t in ${GRID_DTYPES:-bf16}; do for s in ${GRID_SEQS:-4096}; do
+      for d in ${GRID_DIMS:-64 72 80 96 100 112 128 160 192 256}; do for m in $MASKS; do
+        grid_row grid $d $m $s $t
+      done; done
+    done; done
+    ;;
+  peers-grid)
+    GRID_DIMS=${GRID_DIMS:-64 72 80 96 100 112 128 160 192 256} GRID_SEQS=${GRID_SEQS:-4096} \
+      GRID_DTYPES=${GRID_DTYPES:-bf16} PEERS_OUT="$out" PYTHONUNBUFFERED=1 \
+      timeout ${PEERS_TIMEOUT:-1200} python3 bench/gpu/peers_grid.py 2>&1 | tee -a "$out/peers-grid.log" |
+      tail -25
     ;;
   backward-smoke)
     check_runs "$out/backward-smoke.log" 60 --backward --repeats 3 ${BACKWARD_EXTRA:-} \
