@@ -33,10 +33,10 @@
 #                   [DIMS, MASKS="none causal", BINS="new=/tmp/fj/bin", ROUNDS=1,
 #                    VARIANTS: ';'-separated extra option sets, each benched too
 #                    (e.g. "--quick" or "--block-m 128 --block-n 64 --warps 4 --stages 2")]
-#   cold            cold compile: flashjit-bench-gpu --dims 64 --seqlens 128
+#   cold            cold compile: flashjit-bench-gpu --dims COLD_DIMS --seqlens 128
 #                   --cache-latency in an empty cache directory, the driver's cache off,
 #                   interleaved over BINS and BENCH_BINARIES, ROUNDS times
-#                   [ROUNDS=3, BENCH_BINARIES=flashjit-bench-gpu, DRIVER_CACHE=0
+#                   [COLD_DIMS=64, ROUNDS=3, BENCH_BINARIES=flashjit-bench-gpu, DRIVER_CACHE=0
 #                    (1: also with the driver's JIT cache on)]
 #   first-compile   `flashjit run` in a new process per (D, mask) on an empty cache: the
 #                   first compile of a process [FIRST_DIMS="64 128 160 192 256",
@@ -157,7 +157,7 @@ for v in GTEST_FILTER TEST_TIMEOUT SANITIZE_RUNS SANITIZE_ARGS FEATURES_TIMEOUT 
          PROFILE_D PROFILE_MASK PROFILE_TILE PROFILE_NCU_ARGS NCU_D NCU_MASK NCU_METRICS \
          SWEEP_DIMS SWEEP_CONFIGS SWEEP_MASKS PEERS_TIMEOUT PYTHON PYTHON_TESTS_TIMEOUT \
          PYTHON_BENCH_TIMEOUT CUDA_CACHE_DISABLE BACKWARD_RUNS BACKWARD_DIMS BACKWARD_TUNE_DIMS BACKWARD_TILES \
-         VARIANT_DIMS PROFILE_ARGS GRID_DIMS GRID_SEQS GRID_DTYPES FLEX_DIMS; do
+         VARIANT_DIMS PROFILE_ARGS GRID_DIMS GRID_SEQS GRID_DTYPES FLEX_DIMS COLD_DIMS; do
   [[ -n ${!v+x} ]] && settings+="$v='${!v}' "
 done
 # The binaries' commit first: the lent machine's checkout may carry a .git
@@ -319,7 +319,7 @@ run_mode() {
             echo "== cold compile, $label $b, round $r, CUDA_CACHE_DISABLE=$driverCache" | tee -a "$out/cold.log"
             rm -rf /tmp/fj/cold
             CUDA_CACHE_DISABLE=$driverCache FLASHJIT_CACHE_DIR=/tmp/fj/cold timeout 200 "$dir/$b" \
-              --dims 64 --seqlens 128 --cache-latency > "$out/cold-$label-$b-$r.log" 2>&1
+              --dims ${COLD_DIMS:-64} --seqlens 128 --cache-latency > "$out/cold-$label-$b-$r.log" 2>&1
             grep -E "^first|^\| [0-9]+ \||error" "$out/cold-$label-$b-$r.log" | tee -a "$out/cold.log"
           done
         done

@@ -60,8 +60,10 @@ void SpecOptions::addTo(CLI::App &cmd, bool forCompile) {
                  "default: on when heads_q > heads_kv)");
   cmd.add_flag("--quick", quick,
                "The quick-to-compile form of the kernel (the runtime's first "
-               "tier on a cold compile): 16-key slices in run-time loops, "
-               "results bitwise those of the full kernel");
+               "tier on a cold compile), results bitwise those of the full "
+               "kernel: sm80, 16-key slices in run-time loops; sm90, the "
+               "same PTX assembled by ptxas --Ofast-compile=max (12.8 or "
+               "newer)");
   cmd.add_option("--family", family,
                  "Kernel family: " + familyChoices() +
                      " (default: sm90 on sm_90a where TMA can address the "

@@ -24,11 +24,14 @@ Status driverStatus();
 Expected<int> driverVersion();
 /// 12080 -> "12.8".
 std::string formatCudaVersion(int version);
-/// What turns PTX into cubins under a driver of `driverVersion`: "nvJitLink
-/// 13.0" (the toolkit's compiler, preferred), or "driver JIT (why not
-/// nvJitLink)". $FLASHJIT_ASSEMBLER=driver and $FLASHJIT_NVJITLINK=<path>
-/// choose; see runtime/lib/Assembler.h.
+/// What turns PTX into cubins under a driver of `driverVersion`: "ptxas
+/// 13.0" (the toolkit's compiler, preferred), "nvJitLink 13.0", or "driver
+/// JIT (why not the others)". $FLASHJIT_ASSEMBLER and $FLASHJIT_PTXAS /
+/// $FLASHJIT_NVJITLINK choose; see runtime/lib/Assembler.h.
 std::string assemblerDescription(int driverVersion);
+/// Whether that assembler assembles fast (ptxas 12.8 or newer): the sm90
+/// family's quick forms, a cold miss's first tier, need it.
+bool assemblesFast(int driverVersion);
 
 /// What flashjit needs to know about one GPU.
 struct DeviceInfo {
