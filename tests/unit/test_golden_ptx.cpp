@@ -166,11 +166,18 @@ std::vector<GoldenCase> cases() {
        sm90a, "e84d9923024faf73"},
       {"d80_split_window_softcap_alibi_decode_sm80", splitDecode,
        decodeOf(splitDecode, sm80, 4), sm80, "1df635ae7ac021d4"},
-      // The sm90 family: its defaults (two consumers; pingpong; overlap past
-      // d = 112 with 160-, 96- and 80-key tiles), features, and both
-      // variants.
-      {"d64_bf16_none_f90", spec(64, 64, bf16, none), sm90Of(spec(64, 64, bf16, none)),
+      // The sm90 family: its defaults (three consumers to d = 64; two past
+      // it, pingpong; overlap from d = 80 with 160-, 96- and 80-key tiles),
+      // features, and both variants.
+      {"d64_bf16_none_f90", spec(64, 64, bf16, none),
+       [] {
+         TileConfig c{128, 128, 8, 2};
+         c.family = Family::Sm90;
+         return c;
+       }(),
        sm90a, "8dca5fcb90048da3"},
+      {"d64_bf16_none_default_f90", spec(64, 64, bf16, none),
+       sm90Of(spec(64, 64, bf16, none)), sm90a, "78234377ca221432"},
       {"d128_bf16_causal_f90", d128c, sm90Of(d128c), sm90a, "2081ea89f7398fdb"},
       {"d192_bf16_causal_f90", spec(192, 192, bf16, causal),
        sm90Of(spec(192, 192, bf16, causal)), sm90a, "0359964fff653969"},
@@ -239,7 +246,15 @@ std::vector<GoldenCase> cases() {
       // Rows TMA cannot address (heads 200 bytes apart): the producer
       // warpgroup's cp.async copies.
       {"d100_copies_causal_f90", spec(100, 100, bf16, causal, 4),
-       sm90Of(spec(100, 100, bf16, causal, 4)), sm90a, "15ca5ea83ac7626e"},
+       [] {
+         TileConfig c{128, 128, 8, 2};
+         c.family = Family::Sm90;
+         c.pingpong = true;
+         return c;
+       }(),
+       sm90a, "15ca5ea83ac7626e"},
+      {"d100_copies_overlap_f90", spec(100, 100, bf16, causal, 4),
+       sm90Of(spec(100, 100, bf16, causal, 4)), sm90a, "76afadd49be8afb3"},
   };
 }
 

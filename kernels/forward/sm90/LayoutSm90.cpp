@@ -79,7 +79,7 @@ Status supportsSm90(const AttentionSpec &spec, Arch arch) {
   return Status::ok();
 }
 
-TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
+TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch arch) {
   const int d = std::max(spec.headDimQK, spec.headDimV);
   TileConfig c;
   c.family = Family::Sm90;
@@ -92,12 +92,14 @@ TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
   // (1.06-1.12x 64); past that 80-key tiles without pingpong (1.36x one
   // consumer warpgroup at d=256).
   // Overlap (the next tile's Q K^T issued before this tile's softmax) pays
-  // from d=96 once ptxas no longer serialises it: 1.09-1.14x at d = 128,
+  // from d=80 once ptxas no longer serialises it: 1.09-1.14x at d = 128,
   // 192 and 256, where 160-key tiles edge out 176 at d=128; neutral at
-  // d=64 (bench/results/2026-12-05-h100-sm90-overlap.md); 1.10-1.17x at
-  // d = 96, 112 and 160 (2026-12-05-h100-sm90-copies-split-ws.md).
-  // Measured on plain TMA kernels only: score modifiers, per-row bounds and
-  // copies (232 consumer registers) keep it off.
+  // d=64 with two consumers (bench/results/2026-12-05-h100-sm90-overlap.md);
+  // 1.10-1.17x at d = 96, 112 and 160
+  // (2026-12-05-h100-sm90-copies-split-ws.md); with three consumers at d=64.
+  // Measured on plain kernels only: score modifiers and per-row bounds keep
+  // it off, and so do the copies where their 232 consumer registers do not
+  // hold it.
   // Per-score work (bias, softcap) and per-row bounds (windows, varlen, key
   // lengths) keep more values live beside the scores: past d=128, 64-key
   // tiles leave them room (ptxas spills ALiBi + causal at d=192 and 256
@@ -118,9 +120,17 @@ TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
   }
   if (extraLiveValues)
     c.blockN = d > 128 ? 64 : std::min(c.blockN, 128);
-  else if (d >= 96 && rowsTmaAligned(spec)) {
+  else if (rowsTmaAligned(spec) && d <= 64) {
+    // FlashAttention-3's small-head tile: three consumer warpgroups (192
+    // rows), overlap over 112 keys: 1.18x / 1.11x at d = 64
+    // (2026-12-05-h100-sm90-grid-quick-form.md).
+    c.blockM = 3 * kWgmmaRows, c.warps = 12, c.blockN = 112;
     c.overlap = true;
-    if (d <= 128)
+  } else if (d >= 80) {
+    // Overlap from d = 80 (1.07x / 1.06x there with 160 keys; neutral at
+    // d = 72, ibid.); the copies keep 128 keys (1.09x / 1.08x at d = 100).
+    c.overlap = true;
+    if (d <= 128 && rowsTmaAligned(spec))
       c.blockN = 160;
   }
   // ALiBi's per-score distances at d > 192: fp16 spills 8 bytes with 48- and
@@ -131,6 +141,8 @@ TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch) {
   // ALiBi past d = 112, 128-key tiles spill 8-24 bytes (ptxas 13.0).
   if (spec.bias == BiasMode::Alibi && !rowsTmaAligned(spec) && d > 112)
     c.blockN = std::min(c.blockN, 112);
+  if (c.overlap && exceededLimitSm90(c, spec, arch))
+    c.overlap = false;
   return c;
 }
 
