@@ -181,9 +181,7 @@ Status SpecOptions::resolveTile(const AttentionSpec &spec, Arch a,
                            ", got '" + *family + "'");
     config = defaultTileConfig(spec, a, *f);
   } else {
-    // The quick form is the sm80 family's.
-    config = quick ? defaultTileConfig(spec, a, Family::Sm80)
-                   : defaultTileConfig(spec, a);
+    config = defaultTileConfig(spec, a);
   }
   if (scalar) {
     if (*scalar != "on" && *scalar != "off")

@@ -126,9 +126,10 @@ TileConfig defaultTileConfigSm90(const AttentionSpec &spec, Arch arch) {
     // (2026-12-05-h100-sm90-grid-quick-form.md).
     c.blockM = 3 * kWgmmaRows, c.warps = 12, c.blockN = 112;
     c.overlap = true;
-  } else if (d >= 80) {
+  } else if (d >= 80 && (rowsTmaAligned(spec) || d <= 128)) {
     // Overlap from d = 80 (1.07x / 1.06x there with 160 keys; neutral at
-    // d = 72, ibid.); the copies keep 128 keys (1.09x / 1.08x at d = 100).
+    // d = 72, ibid.); the copies keep 128 keys (1.09x / 1.08x at d = 100)
+    // and no overlap past d = 128 (ptxas 13.0 spills 8 bytes at d = 250).
     c.overlap = true;
     if (d <= 128 && rowsTmaAligned(spec))
       c.blockN = 160;
