@@ -128,8 +128,7 @@ void latencyRow(const char *self, int d, bool causal) {
   auto coldPlan = check(rt->planForward(p), "cold plan");
   auto t1 = std::chrono::steady_clock::now();
   double coldMs = std::chrono::duration<double, std::milli>(t1 - t0).count();
-  // Without a quick form (the sm90 family where the assembler cannot
-  // assemble fast) a cold miss compiles the full kernel at once.
+  // A family without a quick form (sm90) compiles the full kernel at once.
   const bool quickFirst = coldPlan.kernel->source == LoadedKernel::Source::Quick;
   if (quickFirst ? rt->cacheStats().quickCompiles != 1
                  : coldPlan.kernel->source != LoadedKernel::Source::Compiled)

@@ -43,8 +43,6 @@ struct NvJitLinkApi {
 namespace {
 using Handle = NvJitLinkHandle;
 constexpr int kInputPtx = 2; // NVJITLINK_INPUT_PTX (CUBIN is 1)
-/// The first ptxas that takes --Ofast-compile (CUDA 12.8).
-constexpr int kFastCompilePtxas = 12080;
 using NvJitLink = NvJitLinkApi;
 
 /// Resolves every entry point of `lib`, or says which is missing.
@@ -142,7 +140,7 @@ int ptxasVersion(const std::string &path) {
 Expected<std::string> assembleWithPtxas(const std::string &ptxas,
                                         const std::string &ptx,
                                         const std::string &name, Arch arch,
-                                        AssembleOptions options) {
+                                        int optLevel) {
   ScratchDir dir;
   if (dir.path.empty())
     return Status::error("ptxas for " + name +
@@ -154,16 +152,10 @@ Expected<std::string> assembleWithPtxas(const std::string &ptxas,
       return Status::error("ptxas for " + name + ": cannot write " +
                            dir.file("kernel.ptx"));
   }
-  // ptxas refuses -O1..3 beside --Ofast-compile.
-  const std::vector<std::string> command = {
-      ptxas,
-      "-arch=" + std::string(toString(arch)),
-      options.fastCompile ? "--Ofast-compile=max"
-                          : "-O" + std::to_string(options.optLevel),
-      dir.file("kernel.ptx"),
-      "-o",
-      dir.file("kernel.cubin")};
-  const int rc = runTool(command, dir.file("log.txt"));
+  const int rc = runTool({ptxas, "-arch=" + std::string(toString(arch)),
+                          "-O" + std::to_string(optLevel),
+                          dir.file("kernel.ptx"), "-o", dir.file("kernel.cubin")},
+                         dir.file("log.txt"));
   if (rc != 0)
     return Status::error(ptxas + " for " + name + " failed (" +
                          (rc < 0 ? std::string("did not run")
@@ -215,8 +207,7 @@ std::optional<Assembler> findPtxas(int driverVersion, std::string &tried) {
     else if (version > driverVersion)
       note(c.path + " (" + name + ", newer than the driver)");
     else
-      return Assembler{name, "", true, c.path, version >= kFastCompilePtxas,
-                       nullptr};
+      return Assembler{name, "", true, c.path, nullptr};
   }
   if (pathMissed)
     note("ptxas on PATH (not found)");
@@ -258,7 +249,7 @@ std::optional<Assembler> findNvJitLink(int driverVersion, std::string &tried) {
       continue;
     }
     // The library stays loaded for the process.
-    return Assembler{name, "", true, "", false,
+    return Assembler{name, "", true, "",
                      std::make_shared<const NvJitLinkApi>(n)};
   }
   return std::nullopt;
@@ -333,45 +324,28 @@ Expected<std::string> assembleWithNvJitLink(const NvJitLink &n,
 }
 } // namespace
 
-namespace {
-Status fastCompileRefused(const Assembler &a, const std::string &name) {
-  return Status::error("fast assembly of " + name +
-                       " needs ptxas 12.8 or newer; the assembler is " +
-                       a.name);
-}
-} // namespace
-
 Expected<std::string> assembleWithToolkit(const Assembler &a,
                                           const std::string &ptx,
                                           const std::string &name, Arch arch,
-                                          AssembleOptions options) {
-  if (options.fastCompile && !a.fastCompile)
-    return fastCompileRefused(a, name);
+                                          int optLevel) {
   if (!a.ptxas.empty())
-    return assembleWithPtxas(a.ptxas, ptx, name, arch, options);
+    return assembleWithPtxas(a.ptxas, ptx, name, arch, optLevel);
   if (!a.toolkit || !a.nvJitLink)
     return Status::error("no ptxas or nvJitLink to assemble " + name + ": " +
                          a.why);
-  return assembleWithNvJitLink(*a.nvJitLink, ptx, name, arch,
-                               options.optLevel);
+  return assembleWithNvJitLink(*a.nvJitLink, ptx, name, arch, optLevel);
 }
 
 Expected<std::string> assemble(const Api &cu, int driverVersion,
                                const std::string &ptx, const std::string &name,
-                               Arch arch, AssembleOptions options) {
+                               Arch arch, int optLevel) {
   const Assembler &a = assembler(driverVersion);
   if (a.toolkit)
-    return assembleWithToolkit(a, ptx, name, arch, options);
-  if (options.fastCompile)
-    return fastCompileRefused(a, name);
-  return linkPtx(cu, ptx, name, options.optLevel);
+    return assembleWithToolkit(a, ptx, name, arch, optLevel);
+  return linkPtx(cu, ptx, name, optLevel);
 }
 
 } // namespace flashjit::driver
-
-bool flashjit::assemblesFast(int driverVersion) {
-  return driver::chooseAssembler(driverVersion).fastCompile;
-}
 
 std::string flashjit::assemblerDescription(int driverVersion) {
   const driver::Assembler a = driver::chooseAssembler(driverVersion);

@@ -37,9 +37,6 @@ struct Assembler {
   bool toolkit = false; ///< ptxas or nvJitLink
   /// The ptxas binary's path; empty for nvJitLink and the driver's JIT.
   std::string ptxas;
-  /// Whether it takes `--Ofast-compile=max` (LaunchFacts::fastCompile):
-  /// the ptxas binary from 12.8.
-  bool fastCompile = false;
   /// nvJitLink's entry points when `toolkit` and not ptxas; the library
   /// stays loaded.
   std::shared_ptr<const NvJitLinkApi> nvJitLink;
@@ -61,26 +58,19 @@ Assembler chooseAssembler(int driverVersion);
 /// is not used: the driver could not load its cubins.
 const Assembler &assembler(int driverVersion);
 
-/// How to assemble: ptxas's -O level (0-3) and whether fast
-/// (LaunchFacts::fastCompile, refused by an assembler without it).
-struct AssembleOptions {
-  int optLevel = 3;
-  bool fastCompile = false;
-};
-
 /// Assembles `ptx` with the toolkit's ptxas or nvJitLink (`a.toolkit` must
 /// hold).
 Expected<std::string> assembleWithToolkit(const Assembler &a,
                                           const std::string &ptx,
                                           const std::string &name, Arch arch,
-                                          AssembleOptions options);
+                                          int optLevel);
 
-/// Assembles `ptx` for `arch` with the process's assembler. The driver's
-/// JIT needs the target context current. On failure the message holds the
-/// compiler's error log.
+/// Assembles `ptx` for `arch` at ptxas level `optLevel` (0-3) with the
+/// process's assembler. The driver's JIT needs the target context current.
+/// On failure the message holds the compiler's error log.
 Expected<std::string> assemble(const Api &cu, int driverVersion,
                                const std::string &ptx, const std::string &name,
-                               Arch arch, AssembleOptions options);
+                               Arch arch, int optLevel);
 
 } // namespace flashjit::driver
 

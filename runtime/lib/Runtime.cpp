@@ -565,8 +565,7 @@ Expected<CacheEntry> Runtime::Impl::compileEntry(const AttentionSpec &spec,
   const auto t1 = Clock::now();
   auto cubin = driver::assemble(*cu, driverVersion, artifact->ptx,
                                 artifact->kernelName, arch,
-                                {artifact->launch.ptxasOptLevel,
-                                 artifact->launch.fastCompile});
+                                artifact->launch.ptxasOptLevel);
   jitUs += micros(t1);
   if (!cubin)
     return cubin.status();
@@ -669,13 +668,8 @@ Expected<ModuleCache::Kernel> Runtime::kernelFor(const AttentionSpec &spec,
     Impl &rt = *impl_;
     driver::ScopedContext scope(*rt.cu, rt.context);
     const KernelFamily *family = findFamily(config.family);
-    TileConfig quick = config;
-    quick.quick = true;
-    // A quick form assembled fast needs an assembler that can.
     if (!allowQuick || !rt.quickFirst || config.quick || !family ||
-        !family->hasQuickForm() ||
-        (family->launchFacts(spec, quick).fastCompile &&
-         !driver::assembler(rt.driverVersion).fastCompile))
+        !family->hasQuickForm())
       return rt.cachedOrCompiled(spec, config);
     // A valid disk entry is a disk hit, not a cold miss (an invalid one is
     // rebuilt, with its warning, by the full compile below).
@@ -693,6 +687,8 @@ Expected<ModuleCache::Kernel> Runtime::kernelFor(const AttentionSpec &spec,
     // The full kernel compiles on another thread meanwhile, and replaces
     // the quick form once loaded.
     rt.upgradeLater(key, spec, config);
+    TileConfig quick = config;
+    quick.quick = true;
     Expected<ModuleCache::Kernel> kernel =
         [&]() -> Expected<ModuleCache::Kernel> {
       auto entry = rt.compileEntry(spec, quick);

@@ -12,8 +12,7 @@
 // tensor. Before every launch each output allocation is poisoned whole;
 // after it the outputs are fetched, and every byte the kernel does not own
 // (the guards, gaps between strided rows, varlen slack rows) must still be
-// poison. Every kernel launched must use no local memory (spills), save
-// the sm90 quick forms (launchChecked).
+// poison. Every kernel launched must use no local memory (spills).
 //
 // Kernels are cached in $FLASHJIT_TEST_CACHE_DIR when set (reused across
 // runs), else in a fresh temporary directory removed at exit.
@@ -319,16 +318,9 @@ inline Status fetchOutputs(ForwardRun &run) {
 }
 
 /// Launches `plan` after checking that its kernel uses no local memory
-/// (CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES: spills or a stack frame), save the
-/// sm90 family's quick forms: the full kernel's PTX assembled with
-/// --Ofast-compile=max, which ignores setmaxnreg and spills by design (the
-/// tests compare their results with the full kernel's bit for bit).
+/// (CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES: spills or a stack frame).
 inline Status launchChecked(Runtime &rt, const ForwardPlan &plan) {
-  const bool fastAssembled =
-      plan.config.family == Family::Sm90 &&
-      (plan.config.quick ||
-       plan.kernel->source == LoadedKernel::Source::Quick);
-  if (plan.kernel->localBytes != 0 && !fastAssembled)
+  if (plan.kernel->localBytes != 0)
     return Status::error(plan.kernel->name + " uses " +
                          std::to_string(plan.kernel->localBytes) +
                          " bytes of local memory per thread (spills)");

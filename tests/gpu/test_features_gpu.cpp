@@ -319,19 +319,6 @@ void expectQuickFormBitwiseEqual(ForwardProblem p, TileConfig tile,
   EXPECT_EQ(r.out.unwritten, 0) << what;
 }
 
-/// The defaults whose quick forms a problem runs: the runtime's (the sm90
-/// family's on sm_90a where it serves: its PTX assembled fast, where the
-/// assembler can) and the sm80 family's (run-time loops).
-std::vector<TileConfig> quickFormTiles(const AttentionSpec &spec) {
-  std::vector<TileConfig> tiles = {
-      defaultTileConfig(spec, runtime().arch(), Family::Sm80)};
-  const TileConfig preferred = defaultTileConfig(spec, runtime().arch());
-  if (preferred.family != Family::Sm80 &&
-      assemblesFast(runtime().driverVersion()))
-    tiles.push_back(preferred);
-  return tiles;
-}
-
 class QuickForm : public ::testing::TestWithParam<FeatureCase> {};
 
 TEST_P(QuickForm, BitwiseEqualsTheFullKernel) {
@@ -339,13 +326,14 @@ TEST_P(QuickForm, BitwiseEqualsTheFullKernel) {
   const FeatureCase &c = GetParam();
   bool withLse = true;
   ForwardProblem p = problemFor(c, withLse);
-  for (TileConfig tile : quickFormTiles(specFor(p))) {
-    if (c.mode == Mode::MqaUnpacked)
-      tile.packGqa = false;
-    expectQuickFormBitwiseEqual(
-        p, tile, withLse, std::hash<std::string>()(c.name()) ^ 0x9e37,
-        prepareFor(c), c.name() + " " + std::string(toString(tile.family)));
-  }
+  // The quick form is the sm80 family's (the sm90 family has none).
+  TileConfig tile =
+      defaultTileConfig(specFor(p), runtime().arch(), Family::Sm80);
+  if (c.mode == Mode::MqaUnpacked)
+    tile.packGqa = false;
+  expectQuickFormBitwiseEqual(p, tile, withLse,
+                              std::hash<std::string>()(c.name()) ^ 0x9e37,
+                              prepareFor(c), c.name());
 }
 
 INSTANTIATE_TEST_SUITE_P(Matrix, QuickForm, ::testing::ValuesIn(featureMatrix()),
@@ -365,10 +353,10 @@ TEST(QuickFormLong, BitwiseEqualsTheFullKernelAtLongSequences) {
         std::ostringstream what;
         what << "d" << d << "_" << toString(mask) << "_" << toString(dtype)
              << "_" << sq << "x" << sk;
-        for (const TileConfig &tile : quickFormTiles(specFor(p)))
-          expectQuickFormBitwiseEqual(
-              p, tile, true, std::hash<std::string>()(what.str()), nullptr,
-              what.str() + " " + std::string(toString(tile.family)));
+        expectQuickFormBitwiseEqual(
+            p, defaultTileConfig(specFor(p), runtime().arch(), Family::Sm80),
+            true,
+            std::hash<std::string>()(what.str()), nullptr, what.str());
       }
 }
 

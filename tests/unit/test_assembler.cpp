@@ -60,8 +60,8 @@ Expected<std::string> assembleGoodThenBad(const driver::Assembler &a) {
   auto artifact = compile(spec, defaultTileConfig(spec, Arch::Sm90a), Arch::Sm90a);
   EXPECT_TRUE(artifact) << artifact.message();
   if (artifact) {
-    auto cubin = driver::assembleWithToolkit(
-        a, artifact->ptx, artifact->kernelName, Arch::Sm90a, {});
+    auto cubin = driver::assembleWithToolkit(a, artifact->ptx,
+                                             artifact->kernelName, Arch::Sm90a, 3);
     EXPECT_TRUE(cubin) << cubin.message();
     if (cubin) {
       EXPECT_EQ(cubin->substr(0, 4), std::string("\x7f" "ELF"));
@@ -71,7 +71,7 @@ Expected<std::string> assembleGoodThenBad(const driver::Assembler &a) {
   }
   return driver::assembleWithToolkit(
       a, ".version 8.0\n.target sm_90a\n.address_size 64\nnot_an_op;\n", "bad",
-      Arch::Sm90a, {});
+      Arch::Sm90a, 3);
 }
 } // namespace
 
@@ -81,7 +81,6 @@ TEST(Assembler, NvJitLinkAssemblesAnSm90KernelIntoACubin) {
   if (!a.toolkit)
     GTEST_SKIP() << a.why;
   EXPECT_EQ(a.name.rfind("nvJitLink ", 0), 0u) << a.name;
-  EXPECT_FALSE(a.fastCompile) << "only the ptxas binary assembles fast";
   // PTX that does not assemble is an error carrying the compiler's log.
   auto bad = assembleGoodThenBad(a);
   ASSERT_FALSE(bad);
@@ -137,33 +136,6 @@ TEST(Assembler, PtxasAssemblesAnSm90KernelIntoACubin) {
   EXPECT_NE(bad.message().find("not_an_op"), std::string::npos) << bad.message();
 }
 
-// The sm90 quick form is the full kernel's PTX under another name, assembled
-// with --Ofast-compile=max: a cubin, and different code from -O3's.
-TEST(Assembler, PtxasAssemblesTheSm90QuickFormFast) {
-  ScopedEnv only("FLASHJIT_ASSEMBLER", "ptxas");
-  const driver::Assembler a = driver::chooseAssembler(kFutureDriver);
-  if (!a.fastCompile)
-    GTEST_SKIP() << "no ptxas 12.8 or newer: " << a.name << " " << a.why;
-  const AttentionSpec spec = d128Causal();
-  TileConfig config = defaultTileConfig(spec, Arch::Sm90a);
-  auto full = compile(spec, config, Arch::Sm90a);
-  config.quick = true;
-  auto quick = compile(spec, config, Arch::Sm90a);
-  ASSERT_TRUE(full) << full.message();
-  ASSERT_TRUE(quick) << quick.message();
-  EXPECT_FALSE(full->launch.fastCompile);
-  EXPECT_TRUE(quick->launch.fastCompile);
-  auto fullCubin = driver::assembleWithToolkit(a, full->ptx, full->kernelName,
-                                               Arch::Sm90a, {});
-  auto quickCubin = driver::assembleWithToolkit(
-      a, quick->ptx, quick->kernelName, Arch::Sm90a,
-      {quick->launch.ptxasOptLevel, quick->launch.fastCompile});
-  ASSERT_TRUE(fullCubin) << fullCubin.message();
-  ASSERT_TRUE(quickCubin) << quickCubin.message();
-  EXPECT_NE(quickCubin->find(quick->kernelName), std::string::npos);
-  EXPECT_NE(*quickCubin, *fullCubin);
-}
-
 TEST(Assembler, AMissingPtxasIsNamedAndTheJitServes) {
   ScopedEnv only("FLASHJIT_ASSEMBLER", "ptxas");
   ScopedEnv path("FLASHJIT_PTXAS", "/nonexistent/ptxas");
@@ -200,15 +172,6 @@ TEST(Assembler, ABundledPtxasServesLast) {
   const driver::Assembler a = driver::chooseAssembler(11080);
   EXPECT_EQ(a.ptxas, fake) << a.why;
   EXPECT_EQ(a.name, "ptxas 11.0");
-  // It predates --Ofast-compile: fast assembly is refused, naming why.
-  EXPECT_FALSE(a.fastCompile);
-  auto fast = driver::assembleWithToolkit(a, ".version 8.0\n", "k", Arch::Sm90a,
-                                          {3, /*fastCompile=*/true});
-  ASSERT_FALSE(fast);
-  EXPECT_NE(fast.message().find("needs ptxas 12.8 or newer; the assembler is "
-                                "ptxas 11.0"),
-            std::string::npos)
-      << fast.message();
   // Older than the bundled one: the driver's JIT, each refusal named.
   const driver::Assembler none = driver::chooseAssembler(10020);
   EXPECT_TRUE(none.ptxas.empty());

@@ -824,36 +824,6 @@ TEST(Compile, QuickFormTakesTheLowerPtxasLevel) {
   EXPECT_LT(kQuickPtxasOptLevel, kPtxasOptLevel);
 }
 
-// The sm90 quick form is the full kernel's PTX under its own name,
-// assembled fast (ptxas --Ofast-compile=max), at every head dim's default.
-TEST(Compile, Sm90QuickFormIsTheFullKernelsPtxAssembledFast) {
-  for (int d : {36, 64, 100, 128, 256}) {
-    AttentionSpec spec = specWithHeadDim(d);
-    spec.mask = MaskMode::Causal;
-    TileConfig config = defaultTileConfig(spec, Arch::Sm90a);
-    ASSERT_EQ(config.family, Family::Sm90) << d;
-    auto full = compile(spec, config, Arch::Sm90a);
-    config.quick = true;
-    auto quick = compile(spec, config, Arch::Sm90a);
-    ASSERT_TRUE(full) << d << full.message();
-    ASSERT_TRUE(quick) << d << quick.message();
-    EXPECT_FALSE(full->launch.fastCompile);
-    EXPECT_TRUE(quick->launch.fastCompile);
-    EXPECT_EQ(quick->launch.ptxasOptLevel, full->launch.ptxasOptLevel);
-    ASSERT_NE(quick->kernelName, full->kernelName);
-    std::string renamed = quick->ptx;
-    for (size_t at; (at = renamed.find(quick->kernelName)) != std::string::npos;)
-      renamed.replace(at, quick->kernelName.size(), full->kernelName);
-    EXPECT_EQ(renamed, full->ptx) << d;
-  }
-  // The backward has no quick form.
-  AttentionSpec backward = specWithHeadDim(64);
-  backward.direction = Direction::Backward;
-  TileConfig config = defaultTileConfig(backward, Arch::Sm90a, Family::Sm90);
-  config.quick = true;
-  EXPECT_FALSE(compile(backward, config, Arch::Sm90a));
-}
-
 // The swizzle's two promises, on a model of shared memory (32 banks of 4
 // bytes, 16-byte chunks): the 8 rows one ldmatrix matrix reads, at the same
 // logical chunk, sit in 8 different bank groups; and the 8 consecutive

@@ -60,10 +60,8 @@ void SpecOptions::addTo(CLI::App &cmd, bool forCompile) {
                  "default: on when heads_q > heads_kv)");
   cmd.add_flag("--quick", quick,
                "The quick-to-compile form of the kernel (the runtime's first "
-               "tier on a cold compile), results bitwise those of the full "
-               "kernel: sm80, 16-key slices in run-time loops; sm90, the "
-               "same PTX assembled by ptxas --Ofast-compile=max (12.8 or "
-               "newer)");
+               "tier on a cold compile): 16-key slices in run-time loops, "
+               "results bitwise those of the full kernel");
   cmd.add_option("--family", family,
                  "Kernel family: " + familyChoices() +
                      " (default: sm90 on sm_90a where TMA can address the "
@@ -181,7 +179,9 @@ Status SpecOptions::resolveTile(const AttentionSpec &spec, Arch a,
                            ", got '" + *family + "'");
     config = defaultTileConfig(spec, a, *f);
   } else {
-    config = defaultTileConfig(spec, a);
+    // The quick form is the sm80 family's.
+    config = quick ? defaultTileConfig(spec, a, Family::Sm80)
+                   : defaultTileConfig(spec, a);
   }
   if (scalar) {
     if (*scalar != "on" && *scalar != "off")

@@ -45,7 +45,6 @@ public:
       return backwardLaunchFactsSm90(spec, config);
     return launchFactsSm90(spec, config);
   }
-  bool hasQuickForm() const override { return true; }
   bool buildsBackward() const override { return true; }
   Status build(mlir::OpBuilder &builder, mlir::Operation *gpuModule,
                std::string_view name, const AttentionSpec &spec,

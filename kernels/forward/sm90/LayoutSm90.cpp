@@ -176,6 +176,8 @@ Status validateSm90(const TileConfig &c, const AttentionSpec &spec, Arch arch) {
                  std::to_string(c.blockN));
   if (c.stages < 1 || c.stages > 4)
     return error("stages must be in [1, 4], got " + std::to_string(c.stages));
+  if (c.quick)
+    return error("the sm90 family has no quick form (quick is an sm80 knob)");
   // A packed group's Q rows are one TMA box of (query, head) pairs per
   // consumer warpgroup: the group must divide its 64 rows.
   if (c.packGqa && (spec.gqaGroup < 2 || kWgmmaRows % spec.gqaGroup != 0))
@@ -221,9 +223,6 @@ LaunchFacts launchFactsSm90(const AttentionSpec &spec, const TileConfig &c) {
   f.sharedMemBytes = l.sharedMemBytes;
   f.blockM = c.blockM;
   f.ptxasOptLevel = 3;
-  // The quick form is this kernel's PTX, assembled fast: the generator
-  // ignores `quick`.
-  f.fastCompile = c.quick;
   if (l.tma) {
     f.tmaQ = {kWgmmaRows, kTmaBoxCols, c.packGqa ? spec.gqaGroup : 1};
     f.tmaK = {c.blockN, kTmaBoxCols};

@@ -52,12 +52,6 @@ struct LaunchFacts {
   int blockM = 0;         ///< tile rows per CTA (grid.x = ceil(rows / blockM))
   /// `ptxas -O<n>`, the driver JIT's CU_JIT_OPTIMIZATION_LEVEL.
   int ptxasOptLevel = 3;
-  /// `ptxas --Ofast-compile=max` (the sm90 quick form): the same PTX
-  /// assembled in about a tenth of the time into slower code (setmaxnreg
-  /// ignored, wgmma serialised). Its results are the optimised kernel's bit
-  /// for bit: every float operation of the PTX names its rounding, so ptxas
-  /// has nothing to contract or reorder. Only the ptxas binary assembles it.
-  bool fastCompile = false;
   /// Tensor maps of Q, K, V and (backward) dO, passed after the kernel's
   /// other arguments in this order (those with rows > 0).
   TmaBox tmaQ, tmaK, tmaV, tmaDO;
@@ -86,9 +80,9 @@ public:
                                                  Arch arch) const = 0;
   virtual LaunchFacts launchFacts(const AttentionSpec &spec,
                                   const TileConfig &config) const = 0;
-  /// Whether its forward configs have a quick form (TileConfig::quick): a
+  /// Whether its configs have a quick form (TileConfig::quick): a
   /// bitwise-identical kernel that compiles sooner, the runtime's first
-  /// tier on a cold miss (sm80: run-time loops; sm90: fastCompile).
+  /// tier on a cold miss.
   virtual bool hasQuickForm() const { return false; }
   /// Whether it builds backward specs (AttentionSpec::direction): their
   /// kernels, defaults, checks and launch facts (of the main kernel).

@@ -29,9 +29,6 @@ std::string formatCudaVersion(int version);
 /// JIT (why not the others)". $FLASHJIT_ASSEMBLER and $FLASHJIT_PTXAS /
 /// $FLASHJIT_NVJITLINK choose; see runtime/lib/Assembler.h.
 std::string assemblerDescription(int driverVersion);
-/// Whether that assembler assembles fast (ptxas 12.8 or newer): the sm90
-/// family's quick forms, a cold miss's first tier, need it.
-bool assemblesFast(int driverVersion);
 
 /// What flashjit needs to know about one GPU.
 struct DeviceInfo {
