@@ -1,8 +1,9 @@
 // RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s
 // The same checks fail on the sm80 family's kernel of the same spec:
 // RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config=family=sm80 --flashjit-lower-attention-to-gpu --canonicalize --cse | not FileCheck %s
-// Overlap and pingpong add their own ops; the default kernel at d=64 has
-// neither (pingpong is the default from d=96 on):
+// Overlap and pingpong add their own ops; the default kernel at d=72 has
+// neither (overlap is the default to d=64 and from d=80, pingpong from
+// d=96):
 // RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s --check-prefix=PLAIN
 // RUN: flashjit-opt %s -split-input-file --flashjit-select-tile-config --flashjit-lower-attention-to-gpu --canonicalize --cse | FileCheck %s --check-prefix=VARIANTS
 
@@ -48,11 +49,11 @@ flashjit.attention_fwd @d128 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16
 
 // -----
 
-// PLAIN-LABEL: gpu.module @d64
+// PLAIN-LABEL: gpu.module @d72
 // PLAIN-NOT: nvvm.wgmma.wait.group.sync.aligned 1
 // PLAIN-NOT: nvvm.barrier.arrive
 // PLAIN: gpu.return
-flashjit.attention_fwd @d64 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 64, head_dim_v = 64, mask = "causal", gqa_group = 1, lse = true, align = 8>
+flashjit.attention_fwd @d72 arch = "sm_90a" spec = #flashjit.spec<dtype = "bf16", head_dim_qk = 72, head_dim_v = 72, mask = "causal", gqa_group = 1, lse = true, align = 8>
 
 // -----
 
