@@ -819,10 +819,13 @@ Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
   // the rows decide, exactly per shape).
   const int64_t groupRows = decodeTileRows(p);
   const bool decodeLike = isDecodeLike(p);
+  bool fromDecodeTable = false;
   if (plan.source == ConfigSource::Default && decodeLike &&
       (!impl_->family || *impl_->family == Family::Sm80))
-    if (auto decode = decodeTileConfig(plan.spec, impl_->arch, groupRows))
+    if (auto decode = decodeTileConfig(plan.spec, impl_->arch, groupRows)) {
       plan.config = *decode;
+      fromDecodeTable = true;
+    }
   // Checks the spec too.
   if (Status s = flashjit::validate(plan.config, plan.spec, impl_->arch); !s)
     return s;
@@ -889,6 +892,14 @@ Status Runtime::choosePlan(const ForwardProblem &p, ForwardPlan &plan) {
                            "heads_q below 2^31, got " +
                            std::to_string(partialRows * p.headsQ));
     plan.spec.splitKV = true;
+    // The default table's tiles of a split spec leave registers for the
+    // float32 partials (the same rows per CTA: the grid stands).
+    if (plan.source == ConfigSource::Default && !fromDecodeTable) {
+      const TileConfig split =
+          defaultTileConfig(plan.spec, impl_->arch, plan.config.family);
+      if (split.blockM == plan.config.blockM)
+        plan.config = split;
+    }
     if (Status s = flashjit::validate(plan.config, plan.spec, impl_->arch); !s)
       return s;
     plan.grid[2] = static_cast<unsigned>(p.batch * plan.numSplits);

@@ -545,6 +545,57 @@ TEST_P(PtxasDefaultConfig, AssemblesWithoutSpills) {
 INSTANTIATE_TEST_SUITE_P(Forward, PtxasDefaultConfig,
                          ::testing::ValuesIn(gridCases()), gridName);
 
+// ---- split-KV at the default tiles ------------------------------------------------------------
+
+/// `--splits N` (or a named tile on a decode-like problem) splits the keys
+/// of the default tiles: their epilogue writes float32 partials.
+struct SplitCase {
+  int headDim;
+  DType dtype;
+  MaskMode mask;
+  Arch arch;
+  bool lse;
+};
+
+class PtxasSplitDefault : public ::testing::TestWithParam<SplitCase> {};
+
+TEST_P(PtxasSplitDefault, AssemblesWithoutSpills) {
+  const SplitCase &c = GetParam();
+  AttentionSpec spec;
+  spec.dtype = c.dtype;
+  spec.headDimQK = spec.headDimV = c.headDim;
+  spec.mask = c.mask;
+  spec.writeLse = c.lse;
+  spec.globalAlignElems = alignmentElems({c.headDim});
+  spec.splitKV = true;
+  compileAndAssemble(spec, defaultTileConfig(spec, c.arch, Family::Sm80),
+                     c.arch);
+}
+
+std::vector<SplitCase> splitCases() {
+  std::vector<SplitCase> out;
+  int i = 0;
+  for (int d : {1, 33, 64, 80, 89, 96, 100, 104, 112, 120, 128, 132, 160,
+                192, 256})
+    for (MaskMode mask : {MaskMode::None, MaskMode::Causal})
+      for (Arch arch : {Arch::Sm80, Arch::Sm90a}) {
+        const DType dtype = i++ % 2 ? DType::F16 : DType::BF16;
+        for (bool lse : {false, true})
+          out.push_back({d, dtype, mask, arch, lse});
+      }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Forward, PtxasSplitDefault, ::testing::ValuesIn(splitCases()),
+    [](const ::testing::TestParamInfo<SplitCase> &info) {
+      const SplitCase &c = info.param;
+      return "d" + std::to_string(c.headDim) + "_" +
+             std::string(toString(c.dtype)) + "_" +
+             std::string(toString(c.mask)) + "_" +
+             std::string(toString(c.arch)) + (c.lse ? "_lse" : "");
+    });
+
 // ---- the backward's kernels ---------------------------------------------------------------
 
 struct BackwardCase {

@@ -243,6 +243,42 @@ TEST(StandIn, DecodeSplitsOnTheSm80FamilyAndLaunchesItsHelpers) {
       << bad.message();
 }
 
+// Split keys with the default tiles: the sm80 default table's tiles of a
+// split spec (32 keys at d = 96, whose partials need the registers that
+// 64-key tiles spill, tests/ptxas), the same rows per CTA; without a split
+// the table's own. A named tile is the kernel it names, split or not.
+TEST(StandIn, SplitKeysTakeTheSplitSpecsDefaultTile) {
+  FLASHJIT_REQUIRE_STANDIN();
+  TempDir dir;
+  RuntimeOptions o;
+  o.cacheDirectory = dir.path().string();
+  o.quickFirst = false;
+  o.family = Family::Sm80;
+  auto rt = Runtime::create(o);
+  ASSERT_TRUE(rt) << rt.message();
+  ForwardProblem p = smallProblem();
+  p.seqlenQ = p.seqlenK = 1024;
+  p.headDimQK = p.headDimV = 96;
+  p.setDenseBSHD();
+  p.numSplits = 2;
+  auto split = (*rt)->planForward(p);
+  ASSERT_TRUE(split) << split.message();
+  EXPECT_TRUE(split->spec.splitKV);
+  EXPECT_EQ(split->config.blockM, 128);
+  EXPECT_EQ(split->config.blockN, 32);
+  EXPECT_EQ(split->config.stages, 2);
+  p.numSplits = 1;
+  auto whole = (*rt)->planForward(p);
+  ASSERT_TRUE(whole) << whole.message();
+  EXPECT_FALSE(whole->spec.splitKV);
+  EXPECT_EQ(whole->config.blockN, 64);
+  p.numSplits = 2;
+  p.tile = TileConfig{128, 64, 4, 2};
+  auto named = (*rt)->planForward(p);
+  ASSERT_TRUE(named) << named.message();
+  EXPECT_EQ(named->config.blockN, 64);
+}
+
 // The sm90 family packs a GQA group's query heads into one CTA: its Q map
 // puts heads before rows, so that a box of 64 columns x 8 heads x 8
 // queries lands as 64 rows of (query, head) pairs; K and V keep (columns,

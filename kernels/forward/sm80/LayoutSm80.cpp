@@ -133,6 +133,10 @@ TileConfig defaultTileConfigSm80(const AttentionSpec &spec, Arch arch) {
   if (copyBytes <= 4)
     preferred = {/*blockM=*/128, /*blockN=*/d <= 64 ? 32 : 16, /*warps=*/8,
                  pipelinedStages};
+  else if (spec.splitKV && d > 88 && d <= 112)
+    // Split-KV's float32 partials take the registers of the tiles below:
+    // ptxas 13.0 spilled 4-24 bytes at d = 96 and 100 (tests/ptxas).
+    preferred = {128, 32, 4, 2};
   else if (d > 96 && d <= 112 && copyBytes == 8)
     // 48-key tiles leave the registers that 8-byte copies need: d=100,
     // 1.01x of 128x64 with two stages, either mask (autotune in
