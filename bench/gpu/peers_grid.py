@@ -20,7 +20,8 @@ peers = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(peers)
 
 ints = lambda name, default: [int(x) for x in os.environ.get(name, default).replace(",", " ").split()]
-dims = ints("GRID_DIMS", "64 72 80 96 100 112 128 160 192 256")
+# run-device.sh sets the grid (its GRID_* defaults); alone, D = 128 at 4096.
+dims = ints("GRID_DIMS", "128")
 seqs = ints("GRID_SEQS", "4096")
 flexDims = set(ints("FLEX_DIMS", "100"))
 dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}

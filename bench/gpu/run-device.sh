@@ -146,6 +146,9 @@ modes=(${modes[@]//,/ })
 givenDims=${DIMS:-}
 DIMS=${DIMS:-64,80,96,100,128,160,256}
 MASKS=${MASKS:-none causal}
+# Issue 19's grid (the grid and peers-grid modes; peers_grid.py takes them).
+export GRID_DIMS=${GRID_DIMS:-64 72 80 96 100 112 128 160 192 256}
+export GRID_SEQS=${GRID_SEQS:-4096} GRID_DTYPES=${GRID_DTYPES:-bf16}
 BINS=${BINS:-new=$bin}
 ROUNDS=${ROUNDS:-}
 
@@ -571,15 +574,14 @@ RUNS
     ;;
   grid)
     local d m s t
-    for t in ${GRID_DTYPES:-bf16}; do for s in ${GRID_SEQS:-4096}; do
-      for d in ${GRID_DIMS:-64 72 80 96 100 112 128 160 192 256}; do for m in $MASKS; do
+    for t in $GRID_DTYPES; do for s in $GRID_SEQS; do
+      for d in $GRID_DIMS; do for m in $MASKS; do
         grid_row grid $d $m $s $t
       done; done
     done; done
     ;;
   peers-grid)
-    GRID_DIMS=${GRID_DIMS:-64 72 80 96 100 112 128 160 192 256} GRID_SEQS=${GRID_SEQS:-4096} \
-      GRID_DTYPES=${GRID_DTYPES:-bf16} PEERS_OUT="$out" PYTHONUNBUFFERED=1 \
+    PEERS_OUT="$out" PYTHONUNBUFFERED=1 \
       timeout ${PEERS_TIMEOUT:-1200} python3 bench/gpu/peers_grid.py 2>&1 | tee -a "$out/peers-grid.log" |
       tail -25
     ;;

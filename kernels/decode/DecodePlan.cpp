@@ -37,7 +37,7 @@ std::optional<TileConfig> decodeTileConfig(const AttentionSpec &spec,
   const int d = std::max(spec.headDimQK, spec.headDimV);
   // Narrow copies keep an address per 2 or 4 bytes live. Of 4 bytes past
   // d = 128 every decode tile spills (ptxas 13.0: 12-2680 bytes up to four
-  // warps); the default config (eight warps) serves them.
+  // warps); the family's default config serves them (sm80: eight warps).
   if (copyBytes == 4 && d > 128)
     return std::nullopt;
   // One warp per 16 rows, a power of two of them (33..48 rows: 4 warps,
